@@ -104,7 +104,8 @@ def split_sql(sql):
         if not current and kind in ("space", "comment"):
             continue  # a statement starts at its first real token
         if kind == "punct" and text == ";" and (not in_trigger or trigger_done):
-            statements.append("".join(current).rstrip())
+            if current:
+                statements.append("".join(current).rstrip())
             current, words = [], []
             in_trigger = trigger_done = False
             case_depth = 0
@@ -148,7 +149,7 @@ def _first_word(sql):
 
 # --- Migration files --------------------------------------------------------
 
-_NAME_RE = re.compile(r"^(\d+)-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
+_NAME_RE = re.compile(r"^(\d{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
 _DESCRIPTION_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _MARKER_RE = re.compile(r"^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$", re.M | re.I)
 _PY_NAME_RE = re.compile(r"""^name\s*=\s*(?P<q>['"])(?P<name>(?:(?!(?P=q)).)*)(?P=q)\s*(?:#.*)?$""",
@@ -884,6 +885,8 @@ class Migrator(object):
         session = _Session()
         if self.connection is not None:
             session.conn = self.connection
+            # Python 3.12's autocommit=False keeps a transaction open at all
+            # times; leaving that mode commits it, as Python documents.
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
                 raise MigrationError("the connection has an open transaction; commit or roll "
                                      "it back before migrating")
@@ -897,9 +900,13 @@ class Migrator(object):
             if session.conn is None:
                 session.state = TrackingState(0, {}, False, False)
                 session.opener = lambda: connect(self.path, self.busy_timeout, mode="rwc")
+                yield session
             else:
-                session.state = self._guarded(read_state, session.conn, self.table)
-            yield session
+                # A caller's connection in any mode gets explicit BEGIN/COMMIT
+                # for the session and its own mode back afterwards.
+                with _explicit_transactions(session.conn):
+                    session.state = self._guarded(read_state, session.conn, self.table)
+                    yield session
         except sqlite3.Error as e:
             raise explain_sqlite_error(e, self.path)
         finally:
