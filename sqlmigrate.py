@@ -1485,8 +1485,13 @@ def main(argv=None):
     return status
 
 
+def main_exit():
+    """Entry point of the installed `sqlmigrate` command."""
+    sys.exit(main())
+
+
 if __name__ == "__main__":
     # Migrations that `import sqlmigrate` must get this very module, not a
     # second copy with its own MigrationError class.
     sys.modules.setdefault("sqlmigrate", sys.modules[__name__])
-    sys.exit(main())
+    main_exit()
