@@ -521,9 +521,16 @@ def check_foreign_keys(conn):
 
 def explain_sqlite_error(error, path):
     """A sqlite3 error as a MigrationError a person can act on."""
+    where = path if path else "the database"
+    return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+
+
+def database_problem(error, path):
+    """The MigrationError for an error that is the database file's fault
+    (locked, read-only, not a database), or None for any other error."""
     message = str(error)
     where = path if path else "the database"
-    if "locked" in message or "busy" in message:
+    if "database is locked" in message or "busy" in message:
         return MigrationError(
             "database %s is locked by another process; wait for it to finish (or stop it) "
             "and try again, or raise --busy-timeout" % where)
@@ -534,7 +541,7 @@ def explain_sqlite_error(error, path):
         return MigrationError("%s is not an SQLite database (%s)" % (where, message))
     if "unable to open" in message:
         return MigrationError("cannot open database %s: %s" % (where, message))
-    return MigrationError("%s: %s" % (where, message))
+    return None
 
 
 # --- Tracking ---------------------------------------------------------------
@@ -965,7 +972,7 @@ class Migrator(object):
         if session.conn is None:
             session.conn = session.opener()
         conn = session.conn
-        if backup_wanted and self.path is not None:
+        if backup_wanted and self.path is not None and session.opener is None:
             backup(conn, _backup_path(self.path, session.state.version))
         done = []
         if atomic:
@@ -1024,6 +1031,9 @@ class Migrator(object):
         try:
             m.run(db, direction)
         except Exception as e:
+            problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            if problem:  # the database, not the migration, is at fault
+                raise MigrationError("%s: %s" % (m.path, problem))
             raise _migration_failure(m, direction, e, db.failed_statement, transactional)
         finally:
             conn.row_factory, conn.text_factory = saved_factories
@@ -1474,6 +1484,7 @@ def run_command(args, out, err):
         return 1 if args.check and (drifted or report["current_version"] > report["latest_version"]) \
             else 0
     if args.command == "verify":
+        migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
         problems = migrator.verify()
         for problem in problems:
             out.write("problem: %s\n" % problem)
