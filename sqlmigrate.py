@@ -86,6 +86,21 @@ class _LazyRegex(object):
 _O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 
+def _tolerant_stream(stream):
+    """Python 3.6 in the C locale writes ASCII and raises on anything else
+    (3.7+ coerces to UTF-8); show such characters escaped instead."""
+    if getattr(stream, "errors", None) not in ("strict", "surrogateescape"):
+        return stream
+    if hasattr(stream, "reconfigure"):  # Python 3.7+
+        stream.reconfigure(errors="backslashreplace")
+        return stream
+    if hasattr(stream, "buffer"):
+        import io
+        return io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                errors="backslashreplace", line_buffering=True)
+    return stream
+
+
 def _autocommit_mode(conn):
     return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
 
@@ -1534,7 +1549,8 @@ def main(argv=None):
 
 
 def main_exit():
-    """Entry point of the installed `sqlmigrate` command."""
+    """Entry point of the process (script, -m, installed command)."""
+    sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
     sys.exit(main())
 
 

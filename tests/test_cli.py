@@ -427,6 +427,18 @@ class StatusTests(CLITestCase):
         if not ran:
             self.skipTest("neither %s nor %s is installed" % (PY36, PY313))
 
+    def test_non_ascii_names_do_not_crash_a_c_locale_python_36(self):
+        self.write("009-cafe.py", 'name = "Caf\u00e9 cr\u00e8me \u2713"\n\ndef up(db):\n'
+                   '    db.execute("CREATE TABLE caf\u00e9 (x)")\n')
+        python = PY36 if os.path.exists(PY36) else sys.executable
+        env = {"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": ""}
+        for command in (["status"], ["up"], ["--db", self.db, "status", "--json"][2:]):
+            with self.subTest(command=command):
+                status, out, err = self.cli("--db", self.db, *command, python=python, env=env)
+                self.assertEqual(status, 0, err)
+                self.assertNotIn("Traceback", err)
+                self.assertIn("Caf", out)
+
     def test_json_prints_one_object_with_the_spec_keys(self):
         self.apply("--to", "1")
         out, _ = self.run_ok("--db", self.db, "status", "--json")
