@@ -1829,8 +1829,7 @@ def _copy(rebuild):
     # and trigger in the schema while the old table is gone.
     with _legacy_alter_table(conn, True):
         conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, quote_identifier(rebuild.name)))
-    if sequence is not None and "AUTOINCREMENT" in [_word(new.tokens, i) for i in
-                                                    _significant(new.tokens)]:
+    if "AUTOINCREMENT" in [_word(new.tokens, i) for i in _significant(new.tokens)]:
         _restore_autoincrement_counter(conn, rebuild.name, sequence)
     _recreate_indexes_and_triggers(rebuild)
     return rows
@@ -1844,9 +1843,12 @@ def _autoincrement_counter(raw, table):
 
 
 def _restore_autoincrement_counter(conn, table, sequence):
-    # The copy set the counter to the highest rowid copied; the old table's
-    # counter may be higher (its last rows deleted), and ids must not be reused.
-    if conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+    # The copy set the counter to the highest rowid copied (even to 0 when it
+    # copied nothing); the old table's counter may be higher (its last rows
+    # deleted), and ids must not be reused.  No counter before: none after.
+    if sequence is None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+    elif conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
                     (sequence, table)).rowcount == 0:
         conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, sequence))
 
