@@ -1798,14 +1798,15 @@ def _native(rebuild, dropped):
     if dropped:
         for index, _ in rebuild.dropped_indexes:
             conn.execute("DROP INDEX main.%s" % quote_identifier(index))
+    # Drops first: a column may be renamed to the name of one being dropped.
     with _legacy_alter_table(conn, False):
+        for key in dropped:
+            conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
+                rebuild.quoted, quote_identifier(rebuild.old.column(key).name)))
         for key, new in rebuild.renamed.items():
             conn.execute("ALTER TABLE %s RENAME COLUMN %s TO %s" % (
                 rebuild.quoted, quote_identifier(rebuild.old.column(key).name),
                 quote_identifier(new)))
-        for key in dropped:
-            conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
-                rebuild.quoted, quote_identifier(rebuild.old.column(key).name)))
 
 
 def _copy(rebuild):
@@ -2007,7 +2008,8 @@ def _run_rebuild(conn, raw, table, drop, rename, create_sql):
                 raise MigrationError("cannot change table %s: %s; nothing was changed"
                                      % (rebuild.name, e))
             log.debug("native ALTER TABLE refused (%s); copying instead", e)
-    if rebuild.renamed and HAS_RENAME_COLUMN and not _FORCE_COPY:
+    if rebuild.renamed and HAS_RENAME_COLUMN and not _FORCE_COPY and \
+            not set(_key(new) for new in rebuild.renamed.values()) & set(rebuild.dropped):
         # RENAME COLUMN first: SQLite rewrites every trigger, view and foreign
         # key that names the column; then copy the renamed table.
         _native(rebuild, [])

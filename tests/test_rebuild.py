@@ -99,7 +99,11 @@ class Cases(object):
         before = self.rows("SELECT rowid, id, name, score, born, typeof(score), typeof(born) "
                            "FROM people ORDER BY rowid")
         info = [r for r in self.rows("PRAGMA table_info(people)") if r[1] != "email"]
-        sqlmigrate.drop_column(self.conn, "people", "email")
+        with self.assertLogs("sqlmigrate", logging.INFO) as logs:
+            sqlmigrate.drop_column(self.conn, "people", "email")
+        self.assertIn("rebuilt table people (%s" % (
+            "in place" if NATIVE_DROP and not self.force_copy else "copied, 3 rows copied"),
+            logs.output[-1])
         self.assertEqual(self.rows("SELECT rowid, id, name, score, born, typeof(score), "
                                    "typeof(born) FROM people ORDER BY rowid"), before)
         self.assertEqual([r[1:] for r in self.rows("PRAGMA table_info(people)")],
@@ -600,6 +604,14 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "2020", "o")])
         self.assertHealthy()
 
+    def test_rename_to_the_name_of_a_dropped_column(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT UNIQUE);"
+                  "INSERT INTO t VALUES (1, 'old a', 'b');")
+        sqlmigrate.rebuild_table(self.conn, "t", drop=["a"], rename={"b": "a"})
+        self.assertEqual(self.rows("SELECT id, a FROM t"), [(1, "b")])
+        self.assertEqual(body(self.table_sql("t")), '(id INTEGER PRIMARY KEY, "a" TEXT UNIQUE)')
+        self.assertHealthy()
+
     def test_rename_and_drop_together(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, ts TEXT);"
                   "INSERT INTO t VALUES (4, 'e', 't');")
@@ -689,25 +701,55 @@ class Cases(object):
         self.assertEqual((self.schema(), self.rows("SELECT * FROM t")), before)
         self.assertHealthy()
 
-    def test_failure_injected_after_the_drop_rolls_everything_back(self):
-        self.make_parent_and_children()
-        before = self.schema(), self.rows("SELECT * FROM parent"), self.children()
-        original = sqlmigrate._recreate_indexes_and_triggers
+    def inject_failure(self, function_name):
+        original = getattr(sqlmigrate, function_name)
 
-        def fail(rebuild):
-            original(rebuild)
-            raise KeyboardInterrupt()
-        sqlmigrate._recreate_indexes_and_triggers = fail
-        self.addCleanup(setattr, sqlmigrate, "_recreate_indexes_and_triggers", original)
-        if self.force_copy or not NATIVE_DROP:
-            with self.assertRaises(KeyboardInterrupt):
-                sqlmigrate.drop_column(self.conn, "parent", "gone")
-        else:
-            sqlmigrate.rebuild_table(self.conn, "parent")  # no-op rebuild copies too
-            before = self.schema(), self.rows("SELECT * FROM parent"), self.children()
-        after = self.schema(), self.rows("SELECT * FROM parent"), self.children()
-        if self.force_copy or not NATIVE_DROP:
-            self.assertEqual(after, before)
+        def fail(*args):
+            original(*args)
+            raise KeyboardInterrupt("injected")
+        setattr(sqlmigrate, function_name, fail)
+        self.addCleanup(setattr, sqlmigrate, function_name, original)
+
+    def assertFailureRollsBack(self, function_name, call, *args, **kwargs):
+        self.make_parent_and_children()
+        self.make("""
+            CREATE TABLE log (msg TEXT);
+            CREATE INDEX parent_name ON parent(name);
+            CREATE INDEX parent_gone ON parent(gone);
+            CREATE TRIGGER parent_t AFTER INSERT ON parent BEGIN INSERT INTO log VALUES (1); END;
+            CREATE VIEW parent_v AS SELECT id FROM parent;
+        """)
+
+        def state():
+            return (self.schema(), self.rows("SELECT rowid, * FROM parent"), self.children(),
+                    self.rows("SELECT * FROM log"))
+        before = state()
+        self.inject_failure(function_name)
+        with self.assertRaisesRegex(KeyboardInterrupt, "injected"):
+            call(*args, **kwargs)
+        self.assertEqual(state(), before)
+        self.assertHealthy()
+
+    def test_failure_after_every_change_rolls_everything_back(self):
+        self.assertFailureRollsBack("_log_changes", sqlmigrate.rebuild_table, self.conn,
+                                    "parent", drop=["gone"], rename={"name": "title"})
+
+    def test_failure_right_after_the_old_table_is_dropped_rolls_everything_back(self):
+        self.assertFailureRollsBack("_restore_autoincrement_counter", sqlmigrate.rebuild_table,
+                                    self.conn, "parent", create_sql="CREATE TABLE parent "
+                                    "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
+
+    def test_failure_inside_the_callers_transaction_rolls_back_only_the_rebuild(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
+                  "INSERT INTO t VALUES (1, 'a', 'g');")
+        self.inject_failure("_log_changes")
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO t VALUES (2, 'mine', 'g')")
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertTrue(self.conn.in_transaction)
+        self.conn.execute("COMMIT")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g"), (2, "mine", "g")])
         self.assertHealthy()
 
     def test_not_null_column_without_default_fails_cleanly(self):
@@ -897,6 +939,34 @@ class BothPathsAgree(RebuildTestCase):
 
 class BigTable(RebuildTestCase):
     force_copy = True
+
+    def setting(self, name, value):
+        saved = getattr(sqlmigrate, name)
+        setattr(sqlmigrate, name, value)
+        self.addCleanup(setattr, sqlmigrate, name, saved)
+
+    @unittest.skipUnless(hasattr(os, "openpty"), "needs a pseudo-terminal")
+    def test_progress_on_a_terminal(self):
+        self.make("CREATE TABLE t (a TEXT, gone TEXT);")
+        self.conn.executemany("INSERT INTO t (a) VALUES (?)", [(str(i),) for i in range(100)])
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        terminal = os.fdopen(slave, "w")
+        self.addCleanup(terminal.close)
+        self.setting("_PROGRESS_MIN_ROWS", 50)
+        self.setting("_PROGRESS_EVERY", 0)
+        self.setting("_COPY_CHUNK_ROWS", 30)
+        saved, sys.stderr = sys.stderr, terminal
+        try:
+            sqlmigrate.drop_column(self.conn, "t", "gone")
+        finally:
+            sys.stderr = saved
+        terminal.flush()
+        shown = os.read(master, 65536).decode("ascii", "replace")
+        self.assertIn("rebuilding t: 30 of 100 rows copied", shown)
+        self.assertIn("rebuilding t: 90 of 100 rows copied", shown)
+        self.assertEqual(self.rows("SELECT count(*) FROM t"), [(100,)])
+        self.assertHealthy()
 
     def test_300k_rows_with_flat_memory(self):
         self.make("CREATE TABLE big (id INTEGER PRIMARY KEY, payload TEXT, gone TEXT);")
