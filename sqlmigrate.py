@@ -1206,17 +1206,12 @@ def _unquote(text):
 
 def _key(name):
     # SQLite compares identifiers case-insensitively in ASCII only.
-    return name.lower() if all(ord(ch) < 128 for ch in name) else \
-        "".join(ch.lower() if ord(ch) < 128 else ch for ch in name)
+    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
 
 
 def _significant(tokens, start=0, end=None):
     end = len(tokens) if end is None else end
     return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
-
-
-def _is_name(token):
-    return token[0] in ("ident", "word") or token[0] == "string"
 
 
 def _word(tokens, i):
@@ -1242,7 +1237,7 @@ def _column_refs(tokens, start, end, skip=()):
     that are not a function name, a qualifier (t.col), a table, alias, type
     or collation name, or the x of a blob literal x'00'.  Errs on the side
     of "may": callers use it to refuse, or to rename inside one table."""
-    sig = [i for i in _significant(tokens, start, end)]
+    sig = _significant(tokens, start, end)
     refs = []
     for n, i in enumerate(sig):
         kind, text = tokens[i]
@@ -1511,9 +1506,9 @@ def _describe(kind, schema, name):
 
 def _plan(rebuild, drop, rename, create_sql):
     """Work out the column mapping and every refusal, changing nothing.
-    Sets rebuild.mapping [(new name, old name or None)], dropped keys,
-    renamed {old key: new name}, the new CREATE TABLE text and the indexes
-    that go with dropped columns."""
+    Sets on `rebuild`: mapping [(new name, old name or None)], dropped
+    (column keys), renamed {old key: new name}, create_sql, native_drop_ok
+    and dropped_indexes (the indexes that go with dropped columns)."""
     old = rebuild.old
     for name in list(drop) + list(rename):
         if old.column(_key(name)) is None:
@@ -1628,8 +1623,9 @@ def _check_dependents(rebuild):
             name, rebuild.name)
         for child, source, target in rebuild.children:
             if target is not None and _key(target) == key:
-                raise MigrationError(refuse % ("table %s has a foreign key to it (%s.%s); "
-                                               "change or drop that first" % (child, child, source)))
+                raise MigrationError(refuse % (
+                    "table %s has a foreign key to it (%s.%s); change or drop that first"
+                    % (child, child, source)))
         for schema, trigger, sql in rebuild.triggers:
             if _uses("trigger", sql, [key]):
                 raise MigrationError(refuse % ("%s uses it; drop or change the trigger first"

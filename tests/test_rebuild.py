@@ -597,7 +597,8 @@ class Cases(object):
                          '("created_at" <> \'\'),\n                            other TEXT, '
                          'UNIQUE ("created_at", other))')
         self.assertEqual(self.table_sql("t_ts"),
-                         'CREATE INDEX t_ts ON t("created_at" DESC)' + where('"created_at" > \'2000\''))
+                         'CREATE INDEX t_ts ON t("created_at" DESC)'
+                         + where('"created_at" > \'2000\''))
         self.assertEqual(self.table_sql("t_expr"),
                          'CREATE INDEX t_expr ON t(%s, other)' % (
                              'substr("created_at", 1, 4)' if EXPRESSIONS else '"created_at"'))
@@ -694,7 +695,8 @@ class Cases(object):
         """)
         before = self.schema(), self.rows("SELECT * FROM t")
         with self.assertRaisesRegex(sqlmigrate.MigrationError,
-                                    "rebuilding table t failed: (UNIQUE constraint failed|.*not unique).*"
+                                    "rebuilding table t failed: "
+                                    "(UNIQUE constraint failed|.*not unique).*"
                                     "nothing was changed"):
             sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
                                      "(id INTEGER PRIMARY KEY, code INTEGER)")
@@ -754,7 +756,8 @@ class Cases(object):
 
     def test_not_null_column_without_default_fails_cleanly(self):
         self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
-        self.assertRefused("NOT NULL constraint failed|may not be NULL", sqlmigrate.rebuild_table, self.conn,
+        self.assertRefused("NOT NULL constraint failed|may not be NULL",
+                           sqlmigrate.rebuild_table, self.conn,
                            "t", create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
 
     def test_joins_the_callers_transaction(self):
