@@ -71,6 +71,10 @@ class DatabaseTestCase(unittest.TestCase):
         return self.connect().execute("SELECT %s FROM %s ORDER BY %s" % (
             columns, sqlmigrate.quote_identifier(table), order)).fetchall()
 
+    def content(self):
+        with open(self.db, "rb") as f:
+            return f.read()
+
     def columns(self, table):
         return [row[1] for row in self.connect().execute(
             "PRAGMA table_info(%s)" % sqlmigrate.quote_identifier(table))]
@@ -595,9 +599,9 @@ class SchemaReportTests(DatabaseTestCase):
                       sqlmigrate.schema_report(self.db, ["nope"]))
 
     def test_reads_only(self):
-        before = os.stat(self.db).st_mtime_ns, open(self.db, "rb").read()
+        before = os.stat(self.db).st_mtime_ns, self.content()
         sqlmigrate.schema_report(self.db)
-        self.assertEqual((os.stat(self.db).st_mtime_ns, open(self.db, "rb").read()), before)
+        self.assertEqual((os.stat(self.db).st_mtime_ns, self.content()), before)
         missing = os.path.join(self.tmp, "missing.db")
         with self.assertRaises(MigrationError):
             sqlmigrate.schema_report(missing)
