@@ -23,8 +23,14 @@ if ROOT not in sys.path:
 import sqlmigrate  # noqa: E402
 from sqlmigrate import MigrationError, merge_json_defaults, reconcile  # noqa: E402
 
-HAS_GENERATED = sqlite3.sqlite_version_info >= (3, 31, 0)
+VERSION = sqlite3.sqlite_version_info
+HAS_GENERATED = VERSION >= (3, 31, 0)
 NEEDS_GENERATED = "generated columns need SQLite 3.31 (this is %s)" % sqlite3.sqlite_version
+HAS_WITHOUT_ROWID = VERSION >= (3, 8, 2)
+NEEDS_WITHOUT_ROWID = "WITHOUT ROWID needs SQLite 3.8.2 (this is %s)" % sqlite3.sqlite_version
+HAS_EXPRESSION_INDEXES = VERSION >= (3, 9, 0)  # partial indexes: 3.8.0
+NEEDS_EXPRESSION_INDEXES = ("indexes on expressions need SQLite 3.9 (this is %s)"
+                            % sqlite3.sqlite_version)
 
 ISSUE_COLUMNS = {
     "ollama_servers": {"available_models": "JSON", "models_last_updated": "DATETIME"},
@@ -144,6 +150,37 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertFalse([c for c in changes if "rebuilt" in c])
         self.assertEqual(self.rows("t", "a, b, c, d, e, f, g, h, j, k, l"),
                          [(0, -1500.0, "it's", b"\x00\xff", None, 42, "x", 7, "pending", -1, "x")])
+
+    def test_add_column_classification_matches_this_sqlite(self):
+        # What reconcile sends to ALTER TABLE ADD COLUMN, SQLite must accept;
+        # what it rebuilds for or refuses, SQLite's ADD COLUMN must refuse.
+        conn = self.make("CREATE TABLE p (id INTEGER PRIMARY KEY); INSERT INTO p VALUES (1);"
+                         "CREATE TABLE t (a INTEGER PRIMARY KEY, b); INSERT INTO t (b) VALUES (1), (2);")
+        declarations = [
+            "DEFAULT 1", "DEFAULT -1", "DEFAULT +1", "DEFAULT 'x'", "DEFAULT (1)", "DEFAULT ('a')",
+            "DEFAULT (-1)", "DEFAULT ((1))", "DEFAULT X'00'", "DEFAULT NULL", "DEFAULT abc",
+            "DEFAULT TRUE", "DEFAULT 1.5e3", "NOT NULL DEFAULT 0", "DEFAULT (1+1)",
+            "DEFAULT CURRENT_TIMESTAMP", "DEFAULT (abs(-1))", "NOT NULL", "NOT NULL DEFAULT NULL",
+            "UNIQUE", "PRIMARY KEY", "REFERENCES p(id) DEFAULT 1", "REFERENCES p(id)"]
+        if HAS_GENERATED:
+            declarations += ["AS (b * 2)", "GENERATED ALWAYS AS (b * 2) STORED"]
+        for fk_on in (False, True):
+            conn.execute("PRAGMA foreign_keys = %s" % ("ON" if fk_on else "OFF"))
+            for text in declarations:
+                declaration = sqlmigrate._ColumnDeclaration(text)
+                plain = not (sqlmigrate._column_problem(conn, "t", declaration, fk_on)
+                             or sqlmigrate._rebuild_reason(declaration)
+                             or "UNIQUE" in declaration.words)
+                conn.execute("SAVEPOINT probe")
+                try:
+                    conn.execute("ALTER TABLE t ADD COLUMN x " + text)
+                    accepted = True
+                except sqlite3.Error:
+                    accepted = False
+                finally:
+                    conn.execute("ROLLBACK TO probe")
+                    conn.execute("RELEASE probe")
+                self.assertEqual(plain, accepted, "%s (foreign keys %s)" % (text, fk_on))
 
     def test_unique_column_is_added_with_a_unique_index(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
@@ -279,6 +316,16 @@ class ReconcileColumnTests(DatabaseTestCase):
 class ReconcileIndexTests(DatabaseTestCase):
 
     def test_full_create_unique_index_statement(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT);")
+        sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, b COLLATE NOCASE DESC);"
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), ["created index idx_t_ab"])
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), [])
+        stored = self.connect().execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'idx_t_ab'").fetchone()[0]
+        self.assertIn("UNIQUE", stored)
+
+    @unittest.skipUnless(HAS_EXPRESSION_INDEXES, NEEDS_EXPRESSION_INDEXES)
+    def test_expression_and_partial_index(self):
         self.make("CREATE TABLE t (a TEXT, b TEXT);")
         sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, lower(b)) WHERE a IS NOT NULL;"
         self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), ["created index idx_t_ab"])
@@ -419,6 +466,7 @@ class ReconcileRebuildTests(DatabaseTestCase):
         self.assertIn("rebuilt", changes[0])
         self.assertEqual(self.rows("t"), [(1, 2), (2, 2)])
 
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
     def test_rebuild_with_odd_identifiers_and_table_constraints(self):
         self.make('CREATE TABLE "my table" ("key" TEXT, "va""l" INT, PRIMARY KEY ("key"), '
                   'CHECK ("va""l" >= 0)) WITHOUT ROWID;'
@@ -537,6 +585,7 @@ class MergeJsonDefaultsTests(DatabaseTestCase):
         self.assertEqual(values[0], {"i": 0, "a": 7})
         self.assertEqual(values[-1], {"i": 19999, "a": 1})
 
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
     def test_without_rowid_table_and_odd_names(self):
         self.make('CREATE TABLE "my settings" ("the key" TEXT PRIMARY KEY, "da""ta" TEXT) '
                   "WITHOUT ROWID; INSERT INTO \"my settings\" VALUES ('a', '{\"x\": 1}'), "
@@ -564,9 +613,8 @@ class SchemaReportTests(DatabaseTestCase):
             CREATE TABLE api_keys (id INTEGER PRIMARY KEY, key_name VARCHAR NOT NULL,
                                    hashed_key VARCHAR NOT NULL UNIQUE,
                                    is_active BOOLEAN DEFAULT 1 NOT NULL);
-            CREATE INDEX idx_api_keys_name ON api_keys (key_name, lower(hashed_key))
-                WHERE is_active;
-        """ + 'CREATE TABLE "odd ""name""" ("k" TEXT, v, PRIMARY KEY ("k")) WITHOUT ROWID;')
+            CREATE INDEX idx_api_keys_name ON api_keys (key_name, hashed_key COLLATE NOCASE);
+        """ + 'CREATE TABLE "odd ""name""" ("k" TEXT NOT NULL, v, PRIMARY KEY ("k"));')
 
     def test_text_layout(self):
         report = sqlmigrate.schema_report(self.db)
@@ -575,7 +623,7 @@ class SchemaReportTests(DatabaseTestCase):
         lines = report.splitlines()
         for expected in ("  - id: INTEGER [PK] NOT NULL", "  - key_name: VARCHAR NOT NULL",
                          "  - is_active: BOOLEAN NOT NULL DEFAULT 1", "  Indexes:",
-                         "    - idx_api_keys_name: (key_name, lower(hashed_key)) WHERE is_active",
+                         "    - idx_api_keys_name: (key_name, hashed_key COLLATE NOCASE)",
                          "    - sqlite_autoindex_api_keys_1: UNIQUE (hashed_key)",
                          'Table: odd "name"', "  - k: TEXT [PK] NOT NULL", "  - v: (no type)"):
             self.assertIn(expected, lines)
@@ -589,7 +637,7 @@ class SchemaReportTests(DatabaseTestCase):
             "name": "id", "type": "INTEGER", "primary_key": True, "not_null": True,
             "default": None, "generated": None})
         self.assertEqual(info["tables"][0]["indexes"][0]["columns"],
-                         ["key_name", "lower(hashed_key)"])
+                         ["key_name", "hashed_key COLLATE NOCASE"])
 
     def test_selected_and_missing_tables(self):
         info = sqlmigrate.schema_info(self.db, ["API_KEYS", "nope"])
@@ -611,6 +659,20 @@ class SchemaReportTests(DatabaseTestCase):
         os.remove(self.db)
         sqlite3.connect(self.db).close()
         self.assertIn("(no tables)", sqlmigrate.schema_report(self.db))
+
+    @unittest.skipUnless(HAS_EXPRESSION_INDEXES, NEEDS_EXPRESSION_INDEXES)
+    def test_expression_and_partial_indexes_are_listed(self):
+        self.make("CREATE INDEX idx_x ON api_keys (lower(key_name), id) WHERE is_active;")
+        self.assertIn("    - idx_x: (lower(key_name), id) WHERE is_active",
+                      sqlmigrate.schema_report(self.db, ["api_keys"]).splitlines())
+
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
+    def test_without_rowid_primary_key_is_not_null(self):
+        self.make("CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+                  "CREATE TABLE r (k TEXT PRIMARY KEY, v);")
+        report = sqlmigrate.schema_report(self.db, ["w", "r"]).split("Table: ")
+        self.assertIn("  - k: TEXT [PK] NOT NULL", report[1].splitlines())
+        self.assertIn("  - k: TEXT [PK]", report[2].splitlines())  # rowid tables allow NULL
 
     @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
     def test_generated_columns_are_listed(self):
