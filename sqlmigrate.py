@@ -1154,7 +1154,8 @@ _HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 _IN_CHUNK = 500
 
 _ASCII_LOWER = dict((code, code + 32) for code in range(ord("A"), ord("Z") + 1))
-_NUMBER_RE = re.compile(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)$")
+_NUMBER_RE = re.compile(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+                        r"|0[xX][0-9a-fA-F]+)$")
 _STRING_RE = re.compile(r"^'(?:[^']|'')*'$")
 _BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
 _BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -1162,8 +1163,8 @@ _TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
 _COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
                             "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
 _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
-
-
+_MAY_HAVE_CLAUSES_RE = re.compile(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
+                                  re.I)
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
 
@@ -1232,13 +1233,12 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
                 columns[row[0]].append(row[1:])
         return columns
     pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+    # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
+    positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
-        cursor = conn.cursor()
-        cursor.row_factory = None
-        rows = cursor.execute("PRAGMA %s(%s)" % (pragma, quote_identifier(table))).fetchall()
-        position = dict((column[0], index) for index, column in enumerate(cursor.description))
-        columns[table] = [tuple(row[position[field]] if field in position else 0
-                                for field in fields) for row in rows]
+        rows = _query(conn, "PRAGMA %s(%s)" % (pragma, quote_identifier(table)))
+        columns[table] = [tuple([row[i] if i < len(row) else 0 for i in positions])
+                          for row in rows]
     return columns
 
 
@@ -1250,7 +1250,9 @@ class _ColumnDeclaration(object):
 
     def __init__(self, text):
         self.text = text
-        self.tokens = tokenize(text)
+        # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
+        self.tokens = tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
+            or text.count("(") != text.count(")") else []
         self.problem = None
         self.clauses = self._split()   # (word, start, keyword index, end) token indexes
         self.words = set(clause[0] for clause in self.clauses)
@@ -1433,8 +1435,8 @@ class _IndexDeclaration(object):
             if item and item[0][0] in ("word", "ident") and \
                     (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
                 self.columns.append(_unquote(*item[0]))
-                self.column_texts.append(" ".join([_unquote(*item[0])] + [_joined(item[1:])]
-                                                  if tail else [_unquote(*item[0])]))
+                name = _unquote(*item[0])
+                self.column_texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
             else:
                 self.column_texts.append(_joined(item))
 
@@ -1478,6 +1480,12 @@ class _ReconcilePlan(object):
         self.indexes = []          # (name, table, sql)
         self.problems = []         # what cannot be done: nothing will be
         self.warnings = []         # reported and skipped
+        self.parsed = {}           # declaration text -> _ColumnDeclaration: "INTEGER" repeats
+
+    def declaration(self, text):
+        if text not in self.parsed:
+            self.parsed[text] = _ColumnDeclaration(text)
+        return self.parsed[text]
 
     def empty(self):
         return not (self.additions or self.rebuilds or self.unique_indexes or self.indexes)
@@ -1497,6 +1505,7 @@ def reconcile(db, columns=None, indexes=None):
     columns, indexes = columns or {}, indexes or {}
     with using(db) as conn:
         conn = _raw(conn)
+        schema_version = _schema_version(conn)
         plan = _plan_reconcile(conn, columns, indexes)
         _report_plan(plan)
         if plan.empty():
@@ -1505,9 +1514,9 @@ def reconcile(db, columns=None, indexes=None):
         own_transaction = not conn.in_transaction
         with _foreign_keys_off_for(conn, plan, own_transaction) as fk_were_on:
             with transaction(conn):
-                if own_transaction:
-                    # Another process may have reconciled since we looked: look
-                    # again now that we hold the write lock.
+                if own_transaction and _schema_version(conn) != schema_version:
+                    # Another process changed the schema since we looked (and
+                    # may have reconciled): look again under the write lock.
                     plan = _plan_reconcile(conn, columns, indexes)
                     _report_plan(plan, quiet=True)
                 changes = _apply_reconcile(conn, plan)
@@ -1515,6 +1524,11 @@ def reconcile(db, columns=None, indexes=None):
                     check_foreign_keys(conn)
         log.info("Reconcile made %d change(s)", len(changes))
         return changes
+
+
+def _schema_version(conn):
+    """Bumped by SQLite on every schema change, by any connection."""
+    return _query(conn, "PRAGMA schema_version")[0][0]
 
 
 @contextmanager
@@ -1551,6 +1565,7 @@ def _plan_reconcile(conn, columns, indexes):
     existing = dict((table, [row[0] for row in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
     added = {}  # existing table name -> folded names of the columns being added
+    fk_on = []  # asked once, and only if a column is missing
     for table, declared in columns.items():
         actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
                               % ", ".join(declared))
@@ -1558,12 +1573,7 @@ def _plan_reconcile(conn, columns, indexes):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         elif actual is not None:
-            _plan_columns(plan, conn, actual, master[_fold(actual)][3], declared,
-                          existing[actual])
-            added[actual] = set(_fold(c) for t, c, _ in plan.additions if t == actual)
-            for t, new, _ in plan.rebuilds:
-                if t == actual:
-                    added[actual].update(_fold(c) for c, _ in new)
+            added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
     for name, text, declaration in index_declarations:
         _plan_index(plan, master, name, text, declaration, tables, existing, added)
     return plan
@@ -1586,7 +1596,8 @@ def _check_table(plan, master, table, skipped):
     return entry[1]
 
 
-def _plan_columns(plan, conn, table, create_sql, declared, existing):
+def _plan_columns(plan, conn, table, declared, existing, fk_on):
+    """Plan the declared columns `table` lacks; returns their folded names."""
     have = set(_fold(name) for name in existing)
     missing, seen, problems = [], set(), plan.problems
     for column, text in declared.items():
@@ -1599,12 +1610,13 @@ def _plan_columns(plan, conn, table, create_sql, declared, existing):
             missing.append((column, text))
     if not missing:
         log.debug("Table '%s' has all expected columns", table)
-        return
-    fk_on = foreign_keys_enabled(conn)
+        return set()
+    if not fk_on:
+        fk_on.append(foreign_keys_enabled(conn))
     methods = []
     for column, text in missing:
-        declaration = _ColumnDeclaration(text)
-        problem = _column_problem(conn, table, declaration, fk_on)
+        declaration = plan.declaration(text)
+        problem = _column_problem(conn, table, declaration, fk_on[0])
         if problem:
             problems.append("%s.%s %r: %s" % (table, column, text, problem))
         methods.append((column, text, declaration, _rebuild_reason(declaration)))
@@ -1612,13 +1624,14 @@ def _plan_columns(plan, conn, table, create_sql, declared, existing):
     if reasons:
         # One rebuild per table carries every missing column, in declared order.
         plan.rebuilds.append((table, [(c, t) for c, t, _, _ in methods], reasons[0]))
-        return
-    for column, text, declaration, _ in methods:
-        if "UNIQUE" in declaration.words:
-            plan.additions.append((table, column, declaration.without("UNIQUE")))
-            plan.unique_indexes.append((table, column))
-        else:
-            plan.additions.append((table, column, text))
+    else:
+        for column, text, declaration, _ in methods:
+            if "UNIQUE" in declaration.words:
+                plan.additions.append((table, column, declaration.without("UNIQUE")))
+                plan.unique_indexes.append((table, column))
+            else:
+                plan.additions.append((table, column, text))
+    return set(_fold(column) for column, _ in missing)
 
 
 def _rebuild_reason(declaration):
@@ -1754,10 +1767,7 @@ def _rebuild_with_columns(conn, table, new_columns, reason):
     definitions = ["%s %s" % (quote_identifier(c), text) for c, text in new_columns]
     try:
         rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
-    except MigrationError as e:
-        raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
-                             "changed" % (table, ", ".join(c for c, _ in new_columns), e))
-    except sqlite3.Error as e:
+    except (MigrationError, sqlite3.Error) as e:
         raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
                              "changed" % (table, ", ".join(c for c, _ in new_columns), e))
 
@@ -1922,7 +1932,8 @@ def schema_info(db, tables=None):
         else:
             found = [master.get(_fold(t)) for t in tables]
             names = [entry[1] for entry in found if entry is not None and entry[0] == "table"]
-            missing = [t for t, entry in zip(tables, found) if entry is None or entry[0] != "table"]
+            missing = [t for t, entry in zip(tables, found)
+                       if entry is None or entry[0] != "table"]
         columns = _read_columns(conn, [n for n in names if not _is_virtual(master[_fold(n)][3])])
         indexes = {}
         for kind, name, table, sql in sorted(master.values(), key=lambda e: _fold(e[1])):

@@ -45,7 +45,8 @@ OLD_SCHEMA = """
     CREATE TABLE usage_logs (id INTEGER PRIMARY KEY, api_key_id INTEGER, ts DATETIME);
     CREATE INDEX idx_usage_logs_ts ON usage_logs(ts);
     INSERT INTO ollama_servers (url) VALUES ('http://a'), ('http://b');
-    INSERT INTO api_keys (key_name, hashed_key, legacy) VALUES ('k1', 'h1', 'x'), ('k2', 'h2', NULL);
+    INSERT INTO api_keys (key_name, hashed_key, legacy)
+        VALUES ('k1', 'h1', 'x'), ('k2', 'h2', NULL);
     INSERT INTO usage_logs (api_key_id, ts) VALUES (1, '2025-01-01'), (2, '2025-01-02');
 """
 
@@ -140,8 +141,8 @@ class ReconcileColumnTests(DatabaseTestCase):
         # Every one of these is constant to ALTER TABLE ADD COLUMN: no rebuild,
         # so this passes without rebuild_table().
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
-        declared = {"a": "INTEGER DEFAULT 0", "b": "REAL DEFAULT -1.5e3", "c": "TEXT DEFAULT 'it''s'",
-                    "d": "BLOB DEFAULT X'00ff'", "e": "TEXT DEFAULT NULL", "f": "INT DEFAULT (42)",
+        declared = {"a": "INTEGER DEFAULT 0", "b": "REAL DEFAULT -1.5e3",
+                    "c": "TEXT DEFAULT 'it''s'", "d": "BLOB DEFAULT X'00ff'", "e": "TEXT DEFAULT NULL", "f": "INT DEFAULT (42)",
                     "g": "TEXT DEFAULT ('x')", "h": "INT DEFAULT +7", "i": "BOOLEAN DEFAULT TRUE",
                     "j": "TEXT DEFAULT pending", "k": "INT NOT NULL DEFAULT ((-1))",
                     "l": "TEXT COLLATE NOCASE CHECK (l <> '') DEFAULT 'x'"}
@@ -155,7 +156,8 @@ class ReconcileColumnTests(DatabaseTestCase):
         # What reconcile sends to ALTER TABLE ADD COLUMN, SQLite must accept;
         # what it rebuilds for or refuses, SQLite's ADD COLUMN must refuse.
         conn = self.make("CREATE TABLE p (id INTEGER PRIMARY KEY); INSERT INTO p VALUES (1);"
-                         "CREATE TABLE t (a INTEGER PRIMARY KEY, b); INSERT INTO t (b) VALUES (1), (2);")
+                         "CREATE TABLE t (a INTEGER PRIMARY KEY, b);"
+                         "INSERT INTO t (b) VALUES (1), (2);")
         declarations = [
             "DEFAULT 1", "DEFAULT -1", "DEFAULT +1", "DEFAULT 'x'", "DEFAULT (1)", "DEFAULT ('a')",
             "DEFAULT (-1)", "DEFAULT ((1))", "DEFAULT X'00'", "DEFAULT NULL", "DEFAULT abc",
@@ -196,7 +198,8 @@ class ReconcileColumnTests(DatabaseTestCase):
     def test_unique_column_with_named_constraint_and_conflict_clause(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
         reconcile(self.db, columns={"t": {"code": "TEXT CONSTRAINT uq UNIQUE ON CONFLICT ABORT"}})
-        sql = self.connect().execute("SELECT sql FROM sqlite_master WHERE name = 't'").fetchone()[0]
+        sql = self.connect().execute(
+            "SELECT sql FROM sqlite_master WHERE name = 't'").fetchone()[0]
         self.assertNotIn("UNIQUE", sql.upper())
         self.assertIn("idx_t_code_unique", self.indexes())
 
