@@ -142,7 +142,8 @@ class ReconcileColumnTests(DatabaseTestCase):
         # so this passes without rebuild_table().
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
         declared = {"a": "INTEGER DEFAULT 0", "b": "REAL DEFAULT -1.5e3",
-                    "c": "TEXT DEFAULT 'it''s'", "d": "BLOB DEFAULT X'00ff'", "e": "TEXT DEFAULT NULL", "f": "INT DEFAULT (42)",
+                    "c": "TEXT DEFAULT 'it''s'", "d": "BLOB DEFAULT X'00ff'",
+                    "e": "TEXT DEFAULT NULL", "f": "INT DEFAULT (42)",
                     "g": "TEXT DEFAULT ('x')", "h": "INT DEFAULT +7", "i": "BOOLEAN DEFAULT TRUE",
                     "j": "TEXT DEFAULT pending", "k": "INT NOT NULL DEFAULT ((-1))",
                     "l": "TEXT COLLATE NOCASE CHECK (l <> '') DEFAULT 'x'"}
