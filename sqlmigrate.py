@@ -1922,6 +1922,8 @@ def schema_info(db, tables=None):
     "type", "primary_key", "not_null", "default", "generated"}], "indexes":
     [{"name", "unique", "columns", "where", "sql"}]}], "missing": [names]}.
     Tables are sorted by name unless `tables` names them; reads only."""
+    if isinstance(tables, str):
+        tables = [tables]
     with using(db, mode="ro") as conn:
         conn = _raw(conn)
         master = _read_master(conn)
