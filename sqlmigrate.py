@@ -1216,46 +1216,26 @@ def _copy_under_write_lock(conn, dest):
 # only then opens a transaction: a database that needs nothing costs two
 # queries and takes no write lock.
 
-# PRAGMA table_xinfo (3.26) also lists generated columns, which table_info hides.
-_HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
+# Shared with the rebuild helpers below: _HAS_TABLE_XINFO, _TABLE_CONSTRAINT_WORDS,
+# _key (identifier case folding), _unquote, _free_name and _CreateTable.
 _HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 # Old SQLite limits a statement to 999 parameters.
 _IN_CHUNK = 500
 
-_ASCII_LOWER = dict((code, code + 32) for code in range(ord("A"), ord("Z") + 1))
-_NUMBER_RE = re.compile(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER_RE = _LazyRegex(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
                         r"|0[xX][0-9a-fA-F]+)$")
-_STRING_RE = re.compile(r"^'(?:[^']|'')*'$")
-_BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
-_BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_STRING_RE = _LazyRegex(r"^'(?:[^']|'')*'$")
+_BLOB_RE = _LazyRegex(r"^[xX]'[0-9a-fA-F]*'$")
+_BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
 _COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
                             "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
-_TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
-_MAY_HAVE_CLAUSES_RE = re.compile(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
+_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
                                   re.I)
-_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
 
-def _fold(name):
-    """SQLite compares identifiers case-insensitively for ASCII letters only.
-    str.lower() is exact (and ten times faster than translate) on ASCII text."""
-    lowered = name.lower()
-    if lowered == name or not _NON_ASCII_RE.search(name):
-        return lowered
-    return name.translate(_ASCII_LOWER)
-
-
-def _unquote(kind, text):
-    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
-    if kind != "ident":
-        return text
-    if text[0] == "[":
-        return text[1:-1]
-    return text[1:-1].replace(text[0] * 2, text[0])
-
-
-def _significant(sql):
+def _code_tokens(sql):
+    """tokenize(sql) without the spaces and comments."""
     return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
 
 
@@ -1266,14 +1246,26 @@ def _chunks(items, size):
 
 # -- reading the schema --------------------------------------------------------
 
-def _read_master(conn):
-    """{folded name: (type, name, tbl_name, sql)} for every schema object:
-    tables, indexes, views and triggers share one namespace."""
-    return dict((_fold(name), (kind, name, tbl_name, sql)) for kind, name, tbl_name, sql
-                in _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
+class _SchemaObjects(object):
+    """sqlite_master rows (type, name, tbl_name, sql) by name; tables,
+    indexes, views and triggers share one namespace.  Names are looked up
+    exactly first: case folding is only paid for when that misses."""
+
+    def __init__(self, conn):
+        self.rows = _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+        self._by_name = dict((row[1], row) for row in self.rows)
+        self._by_key = None
+
+    def get(self, name):
+        row = self._by_name.get(name)
+        if row is None:
+            if self._by_key is None:
+                self._by_key = dict((_key(row[1]), row) for row in self.rows)
+            row = self._by_key.get(_key(name))
+        return row
 
 
-_VIRTUAL_RE = re.compile(r"\s*CREATE\s+VIRTUAL\b", re.I)
+_VIRTUAL_RE = _LazyRegex(r"\s*CREATE\s+VIRTUAL\b", re.I)
 
 
 def _is_virtual(sql):
@@ -1387,7 +1379,7 @@ class _ColumnDeclaration(object):
         body = self._clause_body("GENERATED") or self._clause_body("AS")
         if body is None:
             return None
-        last = _significant(body)[-1:]
+        last = _code_tokens(body)[-1:]
         return "STORED" if last and last[0][1].upper() == "STORED" else "VIRTUAL"
 
     @property
@@ -1412,7 +1404,7 @@ class _ColumnDeclaration(object):
 def _strip_parentheses(text):
     """'((1))' -> '1': SQLite keeps no node for parentheses around a default."""
     while text.startswith("(") and text.endswith(")"):
-        tokens = _significant(text)
+        tokens = _code_tokens(text)
         depth = 0
         for position, (kind, token) in enumerate(tokens):
             if kind == "punct" and token in "()":
@@ -1452,7 +1444,7 @@ class _IndexDeclaration(object):
         self.columns = []       # plain column names in the column list
         self.column_texts = []  # every item of the column list, as written
         self.where = None
-        self._parse(tokens if tokens is not None else _significant(self.sql))
+        self._parse(tokens if tokens is not None else _code_tokens(self.sql))
 
     def _parse(self, tokens):
         words = [text.upper() if kind == "word" else None for kind, text in tokens]
@@ -1470,12 +1462,12 @@ class _IndexDeclaration(object):
             position += 2  # schema name
         if position >= len(tokens) or words[position + 1:position + 2] != ["ON"]:
             return
-        self.name = _unquote(*tokens[position])
+        self.name = _unquote(tokens[position][1])
         on = position + 1
         if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
             return
-        self.table = _unquote(*tokens[on + 1])
-        self.key = tuple(_fold(_unquote(kind, text)) if kind in ("ident", "word") else text
+        self.table = _unquote(tokens[on + 1][1])
+        self.key = tuple(_key(_unquote(text)) if kind in ("ident", "word") else text
                          for kind, text in tokens[on:])
         self._parse_columns(tokens[on + 2:])
 
@@ -1503,8 +1495,8 @@ class _IndexDeclaration(object):
             tail = [text.upper() for _, text in item[1:]]
             if item and item[0][0] in ("word", "ident") and \
                     (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
-                self.columns.append(_unquote(*item[0]))
-                name = _unquote(*item[0])
+                self.columns.append(_unquote(item[0][1]))
+                name = _unquote(item[0][1])
                 self.column_texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
             else:
                 self.column_texts.append(_joined(item))
@@ -1522,7 +1514,7 @@ def _joined(tokens):
 def _index_declaration(name, declaration):
     """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
     (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
-    tokens = _significant(declaration)
+    tokens = _code_tokens(declaration)
     if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
         return _IndexDeclaration(declaration)
     if len(tokens) >= 3 and tokens[1] == ("punct", "."):
@@ -1532,7 +1524,7 @@ def _index_declaration(name, declaration):
     all_tokens = tokenize(declaration)
     rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
     head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
-            ("word", "ON"), ("ident", quote_identifier(_unquote(*tokens[0])))]
+            ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
     sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
     if tokens[-1] == ("punct", ";"):
         tokens = tokens[:-1]
@@ -1622,18 +1614,18 @@ def _report_plan(plan, quiet=False):
 
 def _plan_reconcile(conn, columns, indexes):
     plan = _ReconcilePlan()
-    master = _read_master(conn)
+    master = _SchemaObjects(conn)
     index_declarations = [(name, text, _index_declaration(name, text))
                           for name, text in indexes.items()]
     wanted = list(columns) + [d.table for _, _, d in index_declarations if d.table]
-    tables = {}  # folded declared name -> existing table name
+    tables = {}  # declared name -> existing table name
     for table in wanted:
-        entry = master.get(_fold(table))
+        entry = master.get(table)
         if entry is not None and entry[0] == "table" and not _is_virtual(entry[3]):
-            tables[_fold(table)] = entry[1]
+            tables[table] = entry[1]
     existing = dict((table, [row[0] for row in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
-    added = {}  # existing table name -> folded names of the columns being added
+    added = {}  # existing table name -> names of the columns being added
     fk_on = []  # asked once, and only if a column is missing
     for table, declared in columns.items():
         actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
@@ -1651,7 +1643,7 @@ def _plan_reconcile(conn, columns, indexes):
 def _check_table(plan, master, table, skipped):
     """The existing table's name, or None with a warning (missing) or a
     problem (a view, or a virtual table ADD COLUMN cannot change)."""
-    entry = master.get(_fold(table))
+    entry = master.get(table)
     if entry is None:
         plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
         return None
@@ -1667,16 +1659,14 @@ def _check_table(plan, master, table, skipped):
 
 def _plan_columns(plan, conn, table, declared, existing, fk_on):
     """Plan the declared columns `table` lacks; returns their folded names."""
-    have = set(_fold(name) for name in existing)
-    missing, seen, problems = [], set(), plan.problems
-    for column, text in declared.items():
-        folded = _fold(column)
-        if folded in seen:
+    missing = [(column, text) for column, text in declared.items()
+               if not _has_name(existing, column)]
+    problems, seen = plan.problems, set()
+    for column, _ in missing:
+        if _key(column) in seen:
             problems.append("%s.%s: declared twice (names compare case-insensitively)"
                             % (table, column))
-        seen.add(folded)
-        if folded not in have:
-            missing.append((column, text))
+        seen.add(_key(column))
     if not missing:
         log.debug("Table '%s' has all expected columns", table)
         return set()
@@ -1700,7 +1690,16 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
                 plan.unique_indexes.append((table, column))
             else:
                 plan.additions.append((table, column, text))
-    return set(_fold(column) for column, _ in missing)
+    return [column for column, _ in missing]
+
+
+def _has_name(names, name):
+    """Whether `name` is among `names` the way SQLite compares identifiers;
+    the exact test first, as it nearly always decides."""
+    if name in names:
+        return True
+    key = _key(name)
+    return any(_key(other) == key for other in names)
 
 
 def _rebuild_reason(declaration):
@@ -1746,11 +1745,11 @@ def _plan_index(plan, master, name, text, declaration, tables, existing, added):
         plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                              "[UNIQUE] INDEX statement" % (name, text))
         return
-    if _fold(declaration.name) != _fold(name):
+    if _key(declaration.name) != _key(name):
         plan.problems.append("index %s: the statement creates an index named %s"
                              % (name, declaration.name))
         return
-    entry = master.get(_fold(name))
+    entry = master.get(name)
     if entry is not None:
         if entry[0] != "index":
             plan.problems.append("index %s: the name is taken by a %s" % (name, entry[0]))
@@ -1759,12 +1758,12 @@ def _plan_index(plan, master, name, text, declaration, tables, existing, added):
                                  "(database: %s; declared: %s)"
                                  % (name, entry[3] or "a constraint's index", declaration.sql))
         return
-    table = tables.get(_fold(declaration.table))
+    table = tables.get(declaration.table)
     if table is None:
         _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
         return
-    have = set(_fold(column) for column in existing[table]) | added.get(table, set())
-    unknown = [c for c in declaration.columns if _fold(c) not in have]
+    have = existing[table] + added.get(table, [])
+    unknown = [c for c in declaration.columns if not _has_name(have, c)]
     if unknown:
         plan.problems.append("index %s: table %s has no column %s"
                              % (name, table, ", ".join(unknown)))
@@ -1793,9 +1792,8 @@ def _apply_reconcile(conn, plan):
         _rebuild_with_columns(conn, table, new_columns, reason)
         changes.extend("added column %s.%s (table rebuilt: %s)" % (table, column, reason)
                        for column, _ in new_columns)
-    taken = set(_read_master(conn)) if plan.unique_indexes else set()
     for table, column in plan.unique_indexes:
-        name = _free_index_name(taken, "idx_%s_%s_unique" % (table, column))
+        name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
         log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
         _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
             quote_identifier(name), quote_identifier(table), quote_identifier(column)),
@@ -1818,15 +1816,6 @@ def _apply_step(conn, sql, what):
                              % (what, e, sql))
 
 
-def _free_index_name(taken, name):
-    candidate, number = name, 1
-    while _fold(candidate) in taken:
-        number += 1
-        candidate = "%s_%d" % (name, number)
-    taken.add(_fold(candidate))
-    return candidate
-
-
 def _rebuild_with_columns(conn, table, new_columns, reason):
     for column, _ in new_columns:
         log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
@@ -1844,32 +1833,11 @@ def _rebuild_with_columns(conn, table, new_columns, reason):
 def _with_columns_appended(create_sql, definitions):
     """CREATE TABLE text with column definitions added after the last column:
     SQLite wants every column before the table constraints."""
-    tokens = tokenize(create_sql)
-    depth, element_start, last_end = 0, False, None
-    for index, (kind, text) in enumerate(tokens):
-        if kind in ("space", "comment"):
-            continue
-        if kind == "punct" and text == "(":
-            depth += 1
-            if depth == 1:
-                element_start = True
-                continue
-        elif kind == "punct" and text == ")":
-            depth -= 1
-            if depth == 0:
-                break
-        elif kind == "punct" and text == "," and depth == 1:
-            element_start = True
-            continue
-        if depth == 1 and element_start and kind == "word" \
-                and text.upper() in _TABLE_CONSTRAINT_WORDS:
-            break
-        if depth >= 1:
-            element_start, last_end = False, index + 1
-    if last_end is None:
-        raise MigrationError("cannot find the column list in: %s" % create_sql)
-    texts = [text for _, text in tokens]
-    return "".join(texts[:last_end]) + ", " + ", ".join(definitions) + "".join(texts[last_end:])
+    parsed = _CreateTable(create_sql, "the table")
+    last = parsed.columns[-1]
+    end = _significant(parsed.tokens, last.first, last.end)[-1] + 1
+    return "%s, %s%s" % (parsed.text(0, end), ", ".join(definitions),
+                         parsed.text(end, len(parsed.tokens)))
 
 
 # -- JSON defaults -----------------------------------------------------------------
@@ -1921,32 +1889,20 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
 def _row_key_columns(conn, table, column):
     """What identifies a row for the UPDATE: the rowid, or the primary key of
     a WITHOUT ROWID table."""
-    entry = _read_master(conn).get(_fold(table))
+    entry = _SchemaObjects(conn).get(table)
     if entry is None or entry[0] != "table":
         raise MigrationError("merge_json_defaults: no table %s" % table)
     rows = _read_columns(conn, [entry[1]])[entry[1]]
-    names = set(_fold(row[1]) for row in rows)
-    if _fold(column) not in names:
+    names = [row[1] for row in rows]
+    if not _has_name(names, column):
         raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
-    if _without_rowid(entry[3]):
+    if not _CreateTable(entry[3], "table %s" % table).rowid:
         return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
-    for alias in ("rowid", "_rowid_", "oid"):
-        if alias not in names:
+    for alias in _ROWID_NAMES:
+        if not _has_name(names, alias):
             return [alias]
     raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
                          "oid: no way to address its rows" % table)
-
-
-def _without_rowid(create_sql):
-    """Whether the table options after the column list say WITHOUT ROWID."""
-    depth, seen_columns = 0, False
-    for kind, text in _significant(create_sql or ""):
-        if kind == "punct" and text in "()":
-            depth += 1 if text == "(" else -1
-            seen_columns = True
-        elif depth == 0 and seen_columns and kind == "word" and text.upper() == "WITHOUT":
-            return True
-    return False
 
 
 def _describe_row(key_columns, key):
@@ -1995,33 +1951,33 @@ def schema_info(db, tables=None):
         tables = [tables]
     with using(db, mode="ro") as conn:
         conn = _raw(conn)
-        master = _read_master(conn)
+        master = _SchemaObjects(conn)
         if tables is None:
-            names = sorted((entry[1] for entry in master.values() if entry[0] == "table"
-                            and not _fold(entry[1]).startswith("sqlite_")), key=_fold)
+            names = sorted((row[1] for row in master.rows if row[0] == "table"
+                            and not _key(row[1]).startswith("sqlite_")), key=_key)
             missing = []
         else:
-            found = [master.get(_fold(t)) for t in tables]
-            names = [entry[1] for entry in found if entry is not None and entry[0] == "table"]
-            missing = [t for t, entry in zip(tables, found)
-                       if entry is None or entry[0] != "table"]
-        columns = _read_columns(conn, [n for n in names if not _is_virtual(master[_fold(n)][3])])
+            found = [master.get(table) for table in tables]
+            names = [row[1] for row in found if row is not None and row[0] == "table"]
+            missing = [table for table, row in zip(tables, found)
+                       if row is None or row[0] != "table"]
+        columns = _read_columns(conn, [n for n in names if not _is_virtual(master.get(n)[3])])
         indexes = {}
-        for kind, name, table, sql in sorted(master.values(), key=lambda e: _fold(e[1])):
+        for kind, name, table, sql in sorted(master.rows, key=lambda row: _key(row[1])):
             if kind == "index":
-                indexes.setdefault(_fold(table), []).append((name, sql))
+                indexes.setdefault(_key(table), []).append((name, sql))
         return {
-            "tables": [_table_info(conn, master[_fold(name)], columns.get(name),
-                                   indexes.get(_fold(name), [])) for name in names],
+            "tables": [_table_info(conn, master.get(name), columns.get(name),
+                                   indexes.get(_key(name), [])) for name in names],
             "missing": missing,
         }
 
 
 def _table_info(conn, entry, columns, indexes):
     _, name, _, sql = entry
-    without_rowid = _without_rowid(sql)
     if columns is None:  # a virtual table: its module may not be loaded here
         return {"name": name, "virtual": True, "columns": [], "indexes": []}
+    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
     primary = [row for row in columns if row[5]]
     rowid_alias = len(primary) == 1 and primary[0][2].upper() == "INTEGER" and not without_rowid
     return {
@@ -2094,9 +2050,9 @@ def _tables_named_in(statements):
     fails.  A name may be a table that does not exist (yet)."""
     names, seen = [], set()
     for statement in statements:
-        for name in _names_after_keywords(_significant(statement or "")):
-            if _fold(name) not in seen:
-                seen.add(_fold(name))
+        for name in _names_after_keywords(_code_tokens(statement or "")):
+            if _key(name) not in seen:
+                seen.add(_key(name))
                 names.append(name)
     return names
 
@@ -2123,7 +2079,7 @@ def _names_after_keywords(tokens):
             following += 2  # schema.table
         if following < len(tokens) and tokens[following][0] in ("word", "ident") \
                 and words[following] not in _NOT_NAME_WORDS:
-            yield _unquote(*tokens[following])
+            yield _unquote(tokens[following][1])
 
 
 # --- Helpers: table rebuild -------------------------------------------------
