@@ -1440,11 +1440,23 @@ class _IndexDeclaration(object):
         self.sql = sql.strip().rstrip(";").strip()
         self.name = self.table = None
         self.unique = False
-        self.key = None         # normalised tokens from ON onwards
-        self.columns = []       # plain column names in the column list
-        self.column_texts = []  # every item of the column list, as written
-        self.where = None
+        self.definition = None  # the tokens from ON onwards, identifiers unquoted
+        self._list = None       # the tokens from the column list's "(" onwards
         self._parse(tokens if tokens is not None else _code_tokens(self.sql))
+
+    @property
+    def columns(self):
+        """Plain column names in the column list (not expressions)."""
+        return self._parsed_list()[0]
+
+    @property
+    def column_texts(self):
+        """Every item of the column list, as readable text."""
+        return self._parsed_list()[1]
+
+    @property
+    def where(self):
+        return self._parsed_list()[2]
 
     def _parse(self, tokens):
         words = [text.upper() if kind == "word" else None for kind, text in tokens]
@@ -1467,12 +1479,19 @@ class _IndexDeclaration(object):
         if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
             return
         self.table = _unquote(tokens[on + 1][1])
-        self.key = tuple(_key(_unquote(text)) if kind in ("ident", "word") else text
-                         for kind, text in tokens[on:])
-        self._parse_columns(tokens[on + 2:])
+        # "t" and t are one name: identifiers and words become kind "name".
+        self.definition = tuple(("name", _unquote(text)) if kind in ("ident", "word")
+                                else (kind, text) for kind, text in tokens[on:])
+        self._list = tokens[on + 2:]
 
-    def _parse_columns(self, tokens):
-        depth, item, items = 0, [], []
+    def _parsed_list(self):
+        # Only a report or a missing index needs this; comparing does not.
+        if not isinstance(self._list, tuple):
+            self._list = self._split_list(self._list or [])
+        return self._list
+
+    def _split_list(self, tokens):
+        depth, item, items, where = 0, [], [], None
         for position, (kind, text) in enumerate(tokens):
             if kind == "punct" and text == "(":
                 depth += 1
@@ -1484,22 +1503,24 @@ class _IndexDeclaration(object):
                     items.append(item)
                     rest = tokens[position + 1:]
                     if rest and rest[0][0] == "word" and rest[0][1].upper() == "WHERE":
-                        self.where = _joined(rest[1:])
+                        where = _joined(rest[1:])
                     break
             if depth == 1 and kind == "punct" and text == ",":
                 items.append(item)
                 item = []
             else:
                 item.append((kind, text))
+        columns, texts = [], []
         for item in items:
             tail = [text.upper() for _, text in item[1:]]
             if item and item[0][0] in ("word", "ident") and \
                     (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
-                self.columns.append(_unquote(item[0][1]))
                 name = _unquote(item[0][1])
-                self.column_texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
+                columns.append(name)
+                texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
             else:
-                self.column_texts.append(_joined(item))
+                texts.append(_joined(item))
+        return columns, texts, where
 
 
 def _joined(tokens):
@@ -1514,14 +1535,14 @@ def _joined(tokens):
 def _index_declaration(name, declaration):
     """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
     (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
-    tokens = _code_tokens(declaration)
+    all_tokens = tokenize(declaration)
+    tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
     if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
-        return _IndexDeclaration(declaration)
+        return _IndexDeclaration(declaration, tokens)
     if len(tokens) >= 3 and tokens[1] == ("punct", "."):
         tokens = tokens[2:]  # schema-qualified table
     if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
         return _IndexDeclaration("")
-    all_tokens = tokenize(declaration)
     rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
     head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
             ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
@@ -1741,11 +1762,11 @@ def _has_two_rows(conn, table):
 
 
 def _plan_index(plan, master, name, text, declaration, tables, existing, added):
-    if declaration.key is None:
+    if declaration.definition is None:
         plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                              "[UNIQUE] INDEX statement" % (name, text))
         return
-    if _key(declaration.name) != _key(name):
+    if declaration.name != name and _key(declaration.name) != _key(name):
         plan.problems.append("index %s: the statement creates an index named %s"
                              % (name, declaration.name))
         return
@@ -1775,7 +1796,15 @@ def _same_index(sql, declaration):
     if sql is None:  # a UNIQUE or PRIMARY KEY constraint's index
         return False
     existing = _IndexDeclaration(sql)
-    return (existing.unique, existing.key) == (declaration.unique, declaration.key)
+    if existing.unique != declaration.unique:
+        return False
+    # Names differing only in ASCII case are the same name; fold only if needed.
+    return existing.definition == declaration.definition or \
+        _folded(existing.definition) == _folded(declaration.definition)
+
+
+def _folded(definition):
+    return tuple(_key(text) if kind == "name" else text for kind, text in definition)
 
 
 def _apply_reconcile(conn, plan):
