@@ -1680,8 +1680,8 @@ def _check_table(plan, master, table, skipped):
 
 def _plan_columns(plan, conn, table, declared, existing, fk_on):
     """Plan the declared columns `table` lacks; returns their folded names."""
-    missing = [(column, text) for column, text in declared.items()
-               if not _has_name(existing, column)]
+    absent = set(_absent_names(existing, declared))
+    missing = [(column, text) for column, text in declared.items() if column in absent]
     problems, seen = plan.problems, set()
     for column, _ in missing:
         if _key(column) in seen:
@@ -1712,6 +1712,18 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
             else:
                 plan.additions.append((table, column, text))
     return [column for column, _ in missing]
+
+
+def _absent_names(names, wanted):
+    """The names in `wanted` that `names` lacks, compared as SQLite compares
+    identifiers; exact tests first, as they nearly always decide."""
+    exact, keys = set(names), None
+    for name in wanted:
+        if name not in exact:
+            if keys is None:
+                keys = set(_key(other) for other in names)
+            if _key(name) not in keys:
+                yield name
 
 
 def _has_name(names, name):
