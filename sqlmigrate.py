@@ -502,7 +502,7 @@ def _raw(conn):
 
 def _query(conn, sql, params=()):
     """Rows as plain tuples, whatever row_factory the caller's connection has."""
-    cursor = conn.cursor()
+    cursor = _raw(conn).cursor()
     cursor.row_factory = None
     return cursor.execute(sql, params).fetchall()
 
@@ -681,6 +681,7 @@ class MigrationConnection(object):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_transactional", transactional)
         object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "executed", [])  # for the schema report on failure
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
@@ -721,6 +722,7 @@ class MigrationConnection(object):
     def _run(self, method, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             self._refuse(sql.strip().split(None, 1)[0].upper())
+        self.executed.append(sql)
         try:
             return method(sql, parameters)
         except sqlite3.Error:
@@ -990,21 +992,29 @@ class Migrator(object):
         if backup_wanted and self.path is not None and session.opener is None:
             backup(conn, _backup_path(self.path, session.state.version))
         done = []
-        if atomic:
-            with foreign_keys_off(conn) as checked, transaction(conn):
-                for m in plan:
-                    if self._apply(conn, m, direction, checked):
-                        done.append(m)
-            return done
-        for m in plan:
-            if m.transactional:
+        try:
+            if atomic:
                 with foreign_keys_off(conn) as checked, transaction(conn):
-                    applied = self._apply(conn, m, direction, checked)
-            else:
-                applied = self._apply_outside_transaction(conn, m, direction)
-            if applied:
-                done.append(m)
-        return done
+                    for m in plan:
+                        if self._apply(conn, m, direction, checked):
+                            done.append(m)
+                for m in done:
+                    self.progress("done", m, direction)
+                return done
+            for m in plan:
+                if m.transactional:
+                    with foreign_keys_off(conn) as checked, transaction(conn):
+                        applied = self._apply(conn, m, direction, checked)
+                else:
+                    applied = self._apply_outside_transaction(conn, m, direction)
+                if applied:
+                    done.append(m)
+                    self.progress("done", m, direction)  # committed
+            return done
+        except MigrationError as failure:
+            _log_schema_of(conn, getattr(failure, "tables", None))
+            raise
+
 
     def _apply(self, conn, m, direction, check_fk):
         """Run one migration inside the open transaction and record it.
@@ -1049,7 +1059,9 @@ class Migrator(object):
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
-            raise _migration_failure(m, direction, e, db.failed_statement, transactional)
+            failure = _migration_failure(m, direction, e, db.failed_statement, transactional)
+            failure.tables = _tables_named_in(db.executed)
+            raise failure
         finally:
             conn.row_factory, conn.text_factory = saved_factories
             m.duration_ms = (time.perf_counter() - started) * 1000.0
@@ -1126,6 +1138,18 @@ def _migration_failure(m, direction, error, statement, transactional):
     failure = MigrationError("\n  ".join(parts))
     failure.__cause__ = error
     return failure
+
+
+def _log_schema_of(conn, tables):
+    """After a failed migration was rolled back: the schema of the tables it
+    named, to help see why ("schema report on errors")."""
+    if not tables:
+        return
+    try:
+        log.info("Schema of the tables the failed migration named:\n%s",
+                 schema_report(conn, tables).rstrip())
+    except Exception as e:  # the report is a courtesy; never mask the real error
+        log.debug("no schema report: %s", e)
 
 
 def _drift_sentences(report, table):
@@ -3076,7 +3100,8 @@ def _print_status(report, stream):
 
 class _Progress(object):
     """On a terminal, shows which migration runs and for how long; silent in a
-    pipe or with -q.  Finished migrations are printed as result lines."""
+    pipe or with -q.  Each committed migration is printed as a result line at
+    once, so a later failure still shows what was applied."""
 
     def __init__(self, out, err, live):
         self.out, self.err, self.live = out, err, live
@@ -3100,9 +3125,15 @@ class _Progress(object):
             self.err.write("\r\033[K")
             self.err.flush()
             self._stop = None
+        elif event == "done":
+            self.out.write("%s v%d: %s (%.0f ms)\n" % (
+                "Applied" if direction == "up" else "Rolled back", migration.version,
+                migration.name, migration.duration_ms or 0))
+            self.out.flush()
 
 
 def _print_run(done, direction, dry_run, out):
+    """The dry run's SQL and the summary (_Progress printed each migration)."""
     verb = {"up": "Applied", "down": "Rolled back"}[direction]
     for m in done:
         if dry_run:
@@ -3110,8 +3141,6 @@ def _print_run(done, direction, dry_run, out):
                                           else " (non-transactional: not run)"))
             for statement in m.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
-        else:
-            out.write("%s v%d: %s (%.0f ms)\n" % (verb, m.version, m.name, m.duration_ms or 0))
     if dry_run:
         out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
                   % (len(done), "applied" if direction == "up" else "rolled back"))
