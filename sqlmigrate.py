@@ -66,20 +66,10 @@ HAS_PRAGMA_FUNCTIONS = SQLITE_VERSION >= (3, 16, 0)
 # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
 HAS_RENAME_COLUMN = SQLITE_VERSION >= (3, 25, 0)
 HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
-
-
-class _LazyRegex(object):
-    """A regex compiled on first use, so `import sqlmigrate` costs about what
-    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
-
-    def __init__(self, pattern, flags=0):
-        self._args = (pattern, flags)
-
-    def __getattr__(self, name):
-        compiled = re.compile(*self._args)
-        for method in ("match", "search", "finditer"):
-            setattr(self, method, getattr(compiled, method))
-        return getattr(compiled, name)
+# PRAGMA table_xinfo (table_info plus generated columns): 3.26; generated
+# columns themselves: 3.31, so table_info is complete before that.
+HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
+HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 
 
 # Windows needs O_BINARY for os.open() to leave line endings alone.
@@ -106,6 +96,20 @@ def _autocommit_mode(conn):
 
 
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
+
+class _LazyRegex(object):
+    """A regex compiled on first use, so `import sqlmigrate` costs about what
+    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
+
+    def __init__(self, pattern, flags=0):
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name):
+        compiled = re.compile(*self._args)
+        for method in ("match", "search", "finditer"):
+            setattr(self, method, getattr(compiled, method))
+        return getattr(compiled, name)
+
 
 _TOKEN_RE = _LazyRegex(r"""
     (?P<space>\s+)
@@ -168,6 +172,101 @@ def split_sql(sql):
 def quote_identifier(name):
     """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
     return '"' + str(name).replace('"', '""') + '"'
+
+
+def _unquote(text):
+    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
+    if text[:1] == "[":
+        return text[1:-1]
+    if text[:1] in ('"', "`", "'"):
+        quote = text[0]
+        return text[1:-1].replace(quote * 2, quote)
+    return text
+
+
+def _key(name):
+    # SQLite compares identifiers case-insensitively in ASCII only.
+    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+
+
+# -- token lists (tokenize() output) as the parsers further down read them --
+
+def _code_tokens(sql):
+    """tokenize(sql) without the spaces and comments."""
+    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
+
+
+def _significant(tokens, start=0, end=None):
+    """Indexes of the tokens in [start, end) that are not spaces or comments."""
+    end = len(tokens) if end is None else end
+    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
+
+
+def _word(tokens, i):
+    """tokens[i] upper-cased if it is a bare word (a keyword or a name), else None."""
+    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
+
+
+def _matching_paren(tokens, i):
+    """Index of the ')' closing the '(' at tokens[i]."""
+    depth = 0
+    for j in range(i, len(tokens)):
+        kind, text = tokens[j]
+        if kind == "punct" and text == "(":
+            depth += 1
+        elif kind == "punct" and text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
+
+
+def _joined(tokens):
+    """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
+    text = ""
+    for kind, token in tokens:
+        glue = not text or token in "().," or text[-1] in "(."
+        text += token if glue else " " + token
+    return text
+
+
+def _tables_named_in(statements):
+    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
+    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
+    of first mention: what the runner shows the schema of when a migration
+    fails.  A name may be a table that does not exist (yet)."""
+    names, seen = [], set()
+    for statement in statements:
+        for name in _names_after_keywords(_code_tokens(statement or "")):
+            if _key(name) not in seen:
+                seen.add(_key(name))
+                names.append(name)
+    return names
+
+
+_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
+_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
+                      "IGNORE", "ONLY")
+_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
+
+
+def _names_after_keywords(tokens):
+    words = [text.upper() if kind == "word" else None for kind, text in tokens]
+    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
+    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
+    for position, word in enumerate(words):
+        if word == "ON" and on_names_table:
+            on_names_table = False
+        elif word not in _NAME_KEYWORDS:
+            continue
+        following = position + 1
+        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
+            following += 1
+        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
+            following += 2  # schema.table
+        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
+                and words[following] not in _NOT_NAME_WORDS:
+            yield _unquote(tokens[following][1])
 
 
 # --- Migration files --------------------------------------------------------
@@ -1240,9 +1339,6 @@ def _copy_under_write_lock(conn, dest):
 # only then opens a transaction: a database that needs nothing costs two
 # queries and takes no write lock.
 
-# Shared with the rebuild helpers below: _HAS_TABLE_XINFO, _TABLE_CONSTRAINT_WORDS,
-# _key (identifier case folding), _unquote, _free_name and _CreateTable.
-_HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 # Old SQLite limits a statement to 999 parameters.
 _IN_CHUNK = 500
 
@@ -1256,11 +1352,6 @@ _COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "C
                             "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
 _MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
                                   re.I)
-
-
-def _code_tokens(sql):
-    """tokenize(sql) without the spaces and comments."""
-    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
 
 
 def _chunks(items, size):
@@ -1307,8 +1398,8 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     functions, one PRAGMA per table before."""
     columns = dict((table, []) for table in tables)
     if HAS_PRAGMA_FUNCTIONS:
-        function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
-        select = ", ".join("0" if field == "hidden" and not _HAS_TABLE_XINFO
+        function = "pragma_table_xinfo" if HAS_TABLE_XINFO else "pragma_table_info"
+        select = ", ".join("0" if field == "hidden" and not HAS_TABLE_XINFO
                            else "p." + quote_identifier(field) for field in fields)
         for chunk in _chunks(list(tables), _IN_CHUNK):
             sql = ("SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
@@ -1317,7 +1408,7 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
             for row in _query(conn, sql, chunk):
                 columns[row[0]].append(row[1:])
         return columns
-    pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+    pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"
     # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
@@ -1547,15 +1638,6 @@ class _IndexDeclaration(object):
         return columns, texts, where
 
 
-def _joined(tokens):
-    """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
-    text = ""
-    for kind, token in tokens:
-        glue = not text or token in "().," or text[-1] in "(."
-        text += token if glue else " " + token
-    return text
-
-
 def _index_declaration(name, declaration):
     """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
     (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
@@ -1774,7 +1856,7 @@ def _column_problem(conn, table, declaration, fk_on):
     if "PRIMARY" in declaration.words:
         return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
                 "rebuild_table(create_sql=...)")
-    if declaration.generated and not _HAS_GENERATED_COLUMNS:
+    if declaration.generated and not HAS_GENERATED_COLUMNS:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
                 % sqlite3.sqlite_version)
     if declaration.not_null and not declaration.generated \
@@ -2108,45 +2190,6 @@ def _column_summary(column):
     return " ".join(parts)
 
 
-def _tables_named_in(statements):
-    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
-    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
-    of first mention: what the runner shows the schema of when a migration
-    fails.  A name may be a table that does not exist (yet)."""
-    names, seen = [], set()
-    for statement in statements:
-        for name in _names_after_keywords(_code_tokens(statement or "")):
-            if _key(name) not in seen:
-                seen.add(_key(name))
-                names.append(name)
-    return names
-
-
-_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
-_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
-                      "IGNORE", "ONLY")
-_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
-
-
-def _names_after_keywords(tokens):
-    words = [text.upper() if kind == "word" else None for kind, text in tokens]
-    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
-    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
-    for position, word in enumerate(words):
-        if word == "ON" and on_names_table:
-            on_names_table = False
-        elif word not in _NAME_KEYWORDS:
-            continue
-        following = position + 1
-        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
-            following += 1
-        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
-            following += 2  # schema.table
-        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
-                and words[following] not in _NOT_NAME_WORDS:
-            yield _unquote(tokens[following][1])
-
-
 # --- Helpers: table rebuild -------------------------------------------------
 # SQLite's ALTER TABLE cannot drop a column before 3.35.5, rename one before
 # 3.25, or change a type or constraint at all.  The documented way round is the
@@ -2164,53 +2207,11 @@ _FORCE_COPY = False
 _COPY_CHUNK_ROWS = 250000
 _PROGRESS_MIN_ROWS = 1000000
 _PROGRESS_EVERY = 2.0  # seconds
-# PRAGMA table_xinfo (table_info plus generated columns) arrived in SQLite 3.26;
-# generated columns themselves in 3.31, so table_info is complete before that.
-_HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
-
 _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
 # A name right after one of these words is a table, alias, type or collation,
 # not a column.
 _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
 _ROWID_NAMES = ("rowid", "oid", "_rowid_")
-
-
-def _unquote(text):
-    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
-    if text[:1] == "[":
-        return text[1:-1]
-    if text[:1] in ('"', "`", "'"):
-        quote = text[0]
-        return text[1:-1].replace(quote * 2, quote)
-    return text
-
-
-def _key(name):
-    # SQLite compares identifiers case-insensitively in ASCII only.
-    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
-
-
-def _significant(tokens, start=0, end=None):
-    end = len(tokens) if end is None else end
-    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
-
-
-def _word(tokens, i):
-    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
-
-
-def _matching_paren(tokens, i):
-    """Index of the ')' closing the '(' at tokens[i]."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        kind, text = tokens[j]
-        if kind == "punct" and text == "(":
-            depth += 1
-        elif kind == "punct" and text == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
 
 
 def _column_refs(tokens, start, end, skip=()):
@@ -2390,7 +2391,7 @@ class _Rebuild(object):
         self.children = self._child_foreign_keys()
 
     def _table_info(self, quoted):
-        pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+        pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"
         schema, name = quoted.split(".", 1)
         return _query(self.raw, "PRAGMA %s.%s(%s)" % (schema, pragma, name))
 
