@@ -185,8 +185,13 @@ def _unquote(text):
 
 
 def _key(name):
-    # SQLite compares identifiers case-insensitively in ASCII only.
-    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+    """An identifier as SQLite compares it: case-insensitively in ASCII only
+    (str.lower() alone would also fold non-ASCII letters, which SQLite keeps apart)."""
+    try:
+        name.encode("ascii")  # Python 3.6 has no str.isascii()
+    except UnicodeEncodeError:
+        return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+    return name.lower()
 
 
 # -- token lists (tokenize() output) as the parsers further down read them --
