@@ -1410,7 +1410,19 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
 _ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
 
+def _rowid_alias(column_names):
+    """A name that reaches the rowid of a table with these columns: a column
+    may take the name rowid, oid or _rowid_ for itself.  None if all three are taken."""
+    taken = set(_key(name) for name in column_names)
+    for alias in _ROWID_NAMES:
+        if alias not in taken:
+            return alias
+    return None
+
+
 def _free_name(raw, base):
+    """`base`, or base_2, base_3 ...: the first name no table, index, view or
+    trigger (main or temp) has; for a temporary table or a new index."""
     taken = set(_key(row[0]) for row in _query(
         raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
     name, n = base, 1
@@ -1581,6 +1593,18 @@ class _CreateTable(object):
                                                                         item.end))
 
 
+def _check_parsed_columns(parsed, columns, quoted):
+    """A safety net for the parser: our reading of the CREATE TABLE text must
+    list exactly the columns SQLite lists (`columns`, from _read_columns), or
+    we touch nothing."""
+    declared = [row[1] for row in columns]
+    if [c.name for c in parsed.columns] != declared:
+        raise MigrationError(
+            "could not read the column list of %s from its CREATE TABLE text (found %s, "
+            "SQLite says %s); nothing was changed - please report this with the table's SQL"
+            % (quoted, [c.name for c in parsed.columns], declared))
+
+
 class _Rebuild(object):
     """Everything decided about one rebuild before anything changes."""
 
@@ -1604,8 +1628,9 @@ class _Rebuild(object):
                                  "drop it first" % (self.name, self.name))
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + quote_identifier(self.name)
-        self._check_parsed_columns(self.old, self.quoted)
-        self.pk_keys = set(_key(row[1]) for row in self._table_info(self.quoted) if row[5])
+        columns = _read_columns(raw, [self.name])[self.name]
+        _check_parsed_columns(self.old, columns, self.quoted)
+        self.pk_keys = set(_key(row[1]) for row in columns if row[5])
         self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                    "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
                                    "ORDER BY rowid", (self.name,))
@@ -1619,21 +1644,6 @@ class _Rebuild(object):
                  "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
         self.others = self._objects_mentioning_table()
         self.children = self._child_foreign_keys()
-
-    def _table_info(self, quoted):
-        pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"
-        schema, name = quoted.split(".", 1)
-        return _query(self.raw, "PRAGMA %s.%s(%s)" % (schema, pragma, name))
-
-    def _check_parsed_columns(self, parsed, quoted):
-        # A safety net for the parser: our reading of the CREATE TABLE text
-        # must list exactly the columns SQLite lists, or we touch nothing.
-        declared = [row[1] for row in self._table_info(quoted)]
-        if [c.name for c in parsed.columns] != declared:
-            raise MigrationError(
-                "could not read the column list of %s from its CREATE TABLE text (found %s, "
-                "SQLite says %s); nothing was changed - please report this with the table's SQL"
-                % (quoted, [c.name for c in parsed.columns], declared))
 
     def _objects_mentioning_table(self):
         """Views and other tables' triggers (main and temp) whose SQL names this table."""
@@ -2020,8 +2030,9 @@ def _copy(rebuild):
     conn.execute(create)
     new = _CreateTable(_query(raw, "SELECT sql FROM sqlite_master WHERE name = ?",
                               (temp_name,))[0][0], "the new table")
-    rebuild._check_parsed_columns(new, temp_quoted)
-    rows = _copy_rows(rebuild, new, temp_quoted)
+    new_columns = _read_columns(raw, [temp_name])[temp_name]
+    _check_parsed_columns(new, new_columns, temp_quoted)
+    rows = _copy_rows(rebuild, new, new_columns, temp_quoted)
     conn.execute("DROP TABLE %s" % rebuild.quoted)
     # Legacy mode for this one rename: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
@@ -2057,18 +2068,14 @@ def _rowid_name(rebuild, new):
     rowid, oid or _rowid_), or None for WITHOUT ROWID."""
     if not (rebuild.old.rowid and new.rowid):
         return None
-    used = set(c.key for c in rebuild.old.columns) | set(c.key for c in new.columns)
-    for name in _ROWID_NAMES:
-        if name not in used:
-            return name
-    return None
+    return _rowid_alias([c.name for c in rebuild.old.columns + new.columns])
 
 
-def _copy_rows(rebuild, new, temp_quoted):
+def _copy_rows(rebuild, new, new_columns, temp_quoted):
     """INSERT ... SELECT inside SQLite: no row passes through Python.  The rowid
     goes first so an INTEGER PRIMARY KEY column listed after it wins."""
-    generated = set(_key(row[1]) for row in rebuild._table_info(temp_quoted)
-                    if len(row) > 6 and row[6] in (2, 3))
+    # SQLite computes generated columns (hidden 2 virtual, 3 stored) itself.
+    generated = set(_key(row[1]) for row in new_columns if row[6] in (2, 3))
     targets, sources = [], []
     rowid = _rowid_name(rebuild, new)
     if rowid:
@@ -2906,9 +2913,9 @@ def _row_key_columns(conn, table, column):
         raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
     if not _CreateTable(entry[3], "table %s" % table).rowid:
         return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
-    for alias in _ROWID_NAMES:
-        if not _has_name(names, alias):
-            return [alias]
+    alias = _rowid_alias(names)
+    if alias is not None:
+        return [alias]
     raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
                          "oid: no way to address its rows" % table)
 
