@@ -629,6 +629,18 @@ def foreign_keys_off(conn):
             conn.execute("PRAGMA foreign_keys = ON")
 
 
+@contextmanager
+def _foreign_keys_off_outside_transaction(conn, wanted=True):
+    """foreign_keys_off where the pragma works: outside a transaction (inside
+    one it is a no-op).  Yields whether foreign keys were on and are now off,
+    i.e. whether the caller must run check_foreign_keys() before committing."""
+    if not wanted or conn.in_transaction:
+        yield False
+        return
+    with foreign_keys_off(conn) as was_on:
+        yield was_on
+
+
 def check_foreign_keys(conn):
     """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
@@ -1972,18 +1984,6 @@ def _text_as_str(raw):
         raw.text_factory = saved
 
 
-@contextmanager
-def _foreign_keys_off_outside_transaction(conn):
-    """Outside a transaction: foreign keys off for the rebuild (DROP TABLE with
-    them on would run ON DELETE actions on child tables), yielding whether
-    they were on.  Inside the caller's transaction the pragma cannot change."""
-    if conn.in_transaction:
-        yield False
-        return
-    with foreign_keys_off(conn) as was_on:
-        yield was_on
-
-
 def _refuse_foreign_key_actions(rebuild):
     """Foreign keys on inside the caller's transaction: dropping the old table
     would cascade into (or SET NULL in) every table that references it."""
@@ -2245,6 +2245,8 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     drop, rename = list(drop), dict(rename or {})
     with using(db) as conn:
         raw = _raw(conn)
+        # DROP TABLE with foreign keys on would run ON DELETE actions on child
+        # tables; inside the caller's transaction _refuse_foreign_key_actions guards.
         with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
             with transaction(conn):
                 try:
@@ -2568,7 +2570,8 @@ def reconcile(db, columns=None, indexes=None):
             log.debug("Schema has every declared column and index")
             return []
         own_transaction = not conn.in_transaction
-        with _foreign_keys_off_for(conn, plan, own_transaction) as fk_were_on:
+        # A table rebuild must not fire foreign-key actions.
+        with _foreign_keys_off_outside_transaction(conn, bool(plan.rebuilds)) as fk_were_on:
             with transaction(conn):
                 if own_transaction and _schema_version(conn) != schema_version:
                     # Another process changed the schema since we looked (and
@@ -2585,17 +2588,6 @@ def reconcile(db, columns=None, indexes=None):
 def _schema_version(conn):
     """Bumped by SQLite on every schema change, by any connection."""
     return _query(conn, "PRAGMA schema_version")[0][0]
-
-
-@contextmanager
-def _foreign_keys_off_for(conn, plan, own_transaction):
-    """A table rebuild must not fire foreign-key actions; the pragma can only
-    change outside a transaction, so only our own transaction gets this."""
-    if plan.rebuilds and own_transaction:
-        with foreign_keys_off(conn) as were_on:
-            yield were_on
-    else:
-        yield False
 
 
 def _report_plan(plan, quiet=False):
