@@ -1093,9 +1093,9 @@ class Migrator(object):
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:
             m.load()  # every file validated before the first one runs
-        if atomic or dry_run:
+        if atomic:
             stepwise = [m for m in plan if not m.transactional]
-            if atomic and stepwise:
+            if stepwise:
                 raise MigrationError("--atomic cannot include non-transactional migrations: %s"
                                      % ", ".join(m.filename for m in stepwise))
         if not plan:
@@ -1130,7 +1130,6 @@ class Migrator(object):
         except MigrationError as failure:
             _log_schema_of(conn, getattr(failure, "tables", None))
             raise
-
 
     def _apply(self, conn, m, direction, check_fk):
         """Run one migration inside the open transaction and record it.
@@ -2019,7 +2018,7 @@ def _native(rebuild, dropped):
 
 def _copy(rebuild):
     """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
-    conn, raw, old = rebuild.conn, rebuild.raw, rebuild.old
+    conn, raw = rebuild.conn, rebuild.raw
     temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
     temp_quoted = "main." + quote_identifier(temp_name)
     if rebuild.create_sql is not None:
@@ -2349,8 +2348,8 @@ class _ColumnDeclaration(object):
         if current[0] == "GENERATED" and word == "AS":
             return True
         if current[0] == "REFERENCES" and word == "NOT":
-            following = [t for k, t in self.tokens[index + 1:] if k not in ("space", "comment")]
-            return bool(following) and following[0].upper() == "DEFERRABLE"
+            following = _significant(self.tokens, index + 1)
+            return bool(following) and _word(self.tokens, following[0]) == "DEFERRABLE"
         return False
 
     def _clause_body(self, word):
@@ -3144,18 +3143,17 @@ class _Progress(object):
 
 def _print_run(done, direction, dry_run, out):
     """The dry run's SQL and the summary (_Progress printed each migration)."""
-    verb = {"up": "Applied", "down": "Rolled back"}[direction]
-    for m in done:
-        if dry_run:
+    if dry_run:
+        for m in done:
             out.write("-- v%d: %s%s\n" % (m.version, m.name, "" if m.executed_sql is not None
                                           else " (non-transactional: not run)"))
             for statement in m.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
-    if dry_run:
         out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
                   % (len(done), "applied" if direction == "up" else "rolled back"))
     elif done:
-        out.write("%s %d migration(s).\n" % (verb, len(done)))
+        out.write("%s %d migration(s).\n" % ("Applied" if direction == "up" else "Rolled back",
+                                             len(done)))
     else:
         out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
 
@@ -3312,8 +3310,8 @@ def run_command(args, out, err):
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
-        drifted = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
-        return 1 if args.check and (drifted or report["current_version"] > report["latest_version"]) \
+        unclean = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
+        return 1 if args.check and (unclean or report["current_version"] > report["latest_version"]) \
             else 0
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
