@@ -782,6 +782,61 @@ def _utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# --- Backups ----------------------------------------------------------------
+
+def _backup_path(path, version):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
+    n = 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
+    return candidate
+
+
+def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    """Write a consistent copy of `db` (path or connection) to `dest`; return
+    the path.  Default name: next to the database, with the time and version."""
+    with using(db, busy_timeout) as conn:
+        if dest is None:
+            source_path = _query(conn, "PRAGMA database_list")[0][2]
+            if not source_path:
+                raise RequestError("an in-memory database needs a backup path")
+            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
+        dest = os.fspath(dest)
+        if os.path.exists(dest):
+            raise RequestError("backup destination %s exists already" % dest)
+        if HAS_BACKUP_API:
+            target = sqlite3.connect(dest)
+            try:
+                _raw(conn).backup(target)
+            finally:
+                target.close()
+        else:
+            _copy_under_write_lock(conn, dest)
+        log.info("Backed up the database to %s", dest)
+        return dest
+
+
+def _copy_under_write_lock(conn, dest):
+    """Python 3.6 has no backup API: hold the write lock (no commit can happen,
+    and a hot journal has been rolled back by the read) while the file and
+    its WAL are copied, then fold the WAL into the copy."""
+    import shutil
+    source_path = _query(conn, "PRAGMA database_list")[0][2]
+    with transaction(conn):
+        _query(conn, "SELECT count(*) FROM sqlite_master")
+        shutil.copyfile(source_path, dest)
+        if os.path.exists(source_path + "-wal"):
+            shutil.copyfile(source_path + "-wal", dest + "-wal")
+    if os.path.exists(dest + "-wal"):
+        copy = sqlite3.connect(dest, isolation_level=None)
+        try:
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+
+
 # --- Runner -----------------------------------------------------------------
 
 class MigrationConnection(object):
@@ -1292,61 +1347,6 @@ def migrate(db, directory="migrations", **options):
     up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict")
                   if k in options}
     return Migrator(db, directory, **options).up(**up_options)
-
-
-# --- Backups ----------------------------------------------------------------
-
-def _backup_path(path, version):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
-    n = 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
-    return candidate
-
-
-def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
-    """Write a consistent copy of `db` (path or connection) to `dest`; return
-    the path.  Default name: next to the database, with the time and version."""
-    with using(db, busy_timeout) as conn:
-        if dest is None:
-            source_path = _query(conn, "PRAGMA database_list")[0][2]
-            if not source_path:
-                raise RequestError("an in-memory database needs a backup path")
-            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
-        dest = os.fspath(dest)
-        if os.path.exists(dest):
-            raise RequestError("backup destination %s exists already" % dest)
-        if HAS_BACKUP_API:
-            target = sqlite3.connect(dest)
-            try:
-                _raw(conn).backup(target)
-            finally:
-                target.close()
-        else:
-            _copy_under_write_lock(conn, dest)
-        log.info("Backed up the database to %s", dest)
-        return dest
-
-
-def _copy_under_write_lock(conn, dest):
-    """Python 3.6 has no backup API: hold the write lock (no commit can happen,
-    and a hot journal has been rolled back by the read) while the file and
-    its WAL are copied, then fold the WAL into the copy."""
-    import shutil
-    source_path = _query(conn, "PRAGMA database_list")[0][2]
-    with transaction(conn):
-        _query(conn, "SELECT count(*) FROM sqlite_master")
-        shutil.copyfile(source_path, dest)
-        if os.path.exists(source_path + "-wal"):
-            shutil.copyfile(source_path + "-wal", dest + "-wal")
-    if os.path.exists(dest + "-wal"):
-        copy = sqlite3.connect(dest, isolation_level=None)
-        try:
-            copy.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            copy.close()
 
 
 # --- Helpers: reading the schema ------------------------------------------
