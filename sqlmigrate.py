@@ -675,6 +675,103 @@ def database_problem(error, path):
     return None
 
 
+# -- what a migration's up(db)/down(db) receives ---------------------------
+
+class MigrationConnection(object):
+    """What a migration's up(db)/down(db) receives: the real connection with
+    two changes that keep a transactional migration atomic on every Python:
+    executescript() runs statement by statement inside the transaction (the
+    stdlib's commits first), and commit()/rollback() raise."""
+
+    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
+                                   re.I)
+
+    def __init__(self, conn, transactional):
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_transactional", transactional)
+        object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "executed", [])  # for the schema report on failure
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value):
+        if self._transactional and name in ("isolation_level", "autocommit"):
+            raise MigrationError("a migration must not change db.%s: it would commit "
+                                 "the migration's transaction" % name)
+        setattr(self._conn, name, value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _refuse(self, what):
+        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
+                             "commits when up()/down() returns (set transaction = False to "
+                             "manage transactions yourself)" % what)
+
+    def commit(self):
+        if self._transactional:
+            self._refuse("db.commit()")
+        self._conn.commit()
+
+    def rollback(self):
+        if self._transactional:
+            self._refuse("db.rollback()")
+        self._conn.rollback()
+
+    def execute(self, sql, parameters=()):
+        return self._run(self._conn.execute, sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters):
+        return self._run(self._conn.executemany, sql, seq_of_parameters)
+
+    def _run(self, method, sql, parameters):
+        if self._transactional and self._ENDS_TRANSACTION.match(sql):
+            self._refuse(sql.strip().split(None, 1)[0].upper())
+        self.executed.append(sql)
+        try:
+            return method(sql, parameters)
+        except sqlite3.Error:
+            object.__setattr__(self, "failed_statement", sql)
+            raise
+
+    def executescript(self, sql):
+        cursor = None
+        for statement in split_sql(sql):
+            cursor = self.execute(statement)
+        return cursor if cursor is not None else self._conn.cursor()
+
+    def cursor(self, *args):
+        return _MigrationCursor(self, self._conn.cursor(*args))
+
+
+class _MigrationCursor(object):
+    def __init__(self, db, cursor):
+        self._db, self._cursor = db, cursor
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def execute(self, sql, parameters=()):
+        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
+        return self
+
+    def executemany(self, sql, seq_of_parameters):
+        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql):
+        for statement in split_sql(sql):
+            self.execute(statement)
+        return self
+
+
 # --- Tracking ---------------------------------------------------------------
 # metadata(key, value) holds 'schema_version'; <table>_migrations holds one row
 # per applied migration: version, name, checksum, applied_at, duration_ms.
@@ -838,101 +935,6 @@ def _copy_under_write_lock(conn, dest):
 
 
 # --- Runner -----------------------------------------------------------------
-
-class MigrationConnection(object):
-    """What a migration's up(db)/down(db) receives: the real connection with
-    two changes that keep a transactional migration atomic on every Python:
-    executescript() runs statement by statement inside the transaction (the
-    stdlib's commits first), and commit()/rollback() raise."""
-
-    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
-                                   re.I)
-
-    def __init__(self, conn, transactional):
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_transactional", transactional)
-        object.__setattr__(self, "failed_statement", None)
-        object.__setattr__(self, "executed", [])  # for the schema report on failure
-
-    def __getattr__(self, name):
-        return getattr(self._conn, name)
-
-    def __setattr__(self, name, value):
-        if self._transactional and name in ("isolation_level", "autocommit"):
-            raise MigrationError("a migration must not change db.%s: it would commit "
-                                 "the migration's transaction" % name)
-        setattr(self._conn, name, value)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def _refuse(self, what):
-        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
-                             "commits when up()/down() returns (set transaction = False to "
-                             "manage transactions yourself)" % what)
-
-    def commit(self):
-        if self._transactional:
-            self._refuse("db.commit()")
-        self._conn.commit()
-
-    def rollback(self):
-        if self._transactional:
-            self._refuse("db.rollback()")
-        self._conn.rollback()
-
-    def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters)
-
-    def executemany(self, sql, seq_of_parameters):
-        return self._run(self._conn.executemany, sql, seq_of_parameters)
-
-    def _run(self, method, sql, parameters):
-        if self._transactional and self._ENDS_TRANSACTION.match(sql):
-            self._refuse(sql.strip().split(None, 1)[0].upper())
-        self.executed.append(sql)
-        try:
-            return method(sql, parameters)
-        except sqlite3.Error:
-            object.__setattr__(self, "failed_statement", sql)
-            raise
-
-    def executescript(self, sql):
-        cursor = None
-        for statement in split_sql(sql):
-            cursor = self.execute(statement)
-        return cursor if cursor is not None else self._conn.cursor()
-
-    def cursor(self, *args):
-        return _MigrationCursor(self, self._conn.cursor(*args))
-
-
-class _MigrationCursor(object):
-    def __init__(self, db, cursor):
-        self._db, self._cursor = db, cursor
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
-
-    def __iter__(self):
-        return iter(self._cursor)
-
-    def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
-        return self
-
-    def executemany(self, sql, seq_of_parameters):
-        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
-        return self
-
-    def executescript(self, sql):
-        for statement in split_sql(sql):
-            self.execute(statement)
-        return self
-
 
 class Migrator(object):
     """Migrations in `directory` against `db` (a path or an open connection).
