@@ -1462,11 +1462,13 @@ _FORCE_COPY = False
 _COPY_CHUNK_ROWS = 250000
 _PROGRESS_MIN_ROWS = 1000000
 _PROGRESS_EVERY = 2.0  # seconds
+
 _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
 # A name right after one of these words is a table, alias, type or collation,
 # not a column.
 _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
-
+# Where triggers and views that use a main table may live (TEMP: this connection's).
+_SCHEMAS = (("main", "sqlite_master"), ("temp", "sqlite_temp_master"))
 
 
 def _column_refs(tokens, start, end, skip=()):
@@ -1647,21 +1649,20 @@ class _Rebuild(object):
         self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                    "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
                                    "ORDER BY rowid", (self.name,))
-        self.triggers = [("main", name, sql) for name, sql in _query(
-            raw, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
         # A TEMP trigger on a main table lives on this connection only, and
         # DROP TABLE drops it too: it must be recreated, not lost silently.
-        self.triggers += [("temp", name, sql) for name, sql in _query(
-            raw, "SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger' "
-                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        self.triggers = []
+        for schema, master in _SCHEMAS:
+            self.triggers += [(schema, name, sql) for name, sql in _query(
+                raw, "SELECT name, sql FROM %s WHERE type = 'trigger' "
+                     "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid" % master, (self.name,))]
         self.others = self._objects_mentioning_table()
         self.children = self._child_foreign_keys()
 
     def _objects_mentioning_table(self):
         """Views and other tables' triggers (main and temp) whose SQL names this table."""
         found = []
-        for schema, master in (("main", "sqlite_master"), ("temp", "sqlite_temp_master")):
+        for schema, master in _SCHEMAS:
             for kind, name, tbl, sql in _query(
                     self.raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
                               "('view', 'trigger') ORDER BY rowid" % master):
