@@ -2695,12 +2695,8 @@ def _absent_names(names, wanted):
 
 
 def _has_name(names, name):
-    """Whether `name` is among `names` the way SQLite compares identifiers;
-    the exact test first, as it nearly always decides."""
-    if name in names:
-        return True
-    key = _key(name)
-    return any(_key(other) == key for other in names)
+    """Whether `name` is among `names` the way SQLite compares identifiers."""
+    return not any(_absent_names(names, [name]))
 
 
 def _rebuild_reason(declaration):
@@ -2764,7 +2760,7 @@ def _plan_index(plan, master, name, text, declaration, tables, existing, added):
         _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
         return
     have = existing[table] + added.get(table, [])
-    unknown = [c for c in declaration.columns if not _has_name(have, c)]
+    unknown = list(_absent_names(have, declaration.columns))
     if unknown:
         plan.problems.append("index %s: table %s has no column %s"
                              % (name, table, ", ".join(unknown)))
