@@ -2647,7 +2647,7 @@ def _check_table(plan, master, table, skipped):
 
 
 def _plan_columns(plan, conn, table, declared, existing, fk_on):
-    """Plan the declared columns `table` lacks; returns their folded names."""
+    """Plan the declared columns `table` lacks; returns their names."""
     absent = set(_absent_names(existing, declared))
     missing = [(column, text) for column, text in declared.items() if column in absent]
     problems, seen = plan.problems, set()
@@ -2658,7 +2658,7 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
         seen.add(_key(column))
     if not missing:
         log.debug("Table '%s' has all expected columns", table)
-        return set()
+        return []
     if not fk_on:
         fk_on.append(foreign_keys_enabled(conn))
     methods = []

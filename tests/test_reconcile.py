@@ -299,6 +299,11 @@ class ReconcileColumnTests(DatabaseTestCase):
 
 class ReconcileIndexTests(DatabaseTestCase):
 
+    def test_missing_index_on_a_table_that_has_every_declared_column(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT);")
+        self.assertEqual(reconcile(self.db, columns={"t": {"a": "TEXT"}},
+                                   indexes={"idx_t_a": "t(a)"}), ["created index idx_t_a"])
+
     def test_full_create_unique_index_statement(self):
         self.make("CREATE TABLE t (a TEXT, b TEXT);")
         sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, b COLLATE NOCASE DESC);"
