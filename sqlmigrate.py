@@ -66,20 +66,10 @@ HAS_PRAGMA_FUNCTIONS = SQLITE_VERSION >= (3, 16, 0)
 # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
 HAS_RENAME_COLUMN = SQLITE_VERSION >= (3, 25, 0)
 HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
-
-
-class _LazyRegex(object):
-    """A regex compiled on first use, so `import sqlmigrate` costs about what
-    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
-
-    def __init__(self, pattern, flags=0):
-        self._args = (pattern, flags)
-
-    def __getattr__(self, name):
-        compiled = re.compile(*self._args)
-        for method in ("match", "search", "finditer"):
-            setattr(self, method, getattr(compiled, method))
-        return getattr(compiled, name)
+# PRAGMA table_xinfo (table_info plus generated columns): 3.26; generated
+# columns themselves: 3.31, so table_info is complete before that.
+HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
+HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 
 
 # Windows needs O_BINARY for os.open() to leave line endings alone.
@@ -106,6 +96,20 @@ def _autocommit_mode(conn):
 
 
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
+
+class _LazyRegex(object):
+    """A regex compiled on first use, so `import sqlmigrate` costs about what
+    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
+
+    def __init__(self, pattern, flags=0):
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name):
+        compiled = re.compile(*self._args)
+        for method in ("match", "search", "finditer"):
+            setattr(self, method, getattr(compiled, method))
+        return getattr(compiled, name)
+
 
 _TOKEN_RE = _LazyRegex(r"""
     (?P<space>\s+)
@@ -168,6 +172,106 @@ def split_sql(sql):
 def quote_identifier(name):
     """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
     return '"' + str(name).replace('"', '""') + '"'
+
+
+def _unquote(text):
+    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
+    if text[:1] == "[":
+        return text[1:-1]
+    if text[:1] in ('"', "`", "'"):
+        quote = text[0]
+        return text[1:-1].replace(quote * 2, quote)
+    return text
+
+
+def _key(name):
+    """An identifier as SQLite compares it: case-insensitively in ASCII only
+    (str.lower() alone would also fold non-ASCII letters, which SQLite keeps apart)."""
+    try:
+        name.encode("ascii")  # Python 3.6 has no str.isascii()
+    except UnicodeEncodeError:
+        return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+    return name.lower()
+
+
+# -- token lists (tokenize() output) as the parsers further down read them --
+
+def _code_tokens(sql):
+    """tokenize(sql) without the spaces and comments."""
+    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
+
+
+def _significant(tokens, start=0, end=None):
+    """Indexes of the tokens in [start, end) that are not spaces or comments."""
+    end = len(tokens) if end is None else end
+    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
+
+
+def _word(tokens, i):
+    """tokens[i] upper-cased if it is a bare word (a keyword or a name), else None."""
+    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
+
+
+def _matching_paren(tokens, i):
+    """Index of the ')' closing the '(' at tokens[i]."""
+    depth = 0
+    for j in range(i, len(tokens)):
+        kind, text = tokens[j]
+        if kind == "punct" and text == "(":
+            depth += 1
+        elif kind == "punct" and text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
+
+
+def _joined(tokens):
+    """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
+    text = ""
+    for kind, token in tokens:
+        glue = not text or token in "().," or text[-1] in "(."
+        text += token if glue else " " + token
+    return text
+
+
+def _tables_named_in(statements):
+    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
+    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
+    of first mention: what the runner shows the schema of when a migration
+    fails.  A name may be a table that does not exist (yet)."""
+    names, seen = [], set()
+    for statement in statements:
+        for name in _names_after_keywords(_code_tokens(statement or "")):
+            if _key(name) not in seen:
+                seen.add(_key(name))
+                names.append(name)
+    return names
+
+
+_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
+_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
+                      "IGNORE", "ONLY")
+_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
+
+
+def _names_after_keywords(tokens):
+    words = [text.upper() if kind == "word" else None for kind, text in tokens]
+    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
+    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
+    for position, word in enumerate(words):
+        if word == "ON" and on_names_table:
+            on_names_table = False
+        elif word not in _NAME_KEYWORDS:
+            continue
+        following = position + 1
+        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
+            following += 1
+        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
+            following += 2  # schema.table
+        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
+                and words[following] not in _NOT_NAME_WORDS:
+            yield _unquote(tokens[following][1])
 
 
 # --- Migration files --------------------------------------------------------
@@ -525,6 +629,18 @@ def foreign_keys_off(conn):
             conn.execute("PRAGMA foreign_keys = ON")
 
 
+@contextmanager
+def _foreign_keys_off_outside_transaction(conn, wanted=True):
+    """foreign_keys_off where the pragma works: outside a transaction (inside
+    one it is a no-op).  Yields whether foreign keys were on and are now off,
+    i.e. whether the caller must run check_foreign_keys() before committing."""
+    if not wanted or conn.in_transaction:
+        yield False
+        return
+    with foreign_keys_off(conn) as was_on:
+        yield was_on
+
+
 def check_foreign_keys(conn):
     """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
@@ -557,6 +673,103 @@ def database_problem(error, path):
     if "unable to open" in message:
         return MigrationError("cannot open database %s: %s" % (where, message))
     return None
+
+
+# -- what a migration's up(db)/down(db) receives ---------------------------
+
+class MigrationConnection(object):
+    """What a migration's up(db)/down(db) receives: the real connection with
+    two changes that keep a transactional migration atomic on every Python:
+    executescript() runs statement by statement inside the transaction (the
+    stdlib's commits first), and commit()/rollback() raise."""
+
+    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
+                                   re.I)
+
+    def __init__(self, conn, transactional):
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_transactional", transactional)
+        object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "executed", [])  # for the schema report on failure
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value):
+        if self._transactional and name in ("isolation_level", "autocommit"):
+            raise MigrationError("a migration must not change db.%s: it would commit "
+                                 "the migration's transaction" % name)
+        setattr(self._conn, name, value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _refuse(self, what):
+        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
+                             "commits when up()/down() returns (set transaction = False to "
+                             "manage transactions yourself)" % what)
+
+    def commit(self):
+        if self._transactional:
+            self._refuse("db.commit()")
+        self._conn.commit()
+
+    def rollback(self):
+        if self._transactional:
+            self._refuse("db.rollback()")
+        self._conn.rollback()
+
+    def execute(self, sql, parameters=()):
+        return self._run(self._conn.execute, sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters):
+        return self._run(self._conn.executemany, sql, seq_of_parameters)
+
+    def _run(self, method, sql, parameters):
+        if self._transactional and self._ENDS_TRANSACTION.match(sql):
+            self._refuse(sql.strip().split(None, 1)[0].upper())
+        self.executed.append(sql)
+        try:
+            return method(sql, parameters)
+        except sqlite3.Error:
+            object.__setattr__(self, "failed_statement", sql)
+            raise
+
+    def executescript(self, sql):
+        cursor = None
+        for statement in split_sql(sql):
+            cursor = self.execute(statement)
+        return cursor if cursor is not None else self._conn.cursor()
+
+    def cursor(self, *args):
+        return _MigrationCursor(self, self._conn.cursor(*args))
+
+
+class _MigrationCursor(object):
+    def __init__(self, db, cursor):
+        self._db, self._cursor = db, cursor
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def execute(self, sql, parameters=()):
+        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
+        return self
+
+    def executemany(self, sql, seq_of_parameters):
+        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql):
+        for statement in split_sql(sql):
+            self.execute(statement)
+        return self
 
 
 # --- Tracking ---------------------------------------------------------------
@@ -666,102 +879,62 @@ def _utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# --- Runner -----------------------------------------------------------------
+# --- Backups ----------------------------------------------------------------
 
-class MigrationConnection(object):
-    """What a migration's up(db)/down(db) receives: the real connection with
-    two changes that keep a transactional migration atomic on every Python:
-    executescript() runs statement by statement inside the transaction (the
-    stdlib's commits first), and commit()/rollback() raise."""
+def _backup_path(path, version):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
+    n = 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
+    return candidate
 
-    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
-                                   re.I)
 
-    def __init__(self, conn, transactional):
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_transactional", transactional)
-        object.__setattr__(self, "failed_statement", None)
-        object.__setattr__(self, "executed", [])  # for the schema report on failure
+def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    """Write a consistent copy of `db` (path or connection) to `dest`; return
+    the path.  Default name: next to the database, with the time and version."""
+    with using(db, busy_timeout) as conn:
+        if dest is None:
+            source_path = _query(conn, "PRAGMA database_list")[0][2]
+            if not source_path:
+                raise RequestError("an in-memory database needs a backup path")
+            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
+        dest = os.fspath(dest)
+        if os.path.exists(dest):
+            raise RequestError("backup destination %s exists already" % dest)
+        if HAS_BACKUP_API:
+            target = sqlite3.connect(dest)
+            try:
+                _raw(conn).backup(target)
+            finally:
+                target.close()
+        else:
+            _copy_under_write_lock(conn, dest)
+        log.info("Backed up the database to %s", dest)
+        return dest
 
-    def __getattr__(self, name):
-        return getattr(self._conn, name)
 
-    def __setattr__(self, name, value):
-        if self._transactional and name in ("isolation_level", "autocommit"):
-            raise MigrationError("a migration must not change db.%s: it would commit "
-                                 "the migration's transaction" % name)
-        setattr(self._conn, name, value)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def _refuse(self, what):
-        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
-                             "commits when up()/down() returns (set transaction = False to "
-                             "manage transactions yourself)" % what)
-
-    def commit(self):
-        if self._transactional:
-            self._refuse("db.commit()")
-        self._conn.commit()
-
-    def rollback(self):
-        if self._transactional:
-            self._refuse("db.rollback()")
-        self._conn.rollback()
-
-    def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters)
-
-    def executemany(self, sql, seq_of_parameters):
-        return self._run(self._conn.executemany, sql, seq_of_parameters)
-
-    def _run(self, method, sql, parameters):
-        if self._transactional and self._ENDS_TRANSACTION.match(sql):
-            self._refuse(sql.strip().split(None, 1)[0].upper())
-        self.executed.append(sql)
+def _copy_under_write_lock(conn, dest):
+    """Python 3.6 has no backup API: hold the write lock (no commit can happen,
+    and a hot journal has been rolled back by the read) while the file and
+    its WAL are copied, then fold the WAL into the copy."""
+    import shutil
+    source_path = _query(conn, "PRAGMA database_list")[0][2]
+    with transaction(conn):
+        _query(conn, "SELECT count(*) FROM sqlite_master")
+        shutil.copyfile(source_path, dest)
+        if os.path.exists(source_path + "-wal"):
+            shutil.copyfile(source_path + "-wal", dest + "-wal")
+    if os.path.exists(dest + "-wal"):
+        copy = sqlite3.connect(dest, isolation_level=None)
         try:
-            return method(sql, parameters)
-        except sqlite3.Error:
-            object.__setattr__(self, "failed_statement", sql)
-            raise
-
-    def executescript(self, sql):
-        cursor = None
-        for statement in split_sql(sql):
-            cursor = self.execute(statement)
-        return cursor if cursor is not None else self._conn.cursor()
-
-    def cursor(self, *args):
-        return _MigrationCursor(self, self._conn.cursor(*args))
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
 
 
-class _MigrationCursor(object):
-    def __init__(self, db, cursor):
-        self._db, self._cursor = db, cursor
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
-
-    def __iter__(self):
-        return iter(self._cursor)
-
-    def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
-        return self
-
-    def executemany(self, sql, seq_of_parameters):
-        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
-        return self
-
-    def executescript(self, sql):
-        for statement in split_sql(sql):
-            self.execute(statement)
-        return self
-
+# --- Runner -----------------------------------------------------------------
 
 class Migrator(object):
     """Migrations in `directory` against `db` (a path or an open connection).
@@ -977,9 +1150,9 @@ class Migrator(object):
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:
             m.load()  # every file validated before the first one runs
-        if atomic or dry_run:
+        if atomic:
             stepwise = [m for m in plan if not m.transactional]
-            if atomic and stepwise:
+            if stepwise:
                 raise MigrationError("--atomic cannot include non-transactional migrations: %s"
                                      % ", ".join(m.filename for m in stepwise))
         if not plan:
@@ -1014,7 +1187,6 @@ class Migrator(object):
         except MigrationError as failure:
             _log_schema_of(conn, getattr(failure, "tables", None))
             raise
-
 
     def _apply(self, conn, m, direction, check_fk):
         """Run one migration inside the open transaction and record it.
@@ -1179,96 +1351,17 @@ def migrate(db, directory="migrations", **options):
     return Migrator(db, directory, **options).up(**up_options)
 
 
-# --- Backups ----------------------------------------------------------------
+# --- Helpers: reading the schema ------------------------------------------
+# Shared by the rebuild, reconcile, JSON-defaults and schema-report helpers.
 
-def _backup_path(path, version):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
-    n = 1
-    while os.path.exists(candidate):
-        n += 1
-        candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
-    return candidate
-
-
-def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
-    """Write a consistent copy of `db` (path or connection) to `dest`; return
-    the path.  Default name: next to the database, with the time and version."""
-    with using(db, busy_timeout) as conn:
-        if dest is None:
-            source_path = _query(conn, "PRAGMA database_list")[0][2]
-            if not source_path:
-                raise RequestError("an in-memory database needs a backup path")
-            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
-        dest = os.fspath(dest)
-        if os.path.exists(dest):
-            raise RequestError("backup destination %s exists already" % dest)
-        if HAS_BACKUP_API:
-            target = sqlite3.connect(dest)
-            try:
-                _raw(conn).backup(target)
-            finally:
-                target.close()
-        else:
-            _copy_under_write_lock(conn, dest)
-        log.info("Backed up the database to %s", dest)
-        return dest
-
-
-def _copy_under_write_lock(conn, dest):
-    """Python 3.6 has no backup API: hold the write lock (no commit can happen,
-    and a hot journal has been rolled back by the read) while the file and
-    its WAL are copied, then fold the WAL into the copy."""
-    import shutil
-    source_path = _query(conn, "PRAGMA database_list")[0][2]
-    with transaction(conn):
-        _query(conn, "SELECT count(*) FROM sqlite_master")
-        shutil.copyfile(source_path, dest)
-        if os.path.exists(source_path + "-wal"):
-            shutil.copyfile(source_path + "-wal", dest + "-wal")
-    if os.path.exists(dest + "-wal"):
-        copy = sqlite3.connect(dest, isolation_level=None)
-        try:
-            copy.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            copy.close()
-
-
-# --- Helpers: reconcile, JSON defaults, schema report -----------------------
-# reconcile() reads the schema in one pass (sqlite_master, then one
-# pragma_table_info join over the declared tables), decides everything, and
-# only then opens a transaction: a database that needs nothing costs two
-# queries and takes no write lock.
-
-# Shared with the rebuild helpers below: _HAS_TABLE_XINFO, _TABLE_CONSTRAINT_WORDS,
-# _key (identifier case folding), _unquote, _free_name and _CreateTable.
-_HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 # Old SQLite limits a statement to 999 parameters.
 _IN_CHUNK = 500
-
-_NUMBER_RE = _LazyRegex(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-                        r"|0[xX][0-9a-fA-F]+)$")
-_STRING_RE = _LazyRegex(r"^'(?:[^']|'')*'$")
-_BLOB_RE = _LazyRegex(r"^[xX]'[0-9a-fA-F]*'$")
-_BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
-_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
-                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
-_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
-                                  re.I)
-
-
-def _code_tokens(sql):
-    """tokenize(sql) without the spaces and comments."""
-    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
 
 
 def _chunks(items, size):
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
-
-# -- reading the schema --------------------------------------------------------
 
 class _SchemaObjects(object):
     """sqlite_master rows (type, name, tbl_name, sql) by name; tables,
@@ -1307,8 +1400,8 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     functions, one PRAGMA per table before."""
     columns = dict((table, []) for table in tables)
     if HAS_PRAGMA_FUNCTIONS:
-        function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
-        select = ", ".join("0" if field == "hidden" and not _HAS_TABLE_XINFO
+        function = "pragma_table_xinfo" if HAS_TABLE_XINFO else "pragma_table_info"
+        select = ", ".join("0" if field == "hidden" and not HAS_TABLE_XINFO
                            else "p." + quote_identifier(field) for field in fields)
         for chunk in _chunks(list(tables), _IN_CHUNK):
             sql = ("SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
@@ -1317,7 +1410,7 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
             for row in _query(conn, sql, chunk):
                 columns[row[0]].append(row[1:])
         return columns
-    pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+    pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"
     # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
@@ -1327,824 +1420,29 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     return columns
 
 
-# -- parsing declarations --------------------------------------------------------
+_ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
-class _ColumnDeclaration(object):
-    """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
-    clauses that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
 
-    def __init__(self, text):
-        self.text = text
-        # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
-        self.tokens = tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
-            or text.count("(") != text.count(")") else []
-        self.problem = None
-        self.clauses = self._split()   # (word, start, keyword index, end) token indexes
-        self.words = set(clause[0] for clause in self.clauses)
-        self.default = self._clause_body("DEFAULT")
-        self.generated = self._generated_kind()
-
-    def _split(self):
-        clauses, current, previous, depth, expect_name = [], None, None, 0, False
-        for index, (kind, text) in enumerate(self.tokens):
-            if kind in ("space", "comment"):
-                continue
-            word = text.upper() if kind == "word" else None
-            if expect_name:
-                expect_name = False  # CONSTRAINT <name>: the name may be any word
-            elif depth == 0 and word in _COLUMN_CONSTRAINT_WORDS \
-                    and not self._continues(current, previous, word, index):
-                if current is not None:
-                    clauses.append(current + (index,))
-                current = (word, index, index)
-                expect_name = word == "CONSTRAINT"
-            if kind == "punct" and text in "()":
-                depth += 1 if text == "(" else -1
-            elif kind == "punct" and text in ",;" and depth == 0:
-                self.problem = "not a single column declaration (found %r)" % text
-            previous = word
-        if depth != 0:
-            self.problem = "unbalanced parentheses"
-        if current is not None:
-            clauses.append(current + (len(self.tokens),))
-        # CONSTRAINT <name> belongs to the constraint that follows it.
-        merged = []
-        for clause in clauses:
-            if merged and merged[-1][0] == "CONSTRAINT":
-                clause = (clause[0], merged.pop()[1]) + clause[2:]
-            merged.append(clause)
-        return merged
-
-    def _continues(self, current, previous, word, index):
-        """Whether `word` belongs to the clause before it rather than starting
-        one: DEFAULT NULL, NOT NULL, GENERATED ALWAYS AS, and SET NULL, SET
-        DEFAULT or NOT DEFERRABLE in a REFERENCES clause."""
-        if current is None:
-            return False
-        if previous == "DEFAULT" or (previous == "SET" and word in ("NULL", "DEFAULT")):
-            return True
-        if previous == "NOT" and word == "NULL":
-            return True
-        if current[0] == "GENERATED" and word == "AS":
-            return True
-        if current[0] == "REFERENCES" and word == "NOT":
-            following = [t for k, t in self.tokens[index + 1:] if k not in ("space", "comment")]
-            return bool(following) and following[0].upper() == "DEFERRABLE"
-        return False
-
-    def _clause_body(self, word):
-        """The text after the keyword of the clause that starts with `word`."""
-        for clause_word, _, keyword, end in self.clauses:
-            if clause_word == word:
-                return "".join(text for _, text in self.tokens[keyword + 1:end]).strip()
-        return None
-
-    def _generated_kind(self):
-        body = self._clause_body("GENERATED") or self._clause_body("AS")
-        if body is None:
-            return None
-        last = _code_tokens(body)[-1:]
-        return "STORED" if last and last[0][1].upper() == "STORED" else "VIRTUAL"
-
-    @property
-    def not_null(self):
-        return "NOT" in self.words
-
-    @property
-    def default_kind(self):
-        """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
-        return "none" if self.default is None else _classify_default(self.default)
-
-    def without(self, word):
-        """The declaration text without the clause that starts with `word`."""
-        dropped = set()
-        for clause_word, start, _, end in self.clauses:
-            if clause_word == word:
-                dropped.update(range(start, end))
-        return " ".join("".join(text for index, (_, text) in enumerate(self.tokens)
-                                if index not in dropped).split())
-
-
-def _strip_parentheses(text):
-    """'((1))' -> '1': SQLite keeps no node for parentheses around a default."""
-    while text.startswith("(") and text.endswith(")"):
-        tokens = _code_tokens(text)
-        depth = 0
-        for position, (kind, token) in enumerate(tokens):
-            if kind == "punct" and token in "()":
-                depth += 1 if token == "(" else -1
-                if depth == 0 and position != len(tokens) - 1:
-                    return text  # "(a) + (b)": not one group
-        text = text[1:-1].strip()
-    return text
-
-
-def _classify_default(text):
-    """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
-    TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses,
-    or a bare word (a string to SQLite), is constant; CURRENT_TIMESTAMP or
-    anything computed is not.  Unsure means 'expression': a rebuild always works."""
-    inner = _strip_parentheses(text)
-    bare = inner == text
-    if inner.upper() == "NULL":
-        return "null"
-    if _NUMBER_RE.match(inner) or _STRING_RE.match(inner) or _BLOB_RE.match(inner):
-        return "constant"
-    # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
-    if bare and _BARE_WORD_RE.match(inner) and inner.upper() not in _TIME_KEYWORDS:
-        return "constant"
-    return "expression"
-
-
-class _IndexDeclaration(object):
-    """A CREATE [UNIQUE] INDEX statement, parsed far enough to compare two of
-    them and to find the table and the plain column names they use."""
-
-    def __init__(self, sql, tokens=None):
-        self.sql = sql.strip().rstrip(";").strip()
-        self.name = self.table = None
-        self.unique = False
-        self.definition = None  # the tokens from ON onwards, identifiers unquoted
-        self._list = None       # the tokens from the column list's "(" onwards
-        self._parse(tokens if tokens is not None else _code_tokens(self.sql))
-
-    @property
-    def columns(self):
-        """Plain column names in the column list (not expressions)."""
-        return self._parsed_list()[0]
-
-    @property
-    def column_texts(self):
-        """Every item of the column list, as readable text."""
-        return self._parsed_list()[1]
-
-    @property
-    def where(self):
-        return self._parsed_list()[2]
-
-    def _parse(self, tokens):
-        words = [text.upper() if kind == "word" else None for kind, text in tokens]
-        position = 1 if words[:1] == ["CREATE"] else None
-        if position is None:
-            return
-        if words[position:position + 1] == ["UNIQUE"]:
-            self.unique, position = True, position + 1
-        if words[position:position + 1] != ["INDEX"]:
-            return
-        position += 1
-        if words[position:position + 3] == ["IF", "NOT", "EXISTS"]:
-            position += 3
-        if tokens[position + 1:position + 2] == [("punct", ".")]:
-            position += 2  # schema name
-        if position >= len(tokens) or words[position + 1:position + 2] != ["ON"]:
-            return
-        self.name = _unquote(tokens[position][1])
-        on = position + 1
-        if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
-            return
-        self.table = _unquote(tokens[on + 1][1])
-        # "t" and t are one name: identifiers and words become kind "name".
-        self.definition = tuple(("name", _unquote(text)) if kind in ("ident", "word")
-                                else (kind, text) for kind, text in tokens[on:])
-        self._list = tokens[on + 2:]
-
-    def _parsed_list(self):
-        # Only a report or a missing index needs this; comparing does not.
-        if not isinstance(self._list, tuple):
-            self._list = self._split_list(self._list or [])
-        return self._list
-
-    def _split_list(self, tokens):
-        depth, item, items, where = 0, [], [], None
-        for position, (kind, text) in enumerate(tokens):
-            if kind == "punct" and text == "(":
-                depth += 1
-                if depth == 1:
-                    continue
-            elif kind == "punct" and text == ")":
-                depth -= 1
-                if depth == 0:
-                    items.append(item)
-                    rest = tokens[position + 1:]
-                    if rest and rest[0][0] == "word" and rest[0][1].upper() == "WHERE":
-                        where = _joined(rest[1:])
-                    break
-            if depth == 1 and kind == "punct" and text == ",":
-                items.append(item)
-                item = []
-            else:
-                item.append((kind, text))
-        columns, texts = [], []
-        for item in items:
-            tail = [text.upper() for _, text in item[1:]]
-            if item and item[0][0] in ("word", "ident") and \
-                    (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
-                name = _unquote(item[0][1])
-                columns.append(name)
-                texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
-            else:
-                texts.append(_joined(item))
-        return columns, texts, where
-
-
-def _joined(tokens):
-    """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
-    text = ""
-    for kind, token in tokens:
-        glue = not text or token in "().," or text[-1] in "(."
-        text += token if glue else " " + token
-    return text
-
-
-def _index_declaration(name, declaration):
-    """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
-    (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
-    all_tokens = tokenize(declaration)
-    tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
-    if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
-        return _IndexDeclaration(declaration, tokens)
-    if len(tokens) >= 3 and tokens[1] == ("punct", "."):
-        tokens = tokens[2:]  # schema-qualified table
-    if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
-        return _IndexDeclaration("")
-    rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
-    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
-            ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
-    sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
-    if tokens[-1] == ("punct", ";"):
-        tokens = tokens[:-1]
-    return _IndexDeclaration(sql, head + tokens[1:])
-
-
-# -- reconcile ---------------------------------------------------------------------
-
-class _ReconcilePlan(object):
-    def __init__(self):
-        self.additions = []        # (table, column, declaration text)
-        self.rebuilds = []         # (table, [(column, declaration text)], why)
-        self.unique_indexes = []   # (table, column): ADD COLUMN refuses UNIQUE
-        self.indexes = []          # (name, table, sql)
-        self.problems = []         # what cannot be done: nothing will be
-        self.warnings = []         # reported and skipped
-        self.parsed = {}           # declaration text -> _ColumnDeclaration: "INTEGER" repeats
-
-    def declaration(self, text):
-        if text not in self.parsed:
-            self.parsed[text] = _ColumnDeclaration(text)
-        return self.parsed[text]
-
-    def empty(self):
-        return not (self.additions or self.rebuilds or self.unique_indexes or self.indexes)
-
-
-def reconcile(db, columns=None, indexes=None):
-    """Add the declared columns and indexes the database lacks; never drop,
-    rename or change anything.  Returns the changes as readable strings,
-    e.g. ["added column usage_logs.model", "created index idx_usage_logs_model"];
-    [] when the schema already has everything.
-
-    columns: {table: {column: "declaration"}}, e.g. {"api_keys": {"is_active":
-    "BOOLEAN DEFAULT 1 NOT NULL"}}.  indexes: {name: "table(col, ...)"} or
-    {name: "CREATE [UNIQUE] INDEX name ON table (...)"}.  Everything is checked
-    first; one declaration that cannot be added means nothing is changed and the
-    MigrationError lists every such declaration."""
-    columns, indexes = columns or {}, indexes or {}
-    with using(db) as conn:
-        conn = _raw(conn)
-        schema_version = _schema_version(conn)
-        plan = _plan_reconcile(conn, columns, indexes)
-        _report_plan(plan)
-        if plan.empty():
-            log.debug("Schema has every declared column and index")
-            return []
-        own_transaction = not conn.in_transaction
-        with _foreign_keys_off_for(conn, plan, own_transaction) as fk_were_on:
-            with transaction(conn):
-                if own_transaction and _schema_version(conn) != schema_version:
-                    # Another process changed the schema since we looked (and
-                    # may have reconciled): look again under the write lock.
-                    plan = _plan_reconcile(conn, columns, indexes)
-                    _report_plan(plan, quiet=True)
-                changes = _apply_reconcile(conn, plan)
-                if fk_were_on:
-                    check_foreign_keys(conn)
-        log.info("Reconcile made %d change(s)", len(changes))
-        return changes
-
-
-def _schema_version(conn):
-    """Bumped by SQLite on every schema change, by any connection."""
-    return _query(conn, "PRAGMA schema_version")[0][0]
-
-
-@contextmanager
-def _foreign_keys_off_for(conn, plan, own_transaction):
-    """A table rebuild must not fire foreign-key actions; the pragma can only
-    change outside a transaction, so only our own transaction gets this."""
-    if plan.rebuilds and own_transaction:
-        with foreign_keys_off(conn) as were_on:
-            yield were_on
-    else:
-        yield False
-
-
-def _report_plan(plan, quiet=False):
-    if plan.problems:
-        raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
-                             + "\n  ".join(plan.problems))
-    if not quiet:
-        for warning in plan.warnings:
-            log.warning(warning)
-
-
-def _plan_reconcile(conn, columns, indexes):
-    plan = _ReconcilePlan()
-    master = _SchemaObjects(conn)
-    index_declarations = [(name, text, _index_declaration(name, text))
-                          for name, text in indexes.items()]
-    wanted = list(columns) + [d.table for _, _, d in index_declarations if d.table]
-    tables = {}  # declared name -> existing table name
-    for table in wanted:
-        entry = master.get(table)
-        if entry is not None and entry[0] == "table" and not _is_virtual(entry[3]):
-            tables[table] = entry[1]
-    existing = dict((table, [row[0] for row in rows]) for table, rows
-                    in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
-    added = {}  # existing table name -> names of the columns being added
-    fk_on = []  # asked once, and only if a column is missing
-    for table, declared in columns.items():
-        actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
-                              % ", ".join(declared))
-        if actual in added:
-            plan.problems.append("table %s: declared twice (names compare case-insensitively)"
-                                 % table)
-        elif actual is not None:
-            added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
-    for name, text, declaration in index_declarations:
-        _plan_index(plan, master, name, text, declaration, tables, existing, added)
-    return plan
-
-
-def _check_table(plan, master, table, skipped):
-    """The existing table's name, or None with a warning (missing) or a
-    problem (a view, or a virtual table ADD COLUMN cannot change)."""
-    entry = master.get(table)
-    if entry is None:
-        plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
-        return None
-    if entry[0] != "table":
-        plan.problems.append("'%s' is a %s, not a table" % (table, entry[0]))
-        return None
-    if _is_virtual(entry[3]):
-        plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
-                             % table)
-        return None
-    return entry[1]
-
-
-def _plan_columns(plan, conn, table, declared, existing, fk_on):
-    """Plan the declared columns `table` lacks; returns their folded names."""
-    absent = set(_absent_names(existing, declared))
-    missing = [(column, text) for column, text in declared.items() if column in absent]
-    problems, seen = plan.problems, set()
-    for column, _ in missing:
-        if _key(column) in seen:
-            problems.append("%s.%s: declared twice (names compare case-insensitively)"
-                            % (table, column))
-        seen.add(_key(column))
-    if not missing:
-        log.debug("Table '%s' has all expected columns", table)
-        return set()
-    if not fk_on:
-        fk_on.append(foreign_keys_enabled(conn))
-    methods = []
-    for column, text in missing:
-        declaration = plan.declaration(text)
-        problem = _column_problem(conn, table, declaration, fk_on[0])
-        if problem:
-            problems.append("%s.%s %r: %s" % (table, column, text, problem))
-        methods.append((column, text, declaration, _rebuild_reason(declaration)))
-    reasons = [reason for _, _, _, reason in methods if reason]
-    if reasons:
-        # One rebuild per table carries every missing column, in declared order.
-        plan.rebuilds.append((table, [(c, t) for c, t, _, _ in methods], reasons[0]))
-    else:
-        for column, text, declaration, _ in methods:
-            if "UNIQUE" in declaration.words:
-                plan.additions.append((table, column, declaration.without("UNIQUE")))
-                plan.unique_indexes.append((table, column))
-            else:
-                plan.additions.append((table, column, text))
-    return [column for column, _ in missing]
-
-
-def _absent_names(names, wanted):
-    """The names in `wanted` that `names` lacks, compared as SQLite compares
-    identifiers; exact tests first, as they nearly always decide."""
-    exact, keys = set(names), None
-    for name in wanted:
-        if name not in exact:
-            if keys is None:
-                keys = set(_key(other) for other in names)
-            if _key(name) not in keys:
-                yield name
-
-
-def _has_name(names, name):
-    """Whether `name` is among `names` the way SQLite compares identifiers;
-    the exact test first, as it nearly always decides."""
-    if name in names:
-        return True
-    key = _key(name)
-    return any(_key(other) == key for other in names)
-
-
-def _rebuild_reason(declaration):
-    if declaration.generated == "STORED":
-        return "a STORED generated column"
-    if declaration.default_kind == "expression":
-        return "non-constant DEFAULT %s" % declaration.default
-    return None
-
-
-def _column_problem(conn, table, declaration, fk_on):
-    """Why this declaration cannot be added to an existing table, or None."""
-    if declaration.problem:
-        return declaration.problem
-    if "PRIMARY" in declaration.words:
-        return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
-                "rebuild_table(create_sql=...)")
-    if declaration.generated and not _HAS_GENERATED_COLUMNS:
-        return ("generated columns need SQLite 3.31 or newer (this is %s)"
-                % sqlite3.sqlite_version)
-    if declaration.not_null and not declaration.generated \
-            and declaration.default_kind in ("none", "null"):
-        return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
-    if _rebuild_reason(declaration):
-        return None
-    if fk_on and "REFERENCES" in declaration.words and declaration.default_kind != "none" \
-            and declaration.default_kind != "null":
-        return ("with foreign keys on, a REFERENCES column must default to NULL "
-                "(SQLite refuses DEFAULT %s)" % declaration.default)
-    if "UNIQUE" in declaration.words and declaration.default_kind == "constant" \
-            and _has_two_rows(conn, table):
-        return ("UNIQUE with DEFAULT %s: the existing rows would all get the same value"
-                % declaration.default)
-    return None
-
-
-def _has_two_rows(conn, table):
-    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % quote_identifier(table))) > 1
-
-
-def _plan_index(plan, master, name, text, declaration, tables, existing, added):
-    if declaration.definition is None:
-        plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
-                             "[UNIQUE] INDEX statement" % (name, text))
-        return
-    if declaration.name != name and _key(declaration.name) != _key(name):
-        plan.problems.append("index %s: the statement creates an index named %s"
-                             % (name, declaration.name))
-        return
-    entry = master.get(name)
-    if entry is not None:
-        if entry[0] != "index":
-            plan.problems.append("index %s: the name is taken by a %s" % (name, entry[0]))
-        elif entry[3] != declaration.sql and not _same_index(entry[3], declaration):
-            plan.warnings.append("Index '%s' exists with a different definition; not replaced "
-                                 "(database: %s; declared: %s)"
-                                 % (name, entry[3] or "a constraint's index", declaration.sql))
-        return
-    table = tables.get(declaration.table)
-    if table is None:
-        _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
-        return
-    have = existing[table] + added.get(table, [])
-    unknown = [c for c in declaration.columns if not _has_name(have, c)]
-    if unknown:
-        plan.problems.append("index %s: table %s has no column %s"
-                             % (name, table, ", ".join(unknown)))
-        return
-    plan.indexes.append((name, table, declaration.sql))
-
-
-def _same_index(sql, declaration):
-    if sql is None:  # a UNIQUE or PRIMARY KEY constraint's index
-        return False
-    existing = _IndexDeclaration(sql)
-    if existing.unique != declaration.unique:
-        return False
-    # Names differing only in ASCII case are the same name; fold only if needed.
-    return existing.definition == declaration.definition or \
-        _folded(existing.definition) == _folded(declaration.definition)
-
-
-def _folded(definition):
-    return tuple(_key(text) if kind == "name" else text for kind, text in definition)
-
-
-def _apply_reconcile(conn, plan):
-    """Carry out a checked plan inside the open transaction; any failure
-    raises, and the caller's `transaction` undoes everything."""
-    changes = []
-    for table, column, text in plan.additions:
-        log.info("Adding missing column '%s' to table '%s'", column, table)
-        _apply_step(conn, "ALTER TABLE %s ADD COLUMN %s %s" % (
-            quote_identifier(table), quote_identifier(column), text),
-            "adding column %s.%s" % (table, column))
-        changes.append("added column %s.%s" % (table, column))
-    for table, new_columns, reason in plan.rebuilds:
-        _rebuild_with_columns(conn, table, new_columns, reason)
-        changes.extend("added column %s.%s (table rebuilt: %s)" % (table, column, reason)
-                       for column, _ in new_columns)
-    for table, column in plan.unique_indexes:
-        name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-        log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
-        _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
-            quote_identifier(name), quote_identifier(table), quote_identifier(column)),
-            "creating unique index %s on %s.%s" % (name, table, column))
-        changes.append("created unique index %s for column %s.%s" % (name, table, column))
-    for name, table, sql in plan.indexes:
-        log.info("Creating missing index '%s' on table '%s'", name, table)
-        _apply_step(conn, sql, "creating index %s" % name)
-        changes.append("created index %s" % name)
-    return changes
-
-
-def _apply_step(conn, sql, what):
-    try:
-        conn.execute(sql)
-    except sqlite3.Error as e:
-        if "locked" in str(e) or "busy" in str(e):
-            raise
-        raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
-                             % (what, e, sql))
-
-
-def _rebuild_with_columns(conn, table, new_columns, reason):
-    for column, _ in new_columns:
-        log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
-                 column, table, reason)
-    create_sql = _query(conn, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (table,))[0][0]
-    definitions = ["%s %s" % (quote_identifier(c), text) for c, text in new_columns]
-    try:
-        rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
-    except (MigrationError, sqlite3.Error) as e:
-        raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
-                             "changed" % (table, ", ".join(c for c, _ in new_columns), e))
-
-
-def _with_columns_appended(create_sql, definitions):
-    """CREATE TABLE text with column definitions added after the last column:
-    SQLite wants every column before the table constraints."""
-    parsed = _CreateTable(create_sql, "the table")
-    last = parsed.columns[-1]
-    end = _significant(parsed.tokens, last.first, last.end)[-1] + 1
-    return "%s, %s%s" % (parsed.text(0, end), ", ".join(definitions),
-                         parsed.text(end, len(parsed.tokens)))
-
-
-# -- JSON defaults -----------------------------------------------------------------
-
-def merge_json_defaults(db, table, column, defaults, where=None, params=()):
-    """Add the keys of `defaults` that the JSON object in `table.column` lacks,
-    recursively for nested objects, in every row (or those matching `where`,
-    an SQL condition with `params`).  Never overwrites a value that is there,
-    even false, 0, "", [] or null; NULL or '' counts as {}.  A value that is
-    not a JSON object is a MigrationError naming the rows, and no row changes.
-    Returns the number of rows changed."""
-    import json
-    if not isinstance(defaults, dict):
-        raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
-                             % type(defaults).__name__)
-    with using(db) as conn:
-        conn = _raw(conn)
-        with transaction(conn):
-            key_columns = _row_key_columns(conn, table, column)
-            updates, bad = [], []
-            select = "SELECT %s, %s FROM %s%s" % (
-                ", ".join(quote_identifier(k) for k in key_columns), quote_identifier(column),
-                quote_identifier(table), " WHERE (%s)" % where if where else "")
-            cursor = conn.cursor()
-            cursor.row_factory = None
-            for row in cursor.execute(select, params):
-                key, value = row[:-1], row[-1]
-                try:
-                    document = _json_object(json, value)
-                except ValueError as e:
-                    bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
-                    continue
-                if _merge_missing(document, defaults):
-                    updates.append((json.dumps(document, ensure_ascii=False),) + tuple(key))
-            if bad:
-                shown = "; ".join(bad[:10]) + (" (and %d more)" % (len(bad) - 10)
-                                               if len(bad) > 10 else "")
-                raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s; "
-                                     "no row was changed" % (table, column, shown))
-            if updates:
-                conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
-                    quote_identifier(table), quote_identifier(column),
-                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)), updates)
-                log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
-                         column)
-    return len(updates)
-
-
-def _row_key_columns(conn, table, column):
-    """What identifies a row for the UPDATE: the rowid, or the primary key of
-    a WITHOUT ROWID table."""
-    entry = _SchemaObjects(conn).get(table)
-    if entry is None or entry[0] != "table":
-        raise MigrationError("merge_json_defaults: no table %s" % table)
-    rows = _read_columns(conn, [entry[1]])[entry[1]]
-    names = [row[1] for row in rows]
-    if not _has_name(names, column):
-        raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
-    if not _CreateTable(entry[3], "table %s" % table).rowid:
-        return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+def _rowid_alias(column_names):
+    """A name that reaches the rowid of a table with these columns: a column
+    may take the name rowid, oid or _rowid_ for itself.  None if all three are taken."""
+    taken = set(_key(name) for name in column_names)
     for alias in _ROWID_NAMES:
-        if not _has_name(names, alias):
-            return [alias]
-    raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
-                         "oid: no way to address its rows" % table)
+        if alias not in taken:
+            return alias
+    return None
 
 
-def _describe_row(key_columns, key):
-    return "row " + ", ".join("%s=%r" % pair for pair in zip(key_columns, key))
-
-
-def _json_object(json, value):
-    if value is None or value == "" or value == b"":
-        return {}
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    if not isinstance(value, str):
-        raise ValueError("a %s, not JSON text" % type(value).__name__)
-    document = json.loads(value)
-    if not isinstance(document, dict):
-        raise ValueError("JSON %s, not an object" % type(document).__name__)
-    return document
-
-
-def _merge_missing(document, defaults):
-    """Add missing keys in place, recursing into objects on both sides;
-    returns whether anything was added."""
-    import copy
-    changed = False
-    for key, default in defaults.items():
-        if key not in document:
-            document[key] = copy.deepcopy(default)
-            changed = True
-        elif isinstance(document[key], dict) and isinstance(default, dict):
-            changed = _merge_missing(document[key], default) or changed
-    return changed
-
-
-# -- schema report ---------------------------------------------------------------
-
-_REPORT_RULE = "=" * 60
-_TABLE_RULE = "-" * 60
-
-
-def schema_info(db, tables=None):
-    """The schema report as data: {"tables": [{"name", "columns": [{"name",
-    "type", "primary_key", "not_null", "default", "generated"}], "indexes":
-    [{"name", "unique", "columns", "where", "sql"}]}], "missing": [names]}.
-    Tables are sorted by name unless `tables` names them; reads only."""
-    if isinstance(tables, str):
-        tables = [tables]
-    with using(db, mode="ro") as conn:
-        conn = _raw(conn)
-        master = _SchemaObjects(conn)
-        if tables is None:
-            names = sorted((row[1] for row in master.rows if row[0] == "table"
-                            and not _key(row[1]).startswith("sqlite_")), key=_key)
-            missing = []
-        else:
-            found = [master.get(table) for table in tables]
-            names = [row[1] for row in found if row is not None and row[0] == "table"]
-            missing = [table for table, row in zip(tables, found)
-                       if row is None or row[0] != "table"]
-        columns = _read_columns(conn, [n for n in names if not _is_virtual(master.get(n)[3])])
-        indexes = {}
-        for kind, name, table, sql in sorted(master.rows, key=lambda row: _key(row[1])):
-            if kind == "index":
-                indexes.setdefault(_key(table), []).append((name, sql))
-        return {
-            "tables": [_table_info(conn, master.get(name), columns.get(name),
-                                   indexes.get(_key(name), [])) for name in names],
-            "missing": missing,
-        }
-
-
-def _table_info(conn, entry, columns, indexes):
-    _, name, _, sql = entry
-    if columns is None:  # a virtual table: its module may not be loaded here
-        return {"name": name, "virtual": True, "columns": [], "indexes": []}
-    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
-    primary = [row for row in columns if row[5]]
-    rowid_alias = len(primary) == 1 and primary[0][2].upper() == "INTEGER" and not without_rowid
-    return {
-        "name": name,
-        "columns": [{
-            "name": column,
-            "type": type_,
-            "primary_key": bool(pk),
-            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-            "not_null": bool(notnull) or bool(pk) and (rowid_alias or without_rowid),
-            "default": default,
-            "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
-        } for _, column, type_, notnull, default, pk, hidden in columns],
-        "indexes": [_index_info(conn, index, sql) for index, sql in indexes],
-    }
-
-
-def _index_info(conn, name, sql):
-    if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
-        rows = _query(conn, "PRAGMA index_info(%s)" % quote_identifier(name))
-        return {"name": name, "unique": True, "columns": [row[2] for row in rows],
-                "where": None, "sql": None}
-    declaration = _IndexDeclaration(sql)
-    return {"name": name, "unique": declaration.unique, "columns": declaration.column_texts,
-            "where": declaration.where, "sql": sql}
-
-
-def schema_report(db, tables=None):
-    """The schema as text (the `schema` command's output): every table, or
-    those named, with its columns and indexes."""
-    info = schema_info(db, tables)
-    lines = [_REPORT_RULE, "DATABASE SCHEMA REPORT", _REPORT_RULE]
-    for table in info["tables"]:
-        lines.extend(["", "Table: %s" % table["name"], _TABLE_RULE])
-        if table.get("virtual"):
-            lines.append("  (virtual table)")
-        for column in table["columns"]:
-            lines.append("  - %s: %s" % (column["name"], _column_summary(column)))
-        if table["indexes"]:
-            lines.append("  Indexes:")
-        for index in table["indexes"]:
-            lines.append("    - %s: %s(%s)%s" % (
-                index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
-                " WHERE %s" % index["where"] if index["where"] else ""))
-    for name in info["missing"]:
-        lines.extend(["", "Table: %s" % name, _TABLE_RULE, "  (does not exist)"])
-    if not info["tables"] and not info["missing"]:
-        lines.extend(["", "(no tables)"])
-    lines.extend(["", _REPORT_RULE])
-    return "\n".join(lines) + "\n"
-
-
-def _column_summary(column):
-    parts = [column["type"] or "(no type)"]
-    if column["primary_key"]:
-        parts.append("[PK]")
-    if column["not_null"]:
-        parts.append("NOT NULL")
-    if column["default"] is not None:
-        parts.append("DEFAULT %s" % column["default"])
-    if column["generated"]:
-        parts.append("GENERATED %s" % column["generated"])
-    return " ".join(parts)
-
-
-def _tables_named_in(statements):
-    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
-    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
-    of first mention: what the runner shows the schema of when a migration
-    fails.  A name may be a table that does not exist (yet)."""
-    names, seen = [], set()
-    for statement in statements:
-        for name in _names_after_keywords(_code_tokens(statement or "")):
-            if _key(name) not in seen:
-                seen.add(_key(name))
-                names.append(name)
-    return names
-
-
-_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
-_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
-                      "IGNORE", "ONLY")
-_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
-
-
-def _names_after_keywords(tokens):
-    words = [text.upper() if kind == "word" else None for kind, text in tokens]
-    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
-    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
-    for position, word in enumerate(words):
-        if word == "ON" and on_names_table:
-            on_names_table = False
-        elif word not in _NAME_KEYWORDS:
-            continue
-        following = position + 1
-        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
-            following += 1
-        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
-            following += 2  # schema.table
-        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
-                and words[following] not in _NOT_NAME_WORDS:
-            yield _unquote(tokens[following][1])
+def _free_name(raw, base):
+    """`base`, or base_2, base_3 ...: the first name no table, index, view or
+    trigger (main or temp) has; for a temporary table or a new index."""
+    taken = set(_key(row[0]) for row in _query(
+        raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
+    name, n = base, 1
+    while _key(name) in taken:
+        n += 1
+        name = "%s_%d" % (base, n)
+    return name
 
 
 # --- Helpers: table rebuild -------------------------------------------------
@@ -2164,53 +1462,13 @@ _FORCE_COPY = False
 _COPY_CHUNK_ROWS = 250000
 _PROGRESS_MIN_ROWS = 1000000
 _PROGRESS_EVERY = 2.0  # seconds
-# PRAGMA table_xinfo (table_info plus generated columns) arrived in SQLite 3.26;
-# generated columns themselves in 3.31, so table_info is complete before that.
-_HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
 
 _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
 # A name right after one of these words is a table, alias, type or collation,
 # not a column.
 _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
-_ROWID_NAMES = ("rowid", "oid", "_rowid_")
-
-
-def _unquote(text):
-    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
-    if text[:1] == "[":
-        return text[1:-1]
-    if text[:1] in ('"', "`", "'"):
-        quote = text[0]
-        return text[1:-1].replace(quote * 2, quote)
-    return text
-
-
-def _key(name):
-    # SQLite compares identifiers case-insensitively in ASCII only.
-    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
-
-
-def _significant(tokens, start=0, end=None):
-    end = len(tokens) if end is None else end
-    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
-
-
-def _word(tokens, i):
-    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
-
-
-def _matching_paren(tokens, i):
-    """Index of the ')' closing the '(' at tokens[i]."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        kind, text = tokens[j]
-        if kind == "punct" and text == "(":
-            depth += 1
-        elif kind == "punct" and text == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
+# Where triggers and views that use a main table may live (TEMP: this connection's).
+_SCHEMAS = (("main", "sqlite_master"), ("temp", "sqlite_temp_master"))
 
 
 def _column_refs(tokens, start, end, skip=()):
@@ -2350,6 +1608,18 @@ class _CreateTable(object):
                                                                         item.end))
 
 
+def _check_parsed_columns(parsed, columns, quoted):
+    """A safety net for the parser: our reading of the CREATE TABLE text must
+    list exactly the columns SQLite lists (`columns`, from _read_columns), or
+    we touch nothing."""
+    declared = [row[1] for row in columns]
+    if [c.name for c in parsed.columns] != declared:
+        raise MigrationError(
+            "could not read the column list of %s from its CREATE TABLE text (found %s, "
+            "SQLite says %s); nothing was changed - please report this with the table's SQL"
+            % (quoted, [c.name for c in parsed.columns], declared))
+
+
 class _Rebuild(object):
     """Everything decided about one rebuild before anything changes."""
 
@@ -2373,41 +1643,26 @@ class _Rebuild(object):
                                  "drop it first" % (self.name, self.name))
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + quote_identifier(self.name)
-        self._check_parsed_columns(self.old, self.quoted)
-        self.pk_keys = set(_key(row[1]) for row in self._table_info(self.quoted) if row[5])
+        columns = _read_columns(raw, [self.name])[self.name]
+        _check_parsed_columns(self.old, columns, self.quoted)
+        self.pk_keys = set(_key(row[1]) for row in columns if row[5])
         self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                    "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
                                    "ORDER BY rowid", (self.name,))
-        self.triggers = [("main", name, sql) for name, sql in _query(
-            raw, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
         # A TEMP trigger on a main table lives on this connection only, and
         # DROP TABLE drops it too: it must be recreated, not lost silently.
-        self.triggers += [("temp", name, sql) for name, sql in _query(
-            raw, "SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger' "
-                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        self.triggers = []
+        for schema, master in _SCHEMAS:
+            self.triggers += [(schema, name, sql) for name, sql in _query(
+                raw, "SELECT name, sql FROM %s WHERE type = 'trigger' "
+                     "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid" % master, (self.name,))]
         self.others = self._objects_mentioning_table()
         self.children = self._child_foreign_keys()
-
-    def _table_info(self, quoted):
-        pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
-        schema, name = quoted.split(".", 1)
-        return _query(self.raw, "PRAGMA %s.%s(%s)" % (schema, pragma, name))
-
-    def _check_parsed_columns(self, parsed, quoted):
-        # A safety net for the parser: our reading of the CREATE TABLE text
-        # must list exactly the columns SQLite lists, or we touch nothing.
-        declared = [row[1] for row in self._table_info(quoted)]
-        if [c.name for c in parsed.columns] != declared:
-            raise MigrationError(
-                "could not read the column list of %s from its CREATE TABLE text (found %s, "
-                "SQLite says %s); nothing was changed - please report this with the table's SQL"
-                % (quoted, [c.name for c in parsed.columns], declared))
 
     def _objects_mentioning_table(self):
         """Views and other tables' triggers (main and temp) whose SQL names this table."""
         found = []
-        for schema, master in (("main", "sqlite_master"), ("temp", "sqlite_temp_master")):
+        for schema, master in _SCHEMAS:
             for kind, name, tbl, sql in _query(
                     self.raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
                               "('view', 'trigger') ORDER BY rowid" % master):
@@ -2702,16 +1957,6 @@ def _temp_trigger_sql(sql):
         "".join(t for _, t in tokens[first + 1:])
 
 
-def _free_name(raw, base):
-    taken = set(_key(row[0]) for row in _query(
-        raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
-    name, n = base, 1
-    while _key(name) in taken:
-        n += 1
-        name = "%s_%d" % (base, n)
-    return name
-
-
 @contextmanager
 def _legacy_alter_table(conn, on):
     """Set PRAGMA legacy_alter_table (a connection flag, not undone by a
@@ -2739,18 +1984,6 @@ def _text_as_str(raw):
         yield
     finally:
         raw.text_factory = saved
-
-
-@contextmanager
-def _foreign_keys_off_outside_transaction(conn):
-    """Outside a transaction: foreign keys off for the rebuild (DROP TABLE with
-    them on would run ON DELETE actions on child tables), yielding whether
-    they were on.  Inside the caller's transaction the pragma cannot change."""
-    if conn.in_transaction:
-        yield False
-        return
-    with foreign_keys_off(conn) as was_on:
-        yield was_on
 
 
 def _refuse_foreign_key_actions(rebuild):
@@ -2788,7 +2021,7 @@ def _native(rebuild, dropped):
 
 def _copy(rebuild):
     """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
-    conn, raw, old = rebuild.conn, rebuild.raw, rebuild.old
+    conn, raw = rebuild.conn, rebuild.raw
     temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
     temp_quoted = "main." + quote_identifier(temp_name)
     if rebuild.create_sql is not None:
@@ -2799,8 +2032,9 @@ def _copy(rebuild):
     conn.execute(create)
     new = _CreateTable(_query(raw, "SELECT sql FROM sqlite_master WHERE name = ?",
                               (temp_name,))[0][0], "the new table")
-    rebuild._check_parsed_columns(new, temp_quoted)
-    rows = _copy_rows(rebuild, new, temp_quoted)
+    new_columns = _read_columns(raw, [temp_name])[temp_name]
+    _check_parsed_columns(new, new_columns, temp_quoted)
+    rows = _copy_rows(rebuild, new, new_columns, temp_quoted)
     conn.execute("DROP TABLE %s" % rebuild.quoted)
     # Legacy mode for this one rename: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
@@ -2836,18 +2070,14 @@ def _rowid_name(rebuild, new):
     rowid, oid or _rowid_), or None for WITHOUT ROWID."""
     if not (rebuild.old.rowid and new.rowid):
         return None
-    used = set(c.key for c in rebuild.old.columns) | set(c.key for c in new.columns)
-    for name in _ROWID_NAMES:
-        if name not in used:
-            return name
-    return None
+    return _rowid_alias([c.name for c in rebuild.old.columns + new.columns])
 
 
-def _copy_rows(rebuild, new, temp_quoted):
+def _copy_rows(rebuild, new, new_columns, temp_quoted):
     """INSERT ... SELECT inside SQLite: no row passes through Python.  The rowid
     goes first so an INTEGER PRIMARY KEY column listed after it wins."""
-    generated = set(_key(row[1]) for row in rebuild._table_info(temp_quoted)
-                    if len(row) > 6 and row[6] in (2, 3))
+    # SQLite computes generated columns (hidden 2 virtual, 3 stored) itself.
+    generated = set(_key(row[1]) for row in new_columns if row[6] in (2, 3))
     targets, sources = [], []
     rowid = _rowid_name(rebuild, new)
     if rowid:
@@ -3017,6 +2247,8 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     drop, rename = list(drop), dict(rename or {})
     with using(db) as conn:
         raw = _raw(conn)
+        # DROP TABLE with foreign keys on would run ON DELETE actions on child
+        # tables; inside the caller's transaction _refuse_foreign_key_actions guards.
         with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
             with transaction(conn):
                 try:
@@ -3038,6 +2270,782 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
 def drop_column(db, table, column):
     """Drop one column, by SQLite's DROP COLUMN where it can, else by a rebuild."""
     return rebuild_table(db, table, drop=[column])
+
+
+# --- Helpers: reconcile, JSON defaults, schema report -----------------------
+# reconcile() reads the schema in one pass (sqlite_master, then one
+# pragma_table_info join over the declared tables), decides everything, and
+# only then opens a transaction: a database that needs nothing costs two
+# queries and takes no write lock.
+
+_NUMBER_RE = _LazyRegex(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+                        r"|0[xX][0-9a-fA-F]+)$")
+_STRING_RE = _LazyRegex(r"^'(?:[^']|'')*'$")
+_BLOB_RE = _LazyRegex(r"^[xX]'[0-9a-fA-F]*'$")
+_BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
+_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
+                                  re.I)
+
+
+# -- parsing declarations --------------------------------------------------------
+
+class _ColumnDeclaration(object):
+    """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
+    clauses that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
+
+    def __init__(self, text):
+        self.text = text
+        # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
+        self.tokens = tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
+            or text.count("(") != text.count(")") else []
+        self.problem = None
+        self.clauses = self._split()   # (word, start, keyword index, end) token indexes
+        self.words = set(clause[0] for clause in self.clauses)
+        self.default = self._clause_body("DEFAULT")
+        self.generated = self._generated_kind()
+
+    def _split(self):
+        clauses, current, previous, depth, expect_name = [], None, None, 0, False
+        for index, (kind, text) in enumerate(self.tokens):
+            if kind in ("space", "comment"):
+                continue
+            word = text.upper() if kind == "word" else None
+            if expect_name:
+                expect_name = False  # CONSTRAINT <name>: the name may be any word
+            elif depth == 0 and word in _COLUMN_CONSTRAINT_WORDS \
+                    and not self._continues(current, previous, word, index):
+                if current is not None:
+                    clauses.append(current + (index,))
+                current = (word, index, index)
+                expect_name = word == "CONSTRAINT"
+            if kind == "punct" and text in "()":
+                depth += 1 if text == "(" else -1
+            elif kind == "punct" and text in ",;" and depth == 0:
+                self.problem = "not a single column declaration (found %r)" % text
+            previous = word
+        if depth != 0:
+            self.problem = "unbalanced parentheses"
+        if current is not None:
+            clauses.append(current + (len(self.tokens),))
+        # CONSTRAINT <name> belongs to the constraint that follows it.
+        merged = []
+        for clause in clauses:
+            if merged and merged[-1][0] == "CONSTRAINT":
+                clause = (clause[0], merged.pop()[1]) + clause[2:]
+            merged.append(clause)
+        return merged
+
+    def _continues(self, current, previous, word, index):
+        """Whether `word` belongs to the clause before it rather than starting
+        one: DEFAULT NULL, NOT NULL, GENERATED ALWAYS AS, and SET NULL, SET
+        DEFAULT or NOT DEFERRABLE in a REFERENCES clause."""
+        if current is None:
+            return False
+        if previous == "DEFAULT" or (previous == "SET" and word in ("NULL", "DEFAULT")):
+            return True
+        if previous == "NOT" and word == "NULL":
+            return True
+        if current[0] == "GENERATED" and word == "AS":
+            return True
+        if current[0] == "REFERENCES" and word == "NOT":
+            following = _significant(self.tokens, index + 1)
+            return bool(following) and _word(self.tokens, following[0]) == "DEFERRABLE"
+        return False
+
+    def _clause_body(self, word):
+        """The text after the keyword of the clause that starts with `word`."""
+        for clause_word, _, keyword, end in self.clauses:
+            if clause_word == word:
+                return "".join(text for _, text in self.tokens[keyword + 1:end]).strip()
+        return None
+
+    def _generated_kind(self):
+        body = self._clause_body("GENERATED") or self._clause_body("AS")
+        if body is None:
+            return None
+        last = _code_tokens(body)[-1:]
+        return "STORED" if last and last[0][1].upper() == "STORED" else "VIRTUAL"
+
+    @property
+    def not_null(self):
+        return "NOT" in self.words
+
+    @property
+    def default_kind(self):
+        """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
+        return "none" if self.default is None else _classify_default(self.default)
+
+    def without(self, word):
+        """The declaration text without the clause that starts with `word`."""
+        dropped = set()
+        for clause_word, start, _, end in self.clauses:
+            if clause_word == word:
+                dropped.update(range(start, end))
+        return " ".join("".join(text for index, (_, text) in enumerate(self.tokens)
+                                if index not in dropped).split())
+
+
+def _strip_parentheses(text):
+    """'((1))' -> '1': SQLite keeps no node for parentheses around a default."""
+    while text.startswith("(") and text.endswith(")"):
+        tokens = _code_tokens(text)
+        depth = 0
+        for position, (kind, token) in enumerate(tokens):
+            if kind == "punct" and token in "()":
+                depth += 1 if token == "(" else -1
+                if depth == 0 and position != len(tokens) - 1:
+                    return text  # "(a) + (b)": not one group
+        text = text[1:-1].strip()
+    return text
+
+
+def _classify_default(text):
+    """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
+    TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses,
+    or a bare word (a string to SQLite), is constant; CURRENT_TIMESTAMP or
+    anything computed is not.  Unsure means 'expression': a rebuild always works."""
+    inner = _strip_parentheses(text)
+    bare = inner == text
+    if inner.upper() == "NULL":
+        return "null"
+    if _NUMBER_RE.match(inner) or _STRING_RE.match(inner) or _BLOB_RE.match(inner):
+        return "constant"
+    # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
+    if bare and _BARE_WORD_RE.match(inner) and inner.upper() not in _TIME_KEYWORDS:
+        return "constant"
+    return "expression"
+
+
+class _IndexDeclaration(object):
+    """A CREATE [UNIQUE] INDEX statement, parsed far enough to compare two of
+    them and to find the table and the plain column names they use."""
+
+    def __init__(self, sql, tokens=None):
+        self.sql = sql.strip().rstrip(";").strip()
+        self.name = self.table = None
+        self.unique = False
+        self.definition = None  # the tokens from ON onwards, identifiers unquoted
+        self._list = None       # the tokens from the column list's "(" onwards
+        self._parse(tokens if tokens is not None else _code_tokens(self.sql))
+
+    @property
+    def columns(self):
+        """Plain column names in the column list (not expressions)."""
+        return self._parsed_list()[0]
+
+    @property
+    def column_texts(self):
+        """Every item of the column list, as readable text."""
+        return self._parsed_list()[1]
+
+    @property
+    def where(self):
+        return self._parsed_list()[2]
+
+    def _parse(self, tokens):
+        words = [text.upper() if kind == "word" else None for kind, text in tokens]
+        position = 1 if words[:1] == ["CREATE"] else None
+        if position is None:
+            return
+        if words[position:position + 1] == ["UNIQUE"]:
+            self.unique, position = True, position + 1
+        if words[position:position + 1] != ["INDEX"]:
+            return
+        position += 1
+        if words[position:position + 3] == ["IF", "NOT", "EXISTS"]:
+            position += 3
+        if tokens[position + 1:position + 2] == [("punct", ".")]:
+            position += 2  # schema name
+        if position >= len(tokens) or words[position + 1:position + 2] != ["ON"]:
+            return
+        self.name = _unquote(tokens[position][1])
+        on = position + 1
+        if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
+            return
+        self.table = _unquote(tokens[on + 1][1])
+        # "t" and t are one name: identifiers and words become kind "name".
+        self.definition = tuple(("name", _unquote(text)) if kind in ("ident", "word")
+                                else (kind, text) for kind, text in tokens[on:])
+        self._list = tokens[on + 2:]
+
+    def _parsed_list(self):
+        # Only a report or a missing index needs this; comparing does not.
+        if not isinstance(self._list, tuple):
+            self._list = self._split_list(self._list or [])
+        return self._list
+
+    def _split_list(self, tokens):
+        depth, item, items, where = 0, [], [], None
+        for position, (kind, text) in enumerate(tokens):
+            if kind == "punct" and text == "(":
+                depth += 1
+                if depth == 1:
+                    continue
+            elif kind == "punct" and text == ")":
+                depth -= 1
+                if depth == 0:
+                    items.append(item)
+                    rest = tokens[position + 1:]
+                    if rest and rest[0][0] == "word" and rest[0][1].upper() == "WHERE":
+                        where = _joined(rest[1:])
+                    break
+            if depth == 1 and kind == "punct" and text == ",":
+                items.append(item)
+                item = []
+            else:
+                item.append((kind, text))
+        columns, texts = [], []
+        for item in items:
+            tail = [text.upper() for _, text in item[1:]]
+            if item and item[0][0] in ("word", "ident") and \
+                    (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
+                name = _unquote(item[0][1])
+                columns.append(name)
+                texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
+            else:
+                texts.append(_joined(item))
+        return columns, texts, where
+
+
+def _index_declaration(name, declaration):
+    """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
+    (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
+    all_tokens = tokenize(declaration)
+    tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
+    if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
+        return _IndexDeclaration(declaration, tokens)
+    if len(tokens) >= 3 and tokens[1] == ("punct", "."):
+        tokens = tokens[2:]  # schema-qualified table
+    if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
+        return _IndexDeclaration("")
+    rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
+    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
+            ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
+    sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
+    if tokens[-1] == ("punct", ";"):
+        tokens = tokens[:-1]
+    return _IndexDeclaration(sql, head + tokens[1:])
+
+
+# -- reconcile ---------------------------------------------------------------------
+
+class _ReconcilePlan(object):
+    def __init__(self):
+        self.additions = []        # (table, column, declaration text)
+        self.rebuilds = []         # (table, [(column, declaration text)], why)
+        self.unique_indexes = []   # (table, column): ADD COLUMN refuses UNIQUE
+        self.indexes = []          # (name, table, sql)
+        self.problems = []         # what cannot be done: nothing will be
+        self.warnings = []         # reported and skipped
+        self.parsed = {}           # declaration text -> _ColumnDeclaration: "INTEGER" repeats
+
+    def declaration(self, text):
+        if text not in self.parsed:
+            self.parsed[text] = _ColumnDeclaration(text)
+        return self.parsed[text]
+
+    def empty(self):
+        return not (self.additions or self.rebuilds or self.unique_indexes or self.indexes)
+
+
+def reconcile(db, columns=None, indexes=None):
+    """Add the declared columns and indexes the database lacks; never drop,
+    rename or change anything.  Returns the changes as readable strings,
+    e.g. ["added column usage_logs.model", "created index idx_usage_logs_model"];
+    [] when the schema already has everything.
+
+    columns: {table: {column: "declaration"}}, e.g. {"api_keys": {"is_active":
+    "BOOLEAN DEFAULT 1 NOT NULL"}}.  indexes: {name: "table(col, ...)"} or
+    {name: "CREATE [UNIQUE] INDEX name ON table (...)"}.  Everything is checked
+    first; one declaration that cannot be added means nothing is changed and the
+    MigrationError lists every such declaration."""
+    columns, indexes = columns or {}, indexes or {}
+    with using(db) as conn:
+        conn = _raw(conn)
+        schema_version = _schema_version(conn)
+        plan = _plan_reconcile(conn, columns, indexes)
+        _report_plan(plan)
+        if plan.empty():
+            log.debug("Schema has every declared column and index")
+            return []
+        own_transaction = not conn.in_transaction
+        # A table rebuild must not fire foreign-key actions.
+        with _foreign_keys_off_outside_transaction(conn, bool(plan.rebuilds)) as fk_were_on:
+            with transaction(conn):
+                if own_transaction and _schema_version(conn) != schema_version:
+                    # Another process changed the schema since we looked (and
+                    # may have reconciled): look again under the write lock.
+                    plan = _plan_reconcile(conn, columns, indexes)
+                    _report_plan(plan, quiet=True)
+                changes = _apply_reconcile(conn, plan)
+                if fk_were_on:
+                    check_foreign_keys(conn)
+        log.info("Reconcile made %d change(s)", len(changes))
+        return changes
+
+
+def _schema_version(conn):
+    """Bumped by SQLite on every schema change, by any connection."""
+    return _query(conn, "PRAGMA schema_version")[0][0]
+
+
+def _report_plan(plan, quiet=False):
+    if plan.problems:
+        raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
+                             + "\n  ".join(plan.problems))
+    if not quiet:
+        for warning in plan.warnings:
+            log.warning(warning)
+
+
+def _plan_reconcile(conn, columns, indexes):
+    plan = _ReconcilePlan()
+    master = _SchemaObjects(conn)
+    index_declarations = [(name, text, _index_declaration(name, text))
+                          for name, text in indexes.items()]
+    wanted = list(columns) + [d.table for _, _, d in index_declarations if d.table]
+    tables = {}  # declared name -> existing table name
+    for table in wanted:
+        entry = master.get(table)
+        if entry is not None and entry[0] == "table" and not _is_virtual(entry[3]):
+            tables[table] = entry[1]
+    existing = dict((table, [row[0] for row in rows]) for table, rows
+                    in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
+    added = {}  # existing table name -> names of the columns being added
+    fk_on = []  # asked once, and only if a column is missing
+    for table, declared in columns.items():
+        actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
+                              % ", ".join(declared))
+        if actual in added:
+            plan.problems.append("table %s: declared twice (names compare case-insensitively)"
+                                 % table)
+        elif actual is not None:
+            added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
+    for name, text, declaration in index_declarations:
+        _plan_index(plan, master, name, text, declaration, tables, existing, added)
+    return plan
+
+
+def _check_table(plan, master, table, skipped):
+    """The existing table's name, or None with a warning (missing) or a
+    problem (a view, or a virtual table ADD COLUMN cannot change)."""
+    entry = master.get(table)
+    if entry is None:
+        plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
+        return None
+    if entry[0] != "table":
+        plan.problems.append("'%s' is a %s, not a table" % (table, entry[0]))
+        return None
+    if _is_virtual(entry[3]):
+        plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
+                             % table)
+        return None
+    return entry[1]
+
+
+def _plan_columns(plan, conn, table, declared, existing, fk_on):
+    """Plan the declared columns `table` lacks; returns their names."""
+    absent = set(_absent_names(existing, declared))
+    missing = [(column, text) for column, text in declared.items() if column in absent]
+    problems, seen = plan.problems, set()
+    for column, _ in missing:
+        if _key(column) in seen:
+            problems.append("%s.%s: declared twice (names compare case-insensitively)"
+                            % (table, column))
+        seen.add(_key(column))
+    if not missing:
+        log.debug("Table '%s' has all expected columns", table)
+        return []
+    if not fk_on:
+        fk_on.append(foreign_keys_enabled(conn))
+    methods = []
+    for column, text in missing:
+        declaration = plan.declaration(text)
+        problem = _column_problem(conn, table, declaration, fk_on[0])
+        if problem:
+            problems.append("%s.%s %r: %s" % (table, column, text, problem))
+        methods.append((column, text, declaration, _rebuild_reason(declaration)))
+    reasons = [reason for _, _, _, reason in methods if reason]
+    if reasons:
+        # One rebuild per table carries every missing column, in declared order.
+        plan.rebuilds.append((table, [(c, t) for c, t, _, _ in methods], reasons[0]))
+    else:
+        for column, text, declaration, _ in methods:
+            if "UNIQUE" in declaration.words:
+                plan.additions.append((table, column, declaration.without("UNIQUE")))
+                plan.unique_indexes.append((table, column))
+            else:
+                plan.additions.append((table, column, text))
+    return [column for column, _ in missing]
+
+
+def _absent_names(names, wanted):
+    """The names in `wanted` that `names` lacks, compared as SQLite compares
+    identifiers; exact tests first, as they nearly always decide."""
+    exact, keys = set(names), None
+    for name in wanted:
+        if name not in exact:
+            if keys is None:
+                keys = set(_key(other) for other in names)
+            if _key(name) not in keys:
+                yield name
+
+
+def _has_name(names, name):
+    """Whether `name` is among `names` the way SQLite compares identifiers."""
+    return not any(_absent_names(names, [name]))
+
+
+def _rebuild_reason(declaration):
+    if declaration.generated == "STORED":
+        return "a STORED generated column"
+    if declaration.default_kind == "expression":
+        return "non-constant DEFAULT %s" % declaration.default
+    return None
+
+
+def _column_problem(conn, table, declaration, fk_on):
+    """Why this declaration cannot be added to an existing table, or None."""
+    if declaration.problem:
+        return declaration.problem
+    if "PRIMARY" in declaration.words:
+        return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
+                "rebuild_table(create_sql=...)")
+    if declaration.generated and not HAS_GENERATED_COLUMNS:
+        return ("generated columns need SQLite 3.31 or newer (this is %s)"
+                % sqlite3.sqlite_version)
+    if declaration.not_null and not declaration.generated \
+            and declaration.default_kind in ("none", "null"):
+        return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
+    if _rebuild_reason(declaration):
+        return None
+    if fk_on and "REFERENCES" in declaration.words and declaration.default_kind != "none" \
+            and declaration.default_kind != "null":
+        return ("with foreign keys on, a REFERENCES column must default to NULL "
+                "(SQLite refuses DEFAULT %s)" % declaration.default)
+    if "UNIQUE" in declaration.words and declaration.default_kind == "constant" \
+            and _has_two_rows(conn, table):
+        return ("UNIQUE with DEFAULT %s: the existing rows would all get the same value"
+                % declaration.default)
+    return None
+
+
+def _has_two_rows(conn, table):
+    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % quote_identifier(table))) > 1
+
+
+def _plan_index(plan, master, name, text, declaration, tables, existing, added):
+    if declaration.definition is None:
+        plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
+                             "[UNIQUE] INDEX statement" % (name, text))
+        return
+    if declaration.name != name and _key(declaration.name) != _key(name):
+        plan.problems.append("index %s: the statement creates an index named %s"
+                             % (name, declaration.name))
+        return
+    entry = master.get(name)
+    if entry is not None:
+        if entry[0] != "index":
+            plan.problems.append("index %s: the name is taken by a %s" % (name, entry[0]))
+        elif entry[3] != declaration.sql and not _same_index(entry[3], declaration):
+            plan.warnings.append("Index '%s' exists with a different definition; not replaced "
+                                 "(database: %s; declared: %s)"
+                                 % (name, entry[3] or "a constraint's index", declaration.sql))
+        return
+    table = tables.get(declaration.table)
+    if table is None:
+        _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
+        return
+    have = existing[table] + added.get(table, [])
+    unknown = list(_absent_names(have, declaration.columns))
+    if unknown:
+        plan.problems.append("index %s: table %s has no column %s"
+                             % (name, table, ", ".join(unknown)))
+        return
+    plan.indexes.append((name, table, declaration.sql))
+
+
+def _same_index(sql, declaration):
+    if sql is None:  # a UNIQUE or PRIMARY KEY constraint's index
+        return False
+    existing = _IndexDeclaration(sql)
+    if existing.unique != declaration.unique:
+        return False
+    # Names differing only in ASCII case are the same name; fold only if needed.
+    return existing.definition == declaration.definition or \
+        _folded(existing.definition) == _folded(declaration.definition)
+
+
+def _folded(definition):
+    return tuple(_key(text) if kind == "name" else text for kind, text in definition)
+
+
+def _apply_reconcile(conn, plan):
+    """Carry out a checked plan inside the open transaction; any failure
+    raises, and the caller's `transaction` undoes everything."""
+    changes = []
+    for table, column, text in plan.additions:
+        log.info("Adding missing column '%s' to table '%s'", column, table)
+        _apply_step(conn, "ALTER TABLE %s ADD COLUMN %s %s" % (
+            quote_identifier(table), quote_identifier(column), text),
+            "adding column %s.%s" % (table, column))
+        changes.append("added column %s.%s" % (table, column))
+    for table, new_columns, reason in plan.rebuilds:
+        _rebuild_with_columns(conn, table, new_columns, reason)
+        changes.extend("added column %s.%s (table rebuilt: %s)" % (table, column, reason)
+                       for column, _ in new_columns)
+    for table, column in plan.unique_indexes:
+        name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+        log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
+        _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
+            quote_identifier(name), quote_identifier(table), quote_identifier(column)),
+            "creating unique index %s on %s.%s" % (name, table, column))
+        changes.append("created unique index %s for column %s.%s" % (name, table, column))
+    for name, table, sql in plan.indexes:
+        log.info("Creating missing index '%s' on table '%s'", name, table)
+        _apply_step(conn, sql, "creating index %s" % name)
+        changes.append("created index %s" % name)
+    return changes
+
+
+def _apply_step(conn, sql, what):
+    try:
+        conn.execute(sql)
+    except sqlite3.Error as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise
+        raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
+                             % (what, e, sql))
+
+
+def _rebuild_with_columns(conn, table, new_columns, reason):
+    for column, _ in new_columns:
+        log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
+                 column, table, reason)
+    create_sql = _query(conn, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,))[0][0]
+    definitions = ["%s %s" % (quote_identifier(c), text) for c, text in new_columns]
+    try:
+        rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
+    except (MigrationError, sqlite3.Error) as e:
+        raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
+                             "changed" % (table, ", ".join(c for c, _ in new_columns), e))
+
+
+def _with_columns_appended(create_sql, definitions):
+    """CREATE TABLE text with column definitions added after the last column:
+    SQLite wants every column before the table constraints."""
+    parsed = _CreateTable(create_sql, "the table")
+    last = parsed.columns[-1]
+    end = _significant(parsed.tokens, last.first, last.end)[-1] + 1
+    return "%s, %s%s" % (parsed.text(0, end), ", ".join(definitions),
+                         parsed.text(end, len(parsed.tokens)))
+
+
+# -- JSON defaults -----------------------------------------------------------------
+
+def merge_json_defaults(db, table, column, defaults, where=None, params=()):
+    """Add the keys of `defaults` that the JSON object in `table.column` lacks,
+    recursively for nested objects, in every row (or those matching `where`,
+    an SQL condition with `params`).  Never overwrites a value that is there,
+    even false, 0, "", [] or null; NULL or '' counts as {}.  A value that is
+    not a JSON object is a MigrationError naming the rows, and no row changes.
+    Returns the number of rows changed."""
+    import json
+    if not isinstance(defaults, dict):
+        raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
+                             % type(defaults).__name__)
+    with using(db) as conn:
+        conn = _raw(conn)
+        with transaction(conn):
+            key_columns = _row_key_columns(conn, table, column)
+            updates, bad = [], []
+            select = "SELECT %s, %s FROM %s%s" % (
+                ", ".join(quote_identifier(k) for k in key_columns), quote_identifier(column),
+                quote_identifier(table), " WHERE (%s)" % where if where else "")
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            for row in cursor.execute(select, params):
+                key, value = row[:-1], row[-1]
+                try:
+                    document = _json_object(json, value)
+                except ValueError as e:
+                    bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
+                    continue
+                if _merge_missing(document, defaults):
+                    updates.append((json.dumps(document, ensure_ascii=False),) + tuple(key))
+            if bad:
+                shown = "; ".join(bad[:10]) + (" (and %d more)" % (len(bad) - 10)
+                                               if len(bad) > 10 else "")
+                raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s; "
+                                     "no row was changed" % (table, column, shown))
+            if updates:
+                conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
+                    quote_identifier(table), quote_identifier(column),
+                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)), updates)
+                log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
+                         column)
+    return len(updates)
+
+
+def _row_key_columns(conn, table, column):
+    """What identifies a row for the UPDATE: the rowid, or the primary key of
+    a WITHOUT ROWID table."""
+    entry = _SchemaObjects(conn).get(table)
+    if entry is None or entry[0] != "table":
+        raise MigrationError("merge_json_defaults: no table %s" % table)
+    rows = _read_columns(conn, [entry[1]])[entry[1]]
+    names = [row[1] for row in rows]
+    if not _has_name(names, column):
+        raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
+    if not _CreateTable(entry[3], "table %s" % table).rowid:
+        return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+    alias = _rowid_alias(names)
+    if alias is not None:
+        return [alias]
+    raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
+                         "oid: no way to address its rows" % table)
+
+
+def _describe_row(key_columns, key):
+    return "row " + ", ".join("%s=%r" % pair for pair in zip(key_columns, key))
+
+
+def _json_object(json, value):
+    if value is None or value == "" or value == b"":
+        return {}
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError("a %s, not JSON text" % type(value).__name__)
+    document = json.loads(value)
+    if not isinstance(document, dict):
+        raise ValueError("JSON %s, not an object" % type(document).__name__)
+    return document
+
+
+def _merge_missing(document, defaults):
+    """Add missing keys in place, recursing into objects on both sides;
+    returns whether anything was added."""
+    import copy
+    changed = False
+    for key, default in defaults.items():
+        if key not in document:
+            document[key] = copy.deepcopy(default)
+            changed = True
+        elif isinstance(document[key], dict) and isinstance(default, dict):
+            changed = _merge_missing(document[key], default) or changed
+    return changed
+
+
+# -- schema report ---------------------------------------------------------------
+
+_REPORT_RULE = "=" * 60
+_TABLE_RULE = "-" * 60
+
+
+def schema_info(db, tables=None):
+    """The schema report as data: {"tables": [{"name", "columns": [{"name",
+    "type", "primary_key", "not_null", "default", "generated"}], "indexes":
+    [{"name", "unique", "columns", "where", "sql"}]}], "missing": [names]}.
+    Tables are sorted by name unless `tables` names them; reads only."""
+    if isinstance(tables, str):
+        tables = [tables]
+    with using(db, mode="ro") as conn:
+        conn = _raw(conn)
+        master = _SchemaObjects(conn)
+        if tables is None:
+            names = sorted((row[1] for row in master.rows if row[0] == "table"
+                            and not _key(row[1]).startswith("sqlite_")), key=_key)
+            missing = []
+        else:
+            found = [master.get(table) for table in tables]
+            names = [row[1] for row in found if row is not None and row[0] == "table"]
+            missing = [table for table, row in zip(tables, found)
+                       if row is None or row[0] != "table"]
+        columns = _read_columns(conn, [n for n in names if not _is_virtual(master.get(n)[3])])
+        indexes = {}
+        for kind, name, table, sql in sorted(master.rows, key=lambda row: _key(row[1])):
+            if kind == "index":
+                indexes.setdefault(_key(table), []).append((name, sql))
+        return {
+            "tables": [_table_info(conn, master.get(name), columns.get(name),
+                                   indexes.get(_key(name), [])) for name in names],
+            "missing": missing,
+        }
+
+
+def _table_info(conn, entry, columns, indexes):
+    _, name, _, sql = entry
+    if columns is None:  # a virtual table: its module may not be loaded here
+        return {"name": name, "virtual": True, "columns": [], "indexes": []}
+    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
+    primary = [row for row in columns if row[5]]
+    rowid_alias = len(primary) == 1 and primary[0][2].upper() == "INTEGER" and not without_rowid
+    return {
+        "name": name,
+        "columns": [{
+            "name": column,
+            "type": type_,
+            "primary_key": bool(pk),
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
+            "not_null": bool(notnull) or bool(pk) and (rowid_alias or without_rowid),
+            "default": default,
+            "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
+        } for _, column, type_, notnull, default, pk, hidden in columns],
+        "indexes": [_index_info(conn, index, sql) for index, sql in indexes],
+    }
+
+
+def _index_info(conn, name, sql):
+    if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
+        rows = _query(conn, "PRAGMA index_info(%s)" % quote_identifier(name))
+        return {"name": name, "unique": True, "columns": [row[2] for row in rows],
+                "where": None, "sql": None}
+    declaration = _IndexDeclaration(sql)
+    return {"name": name, "unique": declaration.unique, "columns": declaration.column_texts,
+            "where": declaration.where, "sql": sql}
+
+
+def schema_report(db, tables=None):
+    """The schema as text (the `schema` command's output): every table, or
+    those named, with its columns and indexes."""
+    info = schema_info(db, tables)
+    lines = [_REPORT_RULE, "DATABASE SCHEMA REPORT", _REPORT_RULE]
+    for table in info["tables"]:
+        lines.extend(["", "Table: %s" % table["name"], _TABLE_RULE])
+        if table.get("virtual"):
+            lines.append("  (virtual table)")
+        for column in table["columns"]:
+            lines.append("  - %s: %s" % (column["name"], _column_summary(column)))
+        if table["indexes"]:
+            lines.append("  Indexes:")
+        for index in table["indexes"]:
+            lines.append("    - %s: %s(%s)%s" % (
+                index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
+                " WHERE %s" % index["where"] if index["where"] else ""))
+    for name in info["missing"]:
+        lines.extend(["", "Table: %s" % name, _TABLE_RULE, "  (does not exist)"])
+    if not info["tables"] and not info["missing"]:
+        lines.extend(["", "(no tables)"])
+    lines.extend(["", _REPORT_RULE])
+    return "\n".join(lines) + "\n"
+
+
+def _column_summary(column):
+    parts = [column["type"] or "(no type)"]
+    if column["primary_key"]:
+        parts.append("[PK]")
+    if column["not_null"]:
+        parts.append("NOT NULL")
+    if column["default"] is not None:
+        parts.append("DEFAULT %s" % column["default"])
+    if column["generated"]:
+        parts.append("GENERATED %s" % column["generated"])
+    return " ".join(parts)
 
 
 # --- Command line -----------------------------------------------------------
@@ -3134,18 +3142,17 @@ class _Progress(object):
 
 def _print_run(done, direction, dry_run, out):
     """The dry run's SQL and the summary (_Progress printed each migration)."""
-    verb = {"up": "Applied", "down": "Rolled back"}[direction]
-    for m in done:
-        if dry_run:
+    if dry_run:
+        for m in done:
             out.write("-- v%d: %s%s\n" % (m.version, m.name, "" if m.executed_sql is not None
                                           else " (non-transactional: not run)"))
             for statement in m.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
-    if dry_run:
         out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
                   % (len(done), "applied" if direction == "up" else "rolled back"))
     elif done:
-        out.write("%s %d migration(s).\n" % (verb, len(done)))
+        out.write("%s %d migration(s).\n" % ("Applied" if direction == "up" else "Rolled back",
+                                             len(done)))
     else:
         out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
 
@@ -3302,8 +3309,8 @@ def run_command(args, out, err):
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
-        drifted = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
-        return 1 if args.check and (drifted or report["current_version"] > report["latest_version"]) \
+        unclean = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
+        return 1 if args.check and (unclean or report["current_version"] > report["latest_version"]) \
             else 0
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too

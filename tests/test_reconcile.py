@@ -1,27 +1,17 @@
 """reconcile(), merge_json_defaults(), schema_info()/schema_report() and
-_tables_named_in(), on real SQLite files in temporary directories.
-
-Tests in ReconcileRebuildTests need rebuild_table() (branch `rebuild`): until it
-is merged they fail with "rebuild_table() is not implemented yet".
-"""
+_tables_named_in(), on real SQLite files in temporary directories."""
 
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import sqlmigrate  # noqa: E402
-from sqlmigrate import MigrationError, merge_json_defaults, reconcile  # noqa: E402
+from tests.support import ROOT, TempDirTestCase, sqlmigrate
+from sqlmigrate import MigrationError, merge_json_defaults, reconcile
 
 VERSION = sqlite3.sqlite_version_info
 HAS_GENERATED = VERSION >= (3, 31, 0)
@@ -51,18 +41,8 @@ OLD_SCHEMA = """
 """
 
 
-class DatabaseTestCase(unittest.TestCase):
-    """A fresh database file in a temporary directory."""
-
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="sqlmigrate-reconcile-")
-        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
-        self.db = os.path.join(self.tmp, "app.db")
-
-    def connect(self):
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        self.addCleanup(conn.close)
-        return conn
+class DatabaseTestCase(TempDirTestCase):
+    """A fresh database file (self.db) in a temporary directory."""
 
     def make(self, script):
         conn = self.connect()
@@ -319,6 +299,11 @@ class ReconcileColumnTests(DatabaseTestCase):
 
 class ReconcileIndexTests(DatabaseTestCase):
 
+    def test_missing_index_on_a_table_that_has_every_declared_column(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT);")
+        self.assertEqual(reconcile(self.db, columns={"t": {"a": "TEXT"}},
+                                   indexes={"idx_t_a": "t(a)"}), ["created index idx_t_a"])
+
     def test_full_create_unique_index_statement(self):
         self.make("CREATE TABLE t (a TEXT, b TEXT);")
         sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, b COLLATE NOCASE DESC);"
@@ -410,8 +395,7 @@ class ReconcileTransactionTests(DatabaseTestCase):
 
     def test_from_a_migration(self):
         self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
-        directory = os.path.join(self.tmp, "migrations")
-        os.mkdir(directory)
+        directory = self.dir
         with open(os.path.join(directory, "001-reconcile.py"), "w") as f:
             f.write(textwrap.dedent('''
                 import sqlite3
