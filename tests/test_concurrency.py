@@ -85,15 +85,23 @@ class KilledMidRun(TempDirTestCase):
                                  (self.ROWS, 1), trial)
         return version
 
+    def start_up(self, db):
+        return subprocess.Popen([sys.executable, SCRIPT, "--db", db, "--dir", self.dir, "up"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def test_kill_9_at_random_moments_leaves_a_consistent_database(self):
         self.write_slow_migrations()
+        # Kill moments spread over one whole run as timed on this machine now,
+        # so a loaded machine (CI, the matrix) still sees kills at many stages.
+        started = time.time()
+        self.start_up(os.path.join(self.tmp, "timing.db")).wait()
+        whole_run = time.time() - started
         rng = random.Random(20261121)
         versions_seen = set()
         for trial in range(20):
             db = os.path.join(self.tmp, "trial%d.db" % trial)
-            proc = subprocess.Popen([sys.executable, SCRIPT, "--db", db, "--dir", self.dir, "up"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.05, 0.9))
+            proc = self.start_up(db)
+            time.sleep(rng.uniform(0.02, 1.0) * whole_run)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             if not os.path.exists(db):
