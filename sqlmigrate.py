@@ -18,7 +18,6 @@ and SQLite 3.7.17+.  Usage::
     # from a shell:  python sqlmigrate.py --db data/app.db status | up | down
 """
 
-import hashlib
 import logging
 import os
 import re
@@ -69,13 +68,46 @@ HAS_RENAME_COLUMN = SQLITE_VERSION >= (3, 25, 0)
 HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
 
 
+class _LazyRegex(object):
+    """A regex compiled on first use, so `import sqlmigrate` costs about what
+    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
+
+    def __init__(self, pattern, flags=0):
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name):
+        compiled = re.compile(*self._args)
+        for method in ("match", "search", "finditer"):
+            setattr(self, method, getattr(compiled, method))
+        return getattr(compiled, name)
+
+
+# Windows needs O_BINARY for os.open() to leave line endings alone.
+_O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _tolerant_stream(stream):
+    """Python 3.6 in the C locale writes ASCII and raises on anything else
+    (3.7+ coerces to UTF-8); show such characters escaped instead."""
+    if getattr(stream, "errors", None) not in ("strict", "surrogateescape"):
+        return stream
+    if hasattr(stream, "reconfigure"):  # Python 3.7+
+        stream.reconfigure(errors="backslashreplace")
+        return stream
+    if hasattr(stream, "buffer"):
+        import io
+        return io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                errors="backslashreplace", line_buffering=True)
+    return stream
+
+
 def _autocommit_mode(conn):
     return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
 
 
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
 
-_TOKEN_RE = re.compile(r"""
+_TOKEN_RE = _LazyRegex(r"""
     (?P<space>\s+)
   | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
@@ -104,7 +136,8 @@ def split_sql(sql):
         if not current and kind in ("space", "comment"):
             continue  # a statement starts at its first real token
         if kind == "punct" and text == ";" and (not in_trigger or trigger_done):
-            statements.append("".join(current).rstrip())
+            if current:
+                statements.append("".join(current).rstrip())
             current, words = [], []
             in_trigger = trigger_done = False
             case_depth = 0
@@ -137,28 +170,17 @@ def quote_identifier(name):
     return '"' + str(name).replace('"', '""') + '"'
 
 
-def _first_word(sql):
-    for kind, text in tokenize(sql):
-        if kind == "word":
-            return text.upper()
-        if kind not in ("space", "comment"):
-            return ""
-    return ""
-
-
 # --- Migration files --------------------------------------------------------
 
-_NAME_RE = re.compile(r"^(\d+)-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
-_DESCRIPTION_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_MARKER_RE = re.compile(r"^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$", re.M | re.I)
-_PY_NAME_RE = re.compile(r"""^name\s*=\s*(?P<q>['"])(?P<name>(?:(?!(?P=q)).)*)(?P=q)\s*(?:#.*)?$""",
+_NAME_RE = _LazyRegex(r"^(\d{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
+_DESCRIPTION_RE = _LazyRegex(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_MARKER_RE = _LazyRegex(r"^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$", re.M | re.I)
+_PY_NAME_RE = _LazyRegex(r"""^name\s*=\s*(?P<q>['"])(?P<name>(?:(?!(?P=q)).)*)(?P=q)\s*(?:#.*)?$""",
                          re.M)
 
 
 def _filename_problem(filename):
-    """Why `filename` breaks the naming rule, or None when it is fine."""
-    if _NAME_RE.match(filename):
-        return None
+    """Why `filename` breaks the naming rule."""
     stem = filename.rsplit(".", 1)[0]
     digits = re.match(r"\d*", stem).group()
     example = "e.g. 001-initial-schema.py"
@@ -179,13 +201,11 @@ class Migration(object):
     """One migration file.  Cheap to create: the file is read only when its
     checksum or code is needed, and a Python file is executed only by load()."""
 
-    def __init__(self, version, path):
-        self.version = version
-        self.path = path
-        self.filename = os.path.basename(path)
-        self.kind = "py" if path.endswith(".py") else "sql"
-        self.description = _NAME_RE.match(self.filename).group(2)
-        self._source = None
+    def __init__(self, directory, filename, version, description, kind):
+        self.path = directory + filename  # directory ends with a separator
+        self.filename = filename
+        self.version, self.description, self.kind = version, description, kind
+        self._source = self._checksum = None
         self._name = None
         self._loaded = False
         self._module = None
@@ -200,18 +220,31 @@ class Migration(object):
     @property
     def source(self):
         if self._source is None:
+            # os.read rather than open(): a third of the cost, which matters
+            # when a no-op start-up hashes every applied migration.
             try:
-                with open(self.path, "rb") as f:
-                    self._source = f.read()
-            except (IOError, OSError) as e:
-                raise MigrationError("cannot read migration %s: %s" % (self.path, e))
+                fd = os.open(self.path, _O_BINARY_READ)
+                try:
+                    chunks = []
+                    chunk = os.read(fd, 1 << 16)
+                    while chunk:
+                        chunks.append(chunk)
+                        chunk = os.read(fd, 1 << 16)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise MigrationError("cannot read migration %s: %s" % (self.path, e.strerror))
+            self._source = b"".join(chunks)
         return self._source
 
     @property
     def checksum(self):
         # Line endings are normalised so a checkout with CRLF is not "changed".
-        normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return hashlib.sha256(normalised).hexdigest()
+        if self._checksum is None:
+            import hashlib  # lazily: OpenSSL's import costs more than sqlite3's
+            normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self._checksum = hashlib.sha256(normalised).hexdigest()
+        return self._checksum
 
     @property
     def name(self):
@@ -330,7 +363,8 @@ def discover(directory):
     every problem, so nothing runs while one file is wrong."""
     directory = os.fspath(directory)
     try:
-        entries = sorted(os.listdir(directory))
+        with os.scandir(directory) as scan:  # scandir: no stat() per file
+            entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except FileNotFoundError:
         raise RequestError("migration directory %s does not exist (use --dir or $SQLMIGRATE_DIR)"
                            % directory)
@@ -338,23 +372,22 @@ def discover(directory):
         raise RequestError("%s is not a directory of migrations" % directory)
     except OSError as e:
         raise RequestError("cannot read migration directory %s: %s" % (directory, e.strerror))
-    problems, by_version = [], {}
-    for filename in entries:
-        if filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
+    problems, by_version, prefix = [], {}, os.path.join(directory, "")
+    for filename, is_dir in entries:
+        if is_dir or filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
             continue
-        path = os.path.join(directory, filename)
-        if os.path.isdir(path):
+        match = _NAME_RE.match(filename)
+        if not match:
+            problems.append("%s: %s" % (os.path.join(directory, filename),
+                                        _filename_problem(filename)))
             continue
-        problem = _filename_problem(filename)
-        if problem:
-            problems.append("%s: %s" % (path, problem))
-            continue
-        version = int(_NAME_RE.match(filename).group(1))
+        version = int(match.group(1))
         if version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
                             % (version, by_version[version].filename, filename))
             continue
-        by_version[version] = Migration(version, path)
+        by_version[version] = Migration(prefix, filename, version, match.group(2),
+                                        match.group(3))
     if problems:
         raise RequestError("invalid migration files:\n  " + "\n  ".join(problems))
     return [by_version[v] for v in sorted(by_version)]
@@ -503,9 +536,16 @@ def check_foreign_keys(conn):
 
 def explain_sqlite_error(error, path):
     """A sqlite3 error as a MigrationError a person can act on."""
+    where = path if path else "the database"
+    return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+
+
+def database_problem(error, path):
+    """The MigrationError for an error that is the database file's fault
+    (locked, read-only, not a database), or None for any other error."""
     message = str(error)
     where = path if path else "the database"
-    if "locked" in message or "busy" in message:
+    if "database is locked" in message or "busy" in message:
         return MigrationError(
             "database %s is locked by another process; wait for it to finish (or stop it) "
             "and try again, or raise --busy-timeout" % where)
@@ -516,7 +556,7 @@ def explain_sqlite_error(error, path):
         return MigrationError("%s is not an SQLite database (%s)" % (where, message))
     if "unable to open" in message:
         return MigrationError("cannot open database %s: %s" % (where, message))
-    return MigrationError("%s: %s" % (where, message))
+    return None
 
 
 # --- Tracking ---------------------------------------------------------------
@@ -543,9 +583,24 @@ def _missing_table(error):
 
 
 def read_state(conn, table):
+    """The tracking state; one query on an established database."""
+    metadata, history = quote_identifier(table), quote_identifier(table + "_migrations")
     try:
-        rows = _query(conn, "SELECT value FROM %s WHERE key = 'schema_version'"
-                      % quote_identifier(table))
+        rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
+                      "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
+                      "duration_ms FROM %s" % (metadata, history))
+    except sqlite3.OperationalError:
+        return _read_state_step_by_step(conn, table)
+    version_rows = [row[1] for row in rows if row[0] is None]
+    records = dict((row[0], row[1:]) for row in rows if row[0] is not None)
+    return TrackingState(_parse_version(version_rows, table), records, True, True)
+
+
+def _read_state_step_by_step(conn, table):
+    """A new, adopted or foreign database: find out which tables exist."""
+    try:
+        version_rows = [row[0] for row in _query(
+            conn, "SELECT value FROM %s WHERE key = 'schema_version'" % quote_identifier(table))]
         has_metadata = True
     except sqlite3.OperationalError as e:
         if not _missing_table(e):
@@ -554,23 +609,25 @@ def read_state(conn, table):
                     "table %r exists but is not a key/value metadata table (%s); "
                     "choose another tracking table with --table / table=" % (table, e))
             raise
-        rows, has_metadata = [], False
-    try:
-        version = int(rows[0][0]) if rows and rows[0][0] is not None else 0
-    except (TypeError, ValueError):
-        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, rows[0][0]))
+        version_rows, has_metadata = [], False
     records, has_history = {}, False
     if has_metadata:
         try:
-            for v, name, checksum, applied_at, duration in _query(
-                    conn, "SELECT version, name, checksum, applied_at, duration_ms FROM %s"
-                    % quote_identifier(table + "_migrations")):
-                records[v] = (name, checksum, applied_at, duration)
+            for row in _query(conn, "SELECT version, name, checksum, applied_at, duration_ms "
+                              "FROM %s" % quote_identifier(table + "_migrations")):
+                records[row[0]] = row[1:]
             has_history = True
         except sqlite3.OperationalError as e:
             if not _missing_table(e):
                 raise
-    return TrackingState(version, records, has_metadata, has_history)
+    return TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
+
+
+def _parse_version(values, table):
+    try:
+        return int(values[0]) if values and values[0] is not None else 0
+    except (TypeError, ValueError):
+        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, values[0]))
 
 
 def _ensure_tracking(conn, table, state, files):
@@ -617,7 +674,8 @@ class MigrationConnection(object):
     executescript() runs statement by statement inside the transaction (the
     stdlib's commits first), and commit()/rollback() raise."""
 
-    _TRANSACTION_WORDS = ("BEGIN", "COMMIT", "END", "ROLLBACK")
+    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
+                                   re.I)
 
     def __init__(self, conn, transactional):
         object.__setattr__(self, "_conn", conn)
@@ -661,9 +719,8 @@ class MigrationConnection(object):
         return self._run(self._conn.executemany, sql, seq_of_parameters)
 
     def _run(self, method, sql, parameters):
-        if self._transactional and _first_word(sql) in self._TRANSACTION_WORDS:
-            if not re.match(r"\s*ROLLBACK\s+(TRANSACTION\s+)?TO\b", sql, re.I):
-                self._refuse(sql.strip().split(None, 1)[0].upper())
+        if self._transactional and self._ENDS_TRANSACTION.match(sql):
+            self._refuse(sql.strip().split(None, 1)[0].upper())
         try:
             return method(sql, parameters)
         except sqlite3.Error:
@@ -844,6 +901,9 @@ class Migrator(object):
         files = [m for m in self.migrations if m.version <= version]
         if version < 0 or version and version not in {m.version for m in self.migrations}:
             raise RequestError("no migration file has version %d" % version)
+        if version < self.current_version:
+            raise MigrationError("the database is at version %d already; mark only moves "
+                                 "forward (use down to go back)" % self.current_version)
         with self._session(False, create=True) as session:
             conn = session.conn
             with transaction(conn):
@@ -884,6 +944,8 @@ class Migrator(object):
         session = _Session()
         if self.connection is not None:
             session.conn = self.connection
+            # Python 3.12's autocommit=False keeps a transaction open at all
+            # times; leaving that mode commits it, as Python documents.
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
                 raise MigrationError("the connection has an open transaction; commit or roll "
                                      "it back before migrating")
@@ -897,9 +959,13 @@ class Migrator(object):
             if session.conn is None:
                 session.state = TrackingState(0, {}, False, False)
                 session.opener = lambda: connect(self.path, self.busy_timeout, mode="rwc")
+                yield session
             else:
-                session.state = self._guarded(read_state, session.conn, self.table)
-            yield session
+                # A caller's connection in any mode gets explicit BEGIN/COMMIT
+                # for the session and its own mode back afterwards.
+                with _explicit_transactions(session.conn):
+                    session.state = self._guarded(read_state, session.conn, self.table)
+                    yield session
         except sqlite3.Error as e:
             raise explain_sqlite_error(e, self.path)
         finally:
@@ -921,7 +987,7 @@ class Migrator(object):
         if session.conn is None:
             session.conn = session.opener()
         conn = session.conn
-        if backup_wanted and self.path is not None:
+        if backup_wanted and self.path is not None and session.opener is None:
             backup(conn, _backup_path(self.path, session.state.version))
         done = []
         if atomic:
@@ -980,6 +1046,9 @@ class Migrator(object):
         try:
             m.run(db, direction)
         except Exception as e:
+            problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            if problem:  # the database, not the migration, is at fault
+                raise MigrationError("%s: %s" % (m.path, problem))
             raise _migration_failure(m, direction, e, db.failed_statement, transactional)
         finally:
             conn.row_factory, conn.text_factory = saved_factories
@@ -1430,6 +1499,7 @@ def run_command(args, out, err):
         return 1 if args.check and (drifted or report["current_version"] > report["latest_version"]) \
             else 0
     if args.command == "verify":
+        migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
         problems = migrator.verify()
         for problem in problems:
             out.write("problem: %s\n" % problem)
@@ -1478,8 +1548,14 @@ def main(argv=None):
     return status
 
 
+def main_exit():
+    """Entry point of the process (script, -m, installed command)."""
+    sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.exit(main())
+
+
 if __name__ == "__main__":
     # Migrations that `import sqlmigrate` must get this very module, not a
     # second copy with its own MigrationError class.
     sys.modules.setdefault("sqlmigrate", sys.modules[__name__])
-    sys.exit(main())
+    main_exit()
