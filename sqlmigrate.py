@@ -1229,12 +1229,895 @@ def schema_report(db, tables=None):
 
 
 # --- Helpers: table rebuild -------------------------------------------------
+# SQLite's ALTER TABLE cannot drop a column before 3.35.5, rename one before
+# 3.25, or change a type or constraint at all.  The documented way round is the
+# "generalized ALTER TABLE procedure" (sqlite.org/lang_altertable.html, section
+# "Making Other Kinds Of Table Schema Changes"): create the new table under a
+# free name, copy the rows, drop the old table, rename the new one, recreate
+# indexes and triggers, check views.  The new table is the old CREATE TABLE text
+# edited with the tokenizer, never SQL regenerated from PRAGMA table_info (which
+# forgets CHECK, COLLATE, generated columns, STRICT, WITHOUT ROWID, comments).
+
+# Tests set this to take the copy path, the only one SQLite < 3.25 has, on a
+# newer SQLite; both paths must give the same result.
+_FORCE_COPY = False
+# Rows are copied in rowid ranges of this size so a terminal can show progress.
+_COPY_CHUNK_ROWS = 250000
+_PROGRESS_MIN_ROWS = 1000000
+_PROGRESS_EVERY = 2.0  # seconds
+# PRAGMA table_xinfo (table_info plus generated columns) arrived in SQLite 3.26;
+# generated columns themselves in 3.31, so table_info is complete before that.
+_HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
+
+_TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
+# A name right after one of these words is a table, alias, type or collation,
+# not a column.
+_NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
+_ROWID_NAMES = ("rowid", "oid", "_rowid_")
+
+
+def _unquote(text):
+    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
+    if text[:1] == "[":
+        return text[1:-1]
+    if text[:1] in ('"', "`", "'"):
+        quote = text[0]
+        return text[1:-1].replace(quote * 2, quote)
+    return text
+
+
+def _key(name):
+    # SQLite compares identifiers case-insensitively in ASCII only.
+    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+
+
+def _significant(tokens, start=0, end=None):
+    end = len(tokens) if end is None else end
+    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
+
+
+def _word(tokens, i):
+    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
+
+
+def _matching_paren(tokens, i):
+    """Index of the ')' closing the '(' at tokens[i]."""
+    depth = 0
+    for j in range(i, len(tokens)):
+        kind, text = tokens[j]
+        if kind == "punct" and text == "(":
+            depth += 1
+        elif kind == "punct" and text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
+
+
+def _column_refs(tokens, start, end, skip=()):
+    """Indexes of tokens in [start, end) that may name a column: identifiers
+    that are not a function name, a qualifier (t.col), a table, alias, type
+    or collation name, or the x of a blob literal x'00'.  Errs on the side
+    of "may": callers use it to refuse, or to rename inside one table."""
+    sig = _significant(tokens, start, end)
+    refs = []
+    for n, i in enumerate(sig):
+        kind, text = tokens[i]
+        if i in skip or kind not in ("ident", "word"):
+            continue
+        if kind == "word" and not (text[0].isalpha() or text[0] == "_" or ord(text[0]) > 127):
+            continue  # a number
+        after = tokens[sig[n + 1]] if n + 1 < len(sig) else (None, None)
+        before = tokens[sig[n - 1]] if n > 0 else (None, None)
+        if after[0] == "punct" and after[1] in ("(", "."):
+            continue
+        if before[0] == "word" and before[1].upper() in _NOT_A_COLUMN_AFTER:
+            continue
+        if kind == "word" and text.lower() == "x" and i + 1 < len(tokens) \
+                and tokens[i + 1][0] == "string":
+            continue
+        refs.append(i)
+    return refs
+
+
+def _mentions(tokens, start, end, keys, skip=()):
+    """The subset of `keys` that tokens[start:end] may use as column names."""
+    found = set(_key(_unquote(tokens[i][1])) for i in _column_refs(tokens, start, end, skip))
+    return [k for k in keys if k in found]
+
+
+def _names_in(sql):
+    return set(_key(_unquote(text)) for kind, text in tokenize(sql) if kind in ("ident", "word"))
+
+
+class _Item(object):
+    """One comma-separated entry of a CREATE TABLE list: a column definition
+    (name set) or a table constraint (name None); tokens [start, end)."""
+
+    def __init__(self, start, end, first, name):
+        self.start, self.end, self.first, self.name = start, end, first, name
+        self.key = _key(name) if name is not None else None
+
+
+class _CreateTable(object):
+    """A CREATE TABLE statement split at its structure by the tokenizer."""
+
+    def __init__(self, sql, what):
+        self.sql = sql
+        self.tokens = tokens = tokenize(sql)
+        sig = _significant(tokens)
+        words = [_word(tokens, i) for i in sig]
+        if not words or words[0] != "CREATE" or "TABLE" not in words[:3]:
+            raise MigrationError("%s is not a CREATE TABLE statement: %s" % (what, sql))
+        self.temporary = words[1] in ("TEMP", "TEMPORARY")
+        if words[1] == "VIRTUAL":
+            raise MigrationError("%s is a virtual table; rebuild_table handles ordinary tables"
+                                 % what)
+        n = words.index("TABLE") + 1
+        if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
+            n += 3
+        opens = [k for k in range(n, len(sig)) if tokens[sig[k]] == ("punct", "(")]
+        if not opens or opens[0] == n:
+            raise MigrationError("%s has no column list (CREATE TABLE ... AS SELECT?): %s"
+                                 % (what, sql))
+        self.name_start, self.name_end = sig[n], sig[opens[0] - 1] + 1
+        self.name = _unquote(tokens[sig[opens[0] - 1]][1])
+        self.open = sig[opens[0]]
+        self.close = _matching_paren(tokens, self.open)
+        self.items = self._split_items()
+        self.columns = [item for item in self.items if item.name is not None]
+        self.options = [_word(tokens, i) for i in _significant(tokens, self.close + 1)]
+        self.rowid = "ROWID" not in self.options  # WITHOUT ROWID
+
+    def _split_items(self):
+        tokens, items, start, depth = self.tokens, [], self.open + 1, 0
+        for i in range(self.open + 1, self.close + 1):
+            kind, text = tokens[i]
+            if kind != "punct":
+                continue
+            if text == "(":
+                depth += 1
+            elif text == ")" and depth:
+                depth -= 1
+            elif (text == "," and depth == 0) or i == self.close:
+                sig = _significant(tokens, start, i)
+                if not sig:
+                    raise MigrationError("empty entry in column list: %s" % self.sql)
+                first = sig[0]
+                is_constraint = _word(tokens, first) in _TABLE_CONSTRAINT_WORDS
+                name = None if is_constraint else _unquote(tokens[first][1])
+                items.append(_Item(start, i, first, name))
+                start = i + 1
+        return items
+
+    def column(self, key):
+        for item in self.columns:
+            if item.key == key:
+                return item
+        return None
+
+    def text(self, start, end):
+        return "".join(text for _, text in self.tokens[start:end])
+
+    def groups(self, item):
+        """The parenthesised parts of an entry that name columns of this
+        table: ("expr", lo, hi, None) for CHECK (...) and AS (...), ("list",
+        ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref", lo, hi, parent)
+        for REFERENCES parent (...).  lo/hi are token indexes inside the
+        parentheses."""
+        tokens, found = self.tokens, []
+        sig = _significant(tokens, item.first, item.end)
+        n = 0
+        while n < len(sig):
+            i = sig[n]
+            if tokens[i] != ("punct", "("):
+                n += 1
+                continue
+            close = _matching_paren(tokens, i)
+            before = _word(tokens, sig[n - 1]) if n > 0 else None
+            before2 = _word(tokens, sig[n - 2]) if n > 1 else None
+            if before in ("CHECK", "AS"):
+                found.append(("expr", i + 1, close, None))
+            elif before == "UNIQUE" or (before == "KEY" and before2 in ("PRIMARY", "FOREIGN")):
+                found.append(("list", i + 1, close, None))
+            elif before2 == "REFERENCES":
+                found.append(("ref", i + 1, close, _key(_unquote(tokens[sig[n - 1]][1]))))
+            while n < len(sig) and sig[n] <= close:
+                n += 1
+        return found
+
+    def has_word(self, item, word):
+        return any(_word(self.tokens, i) == word for i in _significant(self.tokens, item.first,
+                                                                        item.end))
+
+
+class _Rebuild(object):
+    """Everything decided about one rebuild before anything changes."""
+
+    def __init__(self, conn, raw, table):
+        self.conn, self.raw = conn, raw
+        self.changes = []
+        self.renamed_natively = {}  # {old name: new name} done before a copy
+        rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                           "AND name = ? COLLATE NOCASE", (table,))
+        if not rows:
+            raise MigrationError("no table named %r in the database; nothing was changed"
+                                 % (table,))
+        self.name, sql = rows[0]
+        self.key = _key(self.name)
+        if self.key.startswith("sqlite_"):
+            raise MigrationError("%s is an internal SQLite table; it cannot be rebuilt"
+                                 % self.name)
+        if _query(raw, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
+                       "AND name = ? COLLATE NOCASE", (self.name,)):
+            raise MigrationError("a TEMP table named %s hides table main.%s on this connection; "
+                                 "drop it first" % (self.name, self.name))
+        self.old = _CreateTable(sql, "table %s" % self.name)
+        self.quoted = "main." + quote_identifier(self.name)
+        self._check_parsed_columns(self.old, self.quoted)
+        self.pk_keys = set(_key(row[1]) for row in self._table_info(self.quoted) if row[5])
+        self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                   "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
+                                   "ORDER BY rowid", (self.name,))
+        self.triggers = [("main", name, sql) for name, sql in _query(
+            raw, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        # A TEMP trigger on a main table lives on this connection only, and
+        # DROP TABLE drops it too: it must be recreated, not lost silently.
+        self.triggers += [("temp", name, sql) for name, sql in _query(
+            raw, "SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger' "
+                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        self.others = self._objects_mentioning_table()
+        self.children = self._child_foreign_keys()
+
+    def _table_info(self, quoted):
+        pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+        schema, name = quoted.split(".", 1)
+        return _query(self.raw, "PRAGMA %s.%s(%s)" % (schema, pragma, name))
+
+    def _check_parsed_columns(self, parsed, quoted):
+        # A safety net for the parser: our reading of the CREATE TABLE text
+        # must list exactly the columns SQLite lists, or we touch nothing.
+        declared = [row[1] for row in self._table_info(quoted)]
+        if [c.name for c in parsed.columns] != declared:
+            raise MigrationError(
+                "could not read the column list of %s from its CREATE TABLE text (found %s, "
+                "SQLite says %s); nothing was changed - please report this with the table's SQL"
+                % (quoted, [c.name for c in parsed.columns], declared))
+
+    def _objects_mentioning_table(self):
+        """Views and other tables' triggers (main and temp) whose SQL names this table."""
+        found = []
+        for schema, master in (("main", "sqlite_master"), ("temp", "sqlite_temp_master")):
+            for kind, name, tbl, sql in _query(
+                    self.raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
+                              "('view', 'trigger') ORDER BY rowid" % master):
+                if sql and (kind == "view" or _key(tbl) != self.key) \
+                        and self.key in _names_in(sql):
+                    found.append((schema, kind, name, sql))
+        return found
+
+    def _child_foreign_keys(self):
+        """(table, from, to) for every foreign key of another table that points here."""
+        found = []
+        for (other,) in _query(self.raw, "SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"):
+            if _key(other) == self.key:
+                continue
+            for row in _query(self.raw, "PRAGMA main.foreign_key_list(%s)"
+                                        % quote_identifier(other)):
+                if _key(row[2]) == self.key:
+                    found.append((other, row[3], row[4]))
+        return found
+
+    def own_foreign_keys(self):
+        return [(row[2], row[3], row[4]) for row in _query(
+            self.raw, "PRAGMA main.foreign_key_list(%s)" % quote_identifier(self.name))]
+
+
+def _skip_name(tokens, sig, n, skip):
+    """Add the (possibly schema-qualified) name at sig[n] to `skip`; return
+    the position after it."""
+    skip.add(sig[n])
+    if n + 2 < len(sig) and tokens[sig[n + 1]] == ("punct", "."):
+        skip.update((sig[n + 1], sig[n + 2]))
+        return n + 3
+    return n + 1
+
+
+def _trigger_name_tokens(tokens):
+    """Token indexes of a trigger's own name and of its table in the header:
+    names, but not column references."""
+    sig, skip = _significant(tokens), set()
+    words = [_word(tokens, i) for i in sig]
+    if "TRIGGER" not in words:
+        return skip
+    n = words.index("TRIGGER") + 1
+    if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
+        n += 3
+    if n < len(sig):
+        n = _skip_name(tokens, sig, n, skip)
+    while n < len(sig) and words[n] not in ("ON", "BEGIN"):
+        n += 1
+    if n + 1 < len(sig) and words[n] == "ON":
+        _skip_name(tokens, sig, n + 1, skip)
+    return skip
+
+
+def _body_start(tokens, kind):
+    """Where the part of an index or view that can name columns begins:
+    after `ON table` of an index, at AS of a view; triggers are whole."""
+    for i in _significant(tokens):
+        if kind == "index" and tokens[i] == ("punct", "("):
+            return i
+        if kind == "view" and _word(tokens, i) == "AS":
+            return i
+    return 0
+
+
+def _uses(kind, sql, keys):
+    """Which of `keys` (column keys) a schema object's SQL may use."""
+    tokens = tokenize(sql)
+    skip = _trigger_name_tokens(tokens) if kind == "trigger" else ()
+    return _mentions(tokens, _body_start(tokens, kind), len(tokens), keys, skip)
+
+
+def _describe(kind, schema, name):
+    return "%s%s %s" % ("TEMP " if schema == "temp" else "", kind, name)
+
+
+def _plan(rebuild, drop, rename, create_sql):
+    """Work out the column mapping and every refusal, changing nothing.
+    Sets on `rebuild`: mapping [(new name, old name or None)], dropped
+    (column keys), renamed {old key: new name}, create_sql, native_drop_ok
+    and dropped_indexes (the indexes that go with dropped columns)."""
+    old = rebuild.old
+    for name in list(drop) + list(rename):
+        if old.column(_key(name)) is None:
+            raise MigrationError("table %s has no column %r; its columns are %s; nothing was "
+                                 "changed" % (rebuild.name, name,
+                                              ", ".join(c.name for c in old.columns)))
+    drop_keys = [_key(name) for name in drop]
+    rename = dict((_key(k), v) for k, v in rename.items())
+    for key in drop_keys:
+        if key in rename:
+            raise MigrationError("column %s is both dropped and renamed" % old.column(key).name)
+    if create_sql is not None:
+        _plan_from_create_sql(rebuild, drop_keys, rename, create_sql)
+    else:
+        _plan_edit(rebuild, drop_keys, rename)
+    rebuild.renamed = dict((k, v) for k, v in rename.items() if _key(v) != k or
+                           old.column(k).name != v)
+    _check_dependents(rebuild)
+
+
+def _unique(keys):
+    seen = set()
+    return [k for k in keys if not (k in seen or seen.add(k))]
+
+
+def _plan_edit(rebuild, drop_keys, rename):
+    old = rebuild.old
+    if len(set(drop_keys)) >= len(old.columns):
+        raise MigrationError("cannot drop every column of table %s; drop the table instead"
+                             % rebuild.name)
+    kept = [c for c in old.columns if c.key not in drop_keys]
+    new_names = [rename.get(c.key, c.name) for c in kept]
+    seen = set()
+    for name in new_names:
+        if _key(name) in seen:
+            raise MigrationError("renaming would give table %s two columns named %s"
+                                 % (rebuild.name, name))
+        seen.add(_key(name))
+    rebuild.mapping = [(new, c.name) for new, c in zip(new_names, kept)]
+    rebuild.dropped = _unique(drop_keys)
+    for key in rebuild.dropped:
+        _check_own_constraints(rebuild, key)
+    # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
+    rebuild.native_drop_ok = not any(old.has_word(old.column(k), "UNIQUE")
+                                     for k in rebuild.dropped)
+    rebuild.create_sql = None
+
+
+def _plan_from_create_sql(rebuild, drop_keys, rename, create_sql):
+    old = rebuild.old
+    new = _CreateTable(create_sql, "create_sql")
+    if new.temporary:
+        raise MigrationError("create_sql must create an ordinary table, not a TEMP one")
+    if _key(new.name) != rebuild.key:
+        raise MigrationError("create_sql creates table %s, not %s" % (new.name, rebuild.name))
+    renamed_to = dict((_key(v), k) for k, v in rename.items())
+    for target in renamed_to:
+        if new.column(target) is None:
+            raise MigrationError("rename gives column %s but create_sql has no such column"
+                                 % rename[renamed_to[target]])
+    mapping, sources = [], set()
+    for column in new.columns:
+        source = renamed_to.get(column.key)
+        if source is None and column.key not in rename and old.column(column.key) is not None:
+            source = column.key
+        if source is not None:
+            sources.add(source)
+        mapping.append((column.name, old.column(source).name if source else None))
+    for key in drop_keys:
+        if key in sources:
+            raise MigrationError("column %s is in drop= but create_sql keeps it"
+                                 % old.column(key).name)
+    rebuild.mapping = mapping
+    rebuild.dropped = [c.key for c in old.columns if c.key not in sources]
+    rebuild.native_drop_ok = False
+    rebuild.create_sql = create_sql
+
+
+def _check_own_constraints(rebuild, key):
+    """A dropped column must not be needed by the rest of its own table."""
+    old, name = rebuild.old, rebuild.old.column(key).name
+    refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (name, rebuild.name)
+    column = old.column(key)
+    if key in rebuild.pk_keys:
+        raise MigrationError(refuse % ("it is (part of) the PRIMARY KEY; give the table "
+                                       "its new key with rebuild_table(create_sql=...)"))
+    for item in old.items:
+        for kind, lo, hi, parent in old.groups(item):
+            if kind == "ref" and parent != rebuild.key:
+                continue
+            if item is column and kind == "expr":
+                continue  # its own CHECK goes with it
+            if key in _mentions(old.tokens, lo, hi, [key]):
+                what = ("column %s" % item.name) if item.name is not None else \
+                    "constraint %s" % " ".join(old.text(item.first, item.end).split())
+                raise MigrationError(refuse % ("%s needs it; change that with "
+                                               "rebuild_table(create_sql=...)" % what))
+    for parent, source, target in rebuild.own_foreign_keys():
+        if _key(source) == key or (_key(parent) == rebuild.key and target
+                                   and _key(target) == key):
+            raise MigrationError(refuse % ("a foreign key of %s uses it (REFERENCES %s); "
+                                           "change it with rebuild_table(create_sql=...)"
+                                           % (rebuild.name, parent)))
+
+
+def _check_dependents(rebuild):
+    """Triggers, views and other tables' foreign keys that would break."""
+    old = rebuild.old
+    for key in rebuild.dropped:
+        name = old.column(key).name
+        refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (
+            name, rebuild.name)
+        for child, source, target in rebuild.children:
+            if target is not None and _key(target) == key:
+                raise MigrationError(refuse % (
+                    "table %s has a foreign key to it (%s.%s); change or drop that first"
+                    % (child, child, source)))
+        for schema, trigger, sql in rebuild.triggers:
+            if _uses("trigger", sql, [key]):
+                raise MigrationError(refuse % ("%s uses it; drop or change the trigger first"
+                                               % _describe("trigger", schema, trigger)))
+        for schema, kind, other, sql in rebuild.others:
+            if _uses(kind, sql, [key]):
+                raise MigrationError(refuse % ("%s uses it; drop or change the %s first"
+                                               % (_describe(kind, schema, other), kind)))
+    rebuild.dropped_indexes = [(index, sql) for index, sql in rebuild.indexes
+                               if _uses("index", sql, rebuild.dropped)]
+
+
+def _check_copy_renames(rebuild):
+    """Without RENAME COLUMN (SQLite < 3.25) only the table's own text and its
+    indexes can be rewritten safely; anything else naming an old column is
+    refused rather than left broken."""
+    old_keys = list(rebuild.renamed)
+    if not old_keys:
+        return
+    why = ("without RENAME COLUMN (SQLite 3.25+; this is %s) rebuild_table cannot rename a column "
+           "inside %%s; drop it, rebuild, and create it again with the new name; nothing was "
+           "changed" % sqlite3.sqlite_version)
+    for child, source, target in rebuild.children:
+        if target is not None and _key(target) in old_keys:
+            raise MigrationError(why % ("table %s's foreign key" % child))
+    for schema, trigger, sql in rebuild.triggers:
+        if _uses("trigger", sql, old_keys):
+            raise MigrationError(why % _describe("trigger", schema, trigger))
+    for schema, kind, other, sql in rebuild.others:
+        if _uses(kind, sql, old_keys):
+            raise MigrationError(why % _describe(kind, schema, other))
+
+
+def _rename_tokens(tokens, indexes, renamed):
+    out = list(tokens)
+    for i in indexes:
+        key = _key(_unquote(tokens[i][1]))
+        if key in renamed:
+            out[i] = ("ident", quote_identifier(renamed[key]))
+    return out
+
+
+def _edited_create_sql(rebuild, temp_name):
+    """The old CREATE TABLE text for `temp_name`, with renamed columns renamed
+    wherever the table's own text names them, and dropped columns cut out
+    one by one exactly as SQLite's own DROP COLUMN cuts them."""
+    old = rebuild.old
+    sql = old.sql
+    if rebuild.renamed:
+        indexes = [c.first for c in old.columns]
+        for item in old.items:
+            for kind, lo, hi, parent in old.groups(item):
+                if kind != "ref" or parent == rebuild.key:
+                    indexes += _column_refs(old.tokens, lo, hi)
+        sql = "".join(t for _, t in _rename_tokens(old.tokens, indexes, rebuild.renamed))
+    for key in rebuild.dropped:
+        sql = _cut_column(_CreateTable(sql, "table %s" % rebuild.name), key)
+    return _renamed_table_sql(_CreateTable(sql, "table %s" % rebuild.name), temp_name)
+
+
+def _cut_column(parsed, key):
+    tokens, columns = parsed.tokens, parsed.columns
+    n = [c.key for c in columns].index(key)
+    if n + 1 < len(columns):
+        # From its name to the next column's name, comma and comments included.
+        cut = range(columns[n].first, columns[n + 1].first)
+    else:
+        # The last column: from the comma before it to the end of its entry.
+        cut = range(columns[n].start - 1, columns[n].end)
+    return "".join(t for i, (_, t) in enumerate(tokens) if i not in cut)
+
+
+def _renamed_table_sql(parsed, name):
+    tokens = parsed.tokens
+    return "".join(t for _, t in tokens[:parsed.name_start]) + quote_identifier(name) + \
+        "".join(t for _, t in tokens[parsed.name_end:])
+
+
+def _renamed_index_sql(sql, renamed):
+    if not renamed:
+        return sql
+    tokens = tokenize(sql)
+    refs = _column_refs(tokens, _body_start(tokens, "index"), len(tokens))
+    return "".join(t for _, t in _rename_tokens(tokens, refs, renamed))
+
+
+def _temp_trigger_sql(sql):
+    # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as it
+    # is, it would create the trigger in main for every connection.
+    tokens = tokenize(sql)
+    first = _significant(tokens)[0]
+    return "".join(t for _, t in tokens[:first + 1]) + " TEMP" + \
+        "".join(t for _, t in tokens[first + 1:])
+
+
+def _free_name(raw, base):
+    taken = set(_key(row[0]) for row in _query(
+        raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
+    name, n = base, 1
+    while _key(name) in taken:
+        n += 1
+        name = "%s_%d" % (base, n)
+    return name
+
+
+@contextmanager
+def _legacy_alter_table(conn, on):
+    """Set PRAGMA legacy_alter_table (a connection flag, not undone by a
+    rollback) and put it back.  SQLite < 3.25 has no such pragma and already
+    behaves as legacy."""
+    rows = _query(_raw(conn), "PRAGMA legacy_alter_table")
+    if not rows:
+        yield
+        return
+    was = bool(rows[0][0])
+    if was != on:
+        conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if on else "OFF"))
+    try:
+        yield
+    finally:
+        if was != on:
+            conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if was else "OFF"))
+
+
+@contextmanager
+def _text_as_str(raw):
+    saved = raw.text_factory
+    raw.text_factory = str
+    try:
+        yield
+    finally:
+        raw.text_factory = saved
+
+
+@contextmanager
+def _foreign_keys_off_outside_transaction(conn):
+    """Outside a transaction: foreign keys off for the rebuild (DROP TABLE with
+    them on would run ON DELETE actions on child tables), yielding whether
+    they were on.  Inside the caller's transaction the pragma cannot change."""
+    if conn.in_transaction:
+        yield False
+        return
+    with foreign_keys_off(conn) as was_on:
+        yield was_on
+
+
+def _refuse_foreign_key_actions(rebuild):
+    """Foreign keys on inside the caller's transaction: dropping the old table
+    would cascade into (or SET NULL in) every table that references it."""
+    referencing = sorted(set(child for child, _, _ in rebuild.children))
+    if any(_key(parent) == rebuild.key for parent, _, _ in rebuild.own_foreign_keys()):
+        referencing.append("%s itself" % rebuild.name)
+    if referencing and foreign_keys_enabled(rebuild.raw):
+        raise MigrationError(
+            "cannot rebuild table %s inside your transaction while foreign keys are on: %s "
+            "references it, and dropping the old table would fire their ON DELETE actions; "
+            "call it outside a transaction (it switches foreign keys off itself) or set "
+            "PRAGMA foreign_keys = OFF before BEGIN; nothing was changed"
+            % (rebuild.name, ", ".join(referencing)))
+
+
+def _native(rebuild, dropped):
+    """SQLite's own RENAME COLUMN (3.25) and DROP COLUMN (3.35.5): no copy,
+    no file growth.  Indexes on a dropped column must go first."""
+    conn = rebuild.conn
+    if dropped:
+        for index, _ in rebuild.dropped_indexes:
+            conn.execute("DROP INDEX main.%s" % quote_identifier(index))
+    # Drops first: a column may be renamed to the name of one being dropped.
+    with _legacy_alter_table(conn, False):
+        for key in dropped:
+            conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
+                rebuild.quoted, quote_identifier(rebuild.old.column(key).name)))
+        for key, new in rebuild.renamed.items():
+            conn.execute("ALTER TABLE %s RENAME COLUMN %s TO %s" % (
+                rebuild.quoted, quote_identifier(rebuild.old.column(key).name),
+                quote_identifier(new)))
+
+
+def _copy(rebuild):
+    """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
+    conn, raw, old = rebuild.conn, rebuild.raw, rebuild.old
+    temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
+    temp_quoted = "main." + quote_identifier(temp_name)
+    if rebuild.create_sql is not None:
+        create = _renamed_table_sql(_CreateTable(rebuild.create_sql, "create_sql"), temp_name)
+    else:
+        create = _edited_create_sql(rebuild, temp_name)
+    sequence = _autoincrement_counter(raw, rebuild.name)
+    conn.execute(create)
+    new = _CreateTable(_query(raw, "SELECT sql FROM sqlite_master WHERE name = ?",
+                              (temp_name,))[0][0], "the new table")
+    rebuild._check_parsed_columns(new, temp_quoted)
+    rows = _copy_rows(rebuild, new, temp_quoted)
+    conn.execute("DROP TABLE %s" % rebuild.quoted)
+    # Legacy mode for this one rename: nothing refers to the temporary name,
+    # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
+    # and trigger in the schema while the old table is gone.
+    with _legacy_alter_table(conn, True):
+        conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, quote_identifier(rebuild.name)))
+    if "AUTOINCREMENT" in [_word(new.tokens, i) for i in _significant(new.tokens)]:
+        _restore_autoincrement_counter(conn, rebuild.name, sequence)
+    _recreate_indexes_and_triggers(rebuild)
+    return rows
+
+
+def _autoincrement_counter(raw, table):
+    if not _query(raw, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
+        return None
+    rows = _query(raw, "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,))
+    return rows[0][0] if rows else None
+
+
+def _restore_autoincrement_counter(conn, table, sequence):
+    # The copy set the counter to the highest rowid copied (even to 0 when it
+    # copied nothing); the old table's counter may be higher (its last rows
+    # deleted), and ids must not be reused.  No counter before: none after.
+    if sequence is None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+    elif conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                    (sequence, table)).rowcount == 0:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, sequence))
+
+
+def _rowid_name(rebuild, new):
+    """A name that reaches the rowid in both tables (a column may be called
+    rowid, oid or _rowid_), or None for WITHOUT ROWID."""
+    if not (rebuild.old.rowid and new.rowid):
+        return None
+    used = set(c.key for c in rebuild.old.columns) | set(c.key for c in new.columns)
+    for name in _ROWID_NAMES:
+        if name not in used:
+            return name
+    return None
+
+
+def _copy_rows(rebuild, new, temp_quoted):
+    """INSERT ... SELECT inside SQLite: no row passes through Python.  The rowid
+    goes first so an INTEGER PRIMARY KEY column listed after it wins."""
+    generated = set(_key(row[1]) for row in rebuild._table_info(temp_quoted)
+                    if len(row) > 6 and row[6] in (2, 3))
+    targets, sources = [], []
+    rowid = _rowid_name(rebuild, new)
+    if rowid:
+        targets.append(rowid)
+        sources.append(rowid)
+    for new_name, old_name in rebuild.mapping:
+        if old_name is not None and _key(new_name) not in generated:
+            targets.append(quote_identifier(new_name))
+            sources.append(quote_identifier(old_name))
+    insert = "INSERT INTO %s (%s) SELECT %s FROM %s" % (
+        temp_quoted, ", ".join(targets), ", ".join(sources), rebuild.quoted)
+    if not targets:
+        return 0
+    if not rowid:
+        return rebuild.conn.execute(insert).rowcount
+    return _copy_in_rowid_ranges(rebuild, insert, rowid)
+
+
+def _copy_in_rowid_ranges(rebuild, insert, rowid):
+    conn, raw = rebuild.conn, rebuild.raw
+    progress = _CopyProgress(raw, rebuild)
+    copied, low = 0, None
+    while True:
+        where = "" if low is None else " WHERE %s > ?" % rowid
+        params = () if low is None else (low,)
+        ends = _query(raw, "SELECT %s FROM %s%s ORDER BY %s LIMIT 1 OFFSET %d" % (
+            rowid, rebuild.quoted, where, rowid, _COPY_CHUNK_ROWS - 1), params)
+        if not ends:
+            copied += max(conn.execute(insert + where, params).rowcount, 0)
+            break
+        high = ends[0][0]
+        copied += max(conn.execute(insert + (where + " AND " if where else " WHERE ")
+                                   + "%s <= ?" % rowid, params + (high,)).rowcount, 0)
+        low = high
+        progress.update(copied)
+    progress.done()
+    return copied
+
+
+class _CopyProgress(object):
+    """On a terminal, a line on stderr every few seconds while a big table
+    (over about a million rows) is copied; nothing otherwise."""
+
+    def __init__(self, raw, rebuild):
+        self.total = None
+        self.name = rebuild.name
+        self.last = time.time()
+        stream = sys.stderr
+        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
+            total = _query(raw, "SELECT count(*) FROM %s" % rebuild.quoted)[0][0]
+            if total >= _PROGRESS_MIN_ROWS:
+                self.total = total
+
+    def update(self, copied):
+        if self.total and time.time() - self.last >= _PROGRESS_EVERY:
+            sys.stderr.write("\r  rebuilding %s: %d of %d rows copied " % (
+                self.name, copied, self.total))
+            sys.stderr.flush()
+            self.last = time.time()
+
+    def done(self):
+        if self.total:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _recreate_indexes_and_triggers(rebuild):
+    conn = rebuild.conn
+    dropped = set(index for index, _ in rebuild.dropped_indexes)
+    for index, sql in rebuild.indexes:
+        if index not in dropped:
+            conn.execute(_renamed_index_sql(sql, rebuild.renamed))
+    for schema, _, sql in rebuild.triggers:
+        conn.execute(_temp_trigger_sql(sql) if schema == "temp" else sql)
+
+
+def _check_views(rebuild):
+    """Step 9: every view that names the table must still compile."""
+    for schema, kind, name, _ in rebuild.others:
+        if kind != "view":
+            continue
+        try:
+            _query(rebuild.raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, quote_identifier(name)))
+        except sqlite3.Error as e:
+            raise MigrationError("after rebuilding table %s, %s fails (%s); the rebuild was "
+                                 "rolled back" % (rebuild.name, _describe("view", schema, name), e))
+
+
+def _can_go_native(rebuild):
+    if _FORCE_COPY or rebuild.create_sql is not None:
+        return False
+    if rebuild.renamed and not HAS_RENAME_COLUMN:
+        return False
+    if rebuild.dropped and not (HAS_DROP_COLUMN and rebuild.native_drop_ok):
+        return False
+    return True
+
+
+def _log_changes(rebuild, how, rows):
+    parts = []
+    for index, _ in rebuild.dropped_indexes:
+        line = "dropped index %s on %s: it uses a dropped column" % (index, rebuild.name)
+        log.warning(line)
+        rebuild.changes.append(line)
+    old = rebuild.old
+    if rebuild.dropped:
+        parts.append("dropped column%s %s" % ("s" if len(rebuild.dropped) > 1 else "",
+                                               ", ".join(old.column(k).name
+                                                         for k in rebuild.dropped)))
+    for key, new in sorted(rebuild.renamed.items()):
+        parts.append("renamed column %s to %s" % (old.column(key).name, new))
+    for old_name, new in sorted(rebuild.renamed_natively.items()):
+        parts.append("renamed column %s to %s" % (old_name, new))
+    if rebuild.create_sql is not None:
+        parts.append("new definition from create_sql")
+    line = "rebuilt table %s (%s%s)%s" % (
+        rebuild.name, how, "" if rows is None else ", %d rows copied" % rows,
+        ": " + "; ".join(parts) if parts else "")
+    log.info(line)
+    rebuild.changes.append(line)
+
+
+def _run_rebuild(conn, raw, table, drop, rename, create_sql):
+    rebuild = _Rebuild(conn, raw, table)
+    _plan(rebuild, drop, rename, create_sql)
+    _refuse_foreign_key_actions(rebuild)
+    if _can_go_native(rebuild):
+        try:
+            with transaction(conn):  # a savepoint: a refusal falls back to the copy
+                _native(rebuild, rebuild.dropped)
+            _log_changes(rebuild, "in place", None)
+            return rebuild.changes
+        except sqlite3.OperationalError as e:
+            if "error in trigger" in str(e) or "error in view" in str(e):
+                raise MigrationError("cannot change table %s: %s; nothing was changed"
+                                     % (rebuild.name, e))
+            log.debug("native ALTER TABLE refused (%s); copying instead", e)
+    if rebuild.renamed and HAS_RENAME_COLUMN and not _FORCE_COPY and \
+            not set(_key(new) for new in rebuild.renamed.values()) & set(rebuild.dropped):
+        # RENAME COLUMN first: SQLite rewrites every trigger, view and foreign
+        # key that names the column; then copy the renamed table.
+        _native(rebuild, [])
+        renamed = dict((rebuild.old.column(k).name, v) for k, v in rebuild.renamed.items())
+        rebuild = _Rebuild(conn, raw, rebuild.name)
+        _plan(rebuild, drop, {}, create_sql)
+        rebuild.renamed_natively = renamed
+    _check_copy_renames(rebuild)
+    rows = _copy(rebuild)
+    _check_views(rebuild)
+    _log_changes(rebuild, "copied", rows)
+    return rebuild.changes
+
 
 def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
-    raise MigrationError("rebuild_table() is not implemented yet")
+    """Change a table the way SQLite's ALTER TABLE cannot, losing nothing.
+
+    drop: column names to remove; rename: {old: new}; create_sql: the whole
+    new CREATE TABLE statement (columns are copied by name, through `rename`;
+    old columns it lacks are dropped; new ones get their defaults).
+    Rows, rowids, the AUTOINCREMENT counter, indexes, triggers (TEMP ones too)
+    and everything the CREATE TABLE text says about the kept columns stay.
+    Works inside the caller's transaction (a savepoint) or in its own; never
+    lets a foreign-key action fire.  Returns the changes made, as sentences.
+    """
+    if isinstance(drop, str):
+        drop = [drop]
+    drop, rename = list(drop), dict(rename or {})
+    with using(db) as conn:
+        raw = _raw(conn)
+        with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
+            with transaction(conn):
+                try:
+                    changes = _run_rebuild(conn, raw, table, drop, rename, create_sql)
+                except sqlite3.Error as e:
+                    failure = MigrationError("rebuilding table %s failed: %s; nothing was "
+                                             "changed" % (table, e))
+                    failure.__cause__ = e
+                    raise failure
+                if check_fk:
+                    try:
+                        check_foreign_keys(raw)
+                    except MigrationError as e:
+                        raise MigrationError("%s; the rebuild of %s was rolled back"
+                                             % (e, table))
+    return changes
 
 
 def drop_column(db, table, column):
+    """Drop one column, by SQLite's DROP COLUMN where it can, else by a rebuild."""
     return rebuild_table(db, table, drop=[column])
 
 
