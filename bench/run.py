@@ -483,7 +483,7 @@ def w2_apply(res, target, workdir, peers_py, sizes, runs):
         for n in [n0] + sizes:
             cmd, db, cwd = make(n)
             entries[(name, n)] = dict(cmd=cmd, cwd=cwd, prepare=["rm", "-f", str(db)],
-                                      runs=runs if n <= 100 else max(2, runs // 2), db=db)
+                                      runs=2 * runs if n <= 100 else max(2, runs // 2), db=db)
     t = time_group(entries, rounds=2 if max(sizes) > 100 else 3)
     for (name, n), e in entries.items():
         if name.startswith("python -m sqlmigrate"):
@@ -630,6 +630,7 @@ def w3_drop_column(res, target, workdir, peers_py, sizes, runs):
             tools = ["floor", "native", "sqlmigrate"] if case == "native" else ["floor", "sqlmigrate"]
             if peers_py and case == "native":
                 tools += ["sqlite-utils", "alembic"]
+            tools = [t for t in tools if wanted(t)]
             answers = {tool: [] for tool in tools}
             errors = {}
             if skip:
@@ -681,6 +682,13 @@ def w3_drop_column(res, target, workdir, peers_py, sizes, runs):
                     if tool in ("sqlite-utils", "alembic"):
                         note += " (RSS includes the peer's imports)"
                     res.timing("W3", label, name, s, floor, note=note, scale=1.0, unit="s")
+
+
+TOOLS = None   # --tools: the W3/W4 tools to run (the floor always runs)
+
+
+def wanted(tool):
+    return tool == "floor" or TOOLS is None or tool in TOOLS
 
 
 def human(n):
@@ -795,6 +803,7 @@ def w4_reconcile(res, target, workdir, peers_py, sizes, runs):
             label = "%d tables, %s" % (tables, "check, nothing to add" if mode == "check"
                                        else "add 1 column each")
             tools = ["floor", "sqlmigrate"] + (["sqlite-utils"] if peers_py else [])
+            tools = [t for t in tools if wanted(t)]
             rounds = runs if tables <= 200 else max(2, runs // 2)
             if tables > 200 and mode == "add":
                 rounds = 1      # ~1.5 min a run on 2000 tables: each ALTER reloads the schema
@@ -946,14 +955,18 @@ def main(argv=None):
     ap.add_argument("--sqlmigrate", default=str(ROOT / "sqlmigrate.py"),
                     help="the sqlmigrate.py to measure (default: the repository's)")
     ap.add_argument("--runs", type=int, default=0, help="override every run count")
+    ap.add_argument("--tools", default=None,
+                    help="W3/W4 only: comma-separated tools besides the floor "
+                         "(sqlmigrate, native, sqlite-utils, alembic)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--out", default="results",
                     help="write bench/results/OUT.json and OUT.md (default: results)")
     args = ap.parse_args(argv)
     only = {w.strip().upper() for w in args.only.split(",")}
 
-    global PY
+    global PY, TOOLS
     PY = ensure_bare()
+    TOOLS = set(args.tools.split(",")) if args.tools else None
     # A bytecode cache is part of what `python -m sqlmigrate` is measured with.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
