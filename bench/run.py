@@ -959,10 +959,15 @@ def main(argv=None):
                     help="W3/W4 only: comma-separated tools besides the floor "
                          "(sqlmigrate, native, sqlite-utils, alembic)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--combine", metavar="NAME,...",
+                    help="run nothing: merge bench/results/NAME.json files into one table "
+                         "(a later file's row replaces an earlier one, unless it was skipped)")
     ap.add_argument("--out", default="results",
                     help="write bench/results/OUT.json and OUT.md (default: results)")
     args = ap.parse_args(argv)
     only = {w.strip().upper() for w in args.only.split(",")}
+    if args.combine:
+        return combine(args.combine.split(","), args.out)
 
     global PY, TOOLS
     PY = ensure_bare()
@@ -1012,6 +1017,43 @@ def main(argv=None):
         json.dumps({"info": info, "rows": res.rows}, indent=1))
     print(md)
     log("wrote %s.md and %s.json" % (RESULTS / args.out, RESULTS / args.out))
+    return 0
+
+
+def combine(names, out):
+    """One table from several runs (say the default run, --heavy, and a --tools rerun)."""
+    merged, infos, floors = {}, [], {}
+    for name in names:
+        data = json.load(open(RESULTS / (name + ".json")))
+        infos.append((name, data["info"]))
+        for row in data["rows"]:
+            key = (row["workload"], row["case"], row["tool"])
+            if row["result"] == "skipped" and key in merged:
+                continue
+            merged[key] = dict(row, source=name)
+            if row["tool"].startswith("floor") and row["value"] is not None:
+                floors[(name, row["workload"], row["case"])] = row
+    for key, row in merged.items():
+        floor = [r for k, r in merged.items() if k[:2] == key[:2] and k[2].startswith("floor")]
+        if row["ratio"] is not None and floor and floor[0]["source"] != row["source"]:
+            own = floors.get((row["source"],) + key[:2])
+            row["note"] = ("× its own run's floor, %s %s (run %s). " % (
+                fmt_num(own["value"]), own["unit"], row["source"]) if own else "") + row["note"]
+    def size(case):
+        head = case.split()[0].replace("N=", "").rstrip(",")
+        return int(head[:-1]) * {"k": 10 ** 3, "M": 10 ** 6}[head[-1]] \
+            if head[-1:] in ("k", "M") and head[:-1].isdigit() else \
+            (int(head) if head.isdigit() else 0)
+    order = {k: i for i, k in enumerate(merged)}
+    rows = sorted(merged.values(), key=lambda r: (r["workload"], size(r["case"]),
+                                                  order[(r["workload"], r["case"], r["tool"])]))
+    lines = ["Runs: " + "; ".join("`%s` (%s)" % (i["command"], i["date"]) for _, i in infos),
+             "", markdown(rows), ""]
+    missed = [r for r in rows if r["result"] == "MISSED"]
+    lines.append("Targets missed: %d." % len(missed) if missed else "Every measured target met.")
+    md = "\n".join(lines) + "\n"
+    (RESULTS / (out + ".md")).write_text(md)
+    print(md)
     return 0
 
 
