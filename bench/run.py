@@ -1047,7 +1047,10 @@ def combine(names, out):
     order = {k: i for i, k in enumerate(merged)}
     rows = sorted(merged.values(), key=lambda r: (r["workload"], size(r["case"]),
                                                   order[(r["workload"], r["case"], r["tool"])]))
-    lines = ["Runs: " + "; ".join("`%s` (%s)" % (i["command"], i["date"]) for _, i in infos),
+    i = infos[-1][1]
+    lines = ["Machine: %s. Python %s, SQLite %s, timings by %s." % (
+        i["machine"], i["python"], i["sqlite"], i["timer"]), "",
+             "Runs: " + "; ".join("`%s` (%s)" % (i["command"], i["date"]) for _, i in infos),
              "", markdown(rows), ""]
     missed = [r for r in rows if r["result"] == "MISSED"]
     lines.append("Targets missed: %d." % len(missed) if missed else "Every measured target met.")
