@@ -33,6 +33,11 @@ def body(sql):
 class RebuildTestCase(TempDirTestCase):
     force_copy = False
 
+    def setting(self, name, value):
+        saved = getattr(sqlmigrate, name)
+        setattr(sqlmigrate, name, value)
+        self.addCleanup(setattr, sqlmigrate, name, saved)
+
     def setUp(self):
         super(RebuildTestCase, self).setUp()
         saved = sqlmigrate._FORCE_COPY
@@ -514,14 +519,23 @@ class Cases(object):
                              [row[:-1] for row in expected[table]])
         self.assertHealthy()
 
+    @unittest.skipUnless(hasattr(os, "openpty"), "needs a pseudo-terminal")
     def test_copy_in_many_rowid_ranges(self):
+        # Ranges are used only while progress is shown: on a terminal, big table.
         self.make("CREATE TABLE t (a TEXT, gone TEXT);")
         self.conn.executemany("INSERT INTO t (rowid, a) VALUES (?, ?)",
                               [(i * i, str(i)) for i in range(1, 40)])
-        saved = sqlmigrate._COPY_CHUNK_ROWS
-        sqlmigrate._COPY_CHUNK_ROWS = 4
-        self.addCleanup(setattr, sqlmigrate, "_COPY_CHUNK_ROWS", saved)
-        sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (a TEXT)")
+        self.setting("_COPY_CHUNK_ROWS", 4)
+        self.setting("_PROGRESS_MIN_ROWS", 10)
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        terminal = os.fdopen(slave, "w")
+        self.addCleanup(terminal.close)
+        saved, sys.stderr = sys.stderr, terminal
+        try:
+            sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (a TEXT)")
+        finally:
+            sys.stderr = saved
         self.assertEqual(self.rows("SELECT rowid, a FROM t ORDER BY rowid"),
                          [(i * i, str(i)) for i in range(1, 40)])
         self.assertHealthy()
@@ -942,11 +956,6 @@ class BothPathsAgree(RebuildTestCase):
 
 class BigTable(RebuildTestCase):
     force_copy = True
-
-    def setting(self, name, value):
-        saved = getattr(sqlmigrate, name)
-        setattr(sqlmigrate, name, value)
-        self.addCleanup(setattr, sqlmigrate, name, saved)
 
     @unittest.skipUnless(hasattr(os, "openpty"), "needs a pseudo-terminal")
     def test_progress_on_a_terminal(self):
