@@ -454,7 +454,9 @@ class Migration(object):
             if direction == "up":
                 self._up_sql = body
                 self._transactional = options != "transaction:false"
-            else:
+            elif split_sql(body):
+                # An empty down section (as `new --sql` writes it) is no down:
+                # `down` refuses up front instead of "rolling back" nothing.
                 self._down_sql = body
         if self._up_sql is None:
             raise MigrationError("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
@@ -488,8 +490,8 @@ def discover(directory):
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except FileNotFoundError:
-        raise RequestError("migration directory %s does not exist (use --dir or $SQLMIGRATE_DIR)"
-                           % directory)
+        raise RequestError("migration directory %s does not exist: create it (mkdir %s), or "
+                           "point --dir / $SQLMIGRATE_DIR at it" % (directory, directory))
     except NotADirectoryError:
         raise RequestError("%s is not a directory of migrations" % directory)
     except OSError as e:
@@ -820,7 +822,9 @@ def read_state(conn, table):
         rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
                       "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
                       "duration_ms FROM %s" % (metadata, history))
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as e:
+        if not ("no such table" in str(e) or "no such column" in str(e)):
+            raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     version_rows = [row[1] for row in rows if row[0] is None]
     records = dict((row[0], row[1:]) for row in rows if row[0] is not None)
@@ -995,6 +999,7 @@ class Migrator(object):
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda event, migration, direction: None)
         self._migrations = None
+        self._atomic = False  # set while an --atomic run is under way
 
     # -- reading ------------------------------------------------------------
 
@@ -1060,6 +1065,9 @@ class Migrator(object):
                 m.load()
             except MigrationError as e:
                 problems.append(str(e))
+        if self.path is not None and not _database_exists(self.path):
+            problems.append("database %s does not exist (check --db): drift cannot be checked"
+                            % self.path)
         report = self.status()
         problems.extend(_drift_sentences(report, self.table))
         return problems
@@ -1117,17 +1125,24 @@ class Migrator(object):
         files = [m for m in self.migrations if m.version <= version]
         if version < 0 or version and version not in {m.version for m in self.migrations}:
             raise RequestError("no migration file has version %d" % version)
+        if self.path is not None and not _database_exists(self.path):
+            raise RequestError("database %s does not exist; mark adopts an existing database "
+                               "(check --db)" % self.path)
         if version < self.current_version:
             raise MigrationError("the database is at version %d already; mark only moves "
                                  "forward (use down to go back)" % self.current_version)
-        with self._session(False, create=True) as session:
+        with self._session(False) as session:
             conn = session.conn
             with transaction(conn):
                 state = read_state(conn, self.table)
                 _ensure_tracking(conn, self.table, state, self.migrations)
                 for m in files:
-                    if m.version not in state.records or state.records[m.version][1] is None:
-                        _write_record(conn, self.table, m, _utc_now(), None, m.checksum)
+                    record = state.records.get(m.version)
+                    if record is None or record[1] != m.checksum:
+                        if record is not None and record[1] is not None:
+                            log.warning("Accepting the changed file %s as applied", m.filename)
+                        _write_record(conn, self.table, m, record[2] if record and record[2]
+                                      else _utc_now(), record[3] if record else None, m.checksum)
                 _write_version(conn, self.table, version)
         log.info("Marked migrations up to v%d as applied", version)
         return files
@@ -1187,6 +1202,10 @@ class Migrator(object):
         finally:
             if session.conn is not None and session.conn is not self.connection:
                 session.conn.close()
+                # A database this run created and then rolled back entirely is
+                # an empty file: remove it rather than leave a trap behind.
+                if session.opener is not None and os.path.getsize(self.path) == 0:
+                    os.remove(self.path)
 
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:
@@ -1208,10 +1227,14 @@ class Migrator(object):
         done = []
         try:
             if atomic:
-                with foreign_keys_off(conn) as checked, transaction(conn):
-                    for m in plan:
-                        if self._apply(conn, m, direction, checked):
-                            done.append(m)
+                self._atomic = True
+                try:
+                    with foreign_keys_off(conn) as checked, transaction(conn):
+                        for m in plan:
+                            if self._apply(conn, m, direction, checked):
+                                done.append(m)
+                finally:
+                    self._atomic = False
                 for m in done:
                     self.progress("done", m, direction)
                 return done
@@ -1272,7 +1295,8 @@ class Migrator(object):
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
-            failure = _migration_failure(m, direction, e, db.failed_statement, transactional)
+            failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
+                                         self._atomic)
             failure.tables = _tables_named_in(db.executed)
             raise failure
         finally:
@@ -1298,7 +1322,9 @@ class Migrator(object):
         statements = []
 
         def trace(sql):
-            if not sql.lstrip().startswith("--"):  # trigger sub-programs
+            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
+            # Pythons report when SQLite re-prepares a statement.
+            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
                 statements.append(sql)
 
         done = []
@@ -1335,14 +1361,18 @@ class _DryRunRollback(Exception):
     pass
 
 
-def _migration_failure(m, direction, error, statement, transactional):
+def _migration_failure(m, direction, error, statement, transactional, atomic):
     if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
             and str(error).startswith(m.path):
         return error
-    parts = ["%s (%s) failed: %s: %s" % (m.path, direction, type(error).__name__, error)]
+    line = _error_line(error, m.path) if m.kind == "py" else "?"
+    where = m.path if line == "?" else "%s:%s" % (m.path, line)
+    parts = ["%s (%s) failed: %s: %s" % (where, direction, type(error).__name__, error)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
-    if transactional:
+    if atomic:
+        parts.append("the whole --atomic run was rolled back; the database is as it was")
+    elif transactional:
         parts.append("the migration was rolled back; earlier migrations stay applied")
     else:
         parts.append("it ran outside a transaction: the database may be partly changed")
@@ -1366,12 +1396,15 @@ def _log_schema_of(conn, tables):
 def _drift_sentences(report, table):
     sentences = []
     if report.get("ahead"):
-        sentences.append("database is at version %d but the newest migration file is v%d: "
-                         "wrong --dir, or files missing? nothing was changed"
-                         % (report["current_version"], report["latest_version"]))
+        newest = ("the newest migration file is v%d" % report["latest_version"]
+                  if report["latest_version"] else "there are no migration files")
+        sentences.append("database is at version %d but %s: wrong --dir, or files missing?"
+                         % (report["current_version"], newest))
     for r in report["migrations"]:
         if r["state"] == "changed":
-            sentences.append("%s (v%d) was changed after it was applied" % (r["file"], r["version"]))
+            sentences.append("%s (v%d) was changed after it was applied: restore it, or accept "
+                             "it with `mark %d`" % (r["file"], r["version"],
+                                                   report["current_version"]))
         elif r["state"] == "missing":
             sentences.append("v%d (%s) is applied but its file is gone" % (r["version"], r["name"]))
         elif r["state"] == "out-of-order":
@@ -3387,6 +3420,8 @@ def run_command(args, out, err):
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
+            if migrator.path is not None and not os.path.exists(migrator.path):
+                out.write("(database %s does not exist yet)\n" % migrator.path)
         unclean = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
         return 1 if args.check and (unclean or report["current_version"] > report["latest_version"]) \
             else 0

@@ -17,6 +17,7 @@ def up(db):
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             key_name VARCHAR NOT NULL,
             hashed_key VARCHAR NOT NULL UNIQUE,
+            last_used_at DATETIME,
             created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
         );
         CREATE TABLE usage_logs (

@@ -830,7 +830,9 @@ class VerifyTests(CLITestCase):
         self.assertEqual(status, 2)
 
     def test_verify_never_writes_and_creates_no_file(self):
-        self.run_ok("--db", self.db, "verify")
+        status, out, _ = self.cli("--db", self.db, "verify")
+        self.assertEqual(status, 1)  # a --db typo must not pass a CI gate
+        self.assertIn("does not exist", out)
         self.assert_no_database_files()
         self.make_plain_database()
         before = self.sha()

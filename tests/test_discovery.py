@@ -135,6 +135,10 @@ class SqlMigrations(TempDirTestCase):
         self.assertEqual(m._up_sql.strip(), "CREATE TABLE a (x);")
         self.assertEqual(m._down_sql.strip(), "DROP TABLE a;")
 
+    def test_empty_down_section_means_no_down(self):
+        m = self.load("-- migrate:up\nCREATE TABLE a (x);\n-- migrate:down\n\n-- nothing yet\n")
+        self.assertFalse(m.has_down)
+
     def test_file_without_markers_is_all_up_and_has_no_down(self):
         m = self.load("CREATE TABLE a (x);\n")
         self.assertFalse(m.has_down)

@@ -164,6 +164,22 @@ class Atomicity(RunnerTestCase):
             self.migrator().up(atomic=True)
         self.assertEqual(file_sha256(self.db), before)
 
+    def test_atomic_failure_says_everything_was_rolled_back(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(2, "two", "SELECT * FROM nope;")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().up(atomic=True)
+        self.assertIn("whole --atomic run was rolled back", str(caught.exception))
+        self.assertFalse(os.path.exists(self.db))  # it did not exist before
+
+    def test_exception_in_python_migration_names_the_line(self):
+        self.write("001-raises.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    raise ValueError('boom')\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("001-raises.py:3", str(caught.exception))
+        self.assertIn("ValueError: boom", str(caught.exception))
+
     def test_atomic_success_applies_everything(self):
         self.three_migrations()
         self.assertEqual(len(self.migrator().up(atomic=True)), 3)
@@ -423,10 +439,28 @@ class Tracking(RunnerTestCase):
 
     def test_mark_records_without_running(self):
         self.three_migrations()
+        self.connect().execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT)")
         marked = self.migrator().mark(2)
         self.assertEqual([m.version for m in marked], [1, 2])
-        self.assertEqual(self.tables(), ["metadata", "metadata_migrations"])
+        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "users"])
         self.assertEqual([m.version for m in self.migrator().pending()], [3])
+
+    def test_mark_refuses_a_database_that_does_not_exist(self):
+        self.three_migrations()
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            self.migrator().mark(2)
+        self.assertIn("does not exist", str(caught.exception))
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_mark_accepts_a_changed_file(self):
+        self.three_migrations()
+        sqlmigrate.migrate(self.db, self.dir)
+        self.write_sql(2, "add-email", "ALTER TABLE users ADD COLUMN email TEXT; -- reworded")
+        self.assertEqual(len(self.migrator().verify()), 1)
+        self.assertIn("mark 3", self.migrator().verify()[0])
+        self.migrator().mark(3)
+        self.assertEqual(self.migrator().verify(), [])
+        self.assertEqual(self.schema_version(), "3")
 
     def test_verify_is_clean_then_reports_each_problem(self):
         self.three_migrations()
@@ -445,7 +479,8 @@ class ReadOnlyOperations(RunnerTestCase):
         self.three_migrations()
         m = self.migrator()
         self.assertEqual(m.status()["pending"], 3)
-        self.assertEqual(m.verify(), [])
+        self.assertEqual(len(m.verify()), 1)
+        self.assertIn("does not exist", m.verify()[0])
         done = m.up(dry_run=True)
         self.assertEqual([d.version for d in done], [1, 2, 3])
         self.assertFalse(os.path.exists(self.db))
