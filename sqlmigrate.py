@@ -1,0 +1,2444 @@
+"""sqlmigrate: versioned, transactional schema migrations for SQLite in one file.
+
+Numbered migration files (``001-initial-schema.py``, ``002-add-user-field.sql``)
+run in order, each all-or-nothing, and the highest applied version is kept in a
+``metadata`` table inside the database.  Standard library only; CPython 3.6+
+and SQLite 3.7.17+.  Usage::
+
+    import sqlmigrate
+
+    # at start-up: apply whatever is pending (a no-op costs one query)
+    sqlmigrate.migrate("data/app.db", "migrations")
+
+    m = sqlmigrate.Migrator("data/app.db", "migrations")
+    print(m.current_version, [p.name for p in m.pending()])
+    m.up(dry_run=True)            # run inside a transaction, print SQL, roll back
+    m.down(steps=1)               # roll back the newest migration
+
+    # from a shell:  python sqlmigrate.py --db data/app.db status | up | down
+"""
+
+import logging
+import os
+import re
+import sqlite3
+import sys
+import time
+from contextlib import contextmanager
+
+__version__ = "0.1.0"
+__all__ = [
+    "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "backup",
+    "connect", "transaction", "quote_identifier", "split_sql",
+    "reconcile", "merge_json_defaults", "schema_report", "schema_info",
+    "rebuild_table", "drop_column",
+]
+
+log = logging.getLogger("sqlmigrate")
+log.addHandler(logging.NullHandler())
+# One line per applied migration; the CLI prints those as results instead.
+_runner_log = logging.getLogger("sqlmigrate.runner")
+
+DEFAULT_TABLE = "metadata"
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
+
+
+class MigrationError(Exception):
+    """Every error sqlmigrate raises on purpose; the message says what to do."""
+
+
+class RequestError(MigrationError):
+    """The request itself is wrong (bad file names, missing directory, bad
+    arguments): nothing was tried.  The CLI exits with status 2 for these."""
+
+
+# --- Compatibility shims ---------------------------------------------------
+# Every version-dependent branch in the module reads one of these names.
+
+SQLITE_VERSION = sqlite3.sqlite_version_info
+# Connection.backup() arrived in Python 3.7; 3.6 gets a locked file copy.
+HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
+# Python 3.12 added Connection.autocommit; LEGACY_TRANSACTION_CONTROL is its
+# default, under which isolation_level rules (as on 3.6 to 3.11).
+LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+# pragma_table_info() as a table-valued function: SQLite 3.16.
+HAS_PRAGMA_FUNCTIONS = SQLITE_VERSION >= (3, 16, 0)
+# ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
+HAS_RENAME_COLUMN = SQLITE_VERSION >= (3, 25, 0)
+HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
+
+
+class _LazyRegex(object):
+    """A regex compiled on first use, so `import sqlmigrate` costs about what
+    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
+
+    def __init__(self, pattern, flags=0):
+        self._args = (pattern, flags)
+
+    def __getattr__(self, name):
+        compiled = re.compile(*self._args)
+        for method in ("match", "search", "finditer"):
+            setattr(self, method, getattr(compiled, method))
+        return getattr(compiled, name)
+
+
+# Windows needs O_BINARY for os.open() to leave line endings alone.
+_O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _tolerant_stream(stream):
+    """Python 3.6 in the C locale writes ASCII and raises on anything else
+    (3.7+ coerces to UTF-8); show such characters escaped instead."""
+    if getattr(stream, "errors", None) not in ("strict", "surrogateescape"):
+        return stream
+    if hasattr(stream, "reconfigure"):  # Python 3.7+
+        stream.reconfigure(errors="backslashreplace")
+        return stream
+    if hasattr(stream, "buffer"):
+        import io
+        return io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                errors="backslashreplace", line_buffering=True)
+    return stream
+
+
+def _autocommit_mode(conn):
+    return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
+
+
+# --- SQL text: one tokenizer, one splitter, one quoter ----------------------
+
+_TOKEN_RE = _LazyRegex(r"""
+    (?P<space>\s+)
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<string>'(?:[^']|'')*(?:'|\Z))
+  | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
+  | (?P<word>[^\s'"`\[\]();,.+\-*/%<>=!|&~^]+)
+  | (?P<punct>.)
+""", re.X | re.S)
+
+
+def tokenize(sql):
+    """Split SQL text into (kind, text) pairs; kind is space, comment, string,
+    ident (a quoted identifier), word or punct.  Joining the texts gives `sql`."""
+    return [(match.lastgroup, match.group()) for match in _TOKEN_RE.finditer(sql)]
+
+
+def split_sql(sql):
+    """Split a script into statements (without the final ';').
+
+    Semicolons inside strings, quoted identifiers, comments and trigger bodies
+    do not split; a last statement without ';' is kept; empty ones are dropped.
+    """
+    statements, current, words = [], [], []
+    in_trigger = trigger_done = False
+    case_depth = 0
+    for kind, text in tokenize(sql):
+        if not current and kind in ("space", "comment"):
+            continue  # a statement starts at its first real token
+        if kind == "punct" and text == ";" and (not in_trigger or trigger_done):
+            if current:
+                statements.append("".join(current).rstrip())
+            current, words = [], []
+            in_trigger = trigger_done = False
+            case_depth = 0
+            continue
+        current.append(text)
+        if kind != "word":
+            continue
+        word = text.upper()
+        if len(words) < 3:
+            words.append(word)
+            if words[0] == "CREATE" and word == "TRIGGER":
+                in_trigger = True
+        elif in_trigger:
+            # CASE ... END inside a trigger body must not end the trigger.
+            if word == "CASE":
+                case_depth += 1
+            elif word == "END":
+                if case_depth:
+                    case_depth -= 1
+                else:
+                    trigger_done = True
+    tail = "".join(current).rstrip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def quote_identifier(name):
+    """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+# --- Migration files --------------------------------------------------------
+
+_NAME_RE = _LazyRegex(r"^(\d{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
+_DESCRIPTION_RE = _LazyRegex(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_MARKER_RE = _LazyRegex(r"^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$", re.M | re.I)
+_PY_NAME_RE = _LazyRegex(r"""^name\s*=\s*(?P<q>['"])(?P<name>(?:(?!(?P=q)).)*)(?P=q)\s*(?:#.*)?$""",
+                         re.M)
+
+
+def _filename_problem(filename):
+    """Why `filename` breaks the naming rule."""
+    stem = filename.rsplit(".", 1)[0]
+    digits = re.match(r"\d*", stem).group()
+    example = "e.g. 001-initial-schema.py"
+    if not digits:
+        return "the name must start with a version of at least 3 digits (%s)" % example
+    if len(digits) < 3:
+        return "version must have at least 3 digits (%s)" % example
+    rest = stem[len(digits):]
+    if not rest.startswith("-"):
+        return "use a hyphen after the version (%s)" % example
+    if not _DESCRIPTION_RE.match(rest[1:]):
+        return ("use kebab-case for the description: lower-case letters and digits "
+                "joined by single hyphens (%s)" % example)
+    return "the name does not follow <version>-<description>.py|.sql (%s)" % example
+
+
+class Migration(object):
+    """One migration file.  Cheap to create: the file is read only when its
+    checksum or code is needed, and a Python file is executed only by load()."""
+
+    def __init__(self, directory, filename, version, description, kind):
+        self.path = directory + filename  # directory ends with a separator
+        self.filename = filename
+        self.version, self.description, self.kind = version, description, kind
+        self._source = self._checksum = None
+        self._name = None
+        self._loaded = False
+        self._module = None
+        self._up_sql = self._down_sql = None
+        self._transactional = True
+        self.duration_ms = None     # set when the runner applies or rolls it back
+        self.executed_sql = None    # set by a dry run: the statements it executed
+
+    def __repr__(self):
+        return "<Migration v%d %s>" % (self.version, self.filename)
+
+    @property
+    def source(self):
+        if self._source is None:
+            # os.read rather than open(): a third of the cost, which matters
+            # when a no-op start-up hashes every applied migration.
+            try:
+                fd = os.open(self.path, _O_BINARY_READ)
+                try:
+                    chunks = []
+                    chunk = os.read(fd, 1 << 16)
+                    while chunk:
+                        chunks.append(chunk)
+                        chunk = os.read(fd, 1 << 16)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise MigrationError("cannot read migration %s: %s" % (self.path, e.strerror))
+            self._source = b"".join(chunks)
+        return self._source
+
+    @property
+    def checksum(self):
+        # Line endings are normalised so a checkout with CRLF is not "changed".
+        if self._checksum is None:
+            import hashlib  # lazily: OpenSSL's import costs more than sqlite3's
+            normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self._checksum = hashlib.sha256(normalised).hexdigest()
+        return self._checksum
+
+    @property
+    def name(self):
+        """The `name` a Python file declares (read without running it), else
+        the description in words: 002-add-user-field -> "Add user field"."""
+        if self._name is None:
+            name = None
+            if self.kind == "py":
+                match = _PY_NAME_RE.search(self.source.decode("utf-8", "replace"))
+                name = match.group("name") if match else None
+            self._name = name or self.description.replace("-", " ").capitalize()
+        return self._name
+
+    @property
+    def has_down(self):
+        self.load()
+        if self.kind == "py":
+            return callable(getattr(self._module, "down", None))
+        return self._down_sql is not None
+
+    @property
+    def transactional(self):
+        self.load()
+        return self._transactional
+
+    def load(self):
+        """Read, compile and validate the file; raise MigrationError naming the
+        file (and line) on any problem.  Runs a Python file's top level once."""
+        if not self._loaded:
+            if self.kind == "py":
+                self._load_python()
+            else:
+                self._load_sql()
+            self._loaded = True
+        return self
+
+    def _load_python(self):
+        import types
+        try:
+            code = compile(self.source, self.path, "exec")
+        except SyntaxError as e:
+            raise MigrationError("%s:%s: syntax error: %s" % (self.path, e.lineno, e.msg))
+        module = types.ModuleType("sqlmigrate_migration_%d" % self.version)
+        module.__file__ = self.path
+        try:
+            exec(code, module.__dict__)
+        except Exception as e:
+            raise MigrationError("%s:%s: error while loading the migration: %s: %s"
+                                 % (self.path, _error_line(e, self.path), type(e).__name__, e))
+        if not callable(getattr(module, "up", None)):
+            raise MigrationError("%s: the migration has no up(db) function" % self.path)
+        declared = getattr(module, "version", None)
+        if declared is not None and declared != self.version:
+            raise MigrationError("%s: version = %r disagrees with the file name (version %d); "
+                                 "fix one of them" % (self.path, declared, self.version))
+        name = getattr(module, "name", None)
+        if name is not None:
+            self._name = str(name)
+        self._transactional = bool(getattr(module, "transaction", True))
+        self._module = module
+
+    def _load_sql(self):
+        try:
+            text = self.source.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MigrationError("%s is not valid UTF-8 (byte %d); save it as UTF-8"
+                                 % (self.path, e.start))
+        markers = list(_MARKER_RE.finditer(text))
+        if not markers:
+            self._up_sql = text
+            return
+        if split_sql(text[:markers[0].start()]):
+            raise MigrationError("%s: SQL before the first '-- migrate:' marker" % self.path)
+        for i, marker in enumerate(markers):
+            end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+            body = text[marker.end():end]
+            direction = marker.group(1).lower()
+            options = marker.group(2).strip().lower()
+            if (self._up_sql if direction == "up" else self._down_sql) is not None:
+                raise MigrationError("%s: more than one '-- migrate:%s' marker"
+                                     % (self.path, direction))
+            if options not in ("", "transaction:false", "transaction:true"):
+                raise MigrationError("%s: unknown marker option %r (only transaction:false)"
+                                     % (self.path, options))
+            if direction == "up":
+                self._up_sql = body
+                self._transactional = options != "transaction:false"
+            else:
+                self._down_sql = body
+        if self._up_sql is None:
+            raise MigrationError("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
+
+    def run(self, db, direction):
+        """Run up or down against `db` (the runner's MigrationConnection)."""
+        self.load()
+        if self.kind == "py":
+            getattr(self._module, direction)(db)
+        else:
+            for statement in split_sql(self._up_sql if direction == "up" else self._down_sql):
+                db.execute(statement)
+
+
+def _error_line(error, path):
+    tb = error.__traceback__
+    line = "?"
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def discover(directory):
+    """Every migration in `directory`, sorted by version.  All names are
+    checked first: any invalid or duplicate name raises RequestError listing
+    every problem, so nothing runs while one file is wrong."""
+    directory = os.fspath(directory)
+    try:
+        with os.scandir(directory) as scan:  # scandir: no stat() per file
+            entries = sorted((entry.name, entry.is_dir()) for entry in scan)
+    except FileNotFoundError:
+        raise RequestError("migration directory %s does not exist (use --dir or $SQLMIGRATE_DIR)"
+                           % directory)
+    except NotADirectoryError:
+        raise RequestError("%s is not a directory of migrations" % directory)
+    except OSError as e:
+        raise RequestError("cannot read migration directory %s: %s" % (directory, e.strerror))
+    problems, by_version, prefix = [], {}, os.path.join(directory, "")
+    for filename, is_dir in entries:
+        if is_dir or filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
+            continue
+        match = _NAME_RE.match(filename)
+        if not match:
+            problems.append("%s: %s" % (os.path.join(directory, filename),
+                                        _filename_problem(filename)))
+            continue
+        version = int(match.group(1))
+        if version in by_version:
+            problems.append("two migrations have version %d: %s and %s; renumber one"
+                            % (version, by_version[version].filename, filename))
+            continue
+        by_version[version] = Migration(prefix, filename, version, match.group(2),
+                                        match.group(3))
+    if problems:
+        raise RequestError("invalid migration files:\n  " + "\n  ".join(problems))
+    return [by_version[v] for v in sorted(by_version)]
+
+
+# --- Connections and transactions -------------------------------------------
+
+def _uri(path, mode):
+    path = os.path.abspath(path).replace(os.sep, "/")
+    for char, escaped in (("%", "%25"), ("?", "%3F"), ("#", "%23")):
+        path = path.replace(char, escaped)
+    return "file:%s%s?mode=%s" % ("/" if not path.startswith("/") else "", path, mode)
+
+
+def _database_exists(path):
+    """Whether the file exists; a path in a missing directory is an error."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise RequestError("cannot open database %s: directory %s does not exist"
+                           % (path, directory))
+    return os.path.exists(path)
+
+
+def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
+    """Open the database at `path` in autocommit mode (transactions are
+    explicit).  mode: "ro" read-only, "rw" existing file, "rwc" create."""
+    path = os.fspath(path)
+    if path == ":memory:":
+        return sqlite3.connect(":memory:", isolation_level=None)
+    if not _database_exists(path) and mode != "rwc":
+        raise MigrationError("database %s does not exist" % path)
+    try:
+        return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+    except sqlite3.Error as e:
+        raise MigrationError("cannot open database %s: %s" % (path, e))
+
+
+@contextmanager
+def using(db, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rw"):
+    """Yield a connection for `db`: a connection as it is (never closed), or
+    a path opened for the duration; sqlite3 errors become MigrationErrors."""
+    if isinstance(db, (sqlite3.Connection, MigrationConnection)):
+        conn, path = db, None
+    else:
+        path = os.fspath(db)
+        conn = connect(path, busy_timeout, mode)
+    try:
+        yield conn
+    except sqlite3.Error as e:
+        raise explain_sqlite_error(e, path)
+    finally:
+        if path is not None:
+            conn.close()
+
+
+@contextmanager
+def transaction(conn, immediate=True):
+    """One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
+    Inside a transaction the caller already holds, a SAVEPOINT instead, so a
+    failure undoes only our part and the caller decides what to commit."""
+    if conn.in_transaction:
+        name = "sqlmigrate_%d" % id(conn)
+        conn.execute("SAVEPOINT " + name)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO " + name)
+            conn.execute("RELEASE " + name)
+            raise
+        conn.execute("RELEASE " + name)
+        return
+    with _explicit_transactions(conn):
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+@contextmanager
+def _explicit_transactions(conn):
+    """Let us issue BEGIN/COMMIT ourselves on a connection of any mode, and put
+    its mode back afterwards.  Only called outside a transaction: setting
+    isolation_level or autocommit commits a pending one (Python 3.6-3.13)."""
+    if _autocommit_mode(conn) is True or (_autocommit_mode(conn) == LEGACY_TRANSACTION_CONTROL
+                                          and conn.isolation_level is None):
+        yield
+        return
+    if _autocommit_mode(conn) is False:  # Python 3.12+ PEP 249 mode
+        conn.autocommit = True
+        try:
+            yield
+        finally:
+            conn.autocommit = False
+        return
+    saved = conn.isolation_level
+    conn.isolation_level = None
+    try:
+        yield
+    finally:
+        conn.isolation_level = saved
+
+
+def _raw(conn):
+    """The sqlite3.Connection behind a MigrationConnection, or conn itself."""
+    return getattr(conn, "_conn", conn)
+
+
+def _query(conn, sql, params=()):
+    """Rows as plain tuples, whatever row_factory the caller's connection has."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor.execute(sql, params).fetchall()
+
+
+def foreign_keys_enabled(conn):
+    return bool(_query(conn, "PRAGMA foreign_keys")[0][0])
+
+
+@contextmanager
+def foreign_keys_off(conn):
+    """Switch foreign keys off around a transaction (the pragma is a no-op
+    inside one) and back on after; yields whether they had been on."""
+    was_on = foreign_keys_enabled(conn)
+    if was_on:
+        conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield was_on
+    finally:
+        if was_on:
+            conn.execute("PRAGMA foreign_keys = ON")
+
+
+def check_foreign_keys(conn):
+    """Raise MigrationError naming every row that breaks a foreign key."""
+    rows = _query(conn, "PRAGMA foreign_key_check")
+    if rows:
+        shown = ["%s rowid %s -> %s" % (table, rowid, parent) for table, rowid, parent, _ in rows[:20]]
+        more = " (and %d more)" % (len(rows) - 20) if len(rows) > 20 else ""
+        raise MigrationError("foreign key violations: %s%s" % ("; ".join(shown), more))
+
+
+def explain_sqlite_error(error, path):
+    """A sqlite3 error as a MigrationError a person can act on."""
+    where = path if path else "the database"
+    return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+
+
+def database_problem(error, path):
+    """The MigrationError for an error that is the database file's fault
+    (locked, read-only, not a database), or None for any other error."""
+    message = str(error)
+    where = path if path else "the database"
+    if "database is locked" in message or "busy" in message:
+        return MigrationError(
+            "database %s is locked by another process; wait for it to finish (or stop it) "
+            "and try again, or raise --busy-timeout" % where)
+    if "readonly" in message or "read-only" in message:
+        return MigrationError("database %s is read-only: check the file's and its "
+                              "directory's permissions" % where)
+    if "not a database" in message or "encrypted" in message:
+        return MigrationError("%s is not an SQLite database (%s)" % (where, message))
+    if "unable to open" in message:
+        return MigrationError("cannot open database %s: %s" % (where, message))
+    return None
+
+
+# --- Tracking ---------------------------------------------------------------
+# metadata(key, value) holds 'schema_version'; <table>_migrations holds one row
+# per applied migration: version, name, checksum, applied_at, duration_ms.
+
+class TrackingState(object):
+    def __init__(self, version, records, has_metadata, has_history):
+        self.version = version
+        self.records = records          # {version: (name, checksum, applied_at, duration_ms)}
+        self.has_metadata = has_metadata
+        self.has_history = has_history
+
+    def applied(self, files):
+        """Applied versions.  Without a history table (a database adopted from
+        another runner) every file up to schema_version counts as applied."""
+        if self.has_history:
+            return set(self.records)
+        return set(m.version for m in files if m.version <= self.version)
+
+
+def _missing_table(error):
+    return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
+
+
+def read_state(conn, table):
+    """The tracking state; one query on an established database."""
+    metadata, history = quote_identifier(table), quote_identifier(table + "_migrations")
+    try:
+        rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
+                      "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
+                      "duration_ms FROM %s" % (metadata, history))
+    except sqlite3.OperationalError:
+        return _read_state_step_by_step(conn, table)
+    version_rows = [row[1] for row in rows if row[0] is None]
+    records = dict((row[0], row[1:]) for row in rows if row[0] is not None)
+    return TrackingState(_parse_version(version_rows, table), records, True, True)
+
+
+def _read_state_step_by_step(conn, table):
+    """A new, adopted or foreign database: find out which tables exist."""
+    try:
+        version_rows = [row[0] for row in _query(
+            conn, "SELECT value FROM %s WHERE key = 'schema_version'" % quote_identifier(table))]
+        has_metadata = True
+    except sqlite3.OperationalError as e:
+        if not _missing_table(e):
+            if "no such column" in str(e):
+                raise MigrationError(
+                    "table %r exists but is not a key/value metadata table (%s); "
+                    "choose another tracking table with --table / table=" % (table, e))
+            raise
+        version_rows, has_metadata = [], False
+    records, has_history = {}, False
+    if has_metadata:
+        try:
+            for row in _query(conn, "SELECT version, name, checksum, applied_at, duration_ms "
+                              "FROM %s" % quote_identifier(table + "_migrations")):
+                records[row[0]] = row[1:]
+            has_history = True
+        except sqlite3.OperationalError as e:
+            if not _missing_table(e):
+                raise
+    return TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
+
+
+def _parse_version(values, table):
+    try:
+        return int(values[0]) if values and values[0] is not None else 0
+    except (TypeError, ValueError):
+        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, values[0]))
+
+
+def _ensure_tracking(conn, table, state, files):
+    """Create the tracking tables inside the caller's transaction; an adopted
+    database gets a history row for each migration its version covers."""
+    if not state.has_metadata:
+        conn.execute("CREATE TABLE IF NOT EXISTS %s (key TEXT PRIMARY KEY, value TEXT)"
+                     % quote_identifier(table))
+    if not state.has_history:
+        conn.execute("CREATE TABLE IF NOT EXISTS %s (version INTEGER PRIMARY KEY, "
+                     "name TEXT NOT NULL, checksum TEXT, applied_at TEXT, duration_ms REAL)"
+                     % quote_identifier(table + "_migrations"))
+        for m in files:
+            if m.version <= state.version:
+                _write_record(conn, table, m, None, None, checksum=None)
+                state.records[m.version] = (m.name, None, None, None)
+        state.has_metadata = state.has_history = True
+
+
+def _write_record(conn, table, m, applied_at, duration_ms, checksum):
+    conn.execute("INSERT OR REPLACE INTO %s (version, name, checksum, applied_at, duration_ms) "
+                 "VALUES (?, ?, ?, ?, ?)" % quote_identifier(table + "_migrations"),
+                 (m.version, m.name, checksum, applied_at, duration_ms))
+
+
+def _write_version(conn, table, version):
+    # UPDATE first: an adopted metadata table may lack the UNIQUE key that
+    # INSERT OR REPLACE would need.
+    if conn.execute("UPDATE %s SET value = ? WHERE key = 'schema_version'"
+                    % quote_identifier(table), (str(version),)).rowcount == 0:
+        conn.execute("INSERT INTO %s (key, value) VALUES ('schema_version', ?)"
+                     % quote_identifier(table), (str(version),))
+
+
+def _utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- Runner -----------------------------------------------------------------
+
+class MigrationConnection(object):
+    """What a migration's up(db)/down(db) receives: the real connection with
+    two changes that keep a transactional migration atomic on every Python:
+    executescript() runs statement by statement inside the transaction (the
+    stdlib's commits first), and commit()/rollback() raise."""
+
+    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
+                                   re.I)
+
+    def __init__(self, conn, transactional):
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_transactional", transactional)
+        object.__setattr__(self, "failed_statement", None)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value):
+        if self._transactional and name in ("isolation_level", "autocommit"):
+            raise MigrationError("a migration must not change db.%s: it would commit "
+                                 "the migration's transaction" % name)
+        setattr(self._conn, name, value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _refuse(self, what):
+        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
+                             "commits when up()/down() returns (set transaction = False to "
+                             "manage transactions yourself)" % what)
+
+    def commit(self):
+        if self._transactional:
+            self._refuse("db.commit()")
+        self._conn.commit()
+
+    def rollback(self):
+        if self._transactional:
+            self._refuse("db.rollback()")
+        self._conn.rollback()
+
+    def execute(self, sql, parameters=()):
+        return self._run(self._conn.execute, sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters):
+        return self._run(self._conn.executemany, sql, seq_of_parameters)
+
+    def _run(self, method, sql, parameters):
+        if self._transactional and self._ENDS_TRANSACTION.match(sql):
+            self._refuse(sql.strip().split(None, 1)[0].upper())
+        try:
+            return method(sql, parameters)
+        except sqlite3.Error:
+            object.__setattr__(self, "failed_statement", sql)
+            raise
+
+    def executescript(self, sql):
+        cursor = None
+        for statement in split_sql(sql):
+            cursor = self.execute(statement)
+        return cursor if cursor is not None else self._conn.cursor()
+
+    def cursor(self, *args):
+        return _MigrationCursor(self, self._conn.cursor(*args))
+
+
+class _MigrationCursor(object):
+    def __init__(self, db, cursor):
+        self._db, self._cursor = db, cursor
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def execute(self, sql, parameters=()):
+        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
+        return self
+
+    def executemany(self, sql, seq_of_parameters):
+        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql):
+        for statement in split_sql(sql):
+            self.execute(statement)
+        return self
+
+
+class Migrator(object):
+    """Migrations in `directory` against `db` (a path or an open connection).
+
+    A connection you pass is used as it is and never closed; its
+    isolation_level, autocommit and foreign_keys are as before on return.
+    """
+
+    def __init__(self, db, directory="migrations", table=DEFAULT_TABLE,
+                 busy_timeout=DEFAULT_BUSY_TIMEOUT, progress=None):
+        if isinstance(db, (sqlite3.Connection, MigrationConnection)):
+            self.connection, self.path = db, None
+        else:
+            self.connection, self.path = None, os.fspath(db)
+        self.directory = os.fspath(directory)
+        self.table = table
+        self.busy_timeout = busy_timeout
+        self.progress = progress or (lambda event, migration, direction: None)
+        self._migrations = None
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def migrations(self):
+        if self._migrations is None:
+            self._migrations = discover(self.directory)
+        return self._migrations
+
+    @property
+    def current_version(self):
+        return self._read_state().version
+
+    def pending(self):
+        state = self._read_state()
+        applied = state.applied(self.migrations)
+        return [m for m in self.migrations if m.version not in applied]
+
+    def status(self):
+        """The data of `status --json`."""
+        return self._report(self._read_state())
+
+    def _report(self, state):
+        rows, by_version = [], {m.version: m for m in self.migrations}
+        applied = state.applied(self.migrations)
+        for version in sorted(set(by_version) | set(state.records)):
+            m = by_version.get(version)
+            record = state.records.get(version)
+            if m is None:
+                entry_state = "missing"
+            elif version in applied:
+                entry_state = "changed" if record and record[1] and record[1] != m.checksum \
+                    else "applied"
+            else:
+                entry_state = "out-of-order" if version < state.version else "pending"
+            rows.append({
+                "version": version,
+                "name": m.name if m else (record[0] if record else None),
+                "file": m.filename if m else None,
+                "state": entry_state,
+                "applied_at": record[2] if record else None,
+            })
+        latest = self.migrations[-1].version if self.migrations else 0
+        return {
+            "database": self.path if self.path is not None else "<connection>",
+            "current_version": state.version,
+            "latest_version": latest,
+            "applied": sum(1 for r in rows if r["state"] in ("applied", "changed")),
+            "pending": sum(1 for r in rows if r["state"] in ("pending", "out-of-order")),
+            "ahead": state.version > latest,
+            "migrations": rows,
+        }
+
+    def verify(self):
+        """Every problem with the files or the drift, as sentences; [] if clean."""
+        try:
+            migrations = self.migrations
+        except RequestError as e:
+            return str(e).split("\n  ")[1:] or [str(e)]
+        problems = []
+        for m in migrations:
+            try:
+                m.load()
+            except MigrationError as e:
+                problems.append(str(e))
+        report = self.status()
+        problems.extend(_drift_sentences(report, self.table))
+        return problems
+
+    # -- changing -------------------------------------------------------------
+
+    def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
+        """Apply pending migrations (up to version `to`); return them."""
+        with self._session(dry_run) as session:
+            state = session.state
+            report = self._report(state)
+            problems = _drift_sentences(report, self.table)
+            if report["ahead"]:
+                raise MigrationError(problems[0])
+            out_of_order = [r for r in report["migrations"] if r["state"] == "out-of-order"]
+            if out_of_order:
+                raise MigrationError("; ".join(_drift_sentences(
+                    dict(report, migrations=out_of_order), self.table)) + "; nothing was applied")
+            if problems:
+                if strict:
+                    raise MigrationError("; ".join(problems) + " (strict mode: nothing applied)")
+                for problem in problems:
+                    log.warning(problem)
+            applied = state.applied(self.migrations)
+            plan = [m for m in self.migrations if m.version not in applied
+                    and (to is None or m.version <= to)]
+            return self._execute(session, plan, "up", dry_run, atomic, backup)
+
+    def down(self, to=None, steps=1, dry_run=False, backup=False):
+        """Roll back the newest `steps` migrations, or all above version `to`."""
+        if to is not None and to < 0 or steps is not None and steps < 1 and to is None:
+            raise RequestError("down needs steps >= 1 or to >= 0")
+        with self._session(dry_run) as session:
+            state = session.state
+            report = self._report(state)
+            if report["ahead"]:
+                raise MigrationError(_drift_sentences(report, self.table)[0])
+            applied = sorted(state.applied(self.migrations), reverse=True)
+            targets = [v for v in applied if v > to] if to is not None else applied[:steps]
+            by_version = {m.version: m for m in self.migrations}
+            problems = []
+            for v in targets:
+                if v not in by_version:
+                    problems.append("v%d has no migration file" % v)
+                elif not by_version[v].has_down:
+                    problems.append("%s has no down()" % by_version[v].filename)
+            if problems:
+                raise MigrationError("cannot roll back: %s; nothing was rolled back"
+                                     % "; ".join(problems))
+            plan = [by_version[v] for v in targets]
+            return self._execute(session, plan, "down", dry_run, False, backup)
+
+    def mark(self, version):
+        """Record every migration up to `version` as applied without running it."""
+        files = [m for m in self.migrations if m.version <= version]
+        if version < 0 or version and version not in {m.version for m in self.migrations}:
+            raise RequestError("no migration file has version %d" % version)
+        if version < self.current_version:
+            raise MigrationError("the database is at version %d already; mark only moves "
+                                 "forward (use down to go back)" % self.current_version)
+        with self._session(False, create=True) as session:
+            conn = session.conn
+            with transaction(conn):
+                state = read_state(conn, self.table)
+                _ensure_tracking(conn, self.table, state, self.migrations)
+                for m in files:
+                    if m.version not in state.records or state.records[m.version][1] is None:
+                        _write_record(conn, self.table, m, _utc_now(), None, m.checksum)
+                _write_version(conn, self.table, version)
+        log.info("Marked migrations up to v%d as applied", version)
+        return files
+
+    # -- machinery ----------------------------------------------------------
+
+    def _read_state(self):
+        if self.connection is not None:
+            return self._guarded(read_state, self.connection, self.table)
+        if not _database_exists(self.path):
+            return TrackingState(0, {}, False, False)
+        conn = connect(self.path, self.busy_timeout, mode="ro")
+        try:
+            return self._guarded(read_state, conn, self.table)
+        finally:
+            conn.close()
+
+    def _guarded(self, function, *args):
+        try:
+            return function(*args)
+        except sqlite3.Error as e:
+            raise explain_sqlite_error(e, self.path)
+
+    @contextmanager
+    def _session(self, dry_run, create=False):
+        """Validate the files, then read the state on a connection that can
+        write only if something may need to: a dry run against a file that
+        does not exist runs in memory, and nothing creates a file early."""
+        self.migrations  # noqa: B018 - names are validated before any connection
+        session = _Session()
+        if self.connection is not None:
+            session.conn = self.connection
+            # Python 3.12's autocommit=False keeps a transaction open at all
+            # times; leaving that mode commits it, as Python documents.
+            if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
+                raise MigrationError("the connection has an open transaction; commit or roll "
+                                     "it back before migrating")
+        elif _database_exists(self.path):
+            session.conn = connect(self.path, self.busy_timeout, mode="rw")
+        elif dry_run:
+            session.conn = connect(":memory:")
+        elif create:
+            session.conn = connect(self.path, self.busy_timeout, mode="rwc")
+        try:
+            if session.conn is None:
+                session.state = TrackingState(0, {}, False, False)
+                session.opener = lambda: connect(self.path, self.busy_timeout, mode="rwc")
+                yield session
+            else:
+                # A caller's connection in any mode gets explicit BEGIN/COMMIT
+                # for the session and its own mode back afterwards.
+                with _explicit_transactions(session.conn):
+                    session.state = self._guarded(read_state, session.conn, self.table)
+                    yield session
+        except sqlite3.Error as e:
+            raise explain_sqlite_error(e, self.path)
+        finally:
+            if session.conn is not None and session.conn is not self.connection:
+                session.conn.close()
+
+    def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
+        for m in plan:
+            m.load()  # every file validated before the first one runs
+        if atomic or dry_run:
+            stepwise = [m for m in plan if not m.transactional]
+            if atomic and stepwise:
+                raise MigrationError("--atomic cannot include non-transactional migrations: %s"
+                                     % ", ".join(m.filename for m in stepwise))
+        if not plan:
+            return []
+        if dry_run:
+            return self._dry_run(session.conn, plan, direction)
+        if session.conn is None:
+            session.conn = session.opener()
+        conn = session.conn
+        if backup_wanted and self.path is not None and session.opener is None:
+            backup(conn, _backup_path(self.path, session.state.version))
+        done = []
+        if atomic:
+            with foreign_keys_off(conn) as checked, transaction(conn):
+                for m in plan:
+                    if self._apply(conn, m, direction, checked):
+                        done.append(m)
+            return done
+        for m in plan:
+            if m.transactional:
+                with foreign_keys_off(conn) as checked, transaction(conn):
+                    applied = self._apply(conn, m, direction, checked)
+            else:
+                applied = self._apply_outside_transaction(conn, m, direction)
+            if applied:
+                done.append(m)
+        return done
+
+    def _apply(self, conn, m, direction, check_fk):
+        """Run one migration inside the open transaction and record it.
+        The state is re-read under the write lock, so a migration another
+        process applied meanwhile is skipped, not run twice."""
+        state = read_state(conn, self.table)
+        applied = state.applied(self.migrations)
+        if (m.version in applied) != (direction == "down"):
+            log.info("v%d was %s by another process meanwhile; skipped", m.version,
+                     "applied" if direction == "up" else "rolled back")
+            return False
+        _ensure_tracking(conn, self.table, state, self.migrations)
+        self._run_body(conn, m, direction, True)
+        if check_fk:
+            try:
+                check_foreign_keys(conn)
+            except MigrationError as e:
+                raise MigrationError("%s: %s; the migration was rolled back" % (m.path, e))
+        self._record(conn, m, direction, state, applied)
+        return True
+
+    def _apply_outside_transaction(self, conn, m, direction):
+        state = read_state(conn, self.table)
+        if (m.version in state.applied(self.migrations)) != (direction == "down"):
+            return False
+        with foreign_keys_off(conn):
+            self._run_body(conn, m, direction, False)
+        with transaction(conn):
+            state = read_state(conn, self.table)
+            _ensure_tracking(conn, self.table, state, self.migrations)
+            self._record(conn, m, direction, state, state.applied(self.migrations))
+        return True
+
+    def _run_body(self, conn, m, direction, transactional):
+        db = MigrationConnection(conn, transactional)
+        saved_factories = conn.row_factory, conn.text_factory
+        self.progress("start", m, direction)
+        started = time.perf_counter()
+        try:
+            m.run(db, direction)
+        except Exception as e:
+            problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            if problem:  # the database, not the migration, is at fault
+                raise MigrationError("%s: %s" % (m.path, problem))
+            raise _migration_failure(m, direction, e, db.failed_statement, transactional)
+        finally:
+            conn.row_factory, conn.text_factory = saved_factories
+            m.duration_ms = (time.perf_counter() - started) * 1000.0
+            self.progress("end", m, direction)
+        if transactional and not conn.in_transaction:
+            raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); "
+                                 "set transaction = False for such a migration" % m.path)
+
+    def _record(self, conn, m, direction, state, applied):
+        if direction == "up":
+            _write_record(conn, self.table, m, _utc_now(), round(m.duration_ms, 3), m.checksum)
+            _write_version(conn, self.table, max(applied | {m.version}))
+            _runner_log.info("Applied v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
+        else:
+            conn.execute("DELETE FROM %s WHERE version = ?"
+                         % quote_identifier(self.table + "_migrations"), (m.version,))
+            _write_version(conn, self.table, max(applied - {m.version} or {0}))
+            _runner_log.info("Rolled back v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
+
+    def _dry_run(self, conn, plan, direction):
+        """Run the plan in one transaction, keep every statement executed, roll back."""
+        statements = []
+
+        def trace(sql):
+            if not sql.lstrip().startswith("--"):  # trigger sub-programs
+                statements.append(sql)
+
+        done = []
+        try:
+            with transaction(conn):
+                for m in plan:
+                    if not m.transactional:
+                        m.executed_sql = None
+                        log.info("dry run: v%d %s is non-transactional; not run", m.version,
+                                 m.name)
+                        done.append(m)
+                        continue
+                    state = read_state(conn, self.table)
+                    _ensure_tracking(conn, self.table, state, self.migrations)
+                    del statements[:]
+                    conn.set_trace_callback(trace)
+                    try:
+                        self._run_body(conn, m, direction, True)
+                    finally:
+                        conn.set_trace_callback(None)
+                    m.executed_sql = list(statements)
+                    self._record(conn, m, direction, state, state.applied(self.migrations))
+                    done.append(m)
+                raise _DryRunRollback()
+        except _DryRunRollback:
+            pass
+        return done
+
+
+class _Session(object):
+    conn = state = opener = None
+
+
+class _DryRunRollback(Exception):
+    pass
+
+
+def _migration_failure(m, direction, error, statement, transactional):
+    if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
+            and str(error).startswith(m.path):
+        return error
+    parts = ["%s (%s) failed: %s: %s" % (m.path, direction, type(error).__name__, error)]
+    if statement:
+        parts.append("statement: %s" % " ".join(statement.split())[:500])
+    if transactional:
+        parts.append("the migration was rolled back; earlier migrations stay applied")
+    else:
+        parts.append("it ran outside a transaction: the database may be partly changed")
+    failure = MigrationError("\n  ".join(parts))
+    failure.__cause__ = error
+    return failure
+
+
+def _drift_sentences(report, table):
+    sentences = []
+    if report.get("ahead"):
+        sentences.append("database is at version %d but the newest migration file is v%d: "
+                         "wrong --dir, or files missing? nothing was changed"
+                         % (report["current_version"], report["latest_version"]))
+    for r in report["migrations"]:
+        if r["state"] == "changed":
+            sentences.append("%s (v%d) was changed after it was applied" % (r["file"], r["version"]))
+        elif r["state"] == "missing":
+            sentences.append("v%d (%s) is applied but its file is gone" % (r["version"], r["name"]))
+        elif r["state"] == "out-of-order":
+            sentences.append("%s (v%d) is below the current version %d and was never applied; "
+                             "give it a version above %d" % (r["file"], r["version"],
+                                                              report["current_version"],
+                                                              report["current_version"]))
+    return sentences
+
+
+def migrate(db, directory="migrations", **options):
+    """Apply every pending migration: the start-up one-liner.  Returns the
+    migrations applied (an empty list when the database is up to date)."""
+    up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict")
+                  if k in options}
+    return Migrator(db, directory, **options).up(**up_options)
+
+
+# --- Backups ----------------------------------------------------------------
+
+def _backup_path(path, version):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
+    n = 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
+    return candidate
+
+
+def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+    """Write a consistent copy of `db` (path or connection) to `dest`; return
+    the path.  Default name: next to the database, with the time and version."""
+    with using(db, busy_timeout) as conn:
+        if dest is None:
+            source_path = _query(conn, "PRAGMA database_list")[0][2]
+            if not source_path:
+                raise RequestError("an in-memory database needs a backup path")
+            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
+        dest = os.fspath(dest)
+        if os.path.exists(dest):
+            raise RequestError("backup destination %s exists already" % dest)
+        if HAS_BACKUP_API:
+            target = sqlite3.connect(dest)
+            try:
+                _raw(conn).backup(target)
+            finally:
+                target.close()
+        else:
+            _copy_under_write_lock(conn, dest)
+        log.info("Backed up the database to %s", dest)
+        return dest
+
+
+def _copy_under_write_lock(conn, dest):
+    """Python 3.6 has no backup API: hold the write lock (no commit can happen,
+    and a hot journal has been rolled back by the read) while the file and
+    its WAL are copied, then fold the WAL into the copy."""
+    import shutil
+    source_path = _query(conn, "PRAGMA database_list")[0][2]
+    with transaction(conn):
+        _query(conn, "SELECT count(*) FROM sqlite_master")
+        shutil.copyfile(source_path, dest)
+        if os.path.exists(source_path + "-wal"):
+            shutil.copyfile(source_path + "-wal", dest + "-wal")
+    if os.path.exists(dest + "-wal"):
+        copy = sqlite3.connect(dest, isolation_level=None)
+        try:
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+
+
+# --- Helpers: reconcile, JSON defaults, schema report -----------------------
+
+def reconcile(db, columns=None, indexes=None):
+    raise MigrationError("reconcile() is not implemented yet")
+
+
+def merge_json_defaults(db, table, column, defaults, where=None, params=()):
+    raise MigrationError("merge_json_defaults() is not implemented yet")
+
+
+def schema_info(db, tables=None):
+    raise MigrationError("schema_info() is not implemented yet")
+
+
+def schema_report(db, tables=None):
+    raise MigrationError("schema_report() is not implemented yet")
+
+
+# --- Helpers: table rebuild -------------------------------------------------
+# SQLite's ALTER TABLE cannot drop a column before 3.35.5, rename one before
+# 3.25, or change a type or constraint at all.  The documented way round is the
+# "generalized ALTER TABLE procedure" (sqlite.org/lang_altertable.html, section
+# "Making Other Kinds Of Table Schema Changes"): create the new table under a
+# free name, copy the rows, drop the old table, rename the new one, recreate
+# indexes and triggers, check views.  The new table is the old CREATE TABLE text
+# edited with the tokenizer, never SQL regenerated from PRAGMA table_info (which
+# forgets CHECK, COLLATE, generated columns, STRICT, WITHOUT ROWID, comments).
+
+# Tests set this to take the copy path, the only one SQLite < 3.25 has, on a
+# newer SQLite; both paths must give the same result.
+_FORCE_COPY = False
+# Rows are copied in rowid ranges of this size so a terminal can show progress.
+_COPY_CHUNK_ROWS = 250000
+_PROGRESS_MIN_ROWS = 1000000
+_PROGRESS_EVERY = 2.0  # seconds
+# PRAGMA table_xinfo (table_info plus generated columns) arrived in SQLite 3.26;
+# generated columns themselves in 3.31, so table_info is complete before that.
+_HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
+
+_TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
+# A name right after one of these words is a table, alias, type or collation,
+# not a column.
+_NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
+_ROWID_NAMES = ("rowid", "oid", "_rowid_")
+
+
+def _unquote(text):
+    """The name an identifier token stands for: "a""b" -> a"b, [x] -> x."""
+    if text[:1] == "[":
+        return text[1:-1]
+    if text[:1] in ('"', "`", "'"):
+        quote = text[0]
+        return text[1:-1].replace(quote * 2, quote)
+    return text
+
+
+def _key(name):
+    # SQLite compares identifiers case-insensitively in ASCII only.
+    return "".join(ch.lower() if ch < "\x80" else ch for ch in name)
+
+
+def _significant(tokens, start=0, end=None):
+    end = len(tokens) if end is None else end
+    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
+
+
+def _word(tokens, i):
+    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
+
+
+def _matching_paren(tokens, i):
+    """Index of the ')' closing the '(' at tokens[i]."""
+    depth = 0
+    for j in range(i, len(tokens)):
+        kind, text = tokens[j]
+        if kind == "punct" and text == "(":
+            depth += 1
+        elif kind == "punct" and text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
+
+
+def _column_refs(tokens, start, end, skip=()):
+    """Indexes of tokens in [start, end) that may name a column: identifiers
+    that are not a function name, a qualifier (t.col), a table, alias, type
+    or collation name, or the x of a blob literal x'00'.  Errs on the side
+    of "may": callers use it to refuse, or to rename inside one table."""
+    sig = _significant(tokens, start, end)
+    refs = []
+    for n, i in enumerate(sig):
+        kind, text = tokens[i]
+        if i in skip or kind not in ("ident", "word"):
+            continue
+        if kind == "word" and not (text[0].isalpha() or text[0] == "_" or ord(text[0]) > 127):
+            continue  # a number
+        after = tokens[sig[n + 1]] if n + 1 < len(sig) else (None, None)
+        before = tokens[sig[n - 1]] if n > 0 else (None, None)
+        if after[0] == "punct" and after[1] in ("(", "."):
+            continue
+        if before[0] == "word" and before[1].upper() in _NOT_A_COLUMN_AFTER:
+            continue
+        if kind == "word" and text.lower() == "x" and i + 1 < len(tokens) \
+                and tokens[i + 1][0] == "string":
+            continue
+        refs.append(i)
+    return refs
+
+
+def _mentions(tokens, start, end, keys, skip=()):
+    """The subset of `keys` that tokens[start:end] may use as column names."""
+    found = set(_key(_unquote(tokens[i][1])) for i in _column_refs(tokens, start, end, skip))
+    return [k for k in keys if k in found]
+
+
+def _names_in(sql):
+    return set(_key(_unquote(text)) for kind, text in tokenize(sql) if kind in ("ident", "word"))
+
+
+class _Item(object):
+    """One comma-separated entry of a CREATE TABLE list: a column definition
+    (name set) or a table constraint (name None); tokens [start, end)."""
+
+    def __init__(self, start, end, first, name):
+        self.start, self.end, self.first, self.name = start, end, first, name
+        self.key = _key(name) if name is not None else None
+
+
+class _CreateTable(object):
+    """A CREATE TABLE statement split at its structure by the tokenizer."""
+
+    def __init__(self, sql, what):
+        self.sql = sql
+        self.tokens = tokens = tokenize(sql)
+        sig = _significant(tokens)
+        words = [_word(tokens, i) for i in sig]
+        if not words or words[0] != "CREATE" or "TABLE" not in words[:3]:
+            raise MigrationError("%s is not a CREATE TABLE statement: %s" % (what, sql))
+        self.temporary = words[1] in ("TEMP", "TEMPORARY")
+        if words[1] == "VIRTUAL":
+            raise MigrationError("%s is a virtual table; rebuild_table handles ordinary tables"
+                                 % what)
+        n = words.index("TABLE") + 1
+        if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
+            n += 3
+        opens = [k for k in range(n, len(sig)) if tokens[sig[k]] == ("punct", "(")]
+        if not opens or opens[0] == n:
+            raise MigrationError("%s has no column list (CREATE TABLE ... AS SELECT?): %s"
+                                 % (what, sql))
+        self.name_start, self.name_end = sig[n], sig[opens[0] - 1] + 1
+        self.name = _unquote(tokens[sig[opens[0] - 1]][1])
+        self.open = sig[opens[0]]
+        self.close = _matching_paren(tokens, self.open)
+        self.items = self._split_items()
+        self.columns = [item for item in self.items if item.name is not None]
+        self.options = [_word(tokens, i) for i in _significant(tokens, self.close + 1)]
+        self.rowid = "ROWID" not in self.options  # WITHOUT ROWID
+
+    def _split_items(self):
+        tokens, items, start, depth = self.tokens, [], self.open + 1, 0
+        for i in range(self.open + 1, self.close + 1):
+            kind, text = tokens[i]
+            if kind != "punct":
+                continue
+            if text == "(":
+                depth += 1
+            elif text == ")" and depth:
+                depth -= 1
+            elif (text == "," and depth == 0) or i == self.close:
+                sig = _significant(tokens, start, i)
+                if not sig:
+                    raise MigrationError("empty entry in column list: %s" % self.sql)
+                first = sig[0]
+                is_constraint = _word(tokens, first) in _TABLE_CONSTRAINT_WORDS
+                name = None if is_constraint else _unquote(tokens[first][1])
+                items.append(_Item(start, i, first, name))
+                start = i + 1
+        return items
+
+    def column(self, key):
+        for item in self.columns:
+            if item.key == key:
+                return item
+        return None
+
+    def text(self, start, end):
+        return "".join(text for _, text in self.tokens[start:end])
+
+    def groups(self, item):
+        """The parenthesised parts of an entry that name columns of this
+        table: ("expr", lo, hi, None) for CHECK (...) and AS (...), ("list",
+        ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref", lo, hi, parent)
+        for REFERENCES parent (...).  lo/hi are token indexes inside the
+        parentheses."""
+        tokens, found = self.tokens, []
+        sig = _significant(tokens, item.first, item.end)
+        n = 0
+        while n < len(sig):
+            i = sig[n]
+            if tokens[i] != ("punct", "("):
+                n += 1
+                continue
+            close = _matching_paren(tokens, i)
+            before = _word(tokens, sig[n - 1]) if n > 0 else None
+            before2 = _word(tokens, sig[n - 2]) if n > 1 else None
+            if before in ("CHECK", "AS"):
+                found.append(("expr", i + 1, close, None))
+            elif before == "UNIQUE" or (before == "KEY" and before2 in ("PRIMARY", "FOREIGN")):
+                found.append(("list", i + 1, close, None))
+            elif before2 == "REFERENCES":
+                found.append(("ref", i + 1, close, _key(_unquote(tokens[sig[n - 1]][1]))))
+            while n < len(sig) and sig[n] <= close:
+                n += 1
+        return found
+
+    def has_word(self, item, word):
+        return any(_word(self.tokens, i) == word for i in _significant(self.tokens, item.first,
+                                                                        item.end))
+
+
+class _Rebuild(object):
+    """Everything decided about one rebuild before anything changes."""
+
+    def __init__(self, conn, raw, table):
+        self.conn, self.raw = conn, raw
+        self.changes = []
+        self.renamed_natively = {}  # {old name: new name} done before a copy
+        rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                           "AND name = ? COLLATE NOCASE", (table,))
+        if not rows:
+            raise MigrationError("no table named %r in the database; nothing was changed"
+                                 % (table,))
+        self.name, sql = rows[0]
+        self.key = _key(self.name)
+        if self.key.startswith("sqlite_"):
+            raise MigrationError("%s is an internal SQLite table; it cannot be rebuilt"
+                                 % self.name)
+        if _query(raw, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
+                       "AND name = ? COLLATE NOCASE", (self.name,)):
+            raise MigrationError("a TEMP table named %s hides table main.%s on this connection; "
+                                 "drop it first" % (self.name, self.name))
+        self.old = _CreateTable(sql, "table %s" % self.name)
+        self.quoted = "main." + quote_identifier(self.name)
+        self._check_parsed_columns(self.old, self.quoted)
+        self.pk_keys = set(_key(row[1]) for row in self._table_info(self.quoted) if row[5])
+        self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                   "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
+                                   "ORDER BY rowid", (self.name,))
+        self.triggers = [("main", name, sql) for name, sql in _query(
+            raw, "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        # A TEMP trigger on a main table lives on this connection only, and
+        # DROP TABLE drops it too: it must be recreated, not lost silently.
+        self.triggers += [("temp", name, sql) for name, sql in _query(
+            raw, "SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger' "
+                 "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (self.name,))]
+        self.others = self._objects_mentioning_table()
+        self.children = self._child_foreign_keys()
+
+    def _table_info(self, quoted):
+        pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+        schema, name = quoted.split(".", 1)
+        return _query(self.raw, "PRAGMA %s.%s(%s)" % (schema, pragma, name))
+
+    def _check_parsed_columns(self, parsed, quoted):
+        # A safety net for the parser: our reading of the CREATE TABLE text
+        # must list exactly the columns SQLite lists, or we touch nothing.
+        declared = [row[1] for row in self._table_info(quoted)]
+        if [c.name for c in parsed.columns] != declared:
+            raise MigrationError(
+                "could not read the column list of %s from its CREATE TABLE text (found %s, "
+                "SQLite says %s); nothing was changed - please report this with the table's SQL"
+                % (quoted, [c.name for c in parsed.columns], declared))
+
+    def _objects_mentioning_table(self):
+        """Views and other tables' triggers (main and temp) whose SQL names this table."""
+        found = []
+        for schema, master in (("main", "sqlite_master"), ("temp", "sqlite_temp_master")):
+            for kind, name, tbl, sql in _query(
+                    self.raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
+                              "('view', 'trigger') ORDER BY rowid" % master):
+                if sql and (kind == "view" or _key(tbl) != self.key) \
+                        and self.key in _names_in(sql):
+                    found.append((schema, kind, name, sql))
+        return found
+
+    def _child_foreign_keys(self):
+        """(table, from, to) for every foreign key of another table that points here."""
+        found = []
+        for (other,) in _query(self.raw, "SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"):
+            if _key(other) == self.key:
+                continue
+            for row in _query(self.raw, "PRAGMA main.foreign_key_list(%s)"
+                                        % quote_identifier(other)):
+                if _key(row[2]) == self.key:
+                    found.append((other, row[3], row[4]))
+        return found
+
+    def own_foreign_keys(self):
+        return [(row[2], row[3], row[4]) for row in _query(
+            self.raw, "PRAGMA main.foreign_key_list(%s)" % quote_identifier(self.name))]
+
+
+def _skip_name(tokens, sig, n, skip):
+    """Add the (possibly schema-qualified) name at sig[n] to `skip`; return
+    the position after it."""
+    skip.add(sig[n])
+    if n + 2 < len(sig) and tokens[sig[n + 1]] == ("punct", "."):
+        skip.update((sig[n + 1], sig[n + 2]))
+        return n + 3
+    return n + 1
+
+
+def _trigger_name_tokens(tokens):
+    """Token indexes of a trigger's own name and of its table in the header:
+    names, but not column references."""
+    sig, skip = _significant(tokens), set()
+    words = [_word(tokens, i) for i in sig]
+    if "TRIGGER" not in words:
+        return skip
+    n = words.index("TRIGGER") + 1
+    if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
+        n += 3
+    if n < len(sig):
+        n = _skip_name(tokens, sig, n, skip)
+    while n < len(sig) and words[n] not in ("ON", "BEGIN"):
+        n += 1
+    if n + 1 < len(sig) and words[n] == "ON":
+        _skip_name(tokens, sig, n + 1, skip)
+    return skip
+
+
+def _body_start(tokens, kind):
+    """Where the part of an index or view that can name columns begins:
+    after `ON table` of an index, at AS of a view; triggers are whole."""
+    for i in _significant(tokens):
+        if kind == "index" and tokens[i] == ("punct", "("):
+            return i
+        if kind == "view" and _word(tokens, i) == "AS":
+            return i
+    return 0
+
+
+def _uses(kind, sql, keys):
+    """Which of `keys` (column keys) a schema object's SQL may use."""
+    tokens = tokenize(sql)
+    skip = _trigger_name_tokens(tokens) if kind == "trigger" else ()
+    return _mentions(tokens, _body_start(tokens, kind), len(tokens), keys, skip)
+
+
+def _describe(kind, schema, name):
+    return "%s%s %s" % ("TEMP " if schema == "temp" else "", kind, name)
+
+
+def _plan(rebuild, drop, rename, create_sql):
+    """Work out the column mapping and every refusal, changing nothing.
+    Sets on `rebuild`: mapping [(new name, old name or None)], dropped
+    (column keys), renamed {old key: new name}, create_sql, native_drop_ok
+    and dropped_indexes (the indexes that go with dropped columns)."""
+    old = rebuild.old
+    for name in list(drop) + list(rename):
+        if old.column(_key(name)) is None:
+            raise MigrationError("table %s has no column %r; its columns are %s; nothing was "
+                                 "changed" % (rebuild.name, name,
+                                              ", ".join(c.name for c in old.columns)))
+    drop_keys = [_key(name) for name in drop]
+    rename = dict((_key(k), v) for k, v in rename.items())
+    for key in drop_keys:
+        if key in rename:
+            raise MigrationError("column %s is both dropped and renamed" % old.column(key).name)
+    if create_sql is not None:
+        _plan_from_create_sql(rebuild, drop_keys, rename, create_sql)
+    else:
+        _plan_edit(rebuild, drop_keys, rename)
+    rebuild.renamed = dict((k, v) for k, v in rename.items() if _key(v) != k or
+                           old.column(k).name != v)
+    _check_dependents(rebuild)
+
+
+def _unique(keys):
+    seen = set()
+    return [k for k in keys if not (k in seen or seen.add(k))]
+
+
+def _plan_edit(rebuild, drop_keys, rename):
+    old = rebuild.old
+    if len(set(drop_keys)) >= len(old.columns):
+        raise MigrationError("cannot drop every column of table %s; drop the table instead"
+                             % rebuild.name)
+    kept = [c for c in old.columns if c.key not in drop_keys]
+    new_names = [rename.get(c.key, c.name) for c in kept]
+    seen = set()
+    for name in new_names:
+        if _key(name) in seen:
+            raise MigrationError("renaming would give table %s two columns named %s"
+                                 % (rebuild.name, name))
+        seen.add(_key(name))
+    rebuild.mapping = [(new, c.name) for new, c in zip(new_names, kept)]
+    rebuild.dropped = _unique(drop_keys)
+    for key in rebuild.dropped:
+        _check_own_constraints(rebuild, key)
+    # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
+    rebuild.native_drop_ok = not any(old.has_word(old.column(k), "UNIQUE")
+                                     for k in rebuild.dropped)
+    rebuild.create_sql = None
+
+
+def _plan_from_create_sql(rebuild, drop_keys, rename, create_sql):
+    old = rebuild.old
+    new = _CreateTable(create_sql, "create_sql")
+    if new.temporary:
+        raise MigrationError("create_sql must create an ordinary table, not a TEMP one")
+    if _key(new.name) != rebuild.key:
+        raise MigrationError("create_sql creates table %s, not %s" % (new.name, rebuild.name))
+    renamed_to = dict((_key(v), k) for k, v in rename.items())
+    for target in renamed_to:
+        if new.column(target) is None:
+            raise MigrationError("rename gives column %s but create_sql has no such column"
+                                 % rename[renamed_to[target]])
+    mapping, sources = [], set()
+    for column in new.columns:
+        source = renamed_to.get(column.key)
+        if source is None and column.key not in rename and old.column(column.key) is not None:
+            source = column.key
+        if source is not None:
+            sources.add(source)
+        mapping.append((column.name, old.column(source).name if source else None))
+    for key in drop_keys:
+        if key in sources:
+            raise MigrationError("column %s is in drop= but create_sql keeps it"
+                                 % old.column(key).name)
+    rebuild.mapping = mapping
+    rebuild.dropped = [c.key for c in old.columns if c.key not in sources]
+    rebuild.native_drop_ok = False
+    rebuild.create_sql = create_sql
+
+
+def _check_own_constraints(rebuild, key):
+    """A dropped column must not be needed by the rest of its own table."""
+    old, name = rebuild.old, rebuild.old.column(key).name
+    refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (name, rebuild.name)
+    column = old.column(key)
+    if key in rebuild.pk_keys:
+        raise MigrationError(refuse % ("it is (part of) the PRIMARY KEY; give the table "
+                                       "its new key with rebuild_table(create_sql=...)"))
+    for item in old.items:
+        for kind, lo, hi, parent in old.groups(item):
+            if kind == "ref" and parent != rebuild.key:
+                continue
+            if item is column and kind == "expr":
+                continue  # its own CHECK goes with it
+            if key in _mentions(old.tokens, lo, hi, [key]):
+                what = ("column %s" % item.name) if item.name is not None else \
+                    "constraint %s" % " ".join(old.text(item.first, item.end).split())
+                raise MigrationError(refuse % ("%s needs it; change that with "
+                                               "rebuild_table(create_sql=...)" % what))
+    for parent, source, target in rebuild.own_foreign_keys():
+        if _key(source) == key or (_key(parent) == rebuild.key and target
+                                   and _key(target) == key):
+            raise MigrationError(refuse % ("a foreign key of %s uses it (REFERENCES %s); "
+                                           "change it with rebuild_table(create_sql=...)"
+                                           % (rebuild.name, parent)))
+
+
+def _check_dependents(rebuild):
+    """Triggers, views and other tables' foreign keys that would break."""
+    old = rebuild.old
+    for key in rebuild.dropped:
+        name = old.column(key).name
+        refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (
+            name, rebuild.name)
+        for child, source, target in rebuild.children:
+            if target is not None and _key(target) == key:
+                raise MigrationError(refuse % (
+                    "table %s has a foreign key to it (%s.%s); change or drop that first"
+                    % (child, child, source)))
+        for schema, trigger, sql in rebuild.triggers:
+            if _uses("trigger", sql, [key]):
+                raise MigrationError(refuse % ("%s uses it; drop or change the trigger first"
+                                               % _describe("trigger", schema, trigger)))
+        for schema, kind, other, sql in rebuild.others:
+            if _uses(kind, sql, [key]):
+                raise MigrationError(refuse % ("%s uses it; drop or change the %s first"
+                                               % (_describe(kind, schema, other), kind)))
+    rebuild.dropped_indexes = [(index, sql) for index, sql in rebuild.indexes
+                               if _uses("index", sql, rebuild.dropped)]
+
+
+def _check_copy_renames(rebuild):
+    """Without RENAME COLUMN (SQLite < 3.25) only the table's own text and its
+    indexes can be rewritten safely; anything else naming an old column is
+    refused rather than left broken."""
+    old_keys = list(rebuild.renamed)
+    if not old_keys:
+        return
+    why = ("without RENAME COLUMN (SQLite 3.25+; this is %s) rebuild_table cannot rename a column "
+           "inside %%s; drop it, rebuild, and create it again with the new name; nothing was "
+           "changed" % sqlite3.sqlite_version)
+    for child, source, target in rebuild.children:
+        if target is not None and _key(target) in old_keys:
+            raise MigrationError(why % ("table %s's foreign key" % child))
+    for schema, trigger, sql in rebuild.triggers:
+        if _uses("trigger", sql, old_keys):
+            raise MigrationError(why % _describe("trigger", schema, trigger))
+    for schema, kind, other, sql in rebuild.others:
+        if _uses(kind, sql, old_keys):
+            raise MigrationError(why % _describe(kind, schema, other))
+
+
+def _rename_tokens(tokens, indexes, renamed):
+    out = list(tokens)
+    for i in indexes:
+        key = _key(_unquote(tokens[i][1]))
+        if key in renamed:
+            out[i] = ("ident", quote_identifier(renamed[key]))
+    return out
+
+
+def _edited_create_sql(rebuild, temp_name):
+    """The old CREATE TABLE text for `temp_name`, with renamed columns renamed
+    wherever the table's own text names them, and dropped columns cut out
+    one by one exactly as SQLite's own DROP COLUMN cuts them."""
+    old = rebuild.old
+    sql = old.sql
+    if rebuild.renamed:
+        indexes = [c.first for c in old.columns]
+        for item in old.items:
+            for kind, lo, hi, parent in old.groups(item):
+                if kind != "ref" or parent == rebuild.key:
+                    indexes += _column_refs(old.tokens, lo, hi)
+        sql = "".join(t for _, t in _rename_tokens(old.tokens, indexes, rebuild.renamed))
+    for key in rebuild.dropped:
+        sql = _cut_column(_CreateTable(sql, "table %s" % rebuild.name), key)
+    return _renamed_table_sql(_CreateTable(sql, "table %s" % rebuild.name), temp_name)
+
+
+def _cut_column(parsed, key):
+    tokens, columns = parsed.tokens, parsed.columns
+    n = [c.key for c in columns].index(key)
+    if n + 1 < len(columns):
+        # From its name to the next column's name, comma and comments included.
+        cut = range(columns[n].first, columns[n + 1].first)
+    else:
+        # The last column: from the comma before it to the end of its entry.
+        cut = range(columns[n].start - 1, columns[n].end)
+    return "".join(t for i, (_, t) in enumerate(tokens) if i not in cut)
+
+
+def _renamed_table_sql(parsed, name):
+    tokens = parsed.tokens
+    return "".join(t for _, t in tokens[:parsed.name_start]) + quote_identifier(name) + \
+        "".join(t for _, t in tokens[parsed.name_end:])
+
+
+def _renamed_index_sql(sql, renamed):
+    if not renamed:
+        return sql
+    tokens = tokenize(sql)
+    refs = _column_refs(tokens, _body_start(tokens, "index"), len(tokens))
+    return "".join(t for _, t in _rename_tokens(tokens, refs, renamed))
+
+
+def _temp_trigger_sql(sql):
+    # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as it
+    # is, it would create the trigger in main for every connection.
+    tokens = tokenize(sql)
+    first = _significant(tokens)[0]
+    return "".join(t for _, t in tokens[:first + 1]) + " TEMP" + \
+        "".join(t for _, t in tokens[first + 1:])
+
+
+def _free_name(raw, base):
+    taken = set(_key(row[0]) for row in _query(
+        raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
+    name, n = base, 1
+    while _key(name) in taken:
+        n += 1
+        name = "%s_%d" % (base, n)
+    return name
+
+
+@contextmanager
+def _legacy_alter_table(conn, on):
+    """Set PRAGMA legacy_alter_table (a connection flag, not undone by a
+    rollback) and put it back.  SQLite < 3.25 has no such pragma and already
+    behaves as legacy."""
+    rows = _query(_raw(conn), "PRAGMA legacy_alter_table")
+    if not rows:
+        yield
+        return
+    was = bool(rows[0][0])
+    if was != on:
+        conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if on else "OFF"))
+    try:
+        yield
+    finally:
+        if was != on:
+            conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if was else "OFF"))
+
+
+@contextmanager
+def _text_as_str(raw):
+    saved = raw.text_factory
+    raw.text_factory = str
+    try:
+        yield
+    finally:
+        raw.text_factory = saved
+
+
+@contextmanager
+def _foreign_keys_off_outside_transaction(conn):
+    """Outside a transaction: foreign keys off for the rebuild (DROP TABLE with
+    them on would run ON DELETE actions on child tables), yielding whether
+    they were on.  Inside the caller's transaction the pragma cannot change."""
+    if conn.in_transaction:
+        yield False
+        return
+    with foreign_keys_off(conn) as was_on:
+        yield was_on
+
+
+def _refuse_foreign_key_actions(rebuild):
+    """Foreign keys on inside the caller's transaction: dropping the old table
+    would cascade into (or SET NULL in) every table that references it."""
+    referencing = sorted(set(child for child, _, _ in rebuild.children))
+    if any(_key(parent) == rebuild.key for parent, _, _ in rebuild.own_foreign_keys()):
+        referencing.append("%s itself" % rebuild.name)
+    if referencing and foreign_keys_enabled(rebuild.raw):
+        raise MigrationError(
+            "cannot rebuild table %s inside your transaction while foreign keys are on: %s "
+            "references it, and dropping the old table would fire their ON DELETE actions; "
+            "call it outside a transaction (it switches foreign keys off itself) or set "
+            "PRAGMA foreign_keys = OFF before BEGIN; nothing was changed"
+            % (rebuild.name, ", ".join(referencing)))
+
+
+def _native(rebuild, dropped):
+    """SQLite's own RENAME COLUMN (3.25) and DROP COLUMN (3.35.5): no copy,
+    no file growth.  Indexes on a dropped column must go first."""
+    conn = rebuild.conn
+    if dropped:
+        for index, _ in rebuild.dropped_indexes:
+            conn.execute("DROP INDEX main.%s" % quote_identifier(index))
+    # Drops first: a column may be renamed to the name of one being dropped.
+    with _legacy_alter_table(conn, False):
+        for key in dropped:
+            conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
+                rebuild.quoted, quote_identifier(rebuild.old.column(key).name)))
+        for key, new in rebuild.renamed.items():
+            conn.execute("ALTER TABLE %s RENAME COLUMN %s TO %s" % (
+                rebuild.quoted, quote_identifier(rebuild.old.column(key).name),
+                quote_identifier(new)))
+
+
+def _copy(rebuild):
+    """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
+    conn, raw, old = rebuild.conn, rebuild.raw, rebuild.old
+    temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
+    temp_quoted = "main." + quote_identifier(temp_name)
+    if rebuild.create_sql is not None:
+        create = _renamed_table_sql(_CreateTable(rebuild.create_sql, "create_sql"), temp_name)
+    else:
+        create = _edited_create_sql(rebuild, temp_name)
+    sequence = _autoincrement_counter(raw, rebuild.name)
+    conn.execute(create)
+    new = _CreateTable(_query(raw, "SELECT sql FROM sqlite_master WHERE name = ?",
+                              (temp_name,))[0][0], "the new table")
+    rebuild._check_parsed_columns(new, temp_quoted)
+    rows = _copy_rows(rebuild, new, temp_quoted)
+    conn.execute("DROP TABLE %s" % rebuild.quoted)
+    # Legacy mode for this one rename: nothing refers to the temporary name,
+    # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
+    # and trigger in the schema while the old table is gone.
+    with _legacy_alter_table(conn, True):
+        conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, quote_identifier(rebuild.name)))
+    if "AUTOINCREMENT" in [_word(new.tokens, i) for i in _significant(new.tokens)]:
+        _restore_autoincrement_counter(conn, rebuild.name, sequence)
+    _recreate_indexes_and_triggers(rebuild)
+    return rows
+
+
+def _autoincrement_counter(raw, table):
+    if not _query(raw, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
+        return None
+    rows = _query(raw, "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,))
+    return rows[0][0] if rows else None
+
+
+def _restore_autoincrement_counter(conn, table, sequence):
+    # The copy set the counter to the highest rowid copied (even to 0 when it
+    # copied nothing); the old table's counter may be higher (its last rows
+    # deleted), and ids must not be reused.  No counter before: none after.
+    if sequence is None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+    elif conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                    (sequence, table)).rowcount == 0:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, sequence))
+
+
+def _rowid_name(rebuild, new):
+    """A name that reaches the rowid in both tables (a column may be called
+    rowid, oid or _rowid_), or None for WITHOUT ROWID."""
+    if not (rebuild.old.rowid and new.rowid):
+        return None
+    used = set(c.key for c in rebuild.old.columns) | set(c.key for c in new.columns)
+    for name in _ROWID_NAMES:
+        if name not in used:
+            return name
+    return None
+
+
+def _copy_rows(rebuild, new, temp_quoted):
+    """INSERT ... SELECT inside SQLite: no row passes through Python.  The rowid
+    goes first so an INTEGER PRIMARY KEY column listed after it wins."""
+    generated = set(_key(row[1]) for row in rebuild._table_info(temp_quoted)
+                    if len(row) > 6 and row[6] in (2, 3))
+    targets, sources = [], []
+    rowid = _rowid_name(rebuild, new)
+    if rowid:
+        targets.append(rowid)
+        sources.append(rowid)
+    for new_name, old_name in rebuild.mapping:
+        if old_name is not None and _key(new_name) not in generated:
+            targets.append(quote_identifier(new_name))
+            sources.append(quote_identifier(old_name))
+    insert = "INSERT INTO %s (%s) SELECT %s FROM %s" % (
+        temp_quoted, ", ".join(targets), ", ".join(sources), rebuild.quoted)
+    if not targets:
+        return 0
+    if not rowid:
+        return rebuild.conn.execute(insert).rowcount
+    return _copy_in_rowid_ranges(rebuild, insert, rowid)
+
+
+def _copy_in_rowid_ranges(rebuild, insert, rowid):
+    conn, raw = rebuild.conn, rebuild.raw
+    progress = _CopyProgress(raw, rebuild)
+    copied, low = 0, None
+    while True:
+        where = "" if low is None else " WHERE %s > ?" % rowid
+        params = () if low is None else (low,)
+        ends = _query(raw, "SELECT %s FROM %s%s ORDER BY %s LIMIT 1 OFFSET %d" % (
+            rowid, rebuild.quoted, where, rowid, _COPY_CHUNK_ROWS - 1), params)
+        if not ends:
+            copied += max(conn.execute(insert + where, params).rowcount, 0)
+            break
+        high = ends[0][0]
+        copied += max(conn.execute(insert + (where + " AND " if where else " WHERE ")
+                                   + "%s <= ?" % rowid, params + (high,)).rowcount, 0)
+        low = high
+        progress.update(copied)
+    progress.done()
+    return copied
+
+
+class _CopyProgress(object):
+    """On a terminal, a line on stderr every few seconds while a big table
+    (over about a million rows) is copied; nothing otherwise."""
+
+    def __init__(self, raw, rebuild):
+        self.total = None
+        self.name = rebuild.name
+        self.last = time.time()
+        stream = sys.stderr
+        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
+            total = _query(raw, "SELECT count(*) FROM %s" % rebuild.quoted)[0][0]
+            if total >= _PROGRESS_MIN_ROWS:
+                self.total = total
+
+    def update(self, copied):
+        if self.total and time.time() - self.last >= _PROGRESS_EVERY:
+            sys.stderr.write("\r  rebuilding %s: %d of %d rows copied " % (
+                self.name, copied, self.total))
+            sys.stderr.flush()
+            self.last = time.time()
+
+    def done(self):
+        if self.total:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _recreate_indexes_and_triggers(rebuild):
+    conn = rebuild.conn
+    dropped = set(index for index, _ in rebuild.dropped_indexes)
+    for index, sql in rebuild.indexes:
+        if index not in dropped:
+            conn.execute(_renamed_index_sql(sql, rebuild.renamed))
+    for schema, _, sql in rebuild.triggers:
+        conn.execute(_temp_trigger_sql(sql) if schema == "temp" else sql)
+
+
+def _check_views(rebuild):
+    """Step 9: every view that names the table must still compile."""
+    for schema, kind, name, _ in rebuild.others:
+        if kind != "view":
+            continue
+        try:
+            _query(rebuild.raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, quote_identifier(name)))
+        except sqlite3.Error as e:
+            raise MigrationError("after rebuilding table %s, %s fails (%s); the rebuild was "
+                                 "rolled back" % (rebuild.name, _describe("view", schema, name), e))
+
+
+def _can_go_native(rebuild):
+    if _FORCE_COPY or rebuild.create_sql is not None:
+        return False
+    if rebuild.renamed and not HAS_RENAME_COLUMN:
+        return False
+    if rebuild.dropped and not (HAS_DROP_COLUMN and rebuild.native_drop_ok):
+        return False
+    return True
+
+
+def _log_changes(rebuild, how, rows):
+    parts = []
+    for index, _ in rebuild.dropped_indexes:
+        line = "dropped index %s on %s: it uses a dropped column" % (index, rebuild.name)
+        log.warning(line)
+        rebuild.changes.append(line)
+    old = rebuild.old
+    if rebuild.dropped:
+        parts.append("dropped column%s %s" % ("s" if len(rebuild.dropped) > 1 else "",
+                                               ", ".join(old.column(k).name
+                                                         for k in rebuild.dropped)))
+    for key, new in sorted(rebuild.renamed.items()):
+        parts.append("renamed column %s to %s" % (old.column(key).name, new))
+    for old_name, new in sorted(rebuild.renamed_natively.items()):
+        parts.append("renamed column %s to %s" % (old_name, new))
+    if rebuild.create_sql is not None:
+        parts.append("new definition from create_sql")
+    line = "rebuilt table %s (%s%s)%s" % (
+        rebuild.name, how, "" if rows is None else ", %d rows copied" % rows,
+        ": " + "; ".join(parts) if parts else "")
+    log.info(line)
+    rebuild.changes.append(line)
+
+
+def _run_rebuild(conn, raw, table, drop, rename, create_sql):
+    rebuild = _Rebuild(conn, raw, table)
+    _plan(rebuild, drop, rename, create_sql)
+    _refuse_foreign_key_actions(rebuild)
+    if _can_go_native(rebuild):
+        try:
+            with transaction(conn):  # a savepoint: a refusal falls back to the copy
+                _native(rebuild, rebuild.dropped)
+            _log_changes(rebuild, "in place", None)
+            return rebuild.changes
+        except sqlite3.OperationalError as e:
+            if "error in trigger" in str(e) or "error in view" in str(e):
+                raise MigrationError("cannot change table %s: %s; nothing was changed"
+                                     % (rebuild.name, e))
+            log.debug("native ALTER TABLE refused (%s); copying instead", e)
+    if rebuild.renamed and HAS_RENAME_COLUMN and not _FORCE_COPY and \
+            not set(_key(new) for new in rebuild.renamed.values()) & set(rebuild.dropped):
+        # RENAME COLUMN first: SQLite rewrites every trigger, view and foreign
+        # key that names the column; then copy the renamed table.
+        _native(rebuild, [])
+        renamed = dict((rebuild.old.column(k).name, v) for k, v in rebuild.renamed.items())
+        rebuild = _Rebuild(conn, raw, rebuild.name)
+        _plan(rebuild, drop, {}, create_sql)
+        rebuild.renamed_natively = renamed
+    _check_copy_renames(rebuild)
+    rows = _copy(rebuild)
+    _check_views(rebuild)
+    _log_changes(rebuild, "copied", rows)
+    return rebuild.changes
+
+
+def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
+    """Change a table the way SQLite's ALTER TABLE cannot, losing nothing.
+
+    drop: column names to remove; rename: {old: new}; create_sql: the whole
+    new CREATE TABLE statement (columns are copied by name, through `rename`;
+    old columns it lacks are dropped; new ones get their defaults).
+    Rows, rowids, the AUTOINCREMENT counter, indexes, triggers (TEMP ones too)
+    and everything the CREATE TABLE text says about the kept columns stay.
+    Works inside the caller's transaction (a savepoint) or in its own; never
+    lets a foreign-key action fire.  Returns the changes made, as sentences.
+    """
+    if isinstance(drop, str):
+        drop = [drop]
+    drop, rename = list(drop), dict(rename or {})
+    with using(db) as conn:
+        raw = _raw(conn)
+        with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
+            with transaction(conn):
+                try:
+                    changes = _run_rebuild(conn, raw, table, drop, rename, create_sql)
+                except sqlite3.Error as e:
+                    failure = MigrationError("rebuilding table %s failed: %s; nothing was "
+                                             "changed" % (table, e))
+                    failure.__cause__ = e
+                    raise failure
+                if check_fk:
+                    try:
+                        check_foreign_keys(raw)
+                    except MigrationError as e:
+                        raise MigrationError("%s; the rebuild of %s was rolled back"
+                                             % (e, table))
+    return changes
+
+
+def drop_column(db, table, column):
+    """Drop one column, by SQLite's DROP COLUMN where it can, else by a rebuild."""
+    return rebuild_table(db, table, drop=[column])
+
+
+# --- Command line -----------------------------------------------------------
+# A thin layer over the API above: it parses, calls, prints; no SQL here.
+
+_MARKS_UNICODE = {"applied": "\u2713", "pending": "\u25cb", "drift": "!"}
+_MARKS_ASCII = {"applied": "+", "pending": "o", "drift": "!"}
+_STATE_LABELS = {
+    "applied": ("applied", "Applied", ""),
+    "pending": ("pending", "Pending", ""),
+    "changed": ("drift", "Changed", " - file changed after it was applied (see verify)"),
+    "missing": ("drift", "Missing", " - applied, but its file is gone"),
+    "out-of-order": ("drift", "Out-of-order",
+                     " - below the current version and never applied; `up` refuses"),
+}
+
+_EXAMPLES = {
+    "status": "example: python sqlmigrate.py --db app.db status --check",
+    "up": "example: python sqlmigrate.py --db app.db up --backup",
+    "down": "example: python sqlmigrate.py --db app.db down --steps 2",
+    "new": "example: python sqlmigrate.py new \"add user email\" --sql",
+    "mark": "example: python sqlmigrate.py --db legacy.db mark 3",
+    "verify": "example: python sqlmigrate.py --db app.db verify",
+    "schema": "example: python sqlmigrate.py --db app.db schema users --json",
+    "backup": "example: python sqlmigrate.py --db app.db backup /backups/app.db",
+}
+
+
+def _marks(stream):
+    try:
+        "".join(_MARKS_UNICODE.values()).encode(getattr(stream, "encoding", None) or "ascii")
+        return _MARKS_UNICODE
+    except (UnicodeEncodeError, LookupError):
+        return _MARKS_ASCII
+
+
+def _print_status(report, stream):
+    marks, rule = _marks(stream), "=" * 33
+    lines = [rule, "Database Migration Status", rule, "",
+             "Current schema version: %d" % report["current_version"], ""]
+    if report["ahead"]:
+        lines += ["! The database is at version %d, above every migration file (v%d): wrong "
+                  "--dir?" % (report["current_version"], report["latest_version"]), ""]
+    lines += ["Available migrations:", ""]
+    for r in report["migrations"]:
+        mark, label, why = _STATE_LABELS[r["state"]]
+        current = " (current)" if r["version"] == report["current_version"] \
+            and r["state"] != "pending" else ""
+        lines.append("  %s %s v%d: %s%s%s" % (marks[mark], label, r["version"], r["name"],
+                                              current, why))
+    if not report["migrations"]:
+        lines.append("  (no migration files)")
+    lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
+    drifted = sum(1 for r in report["migrations"] if _STATE_LABELS[r["state"]][0] == "drift")
+    if drifted:
+        lines.append("Drifted: %d" % drifted)
+    lines.append(rule)
+    stream.write("\n".join(lines) + "\n")
+
+
+class _Progress(object):
+    """On a terminal, shows which migration runs and for how long; silent in a
+    pipe or with -q.  Finished migrations are printed as result lines."""
+
+    def __init__(self, out, err, live):
+        self.out, self.err, self.live = out, err, live
+        self._stop = None
+
+    def __call__(self, event, migration, direction):
+        if event == "start" and self.live:
+            import threading
+            self._stop = threading.Event()
+            started = time.time()
+            label = "%s v%d: %s" % ("applying" if direction == "up" else "rolling back",
+                                    migration.version, migration.name)
+
+            def tick():
+                while not self._stop.wait(0.5):
+                    self.err.write("\r  %s ... %.0fs " % (label, time.time() - started))
+                    self.err.flush()
+            threading.Thread(target=tick, daemon=True).start()
+        elif event == "end" and self._stop is not None:
+            self._stop.set()
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self._stop = None
+
+
+def _print_run(done, direction, dry_run, out):
+    verb = {"up": "Applied", "down": "Rolled back"}[direction]
+    for m in done:
+        if dry_run:
+            out.write("-- v%d: %s%s\n" % (m.version, m.name, "" if m.executed_sql is not None
+                                          else " (non-transactional: not run)"))
+            for statement in m.executed_sql or []:
+                out.write(statement.rstrip().rstrip(";") + ";\n")
+        else:
+            out.write("%s v%d: %s (%.0f ms)\n" % (verb, m.version, m.name, m.duration_ms or 0))
+    if dry_run:
+        out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
+                  % (len(done), "applied" if direction == "up" else "rolled back"))
+    elif done:
+        out.write("%s %d migration(s).\n" % (verb, len(done)))
+    else:
+        out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
+
+
+def _slug(description):
+    return "-".join(re.findall(r"[a-z0-9]+", description.lower()))
+
+
+_PY_TEMPLATE = '''"""Migration {version}: {name}."""
+
+name = "{name}"
+
+
+def up(db):
+    # db works like a sqlite3.Connection inside this migration's transaction.
+    # db.executescript("""
+    #     ALTER TABLE users ADD COLUMN email TEXT;
+    # """)
+    pass
+
+
+def down(db):
+    raise NotImplementedError("v{version} ({name}) cannot be rolled back yet")
+'''
+
+_SQL_TEMPLATE = """-- Migration {version}: {name}
+
+-- migrate:up
+
+
+-- migrate:down
+
+"""
+
+
+def new_migration(directory, description, sql=False):
+    """Create the next numbered migration file from a template; return its path."""
+    slug = _slug(description)
+    if not slug:
+        raise RequestError("the description %r has no letters or digits" % description)
+    existing = discover(directory)
+    width = max([len(_NAME_RE.match(m.filename).group(1)) for m in existing] + [3])
+    version = existing[-1].version + 1 if existing else 1
+    path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
+    name = slug.replace("-", " ").capitalize()
+    template = _SQL_TEMPLATE if sql else _PY_TEMPLATE
+    with open(path, "x") as f:
+        f.write(template.format(version="%0*d" % (width, version), name=name))
+    return path
+
+
+def build_parser():
+    import argparse
+
+    def global_options(defaults):
+        parser = argparse.ArgumentParser(add_help=False)
+        d = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+        parser.add_argument("--db", default=d(None), metavar="PATH",
+                            help="database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)")
+        parser.add_argument("--dir", default=d(None), metavar="DIR",
+                            help="migration directory (default: $SQLMIGRATE_DIR, then ./migrations)")
+        parser.add_argument("--table", default=d(DEFAULT_TABLE), metavar="NAME",
+                            help="tracking table (default: metadata)")
+        parser.add_argument("--busy-timeout", type=int, default=d(int(DEFAULT_BUSY_TIMEOUT * 1000)),
+                            metavar="MS", help="how long to wait for a lock (default: 5000)")
+        loudness = parser.add_mutually_exclusive_group()
+        loudness.add_argument("-v", "--verbose", action="store_true", default=d(False),
+                              help="log more, and show tracebacks")
+        loudness.add_argument("-q", "--quiet", action="store_true", default=d(False),
+                              help="only warnings and errors on stderr")
+        return parser
+
+    main_parser = argparse.ArgumentParser(
+        prog="sqlmigrate", parents=[global_options(True)],
+        description="Versioned, transactional schema migrations for SQLite.",
+        epilog="example: python sqlmigrate.py --db app.db up")
+    main_parser.add_argument("--version", action="version", version="sqlmigrate " + __version__)
+    commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    shared = [global_options(False)]
+
+    def command(name, help_text):
+        return commands.add_parser(name, parents=shared, help=help_text, description=help_text,
+                                   epilog=_EXAMPLES[name])
+
+    p = command("status", "show applied, pending and drifted migrations")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--check", action="store_true", help="exit 1 if anything is pending or drifted")
+    p = command("up", "apply pending migrations")
+    p.add_argument("--to", type=int, metavar="V", help="stop after version V")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run in a transaction, print the SQL, roll back")
+    p.add_argument("--atomic", action="store_true", help="all migrations in one transaction")
+    p.add_argument("--backup", action="store_true", help="back up the database first")
+    p.add_argument("--strict", action="store_true", help="refuse to run while files have drifted")
+    p = command("down", "roll back the newest migration(s)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--steps", type=int, metavar="N", help="roll back the newest N (default 1)")
+    group.add_argument("--to", type=int, metavar="V", help="roll back everything above V")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run in a transaction, print the SQL, roll back")
+    p.add_argument("--backup", action="store_true", help="back up the database first")
+    p = command("new", "create the next numbered migration file")
+    p.add_argument("description", help='what it does, e.g. "add user email"')
+    p.add_argument("--sql", action="store_true", help="an .sql file instead of .py")
+    p = command("mark", "record migrations up to V as applied without running them")
+    p.add_argument("version", type=int, metavar="V")
+    command("verify", "check file names, loading and drift; exit 1 on any problem")
+    p = command("schema", "print the schema report")
+    p.add_argument("tables", nargs="*", metavar="TABLE")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = command("backup", "write a consistent copy of the database")
+    p.add_argument("path", nargs="?", help="where (default: next to it, with time and version)")
+    return main_parser
+
+
+def _configure_logging(args, stream):
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                 else logging.INFO)
+    # The per-migration lines are printed as results on stdout already.
+    _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    return handler
+
+
+def run_command(args, out, err):
+    import json
+    directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
+    if args.command == "new":
+        out.write(new_migration(directory, args.description, args.sql) + "\n")
+        return 0
+    db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
+    if not db:
+        raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
+    if args.command == "schema":
+        if args.json:
+            out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n")
+        else:
+            out.write(schema_report(db, args.tables or None))
+        return 0
+    if args.command == "backup":
+        out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0))
+        return 0
+    live = not args.quiet and err.isatty()
+    migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
+                        progress=_Progress(out, err, live))
+    if args.command == "status":
+        report = migrator.status()
+        if args.json:
+            report = dict(report)
+            del report["ahead"]
+            out.write(json.dumps(report, indent=2) + "\n")
+        else:
+            _print_status(report, out)
+        drifted = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
+        return 1 if args.check and (drifted or report["current_version"] > report["latest_version"]) \
+            else 0
+    if args.command == "verify":
+        migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
+        problems = migrator.verify()
+        for problem in problems:
+            out.write("problem: %s\n" % problem)
+        out.write("%d problem(s) found\n" % len(problems) if problems
+                  else "OK: %d migration file(s), no drift\n" % len(migrator.migrations))
+        return 1 if problems else 0
+    if args.command == "mark":
+        marked = migrator.mark(args.version)
+        out.write("Marked %d migration(s) as applied; schema version is now %d\n"
+                  % (len(marked), args.version))
+        return 0
+    if args.command == "up":
+        done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
+                           backup=args.backup, strict=args.strict)
+    else:
+        if args.steps is not None and args.steps < 1 or args.to is not None and args.to < 0:
+            raise RequestError("--steps must be 1 or more and --to 0 or more")
+        done = migrator.down(to=args.to, steps=args.steps or 1, dry_run=args.dry_run,
+                             backup=args.backup)
+    _print_run(done, args.command, args.dry_run, out)
+    return 0
+
+
+def main(argv=None):
+    """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
+    out, err = sys.stdout, sys.stderr
+    args = build_parser().parse_args(argv)
+    handler = _configure_logging(args, err)
+    try:
+        return run_command(args, out, err)
+    except RequestError as e:
+        status, error = 2, e
+    except MigrationError as e:
+        status, error = 1, e
+    except sqlite3.Error as e:
+        status, error = 1, explain_sqlite_error(e, args.db)
+    except KeyboardInterrupt:
+        err.write("sqlmigrate: interrupted\n")
+        return 130
+    finally:
+        log.removeHandler(handler)
+    if args.verbose:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__, file=err)
+    err.write("sqlmigrate: error: %s\n" % error)
+    return status
+
+
+def main_exit():
+    """Entry point of the process (script, -m, installed command)."""
+    sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    # Migrations that `import sqlmigrate` must get this very module, not a
+    # second copy with its own MigrationError class.
+    sys.modules.setdefault("sqlmigrate", sys.modules[__name__])
+    main_exit()

@@ -1,0 +1,84 @@
+"""Shared test fixtures: real files in a fresh temporary directory."""
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "sqlmigrate.py")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import sqlmigrate  # noqa: E402
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class TempDirTestCase(unittest.TestCase):
+    """A temporary directory with `migrations/` and a database path `app.db`."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.dir = os.path.join(self.tmp, "migrations")
+        os.mkdir(self.dir)
+        self.db = os.path.join(self.tmp, "app.db")
+
+    def write(self, filename, text, directory=None, mode="w"):
+        path = os.path.join(directory or self.dir, filename)
+        if isinstance(text, bytes):
+            with open(path, "wb") as f:
+                f.write(text)
+        else:
+            with open(path, mode, encoding="utf-8", newline="") as f:
+                f.write(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    def write_sql(self, version, description, up, down=None, options=""):
+        text = "-- migrate:up %s\n%s\n" % (options, up)
+        if down is not None:
+            text += "-- migrate:down\n%s\n" % down
+        return self.write("%03d-%s.sql" % (version, description), text)
+
+    def connect(self, path=None):
+        conn = sqlite3.connect(path or self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        return conn
+
+    def tables(self, conn=None):
+        conn = conn or self.connect()
+        return sorted(r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"))
+
+    def schema_version(self, path=None):
+        conn = sqlite3.connect(path or self.db)
+        try:
+            return conn.execute("SELECT value FROM metadata WHERE key = 'schema_version'").fetchone()[0]
+        finally:
+            conn.close()
+
+    def cli(self, *args, **kwargs):
+        """Run the CLI as a real subprocess; returns (status, stdout, stderr)."""
+        env = dict(os.environ)
+        for name in ("SQLMIGRATE_DB", "DATABASE_PATH", "SQLMIGRATE_DIR"):
+            env.pop(name, None)
+        env.update(kwargs.pop("env", {}))
+        python = kwargs.pop("python", sys.executable)
+        command = [python, SCRIPT] + list(args)
+        if kwargs.pop("module", False):
+            command = [python, "-m", "sqlmigrate"] + list(args)
+            env["PYTHONPATH"] = ROOT
+        proc = subprocess.run(command, cwd=kwargs.pop("cwd", self.tmp), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=kwargs.pop("timeout", 60), **kwargs)
+        return (proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                proc.stderr.decode("utf-8", "replace"))

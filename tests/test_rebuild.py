@@ -1,0 +1,999 @@
+"""rebuild_table / drop_column: real database files, both the native ALTER TABLE
+path and the copy path (the only one SQLite < 3.25 has), same results."""
+
+import logging
+import os
+import sqlite3
+import sys
+import tracemalloc
+import unittest
+
+from tests.support import TempDirTestCase, sqlmigrate
+
+NATIVE_DROP = sqlite3.sqlite_version_info >= (3, 35, 5)
+NATIVE_RENAME = sqlite3.sqlite_version_info >= (3, 25, 0)
+# Partial indexes arrived in SQLite 3.8.0; on 3.7.17 the fixtures go without.
+PARTIAL = sqlite3.sqlite_version_info >= (3, 8, 0)
+
+
+# Indexes on expressions arrived in SQLite 3.9.0.
+EXPRESSIONS = sqlite3.sqlite_version_info >= (3, 9, 0)
+
+
+def where(clause):
+    return " WHERE " + clause if PARTIAL else ""
+
+
+def body(sql):
+    """A CREATE TABLE text from its column list on: the copy path's final
+    rename writes the table name quoted, SQLite's own ALTER keeps it as typed."""
+    return sql[sql.index("("):]
+
+
+class RebuildTestCase(TempDirTestCase):
+    force_copy = False
+
+    def setUp(self):
+        super(RebuildTestCase, self).setUp()
+        saved = sqlmigrate._FORCE_COPY
+        sqlmigrate._FORCE_COPY = self.force_copy
+        self.addCleanup(setattr, sqlmigrate, "_FORCE_COPY", saved)
+        self.conn = self.connect()
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.legacy_before = self.legacy_alter_table()
+
+    def make(self, script):
+        self.conn.executescript(script)
+
+    def legacy_alter_table(self):
+        rows = self.conn.execute("PRAGMA legacy_alter_table").fetchall()
+        return rows[0][0] if rows else None
+
+    def rows(self, sql, params=()):
+        return self.conn.execute(sql, params).fetchall()
+
+    def table_sql(self, name):
+        return self.rows("SELECT sql FROM sqlite_master WHERE name = ?", (name,))[0][0]
+
+    def schema(self):
+        return dict(((t, n), s) for t, n, s in self.rows(
+            "SELECT type, name, sql FROM sqlite_master"))
+
+    def assertHealthy(self, foreign_keys=1):
+        self.assertEqual(self.rows("PRAGMA integrity_check"), [("ok",)])
+        self.assertEqual(self.rows("PRAGMA foreign_key_check"), [])
+        leftovers = self.rows("SELECT name FROM sqlite_master WHERE name LIKE 'sqlmigrate%' "
+                              "UNION ALL SELECT name FROM sqlite_temp_master "
+                              "WHERE name LIKE 'sqlmigrate%'")
+        self.assertEqual(leftovers, [])
+        self.assertEqual(self.rows("PRAGMA foreign_keys"), [(foreign_keys,)])
+        self.assertEqual(self.legacy_alter_table(), self.legacy_before)
+        self.assertFalse(self.conn.in_transaction)
+
+    def assertRefused(self, pattern, call, *args, **kwargs):
+        before = self.schema()
+        with self.assertRaisesRegex(sqlmigrate.MigrationError, pattern):
+            call(*args, **kwargs)
+        self.assertEqual(self.schema(), before)
+        self.assertHealthy()
+
+
+class Cases(object):
+    """Every case runs twice: NativePath and CopyPath below."""
+
+    # -- columns, text and names ---------------------------------------------
+
+    def test_plain_drop_keeps_types_defaults_collations_and_order(self):
+        self.make("""
+            CREATE TABLE people (
+              id INTEGER PRIMARY KEY,
+              name VARCHAR(40) COLLATE NOCASE NOT NULL DEFAULT 'nobody', -- shown
+              email TEXT,
+              score NUMERIC(5, 2) DEFAULT (1 + 1),
+              born DATE
+            );
+            INSERT INTO people VALUES (1, 'Alice', 'a@x', 1.5, '2000-01-01');
+            INSERT INTO people VALUES (2, 'bob', NULL, NULL, NULL);
+            INSERT INTO people VALUES (7, 'Carol', 'c@x', 3, X'00FF');
+        """)
+        before = self.rows("SELECT rowid, id, name, score, born, typeof(score), typeof(born) "
+                           "FROM people ORDER BY rowid")
+        info = [r for r in self.rows("PRAGMA table_info(people)") if r[1] != "email"]
+        with self.assertLogs("sqlmigrate", logging.INFO) as logs:
+            sqlmigrate.drop_column(self.conn, "people", "email")
+        self.assertIn("rebuilt table people (%s" % (
+            "in place" if NATIVE_DROP and not self.force_copy else "copied, 3 rows copied"),
+            logs.output[-1])
+        self.assertEqual(self.rows("SELECT rowid, id, name, score, born, typeof(score), "
+                                   "typeof(born) FROM people ORDER BY rowid"), before)
+        self.assertEqual([r[1:] for r in self.rows("PRAGMA table_info(people)")],
+                         [r[1:] for r in info])
+        self.assertEqual(body(self.table_sql("people")), body(
+            "CREATE TABLE people (\n"
+            "              id INTEGER PRIMARY KEY,\n"
+            "              name VARCHAR(40) COLLATE NOCASE NOT NULL DEFAULT 'nobody', -- shown\n"
+            "              score NUMERIC(5, 2) DEFAULT (1 + 1),\n"
+            "              born DATE\n"
+            "            )"))
+        self.assertEqual(self.rows("SELECT id FROM people WHERE name = 'ALICE'"), [(1,)])
+        self.conn.execute("INSERT INTO people (id) VALUES (9)")
+        self.assertEqual(self.rows("SELECT name, score FROM people WHERE id = 9"), [("nobody", 2)])
+        self.assertHealthy()
+
+    def test_drop_last_and_several_columns_cut_like_sqlite(self):
+        self.make("CREATE TABLE t (a INT, b TEXT, c BLOB , UNIQUE (a));"
+                  "INSERT INTO t VALUES (1, 'x', X'01');")
+        sqlmigrate.rebuild_table(self.conn, "t", drop=["b", "c"])
+        self.assertEqual(body(self.table_sql("t")), "(a INT, UNIQUE (a))")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1,)])
+        self.assertHealthy()
+
+    def test_identifiers_with_quotes_spaces_brackets_backticks_and_keywords(self):
+        self.make('''
+            CREATE TABLE "my ""odd"" table" (
+              "select" INTEGER PRIMARY KEY,
+              [from] TEXT,
+              `group by` TEXT,
+              "a ""quoted"" col" TEXT DEFAULT 'a,b)',
+              "drop me" TEXT,
+              "where" TEXT
+            );
+            CREATE INDEX "idx ""q""" ON "my ""odd"" table" ([from], `group by`);
+            INSERT INTO "my ""odd"" table" VALUES (1, 'f', 'g', 'q', 'd', 'w');
+        ''')
+        sqlmigrate.rebuild_table(self.conn, 'my "odd" table', drop=["drop me"],
+                                 rename={"where": "when"})
+        self.assertEqual([r[1] for r in self.rows('PRAGMA table_info("my ""odd"" table")')],
+                         ["select", "from", "group by", 'a "quoted" col', "when"])
+        self.assertEqual(self.rows('SELECT * FROM "my ""odd"" table"'),
+                         [(1, "f", "g", "q", "w")])
+        self.assertIn(("index", 'idx "q"'), self.schema())
+        self.assertHealthy()
+
+    def test_table_name_is_case_insensitive_and_keeps_its_spelling(self):
+        self.make("CREATE TABLE Sessions (id INTEGER PRIMARY KEY, email TEXT, ts TEXT);"
+                  "INSERT INTO Sessions VALUES (1, 'e', 't');")
+        sqlmigrate.drop_column(self.conn, "SESSIONS", "EMAIL")
+        self.assertEqual(self.rows("SELECT name FROM sqlite_master WHERE type = 'table'"),
+                         [("Sessions",)])
+        self.assertEqual(self.rows("SELECT * FROM sessions"), [(1, "t")])
+        self.assertHealthy()
+
+    def test_tables_whose_names_contain_the_name_are_untouched(self):
+        self.make("""
+            CREATE TABLE user (id INTEGER PRIMARY KEY, email TEXT, name TEXT);
+            CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, user TEXT);
+            CREATE TABLE user_emails (id INTEGER PRIMARY KEY, user_id INT REFERENCES user(id),
+                                      email TEXT);
+            CREATE INDEX users_email ON users(email);
+            CREATE INDEX user_emails_email ON user_emails(email);
+            CREATE TRIGGER users_t AFTER INSERT ON users BEGIN
+              UPDATE users SET email = lower(NEW.email) WHERE id = NEW.id; END;
+            INSERT INTO user VALUES (1, 'a', 'n');
+            INSERT INTO users VALUES (1, 'B', 'u');
+            INSERT INTO user_emails VALUES (1, 1, 'x');
+        """)
+        others = dict((k, v) for k, v in self.schema().items() if k[1] != "user")
+        sqlmigrate.drop_column(self.conn, "user", "email")
+        self.assertEqual(dict((k, v) for k, v in self.schema().items() if k[1] != "user"),
+                         others)
+        self.assertEqual(self.rows("SELECT * FROM user"), [(1, "n")])
+        self.assertEqual(self.rows("SELECT * FROM users"), [(1, "b", "u")])
+        self.assertHealthy()
+
+    def test_column_named_like_its_table(self):
+        self.make("""
+            CREATE TABLE note (id INTEGER PRIMARY KEY, note TEXT, body TEXT);
+            CREATE INDEX note_body ON note(body);
+            CREATE VIEW note_view AS SELECT id, body FROM note;
+            CREATE TRIGGER note_t AFTER UPDATE ON note BEGIN SELECT NEW.body; END;
+            INSERT INTO note VALUES (1, 'n', 'b');
+        """)
+        sqlmigrate.drop_column(self.conn, "note", "note")
+        self.assertEqual(self.rows("SELECT * FROM note_view"), [(1, "b")])
+        self.assertIn(("index", "note_body"), self.schema())
+        self.assertIn(("trigger", "note_t"), self.schema())
+        self.assertHealthy()
+
+    def test_temp_name_collisions(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);
+            CREATE TABLE sqlmigrate_new_t (x);
+            CREATE INDEX sqlmigrate_new_t_2 ON sqlmigrate_new_t(x);
+            INSERT INTO t VALUES (1, 'a', 'b');
+            INSERT INTO sqlmigrate_new_t VALUES ('keep');
+        """)
+        self.conn.execute("CREATE TEMP TABLE sqlmigrate_new_t_3 (y)")
+        sqlmigrate.drop_column(self.conn, "t", "b")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a")])
+        self.assertEqual(self.rows("SELECT * FROM sqlmigrate_new_t"), [("keep",)])
+        self.conn.execute("DROP TABLE sqlmigrate_new_t")
+        self.conn.execute("DROP TABLE temp.sqlmigrate_new_t_3")
+        self.assertHealthy()
+
+    # -- indexes and constraints ---------------------------------------------
+
+    def test_indexes_are_kept_and_an_index_on_a_dropped_column_is_dropped_and_logged(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INT, c TEXT, gone TEXT);
+            CREATE INDEX t_a ON t(a);
+            CREATE UNIQUE INDEX t_b ON t(b);
+            CREATE INDEX t_b_desc ON t(b DESC, a);
+            CREATE INDEX t_a_nocase ON t(a COLLATE NOCASE);
+            CREATE INDEX t_partial ON t(c)%s;
+            CREATE INDEX t_expr ON t(%s);
+            CREATE INDEX t_gone ON t(a, gone);
+            CREATE INDEX t_gone_where ON %s;
+            INSERT INTO t VALUES (1, 'A', 1, 'c', 'g'), (2, 'b', 2, 'x,y)', NULL);
+        """ % (where("b > 1 AND c <> 'x,y)'"), "lower(a), b + 1" if EXPRESSIONS else "b, a",
+               "t(a) WHERE gone IS NOT NULL" if PARTIAL
+               else "t(gone DESC)"))
+        kept = dict((k, v) for k, v in self.schema().items()
+                    if k[0] == "index" and "gone" not in k[1])
+        with self.assertLogs("sqlmigrate", logging.INFO) as logs:
+            changes = sqlmigrate.drop_column(self.conn, "t", "gone")
+        after = self.schema()
+        self.assertEqual(dict((k, v) for k, v in after.items() if k[0] == "index"), kept)
+        text = "\n".join(logs.output)
+        self.assertIn("dropped index t_gone on t", text)
+        self.assertIn("dropped index t_gone_where on t", text)
+        self.assertEqual(len([c for c in changes if c.startswith("dropped index")]), 2)
+        with self.assertRaises(sqlite3.IntegrityError):
+            self.conn.execute("INSERT INTO t (b) VALUES (2)")
+        self.assertEqual(self.rows("SELECT id FROM t INDEXED BY t_partial WHERE b > 1 "
+                                   "AND c <> 'x,y)' AND c = 'q'"), [])
+        self.assertHealthy()
+
+    def test_unique_and_primary_key_constraints_still_enforced(self):
+        self.make("""
+            CREATE TABLE t (a INT, b TEXT UNIQUE, c INT, d TEXT, PRIMARY KEY (a, c),
+                            CONSTRAINT cd UNIQUE (c, d));
+            INSERT INTO t VALUES (1, 'x', 1, 'p'), (2, 'y', 2, 'q');
+            ALTER TABLE t ADD COLUMN extra TEXT;
+        """)
+        sqlmigrate.drop_column(self.conn, "t", "extra")
+        for values in ((1, "z", 1, "r"), (3, "x", 3, "s"), (4, "w", 2, "q")):
+            with self.assertRaises(sqlite3.IntegrityError):
+                self.conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", values)
+        self.assertEqual(self.rows("SELECT * FROM t ORDER BY a"),
+                         [(1, "x", 1, "p"), (2, "y", 2, "q")])
+        self.assertHealthy()
+
+    def test_dropping_a_column_with_its_own_unique_constraint(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT UNIQUE, n INT);"
+                  "INSERT INTO t VALUES (1, 'a', 1), (5, 'b', 2);")
+        sqlmigrate.drop_column(self.conn, "t", "code")
+        self.assertEqual(self.rows("SELECT rowid, * FROM t"), [(1, 1, 1), (5, 5, 2)])
+        self.assertEqual(self.rows("SELECT count(*) FROM sqlite_master WHERE type = 'index'"),
+                         [(0,)])
+        self.assertHealthy()
+
+    def test_check_constraints_with_commas_and_parentheses_in_literals_are_kept(self):
+        self.make("""
+            CREATE TABLE t (
+              id INTEGER PRIMARY KEY,
+              a TEXT CHECK (a IN ('a,b)', 'c')),
+              b INT CHECK (b > 0), gone TEXT CHECK (gone <> 'x'),
+              CONSTRAINT both_ok CHECK (length(a) + b < 100 AND a <> ',)(')
+            );
+            INSERT INTO t VALUES (1, 'a,b)', 5, 'y');
+        """)
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertIn("CHECK (a IN ('a,b)', 'c'))", self.table_sql("t"))
+        self.assertIn("CONSTRAINT both_ok CHECK (length(a) + b < 100 AND a <> ',)(')",
+                      self.table_sql("t"))
+        for values in (("zz", 1), ("c", 0), ("c", 200)):
+            with self.assertRaises(sqlite3.IntegrityError):
+                self.conn.execute("INSERT INTO t (a, b) VALUES (?, ?)", values)
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a,b)", 5)])
+        self.assertHealthy()
+
+    def test_check_that_needs_the_dropped_column_is_refused(self):
+        self.make("CREATE TABLE t (a INT, b INT, CHECK (a < b));"
+                  "CREATE TABLE u (a INT, b INT CHECK (b > a));")
+        self.assertRefused(r"cannot drop column b of table t: constraint CHECK \(a < b\) needs it",
+                           sqlmigrate.drop_column, self.conn, "t", "b")
+        self.assertRefused("cannot drop column a of table u: column b needs it",
+                           sqlmigrate.drop_column, self.db, "u", "a")
+
+    def test_table_constraint_listing_the_dropped_column_is_refused(self):
+        self.make("CREATE TABLE t (a INT, b INT, c INT, UNIQUE (a, b));")
+        self.assertRefused(r"constraint UNIQUE \(a, b\) needs it",
+                           sqlmigrate.drop_column, self.conn, "t", "b")
+
+    # -- triggers and views ------------------------------------------------------
+
+    def test_triggers_are_kept_and_fire(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT, changed INT DEFAULT 0);
+            CREATE TABLE log (msg TEXT);
+            CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN
+              INSERT INTO log VALUES ('ins ' || NEW.a); END;
+            CREATE TRIGGER t_upd AFTER UPDATE OF a ON t FOR EACH ROW WHEN OLD.a <> NEW.a BEGIN
+              UPDATE t SET changed = changed + 1 WHERE id = NEW.id;
+              INSERT INTO log VALUES (CASE WHEN NEW.a = 'x' THEN 'x;' ELSE 'upd' END); END;
+            INSERT INTO t (a, gone) VALUES ('one', 'g');
+        """)
+        triggers = dict((k, v) for k, v in self.schema().items() if k[0] == "trigger")
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertEqual(dict((k, v) for k, v in self.schema().items() if k[0] == "trigger"),
+                         triggers)
+        self.conn.execute("INSERT INTO t (a) VALUES ('two')")
+        self.conn.execute("UPDATE t SET a = 'x' WHERE id = 1")
+        self.assertEqual(self.rows("SELECT msg FROM log"), [("ins one",), ("ins two",), ("x;",)])
+        self.assertEqual(self.rows("SELECT id, a, changed FROM t"), [(1, "x", 1), (2, "two", 0)])
+        self.assertHealthy()
+
+    def test_trigger_that_needs_the_dropped_column_is_refused(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);
+            CREATE TABLE log (msg TEXT);
+            CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO log VALUES (NEW.b); END;
+        """)
+        self.assertRefused("cannot drop column b of table t: trigger t_ins uses it",
+                           sqlmigrate.drop_column, self.conn, "t", "b")
+
+    def test_temp_triggers_on_the_table_are_recreated(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);"
+                  "CREATE TABLE log (msg TEXT);")
+        self.conn.execute("CREATE TEMP TRIGGER t_temp AFTER INSERT ON t BEGIN "
+                          "INSERT INTO log VALUES ('temp ' || NEW.a); END")
+        sqlmigrate.drop_column(self.conn, "t", "b")
+        self.assertEqual(self.rows("SELECT name FROM sqlite_temp_master"), [("t_temp",)])
+        self.assertEqual(self.rows("SELECT name FROM sqlite_master WHERE type = 'trigger'"), [])
+        self.conn.execute("INSERT INTO t (a) VALUES ('x')")
+        self.assertEqual(self.rows("SELECT msg FROM log"), [("temp x",)])
+        self.assertHealthy()
+
+    def test_temp_trigger_that_needs_the_column_is_refused(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);")
+        self.conn.execute("CREATE TEMP TRIGGER t_temp AFTER INSERT ON t BEGIN "
+                          "SELECT NEW.b; END")
+        self.assertRefused("TEMP trigger t_temp uses it", sqlmigrate.drop_column,
+                           self.conn, "t", "b")
+
+    def test_views_still_work_and_one_that_needs_the_column_is_refused(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT, c TEXT);
+            CREATE VIEW v_star AS SELECT * FROM t;
+            CREATE VIEW v_a AS SELECT id AS x, upper(a) AS y FROM t WHERE a IS NOT NULL;
+            CREATE VIEW v_b AS SELECT t.id, t.b FROM t;
+            INSERT INTO t VALUES (1, 'a', 'b', 'c');
+        """)
+        self.assertRefused("cannot drop column b of table t: view v_b uses it",
+                           sqlmigrate.drop_column, self.conn, "t", "b")
+        sqlmigrate.drop_column(self.conn, "t", "c")
+        self.assertEqual(self.rows("SELECT * FROM v_star"), [(1, "a", "b")])
+        self.assertEqual(self.rows("SELECT * FROM v_a"), [(1, "A")])
+        self.assertEqual(self.rows("SELECT * FROM v_b"), [(1, "b")])
+        self.assertHealthy()
+
+    def test_another_tables_trigger_writing_into_the_table_still_works(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);
+            CREATE TABLE src (x TEXT);
+            CREATE TRIGGER src_ins AFTER INSERT ON src BEGIN INSERT INTO t (a) VALUES (NEW.x); END;
+        """)
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.conn.execute("INSERT INTO src VALUES ('hello')")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "hello")])
+        self.make("CREATE TRIGGER src_bad AFTER INSERT ON src BEGIN "
+                  "INSERT INTO t (a) VALUES (NEW.x); UPDATE t SET a = 'b'; END;")
+        self.make("ALTER TABLE t ADD COLUMN extra TEXT;"
+                  "CREATE TRIGGER src_extra AFTER DELETE ON src BEGIN "
+                  "UPDATE t SET extra = OLD.x; END;")
+        self.assertRefused("trigger src_extra uses it", sqlmigrate.drop_column,
+                           self.conn, "t", "extra")
+
+    # -- foreign keys --------------------------------------------------------
+
+    def make_parent_and_children(self):
+        self.make("""
+            CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT, gone TEXT);
+            CREATE TABLE cascade_child (id INTEGER PRIMARY KEY,
+              parent_id INT REFERENCES parent(id) ON DELETE CASCADE);
+            CREATE TABLE null_child (id INTEGER PRIMARY KEY,
+              parent_id INT REFERENCES parent(id) ON DELETE SET NULL);
+            CREATE TABLE default_child (id INTEGER PRIMARY KEY,
+              parent_id INT DEFAULT 1 REFERENCES parent ON DELETE SET DEFAULT);
+            INSERT INTO parent VALUES (1, 'one', 'g'), (2, 'two', 'g');
+            INSERT INTO cascade_child VALUES (1, 1), (2, 2);
+            INSERT INTO null_child VALUES (1, 2);
+            INSERT INTO default_child VALUES (1, 2);
+        """)
+
+    def children(self):
+        return [self.rows("SELECT * FROM %s ORDER BY id" % t)
+                for t in ("cascade_child", "null_child", "default_child")]
+
+    def test_children_keep_every_row_with_foreign_keys_on(self):
+        self.make_parent_and_children()
+        before = self.children()
+        sqlmigrate.drop_column(self.conn, "parent", "gone")
+        self.assertEqual(self.children(), before)
+        self.assertEqual(self.rows("SELECT * FROM parent"), [(1, "one"), (2, "two")])
+        self.conn.execute("DELETE FROM parent WHERE id = 2")  # the keys still point here
+        self.assertEqual(self.children(), [[(1, 1)], [(1, None)], [(1, 1)]])
+        self.assertHealthy()
+
+    def test_inside_a_transaction_with_foreign_keys_on_a_referenced_table_is_refused(self):
+        self.make_parent_and_children()
+        self.conn.execute("BEGIN")
+        with self.assertRaisesRegex(sqlmigrate.MigrationError,
+                                    "foreign keys are on.*cascade_child.*nothing was changed"):
+            sqlmigrate.drop_column(self.conn, "parent", "gone")
+        self.assertTrue(self.conn.in_transaction)
+        self.conn.execute("ROLLBACK")
+        self.assertEqual(len(self.children()[0]), 2)
+        self.assertIn("gone", self.table_sql("parent"))
+        self.assertHealthy()
+
+    def test_self_referencing_foreign_key(self):
+        self.make("""
+            CREATE TABLE node (id INTEGER PRIMARY KEY,
+              parent INT REFERENCES node(id) ON DELETE CASCADE, label TEXT, gone TEXT);
+            INSERT INTO node VALUES (1, NULL, 'root', 'g'), (2, 1, 'kid', 'g'), (3, 2, 'leaf', 'g');
+        """)
+        sqlmigrate.drop_column(self.conn, "node", "gone")
+        self.assertEqual(self.rows("SELECT * FROM node"),
+                         [(1, None, "root"), (2, 1, "kid"), (3, 2, "leaf")])
+        self.assertEqual(self.rows("PRAGMA foreign_key_list(node)")[0][2], "node")
+        self.conn.execute("DELETE FROM node WHERE id = 2")
+        self.assertEqual(self.rows("SELECT id FROM node"), [(1,)])
+        self.assertRefused("a foreign key of node uses it", sqlmigrate.drop_column,
+                           self.conn, "node", "parent")
+        self.assertHealthy()
+
+    def test_self_referencing_table_inside_a_transaction_with_foreign_keys_on_is_refused(self):
+        self.make("CREATE TABLE node (id INTEGER PRIMARY KEY, parent INT REFERENCES node(id) "
+                  "ON DELETE CASCADE, gone TEXT); INSERT INTO node VALUES (1, NULL, 'g');")
+        self.conn.execute("BEGIN")
+        with self.assertRaisesRegex(sqlmigrate.MigrationError, "node itself references it"):
+            sqlmigrate.drop_column(self.conn, "node", "gone")
+        self.conn.execute("ROLLBACK")
+
+    def test_column_referenced_by_another_tables_foreign_key_is_refused(self):
+        self.make("""
+            CREATE TABLE account (id INTEGER PRIMARY KEY, code TEXT UNIQUE, x TEXT);
+            CREATE TABLE payment (id INTEGER PRIMARY KEY, code TEXT REFERENCES account(code));
+        """)
+        self.assertRefused(r"table payment has a foreign key to it \(payment.code\)",
+                           sqlmigrate.drop_column, self.conn, "account", "code")
+        self.assertRefused("PRIMARY KEY", sqlmigrate.drop_column, self.conn, "account", "id")
+
+    def test_an_existing_violation_rolls_back(self):
+        self.make("""
+            CREATE TABLE parent (id INTEGER PRIMARY KEY, gone TEXT);
+            CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INT REFERENCES parent(id));
+            PRAGMA foreign_keys = OFF;
+            INSERT INTO child VALUES (1, 99);
+            PRAGMA foreign_keys = ON;
+        """)
+        before = self.schema()
+        with self.assertRaisesRegex(sqlmigrate.MigrationError,
+                                    "foreign key violations: child rowid 1 -> parent.*rolled back"):
+            sqlmigrate.drop_column(self.conn, "parent", "gone")
+        self.assertEqual(self.schema(), before)
+        self.assertEqual(self.rows("PRAGMA foreign_keys"), [(1,)])
+
+    # -- rowids and AUTOINCREMENT --------------------------------------------
+
+    def test_autoincrement_counter_is_kept(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT, gone TEXT);
+            INSERT INTO t (a) VALUES ('1'), ('2'), ('3');
+            DELETE FROM t WHERE id = 3;
+            CREATE TABLE empty (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT, gone TEXT);
+            CREATE TABLE emptied (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT, gone TEXT);
+            INSERT INTO emptied (a) VALUES ('x'); DELETE FROM emptied;
+        """)
+        for table in ("t", "empty", "emptied"):
+            sqlmigrate.drop_column(self.conn, table, "gone")
+        self.assertEqual(sorted(self.rows("SELECT * FROM sqlite_sequence")),
+                         [("emptied", 1), ("t", 3)])
+        self.conn.execute("INSERT INTO t (a) VALUES ('4')")
+        self.conn.execute("INSERT INTO emptied (a) VALUES ('y')")
+        self.assertEqual(self.rows("SELECT id FROM t"), [(1,), (2,), (4,)])
+        self.assertEqual(self.rows("SELECT id FROM emptied"), [(2,)])
+        self.assertHealthy()
+
+    def test_rowid_gaps_and_int_primary_key(self):
+        self.make("""
+            CREATE TABLE alias (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);
+            CREATE TABLE not_alias (id INT PRIMARY KEY, a TEXT, gone TEXT);
+            CREATE TABLE plain (a TEXT, gone TEXT);
+            INSERT INTO alias VALUES (3, 'x', 'g'), (10, 'y', 'g'), (9000000000, 'z', 'g');
+            INSERT INTO not_alias (rowid, id, a) VALUES (5, 100, 'x'), (50, 7, 'y');
+            INSERT INTO plain (rowid, a) VALUES (2, 'x'), (4, 'y'), (99, 'z');
+        """)
+        expected = dict((t, self.rows("SELECT rowid, * FROM %s ORDER BY rowid" % t))
+                        for t in ("alias", "not_alias", "plain"))
+        for table in expected:
+            sqlmigrate.drop_column(self.conn, table, "gone")
+            self.assertEqual(self.rows("SELECT rowid, * FROM %s ORDER BY rowid" % table),
+                             [row[:-1] for row in expected[table]])
+        self.assertHealthy()
+
+    def test_copy_in_many_rowid_ranges(self):
+        self.make("CREATE TABLE t (a TEXT, gone TEXT);")
+        self.conn.executemany("INSERT INTO t (rowid, a) VALUES (?, ?)",
+                              [(i * i, str(i)) for i in range(1, 40)])
+        saved = sqlmigrate._COPY_CHUNK_ROWS
+        sqlmigrate._COPY_CHUNK_ROWS = 4
+        self.addCleanup(setattr, sqlmigrate, "_COPY_CHUNK_ROWS", saved)
+        sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (a TEXT)")
+        self.assertEqual(self.rows("SELECT rowid, a FROM t ORDER BY rowid"),
+                         [(i * i, str(i)) for i in range(1, 40)])
+        self.assertHealthy()
+
+    def test_column_named_rowid(self):
+        self.make("CREATE TABLE t (rowid TEXT, a TEXT, gone TEXT);"
+                  "INSERT INTO t (_rowid_, rowid, a) VALUES (7, 'r', 'a');")
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertEqual(self.rows("SELECT _rowid_, rowid, a FROM t"), [(7, "r", "a")])
+        self.assertHealthy()
+
+    # -- table options and generated columns ----------------------------------
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID needs SQLite 3.8.2")
+    def test_without_rowid(self):
+        self.make("""
+            CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB, gone TEXT) WITHOUT ROWID;
+            INSERT INTO kv VALUES ('b', X'01', 'g'), ('a', NULL, 'g');
+        """)
+        sqlmigrate.drop_column(self.conn, "kv", "gone")
+        self.assertTrue(self.table_sql("kv").endswith(") WITHOUT ROWID"))
+        self.assertEqual(self.rows("SELECT * FROM kv"), [("a", None), ("b", b"\x01")])
+        with self.assertRaises(sqlite3.OperationalError):
+            self.conn.execute("SELECT rowid FROM kv")
+        self.assertHealthy()
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 37, 0), "STRICT tables need SQLite 3.37")
+    def test_strict_and_any(self):
+        self.make("""
+            CREATE TABLE s (id INTEGER PRIMARY KEY, n INT, anything ANY, gone TEXT) STRICT;
+            INSERT INTO s VALUES (1, 5, 'text', 'g'), (2, 6, 1.5, 'g'), (3, 7, X'00', NULL);
+        """)
+        before = self.rows("SELECT id, n, anything, typeof(anything) FROM s")
+        sqlmigrate.drop_column(self.conn, "s", "gone")
+        self.assertTrue(self.table_sql("s").endswith(") STRICT"))
+        self.assertEqual(self.rows("SELECT id, n, anything, typeof(anything) FROM s"), before)
+        with self.assertRaises(sqlite3.IntegrityError):
+            self.conn.execute("INSERT INTO s (n) VALUES ('not a number')")
+        self.assertHealthy()
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 31, 0),
+                     "generated columns need SQLite 3.31")
+    def test_virtual_and_stored_generated_columns(self):
+        self.make("""
+            CREATE TABLE g (id INTEGER PRIMARY KEY, a INT, gone TEXT,
+              twice INT GENERATED ALWAYS AS (a * 2) VIRTUAL,
+              label TEXT AS ('n=' || a) STORED);
+            INSERT INTO g (a, gone) VALUES (1, 'x'), (5, 'y');
+        """)
+        sqlmigrate.drop_column(self.conn, "g", "gone")
+        self.assertEqual(self.rows("SELECT id, a, twice, label FROM g"),
+                         [(1, 1, 2, "n=1"), (2, 5, 10, "n=5")])
+        self.assertEqual([r[6] for r in self.rows("PRAGMA table_xinfo(g)")], [0, 0, 2, 3])
+        sqlmigrate.drop_column(self.conn, "g", "label")
+        self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
+        self.assertRefused("column twice needs it", sqlmigrate.drop_column, self.conn, "g", "a")
+
+    # -- rename and create_sql ------------------------------------------------
+
+    def test_rename_keeps_position_and_renames_index_columns(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT NOT NULL CHECK (ts <> ''),
+                            other TEXT, UNIQUE (ts, other));
+            CREATE INDEX t_ts ON t(ts DESC)%s;
+            CREATE INDEX t_expr ON t(%s, other);
+            INSERT INTO t VALUES (1, '2020', 'o');
+        """ % (where("ts > '2000'"), "substr(ts, 1, 4)" if EXPRESSIONS else "ts"))
+        sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "created_at"})
+        self.assertEqual([r[1] for r in self.rows("PRAGMA table_info(t)")],
+                         ["id", "created_at", "other"])
+        self.assertEqual(body(self.table_sql("t")),
+                         '(id INTEGER PRIMARY KEY, "created_at" TEXT NOT NULL CHECK '
+                         '("created_at" <> \'\'),\n                            other TEXT, '
+                         'UNIQUE ("created_at", other))')
+        self.assertEqual(self.table_sql("t_ts"),
+                         'CREATE INDEX t_ts ON t("created_at" DESC)'
+                         + where('"created_at" > \'2000\''))
+        self.assertEqual(self.table_sql("t_expr"),
+                         'CREATE INDEX t_expr ON t(%s, other)' % (
+                             'substr("created_at", 1, 4)' if EXPRESSIONS else '"created_at"'))
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "2020", "o")])
+        self.assertHealthy()
+
+    def test_rename_to_the_name_of_a_dropped_column(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT UNIQUE);"
+                  "INSERT INTO t VALUES (1, 'old a', 'b');")
+        sqlmigrate.rebuild_table(self.conn, "t", drop=["a"], rename={"b": "a"})
+        self.assertEqual(self.rows("SELECT id, a FROM t"), [(1, "b")])
+        self.assertEqual(body(self.table_sql("t")), '(id INTEGER PRIMARY KEY, "a" TEXT UNIQUE)')
+        self.assertHealthy()
+
+    def test_rename_and_drop_together(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, ts TEXT);"
+                  "INSERT INTO t VALUES (4, 'e', 't');")
+        sqlmigrate.rebuild_table(self.conn, "t", drop=["email"], rename={"ts": "created_at"})
+        self.assertEqual(self.rows("SELECT id, created_at FROM t"), [(4, "t")])
+        self.assertHealthy()
+
+    def test_rename_with_a_trigger_and_view_needs_rename_column(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT);
+            CREATE VIEW v AS SELECT ts FROM t;
+        """)
+        if self.force_copy or not NATIVE_RENAME:
+            self.assertRefused("without RENAME COLUMN .* inside view v",
+                               sqlmigrate.rebuild_table, self.conn, "t", rename={"ts": "at"})
+        else:
+            sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "at"})
+            self.assertIn('"at"', self.table_sql("v"))
+            self.assertHealthy()
+
+    def test_create_sql_with_a_changed_type_and_a_new_defaulted_column(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT, gone TEXT);
+            CREATE INDEX t_n ON t(n);
+            INSERT INTO t VALUES (1, '10', 'g'), (3, 'x', 'g');
+        """)
+        sqlmigrate.rebuild_table(self.conn, "T", create_sql="""
+            CREATE TABLE t (
+              id INTEGER PRIMARY KEY,
+              n INTEGER,
+              added TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+              flag INT DEFAULT 1
+            )""")
+        rows = self.rows("SELECT id, n, typeof(n), added IS NOT NULL, flag FROM t")
+        self.assertEqual(rows, [(1, 10, "integer", 1, 1), (3, "x", "text", 1, 1)])
+        self.assertIn(("index", "t_n"), self.schema())
+        self.assertHealthy()
+
+    def test_create_sql_with_rename(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT);"
+                  "INSERT INTO t VALUES (1, 'x');")
+        sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "at"},
+                                 create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT)")
+        self.assertEqual(self.rows("SELECT id, at FROM t"), [(1, "x")])
+        self.assertHealthy()
+
+    def test_create_sql_for_another_table_is_refused(self):
+        self.make("CREATE TABLE t (a);")
+        self.assertRefused("create_sql creates table u, not t", sqlmigrate.rebuild_table,
+                           self.conn, "t", create_sql="CREATE TABLE u (a)")
+
+    def test_no_op_rebuild(self):
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT COLLATE NOCASE,
+                            b REAL CHECK (b >= 0));
+            CREATE INDEX t_a ON t(a);
+            CREATE TRIGGER t_t AFTER DELETE ON t BEGIN SELECT 1; END;
+            INSERT INTO t (a, b) VALUES ('x', 1.5), (NULL, 0);
+        """)
+        before = self.schema(), self.rows("SELECT rowid, * FROM t")
+        sqlmigrate.rebuild_table(self.conn, "t")
+        after = self.schema(), self.rows("SELECT rowid, * FROM t")
+        self.assertEqual(after[1], before[1])
+        self.assertEqual(set(after[0]), set(before[0]))
+        for key in before[0]:
+            if key != ("table", "t"):
+                self.assertEqual(after[0][key], before[0][key])
+        self.assertEqual(body(after[0][("table", "t")]), body(before[0][("table", "t")]))
+        self.assertHealthy()
+
+    # -- failures and transactions --------------------------------------------
+
+    def test_a_late_failure_rolls_everything_back(self):
+        # '1' and '01' are distinct TEXT; as INTEGER both become 1, so the
+        # UNIQUE index fails to build after the old table is already dropped.
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT);
+            CREATE UNIQUE INDEX t_code ON t(code);
+            INSERT INTO t VALUES (1, '1'), (2, '01');
+        """)
+        before = self.schema(), self.rows("SELECT * FROM t")
+        with self.assertRaisesRegex(sqlmigrate.MigrationError,
+                                    "rebuilding table t failed: "
+                                    "(UNIQUE constraint failed|.*not unique).*"
+                                    "nothing was changed"):
+            sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                                     "(id INTEGER PRIMARY KEY, code INTEGER)")
+        self.assertEqual((self.schema(), self.rows("SELECT * FROM t")), before)
+        self.assertHealthy()
+
+    def inject_failure(self, function_name):
+        original = getattr(sqlmigrate, function_name)
+
+        def fail(*args):
+            original(*args)
+            raise KeyboardInterrupt("injected")
+        setattr(sqlmigrate, function_name, fail)
+        self.addCleanup(setattr, sqlmigrate, function_name, original)
+
+    def assertFailureRollsBack(self, function_name, call, *args, **kwargs):
+        self.make_parent_and_children()
+        self.make("""
+            CREATE TABLE log (msg TEXT);
+            CREATE INDEX parent_name ON parent(name);
+            CREATE INDEX parent_gone ON parent(gone);
+            CREATE TRIGGER parent_t AFTER INSERT ON parent BEGIN INSERT INTO log VALUES (1); END;
+            CREATE VIEW parent_v AS SELECT id FROM parent;
+        """)
+
+        def state():
+            return (self.schema(), self.rows("SELECT rowid, * FROM parent"), self.children(),
+                    self.rows("SELECT * FROM log"))
+        before = state()
+        self.inject_failure(function_name)
+        with self.assertRaisesRegex(KeyboardInterrupt, "injected"):
+            call(*args, **kwargs)
+        self.assertEqual(state(), before)
+        self.assertHealthy()
+
+    def test_failure_after_every_change_rolls_everything_back(self):
+        self.assertFailureRollsBack("_log_changes", sqlmigrate.rebuild_table, self.conn,
+                                    "parent", drop=["gone"], rename={"name": "title"})
+
+    def test_failure_right_after_the_old_table_is_dropped_rolls_everything_back(self):
+        self.assertFailureRollsBack("_restore_autoincrement_counter", sqlmigrate.rebuild_table,
+                                    self.conn, "parent", create_sql="CREATE TABLE parent "
+                                    "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
+
+    def test_failure_inside_the_callers_transaction_rolls_back_only_the_rebuild(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
+                  "INSERT INTO t VALUES (1, 'a', 'g');")
+        self.inject_failure("_log_changes")
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO t VALUES (2, 'mine', 'g')")
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertTrue(self.conn.in_transaction)
+        self.conn.execute("COMMIT")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g"), (2, "mine", "g")])
+        self.assertHealthy()
+
+    def test_not_null_column_without_default_fails_cleanly(self):
+        self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
+        self.assertRefused("NOT NULL constraint failed|may not be NULL",
+                           sqlmigrate.rebuild_table, self.conn,
+                           "t", create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
+
+    def test_joins_the_callers_transaction(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
+                  "INSERT INTO t VALUES (1, 'a', 'g');")
+        self.conn.execute("PRAGMA foreign_keys = OFF")
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO t VALUES (2, 'b', 'g')")
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertTrue(self.conn.in_transaction)
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a"), (2, "b")])
+        self.conn.execute("ROLLBACK")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g")])
+        self.assertHealthy(foreign_keys=0)
+
+    def test_failure_inside_the_callers_transaction_keeps_the_callers_work(self):
+        self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO t VALUES ('mine')")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.rebuild_table(self.conn, "t",
+                                     create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
+        self.assertTrue(self.conn.in_transaction)
+        self.conn.execute("COMMIT")
+        self.assertEqual(self.rows("SELECT a FROM t"), [("x",), ("mine",)])
+        self.assertHealthy()
+
+    def test_connection_modes(self):
+        script = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);" \
+                 "INSERT INTO t VALUES (1, 'a', 'g');"
+        modes = [{}, {"isolation_level": None}, {"isolation_level": "DEFERRED"}]
+        if sys.version_info >= (3, 12):
+            modes += [{"autocommit": True}, {"autocommit": False}]
+        for n, options in enumerate(modes):
+            path = os.path.join(self.tmp, "mode%d.db" % n)
+            setup = sqlite3.connect(path, isolation_level=None)
+            setup.executescript(script)
+            setup.close()
+            conn = sqlite3.connect(path, **options)
+            conn.row_factory = sqlite3.Row
+            conn.text_factory = bytes
+            sqlmigrate.drop_column(conn, "t", "gone")
+            if options.get("autocommit") is False:
+                conn.commit()  # PEP 249 mode: the caller's transaction, the caller commits
+            self.assertFalse(conn.in_transaction and options.get("autocommit") is not False)
+            self.assertEqual(conn.isolation_level, sqlite3.connect(":memory:", **options)
+                             .isolation_level)
+            if "autocommit" in options:
+                self.assertEqual(conn.autocommit, options["autocommit"])
+            self.assertIs(conn.text_factory, bytes)
+            conn.close()
+            check = sqlite3.connect(path)
+            self.assertEqual(check.execute("SELECT * FROM t").fetchall(), [(1, "a")], options)
+            check.close()
+
+    def test_by_path(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
+                  "INSERT INTO t VALUES (1, 'a', 'g');")
+        sqlmigrate.drop_column(self.db, "t", "gone")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a")])
+        self.assertHealthy()
+
+    def test_inside_a_migration(self):
+        self.make_parent_and_children()
+        self.write("001-drop-gone.py", '''
+            import sqlmigrate
+
+            def up(db):
+                sqlmigrate.drop_column(db, "parent", "gone")
+                db.execute("INSERT INTO parent (id, name) VALUES (3, 'three')")
+            ''')
+        before = self.children()
+        conn = self.connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        sqlmigrate.migrate(conn, self.dir)
+        self.assertEqual(self.children(), before)
+        self.assertEqual(self.rows("SELECT * FROM parent"), [(1, "one"), (2, "two"), (3, "three")])
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchall(), [(1,)])
+        self.assertHealthy()
+
+    def test_failing_migration_rolls_back_the_rebuild(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
+                  "INSERT INTO t VALUES (1, 'a', 'g');")
+        self.write("001-drop-gone.py", '''
+            import sqlmigrate
+
+            def up(db):
+                sqlmigrate.drop_column(db, "t", "gone")
+                raise RuntimeError("boom")
+            ''')
+        before = self.schema()
+        with self.assertRaisesRegex(sqlmigrate.MigrationError, "boom"):
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(self.schema(), before)
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g")])
+        self.assertHealthy()
+
+    def test_legacy_alter_table_is_restored(self):
+        if self.legacy_alter_table() is None:
+            self.skipTest("PRAGMA legacy_alter_table needs SQLite 3.25")
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT, other TEXT);")
+        self.conn.execute("PRAGMA legacy_alter_table = ON")
+        self.legacy_before = 1
+        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.assertHealthy()
+        self.conn.execute("PRAGMA legacy_alter_table = OFF")
+        self.legacy_before = 0
+        sqlmigrate.drop_column(self.conn, "t", "other")
+        self.assertHealthy()
+
+    # -- bad requests ------------------------------------------------------------
+
+    def test_missing_table_or_column(self):
+        self.make("CREATE TABLE t (a, b); CREATE VIEW v AS SELECT a FROM t;")
+        self.assertRefused("no table named 'nope'", sqlmigrate.drop_column, self.conn, "nope", "a")
+        self.assertRefused("no table named 'v'", sqlmigrate.drop_column, self.conn, "v", "a")
+        self.assertRefused("table t has no column 'c'; its columns are a, b",
+                           sqlmigrate.drop_column, self.conn, "t", "c")
+        self.assertRefused("table t has no column 'c'", sqlmigrate.rebuild_table, self.conn,
+                           "t", rename={"c": "d"})
+        self.assertRefused("two columns named b", sqlmigrate.rebuild_table, self.conn, "t",
+                           rename={"a": "B"})
+
+    def test_dropping_the_only_column_or_the_primary_key(self):
+        self.make("CREATE TABLE one (a TEXT); CREATE TABLE pk (id INTEGER PRIMARY KEY, a);"
+                  "CREATE TABLE pk2 (x, y, z, PRIMARY KEY (x, y));")
+        self.assertRefused("cannot drop every column of table one",
+                           sqlmigrate.drop_column, self.conn, "one", "a")
+        self.assertRefused("cannot drop column id of table pk: it is .*PRIMARY KEY",
+                           sqlmigrate.drop_column, self.conn, "pk", "id")
+        self.assertRefused("cannot drop column y of table pk2: it is .*PRIMARY KEY",
+                           sqlmigrate.drop_column, self.conn, "pk2", "y")
+
+    def test_internal_tables_are_refused(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a);"
+                  "INSERT INTO t (a) VALUES (1);")
+        self.assertRefused("internal SQLite table", sqlmigrate.drop_column, self.conn,
+                           "sqlite_sequence", "seq")
+
+
+class NativePath(Cases, RebuildTestCase):
+    force_copy = False
+
+
+class CopyPath(Cases, RebuildTestCase):
+    force_copy = True
+
+
+class BothPathsAgree(RebuildTestCase):
+    SCRIPT = """
+        CREATE TABLE t (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, -- key
+          a TEXT COLLATE NOCASE DEFAULT 'x,y',
+          gone1 TEXT CHECK (gone1 <> ''),
+          b REAL CHECK (b > 0), /* b */
+          gone2 BLOB,
+          CONSTRAINT ab UNIQUE (a, b)
+        );
+        CREATE INDEX t_a ON t(a DESC)%s;
+        CREATE INDEX t_gone ON t(gone2);
+        CREATE TRIGGER t_t AFTER INSERT ON t BEGIN SELECT NEW.a; END;
+        CREATE VIEW v AS SELECT a, b FROM t;
+        INSERT INTO t (a, gone1, b, gone2) VALUES ('p', 'q', 1.5, X'00'), ('r', NULL, 2, NULL);
+    """ % where("b > 1")
+
+    def result(self, force_copy, path):
+        sqlmigrate._FORCE_COPY = force_copy
+        conn = sqlite3.connect(path, isolation_level=None)
+        self.addCleanup(conn.close)
+        conn.executescript(self.SCRIPT)
+        sqlmigrate.rebuild_table(conn, "t", drop=["gone2", "gone1"])
+        schema = sorted((t, n, body(s) if t == "table" else s) for t, n, s in conn.execute(
+            "SELECT type, name, sql FROM sqlite_master"))
+        return schema, conn.execute("SELECT rowid, * FROM t").fetchall(), \
+            conn.execute("SELECT * FROM sqlite_sequence").fetchall()
+
+    def test_native_and_copy_give_the_same_schema_and_data(self):
+        native = self.result(False, os.path.join(self.tmp, "native.db"))
+        copied = self.result(True, os.path.join(self.tmp, "copied.db"))
+        self.assertEqual(native, copied)
+
+
+class BigTable(RebuildTestCase):
+    force_copy = True
+
+    def setting(self, name, value):
+        saved = getattr(sqlmigrate, name)
+        setattr(sqlmigrate, name, value)
+        self.addCleanup(setattr, sqlmigrate, name, saved)
+
+    @unittest.skipUnless(hasattr(os, "openpty"), "needs a pseudo-terminal")
+    def test_progress_on_a_terminal(self):
+        self.make("CREATE TABLE t (a TEXT, gone TEXT);")
+        self.conn.executemany("INSERT INTO t (a) VALUES (?)", [(str(i),) for i in range(100)])
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        terminal = os.fdopen(slave, "w")
+        self.addCleanup(terminal.close)
+        self.setting("_PROGRESS_MIN_ROWS", 50)
+        self.setting("_PROGRESS_EVERY", 0)
+        self.setting("_COPY_CHUNK_ROWS", 30)
+        saved, sys.stderr = sys.stderr, terminal
+        try:
+            sqlmigrate.drop_column(self.conn, "t", "gone")
+        finally:
+            sys.stderr = saved
+        terminal.flush()
+        shown = os.read(master, 65536).decode("ascii", "replace")
+        self.assertIn("rebuilding t: 30 of 100 rows copied", shown)
+        self.assertIn("rebuilding t: 90 of 100 rows copied", shown)
+        self.assertEqual(self.rows("SELECT count(*) FROM t"), [(100,)])
+        self.assertHealthy()
+
+    def test_300k_rows_with_flat_memory(self):
+        self.make("CREATE TABLE big (id INTEGER PRIMARY KEY, payload TEXT, gone TEXT);")
+        self.conn.execute("BEGIN")
+        self.conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+            "INSERT INTO big SELECT i * 3, hex(randomblob(20)), 'g' FROM n"
+            if sqlite3.sqlite_version_info >= (3, 8, 3) else "SELECT 1")
+        if sqlite3.sqlite_version_info < (3, 8, 3):
+            self.conn.executemany("INSERT INTO big VALUES (?, ?, 'g')",
+                                  ((i * 3, "%040x" % i) for i in range(1, 300001)))
+        self.conn.execute("COMMIT")
+        checksum = self.rows("SELECT count(*), sum(id), sum(length(payload)) FROM big")
+        tracemalloc.start()
+        try:
+            sqlmigrate.drop_column(self.conn, "big", "gone")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 2 * 1024 * 1024)  # no rows pass through Python
+        self.assertEqual(self.rows("SELECT count(*), sum(id), sum(length(payload)) FROM big"),
+                         checksum)
+        self.assertHealthy()
+
+
+if __name__ == "__main__":
+    unittest.main()
