@@ -260,6 +260,9 @@ def cached_lib(root, version):
     return so
 
 
+_NPM_FAILED = threading.Event()
+
+
 def fetch_autoconf(version, dest_dir, workdir):
     """The autoconf tarball of `version`: from the cache, else `npm pack`."""
     pkg, name, sha = SQLITES[version]
@@ -269,11 +272,17 @@ def fetch_autoconf(version, dest_dir, workdir):
             data = f.read()
         if hashlib.sha256(data).hexdigest() == sha:
             return data
+    if _NPM_FAILED.is_set():
+        raise SetupError("not fetched: npm already failed for another version")
     npm = shutil.which("npm")
     if not npm:
         raise SetupError("npm is not installed: cannot fetch SQLite %s "
                          "(npm package sqlite3@%s)" % (version, pkg))
-    cmd = [npm, "pack", "sqlite3@%s" % pkg, "--silent", "--no-audit", "--no-fund"]
+    # Few, short retries: an unreachable registry fails in about a minute,
+    # not after npm's default back-off of several minutes per package.
+    cmd = [npm, "pack", "sqlite3@%s" % pkg, "--loglevel=error", "--no-audit", "--no-fund",
+           "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
+           "--fetch-retry-maxtimeout=10000", "--fetch-timeout=120000"]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, universal_newlines=True)
     try:
@@ -281,10 +290,12 @@ def fetch_autoconf(version, dest_dir, workdir):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
+        _NPM_FAILED.set()
         raise SetupError("`%s` timed out after 600 s (is the npm registry reachable?)"
                          % " ".join(cmd))
     tgzs = [f for f in os.listdir(workdir) if f.endswith(".tgz")]
     if proc.returncode != 0 or not tgzs:
+        _NPM_FAILED.set()
         raise SetupError("`%s` failed (exit %s); is the npm registry reachable?\n%s"
                          % (" ".join(cmd), proc.returncode, tail(out, 15)))
     member = "package/deps/" + name
@@ -313,7 +324,6 @@ def build_lib(root, version):
     if so:
         return so, time.time() - t0, "cached"
     dest = lib_dir(root, version)
-    os.makedirs(dest, exist_ok=True)
     work = tempfile.mkdtemp(prefix="build-%s-" % version, dir=root)
     try:
         data = fetch_autoconf(version, dest, work)
@@ -344,6 +354,7 @@ def build_lib(root, version):
         got = libversion(out_so)
         if got != version:
             raise SetupError("built library reports %s, expected %s" % (got, version))
+        os.makedirs(dest, exist_ok=True)
         final = os.path.join(dest, "libsqlite3.so.0")
         os.replace(out_so, final)
         meta = {"version": version, "build_id": BUILD_ID,
@@ -477,7 +488,7 @@ def copy_tree(dst):
     shutil.copytree(REPO, dst, symlinks=True, ignore=ignore)
 
 
-def pair_env(pyexe, libdir, record_file, tmpdir):
+def pair_env(pyexe, libdir, record_file, tmpdir, pair_name):
     env = dict(os.environ)
     for var in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONNOUSERSITE",
                 "PYTHONSAFEPATH", "PYENV_VERSION"):
@@ -492,6 +503,9 @@ def pair_env(pyexe, libdir, record_file, tmpdir):
         env["LD_LIBRARY_PATH"] = os.pathsep.join(ld)
     else:
         env.pop("LD_LIBRARY_PATH", None)
+    # Tests may look at this to know they run inside a matrix pair, e.g. to
+    # leave out a Python other than sys.executable (it would get this SQLite).
+    env["SQLMIGRATE_MATRIX"] = pair_name
     env["SQLMIGRATE_MATRIX_RECORD"] = record_file
     env["SQLMIGRATE_MATRIX_LAZY"] = "1"
     env["TMPDIR"] = tmpdir
@@ -529,7 +543,7 @@ def run_pair(pyver, sqlite, libs, cache, args, logdir):
         tmpdir = os.path.join(scratch, "tmp")
         os.mkdir(tmpdir)
         record = os.path.join(scratch, "sqlite-record.tsv")
-        env = pair_env(pyexe, libdir, record, tmpdir)
+        env = pair_env(pyexe, libdir, record, tmpdir, "%s/%s" % (pyver, sqlite))
 
         # 1. Which SQLite does this exact environment load?
         probe = subprocess.Popen([pyexe, "-c", PROBE], cwd=work, env=env,
