@@ -502,7 +502,7 @@ def _raw(conn):
 
 def _query(conn, sql, params=()):
     """Rows as plain tuples, whatever row_factory the caller's connection has."""
-    cursor = conn.cursor()
+    cursor = _raw(conn).cursor()
     cursor.row_factory = None
     return cursor.execute(sql, params).fetchall()
 
@@ -681,6 +681,7 @@ class MigrationConnection(object):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_transactional", transactional)
         object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "executed", [])  # for the schema report on failure
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
@@ -721,6 +722,7 @@ class MigrationConnection(object):
     def _run(self, method, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             self._refuse(sql.strip().split(None, 1)[0].upper())
+        self.executed.append(sql)
         try:
             return method(sql, parameters)
         except sqlite3.Error:
@@ -990,21 +992,29 @@ class Migrator(object):
         if backup_wanted and self.path is not None and session.opener is None:
             backup(conn, _backup_path(self.path, session.state.version))
         done = []
-        if atomic:
-            with foreign_keys_off(conn) as checked, transaction(conn):
-                for m in plan:
-                    if self._apply(conn, m, direction, checked):
-                        done.append(m)
-            return done
-        for m in plan:
-            if m.transactional:
+        try:
+            if atomic:
                 with foreign_keys_off(conn) as checked, transaction(conn):
-                    applied = self._apply(conn, m, direction, checked)
-            else:
-                applied = self._apply_outside_transaction(conn, m, direction)
-            if applied:
-                done.append(m)
-        return done
+                    for m in plan:
+                        if self._apply(conn, m, direction, checked):
+                            done.append(m)
+                for m in done:
+                    self.progress("done", m, direction)
+                return done
+            for m in plan:
+                if m.transactional:
+                    with foreign_keys_off(conn) as checked, transaction(conn):
+                        applied = self._apply(conn, m, direction, checked)
+                else:
+                    applied = self._apply_outside_transaction(conn, m, direction)
+                if applied:
+                    done.append(m)
+                    self.progress("done", m, direction)  # committed
+            return done
+        except MigrationError as failure:
+            _log_schema_of(conn, getattr(failure, "tables", None))
+            raise
+
 
     def _apply(self, conn, m, direction, check_fk):
         """Run one migration inside the open transaction and record it.
@@ -1049,7 +1059,9 @@ class Migrator(object):
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
-            raise _migration_failure(m, direction, e, db.failed_statement, transactional)
+            failure = _migration_failure(m, direction, e, db.failed_statement, transactional)
+            failure.tables = _tables_named_in(db.executed)
+            raise failure
         finally:
             conn.row_factory, conn.text_factory = saved_factories
             m.duration_ms = (time.perf_counter() - started) * 1000.0
@@ -1126,6 +1138,18 @@ def _migration_failure(m, direction, error, statement, transactional):
     failure = MigrationError("\n  ".join(parts))
     failure.__cause__ = error
     return failure
+
+
+def _log_schema_of(conn, tables):
+    """After a failed migration was rolled back: the schema of the tables it
+    named, to help see why ("schema report on errors")."""
+    if not tables:
+        return
+    try:
+        log.info("Schema of the tables the failed migration named:\n%s",
+                 schema_report(conn, tables).rstrip())
+    except Exception as e:  # the report is a courtesy; never mask the real error
+        log.debug("no schema report: %s", e)
 
 
 def _drift_sentences(report, table):
@@ -1211,21 +1235,916 @@ def _copy_under_write_lock(conn, dest):
 
 
 # --- Helpers: reconcile, JSON defaults, schema report -----------------------
+# reconcile() reads the schema in one pass (sqlite_master, then one
+# pragma_table_info join over the declared tables), decides everything, and
+# only then opens a transaction: a database that needs nothing costs two
+# queries and takes no write lock.
+
+# Shared with the rebuild helpers below: _HAS_TABLE_XINFO, _TABLE_CONSTRAINT_WORDS,
+# _key (identifier case folding), _unquote, _free_name and _CreateTable.
+_HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
+# Old SQLite limits a statement to 999 parameters.
+_IN_CHUNK = 500
+
+_NUMBER_RE = _LazyRegex(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+                        r"|0[xX][0-9a-fA-F]+)$")
+_STRING_RE = _LazyRegex(r"^'(?:[^']|'')*'$")
+_BLOB_RE = _LazyRegex(r"^[xX]'[0-9a-fA-F]*'$")
+_BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
+_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
+                                  re.I)
+
+
+def _code_tokens(sql):
+    """tokenize(sql) without the spaces and comments."""
+    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# -- reading the schema --------------------------------------------------------
+
+class _SchemaObjects(object):
+    """sqlite_master rows (type, name, tbl_name, sql) by name; tables,
+    indexes, views and triggers share one namespace.  Names are looked up
+    exactly first: case folding is only paid for when that misses."""
+
+    def __init__(self, conn):
+        self.rows = _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+        self._by_name = dict((row[1], row) for row in self.rows)
+        self._by_key = None
+
+    def get(self, name):
+        row = self._by_name.get(name)
+        if row is None:
+            if self._by_key is None:
+                self._by_key = dict((_key(row[1]), row) for row in self.rows)
+            row = self._by_key.get(_key(name))
+        return row
+
+
+_VIRTUAL_RE = _LazyRegex(r"\s*CREATE\s+VIRTUAL\b", re.I)
+
+
+def _is_virtual(sql):
+    # A regex, not the tokenizer: this runs once per declared table.
+    return bool(sql) and _VIRTUAL_RE.match(sql) is not None
+
+
+_COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden")
+
+
+def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
+    """{table: [(field, ...) per column]} for existing tables (exact names),
+    fields named as in PRAGMA table_xinfo ('hidden' is 0 where SQLite only
+    has table_info).  One pragma join per 500 tables where SQLite has pragma
+    functions, one PRAGMA per table before."""
+    columns = dict((table, []) for table in tables)
+    if HAS_PRAGMA_FUNCTIONS:
+        function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
+        select = ", ".join("0" if field == "hidden" and not _HAS_TABLE_XINFO
+                           else "p." + quote_identifier(field) for field in fields)
+        for chunk in _chunks(list(tables), _IN_CHUNK):
+            sql = ("SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
+                   "WHERE m.type = 'table' AND m.name IN (%s)"
+                   % (select, function, ", ".join("?" * len(chunk))))
+            for row in _query(conn, sql, chunk):
+                columns[row[0]].append(row[1:])
+        return columns
+    pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+    # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
+    positions = [_COLUMN_FIELDS.index(field) for field in fields]
+    for table in tables:
+        rows = _query(conn, "PRAGMA %s(%s)" % (pragma, quote_identifier(table)))
+        columns[table] = [tuple([row[i] if i < len(row) else 0 for i in positions])
+                          for row in rows]
+    return columns
+
+
+# -- parsing declarations --------------------------------------------------------
+
+class _ColumnDeclaration(object):
+    """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
+    clauses that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
+
+    def __init__(self, text):
+        self.text = text
+        # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
+        self.tokens = tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
+            or text.count("(") != text.count(")") else []
+        self.problem = None
+        self.clauses = self._split()   # (word, start, keyword index, end) token indexes
+        self.words = set(clause[0] for clause in self.clauses)
+        self.default = self._clause_body("DEFAULT")
+        self.generated = self._generated_kind()
+
+    def _split(self):
+        clauses, current, previous, depth, expect_name = [], None, None, 0, False
+        for index, (kind, text) in enumerate(self.tokens):
+            if kind in ("space", "comment"):
+                continue
+            word = text.upper() if kind == "word" else None
+            if expect_name:
+                expect_name = False  # CONSTRAINT <name>: the name may be any word
+            elif depth == 0 and word in _COLUMN_CONSTRAINT_WORDS \
+                    and not self._continues(current, previous, word, index):
+                if current is not None:
+                    clauses.append(current + (index,))
+                current = (word, index, index)
+                expect_name = word == "CONSTRAINT"
+            if kind == "punct" and text in "()":
+                depth += 1 if text == "(" else -1
+            elif kind == "punct" and text in ",;" and depth == 0:
+                self.problem = "not a single column declaration (found %r)" % text
+            previous = word
+        if depth != 0:
+            self.problem = "unbalanced parentheses"
+        if current is not None:
+            clauses.append(current + (len(self.tokens),))
+        # CONSTRAINT <name> belongs to the constraint that follows it.
+        merged = []
+        for clause in clauses:
+            if merged and merged[-1][0] == "CONSTRAINT":
+                clause = (clause[0], merged.pop()[1]) + clause[2:]
+            merged.append(clause)
+        return merged
+
+    def _continues(self, current, previous, word, index):
+        """Whether `word` belongs to the clause before it rather than starting
+        one: DEFAULT NULL, NOT NULL, GENERATED ALWAYS AS, and SET NULL, SET
+        DEFAULT or NOT DEFERRABLE in a REFERENCES clause."""
+        if current is None:
+            return False
+        if previous == "DEFAULT" or (previous == "SET" and word in ("NULL", "DEFAULT")):
+            return True
+        if previous == "NOT" and word == "NULL":
+            return True
+        if current[0] == "GENERATED" and word == "AS":
+            return True
+        if current[0] == "REFERENCES" and word == "NOT":
+            following = [t for k, t in self.tokens[index + 1:] if k not in ("space", "comment")]
+            return bool(following) and following[0].upper() == "DEFERRABLE"
+        return False
+
+    def _clause_body(self, word):
+        """The text after the keyword of the clause that starts with `word`."""
+        for clause_word, _, keyword, end in self.clauses:
+            if clause_word == word:
+                return "".join(text for _, text in self.tokens[keyword + 1:end]).strip()
+        return None
+
+    def _generated_kind(self):
+        body = self._clause_body("GENERATED") or self._clause_body("AS")
+        if body is None:
+            return None
+        last = _code_tokens(body)[-1:]
+        return "STORED" if last and last[0][1].upper() == "STORED" else "VIRTUAL"
+
+    @property
+    def not_null(self):
+        return "NOT" in self.words
+
+    @property
+    def default_kind(self):
+        """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
+        return "none" if self.default is None else _classify_default(self.default)
+
+    def without(self, word):
+        """The declaration text without the clause that starts with `word`."""
+        dropped = set()
+        for clause_word, start, _, end in self.clauses:
+            if clause_word == word:
+                dropped.update(range(start, end))
+        return " ".join("".join(text for index, (_, text) in enumerate(self.tokens)
+                                if index not in dropped).split())
+
+
+def _strip_parentheses(text):
+    """'((1))' -> '1': SQLite keeps no node for parentheses around a default."""
+    while text.startswith("(") and text.endswith(")"):
+        tokens = _code_tokens(text)
+        depth = 0
+        for position, (kind, token) in enumerate(tokens):
+            if kind == "punct" and token in "()":
+                depth += 1 if token == "(" else -1
+                if depth == 0 and position != len(tokens) - 1:
+                    return text  # "(a) + (b)": not one group
+        text = text[1:-1].strip()
+    return text
+
+
+def _classify_default(text):
+    """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
+    TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses,
+    or a bare word (a string to SQLite), is constant; CURRENT_TIMESTAMP or
+    anything computed is not.  Unsure means 'expression': a rebuild always works."""
+    inner = _strip_parentheses(text)
+    bare = inner == text
+    if inner.upper() == "NULL":
+        return "null"
+    if _NUMBER_RE.match(inner) or _STRING_RE.match(inner) or _BLOB_RE.match(inner):
+        return "constant"
+    # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
+    if bare and _BARE_WORD_RE.match(inner) and inner.upper() not in _TIME_KEYWORDS:
+        return "constant"
+    return "expression"
+
+
+class _IndexDeclaration(object):
+    """A CREATE [UNIQUE] INDEX statement, parsed far enough to compare two of
+    them and to find the table and the plain column names they use."""
+
+    def __init__(self, sql, tokens=None):
+        self.sql = sql.strip().rstrip(";").strip()
+        self.name = self.table = None
+        self.unique = False
+        self.definition = None  # the tokens from ON onwards, identifiers unquoted
+        self._list = None       # the tokens from the column list's "(" onwards
+        self._parse(tokens if tokens is not None else _code_tokens(self.sql))
+
+    @property
+    def columns(self):
+        """Plain column names in the column list (not expressions)."""
+        return self._parsed_list()[0]
+
+    @property
+    def column_texts(self):
+        """Every item of the column list, as readable text."""
+        return self._parsed_list()[1]
+
+    @property
+    def where(self):
+        return self._parsed_list()[2]
+
+    def _parse(self, tokens):
+        words = [text.upper() if kind == "word" else None for kind, text in tokens]
+        position = 1 if words[:1] == ["CREATE"] else None
+        if position is None:
+            return
+        if words[position:position + 1] == ["UNIQUE"]:
+            self.unique, position = True, position + 1
+        if words[position:position + 1] != ["INDEX"]:
+            return
+        position += 1
+        if words[position:position + 3] == ["IF", "NOT", "EXISTS"]:
+            position += 3
+        if tokens[position + 1:position + 2] == [("punct", ".")]:
+            position += 2  # schema name
+        if position >= len(tokens) or words[position + 1:position + 2] != ["ON"]:
+            return
+        self.name = _unquote(tokens[position][1])
+        on = position + 1
+        if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
+            return
+        self.table = _unquote(tokens[on + 1][1])
+        # "t" and t are one name: identifiers and words become kind "name".
+        self.definition = tuple(("name", _unquote(text)) if kind in ("ident", "word")
+                                else (kind, text) for kind, text in tokens[on:])
+        self._list = tokens[on + 2:]
+
+    def _parsed_list(self):
+        # Only a report or a missing index needs this; comparing does not.
+        if not isinstance(self._list, tuple):
+            self._list = self._split_list(self._list or [])
+        return self._list
+
+    def _split_list(self, tokens):
+        depth, item, items, where = 0, [], [], None
+        for position, (kind, text) in enumerate(tokens):
+            if kind == "punct" and text == "(":
+                depth += 1
+                if depth == 1:
+                    continue
+            elif kind == "punct" and text == ")":
+                depth -= 1
+                if depth == 0:
+                    items.append(item)
+                    rest = tokens[position + 1:]
+                    if rest and rest[0][0] == "word" and rest[0][1].upper() == "WHERE":
+                        where = _joined(rest[1:])
+                    break
+            if depth == 1 and kind == "punct" and text == ",":
+                items.append(item)
+                item = []
+            else:
+                item.append((kind, text))
+        columns, texts = [], []
+        for item in items:
+            tail = [text.upper() for _, text in item[1:]]
+            if item and item[0][0] in ("word", "ident") and \
+                    (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
+                name = _unquote(item[0][1])
+                columns.append(name)
+                texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
+            else:
+                texts.append(_joined(item))
+        return columns, texts, where
+
+
+def _joined(tokens):
+    """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
+    text = ""
+    for kind, token in tokens:
+        glue = not text or token in "().," or text[-1] in "(."
+        text += token if glue else " " + token
+    return text
+
+
+def _index_declaration(name, declaration):
+    """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
+    (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
+    all_tokens = tokenize(declaration)
+    tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
+    if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
+        return _IndexDeclaration(declaration, tokens)
+    if len(tokens) >= 3 and tokens[1] == ("punct", "."):
+        tokens = tokens[2:]  # schema-qualified table
+    if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
+        return _IndexDeclaration("")
+    rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
+    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
+            ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
+    sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
+    if tokens[-1] == ("punct", ";"):
+        tokens = tokens[:-1]
+    return _IndexDeclaration(sql, head + tokens[1:])
+
+
+# -- reconcile ---------------------------------------------------------------------
+
+class _ReconcilePlan(object):
+    def __init__(self):
+        self.additions = []        # (table, column, declaration text)
+        self.rebuilds = []         # (table, [(column, declaration text)], why)
+        self.unique_indexes = []   # (table, column): ADD COLUMN refuses UNIQUE
+        self.indexes = []          # (name, table, sql)
+        self.problems = []         # what cannot be done: nothing will be
+        self.warnings = []         # reported and skipped
+        self.parsed = {}           # declaration text -> _ColumnDeclaration: "INTEGER" repeats
+
+    def declaration(self, text):
+        if text not in self.parsed:
+            self.parsed[text] = _ColumnDeclaration(text)
+        return self.parsed[text]
+
+    def empty(self):
+        return not (self.additions or self.rebuilds or self.unique_indexes or self.indexes)
+
 
 def reconcile(db, columns=None, indexes=None):
-    raise MigrationError("reconcile() is not implemented yet")
+    """Add the declared columns and indexes the database lacks; never drop,
+    rename or change anything.  Returns the changes as readable strings,
+    e.g. ["added column usage_logs.model", "created index idx_usage_logs_model"];
+    [] when the schema already has everything.
 
+    columns: {table: {column: "declaration"}}, e.g. {"api_keys": {"is_active":
+    "BOOLEAN DEFAULT 1 NOT NULL"}}.  indexes: {name: "table(col, ...)"} or
+    {name: "CREATE [UNIQUE] INDEX name ON table (...)"}.  Everything is checked
+    first; one declaration that cannot be added means nothing is changed and the
+    MigrationError lists every such declaration."""
+    columns, indexes = columns or {}, indexes or {}
+    with using(db) as conn:
+        conn = _raw(conn)
+        schema_version = _schema_version(conn)
+        plan = _plan_reconcile(conn, columns, indexes)
+        _report_plan(plan)
+        if plan.empty():
+            log.debug("Schema has every declared column and index")
+            return []
+        own_transaction = not conn.in_transaction
+        with _foreign_keys_off_for(conn, plan, own_transaction) as fk_were_on:
+            with transaction(conn):
+                if own_transaction and _schema_version(conn) != schema_version:
+                    # Another process changed the schema since we looked (and
+                    # may have reconciled): look again under the write lock.
+                    plan = _plan_reconcile(conn, columns, indexes)
+                    _report_plan(plan, quiet=True)
+                changes = _apply_reconcile(conn, plan)
+                if fk_were_on:
+                    check_foreign_keys(conn)
+        log.info("Reconcile made %d change(s)", len(changes))
+        return changes
+
+
+def _schema_version(conn):
+    """Bumped by SQLite on every schema change, by any connection."""
+    return _query(conn, "PRAGMA schema_version")[0][0]
+
+
+@contextmanager
+def _foreign_keys_off_for(conn, plan, own_transaction):
+    """A table rebuild must not fire foreign-key actions; the pragma can only
+    change outside a transaction, so only our own transaction gets this."""
+    if plan.rebuilds and own_transaction:
+        with foreign_keys_off(conn) as were_on:
+            yield were_on
+    else:
+        yield False
+
+
+def _report_plan(plan, quiet=False):
+    if plan.problems:
+        raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
+                             + "\n  ".join(plan.problems))
+    if not quiet:
+        for warning in plan.warnings:
+            log.warning(warning)
+
+
+def _plan_reconcile(conn, columns, indexes):
+    plan = _ReconcilePlan()
+    master = _SchemaObjects(conn)
+    index_declarations = [(name, text, _index_declaration(name, text))
+                          for name, text in indexes.items()]
+    wanted = list(columns) + [d.table for _, _, d in index_declarations if d.table]
+    tables = {}  # declared name -> existing table name
+    for table in wanted:
+        entry = master.get(table)
+        if entry is not None and entry[0] == "table" and not _is_virtual(entry[3]):
+            tables[table] = entry[1]
+    existing = dict((table, [row[0] for row in rows]) for table, rows
+                    in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
+    added = {}  # existing table name -> names of the columns being added
+    fk_on = []  # asked once, and only if a column is missing
+    for table, declared in columns.items():
+        actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
+                              % ", ".join(declared))
+        if actual in added:
+            plan.problems.append("table %s: declared twice (names compare case-insensitively)"
+                                 % table)
+        elif actual is not None:
+            added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
+    for name, text, declaration in index_declarations:
+        _plan_index(plan, master, name, text, declaration, tables, existing, added)
+    return plan
+
+
+def _check_table(plan, master, table, skipped):
+    """The existing table's name, or None with a warning (missing) or a
+    problem (a view, or a virtual table ADD COLUMN cannot change)."""
+    entry = master.get(table)
+    if entry is None:
+        plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
+        return None
+    if entry[0] != "table":
+        plan.problems.append("'%s' is a %s, not a table" % (table, entry[0]))
+        return None
+    if _is_virtual(entry[3]):
+        plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
+                             % table)
+        return None
+    return entry[1]
+
+
+def _plan_columns(plan, conn, table, declared, existing, fk_on):
+    """Plan the declared columns `table` lacks; returns their folded names."""
+    absent = set(_absent_names(existing, declared))
+    missing = [(column, text) for column, text in declared.items() if column in absent]
+    problems, seen = plan.problems, set()
+    for column, _ in missing:
+        if _key(column) in seen:
+            problems.append("%s.%s: declared twice (names compare case-insensitively)"
+                            % (table, column))
+        seen.add(_key(column))
+    if not missing:
+        log.debug("Table '%s' has all expected columns", table)
+        return set()
+    if not fk_on:
+        fk_on.append(foreign_keys_enabled(conn))
+    methods = []
+    for column, text in missing:
+        declaration = plan.declaration(text)
+        problem = _column_problem(conn, table, declaration, fk_on[0])
+        if problem:
+            problems.append("%s.%s %r: %s" % (table, column, text, problem))
+        methods.append((column, text, declaration, _rebuild_reason(declaration)))
+    reasons = [reason for _, _, _, reason in methods if reason]
+    if reasons:
+        # One rebuild per table carries every missing column, in declared order.
+        plan.rebuilds.append((table, [(c, t) for c, t, _, _ in methods], reasons[0]))
+    else:
+        for column, text, declaration, _ in methods:
+            if "UNIQUE" in declaration.words:
+                plan.additions.append((table, column, declaration.without("UNIQUE")))
+                plan.unique_indexes.append((table, column))
+            else:
+                plan.additions.append((table, column, text))
+    return [column for column, _ in missing]
+
+
+def _absent_names(names, wanted):
+    """The names in `wanted` that `names` lacks, compared as SQLite compares
+    identifiers; exact tests first, as they nearly always decide."""
+    exact, keys = set(names), None
+    for name in wanted:
+        if name not in exact:
+            if keys is None:
+                keys = set(_key(other) for other in names)
+            if _key(name) not in keys:
+                yield name
+
+
+def _has_name(names, name):
+    """Whether `name` is among `names` the way SQLite compares identifiers;
+    the exact test first, as it nearly always decides."""
+    if name in names:
+        return True
+    key = _key(name)
+    return any(_key(other) == key for other in names)
+
+
+def _rebuild_reason(declaration):
+    if declaration.generated == "STORED":
+        return "a STORED generated column"
+    if declaration.default_kind == "expression":
+        return "non-constant DEFAULT %s" % declaration.default
+    return None
+
+
+def _column_problem(conn, table, declaration, fk_on):
+    """Why this declaration cannot be added to an existing table, or None."""
+    if declaration.problem:
+        return declaration.problem
+    if "PRIMARY" in declaration.words:
+        return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
+                "rebuild_table(create_sql=...)")
+    if declaration.generated and not _HAS_GENERATED_COLUMNS:
+        return ("generated columns need SQLite 3.31 or newer (this is %s)"
+                % sqlite3.sqlite_version)
+    if declaration.not_null and not declaration.generated \
+            and declaration.default_kind in ("none", "null"):
+        return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
+    if _rebuild_reason(declaration):
+        return None
+    if fk_on and "REFERENCES" in declaration.words and declaration.default_kind != "none" \
+            and declaration.default_kind != "null":
+        return ("with foreign keys on, a REFERENCES column must default to NULL "
+                "(SQLite refuses DEFAULT %s)" % declaration.default)
+    if "UNIQUE" in declaration.words and declaration.default_kind == "constant" \
+            and _has_two_rows(conn, table):
+        return ("UNIQUE with DEFAULT %s: the existing rows would all get the same value"
+                % declaration.default)
+    return None
+
+
+def _has_two_rows(conn, table):
+    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % quote_identifier(table))) > 1
+
+
+def _plan_index(plan, master, name, text, declaration, tables, existing, added):
+    if declaration.definition is None:
+        plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
+                             "[UNIQUE] INDEX statement" % (name, text))
+        return
+    if declaration.name != name and _key(declaration.name) != _key(name):
+        plan.problems.append("index %s: the statement creates an index named %s"
+                             % (name, declaration.name))
+        return
+    entry = master.get(name)
+    if entry is not None:
+        if entry[0] != "index":
+            plan.problems.append("index %s: the name is taken by a %s" % (name, entry[0]))
+        elif entry[3] != declaration.sql and not _same_index(entry[3], declaration):
+            plan.warnings.append("Index '%s' exists with a different definition; not replaced "
+                                 "(database: %s; declared: %s)"
+                                 % (name, entry[3] or "a constraint's index", declaration.sql))
+        return
+    table = tables.get(declaration.table)
+    if table is None:
+        _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
+        return
+    have = existing[table] + added.get(table, [])
+    unknown = [c for c in declaration.columns if not _has_name(have, c)]
+    if unknown:
+        plan.problems.append("index %s: table %s has no column %s"
+                             % (name, table, ", ".join(unknown)))
+        return
+    plan.indexes.append((name, table, declaration.sql))
+
+
+def _same_index(sql, declaration):
+    if sql is None:  # a UNIQUE or PRIMARY KEY constraint's index
+        return False
+    existing = _IndexDeclaration(sql)
+    if existing.unique != declaration.unique:
+        return False
+    # Names differing only in ASCII case are the same name; fold only if needed.
+    return existing.definition == declaration.definition or \
+        _folded(existing.definition) == _folded(declaration.definition)
+
+
+def _folded(definition):
+    return tuple(_key(text) if kind == "name" else text for kind, text in definition)
+
+
+def _apply_reconcile(conn, plan):
+    """Carry out a checked plan inside the open transaction; any failure
+    raises, and the caller's `transaction` undoes everything."""
+    changes = []
+    for table, column, text in plan.additions:
+        log.info("Adding missing column '%s' to table '%s'", column, table)
+        _apply_step(conn, "ALTER TABLE %s ADD COLUMN %s %s" % (
+            quote_identifier(table), quote_identifier(column), text),
+            "adding column %s.%s" % (table, column))
+        changes.append("added column %s.%s" % (table, column))
+    for table, new_columns, reason in plan.rebuilds:
+        _rebuild_with_columns(conn, table, new_columns, reason)
+        changes.extend("added column %s.%s (table rebuilt: %s)" % (table, column, reason)
+                       for column, _ in new_columns)
+    for table, column in plan.unique_indexes:
+        name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+        log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
+        _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
+            quote_identifier(name), quote_identifier(table), quote_identifier(column)),
+            "creating unique index %s on %s.%s" % (name, table, column))
+        changes.append("created unique index %s for column %s.%s" % (name, table, column))
+    for name, table, sql in plan.indexes:
+        log.info("Creating missing index '%s' on table '%s'", name, table)
+        _apply_step(conn, sql, "creating index %s" % name)
+        changes.append("created index %s" % name)
+    return changes
+
+
+def _apply_step(conn, sql, what):
+    try:
+        conn.execute(sql)
+    except sqlite3.Error as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise
+        raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
+                             % (what, e, sql))
+
+
+def _rebuild_with_columns(conn, table, new_columns, reason):
+    for column, _ in new_columns:
+        log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
+                 column, table, reason)
+    create_sql = _query(conn, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,))[0][0]
+    definitions = ["%s %s" % (quote_identifier(c), text) for c, text in new_columns]
+    try:
+        rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
+    except (MigrationError, sqlite3.Error) as e:
+        raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
+                             "changed" % (table, ", ".join(c for c, _ in new_columns), e))
+
+
+def _with_columns_appended(create_sql, definitions):
+    """CREATE TABLE text with column definitions added after the last column:
+    SQLite wants every column before the table constraints."""
+    parsed = _CreateTable(create_sql, "the table")
+    last = parsed.columns[-1]
+    end = _significant(parsed.tokens, last.first, last.end)[-1] + 1
+    return "%s, %s%s" % (parsed.text(0, end), ", ".join(definitions),
+                         parsed.text(end, len(parsed.tokens)))
+
+
+# -- JSON defaults -----------------------------------------------------------------
 
 def merge_json_defaults(db, table, column, defaults, where=None, params=()):
-    raise MigrationError("merge_json_defaults() is not implemented yet")
+    """Add the keys of `defaults` that the JSON object in `table.column` lacks,
+    recursively for nested objects, in every row (or those matching `where`,
+    an SQL condition with `params`).  Never overwrites a value that is there,
+    even false, 0, "", [] or null; NULL or '' counts as {}.  A value that is
+    not a JSON object is a MigrationError naming the rows, and no row changes.
+    Returns the number of rows changed."""
+    import json
+    if not isinstance(defaults, dict):
+        raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
+                             % type(defaults).__name__)
+    with using(db) as conn:
+        conn = _raw(conn)
+        with transaction(conn):
+            key_columns = _row_key_columns(conn, table, column)
+            updates, bad = [], []
+            select = "SELECT %s, %s FROM %s%s" % (
+                ", ".join(quote_identifier(k) for k in key_columns), quote_identifier(column),
+                quote_identifier(table), " WHERE (%s)" % where if where else "")
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            for row in cursor.execute(select, params):
+                key, value = row[:-1], row[-1]
+                try:
+                    document = _json_object(json, value)
+                except ValueError as e:
+                    bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
+                    continue
+                if _merge_missing(document, defaults):
+                    updates.append((json.dumps(document, ensure_ascii=False),) + tuple(key))
+            if bad:
+                shown = "; ".join(bad[:10]) + (" (and %d more)" % (len(bad) - 10)
+                                               if len(bad) > 10 else "")
+                raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s; "
+                                     "no row was changed" % (table, column, shown))
+            if updates:
+                conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
+                    quote_identifier(table), quote_identifier(column),
+                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)), updates)
+                log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
+                         column)
+    return len(updates)
+
+
+def _row_key_columns(conn, table, column):
+    """What identifies a row for the UPDATE: the rowid, or the primary key of
+    a WITHOUT ROWID table."""
+    entry = _SchemaObjects(conn).get(table)
+    if entry is None or entry[0] != "table":
+        raise MigrationError("merge_json_defaults: no table %s" % table)
+    rows = _read_columns(conn, [entry[1]])[entry[1]]
+    names = [row[1] for row in rows]
+    if not _has_name(names, column):
+        raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
+    if not _CreateTable(entry[3], "table %s" % table).rowid:
+        return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+    for alias in _ROWID_NAMES:
+        if not _has_name(names, alias):
+            return [alias]
+    raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
+                         "oid: no way to address its rows" % table)
+
+
+def _describe_row(key_columns, key):
+    return "row " + ", ".join("%s=%r" % pair for pair in zip(key_columns, key))
+
+
+def _json_object(json, value):
+    if value is None or value == "" or value == b"":
+        return {}
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError("a %s, not JSON text" % type(value).__name__)
+    document = json.loads(value)
+    if not isinstance(document, dict):
+        raise ValueError("JSON %s, not an object" % type(document).__name__)
+    return document
+
+
+def _merge_missing(document, defaults):
+    """Add missing keys in place, recursing into objects on both sides;
+    returns whether anything was added."""
+    import copy
+    changed = False
+    for key, default in defaults.items():
+        if key not in document:
+            document[key] = copy.deepcopy(default)
+            changed = True
+        elif isinstance(document[key], dict) and isinstance(default, dict):
+            changed = _merge_missing(document[key], default) or changed
+    return changed
+
+
+# -- schema report ---------------------------------------------------------------
+
+_REPORT_RULE = "=" * 60
+_TABLE_RULE = "-" * 60
 
 
 def schema_info(db, tables=None):
-    raise MigrationError("schema_info() is not implemented yet")
+    """The schema report as data: {"tables": [{"name", "columns": [{"name",
+    "type", "primary_key", "not_null", "default", "generated"}], "indexes":
+    [{"name", "unique", "columns", "where", "sql"}]}], "missing": [names]}.
+    Tables are sorted by name unless `tables` names them; reads only."""
+    if isinstance(tables, str):
+        tables = [tables]
+    with using(db, mode="ro") as conn:
+        conn = _raw(conn)
+        master = _SchemaObjects(conn)
+        if tables is None:
+            names = sorted((row[1] for row in master.rows if row[0] == "table"
+                            and not _key(row[1]).startswith("sqlite_")), key=_key)
+            missing = []
+        else:
+            found = [master.get(table) for table in tables]
+            names = [row[1] for row in found if row is not None and row[0] == "table"]
+            missing = [table for table, row in zip(tables, found)
+                       if row is None or row[0] != "table"]
+        columns = _read_columns(conn, [n for n in names if not _is_virtual(master.get(n)[3])])
+        indexes = {}
+        for kind, name, table, sql in sorted(master.rows, key=lambda row: _key(row[1])):
+            if kind == "index":
+                indexes.setdefault(_key(table), []).append((name, sql))
+        return {
+            "tables": [_table_info(conn, master.get(name), columns.get(name),
+                                   indexes.get(_key(name), [])) for name in names],
+            "missing": missing,
+        }
+
+
+def _table_info(conn, entry, columns, indexes):
+    _, name, _, sql = entry
+    if columns is None:  # a virtual table: its module may not be loaded here
+        return {"name": name, "virtual": True, "columns": [], "indexes": []}
+    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
+    primary = [row for row in columns if row[5]]
+    rowid_alias = len(primary) == 1 and primary[0][2].upper() == "INTEGER" and not without_rowid
+    return {
+        "name": name,
+        "columns": [{
+            "name": column,
+            "type": type_,
+            "primary_key": bool(pk),
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
+            "not_null": bool(notnull) or bool(pk) and (rowid_alias or without_rowid),
+            "default": default,
+            "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
+        } for _, column, type_, notnull, default, pk, hidden in columns],
+        "indexes": [_index_info(conn, index, sql) for index, sql in indexes],
+    }
+
+
+def _index_info(conn, name, sql):
+    if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
+        rows = _query(conn, "PRAGMA index_info(%s)" % quote_identifier(name))
+        return {"name": name, "unique": True, "columns": [row[2] for row in rows],
+                "where": None, "sql": None}
+    declaration = _IndexDeclaration(sql)
+    return {"name": name, "unique": declaration.unique, "columns": declaration.column_texts,
+            "where": declaration.where, "sql": sql}
 
 
 def schema_report(db, tables=None):
-    raise MigrationError("schema_report() is not implemented yet")
+    """The schema as text (the `schema` command's output): every table, or
+    those named, with its columns and indexes."""
+    info = schema_info(db, tables)
+    lines = [_REPORT_RULE, "DATABASE SCHEMA REPORT", _REPORT_RULE]
+    for table in info["tables"]:
+        lines.extend(["", "Table: %s" % table["name"], _TABLE_RULE])
+        if table.get("virtual"):
+            lines.append("  (virtual table)")
+        for column in table["columns"]:
+            lines.append("  - %s: %s" % (column["name"], _column_summary(column)))
+        if table["indexes"]:
+            lines.append("  Indexes:")
+        for index in table["indexes"]:
+            lines.append("    - %s: %s(%s)%s" % (
+                index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
+                " WHERE %s" % index["where"] if index["where"] else ""))
+    for name in info["missing"]:
+        lines.extend(["", "Table: %s" % name, _TABLE_RULE, "  (does not exist)"])
+    if not info["tables"] and not info["missing"]:
+        lines.extend(["", "(no tables)"])
+    lines.extend(["", _REPORT_RULE])
+    return "\n".join(lines) + "\n"
+
+
+def _column_summary(column):
+    parts = [column["type"] or "(no type)"]
+    if column["primary_key"]:
+        parts.append("[PK]")
+    if column["not_null"]:
+        parts.append("NOT NULL")
+    if column["default"] is not None:
+        parts.append("DEFAULT %s" % column["default"])
+    if column["generated"]:
+        parts.append("GENERATED %s" % column["generated"])
+    return " ".join(parts)
+
+
+def _tables_named_in(statements):
+    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
+    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
+    of first mention: what the runner shows the schema of when a migration
+    fails.  A name may be a table that does not exist (yet)."""
+    names, seen = [], set()
+    for statement in statements:
+        for name in _names_after_keywords(_code_tokens(statement or "")):
+            if _key(name) not in seen:
+                seen.add(_key(name))
+                names.append(name)
+    return names
+
+
+_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
+_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
+                      "IGNORE", "ONLY")
+_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
+
+
+def _names_after_keywords(tokens):
+    words = [text.upper() if kind == "word" else None for kind, text in tokens]
+    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
+    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
+    for position, word in enumerate(words):
+        if word == "ON" and on_names_table:
+            on_names_table = False
+        elif word not in _NAME_KEYWORDS:
+            continue
+        following = position + 1
+        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
+            following += 1
+        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
+            following += 2  # schema.table
+        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
+                and words[following] not in _NOT_NAME_WORDS:
+            yield _unquote(tokens[following][1])
 
 
 # --- Helpers: table rebuild -------------------------------------------------
@@ -2181,7 +3100,8 @@ def _print_status(report, stream):
 
 class _Progress(object):
     """On a terminal, shows which migration runs and for how long; silent in a
-    pipe or with -q.  Finished migrations are printed as result lines."""
+    pipe or with -q.  Each committed migration is printed as a result line at
+    once, so a later failure still shows what was applied."""
 
     def __init__(self, out, err, live):
         self.out, self.err, self.live = out, err, live
@@ -2205,9 +3125,15 @@ class _Progress(object):
             self.err.write("\r\033[K")
             self.err.flush()
             self._stop = None
+        elif event == "done":
+            self.out.write("%s v%d: %s (%.0f ms)\n" % (
+                "Applied" if direction == "up" else "Rolled back", migration.version,
+                migration.name, migration.duration_ms or 0))
+            self.out.flush()
 
 
 def _print_run(done, direction, dry_run, out):
+    """The dry run's SQL and the summary (_Progress printed each migration)."""
     verb = {"up": "Applied", "down": "Rolled back"}[direction]
     for m in done:
         if dry_run:
@@ -2215,8 +3141,6 @@ def _print_run(done, direction, dry_run, out):
                                           else " (non-transactional: not run)"))
             for statement in m.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
-        else:
-            out.write("%s v%d: %s (%.0f ms)\n" % (verb, m.version, m.name, m.duration_ms or 0))
     if dry_run:
         out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
                   % (len(done), "applied" if direction == "up" else "rolled back"))

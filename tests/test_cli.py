@@ -536,8 +536,9 @@ class UpTests(CLITestCase):
 
     def test_failed_migration_exits_1_names_file_statement_and_keeps_earlier_ones(self):
         self.write_sql(3, "broken", "CREATE TABLE ok3 (id INTEGER);\nINSERT INTO nowhere VALUES (1);")
-        err = self.assert_error(self.cli("--db", self.db, "up"), 1,
-                                "003-broken.sql", "INSERT INTO nowhere", "no such table")
+        result = self.cli("--db", self.db, "up")
+        err = self.assert_error(result, 1, "003-broken.sql", "INSERT INTO nowhere", "no such table")
+        self.assertRegex(result[1], r"Applied v1: .*\d+ ms\)\nApplied v2: ")  # shown as they commit
         self.assertEqual(self.schema_version(), "2")
         self.assertNotIn("ok3", self.tables())
         self.assertIn("rolled back", err)

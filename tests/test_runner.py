@@ -144,6 +144,16 @@ class Atomicity(RunnerTestCase):
         self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"])
         self.assertEqual(self.schema_version(), "1")
 
+    def test_failure_logs_the_schema_of_the_tables_it_named(self):
+        self.write_sql(1, "users", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);")
+        self.write_sql(2, "bad-insert", "INSERT INTO users (id, email) VALUES (1, 'x');")
+        with self.assertLogs("sqlmigrate", "INFO") as logs:
+            with self.assertRaises(sqlmigrate.MigrationError):
+                sqlmigrate.migrate(self.db, self.dir)
+        report = "\n".join(logs.output)
+        self.assertIn("Table: users", report)
+        self.assertIn("- name: TEXT", report)
+
     def test_atomic_failure_leaves_the_database_exactly_as_it_was(self):
         self.write_sql(1, "one", "CREATE TABLE one (x);")
         sqlmigrate.migrate(self.db, self.dir)

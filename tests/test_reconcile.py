@@ -1,0 +1,709 @@
+"""reconcile(), merge_json_defaults(), schema_info()/schema_report() and
+_tables_named_in(), on real SQLite files in temporary directories.
+
+Tests in ReconcileRebuildTests need rebuild_table() (branch `rebuild`): until it
+is merged they fail with "rebuild_table() is not implemented yet".
+"""
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import sqlmigrate  # noqa: E402
+from sqlmigrate import MigrationError, merge_json_defaults, reconcile  # noqa: E402
+
+VERSION = sqlite3.sqlite_version_info
+HAS_GENERATED = VERSION >= (3, 31, 0)
+NEEDS_GENERATED = "generated columns need SQLite 3.31 (this is %s)" % sqlite3.sqlite_version
+HAS_WITHOUT_ROWID = VERSION >= (3, 8, 2)
+NEEDS_WITHOUT_ROWID = "WITHOUT ROWID needs SQLite 3.8.2 (this is %s)" % sqlite3.sqlite_version
+HAS_EXPRESSION_INDEXES = VERSION >= (3, 9, 0)  # partial indexes: 3.8.0
+NEEDS_EXPRESSION_INDEXES = ("indexes on expressions need SQLite 3.9 (this is %s)"
+                            % sqlite3.sqlite_version)
+
+ISSUE_COLUMNS = {
+    "ollama_servers": {"available_models": "JSON", "models_last_updated": "DATETIME"},
+    "api_keys": {"is_active": "BOOLEAN DEFAULT 1 NOT NULL", "rate_limit_requests": "INTEGER"},
+    "usage_logs": {"model": "VARCHAR", "server_id": "INTEGER"},
+}
+ISSUE_INDEXES = {"idx_usage_logs_model": "usage_logs(model)"}
+OLD_SCHEMA = """
+    CREATE TABLE ollama_servers (id INTEGER PRIMARY KEY, url VARCHAR NOT NULL UNIQUE);
+    CREATE TABLE api_keys (id INTEGER PRIMARY KEY, key_name VARCHAR NOT NULL,
+                           hashed_key VARCHAR NOT NULL, legacy TEXT);
+    CREATE TABLE usage_logs (id INTEGER PRIMARY KEY, api_key_id INTEGER, ts DATETIME);
+    CREATE INDEX idx_usage_logs_ts ON usage_logs(ts);
+    INSERT INTO ollama_servers (url) VALUES ('http://a'), ('http://b');
+    INSERT INTO api_keys (key_name, hashed_key, legacy)
+        VALUES ('k1', 'h1', 'x'), ('k2', 'h2', NULL);
+    INSERT INTO usage_logs (api_key_id, ts) VALUES (1, '2025-01-01'), (2, '2025-01-02');
+"""
+
+
+class DatabaseTestCase(unittest.TestCase):
+    """A fresh database file in a temporary directory."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sqlmigrate-reconcile-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.db = os.path.join(self.tmp, "app.db")
+
+    def connect(self):
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        return conn
+
+    def make(self, script):
+        conn = self.connect()
+        conn.executescript(textwrap.dedent(script))
+        return conn
+
+    def schema(self):
+        """Everything about the schema, to compare before and after."""
+        conn = self.connect()
+        return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
+    def rows(self, table, columns="*", order="rowid"):
+        return self.connect().execute("SELECT %s FROM %s ORDER BY %s" % (
+            columns, sqlmigrate.quote_identifier(table), order)).fetchall()
+
+    def content(self):
+        with open(self.db, "rb") as f:
+            return f.read()
+
+    def columns(self, table):
+        return [row[1] for row in self.connect().execute(
+            "PRAGMA table_info(%s)" % sqlmigrate.quote_identifier(table))]
+
+    def indexes(self):
+        return sorted(row[0] for row in self.connect().execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'"))
+
+
+class ReconcileColumnTests(DatabaseTestCase):
+
+    def test_issue_example_adds_missing_columns_and_index(self):
+        self.make(OLD_SCHEMA)
+        changes = reconcile(self.db, columns=ISSUE_COLUMNS, indexes=ISSUE_INDEXES)
+        self.assertEqual(changes, [
+            "added column ollama_servers.available_models",
+            "added column ollama_servers.models_last_updated",
+            "added column api_keys.is_active",
+            "added column api_keys.rate_limit_requests",
+            "added column usage_logs.model",
+            "added column usage_logs.server_id",
+            "created index idx_usage_logs_model",
+        ])
+        self.assertEqual(self.columns("api_keys"),
+                         ["id", "key_name", "hashed_key", "legacy", "is_active",
+                          "rate_limit_requests"])
+        self.assertEqual(self.rows("api_keys"), [(1, "k1", "h1", "x", 1, None),
+                                                 (2, "k2", "h2", None, 1, None)])
+        self.assertIn("idx_usage_logs_model", self.indexes())
+
+    def test_second_run_changes_nothing(self):
+        self.make(OLD_SCHEMA)
+        reconcile(self.db, columns=ISSUE_COLUMNS, indexes=ISSUE_INDEXES)
+        before = self.schema()
+        self.assertEqual(reconcile(self.db, columns=ISSUE_COLUMNS, indexes=ISSUE_INDEXES), [])
+        self.assertEqual(self.schema(), before)
+
+    def test_names_compare_case_insensitively(self):
+        self.make("CREATE TABLE Users (ID INTEGER PRIMARY KEY, Email TEXT);")
+        self.assertEqual(reconcile(self.db, columns={"users": {"id": "INTEGER", "EMAIL": "TEXT",
+                                                               "name": "TEXT"}}),
+                         ["added column Users.name"])
+        self.assertEqual(self.columns("Users"), ["ID", "Email", "name"])
+
+    def test_existing_and_extra_columns_and_indexes_are_untouched(self):
+        self.make(OLD_SCHEMA)
+        # Declared with another type: an existing column is never changed.
+        reconcile(self.db, columns={"api_keys": {"key_name": "INTEGER NOT NULL DEFAULT 0",
+                                                 "is_active": "BOOLEAN DEFAULT 1"}})
+        conn = self.connect()
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'api_keys'").fetchone()[0]
+        self.assertIn("key_name VARCHAR NOT NULL", sql)
+        self.assertIn("legacy", self.columns("api_keys"))
+        self.assertIn("idx_usage_logs_ts", self.indexes())
+
+    def test_constant_defaults_use_add_column(self):
+        # Every one of these is constant to ALTER TABLE ADD COLUMN: no rebuild,
+        # so this passes without rebuild_table().
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+        declared = {"a": "INTEGER DEFAULT 0", "b": "REAL DEFAULT -1.5e3",
+                    "c": "TEXT DEFAULT 'it''s'", "d": "BLOB DEFAULT X'00ff'",
+                    "e": "TEXT DEFAULT NULL", "f": "INT DEFAULT (42)",
+                    "g": "TEXT DEFAULT ('x')", "h": "INT DEFAULT +7", "i": "BOOLEAN DEFAULT TRUE",
+                    "j": "TEXT DEFAULT pending", "k": "INT NOT NULL DEFAULT ((-1))",
+                    "l": "TEXT COLLATE NOCASE CHECK (l <> '') DEFAULT 'x'"}
+        changes = reconcile(self.db, columns={"t": declared})
+        self.assertEqual(len(changes), len(declared))
+        self.assertFalse([c for c in changes if "rebuilt" in c])
+        self.assertEqual(self.rows("t", "a, b, c, d, e, f, g, h, j, k, l"),
+                         [(0, -1500.0, "it's", b"\x00\xff", None, 42, "x", 7, "pending", -1, "x")])
+
+    def test_add_column_classification_matches_this_sqlite(self):
+        # What reconcile sends to ALTER TABLE ADD COLUMN, SQLite must accept;
+        # what it rebuilds for or refuses, SQLite's ADD COLUMN must refuse.
+        conn = self.make("CREATE TABLE p (id INTEGER PRIMARY KEY); INSERT INTO p VALUES (1);"
+                         "CREATE TABLE t (a INTEGER PRIMARY KEY, b);"
+                         "INSERT INTO t (b) VALUES (1), (2);")
+        declarations = [
+            "DEFAULT 1", "DEFAULT -1", "DEFAULT +1", "DEFAULT 'x'", "DEFAULT (1)", "DEFAULT ('a')",
+            "DEFAULT (-1)", "DEFAULT ((1))", "DEFAULT X'00'", "DEFAULT NULL", "DEFAULT abc",
+            "DEFAULT TRUE", "DEFAULT 1.5e3", "NOT NULL DEFAULT 0", "DEFAULT (1+1)",
+            "DEFAULT CURRENT_TIMESTAMP", "DEFAULT (abs(-1))", "NOT NULL", "NOT NULL DEFAULT NULL",
+            "UNIQUE", "PRIMARY KEY", "REFERENCES p(id) DEFAULT 1", "REFERENCES p(id)"]
+        if HAS_GENERATED:
+            declarations += ["AS (b * 2)", "GENERATED ALWAYS AS (b * 2) STORED"]
+        for fk_on in (False, True):
+            conn.execute("PRAGMA foreign_keys = %s" % ("ON" if fk_on else "OFF"))
+            for text in declarations:
+                declaration = sqlmigrate._ColumnDeclaration(text)
+                plain = not (sqlmigrate._column_problem(conn, "t", declaration, fk_on)
+                             or sqlmigrate._rebuild_reason(declaration)
+                             or "UNIQUE" in declaration.words)
+                conn.execute("SAVEPOINT probe")
+                try:
+                    conn.execute("ALTER TABLE t ADD COLUMN x " + text)
+                    accepted = True
+                except sqlite3.Error:
+                    accepted = False
+                finally:
+                    conn.execute("ROLLBACK TO probe")
+                    conn.execute("RELEASE probe")
+                self.assertEqual(plain, accepted, "%s (foreign keys %s)" % (text, fk_on))
+
+    def test_unique_column_is_added_with_a_unique_index(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+        changes = reconcile(self.db, columns={"t": {"token": "TEXT UNIQUE"}})
+        self.assertEqual(changes, ["added column t.token",
+                                   "created unique index idx_t_token_unique for column t.token"])
+        conn = self.connect()
+        conn.execute("UPDATE t SET token = 'a' WHERE id = 1")
+        with self.assertRaises(sqlite3.IntegrityError):
+            conn.execute("UPDATE t SET token = 'a' WHERE id = 2")
+        self.assertEqual(reconcile(self.db, columns={"t": {"token": "TEXT UNIQUE"}}), [])
+
+    def test_unique_column_with_named_constraint_and_conflict_clause(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
+        reconcile(self.db, columns={"t": {"code": "TEXT CONSTRAINT uq UNIQUE ON CONFLICT ABORT"}})
+        sql = self.connect().execute(
+            "SELECT sql FROM sqlite_master WHERE name = 't'").fetchone()[0]
+        self.assertNotIn("UNIQUE", sql.upper())
+        self.assertIn("idx_t_code_unique", self.indexes())
+
+    def test_unique_column_whose_default_collides_is_refused_before_any_change(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"t": {"ok": "TEXT", "code": "TEXT UNIQUE DEFAULT 'x'"}})
+        self.assertIn("t.code", str(caught.exception))
+        self.assertIn("same value", str(caught.exception))
+        self.assertEqual(self.schema(), before)
+
+    def test_unique_index_failing_on_existing_data_rolls_everything_back(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT);"
+                  "INSERT INTO t VALUES (1, 'a'), (2, 'a');")
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"t": {"name": "TEXT"}},
+                      indexes={"idx_t_email": "CREATE UNIQUE INDEX idx_t_email ON t (email)"})
+        self.assertIn("idx_t_email", str(caught.exception))
+        self.assertIn("nothing was changed", str(caught.exception))
+        self.assertEqual(self.schema(), before)
+
+    def test_impossible_declarations_change_nothing_and_are_all_listed(self):
+        self.make(OLD_SCHEMA)
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={
+                "usage_logs": {"model": "VARCHAR"},
+                "api_keys": {"owner": "TEXT NOT NULL", "code": "INTEGER PRIMARY KEY",
+                             "nulled": "TEXT NOT NULL DEFAULT NULL", "two": "INT, x INT"},
+            }, indexes={"idx_bad": "usage_logs(no_such_column)", "idx_odd": "not an index"})
+        message = str(caught.exception)
+        for expected in ("api_keys.owner", "NOT NULL", "api_keys.code", "PRIMARY KEY",
+                         "api_keys.nulled", "api_keys.two", "idx_bad", "no_such_column",
+                         "idx_odd"):
+            self.assertIn(expected, message)
+        self.assertNotIn("usage_logs.model", message)
+        self.assertEqual(self.schema(), before)
+
+    def test_references_with_default_is_refused_when_foreign_keys_are_on(self):
+        conn = self.make("CREATE TABLE p (id INTEGER PRIMARY KEY); INSERT INTO p VALUES (1);"
+                         "CREATE TABLE c (id INTEGER PRIMARY KEY);")
+        conn.execute("PRAGMA foreign_keys = ON")
+        declared = {"c": {"p_id": "INTEGER REFERENCES p(id) DEFAULT 1"}}
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(conn, columns=declared)
+        self.assertIn("c.p_id", str(caught.exception))
+        self.assertIn("foreign keys", str(caught.exception))
+        self.assertNotIn("p_id", self.columns("c"))
+        # NULL default is fine with foreign keys on; so is any default with them off.
+        self.assertEqual(reconcile(conn, columns={"c": {"q_id": "INTEGER REFERENCES p(id) "
+                                                        "ON DELETE SET NULL"}}),
+                         ["added column c.q_id"])
+        conn.execute("PRAGMA foreign_keys = OFF")
+        self.assertEqual(reconcile(conn, columns=declared), ["added column c.p_id"])
+
+    def test_missing_table_is_warned_about_and_skipped(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
+        with self.assertLogs("sqlmigrate", "WARNING") as logs:
+            changes = reconcile(self.db, columns={"gone": {"a": "INT"}, "t": {"b": "INT"}},
+                                indexes={"idx_gone": "gone(a)"})
+        self.assertEqual(changes, ["added column t.b"])
+        self.assertTrue(any("Table 'gone' does not exist" in line for line in logs.output))
+        self.assertEqual(len(logs.output), 2)
+        self.assertEqual(self.indexes(), [])
+
+    def test_view_is_refused(self):
+        self.make("CREATE TABLE t (a); CREATE VIEW v AS SELECT a FROM t;")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"v": {"b": "INT"}})
+        self.assertIn("'v' is a view", str(caught.exception))
+
+    def test_every_change_is_logged(self):
+        self.make(OLD_SCHEMA)
+        with self.assertLogs("sqlmigrate", "INFO") as logs:
+            reconcile(self.db, columns=ISSUE_COLUMNS, indexes=ISSUE_INDEXES)
+        messages = [record.getMessage() for record in logs.records]
+        self.assertIn("Adding missing column 'model' to table 'usage_logs'", messages)
+        self.assertIn("Adding missing column 'is_active' to table 'api_keys'", messages)
+        self.assertIn("Creating missing index 'idx_usage_logs_model' on table 'usage_logs'",
+                      messages)
+
+    def test_odd_identifiers(self):
+        self.make('CREATE TABLE "order items" ("select" INTEGER, "we""ird" TEXT);'
+                  'INSERT INTO "order items" VALUES (1, \'x\');')
+        declared = {"order items": {"group": "TEXT DEFAULT 'g'", 'quo"te': "INT",
+                                    "with space": "TEXT UNIQUE"}}
+        indexes = {"idx order [select]": '"order items"("select", "group")',
+                   'idx "full"': 'CREATE INDEX "idx ""full""" ON "order items" ("we""ird")'}
+        changes = reconcile(self.db, columns=declared, indexes=indexes)
+        self.assertEqual(len(changes), 6)
+        self.assertEqual(self.columns("order items"),
+                         ["select", 'we"ird', "group", 'quo"te', "with space"])
+        self.assertEqual(self.rows("order items"), [(1, "x", "g", None, None)])
+        self.assertIn("idx order [select]", self.indexes())
+        self.assertIn('idx "full"', self.indexes())
+        self.assertEqual(reconcile(self.db, columns=declared, indexes=indexes), [])
+
+    @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
+    def test_virtual_generated_column_uses_add_column(self):
+        self.make("CREATE TABLE t (price INT, qty INT); INSERT INTO t VALUES (2, 3);")
+        declared = {"t": {"total": "INT GENERATED ALWAYS AS (price * qty) VIRTUAL"}}
+        self.assertEqual(reconcile(self.db, columns=declared), ["added column t.total"])
+        self.assertEqual(self.rows("t", "total"), [(6,)])
+        # table_info hides generated columns; a second run must still see it.
+        self.assertEqual(reconcile(self.db, columns=declared), [])
+
+    @unittest.skipIf(HAS_GENERATED, "this SQLite has generated columns")
+    def test_generated_column_on_old_sqlite_is_a_clear_error(self):
+        self.make("CREATE TABLE t (a INT);")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"t": {"b": "INT AS (a + 1)"}})
+        self.assertIn("3.31", str(caught.exception))
+
+
+class ReconcileIndexTests(DatabaseTestCase):
+
+    def test_full_create_unique_index_statement(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT);")
+        sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, b COLLATE NOCASE DESC);"
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), ["created index idx_t_ab"])
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), [])
+        stored = self.connect().execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'idx_t_ab'").fetchone()[0]
+        self.assertIn("UNIQUE", stored)
+
+    @unittest.skipUnless(HAS_EXPRESSION_INDEXES, NEEDS_EXPRESSION_INDEXES)
+    def test_expression_and_partial_index(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT);")
+        sql = "CREATE UNIQUE INDEX IF NOT EXISTS idx_t_ab ON t (a, lower(b)) WHERE a IS NOT NULL;"
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), ["created index idx_t_ab"])
+        self.assertEqual(reconcile(self.db, indexes={"idx_t_ab": sql}), [])
+        stored = self.connect().execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'idx_t_ab'").fetchone()[0]
+        self.assertIn("UNIQUE", stored)
+
+    def test_same_definition_written_differently_is_not_a_conflict(self):
+        self.make('CREATE TABLE t (a TEXT); CREATE INDEX "Idx_A" ON "T" ( "A" );')
+        with self.assertLogs("sqlmigrate", "DEBUG") as logs:
+            self.assertEqual(reconcile(self.db, indexes={"idx_a": "t(a)"}), [])
+        self.assertFalse([r for r in logs.records if r.levelno >= logging.WARNING])
+
+    def test_different_definition_is_reported_not_replaced(self):
+        self.make("CREATE TABLE t (a TEXT, b TEXT); CREATE INDEX idx_t ON t (a);")
+        before = self.schema()
+        with self.assertLogs("sqlmigrate", "WARNING") as logs:
+            self.assertEqual(reconcile(self.db, indexes={"idx_t": "t(b)"}), [])
+            self.assertEqual(reconcile(self.db, indexes={
+                "idx_t": "CREATE UNIQUE INDEX idx_t ON t (a)"}), [])
+        self.assertEqual(len(logs.output), 2)
+        self.assertIn("Index 'idx_t' exists with a different definition", logs.output[0])
+        self.assertEqual(self.schema(), before)
+
+    def test_index_on_a_column_added_in_the_same_call(self):
+        self.make("CREATE TABLE t (a TEXT);")
+        changes = reconcile(self.db, columns={"t": {"b": "TEXT"}},
+                            indexes={"idx_t_b": "t(b DESC)"})
+        self.assertEqual(changes, ["added column t.b", "created index idx_t_b"])
+
+    def test_statement_naming_another_index_is_refused(self):
+        self.make("CREATE TABLE t (a TEXT);")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, indexes={"idx_one": "CREATE INDEX idx_two ON t (a)"})
+        self.assertIn("idx_two", str(caught.exception))
+        self.assertEqual(self.indexes(), [])
+
+    def test_name_taken_by_a_table_is_refused(self):
+        self.make("CREATE TABLE t (a TEXT); CREATE TABLE taken (x);")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, indexes={"taken": "t(a)"})
+        self.assertIn("taken by a table", str(caught.exception))
+
+
+class ReconcileTransactionTests(DatabaseTestCase):
+
+    def test_inside_the_callers_transaction(self):
+        conn = self.make("CREATE TABLE t (a);")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (1)")
+        self.assertEqual(reconcile(conn, columns={"t": {"b": "INT"}}), ["added column t.b"])
+        self.assertTrue(conn.in_transaction)
+        conn.execute("ROLLBACK")  # the caller decides: reconcile's change goes too
+        self.assertEqual(self.columns("t"), ["a"])
+
+    def test_failure_inside_the_callers_transaction_undoes_only_its_own_part(self):
+        conn = self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1), (1);")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (2)")
+        with self.assertRaises(MigrationError):
+            reconcile(conn, columns={"t": {"b": "INT"}},
+                      indexes={"u": "CREATE UNIQUE INDEX u ON t (a)"})
+        self.assertTrue(conn.in_transaction)
+        self.assertEqual(self.columns("t"), ["a"])
+        conn.execute("COMMIT")
+        self.assertEqual(self.rows("t"), [(1,), (1,), (2,)])
+
+    def test_connection_settings_are_kept(self):
+        self.make("CREATE TABLE t (a);")
+        conn = sqlite3.connect(self.db)  # default isolation_level ''
+        self.addCleanup(conn.close)
+        conn.row_factory = sqlite3.Row
+        self.assertEqual(reconcile(conn, columns={"t": {"b": "INT"}}), ["added column t.b"])
+        self.assertEqual(conn.isolation_level, "")
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(self.columns("t"), ["a", "b"])
+
+    def test_from_a_migration(self):
+        self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+        directory = os.path.join(self.tmp, "migrations")
+        os.mkdir(directory)
+        with open(os.path.join(directory, "001-reconcile.py"), "w") as f:
+            f.write(textwrap.dedent('''
+                import sqlite3
+                import sqlmigrate
+
+                def up(db):
+                    db.row_factory = sqlite3.Row
+                    sqlmigrate.reconcile(db, columns={"t": {"b": "INT DEFAULT 5"}},
+                                         indexes={"idx_t_b": "t(b)"})
+                    sqlmigrate.merge_json_defaults(db, "t", "c", {"k": 1})
+                    sqlmigrate.reconcile(db, columns={"t": {"c": "JSON"}})
+            '''))
+        with self.assertRaises(MigrationError):
+            sqlmigrate.Migrator(self.db, directory).up()  # merge before column c: fails
+        self.assertEqual(self.columns("t"), ["a"])  # the migration rolled back as a whole
+        with open(os.path.join(directory, "001-reconcile.py"), "w") as f:
+            f.write(textwrap.dedent('''
+                import sqlmigrate
+
+                def up(db):
+                    sqlmigrate.reconcile(db, columns={"t": {"b": "INT DEFAULT 5", "c": "JSON"}},
+                                         indexes={"idx_t_b": "t(b)"})
+                    sqlmigrate.merge_json_defaults(db, "t", "c", {"k": 1})
+            '''))
+        self.assertEqual(len(sqlmigrate.Migrator(self.db, directory).up()), 1)
+        self.assertEqual(self.rows("t"), [(1, 5, '{"k": 1}')])
+
+
+class ReconcileRebuildTests(DatabaseTestCase):
+    """NEEDS rebuild_table() (branch `rebuild`): these fail until it is merged."""
+
+    def test_current_timestamp_default_rebuilds_and_keeps_rows(self):
+        conn = self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+                            CONSTRAINT name_unique UNIQUE (name));
+            CREATE INDEX idx_t_name ON t (name);
+            INSERT INTO t (name) VALUES ('a'), ('b');
+            DELETE FROM t WHERE name = 'a';
+        """)
+        changes = reconcile(self.db, columns={"t": {
+            "created_at": "DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL", "note": "TEXT"}})
+        self.assertEqual(len(changes), 2)
+        self.assertTrue(all("rebuilt" in c for c in changes))
+        self.assertEqual(self.columns("t"), ["id", "name", "created_at", "note"])
+        rows = self.rows("t")
+        self.assertEqual([(r[0], r[1], r[3]) for r in rows], [(2, "b", None)])
+        self.assertIsNotNone(rows[0][2])
+        self.assertIn("idx_t_name", self.indexes())
+        conn.execute("INSERT INTO t (name) VALUES ('c')")
+        self.assertEqual(self.rows("t", "id")[-1], (3,))  # AUTOINCREMENT counter kept
+        self.assertEqual(reconcile(self.db, columns={"t": {"created_at": "DATETIME"}}), [])
+
+    def test_expression_default_rebuilds(self):
+        self.make("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2);")
+        changes = reconcile(self.db, columns={"t": {"b": "INT DEFAULT (1 + 1)"}})
+        self.assertIn("rebuilt", changes[0])
+        self.assertEqual(self.rows("t"), [(1, 2), (2, 2)])
+
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
+    def test_rebuild_with_odd_identifiers_and_table_constraints(self):
+        self.make('CREATE TABLE "my table" ("key" TEXT, "va""l" INT, PRIMARY KEY ("key"), '
+                  'CHECK ("va""l" >= 0)) WITHOUT ROWID;'
+                  "INSERT INTO \"my table\" VALUES ('k', 1);")
+        reconcile(self.db, columns={"my table": {"when": "TEXT DEFAULT (datetime('now'))"}})
+        self.assertEqual(self.columns("my table"), ["key", 'va"l', "when"])
+        self.assertEqual(self.rows("my table", '"key", "va""l"', order="1"), [("k", 1)])
+
+    @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
+    def test_stored_generated_column_rebuilds(self):
+        self.make("CREATE TABLE t (price INT, qty INT); INSERT INTO t VALUES (2, 3);")
+        declared = {"t": {"total": "INT GENERATED ALWAYS AS (price * qty) STORED"}}
+        changes = reconcile(self.db, columns=declared)
+        self.assertIn("rebuilt", changes[0])
+        self.assertEqual(self.rows("t", "price, qty, total"), [(2, 3, 6)])
+        self.assertEqual(reconcile(self.db, columns=declared), [])
+
+    def test_rebuild_failure_changes_nothing(self):
+        self.make("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2);")
+        before = self.schema()
+        with self.assertRaises(MigrationError):
+            reconcile(self.db, columns={"t": {"plain": "INT",
+                                              "stamp": "TEXT UNIQUE DEFAULT CURRENT_TIMESTAMP"}})
+        self.assertEqual(self.schema(), before)
+        self.assertEqual(self.rows("t"), [(1,), (2,)])
+
+
+class ColumnAppendTests(unittest.TestCase):
+    """The CREATE TABLE text handed to rebuild_table (no database needed)."""
+
+    def test_new_columns_go_before_table_constraints(self):
+        append = sqlmigrate._with_columns_appended
+        self.assertEqual(append("CREATE TABLE t(a)", ['"b" INT']), 'CREATE TABLE t(a, "b" INT)')
+        self.assertEqual(
+            append('CREATE TABLE "t(x" (a VARCHAR(10) DEFAULT (1), "primary" INT, '
+                   "PRIMARY KEY (a), CHECK (a > 0)) WITHOUT ROWID", ['"c" TEXT', '"d" INT']),
+            'CREATE TABLE "t(x" (a VARCHAR(10) DEFAULT (1), "primary" INT, "c" TEXT, "d" INT, '
+            "PRIMARY KEY (a), CHECK (a > 0)) WITHOUT ROWID")
+        self.assertEqual(append("CREATE TABLE t (a, -- note\n b) ", ['"c"']),
+                         'CREATE TABLE t (a, -- note\n b, "c") ')
+
+    def test_result_is_valid_sql(self):
+        conn = sqlite3.connect(":memory:")
+        self.addCleanup(conn.close)
+        sql = sqlmigrate._with_columns_appended(
+            "CREATE TABLE t (a INT, b INT, CONSTRAINT pk PRIMARY KEY (a), UNIQUE (b))",
+            ['"c" TEXT DEFAULT CURRENT_TIMESTAMP'])
+        conn.execute(sql)
+        self.assertEqual([r[1] for r in conn.execute("PRAGMA table_info(t)")], ["a", "b", "c"])
+
+
+class MergeJsonDefaultsTests(DatabaseTestCase):
+
+    def setUp(self):
+        DatabaseTestCase.setUp(self)
+        self.make("CREATE TABLE app_settings (id INTEGER PRIMARY KEY, settings_data TEXT);")
+
+    def insert(self, *values):
+        conn = self.connect()
+        for value in values:
+            conn.execute("INSERT INTO app_settings (settings_data) VALUES (?)", (value,))
+
+    def settings(self):
+        return [json.loads(v) if v else v for (v,) in self.rows("app_settings", "settings_data")]
+
+    def test_adds_missing_keys_recursively_and_never_overwrites(self):
+        self.insert(json.dumps({"max_retries": 0, "flag": False, "name": "", "list": [],
+                                "none": None, "retry": {"base": 10}, "scalar": 3}))
+        defaults = {"max_retries": 5, "flag": True, "name": "x", "list": [1], "none": 1,
+                    "retry": {"base": 50, "cap": 1000, "deep": {"x": 1}}, "scalar": {"a": 1},
+                    "new": {"nested": [1, 2]}}
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data",
+                                             defaults), 1)
+        self.assertEqual(self.settings(), [{
+            "max_retries": 0, "flag": False, "name": "", "list": [], "none": None,
+            "retry": {"base": 10, "cap": 1000, "deep": {"x": 1}}, "scalar": 3,
+            "new": {"nested": [1, 2]}}])
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data",
+                                             defaults), 0)
+
+    def test_null_and_empty_string_count_as_empty_objects(self):
+        self.insert(None, "", "{}")
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data",
+                                             {"a": 1}), 3)
+        self.assertEqual(self.settings(), [{"a": 1}] * 3)
+
+    def test_where_and_params_select_rows(self):
+        self.insert("{}", "{}", "{}")
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1},
+                                             where="id = ?", params=(2,)), 1)
+        self.assertEqual(self.settings(), [{}, {"a": 1}, {}])
+
+    def test_invalid_json_names_the_row_and_changes_nothing(self):
+        self.insert("{}", "{not json", "[1, 2]", "42")
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1})
+        message = str(caught.exception)
+        self.assertIn("rowid=2", message)
+        self.assertIn("rowid=3", message)
+        self.assertIn("rowid=4", message)
+        self.assertNotIn("rowid=1", message)
+        self.assertIn("no row was changed", message)
+        self.assertEqual(self.rows("app_settings", "settings_data")[0], ("{}",))
+
+    def test_many_rows(self):
+        conn = self.connect()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO app_settings (settings_data) VALUES (?)",
+                         [(json.dumps({"i": i}),) for i in range(20000)])
+        conn.execute("UPDATE app_settings SET settings_data = '{\"i\": 0, \"a\": 7}' "
+                     "WHERE id = 1")
+        conn.execute("COMMIT")
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data",
+                                             {"a": 1}), 19999)
+        values = self.settings()
+        self.assertEqual(values[0], {"i": 0, "a": 7})
+        self.assertEqual(values[-1], {"i": 19999, "a": 1})
+
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
+    def test_without_rowid_table_and_odd_names(self):
+        self.make('CREATE TABLE "my settings" ("the key" TEXT PRIMARY KEY, "da""ta" TEXT) '
+                  "WITHOUT ROWID; INSERT INTO \"my settings\" VALUES ('a', '{\"x\": 1}'), "
+                  "('b', 'oops');")
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "my settings", 'da"ta', {"y": 2})
+        self.assertIn("the key='b'", str(caught.exception))
+        self.assertEqual(merge_json_defaults(self.db, "my settings", 'da"ta', {"y": 2},
+                                             where='"the key" = ?', params=("a",)), 1)
+        self.assertEqual(json.loads(self.rows("my settings", '"da""ta"', order='"the key"')[0][0]),
+                         {"x": 1, "y": 2})
+
+    def test_missing_table_or_column(self):
+        with self.assertRaises(MigrationError):
+            merge_json_defaults(self.db, "nope", "settings_data", {"a": 1})
+        with self.assertRaises(MigrationError):
+            merge_json_defaults(self.db, "app_settings", "nope", {"a": 1})
+
+
+class SchemaReportTests(DatabaseTestCase):
+
+    def setUp(self):
+        DatabaseTestCase.setUp(self)
+        self.make("""
+            CREATE TABLE api_keys (id INTEGER PRIMARY KEY, key_name VARCHAR NOT NULL,
+                                   hashed_key VARCHAR NOT NULL UNIQUE,
+                                   is_active BOOLEAN DEFAULT 1 NOT NULL);
+            CREATE INDEX idx_api_keys_name ON api_keys (key_name, hashed_key COLLATE NOCASE);
+        """ + 'CREATE TABLE "odd ""name""" ("k" TEXT NOT NULL, v, PRIMARY KEY ("k"));')
+
+    def test_text_layout(self):
+        report = sqlmigrate.schema_report(self.db)
+        self.assertTrue(report.startswith("=" * 60 + "\nDATABASE SCHEMA REPORT\n" + "=" * 60
+                                          + "\n\nTable: api_keys\n" + "-" * 60 + "\n"))
+        lines = report.splitlines()
+        for expected in ("  - id: INTEGER [PK] NOT NULL", "  - key_name: VARCHAR NOT NULL",
+                         "  - is_active: BOOLEAN NOT NULL DEFAULT 1", "  Indexes:",
+                         "    - idx_api_keys_name: (key_name, hashed_key COLLATE NOCASE)",
+                         "    - sqlite_autoindex_api_keys_1: UNIQUE (hashed_key)",
+                         'Table: odd "name"', "  - k: TEXT [PK] NOT NULL", "  - v: (no type)"):
+            self.assertIn(expected, lines)
+        self.assertTrue(report.endswith("=" * 60 + "\n"))
+
+    def test_data_matches_and_is_json(self):
+        info = sqlmigrate.schema_info(self.db)
+        json.dumps(info)
+        self.assertEqual([t["name"] for t in info["tables"]], ["api_keys", 'odd "name"'])
+        self.assertEqual(info["tables"][0]["columns"][0], {
+            "name": "id", "type": "INTEGER", "primary_key": True, "not_null": True,
+            "default": None, "generated": None})
+        self.assertEqual(info["tables"][0]["indexes"][0]["columns"],
+                         ["key_name", "hashed_key COLLATE NOCASE"])
+
+    def test_selected_and_missing_tables(self):
+        info = sqlmigrate.schema_info(self.db, ["API_KEYS", "nope"])
+        self.assertEqual([t["name"] for t in info["tables"]], ["api_keys"])
+        self.assertEqual(info["missing"], ["nope"])
+        self.assertIn("Table: nope\n" + "-" * 60 + "\n  (does not exist)",
+                      sqlmigrate.schema_report(self.db, ["nope"]))
+
+    def test_reads_only(self):
+        before = os.stat(self.db).st_mtime_ns, self.content()
+        sqlmigrate.schema_report(self.db)
+        self.assertEqual((os.stat(self.db).st_mtime_ns, self.content()), before)
+        missing = os.path.join(self.tmp, "missing.db")
+        with self.assertRaises(MigrationError):
+            sqlmigrate.schema_report(missing)
+        self.assertFalse(os.path.exists(missing))
+
+    def test_empty_database(self):
+        os.remove(self.db)
+        sqlite3.connect(self.db).close()
+        self.assertIn("(no tables)", sqlmigrate.schema_report(self.db))
+
+    @unittest.skipUnless(HAS_EXPRESSION_INDEXES, NEEDS_EXPRESSION_INDEXES)
+    def test_expression_and_partial_indexes_are_listed(self):
+        self.make("CREATE INDEX idx_x ON api_keys (lower(key_name), id) WHERE is_active;")
+        self.assertIn("    - idx_x: (lower(key_name), id) WHERE is_active",
+                      sqlmigrate.schema_report(self.db, ["api_keys"]).splitlines())
+
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
+    def test_without_rowid_primary_key_is_not_null(self):
+        self.make("CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+                  "CREATE TABLE r (k TEXT PRIMARY KEY, v);")
+        report = sqlmigrate.schema_report(self.db, ["w", "r"]).split("Table: ")
+        self.assertIn("  - k: TEXT [PK] NOT NULL", report[1].splitlines())
+        self.assertIn("  - k: TEXT [PK]", report[2].splitlines())  # rowid tables allow NULL
+
+    @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
+    def test_generated_columns_are_listed(self):
+        self.make("CREATE TABLE g (a INT, b INT AS (a * 2) STORED);")
+        self.assertIn("  - b: INT GENERATED STORED", sqlmigrate.schema_report(self.db, ["g"]))
+
+    def test_cli_schema_json(self):
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "sqlmigrate.py"), "--db", self.db, "schema",
+             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout), sqlmigrate.schema_info(self.db))
+
+
+class TablesNamedInTests(unittest.TestCase):
+
+    def test_tables_in_statements(self):
+        self.assertEqual(sqlmigrate._tables_named_in([
+            'INSERT OR REPLACE INTO "my t" SELECT * FROM main.src JOIN other ON a.x = b.y',
+            "CREATE UNIQUE INDEX IF NOT EXISTS i ON t3 (x)",
+            "CREATE TRIGGER tr AFTER INSERT ON t4 BEGIN INSERT INTO t5 VALUES (1) "
+            "ON CONFLICT DO NOTHING; END",
+            "UPDATE OR IGNORE t6 SET a = 1", "ALTER TABLE [T6] ADD COLUMN b",
+            "CREATE TABLE IF NOT EXISTS t7 (a REFERENCES t8(id))", "DELETE FROM t9",
+            "SELECT 1", None,
+        ]), ["my t", "src", "other", "t3", "t4", "t5", "t6", "t7", "t8", "t9"])
+
+
+if __name__ == "__main__":
+    unittest.main()
