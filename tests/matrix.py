@@ -17,8 +17,9 @@ skipped with a note.  SQLite: "system" (whatever the Python loads by itself) or
 a libsqlite3.so.0 built from the official autoconf tarball that the npm
 package ``sqlite3`` ships in ``deps/`` (fetched with ``npm pack``), cached in
 ~/.cache/sqlmigrate-matrix/<version>/ (SQLMIGRATE_MATRIX_CACHE overrides) and
-loaded through LD_LIBRARY_PATH.  tests/matrix_site/sitecustomize.py (put on
-PYTHONPATH) turns on lazy symbol binding, so that Pythons compiled against a
+loaded through LD_LIBRARY_PATH.  tests/matrix_site/matrix_hook.py (loaded at
+start-up through a .pth file in a private user site, PYTHONUSERBASE) turns on
+lazy symbol binding, so that Pythons compiled against a
 newer SQLite can load an old one, and records which library each process
 really used; a pair whose processes ran any other SQLite is reported as
 WRONG-LIB, never as a result.
@@ -118,7 +119,7 @@ STATUS_ABSENT = "absent"      # the Python is not installed here (a note, not a 
 # CPython itself refuses this SQLite at import ("SQLite 3.15.2 or higher
 # required", Python 3.13): no host can have the pair, so it is a note, not a failure.
 STATUS_UNSUPPORTED = "unsupported"
-# A process died on "symbol lookup error": see the sitecustomize docstring.
+# A process died on "symbol lookup error": see tests/matrix_site/matrix_hook.py.
 STATUS_SYMBOL = "symbol-crash"
 SYMBOL_ERROR = re.compile(r"symbol lookup error: .*?undefined symbol: (sqlite3_\w+)")
 NOT_FAILURES = (STATUS_OK, STATUS_ABSENT, STATUS_UNSUPPORTED)
@@ -488,12 +489,26 @@ def copy_tree(dst):
     shutil.copytree(REPO, dst, symlinks=True, ignore=ignore)
 
 
+def user_base(scratch):
+    """A user site for every Python of the matrix, with the hook's .pth."""
+    base = os.path.join(scratch, "userbase")
+    pth = "%s\nimport matrix_hook\n" % SITE_DIR
+    for pyver in PYTHONS:
+        sp = os.path.join(base, "lib", "python%s" % short(pyver), "site-packages")
+        os.makedirs(sp, exist_ok=True)
+        with open(os.path.join(sp, "sqlmigrate-matrix.pth"), "w") as f:
+            f.write(pth)
+    return base
+
+
 def pair_env(pyexe, libdir, record_file, tmpdir, pair_name):
     env = dict(os.environ)
     for var in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONNOUSERSITE",
                 "PYTHONSAFEPATH", "PYENV_VERSION"):
         env.pop(var, None)
-    env["PYTHONPATH"] = SITE_DIR
+    # The start-up hook comes from a private user site, not PYTHONPATH, so it
+    # survives tests that set their own PYTHONPATH (see matrix_hook.py).
+    env["PYTHONUSERBASE"] = user_base(os.path.dirname(record_file))
     # A test that starts `python` by name gets this pair's Python.
     env["PATH"] = os.path.dirname(pyexe) + os.pathsep + env.get("PATH", "")
     ld = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
@@ -575,9 +590,9 @@ def run_pair(pyver, sqlite, libs, cache, args, logdir):
         # 2. The suite.
         cmd = [pyexe, "-m", "unittest", "discover", "-s", "tests", "-t", ".", "-v"]
         with open(log_path, "w") as logf:
-            logf.write("# %s\n# LD_LIBRARY_PATH=%s\n# PYTHONPATH=%s\n# sqlite %s from %s\n\n"
+            logf.write("# %s\n# LD_LIBRARY_PATH=%s\n# PYTHONUSERBASE=%s\n# sqlite %s from %s\n\n"
                        % (" ".join(cmd), env.get("LD_LIBRARY_PATH", ""),
-                          env["PYTHONPATH"], loaded, lib_path))
+                          env["PYTHONUSERBASE"], loaded, lib_path))
             logf.flush()
             proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=logf,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

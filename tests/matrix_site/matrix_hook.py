@@ -1,9 +1,12 @@
 """Start-up hook for the CPython x SQLite matrix (tests/matrix.py).
 
-tests/matrix.py puts this directory first on PYTHONPATH for every test run, so
-Python imports this file at start-up (``site`` imports ``sitecustomize``), in
-the test runner and in every child Python the tests start with the inherited
-environment. It does three things:
+tests/matrix.py gives every test run a private user site (PYTHONUSERBASE) whose
+site-packages holds a ``sqlmigrate-matrix.pth`` that puts this directory on
+sys.path and imports this module.  ``site`` processes .pth files at start-up,
+before ``sitecustomize`` and before any user code, in the test runner and in
+every child Python the tests start with the inherited environment, even one
+whose PYTHONPATH the tests replaced (``python -m sqlmigrate`` runs do that).
+It does two things:
 
 1. Lazy symbol binding.  The ``_sqlite3`` extension of a Python compiled against
    a new SQLite references functions that an old ``libsqlite3.so.0`` does not
@@ -15,16 +18,12 @@ environment. It does three things:
    imported ``sqlite3`` appends, at exit, one line: pid, the SQLite version it
    really ran and the path of the libsqlite3 it mapped.  tests/matrix.py checks
    these lines, so a pair never silently runs on the wrong library.
-3. Chaining.  Any other ``sitecustomize`` on sys.path (which this one shadows)
-   is still executed afterwards.
 
+It shadows nothing: any real ``sitecustomize``/``usercustomize`` still runs.
 Pure stdlib, Python 3.6+.  Nothing here is used outside the matrix runs.
 """
 import os
 import sys
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def _lazy_binding():
     if os.environ.get("SQLMIGRATE_MATRIX_LAZY", "1") == "0":
@@ -73,22 +72,7 @@ def _record_at_exit():
     atexit.register(_write)
 
 
-def _chain_other_sitecustomize():
-    paths = [p for p in sys.path
-             if os.path.abspath(p or os.curdir) != _HERE]
-    try:
-        import importlib.util
-        from importlib.machinery import PathFinder
-        spec = PathFinder.find_spec("sitecustomize", paths)
-        if spec is None or spec.loader is None:
-            return
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    except Exception as exc:  # never break start-up of the test run
-        sys.stderr.write("matrix sitecustomize: chained sitecustomize failed: %r\n"
-                         % (exc,))
-
-
-_lazy_binding()
-_record_at_exit()
-_chain_other_sitecustomize()
+if not getattr(sys, "_sqlmigrate_matrix_hook", False):
+    sys._sqlmigrate_matrix_hook = True
+    _lazy_binding()
+    _record_at_exit()
