@@ -96,18 +96,15 @@ def _autocommit_mode(conn):
 
 
 def _sha256_hexdigest(data):
-    """SHA-256 without importing hashlib, whose OpenSSL load costs ~3 ms on the
-    first start-up call: CPython's own _sha256 (3.6-3.11) or _sha2 (3.12+),
-    hashlib where neither exists (other Pythons, stripped builds)."""
+    """SHA-256 without importing hashlib where we can: its OpenSSL load costs
+    ~3 ms on the first start-up call.  CPython 3.6-3.11 have the builtin
+    _sha256; newer ones (and other Pythons) use hashlib."""
     global _sha256
     if _sha256 is None:
         try:
             from _sha256 import sha256 as _sha256
         except ImportError:
-            try:
-                from _sha2 import sha256 as _sha256
-            except ImportError:
-                from hashlib import sha256 as _sha256
+            from hashlib import sha256 as _sha256
     return _sha256(data).hexdigest()
 
 
