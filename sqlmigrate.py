@@ -1110,8 +1110,9 @@ class Migrator(object):
                 if v not in by_version:
                     problems.append("v%d has no migration file" % v)
                 elif not by_version[v].has_down:
-                    problems.append("%s has no %s" % (by_version[v].filename, "down()" if
-                                    by_version[v].kind == "py" else "-- migrate:down section"))
+                    problems.append("%s has no down (%s)" % (by_version[v].filename, "no down(db)"
+                                    if by_version[v].kind == "py" else "an empty or no "
+                                    "'-- migrate:down' section"))
             if problems:
                 raise MigrationError("cannot roll back: %s; nothing was rolled back"
                                      % "; ".join(problems))
