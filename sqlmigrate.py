@@ -996,7 +996,6 @@ class Migrator(object):
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda event, migration, direction: None)
         self._migrations = None
-        self._atomic = False  # set while an --atomic run is under way
 
     # -- reading ------------------------------------------------------------
 
@@ -1226,14 +1225,10 @@ class Migrator(object):
         done = []
         try:
             if atomic:
-                self._atomic = True
-                try:
-                    with foreign_keys_off(conn) as checked, transaction(conn):
-                        for m in plan:
-                            if self._apply(conn, m, direction, checked):
-                                done.append(m)
-                finally:
-                    self._atomic = False
+                with foreign_keys_off(conn) as checked, transaction(conn):
+                    for m in plan:
+                        if self._apply(conn, m, direction, checked, atomic=True):
+                            done.append(m)
                 for m in done:
                     self.progress("done", m, direction)
                 return done
@@ -1251,7 +1246,7 @@ class Migrator(object):
             _log_schema_of(conn, getattr(failure, "tables", None))
             raise
 
-    def _apply(self, conn, m, direction, check_fk):
+    def _apply(self, conn, m, direction, check_fk, atomic=False):
         """Run one migration inside the open transaction and record it.
         The state is re-read under the write lock, so a migration another
         process applied meanwhile is skipped, not run twice."""
@@ -1259,7 +1254,7 @@ class Migrator(object):
             log.info("v%d was %s by another process meanwhile; skipped", m.version,
                      "applied" if direction == "up" else "rolled back")
             return False
-        self._run_body(conn, m, direction, True)
+        self._run_body(conn, m, direction, True, atomic)
         if check_fk:
             try:
                 check_foreign_keys(conn)
@@ -1283,7 +1278,7 @@ class Migrator(object):
         applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
         return applied == (direction == "down")
 
-    def _run_body(self, conn, m, direction, transactional):
+    def _run_body(self, conn, m, direction, transactional, atomic=False):
         db = MigrationConnection(conn, transactional)
         saved_factories = conn.row_factory, conn.text_factory
         self.progress("start", m, direction)
@@ -1295,7 +1290,7 @@ class Migrator(object):
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
             failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
-                                         self._atomic)
+                                         atomic)
             failure.tables = _tables_named_in(db.executed)
             raise failure
         finally:
