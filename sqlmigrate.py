@@ -18,9 +18,7 @@ and SQLite 3.7.17+.  Usage::
     # from a shell:  python sqlmigrate.py --db data/app.db status | up | down
 """
 
-import logging
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -34,10 +32,30 @@ __all__ = [
     "rebuild_table", "drop_column",
 ]
 
-log = logging.getLogger("sqlmigrate")
-log.addHandler(logging.NullHandler())
+
+
+class _DeferredLogger(object):
+    """logging.getLogger(name), with `logging` imported at the first message:
+    that import (with `re`, which it needs) costs more than importing sqlite3,
+    and a start-up with nothing to do logs nothing.  Set-up steps wait in
+    _LOG_SETUP until then."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        import logging
+        while _LOG_SETUP:
+            _LOG_SETUP.pop(0)(logging)
+        return getattr(logging.getLogger(self._name), attribute)
+
+
+# A library's logger gets a NullHandler, so an application that configures no
+# logging sees no "last resort" output from us.
+_LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging.NullHandler())]
+log = _DeferredLogger("sqlmigrate")
 # One line per applied migration; the CLI prints those as results instead.
-_runner_log = logging.getLogger("sqlmigrate.runner")
+_runner_log = _DeferredLogger("sqlmigrate.runner")
 
 DEFAULT_TABLE = "metadata"
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
@@ -114,27 +132,29 @@ _sha256 = None
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
 
 class _LazyRegex(object):
-    """A regex compiled on first use, so `import sqlmigrate` costs about what
-    importing sqlite3 does (compiling them all would add ~1.7 ms)."""
+    """A regex compiled on first use (flags inline, as in "(?i)"), so neither
+    `import sqlmigrate` nor a start-up with nothing to do imports `re` or
+    compiles a pattern: together those cost more than importing sqlite3."""
 
-    def __init__(self, pattern, flags=0):
-        self._args = (pattern, flags)
+    def __init__(self, pattern):
+        self._pattern = pattern
 
     def __getattr__(self, name):
-        compiled = re.compile(*self._args)
+        import re
+        compiled = re.compile(self._pattern)
         for method in ("match", "search", "finditer"):
             setattr(self, method, getattr(compiled, method))
         return getattr(compiled, name)
 
 
-_TOKEN_RE = _LazyRegex(r"""
+_TOKEN_RE = _LazyRegex(r"""(?xs)
     (?P<space>\s+)
   | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
   | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
   | (?P<word>[^\s'"`\[\]();,.+\-*/%<>=!|&~^]+)
   | (?P<punct>.)
-""", re.X | re.S)
+""")
 
 
 def tokenize(sql):
@@ -292,17 +312,34 @@ def _names_after_keywords(tokens):
 
 # --- Migration files --------------------------------------------------------
 
-_NAME_RE = _LazyRegex(r"^(\d{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)$")
-_DESCRIPTION_RE = _LazyRegex(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_MARKER_RE = _LazyRegex(r"^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$", re.M | re.I)
-_PY_NAME_RE = _LazyRegex(r"""^name\s*=\s*(?P<q>['"])(?P<name>(?:(?!(?P=q)).)*)(?P=q)\s*(?:#.*)?$""",
-                         re.M)
+_MARKER_RE = _LazyRegex(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+_DIGITS = frozenset("0123456789")
+_KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+# The naming rule is checked with string methods, not a regex: discovering
+# files is on every start-up's path, and `re` is not imported there.
+
+
+def _is_kebab_case(text):
+    """Lower-case ASCII letters and digits joined by single hyphens."""
+    return bool(text) and set(text) <= _KEBAB_CHARACTERS and "" not in text.split("-")
+
+
+def _parse_filename(filename):
+    """(version digits, description, kind) of a valid migration file name
+    (<3+ digits>-<kebab-case>.py|.sql), else None."""
+    stem, _, kind = filename.rpartition(".")
+    digits, hyphen, description = stem.partition("-")
+    if (kind in ("py", "sql") and len(digits) >= 3 and set(digits) <= _DIGITS and hyphen
+            and _is_kebab_case(description)):
+        return digits, description, kind
+    return None
 
 
 def _filename_problem(filename):
     """Why `filename` breaks the naming rule."""
     stem = filename.rsplit(".", 1)[0]
-    digits = re.match(r"\d*", stem).group()
+    digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
     example = "e.g. 001-initial-schema.py"
     if not digits:
         return "the name must start with a version of at least 3 digits (%s)" % example
@@ -311,7 +348,7 @@ def _filename_problem(filename):
     rest = stem[len(digits):]
     if not rest.startswith("-"):
         return "use a hyphen after the version (%s)" % example
-    if not _DESCRIPTION_RE.match(rest[1:]):
+    if not _is_kebab_case(rest[1:]):
         return ("use kebab-case for the description: lower-case letters and digits "
                 "joined by single hyphens (%s)" % example)
     return "the name does not follow <version>-<description>.py|.sql (%s)" % example
@@ -372,8 +409,7 @@ class Migration(object):
         if self._name is None:
             name = None
             if self.kind == "py":
-                match = _PY_NAME_RE.search(self.source.decode("utf-8", "replace"))
-                name = match.group("name") if match else None
+                name = _declared_name(self.source.decode("utf-8", "replace"))
             self._name = name or self.description.replace("-", " ").capitalize()
         return self._name
 
@@ -478,6 +514,22 @@ def _error_line(error, path):
     return line
 
 
+def _declared_name(source):
+    """The string a Python migration assigns to `name` at the start of a line
+    (name = "..." with an optional comment), found without running the file."""
+    for line in source.splitlines():
+        if not line.startswith("name"):
+            continue
+        rest = line[4:].lstrip()
+        if not rest.startswith("="):
+            continue
+        rest = rest[1:].lstrip()
+        end = rest.find(rest[:1], 1) if rest[:1] in ("'", '"') else -1
+        if end > 0 and rest[end + 1:].strip()[:1] in ("", "#"):
+            return rest[1:end]
+    return None
+
+
 def discover(directory):
     """Every migration in `directory`, sorted by version.  All names are
     checked first: any invalid or duplicate name raises RequestError listing
@@ -497,18 +549,17 @@ def discover(directory):
     for filename, is_dir in entries:
         if is_dir or filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
             continue
-        match = _NAME_RE.match(filename)
-        if not match:
+        parsed = _parse_filename(filename)
+        if not parsed:
             problems.append("%s: %s" % (os.path.join(directory, filename),
                                         _filename_problem(filename)))
             continue
-        version = int(match.group(1))
+        version = int(parsed[0])
         if version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
                             % (version, by_version[version].filename, filename))
             continue
-        by_version[version] = Migration(prefix, filename, version, match.group(2),
-                                        match.group(3))
+        by_version[version] = Migration(prefix, filename, version, parsed[1], parsed[2])
     if problems:
         raise RequestError("invalid migration files:\n  " + "\n  ".join(problems))
     return [by_version[v] for v in sorted(by_version)]
@@ -700,8 +751,8 @@ class MigrationConnection(object):
     executescript() runs statement by statement inside the transaction (the
     stdlib's commits first), and commit()/rollback() raise."""
 
-    _ENDS_TRANSACTION = _LazyRegex(r"\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b",
-                                   re.I)
+    _ENDS_TRANSACTION = _LazyRegex(
+        r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
 
     def __init__(self, conn, transactional):
         object.__setattr__(self, "_conn", conn)
@@ -1448,7 +1499,7 @@ class _SchemaObjects(object):
         return row
 
 
-_VIRTUAL_RE = _LazyRegex(r"\s*CREATE\s+VIRTUAL\b", re.I)
+_VIRTUAL_RE = _LazyRegex(r"(?i)\s*CREATE\s+VIRTUAL\b")
 
 
 def _is_virtual(sql):
@@ -2356,8 +2407,8 @@ _BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
 _COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
                             "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
-_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"\b(?:%s)\b|[,;'\"`\[/-]" % "|".join(_COLUMN_CONSTRAINT_WORDS),
-                                  re.I)
+_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"(?i)\b(?:%s)\b|[,;'\"`\[/-]"
+                                  % "|".join(_COLUMN_CONSTRAINT_WORDS))
 
 
 # -- parsing declarations --------------------------------------------------------
@@ -3228,6 +3279,7 @@ def _print_run(done, direction, dry_run, out):
 
 
 def _slug(description):
+    import re
     return "-".join(re.findall(r"[a-z0-9]+", description.lower()))
 
 
@@ -3264,7 +3316,7 @@ def new_migration(directory, description, sql=False):
     if not slug:
         raise RequestError("the description %r has no letters or digits" % description)
     existing = discover(directory)
-    width = max([len(_NAME_RE.match(m.filename).group(1)) for m in existing] + [3])
+    width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
     version = existing[-1].version + 1 if existing else 1
     path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
     name = slug.replace("-", " ").capitalize()
@@ -3274,119 +3326,259 @@ def new_migration(directory, description, sql=False):
     return path
 
 
-_COMMANDS = (
-    ("status", "show applied, pending and drifted migrations"),
-    ("up", "apply pending migrations"),
-    ("down", "roll back the newest migration(s)"),
-    ("new", "create the next numbered migration file"),
-    ("mark", "record migrations up to V as applied without running them"),
-    ("verify", "check file names, loading and drift; exit 1 on any problem"),
-    ("schema", "print the schema report"),
-    ("backup", "write a consistent copy of the database"),
+# The command line in tables: parsing and --help both read them.  A small
+# parser of our own rather than argparse, which with `re` and `gettext` costs
+# more than a whole `status` does.  An option is (flags, destination, metavar,
+# help); no metavar means an on/off flag, and N, V and MS take whole numbers.
+_GLOBAL_OPTIONS = (
+    ("--db", "db", "PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
+    ("--dir", "dir", "DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
+    ("--table", "table", "NAME", "tracking table (default: metadata)"),
+    ("--busy-timeout", "busy_timeout", "MS", "how long to wait for a lock (default: 5000)"),
+    ("-v --verbose", "verbose", None, "log more, and show tracebacks"),
+    ("-q --quiet", "quiet", None, "only warnings and errors on stderr"),
 )
-_VALUE_OPTIONS = ("--db", "--dir", "--table", "--busy-timeout")
+_WHOLE_NUMBER_METAVARS = ("N", "V", "MS")
+_DRY_RUN = ("--dry-run", "dry_run", None, "run in a transaction, print the SQL, roll back")
+_BACKUP = ("--backup", "backup", None, "back up the database first")
+
+# name, what it does, options, positional arguments as (metavar, destination,
+# how many: 1, "?" or "*", help)
+_COMMANDS = (
+    ("status", "show applied, pending and drifted migrations", (
+        ("--json", "json", None, "print one JSON object"),
+        ("--check", "check", None, "exit 1 if anything is pending or drifted")), ()),
+    ("up", "apply pending migrations", (
+        ("--to", "to", "V", "stop after version V"), _DRY_RUN,
+        ("--atomic", "atomic", None, "all migrations in one transaction"), _BACKUP,
+        ("--strict", "strict", None, "refuse to run while files have drifted")), ()),
+    ("down", "roll back the newest migration(s)", (
+        ("--steps", "steps", "N", "roll back the newest N (default 1)"),
+        ("--to", "to", "V", "roll back everything above V"), _DRY_RUN, _BACKUP), ()),
+    ("new", "create the next numbered migration file", (
+        ("--sql", "sql", None, "an .sql file instead of .py"),),
+     (("DESCRIPTION", "description", 1, 'what it does, e.g. "add user email"'),)),
+    ("mark", "record migrations up to V as applied without running them", (),
+     (("V", "version", 1, "the version to record as the current one"),)),
+    ("verify", "check file names, loading and drift; exit 1 on any problem", (), ()),
+    ("schema", "print the schema report", (("--json", "json", None, "print JSON"),),
+     (("TABLE", "tables", "*", "only these tables (default: all)"),)),
+    ("backup", "write a consistent copy of the database", (),
+     (("PATH", "path", "?", "where (default: next to it, with time and version)"),)),
+)
+_COMMAND_NAMES = tuple(command[0] for command in _COMMANDS)
+_EXCLUSIVE = (("verbose", "quiet"), ("steps", "to"))
+_DEFAULTS = {"db": None, "dir": None, "table": DEFAULT_TABLE,
+             "busy_timeout": int(DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
-def _add_global_options(parser, argparse, suppress):
-    """Global options, before the command or (suppress=True) after it."""
-    d = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-    parser.add_argument("--db", default=d(None), metavar="PATH",
-                        help="database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)")
-    parser.add_argument("--dir", default=d(None), metavar="DIR",
-                        help="migration directory (default: $SQLMIGRATE_DIR, then ./migrations)")
-    parser.add_argument("--table", default=d(DEFAULT_TABLE), metavar="NAME",
-                        help="tracking table (default: metadata)")
-    parser.add_argument("--busy-timeout", type=int, default=d(int(DEFAULT_BUSY_TIMEOUT * 1000)),
-                        metavar="MS", help="how long to wait for a lock (default: 5000)")
-    loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="store_true", default=d(False),
-                          help="log more, and show tracebacks")
-    loudness.add_argument("-q", "--quiet", action="store_true", default=d(False),
-                          help="only warnings and errors on stderr")
+class _Arguments(object):
+    """The parsed command line: one attribute per option and argument."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
 
 
-def _add_command_arguments(name, p):
-    if name in ("up", "down"):
-        if name == "up":
-            p.add_argument("--to", type=int, metavar="V", help="stop after version V")
+def parse_command_line(argv):
+    """argv -> _Arguments; `show` is set to the text of --help or --version.
+    Global options go before or after the command; --opt=value works too."""
+    args = _Arguments(command=None, show=None, **_DEFAULTS)
+    options = _options_by_flag(_GLOBAL_OPTIONS)
+    command, positionals, given = None, [], []
+    argv, i = list(argv), 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
+        if arg in ("-h", "--help"):
+            args.show = _help_text(command)
+            return args
+        if arg == "--version":
+            args.show = "sqlmigrate %s\n" % __version__
+            return args
+        if arg == "--":
+            positionals.extend(argv[i:])
+            break
+        if not arg.startswith("-") or arg == "-" or _is_number(arg):
+            if command is not None:
+                positionals.append(arg)
+                continue
+            command = _command_spec(arg)
+            args.command = arg
+            options.update(_options_by_flag(command[2]))
+            for _, dest, metavar, _ in command[2]:
+                setattr(args, dest, False if metavar is None else None)
+            continue
+        flag, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if flag not in options:
+            raise RequestError(_unknown_option(flag, options, command))
+        dest, metavar = options[flag]
+        if metavar is None:
+            if has_value:
+                raise RequestError("%s takes no value" % flag)
+            value = True
+        elif not has_value:
+            if i == len(argv) or argv[i].startswith("-") and not _is_number(argv[i]):
+                raise RequestError("%s needs a value: %s %s" % (flag, flag, metavar))
+            value, i = argv[i], i + 1
+        setattr(args, dest, _converted(flag, metavar, value))
+        given.append((dest, flag))
+    if command is None:
+        raise RequestError("no command given: choose one of %s (see sqlmigrate --help)"
+                           % ", ".join(_COMMAND_NAMES))
+    _check_exclusive(given)
+    _assign_positionals(args, command, positionals)
+    return args
+
+
+def _options_by_flag(table):
+    return dict((flag, (dest, metavar)) for flags, dest, metavar, _ in table
+                for flag in flags.split())
+
+
+def _is_number(text):
+    return text.lstrip("-").isdigit()
+
+
+def _command_spec(name):
+    for command in _COMMANDS:
+        if command[0] == name:
+            return command
+    raise RequestError("unknown command %r: choose one of %s (see sqlmigrate --help)"
+                       % (name, ", ".join(_COMMAND_NAMES)))
+
+
+def _unknown_option(flag, options, command):
+    where = "sqlmigrate %s" % command[0] if command else "sqlmigrate"
+    meant = [known for known in options if known.startswith(flag) and len(flag) > 2]
+    hint = " (did you mean %s?)" % " or ".join(sorted(meant)) if meant else ""
+    return "unknown option %s%s; see %s --help" % (flag, hint, where)
+
+
+def _converted(flag, metavar, value):
+    if metavar not in _WHOLE_NUMBER_METAVARS:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise RequestError("%s needs a whole number, not %r" % (flag, value))
+
+
+def _check_exclusive(given):
+    flags = dict(given)
+    for first, second in _EXCLUSIVE:
+        if first in flags and second in flags:
+            raise RequestError("%s and %s cannot be used together" % (flags[first],
+                                                                     flags[second]))
+
+
+def _assign_positionals(args, command, values):
+    for metavar, dest, count, _ in command[3]:
+        if count == 1:
+            if not values:
+                raise RequestError("%s needs %s (see sqlmigrate %s --help)"
+                                   % (command[0], metavar, command[0]))
+            value = _converted("%s %s" % (command[0], metavar), metavar, values.pop(0))
+        elif count == "?":
+            value = values.pop(0) if values else None
         else:
-            group = p.add_mutually_exclusive_group()
-            group.add_argument("--steps", type=int, metavar="N",
-                               help="roll back the newest N (default 1)")
-            group.add_argument("--to", type=int, metavar="V", help="roll back everything above V")
-        p.add_argument("--dry-run", action="store_true",
-                       help="run in a transaction, print the SQL, roll back")
-        p.add_argument("--backup", action="store_true", help="back up the database first")
-    if name == "up":
-        p.add_argument("--atomic", action="store_true", help="all migrations in one transaction")
-        p.add_argument("--strict", action="store_true",
-                       help="refuse to run while files have drifted")
-    elif name == "status":
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.add_argument("--check", action="store_true",
-                       help="exit 1 if anything is pending or drifted")
-    elif name == "new":
-        p.add_argument("description", help='what it does, e.g. "add user email"')
-        p.add_argument("--sql", action="store_true", help="an .sql file instead of .py")
-    elif name == "mark":
-        p.add_argument("version", type=int, metavar="V")
-    elif name == "schema":
-        p.add_argument("tables", nargs="*", metavar="TABLE")
-        p.add_argument("--json", action="store_true", help="print JSON")
-    elif name == "backup":
-        p.add_argument("path", nargs="?", help="where (default: next to it, with time and version)")
+            value, values = values, []
+        setattr(args, dest, value)
+    if values:
+        raise RequestError("%s does not take %s (see sqlmigrate %s --help)"
+                           % (command[0], " ".join(values), command[0]))
 
 
-def _command_named_in(argv):
-    """The command argv names, if it is plain enough to parse with that
-    command's sub-parser alone (each ArgumentParser costs ~0.6 ms at start)."""
-    expects_value = False
-    for arg in argv:
-        if expects_value:
-            expects_value = False
-        elif arg in ("-h", "--help", "--version"):
-            return None
-        elif arg in _VALUE_OPTIONS:
-            expects_value = True
-        elif not arg.startswith("-"):
-            return arg if arg in dict(_COMMANDS) else None
-    return None
+def _usage_of(table):
+    parts, seen = [], set()
+    for flags, dest, metavar, _ in table:
+        if dest in seen:
+            continue
+        partner = [pair[1] for pair in _EXCLUSIVE if pair[0] == dest]
+        group = [o for o in table if partner and o[1] in (dest, partner[0])]
+        seen.update(o[1] for o in group)
+        parts.append("[%s]" % " | ".join(o[0].split()[0] + (" " + o[2] if o[2] else "")
+                                         for o in group or [(flags, dest, metavar, None)]))
+    return parts
 
 
-def build_parser(argv=None):
-    """The parser; given argv naming a command, only that command's part."""
-    import argparse
-    main_parser = argparse.ArgumentParser(
-        prog="sqlmigrate",
-        description="Versioned, transactional schema migrations for SQLite.",
-        epilog="example: python sqlmigrate.py --db app.db up")
-    _add_global_options(main_parser, argparse, suppress=False)
-    main_parser.add_argument("--version", action="version", version="sqlmigrate " + __version__)
-    commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    wanted = _command_named_in(argv) if argv is not None else None
-    for name, help_text in _COMMANDS:
-        if wanted is None or name == wanted:
-            p = commands.add_parser(name, help=help_text, description=help_text,
-                                    epilog=_EXAMPLES[name])
-            _add_global_options(p, argparse, suppress=True)
-            _add_command_arguments(name, p)
-    return main_parser
+def _wrapped(words, indent, width=79):
+    lines = [words[0]]
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) > width:
+            lines.append(" " * indent + word)
+        else:
+            lines[-1] += " " + word
+    return lines
 
 
-def _configure_logging(args, stream):
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                 else logging.INFO)
-    # The per-migration lines are printed as results on stdout already.
-    _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    return handler
+def _help_rows(rows):
+    width = max(len(left) for left, _ in rows) + 2
+    return ["  %-*s%s" % (width, left, right) for left, right in rows]
+
+
+def _option_rows(table):
+    return [(", ".join(flags.split()) + (" " + metavar if metavar else ""), text)
+            for flags, _, metavar, text in table]
+
+
+def _help_text(command):
+    if command is None:
+        lines = _wrapped(["usage: sqlmigrate"] + _usage_of(_GLOBAL_OPTIONS)
+                         + ["[--version]", "COMMAND", "[options]"], 18)
+        lines += ["", "Versioned, transactional schema migrations for SQLite.", "", "commands:"]
+        lines += _help_rows([(c[0], c[1]) for c in _COMMANDS])
+        lines += ["", "options (before or after the command):"]
+        lines += _help_rows(_option_rows(_GLOBAL_OPTIONS) + [
+            ("-h, --help", "show this help, or a command's with COMMAND --help"),
+            ("--version", "print the version")])
+        lines += ["", "example: python sqlmigrate.py --db app.db up"]
+    else:
+        name, text, options, positionals = command
+        usage = _usage_of(options) + [
+            {1: m, "?": "[%s]" % m, "*": "[%s ...]" % m}[count] for m, _, count, _ in positionals]
+        lines = _wrapped(["usage: sqlmigrate [global options]", name] + usage, 18)
+        lines += ["", text, ""]
+        if positionals:
+            lines += ["arguments:"] + _help_rows([(p[0], p[3]) for p in positionals]) + [""]
+        if options:
+            lines += ["options:"] + _help_rows(_option_rows(options)) + [""]
+        lines += _wrapped(["global options (before or after the command):"]
+                          + [flags.split()[-1] + "," for flags, _, _, _ in _GLOBAL_OPTIONS[:-1]]
+                          + [_GLOBAL_OPTIONS[-1][0].split()[-1] + ";", "see", "sqlmigrate",
+                             "--help"], 2)
+        lines += ["", _EXAMPLES[name]]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def _logging_to(stream, args):
+    """Log lines on `stream` while a command runs.  The handler is set up at
+    the first message, so a command that logs nothing never imports logging."""
+    handlers = []
+
+    def set_up(logging):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+        logger = logging.getLogger("sqlmigrate")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                        else logging.INFO)
+        # The per-migration lines are printed as results on stdout already.
+        logging.getLogger("sqlmigrate.runner").setLevel(logging.INFO if args.verbose
+                                                        else logging.WARNING)
+        handlers.append(handler)
+
+    _LOG_SETUP.append(set_up)
+    try:
+        yield
+    finally:
+        if set_up in _LOG_SETUP:
+            _LOG_SETUP.remove(set_up)
+        for handler in handlers:
+            import logging
+            logging.getLogger("sqlmigrate").removeHandler(handler)
 
 
 def run_command(args, out, err):
-    import json
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
     if args.command == "new":
         out.write(new_migration(directory, args.description, args.sql) + "\n")
@@ -3396,6 +3588,7 @@ def run_command(args, out, err):
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if args.command == "schema":
         if args.json:
+            import json
             out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n")
         else:
             out.write(schema_report(db, args.tables or None))
@@ -3409,6 +3602,7 @@ def run_command(args, out, err):
     if args.command == "status":
         report = migrator.status()
         if args.json:
+            import json
             report = dict(report)
             del report["ahead"]
             out.write(json.dumps(report, indent=2) + "\n")
@@ -3447,11 +3641,14 @@ def run_command(args, out, err):
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
     out, err = sys.stdout, sys.stderr
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    handler = _configure_logging(args, err)
+    args = _Arguments(db=None, verbose=False)
     try:
-        return run_command(args, out, err)
+        args = parse_command_line(sys.argv[1:] if argv is None else argv)
+        if args.show is not None:
+            out.write(args.show)
+            return 0
+        with _logging_to(err, args):
+            return run_command(args, out, err)
     except RequestError as e:
         status, error = 2, e
     except MigrationError as e:
@@ -3461,8 +3658,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         err.write("sqlmigrate: interrupted\n")
         return 130
-    finally:
-        log.removeHandler(handler)
     if args.verbose:
         import traceback
         traceback.print_exception(type(error), error, error.__traceback__, file=err)

@@ -231,6 +231,72 @@ class InvocationTests(CLITestCase):
         self.assertRegex(out, r"(?i)example:")
 
 
+class ArgumentParsingTests(CLITestCase):
+    """The command line is parsed by sqlmigrate itself (no argparse): every
+    malformed request is exit 2 with one message that names the problem, and
+    the database is left as it was."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+        self.apply()
+
+    def test_option_with_equals_sign_and_options_after_the_command(self):
+        out, _ = self.run_ok("status", "--db=" + self.db, "--table=metadata", "--json")
+        self.assertEqual(json.loads(out)["current_version"], 1)
+
+    def test_double_dash_ends_the_options(self):
+        out, _ = self.run_ok("--db", self.db, "new", "--sql", "--", "-strip leading dash")
+        self.assertTrue(out.strip().endswith("002-strip-leading-dash.sql"), out)
+
+    def test_malformed_requests_exit_2_and_name_the_problem(self):
+        cases = [
+            (("stauts",), "unknown command 'stauts'", "status, up, down"),
+            ((), "no command given", "status, up, down"),
+            (("status", "--jsn"), "unknown option --jsn", "sqlmigrate status --help"),
+            (("up", "--dry"), "did you mean --dry-run?"),
+            (("up", "--to"), "--to needs a value"),
+            (("up", "--to", "three"), "--to needs a whole number, not 'three'"),
+            (("--busy-timeout=soon", "status"), "--busy-timeout needs a whole number"),
+            (("up", "--db", "--dry-run"), "--db needs a value"),
+            (("status", "--json=yes"), "--json takes no value"),
+            (("status", "extra"), "status does not take extra"),
+            (("mark",), "mark needs V"),
+            (("mark", "three"), "mark V needs a whole number"),
+            (("new",), "new needs DESCRIPTION"),
+            (("down", "--steps", "1", "--to", "0"), "--steps and --to cannot be used together"),
+            (("-v", "status", "--quiet"), "-v and --quiet cannot be used together"),
+        ]
+        for case in cases:
+            args, fragments = case[0], case[1:]
+            with self.subTest(args=args):
+                self.assert_bad_input(("--db", self.db) + args if "--db" not in args
+                                      else args, 2, *fragments)
+
+    def test_version_and_help_work_before_or_after_the_command(self):
+        for args in (("--version",), ("status", "--version")):
+            out, _ = self.run_ok(*args)
+            self.assertEqual(out.strip(), "sqlmigrate %s" % InvocationTests.module_version(self))
+        out, _ = self.run_ok("--db", self.db, "down", "-h")
+        self.assertIn("[--steps N | --to V]", out)
+        self.assertTrue(all(len(line) <= 79 for line in out.splitlines()), out)
+
+    def test_status_imports_neither_argparse_nor_logging_nor_re(self):
+        # A start-up `status` stays cheap (bench W1): these three imports
+        # would cost more than the whole command.
+        probe = ("import sys; sys.argv = ['sqlmigrate', '--db', %r, '--dir', %r, 'status']\n"
+                 "code = compile(open(%r, 'rb').read(), 'sqlmigrate.py', 'exec')\n"
+                 "try:\n    exec(code, {'__name__': '__main__'})\n"
+                 "except SystemExit:\n    pass\n"
+                 "print(sorted(m for m in ('argparse', 'logging', 're', 'json') "
+                 "if m in sys.modules), file=sys.stderr)"
+                 % (self.db, self.dir, SCRIPT))
+        proc = subprocess.run([sys.executable, "-S", "-c", probe], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True)
+        self.assertIn("Applied v1", proc.stdout)
+        self.assertEqual(proc.stderr.strip().splitlines()[-1], "[]", proc.stderr)
+
+
 class DatabaseOptionTests(CLITestCase):
     """--db, then $SQLMIGRATE_DB, then $DATABASE_PATH."""
 
