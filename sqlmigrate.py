@@ -418,7 +418,9 @@ class Migration(object):
         self.load()
         if self.kind == "py":
             return callable(getattr(self._module, "down", None))
-        return self._down_sql is not None
+        # An empty down section (as `new --sql` writes it) is no down: `down`
+        # refuses up front instead of "rolling back" nothing.
+        return self._down_sql is not None and bool(split_sql(self._down_sql))
 
     @property
     def transactional(self):
@@ -471,26 +473,26 @@ class Migration(object):
         if not markers:
             self._up_sql = text
             return
-        if split_sql(text[:markers[0].start()]):
+        if text[:markers[0].start()].strip() and split_sql(text[:markers[0].start()]):
             raise MigrationError("%s: SQL before the first '-- migrate:' marker" % self.path)
+        seen = set()
         for i, marker in enumerate(markers):
             end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
             body = text[marker.end():end]
             direction = marker.group(1).lower()
             options = marker.group(2).strip().lower()
-            if (self._up_sql if direction == "up" else self._down_sql) is not None:
+            if direction in seen:
                 raise MigrationError("%s: more than one '-- migrate:%s' marker"
                                      % (self.path, direction))
+            seen.add(direction)
             if options not in ("", "transaction:false", "transaction:true"):
                 raise MigrationError("%s: unknown marker option %r (only transaction:false)"
                                      % (self.path, options))
             if direction == "up":
                 self._up_sql = body
                 self._transactional = options != "transaction:false"
-            elif split_sql(body):
-                # An empty down section (as `new --sql` writes it) is no down:
-                # `down` refuses up front instead of "rolling back" nothing.
-                self._down_sql = body
+            else:
+                self._down_sql = body  # split only if rolled back (see has_down)
         if self._up_sql is None:
             raise MigrationError("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
 
@@ -946,26 +948,26 @@ def _applied_under_lock(conn, table, version, files):
     return applied
 
 
-def _write_highest_version(conn, table):
-    """schema_version := the highest recorded version (0 when none is)."""
-    highest = _query(conn, "SELECT max(version) FROM %s"
-                     % quote_identifier(table + "_migrations"))[0][0]
-    _write_version(conn, table, highest or 0)
-
-
 def _write_record(conn, table, m, applied_at, duration_ms, checksum):
     conn.execute("INSERT OR REPLACE INTO %s (version, name, checksum, applied_at, duration_ms) "
                  "VALUES (?, ?, ?, ?, ?)" % quote_identifier(table + "_migrations"),
                  (m.version, m.name, checksum, applied_at, duration_ms))
 
 
-def _write_version(conn, table, version):
+def _write_version(conn, table, version=None):
+    """schema_version := `version`, or by default the highest recorded version
+    (0 when none is), computed by SQLite in the same statement."""
+    if version is None:
+        value, params = ("(SELECT CAST(coalesce(max(version), 0) AS TEXT) FROM %s)"
+                         % quote_identifier(table + "_migrations")), ()
+    else:
+        value, params = "?", (str(version),)
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
     # INSERT OR REPLACE would need.
-    if conn.execute("UPDATE %s SET value = ? WHERE key = 'schema_version'"
-                    % quote_identifier(table), (str(version),)).rowcount == 0:
-        conn.execute("INSERT INTO %s (key, value) VALUES ('schema_version', ?)"
-                     % quote_identifier(table), (str(version),))
+    if conn.execute("UPDATE %s SET value = %s WHERE key = 'schema_version'"
+                    % (quote_identifier(table), value), params).rowcount == 0:
+        conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s"
+                     % (quote_identifier(table), value), params)
 
 
 def _utc_now():
@@ -1360,7 +1362,7 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE version = ?"
                          % quote_identifier(self.table + "_migrations"), (m.version,))
             _runner_log.info("Rolled back v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
-        _write_highest_version(conn, self.table)
+        _write_version(conn, self.table)
 
     def _dry_run(self, conn, plan, direction):
         """Run the plan in one transaction, keep every statement executed, roll back."""

@@ -114,6 +114,16 @@ class PythonMigrations(TempDirTestCase):
         self.write("001-x.py", 'name = "Read Me"\nraise SystemExit("executed!")\n')
         self.assertEqual(sqlmigrate.discover(self.dir)[0].name, "Read Me")
 
+    def test_name_declaration_forms(self):
+        cases = [('name = "Add users"  # shown by status', "Add users"),
+                 ("name='single quoted'", "single quoted"),
+                 ('name = "a" + suffix', "X"), ('  name = "indented"', "X"),
+                 ('named = "other"', "X"), ('name = ""', "X")]
+        for source, expected in cases:
+            with self.subTest(source=source):
+                self.write("001-x.py", "%s\ndef up(db):\n    pass\n" % source)
+                self.assertEqual(sqlmigrate.discover(self.dir)[0].name, expected)
+
     def test_checksum_ignores_line_endings(self):
         lf = self.write("001-lf.sql", b"CREATE TABLE t (x);\nSELECT 1;\n")
         crlf = self.write("002-crlf.sql", b"CREATE TABLE t (x);\r\nSELECT 1;\r\n")
@@ -138,6 +148,12 @@ class SqlMigrations(TempDirTestCase):
     def test_empty_down_section_means_no_down(self):
         m = self.load("-- migrate:up\nCREATE TABLE a (x);\n-- migrate:down\n\n-- nothing yet\n")
         self.assertFalse(m.has_down)
+
+    def test_second_down_marker_is_rejected_even_after_an_empty_one(self):
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.load("-- migrate:up\nCREATE TABLE a (x);\n-- migrate:down\n"
+                      "-- migrate:down\nDROP TABLE a;\n")
+        self.assertIn("more than one '-- migrate:down'", str(caught.exception))
 
     def test_file_without_markers_is_all_up_and_has_no_down(self):
         m = self.load("CREATE TABLE a (x);\n")
