@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 
-
 class _DeferredLogger(object):
     """logging.getLogger(name), with `logging` imported at the first message:
     that import (with `re`, which it needs) costs more than importing sqlite3,
@@ -46,7 +45,11 @@ class _DeferredLogger(object):
     def __getattr__(self, attribute):
         import logging
         while _LOG_SETUP:
-            _LOG_SETUP.pop(0)(logging)
+            try:
+                set_up = _LOG_SETUP.pop(0)
+            except IndexError:  # another thread took the last one
+                break
+            set_up(logging)
         return getattr(logging.getLogger(self._name), attribute)
 
 
