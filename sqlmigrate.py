@@ -36,13 +36,21 @@ __all__ = [
 class _DeferredLogger(object):
     """logging.getLogger(name), with `logging` imported at the first message:
     that import (with `re`, which it needs) costs more than importing sqlite3,
-    and a start-up with nothing to do logs nothing.  Set-up steps wait in
-    _LOG_SETUP until then."""
+    and a start-up with nothing to do logs nothing."""
 
     def __init__(self, name):
         self._name = name
 
     def __getattr__(self, attribute):
+        value = getattr(_logging().getLogger(self._name), attribute)
+        setattr(self, attribute, value)  # later calls do not come here
+        return value
+
+
+def _logging():
+    """The logging module, once the set-up steps waiting for it have run."""
+    global _logging_module
+    if _logging_module is None:
         import logging
         while _LOG_SETUP:
             try:
@@ -50,9 +58,19 @@ class _DeferredLogger(object):
             except IndexError:  # another thread took the last one
                 break
             set_up(logging)
-        return getattr(logging.getLogger(self._name), attribute)
+        _logging_module = logging
+    return _logging_module
 
 
+def _at_first_message(set_up):
+    """Run set_up(logging) when logging is first needed, or now if it has been."""
+    if _logging_module is None:
+        _LOG_SETUP.append(set_up)
+    else:
+        set_up(_logging_module)
+
+
+_logging_module = None
 # A library's logger gets a NullHandler, so an application that configures no
 # logging sees no "last resort" output from us.
 _LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging.NullHandler())]
@@ -3572,15 +3590,14 @@ def _logging_to(stream, args):
                                                         else logging.WARNING)
         handlers.append(handler)
 
-    _LOG_SETUP.append(set_up)
+    _at_first_message(set_up)
     try:
         yield
     finally:
         if set_up in _LOG_SETUP:
             _LOG_SETUP.remove(set_up)
         for handler in handlers:
-            import logging
-            logging.getLogger("sqlmigrate").removeHandler(handler)
+            _logging().getLogger("sqlmigrate").removeHandler(handler)
 
 
 def run_command(args, out, err):

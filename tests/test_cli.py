@@ -392,6 +392,27 @@ class LoudnessOptionTests(CLITestCase):
         self.assertIn("Traceback", err)
         self.assertIn("001-broken.py", err)
 
+    def test_main_logs_on_each_call_in_one_process_and_leaves_no_handler(self):
+        # The CLI's log handler is attached at the first message; a second
+        # main() in the same process (logging already loaded) must log too.
+        import contextlib
+        import io
+        import logging
+        from tests.support import sqlmigrate
+        self.add_initial()
+        self.make_plain_database()
+        def stream_handlers():
+            return [h for h in logging.getLogger("sqlmigrate").handlers
+                    if not isinstance(h, logging.NullHandler)]
+        before = stream_handlers()
+        for _ in range(2):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                self.assertEqual(sqlmigrate.main(["--db", self.db, "backup"]), 0)
+            self.assertIn("sqlmigrate: INFO:", err.getvalue())
+            self.assertIn("Backed up to", out.getvalue())
+        self.assertEqual(stream_handlers(), before)
+
     def test_verbose_and_quiet_together_is_a_bad_request(self):
         status, out, err = self.cli("--db", self.db, "-v", "-q", "status")
         self.assertEqual(status, 2)
