@@ -2761,12 +2761,14 @@ def _plan_reconcile(conn, columns, indexes):
     added = {}  # existing table name -> names of the columns being added
     fk_on = []  # asked once, and only if a column is missing
     for table, declared in columns.items():
-        actual = _check_table(plan, master, table, "skipped its declared columns (%s)"
-                              % ", ".join(declared))
-        if actual in added:
+        actual = tables.get(table)
+        if actual is None:  # missing, a view or a virtual table: _check_table says which
+            _check_table(plan, master, table, "skipped its declared columns (%s)"
+                         % ", ".join(declared))
+        elif actual in added:
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
-        elif actual is not None:
+        else:
             added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
     for name, text, declaration in index_declarations:
         _plan_index(plan, master, name, text, declaration, tables, existing, added)
@@ -2793,6 +2795,9 @@ def _check_table(plan, master, table, skipped):
 def _plan_columns(plan, conn, table, declared, existing, fk_on):
     """Plan the declared columns `table` lacks; returns their names."""
     absent = set(_absent_names(existing, declared))
+    if not absent:  # the common case, once per declared table: keep it short
+        log.debug("Table '%s' has all expected columns", table)
+        return []
     missing = [(column, text) for column, text in declared.items() if column in absent]
     problems, seen = plan.problems, set()
     for column, _ in missing:
@@ -2800,9 +2805,6 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
             problems.append("%s.%s: declared twice (names compare case-insensitively)"
                             % (table, column))
         seen.add(_key(column))
-    if not missing:
-        log.debug("Table '%s' has all expected columns", table)
-        return []
     if not fk_on:
         fk_on.append(foreign_keys_enabled(conn))
     methods = []
