@@ -195,6 +195,19 @@ class StatementSplitter(TempDirTestCase):
         self.assertTrue(statements[0].endswith("END"))
         self.assertEqual(statements[1], "SELECT 2")
 
+    def test_plain_scripts_split_as_the_tokenizer_splits_them(self):
+        # split_sql skips the tokenizer when nothing can hide a semicolon; the
+        # shortcut must agree with the tokenizer on every such script.
+        import random
+        rng = random.Random(7)
+        pieces = ["CREATE TABLE t (a, b)", "SELECT 1", ";", ";", " ", "\n", "\t", "x = 2",
+                  "CASE WHEN a THEN b END", "begin", "END", "\u00a0", "\r\n", "-1", "/ 2"]
+        for _ in range(500):
+            sql = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+            # A leading comment sends the same script through the tokenizer.
+            self.assertEqual(sqlmigrate.split_sql(sql), sqlmigrate.split_sql("/**/" + sql),
+                             repr(sql))
+
     def test_empty_and_comment_only_statements_are_dropped(self):
         self.assertEqual(sqlmigrate.split_sql(";;\n-- nothing\n;  /* x */ ;"), [])
 
