@@ -1503,12 +1503,7 @@ def migrate(db, directory="migrations", **options):
 # Shared by the rebuild, reconcile, JSON-defaults and schema-report helpers.
 
 # Old SQLite limits a statement to 999 parameters.
-_IN_CHUNK = 500
-
-
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+_MAX_IN_LIST = 500
 
 
 class _SchemaObjects(object):
@@ -1544,18 +1539,23 @@ _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden"
 def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     """{table: [(field, ...) per column]} for existing tables (exact names),
     fields named as in PRAGMA table_xinfo ('hidden' is 0 where SQLite only
-    has table_info).  One pragma join per 500 tables where SQLite has pragma
-    functions, one PRAGMA per table before."""
+    has table_info).  One pragma join where SQLite has pragma functions,
+    one PRAGMA per table before."""
     columns = dict((table, []) for table in tables)
     if HAS_PRAGMA_FUNCTIONS:
         function = "pragma_table_xinfo" if HAS_TABLE_XINFO else "pragma_table_info"
         select = ", ".join("0" if field == "hidden" and not HAS_TABLE_XINFO
                            else "p." + quote_identifier(field) for field in fields)
-        for chunk in _chunks(list(tables), _IN_CHUNK):
-            sql = ("SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
-                   "WHERE m.type = 'table' AND m.name IN (%s)"
-                   % (select, function, ", ".join("?" * len(chunk))))
-            for row in _query(conn, sql, chunk):
+        if len(columns) <= _MAX_IN_LIST:
+            wanted, params = "m.name IN (%s)" % ", ".join("?" * len(columns)), list(columns)
+        else:
+            # Many tables: one pass over the whole schema, which costs less than
+            # several IN lists (each rescans sqlite_master).  Virtual tables are
+            # left out: their pragma needs their module, which may not be loaded.
+            wanted, params = "m.sql NOT LIKE 'CREATE VIRTUAL%'", ()
+        for row in _query(conn, "SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
+                          "WHERE m.type = 'table' AND %s" % (select, function, wanted), params):
+            if row[0] in columns:
                 columns[row[0]].append(row[1:])
         return columns
     pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"

@@ -99,6 +99,29 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertEqual(reconcile(self.db, columns=ISSUE_COLUMNS, indexes=ISSUE_INDEXES), [])
         self.assertEqual(self.schema(), before)
 
+    def test_hundreds_of_tables_beside_a_virtual_table(self):
+        # Over 500 declared tables the columns are read in one pass over the
+        # schema (not IN lists), leaving virtual tables alone.
+        conn = self.connect()
+        conn.executescript("".join("CREATE TABLE t%03d (id INTEGER PRIMARY KEY, a TEXT);" % i
+                                   for i in range(600)))
+        try:
+            conn.execute("CREATE VIRTUAL TABLE notes USING fts4(body)")
+            has_virtual = True
+        except sqlite3.OperationalError:  # an SQLite built without FTS
+            has_virtual = False
+        conn.commit()
+        declared = dict(("t%03d" % i, {"id": "INTEGER PRIMARY KEY", "a": "TEXT", "b": "INTEGER"})
+                        for i in range(600))
+        changes = reconcile(self.db, columns=declared)
+        self.assertEqual(len(changes), 600)
+        self.assertEqual(self.columns("t000"), ["id", "a", "b"])
+        self.assertEqual(self.columns("t599"), ["id", "a", "b"])
+        self.assertEqual(reconcile(self.db, columns=declared), [])
+        if has_virtual:
+            self.assertIn("notes", [row[0] for row in self.connect().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")])
+
     def test_names_compare_case_insensitively(self):
         self.make("CREATE TABLE Users (ID INTEGER PRIMARY KEY, Email TEXT);")
         self.assertEqual(reconcile(self.db, columns={"users": {"id": "INTEGER", "EMAIL": "TEXT",
