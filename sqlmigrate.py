@@ -606,11 +606,14 @@ def _uri(path, mode):
 
 
 def _database_exists(path):
-    """Whether the file exists; a path in a missing directory is an error."""
+    """Whether the file exists; a path in a missing directory, or naming a
+    directory, is an error."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise RequestError("cannot open database %s: directory %s does not exist"
                            % (path, directory))
+    if os.path.isdir(path):
+        raise RequestError("%s is a directory, not a database file (check --db)" % path)
     return os.path.exists(path)
 
 
@@ -1309,7 +1312,7 @@ class Migrator(object):
             if atomic:
                 with foreign_keys_off(conn) as checked, transaction(conn):
                     for m in plan:
-                        if self._apply(conn, m, direction, checked, atomic=True):
+                        if self._apply(conn, m, direction, checked, whole_run="--atomic run"):
                             done.append(m)
                 for m in done:
                     self.progress("done", m, direction)
@@ -1328,7 +1331,7 @@ class Migrator(object):
             _log_schema_of(conn, getattr(failure, "tables", None))
             raise
 
-    def _apply(self, conn, m, direction, check_fk, atomic=False):
+    def _apply(self, conn, m, direction, check_fk, whole_run=None):
         """Run one migration inside the open transaction and record it.
         The state is re-read under the write lock, so a migration another
         process applied meanwhile is skipped, not run twice."""
@@ -1336,7 +1339,7 @@ class Migrator(object):
             log.info("v%d was %s by another process meanwhile; skipped", m.version,
                      "applied" if direction == "up" else "rolled back")
             return False
-        self._run_body(conn, m, direction, True, atomic)
+        self._run_body(conn, m, direction, True, whole_run)
         if check_fk:
             try:
                 check_foreign_keys(conn)
@@ -1360,7 +1363,9 @@ class Migrator(object):
         applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
         return applied == (direction == "down")
 
-    def _run_body(self, conn, m, direction, transactional, atomic=False):
+    def _run_body(self, conn, m, direction, transactional, whole_run=None):
+        """Run m's up or down; whole_run names the transaction that holds every
+        migration of this run (--atomic, a dry run), for the failure message."""
         db = MigrationConnection(conn, transactional)
         saved_factories = conn.row_factory, conn.text_factory
         self.progress("start", m, direction)
@@ -1372,7 +1377,7 @@ class Migrator(object):
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
             failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
-                                         atomic)
+                                         whole_run)
             failure.tables = _tables_named_in(db.executed)
             raise failure
         finally:
@@ -1417,7 +1422,7 @@ class Migrator(object):
                     del statements[:]
                     conn.set_trace_callback(trace)
                     try:
-                        self._run_body(conn, m, direction, True)
+                        self._run_body(conn, m, direction, True, "dry run")
                     finally:
                         conn.set_trace_callback(None)
                     m.executed_sql = list(statements)
@@ -1437,7 +1442,7 @@ class _DryRunRollback(Exception):
     pass
 
 
-def _migration_failure(m, direction, error, statement, transactional, atomic):
+def _migration_failure(m, direction, error, statement, transactional, whole_run):
     if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
             and str(error).startswith(m.path):
         return error
@@ -1446,10 +1451,13 @@ def _migration_failure(m, direction, error, statement, transactional, atomic):
     parts = ["%s (%s) failed: %s: %s" % (where, direction, type(error).__name__, error)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
-    if atomic:
-        parts.append("the whole --atomic run was rolled back; the database is as it was")
-    elif transactional:
+    if whole_run:
+        parts.append("the whole %s was rolled back; the database is as it was" % whole_run)
+    elif transactional and direction == "up":
         parts.append("the migration was rolled back; earlier migrations stay applied")
+    elif transactional:
+        parts.append("its down was rolled back, so it stays applied; migrations rolled back "
+                     "before it stay rolled back")
     else:
         parts.append("it ran outside a transaction: the database may be partly changed")
     failure = MigrationError("\n  ".join(parts))
@@ -3380,7 +3388,8 @@ _BACKUP = ("--backup", "backup", None, "back up the database first")
 _COMMANDS = (
     ("status", "show applied, pending and drifted migrations", (
         ("--json", "json", None, "print one JSON object"),
-        ("--check", "check", None, "exit 1 if anything is pending or drifted")), ()),
+        ("--check", "check", None, "exit 1 if anything is pending or drifted, or the "
+                                   "database is ahead of the files")), ()),
     ("up", "apply pending migrations", (
         ("--to", "to", "V", "stop after version V"), _DRY_RUN,
         ("--atomic", "atomic", None, "all migrations in one transaction"), _BACKUP,
@@ -3452,6 +3461,8 @@ def parse_command_line(argv):
             if i == len(argv) or argv[i].startswith("-") and not _is_number(argv[i]):
                 raise RequestError("%s needs a value: %s %s" % (flag, flag, metavar))
             value, i = argv[i], i + 1
+        if value == "":  # never a silent fall-back to $SQLMIGRATE_DB or the default
+            raise RequestError("%s needs a value: %s %s" % (flag, flag, metavar))
         setattr(args, dest, _converted(flag, metavar, value))
         given.append((dest, flag))
     if command is None:
@@ -3481,18 +3492,31 @@ def _command_spec(name):
 
 def _unknown_option(flag, options, command):
     where = "sqlmigrate %s" % command[0] if command else "sqlmigrate"
-    meant = [known for known in options if known.startswith(flag) and len(flag) > 2]
-    hint = " (did you mean %s?)" % " or ".join(sorted(meant)) if meant else ""
+    known = list(options) + ["--help", "--version"]
+    meant = [option for option in known if option.startswith(flag) and len(flag) > 2]
+    if not meant and flag.startswith("--"):
+        import difflib  # only on this error path
+        meant = difflib.get_close_matches(flag.replace("_", "-"), known, 3, 0.75)
+    if meant:
+        hint = " (did you mean %s?)" % " or ".join(sorted(meant))
+    elif command is None and any(flag in _options_by_flag(c[2]) for c in _COMMANDS):
+        return "%s goes after the command (sqlmigrate COMMAND %s); see %s --help" % (
+            flag, flag, where)
+    elif len(flag) > 2 and flag[1] != "-" and all("-" + c in options for c in flag[1:]):
+        hint = " (give short options separately: %s)" % " ".join("-" + c for c in flag[1:])
+    elif command is not None and command[3]:
+        hint = " (for a %s that starts with '-', put -- before it)" % command[3][0][0]
+    else:
+        hint = ""
     return "unknown option %s%s; see %s --help" % (flag, hint, where)
 
 
 def _converted(flag, metavar, value):
     if metavar not in _WHOLE_NUMBER_METAVARS:
         return value
-    try:
-        return int(value)
-    except ValueError:
-        raise RequestError("%s needs a whole number, not %r" % (flag, value))
+    if not value or not set(value) <= _DIGITS:  # not int(): it takes " 5", "1_000", "-1"
+        raise RequestError("%s needs a whole number (0 or more), not %r" % (flag, value))
+    return int(value)
 
 
 def _check_exclusive(given):
@@ -3516,8 +3540,9 @@ def _assign_positionals(args, command, values):
             value, values = values, []
         setattr(args, dest, value)
     if values:
-        raise RequestError("%s does not take %s (see sqlmigrate %s --help)"
-                           % (command[0], " ".join(values), command[0]))
+        raise RequestError("unexpected argument%s for %s: %s (see sqlmigrate %s --help)"
+                           % ("s" if len(values) > 1 else "", command[0],
+                              " ".join(repr(v) for v in values), command[0]))
 
 
 def _usage_of(table):
@@ -3545,7 +3570,11 @@ def _wrapped(words, indent, width=79):
 
 def _help_rows(rows):
     width = max(len(left) for left, _ in rows) + 2
-    return ["  %-*s%s" % (width, left, right) for left, right in rows]
+    lines = []
+    for left, right in rows:
+        words = right.split(" ")
+        lines += _wrapped(["  %-*s%s" % (width, left, words[0])] + words[1:], 2 + width)
+    return lines
 
 
 def _option_rows(table):
@@ -3662,8 +3691,8 @@ def run_command(args, out, err):
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
                            backup=args.backup, strict=args.strict)
     else:
-        if args.steps is not None and args.steps < 1 or args.to is not None and args.to < 0:
-            raise RequestError("--steps must be 1 or more and --to 0 or more")
+        if args.steps is not None and args.steps < 1:
+            raise RequestError("--steps must be 1 or more")
         done = migrator.down(to=args.to, steps=args.steps or 1, dry_run=args.dry_run,
                              backup=args.backup)
     _print_run(done, args.command, args.dry_run, out)

@@ -256,13 +256,23 @@ class ArgumentParsingTests(CLITestCase):
             (("status", "--jsn"), "unknown option --jsn", "sqlmigrate status --help"),
             (("up", "--dry"), "did you mean --dry-run?"),
             (("up", "--to"), "--to needs a value"),
-            (("up", "--to", "three"), "--to needs a whole number, not 'three'"),
+            (("up", "--to", "three"), "--to needs a whole number (0 or more), not 'three'"),
+            (("up", "--to", "-5"), "--to needs a whole number (0 or more), not '-5'"),
+            (("--busy-timeout", "1_000", "status"), "--busy-timeout needs a whole number"),
+            (("--db=", "up"), "--db needs a value"),
+            (("--table=", "status"), "--table needs a value"),
+            (("status", "--jsn"), "did you mean --json?"),
+            (("up", "--dry_run"), "did you mean --dry-run?"),
+            (("--json", "status"), "--json goes after the command"),
+            (("-vq", "status"), "give short options separately: -v -q"),
+            (("new", "-fix-typo"), "put -- before it"),
             (("--busy-timeout=soon", "status"), "--busy-timeout needs a whole number"),
             (("up", "--db", "--dry-run"), "--db needs a value"),
             (("status", "--json=yes"), "--json takes no value"),
-            (("status", "extra"), "status does not take extra"),
+            (("status", "extra"), "unexpected argument for status: 'extra'"),
             (("mark",), "mark needs V"),
             (("mark", "three"), "mark V needs a whole number"),
+            (("mark", "-1"), "mark V needs a whole number (0 or more), not '-1'"),
             (("new",), "new needs DESCRIPTION"),
             (("down", "--steps", "1", "--to", "0"), "--steps and --to cannot be used together"),
             (("-v", "status", "--quiet"), "-v and --quiet cannot be used together"),
@@ -279,7 +289,13 @@ class ArgumentParsingTests(CLITestCase):
             self.assertEqual(out.strip(), "sqlmigrate %s" % InvocationTests.module_version(self))
         out, _ = self.run_ok("--db", self.db, "down", "-h")
         self.assertIn("[--steps N | --to V]", out)
-        self.assertTrue(all(len(line) <= 79 for line in out.splitlines()), out)
+        for command in ((), ("status",), ("up",), ("down",), ("new",), ("mark",), ("verify",),
+                        ("schema",), ("backup",)):
+            out, _ = self.run_ok(*(command + ("--help",)))
+            self.assertTrue(all(len(line) <= 79 for line in out.splitlines()), out)
+
+    def test_a_directory_given_as_the_database_is_a_bad_request(self):
+        self.assert_error(self.cli("--db", self.tmp, "up"), 2, "is a directory, not a database")
 
     def test_status_imports_neither_argparse_nor_logging_nor_re(self):
         # A start-up `status` stays cheap (bench W1): these three imports

@@ -350,6 +350,18 @@ class RollingBack(RunnerTestCase):
         self.assertEqual(self.schema_version(), "0")
         self.assertEqual(self.tables(), ["metadata", "metadata_migrations"])
 
+    def test_failing_down_says_the_migration_stays_applied(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        self.write_sql(2, "two", "CREATE TABLE two (x);", "DROP TABLE nope;")
+        sqlmigrate.migrate(self.db, self.dir)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().down(to=0)
+        self.assertIn("its down was rolled back, so it stays applied", str(caught.exception))
+        self.assertEqual(self.schema_version(), "2")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().down(dry_run=True)
+        self.assertIn("the whole dry run was rolled back", str(caught.exception))
+
     def test_missing_down_anywhere_in_the_range_refuses_before_any_change(self):
         self.write_sql(1, "one", "CREATE TABLE one (x);")  # no down
         self.write_sql(2, "two", "CREATE TABLE two (x);", "DROP TABLE two;")
