@@ -817,8 +817,9 @@ class Cases(object):
             if options.get("autocommit") is False:
                 conn.commit()  # PEP 249 mode: the caller's transaction, the caller commits
             self.assertFalse(conn.in_transaction and options.get("autocommit") is not False)
-            self.assertEqual(conn.isolation_level, sqlite3.connect(":memory:", **options)
-                             .isolation_level)
+            reference = sqlite3.connect(":memory:", **options)
+            self.assertEqual(conn.isolation_level, reference.isolation_level)
+            reference.close()
             if "autocommit" in options:
                 self.assertEqual(conn.autocommit, options["autocommit"])
             self.assertIs(conn.text_factory, bytes)
