@@ -3696,6 +3696,8 @@ def run_command(args, out, err):
         done = migrator.down(to=args.to, steps=args.steps or 1, dry_run=args.dry_run,
                              backup=args.backup)
     _print_run(done, args.command, args.dry_run, out)
+    if not done and migrator.path is not None and not os.path.exists(migrator.path):
+        out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
 
 

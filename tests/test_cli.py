@@ -294,6 +294,12 @@ class ArgumentParsingTests(CLITestCase):
             out, _ = self.run_ok(*(command + ("--help",)))
             self.assertTrue(all(len(line) <= 79 for line in out.splitlines()), out)
 
+    def test_down_on_a_missing_database_says_it_does_not_exist(self):
+        out, _ = self.run_ok("--db", self.db + "x", "down")
+        self.assertIn("Nothing to roll back", out)
+        self.assertIn("does not exist", out)
+        self.assertFalse(os.path.exists(self.db + "x"))
+
     def test_a_directory_given_as_the_database_is_a_bad_request(self):
         self.assert_error(self.cli("--db", self.tmp, "up"), 2, "is a directory, not a database")
 
