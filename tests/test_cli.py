@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from tests.support import SCRIPT, TempDirTestCase, file_sha256
+from tests.support import SCRIPT, TempDirTestCase, bare_python, file_sha256
 
 try:
     import pty
@@ -313,9 +313,9 @@ class ArgumentParsingTests(CLITestCase):
                  "print(sorted(m for m in ('argparse', 'logging', 're', 'json') "
                  "if m in sys.modules), file=sys.stderr)"
                  % (self.db, self.dir, SCRIPT))
-        proc = subprocess.run([sys.executable, "-S", "-c", probe], stdout=subprocess.PIPE,
+        proc = subprocess.run(bare_python(probe), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True)
-        self.assertIn("Applied v1", proc.stdout)
+        self.assertIn("Applied v1", proc.stdout, proc.stderr)
         self.assertEqual(proc.stderr.strip().splitlines()[-1], "[]", proc.stderr)
 
 

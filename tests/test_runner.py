@@ -7,7 +7,7 @@ import subprocess
 import sys
 import unittest
 
-from tests.support import TempDirTestCase, file_sha256, sqlmigrate
+from tests.support import TempDirTestCase, bare_python, file_sha256, sqlmigrate
 
 
 class RunnerTestCase(TempDirTestCase):
@@ -69,7 +69,7 @@ class ApplyingMigrations(RunnerTestCase):
                  "print(sorted(m for m in ('logging', 're', 'json', 'argparse') "
                  "if m in sys.modules))" % (os.path.dirname(sqlmigrate.__file__), self.db,
                                             self.dir))
-        proc = subprocess.run([sys.executable, "-S", "-c", probe], stdout=subprocess.PIPE,
+        proc = subprocess.run(bare_python(probe), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(proc.stdout.strip(), "[]")
