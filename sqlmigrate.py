@@ -32,6 +32,20 @@ __all__ = [
     "rebuild_table", "drop_column",
 ]
 
+DEFAULT_TABLE = "metadata"
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
+
+
+class MigrationError(Exception):
+    """Every error sqlmigrate raises on purpose; the message says what to do."""
+
+
+class RequestError(MigrationError):
+    """The request itself is wrong (bad file names, missing directory, bad
+    arguments): nothing was tried.  The CLI exits with status 2 for these."""
+
+
+# --- Logging: logging.getLogger("sqlmigrate"), imported at the first message --
 
 class _DeferredLogger(object):
     """logging.getLogger(name), with `logging` imported at the first message:
@@ -77,18 +91,6 @@ _LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging
 log = _DeferredLogger("sqlmigrate")
 # One line per applied migration; the CLI prints those as results instead.
 _runner_log = _DeferredLogger("sqlmigrate.runner")
-
-DEFAULT_TABLE = "metadata"
-DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
-
-
-class MigrationError(Exception):
-    """Every error sqlmigrate raises on purpose; the message says what to do."""
-
-
-class RequestError(MigrationError):
-    """The request itself is wrong (bad file names, missing directory, bad
-    arguments): nothing was tried.  The CLI exits with status 2 for these."""
 
 
 # --- Compatibility shims ---------------------------------------------------
