@@ -3481,7 +3481,9 @@ def _options_by_flag(table):
 
 
 def _is_number(text):
-    return text.lstrip("-").isdigit()
+    """A (negative) number given where an option might be: a value, not a flag."""
+    digits = text.lstrip("-")
+    return bool(digits) and set(digits) <= _DIGITS
 
 
 def _command_spec(name):
@@ -3548,15 +3550,15 @@ def _assign_positionals(args, command, values):
 
 
 def _usage_of(table):
-    parts, seen = [], set()
-    for flags, dest, metavar, _ in table:
-        if dest in seen:
+    """[--opt META] per option; an exclusive pair as one [--a N | --b V]."""
+    parts, done = [], set()
+    for option in table:
+        if option[1] in done:
             continue
-        partner = [pair[1] for pair in _EXCLUSIVE if pair[0] == dest]
-        group = [o for o in table if partner and o[1] in (dest, partner[0])]
-        seen.update(o[1] for o in group)
+        group = [option] + [o for o in table if (option[1], o[1]) in _EXCLUSIVE]
+        done.update(o[1] for o in group)
         parts.append("[%s]" % " | ".join(o[0].split()[0] + (" " + o[2] if o[2] else "")
-                                         for o in group or [(flags, dest, metavar, None)]))
+                                         for o in group))
     return parts
 
 
@@ -3706,7 +3708,7 @@ def run_command(args, out, err):
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
     out, err = sys.stdout, sys.stderr
-    args = _Arguments(db=None, verbose=False)
+    args = _Arguments(**_DEFAULTS)  # for the error handling below if parsing fails
     try:
         args = parse_command_line(sys.argv[1:] if argv is None else argv)
         if args.show is not None:
