@@ -20,6 +20,7 @@ and SQLite 3.7.17+.  Usage::
 
 import os
 import sqlite3
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -609,14 +610,19 @@ def _uri(path, mode):
 
 def _database_exists(path):
     """Whether the file exists; a path in a missing directory, or naming a
-    directory, is an error."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise RequestError("cannot open database %s: directory %s does not exist"
-                           % (path, directory))
-    if os.path.isdir(path):
+    directory, is an error.  One stat() when the file is there: this runs on
+    every start-up."""
+    try:
+        is_directory = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise RequestError("cannot open database %s: directory %s does not exist"
+                               % (path, directory))
+        return False
+    if is_directory:
         raise RequestError("%s is a directory, not a database file (check --db)" % path)
-    return os.path.exists(path)
+    return True
 
 
 def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
