@@ -1360,7 +1360,7 @@ class Migrator(object):
         with transaction(conn):
             if not self._still_to_do(conn, m, direction):
                 return False
-        with foreign_keys_off(conn):
+        with _connection_kept_as_it_was(conn, m, direction):
             self._run_body(conn, m, direction, False)
         with transaction(conn):
             self._still_to_do(conn, m, direction)  # the tracking tables exist
@@ -1440,6 +1440,39 @@ class Migrator(object):
         except _DryRunRollback:
             pass
         return done
+
+
+@contextmanager
+def _connection_kept_as_it_was(conn, m, direction):
+    """Around a non-transactional migration: foreign keys off while it runs,
+    and the connection handed back as it was: a transaction it left open
+    rolled back (an error: its work would be lost silently when the
+    connection closes, or stay pending on a caller's connection), databases
+    it attached detached, foreign_keys as before (a connection setting the
+    migration may have changed; the pragma is a no-op inside a transaction,
+    so it is restored after the rollback)."""
+    fk_was_on = foreign_keys_enabled(conn)
+    attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
+    if fk_was_on:
+        conn.execute("PRAGMA foreign_keys = OFF")
+    left_open = False
+    try:
+        yield
+        left_open = conn.in_transaction
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for row in _query(conn, "PRAGMA database_list"):
+            if row[1] not in attached and row[1] not in ("main", "temp"):
+                conn.execute("DETACH DATABASE " + quote_identifier(row[1]))
+        if foreign_keys_enabled(conn) != fk_was_on:
+            conn.execute("PRAGMA foreign_keys = " + ("ON" if fk_was_on else "OFF"))
+    if left_open:
+        raise MigrationError(
+            "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "
+            "the migration was not recorded; statements it ran before that BEGIN stay, so "
+            "the database may be partly changed; end the migration's transaction with COMMIT"
+            % (m.path, direction))
 
 
 class _Session(object):

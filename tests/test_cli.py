@@ -665,6 +665,14 @@ class UpTests(CLITestCase):
         self.assertNotIn("ok3", self.tables())
         self.assertIn("rolled back", err)
 
+    def test_non_transactional_migration_leaving_a_transaction_open_exits_1(self):
+        self.write_sql(3, "open", "BEGIN;\nCREATE TABLE half (x);", options="transaction:false")
+        result = self.cli("--db", self.db, "up")
+        self.assert_error(result, 1, "003-open.sql", "left a transaction open", "not recorded")
+        self.assertNotIn("Applied v3", result[1])
+        self.assertEqual(self.schema_version(), "2")
+        self.assertNotIn("half", self.tables())
+
     def test_dry_run_prints_the_sql_and_changes_nothing(self):
         self.apply("--to", "1")
         before = self.sha()

@@ -241,6 +241,68 @@ class NonTransactionalMigrations(RunnerTestCase):
         self.assertIn("partly changed", str(caught.exception))
         self.assertEqual(self.migrator().current_version, 0)
 
+    def test_migration_leaving_a_transaction_open_fails_and_keeps_nothing(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(2, "open", "BEGIN;\nCREATE TABLE half (x);", options="transaction:false")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        message = str(caught.exception)
+        self.assertIn("002-open.sql", message)
+        self.assertIn("left a transaction open", message)
+        self.assertIn("not recorded", message)
+        self.assertNotIn("half", self.tables())
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_open_transaction_is_rolled_back_on_the_callers_connection(self):
+        self.write("001-open.py", '''
+            transaction = False
+
+            def up(db):
+                db.execute("BEGIN")
+                db.execute("CREATE TABLE half (x)")
+            ''')
+        conn = self.connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertIn("left a transaction open", str(caught.exception))
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertNotIn("half", self.tables(conn))
+        self.assertEqual(self.migrator().current_version, 0)
+
+    def test_failing_migration_inside_its_own_transaction_is_rolled_back(self):
+        self.write_sql(1, "open", "BEGIN;\nCREATE TABLE half (x);\nSELECT * FROM nope;",
+                       options="transaction:false")
+        conn = self.connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertNotIn("half", self.tables(conn))
+
+    def test_foreign_keys_setting_of_the_callers_connection_is_restored(self):
+        self.write_sql(1, "fk-on", "PRAGMA foreign_keys = ON;", options="transaction:false")
+        self.write_sql(2, "fk-off", "PRAGMA foreign_keys = OFF;", options="transaction:false")
+        for before in (0, 1):
+            os.path.exists(self.db) and os.remove(self.db)
+            conn = self.connect()
+            conn.execute("PRAGMA foreign_keys = %d" % before)
+            self.assertEqual(len(sqlmigrate.migrate(conn, self.dir, to=1 + before)), 1 + before)
+            self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], before)
+            conn.close()
+
+    def test_databases_the_migration_attached_are_detached(self):
+        other = os.path.join(self.tmp, "other.db")
+        self.write_sql(1, "attach", "ATTACH DATABASE '%s' AS other;\n"
+                       "CREATE TABLE other.copy (x);" % other.replace("'", "''"),
+                       options="transaction:false")
+        conn = self.connect()
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual([row[1] for row in conn.execute("PRAGMA database_list")], ["main"])
+        self.assertEqual(self.tables(self.connect(other)), ["copy"])
+
 
 class ForeignKeys(RunnerTestCase):
     def fk_connection(self):
