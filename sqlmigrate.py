@@ -483,8 +483,19 @@ class Migration(object):
         except Exception as e:
             raise MigrationError("%s:%s: error while loading the migration: %s: %s"
                                  % (self.path, _error_line(e, self.path), type(e).__name__, e))
+        except SystemExit as e:
+            # Left alone, it would end the CLI with that status as if all was well.
+            raise MigrationError("%s:%s: the migration called exit (sys.exit(%r)) while "
+                                 "loading; a migration fails by raising an exception"
+                                 % (self.path, _error_line(e, self.path), e.code))
         if not callable(getattr(module, "up", None)):
             raise MigrationError("%s: the migration has no up(db) function" % self.path)
+        for direction in ("up", "down"):
+            kind = _deferred_kind(getattr(module, direction, None))
+            if kind:
+                raise MigrationError("%s: %s(db) is %s, which the runner would call without "
+                                     "running its body; make it a plain function (def %s(db):)"
+                                     % (self.path, direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
             raise MigrationError("%s: version = %r disagrees with the file name (version %d); "
@@ -532,10 +543,52 @@ class Migration(object):
         """Run up or down against `db` (the runner's MigrationConnection)."""
         self.load()
         if self.kind == "py":
-            getattr(self._module, direction)(db)
+            result = getattr(self._module, direction)(db)
+            if _is_deferred_work(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # no "coroutine ... was never awaited" warning
+                raise TypeError("%s(db) returned a %s object instead of doing its work; the runner does "
+                                "not await or iterate it: make %s a plain function"
+                                % (direction, type(result).__name__, direction))
         else:
             for statement in split_sql(self._up_sql if direction == "up" else self._down_sql):
                 db.execute(statement)
+
+
+# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
+# inspect would import re and more on the path of every run.
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _deferred_kind(function):
+    """What kind of not-plain function `function` is ("an async function", "a
+    generator function", ...): calling one returns an object and runs none of
+    its body.  None for a plain function or anything else callable."""
+    for _ in range(10):  # functools.partial and bound methods wrap a function
+        inner = getattr(function, "func", None) or getattr(function, "__func__", None)
+        if inner is None:
+            break
+        function = inner
+    code = getattr(function, "__code__", None)
+    if code is None and function is not None:  # an object with async def __call__
+        code = getattr(getattr(type(function), "__call__", None), "__code__", None)
+    flags = getattr(code, "co_flags", 0)
+    if flags & _CO_ASYNC_GENERATOR:
+        return "an async generator function"
+    if flags & _CO_COROUTINE:
+        return "an async function"
+    if flags & _CO_GENERATOR:
+        return "a generator function"
+    return None
+
+
+def _is_deferred_work(value):
+    """Whether up()/down() returned work not yet done (a coroutine, generator,
+    async generator or other awaitable) rather than a result such as the
+    cursor `up = lambda db: db.execute(...)` returns, which is fine."""
+    return value is not None and (hasattr(value, "__await__") or hasattr(value, "__anext__")
+                                  or (hasattr(value, "send") and hasattr(value, "throw")))
 
 
 def _error_line(error, path):
@@ -1380,7 +1433,7 @@ class Migrator(object):
         started = time.perf_counter()
         try:
             m.run(db, direction)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
@@ -1489,7 +1542,12 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
         return error
     line = _error_line(error, m.path) if m.kind == "py" else "?"
     where = m.path if line == "?" else "%s:%s" % (m.path, line)
-    parts = ["%s (%s) failed: %s: %s" % (where, direction, type(error).__name__, error)]
+    if isinstance(error, SystemExit):
+        what = ("called exit (sys.exit(%r)); a migration fails by raising an exception"
+                % (error.code,))
+    else:
+        what = "failed: %s: %s" % (type(error).__name__, error)
+    parts = ["%s (%s) %s" % (where, direction, what)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
     if whole_run:

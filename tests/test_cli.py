@@ -673,6 +673,19 @@ class UpTests(CLITestCase):
         self.assertEqual(self.schema_version(), "2")
         self.assertNotIn("half", self.tables())
 
+    def test_migration_calling_exit_exits_1_and_is_not_applied(self):
+        for where, text in (("up", "import sys\n\n\ndef up(db):\n"
+                                   "    db.execute('CREATE TABLE t3 (x)')\n    sys.exit(0)\n"),
+                            ("top level", "import sys\nsys.exit(0)\n\n\ndef up(db):\n    pass\n")):
+            with self.subTest(where):
+                path = self.write("003-exits.py", text)
+                result = self.cli("--db", self.db, "up")
+                self.assert_error(result, 1, "003-exits.py", "called exit", "sys.exit(0)")
+                self.assertNotIn("Applied v3", result[1])
+                self.assertNotIn("t3", self.tables())
+                self.assertEqual(self.schema_version(), "2")
+                os.remove(path)
+
     def test_dry_run_prints_the_sql_and_changes_nothing(self):
         self.apply("--to", "1")
         before = self.sha()

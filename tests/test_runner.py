@@ -1,11 +1,13 @@
 """Applying and rolling back migrations through the library API."""
 
+import gc
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
 import unittest
+import warnings
 
 from tests.support import TempDirTestCase, bare_python, file_sha256, sqlmigrate
 
@@ -216,6 +218,102 @@ class Atomicity(RunnerTestCase):
             sqlmigrate.migrate(self.db, self.dir)
         self.assertIn("002-broken.py:1", str(caught.exception))
         self.assertFalse(os.path.exists(self.db))
+
+
+class MigrationFunctions(RunnerTestCase):
+    """up/down must be plain functions that do their work when called."""
+
+    def test_async_or_generator_up_or_down_is_refused_before_anything_runs(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        bodies = {
+            "async def up(db)": "async def up(db):\n    db.execute('CREATE TABLE t (x)')\n",
+            "generator": "def up(db):\n    db.execute('CREATE TABLE t (x)')\n    yield\n",
+            "async generator": "async def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                               "    yield\n",
+            "async def down(db)": "def up(db):\n    db.execute('CREATE TABLE t (x)')\n\n\n"
+                                  "async def down(db):\n    db.execute('DROP TABLE t')\n",
+        }
+        for label, body in bodies.items():
+            with self.subTest(label):
+                path = self.write("002-odd.py", body)
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertIn("002-odd.py", str(caught.exception))
+                self.assertIn("plain function", str(caught.exception))
+                self.assertFalse(os.path.exists(self.db))
+                os.remove(path)
+
+    def test_up_returning_a_coroutine_fails_and_is_rolled_back_without_a_warning(self):
+        self.write("001-callable.py", '''
+            class Up(object):
+                def __call__(self, db):
+                    db.execute("CREATE TABLE t (x)")
+                    return self.later(db)
+
+                async def later(self, db):
+                    db.execute("CREATE TABLE never (x)")
+
+            up = Up()
+            ''')
+        with warnings.catch_warnings(record=True) as caught_warnings:
+            warnings.simplefilter("always")
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.migrate(self.db, self.dir)
+            message = str(caught.exception)
+            del caught  # its traceback holds the coroutine; let it be collected here
+            gc.collect()
+        self.assertIn("001-callable.py", message)
+        self.assertIn("coroutine", message)
+        self.assertIn("rolled back", message)
+        self.assertEqual([str(w.message) for w in caught_warnings], [])
+        self.assertEqual(self.migrator().current_version, 0)
+        self.assertNotIn("t", self.tables())
+
+    def test_up_returning_a_cursor_is_applied(self):
+        self.write("001-lambda.py", "up = lambda db: db.execute('CREATE TABLE t (x)')\n")
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        self.assertIn("t", self.tables())
+
+    def test_exit_inside_up_is_a_failure_and_rolled_back(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write("002-exits.py", "import sys\n\n\ndef up(db):\n"
+                   "    db.execute('CREATE TABLE t (x)')\n    sys.exit(0)\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        message = str(caught.exception)
+        self.assertIn("002-exits.py:6", message)
+        self.assertIn("called exit", message)
+        self.assertIn("sys.exit(0)", message)
+        self.assertIn("rolled back", message)
+        self.assertNotIn("t", self.tables())
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_exit_at_the_top_level_of_a_migration_is_a_failure(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write("002-exits.py", "import sys\nsys.exit(3)\n\n\ndef up(db):\n    pass\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("002-exits.py:2", str(caught.exception))
+        self.assertIn("called exit", str(caught.exception))
+        self.assertIn("sys.exit(3)", str(caught.exception))
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_keyboard_interrupt_propagates_and_the_migration_is_rolled_back(self):
+        self.write("001-interrupted.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    raise KeyboardInterrupt\n")
+        self.write("002-interrupted.py", "transaction = False\n\n\ndef up(db):\n"
+                   "    db.execute('BEGIN')\n    db.execute('CREATE TABLE u (x)')\n"
+                   "    raise KeyboardInterrupt\n")
+        conn = self.connect()
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertNotIn("t", self.tables())
+        os.remove(os.path.join(self.dir, "001-interrupted.py"))
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertFalse(conn.in_transaction)
+        self.assertNotIn("u", self.tables())
+        self.assertEqual(self.migrator().current_version, 0)
 
 
 class NonTransactionalMigrations(RunnerTestCase):
