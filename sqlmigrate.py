@@ -548,8 +548,8 @@ class Migration(object):
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()  # no "coroutine ... was never awaited" warning
-                raise TypeError("%s(db) returned a %s object instead of doing its work; the runner does "
-                                "not await or iterate it: make %s a plain function"
+                raise TypeError("%s(db) returned a %s object instead of doing its work; the "
+                                "runner does not await or iterate it: make %s a plain function"
                                 % (direction, type(result).__name__, direction))
         else:
             for statement in split_sql(self._up_sql if direction == "up" else self._down_sql):
