@@ -3829,9 +3829,65 @@ def main(argv=None):
     return status
 
 
+class _ReaderMayLeave(object):
+    """The process's stdout, for when its reader goes away (`up | head -1`):
+    the run goes on to the end (the migrations committed so far stay either
+    way, and stopping at a random one would surprise), and what could not be
+    written, with everything after, goes to stderr instead."""
+
+    def __init__(self, out, err):
+        self._out, self._err = out, err
+        self._unflushed = []  # written since the last flush that reached the reader
+        self._broken = False
+
+    def __getattr__(self, name):
+        return getattr(self._out, name)
+
+    def write(self, text):
+        if self._broken:
+            return self._err.write(text)
+        self._unflushed.append(text)
+        try:
+            return self._out.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self):
+        if self._broken:
+            return self._err.flush()
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            self._reader_left()
+            return None
+        del self._unflushed[:]
+        return None
+
+    def _reader_left(self):
+        self._broken = True
+        # Point the descriptor at devnull: the text still in the stream's
+        # buffer is flushed there at exit, instead of Python printing
+        # "Exception ignored ... BrokenPipeError".
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._out.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        self._err.write("sqlmigrate: stdout was closed; the rest of the output follows here\n")
+        for text in self._unflushed:
+            self._err.write(text)
+        del self._unflushed[:]
+        self._err.flush()
+
+
 def main_exit():
     """Entry point of the process (script, -m, installed command)."""
     sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
     sys.exit(main())
 
 
