@@ -114,6 +114,14 @@ HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
 HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 
 
+# sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
+# and ROLLBACK) is missing from some builds' module; its value is fixed.
+_SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
+# set_authorizer(None) removes the authorizer from Python 3.11 on; 3.6 to 3.10
+# install None as the callback, which denies every statement: there, an
+# authorizer that allows everything stands for "none".
+_NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
+
 # Windows needs O_BINARY for os.open() to leave line endings alone.
 _O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
@@ -853,6 +861,7 @@ class MigrationConnection(object):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_transactional", transactional)
         object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "refused", None)  # what _authorize denied, for the message
         object.__setattr__(self, "executed", [])  # for the schema report on failure
 
     def __getattr__(self, name):
@@ -869,6 +878,43 @@ class MigrationConnection(object):
 
     def __exit__(self, *exc):
         return False
+
+    @contextmanager
+    def _guarding(self):
+        """While a transactional migration runs: SQLite itself refuses every
+        BEGIN, COMMIT/END and ROLLBACK (whatever comments or spelling hide
+        them; the regex in _run only gives the early, clear message).
+        Savepoints stay allowed: inside BEGIN ... COMMIT no RELEASE or
+        ROLLBACK TO can end the transaction.  An authorizer already set on
+        the connection is lost: sqlite3 cannot read it back."""
+        if not self._transactional:
+            yield
+            return
+        self._conn.set_authorizer(self._authorize)
+        try:
+            yield
+        finally:
+            self._conn.set_authorizer(_NO_AUTHORIZER)
+
+    def _authorize(self, action, operation, *_):
+        if action == _SQLITE_TRANSACTION:
+            object.__setattr__(self, "refused", operation)
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def set_authorizer(self, *args):
+        if self._transactional:
+            self._refuse("db.set_authorizer()")
+        self._conn.set_authorizer(*args)
+
+    def refusal(self):
+        """The MigrationError for the statement _authorize denied, or None."""
+        if self.refused is None:
+            return None
+        try:
+            self._refuse(self.refused)
+        except MigrationError as e:
+            return e
 
     def _refuse(self, what):
         raise MigrationError("%s is not allowed inside a transactional migration: the runner "
@@ -896,10 +942,15 @@ class MigrationConnection(object):
             self._refuse(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
         try:
-            return method(sql, parameters)
+            result = method(sql, parameters)
         except sqlite3.Error:
             object.__setattr__(self, "failed_statement", sql)
             raise
+        if self._transactional and not self._conn.in_transaction:
+            # A second line of defence behind the authorizer (_guarding).
+            object.__setattr__(self, "failed_statement", sql)
+            self._refuse("a statement that ends the transaction")
+        return result
 
     def executescript(self, sql):
         cursor = None
@@ -1432,8 +1483,11 @@ class Migrator(object):
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
-            m.run(db, direction)
+            with db._guarding():
+                m.run(db, direction)
         except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
+            if isinstance(e, sqlite3.Error) and db.refusal() is not None:
+                e = db.refusal().with_traceback(e.__traceback__)  # for the line number
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))

@@ -143,6 +143,73 @@ class Atomicity(RunnerTestCase):
             sqlmigrate.migrate(self.db, self.dir)
         self.assertNotIn("t", self.tables())
 
+    def test_transaction_statements_behind_comments_are_refused_in_every_call(self):
+        statements = ["-- tidy up\nCOMMIT", "/* x */ END", "/* x */\nROLLBACK",
+                      "-- c\n/* d */ BEGIN", "\n-- a\n-- b\ncommit transaction"]
+        calls = {
+            "execute": "db.execute(SQL)",
+            "executemany": "db.executemany(SQL, [()])",
+            "cursor.execute": "db.cursor().execute(SQL)",
+            "cursor.executemany": "db.cursor().executemany(SQL, [()])",
+            "executescript": "db.executescript(SQL + ';')",
+            "cursor.executescript": "db.cursor().executescript(SQL + ';')",
+        }
+        for statement in statements:
+            for label, call in calls.items():
+                with self.subTest(statement=statement, call=label):
+                    if os.path.exists(self.db):
+                        os.remove(self.db)
+                    self.write("001-sneaky.py", "SQL = %r\n\n\ndef up(db):\n"
+                               "    db.execute('CREATE TABLE t (x)')\n    %s\n"
+                               "    db.execute('CREATE TABLE u (x)')\n" % (statement, call))
+                    with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                        sqlmigrate.migrate(self.db, self.dir)
+                    self.assertIn("rolled back", str(caught.exception))
+                    self.assertEqual(self.migrator().current_version, 0)
+                    self.assertEqual([t for t in self.tables() if t in ("t", "u")], [])
+
+    def test_transaction_statement_refusal_is_a_clear_message(self):
+        self.write("001-sneaky.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    db.execute('/* x */ COMMIT')\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("COMMIT is not allowed inside a transactional migration",
+                      str(caught.exception))
+
+    def test_a_migration_cannot_replace_the_runners_authorizer(self):
+        self.write("001-authorizer.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    db.set_authorizer(None)\n    db.execute('COMMIT')\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("db.set_authorizer() is not allowed", str(caught.exception))
+        self.assertNotIn("t", self.tables())
+
+    def test_savepoints_inside_a_migration_and_helpers_still_work(self):
+        self.write("001-savepoints.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("CREATE TABLE t (a, b)")
+                db.execute("SAVEPOINT mine")
+                db.execute("INSERT INTO t VALUES (1, 2)")
+                db.execute("ROLLBACK TO mine")
+                db.execute("RELEASE mine")
+                sqlmigrate.drop_column(db, "t", "b")
+            ''')
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        conn = self.connect()
+        self.assertEqual([r[1] for r in conn.execute("PRAGMA table_info(t)")], ["a"])
+        self.assertEqual(conn.execute("SELECT count(*) FROM t").fetchone()[0], 0)
+
+    def test_runner_removes_its_guard_from_the_callers_connection_afterwards(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        conn = self.connect()
+        sqlmigrate.migrate(conn, self.dir)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO one VALUES (1)")
+        conn.execute("COMMIT")
+        self.assertEqual(conn.execute("SELECT count(*) FROM one").fetchone()[0], 1)
+
     def test_cursor_executescript_stays_inside_the_transaction(self):
         self.write("001-cursor.py", '''
             def up(db):
