@@ -1179,7 +1179,10 @@ class Migrator(object):
     """Migrations in `directory` against `db` (a path or an open connection).
 
     A connection you pass is used as it is and never closed; its
-    isolation_level, autocommit and foreign_keys are as before on return.
+    isolation_level, autocommit and foreign_keys are as before on return, and
+    databases a non-transactional migration attached are detached.  An
+    authorizer set on it is removed while a transactional migration runs
+    (sqlite3 cannot read it back to restore it): set it again afterwards.
     """
 
     def __init__(self, db, directory="migrations", table=DEFAULT_TABLE,
