@@ -114,6 +114,14 @@ HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
 HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
 
 
+# sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
+# and ROLLBACK) is missing from some builds' module; its value is fixed.
+_SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
+# set_authorizer(None) removes the authorizer from Python 3.11 on; 3.6 to 3.10
+# install None as the callback, which denies every statement: there, an
+# authorizer that allows everything stands for "none".
+_NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
+
 # Windows needs O_BINARY for os.open() to leave line endings alone.
 _O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
@@ -483,8 +491,19 @@ class Migration(object):
         except Exception as e:
             raise MigrationError("%s:%s: error while loading the migration: %s: %s"
                                  % (self.path, _error_line(e, self.path), type(e).__name__, e))
+        except SystemExit as e:
+            # Left alone, it would end the CLI with that status as if all was well.
+            raise MigrationError("%s:%s: the migration called exit (sys.exit(%r)) while "
+                                 "loading; a migration fails by raising an exception"
+                                 % (self.path, _error_line(e, self.path), e.code))
         if not callable(getattr(module, "up", None)):
             raise MigrationError("%s: the migration has no up(db) function" % self.path)
+        for direction in ("up", "down"):
+            kind = _deferred_kind(getattr(module, direction, None))
+            if kind:
+                raise MigrationError("%s: %s(db) is %s, which the runner would call without "
+                                     "running its body; make it a plain function (def %s(db):)"
+                                     % (self.path, direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
             raise MigrationError("%s: version = %r disagrees with the file name (version %d); "
@@ -532,10 +551,52 @@ class Migration(object):
         """Run up or down against `db` (the runner's MigrationConnection)."""
         self.load()
         if self.kind == "py":
-            getattr(self._module, direction)(db)
+            result = getattr(self._module, direction)(db)
+            if _is_deferred_work(result):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # no "coroutine ... was never awaited" warning
+                raise TypeError("%s(db) returned a %s object instead of doing its work; the "
+                                "runner does not await or iterate it: make %s a plain function"
+                                % (direction, type(result).__name__, direction))
         else:
             for statement in split_sql(self._up_sql if direction == "up" else self._down_sql):
                 db.execute(statement)
+
+
+# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
+# inspect would import re and more on the path of every run.
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _deferred_kind(function):
+    """What kind of not-plain function `function` is ("an async function", "a
+    generator function", ...): calling one returns an object and runs none of
+    its body.  None for a plain function or anything else callable."""
+    for _ in range(10):  # functools.partial and bound methods wrap a function
+        inner = getattr(function, "func", None) or getattr(function, "__func__", None)
+        if inner is None:
+            break
+        function = inner
+    code = getattr(function, "__code__", None)
+    if code is None and function is not None:  # an object with async def __call__
+        code = getattr(getattr(type(function), "__call__", None), "__code__", None)
+    flags = getattr(code, "co_flags", 0)
+    if flags & _CO_ASYNC_GENERATOR:
+        return "an async generator function"
+    if flags & _CO_COROUTINE:
+        return "an async function"
+    if flags & _CO_GENERATOR:
+        return "a generator function"
+    return None
+
+
+def _is_deferred_work(value):
+    """Whether up()/down() returned work not yet done (a coroutine, generator,
+    async generator or other awaitable) rather than a result such as the
+    cursor `up = lambda db: db.execute(...)` returns, which is fine."""
+    return value is not None and (hasattr(value, "__await__") or hasattr(value, "__anext__")
+                                  or (hasattr(value, "send") and hasattr(value, "throw")))
 
 
 def _error_line(error, path):
@@ -800,6 +861,7 @@ class MigrationConnection(object):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_transactional", transactional)
         object.__setattr__(self, "failed_statement", None)
+        object.__setattr__(self, "refused", None)  # what _authorize denied, for the message
         object.__setattr__(self, "executed", [])  # for the schema report on failure
 
     def __getattr__(self, name):
@@ -816,6 +878,43 @@ class MigrationConnection(object):
 
     def __exit__(self, *exc):
         return False
+
+    @contextmanager
+    def _guarding(self):
+        """While a transactional migration runs: SQLite itself refuses every
+        BEGIN, COMMIT/END and ROLLBACK (whatever comments or spelling hide
+        them; the regex in _run only gives the early, clear message).
+        Savepoints stay allowed: inside BEGIN ... COMMIT no RELEASE or
+        ROLLBACK TO can end the transaction.  An authorizer already set on
+        the connection is lost: sqlite3 cannot read it back."""
+        if not self._transactional:
+            yield
+            return
+        self._conn.set_authorizer(self._authorize)
+        try:
+            yield
+        finally:
+            self._conn.set_authorizer(_NO_AUTHORIZER)
+
+    def _authorize(self, action, operation, *_):
+        if action == _SQLITE_TRANSACTION:
+            object.__setattr__(self, "refused", operation)
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    def set_authorizer(self, *args):
+        if self._transactional:
+            self._refuse("db.set_authorizer()")
+        self._conn.set_authorizer(*args)
+
+    def refusal(self):
+        """The MigrationError for the statement _authorize denied, or None."""
+        if self.refused is None:
+            return None
+        try:
+            self._refuse(self.refused)
+        except MigrationError as e:
+            return e
 
     def _refuse(self, what):
         raise MigrationError("%s is not allowed inside a transactional migration: the runner "
@@ -843,10 +942,15 @@ class MigrationConnection(object):
             self._refuse(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
         try:
-            return method(sql, parameters)
+            result = method(sql, parameters)
         except sqlite3.Error:
             object.__setattr__(self, "failed_statement", sql)
             raise
+        if self._transactional and not self._conn.in_transaction:
+            # A second line of defence behind the authorizer (_guarding).
+            object.__setattr__(self, "failed_statement", sql)
+            self._refuse("a statement that ends the transaction")
+        return result
 
     def executescript(self, sql):
         cursor = None
@@ -1075,7 +1179,10 @@ class Migrator(object):
     """Migrations in `directory` against `db` (a path or an open connection).
 
     A connection you pass is used as it is and never closed; its
-    isolation_level, autocommit and foreign_keys are as before on return.
+    isolation_level, autocommit and foreign_keys are as before on return, and
+    databases a non-transactional migration attached are detached.  An
+    authorizer set on it is removed while a transactional migration runs
+    (sqlite3 cannot read it back to restore it): set it again afterwards.
     """
 
     def __init__(self, db, directory="migrations", table=DEFAULT_TABLE,
@@ -1360,7 +1467,7 @@ class Migrator(object):
         with transaction(conn):
             if not self._still_to_do(conn, m, direction):
                 return False
-        with foreign_keys_off(conn):
+        with _connection_kept_as_it_was(conn, m, direction):
             self._run_body(conn, m, direction, False)
         with transaction(conn):
             self._still_to_do(conn, m, direction)  # the tracking tables exist
@@ -1379,8 +1486,11 @@ class Migrator(object):
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
-            m.run(db, direction)
-        except Exception as e:
+            with db._guarding():
+                m.run(db, direction)
+        except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
+            if isinstance(e, sqlite3.Error) and db.refusal() is not None:
+                e = db.refusal().with_traceback(e.__traceback__)  # for the line number
             problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
@@ -1442,6 +1552,39 @@ class Migrator(object):
         return done
 
 
+@contextmanager
+def _connection_kept_as_it_was(conn, m, direction):
+    """Around a non-transactional migration: foreign keys off while it runs,
+    and the connection handed back as it was: a transaction it left open
+    rolled back (an error: its work would be lost silently when the
+    connection closes, or stay pending on a caller's connection), databases
+    it attached detached, foreign_keys as before (a connection setting the
+    migration may have changed; the pragma is a no-op inside a transaction,
+    so it is restored after the rollback)."""
+    fk_was_on = foreign_keys_enabled(conn)
+    attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
+    if fk_was_on:
+        conn.execute("PRAGMA foreign_keys = OFF")
+    left_open = False
+    try:
+        yield
+        left_open = conn.in_transaction
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for row in _query(conn, "PRAGMA database_list"):
+            if row[1] not in attached and row[1] not in ("main", "temp"):
+                conn.execute("DETACH DATABASE " + quote_identifier(row[1]))
+        if foreign_keys_enabled(conn) != fk_was_on:
+            conn.execute("PRAGMA foreign_keys = " + ("ON" if fk_was_on else "OFF"))
+    if left_open:
+        raise MigrationError(
+            "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "
+            "the migration was not recorded; statements it ran before that BEGIN stay, so "
+            "the database may be partly changed; end the migration's transaction with COMMIT"
+            % (m.path, direction))
+
+
 class _Session(object):
     conn = state = opener = None
 
@@ -1456,7 +1599,12 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
         return error
     line = _error_line(error, m.path) if m.kind == "py" else "?"
     where = m.path if line == "?" else "%s:%s" % (m.path, line)
-    parts = ["%s (%s) failed: %s: %s" % (where, direction, type(error).__name__, error)]
+    if isinstance(error, SystemExit):
+        what = ("called exit (sys.exit(%r)); a migration fails by raising an exception"
+                % (error.code,))
+    else:
+        what = "failed: %s: %s" % (type(error).__name__, error)
+    parts = ["%s (%s) %s" % (where, direction, what)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
     if whole_run:
@@ -3738,9 +3886,65 @@ def main(argv=None):
     return status
 
 
+class _ReaderMayLeave(object):
+    """The process's stdout, for when its reader goes away (`up | head -1`):
+    the run goes on to the end (the migrations committed so far stay either
+    way, and stopping at a random one would surprise), and what could not be
+    written, with everything after, goes to stderr instead."""
+
+    def __init__(self, out, err):
+        self._out, self._err = out, err
+        self._unflushed = []  # written since the last flush that reached the reader
+        self._broken = False
+
+    def __getattr__(self, name):
+        return getattr(self._out, name)
+
+    def write(self, text):
+        if self._broken:
+            return self._err.write(text)
+        self._unflushed.append(text)
+        try:
+            return self._out.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self):
+        if self._broken:
+            return self._err.flush()
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            self._reader_left()
+            return None
+        del self._unflushed[:]
+        return None
+
+    def _reader_left(self):
+        self._broken = True
+        # Point the descriptor at devnull: the text still in the stream's
+        # buffer is flushed there at exit, instead of Python printing
+        # "Exception ignored ... BrokenPipeError".
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._out.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        self._err.write("sqlmigrate: stdout was closed; the rest of the output follows here\n")
+        for text in self._unflushed:
+            self._err.write(text)
+        del self._unflushed[:]
+        self._err.flush()
+
+
 def main_exit():
     """Entry point of the process (script, -m, installed command)."""
     sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
     sys.exit(main())
 
 

@@ -665,6 +665,27 @@ class UpTests(CLITestCase):
         self.assertNotIn("ok3", self.tables())
         self.assertIn("rolled back", err)
 
+    def test_non_transactional_migration_leaving_a_transaction_open_exits_1(self):
+        self.write_sql(3, "open", "BEGIN;\nCREATE TABLE half (x);", options="transaction:false")
+        result = self.cli("--db", self.db, "up")
+        self.assert_error(result, 1, "003-open.sql", "left a transaction open", "not recorded")
+        self.assertNotIn("Applied v3", result[1])
+        self.assertEqual(self.schema_version(), "2")
+        self.assertNotIn("half", self.tables())
+
+    def test_migration_calling_exit_exits_1_and_is_not_applied(self):
+        for where, text in (("up", "import sys\n\n\ndef up(db):\n"
+                                   "    db.execute('CREATE TABLE t3 (x)')\n    sys.exit(0)\n"),
+                            ("top level", "import sys\nsys.exit(0)\n\n\ndef up(db):\n    pass\n")):
+            with self.subTest(where):
+                path = self.write("003-exits.py", text)
+                result = self.cli("--db", self.db, "up")
+                self.assert_error(result, 1, "003-exits.py", "called exit", "sys.exit(0)")
+                self.assertNotIn("Applied v3", result[1])
+                self.assertNotIn("t3", self.tables())
+                self.assertEqual(self.schema_version(), "2")
+                os.remove(path)
+
     def test_dry_run_prints_the_sql_and_changes_nothing(self):
         self.apply("--to", "1")
         before = self.sha()
@@ -743,6 +764,75 @@ class UpTests(CLITestCase):
 # ---------------------------------------------------------------------------
 # down
 # ---------------------------------------------------------------------------
+
+class ClosedStdoutTests(CLITestCase):
+    """`up | head -1`: the reader of stdout goes away while migrations run."""
+
+    def run_with_stdout(self, stdout, args, wait_for_line=False):
+        """Run the CLI with `stdout` (a pipe's write end, or PIPE); returns
+        (status, stderr).  With wait_for_line, read the first line, close the
+        pipe, then let migration 2 (which waits for the flag file) go on."""
+        env = dict(os.environ)
+        env.pop("SQLMIGRATE_DB", None)
+        with open(os.path.join(self.tmp, "stderr.txt"), "w+b") as err:
+            proc = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db] + list(args),
+                                    cwd=self.tmp, env=env, stdout=stdout, stderr=err)
+            if wait_for_line:
+                first = proc.stdout.readline()
+                proc.stdout.close()
+                with open(os.path.join(self.tmp, "flag"), "w"):
+                    pass
+                self.assertIn(b"Applied v1", first)
+            status = proc.wait(timeout=60)
+            err.seek(0)
+            return status, err.read().decode("utf-8", "replace")
+
+    def assert_clean_stderr(self, err):
+        for fragment in ("Traceback", "BrokenPipe", "Exception ignored"):
+            self.assertNotIn(fragment, err)
+
+    def test_reader_gone_after_the_first_line_the_run_finishes_and_says_so_on_stderr(self):
+        self.add_table(1, "one")
+        self.write("002-waits.py", '''
+            import os
+            import time
+
+            def up(db):
+                flag = os.path.join(os.path.dirname(os.path.dirname(__file__)), "flag")
+                for _ in range(600):  # until the test closed the pipe (at most 60 s)
+                    if os.path.exists(flag):
+                        break
+                    time.sleep(0.1)
+                db.execute("CREATE TABLE two (x)")
+            ''')
+        self.add_table(3, "three")
+        status, err = self.run_with_stdout(subprocess.PIPE, ["up"], wait_for_line=True)
+        self.assert_clean_stderr(err)
+        self.assertEqual(status, 0, err)
+        self.assertIn("stdout was closed", err)
+        self.assertIn("Applied v2", err)
+        self.assertIn("Applied v3", err)
+        self.assertEqual(self.schema_version(), "3")
+
+    def test_stdout_closed_from_the_start_every_command_ends_cleanly(self):
+        self.add_table(1, "one")
+        self.add_table(2, "two")
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            status, err = self.run_with_stdout(write_end, ["up"])
+            self.assert_clean_stderr(err)
+            self.assertEqual(status, 0, err)
+            self.assertIn("Applied v1", err)
+            self.assertIn("Applied 2 migration(s)", err)
+            self.assertEqual(self.schema_version(), "2")
+            for command in (["status"], ["status", "--json"], ["verify"], ["schema"]):
+                status, err = self.run_with_stdout(write_end, command)
+                self.assert_clean_stderr(err)
+                self.assertEqual(status, 0, err)
+        finally:
+            os.close(write_end)
+
 
 class DownTests(CLITestCase):
 

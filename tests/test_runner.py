@@ -1,11 +1,13 @@
 """Applying and rolling back migrations through the library API."""
 
+import gc
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
 import unittest
+import warnings
 
 from tests.support import TempDirTestCase, bare_python, file_sha256, sqlmigrate
 
@@ -141,6 +143,73 @@ class Atomicity(RunnerTestCase):
             sqlmigrate.migrate(self.db, self.dir)
         self.assertNotIn("t", self.tables())
 
+    def test_transaction_statements_behind_comments_are_refused_in_every_call(self):
+        statements = ["-- tidy up\nCOMMIT", "/* x */ END", "/* x */\nROLLBACK",
+                      "-- c\n/* d */ BEGIN", "\n-- a\n-- b\ncommit transaction"]
+        calls = {
+            "execute": "db.execute(SQL)",
+            "executemany": "db.executemany(SQL, [()])",
+            "cursor.execute": "db.cursor().execute(SQL)",
+            "cursor.executemany": "db.cursor().executemany(SQL, [()])",
+            "executescript": "db.executescript(SQL + ';')",
+            "cursor.executescript": "db.cursor().executescript(SQL + ';')",
+        }
+        for statement in statements:
+            for label, call in calls.items():
+                with self.subTest(statement=statement, call=label):
+                    if os.path.exists(self.db):
+                        os.remove(self.db)
+                    self.write("001-sneaky.py", "SQL = %r\n\n\ndef up(db):\n"
+                               "    db.execute('CREATE TABLE t (x)')\n    %s\n"
+                               "    db.execute('CREATE TABLE u (x)')\n" % (statement, call))
+                    with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                        sqlmigrate.migrate(self.db, self.dir)
+                    self.assertIn("rolled back", str(caught.exception))
+                    self.assertEqual(self.migrator().current_version, 0)
+                    self.assertEqual([t for t in self.tables() if t in ("t", "u")], [])
+
+    def test_transaction_statement_refusal_is_a_clear_message(self):
+        self.write("001-sneaky.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    db.execute('/* x */ COMMIT')\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("COMMIT is not allowed inside a transactional migration",
+                      str(caught.exception))
+
+    def test_a_migration_cannot_replace_the_runners_authorizer(self):
+        self.write("001-authorizer.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    db.set_authorizer(None)\n    db.execute('COMMIT')\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("db.set_authorizer() is not allowed", str(caught.exception))
+        self.assertNotIn("t", self.tables())
+
+    def test_savepoints_inside_a_migration_and_helpers_still_work(self):
+        self.write("001-savepoints.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("CREATE TABLE t (a, b)")
+                db.execute("SAVEPOINT mine")
+                db.execute("INSERT INTO t VALUES (1, 2)")
+                db.execute("ROLLBACK TO mine")
+                db.execute("RELEASE mine")
+                sqlmigrate.drop_column(db, "t", "b")
+            ''')
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        conn = self.connect()
+        self.assertEqual([r[1] for r in conn.execute("PRAGMA table_info(t)")], ["a"])
+        self.assertEqual(conn.execute("SELECT count(*) FROM t").fetchone()[0], 0)
+
+    def test_runner_removes_its_guard_from_the_callers_connection_afterwards(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        conn = self.connect()
+        sqlmigrate.migrate(conn, self.dir)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO one VALUES (1)")
+        conn.execute("COMMIT")
+        self.assertEqual(conn.execute("SELECT count(*) FROM one").fetchone()[0], 1)
+
     def test_cursor_executescript_stays_inside_the_transaction(self):
         self.write("001-cursor.py", '''
             def up(db):
@@ -218,6 +287,102 @@ class Atomicity(RunnerTestCase):
         self.assertFalse(os.path.exists(self.db))
 
 
+class MigrationFunctions(RunnerTestCase):
+    """up/down must be plain functions that do their work when called."""
+
+    def test_async_or_generator_up_or_down_is_refused_before_anything_runs(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        bodies = {
+            "async def up(db)": "async def up(db):\n    db.execute('CREATE TABLE t (x)')\n",
+            "generator": "def up(db):\n    db.execute('CREATE TABLE t (x)')\n    yield\n",
+            "async generator": "async def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                               "    yield\n",
+            "async def down(db)": "def up(db):\n    db.execute('CREATE TABLE t (x)')\n\n\n"
+                                  "async def down(db):\n    db.execute('DROP TABLE t')\n",
+        }
+        for label, body in bodies.items():
+            with self.subTest(label):
+                path = self.write("002-odd.py", body)
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertIn("002-odd.py", str(caught.exception))
+                self.assertIn("plain function", str(caught.exception))
+                self.assertFalse(os.path.exists(self.db))
+                os.remove(path)
+
+    def test_up_returning_a_coroutine_fails_and_is_rolled_back_without_a_warning(self):
+        self.write("001-callable.py", '''
+            class Up(object):
+                def __call__(self, db):
+                    db.execute("CREATE TABLE t (x)")
+                    return self.later(db)
+
+                async def later(self, db):
+                    db.execute("CREATE TABLE never (x)")
+
+            up = Up()
+            ''')
+        with warnings.catch_warnings(record=True) as caught_warnings:
+            warnings.simplefilter("always")
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.migrate(self.db, self.dir)
+            message = str(caught.exception)
+            del caught  # its traceback holds the coroutine; let it be collected here
+            gc.collect()
+        self.assertIn("001-callable.py", message)
+        self.assertIn("coroutine", message)
+        self.assertIn("rolled back", message)
+        self.assertEqual([str(w.message) for w in caught_warnings], [])
+        self.assertEqual(self.migrator().current_version, 0)
+        self.assertNotIn("t", self.tables())
+
+    def test_up_returning_a_cursor_is_applied(self):
+        self.write("001-lambda.py", "up = lambda db: db.execute('CREATE TABLE t (x)')\n")
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        self.assertIn("t", self.tables())
+
+    def test_exit_inside_up_is_a_failure_and_rolled_back(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write("002-exits.py", "import sys\n\n\ndef up(db):\n"
+                   "    db.execute('CREATE TABLE t (x)')\n    sys.exit(0)\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        message = str(caught.exception)
+        self.assertIn("002-exits.py:6", message)
+        self.assertIn("called exit", message)
+        self.assertIn("sys.exit(0)", message)
+        self.assertIn("rolled back", message)
+        self.assertNotIn("t", self.tables())
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_exit_at_the_top_level_of_a_migration_is_a_failure(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write("002-exits.py", "import sys\nsys.exit(3)\n\n\ndef up(db):\n    pass\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("002-exits.py:2", str(caught.exception))
+        self.assertIn("called exit", str(caught.exception))
+        self.assertIn("sys.exit(3)", str(caught.exception))
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_keyboard_interrupt_propagates_and_the_migration_is_rolled_back(self):
+        self.write("001-interrupted.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                   "    raise KeyboardInterrupt\n")
+        self.write("002-interrupted.py", "transaction = False\n\n\ndef up(db):\n"
+                   "    db.execute('BEGIN')\n    db.execute('CREATE TABLE u (x)')\n"
+                   "    raise KeyboardInterrupt\n")
+        conn = self.connect()
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertNotIn("t", self.tables())
+        os.remove(os.path.join(self.dir, "001-interrupted.py"))
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertFalse(conn.in_transaction)
+        self.assertNotIn("u", self.tables())
+        self.assertEqual(self.migrator().current_version, 0)
+
+
 class NonTransactionalMigrations(RunnerTestCase):
     def test_vacuum_and_wal_migrations_run_and_are_recorded(self):
         self.write_sql(1, "one", "CREATE TABLE one (x); INSERT INTO one VALUES (1);")
@@ -240,6 +405,68 @@ class NonTransactionalMigrations(RunnerTestCase):
             sqlmigrate.migrate(self.db, self.dir)
         self.assertIn("partly changed", str(caught.exception))
         self.assertEqual(self.migrator().current_version, 0)
+
+    def test_migration_leaving_a_transaction_open_fails_and_keeps_nothing(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(2, "open", "BEGIN;\nCREATE TABLE half (x);", options="transaction:false")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        message = str(caught.exception)
+        self.assertIn("002-open.sql", message)
+        self.assertIn("left a transaction open", message)
+        self.assertIn("not recorded", message)
+        self.assertNotIn("half", self.tables())
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_open_transaction_is_rolled_back_on_the_callers_connection(self):
+        self.write("001-open.py", '''
+            transaction = False
+
+            def up(db):
+                db.execute("BEGIN")
+                db.execute("CREATE TABLE half (x)")
+            ''')
+        conn = self.connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertIn("left a transaction open", str(caught.exception))
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertNotIn("half", self.tables(conn))
+        self.assertEqual(self.migrator().current_version, 0)
+
+    def test_failing_migration_inside_its_own_transaction_is_rolled_back(self):
+        self.write_sql(1, "open", "BEGIN;\nCREATE TABLE half (x);\nSELECT * FROM nope;",
+                       options="transaction:false")
+        conn = self.connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertNotIn("half", self.tables(conn))
+
+    def test_foreign_keys_setting_of_the_callers_connection_is_restored(self):
+        self.write_sql(1, "fk-on", "PRAGMA foreign_keys = ON;", options="transaction:false")
+        self.write_sql(2, "fk-off", "PRAGMA foreign_keys = OFF;", options="transaction:false")
+        for before in (0, 1):
+            os.path.exists(self.db) and os.remove(self.db)
+            conn = self.connect()
+            conn.execute("PRAGMA foreign_keys = %d" % before)
+            self.assertEqual(len(sqlmigrate.migrate(conn, self.dir, to=1 + before)), 1 + before)
+            self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], before)
+            conn.close()
+
+    def test_databases_the_migration_attached_are_detached(self):
+        other = os.path.join(self.tmp, "other.db")
+        self.write_sql(1, "attach", "ATTACH DATABASE '%s' AS other;\n"
+                       "CREATE TABLE other.copy (x);" % other.replace("'", "''"),
+                       options="transaction:false")
+        conn = self.connect()
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual([row[1] for row in conn.execute("PRAGMA database_list")], ["main"])
+        self.assertEqual(self.tables(self.connect(other)), ["copy"])
 
 
 class ForeignKeys(RunnerTestCase):
