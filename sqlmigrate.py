@@ -15,7 +15,7 @@ and SQLite 3.7.17+.  Usage::
     m.up(dry_run=True)            # run inside a transaction, print SQL, roll back
     m.down(steps=1)               # roll back the newest migration
 
-    # from a shell:  python sqlmigrate.py --db data/app.db status | up | down
+    # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
 """
 
 import os
@@ -3381,14 +3381,14 @@ _STATE_LABELS = {
 }
 
 _EXAMPLES = {
-    "status": "example: python sqlmigrate.py --db app.db status --check",
-    "up": "example: python sqlmigrate.py --db app.db up --backup",
-    "down": "example: python sqlmigrate.py --db app.db down --steps 2",
-    "new": "example: python sqlmigrate.py new \"add user email\" --sql",
-    "mark": "example: python sqlmigrate.py --db legacy.db mark 3",
-    "verify": "example: python sqlmigrate.py --db app.db verify",
-    "schema": "example: python sqlmigrate.py --db app.db schema users --json",
-    "backup": "example: python sqlmigrate.py --db app.db backup /backups/app.db",
+    "status": "example: python -m sqlmigrate --db app.db status --check",
+    "up": "example: python -m sqlmigrate --db app.db up --backup",
+    "down": "example: python -m sqlmigrate --db app.db down --steps 2",
+    "new": "example: python -m sqlmigrate new \"add user email\" --sql",
+    "mark": "example: python -m sqlmigrate --db legacy.db mark 3",
+    "verify": "example: python -m sqlmigrate --db app.db verify",
+    "schema": "example: python -m sqlmigrate --db app.db schema users --json",
+    "backup": "example: python -m sqlmigrate --db app.db backup /backups/app.db",
 }
 
 
@@ -3523,10 +3523,11 @@ def new_migration(directory, description, sql=False):
     return path
 
 
-# The command line in tables: parsing and --help both read them.  A small
-# parser of our own rather than argparse, which with `re` and `gettext` costs
-# more than a whole `status` does.  An option is (flags, destination, metavar,
-# help); no metavar means an on/off flag, and N, V and MS take whole numbers.
+# The command line as data: one table of options and commands, turned into
+# argparse parsers only when the CLI runs (importing argparse costs a few
+# milliseconds that an application calling migrate() should not pay).
+# An option is (flags, destination, metavar, help); no metavar means an on/off
+# flag, and N, V and MS take whole numbers.
 _GLOBAL_OPTIONS = (
     ("--db", "db", "PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
     ("--dir", "dir", "DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
@@ -3535,12 +3536,11 @@ _GLOBAL_OPTIONS = (
     ("-v --verbose", "verbose", None, "log more, and show tracebacks"),
     ("-q --quiet", "quiet", None, "only warnings and errors on stderr"),
 )
-_WHOLE_NUMBER_METAVARS = ("N", "V", "MS")
 _DRY_RUN = ("--dry-run", "dry_run", None, "run in a transaction, print the SQL, roll back")
 _BACKUP = ("--backup", "backup", None, "back up the database first")
 
 # name, what it does, options, positional arguments as (metavar, destination,
-# how many: 1, "?" or "*", help)
+# nargs, help); options in one inner tuple exclude each other.
 _COMMANDS = (
     ("status", "show applied, pending and drifted migrations", (
         ("--json", "json", None, "print one JSON object"),
@@ -3551,222 +3551,90 @@ _COMMANDS = (
         ("--atomic", "atomic", None, "all migrations in one transaction"), _BACKUP,
         ("--strict", "strict", None, "refuse to run while files have drifted")), ()),
     ("down", "roll back the newest migration(s)", (
-        ("--steps", "steps", "N", "roll back the newest N (default 1)"),
-        ("--to", "to", "V", "roll back everything above V"), _DRY_RUN, _BACKUP), ()),
+        (("--steps", "steps", "N", "roll back the newest N (default 1)"),
+         ("--to", "to", "V", "roll back everything above V")), _DRY_RUN, _BACKUP), ()),
     ("new", "create the next numbered migration file", (
         ("--sql", "sql", None, "an .sql file instead of .py"),),
-     (("DESCRIPTION", "description", 1, 'what it does, e.g. "add user email"'),)),
+     (("DESCRIPTION", "description", None, 'what it does, e.g. "add user email"'),)),
     ("mark", "record migrations up to V as applied without running them", (),
-     (("V", "version", 1, "the version to record as the current one"),)),
+     (("V", "version", None, "the version to record as the current one"),)),
     ("verify", "check file names, loading and drift; exit 1 on any problem", (), ()),
     ("schema", "print the schema report", (("--json", "json", None, "print JSON"),),
      (("TABLE", "tables", "*", "only these tables (default: all)"),)),
     ("backup", "write a consistent copy of the database", (),
      (("PATH", "path", "?", "where (default: next to it, with time and version)"),)),
 )
-_COMMAND_NAMES = tuple(command[0] for command in _COMMANDS)
-_EXCLUSIVE = (("verbose", "quiet"), ("steps", "to"))
 _DEFAULTS = {"db": None, "dir": None, "table": DEFAULT_TABLE,
              "busy_timeout": int(DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
-class _Arguments(object):
-    """The parsed command line: one attribute per option and argument."""
+def _command_line_parser():
+    """The argparse parser of the whole command line, built from the tables
+    above.  Global options are accepted before or after the command."""
+    import argparse
 
-    def __init__(self, **values):
-        self.__dict__.update(values)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line and exit 2, like every bad request
+            raise RequestError("%s (see %s --help)" % (message, self.prog))
 
+    def whole_number(text):
+        # Not int() alone: it takes " 5", "1_000" and "-1".
+        if not text or not set(text) <= _DIGITS:
+            raise argparse.ArgumentTypeError("needs a whole number (0 or more), not %r" % text)
+        return int(text)
 
-def parse_command_line(argv):
-    """argv -> _Arguments; `show` is set to the text of --help or --version.
-    Global options go before or after the command; --opt=value works too."""
-    args = _Arguments(command=None, show=None, **_DEFAULTS)
-    options = _options_by_flag(_GLOBAL_OPTIONS)
-    command, positionals, given = None, [], []
-    argv, i = list(argv), 0
-    while i < len(argv):
-        arg, i = argv[i], i + 1
-        if arg in ("-h", "--help"):
-            args.show = _help_text(command)
-            return args
-        if arg == "--version":
-            args.show = "sqlmigrate %s\n" % __version__
-            return args
-        if arg == "--":
-            positionals.extend(argv[i:])
-            break
-        if not arg.startswith("-") or arg == "-" or _is_number(arg):
-            if command is not None:
-                positionals.append(arg)
-                continue
-            command = _command_spec(arg)
-            args.command = arg
-            options.update(_options_by_flag(command[2]))
-            for _, dest, metavar, _ in command[2]:
-                setattr(args, dest, False if metavar is None else None)
-            continue
-        flag, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if flag not in options:
-            raise RequestError(_unknown_option(flag, options, command))
-        dest, metavar = options[flag]
+    def given(text):
+        # An empty --db= must not fall back to $SQLMIGRATE_DB silently.
+        if not text:
+            raise argparse.ArgumentTypeError("needs a value")
+        return text
+
+    def add(parser, option, suppress):
+        flags, dest, metavar, text = option
+        extra = {"default": argparse.SUPPRESS} if suppress else {}
         if metavar is None:
-            if has_value:
-                raise RequestError("%s takes no value" % flag)
-            value = True
-        elif not has_value:
-            if i == len(argv) or argv[i].startswith("-") and not _is_number(argv[i]):
-                raise RequestError("%s needs a value: %s %s" % (flag, flag, metavar))
-            value, i = argv[i], i + 1
-        if value == "":  # never a silent fall-back to $SQLMIGRATE_DB or the default
-            raise RequestError("%s needs a value: %s %s" % (flag, flag, metavar))
-        setattr(args, dest, _converted(flag, metavar, value))
-        given.append((dest, flag))
-    if command is None:
-        raise RequestError("no command given: choose one of %s (see sqlmigrate --help)"
-                           % ", ".join(_COMMAND_NAMES))
-    _check_exclusive(given)
-    _assign_positionals(args, command, positionals)
+            parser.add_argument(*flags.split(), dest=dest, action="store_true", help=text, **extra)
+        else:
+            kind = whole_number if metavar in ("N", "V", "MS") else given
+            parser.add_argument(*flags.split(), dest=dest, metavar=metavar, type=kind,
+                                help=text, **extra)
+
+    def add_options(parser, options, suppress=False):
+        for option in options:
+            if isinstance(option[0], tuple):
+                group = parser.add_mutually_exclusive_group()
+                for each in option:
+                    add(group, each, suppress)
+            else:
+                add(parser, option, suppress)
+
+    top = Parser(prog="sqlmigrate", allow_abbrev=False,
+                 description="Versioned, transactional schema migrations for SQLite.",
+                 epilog="example: python -m sqlmigrate --db app.db up")
+    add_options(top, _GLOBAL_OPTIONS)
+    top.set_defaults(**_DEFAULTS)
+    version = "sqlmigrate " + __version__
+    top.add_argument("--version", action="version", version=version)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands.required = True  # a keyword argument only from Python 3.7
+    for name, text, options, positionals in _COMMANDS:
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
+                                  epilog=_EXAMPLES[name])
+        add_options(sub, options)
+        for metavar, dest, nargs, help_text in positionals:
+            kind = whole_number if metavar == "V" else None
+            sub.add_argument(dest, metavar=metavar, nargs=nargs, type=kind, help=help_text)
+        group = sub.add_argument_group("global options (also before the command)")
+        add_options(group, _GLOBAL_OPTIONS, suppress=True)
+        group.add_argument("--version", action="version", version=version)
+    return top
+
+
+def _parse_command_line(argv):
+    args = _command_line_parser().parse_args(argv)
+    if args.verbose and args.quiet:
+        raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
     return args
-
-
-def _options_by_flag(table):
-    return dict((flag, (dest, metavar)) for flags, dest, metavar, _ in table
-                for flag in flags.split())
-
-
-def _is_number(text):
-    """A (negative) number given where an option might be: a value, not a flag."""
-    digits = text.lstrip("-")
-    return bool(digits) and set(digits) <= _DIGITS
-
-
-def _command_spec(name):
-    for command in _COMMANDS:
-        if command[0] == name:
-            return command
-    raise RequestError("unknown command %r: choose one of %s (see sqlmigrate --help)"
-                       % (name, ", ".join(_COMMAND_NAMES)))
-
-
-def _unknown_option(flag, options, command):
-    where = "sqlmigrate %s" % command[0] if command else "sqlmigrate"
-    known = list(options) + ["--help", "--version"]
-    meant = [option for option in known if option.startswith(flag) and len(flag) > 2]
-    if not meant and flag.startswith("--"):
-        import difflib  # only on this error path
-        meant = difflib.get_close_matches(flag.replace("_", "-"), known, 3, 0.75)
-    if meant:
-        hint = " (did you mean %s?)" % " or ".join(sorted(meant))
-    elif command is None and any(flag in _options_by_flag(c[2]) for c in _COMMANDS):
-        return "%s goes after the command (sqlmigrate COMMAND %s); see %s --help" % (
-            flag, flag, where)
-    elif len(flag) > 2 and flag[1] != "-" and all("-" + c in options for c in flag[1:]):
-        hint = " (give short options separately: %s)" % " ".join("-" + c for c in flag[1:])
-    elif command is not None and command[3]:
-        hint = " (for a %s that starts with '-', put -- before it)" % command[3][0][0]
-    else:
-        hint = ""
-    return "unknown option %s%s; see %s --help" % (flag, hint, where)
-
-
-def _converted(flag, metavar, value):
-    if metavar not in _WHOLE_NUMBER_METAVARS:
-        return value
-    if not value or not set(value) <= _DIGITS:  # not int(): it takes " 5", "1_000", "-1"
-        raise RequestError("%s needs a whole number (0 or more), not %r" % (flag, value))
-    return int(value)
-
-
-def _check_exclusive(given):
-    flags = dict(given)
-    for first, second in _EXCLUSIVE:
-        if first in flags and second in flags:
-            raise RequestError("%s and %s cannot be used together" % (flags[first],
-                                                                     flags[second]))
-
-
-def _assign_positionals(args, command, values):
-    for metavar, dest, count, _ in command[3]:
-        if count == 1:
-            if not values:
-                raise RequestError("%s needs %s (see sqlmigrate %s --help)"
-                                   % (command[0], metavar, command[0]))
-            value = _converted("%s %s" % (command[0], metavar), metavar, values.pop(0))
-        elif count == "?":
-            value = values.pop(0) if values else None
-        else:
-            value, values = values, []
-        setattr(args, dest, value)
-    if values:
-        raise RequestError("unexpected argument%s for %s: %s (see sqlmigrate %s --help)"
-                           % ("s" if len(values) > 1 else "", command[0],
-                              " ".join(repr(v) for v in values), command[0]))
-
-
-def _usage_of(table):
-    """[--opt META] per option; an exclusive pair as one [--a N | --b V]."""
-    parts, done = [], set()
-    for option in table:
-        if option[1] in done:
-            continue
-        group = [option] + [o for o in table if (option[1], o[1]) in _EXCLUSIVE]
-        done.update(o[1] for o in group)
-        parts.append("[%s]" % " | ".join(o[0].split()[0] + (" " + o[2] if o[2] else "")
-                                         for o in group))
-    return parts
-
-
-def _wrapped(words, indent, width=79):
-    lines = [words[0]]
-    for word in words[1:]:
-        if len(lines[-1]) + 1 + len(word) > width:
-            lines.append(" " * indent + word)
-        else:
-            lines[-1] += " " + word
-    return lines
-
-
-def _help_rows(rows):
-    width = max(len(left) for left, _ in rows) + 2
-    lines = []
-    for left, right in rows:
-        words = right.split(" ")
-        lines += _wrapped(["  %-*s%s" % (width, left, words[0])] + words[1:], 2 + width)
-    return lines
-
-
-def _option_rows(table):
-    return [(", ".join(flags.split()) + (" " + metavar if metavar else ""), text)
-            for flags, _, metavar, text in table]
-
-
-def _help_text(command):
-    if command is None:
-        lines = _wrapped(["usage: sqlmigrate"] + _usage_of(_GLOBAL_OPTIONS)
-                         + ["[--version]", "COMMAND", "[options]"], 18)
-        lines += ["", "Versioned, transactional schema migrations for SQLite.", "", "commands:"]
-        lines += _help_rows([(c[0], c[1]) for c in _COMMANDS])
-        lines += ["", "options (before or after the command):"]
-        lines += _help_rows(_option_rows(_GLOBAL_OPTIONS) + [
-            ("-h, --help", "show this help, or a command's with COMMAND --help"),
-            ("--version", "print the version")])
-        lines += ["", "example: python sqlmigrate.py --db app.db up"]
-    else:
-        name, text, options, positionals = command
-        usage = _usage_of(options) + [
-            {1: m, "?": "[%s]" % m, "*": "[%s ...]" % m}[count] for m, _, count, _ in positionals]
-        lines = _wrapped(["usage: sqlmigrate [global options]", name] + usage, 18)
-        lines += ["", text, ""]
-        if positionals:
-            lines += ["arguments:"] + _help_rows([(p[0], p[3]) for p in positionals]) + [""]
-        if options:
-            lines += ["options:"] + _help_rows(_option_rows(options)) + [""]
-        lines += _wrapped(["global options (before or after the command):"]
-                          + [flags.split()[-1] + "," for flags, _, _, _ in _GLOBAL_OPTIONS[:-1]]
-                          + [_GLOBAL_OPTIONS[-1][0].split()[-1] + ";", "see", "sqlmigrate",
-                             "--help"], 2)
-        lines += ["", _EXAMPLES[name]]
-    return "\n".join(lines) + "\n"
 
 
 @contextmanager
@@ -3859,15 +3727,22 @@ def run_command(args, out, err):
     return 0
 
 
+class _Arguments(object):
+    """The options main() falls back to when parsing itself failed."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
     out, err = sys.stdout, sys.stderr
     args = _Arguments(**_DEFAULTS)  # for the error handling below if parsing fails
     try:
-        args = parse_command_line(sys.argv[1:] if argv is None else argv)
-        if args.show is not None:
-            out.write(args.show)
-            return 0
+        try:
+            args = _parse_command_line(sys.argv[1:] if argv is None else argv)
+        except SystemExit as e:  # argparse printed --help or --version
+            return e.code or 0
         with _logging_to(err, args):
             return run_command(args, out, err)
     except RequestError as e:

@@ -18,16 +18,6 @@ if ROOT not in sys.path:
 import sqlmigrate  # noqa: E402
 
 
-def bare_python(code):
-    """[python, "-S", "-c", code]: a child Python that imports nothing at
-    start-up beyond what `code` does, to check what sqlmigrate imports.  -S
-    leaves out the host's site-packages .pth files (some import re or
-    logging); the user site is still read, where the compatibility matrix
-    keeps the hook that lets this Python load an older libsqlite3."""
-    return [sys.executable, "-S", "-c",
-            "import site\nsite.addsitedir(site.getusersitepackages())\n" + code]
-
-
 def file_sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

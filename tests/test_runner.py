@@ -4,12 +4,11 @@ import gc
 import logging
 import os
 import sqlite3
-import subprocess
 import sys
 import unittest
 import warnings
 
-from tests.support import TempDirTestCase, bare_python, file_sha256, sqlmigrate
+from tests.support import TempDirTestCase, file_sha256, sqlmigrate
 
 
 class RunnerTestCase(TempDirTestCase):
@@ -60,21 +59,6 @@ class ApplyingMigrations(RunnerTestCase):
         before = file_sha256(self.db)
         self.assertEqual(sqlmigrate.migrate(self.db, self.dir), [])
         self.assertEqual(file_sha256(self.db), before)
-
-    def test_start_up_with_nothing_to_do_imports_no_logging_or_re(self):
-        # Bench W5: import + a no-op migrate() stay near importing sqlite3
-        # alone; logging and re would each cost more than the call itself.
-        self.three_migrations()
-        sqlmigrate.migrate(self.db, self.dir)
-        probe = ("import sys\nsys.path.insert(0, %r)\nimport sqlmigrate\n"
-                 "assert sqlmigrate.migrate(%r, %r) == []\n"
-                 "print(sorted(m for m in ('logging', 're', 'json', 'argparse') "
-                 "if m in sys.modules))" % (os.path.dirname(sqlmigrate.__file__), self.db,
-                                            self.dir))
-        proc = subprocess.run(bare_python(probe), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertEqual(proc.stdout.strip(), "[]")
 
     def test_up_to_stops_at_the_given_version(self):
         self.three_migrations()
