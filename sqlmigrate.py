@@ -776,10 +776,20 @@ def _raw(conn):
 
 
 def _query(conn, sql, params=()):
-    """Rows as plain tuples, whatever row_factory the caller's connection has."""
-    cursor = _raw(conn).cursor()
+    """Rows as plain tuples with TEXT as str, whatever row_factory and
+    text_factory the caller's connection has: a checksum read as bytes would
+    differ from every file's, a name decoded as Latin-1 would match no table.
+    sqlite3 applies text_factory when a row is fetched, and only has it per
+    connection, so it is set around the fetch and put back."""
+    raw = _raw(conn)
+    cursor = raw.cursor()
     cursor.row_factory = None
-    return cursor.execute(sql, params).fetchall()
+    saved = raw.text_factory
+    raw.text_factory = str
+    try:
+        return cursor.execute(sql, params).fetchall()
+    finally:
+        raw.text_factory = saved
 
 
 def foreign_keys_enabled(conn):
@@ -3170,12 +3180,22 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     recursively for nested objects, in every row (or those matching `where`,
     an SQL condition with `params`).  Never overwrites a value that is there,
     even false, 0, "", [] or null; NULL or '' counts as {}.  A value that is
-    not a JSON object is a MigrationError naming the rows, and no row changes.
+    not a JSON object (or is not UTF-8, has NaN/Infinity, a repeated key, or
+    nesting too deep to read) is a MigrationError naming the rows, and no row
+    changes.  A row that gains no key is not rewritten; one that does keeps
+    its numbers' text (1.10, 1e400).  Defaults that are not JSON (NaN, inf,
+    a non-string key, a set ...) are a RequestError before anything is read.
     Returns the number of rows changed."""
     import json
     if not isinstance(defaults, dict):
         raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
                              % type(defaults).__name__)
+    try:
+        # Not _json_text: json.dumps would write a key 1 as "1", next to a "1"
+        # the row may have.
+        _json_text_slowly(json, defaults)
+    except ValueError as e:
+        raise RequestError("merge_json_defaults: defaults are not JSON: %s" % e)
     with using(db) as conn:
         conn = _raw(conn)
         with transaction(conn):
@@ -3186,27 +3206,52 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 quote_identifier(table), " WHERE (%s)" % where if where else "")
             cursor = conn.cursor()
             cursor.row_factory = None
-            for row in cursor.execute(select, params):
+            saved_text_factory = conn.text_factory
+            # Text as str whatever the caller set; text that is not UTF-8
+            # comes back as bytes and is refused naming its row (the default
+            # str would fail the whole SELECT without saying which row).
+            conn.text_factory = _utf8_or_bytes
+            try:
+                rows = cursor.execute(select, params).fetchall()
+            finally:
+                conn.text_factory = saved_text_factory
+            for row in rows:
                 key, value = row[:-1], row[-1]
                 try:
                     document = _json_object(json, value)
+                    if _merge_missing(document, defaults):
+                        updates.append((_json_text(json, document),) + tuple(key))
                 except ValueError as e:
                     bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
-                    continue
-                if _merge_missing(document, defaults):
-                    updates.append((json.dumps(document, ensure_ascii=False),) + tuple(key))
             if bad:
                 shown = "; ".join(bad[:10]) + (" (and %d more)" % (len(bad) - 10)
                                                if len(bad) > 10 else "")
                 raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s; "
                                      "no row was changed" % (table, column, shown))
             if updates:
-                conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
+                written = conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
                     quote_identifier(table), quote_identifier(column),
-                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)), updates)
+                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)),
+                    updates).rowcount
+                if written != len(updates):
+                    # A primary key that is TEXT but not UTF-8 was read back as
+                    # bytes, binds as a BLOB and matches no row: never count
+                    # a row as changed that was not (the transaction rolls back).
+                    raise MigrationError(
+                        "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
+                        "by their key (%s) to write them; no row was changed"
+                        % (table, column, len(updates) - written, len(updates),
+                           ", ".join(key_columns)))
                 log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
                          column)
     return len(updates)
+
+
+def _utf8_or_bytes(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def _row_key_columns(conn, table, column):
@@ -3232,17 +3277,145 @@ def _describe_row(key_columns, key):
     return "row " + ", ".join("%s=%r" % pair for pair in zip(key_columns, key))
 
 
+class _JsonVerbatim(object):
+    """JSON text written back as it was read: a number whose text a Python
+    int or float would not give back (1.10 stays 1.10; 1e400 stays 1e400
+    instead of becoming float inf, which json.dumps writes as the invalid
+    Infinity; a 5000-digit integer is not refused by Python 3.11's
+    int-from-text limit); also the punctuation _json_text queues."""
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+
+def _json_float(text):
+    number = float(text)
+    return number if float.__repr__(number) == text else _JsonVerbatim(text)
+
+
+def _json_int(text):
+    # Short integers round-trip through int (and keep json.dumps' fast path);
+    # "-0" would come back as 0.
+    return int(text) if len(text) < 100 and text != "-0" else _JsonVerbatim(text)
+
+
+class _JsonClose(_JsonVerbatim):
+    """The end of an array or object being written: leaves the set of open
+    containers (a container met again while open is a circular reference)."""
+    __slots__ = ("container",)
+
+    def __init__(self, text, container):
+        _JsonVerbatim.__init__(self, text)
+        self.container = container
+
+
+def _refuse_json_constant(name):
+    # json.loads accepts NaN, Infinity and -Infinity, which JSON does not have.
+    raise ValueError("%s is not a JSON value" % name)
+
+
+def _json_object_without_repeats(pairs):
+    # json.loads keeps the last of repeated keys: rewriting the row would
+    # silently drop the others.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError("key %r appears twice in one object" % key)
+            seen.add(key)
+    return document
+
+
 def _json_object(json, value):
     if value is None or value == "" or value == b"":
         return {}
     if isinstance(value, bytes):
-        value = value.decode("utf-8")
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError("not UTF-8 text: %s" % e)
     if not isinstance(value, str):
         raise ValueError("a %s, not JSON text" % type(value).__name__)
-    document = json.loads(value)
+    try:
+        document = json.loads(value, parse_float=_json_float, parse_int=_json_int,
+                              parse_constant=_refuse_json_constant,
+                              object_pairs_hook=_json_object_without_repeats)
+    except RecursionError:
+        raise ValueError("nested too deeply for Python's JSON parser")
     if not isinstance(document, dict):
         raise ValueError("JSON %s, not an object" % type(document).__name__)
     return document
+
+
+def _json_text(json, document):
+    """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
+    writes it, by json.dumps when it can (it is several times faster) and else
+    by _json_text_slowly."""
+    try:
+        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # sqlite3 will, and a lone surrogate fails it
+        return text
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _json_text_slowly(json, document)
+
+
+def _json_text_slowly(json, document):
+    """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
+    writes it, except: numbers read from the row keep their text; a string
+    with a lone surrogate has it as a \\u escape (valid JSON, and the
+    only way to store it as UTF-8); NaN, inf, non-string keys, circular
+    references and other types are a ValueError.  Iterative: a row nested as
+    deep as the parser accepted must not hit the recursion limit here."""
+    parts, pending, open_containers = [], [document], set()
+    while pending:
+        value = pending.pop()
+        if isinstance(value, _JsonVerbatim):
+            parts.append(value.text)
+            if isinstance(value, _JsonClose):
+                open_containers.discard(value.container)
+        elif isinstance(value, str):
+            parts.append(_json_string(json, value))
+        elif value is None or value is True or value is False:
+            parts.append({None: "null", True: "true", False: "false"}[value])
+        elif isinstance(value, int):
+            parts.append(int.__repr__(value))  # an IntEnum too: its number, as json.dumps
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("%r is not a JSON number" % value)
+            parts.append(float.__repr__(value))
+        elif isinstance(value, (dict, list, tuple)):
+            if id(value) in open_containers:
+                raise ValueError("circular reference")
+            open_containers.add(id(value))
+            is_object = isinstance(value, dict)
+            queued = []
+            for item in (value.items() if is_object else value):
+                if queued:
+                    queued.append(_JsonVerbatim(", "))
+                if is_object:
+                    key, item = item
+                    if not isinstance(key, str):
+                        raise ValueError("key %r is not a string" % (key,))
+                    queued.append(_JsonVerbatim(_json_string(json, key) + ": "))
+                queued.append(item)
+            parts.append("{" if is_object else "[")
+            pending.append(_JsonClose("}" if is_object else "]", id(value)))
+            pending.extend(reversed(queued))
+        else:
+            raise ValueError("a %s is not a JSON value" % type(value).__name__)
+    return "".join(parts)
+
+
+def _json_string(json, text):
+    written = json.dumps(text, ensure_ascii=False)
+    try:
+        written.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot hold it; an escape can
+        written = "".join("\\u%04x" % ord(char) if "\ud800" <= char <= "\udfff" else char
+                          for char in written)
+    return written
 
 
 def _merge_missing(document, defaults):

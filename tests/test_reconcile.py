@@ -619,6 +619,120 @@ class MergeJsonDefaultsTests(DatabaseTestCase):
             merge_json_defaults(self.db, "app_settings", "nope", {"a": 1})
 
 
+class MergeJsonDefaultsHostileInputTests(DatabaseTestCase):
+    """Values that json.loads/json.dumps take but would not round-trip:
+    refused naming the row (nothing changed), or written back as valid JSON."""
+
+    def setUp(self):
+        DatabaseTestCase.setUp(self)
+        self.make("CREATE TABLE s (id INTEGER PRIMARY KEY, data TEXT);")
+
+    def insert(self, *values):
+        conn = self.connect()
+        for value in values:
+            conn.execute("INSERT INTO s (data) VALUES (?)", (value,))
+
+    def texts(self):
+        return [v for (v,) in self.rows("s", "data")]
+
+    def strict_loads(self, text):
+        def refuse(constant):
+            raise ValueError("%s is not JSON" % constant)
+        return json.loads(text, parse_constant=refuse, parse_int=str)
+
+    def assertRefused(self, defaults, rowids):
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "s", "data", defaults)
+        message = str(caught.exception)
+        for rowid in rowids:
+            self.assertIn("rowid=%d" % rowid, message)
+        self.assertNotIn("rowid=1 ", message)
+        self.assertIn("no row was changed", message)
+        self.assertEqual(self.content(), before)
+        return message
+
+    def test_rows_without_new_keys_keep_their_exact_text(self):
+        original = '{ "a" : 1.10, "b": 1e400, "c": "\\u00e9" }'
+        self.insert(original)
+        self.assertEqual(merge_json_defaults(self.db, "s", "data", {"a": 2, "c": "x"}), 0)
+        self.assertEqual(self.texts(), [original])
+
+    def test_rewritten_rows_keep_number_text_and_stay_valid_json(self):
+        huge = "9" * 5000  # above Python 3.11's int-from-text digit limit
+        self.insert('{"x": 1.10, "big": 1e400, "tiny": -1E-400, "n": %s, "z": -0.0}' % huge)
+        self.assertEqual(merge_json_defaults(self.db, "s", "data", {"new": 1.5}), 1)
+        text = self.texts()[0]
+        self.assertEqual(text, '{"x": 1.10, "big": 1e400, "tiny": -1E-400, "n": %s, "z": -0.0, '
+                         '"new": 1.5}' % huge)
+        self.strict_loads(text)  # no Infinity, no NaN
+
+    def test_nan_and_infinity_in_a_row_are_refused_naming_the_row(self):
+        self.insert("{}", '{"a": NaN}', '{"b": {"c": -Infinity}}', '{"d": [Infinity]}')
+        message = self.assertRefused({"e": 1}, [2, 3, 4])
+        self.assertIn("NaN", message)
+        self.assertIn("-Infinity", message)
+
+    def test_deep_nesting_is_refused_naming_the_row(self):
+        deep = '{"a": ' + "[" * 100000 + "]" * 100000 + "}"
+        self.insert("{}", deep)
+        self.assertIn("nested", self.assertRefused({"e": 1}, [2]))
+
+    def test_nesting_json_allows_is_rewritten(self):
+        depth = 200
+        self.insert('{"a": ' + "[" * depth + "1" + "]" * depth + "}")
+        self.assertEqual(merge_json_defaults(self.db, "s", "data", {"e": 1}), 1)
+        document = json.loads(self.texts()[0])
+        self.assertEqual(document["e"], 1)
+        inner = document["a"]
+        for _ in range(depth - 1):
+            inner = inner[0]
+        self.assertEqual(inner, [1])
+
+    def test_lone_surrogate_escapes_are_written_back_as_escapes(self):
+        self.insert('{"s": "\\ud800 and \u00e9"}')
+        self.assertEqual(merge_json_defaults(self.db, "s", "data", {"t": "\udc00"}), 1)
+        text = self.texts()[0]
+        self.assertEqual(json.loads(text), {"s": "\ud800 and \u00e9", "t": "\udc00"})
+        self.assertIn("\u00e9", text)  # other text stays as it is, not escaped
+
+    def test_text_that_is_not_utf8_is_refused_naming_the_row(self):
+        conn = self.connect()
+        conn.execute("INSERT INTO s (data) VALUES ('{}')")
+        conn.execute("INSERT INTO s (data) VALUES (CAST(x'7b2261223a2022ff227d' AS TEXT))")
+        self.assertIn("UTF-8", self.assertRefused({"e": 1}, [2]))
+
+    @unittest.skipUnless(HAS_WITHOUT_ROWID, NEEDS_WITHOUT_ROWID)
+    def test_a_row_whose_key_cannot_be_read_back_is_not_counted_as_changed(self):
+        # The key is TEXT that is not UTF-8: read back it is bytes, which
+        # would bind as a BLOB and match no row in the UPDATE.
+        self.make("CREATE TABLE w (k TEXT PRIMARY KEY, data TEXT) WITHOUT ROWID;"
+                  "INSERT INTO w VALUES ('a', '{}'), (CAST(x'ff' AS TEXT), '{}');")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "w", "data", {"e": 1})
+        self.assertIn("no row was changed", str(caught.exception))
+        self.assertEqual(self.content(), before)
+
+    def test_duplicate_keys_are_refused_naming_the_row(self):
+        # Rewriting such an object would keep only one of the values.
+        self.insert("{}", '{"a": 1, "a": 2}', '{"o": {"k": 1, "k": 1}}')
+        self.assertIn("'a'", self.assertRefused({"e": 1}, [2, 3]))
+
+    def test_defaults_that_are_not_json_are_refused_before_any_change(self):
+        self.insert("{}", "{not json")  # the defaults are checked before any row
+        circular = []
+        circular.append(circular)
+        for defaults in ({"a": float("nan")}, {"a": {"b": [float("inf")]}},
+                         {"a": -float("inf")}, {"a": {1: "x"}}, {"a": object()},
+                         {"a": circular}):
+            before = self.content()
+            with self.assertRaises(sqlmigrate.RequestError) as caught:
+                merge_json_defaults(self.db, "s", "data", defaults)
+            self.assertIn("defaults", str(caught.exception))
+            self.assertEqual(self.content(), before)
+
+
 class SchemaReportTests(DatabaseTestCase):
 
     def setUp(self):

@@ -1,0 +1,138 @@
+"""A caller's sqlite3.Connection with its own text_factory / row_factory:
+every API reads what it needs as text, whatever the caller set, and leaves
+the caller's settings as they were."""
+
+import json
+import os
+import sqlite3
+import unittest
+
+from tests.support import TempDirTestCase, sqlmigrate
+
+
+def _dict_row(cursor, row):
+    return dict((column[0], value) for column, value in zip(cursor.description, row))
+
+
+# (label, text_factory, row_factory); None keeps the sqlite3 default.
+SETTINGS = [
+    ("text_factory=bytes", bytes, None),
+    ("row_factory=sqlite3.Row", None, sqlite3.Row),
+    ("row_factory=dict", None, _dict_row),
+    ("text_factory=bytes, row_factory=sqlite3.Row", bytes, sqlite3.Row),
+    # A factory that decodes wrongly: non-ASCII text read through it would
+    # come back mangled (and, once written back, corrupted).
+    ("text_factory=latin-1", lambda data: data.decode("latin-1"), None),
+]
+
+
+class CallerFactoriesTests(TempDirTestCase):
+
+    def on_each_caller_connection(self, check):
+        """check(label, conn) per setting, each on its own fresh database file;
+        then the caller's factories must be as they were."""
+        for n, (label, text_factory, row_factory) in enumerate(SETTINGS):
+            path = os.path.join(self.tmp, "caller%d.db" % n)
+            conn = sqlite3.connect(path, isolation_level=None)
+            self.addCleanup(conn.close)
+            if text_factory is not None:
+                conn.text_factory = text_factory
+            if row_factory is not None:
+                conn.row_factory = row_factory
+            expected = conn.text_factory, conn.row_factory
+            with self.subTest(label):
+                check(label, conn)
+                self.assertIs(conn.text_factory, expected[0], label)
+                self.assertIs(conn.row_factory, expected[1], label)
+
+    def plain(self, conn):
+        """A default connection to the caller's database file, for checking."""
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        path = cursor.execute("PRAGMA database_list").fetchone()[2]
+        plain = sqlite3.connect(path.decode() if isinstance(path, bytes) else path)
+        self.addCleanup(plain.close)
+        return plain
+
+    def test_runner_sees_no_drift_runs_nothing_twice_and_backs_up(self):
+        self.write_sql(1, "add-cafe", "CREATE TABLE caf\u00e9 (id INTEGER PRIMARY KEY, "
+                       "name TEXT DEFAULT 'cr\u00e8me');", "DROP TABLE caf\u00e9;")
+        self.write_sql(2, "more", "CREATE TABLE t2 (id INTEGER PRIMARY KEY);",
+                       "DROP TABLE t2;")
+        def check(label, conn):
+            migrator = sqlmigrate.Migrator(conn, self.dir)
+            self.assertEqual([m.version for m in migrator.up()], [1, 2])
+            self.assertEqual(migrator.current_version, 2)
+            self.assertEqual(migrator.pending(), [])
+            status = migrator.status()
+            self.assertEqual([m["state"] for m in status["migrations"]],
+                             ["applied", "applied"], label)
+            self.assertEqual(status["current_version"], 2)
+            self.assertEqual(migrator.verify(), [], label)
+            self.assertEqual(migrator.up(strict=True), [], label)
+            self.assertEqual([m.version for m in migrator.down()], [2])
+            self.assertEqual(migrator.current_version, 1)
+            self.assertEqual([m.version for m in migrator.up(backup=True)], [2])
+            copy = sqlmigrate.backup(conn, os.path.join(self.tmp, label + ".copy"))
+            self.assertTrue(os.path.exists(copy))
+        self.on_each_caller_connection(check)
+
+    def test_reconcile_adds_then_finds_nothing_to_add(self):
+        def check(label, conn):
+            conn.executescript("CREATE TABLE caf\u00e9 (id INTEGER PRIMARY KEY, "
+                               "\u00e9tat TEXT DEFAULT 'pr\u00eat');"
+                               "CREATE INDEX idx_\u00e9tat ON caf\u00e9(\u00e9tat);")
+            declared = {"caf\u00e9": {"\u00e9tat": "TEXT",
+                                       "note": "TEXT DEFAULT 'd\u00e9j\u00e0'"}}
+            indexes = {"idx_\u00e9tat": "caf\u00e9(\u00e9tat)",
+                       "idx_note": "caf\u00e9(note)"}
+            self.assertEqual(len(sqlmigrate.reconcile(conn, declared, indexes)), 2, label)
+            self.assertEqual(sqlmigrate.reconcile(conn, declared, indexes), [], label)
+        self.on_each_caller_connection(check)
+
+    def test_schema_report_matches_a_plain_connection(self):
+        def check(label, conn):
+            conn.executescript("CREATE TABLE caf\u00e9 (id INTEGER PRIMARY KEY, "
+                               "\u00e9tat TEXT NOT NULL DEFAULT 'pr\u00eat' UNIQUE);"
+                               "CREATE INDEX idx_\u00e9tat ON caf\u00e9(\u00e9tat, id);")
+            plain = sqlite3.connect(":memory:")
+            self.addCleanup(plain.close)
+            plain.executescript("CREATE TABLE caf\u00e9 (id INTEGER PRIMARY KEY, "
+                                "\u00e9tat TEXT NOT NULL DEFAULT 'pr\u00eat' UNIQUE);"
+                                "CREATE INDEX idx_\u00e9tat ON caf\u00e9(\u00e9tat, id);")
+            self.assertEqual(sqlmigrate.schema_report(conn), sqlmigrate.schema_report(plain),
+                             label)
+        self.on_each_caller_connection(check)
+
+    def test_merge_json_defaults_keeps_non_ascii_text(self):
+        def check(label, conn):
+            conn.executescript("CREATE TABLE s (id INTEGER PRIMARY KEY, data TEXT);")
+            conn.execute("INSERT INTO s (data) VALUES (?)", ('{"nom": "caf\u00e9"}',))
+            conn.execute("INSERT INTO s (data) VALUES (?)", ('{"nom": "x", "a": 0}',))
+            self.assertEqual(sqlmigrate.merge_json_defaults(conn, "s", "data", {"a": 1}), 1,
+                             label)
+            self.assertEqual([json.loads(v) for (v,) in self.plain(conn).execute(
+                "SELECT data FROM s ORDER BY id")],
+                [{"nom": "caf\u00e9", "a": 1}, {"nom": "x", "a": 0}], label)
+        self.on_each_caller_connection(check)
+
+    def test_rebuild_and_drop_column(self):
+        def check(label, conn):
+            conn.executescript("CREATE TABLE caf\u00e9 (id INTEGER PRIMARY KEY, "
+                               "\u00e9tat TEXT DEFAULT 'pr\u00eat', gone TEXT, old TEXT);"
+                               "CREATE INDEX idx_\u00e9tat ON caf\u00e9(\u00e9tat);"
+                               "INSERT INTO caf\u00e9 VALUES (1, 'cr\u00e8me', 'g', 'o');")
+            sqlmigrate.drop_column(conn, "caf\u00e9", "gone")
+            sqlmigrate.rebuild_table(conn, "caf\u00e9", rename={"old": "new"})
+            plain = self.plain(conn)
+            self.assertEqual(plain.execute("SELECT * FROM caf\u00e9").fetchall(),
+                             [(1, "cr\u00e8me", "o")], label)
+            self.assertEqual([r[1] for r in plain.execute("PRAGMA table_info(caf\u00e9)")],
+                             ["id", "\u00e9tat", "new"], label)
+            self.assertEqual(plain.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'index'").fetchall(), [("idx_\u00e9tat",)], label)
+        self.on_each_caller_connection(check)
+
+
+if __name__ == "__main__":
+    unittest.main()
