@@ -201,36 +201,22 @@ def split_sql(sql):
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
         return [statement.strip() for statement in sql.split(";") if statement.strip()]
-    statements, current, words = [], [], []
-    in_trigger = trigger_done = False
-    case_depth = 0
+    statements, current = [], []
     for kind, text in tokenize(sql):
-        if not current and kind in ("space", "comment"):
+        if not current and (kind in ("space", "comment") or text == ";"):
             continue  # a statement starts at its first real token
-        if kind == "punct" and text == ";" and (not in_trigger or trigger_done):
-            if current:
-                statements.append("".join(current).rstrip())
-            current, words = [], []
-            in_trigger = trigger_done = False
-            case_depth = 0
-            continue
+        if text == ";" and kind == "punct":
+            statement = "".join(current)
+            # Only a ';' inside CREATE TRIGGER ... BEGIN ... END leaves a
+            # statement incomplete here (the tokenizer already skipped strings,
+            # quoted names and comments).  SQLite's own sqlite3_complete() knows
+            # where a trigger ends: END right after a ';', so a column named
+            # `end` or a CASE ... END in the body does not end it.
+            if sqlite3.complete_statement(statement + ";"):
+                statements.append(statement.rstrip())
+                current = []
+                continue
         current.append(text)
-        if kind != "word":
-            continue
-        word = text.upper()
-        if len(words) < 3:
-            words.append(word)
-            if words[0] == "CREATE" and word == "TRIGGER":
-                in_trigger = True
-        elif in_trigger:
-            # CASE ... END inside a trigger body must not end the trigger.
-            if word == "CASE":
-                case_depth += 1
-            elif word == "END":
-                if case_depth:
-                    case_depth -= 1
-                else:
-                    trigger_done = True
     tail = "".join(current).rstrip()
     if tail:
         statements.append(tail)
