@@ -427,7 +427,8 @@ class Migration(object):
         if self._name is None:
             name = None
             if self.kind == "py":
-                name = _declared_name(self.source.decode("utf-8", "replace"))
+                # utf-8-sig: a BOM would hide a `name = ...` on the first line.
+                name = _declared_name(self.source.decode("utf-8-sig", "replace"))
             self._name = name or self.description.replace("-", " ").capitalize()
         return self._name
 
@@ -487,6 +488,12 @@ class Migration(object):
         except UnicodeDecodeError as e:
             raise MigrationError("%s is not valid UTF-8 (byte %d); save it as UTF-8"
                                  % (self.path, e.start))
+        # Some Windows editors start UTF-8 files with a BOM: it is not SQL (and
+        # would hide a first '-- migrate:up' marker).  The checksum still covers
+        # it, as it always has, so applied files keep their recorded checksum.
+        # (Not decoded as utf-8-sig: its errors count bytes after the BOM.)
+        if text.startswith("\ufeff"):
+            text = text[1:]
         markers = list(_MARKER_RE.finditer(text))
         if not markers:
             self._up_sql = text

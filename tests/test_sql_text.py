@@ -176,3 +176,63 @@ class NonAsciiNames(TempDirTestCase):
         self.assertIsNone(error)
         self.assertEqual(run_script(sql), (None, dump))
         self.assertIn("INSERT INTO \"café\" VALUES('ßß',2,'ü;END;');", dump)
+
+
+class EncodingAndLineEndings(TempDirTestCase):
+    def discover_one(self):
+        return sqlmigrate.discover(self.dir)[0]
+
+    def test_bom_before_the_up_marker_is_not_sql_before_it(self):
+        self.write("001-events.sql", b"\xef\xbb\xbf-- migrate:up\nCREATE TABLE a (x);\n"
+                                     b"-- migrate:down\nDROP TABLE a;\n")
+        m = self.discover_one().load()
+        self.assertTrue(m.has_down)
+        self.assertEqual(sqlmigrate.split_sql(m._up_sql), ["CREATE TABLE a (x)"])
+
+    def test_bom_file_without_markers_applies(self):
+        # SQLite itself skips a BOM before a statement only in newer versions
+        # (3.7.17 reports a syntax error near it).
+        self.write("001-events.sql", b"\xef\xbb\xbfCREATE TABLE a (x);\n")
+        m = self.discover_one().load()
+        self.assertEqual(sqlmigrate.split_sql(m._up_sql), ["CREATE TABLE a (x)"])
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertIn("a", self.tables())
+
+    def test_bom_keeps_the_checksum_of_the_file_bytes(self):
+        # Already applied files were checksummed with their BOM: stripping it
+        # from the checksum would report every one of them as changed.
+        body = b"-- migrate:up\r\nCREATE TABLE a (x);\r\n"
+        self.write("001-events.sql", b"\xef\xbb\xbf" + body)
+        expected = hashlib.sha256(b"\xef\xbb\xbf" + body.replace(b"\r\n", b"\n")).hexdigest()
+        self.assertEqual(self.discover_one().checksum, expected)
+
+    def test_bom_python_migration_still_declares_its_name(self):
+        self.write("001-events.py", b"\xef\xbb\xbfname = \"Create the events\"\n"
+                                    b"def up(db):\n    db.execute('CREATE TABLE a (x)')\n")
+        self.assertEqual(self.discover_one().name, "Create the events")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertIn("a", self.tables())
+
+    def test_bom_file_with_a_bad_byte_names_the_byte_counted_from_the_file_start(self):
+        self.write("001-events.sql", b"\xef\xbb\xbf-- migrate:up\nSELECT 'caf\xe9';\n")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.discover_one().load()
+        self.assertIn("(byte 28)", str(caught.exception))
+
+    def test_crlf_cr_and_lf_files_have_one_checksum(self):
+        lines = [b"-- migrate:up", b"CREATE TABLE a (x);", b"-- migrate:down", b"DROP TABLE a;", b""]
+        checksums = set()
+        for version, ending in enumerate((b"\n", b"\r\n", b"\r"), 1):
+            self.write("%03d-same.sql" % version, ending.join(lines))
+        for m in sqlmigrate.discover(self.dir):
+            checksums.add(m.checksum)
+        self.assertEqual(checksums, {hashlib.sha256(b"\n".join(lines)).hexdigest()})
+
+    def test_crlf_file_markers_and_statements_are_read(self):
+        self.write("001-events.sql", b"-- migrate:up transaction:false\r\nCREATE TABLE a (x);\r\n"
+                                     b"-- migrate:down\r\nDROP TABLE a;\r\n")
+        m = self.discover_one().load()
+        self.assertFalse(m.transactional)
+        self.assertEqual(sqlmigrate.split_sql(m._down_sql), ["DROP TABLE a"])
