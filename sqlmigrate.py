@@ -494,6 +494,12 @@ class Migration(object):
         # (Not decoded as utf-8-sig: its errors count bytes after the BOM.)
         if text.startswith("\ufeff"):
             text = text[1:]
+        if "\r" in text and "\n" not in text:
+            # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
+            # only at \n, so read as it is, a comment would swallow every
+            # statement after it, and the markers would not stand on lines.
+            # The checksum already counts \r as a line end.
+            text = text.replace("\r", "\n")
         markers = list(_MARKER_RE.finditer(text))
         if not markers:
             self._up_sql = text

@@ -236,3 +236,22 @@ class EncodingAndLineEndings(TempDirTestCase):
         m = self.discover_one().load()
         self.assertFalse(m.transactional)
         self.assertEqual(sqlmigrate.split_sql(m._down_sql), ["DROP TABLE a"])
+
+    def test_lone_cr_file_reads_its_markers_and_comments_as_lines(self):
+        # SQLite ends a -- comment only at \n: read as it is, this file's
+        # comment would swallow the statement after it.
+        self.write("001-events.sql", b"-- migrate:up\r-- the table\rCREATE TABLE a (x);\r"
+                                     b"INSERT INTO a VALUES ('one\rtwo');\r"
+                                     b"-- migrate:down\rDROP TABLE a;\r")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.connect().execute("SELECT x FROM a").fetchall(), [("one\ntwo",)])
+        m = self.discover_one().load()
+        self.assertEqual(sqlmigrate.split_sql(m._down_sql), ["DROP TABLE a"])
+
+    def test_lone_cr_inside_a_crlf_file_is_left_alone(self):
+        self.write("001-events.sql", b"-- migrate:up\r\nCREATE TABLE a (x);\r\n"
+                                     b"INSERT INTO a VALUES ('one\rtwo');\r\n")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.connect().execute("SELECT x FROM a").fetchall(), [("one\rtwo",)])
