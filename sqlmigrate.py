@@ -209,36 +209,22 @@ def split_sql(sql):
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
         return [statement.strip() for statement in sql.split(";") if statement.strip()]
-    statements, current, words = [], [], []
-    in_trigger = trigger_done = False
-    case_depth = 0
+    statements, current = [], []
     for kind, text in tokenize(sql):
-        if not current and kind in ("space", "comment"):
+        if not current and (kind in ("space", "comment") or text == ";"):
             continue  # a statement starts at its first real token
-        if kind == "punct" and text == ";" and (not in_trigger or trigger_done):
-            if current:
-                statements.append("".join(current).rstrip())
-            current, words = [], []
-            in_trigger = trigger_done = False
-            case_depth = 0
-            continue
+        if text == ";" and kind == "punct":
+            statement = "".join(current)
+            # Only a ';' inside CREATE TRIGGER ... BEGIN ... END leaves a
+            # statement incomplete here (the tokenizer already skipped strings,
+            # quoted names and comments).  SQLite's own sqlite3_complete() knows
+            # where a trigger ends: END right after a ';', so a column named
+            # `end` or a CASE ... END in the body does not end it.
+            if sqlite3.complete_statement(statement + ";"):
+                statements.append(statement.rstrip())
+                current = []
+                continue
         current.append(text)
-        if kind != "word":
-            continue
-        word = text.upper()
-        if len(words) < 3:
-            words.append(word)
-            if words[0] == "CREATE" and word == "TRIGGER":
-                in_trigger = True
-        elif in_trigger:
-            # CASE ... END inside a trigger body must not end the trigger.
-            if word == "CASE":
-                case_depth += 1
-            elif word == "END":
-                if case_depth:
-                    case_depth -= 1
-                else:
-                    trigger_done = True
     tail = "".join(current).rstrip()
     if tail:
         statements.append(tail)
@@ -449,7 +435,8 @@ class Migration(object):
         if self._name is None:
             name = None
             if self.kind == "py":
-                name = _declared_name(self.source.decode("utf-8", "replace"))
+                # utf-8-sig: a BOM would hide a `name = ...` on the first line.
+                name = _declared_name(self.source.decode("utf-8-sig", "replace"))
             self._name = name or self.description.replace("-", " ").capitalize()
         return self._name
 
@@ -520,6 +507,18 @@ class Migration(object):
         except UnicodeDecodeError as e:
             raise MigrationError("%s is not valid UTF-8 (byte %d); save it as UTF-8"
                                  % (self.path, e.start))
+        # Some Windows editors start UTF-8 files with a BOM: it is not SQL (and
+        # would hide a first '-- migrate:up' marker).  The checksum still covers
+        # it, as it always has, so applied files keep their recorded checksum.
+        # (Not decoded as utf-8-sig: its errors count bytes after the BOM.)
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        if "\r" in text and "\n" not in text:
+            # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
+            # only at \n, so read as it is, a comment would swallow every
+            # statement after it, and the markers would not stand on lines.
+            # The checksum already counts \r as a line end.
+            text = text.replace("\r", "\n")
         markers = list(_MARKER_RE.finditer(text))
         if not markers:
             self._up_sql = text
