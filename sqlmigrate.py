@@ -1291,12 +1291,14 @@ class Migrator(object):
         except sqlite3.Error as e:
             raise explain_sqlite_error(e, self.path)
         finally:
+            # A new database whose first transaction rolled back (or whose lock
+            # wait timed out) stays behind as an empty file, on purpose: another
+            # process may hold it open, waiting to fill it, and SQLite does not
+            # notice that an empty file was unlinked under it, so its commits
+            # would go to a file nobody can open again.  An empty file is a
+            # valid empty database.
             if session.conn is not None and session.conn is not self.connection:
                 session.conn.close()
-                # A database this run created and then rolled back entirely is
-                # an empty file: remove it rather than leave a trap behind.
-                if session.opener is not None and os.path.getsize(self.path) == 0:
-                    os.remove(self.path)
 
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:

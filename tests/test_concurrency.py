@@ -48,6 +48,43 @@ class ManyWorkersAtOnce(TempDirTestCase):
         self.assertEqual(conn.execute("SELECT count(*) FROM metadata_migrations").fetchone()[0], 30)
 
 
+
+class RacesOnANewDatabase(TempDirTestCase):
+    def test_a_lock_timeout_on_a_new_database_keeps_the_file_another_process_is_filling(self):
+        # Both runs find no database file.  The loser, started first, pauses
+        # while loading the migration until the winner is inside migration 1
+        # (holding the write lock for 3 s on a file that is still 0 bytes),
+        # then gives up on the lock after 1 s.
+        inside = os.path.join(self.tmp, "winner-inside")
+        self.write("001-slow.py", """
+            import os, time
+            if os.environ.get("ROLE") == "loser":
+                while not os.path.exists(%r):
+                    time.sleep(0.01)
+
+            def up(db):
+                db.execute("CREATE TABLE slow (x)")
+                open(%r, "w").close()
+                time.sleep(3)
+                db.execute("INSERT INTO slow VALUES (1)")
+            """ % (inside, inside))
+        self.write_sql(2, "after", "CREATE TABLE after_slow (x);")
+        command = [sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                   "--busy-timeout", "1000", "up"]
+        loser = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=dict(os.environ, ROLE="loser"))
+        time.sleep(0.5)  # the loser has read the (missing) database state
+        winner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=dict(os.environ, ROLE="winner"))
+        _, loser_err = loser.communicate(timeout=60)
+        _, winner_err = winner.communicate(timeout=60)
+        self.assertEqual(loser.returncode, 1, loser_err.decode())
+        self.assertIn("locked", loser_err.decode())
+        self.assertEqual(winner.returncode, 0, winner_err.decode())
+        conn = self.connect()
+        self.assertEqual(conn.execute("SELECT x FROM slow").fetchall(), [(1,)])
+        self.assertEqual(self.schema_version(), "2")
+
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
 
