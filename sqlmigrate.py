@@ -988,6 +988,13 @@ def _applied_under_lock(conn, table, version, files):
     return applied
 
 
+def _newest_applied_under_lock(conn, table):
+    """Inside the write transaction, after _applied_under_lock: the highest
+    recorded version (0 when none), one primary-key look-up."""
+    return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
+                  % quote_identifier(table + "_migrations"))[0][0]
+
+
 def _write_record(conn, table, m, applied_at, duration_ms, checksum):
     conn.execute("INSERT OR REPLACE INTO %s (version, name, checksum, applied_at, duration_ms) "
                  "VALUES (?, ?, ?, ?, ?)" % quote_identifier(table + "_migrations"),
@@ -1349,6 +1356,7 @@ class Migrator(object):
             log.info("v%d was %s by another process meanwhile; skipped", m.version,
                      "applied" if direction == "up" else "rolled back")
             return False
+        self._check_order_under_lock(conn, m, direction, whole_run)
         self._run_body(conn, m, direction, True, whole_run)
         if check_fk:
             try:
@@ -1362,6 +1370,7 @@ class Migrator(object):
         with transaction(conn):
             if not self._still_to_do(conn, m, direction):
                 return False
+            self._check_order_under_lock(conn, m, direction)
         with foreign_keys_off(conn):
             self._run_body(conn, m, direction, False)
         with transaction(conn):
@@ -1372,6 +1381,31 @@ class Migrator(object):
     def _still_to_do(self, conn, m, direction):
         applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
         return applied == (direction == "down")
+
+    def _check_order_under_lock(self, conn, m, direction, whole_run=None):
+        """The plan was made before this process held the write lock; another
+        process may have applied or rolled back migrations since.  Just before
+        m runs, under the lock: m must still be the newest applied (down), or
+        go right above the newest applied (up), else the history would get a
+        hole.  Refuse rather than guess what the request meant now."""
+        newest = _newest_applied_under_lock(conn, self.table)
+        if direction == "down":
+            if newest <= m.version:
+                return
+            what = "v%d was applied above it" % newest
+        else:
+            below = [f.version for f in self.migrations if f.version < m.version]
+            if newest < m.version and (not below or newest >= below[-1]):
+                return
+            what = ("v%d was applied above it" % newest if newest > m.version else
+                    "v%d below it was rolled back" % below[-1])
+        done = "applied" if direction == "up" else "rolled back"
+        raise MigrationError(
+            "cannot %s %s: another process changed the database meanwhile (%s); %s; "
+            "check status and run again"
+            % ("apply" if direction == "up" else "roll back", m.filename, what,
+               "the whole %s was rolled back" % whole_run if whole_run
+               else "nothing more was %s" % done))
 
     def _run_body(self, conn, m, direction, transactional, whole_run=None):
         """Run m's up or down; whole_run names the transaction that holds every

@@ -85,6 +85,78 @@ class RacesOnANewDatabase(TempDirTestCase):
         self.assertEqual(conn.execute("SELECT x FROM slow").fetchall(), [(1,)])
         self.assertEqual(self.schema_version(), "2")
 
+
+RACER = """
+import os, sys, time
+sys.path.insert(0, %r)
+import sqlmigrate
+directory, base, role, trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+for trial in range(trials):
+    while not os.path.exists("%%s.go%%d" %% (base, trial)):
+        time.sleep(0.002)
+    migrator = sqlmigrate.Migrator("%%s%%d.db" %% (base, trial), directory, busy_timeout=60)
+    try:
+        if role.startswith("down"):
+            migrator.down(steps=int(role[4:]))
+        elif role.startswith("mark"):
+            migrator.mark(int(role[4:]))
+        else:
+            migrator.up()
+    except sqlmigrate.MigrationError as e:
+        sys.stderr.write("trial %%d: %%s\\n" %% (trial, e))
+    open("%%s.done%%d.%%d" %% (base, trial, os.getpid()), "w").close()
+""" % ROOT
+
+
+class RacingCommands(TempDirTestCase):
+    """up, down and mark in several processes on one database: whatever wins,
+    the history has no hole and the schema matches it."""
+
+    VERSIONS = 8
+
+    def write_table_migrations(self):
+        for version in range(1, self.VERSIONS + 1):
+            self.write_sql(version, "table-%d" % version, "CREATE TABLE t%d (x);" % version,
+                           "DROP TABLE t%d;" % version)
+
+    def race(self, roles, trials, start_at):
+        base = os.path.join(self.tmp, "trial")
+        for trial in range(trials):
+            sqlmigrate.migrate("%s%d.db" % (base, trial), self.dir, to=start_at)
+        workers = [subprocess.Popen([sys.executable, "-c", RACER, self.dir, base, role,
+                                     str(trials)], stderr=subprocess.PIPE)
+                   for role in roles]
+        for trial in range(trials):
+            open("%s.go%d" % (base, trial), "w").close()
+            deadline = time.time() + 60
+            while (sum(1 for w in workers if os.path.exists("%s.done%d.%d" % (base, trial, w.pid)))
+                   < len(workers) and time.time() < deadline):
+                time.sleep(0.002)
+        for worker in workers:
+            out, err = worker.communicate(timeout=60)
+            self.assertEqual(worker.returncode, 0, err.decode())
+        for trial in range(trials):
+            self.check_consistent("%s%d.db" % (base, trial), "trial %d" % trial)
+
+    def check_consistent(self, db, trial):
+        conn = sqlite3.connect(db)
+        try:
+            history = [r[0] for r in conn.execute(
+                "SELECT version FROM metadata_migrations ORDER BY version")]
+            version = int(conn.execute(
+                "SELECT value FROM metadata WHERE key = 'schema_version'").fetchone()[0])
+            tables = set(r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE name GLOB 't[0-9]*'"))
+        finally:
+            conn.close()
+        self.assertEqual(history, list(range(1, version + 1)), trial)
+        self.assertEqual(tables, set("t%d" % v for v in history), trial)
+
+    def test_down_racing_up_never_rolls_back_a_migration_that_is_no_longer_the_newest(self):
+        self.write_table_migrations()
+        self.race(["up"] * 6 + ["down2"] * 2, trials=12, start_at=4)
+
+
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
 
