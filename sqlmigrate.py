@@ -1227,13 +1227,18 @@ class Migrator(object):
             raise RequestError("database %s does not exist; mark adopts an existing database "
                                "(check --db)" % self.path)
         if version < self.current_version:
-            raise MigrationError("the database is at version %d already; mark only moves "
-                                 "forward (use down to go back)" % self.current_version)
+            raise _mark_backwards(self.current_version)
         with self._session(False) as session:
             conn = session.conn
             with transaction(conn):
                 state = read_state(conn, self.table)
                 _ensure_tracking(conn, self.table, state, self.migrations)
+                # Again under the write lock: an `up` may have applied more
+                # since the check above, and writing `version` would then put
+                # schema_version below an applied migration.
+                newest = max([state.version] + list(state.records))
+                if version < newest:
+                    raise _mark_backwards(newest)
                 for m in files:
                     record = state.records.get(m.version)
                     if record is None or record[1] != m.checksum:
@@ -1476,6 +1481,11 @@ class Migrator(object):
         except _DryRunRollback:
             pass
         return done
+
+
+def _mark_backwards(current):
+    return MigrationError("the database is at version %d already; mark only moves forward "
+                          "(use down to go back)" % current)
 
 
 class _Session(object):
