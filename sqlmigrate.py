@@ -137,6 +137,17 @@ def _autocommit_mode(conn):
     return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
 
 
+def _is_busy(error):
+    """Whether a sqlite3 error is SQLITE_BUSY (another connection holds a lock
+    this one needs).  Python 3.11+ gives the result code; before, the message
+    is all there is: "database is locked" is SQLITE_BUSY's own text (SQLITE_LOCKED's
+    is "database table is locked")."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 5  # SQLITE_BUSY and its extended codes
+    return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error)
+
+
 def _sha256_hexdigest(data):
     """SHA-256 without importing hashlib where we can: its OpenSSL load costs
     ~3 ms on the first start-up call.  CPython 3.6-3.11 have the builtin
@@ -833,16 +844,19 @@ class MigrationConnection(object):
         self._conn.rollback()
 
     def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters)
+        return self._run(self._conn.execute, sql, parameters, retry_busy=True)
 
     def executemany(self, sql, seq_of_parameters):
+        # Not retried: in autocommit mode the rows before a failure stay written.
         return self._run(self._conn.executemany, sql, seq_of_parameters)
 
-    def _run(self, method, sql, parameters):
+    def _run(self, method, sql, parameters, retry_busy=False):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             self._refuse(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
         try:
+            if retry_busy and not self._transactional:
+                return _retrying_busy(_raw(self._conn), method, sql, parameters)
             return method(sql, parameters)
         except sqlite3.Error:
             object.__setattr__(self, "failed_statement", sql)
@@ -858,6 +872,32 @@ class MigrationConnection(object):
         return _MigrationCursor(self, self._conn.cursor(*args))
 
 
+def _retrying_busy(conn, method, sql, parameters):
+    """One statement of a non-transactional migration, run again while it
+    fails with SQLITE_BUSY, for up to the connection's busy timeout in all.
+    SQLite answers some statements (PRAGMA journal_mode = WAL while another
+    connection writes) with SQLITE_BUSY at once, without calling the busy
+    handler, because waiting while holding a read lock could deadlock.  A
+    statement that failed in autocommit mode changed nothing and released
+    its locks, so it is safe to run again; inside a transaction it is not."""
+    if conn.in_transaction:
+        return method(sql, parameters)
+    started, deadline, pause = time.monotonic(), None, 0.001
+    while True:
+        try:
+            return method(sql, parameters)
+        except sqlite3.Error as e:
+            if not _is_busy(e) or conn.in_transaction:
+                raise
+            if deadline is None:
+                deadline = started + _query(conn, "PRAGMA busy_timeout")[0][0] / 1000.0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+
 class _MigrationCursor(object):
     def __init__(self, db, cursor):
         self._db, self._cursor = db, cursor
@@ -869,7 +909,7 @@ class _MigrationCursor(object):
         return iter(self._cursor)
 
     def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
+        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters, retry_busy=True)
         return self
 
     def executemany(self, sql, seq_of_parameters):
@@ -1422,11 +1462,12 @@ class Migrator(object):
         try:
             m.run(db, direction)
         except Exception as e:
-            problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            busy = isinstance(e, sqlite3.Error) and _is_busy(e)
+            problem = not busy and isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
             failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
-                                         whole_run)
+                                         whole_run, _lock_hint(transactional) if busy else None)
             failure.tables = _tables_named_in(db.executed)
             raise failure
         finally:
@@ -1496,7 +1537,7 @@ class _DryRunRollback(Exception):
     pass
 
 
-def _migration_failure(m, direction, error, statement, transactional, whole_run):
+def _migration_failure(m, direction, error, statement, transactional, whole_run, hint=None):
     if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
             and str(error).startswith(m.path):
         return error
@@ -1505,6 +1546,8 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
     parts = ["%s (%s) failed: %s: %s" % (where, direction, type(error).__name__, error)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
+    if hint:
+        parts.append(hint)
     if whole_run:
         parts.append("the whole %s was rolled back; the database is as it was" % whole_run)
     elif transactional and direction == "up":
@@ -1517,6 +1560,20 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
     failure = MigrationError("\n  ".join(parts))
     failure.__cause__ = error
     return failure
+
+
+def _lock_hint(transactional):
+    """For a lock error raised inside up()/down().  In a transactional
+    migration this run holds the write lock itself, so the waiter is almost
+    surely the migration's own second connection (sqlite3.connect inside up);
+    outside a transaction it may be either."""
+    if transactional:
+        return ("this run holds the database's write lock while the migration runs, so the "
+                "lock is probably wanted by a second connection the migration opened itself "
+                "(sqlite3.connect in up/down): run every statement through the db it is given")
+    return ("the lock is held by another process (wait for it to finish, or raise "
+            "--busy-timeout) or by a second connection the migration opened itself (run every "
+            "statement through the db it is given)")
 
 
 def _log_schema_of(conn, tables):
