@@ -145,6 +145,17 @@ def _autocommit_mode(conn):
     return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
 
 
+def _is_busy(error):
+    """Whether a sqlite3 error is SQLITE_BUSY (another connection holds a lock
+    this one needs).  Python 3.11+ gives the result code; before, the message
+    is all there is: "database is locked" is SQLITE_BUSY's own text (SQLITE_LOCKED's
+    is "database table is locked")."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 5  # SQLITE_BUSY and its extended codes
+    return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error)
+
+
 def _sha256_hexdigest(data):
     """SHA-256 without importing hashlib where we can: its OpenSSL load costs
     ~3 ms on the first start-up call.  CPython 3.6-3.11 have the builtin
@@ -941,17 +952,21 @@ class MigrationConnection(object):
         self._conn.rollback()
 
     def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters)
+        return self._run(self._conn.execute, sql, parameters, retry_busy=True)
 
     def executemany(self, sql, seq_of_parameters):
+        # Not retried: in autocommit mode the rows before a failure stay written.
         return self._run(self._conn.executemany, sql, seq_of_parameters)
 
-    def _run(self, method, sql, parameters):
+    def _run(self, method, sql, parameters, retry_busy=False):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             self._refuse(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
         try:
-            result = method(sql, parameters)
+            if retry_busy and not self._transactional:
+                result = _retrying_busy(_raw(self._conn), method, sql, parameters)
+            else:
+                result = method(sql, parameters)
         except sqlite3.Error:
             object.__setattr__(self, "failed_statement", sql)
             raise
@@ -971,6 +986,32 @@ class MigrationConnection(object):
         return _MigrationCursor(self, self._conn.cursor(*args))
 
 
+def _retrying_busy(conn, method, sql, parameters):
+    """One statement of a non-transactional migration, run again while it
+    fails with SQLITE_BUSY, for up to the connection's busy timeout in all.
+    SQLite answers some statements (PRAGMA journal_mode = WAL while another
+    connection writes) with SQLITE_BUSY at once, without calling the busy
+    handler, because waiting while holding a read lock could deadlock.  A
+    statement that failed in autocommit mode changed nothing and released
+    its locks, so it is safe to run again; inside a transaction it is not."""
+    if conn.in_transaction:
+        return method(sql, parameters)
+    started, deadline, pause = time.monotonic(), None, 0.001
+    while True:
+        try:
+            return method(sql, parameters)
+        except sqlite3.Error as e:
+            if not _is_busy(e) or conn.in_transaction:
+                raise
+            if deadline is None:
+                deadline = started + _query(conn, "PRAGMA busy_timeout")[0][0] / 1000.0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+
 class _MigrationCursor(object):
     def __init__(self, db, cursor):
         self._db, self._cursor = db, cursor
@@ -982,7 +1023,7 @@ class _MigrationCursor(object):
         return iter(self._cursor)
 
     def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters)
+        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters, retry_busy=True)
         return self
 
     def executemany(self, sql, seq_of_parameters):
@@ -1099,6 +1140,13 @@ def _applied_under_lock(conn, table, version, files):
     applied = version in state.applied(files)
     _ensure_tracking(conn, table, state, files)
     return applied
+
+
+def _newest_applied_under_lock(conn, table):
+    """Inside the write transaction, after _applied_under_lock: the highest
+    recorded version (0 when none), one primary-key look-up."""
+    return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
+                  % quote_identifier(table + "_migrations"))[0][0]
 
 
 def _write_record(conn, table, m, applied_at, duration_ms, checksum):
@@ -1336,13 +1384,18 @@ class Migrator(object):
             raise RequestError("database %s does not exist; mark adopts an existing database "
                                "(check --db)" % self.path)
         if version < self.current_version:
-            raise MigrationError("the database is at version %d already; mark only moves "
-                                 "forward (use down to go back)" % self.current_version)
+            raise _mark_backwards(self.current_version)
         with self._session(False) as session:
             conn = session.conn
             with transaction(conn):
                 state = read_state(conn, self.table)
                 _ensure_tracking(conn, self.table, state, self.migrations)
+                # Again under the write lock: an `up` may have applied more
+                # since the check above, and writing `version` would then put
+                # schema_version below an applied migration.
+                newest = max([state.version] + list(state.records))
+                if version < newest:
+                    raise _mark_backwards(newest)
                 for m in files:
                     record = state.records.get(m.version)
                     if record is None or record[1] != m.checksum:
@@ -1407,12 +1460,14 @@ class Migrator(object):
         except sqlite3.Error as e:
             raise explain_sqlite_error(e, self.path)
         finally:
+            # A new database whose first transaction rolled back (or whose lock
+            # wait timed out) stays behind as an empty file, on purpose: another
+            # process may hold it open, waiting to fill it, and SQLite does not
+            # notice that an empty file was unlinked under it, so its commits
+            # would go to a file nobody can open again.  An empty file is a
+            # valid empty database.
             if session.conn is not None and session.conn is not self.connection:
                 session.conn.close()
-                # A database this run created and then rolled back entirely is
-                # an empty file: remove it rather than leave a trap behind.
-                if session.opener is not None and os.path.getsize(self.path) == 0:
-                    os.remove(self.path)
 
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:
@@ -1463,6 +1518,7 @@ class Migrator(object):
             log.info("v%d was %s by another process meanwhile; skipped", m.version,
                      "applied" if direction == "up" else "rolled back")
             return False
+        self._check_order_under_lock(conn, m, direction, whole_run)
         self._run_body(conn, m, direction, True, whole_run)
         if check_fk:
             try:
@@ -1476,6 +1532,7 @@ class Migrator(object):
         with transaction(conn):
             if not self._still_to_do(conn, m, direction):
                 return False
+            self._check_order_under_lock(conn, m, direction)
         with _connection_kept_as_it_was(conn, m, direction):
             self._run_body(conn, m, direction, False)
         with transaction(conn):
@@ -1486,6 +1543,31 @@ class Migrator(object):
     def _still_to_do(self, conn, m, direction):
         applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
         return applied == (direction == "down")
+
+    def _check_order_under_lock(self, conn, m, direction, whole_run=None):
+        """The plan was made before this process held the write lock; another
+        process may have applied or rolled back migrations since.  Just before
+        m runs, under the lock: m must still be the newest applied (down), or
+        go right above the newest applied (up), else the history would get a
+        hole.  Refuse rather than guess what the request meant now."""
+        newest = _newest_applied_under_lock(conn, self.table)
+        if direction == "down":
+            if newest <= m.version:
+                return
+            what = "v%d was applied above it" % newest
+        else:
+            below = [f.version for f in self.migrations if f.version < m.version]
+            if newest < m.version and (not below or newest >= below[-1]):
+                return
+            what = ("v%d was applied above it" % newest if newest > m.version else
+                    "v%d below it was rolled back" % below[-1])
+        done = "applied" if direction == "up" else "rolled back"
+        raise MigrationError(
+            "cannot %s %s: another process changed the database meanwhile (%s); %s; "
+            "check status and run again"
+            % ("apply" if direction == "up" else "roll back", m.filename, what,
+               "the whole %s was rolled back" % whole_run if whole_run
+               else "nothing more was %s" % done))
 
     def _run_body(self, conn, m, direction, transactional, whole_run=None):
         """Run m's up or down; whole_run names the transaction that holds every
@@ -1500,11 +1582,12 @@ class Migrator(object):
         except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
             if isinstance(e, sqlite3.Error) and db.refusal() is not None:
                 e = db.refusal().with_traceback(e.__traceback__)  # for the line number
-            problem = isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            busy = isinstance(e, sqlite3.Error) and _is_busy(e)
+            problem = not busy and isinstance(e, sqlite3.Error) and database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
             failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
-                                         whole_run)
+                                         whole_run, _lock_hint(transactional) if busy else None)
             failure.tables = _tables_named_in(db.executed)
             raise failure
         finally:
@@ -1594,6 +1677,11 @@ def _connection_kept_as_it_was(conn, m, direction):
             % (m.path, direction))
 
 
+def _mark_backwards(current):
+    return MigrationError("the database is at version %d already; mark only moves forward "
+                          "(use down to go back)" % current)
+
+
 class _Session(object):
     conn = state = opener = None
 
@@ -1602,7 +1690,7 @@ class _DryRunRollback(Exception):
     pass
 
 
-def _migration_failure(m, direction, error, statement, transactional, whole_run):
+def _migration_failure(m, direction, error, statement, transactional, whole_run, hint=None):
     if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
             and str(error).startswith(m.path):
         return error
@@ -1616,6 +1704,8 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
     parts = ["%s (%s) %s" % (where, direction, what)]
     if statement:
         parts.append("statement: %s" % " ".join(statement.split())[:500])
+    if hint:
+        parts.append(hint)
     if whole_run:
         parts.append("the whole %s was rolled back; the database is as it was" % whole_run)
     elif transactional and direction == "up":
@@ -1628,6 +1718,20 @@ def _migration_failure(m, direction, error, statement, transactional, whole_run)
     failure = MigrationError("\n  ".join(parts))
     failure.__cause__ = error
     return failure
+
+
+def _lock_hint(transactional):
+    """For a lock error raised inside up()/down().  In a transactional
+    migration this run holds the write lock itself, so the waiter is almost
+    surely the migration's own second connection (sqlite3.connect inside up);
+    outside a transaction it may be either."""
+    if transactional:
+        return ("this run holds the database's write lock while the migration runs, so the "
+                "lock is probably wanted by a second connection the migration opened itself "
+                "(sqlite3.connect in up/down): run every statement through the db it is given")
+    return ("the lock is held by another process (wait for it to finish, or raise "
+            "--busy-timeout) or by a second connection the migration opened itself (run every "
+            "statement through the db it is given)")
 
 
 def _log_schema_of(conn, tables):

@@ -48,6 +48,214 @@ class ManyWorkersAtOnce(TempDirTestCase):
         self.assertEqual(conn.execute("SELECT count(*) FROM metadata_migrations").fetchone()[0], 30)
 
 
+
+class RacesOnANewDatabase(TempDirTestCase):
+    def test_a_lock_timeout_on_a_new_database_keeps_the_file_another_process_is_filling(self):
+        # Both runs find no database file.  The loser, started first, pauses
+        # while loading the migration until the winner is inside migration 1
+        # (holding the write lock for 3 s on a file that is still 0 bytes),
+        # then gives up on the lock after 1 s.
+        inside = os.path.join(self.tmp, "winner-inside")
+        self.write("001-slow.py", """
+            import os, time
+            if os.environ.get("ROLE") == "loser":
+                while not os.path.exists(%r):
+                    time.sleep(0.01)
+
+            def up(db):
+                db.execute("CREATE TABLE slow (x)")
+                open(%r, "w").close()
+                time.sleep(3)
+                db.execute("INSERT INTO slow VALUES (1)")
+            """ % (inside, inside))
+        self.write_sql(2, "after", "CREATE TABLE after_slow (x);")
+        command = [sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                   "--busy-timeout", "1000", "up"]
+        loser = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=dict(os.environ, ROLE="loser"))
+        time.sleep(0.5)  # the loser has read the (missing) database state
+        winner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=dict(os.environ, ROLE="winner"))
+        _, loser_err = loser.communicate(timeout=60)
+        _, winner_err = winner.communicate(timeout=60)
+        self.assertEqual(loser.returncode, 1, loser_err.decode())
+        self.assertIn("locked", loser_err.decode())
+        self.assertEqual(winner.returncode, 0, winner_err.decode())
+        conn = self.connect()
+        self.assertEqual(conn.execute("SELECT x FROM slow").fetchall(), [(1,)])
+        self.assertEqual(self.schema_version(), "2")
+
+
+RACER = """
+import os, sys, time
+sys.path.insert(0, %r)
+import sqlmigrate
+directory, base, role, trials = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+for trial in range(trials):
+    while not os.path.exists("%%s.go%%d" %% (base, trial)):
+        time.sleep(0.002)
+    migrator = sqlmigrate.Migrator("%%s%%d.db" %% (base, trial), directory, busy_timeout=60)
+    try:
+        if role.startswith("down"):
+            migrator.down(steps=int(role[4:]))
+        elif role.startswith("mark"):
+            migrator.mark(int(role[4:]))
+        else:
+            migrator.up()
+    except sqlmigrate.MigrationError as e:
+        sys.stderr.write("trial %%d: %%s\\n" %% (trial, e))
+    open("%%s.done%%d.%%d" %% (base, trial, os.getpid()), "w").close()
+""" % ROOT
+
+
+class RacingCommands(TempDirTestCase):
+    """up, down and mark in several processes on one database: whatever wins,
+    the history has no hole and the schema matches it."""
+
+    VERSIONS = 8
+
+    def write_table_migrations(self):
+        for version in range(1, self.VERSIONS + 1):
+            self.write_sql(version, "table-%d" % version, "CREATE TABLE t%d (x);" % version,
+                           "DROP TABLE t%d;" % version)
+
+    def race(self, roles, trials, start_at, marked=False, directory=None):
+        """Run `roles` in one process each, all starting together on each of
+        `trials` databases (at version `start_at`; None: no file yet); check
+        every database and return the errors the workers reported."""
+        base = os.path.join(self.tmp, "trial")
+        for trial in range(trials):
+            if start_at is not None:
+                sqlmigrate.migrate("%s%d.db" % (base, trial), self.dir, to=start_at)
+        workers = [subprocess.Popen([sys.executable, "-c", RACER, directory or self.dir, base, role,
+                                     str(trials)], stderr=subprocess.PIPE)
+                   for role in roles]
+        for trial in range(trials):
+            open("%s.go%d" % (base, trial), "w").close()
+            deadline = time.time() + 60
+            while (sum(1 for w in workers if os.path.exists("%s.done%d.%d" % (base, trial, w.pid)))
+                   < len(workers) and time.time() < deadline):
+                time.sleep(0.002)
+        errors = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=60)
+            self.assertEqual(worker.returncode, 0, err.decode())
+            errors.extend(err.decode().splitlines())
+        for trial in range(trials):
+            # The bundled migrations create no tN tables: only the history is checked.
+            self.check_consistent("%s%d.db" % (base, trial), "trial %d" % trial,
+                                  marked or directory is not None)
+        return errors
+
+    def check_consistent(self, db, trial, marked=False):
+        conn = sqlite3.connect(db)
+        try:
+            history = [r[0] for r in conn.execute(
+                "SELECT version FROM metadata_migrations ORDER BY version")]
+            version = int(conn.execute(
+                "SELECT value FROM metadata WHERE key = 'schema_version'").fetchone()[0])
+            tables = set(r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE name GLOB 't[0-9]*'"))
+        finally:
+            conn.close()
+        self.assertEqual(history, list(range(1, version + 1)), trial)
+        if marked:  # a marked migration is recorded without its table
+            self.assertLessEqual(tables, set("t%d" % v for v in history), trial)
+        else:
+            self.assertEqual(tables, set("t%d" % v for v in history), trial)
+
+    def test_down_racing_up_never_rolls_back_a_migration_that_is_no_longer_the_newest(self):
+        self.write_table_migrations()
+        self.race(["up"] * 6 + ["down2"] * 2, trials=12, start_at=4)
+
+    def test_mark_racing_up_never_leaves_the_version_below_an_applied_migration(self):
+        self.write_table_migrations()
+        self.race(["up"] * 3 + ["mark2"] * 3, trials=12, start_at=1, marked=True)
+
+    def test_twelve_processes_on_a_new_database_all_get_the_bundled_wal_migration_applied(self):
+        # PRAGMA journal_mode = WAL returns SQLITE_BUSY at once while another
+        # connection reads or writes, without calling the busy handler.
+        errors = self.race(["up"] * 12, trials=6, start_at=None,
+                           directory=os.path.join(ROOT, "migrations"))
+        self.assertEqual(errors, [])
+        for trial in range(6):
+            conn = self.connect(os.path.join(self.tmp, "trial%d.db" % trial))
+            self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+
+
+HOLDER = """
+import os, sqlite3, sys, time
+db, start, locked = sys.argv[1], sys.argv[2], sys.argv[3]
+while not os.path.exists(start):
+    time.sleep(0.005)
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+open(locked, "w").close()
+time.sleep(1)
+conn.execute("COMMIT")
+"""
+
+
+class LockedWhileAMigrationRuns(TempDirTestCase):
+    def test_wal_migration_waits_for_a_concurrent_writer_within_the_busy_timeout(self):
+        # SQLite answers PRAGMA journal_mode = WAL with SQLITE_BUSY at once,
+        # without calling the busy handler, while another connection holds
+        # the write lock.  Another process takes the lock for 1 s just before
+        # the pragma runs; --busy-timeout 20000 allows for that wait.
+        start, locked = os.path.join(self.tmp, "start"), os.path.join(self.tmp, "locked")
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write("002-wal.py", """
+            import os, time
+            transaction = False
+
+            def up(db):
+                open(%r, "w").close()
+                while not os.path.exists(%r):
+                    time.sleep(0.005)
+                db.execute("PRAGMA journal_mode = WAL")
+            """ % (start, locked))
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, self.db, start, locked])
+        self.addCleanup(holder.wait)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "20000", "up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.connect().execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(self.schema_version(), "2")
+
+    def test_a_lock_the_migration_holds_itself_through_a_second_connection_is_named(self):
+        self.write("001-second-connection.py", """
+            import sqlite3
+
+            def up(db):
+                db.execute("CREATE TABLE one (x)")
+                path = db.execute("PRAGMA database_list").fetchone()[2]
+                other = sqlite3.connect(path, timeout=0.2)
+                other.execute("CREATE TABLE two (x)")
+            """)
+        self.connect().execute("CREATE TABLE existing (x)")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("001-second-connection.py", err)
+        self.assertIn("second connection", err)
+        self.assertEqual(self.tables(), ["existing"])
+
+    def test_a_lock_held_by_another_process_before_the_migration_runs_says_so(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.connect().execute("CREATE TABLE existing (x)")
+        start, locked = os.path.join(self.tmp, "start"), os.path.join(self.tmp, "locked")
+        open(start, "w").close()
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, self.db, start, locked])
+        self.addCleanup(holder.wait)
+        while not os.path.exists(locked):
+            time.sleep(0.005)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "100", "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("locked by another process", err)
+        self.assertNotIn("second connection", err)
+
+
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
 
