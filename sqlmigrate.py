@@ -1493,9 +1493,11 @@ class Migrator(object):
         if session.conn is None:
             session.conn = session.opener()
         conn = session.conn
-        if backup_wanted and self.path is not None and session.opener is None:
-            backup(conn, _backup_path(self.path, session.state.version), self.busy_timeout,
-                   self.table)
+        if backup_wanted and session.opener is None:
+            # A caller's connection: the default name beside its file (an
+            # in-memory database is refused rather than silently not copied).
+            dest = None if self.path is None else _backup_path(self.path, session.state.version)
+            backup(conn, dest, self.busy_timeout, self.table)
         done = []
         try:
             if atomic:

@@ -293,5 +293,26 @@ class BackupDestinations(BackupTestCase):
         self.assertRegex(path, r"-v2(\.\d+)?\.bak$")  # .2 within the same second
 
 
+class BackupBeforeMigrating(BackupTestCase):
+
+    def test_up_with_backup_on_a_connection_backs_up_its_file(self):
+        self.add_sessions()
+        conn = self.connect()
+        done = sqlmigrate.Migrator(conn, self.dir).up(backup=True)
+        self.assertEqual([m.version for m in done], [2])
+        [path] = [p for p in glob.glob(self.db + "*") if p != self.db]
+        self.assertRegex(path, r"-v1\.bak$")
+        self.assert_complete_copy(path)
+
+    def test_up_with_backup_on_an_in_memory_connection_is_refused(self):
+        self.add_sessions()
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.addCleanup(conn.close)
+        sqlmigrate.Migrator(conn, self.dir).up(to=1)
+        with self.assertRaisesRegex(sqlmigrate.RequestError, "in-memory"):
+            sqlmigrate.Migrator(conn, self.dir).up(backup=True)
+        self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 1)
+
+
 if __name__ == "__main__":
     unittest.main()
