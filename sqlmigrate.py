@@ -112,6 +112,8 @@ HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
 # columns themselves: 3.31, so table_info is complete before that.
 HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
 HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
+# Windows cannot open a directory to fsync it (after a rename, for instance).
+CAN_FSYNC_DIRECTORIES = os.name != "nt"
 
 
 # sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
@@ -1176,52 +1178,230 @@ def _utc_now():
 
 
 # --- Backups ----------------------------------------------------------------
+# A backup is complete or absent: it is written under a temporary name in the
+# destination's directory, checked and fsynced, and only then linked to its
+# name, which never replaces an existing file.  It is created with no
+# permission bits the database file lacks, so a private database never has a
+# readable copy, not even for a moment.
+
+# SQLite result codes (stable; sqlite3 names them only from Python 3.11).
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+# Next to the database these names are its own journal files: SQLite would
+# roll a "hot journal" back into the database, or discard it.
+_JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
+
 
 def _backup_path(path, version):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     candidate = "%s.%s-v%d.bak" % (path, stamp, version)
     n = 1
-    while os.path.exists(candidate):
+    while os.path.lexists(candidate):
         n += 1
         candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
     return candidate
 
 
-def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT, table=DEFAULT_TABLE):
     """Write a consistent copy of `db` (path or connection) to `dest`; return
-    the path.  Default name: next to the database, with the time and version."""
-    with using(db, busy_timeout) as conn:
-        if dest is None:
-            source_path = _query(conn, "PRAGMA database_list")[0][2]
-            if not source_path:
-                raise RequestError("an in-memory database needs a backup path")
-            dest = _backup_path(source_path, read_state(conn, DEFAULT_TABLE).version)
+    the path.  Default name (also inside `dest` when it is a directory): the
+    database's file name with the time and the version recorded in `table`.
+    The copy is complete or absent, never replaces a file, and has no
+    permission bits the database lacks.  A connection inside a write
+    transaction is refused at once (a copy cannot read past its own lock)."""
+    if dest is not None:
         dest = os.fspath(dest)
-        if os.path.exists(dest):
-            raise RequestError("backup destination %s exists already" % dest)
-        if HAS_BACKUP_API:
-            target = sqlite3.connect(dest)
-            try:
-                _raw(conn).backup(target)
-            finally:
-                target.close()
+        if dest in ("", ":memory:"):
+            raise RequestError("backup destination %r is not a file path; give a file name "
+                               "or a directory" % dest)
+    with using(db, busy_timeout) as conn:
+        source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
+        shown = source or "the in-memory database"
+        if not HAS_BACKUP_API and _raw(conn).in_transaction:
+            raise _inside_transaction(shown)  # the locked copy must take the write lock itself
+        rename = None
+        if dest is None or os.path.isdir(dest):
+            if not source:
+                raise RequestError("an in-memory database needs a backup file path")
+            version = read_state(conn, table).version
+            base = os.path.join(dest if dest is not None else os.path.dirname(source),
+                                os.path.basename(source))
+            dest = _backup_path(base, version)
+
+            def rename():  # another backup took the name while this one was copying
+                return _backup_path(base, version)
         else:
-            _copy_under_write_lock(conn, dest)
+            _check_destination(dest, source)
+        # An in-memory database has no permissions to keep: owner only.
+        mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
+        dest = _write_backup(conn, shown, dest, mode, busy_timeout, rename)
         log.info("Backed up the database to %s", dest)
         return dest
+
+
+def _check_destination(dest, source):
+    """RequestError unless `dest` names a new file in an existing directory."""
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise RequestError("cannot write backup %s: directory %s does not exist"
+                           % (dest, directory))
+    if os.path.lexists(dest):
+        if source and os.path.exists(dest) and os.path.samefile(dest, source):
+            raise RequestError("backup destination %s is the database itself; give another "
+                               "file name" % dest)
+        raise RequestError("backup destination %s exists already; a backup never replaces a "
+                           "file: give a new name or remove it" % dest)
+    if source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
+        raise RequestError("backup destination %s is the name of the database's own journal; "
+                           "give another file name" % dest)
+
+
+def _inside_transaction(source):
+    return MigrationError("cannot back up %s from inside a transaction on the same "
+                          "connection: commit or roll back first" % source)
+
+
+def _write_backup(conn, source, dest, mode, busy_timeout, rename):
+    """Copy into a new temporary file beside `dest`, check it, fsync it and
+    link it to `dest` (or to rename(), while that keeps being taken); return
+    the name.  On any failure nothing is left behind."""
+    temporary = "%s.%s.tmp" % (dest, _random_hex(6))
+    created = False
+    try:
+        # O_EXCL: never a file someone else made; `mode` so no moment of
+        # wider permissions (the umask may narrow it further).
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        created = True
+        if HAS_BACKUP_API:
+            _copy_with_backup_api(conn, source, temporary, busy_timeout)
+        else:
+            _copy_under_write_lock(conn, temporary)
+        _check_copy(temporary, dest)
+        while not _link_new_name(temporary, dest):
+            if rename is None:
+                raise RequestError("backup destination %s exists already; a backup never "
+                                   "replaces a file: give a new name or remove it" % dest)
+            dest = rename()
+        return dest
+    except (sqlite3.Error, OSError) as e:
+        raise _backup_failure(e, source, dest)
+    finally:
+        if created:
+            for path in [temporary] + [temporary + s for s in _JOURNAL_SUFFIXES]:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+
+
+def _random_hex(n):
+    return "".join("%02x" % b for b in os.urandom(n))
+
+
+def _copy_with_backup_api(conn, source, path, busy_timeout):
+    """Connection.backup() retries a busy source forever, sleeping 250 ms at a
+    time, and a source connection's own write transaction keeps it busy for
+    good: give up at once in that case, after busy_timeout otherwise."""
+    deadline = [None]
+
+    def progress(status, remaining, total):
+        if status not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return
+        if _raw(conn).in_transaction:
+            raise _inside_transaction(source)
+        if deadline[0] is None:
+            deadline[0] = time.time() + busy_timeout
+        elif time.time() >= deadline[0]:
+            raise MigrationError(
+                "cannot back up %s: the database is locked by another process; wait for it to "
+                "finish (or stop it) and try again, or raise --busy-timeout" % source)
+
+    target = sqlite3.connect(_uri(path, "rw"), uri=True)
+    try:
+        _raw(conn).backup(target, progress=progress)
+    finally:
+        target.close()
+
+
+def _check_copy(path, dest):
+    """quick_check the finished copy, then fsync it: only a complete, durable
+    file is given the backup's name."""
+    copy = sqlite3.connect(_uri(path, "rw"), uri=True)
+    try:
+        result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
+    finally:
+        copy.close()
+    if result != ["ok"]:
+        raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check (%s); "
+                             "check the database itself with PRAGMA integrity_check"
+                             % (dest, "; ".join(map(str, result[:3]))))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_new_name(path, dest):
+    """Give `path` the name `dest` unless that exists (then False).  A hard
+    link, unlike a rename, never replaces a file that appeared meanwhile."""
+    try:
+        os.link(path, dest)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this file system (FAT, some shares)
+        if os.path.lexists(dest):
+            return False
+        try:
+            os.rename(path, dest)  # on Windows this fails if dest exists
+        except FileExistsError:
+            return False
+    if CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
+        try:
+            fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            os.remove(dest)  # ours: a failed backup leaves nothing behind
+            raise
+    return True
+
+
+def _backup_failure(error, source, dest):
+    """The MigrationError for an error while writing a backup: the source's
+    fault (locked, not a database), else the destination's, named."""
+    import errno
+    if isinstance(error, sqlite3.Error):
+        problem = database_problem(error, source)
+        if problem is not None:
+            return problem
+        cause = str(error)
+    elif error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        cause = "disk is full (%s)" % error.strerror
+    else:
+        cause = error.strerror or str(error)
+    return MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause))
 
 
 def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
-    its WAL are copied, then fold the WAL into the copy."""
+    its WAL are copied into the existing file `dest` and a new `dest`-wal
+    with the same permissions, then fold the WAL into the copy."""
     import shutil
     source_path = _query(conn, "PRAGMA database_list")[0][2]
+    mode = stat.S_IMODE(os.stat(dest).st_mode)
     with transaction(conn):
         _query(conn, "SELECT count(*) FROM sqlite_master")
-        shutil.copyfile(source_path, dest)
-        if os.path.exists(source_path + "-wal"):
-            shutil.copyfile(source_path + "-wal", dest + "-wal")
+        for suffix in ("", "-wal"):
+            if suffix and not os.path.exists(source_path + suffix):
+                continue
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if not suffix else os.O_EXCL)
+            with open(source_path + suffix, "rb") as original, \
+                    os.fdopen(os.open(dest + suffix, flags | getattr(os, "O_BINARY", 0), mode),
+                              "wb") as copy:
+                shutil.copyfileobj(original, copy, 1 << 20)
     if os.path.exists(dest + "-wal"):
         copy = sqlite3.connect(dest, isolation_level=None)
         try:
@@ -1484,8 +1664,11 @@ class Migrator(object):
         if session.conn is None:
             session.conn = session.opener()
         conn = session.conn
-        if backup_wanted and self.path is not None and session.opener is None:
-            backup(conn, _backup_path(self.path, session.state.version))
+        if backup_wanted and session.opener is None:
+            # A caller's connection: the default name beside its file (an
+            # in-memory database is refused rather than silently not copied).
+            dest = None if self.path is None else _backup_path(self.path, session.state.version)
+            backup(conn, dest, self.busy_timeout, self.table)
         done = []
         try:
             if atomic:
@@ -3957,7 +4140,8 @@ def run_command(args, out, err):
             out.write(schema_report(db, args.tables or None))
         return 0
     if args.command == "backup":
-        out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0))
+        out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0,
+                                                args.table))
         return 0
     live = not args.quiet and err.isatty()
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,

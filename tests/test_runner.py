@@ -806,6 +806,7 @@ class Backups(RunnerTestCase):
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("INSERT INTO users (name) VALUES ('only in the wal')")
         dest = os.path.join(self.tmp, "copy.db")
+        open(dest, "wb").close()  # backup() makes the file, with the database's permissions
         sqlmigrate._copy_under_write_lock(conn, dest)
         self.check_copy(dest, "3")
         copy = sqlite3.connect(dest)
