@@ -602,27 +602,45 @@ def discover(directory):
 # --- Connections and transactions -------------------------------------------
 
 def _uri(path, mode):
-    path = os.path.abspath(path).replace(os.sep, "/")
+    """The URI naming the very file sqlite3.connect(path) opens."""
+    # Not os.path.abspath: it folds "link/.." away as text, while the system
+    # (and so sqlite3.connect) resolves the symlink first: another file.
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    path = path.replace(os.sep, "/")
+    # In a URI's path these three are syntax; everything else is literal.
     for char, escaped in (("%", "%25"), ("?", "%3F"), ("#", "%23")):
         path = path.replace(char, escaped)
-    return "file:%s%s?mode=%s" % ("/" if not path.startswith("/") else "", path, mode)
+    # "file://" and an empty authority before the path: a path that itself
+    # starts with "//" would otherwise be read as an authority and refused.
+    return "file://%s%s?mode=%s" % ("/" if not path.startswith("/") else "", path, mode)
+
+
+_NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                      (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def _database_exists(path):
     """Whether the file exists; a path in a missing directory, or naming a
-    directory, is an error.  One stat() when the file is there: this runs on
-    every start-up."""
+    directory or anything else that is not a regular file, is an error.  One
+    stat() when the file is there: this runs on every start-up."""
     try:
-        is_directory = stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise RequestError("cannot open database %s: directory %s does not exist"
                                % (path, directory))
         return False
-    if is_directory:
+    if stat.S_ISREG(mode):
+        return True
+    if stat.S_ISDIR(mode):
         raise RequestError("%s is a directory, not a database file (check --db)" % path)
-    return True
+    # Refused before any open: opening a FIFO blocks until a writer comes,
+    # and SQLite would create "<device>-journal" next to a device.
+    kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), "a special file")
+    raise RequestError("%s is %s, not a regular file: --db must name an SQLite database "
+                       "file" % (path, kind))
 
 
 def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):

@@ -1,0 +1,116 @@
+"""Odd inputs (SPEC section 7): a crashed writer's hot journal, paths that are
+not regular files, odd but valid path names, a table of another shape where
+the history goes, and descriptions or file names just outside the rules.
+
+Each ends in one clear line, the right exit status and an unchanged
+database; every case runs the CLI as a real subprocess on real files.
+"""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import unittest
+
+from tests.support import file_sha256
+from tests.test_cli import CLITestCase
+
+# Starts a write transaction on the database named in argv[1] that touches
+# far more pages than its 2-page cache holds, so SQLite spills changed pages
+# into the database file itself (the journal is synced first); then waits to
+# be killed, leaving a hot journal behind.
+HALF_WRITER = (
+    "import sqlite3, sys, time\n"
+    "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "conn.execute('PRAGMA cache_size = 2')\n"
+    "conn.execute('BEGIN IMMEDIATE')\n"
+    "conn.execute('UPDATE payload SET data = randomblob(1000)')\n"
+    "print('written', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+class NotARegularFileTests(CLITestCase):
+    """--db naming a FIFO or a device: refused before anything opens it (a
+    FIFO would block the open forever; SQLite would put a journal next to a
+    device)."""
+
+    COMMANDS = (("status",), ("up",), ("down",), ("verify",), ("schema",), ("backup",),
+                ("mark", "1"), ("up", "--dry-run"))
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+
+    def assert_refused(self, path):
+        for command in self.COMMANDS:
+            with self.subTest(command=command):
+                self.assert_error(self.cli("--db", path, *command, timeout=20), 2, path,
+                                  "not a regular file")
+
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "no FIFOs here")
+    def test_a_fifo_as_the_database_is_refused_without_opening_it(self):
+        fifo = os.path.join(self.tmp, "app.fifo")
+        os.mkfifo(fifo)
+        self.assert_refused(fifo)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["app.fifo", "migrations"])
+
+    @unittest.skipUnless(os.path.exists("/dev/null"), "no /dev/null here")
+    def test_a_character_device_as_the_database_is_refused_and_gets_no_journal(self):
+        had_journal = os.path.exists("/dev/null-journal")
+        if not had_journal:
+            self.addCleanup(lambda: os.path.exists("/dev/null-journal")
+                            and os.remove("/dev/null-journal"))
+        self.assert_refused("/dev/null")
+        self.assertEqual(os.path.exists("/dev/null-journal"), had_journal)
+
+
+class OddPathNameTests(CLITestCase):
+    """Any path sqlite3.connect opens, sqlmigrate opens: the same file."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+
+    def assert_same_file_as_sqlite3(self, db):
+        """`up` and `status` with --db `db` (relative to self.tmp), then
+        sqlite3.connect(db) finds the migration applied."""
+        before = sorted(os.listdir(self.tmp))
+        self.run_ok("--db", db, "up", cwd=self.tmp)
+        self.run_ok("--db", db, "status", cwd=self.tmp)
+        conn = sqlite3.connect(os.path.join(self.tmp, db))
+        try:
+            self.assertEqual(conn.execute("SELECT value FROM metadata WHERE key = "
+                                          "'schema_version'").fetchone(), ("1",))
+        finally:
+            conn.close()
+        return before
+
+    def test_a_path_with_a_leading_double_slash_opens(self):
+        self.assertTrue(self.db.startswith("/"))
+        self.assert_same_file_as_sqlite3("/" + self.db)
+        self.assertEqual(self.schema_version(self.db), "1")
+
+    def test_uri_characters_in_file_names_are_taken_literally(self):
+        for name in ("a?b.db", "a#b.db", "a%41b.db", "a%.db", "a%2fb.db", "mode=ro&x.db",
+                     "sp ace.db", "\u65e5\u672c.db"):
+            with self.subTest(name=name):
+                before = self.assert_same_file_as_sqlite3(name)
+                self.assertEqual(sorted(os.listdir(self.tmp)), sorted(before + [name]),
+                                 "not exactly one new file, named %r" % name)
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "no symlinks here")
+    def test_dot_dot_after_a_symlink_is_resolved_by_the_system_as_sqlite3_does(self):
+        real = os.path.join(self.tmp, "real", "sub")
+        os.makedirs(real)
+        os.symlink(real, os.path.join(self.tmp, "link"))
+        self.assert_same_file_as_sqlite3(os.path.join("link", "..", "x.db"))
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "real", "x.db")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.db")),
+                         "sqlmigrate wrote to another file than sqlite3.connect opens")
+
+
+if __name__ == "__main__":
+    unittest.main()
