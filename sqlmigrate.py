@@ -652,10 +652,62 @@ def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     if not _database_exists(path) and mode != "rwc":
         raise MigrationError("database %s does not exist" % path)
     try:
-        return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
                                isolation_level=None)
     except sqlite3.Error as e:
         raise MigrationError("cannot open database %s: %s" % (path, e))
+    if mode == "ro" and _has_hot_journal(conn, path):
+        conn.close()
+        _roll_back_hot_journal(path, busy_timeout)
+        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+    return conn
+
+
+def _has_hot_journal(conn, path):
+    """Whether a read-only connection cannot read `path` because a crashed
+    writer left a hot journal, which only a read-write connection may roll
+    back.  Costs one stat() unless a journal file is there."""
+    try:
+        if os.stat(path + "-journal").st_size == 0:
+            return False  # an empty (truncated) journal is never hot
+    except OSError:
+        return False
+    try:
+        # Reading page 1 takes the shared lock, where SQLite checks the journal.
+        _query(conn, "PRAGMA schema_version")
+    except sqlite3.Error as e:
+        if _is_read_only_error(e):
+            return True
+        conn.close()
+        raise explain_sqlite_error(e, path)
+    return False
+
+
+def _roll_back_hot_journal(path, busy_timeout):
+    """Let SQLite roll the hot journal back as any read-write open would:
+    mode=rw never creates a file, and the read below writes nothing else."""
+    journal = path + "-journal"
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = MigrationError(
+        "database %s has a hot journal (%s) left by a crashed process, and this read-only "
+        "command cannot roll it back without write permission on both files and their "
+        "directory: run `up` (or any write command) with that permission, or open the "
+        "database read-write once, to roll it back" % (path, journal))
+    if not all(os.access(p, os.W_OK) for p in (path, journal, directory)):
+        raise problem
+    try:
+        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+        try:
+            _query(conn, "PRAGMA schema_version")
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        if _is_read_only_error(e):
+            raise problem
+        raise explain_sqlite_error(e, path)
+    log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
 
 
 @contextmanager
@@ -782,6 +834,16 @@ def explain_sqlite_error(error, path):
     """A sqlite3 error as a MigrationError a person can act on."""
     where = path if path else "the database"
     return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+
+
+def _is_read_only_error(error):
+    """SQLITE_READONLY and its extended codes (SQLITE_READONLY_ROLLBACK: a hot
+    journal met read-only); Python before 3.11 gives only the message."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 8
+    message = str(error)
+    return "readonly" in message or "read-only" in message
 
 
 def database_problem(error, path):

@@ -32,6 +32,82 @@ HALF_WRITER = (
 )
 
 
+class HotJournalTests(CLITestCase):
+    """Rollback-journal mode: a process killed mid-transaction leaves
+    `app.db-journal`, which the next read-write open rolls back."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+        self.apply()
+        conn = self.connect()
+        conn.execute("CREATE TABLE payload (data BLOB)")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO payload VALUES (randomblob(1000))",
+                         [()] * 400)
+        conn.execute("COMMIT")
+        conn.close()
+        self.journal = self.db + "-journal"
+
+    def crash_mid_transaction(self):
+        """kill -9 a writer whose changes reached the database file; returns
+        the committed content's sha (what a rollback must restore)."""
+        committed = self.sha()
+        writer = subprocess.Popen([sys.executable, "-c", HALF_WRITER, self.db],
+                                  stdout=subprocess.PIPE)
+        self.addCleanup(writer.stdout.close)
+        self.assertEqual(writer.stdout.readline().strip(), b"written")
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        self.assertTrue(os.path.exists(self.journal), "the crash left no journal")
+        self.assertNotEqual(self.sha(), committed, "the crash did not reach the database file")
+        return committed
+
+    def rolled_back_by_sqlite(self):
+        """The bytes a plain read-write sqlite3 open makes of the crashed
+        database and its journal, worked out on copies of both."""
+        side = os.path.join(self.tmp, "side")
+        os.mkdir(side)
+        shutil.copy(self.db, side)
+        shutil.copy(self.journal, side)
+        copy = os.path.join(side, os.path.basename(self.db))
+        conn = sqlite3.connect(copy)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        conn.close()
+        self.assertFalse(os.path.exists(copy + "-journal"))
+        expected = file_sha256(copy)
+        shutil.rmtree(side)
+        return expected
+
+    def test_read_only_commands_roll_back_a_hot_journal_as_a_read_write_open_would(self):
+        for command in (("status",), ("verify",), ("schema",), ("status", "--json")):
+            with self.subTest(command=command):
+                committed = self.crash_mid_transaction()
+                expected = self.rolled_back_by_sqlite()
+                before = sorted(os.listdir(self.tmp))
+                out, err = self.run_ok("--db", self.db, *command)
+                self.assertNotIn("read-only", err)
+                self.assertEqual(self.sha(), expected)
+                self.assertEqual(self.sha(), committed)
+                self.assertEqual(sorted(os.listdir(self.tmp)),
+                                 [n for n in before if n != "app.db-journal"],
+                                 "a file other than the journal appeared or went")
+
+    def test_hot_journal_on_a_read_only_file_is_named_with_what_to_do(self):
+        python = self.unprivileged_python()
+        self.crash_mid_transaction()
+        os.chmod(self.db, 0o444)
+        self.addCleanup(os.chmod, self.db, 0o644)
+        journal_before = file_sha256(self.journal)
+        for command in ("status", "verify", "schema"):
+            with self.subTest(command=command):
+                err = self.assert_bad_input(("--db", self.db, command), 1, self.db,
+                                            "hot journal", "crashed", "read-write",
+                                            python=python)
+                self.assertNotIn("check the file's", err)
+                self.assertEqual(file_sha256(self.journal), journal_before)
+
+
 class NotARegularFileTests(CLITestCase):
     """--db naming a FIFO or a device: refused before anything opens it (a
     FIFO would block the open forever; SQLite would put a journal next to a
