@@ -985,6 +985,10 @@ def _missing_table(error):
     return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
 
 
+def _missing_column(error):
+    return isinstance(error, sqlite3.OperationalError) and "no such column" in str(error)
+
+
 def read_state(conn, table):
     """The tracking state; one query on an established database."""
     metadata, history = quote_identifier(table), quote_identifier(table + "_migrations")
@@ -993,7 +997,7 @@ def read_state(conn, table):
                       "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
                       "duration_ms FROM %s" % (metadata, history))
     except sqlite3.OperationalError as e:
-        if not ("no such table" in str(e) or "no such column" in str(e)):
+        if not (_missing_table(e) or _missing_column(e)):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     version_rows = [row[1] for row in rows if row[0] is None]
@@ -1009,22 +1013,30 @@ def _read_state_step_by_step(conn, table):
         has_metadata = True
     except sqlite3.OperationalError as e:
         if not _missing_table(e):
-            if "no such column" in str(e):
+            if _missing_column(e):
                 raise MigrationError(
                     "table %r exists but is not a key/value metadata table (%s); "
                     "choose another tracking table with --table / table=" % (table, e))
             raise
         version_rows, has_metadata = [], False
-    records, has_history = {}, False
-    if has_metadata:
-        try:
-            for row in _query(conn, "SELECT version, name, checksum, applied_at, duration_ms "
-                              "FROM %s" % quote_identifier(table + "_migrations")):
-                records[row[0]] = row[1:]
+    records, has_history, history = {}, False, table + "_migrations"
+    try:
+        # Looked at even without a metadata table: an application's table of
+        # this name would otherwise break `up` after its first migration.
+        rows = _query(conn, "SELECT version, name, checksum, applied_at, duration_ms FROM %s%s"
+                      % (quote_identifier(history), "" if has_metadata else " LIMIT 0"))
+    except sqlite3.OperationalError as e:
+        if _missing_column(e):
+            raise MigrationError(
+                "table %r exists but is not the migration history that tracking table %r "
+                "keeps there (%s); choose another tracking table with --table / table="
+                % (history, table, e))
+        if not _missing_table(e):
+            raise
+    else:
+        if has_metadata:
+            records = dict((row[0], row[1:]) for row in rows)
             has_history = True
-        except sqlite3.OperationalError as e:
-            if not _missing_table(e):
-                raise
     return TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
 
 

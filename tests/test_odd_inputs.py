@@ -188,5 +188,38 @@ class OddPathNameTests(CLITestCase):
                          "sqlmigrate wrote to another file than sqlite3.connect opens")
 
 
+class HistoryTableOfAnotherShapeTests(CLITestCase):
+    """An application table named <table>_migrations, where the history goes."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+
+    def make_database(self, with_metadata):
+        conn = sqlite3.connect(self.db)
+        conn.execute("CREATE TABLE metadata_migrations (id INTEGER PRIMARY KEY, payload TEXT)")
+        conn.execute("INSERT INTO metadata_migrations (payload) VALUES ('the app''s own')")
+        if with_metadata:
+            conn.execute("CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT)")
+        conn.commit()
+        conn.close()
+
+    def test_history_table_of_another_shape_is_named_with_the_table_option(self):
+        for with_metadata in (False, True):
+            self.make_database(with_metadata)
+            for command in (("up",), ("status",), ("verify",), ("mark", "1"),
+                            ("up", "--dry-run")):
+                with self.subTest(with_metadata=with_metadata, command=command):
+                    err = self.assert_bad_input(("--db", self.db) + command, 1,
+                                                "metadata_migrations", "--table")
+                    self.assertNotIn("no such column", err.split(": ", 2)[-1][:20])
+            os.remove(self.db)
+
+    def test_another_table_option_works_beside_it(self):
+        self.make_database(True)
+        self.run_ok("--db", self.db, "--table", "schema_meta", "up")
+        self.assertIn("users", self.tables())
+
+
 if __name__ == "__main__":
     unittest.main()
