@@ -3451,19 +3451,43 @@ _SQL_TEMPLATE = """-- Migration {version}: {name}
 """
 
 
+# Longest description part of a new file's name: with any version and the
+# extension it stays within the 255 bytes most file systems allow a name.
+_MAX_SLUG = 200
+
+
 def new_migration(directory, description, sql=False):
     """Create the next numbered migration file from a template; return its path."""
+    # File names allow only a-z, 0-9 and hyphens (SPEC section 2): refuse
+    # other letters rather than drop them from the name without a word.
+    foreign = "".join(sorted(set(c for c in description if c.isalnum() and ord(c) > 127)))
+    if foreign:
+        raise RequestError("the description %r has letters or digits a migration file name "
+                           "cannot hold (%s): names use only a-z, 0-9 and hyphens; describe "
+                           "it with those, e.g. \"add user email\"" % (description, foreign))
     slug = _slug(description)
     if not slug:
-        raise RequestError("the description %r has no letters or digits" % description)
+        raise RequestError("the description %r has no letters or digits (a-z, 0-9) to name "
+                           "the file with" % description)
+    if len(slug) > _MAX_SLUG:
+        raise RequestError("the description is too long: %d characters in the file name, and "
+                           "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
     existing = discover(directory)
     width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
     version = existing[-1].version + 1 if existing else 1
     path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
     name = slug.replace("-", " ").capitalize()
     template = _SQL_TEMPLATE if sql else _PY_TEMPLATE
-    with open(path, "x") as f:
-        f.write(template.format(version="%0*d" % (width, version), name=name))
+    try:
+        f = open(path, "x")
+    except OSError as e:
+        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror))
+    try:
+        with f:
+            f.write(template.format(version="%0*d" % (width, version), name=name))
+    except OSError as e:
+        os.remove(path)  # a half-written template would be picked up as a migration
+        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror))
     return path
 
 

@@ -221,5 +221,32 @@ class HistoryTableOfAnotherShapeTests(CLITestCase):
         self.assertIn("users", self.tables())
 
 
+class NewMigrationNameTests(CLITestCase):
+
+    def test_a_too_long_description_is_a_bad_request_that_says_the_limit(self):
+        err = self.assert_error(self.cli("new", "a" * 300), 2, "too long", "200")
+        self.assertNotIn("Errno", err)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_the_longest_description_allowed_makes_a_file(self):
+        self.run_ok("new", "a" * 200, "--sql")
+        self.assertEqual(os.listdir(self.dir), ["001-%s.sql" % ("a" * 200)])
+
+    def test_an_unwritable_directory_fails_with_one_line(self):
+        python = self.unprivileged_python()
+        os.chmod(self.dir, 0o555)
+        self.addCleanup(os.chmod, self.dir, 0o755)
+        err = self.assert_error(self.cli("new", "add users", python=python), 1,
+                                os.path.join("migrations", "001-add-users.py"), "permission")
+        self.assertNotIn("Errno", err)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_a_description_without_ascii_letters_says_what_names_may_contain(self):
+        for description in ("\u65e5\u672c\u8a9e", "add caf\u00e9 table"):
+            with self.subTest(description=description):
+                self.assert_error(self.cli("new", description), 2, description, "a-z", "0-9")
+                self.assertEqual(os.listdir(self.dir), [])
+
+
 if __name__ == "__main__":
     unittest.main()
