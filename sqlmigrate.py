@@ -370,9 +370,11 @@ def _parse_filename(filename):
 
 def _filename_problem(filename):
     """Why `filename` breaks the naming rule."""
-    stem = filename.rsplit(".", 1)[0]
+    stem, extension = filename.rsplit(".", 1)
     digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
     example = "e.g. 001-initial-schema.py"
+    if extension not in ("py", "sql"):
+        return "use the lower-case extension .%s" % extension.lower()
     if not digits:
         return "the name must start with a version of at least 3 digits (%s)" % example
     if len(digits) < 3:
@@ -581,7 +583,10 @@ def discover(directory):
         raise RequestError("cannot read migration directory %s: %s" % (directory, e.strerror))
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
-        if is_dir or filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
+        # .SQL or .Py is flagged, not skipped: skipped, it would never run
+        # while `verify` says OK.
+        if is_dir or filename.startswith(("_", ".")) or \
+                not filename.lower().endswith((".py", ".sql")):
             continue
         parsed = _parse_filename(filename)
         if not parsed:

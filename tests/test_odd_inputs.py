@@ -248,5 +248,30 @@ class NewMigrationNameTests(CLITestCase):
                 self.assertEqual(os.listdir(self.dir), [])
 
 
+class FileExtensionCaseTests(CLITestCase):
+
+    def test_upper_case_extensions_are_flagged_not_ignored(self):
+        self.add_initial()
+        self.apply()
+        for filename in ("002-x.SQL", "002-x.Sql", "002-x.PY"):
+            with self.subTest(filename=filename):
+                path = self.write(filename, "-- migrate:up\nCREATE TABLE x (a);\n")
+                try:
+                    for command in ("verify", "up", "status"):
+                        self.assert_bad_input(("--db", self.db, command), 2, filename,
+                                              "lower-case")
+                finally:
+                    os.remove(path)
+        self.assertNotIn("x", self.tables())
+
+    def test_other_extensions_stay_ignored(self):
+        self.add_initial()
+        self.apply()
+        self.write("README.md", "# notes\n")
+        self.write("001-notes.sql.bak", "junk\n")
+        self.write("002-notes.txt", "junk\n")
+        self.run_ok("--db", self.db, "verify")
+
+
 if __name__ == "__main__":
     unittest.main()
