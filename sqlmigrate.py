@@ -377,9 +377,11 @@ def _parse_filename(filename):
 
 def _filename_problem(filename):
     """Why `filename` breaks the naming rule."""
-    stem = filename.rsplit(".", 1)[0]
+    stem, extension = filename.rsplit(".", 1)
     digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
     example = "e.g. 001-initial-schema.py"
+    if extension not in ("py", "sql"):
+        return "use the lower-case extension .%s" % extension.lower()
     if not digits:
         return "the name must start with a version of at least 3 digits (%s)" % example
     if len(digits) < 3:
@@ -654,7 +656,10 @@ def discover(directory):
         raise RequestError("cannot read migration directory %s: %s" % (directory, e.strerror))
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
-        if is_dir or filename.startswith(("_", ".")) or not filename.endswith((".py", ".sql")):
+        # .SQL or .Py is flagged, not skipped: skipped, it would never run
+        # while `verify` says OK.
+        if is_dir or filename.startswith(("_", ".")) or \
+                not filename.lower().endswith((".py", ".sql")):
             continue
         parsed = _parse_filename(filename)
         if not parsed:
@@ -675,27 +680,45 @@ def discover(directory):
 # --- Connections and transactions -------------------------------------------
 
 def _uri(path, mode):
-    path = os.path.abspath(path).replace(os.sep, "/")
+    """The URI naming the very file sqlite3.connect(path) opens."""
+    # Not os.path.abspath: it folds "link/.." away as text, while the system
+    # (and so sqlite3.connect) resolves the symlink first: another file.
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    path = path.replace(os.sep, "/")
+    # In a URI's path these three are syntax; everything else is literal.
     for char, escaped in (("%", "%25"), ("?", "%3F"), ("#", "%23")):
         path = path.replace(char, escaped)
-    return "file:%s%s?mode=%s" % ("/" if not path.startswith("/") else "", path, mode)
+    # "file://" and an empty authority before the path: a path that itself
+    # starts with "//" would otherwise be read as an authority and refused.
+    return "file://%s%s?mode=%s" % ("/" if not path.startswith("/") else "", path, mode)
+
+
+_NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                      (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def _database_exists(path):
     """Whether the file exists; a path in a missing directory, or naming a
-    directory, is an error.  One stat() when the file is there: this runs on
-    every start-up."""
+    directory or anything else that is not a regular file, is an error.  One
+    stat() when the file is there: this runs on every start-up."""
     try:
-        is_directory = stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise RequestError("cannot open database %s: directory %s does not exist"
                                % (path, directory))
         return False
-    if is_directory:
+    if stat.S_ISREG(mode):
+        return True
+    if stat.S_ISDIR(mode):
         raise RequestError("%s is a directory, not a database file (check --db)" % path)
-    return True
+    # Refused before any open: opening a FIFO blocks until a writer comes,
+    # and SQLite would create "<device>-journal" next to a device.
+    kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), "a special file")
+    raise RequestError("%s is %s, not a regular file: --db must name an SQLite database "
+                       "file" % (path, kind))
 
 
 def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
@@ -707,10 +730,62 @@ def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     if not _database_exists(path) and mode != "rwc":
         raise MigrationError("database %s does not exist" % path)
     try:
-        return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
                                isolation_level=None)
     except sqlite3.Error as e:
         raise MigrationError("cannot open database %s: %s" % (path, e))
+    if mode == "ro" and _has_hot_journal(conn, path):
+        conn.close()
+        _roll_back_hot_journal(path, busy_timeout)
+        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+    return conn
+
+
+def _has_hot_journal(conn, path):
+    """Whether a read-only connection cannot read `path` because a crashed
+    writer left a hot journal, which only a read-write connection may roll
+    back.  Costs one stat() unless a journal file is there."""
+    try:
+        if os.stat(path + "-journal").st_size == 0:
+            return False  # an empty (truncated) journal is never hot
+    except OSError:
+        return False
+    try:
+        # Reading page 1 takes the shared lock, where SQLite checks the journal.
+        _query(conn, "PRAGMA schema_version")
+    except sqlite3.Error as e:
+        if _is_read_only_error(e):
+            return True
+        conn.close()
+        raise explain_sqlite_error(e, path)
+    return False
+
+
+def _roll_back_hot_journal(path, busy_timeout):
+    """Let SQLite roll the hot journal back as any read-write open would:
+    mode=rw never creates a file, and the read below writes nothing else."""
+    journal = path + "-journal"
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = MigrationError(
+        "database %s has a hot journal (%s) left by a crashed process, and this read-only "
+        "command cannot roll it back without write permission on both files and their "
+        "directory: run `up` (or any write command) with that permission, or open the "
+        "database read-write once, to roll it back" % (path, journal))
+    if not all(os.access(p, os.W_OK) for p in (path, journal, directory)):
+        raise problem
+    try:
+        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+        try:
+            _query(conn, "PRAGMA schema_version")
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        if _is_read_only_error(e):
+            raise problem
+        raise explain_sqlite_error(e, path)
+    log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
 
 
 @contextmanager
@@ -847,6 +922,16 @@ def explain_sqlite_error(error, path):
     """A sqlite3 error as a MigrationError a person can act on."""
     where = path if path else "the database"
     return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+
+
+def _is_read_only_error(error):
+    """SQLITE_READONLY and its extended codes (SQLITE_READONLY_ROLLBACK: a hot
+    journal met read-only); Python before 3.11 gives only the message."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 8
+    message = str(error)
+    return "readonly" in message or "read-only" in message
 
 
 def database_problem(error, path):
@@ -1061,6 +1146,10 @@ def _missing_table(error):
     return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
 
 
+def _missing_column(error):
+    return isinstance(error, sqlite3.OperationalError) and "no such column" in str(error)
+
+
 def read_state(conn, table):
     """The tracking state; one query on an established database."""
     metadata, history = quote_identifier(table), quote_identifier(table + "_migrations")
@@ -1069,7 +1158,7 @@ def read_state(conn, table):
                       "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
                       "duration_ms FROM %s" % (metadata, history))
     except sqlite3.OperationalError as e:
-        if not ("no such table" in str(e) or "no such column" in str(e)):
+        if not (_missing_table(e) or _missing_column(e)):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     version_rows = [row[1] for row in rows if row[0] is None]
@@ -1085,22 +1174,30 @@ def _read_state_step_by_step(conn, table):
         has_metadata = True
     except sqlite3.OperationalError as e:
         if not _missing_table(e):
-            if "no such column" in str(e):
+            if _missing_column(e):
                 raise MigrationError(
                     "table %r exists but is not a key/value metadata table (%s); "
                     "choose another tracking table with --table / table=" % (table, e))
             raise
         version_rows, has_metadata = [], False
-    records, has_history = {}, False
-    if has_metadata:
-        try:
-            for row in _query(conn, "SELECT version, name, checksum, applied_at, duration_ms "
-                              "FROM %s" % quote_identifier(table + "_migrations")):
-                records[row[0]] = row[1:]
+    records, has_history, history = {}, False, table + "_migrations"
+    try:
+        # Looked at even without a metadata table: an application's table of
+        # this name would otherwise break `up` after its first migration.
+        rows = _query(conn, "SELECT version, name, checksum, applied_at, duration_ms FROM %s%s"
+                      % (quote_identifier(history), "" if has_metadata else " LIMIT 0"))
+    except sqlite3.OperationalError as e:
+        if _missing_column(e):
+            raise MigrationError(
+                "table %r exists but is not the migration history that tracking table %r "
+                "keeps there (%s); choose another tracking table with --table / table="
+                % (history, table, e))
+        if not _missing_table(e):
+            raise
+    else:
+        if has_metadata:
+            records = dict((row[0], row[1:]) for row in rows)
             has_history = True
-        except sqlite3.OperationalError as e:
-            if not _missing_table(e):
-                raise
     return TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
 
 
@@ -3966,19 +4063,43 @@ _SQL_TEMPLATE = """-- Migration {version}: {name}
 """
 
 
+# Longest description part of a new file's name: with any version and the
+# extension it stays within the 255 bytes most file systems allow a name.
+_MAX_SLUG = 200
+
+
 def new_migration(directory, description, sql=False):
     """Create the next numbered migration file from a template; return its path."""
+    # File names allow only a-z, 0-9 and hyphens (SPEC section 2): refuse
+    # other letters rather than drop them from the name without a word.
+    foreign = "".join(sorted(set(c for c in description if c.isalnum() and ord(c) > 127)))
+    if foreign:
+        raise RequestError("the description %r has letters or digits a migration file name "
+                           "cannot hold (%s): names use only a-z, 0-9 and hyphens; describe "
+                           "it with those, e.g. \"add user email\"" % (description, foreign))
     slug = _slug(description)
     if not slug:
-        raise RequestError("the description %r has no letters or digits" % description)
+        raise RequestError("the description %r has no letters or digits (a-z, 0-9) to name "
+                           "the file with" % description)
+    if len(slug) > _MAX_SLUG:
+        raise RequestError("the description is too long: %d characters in the file name, and "
+                           "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
     existing = discover(directory)
     width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
     version = existing[-1].version + 1 if existing else 1
     path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
     name = slug.replace("-", " ").capitalize()
     template = _SQL_TEMPLATE if sql else _PY_TEMPLATE
-    with open(path, "x") as f:
-        f.write(template.format(version="%0*d" % (width, version), name=name))
+    try:
+        f = open(path, "x")
+    except OSError as e:
+        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror))
+    try:
+        with f:
+            f.write(template.format(version="%0*d" % (width, version), name=name))
+    except OSError as e:
+        os.remove(path)  # a half-written template would be picked up as a migration
+        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror))
     return path
 
 
