@@ -2353,7 +2353,9 @@ def _refuse_deferred_foreign_keys(rebuild):
     KEY) - so we could report success for a COMMIT that then fails."""
     if not foreign_keys_enabled(rebuild.raw) or not rebuild.own_foreign_keys():
         return
-    deferred = bool(_query(rebuild.raw, "PRAGMA defer_foreign_keys")[0][0])
+    # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
+    rows = _query(rebuild.raw, "PRAGMA defer_foreign_keys")
+    deferred = bool(rows and rows[0][0])
     if not deferred:
         tokens = _code_tokens(rebuild.old.sql)
         deferred = any(_word(tokens, n) == "DEFERRABLE" and _word(tokens, n - 1) != "NOT"
