@@ -478,7 +478,8 @@ class Cases(object):
                            "would mean the table's rowid", sqlmigrate.drop_column,
                            self.conn, "t", "rowid")
         sqlmigrate.drop_column(self.conn, "t", "c")
-        self.assertEqual(self.rows("SELECT _rowid_, * FROM t"), [(1, 1, 5), (2, 1, -5)])
+        self.assertEqual(self.rows("SELECT _rowid_, * FROM t ORDER BY _rowid_"),
+                         [(1, 1, 5), (2, 1, -5)])
         self.assertHealthy()
 
     # -- foreign keys --------------------------------------------------------
