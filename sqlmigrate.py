@@ -2176,40 +2176,135 @@ _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE
 _SCHEMAS = (("main", "sqlite_master"), ("temp", "sqlite_temp_master"))
 
 
-def _column_refs(tokens, start, end, skip=()):
+# SQLite's reserved words: written bare they are never a name (a column so
+# named must be quoted), so `t(a DESC)` or `WHERE a IS NOT NULL` never uses a
+# column called "where" or "null".  The keywords SQLite also accepts as names
+# (DESC, KEY, END, ...) are in _KEYWORD_NAMES below.
+_RESERVED = frozenset((
+    "ADD", "ALL", "ALTER", "AND", "AS", "AUTOINCREMENT", "BETWEEN", "CASE", "CHECK",
+    "COLLATE", "COMMIT", "CONSTRAINT", "CREATE", "DEFAULT", "DEFERRABLE", "DELETE",
+    "DISTINCT", "DROP", "ELSE", "ESCAPE", "EXCEPT", "EXISTS", "FOREIGN", "FROM", "GROUP",
+    "HAVING", "IN", "INDEX", "INSERT", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN", "LIMIT",
+    "NOT", "NOTHING", "NOTNULL", "NULL", "ON", "OR", "ORDER", "PRIMARY", "REFERENCES",
+    "RETURNING", "SELECT", "SET", "TABLE", "THEN", "TO", "TRANSACTION", "UNION", "UNIQUE",
+    "UPDATE", "USING", "VALUES", "WHEN", "WHERE"))
+# Keywords SQLite also takes as names ("fallback" words).  Where an operand
+# may stand they may be a column; right after an operand they are keywords.
+_KEYWORD_NAMES = frozenset((
+    "ABORT", "ACTION", "AFTER", "ALWAYS", "ANALYZE", "ASC", "ATTACH", "BEFORE", "BEGIN", "BY",
+    "CASCADE", "CAST", "COLUMN", "CONFLICT", "CURRENT", "DATABASE", "DEFERRED", "DESC",
+    "DETACH", "DO", "EACH", "END", "EXCLUDE", "EXCLUSIVE", "EXPLAIN", "FAIL", "FILTER",
+    "FIRST", "FOLLOWING", "FOR", "GENERATED", "GLOB", "GROUPS", "IF", "IGNORE", "IMMEDIATE",
+    "INITIALLY", "INSTEAD", "KEY", "LAST", "LIKE", "MATCH", "MATERIALIZED", "NO", "NULLS",
+    "OF", "OFFSET", "OTHERS", "OVER", "PARTITION", "PLAN", "PRAGMA", "PRECEDING", "QUERY",
+    "RAISE", "RANGE", "RECURSIVE", "REGEXP", "REINDEX", "RELEASE", "RENAME", "REPLACE",
+    "RESTRICT", "ROLLBACK", "ROW", "ROWS", "SAVEPOINT", "TEMP", "TEMPORARY", "TIES",
+    "TRIGGER", "UNBOUNDED", "VACUUM", "VIEW", "VIRTUAL", "WINDOW", "WITH", "WITHOUT"))
+# Keywords that are whole operands (a NULL, the time now).
+_VALUE_WORDS = ("NULL", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP")
+# After an operand, these close it (`a DESC`, `CASE ... END`): what follows is
+# still "after an operand" (NULLS LAST, an alias).
+_CLOSING_WORDS = ("ASC", "DESC", "END", "NULLS", "FIRST", "LAST")
+# A '(' after one of these opens a list of this table's column names (table
+# constraints, an upsert target), where SQLite reads a 'string' as a name.
+_NAME_LIST_AFTER = ("KEY", "UNIQUE", "CONFLICT")
+
+
+def _column_refs(tokens, start, end, skip=(), name_lists=(), whole_list=False):
     """Indexes of tokens in [start, end) that may name a column: identifiers
     that are not a function name, a qualifier (t.col), a table, alias, type
-    or collation name, or the x of a blob literal x'00'.  Errs on the side
-    of "may": callers use it to refuse, or to rename inside one table."""
+    or collation name, a keyword, or the x of a blob literal x'00'; and the
+    'strings' SQLite reads as names: an entry of a column-name list (INSERT
+    INTO t(a, 'b'), an index's columns, UNIQUE (...)) or the target of SET
+    'b' = ....  name_lists: indexes of '(' that open such a list; whole_list:
+    [start, end) is one.  Errs on the side of "may": callers use it to
+    refuse, or to rename inside one table."""
     sig = _significant(tokens, start, end)
-    refs = []
+    refs, lists = [], [whole_list]
+    # Whether the previous token ended an operand: a bare word after one is a
+    # keyword or an alias (`a DESC`, `SELECT a b`), not a column.
+    operand_end = False
     for n, i in enumerate(sig):
         kind, text = tokens[i]
-        if i in skip or kind not in ("ident", "word"):
-            continue
-        if kind == "word" and not (text[0].isalpha() or text[0] == "_" or ord(text[0]) > 127):
-            continue  # a number
         after = tokens[sig[n + 1]] if n + 1 < len(sig) else (None, None)
         before = tokens[sig[n - 1]] if n > 0 else (None, None)
+        before_word = before[1].upper() if before[0] == "word" else None
+        if kind == "punct":
+            if text == "(":
+                lists.append(i in name_lists or before_word in _NAME_LIST_AFTER
+                             or _after_insert_target(tokens, sig, n))
+            elif text == ")" and len(lists) > 1:
+                lists.pop()
+            operand_end = text == ")"
+            continue
+        if kind == "word":
+            word = text.upper()
+            if not (text[0].isalpha() or text[0] == "_" or ord(text[0]) > 127):
+                operand_end = True  # a number
+                continue
+            if word in _RESERVED:
+                operand_end = word in _VALUE_WORDS
+                continue
+            if word == "OF" and before_word == "UPDATE":
+                operand_end = False  # a trigger's UPDATE OF column list follows
+                continue
+        was_operand_end, operand_end = operand_end, True
+        if i in skip or kind not in ("ident", "word", "string"):
+            continue
         if after[0] == "punct" and after[1] in ("(", "."):
             continue
-        if before[0] == "word" and before[1].upper() in _NOT_A_COLUMN_AFTER:
+        if before_word in _NOT_A_COLUMN_AFTER:
             continue
-        if kind == "word" and text.lower() == "x" and i + 1 < len(tokens) \
-                and tokens[i + 1][0] == "string":
+        if kind == "string":
+            entry = lists[-1] and before in (("punct", "("), ("punct", ","), (None, None)) and (
+                after in (("punct", ","), ("punct", ")"), (None, None))
+                or (after[0] == "word" and after[1].upper() in ("COLLATE", "ASC", "DESC")))
+            target = after == ("punct", "=") and (before_word == "SET"
+                                                  or before == ("punct", ","))
+            if entry or target:
+                refs.append(i)
             continue
+        if kind == "ident":
+            if not was_operand_end:
+                refs.append(i)
+            continue
+        if word == "X" and i + 1 < len(tokens) and tokens[i + 1][0] == "string":
+            continue  # a blob literal x'00'
+        if was_operand_end:
+            # A keyword after an operand (a DESC, a LIKE b) or an alias.
+            operand_end = word in _CLOSING_WORDS or word not in _KEYWORD_NAMES
+            continue
+        if word in _KEYWORD_NAMES:
+            # Where an operand may stand a keyword-name may be a column, but
+            # is more likely a keyword: what follows is not after an operand.
+            operand_end = False
+            if before_word == "NOT" or (word == "END" and before == ("punct", ";")):
+                continue  # NOT LIKE, a trigger's closing END
         refs.append(i)
     return refs
 
 
-def _mentions(tokens, start, end, keys, skip=()):
+def _after_insert_target(tokens, sig, n):
+    """Whether the '(' at sig[n] follows INTO name / INTO schema.name: an
+    INSERT's column list."""
+    k = n - 1
+    if k >= 2 and tokens[sig[k - 1]] == ("punct", "."):
+        k -= 2
+    return k >= 1 and tokens[sig[k]][0] in ("word", "ident", "string") \
+        and _word(tokens, sig[k - 1]) == "INTO"
+
+
+def _mentions(tokens, start, end, keys, skip=(), name_lists=(), whole_list=False):
     """The subset of `keys` that tokens[start:end] may use as column names."""
-    found = set(_key(_unquote(tokens[i][1])) for i in _column_refs(tokens, start, end, skip))
+    found = set(_key(_unquote(tokens[i][1]))
+                for i in _column_refs(tokens, start, end, skip, name_lists, whole_list))
     return [k for k in keys if k in found]
 
 
 def _names_in(sql):
-    return set(_key(_unquote(text)) for kind, text in tokenize(sql) if kind in ("ident", "word"))
+    # 'strings' too: SQLite takes FROM 't' or INSERT INTO 'T T' as table names.
+    return set(_key(_unquote(text)) for kind, text in tokenize(sql)
+               if kind in ("ident", "word", "string"))
 
 
 class _Item(object):
@@ -2351,6 +2446,8 @@ class _Rebuild(object):
         columns = _read_columns(raw, [self.name])[self.name]
         _check_parsed_columns(self.old, columns, self.quoted)
         self.pk_keys = set(_key(row[1]) for row in columns if row[5])
+        # hidden 2 and 3: generated columns, which INSERT ... VALUES skips
+        self.generated_keys = set(_key(row[1]) for row in columns if row[6] in (2, 3))
         self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                    "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
                                    "ORDER BY rowid", (self.name,))
@@ -2438,7 +2535,10 @@ def _uses(kind, sql, keys):
     """Which of `keys` (column keys) a schema object's SQL may use."""
     tokens = tokenize(sql)
     skip = _trigger_name_tokens(tokens) if kind == "trigger" else ()
-    return _mentions(tokens, _body_start(tokens, kind), len(tokens), keys, skip)
+    start = _body_start(tokens, kind)
+    # An index's column list is a list of names: ON t('b') indexes column b.
+    return _mentions(tokens, start, len(tokens), keys, skip,
+                     name_lists=(start,) if kind == "index" else ())
 
 
 def _describe(kind, schema, name):
@@ -2542,7 +2642,7 @@ def _check_own_constraints(rebuild, key):
                 continue
             if item is column and kind == "expr":
                 continue  # its own CHECK goes with it
-            if key in _mentions(old.tokens, lo, hi, [key]):
+            if key in _mentions(old.tokens, lo, hi, [key], whole_list=kind == "list"):
                 what = ("column %s" % item.name) if item.name is not None else \
                     "constraint %s" % " ".join(old.text(item.first, item.end).split())
                 raise MigrationError(refuse % ("%s needs it; change that with "
@@ -2575,8 +2675,61 @@ def _check_dependents(rebuild):
             if _uses(kind, sql, [key]):
                 raise MigrationError(refuse % ("%s uses it; drop or change the %s first"
                                                % (_describe(kind, schema, other), kind)))
+    if [k for k in rebuild.dropped if k not in rebuild.generated_keys] or (
+            rebuild.create_sql is not None and len(rebuild.mapping) != len(old.columns)):
+        # INSERT INTO t VALUES (...) lists a value per column: once the table
+        # has another number of columns the trigger fails at every firing.
+        for schema, kind, other, sql in [(schema, "trigger", trigger, sql) for schema, trigger, sql
+                                         in rebuild.triggers] + rebuild.others:
+            if kind == "trigger" and _inserts_without_column_list(sql, rebuild.key):
+                raise MigrationError(
+                    "cannot change the columns of table %s: %s inserts into it without a "
+                    "column list (INSERT INTO %s VALUES ...), which would no longer match; "
+                    "name the columns in the trigger first; nothing was changed"
+                    % (rebuild.name, _describe("trigger", schema, other), rebuild.name))
     rebuild.dropped_indexes = [(index, sql) for index, sql in rebuild.indexes
                                if _uses("index", sql, rebuild.dropped)]
+    _check_rowid_names(rebuild)
+
+
+def _check_rowid_names(rebuild):
+    """A dropped column named rowid, oid or _rowid_ leaves its name to the
+    table's rowid: an index that used the column would silently index (or,
+    partial or UNIQUE, filter on) the rowid instead, as SQLite's own DROP
+    COLUMN leaves it; refuse rather than drop or change it."""
+    if not rebuild.old.rowid:
+        return
+    kept = set(_key(new) for new, _ in rebuild.mapping)
+    for key in rebuild.dropped:
+        if key not in _ROWID_NAMES or key in kept:
+            continue
+        for index, sql in rebuild.dropped_indexes:
+            if _uses("index", sql, [key]):
+                raise MigrationError(
+                    "cannot drop column %s of table %s: index %s uses it, and without the "
+                    "column the name %s there would mean the table's rowid; drop the index "
+                    "first; nothing was changed" % (rebuild.old.column(key).name, rebuild.name,
+                                                    index, rebuild.old.column(key).name))
+
+
+def _inserts_without_column_list(sql, key):
+    """Whether a trigger's SQL has INSERT/REPLACE INTO <table `key`> followed
+    by VALUES or SELECT rather than a column list (or DEFAULT VALUES)."""
+    tokens = _code_tokens(sql)
+    for n in range(len(tokens) - 1):
+        if _word(tokens, n) != "INTO":
+            continue
+        m = n + 1
+        if m + 2 < len(tokens) and tokens[m + 1] == ("punct", "."):
+            m += 2  # schema.table
+        if tokens[m][0] not in ("word", "ident", "string") or _key(_unquote(tokens[m][1])) != key:
+            continue
+        m += 1
+        following = tokens[m] if m < len(tokens) else (None, None)
+        if following != ("punct", "(") and _word(tokens, m if m < len(tokens) else None) \
+                != "DEFAULT":
+            return True
+    return False
 
 
 def _check_copy_renames(rebuild):
@@ -2620,11 +2773,12 @@ def _edited_create_sql(rebuild, temp_name):
         for item in old.items:
             for kind, lo, hi, parent in old.groups(item):
                 if kind != "ref" or parent == rebuild.key:
-                    indexes += _column_refs(old.tokens, lo, hi)
+                    indexes += _column_refs(old.tokens, lo, hi, whole_list=kind != "expr")
         sql = "".join(t for _, t in _rename_tokens(old.tokens, indexes, rebuild.renamed))
     for key in rebuild.dropped:
         sql = _cut_column(_CreateTable(sql, "table %s" % rebuild.name), key)
-    return _renamed_table_sql(_CreateTable(sql, "table %s" % rebuild.name), temp_name)
+    return _renamed_table_sql(_without_own_qualifiers(
+        _CreateTable(sql, "table %s" % rebuild.name), rebuild.key), temp_name)
 
 
 def _cut_column(parsed, key):
@@ -2639,6 +2793,30 @@ def _cut_column(parsed, key):
     return "".join(t for i, (_, t) in enumerate(tokens) if i not in cut)
 
 
+def _without_own_qualifiers(parsed, key):
+    """The CREATE TABLE text with `table.` taken off the column names in its
+    CHECK and generated-column expressions (`CHECK (t.a > 0)`): the copy is
+    created under a temporary name, where t.a names no table (same meaning,
+    one word less than SQLite's own DROP COLUMN keeps)."""
+    tokens, cut = parsed.tokens, set()
+    for item in parsed.items:
+        for kind, lo, hi, _ in parsed.groups(item):
+            if kind != "expr":
+                continue
+            sig = _significant(tokens, lo, hi)
+            for n in range(len(sig) - 2):
+                i = sig[n]
+                if tokens[i][0] in ("word", "ident", "string") and \
+                        _key(_unquote(tokens[i][1])) == key and \
+                        tokens[sig[n + 1]] == ("punct", ".") and \
+                        (n == 0 or tokens[sig[n - 1]] != ("punct", ".")):
+                    cut.update(range(i, sig[n + 2]))
+    if not cut:
+        return parsed
+    return _CreateTable("".join(t for i, (_, t) in enumerate(tokens) if i not in cut),
+                        "the new table")
+
+
 def _renamed_table_sql(parsed, name):
     tokens = parsed.tokens
     return "".join(t for _, t in tokens[:parsed.name_start]) + quote_identifier(name) + \
@@ -2649,7 +2827,8 @@ def _renamed_index_sql(sql, renamed):
     if not renamed:
         return sql
     tokens = tokenize(sql)
-    refs = _column_refs(tokens, _body_start(tokens, "index"), len(tokens))
+    start = _body_start(tokens, "index")
+    refs = _column_refs(tokens, start, len(tokens), name_lists=(start,))
     return "".join(t for _, t in _rename_tokens(tokens, refs, renamed))
 
 
@@ -2706,6 +2885,32 @@ def _refuse_foreign_key_actions(rebuild):
             % (rebuild.name, ", ".join(referencing)))
 
 
+def _refuse_deferred_foreign_keys(rebuild):
+    """Foreign keys on inside the caller's transaction, and the table has a
+    deferred foreign key (DEFERRABLE INITIALLY DEFERRED, or all of them under
+    PRAGMA defer_foreign_keys): copying its rows moves SQLite's count of
+    deferred violations, which only the caller's COMMIT reads - and SQLite
+    counts some valid rows too (a REAL column referencing an INTEGER PRIMARY
+    KEY) - so we could report success for a COMMIT that then fails."""
+    if not foreign_keys_enabled(rebuild.raw) or not rebuild.own_foreign_keys():
+        return
+    # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
+    rows = _query(rebuild.raw, "PRAGMA defer_foreign_keys")
+    deferred = bool(rows and rows[0][0])
+    if not deferred:
+        tokens = _code_tokens(rebuild.old.sql)
+        deferred = any(_word(tokens, n) == "DEFERRABLE" and _word(tokens, n - 1) != "NOT"
+                       and _word(tokens, n + 1) == "INITIALLY" and _word(tokens, n + 2) ==
+                       "DEFERRED" for n in range(1, len(tokens) - 2))
+    if deferred:
+        raise MigrationError(
+            "cannot rebuild table %s inside your transaction while foreign keys are on: its "
+            "foreign keys are deferred, and copying its rows would leave SQLite's count of "
+            "deferred violations for your COMMIT to trip on; call it outside a transaction "
+            "(it switches foreign keys off itself) or set PRAGMA foreign_keys = OFF before "
+            "BEGIN; nothing was changed" % rebuild.name)
+
+
 def _native(rebuild, dropped):
     """SQLite's own RENAME COLUMN (3.25) and DROP COLUMN (3.35.5): no copy,
     no file growth.  Indexes on a dropped column must go first."""
@@ -2730,7 +2935,8 @@ def _copy(rebuild):
     temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
     temp_quoted = "main." + quote_identifier(temp_name)
     if rebuild.create_sql is not None:
-        create = _renamed_table_sql(_CreateTable(rebuild.create_sql, "create_sql"), temp_name)
+        create = _renamed_table_sql(_without_own_qualifiers(
+            _CreateTable(rebuild.create_sql, "create_sql"), rebuild.key), temp_name)
     else:
         create = _edited_create_sql(rebuild, temp_name)
     sequence = _autoincrement_counter(raw, rebuild.name)
@@ -2934,6 +3140,7 @@ def _run_rebuild(conn, raw, table, drop, rename, create_sql):
         _plan(rebuild, drop, {}, create_sql)
         rebuild.renamed_natively = renamed
     _check_copy_renames(rebuild)
+    _refuse_deferred_foreign_keys(rebuild)
     rows = _copy(rebuild)
     _check_views(rebuild)
     _log_changes(rebuild, "copied", rows)
