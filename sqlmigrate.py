@@ -18,7 +18,11 @@ and SQLite 3.7.17+.  Usage::
     # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
 """
 
+import hashlib
+import json
+import logging
 import os
+import re
 import sqlite3
 import stat
 import sys
@@ -28,13 +32,12 @@ from contextlib import contextmanager
 __version__ = "0.1.0"
 __all__ = [
     "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "backup",
-    "connect", "transaction", "quote_identifier", "split_sql",
     "reconcile", "merge_json_defaults", "schema_report", "schema_info",
-    "rebuild_table", "drop_column",
+    "rebuild_table", "drop_column", "main",
 ]
 
-DEFAULT_TABLE = "metadata"
-DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
+_DEFAULT_TABLE = "metadata"
+_DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
 
 
 class MigrationError(Exception):
@@ -46,74 +49,34 @@ class RequestError(MigrationError):
     arguments): nothing was tried.  The CLI exits with status 2 for these."""
 
 
-# --- Logging: logging.getLogger("sqlmigrate"), imported at the first message --
-
-class _DeferredLogger(object):
-    """logging.getLogger(name), with `logging` imported at the first message:
-    that import (with `re`, which it needs) costs more than importing sqlite3,
-    and a start-up with nothing to do logs nothing."""
-
-    def __init__(self, name):
-        self._name = name
-
-    def __getattr__(self, attribute):
-        value = getattr(_logging().getLogger(self._name), attribute)
-        setattr(self, attribute, value)  # later calls do not come here
-        return value
-
-
-def _logging():
-    """The logging module, once the set-up steps waiting for it have run."""
-    global _logging_module
-    if _logging_module is None:
-        import logging
-        while _LOG_SETUP:
-            try:
-                set_up = _LOG_SETUP.pop(0)
-            except IndexError:  # another thread took the last one
-                break
-            set_up(logging)
-        _logging_module = logging
-    return _logging_module
-
-
-def _at_first_message(set_up):
-    """Run set_up(logging) when logging is first needed, or now if it has been."""
-    if _logging_module is None:
-        _LOG_SETUP.append(set_up)
-    else:
-        set_up(_logging_module)
-
-
-_logging_module = None
+_log = logging.getLogger("sqlmigrate")
 # A library's logger gets a NullHandler, so an application that configures no
 # logging sees no "last resort" output from us.
-_LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging.NullHandler())]
-log = _DeferredLogger("sqlmigrate")
+_log.addHandler(logging.NullHandler())
 # One line per applied migration; the CLI prints those as results instead.
-_runner_log = _DeferredLogger("sqlmigrate.runner")
+_runner_log = logging.getLogger("sqlmigrate.runner")
 
 
 # --- Compatibility shims ---------------------------------------------------
 # Every version-dependent branch in the module reads one of these names.
 
-SQLITE_VERSION = sqlite3.sqlite_version_info
+_SQLITE_VERSION = sqlite3.sqlite_version_info
 # Connection.backup() arrived in Python 3.7; 3.6 gets a locked file copy.
-HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
-# Python 3.12 added Connection.autocommit; LEGACY_TRANSACTION_CONTROL is its
+_HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
+# Python 3.12 added Connection.autocommit; _LEGACY_TRANSACTION_CONTROL is its
 # default, under which isolation_level rules (as on 3.6 to 3.11).
-LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+_LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "_LEGACY_TRANSACTION_CONTROL", -1)
 # pragma_table_info() as a table-valued function: SQLite 3.16.
-HAS_PRAGMA_FUNCTIONS = SQLITE_VERSION >= (3, 16, 0)
+_HAS_PRAGMA_FUNCTIONS = _SQLITE_VERSION >= (3, 16, 0)
 # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
-HAS_RENAME_COLUMN = SQLITE_VERSION >= (3, 25, 0)
-HAS_DROP_COLUMN = SQLITE_VERSION >= (3, 35, 5)
+_HAS_RENAME_COLUMN = _SQLITE_VERSION >= (3, 25, 0)
+_HAS_DROP_COLUMN = _SQLITE_VERSION >= (3, 35, 5)
 # PRAGMA table_xinfo (table_info plus generated columns): 3.26; generated
 # columns themselves: 3.31, so table_info is complete before that.
-HAS_TABLE_XINFO = SQLITE_VERSION >= (3, 26, 0)
-HAS_GENERATED_COLUMNS = SQLITE_VERSION >= (3, 31, 0)
+_HAS_TABLE_XINFO = _SQLITE_VERSION >= (3, 26, 0)
+_HAS_GENERATED_COLUMNS = _SQLITE_VERSION >= (3, 31, 0)
 # Windows cannot open a directory to fsync it (after a rename, for instance).
-CAN_FSYNC_DIRECTORIES = os.name != "nt"
+_CAN_FSYNC_DIRECTORIES = os.name != "nt"
 
 
 # sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
@@ -124,8 +87,6 @@ _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 # authorizer that allows everything stands for "none".
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
 
-# Windows needs O_BINARY for os.open() to leave line endings alone.
-_O_BINARY_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 
 def _tolerant_stream(stream):
@@ -144,7 +105,7 @@ def _tolerant_stream(stream):
 
 
 def _autocommit_mode(conn):
-    return getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL)
+    return getattr(conn, "autocommit", _LEGACY_TRANSACTION_CONTROL)
 
 
 def _is_busy(error):
@@ -158,41 +119,9 @@ def _is_busy(error):
     return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error)
 
 
-def _sha256_hexdigest(data):
-    """SHA-256 without importing hashlib where we can: its OpenSSL load costs
-    ~3 ms on the first start-up call.  CPython 3.6-3.11 have the builtin
-    _sha256; newer ones (and other Pythons) use hashlib."""
-    global _sha256
-    if _sha256 is None:
-        try:
-            from _sha256 import sha256 as _sha256
-        except ImportError:
-            from hashlib import sha256 as _sha256
-    return _sha256(data).hexdigest()
-
-
-_sha256 = None
-
-
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
 
-class _LazyRegex(object):
-    """A regex compiled on first use (flags inline, as in "(?i)"), so neither
-    `import sqlmigrate` nor a start-up with nothing to do imports `re` or
-    compiles a pattern: together those cost more than importing sqlite3."""
-
-    def __init__(self, pattern):
-        self._pattern = pattern
-
-    def __getattr__(self, name):
-        import re
-        compiled = re.compile(self._pattern)
-        for method in ("match", "search", "finditer"):
-            setattr(self, method, getattr(compiled, method))
-        return getattr(compiled, name)
-
-
-_TOKEN_RE = _LazyRegex(r"""(?xs)
+_TOKEN_RE = re.compile(r"""(?xs)
     (?P<space>\s+)
   | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
@@ -202,7 +131,7 @@ _TOKEN_RE = _LazyRegex(r"""(?xs)
 """)
 
 
-def tokenize(sql):
+def _tokenize(sql):
     """Split SQL text into (kind, text) pairs; kind is space, comment, string,
     ident (a quoted identifier), word or punct.  Joining the texts gives `sql`."""
     return [(match.lastgroup, match.group()) for match in _TOKEN_RE.finditer(sql)]
@@ -212,7 +141,7 @@ def tokenize(sql):
 _CAN_HIDE_A_SEMICOLON = ("'", '"', "`", "[", "--", "/*")
 
 
-def split_sql(sql):
+def _split_sql(sql):
     """Split a script into statements (without the final ';').
 
     Semicolons inside strings, quoted identifiers, comments and trigger bodies
@@ -223,7 +152,7 @@ def split_sql(sql):
         # same statements; most migrations take this path, at a tenth of the cost.
         return [statement.strip() for statement in sql.split(";") if statement.strip()]
     statements, current = [], []
-    for kind, text in tokenize(sql):
+    for kind, text in _tokenize(sql):
         if not current and (kind in ("space", "comment") or text == ";"):
             continue  # a statement starts at its first real token
         if text == ";" and kind == "punct":
@@ -244,7 +173,7 @@ def split_sql(sql):
     return statements
 
 
-def quote_identifier(name):
+def _quote_identifier(name):
     """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
     return '"' + str(name).replace('"', '""') + '"'
 
@@ -269,11 +198,11 @@ def _key(name):
     return name.lower()
 
 
-# -- token lists (tokenize() output) as the parsers further down read them --
+# -- token lists (_tokenize() output) as the parsers further down read them --
 
 def _code_tokens(sql):
-    """tokenize(sql) without the spaces and comments."""
-    return [(kind, text) for kind, text in tokenize(sql) if kind not in ("space", "comment")]
+    """_tokenize(sql) without the spaces and comments."""
+    return [(kind, text) for kind, text in _tokenize(sql) if kind not in ("space", "comment")]
 
 
 def _significant(tokens, start=0, end=None):
@@ -351,7 +280,7 @@ def _names_after_keywords(tokens):
 
 # --- Migration files --------------------------------------------------------
 
-_MARKER_RE = _LazyRegex(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+_MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 _DIGITS = frozenset("0123456789")
 _KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -418,21 +347,11 @@ class Migration(object):
     @property
     def source(self):
         if self._source is None:
-            # os.read rather than open(): a third of the cost, which matters
-            # when a no-op start-up hashes every applied migration.
             try:
-                fd = os.open(self.path, _O_BINARY_READ)
-                try:
-                    chunks = []
-                    chunk = os.read(fd, 1 << 16)
-                    while chunk:
-                        chunks.append(chunk)
-                        chunk = os.read(fd, 1 << 16)
-                finally:
-                    os.close(fd)
+                with open(self.path, "rb") as f:
+                    self._source = f.read()
             except OSError as e:
                 raise MigrationError("cannot read migration %s: %s" % (self.path, e.strerror))
-            self._source = b"".join(chunks)
         return self._source
 
     @property
@@ -440,7 +359,7 @@ class Migration(object):
         # Line endings are normalised so a checkout with CRLF is not "changed".
         if self._checksum is None:
             normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            self._checksum = _sha256_hexdigest(normalised)
+            self._checksum = hashlib.sha256(normalised).hexdigest()
         return self._checksum
 
     @property
@@ -462,7 +381,7 @@ class Migration(object):
             return callable(getattr(self._module, "down", None))
         # An empty down section (as `new --sql` writes it) is no down: `down`
         # refuses up front instead of "rolling back" nothing.
-        return self._down_sql is not None and bool(split_sql(self._down_sql))
+        return self._down_sql is not None and bool(_split_sql(self._down_sql))
 
     @property
     def transactional(self):
@@ -538,7 +457,7 @@ class Migration(object):
         if not markers:
             self._up_sql = text
             return
-        if text[:markers[0].start()].strip() and split_sql(text[:markers[0].start()]):
+        if text[:markers[0].start()].strip() and _split_sql(text[:markers[0].start()]):
             raise MigrationError("%s: SQL before the first '-- migrate:' marker" % self.path)
         seen = set()
         for i, marker in enumerate(markers):
@@ -562,7 +481,7 @@ class Migration(object):
             raise MigrationError("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
 
     def run(self, db, direction):
-        """Run up or down against `db` (the runner's MigrationConnection)."""
+        """Run up or down against `db` (the runner's _MigrationConnection)."""
         self.load()
         if self.kind == "py":
             result = getattr(self._module, direction)(db)
@@ -574,12 +493,12 @@ class Migration(object):
                                 "runner does not await or iterate it: make %s a plain function"
                                 % (direction, type(result).__name__, direction))
         else:
-            for statement in split_sql(self._up_sql if direction == "up" else self._down_sql):
+            for statement in _split_sql(self._up_sql if direction == "up" else self._down_sql):
                 db.execute(statement)
 
 
 # Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
-# inspect would import re and more on the path of every run.
+# inspect (with dis, tokenize and more) costs more than the whole check.
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 
 
@@ -639,7 +558,7 @@ def _declared_name(source):
     return None
 
 
-def discover(directory):
+def _discover(directory):
     """Every migration in `directory`, sorted by version.  All names are
     checked first: any invalid or duplicate name raises RequestError listing
     every problem, so nothing runs while one file is wrong."""
@@ -721,7 +640,7 @@ def _database_exists(path):
                        "file" % (path, kind))
 
 
-def connect(path, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rwc"):
+def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     """Open the database at `path` in autocommit mode (transactions are
     explicit).  mode: "ro" read-only, "rw" existing file, "rwc" create."""
     path = os.fspath(path)
@@ -758,7 +677,7 @@ def _has_hot_journal(conn, path):
         if _is_read_only_error(e):
             return True
         conn.close()
-        raise explain_sqlite_error(e, path)
+        raise _explain_sqlite_error(e, path)
     return False
 
 
@@ -784,30 +703,30 @@ def _roll_back_hot_journal(path, busy_timeout):
     except sqlite3.Error as e:
         if _is_read_only_error(e):
             raise problem
-        raise explain_sqlite_error(e, path)
-    log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
+        raise _explain_sqlite_error(e, path)
+    _log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
 
 
 @contextmanager
-def using(db, busy_timeout=DEFAULT_BUSY_TIMEOUT, mode="rw"):
+def _using(db, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rw"):
     """Yield a connection for `db`: a connection as it is (never closed), or
     a path opened for the duration; sqlite3 errors become MigrationErrors."""
-    if isinstance(db, (sqlite3.Connection, MigrationConnection)):
+    if isinstance(db, (sqlite3.Connection, _MigrationConnection)):
         conn, path = db, None
     else:
         path = os.fspath(db)
-        conn = connect(path, busy_timeout, mode)
+        conn = _connect(path, busy_timeout, mode)
     try:
         yield conn
     except sqlite3.Error as e:
-        raise explain_sqlite_error(e, path)
+        raise _explain_sqlite_error(e, path)
     finally:
         if path is not None:
             conn.close()
 
 
 @contextmanager
-def transaction(conn, immediate=True):
+def _transaction(conn, immediate=True):
     """One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
     Inside a transaction the caller already holds, a SAVEPOINT instead, so a
     failure undoes only our part and the caller decides what to commit."""
@@ -838,7 +757,7 @@ def _explicit_transactions(conn):
     """Let us issue BEGIN/COMMIT ourselves on a connection of any mode, and put
     its mode back afterwards.  Only called outside a transaction: setting
     isolation_level or autocommit commits a pending one (Python 3.6-3.13)."""
-    if _autocommit_mode(conn) is True or (_autocommit_mode(conn) == LEGACY_TRANSACTION_CONTROL
+    if _autocommit_mode(conn) is True or (_autocommit_mode(conn) == _LEGACY_TRANSACTION_CONTROL
                                           and conn.isolation_level is None):
         yield
         return
@@ -858,7 +777,7 @@ def _explicit_transactions(conn):
 
 
 def _raw(conn):
-    """The sqlite3.Connection behind a MigrationConnection, or conn itself."""
+    """The sqlite3.Connection behind a _MigrationConnection, or conn itself."""
     return getattr(conn, "_conn", conn)
 
 
@@ -879,15 +798,15 @@ def _query(conn, sql, params=()):
         raw.text_factory = saved
 
 
-def foreign_keys_enabled(conn):
+def _foreign_keys_enabled(conn):
     return bool(_query(conn, "PRAGMA foreign_keys")[0][0])
 
 
 @contextmanager
-def foreign_keys_off(conn):
+def _foreign_keys_off(conn):
     """Switch foreign keys off around a transaction (the pragma is a no-op
     inside one) and back on after; yields whether they had been on."""
-    was_on = foreign_keys_enabled(conn)
+    was_on = _foreign_keys_enabled(conn)
     if was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
     try:
@@ -899,17 +818,17 @@ def foreign_keys_off(conn):
 
 @contextmanager
 def _foreign_keys_off_outside_transaction(conn, wanted=True):
-    """foreign_keys_off where the pragma works: outside a transaction (inside
+    """_foreign_keys_off where the pragma works: outside a transaction (inside
     one it is a no-op).  Yields whether foreign keys were on and are now off,
-    i.e. whether the caller must run check_foreign_keys() before committing."""
+    i.e. whether the caller must run _check_foreign_keys() before committing."""
     if not wanted or conn.in_transaction:
         yield False
         return
-    with foreign_keys_off(conn) as was_on:
+    with _foreign_keys_off(conn) as was_on:
         yield was_on
 
 
-def check_foreign_keys(conn):
+def _check_foreign_keys(conn):
     """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
     if rows:
@@ -918,10 +837,10 @@ def check_foreign_keys(conn):
         raise MigrationError("foreign key violations: %s%s" % ("; ".join(shown), more))
 
 
-def explain_sqlite_error(error, path):
+def _explain_sqlite_error(error, path):
     """A sqlite3 error as a MigrationError a person can act on."""
     where = path if path else "the database"
-    return database_problem(error, path) or MigrationError("%s: %s" % (where, error))
+    return _database_problem(error, path) or MigrationError("%s: %s" % (where, error))
 
 
 def _is_read_only_error(error):
@@ -934,7 +853,7 @@ def _is_read_only_error(error):
     return "readonly" in message or "read-only" in message
 
 
-def database_problem(error, path):
+def _database_problem(error, path):
     """The MigrationError for an error that is the database file's fault
     (locked, read-only, not a database), or None for any other error."""
     message = str(error)
@@ -955,13 +874,13 @@ def database_problem(error, path):
 
 # -- what a migration's up(db)/down(db) receives ---------------------------
 
-class MigrationConnection(object):
+class _MigrationConnection(object):
     """What a migration's up(db)/down(db) receives: the real connection with
     two changes that keep a transactional migration atomic on every Python:
     executescript() runs statement by statement inside the transaction (the
     stdlib's commits first), and commit()/rollback() raise."""
 
-    _ENDS_TRANSACTION = _LazyRegex(
+    _ENDS_TRANSACTION = re.compile(
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
 
     def __init__(self, conn, transactional):
@@ -1065,7 +984,7 @@ class MigrationConnection(object):
 
     def executescript(self, sql):
         cursor = None
-        for statement in split_sql(sql):
+        for statement in _split_sql(sql):
             cursor = self.execute(statement)
         return cursor if cursor is not None else self._conn.cursor()
 
@@ -1118,7 +1037,7 @@ class _MigrationCursor(object):
         return self
 
     def executescript(self, sql):
-        for statement in split_sql(sql):
+        for statement in _split_sql(sql):
             self.execute(statement)
         return self
 
@@ -1127,7 +1046,7 @@ class _MigrationCursor(object):
 # metadata(key, value) holds 'schema_version'; <table>_migrations holds one row
 # per applied migration: version, name, checksum, applied_at, duration_ms.
 
-class TrackingState(object):
+class _TrackingState(object):
     def __init__(self, version, records, has_metadata, has_history):
         self.version = version
         self.records = records          # {version: (name, checksum, applied_at, duration_ms)}
@@ -1150,9 +1069,9 @@ def _missing_column(error):
     return isinstance(error, sqlite3.OperationalError) and "no such column" in str(error)
 
 
-def read_state(conn, table):
+def _read_state(conn, table):
     """The tracking state; one query on an established database."""
-    metadata, history = quote_identifier(table), quote_identifier(table + "_migrations")
+    metadata, history = _quote_identifier(table), _quote_identifier(table + "_migrations")
     try:
         rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
                       "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
@@ -1163,14 +1082,14 @@ def read_state(conn, table):
         return _read_state_step_by_step(conn, table)
     version_rows = [row[1] for row in rows if row[0] is None]
     records = dict((row[0], row[1:]) for row in rows if row[0] is not None)
-    return TrackingState(_parse_version(version_rows, table), records, True, True)
+    return _TrackingState(_parse_version(version_rows, table), records, True, True)
 
 
 def _read_state_step_by_step(conn, table):
     """A new, adopted or foreign database: find out which tables exist."""
     try:
         version_rows = [row[0] for row in _query(
-            conn, "SELECT value FROM %s WHERE key = 'schema_version'" % quote_identifier(table))]
+            conn, "SELECT value FROM %s WHERE key = 'schema_version'" % _quote_identifier(table))]
         has_metadata = True
     except sqlite3.OperationalError as e:
         if not _missing_table(e):
@@ -1185,7 +1104,7 @@ def _read_state_step_by_step(conn, table):
         # Looked at even without a metadata table: an application's table of
         # this name would otherwise break `up` after its first migration.
         rows = _query(conn, "SELECT version, name, checksum, applied_at, duration_ms FROM %s%s"
-                      % (quote_identifier(history), "" if has_metadata else " LIMIT 0"))
+                      % (_quote_identifier(history), "" if has_metadata else " LIMIT 0"))
     except sqlite3.OperationalError as e:
         if _missing_column(e):
             raise MigrationError(
@@ -1198,7 +1117,7 @@ def _read_state_step_by_step(conn, table):
         if has_metadata:
             records = dict((row[0], row[1:]) for row in rows)
             has_history = True
-    return TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
+    return _TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
 
 
 def _parse_version(values, table):
@@ -1213,11 +1132,11 @@ def _ensure_tracking(conn, table, state, files):
     database gets a history row for each migration its version covers."""
     if not state.has_metadata:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (key TEXT PRIMARY KEY, value TEXT)"
-                     % quote_identifier(table))
+                     % _quote_identifier(table))
     if not state.has_history:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (version INTEGER PRIMARY KEY, "
                      "name TEXT NOT NULL, checksum TEXT, applied_at TEXT, duration_ms REAL)"
-                     % quote_identifier(table + "_migrations"))
+                     % _quote_identifier(table + "_migrations"))
         for m in files:
             if m.version <= state.version:
                 _write_record(conn, table, m, None, None, checksum=None)
@@ -1231,11 +1150,11 @@ def _applied_under_lock(conn, table, version, files):
     so a run of N migrations costs N look-ups, not N * N rows."""
     try:
         return bool(_query(conn, "SELECT count(*) FROM %s WHERE version = ?"
-                           % quote_identifier(table + "_migrations"), (version,))[0][0])
+                           % _quote_identifier(table + "_migrations"), (version,))[0][0])
     except sqlite3.OperationalError as e:
         if not _missing_table(e):
             raise
-    state = read_state(conn, table)  # a new or adopted database
+    state = _read_state(conn, table)  # a new or adopted database
     applied = version in state.applied(files)
     _ensure_tracking(conn, table, state, files)
     return applied
@@ -1245,12 +1164,12 @@ def _newest_applied_under_lock(conn, table):
     """Inside the write transaction, after _applied_under_lock: the highest
     recorded version (0 when none), one primary-key look-up."""
     return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
-                  % quote_identifier(table + "_migrations"))[0][0]
+                  % _quote_identifier(table + "_migrations"))[0][0]
 
 
 def _write_record(conn, table, m, applied_at, duration_ms, checksum):
     conn.execute("INSERT OR REPLACE INTO %s (version, name, checksum, applied_at, duration_ms) "
-                 "VALUES (?, ?, ?, ?, ?)" % quote_identifier(table + "_migrations"),
+                 "VALUES (?, ?, ?, ?, ?)" % _quote_identifier(table + "_migrations"),
                  (m.version, m.name, checksum, applied_at, duration_ms))
 
 
@@ -1259,15 +1178,15 @@ def _write_version(conn, table, version=None):
     (0 when none is), computed by SQLite in the same statement."""
     if version is None:
         value, params = ("(SELECT CAST(coalesce(max(version), 0) AS TEXT) FROM %s)"
-                         % quote_identifier(table + "_migrations")), ()
+                         % _quote_identifier(table + "_migrations")), ()
     else:
         value, params = "?", (str(version),)
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
     # INSERT OR REPLACE would need.
     if conn.execute("UPDATE %s SET value = %s WHERE key = 'schema_version'"
-                    % (quote_identifier(table), value), params).rowcount == 0:
+                    % (_quote_identifier(table), value), params).rowcount == 0:
         conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s"
-                     % (quote_identifier(table), value), params)
+                     % (_quote_identifier(table), value), params)
 
 
 def _utc_now():
@@ -1298,7 +1217,7 @@ def _backup_path(path, version):
     return candidate
 
 
-def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT, table=DEFAULT_TABLE):
+def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TABLE):
     """Write a consistent copy of `db` (path or connection) to `dest`; return
     the path.  Default name (also inside `dest` when it is a directory): the
     database's file name with the time and the version recorded in `table`.
@@ -1310,16 +1229,16 @@ def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT, table=DEFAULT_TABLE
         if dest in ("", ":memory:"):
             raise RequestError("backup destination %r is not a file path; give a file name "
                                "or a directory" % dest)
-    with using(db, busy_timeout) as conn:
+    with _using(db, busy_timeout) as conn:
         source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
         shown = source or "the in-memory database"
-        if not HAS_BACKUP_API and _raw(conn).in_transaction:
+        if not _HAS_BACKUP_API and _raw(conn).in_transaction:
             raise _inside_transaction(shown)  # the locked copy must take the write lock itself
         rename = None
         if dest is None or os.path.isdir(dest):
             if not source:
                 raise RequestError("an in-memory database needs a backup file path")
-            version = read_state(conn, table).version
+            version = _read_state(conn, table).version
             base = os.path.join(dest if dest is not None else os.path.dirname(source),
                                 os.path.basename(source))
             dest = _backup_path(base, version)
@@ -1331,7 +1250,7 @@ def backup(db, dest=None, busy_timeout=DEFAULT_BUSY_TIMEOUT, table=DEFAULT_TABLE
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
         dest = _write_backup(conn, shown, dest, mode, busy_timeout, rename)
-        log.info("Backed up the database to %s", dest)
+        _log.info("Backed up the database to %s", dest)
         return dest
 
 
@@ -1368,7 +1287,7 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
         # wider permissions (the umask may narrow it further).
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         created = True
-        if HAS_BACKUP_API:
+        if _HAS_BACKUP_API:
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
         else:
             _copy_under_write_lock(conn, temporary)
@@ -1452,7 +1371,7 @@ def _link_new_name(path, dest):
             os.rename(path, dest)  # on Windows this fails if dest exists
         except FileExistsError:
             return False
-    if CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
+    if _CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
         try:
             fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
             try:
@@ -1470,7 +1389,7 @@ def _backup_failure(error, source, dest):
     fault (locked, not a database), else the destination's, named."""
     import errno
     if isinstance(error, sqlite3.Error):
-        problem = database_problem(error, source)
+        problem = _database_problem(error, source)
         if problem is not None:
             return problem
         cause = str(error)
@@ -1489,7 +1408,7 @@ def _copy_under_write_lock(conn, dest):
     import shutil
     source_path = _query(conn, "PRAGMA database_list")[0][2]
     mode = stat.S_IMODE(os.stat(dest).st_mode)
-    with transaction(conn):
+    with _transaction(conn):
         _query(conn, "SELECT count(*) FROM sqlite_master")
         for suffix in ("", "-wal"):
             if suffix and not os.path.exists(source_path + suffix):
@@ -1519,9 +1438,9 @@ class Migrator(object):
     (sqlite3 cannot read it back to restore it): set it again afterwards.
     """
 
-    def __init__(self, db, directory="migrations", table=DEFAULT_TABLE,
-                 busy_timeout=DEFAULT_BUSY_TIMEOUT, progress=None):
-        if isinstance(db, (sqlite3.Connection, MigrationConnection)):
+    def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
+                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None):
+        if isinstance(db, (sqlite3.Connection, _MigrationConnection)):
             self.connection, self.path = db, None
         else:
             self.connection, self.path = None, os.fspath(db)
@@ -1536,7 +1455,7 @@ class Migrator(object):
     @property
     def migrations(self):
         if self._migrations is None:
-            self._migrations = discover(self.directory)
+            self._migrations = _discover(self.directory)
         return self._migrations
 
     @property
@@ -1620,7 +1539,7 @@ class Migrator(object):
                 if strict:
                     raise MigrationError("; ".join(problems) + " (strict mode: nothing applied)")
                 for problem in problems:
-                    log.warning(problem)
+                    _log.warning(problem)
             applied = state.applied(self.migrations)
             plan = [m for m in self.migrations if m.version not in applied
                     and (to is None or m.version <= to)]
@@ -1664,8 +1583,8 @@ class Migrator(object):
             raise _mark_backwards(self.current_version)
         with self._session(False) as session:
             conn = session.conn
-            with transaction(conn):
-                state = read_state(conn, self.table)
+            with _transaction(conn):
+                state = _read_state(conn, self.table)
                 _ensure_tracking(conn, self.table, state, self.migrations)
                 # Again under the write lock: an `up` may have applied more
                 # since the check above, and writing `version` would then put
@@ -1677,23 +1596,23 @@ class Migrator(object):
                     record = state.records.get(m.version)
                     if record is None or record[1] != m.checksum:
                         if record is not None and record[1] is not None:
-                            log.warning("Accepting the changed file %s as applied", m.filename)
+                            _log.warning("Accepting the changed file %s as applied", m.filename)
                         _write_record(conn, self.table, m, record[2] if record and record[2]
                                       else _utc_now(), record[3] if record else None, m.checksum)
                 _write_version(conn, self.table, version)
-        log.info("Marked migrations up to v%d as applied", version)
+        _log.info("Marked migrations up to v%d as applied", version)
         return files
 
     # -- machinery ----------------------------------------------------------
 
     def _read_state(self):
         if self.connection is not None:
-            return self._guarded(read_state, self.connection, self.table)
+            return self._guarded(_read_state, self.connection, self.table)
         if not _database_exists(self.path):
-            return TrackingState(0, {}, False, False)
-        conn = connect(self.path, self.busy_timeout, mode="ro")
+            return _TrackingState(0, {}, False, False)
+        conn = _connect(self.path, self.busy_timeout, mode="ro")
         try:
-            return self._guarded(read_state, conn, self.table)
+            return self._guarded(_read_state, conn, self.table)
         finally:
             conn.close()
 
@@ -1701,7 +1620,7 @@ class Migrator(object):
         try:
             return function(*args)
         except sqlite3.Error as e:
-            raise explain_sqlite_error(e, self.path)
+            raise _explain_sqlite_error(e, self.path)
 
     @contextmanager
     def _session(self, dry_run, create=False):
@@ -1718,24 +1637,24 @@ class Migrator(object):
                 raise MigrationError("the connection has an open transaction; commit or roll "
                                      "it back before migrating")
         elif _database_exists(self.path):
-            session.conn = connect(self.path, self.busy_timeout, mode="rw")
+            session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
-            session.conn = connect(":memory:")
+            session.conn = _connect(":memory:")
         elif create:
-            session.conn = connect(self.path, self.busy_timeout, mode="rwc")
+            session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         try:
             if session.conn is None:
-                session.state = TrackingState(0, {}, False, False)
-                session.opener = lambda: connect(self.path, self.busy_timeout, mode="rwc")
+                session.state = _TrackingState(0, {}, False, False)
+                session.opener = lambda: _connect(self.path, self.busy_timeout, mode="rwc")
                 yield session
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
                 # for the session and its own mode back afterwards.
                 with _explicit_transactions(session.conn):
-                    session.state = self._guarded(read_state, session.conn, self.table)
+                    session.state = self._guarded(_read_state, session.conn, self.table)
                     yield session
         except sqlite3.Error as e:
-            raise explain_sqlite_error(e, self.path)
+            raise _explain_sqlite_error(e, self.path)
         finally:
             # A new database whose first transaction rolled back (or whose lock
             # wait timed out) stays behind as an empty file, on purpose: another
@@ -1769,7 +1688,7 @@ class Migrator(object):
         done = []
         try:
             if atomic:
-                with foreign_keys_off(conn) as checked, transaction(conn):
+                with _foreign_keys_off(conn) as checked, _transaction(conn):
                     for m in plan:
                         if self._apply(conn, m, direction, checked, whole_run="--atomic run"):
                             done.append(m)
@@ -1778,7 +1697,7 @@ class Migrator(object):
                 return done
             for m in plan:
                 if m.transactional:
-                    with foreign_keys_off(conn) as checked, transaction(conn):
+                    with _foreign_keys_off(conn) as checked, _transaction(conn):
                         applied = self._apply(conn, m, direction, checked)
                 else:
                     applied = self._apply_outside_transaction(conn, m, direction)
@@ -1795,27 +1714,27 @@ class Migrator(object):
         The state is re-read under the write lock, so a migration another
         process applied meanwhile is skipped, not run twice."""
         if not self._still_to_do(conn, m, direction):
-            log.info("v%d was %s by another process meanwhile; skipped", m.version,
+            _log.info("v%d was %s by another process meanwhile; skipped", m.version,
                      "applied" if direction == "up" else "rolled back")
             return False
         self._check_order_under_lock(conn, m, direction, whole_run)
         self._run_body(conn, m, direction, True, whole_run)
         if check_fk:
             try:
-                check_foreign_keys(conn)
+                _check_foreign_keys(conn)
             except MigrationError as e:
                 raise MigrationError("%s: %s; the migration was rolled back" % (m.path, e))
         self._record(conn, m, direction)
         return True
 
     def _apply_outside_transaction(self, conn, m, direction):
-        with transaction(conn):
+        with _transaction(conn):
             if not self._still_to_do(conn, m, direction):
                 return False
             self._check_order_under_lock(conn, m, direction)
         with _connection_kept_as_it_was(conn, m, direction):
             self._run_body(conn, m, direction, False)
-        with transaction(conn):
+        with _transaction(conn):
             self._still_to_do(conn, m, direction)  # the tracking tables exist
             self._record(conn, m, direction)
         return True
@@ -1852,7 +1771,7 @@ class Migrator(object):
     def _run_body(self, conn, m, direction, transactional, whole_run=None):
         """Run m's up or down; whole_run names the transaction that holds every
         migration of this run (--atomic, a dry run), for the failure message."""
-        db = MigrationConnection(conn, transactional)
+        db = _MigrationConnection(conn, transactional)
         saved_factories = conn.row_factory, conn.text_factory
         self.progress("start", m, direction)
         started = time.perf_counter()
@@ -1863,7 +1782,7 @@ class Migrator(object):
             if isinstance(e, sqlite3.Error) and db.refusal() is not None:
                 e = db.refusal().with_traceback(e.__traceback__)  # for the line number
             busy = isinstance(e, sqlite3.Error) and _is_busy(e)
-            problem = not busy and isinstance(e, sqlite3.Error) and database_problem(e, self.path)
+            problem = not busy and isinstance(e, sqlite3.Error) and _database_problem(e, self.path)
             if problem:  # the database, not the migration, is at fault
                 raise MigrationError("%s: %s" % (m.path, problem))
             failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
@@ -1884,7 +1803,7 @@ class Migrator(object):
             _runner_log.info("Applied v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
         else:
             conn.execute("DELETE FROM %s WHERE version = ?"
-                         % quote_identifier(self.table + "_migrations"), (m.version,))
+                         % _quote_identifier(self.table + "_migrations"), (m.version,))
             _runner_log.info("Rolled back v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
         _write_version(conn, self.table)
 
@@ -1900,11 +1819,11 @@ class Migrator(object):
 
         done = []
         try:
-            with transaction(conn):
+            with _transaction(conn):
                 for m in plan:
                     if not m.transactional:
                         m.executed_sql = None
-                        log.info("dry run: v%d %s is non-transactional; not run", m.version,
+                        _log.info("dry run: v%d %s is non-transactional; not run", m.version,
                                  m.name)
                         done.append(m)
                         continue
@@ -1933,7 +1852,7 @@ def _connection_kept_as_it_was(conn, m, direction):
     it attached detached, foreign_keys as before (a connection setting the
     migration may have changed; the pragma is a no-op inside a transaction,
     so it is restored after the rollback)."""
-    fk_was_on = foreign_keys_enabled(conn)
+    fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     if fk_was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
@@ -1946,8 +1865,8 @@ def _connection_kept_as_it_was(conn, m, direction):
             conn.execute("ROLLBACK")
         for row in _query(conn, "PRAGMA database_list"):
             if row[1] not in attached and row[1] not in ("main", "temp"):
-                conn.execute("DETACH DATABASE " + quote_identifier(row[1]))
-        if foreign_keys_enabled(conn) != fk_was_on:
+                conn.execute("DETACH DATABASE " + _quote_identifier(row[1]))
+        if _foreign_keys_enabled(conn) != fk_was_on:
             conn.execute("PRAGMA foreign_keys = " + ("ON" if fk_was_on else "OFF"))
     if left_open:
         raise MigrationError(
@@ -2020,10 +1939,10 @@ def _log_schema_of(conn, tables):
     if not tables:
         return
     try:
-        log.info("Schema of the tables the failed migration named:\n%s",
+        _log.info("Schema of the tables the failed migration named:\n%s",
                  schema_report(conn, tables).rstrip())
     except Exception as e:  # the report is a courtesy; never mask the real error
-        log.debug("no schema report: %s", e)
+        _log.debug("no schema report: %s", e)
 
 
 def _drift_sentences(report, table):
@@ -2082,7 +2001,7 @@ class _SchemaObjects(object):
         return row
 
 
-_VIRTUAL_RE = _LazyRegex(r"(?i)\s*CREATE\s+VIRTUAL\b")
+_VIRTUAL_RE = re.compile(r"(?i)\s*CREATE\s+VIRTUAL\b")
 
 
 def _is_virtual(sql):
@@ -2099,10 +2018,10 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     has table_info).  One pragma join where SQLite has pragma functions,
     one PRAGMA per table before."""
     columns = dict((table, []) for table in tables)
-    if HAS_PRAGMA_FUNCTIONS:
-        function = "pragma_table_xinfo" if HAS_TABLE_XINFO else "pragma_table_info"
-        select = ", ".join("0" if field == "hidden" and not HAS_TABLE_XINFO
-                           else "p." + quote_identifier(field) for field in fields)
+    if _HAS_PRAGMA_FUNCTIONS:
+        function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
+        select = ", ".join("0" if field == "hidden" and not _HAS_TABLE_XINFO
+                           else "p." + _quote_identifier(field) for field in fields)
         if len(columns) <= _MAX_IN_LIST:
             wanted, params = "m.name IN (%s)" % ", ".join("?" * len(columns)), list(columns)
         else:
@@ -2115,11 +2034,11 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
             if row[0] in columns:
                 columns[row[0]].append(row[1:])
         return columns
-    pragma = "table_xinfo" if HAS_TABLE_XINFO else "table_info"
+    pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
     # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
-        rows = _query(conn, "PRAGMA %s(%s)" % (pragma, quote_identifier(table)))
+        rows = _query(conn, "PRAGMA %s(%s)" % (pragma, _quote_identifier(table)))
         columns[table] = [tuple([row[i] if i < len(row) else 0 for i in positions])
                           for row in rows]
     return columns
@@ -2303,7 +2222,7 @@ def _mentions(tokens, start, end, keys, skip=(), name_lists=(), whole_list=False
 
 def _names_in(sql):
     # 'strings' too: SQLite takes FROM 't' or INSERT INTO 'T T' as table names.
-    return set(_key(_unquote(text)) for kind, text in tokenize(sql)
+    return set(_key(_unquote(text)) for kind, text in _tokenize(sql)
                if kind in ("ident", "word", "string"))
 
 
@@ -2321,7 +2240,7 @@ class _CreateTable(object):
 
     def __init__(self, sql, what):
         self.sql = sql
-        self.tokens = tokens = tokenize(sql)
+        self.tokens = tokens = _tokenize(sql)
         sig = _significant(tokens)
         words = [_word(tokens, i) for i in sig]
         if not words or words[0] != "CREATE" or "TABLE" not in words[:3]:
@@ -2442,7 +2361,7 @@ class _Rebuild(object):
             raise MigrationError("a TEMP table named %s hides table main.%s on this connection; "
                                  "drop it first" % (self.name, self.name))
         self.old = _CreateTable(sql, "table %s" % self.name)
-        self.quoted = "main." + quote_identifier(self.name)
+        self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
         _check_parsed_columns(self.old, columns, self.quoted)
         self.pk_keys = set(_key(row[1]) for row in columns if row[5])
@@ -2481,14 +2400,14 @@ class _Rebuild(object):
             if _key(other) == self.key:
                 continue
             for row in _query(self.raw, "PRAGMA main.foreign_key_list(%s)"
-                                        % quote_identifier(other)):
+                                        % _quote_identifier(other)):
                 if _key(row[2]) == self.key:
                     found.append((other, row[3], row[4]))
         return found
 
     def own_foreign_keys(self):
         return [(row[2], row[3], row[4]) for row in _query(
-            self.raw, "PRAGMA main.foreign_key_list(%s)" % quote_identifier(self.name))]
+            self.raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(self.name))]
 
 
 def _skip_name(tokens, sig, n, skip):
@@ -2533,7 +2452,7 @@ def _body_start(tokens, kind):
 
 def _uses(kind, sql, keys):
     """Which of `keys` (column keys) a schema object's SQL may use."""
-    tokens = tokenize(sql)
+    tokens = _tokenize(sql)
     skip = _trigger_name_tokens(tokens) if kind == "trigger" else ()
     start = _body_start(tokens, kind)
     # An index's column list is a list of names: ON t('b') indexes column b.
@@ -2758,7 +2677,7 @@ def _rename_tokens(tokens, indexes, renamed):
     for i in indexes:
         key = _key(_unquote(tokens[i][1]))
         if key in renamed:
-            out[i] = ("ident", quote_identifier(renamed[key]))
+            out[i] = ("ident", _quote_identifier(renamed[key]))
     return out
 
 
@@ -2819,14 +2738,14 @@ def _without_own_qualifiers(parsed, key):
 
 def _renamed_table_sql(parsed, name):
     tokens = parsed.tokens
-    return "".join(t for _, t in tokens[:parsed.name_start]) + quote_identifier(name) + \
+    return "".join(t for _, t in tokens[:parsed.name_start]) + _quote_identifier(name) + \
         "".join(t for _, t in tokens[parsed.name_end:])
 
 
 def _renamed_index_sql(sql, renamed):
     if not renamed:
         return sql
-    tokens = tokenize(sql)
+    tokens = _tokenize(sql)
     start = _body_start(tokens, "index")
     refs = _column_refs(tokens, start, len(tokens), name_lists=(start,))
     return "".join(t for _, t in _rename_tokens(tokens, refs, renamed))
@@ -2835,7 +2754,7 @@ def _renamed_index_sql(sql, renamed):
 def _temp_trigger_sql(sql):
     # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as it
     # is, it would create the trigger in main for every connection.
-    tokens = tokenize(sql)
+    tokens = _tokenize(sql)
     first = _significant(tokens)[0]
     return "".join(t for _, t in tokens[:first + 1]) + " TEMP" + \
         "".join(t for _, t in tokens[first + 1:])
@@ -2876,7 +2795,7 @@ def _refuse_foreign_key_actions(rebuild):
     referencing = sorted(set(child for child, _, _ in rebuild.children))
     if any(_key(parent) == rebuild.key for parent, _, _ in rebuild.own_foreign_keys()):
         referencing.append("%s itself" % rebuild.name)
-    if referencing and foreign_keys_enabled(rebuild.raw):
+    if referencing and _foreign_keys_enabled(rebuild.raw):
         raise MigrationError(
             "cannot rebuild table %s inside your transaction while foreign keys are on: %s "
             "references it, and dropping the old table would fire their ON DELETE actions; "
@@ -2892,7 +2811,7 @@ def _refuse_deferred_foreign_keys(rebuild):
     deferred violations, which only the caller's COMMIT reads - and SQLite
     counts some valid rows too (a REAL column referencing an INTEGER PRIMARY
     KEY) - so we could report success for a COMMIT that then fails."""
-    if not foreign_keys_enabled(rebuild.raw) or not rebuild.own_foreign_keys():
+    if not _foreign_keys_enabled(rebuild.raw) or not rebuild.own_foreign_keys():
         return
     # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
     rows = _query(rebuild.raw, "PRAGMA defer_foreign_keys")
@@ -2917,23 +2836,23 @@ def _native(rebuild, dropped):
     conn = rebuild.conn
     if dropped:
         for index, _ in rebuild.dropped_indexes:
-            conn.execute("DROP INDEX main.%s" % quote_identifier(index))
+            conn.execute("DROP INDEX main.%s" % _quote_identifier(index))
     # Drops first: a column may be renamed to the name of one being dropped.
     with _legacy_alter_table(conn, False):
         for key in dropped:
             conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
-                rebuild.quoted, quote_identifier(rebuild.old.column(key).name)))
+                rebuild.quoted, _quote_identifier(rebuild.old.column(key).name)))
         for key, new in rebuild.renamed.items():
             conn.execute("ALTER TABLE %s RENAME COLUMN %s TO %s" % (
-                rebuild.quoted, quote_identifier(rebuild.old.column(key).name),
-                quote_identifier(new)))
+                rebuild.quoted, _quote_identifier(rebuild.old.column(key).name),
+                _quote_identifier(new)))
 
 
 def _copy(rebuild):
     """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
     conn, raw = rebuild.conn, rebuild.raw
     temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
-    temp_quoted = "main." + quote_identifier(temp_name)
+    temp_quoted = "main." + _quote_identifier(temp_name)
     if rebuild.create_sql is not None:
         create = _renamed_table_sql(_without_own_qualifiers(
             _CreateTable(rebuild.create_sql, "create_sql"), rebuild.key), temp_name)
@@ -2951,7 +2870,7 @@ def _copy(rebuild):
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
     # and trigger in the schema while the old table is gone.
     with _legacy_alter_table(conn, True):
-        conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, quote_identifier(rebuild.name)))
+        conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, _quote_identifier(rebuild.name)))
     if "AUTOINCREMENT" in [_word(new.tokens, i) for i in _significant(new.tokens)]:
         _restore_autoincrement_counter(conn, rebuild.name, sequence)
     _recreate_indexes_and_triggers(rebuild)
@@ -2996,8 +2915,8 @@ def _copy_rows(rebuild, new, new_columns, temp_quoted):
         sources.append(rowid)
     for new_name, old_name in rebuild.mapping:
         if old_name is not None and _key(new_name) not in generated:
-            targets.append(quote_identifier(new_name))
-            sources.append(quote_identifier(old_name))
+            targets.append(_quote_identifier(new_name))
+            sources.append(_quote_identifier(old_name))
     insert = "INSERT INTO %s (%s) SELECT %s FROM %s" % (
         temp_quoted, ", ".join(targets), ", ".join(sources), rebuild.quoted)
     if not targets:
@@ -3075,7 +2994,7 @@ def _check_views(rebuild):
         if kind != "view":
             continue
         try:
-            _query(rebuild.raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, quote_identifier(name)))
+            _query(rebuild.raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, _quote_identifier(name)))
         except sqlite3.Error as e:
             raise MigrationError("after rebuilding table %s, %s fails (%s); the rebuild was "
                                  "rolled back" % (rebuild.name, _describe("view", schema, name), e))
@@ -3084,9 +3003,9 @@ def _check_views(rebuild):
 def _can_go_native(rebuild):
     if _FORCE_COPY or rebuild.create_sql is not None:
         return False
-    if rebuild.renamed and not HAS_RENAME_COLUMN:
+    if rebuild.renamed and not _HAS_RENAME_COLUMN:
         return False
-    if rebuild.dropped and not (HAS_DROP_COLUMN and rebuild.native_drop_ok):
+    if rebuild.dropped and not (_HAS_DROP_COLUMN and rebuild.native_drop_ok):
         return False
     return True
 
@@ -3095,7 +3014,7 @@ def _log_changes(rebuild, how, rows):
     parts = []
     for index, _ in rebuild.dropped_indexes:
         line = "dropped index %s on %s: it uses a dropped column" % (index, rebuild.name)
-        log.warning(line)
+        _log.warning(line)
         rebuild.changes.append(line)
     old = rebuild.old
     if rebuild.dropped:
@@ -3111,7 +3030,7 @@ def _log_changes(rebuild, how, rows):
     line = "rebuilt table %s (%s%s)%s" % (
         rebuild.name, how, "" if rows is None else ", %d rows copied" % rows,
         ": " + "; ".join(parts) if parts else "")
-    log.info(line)
+    _log.info(line)
     rebuild.changes.append(line)
 
 
@@ -3121,7 +3040,7 @@ def _run_rebuild(conn, raw, table, drop, rename, create_sql):
     _refuse_foreign_key_actions(rebuild)
     if _can_go_native(rebuild):
         try:
-            with transaction(conn):  # a savepoint: a refusal falls back to the copy
+            with _transaction(conn):  # a savepoint: a refusal falls back to the copy
                 _native(rebuild, rebuild.dropped)
             _log_changes(rebuild, "in place", None)
             return rebuild.changes
@@ -3129,8 +3048,8 @@ def _run_rebuild(conn, raw, table, drop, rename, create_sql):
             if "error in trigger" in str(e) or "error in view" in str(e):
                 raise MigrationError("cannot change table %s: %s; nothing was changed"
                                      % (rebuild.name, e))
-            log.debug("native ALTER TABLE refused (%s); copying instead", e)
-    if rebuild.renamed and HAS_RENAME_COLUMN and not _FORCE_COPY and \
+            _log.debug("native ALTER TABLE refused (%s); copying instead", e)
+    if rebuild.renamed and _HAS_RENAME_COLUMN and not _FORCE_COPY and \
             not set(_key(new) for new in rebuild.renamed.values()) & set(rebuild.dropped):
         # RENAME COLUMN first: SQLite rewrites every trigger, view and foreign
         # key that names the column; then copy the renamed table.
@@ -3161,12 +3080,12 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     if isinstance(drop, str):
         drop = [drop]
     drop, rename = list(drop), dict(rename or {})
-    with using(db) as conn:
+    with _using(db) as conn:
         raw = _raw(conn)
         # DROP TABLE with foreign keys on would run ON DELETE actions on child
         # tables; inside the caller's transaction _refuse_foreign_key_actions guards.
         with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
-            with transaction(conn):
+            with _transaction(conn):
                 try:
                     changes = _run_rebuild(conn, raw, table, drop, rename, create_sql)
                 except sqlite3.Error as e:
@@ -3176,7 +3095,7 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
                     raise failure
                 if check_fk:
                     try:
-                        check_foreign_keys(raw)
+                        _check_foreign_keys(raw)
                     except MigrationError as e:
                         raise MigrationError("%s; the rebuild of %s was rolled back"
                                              % (e, table))
@@ -3194,15 +3113,15 @@ def drop_column(db, table, column):
 # only then opens a transaction: a database that needs nothing costs two
 # queries and takes no write lock.
 
-_NUMBER_RE = _LazyRegex(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER_RE = re.compile(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
                         r"|0[xX][0-9a-fA-F]+)$")
-_STRING_RE = _LazyRegex(r"^'(?:[^']|'')*'$")
-_BLOB_RE = _LazyRegex(r"^[xX]'[0-9a-fA-F]*'$")
-_BARE_WORD_RE = _LazyRegex(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_STRING_RE = re.compile(r"^'(?:[^']|'')*'$")
+_BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
+_BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
 _COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
                             "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
-_MAY_HAVE_CLAUSES_RE = _LazyRegex(r"(?i)\b(?:%s)\b|[,;'\"`\[/-]"
+_MAY_HAVE_CLAUSES_RE = re.compile(r"(?i)\b(?:%s)\b|[,;'\"`\[/-]"
                                   % "|".join(_COLUMN_CONSTRAINT_WORDS))
 
 
@@ -3215,7 +3134,7 @@ class _ColumnDeclaration(object):
     def __init__(self, text):
         self.text = text
         # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
-        self.tokens = tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
+        self.tokens = _tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
             or text.count("(") != text.count(")") else []
         self.problem = None
         self.clauses = self._split()   # (word, start, keyword index, end) token indexes
@@ -3429,7 +3348,7 @@ class _IndexDeclaration(object):
 def _index_declaration(name, declaration):
     """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
     (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
-    all_tokens = tokenize(declaration)
+    all_tokens = _tokenize(declaration)
     tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
     if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
         return _IndexDeclaration(declaration, tokens)
@@ -3438,8 +3357,8 @@ def _index_declaration(name, declaration):
     if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
         return _IndexDeclaration("")
     rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
-    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", quote_identifier(name)),
-            ("word", "ON"), ("ident", quote_identifier(_unquote(tokens[0][1])))]
+    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", _quote_identifier(name)),
+            ("word", "ON"), ("ident", _quote_identifier(_unquote(tokens[0][1])))]
     sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
     if tokens[-1] == ("punct", ";"):
         tokens = tokens[:-1]
@@ -3479,18 +3398,18 @@ def reconcile(db, columns=None, indexes=None):
     first; one declaration that cannot be added means nothing is changed and the
     MigrationError lists every such declaration."""
     columns, indexes = columns or {}, indexes or {}
-    with using(db) as conn:
+    with _using(db) as conn:
         conn = _raw(conn)
         schema_version = _schema_version(conn)
         plan = _plan_reconcile(conn, columns, indexes)
         _report_plan(plan)
         if plan.empty():
-            log.debug("Schema has every declared column and index")
+            _log.debug("Schema has every declared column and index")
             return []
         own_transaction = not conn.in_transaction
         # A table rebuild must not fire foreign-key actions.
         with _foreign_keys_off_outside_transaction(conn, bool(plan.rebuilds)) as fk_were_on:
-            with transaction(conn):
+            with _transaction(conn):
                 if own_transaction and _schema_version(conn) != schema_version:
                     # Another process changed the schema since we looked (and
                     # may have reconciled): look again under the write lock.
@@ -3498,8 +3417,8 @@ def reconcile(db, columns=None, indexes=None):
                     _report_plan(plan, quiet=True)
                 changes = _apply_reconcile(conn, plan)
                 if fk_were_on:
-                    check_foreign_keys(conn)
-        log.info("Reconcile made %d change(s)", len(changes))
+                    _check_foreign_keys(conn)
+        _log.info("Reconcile made %d change(s)", len(changes))
         return changes
 
 
@@ -3514,7 +3433,7 @@ def _report_plan(plan, quiet=False):
                              + "\n  ".join(plan.problems))
     if not quiet:
         for warning in plan.warnings:
-            log.warning(warning)
+            _log.warning(warning)
 
 
 def _plan_reconcile(conn, columns, indexes):
@@ -3568,7 +3487,7 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
     """Plan the declared columns `table` lacks; returns their names."""
     absent = set(_absent_names(existing, declared))
     if not absent:  # the common case, once per declared table: keep it short
-        log.debug("Table '%s' has all expected columns", table)
+        _log.debug("Table '%s' has all expected columns", table)
         return []
     missing = [(column, text) for column, text in declared.items() if column in absent]
     problems, seen = plan.problems, set()
@@ -3578,7 +3497,7 @@ def _plan_columns(plan, conn, table, declared, existing, fk_on):
                             % (table, column))
         seen.add(_key(column))
     if not fk_on:
-        fk_on.append(foreign_keys_enabled(conn))
+        fk_on.append(_foreign_keys_enabled(conn))
     methods = []
     for column, text in missing:
         declaration = plan.declaration(text)
@@ -3632,7 +3551,7 @@ def _column_problem(conn, table, declaration, fk_on):
     if "PRIMARY" in declaration.words:
         return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
                 "rebuild_table(create_sql=...)")
-    if declaration.generated and not HAS_GENERATED_COLUMNS:
+    if declaration.generated and not _HAS_GENERATED_COLUMNS:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
                 % sqlite3.sqlite_version)
     if declaration.not_null and not declaration.generated \
@@ -3652,7 +3571,7 @@ def _column_problem(conn, table, declaration, fk_on):
 
 
 def _has_two_rows(conn, table):
-    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % quote_identifier(table))) > 1
+    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % _quote_identifier(table))) > 1
 
 
 def _plan_index(plan, master, name, text, declaration, tables, existing, added):
@@ -3706,9 +3625,9 @@ def _apply_reconcile(conn, plan):
     raises, and the caller's `transaction` undoes everything."""
     changes = []
     for table, column, text in plan.additions:
-        log.info("Adding missing column '%s' to table '%s'", column, table)
+        _log.info("Adding missing column '%s' to table '%s'", column, table)
         _apply_step(conn, "ALTER TABLE %s ADD COLUMN %s %s" % (
-            quote_identifier(table), quote_identifier(column), text),
+            _quote_identifier(table), _quote_identifier(column), text),
             "adding column %s.%s" % (table, column))
         changes.append("added column %s.%s" % (table, column))
     for table, new_columns, reason in plan.rebuilds:
@@ -3717,13 +3636,13 @@ def _apply_reconcile(conn, plan):
                        for column, _ in new_columns)
     for table, column in plan.unique_indexes:
         name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-        log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
+        _log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
         _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
-            quote_identifier(name), quote_identifier(table), quote_identifier(column)),
+            _quote_identifier(name), _quote_identifier(table), _quote_identifier(column)),
             "creating unique index %s on %s.%s" % (name, table, column))
         changes.append("created unique index %s for column %s.%s" % (name, table, column))
     for name, table, sql in plan.indexes:
-        log.info("Creating missing index '%s' on table '%s'", name, table)
+        _log.info("Creating missing index '%s' on table '%s'", name, table)
         _apply_step(conn, sql, "creating index %s" % name)
         changes.append("created index %s" % name)
     return changes
@@ -3741,11 +3660,11 @@ def _apply_step(conn, sql, what):
 
 def _rebuild_with_columns(conn, table, new_columns, reason):
     for column, _ in new_columns:
-        log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
+        _log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
                  column, table, reason)
     create_sql = _query(conn, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
                         (table,))[0][0]
-    definitions = ["%s %s" % (quote_identifier(c), text) for c, text in new_columns]
+    definitions = ["%s %s" % (_quote_identifier(c), text) for c, text in new_columns]
     try:
         rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
     except (MigrationError, sqlite3.Error) as e:
@@ -3776,7 +3695,6 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     its numbers' text (1.10, 1e400).  Defaults that are not JSON (NaN, inf,
     a non-string key, a set ...) are a RequestError before anything is read.
     Returns the number of rows changed."""
-    import json
     if not isinstance(defaults, dict):
         raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
                              % type(defaults).__name__)
@@ -3786,14 +3704,14 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
         _json_text_slowly(json, defaults)
     except ValueError as e:
         raise RequestError("merge_json_defaults: defaults are not JSON: %s" % e)
-    with using(db) as conn:
+    with _using(db) as conn:
         conn = _raw(conn)
-        with transaction(conn):
+        with _transaction(conn):
             key_columns = _row_key_columns(conn, table, column)
             updates, bad = [], []
             select = "SELECT %s, %s FROM %s%s" % (
-                ", ".join(quote_identifier(k) for k in key_columns), quote_identifier(column),
-                quote_identifier(table), " WHERE (%s)" % where if where else "")
+                ", ".join(_quote_identifier(k) for k in key_columns), _quote_identifier(column),
+                _quote_identifier(table), " WHERE (%s)" % where if where else "")
             cursor = conn.cursor()
             cursor.row_factory = None
             saved_text_factory = conn.text_factory
@@ -3820,8 +3738,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                                      "no row was changed" % (table, column, shown))
             if updates:
                 written = conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
-                    quote_identifier(table), quote_identifier(column),
-                    " AND ".join("%s = ?" % quote_identifier(k) for k in key_columns)),
+                    _quote_identifier(table), _quote_identifier(column),
+                    " AND ".join("%s = ?" % _quote_identifier(k) for k in key_columns)),
                     updates).rowcount
                 if written != len(updates):
                     # A primary key that is TEXT but not UTF-8 was read back as
@@ -3832,7 +3750,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                         "by their key (%s) to write them; no row was changed"
                         % (table, column, len(updates) - written, len(updates),
                            ", ".join(key_columns)))
-                log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
+                _log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
                          column)
     return len(updates)
 
@@ -4035,7 +3953,7 @@ def schema_info(db, tables=None):
     Tables are sorted by name unless `tables` names them; reads only."""
     if isinstance(tables, str):
         tables = [tables]
-    with using(db, mode="ro") as conn:
+    with _using(db, mode="ro") as conn:
         conn = _raw(conn)
         master = _SchemaObjects(conn)
         if tables is None:
@@ -4083,7 +4001,7 @@ def _table_info(conn, entry, columns, indexes):
 
 def _index_info(conn, name, sql):
     if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
-        rows = _query(conn, "PRAGMA index_info(%s)" % quote_identifier(name))
+        rows = _query(conn, "PRAGMA index_info(%s)" % _quote_identifier(name))
         return {"name": name, "unique": True, "columns": [row[2] for row in rows],
                 "where": None, "sql": None}
     declaration = _IndexDeclaration(sql)
@@ -4239,7 +4157,6 @@ def _print_run(done, direction, dry_run, out):
 
 
 def _slug(description):
-    import re
     return "-".join(re.findall(r"[a-z0-9]+", description.lower()))
 
 
@@ -4275,7 +4192,7 @@ _SQL_TEMPLATE = """-- Migration {version}: {name}
 _MAX_SLUG = 200
 
 
-def new_migration(directory, description, sql=False):
+def _new_migration(directory, description, sql=False):
     """Create the next numbered migration file from a template; return its path."""
     # File names allow only a-z, 0-9 and hyphens (SPEC section 2): refuse
     # other letters rather than drop them from the name without a word.
@@ -4291,7 +4208,7 @@ def new_migration(directory, description, sql=False):
     if len(slug) > _MAX_SLUG:
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
-    existing = discover(directory)
+    existing = _discover(directory)
     width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
     version = existing[-1].version + 1 if existing else 1
     path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
@@ -4351,8 +4268,8 @@ _COMMANDS = (
     ("backup", "write a consistent copy of the database", (),
      (("PATH", "path", "?", "where (default: next to it, with time and version)"),)),
 )
-_DEFAULTS = {"db": None, "dir": None, "table": DEFAULT_TABLE,
-             "busy_timeout": int(DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
+_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE,
+             "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
 def _command_line_parser():
@@ -4426,43 +4343,30 @@ def _parse_command_line(argv):
 
 @contextmanager
 def _logging_to(stream, args):
-    """Log lines on `stream` while a command runs.  The handler is set up at
-    the first message, so a command that logs nothing never imports logging."""
-    handlers = []
-
-    def set_up(logging):
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
-        logger = logging.getLogger("sqlmigrate")
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                        else logging.INFO)
-        # The per-migration lines are printed as results on stdout already.
-        logging.getLogger("sqlmigrate.runner").setLevel(logging.INFO if args.verbose
-                                                        else logging.WARNING)
-        handlers.append(handler)
-
-    _at_first_message(set_up)
+    """Log lines on `stream` while a command runs."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+    _log.addHandler(handler)
+    _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                  else logging.INFO)
+    # The per-migration lines are printed as results on stdout already.
+    _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         yield
     finally:
-        if set_up in _LOG_SETUP:
-            _LOG_SETUP.remove(set_up)
-        for handler in handlers:
-            _logging().getLogger("sqlmigrate").removeHandler(handler)
+        _log.removeHandler(handler)
 
 
-def run_command(args, out, err):
+def _run_command(args, out, err):
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
     if args.command == "new":
-        out.write(new_migration(directory, args.description, args.sql) + "\n")
+        out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if args.command == "schema":
         if args.json:
-            import json
             out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n")
         else:
             out.write(schema_report(db, args.tables or None))
@@ -4477,7 +4381,6 @@ def run_command(args, out, err):
     if args.command == "status":
         report = migrator.status()
         if args.json:
-            import json
             report = dict(report)
             del report["ahead"]
             out.write(json.dumps(report, indent=2) + "\n")
@@ -4532,13 +4435,13 @@ def main(argv=None):
         except SystemExit as e:  # argparse printed --help or --version
             return e.code or 0
         with _logging_to(err, args):
-            return run_command(args, out, err)
+            return _run_command(args, out, err)
     except RequestError as e:
         status, error = 2, e
     except MigrationError as e:
         status, error = 1, e
     except sqlite3.Error as e:
-        status, error = 1, explain_sqlite_error(e, args.db)
+        status, error = 1, _explain_sqlite_error(e, args.db)
     except KeyboardInterrupt:
         err.write("sqlmigrate: interrupted\n")
         return 130
@@ -4604,7 +4507,7 @@ class _ReaderMayLeave(object):
         self._err.flush()
 
 
-def main_exit():
+def _main_exit():
     """Entry point of the process (script, -m, installed command)."""
     sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
     sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
@@ -4615,4 +4518,4 @@ if __name__ == "__main__":
     # Migrations that `import sqlmigrate` must get this very module, not a
     # second copy with its own MigrationError class.
     sys.modules.setdefault("sqlmigrate", sys.modules[__name__])
-    main_exit()
+    _main_exit()

@@ -212,7 +212,7 @@ class BackupNeverHangs(BackupTestCase):
             except sqlmigrate.MigrationError as e:
                 print("refused:", e)
             """)
-        if sqlmigrate.HAS_BACKUP_API:
+        if sqlmigrate._HAS_BACKUP_API:
             self.assertIn("copy.db", out, err)
             self.assert_complete_copy(os.path.join(self.tmp, "copy.db"))
         else:  # Python 3.6's locked file copy must take the write lock itself

@@ -192,9 +192,9 @@ class InvocationTests(CLITestCase):
             import sqlmigrate
 
             def up(db):
-                if not isinstance(db, sqlmigrate.MigrationConnection):
+                if not isinstance(db, sqlmigrate._MigrationConnection):
                     raise RuntimeError("second copy of sqlmigrate")
-                db.execute("CREATE TABLE %s (id INTEGER)" % sqlmigrate.quote_identifier("a b"))
+                db.execute("CREATE TABLE %s (id INTEGER)" % sqlmigrate._quote_identifier("a b"))
             ''')
         for module in (False, True):
             with self.subTest(module=module):

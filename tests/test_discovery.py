@@ -9,7 +9,7 @@ class NamingRules(TempDirTestCase):
     def assertRejected(self, filename, reason):
         self.write(filename, "def up(db):\n    pass\n")
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate.discover(self.dir)
+            sqlmigrate._discover(self.dir)
         self.assertIn(filename, str(caught.exception))
         self.assertIn(reason, str(caught.exception))
 
@@ -36,14 +36,14 @@ class NamingRules(TempDirTestCase):
         self.write("notes.txt", "whatever")
         os.mkdir(os.path.join(self.dir, "__pycache__"))
         self.write("002-bad.cpython-311.pyc", b"\0", directory=os.path.join(self.dir, "__pycache__"))
-        found = sqlmigrate.discover(self.dir)
+        found = sqlmigrate._discover(self.dir)
         self.assertEqual([m.filename for m in found], ["001-initial.sql"])
 
     def test_duplicate_versions_name_both_files(self):
         self.write("002-a.sql", "SELECT 1;")
         self.write("0002-b.py", "def up(db):\n    pass\n")
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate.discover(self.dir)
+            sqlmigrate._discover(self.dir)
         self.assertIn("002-a.sql", str(caught.exception))
         self.assertIn("0002-b.py", str(caught.exception))
 
@@ -56,7 +56,7 @@ class NamingRules(TempDirTestCase):
 
     def _error(self):
         try:
-            sqlmigrate.discover(self.dir)
+            sqlmigrate._discover(self.dir)
         except sqlmigrate.RequestError as e:
             return e
         self.fail("no error raised")
@@ -65,19 +65,19 @@ class NamingRules(TempDirTestCase):
         self.write("010-ten.sql", "")
         self.write("002-two.sql", "")
         self.write("20251029120000-timestamp.sql", "")
-        self.assertEqual([m.version for m in sqlmigrate.discover(self.dir)],
+        self.assertEqual([m.version for m in sqlmigrate._discover(self.dir)],
                          [2, 10, 20251029120000])
 
     def test_missing_directory_is_a_request_error(self):
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate.discover(os.path.join(self.tmp, "nope"))
+            sqlmigrate._discover(os.path.join(self.tmp, "nope"))
         self.assertIn("does not exist", str(caught.exception))
 
 
 class PythonMigrations(TempDirTestCase):
     def load(self, text, filename="003-add-api-keys.py"):
         self.write(filename, text)
-        return sqlmigrate.discover(self.dir)[0].load()
+        return sqlmigrate._discover(self.dir)[0].load()
 
     def assertLoadFails(self, text, *fragments):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
@@ -112,7 +112,7 @@ class PythonMigrations(TempDirTestCase):
 
     def test_name_is_read_without_running_the_file(self):
         self.write("001-x.py", 'name = "Read Me"\nraise SystemExit("executed!")\n')
-        self.assertEqual(sqlmigrate.discover(self.dir)[0].name, "Read Me")
+        self.assertEqual(sqlmigrate._discover(self.dir)[0].name, "Read Me")
 
     def test_name_declaration_forms(self):
         cases = [('name = "Add users"  # shown by status', "Add users"),
@@ -122,12 +122,12 @@ class PythonMigrations(TempDirTestCase):
         for source, expected in cases:
             with self.subTest(source=source):
                 self.write("001-x.py", "%s\ndef up(db):\n    pass\n" % source)
-                self.assertEqual(sqlmigrate.discover(self.dir)[0].name, expected)
+                self.assertEqual(sqlmigrate._discover(self.dir)[0].name, expected)
 
     def test_checksum_ignores_line_endings(self):
         lf = self.write("001-lf.sql", b"CREATE TABLE t (x);\nSELECT 1;\n")
         crlf = self.write("002-crlf.sql", b"CREATE TABLE t (x);\r\nSELECT 1;\r\n")
-        a, b = sqlmigrate.discover(self.dir)
+        a, b = sqlmigrate._discover(self.dir)
         self.assertEqual(a.checksum, b.checksum)
         self.assertEqual(len(a.checksum), 64)
         self.assertTrue(os.path.exists(lf) and os.path.exists(crlf))
@@ -136,7 +136,7 @@ class PythonMigrations(TempDirTestCase):
 class SqlMigrations(TempDirTestCase):
     def load(self, text):
         self.write("001-x.sql", text)
-        return sqlmigrate.discover(self.dir)[0].load()
+        return sqlmigrate._discover(self.dir)[0].load()
 
     def test_markers_split_up_and_down_case_insensitively(self):
         m = self.load("-- Migration 1\n-- MIGRATE:UP\nCREATE TABLE a (x);\n--migrate:Down\nDROP TABLE a;\n")
@@ -179,7 +179,7 @@ class StatementSplitter(TempDirTestCase):
         sql = ("INSERT INTO t VALUES ('a;b', 'it''s;');\n"
                'CREATE TABLE "we;ird" ([x;y] TEXT, `z;` INT); -- trailing; comment\n'
                "/* block; comment */ SELECT 1")
-        self.assertEqual(sqlmigrate.split_sql(sql), [
+        self.assertEqual(sqlmigrate._split_sql(sql), [
             "INSERT INTO t VALUES ('a;b', 'it''s;')",
             'CREATE TABLE "we;ird" ([x;y] TEXT, `z;` INT)',
             "SELECT 1",
@@ -190,7 +190,7 @@ class StatementSplitter(TempDirTestCase):
                "  INSERT INTO log VALUES (1);\n"
                "  UPDATE t SET x = CASE WHEN x > 1 THEN 2 ELSE 3 END;\n"
                "END;\nSELECT 2;")
-        statements = sqlmigrate.split_sql(sql)
+        statements = sqlmigrate._split_sql(sql)
         self.assertEqual(len(statements), 2)
         self.assertTrue(statements[0].endswith("END"))
         self.assertEqual(statements[1], "SELECT 2")
@@ -205,24 +205,24 @@ class StatementSplitter(TempDirTestCase):
         for _ in range(500):
             sql = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
             # A leading comment sends the same script through the tokenizer.
-            self.assertEqual(sqlmigrate.split_sql(sql), sqlmigrate.split_sql("/**/" + sql),
+            self.assertEqual(sqlmigrate._split_sql(sql), sqlmigrate._split_sql("/**/" + sql),
                              repr(sql))
 
     def test_empty_and_comment_only_statements_are_dropped(self):
-        self.assertEqual(sqlmigrate.split_sql(";;\n-- nothing\n;  /* x */ ;"), [])
+        self.assertEqual(sqlmigrate._split_sql(";;\n-- nothing\n;  /* x */ ;"), [])
 
     def test_split_statements_execute_in_sqlite(self):
         sql = ("CREATE TABLE t (x TEXT); CREATE TABLE log (y);\n"
                "CREATE TRIGGER trg AFTER INSERT ON t BEGIN INSERT INTO log VALUES ('a;'); END;\n"
                "INSERT INTO t VALUES ('1;2')")
         conn = self.connect()
-        for statement in sqlmigrate.split_sql(sql):
+        for statement in sqlmigrate._split_sql(sql):
             conn.execute(statement)
         self.assertEqual(conn.execute("SELECT y FROM log").fetchall(), [("a;",)])
 
     def test_quote_identifier_survives_sqlite(self):
         conn = self.connect()
         name = 'we"ird [name] `x` select'
-        conn.execute("CREATE TABLE %s (%s)" % (sqlmigrate.quote_identifier(name),
-                                               sqlmigrate.quote_identifier("a b")))
+        conn.execute("CREATE TABLE %s (%s)" % (sqlmigrate._quote_identifier(name),
+                                               sqlmigrate._quote_identifier("a b")))
         self.assertIn(name, self.tables(conn))

@@ -1145,7 +1145,7 @@ def _words(sql, table=None):
     table's own text, from its column list on and without `table.`
     qualifiers: the copy path writes the name quoted and must write
     columns unqualified."""
-    tokens = [(k, t) for k, t in sqlmigrate.tokenize(sql) if k not in ("space", "comment")]
+    tokens = [(k, t) for k, t in sqlmigrate._tokenize(sql) if k not in ("space", "comment")]
     if table is not None:
         tokens = tokens[tokens.index(("punct", "(")):]
     out, n = [], 0
@@ -1193,7 +1193,7 @@ def _without_string_fallback(sql):
     "name" that matches no column as a 'string', so a view or index that lost
     its column would still compile, meaning something else."""
     return "".join("[%s]" % sqlmigrate._unquote(text) if kind == "ident" and text[0] == '"'
-                   else text for kind, text in sqlmigrate.tokenize(sql))
+                   else text for kind, text in sqlmigrate._tokenize(sql))
 
 
 def _compiles(conn, sql, statements):
@@ -1201,7 +1201,7 @@ def _compiles(conn, sql, statements):
     in every one of `statements`; changes nothing."""
     conn.execute("SAVEPOINT probe")
     try:
-        kind, name = [t for k, t in sqlmigrate.tokenize(sql) if k not in ("space", "comment")
+        kind, name = [t for k, t in sqlmigrate._tokenize(sql) if k not in ("space", "comment")
                       and t.upper() not in ("CREATE", "TEMP", "UNIQUE", "IF", "NOT",
                                             "EXISTS")][:2]
         conn.execute("DROP %s IF EXISTS %s" % (kind, name))

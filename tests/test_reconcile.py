@@ -56,7 +56,7 @@ class DatabaseTestCase(TempDirTestCase):
 
     def rows(self, table, columns="*", order="rowid"):
         return self.connect().execute("SELECT %s FROM %s ORDER BY %s" % (
-            columns, sqlmigrate.quote_identifier(table), order)).fetchall()
+            columns, sqlmigrate._quote_identifier(table), order)).fetchall()
 
     def content(self):
         with open(self.db, "rb") as f:
@@ -64,7 +64,7 @@ class DatabaseTestCase(TempDirTestCase):
 
     def columns(self, table):
         return [row[1] for row in self.connect().execute(
-            "PRAGMA table_info(%s)" % sqlmigrate.quote_identifier(table))]
+            "PRAGMA table_info(%s)" % sqlmigrate._quote_identifier(table))]
 
     def indexes(self):
         return sorted(row[0] for row in self.connect().execute(

@@ -75,7 +75,7 @@ class ApplyingMigrations(RunnerTestCase):
             import sqlmigrate
 
             def up(db):
-                db.execute("CREATE TABLE %s (x)" % sqlmigrate.quote_identifier("odd name"))
+                db.execute("CREATE TABLE %s (x)" % sqlmigrate._quote_identifier("odd name"))
             ''')
         sqlmigrate.migrate(self.db, self.dir)
         self.assertIn("odd name", self.tables())

@@ -17,7 +17,7 @@ def run_split(sql, setup=""):
         conn.executescript(setup)
         error = None
         try:
-            for statement in sqlmigrate.split_sql(sql):
+            for statement in sqlmigrate._split_sql(sql):
                 conn.execute(statement)
         except (sqlite3.Error, sqlite3.Warning) as e:
             error = e
@@ -46,7 +46,7 @@ EVENTS = "CREATE TABLE events (start INTEGER, end INTEGER, span INTEGER, note TE
 
 class TriggerBodies(TempDirTestCase):
     def assertSplitsLikeSQLite(self, sql, statements):
-        self.assertEqual(len(sqlmigrate.split_sql(sql)), statements, sqlmigrate.split_sql(sql))
+        self.assertEqual(len(sqlmigrate._split_sql(sql)), statements, sqlmigrate._split_sql(sql))
         error, dump = run_split(sql, EVENTS)
         self.assertIsNone(error)
         self.assertEqual(run_script(sql, EVENTS), (None, dump))
@@ -105,7 +105,7 @@ class TriggerBodies(TempDirTestCase):
         sql = ("INSERT INTO events (start) VALUES (1);\n"
                "CREATE TRIGGER t AFTER INSERT ON events BEGIN\n"
                "  UPDATE events SET end = 1; SELECT 2;\nEND")
-        self.assertEqual(sqlmigrate.split_sql(sql), [
+        self.assertEqual(sqlmigrate._split_sql(sql), [
             "INSERT INTO events (start) VALUES (1)",
             "CREATE TRIGGER t AFTER INSERT ON events BEGIN\n"
             "  UPDATE events SET end = 1; SELECT 2;\nEND"])
@@ -171,7 +171,7 @@ class NonAsciiNames(TempDirTestCase):
                "  UPDATE café SET 名前 = 'ü;END;' WHERE rowid = NEW.rowid;\n"
                "END;\n"
                "INSERT INTO café (naïve) VALUES ('ßß')")
-        self.assertEqual(len(sqlmigrate.split_sql(sql)), 3)
+        self.assertEqual(len(sqlmigrate._split_sql(sql)), 3)
         error, dump = run_split(sql)
         self.assertIsNone(error)
         self.assertEqual(run_script(sql), (None, dump))
@@ -180,21 +180,21 @@ class NonAsciiNames(TempDirTestCase):
 
 class EncodingAndLineEndings(TempDirTestCase):
     def discover_one(self):
-        return sqlmigrate.discover(self.dir)[0]
+        return sqlmigrate._discover(self.dir)[0]
 
     def test_bom_before_the_up_marker_is_not_sql_before_it(self):
         self.write("001-events.sql", b"\xef\xbb\xbf-- migrate:up\nCREATE TABLE a (x);\n"
                                      b"-- migrate:down\nDROP TABLE a;\n")
         m = self.discover_one().load()
         self.assertTrue(m.has_down)
-        self.assertEqual(sqlmigrate.split_sql(m._up_sql), ["CREATE TABLE a (x)"])
+        self.assertEqual(sqlmigrate._split_sql(m._up_sql), ["CREATE TABLE a (x)"])
 
     def test_bom_file_without_markers_applies(self):
         # SQLite itself skips a BOM before a statement only in newer versions
         # (3.7.17 reports a syntax error near it).
         self.write("001-events.sql", b"\xef\xbb\xbfCREATE TABLE a (x);\n")
         m = self.discover_one().load()
-        self.assertEqual(sqlmigrate.split_sql(m._up_sql), ["CREATE TABLE a (x)"])
+        self.assertEqual(sqlmigrate._split_sql(m._up_sql), ["CREATE TABLE a (x)"])
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
         self.assertEqual(status, 0, err)
         self.assertIn("a", self.tables())
@@ -226,7 +226,7 @@ class EncodingAndLineEndings(TempDirTestCase):
         checksums = set()
         for version, ending in enumerate((b"\n", b"\r\n", b"\r"), 1):
             self.write("%03d-same.sql" % version, ending.join(lines))
-        for m in sqlmigrate.discover(self.dir):
+        for m in sqlmigrate._discover(self.dir):
             checksums.add(m.checksum)
         self.assertEqual(checksums, {hashlib.sha256(b"\n".join(lines)).hexdigest()})
 
@@ -235,7 +235,7 @@ class EncodingAndLineEndings(TempDirTestCase):
                                      b"-- migrate:down\r\nDROP TABLE a;\r\n")
         m = self.discover_one().load()
         self.assertFalse(m.transactional)
-        self.assertEqual(sqlmigrate.split_sql(m._down_sql), ["DROP TABLE a"])
+        self.assertEqual(sqlmigrate._split_sql(m._down_sql), ["DROP TABLE a"])
 
     def test_lone_cr_file_reads_its_markers_and_comments_as_lines(self):
         # SQLite ends a -- comment only at \n: read as it is, this file's
@@ -247,7 +247,7 @@ class EncodingAndLineEndings(TempDirTestCase):
         self.assertEqual(status, 0, err)
         self.assertEqual(self.connect().execute("SELECT x FROM a").fetchall(), [("one\ntwo",)])
         m = self.discover_one().load()
-        self.assertEqual(sqlmigrate.split_sql(m._down_sql), ["DROP TABLE a"])
+        self.assertEqual(sqlmigrate._split_sql(m._down_sql), ["DROP TABLE a"])
 
     def test_lone_cr_inside_a_crlf_file_is_left_alone(self):
         self.write("001-events.sql", b"-- migrate:up\r\nCREATE TABLE a (x);\r\n"
