@@ -18,7 +18,6 @@ and SQLite 3.7.17+.  Usage::
     # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -359,6 +358,7 @@ class Migration(object):
         # Line endings are normalised so a checkout with CRLF is not "changed".
         if self._checksum is None:
             normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            import hashlib  # its OpenSSL load costs more than importing sqlmigrate
             self._checksum = hashlib.sha256(normalised).hexdigest()
         return self._checksum
 
@@ -3701,7 +3701,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     try:
         # Not _json_text: json.dumps would write a key 1 as "1", next to a "1"
         # the row may have.
-        _json_text_slowly(json, defaults)
+        _json_text_slowly(defaults)
     except ValueError as e:
         raise RequestError("merge_json_defaults: defaults are not JSON: %s" % e)
     with _using(db) as conn:
@@ -3726,9 +3726,9 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             for row in rows:
                 key, value = row[:-1], row[-1]
                 try:
-                    document = _json_object(json, value)
+                    document = _json_object(value)
                     if _merge_missing(document, defaults):
-                        updates.append((_json_text(json, document),) + tuple(key))
+                        updates.append((_json_text(document),) + tuple(key))
                 except ValueError as e:
                     bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
             if bad:
@@ -3836,7 +3836,7 @@ def _json_object_without_repeats(pairs):
     return document
 
 
-def _json_object(json, value):
+def _json_object(value):
     if value is None or value == "" or value == b"":
         return {}
     if isinstance(value, bytes):
@@ -3857,7 +3857,7 @@ def _json_object(json, value):
     return document
 
 
-def _json_text(json, document):
+def _json_text(document):
     """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
     writes it, by json.dumps when it can (it is several times faster) and else
     by _json_text_slowly."""
@@ -3866,10 +3866,10 @@ def _json_text(json, document):
         text.encode("utf-8")  # sqlite3 will, and a lone surrogate fails it
         return text
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return _json_text_slowly(json, document)
+        return _json_text_slowly(document)
 
 
-def _json_text_slowly(json, document):
+def _json_text_slowly(document):
     """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
     writes it, except: numbers read from the row keep their text; a string
     with a lone surrogate has it as a \\u escape (valid JSON, and the
