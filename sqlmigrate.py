@@ -199,6 +199,126 @@ def _key(name):
 
 # -- token lists (_tokenize() output) as the parsers further down read them --
 
+class _Cursor(object):
+    """The one way sqlmigrate reads SQL it did not write: a position in
+    _tokenize(sql) that steps over spaces and comments.  `i` indexes
+    `tokens` itself, so a reader can also cut or edit the original text
+    there (the rebuild edits CREATE TABLE text token by token)."""
+
+    def __init__(self, sql=None, tokens=None, i=0, end=None):
+        self.tokens = _tokenize(sql) if tokens is None else tokens
+        self.end = len(self.tokens) if end is None else end
+        self.i = i
+        self._skip()
+
+    def _skip(self):
+        while self.i < self.end and self.tokens[self.i][0] in ("space", "comment"):
+            self.i += 1
+
+    def at_end(self):
+        return self.i >= self.end
+
+    def peek(self):
+        """(kind, text) of the next significant token; (None, "") at the end."""
+        return self.tokens[self.i] if self.i < self.end else (None, "")
+
+    def word(self):
+        """The next token upper-cased if it is a bare word (keyword or name)."""
+        kind, text = self.peek()
+        return text.upper() if kind == "word" else None
+
+    def advance(self):
+        token = self.peek()
+        self.i += 1
+        self._skip()
+        return token
+
+    def take(self, *words):
+        """Consume `words` if all of them come next, in order; say whether."""
+        start = self.i
+        for word in words:
+            if self.word() != word:
+                self.i = start
+                return False
+            self.advance()
+        return True
+
+    def skip_words(self, *words):
+        while self.word() in words:
+            self.advance()
+
+    def punct(self, text):
+        """Consume the punctuation `text` if it comes next; say whether."""
+        if self.peek() == ("punct", text):
+            self.advance()
+            return True
+        return False
+
+    def name(self):
+        """A name, unquoted: a bare word, a "quoted", [bracketed] or `ticked`
+        identifier, or a 'string' (SQLite takes one where a name must stand).
+        A schema qualifier (main.t) is read past.  None if no name is next."""
+        kind, text = self.peek()
+        if kind not in ("word", "ident", "string"):
+            return None
+        self.advance()
+        if self.peek() == ("punct", ".") and self.tokens[self.i + 1:self.i + 2] \
+                and self.tokens[self.i + 1][0] in ("word", "ident", "string"):
+            self.advance()
+            return self.name()
+        return _unquote(text)
+
+    def group(self):
+        """At '(': the (first, close) token indexes of what it encloses, moving
+        past the matching ')'."""
+        if self.peek() != ("punct", "("):
+            raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
+        first = self.i + 1
+        close = _matching_paren(self.tokens, self.i)
+        self.i = close + 1
+        self._skip()
+        return first, close
+
+    def comma_list(self):
+        """At '(': the (first, end) token ranges of its top-level, comma-separated
+        items, moving past the matching ')'."""
+        first, close = self.group()
+        items, depth, start = [], 0, first
+        for j in range(first, close):
+            kind, text = self.tokens[j]
+            if kind != "punct":
+                continue
+            if text == "(":
+                depth += 1
+            elif text == ")":
+                depth -= 1
+            elif text == "," and depth == 0:
+                items.append((start, j))
+                start = j + 1
+        items.append((start, close))
+        return items
+
+
+class _Create(object):
+    """The head of a CREATE statement: CREATE [TEMP] [UNIQUE|VIRTUAL] kind
+    [IF NOT EXISTS] [schema.]name, with `cursor` just after the name.  kind is
+    TABLE, INDEX, VIEW or TRIGGER (None for any other statement)."""
+
+    def __init__(self, sql, tokens=None):
+        cursor = _Cursor(sql, tokens)
+        self.kind = self.name = None
+        self.temporary = self.unique = self.virtual = self.if_not_exists = False
+        if cursor.take("CREATE"):
+            self.temporary = cursor.word() in ("TEMP", "TEMPORARY") and bool(cursor.advance())
+            self.unique = cursor.take("UNIQUE")
+            self.virtual = cursor.take("VIRTUAL")
+            if cursor.word() in ("TABLE", "INDEX", "VIEW", "TRIGGER"):
+                self.kind = cursor.advance()[1].upper()
+                self.if_not_exists = cursor.take("IF", "NOT", "EXISTS")
+                self.name = cursor.name()
+        self.cursor = cursor
+
+
 def _code_tokens(sql):
     """_tokenize(sql) without the spaces and comments."""
     return [(kind, text) for kind, text in _tokenize(sql) if kind not in ("space", "comment")]

@@ -73,10 +73,12 @@ class TempDirTestCase(unittest.TestCase):
             env.pop(name, None)
         env.update(kwargs.pop("env", {}))
         python = kwargs.pop("python", sys.executable)
-        command = [python, SCRIPT] + list(args)
-        if kwargs.pop("module", False):
-            command = [python, "-m", "sqlmigrate"] + list(args)
-            env["PYTHONPATH"] = ROOT
+        # `python -m sqlmigrate` by default: a script run recompiles the
+        # whole file each time; script=True for the tests of that form.
+        command = [python, "-m", "sqlmigrate"] + list(args)
+        env["PYTHONPATH"] = ROOT
+        if kwargs.pop("script", False):
+            command = [python, SCRIPT] + list(args)
         proc = subprocess.run(command, cwd=kwargs.pop("cwd", self.tmp), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=kwargs.pop("timeout", 60), **kwargs)

@@ -181,7 +181,7 @@ class InvocationTests(CLITestCase):
         self.add_initial()
         self.run_ok("--db", self.db, "up", "--to", "1")
         self.add_sessions()
-        self.run_ok("--db", self.db, "up", module=True)
+        self.run_ok("--db", self.db, "up", script=True)
         self.assertEqual(self.schema_version(), "2")
         self.assertIn("sessions", self.tables())
 
@@ -196,17 +196,17 @@ class InvocationTests(CLITestCase):
                     raise RuntimeError("second copy of sqlmigrate")
                 db.execute("CREATE TABLE %s (id INTEGER)" % sqlmigrate._quote_identifier("a b"))
             ''')
-        for module in (False, True):
-            with self.subTest(module=module):
+        for script in (False, True):
+            with self.subTest(script=script):
                 if os.path.exists(self.db):
                     os.remove(self.db)
-                self.run_ok("--db", self.db, "up", module=module)
+                self.run_ok("--db", self.db, "up", script=script)
                 self.assertIn("a b", self.tables())
 
     def test_version_option_prints_the_version(self):
-        for module in (False, True):
-            with self.subTest(module=module):
-                status, out, err = self.cli("--version", module=module)
+        for script in (False, True):
+            with self.subTest(script=script):
+                status, out, err = self.cli("--version", script=script)
                 self.assertEqual(status, 0, err)
                 self.assertIn("sqlmigrate", out + err)
                 self.assertIn(self.module_version(), out + err)
