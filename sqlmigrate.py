@@ -2402,18 +2402,6 @@ class _CreateTable(object):
         return any(kind == "generated" for kind, _, _, _ in self.groups(item))
 
 
-def _check_parsed_columns(parsed, columns, quoted):
-    """A safety net for the parser: our reading of the CREATE TABLE text must
-    list exactly the columns SQLite lists (`columns`, from _read_columns), or
-    we touch nothing."""
-    declared = [row[1] for row in columns]
-    if [c.name for c in parsed.columns] != declared:
-        raise MigrationError(
-            "could not read the column list of %s from its CREATE TABLE text (found %s, "
-            "SQLite says %s); nothing was changed - please report this with the table's SQL"
-            % (quoted, [c.name for c in parsed.columns], declared))
-
-
 def _skip_names(tokens):
     """Token indexes of a trigger's own name and of its table: names, not columns."""
     head = _Create(None, tokens)
@@ -2492,7 +2480,12 @@ class _Table(object):
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
-        _check_parsed_columns(self.old, columns, self.quoted)
+        if [c.name for c in self.old.columns] != [row[1] for row in columns]:
+            # A safety net for the parser: touch nothing it misreads.
+            raise MigrationError(
+                "could not read the column list of %s from its CREATE TABLE text (found %s, "
+                "SQLite says %s); nothing was changed - please report this with the table's SQL"
+                % (self.quoted, [c.name for c in self.old.columns], [r[1] for r in columns]))
         self.pk_keys = set(_key(row[1]) for row in columns if row[5])
         # hidden 2 and 3: generated columns, which INSERT ... VALUES skips
         self.generated_keys = set(_key(row[1]) for row in columns if row[6] in (2, 3))
@@ -2519,6 +2512,7 @@ class _Table(object):
                 self.children += [(other, row[3], row[4]) for row in _query(
                     raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(other))
                     if _key(row[2]) == self.key]
+        self.dependents = [(s, "trigger", n, sql) for s, n, sql in self.triggers] + self.others
         self.own_foreign_keys = [(row[2], row[3], row[4]) for row in _query(
             raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(self.name))]
 
@@ -2625,8 +2619,16 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
                                         for name, _ in dropped_indexes))
     if native:
         return _RebuildPlan(tail_renames=False, copy_sql=None, **fields)
-    if not tail:
-        _check_copy_renames(t, [_key(o) for o, _ in renamed])
+    for old_name, _ in [] if tail else renamed:
+        # Without RENAME COLUMN only the table's own text and its indexes
+        # can be rewritten safely: refuse rather than leave anything broken.
+        user = _user_of(t, [_key(old_name)])
+        if user:
+            raise MigrationError(
+                "cannot rename column %s of table %s: %s, and without RENAME COLUMN (SQLite "
+                "3.25+; this is %s) it would keep the old name; drop it, rebuild, and create it "
+                "again with the new name; nothing was changed"
+                % (old_name, t.name, user, sqlite3.sqlite_version))
     _refuse_deferred_foreign_keys(raw, t)
     temp = _free_name(raw, "sqlmigrate_new_%s" % t.name)
     if new is None:
@@ -2706,27 +2708,33 @@ def _check_own_constraints(t, key):
                                            % (t.name, parent)))
 
 
+def _user_of(t, keys):
+    """What else (another table's foreign key, a trigger, a view) uses one of
+    the columns `keys`, as a sentence; None if nothing does."""
+    for child, source, target in t.children:
+        if target is not None and _key(target) in keys:
+            return "table %s has a foreign key to it (%s.%s)" % (child, child, source)
+    for schema, kind, name, sql in t.dependents:
+        if _uses(kind, sql, keys):
+            return "%s uses it" % _describe(kind, schema, name)
+    return None
+
+
 def _check_dependents(t, dropped, mapping, create_sql):
     """Refuse where a trigger, view or other table's foreign key would
     break; return the indexes that go with the dropped columns."""
-    old, objects = t.old, [(s, "trigger", n, sql) for s, n, sql in t.triggers] + t.others
+    old = t.old
     for key in dropped:
-        refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (
-            old.column(key).name, t.name)
-        for child, source, target in t.children:
-            if target is not None and _key(target) == key:
-                raise MigrationError(refuse % (
-                    "table %s has a foreign key to it (%s.%s); change or drop that first"
-                    % (child, child, source)))
-        for schema, kind, name, sql in objects:
-            if _uses(kind, sql, [key]):
-                raise MigrationError(refuse % ("%s uses it; drop or change the %s first"
-                                               % (_describe(kind, schema, name), kind)))
+        user = _user_of(t, [key])
+        if user:
+            raise MigrationError("cannot drop column %s of table %s: %s; change or drop that "
+                                 "first; nothing was changed" % (old.column(key).name, t.name,
+                                                                 user))
     if [k for k in dropped if k not in t.generated_keys] or (
             create_sql is not None and len(mapping) != len(old.columns)):
         # INSERT INTO t VALUES (...) lists a value per column: once the table
         # has another number of columns the trigger fails at every firing.
-        for schema, kind, name, sql in objects:
+        for schema, kind, name, sql in t.dependents:
             if kind == "trigger" and _inserts_without_column_list(sql, t.key):
                 raise MigrationError(
                     "cannot change the columns of table %s: %s inserts into it without a "
@@ -2749,22 +2757,6 @@ def _check_dependents(t, dropped, mapping, create_sql):
                         "first; nothing was changed" % (old.column(key).name, t.name, index,
                                                         old.column(key).name))
     return dropped_indexes
-
-
-def _check_copy_renames(t, old_keys):
-    """Without RENAME COLUMN (SQLite < 3.25) only the table's own text and its
-    indexes can be rewritten safely; anything else naming an old column is
-    refused rather than left broken."""
-    why = ("without RENAME COLUMN (SQLite 3.25+; this is %s) rebuild_table cannot rename a column "
-           "inside %%s; drop it, rebuild, and create it again with the new name; nothing was "
-           "changed" % sqlite3.sqlite_version)
-    for child, source, target in t.children if old_keys else ():
-        if target is not None and _key(target) in old_keys:
-            raise MigrationError(why % ("table %s's foreign key" % child))
-    for schema, kind, name, sql in [(s, "trigger", n, sql) for s, n, sql in t.triggers] + \
-            t.others if old_keys else ():
-        if _uses(kind, sql, old_keys):
-            raise MigrationError(why % _describe(kind, schema, name))
 
 
 def _renamed(tokens, indexes, renamed):
@@ -2941,11 +2933,9 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
     # The 12-step procedure's step 9: views that compiled before must still
     # (a view over a view over the table, which our reading does not follow).
     for schema, name in plan.views:
-        try:
-            _query(raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, _quote_identifier(name)))
-        except sqlite3.Error as e:
-            raise MigrationError("after rebuilding table %s, %s fails (%s); the rebuild was "
-                                 "rolled back" % (plan.table, _describe("view", schema, name), e))
+        if not _view_compiles(raw, schema, name):
+            raise MigrationError("after rebuilding table %s, %s no longer compiles; the rebuild "
+                                 "was rolled back" % (plan.table, _describe("view", schema, name)))
     return copied
 
 
