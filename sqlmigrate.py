@@ -271,32 +271,30 @@ class _Cursor(object):
     def group(self):
         """At '(': the (first, close) token indexes of what it encloses, moving
         past the matching ')'."""
-        if self.peek() != ("punct", "("):
-            raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
-        first = self.i + 1
-        close = _matching_paren(self.tokens, self.i)
-        self.i = close + 1
-        self._skip()
-        return first, close
+        items = self.comma_list()
+        return items[0][0], items[-1][1]
 
     def comma_list(self):
         """At '(': the (first, end) token ranges of its top-level, comma-separated
         items, moving past the matching ')'."""
-        first, close = self.group()
-        items, depth, start = [], 0, first
-        for j in range(first, close):
-            kind, text = self.tokens[j]
-            if kind != "punct":
-                continue
+        if self.peek() != ("punct", "("):
+            raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
+        items, depth, start = [], 0, self.i + 1
+        for j in range(self.i, self.end):
+            text = self.tokens[j][1] if self.tokens[j][0] == "punct" else None
             if text == "(":
                 depth += 1
             elif text == ")":
                 depth -= 1
-            elif text == "," and depth == 0:
+                if not depth:
+                    items.append((start, j))
+                    self.i = j + 1
+                    self._skip()
+                    return items
+            elif text == "," and depth == 1:
                 items.append((start, j))
                 start = j + 1
-        items.append((start, close))
-        return items
+        raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens))
 
 
 class _Create(object):
@@ -306,7 +304,7 @@ class _Create(object):
 
     def __init__(self, sql, tokens=None):
         cursor = _Cursor(sql, tokens)
-        self.kind = self.name = None
+        self.kind = self.name = self.name_at = None
         self.temporary = self.unique = self.virtual = self.if_not_exists = False
         if cursor.take("CREATE"):
             self.temporary = cursor.word() in ("TEMP", "TEMPORARY") and bool(cursor.advance())
@@ -315,6 +313,7 @@ class _Create(object):
             if cursor.word() in ("TABLE", "INDEX", "VIEW", "TRIGGER"):
                 self.kind = cursor.advance()[1].upper()
                 self.if_not_exists = cursor.take("IF", "NOT", "EXISTS")
+                self.name_at = cursor.i
                 self.name = cursor.name()
         self.cursor = cursor
 
@@ -358,6 +357,12 @@ def _joined(tokens):
     return text
 
 
+_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
+_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
+                      "IGNORE", "ONLY")
+_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
+
+
 def _tables_named_in(statements):
     """The tables a list of SQL statements names (after FROM, JOIN, INTO,
     UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
@@ -365,36 +370,22 @@ def _tables_named_in(statements):
     fails.  A name may be a table that does not exist (yet)."""
     names, seen = [], set()
     for statement in statements:
-        for name in _names_after_keywords(_code_tokens(statement or "")):
-            if _key(name) not in seen:
-                seen.add(_key(name))
-                names.append(name)
+        # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
+        on_names_table = _Create(statement or "").kind in ("INDEX", "TRIGGER")
+        cursor = _Cursor(statement or "")
+        while not cursor.at_end():
+            word = cursor.advance()[1].upper()
+            if word == "ON" and on_names_table:
+                on_names_table = False
+            elif word not in _NAME_KEYWORDS:
+                continue
+            cursor.skip_words(*_BEFORE_NAME_WORDS)
+            if cursor.peek()[0] in ("word", "ident") and cursor.word() not in _NOT_NAME_WORDS:
+                name = cursor.name()
+                if _key(name) not in seen:
+                    seen.add(_key(name))
+                    names.append(name)
     return names
-
-
-_NAME_KEYWORDS = ("FROM", "JOIN", "INTO", "UPDATE", "TABLE", "REFERENCES")
-_BEFORE_NAME_WORDS = ("IF", "NOT", "EXISTS", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL",
-                      "IGNORE", "ONLY")
-_NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
-
-
-def _names_after_keywords(tokens):
-    words = [text.upper() if kind == "word" else None for kind, text in tokens]
-    # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
-    on_names_table = "INDEX" in words[:3] or "TRIGGER" in words[:4]
-    for position, word in enumerate(words):
-        if word == "ON" and on_names_table:
-            on_names_table = False
-        elif word not in _NAME_KEYWORDS:
-            continue
-        following = position + 1
-        while following < len(words) and words[following] in _BEFORE_NAME_WORDS:
-            following += 1
-        if following + 2 < len(tokens) and tokens[following + 1] == ("punct", "."):
-            following += 2  # schema.table
-        if following < len(tokens) and tokens[following][0] in ("word", "ident") \
-                and words[following] not in _NOT_NAME_WORDS:
-            yield _unquote(tokens[following][1])
 
 
 # --- Migration files --------------------------------------------------------
@@ -2121,12 +2112,8 @@ class _SchemaObjects(object):
         return row
 
 
-_VIRTUAL_RE = re.compile(r"(?i)\s*CREATE\s+VIRTUAL\b")
-
-
 def _is_virtual(sql):
-    # A regex, not the tokenizer: this runs once per declared table.
-    return bool(sql) and _VIRTUAL_RE.match(sql) is not None
+    return bool(sql) and _Create(sql).virtual
 
 
 _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden")
@@ -2198,14 +2185,12 @@ def _free_name(raw, base):
 # indexes and triggers, check views.  The new table is the old CREATE TABLE text
 # edited with the tokenizer, never SQL regenerated from PRAGMA table_info (which
 # forgets CHECK, COLLATE, generated columns, STRICT, WITHOUT ROWID, comments).
+# A rebuild is planned (_plan_rebuild: every refusal, nothing changed), written
+# out as statements (_rebuild_statements), then run (_run_rebuild).
 
-# Tests set this to take the copy path, the only one SQLite < 3.25 has, on a
-# newer SQLite; both paths must give the same result.
-_FORCE_COPY = False
-# Rows are copied in rowid ranges of this size so a terminal can show progress.
+# With a progress callback, tables over 4 such ranges are copied range by range.
 _COPY_CHUNK_ROWS = 250000
-_PROGRESS_MIN_ROWS = 1000000
-_PROGRESS_EVERY = 2.0  # seconds
+_ALL_ROWIDS = (-2 ** 63, 2 ** 63 - 1)
 
 _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN")
 # A name right after one of these words is a table, alias, type or collation,
@@ -2213,7 +2198,7 @@ _TABLE_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"
 _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE")
 # Where triggers and views that use a main table may live (TEMP: this connection's).
 _SCHEMAS = (("main", "sqlite_master"), ("temp", "sqlite_temp_master"))
-
+_NAMES = ("word", "ident", "string")
 
 # SQLite's reserved words: written bare they are never a name (a column so
 # named must be quoted), so `t(a DESC)` or `WHERE a IS NOT NULL` never uses a
@@ -2258,20 +2243,23 @@ def _column_refs(tokens, start, end, skip=(), name_lists=(), whole_list=False):
     'b' = ....  name_lists: indexes of '(' that open such a list; whole_list:
     [start, end) is one.  Errs on the side of "may": callers use it to
     refuse, or to rename inside one table."""
-    sig = _significant(tokens, start, end)
-    refs, lists = [], [whole_list]
+    cursor = _Cursor(tokens=tokens, i=start, end=end)
+    refs, lists, back = [], [whole_list], [(None, None)] * 4
     # Whether the previous token ended an operand: a bare word after one is a
     # keyword or an alias (`a DESC`, `SELECT a b`), not a column.
     operand_end = False
-    for n, i in enumerate(sig):
-        kind, text = tokens[i]
-        after = tokens[sig[n + 1]] if n + 1 < len(sig) else (None, None)
-        before = tokens[sig[n - 1]] if n > 0 else (None, None)
+    while not cursor.at_end():
+        i = cursor.i
+        (kind, text), before, after = cursor.advance(), back[-1], cursor.peek()
+        prev, back = back, back[1:] + [(kind, text)]
         before_word = before[1].upper() if before[0] == "word" else None
         if kind == "punct":
             if text == "(":
-                lists.append(i in name_lists or before_word in _NAME_LIST_AFTER
-                             or _after_insert_target(tokens, sig, n))
+                # INTO name ( / INTO schema.name ( opens an INSERT's column list.
+                k = -3 if prev[-2] == ("punct", ".") else -1
+                lists.append(i in name_lists or before_word in _NAME_LIST_AFTER or (
+                    prev[k][0] in _NAMES and prev[k - 1][0] == "word"
+                    and prev[k - 1][1].upper() == "INTO"))
             elif text == ")" and len(lists) > 1:
                 lists.pop()
             operand_end = text == ")"
@@ -2288,49 +2276,33 @@ def _column_refs(tokens, start, end, skip=(), name_lists=(), whole_list=False):
                 operand_end = False  # a trigger's UPDATE OF column list follows
                 continue
         was_operand_end, operand_end = operand_end, True
-        if i in skip or kind not in ("ident", "word", "string"):
-            continue
-        if after[0] == "punct" and after[1] in ("(", "."):
-            continue
-        if before_word in _NOT_A_COLUMN_AFTER:
+        if i in skip or kind not in _NAMES or before_word in _NOT_A_COLUMN_AFTER \
+                or after in (("punct", "("), ("punct", ".")):
             continue
         if kind == "string":
             entry = lists[-1] and before in (("punct", "("), ("punct", ","), (None, None)) and (
-                after in (("punct", ","), ("punct", ")"), (None, None))
+                after in (("punct", ","), ("punct", ")"), (None, ""))
                 or (after[0] == "word" and after[1].upper() in ("COLLATE", "ASC", "DESC")))
-            target = after == ("punct", "=") and (before_word == "SET"
-                                                  or before == ("punct", ","))
-            if entry or target:
+            if entry or after == ("punct", "=") and (before_word == "SET"
+                                                     or before == ("punct", ",")):
                 refs.append(i)
-            continue
-        if kind == "ident":
+        elif kind == "ident":
             if not was_operand_end:
                 refs.append(i)
-            continue
-        if word == "X" and i + 1 < len(tokens) and tokens[i + 1][0] == "string":
+        elif word == "X" and i + 1 < len(tokens) and tokens[i + 1][0] == "string":
             continue  # a blob literal x'00'
-        if was_operand_end:
+        elif was_operand_end:
             # A keyword after an operand (a DESC, a LIKE b) or an alias.
             operand_end = word in _CLOSING_WORDS or word not in _KEYWORD_NAMES
-            continue
-        if word in _KEYWORD_NAMES:
+        elif word in _KEYWORD_NAMES:
             # Where an operand may stand a keyword-name may be a column, but
             # is more likely a keyword: what follows is not after an operand.
             operand_end = False
-            if before_word == "NOT" or (word == "END" and before == ("punct", ";")):
-                continue  # NOT LIKE, a trigger's closing END
-        refs.append(i)
+            if not (before_word == "NOT" or (word == "END" and before == ("punct", ";"))):
+                refs.append(i)  # not NOT LIKE, nor a trigger's closing END
+        else:
+            refs.append(i)
     return refs
-
-
-def _after_insert_target(tokens, sig, n):
-    """Whether the '(' at sig[n] follows INTO name / INTO schema.name: an
-    INSERT's column list."""
-    k = n - 1
-    if k >= 2 and tokens[sig[k - 1]] == ("punct", "."):
-        k -= 2
-    return k >= 1 and tokens[sig[k]][0] in ("word", "ident", "string") \
-        and _word(tokens, sig[k - 1]) == "INTO"
 
 
 def _mentions(tokens, start, end, keys, skip=(), name_lists=(), whole_list=False):
@@ -2342,8 +2314,12 @@ def _mentions(tokens, start, end, keys, skip=(), name_lists=(), whole_list=False
 
 def _names_in(sql):
     # 'strings' too: SQLite takes FROM 't' or INSERT INTO 'T T' as table names.
-    return set(_key(_unquote(text)) for kind, text in _tokenize(sql)
-               if kind in ("ident", "word", "string"))
+    cursor, names = _Cursor(sql), set()
+    while not cursor.at_end():
+        kind, text = cursor.advance()
+        if kind in _NAMES:
+            names.add(_key(_unquote(text)))
+    return names
 
 
 class _Item(object):
@@ -2359,52 +2335,31 @@ class _CreateTable(object):
     """A CREATE TABLE statement split at its structure by the tokenizer."""
 
     def __init__(self, sql, what):
-        self.sql = sql
-        self.tokens = tokens = _tokenize(sql)
-        sig = _significant(tokens)
-        words = [_word(tokens, i) for i in sig]
-        if not words or words[0] != "CREATE" or "TABLE" not in words[:3]:
+        head = _Create(sql)
+        if head.kind != "TABLE":
             raise MigrationError("%s is not a CREATE TABLE statement: %s" % (what, sql))
-        self.temporary = words[1] in ("TEMP", "TEMPORARY")
-        if words[1] == "VIRTUAL":
+        if head.virtual:
             raise MigrationError("%s is a virtual table; rebuild_table handles ordinary tables"
                                  % what)
-        n = words.index("TABLE") + 1
-        if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
-            n += 3
-        opens = [k for k in range(n, len(sig)) if tokens[sig[k]] == ("punct", "(")]
-        if not opens or opens[0] == n:
+        cursor = head.cursor
+        if cursor.peek() != ("punct", "("):
             raise MigrationError("%s has no column list (CREATE TABLE ... AS SELECT?): %s"
                                  % (what, sql))
-        self.name_start, self.name_end = sig[n], sig[opens[0] - 1] + 1
-        self.name = _unquote(tokens[sig[opens[0] - 1]][1])
-        self.open = sig[opens[0]]
-        self.close = _matching_paren(tokens, self.open)
-        self.items = self._split_items()
+        self.sql, self.tokens, self.name, self.temporary = sql, cursor.tokens, head.name, \
+            head.temporary
+        self.name_span = head.name_at, cursor.i
+        self.items = []
+        for start, end in cursor.comma_list():
+            first = _Cursor(tokens=self.tokens, i=start, end=end)
+            if first.at_end():
+                raise MigrationError("empty entry in column list: %s" % sql)
+            name = None if first.word() in _TABLE_CONSTRAINT_WORDS else _unquote(first.peek()[1])
+            self.items.append(_Item(start, end, first.i, name))
         self.columns = [item for item in self.items if item.name is not None]
-        self.options = [_word(tokens, i) for i in _significant(tokens, self.close + 1)]
-        self.rowid = "ROWID" not in self.options  # WITHOUT ROWID
-
-    def _split_items(self):
-        tokens, items, start, depth = self.tokens, [], self.open + 1, 0
-        for i in range(self.open + 1, self.close + 1):
-            kind, text = tokens[i]
-            if kind != "punct":
-                continue
-            if text == "(":
-                depth += 1
-            elif text == ")" and depth:
-                depth -= 1
-            elif (text == "," and depth == 0) or i == self.close:
-                sig = _significant(tokens, start, i)
-                if not sig:
-                    raise MigrationError("empty entry in column list: %s" % self.sql)
-                first = sig[0]
-                is_constraint = _word(tokens, first) in _TABLE_CONSTRAINT_WORDS
-                name = None if is_constraint else _unquote(tokens[first][1])
-                items.append(_Item(start, i, first, name))
-                start = i + 1
-        return items
+        self.rowid = True
+        while not cursor.at_end():
+            self.rowid = self.rowid and not cursor.take("WITHOUT", "ROWID")
+            cursor.advance()
 
     def column(self, key):
         for item in self.columns:
@@ -2417,55 +2372,97 @@ class _CreateTable(object):
 
     def groups(self, item):
         """The parenthesised parts of an entry that name columns of this
-        table: ("expr", lo, hi, None) for CHECK (...) and AS (...), ("list",
-        ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref", lo, hi, parent)
-        for REFERENCES parent (...).  lo/hi are token indexes inside the
-        parentheses."""
-        tokens, found = self.tokens, []
-        sig = _significant(tokens, item.first, item.end)
-        n = 0
-        while n < len(sig):
-            i = sig[n]
-            if tokens[i] != ("punct", "("):
-                n += 1
+        table: ("expr", lo, hi, None) for CHECK (...), ("generated", ...) for
+        AS (...), ("list", ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref",
+        lo, hi, parent) for REFERENCES parent (...); lo/hi index tokens."""
+        cursor, found, back = _Cursor(tokens=self.tokens, i=item.first, end=item.end), [], []
+        while not cursor.at_end():
+            if cursor.peek() != ("punct", "("):
+                back.append(cursor.advance())
                 continue
-            close = _matching_paren(tokens, i)
-            before = _word(tokens, sig[n - 1]) if n > 0 else None
-            before2 = _word(tokens, sig[n - 2]) if n > 1 else None
-            if before in ("CHECK", "AS"):
-                found.append(("expr", i + 1, close, None))
-            elif before == "UNIQUE" or (before == "KEY" and before2 in ("PRIMARY", "FOREIGN")):
-                found.append(("list", i + 1, close, None))
-            elif before2 == "REFERENCES":
-                found.append(("ref", i + 1, close, _key(_unquote(tokens[sig[n - 1]][1]))))
-            while n < len(sig) and sig[n] <= close:
-                n += 1
+            words = [text.upper() if kind == "word" else None
+                     for kind, text in ([(None, "")] * 2 + back)[-2:]]
+            lo, hi = cursor.group()
+            if words[1] == "CHECK":
+                found.append(("expr", lo, hi, None))
+            elif words[1] == "AS":
+                found.append(("generated", lo, hi, None))
+            elif words[1] == "UNIQUE" or words == ["PRIMARY", "KEY"] or words == ["FOREIGN", "KEY"]:
+                found.append(("list", lo, hi, None))
+            elif words[0] == "REFERENCES":
+                found.append(("ref", lo, hi, _key(_unquote(back[-1][1]))))
+            back.append(("punct", ")"))
         return found
 
     def has_word(self, item, word):
-        return any(_word(self.tokens, i) == word for i in _significant(self.tokens, item.first,
-                                                                        item.end))
+        return any(kind == "word" and text.upper() == word
+                   for kind, text in self.tokens[item.first:item.end])
+
+    def generated(self, item):
+        return any(kind == "generated" for kind, _, _, _ in self.groups(item))
 
 
-def _check_parsed_columns(parsed, columns, quoted):
-    """A safety net for the parser: our reading of the CREATE TABLE text must
-    list exactly the columns SQLite lists (`columns`, from _read_columns), or
-    we touch nothing."""
-    declared = [row[1] for row in columns]
-    if [c.name for c in parsed.columns] != declared:
-        raise MigrationError(
-            "could not read the column list of %s from its CREATE TABLE text (found %s, "
-            "SQLite says %s); nothing was changed - please report this with the table's SQL"
-            % (quoted, [c.name for c in parsed.columns], declared))
+def _skip_names(tokens):
+    """Token indexes of a trigger's own name and of its table: names, not columns."""
+    head = _Create(None, tokens)
+    cursor, skip = head.cursor, set(range(head.name_at or 0, head.cursor.i))
+    while not cursor.at_end() and cursor.word() not in ("ON", "BEGIN"):
+        cursor.advance()
+    if cursor.take("ON"):
+        at = cursor.i
+        cursor.name()
+        skip.update(range(at, cursor.i))
+    return skip
 
 
-class _Rebuild(object):
-    """Everything decided about one rebuild before anything changes."""
+def _body_start(tokens, kind):
+    """Where the part of an index or view that can name columns begins: the
+    column list of an index, AS of a view; triggers are whole."""
+    cursor = _Create(None, tokens).cursor
+    if kind == "index":
+        cursor.take("ON")
+        cursor.name()
+    elif kind == "view":
+        while not cursor.at_end() and cursor.word() != "AS":
+            cursor.advance()
+    else:
+        return 0
+    return cursor.i
 
-    def __init__(self, conn, raw, table):
-        self.conn, self.raw = conn, raw
-        self.changes = []
-        self.renamed_natively = {}  # {old name: new name} done before a copy
+
+def _uses(kind, sql, keys):
+    """Which of `keys` (column keys) a schema object's SQL may use."""
+    tokens = _tokenize(sql)
+    start = _body_start(tokens, kind)
+    # An index's column list is a list of names: ON t('b') indexes column b.
+    return _mentions(tokens, start, len(tokens), keys,
+                     _skip_names(tokens) if kind == "trigger" else (),
+                     name_lists=(start,) if kind == "index" else ())
+
+
+def _describe(kind, schema, name):
+    return "%s%s %s" % ("TEMP " if schema == "temp" else "", kind, name)
+
+
+def _inserts_without_column_list(sql, key):
+    """Whether a trigger's SQL has INSERT/REPLACE INTO <table `key`> followed
+    by VALUES or SELECT rather than a column list (or DEFAULT VALUES)."""
+    cursor = _Cursor(sql)
+    while not cursor.at_end():
+        if not cursor.take("INTO"):
+            cursor.advance()
+            continue
+        name = cursor.name()
+        if name is not None and _key(name) == key and \
+                cursor.peek() != ("punct", "(") and cursor.word() != "DEFAULT":
+            return True
+    return False
+
+
+class _Table(object):
+    """What a rebuild must know about the table it changes, read from the schema."""
+
+    def __init__(self, raw, table):
         rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
                            "AND name = ? COLLATE NOCASE", (table,))
         if not rows:
@@ -2483,7 +2480,12 @@ class _Rebuild(object):
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
-        _check_parsed_columns(self.old, columns, self.quoted)
+        if [c.name for c in self.old.columns] != [row[1] for row in columns]:
+            # A safety net for the parser: touch nothing it misreads.
+            raise MigrationError(
+                "could not read the column list of %s from its CREATE TABLE text (found %s, "
+                "SQLite says %s); nothing was changed - please report this with the table's SQL"
+                % (self.quoted, [c.name for c in self.old.columns], [r[1] for r in columns]))
         self.pk_keys = set(_key(row[1]) for row in columns if row[5])
         # hidden 2 and 3: generated columns, which INSERT ... VALUES skips
         self.generated_keys = set(_key(row[1]) for row in columns if row[6] in (2, 3))
@@ -2492,374 +2494,325 @@ class _Rebuild(object):
                                    "ORDER BY rowid", (self.name,))
         # A TEMP trigger on a main table lives on this connection only, and
         # DROP TABLE drops it too: it must be recreated, not lost silently.
-        self.triggers = []
-        for schema, master in _SCHEMAS:
-            self.triggers += [(schema, name, sql) for name, sql in _query(
-                raw, "SELECT name, sql FROM %s WHERE type = 'trigger' "
-                     "AND tbl_name = ? COLLATE NOCASE ORDER BY rowid" % master, (self.name,))]
-        self.others = self._objects_mentioning_table()
-        self.children = self._child_foreign_keys()
-
-    def _objects_mentioning_table(self):
-        """Views and other tables' triggers (main and temp) whose SQL names this table."""
-        found = []
+        self.triggers, self.others, self.views = [], [], []
         for schema, master in _SCHEMAS:
             for kind, name, tbl, sql in _query(
-                    self.raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
-                              "('view', 'trigger') ORDER BY rowid" % master):
-                if sql and (kind == "view" or _key(tbl) != self.key) \
-                        and self.key in _names_in(sql):
-                    found.append((schema, kind, name, sql))
-        return found
-
-    def _child_foreign_keys(self):
-        """(table, from, to) for every foreign key of another table that points here."""
-        found = []
-        for (other,) in _query(self.raw, "SELECT name FROM sqlite_master WHERE type = 'table' "
-                                         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"):
-            if _key(other) == self.key:
-                continue
-            for row in _query(self.raw, "PRAGMA main.foreign_key_list(%s)"
-                                        % _quote_identifier(other)):
-                if _key(row[2]) == self.key:
-                    found.append((other, row[3], row[4]))
-        return found
-
-    def own_foreign_keys(self):
-        return [(row[2], row[3], row[4]) for row in _query(
-            self.raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(self.name))]
+                    raw, "SELECT type, name, tbl_name, sql FROM %s WHERE type IN "
+                         "('view', 'trigger') ORDER BY rowid" % master):
+                if kind == "trigger" and _key(tbl) == self.key:
+                    self.triggers.append((schema, name, sql))
+                elif sql and self.key in _names_in(sql):
+                    self.others.append((schema, kind, name, sql))  # views, others' triggers
+                if kind == "view" and _view_compiles(raw, schema, name):
+                    self.views.append((schema, name))
+        self.children = []  # (table, from, to): other tables' foreign keys to this one
+        for (other,) in _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' "
+                                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"):
+            if _key(other) != self.key:
+                self.children += [(other, row[3], row[4]) for row in _query(
+                    raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(other))
+                    if _key(row[2]) == self.key]
+        self.dependents = [(s, "trigger", n, sql) for s, n, sql in self.triggers] + self.others
+        self.own_foreign_keys = [(row[2], row[3], row[4]) for row in _query(
+            raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(self.name))]
 
 
-def _skip_name(tokens, sig, n, skip):
-    """Add the (possibly schema-qualified) name at sig[n] to `skip`; return
-    the position after it."""
-    skip.add(sig[n])
-    if n + 2 < len(sig) and tokens[sig[n + 1]] == ("punct", "."):
-        skip.update((sig[n + 1], sig[n + 2]))
-        return n + 3
-    return n + 1
+def _view_compiles(raw, schema, name):
+    try:
+        _query(raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, _quote_identifier(name)))
+        return True
+    except sqlite3.Error:
+        return False
 
 
-def _trigger_name_tokens(tokens):
-    """Token indexes of a trigger's own name and of its table in the header:
-    names, but not column references."""
-    sig, skip = _significant(tokens), set()
-    words = [_word(tokens, i) for i in sig]
-    if "TRIGGER" not in words:
-        return skip
-    n = words.index("TRIGGER") + 1
-    if words[n:n + 3] == ["IF", "NOT", "EXISTS"]:
-        n += 3
-    if n < len(sig):
-        n = _skip_name(tokens, sig, n, skip)
-    while n < len(sig) and words[n] not in ("ON", "BEGIN"):
-        n += 1
-    if n + 1 < len(sig) and words[n] == "ON":
-        _skip_name(tokens, sig, n + 1, skip)
-    return skip
+class _RebuildPlan(object):
+    """Everything a rebuild will do, decided before anything changes; never
+    changed after.  `native`: SQLite's own ALTER TABLE, else the copy."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a rebuild plan is not changed once made")
+
+    def statements(self):
+        return _rebuild_statements(self)
 
 
-def _body_start(tokens, kind):
-    """Where the part of an index or view that can name columns begins:
-    after `ON table` of an index, at AS of a view; triggers are whole."""
-    for i in _significant(tokens):
-        if kind == "index" and tokens[i] == ("punct", "("):
-            return i
-        if kind == "view" and _word(tokens, i) == "AS":
-            return i
-    return 0
-
-
-def _uses(kind, sql, keys):
-    """Which of `keys` (column keys) a schema object's SQL may use."""
-    tokens = _tokenize(sql)
-    skip = _trigger_name_tokens(tokens) if kind == "trigger" else ()
-    start = _body_start(tokens, kind)
-    # An index's column list is a list of names: ON t('b') indexes column b.
-    return _mentions(tokens, start, len(tokens), keys, skip,
-                     name_lists=(start,) if kind == "index" else ())
-
-
-def _describe(kind, schema, name):
-    return "%s%s %s" % ("TEMP " if schema == "temp" else "", kind, name)
-
-
-def _plan(rebuild, drop, rename, create_sql):
-    """Work out the column mapping and every refusal, changing nothing.
-    Sets on `rebuild`: mapping [(new name, old name or None)], dropped
-    (column keys), renamed {old key: new name}, create_sql, native_drop_ok
-    and dropped_indexes (the indexes that go with dropped columns)."""
-    old = rebuild.old
+def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=None):
+    """Read the table, check every refusal and decide every statement,
+    changing nothing.  native=False takes the copy path, the only one
+    SQLite < 3.25 has, as if the native ALTER TABLE were missing."""
+    raw, rename = _raw(conn), dict(rename or {})
+    t = _Table(raw, table)
+    old = t.old
     for name in list(drop) + list(rename):
         if old.column(_key(name)) is None:
             raise MigrationError("table %s has no column %r; its columns are %s; nothing was "
-                                 "changed" % (rebuild.name, name,
-                                              ", ".join(c.name for c in old.columns)))
+                                 "changed" % (t.name, name, ", ".join(c.name for c in old.columns)))
     drop_keys = [_key(name) for name in drop]
     rename = dict((_key(k), v) for k, v in rename.items())
     for key in drop_keys:
         if key in rename:
             raise MigrationError("column %s is both dropped and renamed" % old.column(key).name)
-    if create_sql is not None:
-        _plan_from_create_sql(rebuild, drop_keys, rename, create_sql)
+    if create_sql is None:
+        new = None
+        if len(set(drop_keys)) >= len(old.columns):
+            raise MigrationError("cannot drop every column of table %s; drop the table instead"
+                                 % t.name)
+        mapping = [(rename.get(c.key, c.name), c.name) for c in old.columns
+                   if c.key not in drop_keys]
+        seen, dropped = set(), []
+        for new_name, _ in mapping:
+            if _key(new_name) in seen:
+                raise MigrationError("renaming would give table %s two columns named %s"
+                                     % (t.name, new_name))
+            seen.add(_key(new_name))
+        for key in drop_keys:
+            if key not in dropped:
+                dropped.append(key)
+        for key in dropped:
+            _check_own_constraints(t, key)
     else:
-        _plan_edit(rebuild, drop_keys, rename)
-    rebuild.renamed = dict((k, v) for k, v in rename.items() if _key(v) != k or
-                           old.column(k).name != v)
-    _check_dependents(rebuild)
+        new = _CreateTable(create_sql, "create_sql")
+        if new.temporary:
+            raise MigrationError("create_sql must create an ordinary table, not a TEMP one")
+        if _key(new.name) != t.key:
+            raise MigrationError("create_sql creates table %s, not %s" % (new.name, t.name))
+        renamed_to = dict((_key(v), k) for k, v in rename.items())
+        for target in renamed_to:
+            if new.column(target) is None:
+                raise MigrationError("rename gives column %s but create_sql has no such column"
+                                     % rename[renamed_to[target]])
+        mapping = []
+        for column in new.columns:
+            source = renamed_to.get(column.key)
+            if source is None and column.key not in rename and old.column(column.key):
+                source = column.key
+            mapping.append((column.name, old.column(source).name if source else None))
+        sources = set(_key(old_name) for _, old_name in mapping if old_name)
+        for key in drop_keys:
+            if key in sources:
+                raise MigrationError("column %s is in drop= but create_sql keeps it"
+                                     % old.column(key).name)
+        dropped = [c.key for c in old.columns if c.key not in sources]
+    renamed = [(old.column(k).name, v) for k, v in rename.items()
+               if _key(v) != k or old.column(k).name != v]
+    dropped_indexes = _check_dependents(t, dropped, mapping, create_sql)
+    _refuse_foreign_key_actions(raw, t)
+    if native is None:
+        # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
+        native = create_sql is None and (not renamed or _HAS_RENAME_COLUMN) and (
+            not dropped or _HAS_DROP_COLUMN and
+            not any(old.has_word(old.column(k), "UNIQUE") for k in dropped))
+        # Else RENAME COLUMN after the copy (if the renames can run one by
+        # one): SQLite then rewrites every trigger, view and foreign key.
+        olds = set(_key(o) for o, _ in renamed)
+        tail = bool(renamed) and _HAS_RENAME_COLUMN and not (
+            set(_key(v) for _, v in renamed) & olds or
+            new is not None and olds & set(c.key for c in new.columns))
+    else:
+        native = tail = False
+    fields = dict(table=t.name, quoted=t.quoted, native=native, create_sql=create_sql,
+                  dropped=tuple(old.column(k).name for k in dropped), renamed=tuple(renamed),
+                  dropped_indexes=tuple((name, "it uses a dropped column")
+                                        for name, _ in dropped_indexes))
+    if native:
+        return _RebuildPlan(tail_renames=False, copy_sql=None, **fields)
+    for old_name, _ in [] if tail else renamed:
+        # Without RENAME COLUMN only the table's own text and its indexes
+        # can be rewritten safely: refuse rather than leave anything broken.
+        user = _user_of(t, [_key(old_name)])
+        if user:
+            raise MigrationError(
+                "cannot rename column %s of table %s: %s, and without RENAME COLUMN (SQLite "
+                "3.25+; this is %s) it would keep the old name; drop it, rebuild, and create it "
+                "again with the new name; nothing was changed"
+                % (old_name, t.name, user, sqlite3.sqlite_version))
+    _refuse_deferred_foreign_keys(raw, t)
+    temp = _free_name(raw, "sqlmigrate_new_%s" % t.name)
+    if new is None:
+        new_sql = old.sql
+        for key in dropped:
+            new_sql = _cut_column(_CreateTable(new_sql, "table %s" % t.name), key)
+        if renamed and not tail:
+            new_sql = _renamed_columns_sql(_CreateTable(new_sql, "table %s" % t.name), t.key,
+                                           rename)
+        generated = t.generated_keys
+    else:
+        new_sql = create_sql
+        if tail:  # the new table takes the old names until the final RENAME COLUMN
+            back = dict((_key(v), o) for o, v in renamed)
+            new_sql = _renamed_columns_sql(new, t.key, back)
+        generated = set(c.key for c in new.columns if new.generated(c))
+    new = _without_own_qualifiers(_CreateTable(new_sql, "the new table"), t.key)
+    if tail:
+        mapping = [(o, o) if o else (n, o) for n, o in mapping]
+    rowid = _rowid_alias([c.name for c in old.columns + new.columns]) \
+        if old.rowid and new.rowid else None
+    # SQLite computes generated columns itself.  The rowid goes first, so an
+    # INTEGER PRIMARY KEY column listed after it wins.
+    pairs = [(rowid, rowid)] if rowid else []
+    pairs += [(_quote_identifier(n), _quote_identifier(o)) for n, o in mapping
+              if o is not None and _key(n) not in generated]
+    copy_sql = None
+    if pairs:
+        copy_sql = "INSERT INTO main.%s (%s) SELECT %s FROM %s%s" % (
+            _quote_identifier(temp), ", ".join(n for n, _ in pairs),
+            ", ".join(o for _, o in pairs), t.quoted,
+            " WHERE %s BETWEEN ? AND ?" % rowid if rowid else "")
+    sequence = None
+    if any(new.has_word(item, "AUTOINCREMENT") for item in new.items):
+        rows = _query(raw, "SELECT seq FROM sqlite_sequence WHERE name = ?", (t.name,)) \
+            if _query(raw, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'") else []
+        sequence = (rows[0][0] if rows else None,)
+    renames = dict((_key(o), v) for o, v in renamed)
+    final, renames = (renames, {}) if tail else ({}, renames)
+    gone = set(name for name, _ in dropped_indexes)
+    return _RebuildPlan(
+        tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
+        new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
+        new.text(new.name_span[1], len(new.tokens)),
+        columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c))
+                      for c in new.columns),
+        indexes=tuple(_renamed_index_sql(sql, renames) for name, sql in t.indexes
+                      if name not in gone),
+        # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as
+        # it is, it would create the trigger in main for every connection.
+        triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, 1)
+                       for schema, _, sql in t.triggers),
+        views=tuple(t.views), **fields)
 
 
-def _unique(keys):
-    seen = set()
-    return [k for k in keys if not (k in seen or seen.add(k))]
-
-
-def _plan_edit(rebuild, drop_keys, rename):
-    old = rebuild.old
-    if len(set(drop_keys)) >= len(old.columns):
-        raise MigrationError("cannot drop every column of table %s; drop the table instead"
-                             % rebuild.name)
-    kept = [c for c in old.columns if c.key not in drop_keys]
-    new_names = [rename.get(c.key, c.name) for c in kept]
-    seen = set()
-    for name in new_names:
-        if _key(name) in seen:
-            raise MigrationError("renaming would give table %s two columns named %s"
-                                 % (rebuild.name, name))
-        seen.add(_key(name))
-    rebuild.mapping = [(new, c.name) for new, c in zip(new_names, kept)]
-    rebuild.dropped = _unique(drop_keys)
-    for key in rebuild.dropped:
-        _check_own_constraints(rebuild, key)
-    # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
-    rebuild.native_drop_ok = not any(old.has_word(old.column(k), "UNIQUE")
-                                     for k in rebuild.dropped)
-    rebuild.create_sql = None
-
-
-def _plan_from_create_sql(rebuild, drop_keys, rename, create_sql):
-    old = rebuild.old
-    new = _CreateTable(create_sql, "create_sql")
-    if new.temporary:
-        raise MigrationError("create_sql must create an ordinary table, not a TEMP one")
-    if _key(new.name) != rebuild.key:
-        raise MigrationError("create_sql creates table %s, not %s" % (new.name, rebuild.name))
-    renamed_to = dict((_key(v), k) for k, v in rename.items())
-    for target in renamed_to:
-        if new.column(target) is None:
-            raise MigrationError("rename gives column %s but create_sql has no such column"
-                                 % rename[renamed_to[target]])
-    mapping, sources = [], set()
-    for column in new.columns:
-        source = renamed_to.get(column.key)
-        if source is None and column.key not in rename and old.column(column.key) is not None:
-            source = column.key
-        if source is not None:
-            sources.add(source)
-        mapping.append((column.name, old.column(source).name if source else None))
-    for key in drop_keys:
-        if key in sources:
-            raise MigrationError("column %s is in drop= but create_sql keeps it"
-                                 % old.column(key).name)
-    rebuild.mapping = mapping
-    rebuild.dropped = [c.key for c in old.columns if c.key not in sources]
-    rebuild.native_drop_ok = False
-    rebuild.create_sql = create_sql
-
-
-def _check_own_constraints(rebuild, key):
+def _check_own_constraints(t, key):
     """A dropped column must not be needed by the rest of its own table."""
-    old, name = rebuild.old, rebuild.old.column(key).name
-    refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (name, rebuild.name)
+    old = t.old
     column = old.column(key)
-    if key in rebuild.pk_keys:
+    refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (column.name, t.name)
+    if key in t.pk_keys:
         raise MigrationError(refuse % ("it is (part of) the PRIMARY KEY; give the table "
                                        "its new key with rebuild_table(create_sql=...)"))
     for item in old.items:
         for kind, lo, hi, parent in old.groups(item):
-            if kind == "ref" and parent != rebuild.key:
-                continue
-            if item is column and kind == "expr":
-                continue  # its own CHECK goes with it
+            if (kind == "ref" and parent != t.key) or (item is column and kind in ("expr", "generated")):
+                continue  # another table's key; its own CHECK goes with it
             if key in _mentions(old.tokens, lo, hi, [key], whole_list=kind == "list"):
                 what = ("column %s" % item.name) if item.name is not None else \
                     "constraint %s" % " ".join(old.text(item.first, item.end).split())
                 raise MigrationError(refuse % ("%s needs it; change that with "
                                                "rebuild_table(create_sql=...)" % what))
-    for parent, source, target in rebuild.own_foreign_keys():
-        if _key(source) == key or (_key(parent) == rebuild.key and target
-                                   and _key(target) == key):
+    for parent, source, target in t.own_foreign_keys:
+        if _key(source) == key or (_key(parent) == t.key and target and _key(target) == key):
             raise MigrationError(refuse % ("a foreign key of %s uses it (REFERENCES %s); "
                                            "change it with rebuild_table(create_sql=...)"
-                                           % (rebuild.name, parent)))
+                                           % (t.name, parent)))
 
 
-def _check_dependents(rebuild):
-    """Triggers, views and other tables' foreign keys that would break."""
-    old = rebuild.old
-    for key in rebuild.dropped:
-        name = old.column(key).name
-        refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (
-            name, rebuild.name)
-        for child, source, target in rebuild.children:
-            if target is not None and _key(target) == key:
-                raise MigrationError(refuse % (
-                    "table %s has a foreign key to it (%s.%s); change or drop that first"
-                    % (child, child, source)))
-        for schema, trigger, sql in rebuild.triggers:
-            if _uses("trigger", sql, [key]):
-                raise MigrationError(refuse % ("%s uses it; drop or change the trigger first"
-                                               % _describe("trigger", schema, trigger)))
-        for schema, kind, other, sql in rebuild.others:
-            if _uses(kind, sql, [key]):
-                raise MigrationError(refuse % ("%s uses it; drop or change the %s first"
-                                               % (_describe(kind, schema, other), kind)))
-    if [k for k in rebuild.dropped if k not in rebuild.generated_keys] or (
-            rebuild.create_sql is not None and len(rebuild.mapping) != len(old.columns)):
+def _user_of(t, keys):
+    """What else (another table's foreign key, a trigger, a view) uses one of
+    the columns `keys`, as a sentence; None if nothing does."""
+    for child, source, target in t.children:
+        if target is not None and _key(target) in keys:
+            return "table %s has a foreign key to it (%s.%s)" % (child, child, source)
+    for schema, kind, name, sql in t.dependents:
+        if _uses(kind, sql, keys):
+            return "%s uses it" % _describe(kind, schema, name)
+    return None
+
+
+def _check_dependents(t, dropped, mapping, create_sql):
+    """Refuse where a trigger, view or other table's foreign key would
+    break; return the indexes that go with the dropped columns."""
+    old = t.old
+    for key in dropped:
+        user = _user_of(t, [key])
+        if user:
+            raise MigrationError("cannot drop column %s of table %s: %s; change or drop that "
+                                 "first; nothing was changed" % (old.column(key).name, t.name,
+                                                                 user))
+    if [k for k in dropped if k not in t.generated_keys] or (
+            create_sql is not None and len(mapping) != len(old.columns)):
         # INSERT INTO t VALUES (...) lists a value per column: once the table
         # has another number of columns the trigger fails at every firing.
-        for schema, kind, other, sql in [(schema, "trigger", trigger, sql) for schema, trigger, sql
-                                         in rebuild.triggers] + rebuild.others:
-            if kind == "trigger" and _inserts_without_column_list(sql, rebuild.key):
+        for schema, kind, name, sql in t.dependents:
+            if kind == "trigger" and _inserts_without_column_list(sql, t.key):
                 raise MigrationError(
                     "cannot change the columns of table %s: %s inserts into it without a "
                     "column list (INSERT INTO %s VALUES ...), which would no longer match; "
                     "name the columns in the trigger first; nothing was changed"
-                    % (rebuild.name, _describe("trigger", schema, other), rebuild.name))
-    rebuild.dropped_indexes = [(index, sql) for index, sql in rebuild.indexes
-                               if _uses("index", sql, rebuild.dropped)]
-    _check_rowid_names(rebuild)
+                    % (t.name, _describe("trigger", schema, name), t.name))
+    dropped_indexes = [(index, sql) for index, sql in t.indexes if _uses("index", sql, dropped)]
+    # A dropped column named rowid, oid or _rowid_ leaves its name to the
+    # table's rowid: an index that used the column would silently index (or,
+    # partial or UNIQUE, filter on) the rowid instead, as SQLite's own DROP
+    # COLUMN leaves it; refuse rather than drop or change it.
+    kept = set(_key(new) for new, _ in mapping)
+    for key in dropped if old.rowid else ():
+        if key in _ROWID_NAMES and key not in kept:
+            for index, sql in dropped_indexes:
+                if _uses("index", sql, [key]):
+                    raise MigrationError(
+                        "cannot drop column %s of table %s: index %s uses it, and without the "
+                        "column the name %s there would mean the table's rowid; drop the index "
+                        "first; nothing was changed" % (old.column(key).name, t.name, index,
+                                                        old.column(key).name))
+    return dropped_indexes
 
 
-def _check_rowid_names(rebuild):
-    """A dropped column named rowid, oid or _rowid_ leaves its name to the
-    table's rowid: an index that used the column would silently index (or,
-    partial or UNIQUE, filter on) the rowid instead, as SQLite's own DROP
-    COLUMN leaves it; refuse rather than drop or change it."""
-    if not rebuild.old.rowid:
-        return
-    kept = set(_key(new) for new, _ in rebuild.mapping)
-    for key in rebuild.dropped:
-        if key not in _ROWID_NAMES or key in kept:
-            continue
-        for index, sql in rebuild.dropped_indexes:
-            if _uses("index", sql, [key]):
-                raise MigrationError(
-                    "cannot drop column %s of table %s: index %s uses it, and without the "
-                    "column the name %s there would mean the table's rowid; drop the index "
-                    "first; nothing was changed" % (rebuild.old.column(key).name, rebuild.name,
-                                                    index, rebuild.old.column(key).name))
-
-
-def _inserts_without_column_list(sql, key):
-    """Whether a trigger's SQL has INSERT/REPLACE INTO <table `key`> followed
-    by VALUES or SELECT rather than a column list (or DEFAULT VALUES)."""
-    tokens = _code_tokens(sql)
-    for n in range(len(tokens) - 1):
-        if _word(tokens, n) != "INTO":
-            continue
-        m = n + 1
-        if m + 2 < len(tokens) and tokens[m + 1] == ("punct", "."):
-            m += 2  # schema.table
-        if tokens[m][0] not in ("word", "ident", "string") or _key(_unquote(tokens[m][1])) != key:
-            continue
-        m += 1
-        following = tokens[m] if m < len(tokens) else (None, None)
-        if following != ("punct", "(") and _word(tokens, m if m < len(tokens) else None) \
-                != "DEFAULT":
-            return True
-    return False
-
-
-def _check_copy_renames(rebuild):
-    """Without RENAME COLUMN (SQLite < 3.25) only the table's own text and its
-    indexes can be rewritten safely; anything else naming an old column is
-    refused rather than left broken."""
-    old_keys = list(rebuild.renamed)
-    if not old_keys:
-        return
-    why = ("without RENAME COLUMN (SQLite 3.25+; this is %s) rebuild_table cannot rename a column "
-           "inside %%s; drop it, rebuild, and create it again with the new name; nothing was "
-           "changed" % sqlite3.sqlite_version)
-    for child, source, target in rebuild.children:
-        if target is not None and _key(target) in old_keys:
-            raise MigrationError(why % ("table %s's foreign key" % child))
-    for schema, trigger, sql in rebuild.triggers:
-        if _uses("trigger", sql, old_keys):
-            raise MigrationError(why % _describe("trigger", schema, trigger))
-    for schema, kind, other, sql in rebuild.others:
-        if _uses(kind, sql, old_keys):
-            raise MigrationError(why % _describe(kind, schema, other))
-
-
-def _rename_tokens(tokens, indexes, renamed):
-    out = list(tokens)
+def _renamed(tokens, indexes, renamed):
+    """The text of `tokens` with the names at `indexes` renamed ({key: new})."""
+    out = [text for _, text in tokens]
     for i in indexes:
         key = _key(_unquote(tokens[i][1]))
         if key in renamed:
-            out[i] = ("ident", _quote_identifier(renamed[key]))
-    return out
+            out[i] = _quote_identifier(renamed[key])
+    return "".join(out)
 
 
-def _edited_create_sql(rebuild, temp_name):
-    """The old CREATE TABLE text for `temp_name`, with renamed columns renamed
-    wherever the table's own text names them, and dropped columns cut out
-    one by one exactly as SQLite's own DROP COLUMN cuts them."""
-    old = rebuild.old
-    sql = old.sql
-    if rebuild.renamed:
-        indexes = [c.first for c in old.columns]
-        for item in old.items:
-            for kind, lo, hi, parent in old.groups(item):
-                if kind != "ref" or parent == rebuild.key:
-                    indexes += _column_refs(old.tokens, lo, hi, whole_list=kind != "expr")
-        sql = "".join(t for _, t in _rename_tokens(old.tokens, indexes, rebuild.renamed))
-    for key in rebuild.dropped:
-        sql = _cut_column(_CreateTable(sql, "table %s" % rebuild.name), key)
-    return _renamed_table_sql(_without_own_qualifiers(
-        _CreateTable(sql, "table %s" % rebuild.name), rebuild.key), temp_name)
+def _renamed_columns_sql(parsed, table_key, renamed):
+    """The CREATE TABLE text with columns renamed wherever its own text names them."""
+    indexes = [c.first for c in parsed.columns]
+    for item in parsed.items:
+        for kind, lo, hi, parent in parsed.groups(item):
+            if kind != "ref" or parent == table_key:
+                indexes += _column_refs(parsed.tokens, lo, hi, whole_list=kind in ("list", "ref"))
+    return _renamed(parsed.tokens, indexes, renamed)
 
 
 def _cut_column(parsed, key):
-    tokens, columns = parsed.tokens, parsed.columns
+    """The text without one column, cut exactly as SQLite's own DROP COLUMN cuts it."""
+    columns = parsed.columns
     n = [c.key for c in columns].index(key)
     if n + 1 < len(columns):
         # From its name to the next column's name, comma and comments included.
-        cut = range(columns[n].first, columns[n + 1].first)
-    else:
-        # The last column: from the comma before it to the end of its entry.
-        cut = range(columns[n].start - 1, columns[n].end)
-    return "".join(t for i, (_, t) in enumerate(tokens) if i not in cut)
+        return parsed.text(0, columns[n].first) + parsed.text(columns[n + 1].first, len(
+            parsed.tokens))
+    # The last column: from the comma before it to the end of its entry.
+    return parsed.text(0, columns[n].start - 1) + parsed.text(columns[n].end, len(parsed.tokens))
 
 
 def _without_own_qualifiers(parsed, key):
-    """The CREATE TABLE text with `table.` taken off the column names in its
-    CHECK and generated-column expressions (`CHECK (t.a > 0)`): the copy is
-    created under a temporary name, where t.a names no table (same meaning,
-    one word less than SQLite's own DROP COLUMN keeps)."""
+    """The table with `table.` taken off the column names in its CHECK and
+    generated-column expressions (`CHECK (t.a > 0)`): the copy is created
+    under a temporary name, where t.a names no table (same meaning, one word
+    less than SQLite's own DROP COLUMN keeps)."""
     tokens, cut = parsed.tokens, set()
     for item in parsed.items:
         for kind, lo, hi, _ in parsed.groups(item):
-            if kind != "expr":
+            if kind not in ("expr", "generated"):
                 continue
-            sig = _significant(tokens, lo, hi)
-            for n in range(len(sig) - 2):
-                i = sig[n]
-                if tokens[i][0] in ("word", "ident", "string") and \
-                        _key(_unquote(tokens[i][1])) == key and \
-                        tokens[sig[n + 1]] == ("punct", ".") and \
-                        (n == 0 or tokens[sig[n - 1]] != ("punct", ".")):
-                    cut.update(range(i, sig[n + 2]))
+            cursor, before = _Cursor(tokens=tokens, i=lo, end=hi), None
+            while not cursor.at_end():
+                i = cursor.i
+                kind_, text = cursor.advance()
+                if kind_ in _NAMES and before != ("punct", ".") and \
+                        _key(_unquote(text)) == key and cursor.punct("."):
+                    cut.update(range(i, cursor.i))
+                before = (kind_, text)
     if not cut:
         return parsed
     return _CreateTable("".join(t for i, (_, t) in enumerate(tokens) if i not in cut),
                         "the new table")
-
-
-def _renamed_table_sql(parsed, name):
-    tokens = parsed.tokens
-    return "".join(t for _, t in tokens[:parsed.name_start]) + _quote_identifier(name) + \
-        "".join(t for _, t in tokens[parsed.name_end:])
 
 
 def _renamed_index_sql(sql, renamed):
@@ -2867,36 +2820,8 @@ def _renamed_index_sql(sql, renamed):
         return sql
     tokens = _tokenize(sql)
     start = _body_start(tokens, "index")
-    refs = _column_refs(tokens, start, len(tokens), name_lists=(start,))
-    return "".join(t for _, t in _rename_tokens(tokens, refs, renamed))
-
-
-def _temp_trigger_sql(sql):
-    # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as it
-    # is, it would create the trigger in main for every connection.
-    tokens = _tokenize(sql)
-    first = _significant(tokens)[0]
-    return "".join(t for _, t in tokens[:first + 1]) + " TEMP" + \
-        "".join(t for _, t in tokens[first + 1:])
-
-
-@contextmanager
-def _legacy_alter_table(conn, on):
-    """Set PRAGMA legacy_alter_table (a connection flag, not undone by a
-    rollback) and put it back.  SQLite < 3.25 has no such pragma and already
-    behaves as legacy."""
-    rows = _query(_raw(conn), "PRAGMA legacy_alter_table")
-    if not rows:
-        yield
-        return
-    was = bool(rows[0][0])
-    if was != on:
-        conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if on else "OFF"))
-    try:
-        yield
-    finally:
-        if was != on:
-            conn.execute("PRAGMA legacy_alter_table = %s" % ("ON" if was else "OFF"))
+    return _renamed(tokens, _column_refs(tokens, start, len(tokens), name_lists=(start,)),
+                    renamed)
 
 
 @contextmanager
@@ -2909,281 +2834,161 @@ def _text_as_str(raw):
         raw.text_factory = saved
 
 
-def _refuse_foreign_key_actions(rebuild):
+def _refuse_foreign_key_actions(raw, t):
     """Foreign keys on inside the caller's transaction: dropping the old table
     would cascade into (or SET NULL in) every table that references it."""
-    referencing = sorted(set(child for child, _, _ in rebuild.children))
-    if any(_key(parent) == rebuild.key for parent, _, _ in rebuild.own_foreign_keys()):
-        referencing.append("%s itself" % rebuild.name)
-    if referencing and _foreign_keys_enabled(rebuild.raw):
+    referencing = sorted(set(child for child, _, _ in t.children))
+    if any(_key(parent) == t.key for parent, _, _ in t.own_foreign_keys):
+        referencing.append("%s itself" % t.name)
+    if referencing and _foreign_keys_enabled(raw):
         raise MigrationError(
             "cannot rebuild table %s inside your transaction while foreign keys are on: %s "
             "references it, and dropping the old table would fire their ON DELETE actions; "
             "call it outside a transaction (it switches foreign keys off itself) or set "
             "PRAGMA foreign_keys = OFF before BEGIN; nothing was changed"
-            % (rebuild.name, ", ".join(referencing)))
+            % (t.name, ", ".join(referencing)))
 
 
-def _refuse_deferred_foreign_keys(rebuild):
+def _refuse_deferred_foreign_keys(raw, t):
     """Foreign keys on inside the caller's transaction, and the table has a
     deferred foreign key (DEFERRABLE INITIALLY DEFERRED, or all of them under
     PRAGMA defer_foreign_keys): copying its rows moves SQLite's count of
     deferred violations, which only the caller's COMMIT reads - and SQLite
     counts some valid rows too (a REAL column referencing an INTEGER PRIMARY
     KEY) - so we could report success for a COMMIT that then fails."""
-    if not _foreign_keys_enabled(rebuild.raw) or not rebuild.own_foreign_keys():
+    if not _foreign_keys_enabled(raw) or not t.own_foreign_keys:
         return
     # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
-    rows = _query(rebuild.raw, "PRAGMA defer_foreign_keys")
+    rows = _query(raw, "PRAGMA defer_foreign_keys")
     deferred = bool(rows and rows[0][0])
-    if not deferred:
-        tokens = _code_tokens(rebuild.old.sql)
-        deferred = any(_word(tokens, n) == "DEFERRABLE" and _word(tokens, n - 1) != "NOT"
-                       and _word(tokens, n + 1) == "INITIALLY" and _word(tokens, n + 2) ==
-                       "DEFERRED" for n in range(1, len(tokens) - 2))
+    cursor = _Cursor(t.old.sql)
+    while not (deferred or cursor.at_end()):
+        if not cursor.take("NOT", "DEFERRABLE"):
+            deferred = cursor.take("DEFERRABLE", "INITIALLY", "DEFERRED")
+            cursor.advance()
     if deferred:
         raise MigrationError(
             "cannot rebuild table %s inside your transaction while foreign keys are on: its "
             "foreign keys are deferred, and copying its rows would leave SQLite's count of "
             "deferred violations for your COMMIT to trip on; call it outside a transaction "
             "(it switches foreign keys off itself) or set PRAGMA foreign_keys = OFF before "
-            "BEGIN; nothing was changed" % rebuild.name)
+            "BEGIN; nothing was changed" % t.name)
 
 
-def _native(rebuild, dropped):
-    """SQLite's own RENAME COLUMN (3.25) and DROP COLUMN (3.35.5): no copy,
-    no file growth.  Indexes on a dropped column must go first."""
-    conn = rebuild.conn
-    if dropped:
-        for index, _ in rebuild.dropped_indexes:
-            conn.execute("DROP INDEX main.%s" % _quote_identifier(index))
-    # Drops first: a column may be renamed to the name of one being dropped.
-    with _legacy_alter_table(conn, False):
-        for key in dropped:
-            conn.execute("ALTER TABLE %s DROP COLUMN %s" % (
-                rebuild.quoted, _quote_identifier(rebuild.old.column(key).name)))
-        for key, new in rebuild.renamed.items():
-            conn.execute("ALTER TABLE %s RENAME COLUMN %s TO %s" % (
-                rebuild.quoted, _quote_identifier(rebuild.old.column(key).name),
-                _quote_identifier(new)))
-
-
-def _copy(rebuild):
-    """The 12-step procedure, steps 3 to 9 (the caller holds the transaction)."""
-    conn, raw = rebuild.conn, rebuild.raw
-    temp_name = _free_name(raw, "sqlmigrate_new_%s" % rebuild.name)
-    temp_quoted = "main." + _quote_identifier(temp_name)
-    if rebuild.create_sql is not None:
-        create = _renamed_table_sql(_without_own_qualifiers(
-            _CreateTable(rebuild.create_sql, "create_sql"), rebuild.key), temp_name)
-    else:
-        create = _edited_create_sql(rebuild, temp_name)
-    sequence = _autoincrement_counter(raw, rebuild.name)
-    conn.execute(create)
-    new = _CreateTable(_query(raw, "SELECT sql FROM sqlite_master WHERE name = ?",
-                              (temp_name,))[0][0], "the new table")
-    new_columns = _read_columns(raw, [temp_name])[temp_name]
-    _check_parsed_columns(new, new_columns, temp_quoted)
-    rows = _copy_rows(rebuild, new, new_columns, temp_quoted)
-    conn.execute("DROP TABLE %s" % rebuild.quoted)
-    # Legacy mode for this one rename: nothing refers to the temporary name,
+def _rebuild_statements(plan):
+    """The SQL a plan runs, in order.  The copy (plan.copy_sql) has two
+    parameters where the table has a rowid, the first and last rowid of a
+    range: the whole table in one go (_ALL_ROWIDS), or range by range while
+    a progress callback watches."""
+    q, out = _quote_identifier, []
+    renames = ["ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
+               for old, new in plan.renamed]
+    if plan.native:
+        out += ["DROP INDEX main.%s" % q(index) for index, _ in plan.dropped_indexes]
+        # Drops first: a column may be renamed to the name of one being dropped.
+        return out + ["PRAGMA legacy_alter_table = OFF"] + [
+            "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped] + renames
+    out += [plan.new_sql] + ([plan.copy_sql] if plan.copy_sql else [])
+    # Legacy mode for the rename back: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
     # and trigger in the schema while the old table is gone.
-    with _legacy_alter_table(conn, True):
-        conn.execute("ALTER TABLE %s RENAME TO %s" % (temp_quoted, _quote_identifier(rebuild.name)))
-    if "AUTOINCREMENT" in [_word(new.tokens, i) for i in _significant(new.tokens)]:
-        _restore_autoincrement_counter(conn, rebuild.name, sequence)
-    _recreate_indexes_and_triggers(rebuild)
-    return rows
+    out += ["DROP TABLE " + plan.quoted, "PRAGMA legacy_alter_table = ON",
+            "ALTER TABLE main.%s RENAME TO %s" % (q(plan.temp), q(plan.table))]
+    if plan.sequence:
+        # The copy set the AUTOINCREMENT counter to the highest rowid copied;
+        # the old counter may be higher (its last rows deleted), and ids must
+        # not be reused.  No counter before: none after.
+        name = "'%s'" % plan.table.replace("'", "''")
+        out.append("DELETE FROM sqlite_sequence WHERE name = %s" % name)
+        if plan.sequence[0] is not None:
+            out.append("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %d)"
+                       % (name, plan.sequence[0]))
+    out += list(plan.indexes) + list(plan.triggers)
+    if plan.tail_renames:
+        out += ["PRAGMA legacy_alter_table = OFF"] + renames
+    return out
 
 
-def _autoincrement_counter(raw, table):
-    if not _query(raw, "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
+def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
+    """Run a plan's statements; the rows copied (None in place).  The caller
+    holds the transaction."""
+    raw, copied = _raw(conn), None
+    legacy = _query(raw, "PRAGMA legacy_alter_table")  # no row before SQLite 3.25
+    try:
+        for sql in _rebuild_statements(plan):
+            if sql == plan.copy_sql:
+                copied = _copy_rows(conn, plan, progress, chunk_rows)
+            else:
+                conn.execute(sql)
+    finally:
+        if legacy:  # a connection flag, which a rollback does not undo
+            conn.execute("PRAGMA legacy_alter_table = %d" % legacy[0][0])
+    if plan.native:
         return None
-    rows = _query(raw, "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,))
-    return rows[0][0] if rows else None
-
-
-def _restore_autoincrement_counter(conn, table, sequence):
-    # The copy set the counter to the highest rowid copied (even to 0 when it
-    # copied nothing); the old table's counter may be higher (its last rows
-    # deleted), and ids must not be reused.  No counter before: none after.
-    if sequence is None:
-        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
-    elif conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
-                    (sequence, table)).rowcount == 0:
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, sequence))
-
-
-def _rowid_name(rebuild, new):
-    """A name that reaches the rowid in both tables (a column may be called
-    rowid, oid or _rowid_), or None for WITHOUT ROWID."""
-    if not (rebuild.old.rowid and new.rowid):
-        return None
-    return _rowid_alias([c.name for c in rebuild.old.columns + new.columns])
-
-
-def _copy_rows(rebuild, new, new_columns, temp_quoted):
-    """INSERT ... SELECT inside SQLite: no row passes through Python.  The rowid
-    goes first so an INTEGER PRIMARY KEY column listed after it wins."""
-    # SQLite computes generated columns (hidden 2 virtual, 3 stored) itself.
-    generated = set(_key(row[1]) for row in new_columns if row[6] in (2, 3))
-    targets, sources = [], []
-    rowid = _rowid_name(rebuild, new)
-    if rowid:
-        targets.append(rowid)
-        sources.append(rowid)
-    for new_name, old_name in rebuild.mapping:
-        if old_name is not None and _key(new_name) not in generated:
-            targets.append(_quote_identifier(new_name))
-            sources.append(_quote_identifier(old_name))
-    insert = "INSERT INTO %s (%s) SELECT %s FROM %s" % (
-        temp_quoted, ", ".join(targets), ", ".join(sources), rebuild.quoted)
-    if not targets:
-        return 0
-    if not rowid:
-        return rebuild.conn.execute(insert).rowcount
-    return _copy_in_rowid_ranges(rebuild, insert, rowid)
-
-
-def _copy_in_rowid_ranges(rebuild, insert, rowid):
-    conn, raw = rebuild.conn, rebuild.raw
-    progress = _CopyProgress(raw, rebuild)
-    if not progress.total:
-        # Nobody watching: one statement, without the ~3% that finding each
-        # range's end (an OFFSET scan) costs.
-        return max(conn.execute(insert).rowcount, 0)
-    copied, low = 0, None
-    while True:
-        where = "" if low is None else " WHERE %s > ?" % rowid
-        params = () if low is None else (low,)
-        ends = _query(raw, "SELECT %s FROM %s%s ORDER BY %s LIMIT 1 OFFSET %d" % (
-            rowid, rebuild.quoted, where, rowid, _COPY_CHUNK_ROWS - 1), params)
-        if not ends:
-            copied += max(conn.execute(insert + where, params).rowcount, 0)
-            break
-        high = ends[0][0]
-        copied += max(conn.execute(insert + (where + " AND " if where else " WHERE ")
-                                   + "%s <= ?" % rowid, params + (high,)).rowcount, 0)
-        low = high
-        progress.update(copied)
-    progress.done()
+    columns = [(row[1], row[6] in (2, 3)) for row in _read_columns(raw, [plan.table])[plan.table]]
+    if columns != list(plan.columns):
+        raise MigrationError("the rebuilt table %s has columns %s, not %s as read from its "
+                             "CREATE TABLE text; the rebuild was rolled back - please report "
+                             "this" % (plan.table, columns, list(plan.columns)))
+    # The 12-step procedure's step 9: views that compiled before must still
+    # (a view over a view over the table, which our reading does not follow).
+    for schema, name in plan.views:
+        if not _view_compiles(raw, schema, name):
+            raise MigrationError("after rebuilding table %s, %s no longer compiles; the rebuild "
+                                 "was rolled back" % (plan.table, _describe("view", schema, name)))
     return copied
 
 
-class _CopyProgress(object):
-    """On a terminal, a line on stderr every few seconds while a big table
-    (over about a million rows) is copied; nothing otherwise."""
-
-    def __init__(self, raw, rebuild):
-        self.total = None
-        self.name = rebuild.name
-        self.last = time.time()
-        stream = sys.stderr
-        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
-            total = _query(raw, "SELECT count(*) FROM %s" % rebuild.quoted)[0][0]
-            if total >= _PROGRESS_MIN_ROWS:
-                self.total = total
-
-    def update(self, copied):
-        if self.total and time.time() - self.last >= _PROGRESS_EVERY:
-            sys.stderr.write("\r  rebuilding %s: %d of %d rows copied " % (
-                self.name, copied, self.total))
-            sys.stderr.flush()
-            self.last = time.time()
-
-    def done(self):
-        if self.total:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+def _copy_rows(conn, plan, progress, chunk_rows):
+    """INSERT ... SELECT inside SQLite: no row passes through Python.  Range
+    by range only when a progress callback watches a big table: finding each
+    range's end (an OFFSET scan) costs about 3%."""
+    if plan.rowid is None:
+        return max(conn.execute(plan.copy_sql).rowcount, 0)
+    raw, (low, last), copied = _raw(conn), _ALL_ROWIDS, 0
+    total = _query(raw, "SELECT count(*) FROM %s" % plan.quoted)[0][0] if progress else 0
+    while True:
+        ends = _query(raw, "SELECT {0} FROM {1} WHERE {0} >= ? ORDER BY {0} LIMIT 1 OFFSET ?"
+                      .format(plan.rowid, plan.quoted), (low, chunk_rows - 1)) \
+            if total > 4 * chunk_rows else []
+        high = ends[0][0] if ends else last
+        copied += max(conn.execute(plan.copy_sql, (low, high)).rowcount, 0)
+        if progress:
+            progress(copied, total)
+        if high == last:
+            return copied
+        low = high + 1
 
 
-def _recreate_indexes_and_triggers(rebuild):
-    conn = rebuild.conn
-    dropped = set(index for index, _ in rebuild.dropped_indexes)
-    for index, sql in rebuild.indexes:
-        if index not in dropped:
-            conn.execute(_renamed_index_sql(sql, rebuild.renamed))
-    for schema, _, sql in rebuild.triggers:
-        conn.execute(_temp_trigger_sql(sql) if schema == "temp" else sql)
+def _terminal_progress(stream, table, every=2.0):
+    """A progress callback for a copy: a line on a terminal every few seconds."""
+    last = [time.time()]
+
+    def show(copied, total):
+        if copied >= total:
+            stream.write("\r\033[K")
+        elif time.time() - last[0] >= every:
+            stream.write("\r  rebuilding %s: %d of %d rows copied " % (table, copied, total))
+            last[0] = time.time()
+        stream.flush()
+    return show
 
 
-def _check_views(rebuild):
-    """Step 9: every view that names the table must still compile."""
-    for schema, kind, name, _ in rebuild.others:
-        if kind != "view":
-            continue
-        try:
-            _query(rebuild.raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, _quote_identifier(name)))
-        except sqlite3.Error as e:
-            raise MigrationError("after rebuilding table %s, %s fails (%s); the rebuild was "
-                                 "rolled back" % (rebuild.name, _describe("view", schema, name), e))
-
-
-def _can_go_native(rebuild):
-    if _FORCE_COPY or rebuild.create_sql is not None:
-        return False
-    if rebuild.renamed and not _HAS_RENAME_COLUMN:
-        return False
-    if rebuild.dropped and not (_HAS_DROP_COLUMN and rebuild.native_drop_ok):
-        return False
-    return True
-
-
-def _log_changes(rebuild, how, rows):
-    parts = []
-    for index, _ in rebuild.dropped_indexes:
-        line = "dropped index %s on %s: it uses a dropped column" % (index, rebuild.name)
-        _log.warning(line)
-        rebuild.changes.append(line)
-    old = rebuild.old
-    if rebuild.dropped:
-        parts.append("dropped column%s %s" % ("s" if len(rebuild.dropped) > 1 else "",
-                                               ", ".join(old.column(k).name
-                                                         for k in rebuild.dropped)))
-    for key, new in sorted(rebuild.renamed.items()):
-        parts.append("renamed column %s to %s" % (old.column(key).name, new))
-    for old_name, new in sorted(rebuild.renamed_natively.items()):
-        parts.append("renamed column %s to %s" % (old_name, new))
-    if rebuild.create_sql is not None:
+def _log_changes(plan, rows):
+    changes = []
+    for index, why in plan.dropped_indexes:
+        changes.append("dropped index %s on %s: %s" % (index, plan.table, why))
+        _log.warning(changes[-1])
+    parts = ["dropped column%s %s" % ("s" if len(plan.dropped) > 1 else "",
+                                      ", ".join(plan.dropped))] if plan.dropped else []
+    parts += ["renamed column %s to %s" % pair for pair in sorted(plan.renamed)]
+    if plan.create_sql is not None:
         parts.append("new definition from create_sql")
-    line = "rebuilt table %s (%s%s)%s" % (
-        rebuild.name, how, "" if rows is None else ", %d rows copied" % rows,
-        ": " + "; ".join(parts) if parts else "")
-    _log.info(line)
-    rebuild.changes.append(line)
-
-
-def _run_rebuild(conn, raw, table, drop, rename, create_sql):
-    rebuild = _Rebuild(conn, raw, table)
-    _plan(rebuild, drop, rename, create_sql)
-    _refuse_foreign_key_actions(rebuild)
-    if _can_go_native(rebuild):
-        try:
-            with _transaction(conn):  # a savepoint: a refusal falls back to the copy
-                _native(rebuild, rebuild.dropped)
-            _log_changes(rebuild, "in place", None)
-            return rebuild.changes
-        except sqlite3.OperationalError as e:
-            if "error in trigger" in str(e) or "error in view" in str(e):
-                raise MigrationError("cannot change table %s: %s; nothing was changed"
-                                     % (rebuild.name, e))
-            _log.debug("native ALTER TABLE refused (%s); copying instead", e)
-    if rebuild.renamed and _HAS_RENAME_COLUMN and not _FORCE_COPY and \
-            not set(_key(new) for new in rebuild.renamed.values()) & set(rebuild.dropped):
-        # RENAME COLUMN first: SQLite rewrites every trigger, view and foreign
-        # key that names the column; then copy the renamed table.
-        _native(rebuild, [])
-        renamed = dict((rebuild.old.column(k).name, v) for k, v in rebuild.renamed.items())
-        rebuild = _Rebuild(conn, raw, rebuild.name)
-        _plan(rebuild, drop, {}, create_sql)
-        rebuild.renamed_natively = renamed
-    _check_copy_renames(rebuild)
-    _refuse_deferred_foreign_keys(rebuild)
-    rows = _copy(rebuild)
-    _check_views(rebuild)
-    _log_changes(rebuild, "copied", rows)
-    return rebuild.changes
+    changes.append("rebuilt table %s (%s)%s" % (
+        plan.table, "in place" if rows is None else "copied, %d rows copied" % rows,
+        ": " + "; ".join(parts) if parts else ""))
+    _log.info(changes[-1])
+    return changes
 
 
 def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
@@ -3197,9 +3002,15 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     Works inside the caller's transaction (a savepoint) or in its own; never
     lets a foreign-key action fire.  Returns the changes made, as sentences.
     """
-    if isinstance(drop, str):
-        drop = [drop]
-    drop, rename = list(drop), dict(rename or {})
+    stream = sys.stderr
+    progress = _terminal_progress(stream, table) if stream is not None and \
+        hasattr(stream, "isatty") and stream.isatty() else None
+    return _rebuild_table(db, table, drop, rename, create_sql, progress=progress)
+
+
+def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None,
+                   progress=None, chunk_rows=_COPY_CHUNK_ROWS):
+    drop = [drop] if isinstance(drop, str) else list(drop)
     with _using(db) as conn:
         raw = _raw(conn)
         # DROP TABLE with foreign keys on would run ON DELETE actions on child
@@ -3207,7 +3018,8 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
         with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
             with _transaction(conn):
                 try:
-                    changes = _run_rebuild(conn, raw, table, drop, rename, create_sql)
+                    plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
+                    rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except sqlite3.Error as e:
                     failure = MigrationError("rebuilding table %s failed: %s; nothing was "
                                              "changed" % (table, e))
@@ -3219,7 +3031,7 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
                     except MigrationError as e:
                         raise MigrationError("%s; the rebuild of %s was rolled back"
                                              % (e, table))
-    return changes
+    return _log_changes(plan, rows)
 
 
 def drop_column(db, table, column):

@@ -34,16 +34,16 @@ def body(sql):
 class RebuildTestCase(TempDirTestCase):
     force_copy = False
 
-    def setting(self, name, value):
-        saved = getattr(sqlmigrate, name)
-        setattr(sqlmigrate, name, value)
-        self.addCleanup(setattr, sqlmigrate, name, saved)
+    def rebuild_table(self, db, table, drop=(), rename=None, create_sql=None, **private):
+        """rebuild_table, on the copy path where force_copy says so."""
+        return sqlmigrate._rebuild_table(db, table, drop, rename, create_sql,
+                                         native=False if self.force_copy else None, **private)
+
+    def drop_column(self, db, table, column):
+        return self.rebuild_table(db, table, drop=[column])
 
     def setUp(self):
         super(RebuildTestCase, self).setUp()
-        saved = sqlmigrate._FORCE_COPY
-        sqlmigrate._FORCE_COPY = self.force_copy
-        self.addCleanup(setattr, sqlmigrate, "_FORCE_COPY", saved)
         self.conn = self.connect()
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.legacy_before = self.legacy_alter_table()
@@ -106,7 +106,7 @@ class Cases(object):
                            "FROM people ORDER BY rowid")
         info = [r for r in self.rows("PRAGMA table_info(people)") if r[1] != "email"]
         with self.assertLogs("sqlmigrate", logging.INFO) as logs:
-            sqlmigrate.drop_column(self.conn, "people", "email")
+            self.drop_column(self.conn, "people", "email")
         self.assertIn("rebuilt table people (%s" % (
             "in place" if NATIVE_DROP and not self.force_copy else "copied, 3 rows copied"),
             logs.output[-1])
@@ -129,7 +129,7 @@ class Cases(object):
     def test_drop_last_and_several_columns_cut_like_sqlite(self):
         self.make("CREATE TABLE t (a INT, b TEXT, c BLOB , UNIQUE (a));"
                   "INSERT INTO t VALUES (1, 'x', X'01');")
-        sqlmigrate.rebuild_table(self.conn, "t", drop=["b", "c"])
+        self.rebuild_table(self.conn, "t", drop=["b", "c"])
         self.assertEqual(body(self.table_sql("t")), "(a INT, UNIQUE (a))")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1,)])
         self.assertHealthy()
@@ -147,7 +147,7 @@ class Cases(object):
             CREATE INDEX "idx ""q""" ON "my ""odd"" table" ([from], `group by`);
             INSERT INTO "my ""odd"" table" VALUES (1, 'f', 'g', 'q', 'd', 'w');
         ''')
-        sqlmigrate.rebuild_table(self.conn, 'my "odd" table', drop=["drop me"],
+        self.rebuild_table(self.conn, 'my "odd" table', drop=["drop me"],
                                  rename={"where": "when"})
         self.assertEqual([r[1] for r in self.rows('PRAGMA table_info("my ""odd"" table")')],
                          ["select", "from", "group by", 'a "quoted" col', "when"])
@@ -159,7 +159,7 @@ class Cases(object):
     def test_table_name_is_case_insensitive_and_keeps_its_spelling(self):
         self.make("CREATE TABLE Sessions (id INTEGER PRIMARY KEY, email TEXT, ts TEXT);"
                   "INSERT INTO Sessions VALUES (1, 'e', 't');")
-        sqlmigrate.drop_column(self.conn, "SESSIONS", "EMAIL")
+        self.drop_column(self.conn, "SESSIONS", "EMAIL")
         self.assertEqual(self.rows("SELECT name FROM sqlite_master WHERE type = 'table'"),
                          [("Sessions",)])
         self.assertEqual(self.rows("SELECT * FROM sessions"), [(1, "t")])
@@ -180,7 +180,7 @@ class Cases(object):
             INSERT INTO user_emails VALUES (1, 1, 'x');
         """)
         others = dict((k, v) for k, v in self.schema().items() if k[1] != "user")
-        sqlmigrate.drop_column(self.conn, "user", "email")
+        self.drop_column(self.conn, "user", "email")
         self.assertEqual(dict((k, v) for k, v in self.schema().items() if k[1] != "user"),
                          others)
         self.assertEqual(self.rows("SELECT * FROM user"), [(1, "n")])
@@ -195,7 +195,7 @@ class Cases(object):
             CREATE TRIGGER note_t AFTER UPDATE ON note BEGIN SELECT NEW.body; END;
             INSERT INTO note VALUES (1, 'n', 'b');
         """)
-        sqlmigrate.drop_column(self.conn, "note", "note")
+        self.drop_column(self.conn, "note", "note")
         self.assertEqual(self.rows("SELECT * FROM note_view"), [(1, "b")])
         self.assertIn(("index", "note_body"), self.schema())
         self.assertIn(("trigger", "note_t"), self.schema())
@@ -210,7 +210,7 @@ class Cases(object):
             INSERT INTO sqlmigrate_new_t VALUES ('keep');
         """)
         self.conn.execute("CREATE TEMP TABLE sqlmigrate_new_t_3 (y)")
-        sqlmigrate.drop_column(self.conn, "t", "b")
+        self.drop_column(self.conn, "t", "b")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a")])
         self.assertEqual(self.rows("SELECT * FROM sqlmigrate_new_t"), [("keep",)])
         self.conn.execute("DROP TABLE sqlmigrate_new_t")
@@ -237,7 +237,7 @@ class Cases(object):
         kept = dict((k, v) for k, v in self.schema().items()
                     if k[0] == "index" and "gone" not in k[1])
         with self.assertLogs("sqlmigrate", logging.INFO) as logs:
-            changes = sqlmigrate.drop_column(self.conn, "t", "gone")
+            changes = self.drop_column(self.conn, "t", "gone")
         after = self.schema()
         self.assertEqual(dict((k, v) for k, v in after.items() if k[0] == "index"), kept)
         text = "\n".join(logs.output)
@@ -257,7 +257,7 @@ class Cases(object):
             INSERT INTO t VALUES (1, 'x', 1, 'p'), (2, 'y', 2, 'q');
             ALTER TABLE t ADD COLUMN extra TEXT;
         """)
-        sqlmigrate.drop_column(self.conn, "t", "extra")
+        self.drop_column(self.conn, "t", "extra")
         for values in ((1, "z", 1, "r"), (3, "x", 3, "s"), (4, "w", 2, "q")):
             with self.assertRaises(sqlite3.IntegrityError):
                 self.conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", values)
@@ -268,7 +268,7 @@ class Cases(object):
     def test_dropping_a_column_with_its_own_unique_constraint(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT UNIQUE, n INT);"
                   "INSERT INTO t VALUES (1, 'a', 1), (5, 'b', 2);")
-        sqlmigrate.drop_column(self.conn, "t", "code")
+        self.drop_column(self.conn, "t", "code")
         self.assertEqual(self.rows("SELECT rowid, * FROM t"), [(1, 1, 1), (5, 5, 2)])
         self.assertEqual(self.rows("SELECT count(*) FROM sqlite_master WHERE type = 'index'"),
                          [(0,)])
@@ -284,7 +284,7 @@ class Cases(object):
             );
             INSERT INTO t VALUES (1, 'a,b)', 5, 'y');
         """)
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertIn("CHECK (a IN ('a,b)', 'c'))", self.table_sql("t"))
         self.assertIn("CONSTRAINT both_ok CHECK (length(a) + b < 100 AND a <> ',)(')",
                       self.table_sql("t"))
@@ -298,14 +298,14 @@ class Cases(object):
         self.make("CREATE TABLE t (a INT, b INT, CHECK (a < b));"
                   "CREATE TABLE u (a INT, b INT CHECK (b > a));")
         self.assertRefused(r"cannot drop column b of table t: constraint CHECK \(a < b\) needs it",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
         self.assertRefused("cannot drop column a of table u: column b needs it",
-                           sqlmigrate.drop_column, self.db, "u", "a")
+                           self.drop_column, self.db, "u", "a")
 
     def test_table_constraint_listing_the_dropped_column_is_refused(self):
         self.make("CREATE TABLE t (a INT, b INT, c INT, UNIQUE (a, b));")
         self.assertRefused(r"constraint UNIQUE \(a, b\) needs it",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
 
     # -- triggers and views ------------------------------------------------------
 
@@ -321,7 +321,7 @@ class Cases(object):
             INSERT INTO t (a, gone) VALUES ('one', 'g');
         """)
         triggers = dict((k, v) for k, v in self.schema().items() if k[0] == "trigger")
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertEqual(dict((k, v) for k, v in self.schema().items() if k[0] == "trigger"),
                          triggers)
         self.conn.execute("INSERT INTO t (a) VALUES ('two')")
@@ -337,14 +337,14 @@ class Cases(object):
             CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO log VALUES (NEW.b); END;
         """)
         self.assertRefused("cannot drop column b of table t: trigger t_ins uses it",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
 
     def test_temp_triggers_on_the_table_are_recreated(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);"
                   "CREATE TABLE log (msg TEXT);")
         self.conn.execute("CREATE TEMP TRIGGER t_temp AFTER INSERT ON t BEGIN "
                           "INSERT INTO log VALUES ('temp ' || NEW.a); END")
-        sqlmigrate.drop_column(self.conn, "t", "b")
+        self.drop_column(self.conn, "t", "b")
         self.assertEqual(self.rows("SELECT name FROM sqlite_temp_master"), [("t_temp",)])
         self.assertEqual(self.rows("SELECT name FROM sqlite_master WHERE type = 'trigger'"), [])
         self.conn.execute("INSERT INTO t (a) VALUES ('x')")
@@ -355,7 +355,7 @@ class Cases(object):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);")
         self.conn.execute("CREATE TEMP TRIGGER t_temp AFTER INSERT ON t BEGIN "
                           "SELECT NEW.b; END")
-        self.assertRefused("TEMP trigger t_temp uses it", sqlmigrate.drop_column,
+        self.assertRefused("TEMP trigger t_temp uses it", self.drop_column,
                            self.conn, "t", "b")
 
     def test_views_still_work_and_one_that_needs_the_column_is_refused(self):
@@ -367,12 +367,24 @@ class Cases(object):
             INSERT INTO t VALUES (1, 'a', 'b', 'c');
         """)
         self.assertRefused("cannot drop column b of table t: view v_b uses it",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
-        sqlmigrate.drop_column(self.conn, "t", "c")
+                           self.drop_column, self.conn, "t", "b")
+        self.drop_column(self.conn, "t", "c")
         self.assertEqual(self.rows("SELECT * FROM v_star"), [(1, "a", "b")])
         self.assertEqual(self.rows("SELECT * FROM v_a"), [(1, "A")])
         self.assertEqual(self.rows("SELECT * FROM v_b"), [(1, "b")])
         self.assertHealthy()
+
+    @unittest.skipUnless(NATIVE_RENAME, "SQLite 3.7.17 still compiles v2 from its cached "
+                         "column list (not investigated which version changed that)")
+    def test_a_view_over_a_view_that_needs_the_column_is_refused(self):
+        # v names no column, so only compiling v2 afterwards shows the break
+        # (SQLite's own DROP COLUMN refuses too).
+        self.make("""
+            CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);
+            CREATE VIEW v AS SELECT * FROM t;
+            CREATE VIEW v2 AS SELECT b FROM v;
+        """)
+        self.assertRefused("view v2", self.drop_column, self.conn, "t", "b")
 
     def test_another_tables_trigger_writing_into_the_table_still_works(self):
         self.make("""
@@ -380,7 +392,7 @@ class Cases(object):
             CREATE TABLE src (x TEXT);
             CREATE TRIGGER src_ins AFTER INSERT ON src BEGIN INSERT INTO t (a) VALUES (NEW.x); END;
         """)
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.conn.execute("INSERT INTO src VALUES ('hello')")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "hello")])
         self.make("CREATE TRIGGER src_bad AFTER INSERT ON src BEGIN "
@@ -388,7 +400,7 @@ class Cases(object):
         self.make("ALTER TABLE t ADD COLUMN extra TEXT;"
                   "CREATE TRIGGER src_extra AFTER DELETE ON src BEGIN "
                   "UPDATE t SET extra = OLD.x; END;")
-        self.assertRefused("trigger src_extra uses it", sqlmigrate.drop_column,
+        self.assertRefused("trigger src_extra uses it", self.drop_column,
                            self.conn, "t", "extra")
 
     # -- SQL read as SQLite reads it (keywords, aliases, 'string' names) -------
@@ -404,7 +416,7 @@ class Cases(object):
         """ % where("a IS NOT NULL AND b > 0"))
         indexes = sorted(k for k in self.schema() if k[0] == "index")
         for column in ("desc", "collate", "where", "null"):
-            sqlmigrate.drop_column(self.conn, "t", column)
+            self.drop_column(self.conn, "t", column)
         self.assertEqual(sorted(k for k in self.schema() if k[0] == "index"), indexes)
         self.assertEqual(self.rows("SELECT * FROM t"), [("x", 5)])
         self.assertEqual(self.rows("SELECT * FROM v"), [("x", 5)])
@@ -423,18 +435,18 @@ class Cases(object):
             INSERT INTO t VALUES (1, 'a', 'b', 'z', 'c');
         """)
         self.assertRefused("cannot drop column c of table t: view v uses it",
-                           sqlmigrate.drop_column, self.conn, "t", "c")
+                           self.drop_column, self.conn, "t", "c")
         self.assertRefused("cannot drop column b of table t: trigger into_t uses it",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
         self.assertRefused("cannot drop column b of table T T: trigger into_tt uses it",
-                           sqlmigrate.drop_column, self.conn, "T T", "b")
+                           self.drop_column, self.conn, "T T", "b")
         with self.assertLogs("sqlmigrate", logging.WARNING) as logs:
-            sqlmigrate.drop_column(self.conn, "t", "z 1")
+            self.drop_column(self.conn, "t", "z 1")
         self.assertIn("dropped index t_z on t", logs.output[0])
         self.make("CREATE TABLE u (a INT, b INT, c INT, UNIQUE ('b', a));")
-        self.assertRefused(r"constraint UNIQUE \('b', a\) needs it", sqlmigrate.drop_column,
+        self.assertRefused(r"constraint UNIQUE \('b', a\) needs it", self.drop_column,
                            self.conn, "u", "b")
-        sqlmigrate.drop_column(self.conn, "u", "c")
+        self.drop_column(self.conn, "u", "c")
         self.assertHealthy()
 
     def test_a_trigger_inserting_without_a_column_list_is_refused(self):
@@ -445,15 +457,15 @@ class Cases(object):
             CREATE TRIGGER src_ins AFTER INSERT ON src BEGIN INSERT INTO t VALUES (NEW.x, 2%s); END;
         """ % ((" AS (a + 1)", "") if generated else ("", ", 0")))
         self.assertRefused("trigger src_ins inserts into it without a column list",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
         self.make("DROP TRIGGER src_ins; CREATE TRIGGER t_ins AFTER INSERT ON t "
                   "WHEN NEW.a = 1 BEGIN REPLACE INTO t SELECT 2, 3%s; END;"
                   % ("" if generated else ", 0"))
         self.assertRefused("trigger t_ins inserts into it without a column list",
-                           sqlmigrate.drop_column, self.conn, "t", "b")
+                           self.drop_column, self.conn, "t", "b")
         if not generated:
             return
-        sqlmigrate.drop_column(self.conn, "t", "c")  # generated: VALUES never listed it
+        self.drop_column(self.conn, "t", "c")  # generated: VALUES never listed it
         self.conn.execute("INSERT INTO t VALUES (1, 1)")
         self.assertEqual(self.rows("SELECT * FROM t ORDER BY a"), [(1, 1), (2, 3)])
         self.assertHealthy()
@@ -461,11 +473,11 @@ class Cases(object):
     def test_a_check_naming_its_own_table(self):
         self.make("CREATE TABLE t (a INT, gone TEXT, c INT CHECK (t.a > 0));"
                   "INSERT INTO t VALUES (1, 'g', 2);")
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, 2)])
         with self.assertRaises(sqlite3.IntegrityError):
             self.conn.execute("INSERT INTO t VALUES (0, 1)")
-        self.assertRefused("column c needs it", sqlmigrate.drop_column, self.conn, "t", "a")
+        self.assertRefused("column c needs it", self.drop_column, self.conn, "t", "a")
 
     def test_a_column_named_rowid_that_an_index_uses_is_refused(self):
         # Without the column, `rowid` in the index would mean the table's rowid.
@@ -475,9 +487,9 @@ class Cases(object):
                   ("CREATE UNIQUE INDEX t_a ON t(a) WHERE rowid > 0;" if PARTIAL else
                    "CREATE INDEX t_a ON t(a, rowid);"))
         self.assertRefused("index t_a uses it, and without the column the name rowid there "
-                           "would mean the table's rowid", sqlmigrate.drop_column,
+                           "would mean the table's rowid", self.drop_column,
                            self.conn, "t", "rowid")
-        sqlmigrate.drop_column(self.conn, "t", "c")
+        self.drop_column(self.conn, "t", "c")
         self.assertEqual(self.rows("SELECT _rowid_, * FROM t ORDER BY _rowid_"),
                          [(1, 1, 5), (2, 1, -5)])
         self.assertHealthy()
@@ -506,7 +518,7 @@ class Cases(object):
     def test_children_keep_every_row_with_foreign_keys_on(self):
         self.make_parent_and_children()
         before = self.children()
-        sqlmigrate.drop_column(self.conn, "parent", "gone")
+        self.drop_column(self.conn, "parent", "gone")
         self.assertEqual(self.children(), before)
         self.assertEqual(self.rows("SELECT * FROM parent"), [(1, "one"), (2, "two")])
         self.conn.execute("DELETE FROM parent WHERE id = 2")  # the keys still point here
@@ -518,7 +530,7 @@ class Cases(object):
         self.conn.execute("BEGIN")
         with self.assertRaisesRegex(sqlmigrate.MigrationError,
                                     "foreign keys are on.*cascade_child.*nothing was changed"):
-            sqlmigrate.drop_column(self.conn, "parent", "gone")
+            self.drop_column(self.conn, "parent", "gone")
         self.assertTrue(self.conn.in_transaction)
         self.conn.execute("ROLLBACK")
         self.assertEqual(len(self.children()[0]), 2)
@@ -540,7 +552,7 @@ class Cases(object):
         """)
         self.conn.execute("BEGIN")
         try:
-            sqlmigrate.drop_column(self.conn, "t", "gone")
+            self.drop_column(self.conn, "t", "gone")
             dropped = True
         except sqlmigrate.MigrationError as e:
             self.assertIn("its foreign keys are deferred", str(e))
@@ -549,7 +561,7 @@ class Cases(object):
         self.assertEqual(dropped, NATIVE_DROP and not self.force_copy)
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, 1.0)] if dropped else [(1, 1.0, "g")])
         if not dropped:
-            sqlmigrate.drop_column(self.conn, "t", "gone")  # outside: foreign keys off meanwhile
+            self.drop_column(self.conn, "t", "gone")  # outside: foreign keys off meanwhile
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, 1.0)])
         self.assertHealthy()
 
@@ -559,13 +571,13 @@ class Cases(object):
               parent INT REFERENCES node(id) ON DELETE CASCADE, label TEXT, gone TEXT);
             INSERT INTO node VALUES (1, NULL, 'root', 'g'), (2, 1, 'kid', 'g'), (3, 2, 'leaf', 'g');
         """)
-        sqlmigrate.drop_column(self.conn, "node", "gone")
+        self.drop_column(self.conn, "node", "gone")
         self.assertEqual(self.rows("SELECT * FROM node"),
                          [(1, None, "root"), (2, 1, "kid"), (3, 2, "leaf")])
         self.assertEqual(self.rows("PRAGMA foreign_key_list(node)")[0][2], "node")
         self.conn.execute("DELETE FROM node WHERE id = 2")
         self.assertEqual(self.rows("SELECT id FROM node"), [(1,)])
-        self.assertRefused("a foreign key of node uses it", sqlmigrate.drop_column,
+        self.assertRefused("a foreign key of node uses it", self.drop_column,
                            self.conn, "node", "parent")
         self.assertHealthy()
 
@@ -574,7 +586,7 @@ class Cases(object):
                   "ON DELETE CASCADE, gone TEXT); INSERT INTO node VALUES (1, NULL, 'g');")
         self.conn.execute("BEGIN")
         with self.assertRaisesRegex(sqlmigrate.MigrationError, "node itself references it"):
-            sqlmigrate.drop_column(self.conn, "node", "gone")
+            self.drop_column(self.conn, "node", "gone")
         self.conn.execute("ROLLBACK")
 
     def test_column_referenced_by_another_tables_foreign_key_is_refused(self):
@@ -583,8 +595,8 @@ class Cases(object):
             CREATE TABLE payment (id INTEGER PRIMARY KEY, code TEXT REFERENCES account(code));
         """)
         self.assertRefused(r"table payment has a foreign key to it \(payment.code\)",
-                           sqlmigrate.drop_column, self.conn, "account", "code")
-        self.assertRefused("PRIMARY KEY", sqlmigrate.drop_column, self.conn, "account", "id")
+                           self.drop_column, self.conn, "account", "code")
+        self.assertRefused("PRIMARY KEY", self.drop_column, self.conn, "account", "id")
 
     def test_an_existing_violation_rolls_back(self):
         self.make("""
@@ -597,7 +609,7 @@ class Cases(object):
         before = self.schema()
         with self.assertRaisesRegex(sqlmigrate.MigrationError,
                                     "foreign key violations: child rowid 1 -> parent.*rolled back"):
-            sqlmigrate.drop_column(self.conn, "parent", "gone")
+            self.drop_column(self.conn, "parent", "gone")
         self.assertEqual(self.schema(), before)
         self.assertEqual(self.rows("PRAGMA foreign_keys"), [(1,)])
 
@@ -613,7 +625,7 @@ class Cases(object):
             INSERT INTO emptied (a) VALUES ('x'); DELETE FROM emptied;
         """)
         for table in ("t", "empty", "emptied"):
-            sqlmigrate.drop_column(self.conn, table, "gone")
+            self.drop_column(self.conn, table, "gone")
         self.assertEqual(sorted(self.rows("SELECT * FROM sqlite_sequence")),
                          [("emptied", 1), ("t", 3)])
         self.conn.execute("INSERT INTO t (a) VALUES ('4')")
@@ -634,36 +646,27 @@ class Cases(object):
         expected = dict((t, self.rows("SELECT rowid, * FROM %s ORDER BY rowid" % t))
                         for t in ("alias", "not_alias", "plain"))
         for table in expected:
-            sqlmigrate.drop_column(self.conn, table, "gone")
+            self.drop_column(self.conn, table, "gone")
             self.assertEqual(self.rows("SELECT rowid, * FROM %s ORDER BY rowid" % table),
                              [row[:-1] for row in expected[table]])
         self.assertHealthy()
 
-    @unittest.skipUnless(hasattr(os, "openpty"), "needs a pseudo-terminal")
-    def test_copy_in_many_rowid_ranges(self):
-        # Ranges are used only while progress is shown: on a terminal, big table.
+    def test_copy_in_many_rowid_ranges_reports_progress(self):
+        # Ranges are used only while a progress callback watches a big table.
         self.make("CREATE TABLE t (a TEXT, gone TEXT);")
-        self.conn.executemany("INSERT INTO t (rowid, a) VALUES (?, ?)",
-                              [(i * i, str(i)) for i in range(1, 40)])
-        self.setting("_COPY_CHUNK_ROWS", 4)
-        self.setting("_PROGRESS_MIN_ROWS", 10)
-        master, slave = os.openpty()
-        self.addCleanup(os.close, master)
-        terminal = os.fdopen(slave, "w")
-        self.addCleanup(terminal.close)
-        saved, sys.stderr = sys.stderr, terminal
-        try:
-            sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (a TEXT)")
-        finally:
-            sys.stderr = saved
-        self.assertEqual(self.rows("SELECT rowid, a FROM t ORDER BY rowid"),
-                         [(i * i, str(i)) for i in range(1, 40)])
+        rows = sorted((i * i * (-1) ** i, str(i)) for i in range(1, 40))
+        self.conn.executemany("INSERT INTO t (rowid, a) VALUES (?, ?)", rows)
+        seen = []
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (a TEXT)", chunk_rows=4,
+                           progress=lambda copied, total: seen.append((copied, total)))
+        self.assertEqual(seen, [(n, 39) for n in list(range(4, 37, 4)) + [39]])
+        self.assertEqual(self.rows("SELECT rowid, a FROM t ORDER BY rowid"), rows)
         self.assertHealthy()
 
     def test_column_named_rowid(self):
         self.make("CREATE TABLE t (rowid TEXT, a TEXT, gone TEXT);"
                   "INSERT INTO t (_rowid_, rowid, a) VALUES (7, 'r', 'a');")
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertEqual(self.rows("SELECT _rowid_, rowid, a FROM t"), [(7, "r", "a")])
         self.assertHealthy()
 
@@ -675,7 +678,7 @@ class Cases(object):
             CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB, gone TEXT) WITHOUT ROWID;
             INSERT INTO kv VALUES ('b', X'01', 'g'), ('a', NULL, 'g');
         """)
-        sqlmigrate.drop_column(self.conn, "kv", "gone")
+        self.drop_column(self.conn, "kv", "gone")
         self.assertTrue(self.table_sql("kv").endswith(") WITHOUT ROWID"))
         self.assertEqual(self.rows("SELECT * FROM kv"), [("a", None), ("b", b"\x01")])
         with self.assertRaises(sqlite3.OperationalError):
@@ -689,7 +692,7 @@ class Cases(object):
             INSERT INTO s VALUES (1, 5, 'text', 'g'), (2, 6, 1.5, 'g'), (3, 7, X'00', NULL);
         """)
         before = self.rows("SELECT id, n, anything, typeof(anything) FROM s")
-        sqlmigrate.drop_column(self.conn, "s", "gone")
+        self.drop_column(self.conn, "s", "gone")
         self.assertTrue(self.table_sql("s").endswith(") STRICT"))
         self.assertEqual(self.rows("SELECT id, n, anything, typeof(anything) FROM s"), before)
         with self.assertRaises(sqlite3.IntegrityError):
@@ -705,13 +708,13 @@ class Cases(object):
               label TEXT AS ('n=' || a) STORED);
             INSERT INTO g (a, gone) VALUES (1, 'x'), (5, 'y');
         """)
-        sqlmigrate.drop_column(self.conn, "g", "gone")
+        self.drop_column(self.conn, "g", "gone")
         self.assertEqual(self.rows("SELECT id, a, twice, label FROM g"),
                          [(1, 1, 2, "n=1"), (2, 5, 10, "n=5")])
         self.assertEqual([r[6] for r in self.rows("PRAGMA table_xinfo(g)")], [0, 0, 2, 3])
-        sqlmigrate.drop_column(self.conn, "g", "label")
+        self.drop_column(self.conn, "g", "label")
         self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
-        self.assertRefused("column twice needs it", sqlmigrate.drop_column, self.conn, "g", "a")
+        self.assertRefused("column twice needs it", self.drop_column, self.conn, "g", "a")
 
     # -- rename and create_sql ------------------------------------------------
 
@@ -723,7 +726,7 @@ class Cases(object):
             CREATE INDEX t_expr ON t(%s, other);
             INSERT INTO t VALUES (1, '2020', 'o');
         """ % (where("ts > '2000'"), "substr(ts, 1, 4)" if EXPRESSIONS else "ts"))
-        sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "created_at"})
+        self.rebuild_table(self.conn, "t", rename={"ts": "created_at"})
         self.assertEqual([r[1] for r in self.rows("PRAGMA table_info(t)")],
                          ["id", "created_at", "other"])
         self.assertEqual(body(self.table_sql("t")),
@@ -742,7 +745,7 @@ class Cases(object):
     def test_rename_to_the_name_of_a_dropped_column(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT UNIQUE);"
                   "INSERT INTO t VALUES (1, 'old a', 'b');")
-        sqlmigrate.rebuild_table(self.conn, "t", drop=["a"], rename={"b": "a"})
+        self.rebuild_table(self.conn, "t", drop=["a"], rename={"b": "a"})
         self.assertEqual(self.rows("SELECT id, a FROM t"), [(1, "b")])
         self.assertEqual(body(self.table_sql("t")), '(id INTEGER PRIMARY KEY, "a" TEXT UNIQUE)')
         self.assertHealthy()
@@ -750,7 +753,7 @@ class Cases(object):
     def test_rename_and_drop_together(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, ts TEXT);"
                   "INSERT INTO t VALUES (4, 'e', 't');")
-        sqlmigrate.rebuild_table(self.conn, "t", drop=["email"], rename={"ts": "created_at"})
+        self.rebuild_table(self.conn, "t", drop=["email"], rename={"ts": "created_at"})
         self.assertEqual(self.rows("SELECT id, created_at FROM t"), [(4, "t")])
         self.assertHealthy()
 
@@ -760,10 +763,10 @@ class Cases(object):
             CREATE VIEW v AS SELECT ts FROM t;
         """)
         if self.force_copy or not NATIVE_RENAME:
-            self.assertRefused("without RENAME COLUMN .* inside view v",
-                               sqlmigrate.rebuild_table, self.conn, "t", rename={"ts": "at"})
+            self.assertRefused("view v uses it, and without RENAME COLUMN",
+                               self.rebuild_table, self.conn, "t", rename={"ts": "at"})
         else:
-            sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "at"})
+            self.rebuild_table(self.conn, "t", rename={"ts": "at"})
             self.assertIn('"at"', self.table_sql("v"))
             self.assertHealthy()
 
@@ -773,7 +776,7 @@ class Cases(object):
             CREATE INDEX t_n ON t(n);
             INSERT INTO t VALUES (1, '10', 'g'), (3, 'x', 'g');
         """)
-        sqlmigrate.rebuild_table(self.conn, "T", create_sql="""
+        self.rebuild_table(self.conn, "T", create_sql="""
             CREATE TABLE t (
               id INTEGER PRIMARY KEY,
               n INTEGER,
@@ -788,14 +791,14 @@ class Cases(object):
     def test_create_sql_with_rename(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT);"
                   "INSERT INTO t VALUES (1, 'x');")
-        sqlmigrate.rebuild_table(self.conn, "t", rename={"ts": "at"},
+        self.rebuild_table(self.conn, "t", rename={"ts": "at"},
                                  create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT)")
         self.assertEqual(self.rows("SELECT id, at FROM t"), [(1, "x")])
         self.assertHealthy()
 
     def test_create_sql_for_another_table_is_refused(self):
         self.make("CREATE TABLE t (a);")
-        self.assertRefused("create_sql creates table u, not t", sqlmigrate.rebuild_table,
+        self.assertRefused("create_sql creates table u, not t", self.rebuild_table,
                            self.conn, "t", create_sql="CREATE TABLE u (a)")
 
     def test_no_op_rebuild(self):
@@ -807,7 +810,7 @@ class Cases(object):
             INSERT INTO t (a, b) VALUES ('x', 1.5), (NULL, 0);
         """)
         before = self.schema(), self.rows("SELECT rowid, * FROM t")
-        sqlmigrate.rebuild_table(self.conn, "t")
+        self.rebuild_table(self.conn, "t")
         after = self.schema(), self.rows("SELECT rowid, * FROM t")
         self.assertEqual(after[1], before[1])
         self.assertEqual(set(after[0]), set(before[0]))
@@ -832,7 +835,7 @@ class Cases(object):
                                     "rebuilding table t failed: "
                                     "(UNIQUE constraint failed|.*not unique).*"
                                     "nothing was changed"):
-            sqlmigrate.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+            self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
                                      "(id INTEGER PRIMARY KEY, code INTEGER)")
         self.assertEqual((self.schema(), self.rows("SELECT * FROM t")), before)
         self.assertHealthy()
@@ -846,7 +849,18 @@ class Cases(object):
         setattr(sqlmigrate, function_name, fail)
         self.addCleanup(setattr, sqlmigrate, function_name, original)
 
-    def assertFailureRollsBack(self, function_name, call, *args, **kwargs):
+    def inject_failure_after_drop_table(self):
+        original = sqlmigrate._rebuild_statements
+
+        def statements(plan):
+            for sql in original(plan):
+                yield sql
+                if sql.startswith("DROP TABLE"):
+                    raise KeyboardInterrupt("injected")
+        sqlmigrate._rebuild_statements = statements
+        self.addCleanup(setattr, sqlmigrate, "_rebuild_statements", original)
+
+    def assertFailureRollsBack(self, inject, call, *args, **kwargs):
         self.make_parent_and_children()
         self.make("""
             CREATE TABLE log (msg TEXT);
@@ -860,29 +874,29 @@ class Cases(object):
             return (self.schema(), self.rows("SELECT rowid, * FROM parent"), self.children(),
                     self.rows("SELECT * FROM log"))
         before = state()
-        self.inject_failure(function_name)
+        inject()
         with self.assertRaisesRegex(KeyboardInterrupt, "injected"):
             call(*args, **kwargs)
         self.assertEqual(state(), before)
         self.assertHealthy()
 
     def test_failure_after_every_change_rolls_everything_back(self):
-        self.assertFailureRollsBack("_log_changes", sqlmigrate.rebuild_table, self.conn,
+        self.assertFailureRollsBack(lambda: self.inject_failure("_run_rebuild"), self.rebuild_table, self.conn,
                                     "parent", drop=["gone"], rename={"name": "title"})
 
     def test_failure_right_after_the_old_table_is_dropped_rolls_everything_back(self):
-        self.assertFailureRollsBack("_restore_autoincrement_counter", sqlmigrate.rebuild_table,
+        self.assertFailureRollsBack(self.inject_failure_after_drop_table, self.rebuild_table,
                                     self.conn, "parent", create_sql="CREATE TABLE parent "
                                     "(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
 
     def test_failure_inside_the_callers_transaction_rolls_back_only_the_rebuild(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
                   "INSERT INTO t VALUES (1, 'a', 'g');")
-        self.inject_failure("_log_changes")
+        self.inject_failure("_run_rebuild")
         self.conn.execute("BEGIN")
         self.conn.execute("INSERT INTO t VALUES (2, 'mine', 'g')")
         with self.assertRaises(KeyboardInterrupt):
-            sqlmigrate.drop_column(self.conn, "t", "gone")
+            self.drop_column(self.conn, "t", "gone")
         self.assertTrue(self.conn.in_transaction)
         self.conn.execute("COMMIT")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g"), (2, "mine", "g")])
@@ -891,7 +905,7 @@ class Cases(object):
     def test_not_null_column_without_default_fails_cleanly(self):
         self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
         self.assertRefused("NOT NULL constraint failed|may not be NULL",
-                           sqlmigrate.rebuild_table, self.conn,
+                           self.rebuild_table, self.conn,
                            "t", create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
 
     def test_joins_the_callers_transaction(self):
@@ -900,7 +914,7 @@ class Cases(object):
         self.conn.execute("PRAGMA foreign_keys = OFF")
         self.conn.execute("BEGIN")
         self.conn.execute("INSERT INTO t VALUES (2, 'b', 'g')")
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertTrue(self.conn.in_transaction)
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a"), (2, "b")])
         self.conn.execute("ROLLBACK")
@@ -912,7 +926,7 @@ class Cases(object):
         self.conn.execute("BEGIN")
         self.conn.execute("INSERT INTO t VALUES ('mine')")
         with self.assertRaises(sqlmigrate.MigrationError):
-            sqlmigrate.rebuild_table(self.conn, "t",
+            self.rebuild_table(self.conn, "t",
                                      create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
         self.assertTrue(self.conn.in_transaction)
         self.conn.execute("COMMIT")
@@ -933,7 +947,7 @@ class Cases(object):
             conn = sqlite3.connect(path, **options)
             conn.row_factory = sqlite3.Row
             conn.text_factory = bytes
-            sqlmigrate.drop_column(conn, "t", "gone")
+            self.drop_column(conn, "t", "gone")
             if options.get("autocommit") is False:
                 conn.commit()  # PEP 249 mode: the caller's transaction, the caller commits
             self.assertFalse(conn.in_transaction and options.get("autocommit") is not False)
@@ -951,7 +965,7 @@ class Cases(object):
     def test_by_path(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
                   "INSERT INTO t VALUES (1, 'a', 'g');")
-        sqlmigrate.drop_column(self.db, "t", "gone")
+        self.drop_column(self.db, "t", "gone")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a")])
         self.assertHealthy()
 
@@ -996,40 +1010,40 @@ class Cases(object):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT, other TEXT);")
         self.conn.execute("PRAGMA legacy_alter_table = ON")
         self.legacy_before = 1
-        sqlmigrate.drop_column(self.conn, "t", "gone")
+        self.drop_column(self.conn, "t", "gone")
         self.assertHealthy()
         self.conn.execute("PRAGMA legacy_alter_table = OFF")
         self.legacy_before = 0
-        sqlmigrate.drop_column(self.conn, "t", "other")
+        self.drop_column(self.conn, "t", "other")
         self.assertHealthy()
 
     # -- bad requests ------------------------------------------------------------
 
     def test_missing_table_or_column(self):
         self.make("CREATE TABLE t (a, b); CREATE VIEW v AS SELECT a FROM t;")
-        self.assertRefused("no table named 'nope'", sqlmigrate.drop_column, self.conn, "nope", "a")
-        self.assertRefused("no table named 'v'", sqlmigrate.drop_column, self.conn, "v", "a")
+        self.assertRefused("no table named 'nope'", self.drop_column, self.conn, "nope", "a")
+        self.assertRefused("no table named 'v'", self.drop_column, self.conn, "v", "a")
         self.assertRefused("table t has no column 'c'; its columns are a, b",
-                           sqlmigrate.drop_column, self.conn, "t", "c")
-        self.assertRefused("table t has no column 'c'", sqlmigrate.rebuild_table, self.conn,
+                           self.drop_column, self.conn, "t", "c")
+        self.assertRefused("table t has no column 'c'", self.rebuild_table, self.conn,
                            "t", rename={"c": "d"})
-        self.assertRefused("two columns named b", sqlmigrate.rebuild_table, self.conn, "t",
+        self.assertRefused("two columns named b", self.rebuild_table, self.conn, "t",
                            rename={"a": "B"})
 
     def test_dropping_the_only_column_or_the_primary_key(self):
         self.make("CREATE TABLE one (a TEXT); CREATE TABLE pk (id INTEGER PRIMARY KEY, a);"
                   "CREATE TABLE pk2 (x, y, z, PRIMARY KEY (x, y));")
         self.assertRefused("cannot drop every column of table one",
-                           sqlmigrate.drop_column, self.conn, "one", "a")
+                           self.drop_column, self.conn, "one", "a")
         self.assertRefused("cannot drop column id of table pk: it is .*PRIMARY KEY",
-                           sqlmigrate.drop_column, self.conn, "pk", "id")
+                           self.drop_column, self.conn, "pk", "id")
         self.assertRefused("cannot drop column y of table pk2: it is .*PRIMARY KEY",
-                           sqlmigrate.drop_column, self.conn, "pk2", "y")
+                           self.drop_column, self.conn, "pk2", "y")
 
     def test_internal_tables_are_refused(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a);"
                   "INSERT INTO t (a) VALUES (1);")
-        self.assertRefused("internal SQLite table", sqlmigrate.drop_column, self.conn,
+        self.assertRefused("internal SQLite table", self.drop_column, self.conn,
                            "sqlite_sequence", "seq")
 
 
@@ -1059,11 +1073,11 @@ class BothPathsAgree(RebuildTestCase):
     """ % where("b > 1")
 
     def result(self, force_copy, path):
-        sqlmigrate._FORCE_COPY = force_copy
+        self.force_copy = force_copy
         conn = sqlite3.connect(path, isolation_level=None)
         self.addCleanup(conn.close)
         conn.executescript(self.SCRIPT)
-        sqlmigrate.rebuild_table(conn, "t", drop=["gone2", "gone1"])
+        self.rebuild_table(conn, "t", drop=["gone2", "gone1"])
         schema = sorted((t, n, body(s) if t == "table" else s) for t, n, s in conn.execute(
             "SELECT type, name, sql FROM sqlite_master"))
         return schema, conn.execute("SELECT rowid, * FROM t").fetchall(), \
@@ -1086,18 +1100,13 @@ class BigTable(RebuildTestCase):
         self.addCleanup(os.close, master)
         terminal = os.fdopen(slave, "w")
         self.addCleanup(terminal.close)
-        self.setting("_PROGRESS_MIN_ROWS", 50)
-        self.setting("_PROGRESS_EVERY", 0)
-        self.setting("_COPY_CHUNK_ROWS", 30)
-        saved, sys.stderr = sys.stderr, terminal
-        try:
-            sqlmigrate.drop_column(self.conn, "t", "gone")
-        finally:
-            sys.stderr = saved
+        self.rebuild_table(self.conn, "t", drop=["gone"], chunk_rows=20,
+                           progress=sqlmigrate._terminal_progress(terminal, "t", every=0))
         terminal.flush()
         shown = os.read(master, 65536).decode("ascii", "replace")
-        self.assertIn("rebuilding t: 30 of 100 rows copied", shown)
-        self.assertIn("rebuilding t: 90 of 100 rows copied", shown)
+        self.assertIn("rebuilding t: 20 of 100 rows copied", shown)
+        self.assertIn("rebuilding t: 80 of 100 rows copied", shown)
+        self.assertTrue(shown.endswith("\r\033[K"), repr(shown[-20:]))
         self.assertEqual(self.rows("SELECT count(*) FROM t"), [(100,)])
         self.assertHealthy()
 
@@ -1115,7 +1124,7 @@ class BigTable(RebuildTestCase):
         checksum = self.rows("SELECT count(*), sum(id), sum(length(payload)) FROM big")
         tracemalloc.start()
         try:
-            sqlmigrate.drop_column(self.conn, "big", "gone")
+            self.drop_column(self.conn, "big", "gone")
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -1455,7 +1464,7 @@ class DifferentialAgainstSQLite(RebuildTestCase):
         before = snapshot(mine)
         theirs = sqlite_drop(native, table, column)
         try:
-            sqlmigrate.drop_column(mine, table, column)
+            self.drop_column(mine, table, column)
         except sqlmigrate.MigrationError as e:
             if isinstance(e.__cause__, sqlite3.Error):
                 return "refused late, with SQLite's error", str(e)
