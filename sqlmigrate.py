@@ -3241,7 +3241,7 @@ def drop_column(db, table, column):
 # queries and takes no write lock.
 
 # Literals ALTER TABLE ADD COLUMN takes as a constant DEFAULT, tested on the
-# joined tokens: the tokenizer splits 1.5e+3 at '.' and '+'.
+# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+').
 _NUMBER_RE = re.compile(r"^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)$")
 _BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
 _BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -3251,8 +3251,8 @@ _COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAUL
 
 
 class _Clause(object):
-    """One constraint of a column declaration: tokens [start, end), its
-    keyword at `keyword` (after any CONSTRAINT <name> or GENERATED ALWAYS)."""
+    """A constraint in a column declaration: tokens [start, end), its keyword
+    at `keyword` (after any CONSTRAINT <name> or GENERATED ALWAYS)."""
     __slots__ = ("word", "start", "keyword", "end")
 
     def __init__(self, word, start, keyword):
@@ -3264,22 +3264,22 @@ class _ColumnDeclaration(object):
     constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
 
     def __init__(self, text):
-        self.text, self.problem, self.generated = text, None, None
+        self.problem = self.generated = self.default = self._default = None
         cursor = _Cursor(text)
-        self.tokens, clauses, prefix = cursor.tokens, [], None
+        self.tokens, self.clauses, prefix = cursor.tokens, [], None
         while not cursor.at_end():
             at, word = cursor.i, cursor.word()
-            current = clauses[-1].word if clauses else None
+            current = self.clauses[-1].word if self.clauses else None
             if current == "REFERENCES" and (cursor.take("NOT", "DEFERRABLE") or cursor.take("SET")):
                 cursor.take("NULL") or cursor.take("DEFAULT")  # ON DELETE SET NULL ...
             elif cursor.take("CONSTRAINT") or cursor.take("GENERATED", "ALWAYS"):
                 if word == "CONSTRAINT":
                     cursor.advance()  # its name: any word
-                prefix = at if prefix is None else prefix  # part of what follows
+                prefix = at if prefix is None else prefix  # part of the constraint after it
             elif word in _COLUMN_CONSTRAINT_WORDS:
-                clauses.append(_Clause(word, at if prefix is None else prefix, at))
-                prefix = None
+                self.clauses.append(_Clause(word, at if prefix is None else prefix, at))
                 cursor.advance()
+                prefix = None
                 if word in ("NOT", "DEFAULT"):
                     cursor.take("NULL")  # NOT NULL; DEFAULT NULL
                 self.generated = "VIRTUAL" if word == "AS" else self.generated
@@ -3297,34 +3297,30 @@ class _ColumnDeclaration(object):
                     self.problem = "unbalanced parentheses"
                 elif kind == "punct" and token in ",;":
                     self.problem = "not a single column declaration (found %r)" % token
-        for clause, following in zip(clauses, clauses[1:] + [None]):
+        for clause, following in zip(self.clauses, self.clauses[1:] + [None]):
             clause.end = following.start if following else len(self.tokens)
-        self.clauses = clauses
-        self.words = set(clause.word for clause in clauses)
-        self._default = next((c for c in clauses if c.word == "DEFAULT"), None)
-        self.default = None if self._default is None else "".join(
-            text for _, text in self.tokens[self._default.keyword + 1:self._default.end]).strip()
+            if clause.word == "DEFAULT" and self._default is None:
+                self._default = clause
+                self.default = self._text(clause.keyword + 1, clause.end).strip()
+        self.words = set(clause.word for clause in self.clauses)
+        self.not_null = "NOT" in self.words
 
-    @property
-    def not_null(self):
-        return "NOT" in self.words
+    def _text(self, start, end, dropped=()):
+        return "".join(text for i, (_, text) in enumerate(self.tokens[start:end], start)
+                       if i not in dropped)
 
     @property
     def default_kind(self):
         """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
-        if self._default is None:
-            return "none"
-        return _classify_default(_Cursor(tokens=self.tokens, i=self._default.keyword + 1,
-                                         end=self._default.end))
+        clause = self._default
+        return "none" if clause is None else _classify_default(
+            _Cursor(tokens=self.tokens, i=clause.keyword + 1, end=clause.end))
 
     def without(self, word):
         """The declaration text without the constraints that start with `word`."""
-        dropped = set()
-        for clause in self.clauses:
-            if clause.word == word:
-                dropped.update(range(clause.start, clause.end))
-        return " ".join("".join(text for index, (_, text) in enumerate(self.tokens)
-                                if index not in dropped).split())
+        dropped = set(i for clause in self.clauses if clause.word == word
+                      for i in range(clause.start, clause.end))
+        return " ".join(self._text(0, len(self.tokens), dropped).split())
 
 
 def _classify_default(cursor):
@@ -3355,9 +3351,9 @@ class _IndexDeclaration(object):
     """A CREATE [UNIQUE] INDEX statement, read far enough to compare two of
     them (`definition`) and to list the table and the columns they use."""
 
-    def __init__(self, sql):
+    def __init__(self, sql, tokens=None):
         self.sql = sql.strip().rstrip(";").strip()
-        create = _Create(self.sql)
+        create = _Create(self.sql, tokens)
         cursor = self._list = create.cursor
         self.name, self.unique, self.table, self.definition = create.name, create.unique, None, None
         if create.kind == "INDEX" and cursor.word() == "ON":
@@ -3369,7 +3365,7 @@ class _IndexDeclaration(object):
                 # "T" and t are one name, as are ON and on: names compare as keys.
                 self.definition = tuple(
                     ("name", _key(_unquote(text))) if kind in ("word", "ident") else (kind, text)
-                    for kind, text in _Cursor(tokens=cursor.tokens, i=on).rest())
+                    for kind, text in _Cursor(tokens=cursor.tokens, i=on).rest() if text != ";")
 
     def column_list(self):
         """(plain column names, every item as text, the WHERE text or None);
@@ -3378,7 +3374,7 @@ class _IndexDeclaration(object):
         for first, end in cursor.comma_list():
             item = _Cursor(tokens=cursor.tokens, i=first, end=end).rest()
             tail = item[1:]
-            if item and item[0][0] in ("word", "ident") and \
+            if item[0][0] in ("word", "ident") and \
                     (not tail or tail[0][1].upper() in ("COLLATE", "ASC", "DESC")):
                 names.append(_unquote(item[0][1]))
                 texts.append(" ".join([names[-1], _joined(tail)]) if tail else names[-1])
@@ -3396,16 +3392,18 @@ def _index_declaration(name, text):
     kind, table = cursor.peek()[0], cursor.name()
     if kind not in ("word", "ident") or cursor.peek() != ("punct", "("):
         return _IndexDeclaration("")
-    return _IndexDeclaration("CREATE INDEX %s ON %s %s" % (
-        _quote_identifier(name), _quote_identifier(table),
-        "".join(token for _, token in cursor.tokens[cursor.i:])))
+    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", _quote_identifier(name)),
+            ("word", "ON"), ("ident", _quote_identifier(table))]
+    tokens = [token for pair in zip(head, [("space", " ")] * 5) for token in pair]
+    tokens += cursor.tokens[cursor.i:]
+    return _IndexDeclaration("".join(text for _, text in tokens), tokens)
 
 
 # -- reconcile ---------------------------------------------------------------------
 
 class _Step(object):
-    """One change reconcile() makes: run `sql`, or (rebuild) rebuild `table`
-    as the CREATE TABLE `sql`; `changes` are what reconcile() returns for it."""
+    """One change reconcile() makes: run `sql`, or rebuild `table` as the
+    CREATE TABLE `sql`; `changes` are what reconcile() returns for it."""
     __slots__ = ("what", "sql", "changes", "table")
 
     def __init__(self, what, sql, changes, table=None):
@@ -3414,16 +3412,9 @@ class _Step(object):
 
 class _ReconcilePlan(object):
     def __init__(self):
-        self.steps = []          # columns, then indexes: an index may use a new column
-        self.index_steps = []
-        self.problems = []       # what cannot be done: nothing will be
-        self.warnings = []       # reported and skipped
-        self.parsed = {}         # declaration text -> _ColumnDeclaration: "INTEGER" repeats
-
-    def declaration(self, text):
-        if text not in self.parsed:
-            self.parsed[text] = _ColumnDeclaration(text)
-        return self.parsed[text]
+        # Steps in order (columns before the indexes that may use them); any
+        # problem means nothing is done; warnings are logged and skipped.
+        self.steps, self.problems, self.warnings = [], [], []
 
 
 def reconcile(db, columns=None, indexes=None):
@@ -3442,13 +3433,13 @@ def reconcile(db, columns=None, indexes=None):
         conn = _raw(conn)
         schema_version = _schema_version(conn)
         plan = _plan_reconcile(conn, columns, indexes)
-        if not plan.steps and not plan.index_steps:
+        if not plan.steps:
             _log.debug("Schema has every declared column and index")
             return []
         own_transaction = not conn.in_transaction
-        rebuilds = any(step.table for step in plan.steps)
         # A table rebuild must not fire foreign-key actions.
-        with _foreign_keys_off_outside_transaction(conn, rebuilds) as fk_were_on:
+        with _foreign_keys_off_outside_transaction(
+                conn, any(step.table for step in plan.steps)) as fk_were_on:
             with _transaction(conn):
                 if own_transaction and _schema_version(conn) != schema_version:
                     # Another process changed the schema since we looked (and
@@ -3470,7 +3461,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
     plan, master = _ReconcilePlan(), _SchemaObjects(conn)
     declared_indexes = [(name, text, _index_declaration(name, text))
                         for name, text in indexes.items()]
-    tables = {}  # declared name -> the existing (ordinary) table's name
+    tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
         kind, name, _, sql = master.get(table) or (None,) * 4
         if kind == "table" and not _is_virtual(sql):
@@ -3478,7 +3469,6 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
     existing = dict((table, [name for (name,) in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
     added = {}  # existing table name -> names of the columns being added
-    fk_on = []  # asked once, and only if a column is missing
     for table, declared in columns.items():
         actual = tables.get(table)
         if actual is None:
@@ -3488,8 +3478,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            added[actual] = _plan_columns(plan, conn, master, actual, declared,
-                                          existing[actual], fk_on)
+            added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
     for name, text, declaration in declared_indexes:
         _plan_index(plan, master, name, text, declaration, tables, existing, added)
     if plan.problems:
@@ -3501,9 +3490,9 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
 
 
 def _refuse_table(plan, master, table, skipped):
-    """A warning (missing table) or a problem (a view, or a virtual table
-    ALTER TABLE cannot change) for a declared table that is not ordinary."""
-    kind, _, _, sql = master.get(table) or (None,) * 4
+    """A warning (missing) or a problem (a view, or a virtual table ALTER
+    TABLE cannot change) for a declared table that is not an ordinary one."""
+    kind, _, _, _ = master.get(table) or (None,) * 4
     if kind is None:
         plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
     elif kind != "table":
@@ -3513,61 +3502,49 @@ def _refuse_table(plan, master, table, skipped):
                              % table)
 
 
-def _plan_columns(plan, conn, master, table, declared, existing, fk_on):
+def _plan_columns(plan, conn, master, table, declared, existing):
     """Plan the declared columns `table` lacks; returns their names."""
     absent = set(_absent_names(existing, declared))
     if not absent:  # the common case, once per declared table: keep it short
         return []
-    missing = [(column, text) for column, text in declared.items() if column in absent]
+    missing = [(column, text, _ColumnDeclaration(text)) for column, text in declared.items()
+               if column in absent]
     seen = set()
-    for column, _ in missing:
-        if _key(column) in seen:
-            plan.problems.append("%s.%s: declared twice (names compare case-insensitively)"
-                                 % (table, column))
-        seen.add(_key(column))
-    if not fk_on:
-        fk_on.append(_foreign_keys_enabled(conn))
-    reasons = []
-    for column, text in missing:
-        declaration = plan.declaration(text)
-        problem = _column_problem(conn, table, declaration, fk_on[0])
+    for column, text, declaration in missing:
+        problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
+            else _column_problem(conn, table, declaration)
         if problem:
             plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
-        reasons.append(_rebuild_reason(declaration))
-    reason = next((reason for reason in reasons if reason), None)
+        seen.add(_key(column))
+    names = [column for column, _, _ in missing]
+    reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
-        names = [column for column, _ in missing]
-        try:
-            _, _, _, create_sql = master.get(table)
-            sql = _with_columns_appended(create_sql, [
-                "%s %s" % (_quote_identifier(column), text) for column, text in missing])
-        except MigrationError as e:
-            plan.problems.append("table %s: %s" % (table, e))
-            return names
+        _, _, _, create_sql = master.get(table)
         plan.steps.append(_Step(
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
-            % (", ".join("'%s'" % c for c in names), table, reason), sql,
+            % (", ".join("'%s'" % c for c in names), table, reason),
+            _with_columns_appended(create_sql, ["%s %s" % (_quote_identifier(column), text)
+                                                for column, text, _ in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in names],
             table))
         return names
-    for column, text in missing:
-        declaration = plan.declaration(text)
-        if "UNIQUE" in declaration.words:  # ADD COLUMN refuses UNIQUE: an index instead
-            text = declaration.without("UNIQUE")
-            name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-            plan.index_steps.append(_Step(
-                "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
-                "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name),
-                                                      _quote_identifier(table),
-                                                      _quote_identifier(column)),
-                ["created unique index %s for column %s.%s" % (name, table, column)]))
+    quoted = _quote_identifier(table)
+    for column, text, declaration in missing:
+        unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
         plan.steps.append(_Step(
             "adding missing column '%s' to table '%s'" % (column, table),
-            "ALTER TABLE %s ADD COLUMN %s %s" % (_quote_identifier(table),
-                                                 _quote_identifier(column), text),
+            "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
+                                                 declaration.without("UNIQUE") if unique else text),
             ["added column %s.%s" % (table, column)]))
-    return [column for column, _ in missing]
+        if unique:
+            name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+            plan.steps.append(_Step(
+                "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
+                "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
+                                                      _quote_identifier(column)),
+                ["created unique index %s for column %s.%s" % (name, table, column)]))
+    return names
 
 
 def _absent_names(names, wanted):
@@ -3582,10 +3559,6 @@ def _absent_names(names, wanted):
                 yield name
 
 
-def _has_name(names, name):
-    return not any(_absent_names(names, [name]))
-
-
 def _rebuild_reason(declaration):
     if declaration.generated == "STORED":
         return "a STORED generated column"
@@ -3594,12 +3567,12 @@ def _rebuild_reason(declaration):
     return None
 
 
-def _column_problem(conn, table, declaration, fk_on):
+def _column_problem(conn, table, declaration):
     """Why this declaration cannot be added to an existing table, or None."""
-    kind = declaration.default_kind
+    kind, words = declaration.default_kind, declaration.words
     if declaration.problem:
         return declaration.problem
-    if "PRIMARY" in declaration.words:
+    if "PRIMARY" in words:
         return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
                 "rebuild_table(create_sql=...)")
     if declaration.generated and not _HAS_GENERATED_COLUMNS:
@@ -3609,10 +3582,10 @@ def _column_problem(conn, table, declaration, fk_on):
         return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
     if _rebuild_reason(declaration):
         return None
-    if fk_on and "REFERENCES" in declaration.words and kind not in ("none", "null"):
+    if "REFERENCES" in words and kind not in ("none", "null") and _foreign_keys_enabled(conn):
         return ("with foreign keys on, a REFERENCES column must default to NULL "
                 "(SQLite refuses DEFAULT %s)" % declaration.default)
-    if "UNIQUE" in declaration.words and kind == "constant" and len(_query(
+    if "UNIQUE" in words and kind == "constant" and len(_query(
             conn, "SELECT 1 FROM %s LIMIT 2" % _quote_identifier(table))) > 1:
         return ("UNIQUE with DEFAULT %s: the existing rows would all get the same value"
                 % declaration.default)
@@ -3620,47 +3593,41 @@ def _column_problem(conn, table, declaration, fk_on):
 
 
 def _plan_index(plan, master, name, text, declaration, tables, existing, added):
+    kind, _, _, sql = master.get(name) or (None,) * 4
     if declaration.definition is None:
         plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                              "[UNIQUE] INDEX statement" % (name, text))
-        return
-    if not _has_name([declaration.name], name):
+    elif _key(declaration.name) != _key(name):
         plan.problems.append("index %s: the statement creates an index named %s"
                              % (name, declaration.name))
-        return
-    kind, _, _, sql = master.get(name) or (None,) * 4
-    if kind is not None:
-        if kind != "index":
-            plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
-        elif sql != declaration.sql and not (sql and _same_index(sql, declaration)):
+    elif kind is not None and kind != "index":
+        plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
+    elif kind is not None:
+        found = sql != declaration.sql and _IndexDeclaration(sql or "")
+        if found and (found.unique, found.definition) != (declaration.unique,
+                                                          declaration.definition):
             plan.warnings.append("Index '%s' exists with a different definition; not replaced "
                                  "(database: %s; declared: %s)"
                                  % (name, sql or "a constraint's index", declaration.sql))
-        return
-    table = tables.get(declaration.table)
-    if table is None:
+    elif tables.get(declaration.table) is None:
         _refuse_table(plan, master, declaration.table, "skipped index '%s'" % name)
-        return
-    columns, _, _ = declaration.column_list()
-    unknown = list(_absent_names(existing[table] + added.get(table, []), columns))
-    if unknown:
-        plan.problems.append("index %s: table %s has no column %s"
-                             % (name, table, ", ".join(unknown)))
-        return
-    plan.index_steps.append(_Step("creating missing index '%s' on table '%s'" % (name, table),
-                                  declaration.sql, ["created index %s" % name]))
-
-
-def _same_index(sql, declaration):
-    existing = _IndexDeclaration(sql)
-    return existing.unique == declaration.unique and existing.definition == declaration.definition
+    else:
+        table = tables[declaration.table]
+        columns, _, _ = declaration.column_list()
+        unknown = list(_absent_names(existing[table] + added.get(table, []), columns))
+        if unknown:
+            plan.problems.append("index %s: table %s has no column %s"
+                                 % (name, table, ", ".join(unknown)))
+        else:
+            plan.steps.append(_Step("creating missing index '%s' on table '%s'" % (name, table),
+                                    declaration.sql, ["created index %s" % name]))
 
 
 def _apply_reconcile(conn, plan):
     """Carry out a checked plan inside the open transaction; any failure
     raises, and the caller's `transaction` undoes everything."""
     changes = []
-    for step in plan.steps + plan.index_steps:
+    for step in plan.steps:
         _log.info("%s%s", step.what[0].upper(), step.what[1:])
         try:
             if step.table:
@@ -3742,11 +3709,11 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                     if _merge_missing(document, defaults):
                         updates.append([_json_text(document)] + key)
                 except ValueError as e:
-                    bad.append("row %s (%s)" % (", ".join("%s=%r" % pair for pair in zip(keys, key)), e))
+                    bad.append("row %s (%s)" % (", ".join(map("%s=%r".__mod__, zip(keys, key))), e))
             if bad:
                 raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s%s; "
-                                     "no row was changed" % (table, column, "; ".join(bad[:10]),
-                                     " (and %d more)" % (len(bad) - 10) if len(bad) > 10 else ""))
+                                     "no row was changed" % (table, column, "; ".join(bad[:10]), (
+                                         " (and %d more)" % (len(bad) - 10) if bad[10:] else "")))
             if updates:
                 written = conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
                     _quote_identifier(table), _quote_identifier(column),
@@ -3780,7 +3747,7 @@ def _row_key_columns(conn, table, column):
         raise MigrationError("merge_json_defaults: no table %s" % table)
     columns = _read_columns(conn, [name], ("name", "pk"))[name]
     names = [column_name for column_name, _ in columns]
-    if not _has_name(names, column):
+    if list(_absent_names(names, [column])):
         raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
     if not _CreateTable(sql, "table %s" % table).rowid:
         return [column_name for _, column_name in sorted((pk, c) for c, pk in columns if pk)]
@@ -3796,20 +3763,12 @@ class _JsonVerbatim(object):
     int or float would not give back (1.10 stays 1.10; 1e400 stays 1e400
     instead of float inf, which json.dumps writes as the invalid Infinity; a
     5000-digit integer is not refused by Python 3.11's int-from-text limit);
-    also the punctuation _json_text_slowly queues."""
-    __slots__ = ("text",)
+    also the punctuation _json_text_slowly queues, `closing` the id of the
+    container it ends (one met again while open is a circular reference)."""
+    __slots__ = ("text", "closing")
 
-    def __init__(self, text):
-        self.text = text
-
-
-class _JsonClose(_JsonVerbatim):
-    """The end of an array or object being written: leaves the set of open
-    containers (a container met again while open is a circular reference)."""
-    __slots__ = ("container",)
-
-    def __init__(self, text, container):
-        self.text, self.container = text, container
+    def __init__(self, text, closing=None):
+        self.text, self.closing = text, closing
 
 
 def _json_float(text):
@@ -3833,11 +3792,9 @@ def _json_object_without_repeats(pairs):
     # silently drop the others.
     document = dict(pairs)
     if len(document) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError("key %r appears twice in one object" % key)
-            seen.add(key)
+        keys = [key for key, _ in pairs]
+        raise ValueError("key %r appears twice in one object"
+                         % next(key for key in keys if keys.count(key) > 1))
     return document
 
 
@@ -3885,8 +3842,7 @@ def _json_text_slowly(document):
         value = pending.pop()
         if isinstance(value, _JsonVerbatim):
             parts.append(value.text)
-            if isinstance(value, _JsonClose):
-                open_containers.discard(value.container)
+            open_containers.discard(value.closing)
         elif isinstance(value, str):
             parts.append(_json_string(value))
         elif value is None or value is True or value is False:
@@ -3913,7 +3869,7 @@ def _json_text_slowly(document):
                     queued.append(_JsonVerbatim(_json_string(key) + ": "))
                 queued.append(item)
             parts.append("{" if is_object else "[")
-            pending.append(_JsonClose("}" if is_object else "]", id(value)))
+            pending.append(_JsonVerbatim("}" if is_object else "]", id(value)))
             pending.extend(reversed(queued))
         else:
             raise ValueError("a %s is not a JSON value" % type(value).__name__)
@@ -3945,10 +3901,6 @@ def _merge_missing(document, defaults):
 
 
 # -- schema report ---------------------------------------------------------------
-
-_REPORT_RULE = "=" * 60
-_TABLE_RULE = "-" * 60
-
 
 def schema_info(db, tables=None):
     """The schema report as data: {"tables": [{"name", "columns": [{"name",
@@ -4016,9 +3968,9 @@ def schema_report(db, tables=None):
     """The schema as text (the `schema` command's output): every table, or
     those named, with its columns and indexes."""
     info = schema_info(db, tables)
-    lines = [_REPORT_RULE, "DATABASE SCHEMA REPORT", _REPORT_RULE]
+    lines = ["=" * 60, "DATABASE SCHEMA REPORT", "=" * 60]
     for table in info["tables"]:
-        lines.extend(["", "Table: %s" % table["name"], _TABLE_RULE])
+        lines.extend(["", "Table: %s" % table["name"], "-" * 60])
         if table.get("virtual"):
             lines.append("  (virtual table)")
         for column in table["columns"]:
@@ -4034,10 +3986,10 @@ def schema_report(db, tables=None):
                 index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
                 " WHERE %s" % index["where"] if index["where"] else ""))
     for name in info["missing"]:
-        lines.extend(["", "Table: %s" % name, _TABLE_RULE, "  (does not exist)"])
+        lines.extend(["", "Table: %s" % name, "-" * 60, "  (does not exist)"])
     if not info["tables"] and not info["missing"]:
         lines.extend(["", "(no tables)"])
-    lines.extend(["", _REPORT_RULE])
+    lines.extend(["", "=" * 60])
     return "\n".join(lines) + "\n"
 
 
