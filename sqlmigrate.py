@@ -3431,7 +3431,8 @@ def reconcile(db, columns=None, indexes=None):
     columns, indexes = columns or {}, indexes or {}
     with _using(db) as conn:
         conn = _raw(conn)
-        schema_version = _schema_version(conn)
+        # Bumped by SQLite on every schema change, by any connection.
+        schema_version = _query(conn, "PRAGMA schema_version")
         plan = _plan_reconcile(conn, columns, indexes)
         if not plan.steps:
             _log.debug("Schema has every declared column and index")
@@ -3441,7 +3442,7 @@ def reconcile(db, columns=None, indexes=None):
         with _foreign_keys_off_outside_transaction(
                 conn, any(step.table for step in plan.steps)) as fk_were_on:
             with _transaction(conn):
-                if own_transaction and _schema_version(conn) != schema_version:
+                if own_transaction and _query(conn, "PRAGMA schema_version") != schema_version:
                     # Another process changed the schema since we looked (and
                     # may have reconciled): look again under the write lock.
                     plan = _plan_reconcile(conn, columns, indexes, quiet=True)
@@ -3450,11 +3451,6 @@ def reconcile(db, columns=None, indexes=None):
                     _check_foreign_keys(conn)
         _log.info("Reconcile made %d change(s)", len(changes))
         return changes
-
-
-def _schema_version(conn):
-    """Bumped by SQLite on every schema change, by any connection."""
-    return _query(conn, "PRAGMA schema_version")[0][0]
 
 
 def _plan_reconcile(conn, columns, indexes, quiet=False):
