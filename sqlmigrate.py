@@ -296,6 +296,13 @@ class _Cursor(object):
                 start = j + 1
         raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens))
 
+    def rest(self):
+        """The significant tokens from here to the end, moving there."""
+        tokens = [token for token in self.tokens[self.i:self.end]
+                  if token[0] not in ("space", "comment")]
+        self.i = self.end
+        return tokens
+
 
 class _Create(object):
     """The head of a CREATE statement: CREATE [TEMP] [UNIQUE|VIRTUAL] kind
@@ -3045,277 +3052,181 @@ def drop_column(db, table, column):
 # only then opens a transaction: a database that needs nothing costs two
 # queries and takes no write lock.
 
-_NUMBER_RE = re.compile(r"^[+-]?\s*(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-                        r"|0[xX][0-9a-fA-F]+)$")
-_STRING_RE = re.compile(r"^'(?:[^']|'')*'$")
+# Literals ALTER TABLE ADD COLUMN takes as a constant DEFAULT, tested on the
+# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+').
+_NUMBER_RE = re.compile(r"^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)$")
 _BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
 _BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
-_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
-                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
-_MAY_HAVE_CLAUSES_RE = re.compile(r"(?i)\b(?:%s)\b|[,;'\"`\[/-]"
-                                  % "|".join(_COLUMN_CONSTRAINT_WORDS))
+_COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
+                            "REFERENCES", "AS")
 
 
-# -- parsing declarations --------------------------------------------------------
+class _Clause(object):
+    """A constraint in a column declaration: tokens [start, end), its keyword
+    at `keyword` (after any CONSTRAINT <name> or GENERATED ALWAYS)."""
+    __slots__ = ("word", "start", "keyword", "end")
+
+    def __init__(self, word, start, keyword):
+        self.word, self.start, self.keyword, self.end = word, start, keyword, None
+
 
 class _ColumnDeclaration(object):
     """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
-    clauses that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
+    constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
 
     def __init__(self, text):
-        self.text = text
-        # Most declarations are a bare type ("VARCHAR(255)"): nothing to split.
-        self.tokens = _tokenize(text) if _MAY_HAVE_CLAUSES_RE.search(text) \
-            or text.count("(") != text.count(")") else []
-        self.problem = None
-        self.clauses = self._split()   # (word, start, keyword index, end) token indexes
-        self.words = set(clause[0] for clause in self.clauses)
-        self.default = self._clause_body("DEFAULT")
-        self.generated = self._generated_kind()
+        self.problem = self.generated = self.default = self._default = None
+        cursor = _Cursor(text)
+        self.tokens, self.clauses, prefix = cursor.tokens, [], None
+        while not cursor.at_end():
+            at, word = cursor.i, cursor.word()
+            current = self.clauses[-1].word if self.clauses else None
+            if current == "REFERENCES" and (cursor.take("NOT", "DEFERRABLE") or cursor.take("SET")):
+                cursor.take("NULL") or cursor.take("DEFAULT")  # ON DELETE SET NULL ...
+            elif cursor.take("CONSTRAINT") or cursor.take("GENERATED", "ALWAYS"):
+                if word == "CONSTRAINT":
+                    cursor.advance()  # its name: any word
+                prefix = at if prefix is None else prefix  # part of the constraint after it
+            elif word in _COLUMN_CONSTRAINT_WORDS:
+                self.clauses.append(_Clause(word, at if prefix is None else prefix, at))
+                cursor.advance()
+                prefix = None
+                if word in ("NOT", "DEFAULT"):
+                    cursor.take("NULL")  # NOT NULL; DEFAULT NULL
+                self.generated = "VIRTUAL" if word == "AS" else self.generated
+            elif cursor.peek() == ("punct", "("):
+                try:
+                    cursor.group()
+                except MigrationError:  # no matching ')'
+                    self.problem = "unbalanced parentheses"
+                    break
+            else:
+                kind, token = cursor.advance()
+                if current == "AS" and word == "STORED":
+                    self.generated = "STORED"
+                elif kind == "punct" and token == ")":
+                    self.problem = "unbalanced parentheses"
+                elif kind == "punct" and token in ",;":
+                    self.problem = "not a single column declaration (found %r)" % token
+        for clause, following in zip(self.clauses, self.clauses[1:] + [None]):
+            clause.end = following.start if following else len(self.tokens)
+            if clause.word == "DEFAULT" and self._default is None:
+                self._default = clause
+                self.default = self._text(clause.keyword + 1, clause.end).strip()
+        self.words = set(clause.word for clause in self.clauses)
+        self.not_null = "NOT" in self.words
 
-    def _split(self):
-        clauses, current, previous, depth, expect_name = [], None, None, 0, False
-        for index, (kind, text) in enumerate(self.tokens):
-            if kind in ("space", "comment"):
-                continue
-            word = text.upper() if kind == "word" else None
-            if expect_name:
-                expect_name = False  # CONSTRAINT <name>: the name may be any word
-            elif depth == 0 and word in _COLUMN_CONSTRAINT_WORDS \
-                    and not self._continues(current, previous, word, index):
-                if current is not None:
-                    clauses.append(current + (index,))
-                current = (word, index, index)
-                expect_name = word == "CONSTRAINT"
-            if kind == "punct" and text in "()":
-                depth += 1 if text == "(" else -1
-            elif kind == "punct" and text in ",;" and depth == 0:
-                self.problem = "not a single column declaration (found %r)" % text
-            previous = word
-        if depth != 0:
-            self.problem = "unbalanced parentheses"
-        if current is not None:
-            clauses.append(current + (len(self.tokens),))
-        # CONSTRAINT <name> belongs to the constraint that follows it.
-        merged = []
-        for clause in clauses:
-            if merged and merged[-1][0] == "CONSTRAINT":
-                clause = (clause[0], merged.pop()[1]) + clause[2:]
-            merged.append(clause)
-        return merged
-
-    def _continues(self, current, previous, word, index):
-        """Whether `word` belongs to the clause before it rather than starting
-        one: DEFAULT NULL, NOT NULL, GENERATED ALWAYS AS, and SET NULL, SET
-        DEFAULT or NOT DEFERRABLE in a REFERENCES clause."""
-        if current is None:
-            return False
-        if previous == "DEFAULT" or (previous == "SET" and word in ("NULL", "DEFAULT")):
-            return True
-        if previous == "NOT" and word == "NULL":
-            return True
-        if current[0] == "GENERATED" and word == "AS":
-            return True
-        if current[0] == "REFERENCES" and word == "NOT":
-            following = _significant(self.tokens, index + 1)
-            return bool(following) and _word(self.tokens, following[0]) == "DEFERRABLE"
-        return False
-
-    def _clause_body(self, word):
-        """The text after the keyword of the clause that starts with `word`."""
-        for clause_word, _, keyword, end in self.clauses:
-            if clause_word == word:
-                return "".join(text for _, text in self.tokens[keyword + 1:end]).strip()
-        return None
-
-    def _generated_kind(self):
-        body = self._clause_body("GENERATED") or self._clause_body("AS")
-        if body is None:
-            return None
-        last = _code_tokens(body)[-1:]
-        return "STORED" if last and last[0][1].upper() == "STORED" else "VIRTUAL"
-
-    @property
-    def not_null(self):
-        return "NOT" in self.words
+    def _text(self, start, end, dropped=()):
+        return "".join(text for i, (_, text) in enumerate(self.tokens[start:end], start)
+                       if i not in dropped)
 
     @property
     def default_kind(self):
         """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
-        return "none" if self.default is None else _classify_default(self.default)
+        clause = self._default
+        return "none" if clause is None else _classify_default(
+            _Cursor(tokens=self.tokens, i=clause.keyword + 1, end=clause.end))
 
     def without(self, word):
-        """The declaration text without the clause that starts with `word`."""
-        dropped = set()
-        for clause_word, start, _, end in self.clauses:
-            if clause_word == word:
-                dropped.update(range(start, end))
-        return " ".join("".join(text for index, (_, text) in enumerate(self.tokens)
-                                if index not in dropped).split())
+        """The declaration text without the constraints that start with `word`."""
+        dropped = set(i for clause in self.clauses if clause.word == word
+                      for i in range(clause.start, clause.end))
+        return " ".join(self._text(0, len(self.tokens), dropped).split())
 
 
-def _strip_parentheses(text):
-    """'((1))' -> '1': SQLite keeps no node for parentheses around a default."""
-    while text.startswith("(") and text.endswith(")"):
-        tokens = _code_tokens(text)
-        depth = 0
-        for position, (kind, token) in enumerate(tokens):
-            if kind == "punct" and token in "()":
-                depth += 1 if token == "(" else -1
-                if depth == 0 and position != len(tokens) - 1:
-                    return text  # "(a) + (b)": not one group
-        text = text[1:-1].strip()
-    return text
-
-
-def _classify_default(text):
+def _classify_default(cursor):
     """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
-    TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses,
-    or a bare word (a string to SQLite), is constant; CURRENT_TIMESTAMP or
-    anything computed is not.  Unsure means 'expression': a rebuild always works."""
-    inner = _strip_parentheses(text)
-    bare = inner == text
-    if inner.upper() == "NULL":
+    TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses
+    (SQLite keeps no node for those), or a bare word (a string to SQLite), is
+    constant; CURRENT_TIMESTAMP or anything computed is not.  Unsure means
+    'expression': a rebuild always works."""
+    bare = True
+    while cursor.peek() == ("punct", "("):
+        first, close = cursor.group()
+        if not cursor.at_end():
+            return "expression"  # (a) + (b)
+        cursor, bare = _Cursor(tokens=cursor.tokens, i=first, end=close), False
+    tokens = cursor.rest()
+    text = "".join(token for _, token in tokens)
+    if text.upper() == "NULL":
         return "null"
-    if _NUMBER_RE.match(inner) or _STRING_RE.match(inner) or _BLOB_RE.match(inner):
+    if _NUMBER_RE.match(text) or _BLOB_RE.match(text) or [k for k, _ in tokens] == ["string"]:
         return "constant"
     # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
-    if bare and _BARE_WORD_RE.match(inner) and inner.upper() not in _TIME_KEYWORDS:
+    if bare and _BARE_WORD_RE.match(text) and text.upper() not in _TIME_KEYWORDS:
         return "constant"
     return "expression"
 
 
 class _IndexDeclaration(object):
-    """A CREATE [UNIQUE] INDEX statement, parsed far enough to compare two of
-    them and to find the table and the plain column names they use."""
+    """A CREATE [UNIQUE] INDEX statement, read far enough to compare two of
+    them (`definition`) and to list the table and the columns they use."""
 
     def __init__(self, sql, tokens=None):
         self.sql = sql.strip().rstrip(";").strip()
-        self.name = self.table = None
-        self.unique = False
-        self.definition = None  # the tokens from ON onwards, identifiers unquoted
-        self._list = None       # the tokens from the column list's "(" onwards
-        self._parse(tokens if tokens is not None else _code_tokens(self.sql))
+        create = _Create(self.sql, tokens)
+        cursor = self._list = create.cursor
+        self.name, self.unique, self.table, self.definition = create.name, create.unique, None, None
+        if create.kind == "INDEX" and cursor.word() == "ON":
+            on = cursor.i
+            cursor.advance()
+            kind, table = cursor.peek()[0], cursor.name()
+            if kind in ("word", "ident") and cursor.peek() == ("punct", "("):
+                self.table = table
+                # "T" and t are one name, as are ON and on: names compare as keys.
+                self.definition = tuple(
+                    ("name", _key(_unquote(text))) if kind in ("word", "ident") else (kind, text)
+                    for kind, text in _Cursor(tokens=cursor.tokens, i=on).rest() if text != ";")
 
-    @property
-    def columns(self):
-        """Plain column names in the column list (not expressions)."""
-        return self._parsed_list()[0]
-
-    @property
-    def column_texts(self):
-        """Every item of the column list, as readable text."""
-        return self._parsed_list()[1]
-
-    @property
-    def where(self):
-        return self._parsed_list()[2]
-
-    def _parse(self, tokens):
-        words = [text.upper() if kind == "word" else None for kind, text in tokens]
-        position = 1 if words[:1] == ["CREATE"] else None
-        if position is None:
-            return
-        if words[position:position + 1] == ["UNIQUE"]:
-            self.unique, position = True, position + 1
-        if words[position:position + 1] != ["INDEX"]:
-            return
-        position += 1
-        if words[position:position + 3] == ["IF", "NOT", "EXISTS"]:
-            position += 3
-        if tokens[position + 1:position + 2] == [("punct", ".")]:
-            position += 2  # schema name
-        if position >= len(tokens) or words[position + 1:position + 2] != ["ON"]:
-            return
-        self.name = _unquote(tokens[position][1])
-        on = position + 1
-        if on + 2 >= len(tokens) or tokens[on + 2] != ("punct", "("):
-            return
-        self.table = _unquote(tokens[on + 1][1])
-        # "t" and t are one name: identifiers and words become kind "name".
-        self.definition = tuple(("name", _unquote(text)) if kind in ("ident", "word")
-                                else (kind, text) for kind, text in tokens[on:])
-        self._list = tokens[on + 2:]
-
-    def _parsed_list(self):
-        # Only a report or a missing index needs this; comparing does not.
-        if not isinstance(self._list, tuple):
-            self._list = self._split_list(self._list or [])
-        return self._list
-
-    def _split_list(self, tokens):
-        depth, item, items, where = 0, [], [], None
-        for position, (kind, text) in enumerate(tokens):
-            if kind == "punct" and text == "(":
-                depth += 1
-                if depth == 1:
-                    continue
-            elif kind == "punct" and text == ")":
-                depth -= 1
-                if depth == 0:
-                    items.append(item)
-                    rest = tokens[position + 1:]
-                    if rest and rest[0][0] == "word" and rest[0][1].upper() == "WHERE":
-                        where = _joined(rest[1:])
-                    break
-            if depth == 1 and kind == "punct" and text == ",":
-                items.append(item)
-                item = []
-            else:
-                item.append((kind, text))
-        columns, texts = [], []
-        for item in items:
-            tail = [text.upper() for _, text in item[1:]]
-            if item and item[0][0] in ("word", "ident") and \
-                    (not tail or tail[0] in ("COLLATE", "ASC", "DESC")):
-                name = _unquote(item[0][1])
-                columns.append(name)
-                texts.append("%s %s" % (name, _joined(item[1:])) if tail else name)
+    def column_list(self):
+        """(plain column names, every item as text, the WHERE text or None);
+        only a report or a missing index asks, so it is not read before."""
+        names, texts, cursor = [], [], self._list
+        for first, end in cursor.comma_list():
+            item = _Cursor(tokens=cursor.tokens, i=first, end=end).rest()
+            tail = item[1:]
+            if item[0][0] in ("word", "ident") and \
+                    (not tail or tail[0][1].upper() in ("COLLATE", "ASC", "DESC")):
+                names.append(_unquote(item[0][1]))
+                texts.append(" ".join([names[-1], _joined(tail)]) if tail else names[-1])
             else:
                 texts.append(_joined(item))
-        return columns, texts, where
+        return names, texts, _joined(cursor.rest()) if cursor.take("WHERE") else None
 
 
-def _index_declaration(name, declaration):
-    """The _IndexDeclaration for an `indexes` entry, from "table(col, ...)"
-    (optionally followed by WHERE ...) or a full CREATE INDEX statement."""
-    all_tokens = _tokenize(declaration)
-    tokens = [token for token in all_tokens if token[0] not in ("space", "comment")]
-    if tokens and tokens[0][0] == "word" and tokens[0][1].upper() == "CREATE":
-        return _IndexDeclaration(declaration, tokens)
-    if len(tokens) >= 3 and tokens[1] == ("punct", "."):
-        tokens = tokens[2:]  # schema-qualified table
-    if len(tokens) < 2 or tokens[0][0] not in ("word", "ident") or tokens[1] != ("punct", "("):
+def _index_declaration(name, text):
+    """The _IndexDeclaration for an `indexes` entry: "table(col, ...)", maybe
+    with WHERE ..., or a whole CREATE INDEX statement."""
+    cursor = _Cursor(text)
+    if cursor.word() == "CREATE":
+        return _IndexDeclaration(text)
+    kind, table = cursor.peek()[0], cursor.name()
+    if kind not in ("word", "ident") or cursor.peek() != ("punct", "("):
         return _IndexDeclaration("")
-    rest = "".join(text for _, text in all_tokens[all_tokens.index(("punct", "(")):])
     head = [("word", "CREATE"), ("word", "INDEX"), ("ident", _quote_identifier(name)),
-            ("word", "ON"), ("ident", _quote_identifier(_unquote(tokens[0][1])))]
-    sql = "CREATE INDEX %s ON %s %s" % (head[2][1], head[4][1], rest.strip())
-    if tokens[-1] == ("punct", ";"):
-        tokens = tokens[:-1]
-    return _IndexDeclaration(sql, head + tokens[1:])
+            ("word", "ON"), ("ident", _quote_identifier(table))]
+    tokens = [token for pair in zip(head, [("space", " ")] * 5) for token in pair]
+    tokens += cursor.tokens[cursor.i:]
+    return _IndexDeclaration("".join(text for _, text in tokens), tokens)
 
 
 # -- reconcile ---------------------------------------------------------------------
 
+class _Step(object):
+    """One change reconcile() makes: run `sql`, or rebuild `table` as the
+    CREATE TABLE `sql`; `changes` are what reconcile() returns for it."""
+    __slots__ = ("what", "sql", "changes", "table")
+
+    def __init__(self, what, sql, changes, table=None):
+        self.what, self.sql, self.changes, self.table = what, sql, changes, table
+
+
 class _ReconcilePlan(object):
     def __init__(self):
-        self.additions = []        # (table, column, declaration text)
-        self.rebuilds = []         # (table, [(column, declaration text)], why)
-        self.unique_indexes = []   # (table, column): ADD COLUMN refuses UNIQUE
-        self.indexes = []          # (name, table, sql)
-        self.problems = []         # what cannot be done: nothing will be
-        self.warnings = []         # reported and skipped
-        self.parsed = {}           # declaration text -> _ColumnDeclaration: "INTEGER" repeats
-
-    def declaration(self, text):
-        if text not in self.parsed:
-            self.parsed[text] = _ColumnDeclaration(text)
-        return self.parsed[text]
-
-    def empty(self):
-        return not (self.additions or self.rebuilds or self.unique_indexes or self.indexes)
+        # Steps in order (columns before the indexes that may use them); any
+        # problem means nothing is done; warnings are logged and skipped.
+        self.steps, self.problems, self.warnings = [], [], []
 
 
 def reconcile(db, columns=None, indexes=None):
@@ -3332,21 +3243,21 @@ def reconcile(db, columns=None, indexes=None):
     columns, indexes = columns or {}, indexes or {}
     with _using(db) as conn:
         conn = _raw(conn)
-        schema_version = _schema_version(conn)
+        # Bumped by SQLite on every schema change, by any connection.
+        schema_version = _query(conn, "PRAGMA schema_version")
         plan = _plan_reconcile(conn, columns, indexes)
-        _report_plan(plan)
-        if plan.empty():
+        if not plan.steps:
             _log.debug("Schema has every declared column and index")
             return []
         own_transaction = not conn.in_transaction
         # A table rebuild must not fire foreign-key actions.
-        with _foreign_keys_off_outside_transaction(conn, bool(plan.rebuilds)) as fk_were_on:
+        with _foreign_keys_off_outside_transaction(
+                conn, any(step.table for step in plan.steps)) as fk_were_on:
             with _transaction(conn):
-                if own_transaction and _schema_version(conn) != schema_version:
+                if own_transaction and _query(conn, "PRAGMA schema_version") != schema_version:
                     # Another process changed the schema since we looked (and
                     # may have reconciled): look again under the write lock.
-                    plan = _plan_reconcile(conn, columns, indexes)
-                    _report_plan(plan, quiet=True)
+                    plan = _plan_reconcile(conn, columns, indexes, quiet=True)
                 changes = _apply_reconcile(conn, plan)
                 if fk_were_on:
                     _check_foreign_keys(conn)
@@ -3354,101 +3265,94 @@ def reconcile(db, columns=None, indexes=None):
         return changes
 
 
-def _schema_version(conn):
-    """Bumped by SQLite on every schema change, by any connection."""
-    return _query(conn, "PRAGMA schema_version")[0][0]
-
-
-def _report_plan(plan, quiet=False):
-    if plan.problems:
-        raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
-                             + "\n  ".join(plan.problems))
-    if not quiet:
-        for warning in plan.warnings:
-            _log.warning(warning)
-
-
-def _plan_reconcile(conn, columns, indexes):
-    plan = _ReconcilePlan()
-    master = _SchemaObjects(conn)
-    index_declarations = [(name, text, _index_declaration(name, text))
-                          for name, text in indexes.items()]
-    wanted = list(columns) + [d.table for _, _, d in index_declarations if d.table]
-    tables = {}  # declared name -> existing table name
-    for table in wanted:
-        entry = master.get(table)
-        if entry is not None and entry[0] == "table" and not _is_virtual(entry[3]):
-            tables[table] = entry[1]
-    existing = dict((table, [row[0] for row in rows]) for table, rows
+def _plan_reconcile(conn, columns, indexes, quiet=False):
+    plan, master = _ReconcilePlan(), _SchemaObjects(conn)
+    declared_indexes = [(name, text, _index_declaration(name, text))
+                        for name, text in indexes.items()]
+    tables = {}  # declared name -> the existing ordinary table's name
+    for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
+        kind, name, _, sql = master.get(table) or (None,) * 4
+        if kind == "table" and not _is_virtual(sql):
+            tables[table] = name
+    existing = dict((table, [name for (name,) in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
     added = {}  # existing table name -> names of the columns being added
-    fk_on = []  # asked once, and only if a column is missing
     for table, declared in columns.items():
         actual = tables.get(table)
-        if actual is None:  # missing, a view or a virtual table: _check_table says which
-            _check_table(plan, master, table, "skipped its declared columns (%s)"
-                         % ", ".join(declared))
+        if actual is None:
+            _refuse_table(plan, master, table, "skipped its declared columns (%s)"
+                          % ", ".join(declared))
         elif actual in added:
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            added[actual] = _plan_columns(plan, conn, actual, declared, existing[actual], fk_on)
-    for name, text, declaration in index_declarations:
+            added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
+    for name, text, declaration in declared_indexes:
         _plan_index(plan, master, name, text, declaration, tables, existing, added)
+    if plan.problems:
+        raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
+                             + "\n  ".join(plan.problems))
+    for warning in [] if quiet else plan.warnings:
+        _log.warning(warning)
     return plan
 
 
-def _check_table(plan, master, table, skipped):
-    """The existing table's name, or None with a warning (missing) or a
-    problem (a view, or a virtual table ADD COLUMN cannot change)."""
-    entry = master.get(table)
-    if entry is None:
+def _refuse_table(plan, master, table, skipped):
+    """A warning (missing) or a problem (a view, or a virtual table ALTER
+    TABLE cannot change) for a declared table that is not an ordinary one."""
+    kind, _, _, _ = master.get(table) or (None,) * 4
+    if kind is None:
         plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
-        return None
-    if entry[0] != "table":
-        plan.problems.append("'%s' is a %s, not a table" % (table, entry[0]))
-        return None
-    if _is_virtual(entry[3]):
+    elif kind != "table":
+        plan.problems.append("'%s' is a %s, not a table" % (table, kind))
+    else:
         plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
                              % table)
-        return None
-    return entry[1]
 
 
-def _plan_columns(plan, conn, table, declared, existing, fk_on):
+def _plan_columns(plan, conn, master, table, declared, existing):
     """Plan the declared columns `table` lacks; returns their names."""
     absent = set(_absent_names(existing, declared))
     if not absent:  # the common case, once per declared table: keep it short
-        _log.debug("Table '%s' has all expected columns", table)
         return []
-    missing = [(column, text) for column, text in declared.items() if column in absent]
-    problems, seen = plan.problems, set()
-    for column, _ in missing:
-        if _key(column) in seen:
-            problems.append("%s.%s: declared twice (names compare case-insensitively)"
-                            % (table, column))
-        seen.add(_key(column))
-    if not fk_on:
-        fk_on.append(_foreign_keys_enabled(conn))
-    methods = []
-    for column, text in missing:
-        declaration = plan.declaration(text)
-        problem = _column_problem(conn, table, declaration, fk_on[0])
+    missing = [(column, text, _ColumnDeclaration(text)) for column, text in declared.items()
+               if column in absent]
+    seen = set()
+    for column, text, declaration in missing:
+        problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
+            else _column_problem(conn, table, declaration)
         if problem:
-            problems.append("%s.%s %r: %s" % (table, column, text, problem))
-        methods.append((column, text, declaration, _rebuild_reason(declaration)))
-    reasons = [reason for _, _, _, reason in methods if reason]
-    if reasons:
+            plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
+        seen.add(_key(column))
+    names = [column for column, _, _ in missing]
+    reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
+    if reason:
         # One rebuild per table carries every missing column, in declared order.
-        plan.rebuilds.append((table, [(c, t) for c, t, _, _ in methods], reasons[0]))
-    else:
-        for column, text, declaration, _ in methods:
-            if "UNIQUE" in declaration.words:
-                plan.additions.append((table, column, declaration.without("UNIQUE")))
-                plan.unique_indexes.append((table, column))
-            else:
-                plan.additions.append((table, column, text))
-    return [column for column, _ in missing]
+        _, _, _, create_sql = master.get(table)
+        plan.steps.append(_Step(
+            "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
+            % (", ".join("'%s'" % c for c in names), table, reason),
+            _with_columns_appended(create_sql, ["%s %s" % (_quote_identifier(column), text)
+                                                for column, text, _ in missing]),
+            ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in names],
+            table))
+        return names
+    quoted = _quote_identifier(table)
+    for column, text, declaration in missing:
+        unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
+        plan.steps.append(_Step(
+            "adding missing column '%s' to table '%s'" % (column, table),
+            "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
+                                                 declaration.without("UNIQUE") if unique else text),
+            ["added column %s.%s" % (table, column)]))
+        if unique:
+            name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+            plan.steps.append(_Step(
+                "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
+                "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
+                                                      _quote_identifier(column)),
+                ["created unique index %s for column %s.%s" % (name, table, column)]))
+    return names
 
 
 def _absent_names(names, wanted):
@@ -3463,11 +3367,6 @@ def _absent_names(names, wanted):
                 yield name
 
 
-def _has_name(names, name):
-    """Whether `name` is among `names` the way SQLite compares identifiers."""
-    return not any(_absent_names(names, [name]))
-
-
 def _rebuild_reason(declaration):
     if declaration.generated == "STORED":
         return "a STORED generated column"
@@ -3476,142 +3375,98 @@ def _rebuild_reason(declaration):
     return None
 
 
-def _column_problem(conn, table, declaration, fk_on):
+def _column_problem(conn, table, declaration):
     """Why this declaration cannot be added to an existing table, or None."""
+    kind, words = declaration.default_kind, declaration.words
     if declaration.problem:
         return declaration.problem
-    if "PRIMARY" in declaration.words:
+    if "PRIMARY" in words:
         return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
                 "rebuild_table(create_sql=...)")
     if declaration.generated and not _HAS_GENERATED_COLUMNS:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
                 % sqlite3.sqlite_version)
-    if declaration.not_null and not declaration.generated \
-            and declaration.default_kind in ("none", "null"):
+    if declaration.not_null and not declaration.generated and kind in ("none", "null"):
         return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
     if _rebuild_reason(declaration):
         return None
-    if fk_on and "REFERENCES" in declaration.words and declaration.default_kind != "none" \
-            and declaration.default_kind != "null":
+    if "REFERENCES" in words and kind not in ("none", "null") and _foreign_keys_enabled(conn):
         return ("with foreign keys on, a REFERENCES column must default to NULL "
                 "(SQLite refuses DEFAULT %s)" % declaration.default)
-    if "UNIQUE" in declaration.words and declaration.default_kind == "constant" \
-            and _has_two_rows(conn, table):
+    if "UNIQUE" in words and kind == "constant" and len(_query(
+            conn, "SELECT 1 FROM %s LIMIT 2" % _quote_identifier(table))) > 1:
         return ("UNIQUE with DEFAULT %s: the existing rows would all get the same value"
                 % declaration.default)
     return None
 
 
-def _has_two_rows(conn, table):
-    return len(_query(conn, "SELECT 1 FROM %s LIMIT 2" % _quote_identifier(table))) > 1
-
-
 def _plan_index(plan, master, name, text, declaration, tables, existing, added):
+    kind, _, _, sql = master.get(name) or (None,) * 4
     if declaration.definition is None:
         plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                              "[UNIQUE] INDEX statement" % (name, text))
-        return
-    if declaration.name != name and _key(declaration.name) != _key(name):
+    elif _key(declaration.name) != _key(name):
         plan.problems.append("index %s: the statement creates an index named %s"
                              % (name, declaration.name))
-        return
-    entry = master.get(name)
-    if entry is not None:
-        if entry[0] != "index":
-            plan.problems.append("index %s: the name is taken by a %s" % (name, entry[0]))
-        elif entry[3] != declaration.sql and not _same_index(entry[3], declaration):
+    elif kind is not None and kind != "index":
+        plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
+    elif kind is not None:
+        found = sql != declaration.sql and _IndexDeclaration(sql or "")
+        if found and (found.unique, found.definition) != (declaration.unique,
+                                                          declaration.definition):
             plan.warnings.append("Index '%s' exists with a different definition; not replaced "
                                  "(database: %s; declared: %s)"
-                                 % (name, entry[3] or "a constraint's index", declaration.sql))
-        return
-    table = tables.get(declaration.table)
-    if table is None:
-        _check_table(plan, master, declaration.table, "skipped index '%s'" % name)
-        return
-    have = existing[table] + added.get(table, [])
-    unknown = list(_absent_names(have, declaration.columns))
-    if unknown:
-        plan.problems.append("index %s: table %s has no column %s"
-                             % (name, table, ", ".join(unknown)))
-        return
-    plan.indexes.append((name, table, declaration.sql))
-
-
-def _same_index(sql, declaration):
-    if sql is None:  # a UNIQUE or PRIMARY KEY constraint's index
-        return False
-    existing = _IndexDeclaration(sql)
-    if existing.unique != declaration.unique:
-        return False
-    # Names differing only in ASCII case are the same name; fold only if needed.
-    return existing.definition == declaration.definition or \
-        _folded(existing.definition) == _folded(declaration.definition)
-
-
-def _folded(definition):
-    return tuple(_key(text) if kind == "name" else text for kind, text in definition)
+                                 % (name, sql or "a constraint's index", declaration.sql))
+    elif tables.get(declaration.table) is None:
+        _refuse_table(plan, master, declaration.table, "skipped index '%s'" % name)
+    else:
+        table = tables[declaration.table]
+        columns, _, _ = declaration.column_list()
+        unknown = list(_absent_names(existing[table] + added.get(table, []), columns))
+        if unknown:
+            plan.problems.append("index %s: table %s has no column %s"
+                                 % (name, table, ", ".join(unknown)))
+        else:
+            plan.steps.append(_Step("creating missing index '%s' on table '%s'" % (name, table),
+                                    declaration.sql, ["created index %s" % name]))
 
 
 def _apply_reconcile(conn, plan):
     """Carry out a checked plan inside the open transaction; any failure
     raises, and the caller's `transaction` undoes everything."""
     changes = []
-    for table, column, text in plan.additions:
-        _log.info("Adding missing column '%s' to table '%s'", column, table)
-        _apply_step(conn, "ALTER TABLE %s ADD COLUMN %s %s" % (
-            _quote_identifier(table), _quote_identifier(column), text),
-            "adding column %s.%s" % (table, column))
-        changes.append("added column %s.%s" % (table, column))
-    for table, new_columns, reason in plan.rebuilds:
-        _rebuild_with_columns(conn, table, new_columns, reason)
-        changes.extend("added column %s.%s (table rebuilt: %s)" % (table, column, reason)
-                       for column, _ in new_columns)
-    for table, column in plan.unique_indexes:
-        name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-        _log.info("Creating unique index '%s' for column '%s' of table '%s'", name, column, table)
-        _apply_step(conn, "CREATE UNIQUE INDEX %s ON %s (%s)" % (
-            _quote_identifier(name), _quote_identifier(table), _quote_identifier(column)),
-            "creating unique index %s on %s.%s" % (name, table, column))
-        changes.append("created unique index %s for column %s.%s" % (name, table, column))
-    for name, table, sql in plan.indexes:
-        _log.info("Creating missing index '%s' on table '%s'", name, table)
-        _apply_step(conn, sql, "creating index %s" % name)
-        changes.append("created index %s" % name)
+    for step in plan.steps:
+        _log.info("%s%s", step.what[0].upper(), step.what[1:])
+        try:
+            if step.table:
+                rebuild_table(conn, step.table, create_sql=step.sql)
+            else:
+                conn.execute(step.sql)
+        except sqlite3.Error as e:
+            if _is_busy(e):
+                raise
+            raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
+                                 % (step.what, e, step.sql))
+        except MigrationError as e:  # rebuild_table's: it says that nothing was changed
+            raise MigrationError("reconcile: %s failed: %s" % (step.what, e))
+        changes.extend(step.changes)
     return changes
-
-
-def _apply_step(conn, sql, what):
-    try:
-        conn.execute(sql)
-    except sqlite3.Error as e:
-        if "locked" in str(e) or "busy" in str(e):
-            raise
-        raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
-                             % (what, e, sql))
-
-
-def _rebuild_with_columns(conn, table, new_columns, reason):
-    for column, _ in new_columns:
-        _log.info("Adding missing column '%s' to table '%s' (rebuilding the table: %s)",
-                 column, table, reason)
-    create_sql = _query(conn, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (table,))[0][0]
-    definitions = ["%s %s" % (_quote_identifier(c), text) for c, text in new_columns]
-    try:
-        rebuild_table(conn, table, create_sql=_with_columns_appended(create_sql, definitions))
-    except (MigrationError, sqlite3.Error) as e:
-        raise MigrationError("reconcile: rebuilding table %s to add %s failed: %s; nothing was "
-                             "changed" % (table, ", ".join(c for c, _ in new_columns), e))
 
 
 def _with_columns_appended(create_sql, definitions):
     """CREATE TABLE text with column definitions added after the last column:
     SQLite wants every column before the table constraints."""
-    parsed = _CreateTable(create_sql, "the table")
-    last = parsed.columns[-1]
-    end = _significant(parsed.tokens, last.first, last.end)[-1] + 1
-    return "%s, %s%s" % (parsed.text(0, end), ", ".join(definitions),
-                         parsed.text(end, len(parsed.tokens)))
+    cursor = _Create(create_sql).cursor
+    tokens, end = cursor.tokens, None
+    for first, item_end in cursor.comma_list():
+        item = _Cursor(tokens=tokens, i=first, end=item_end)
+        if item.word() in _TABLE_CONSTRAINT_WORDS:
+            break
+        while not item.at_end():  # end after its last token, before a comment
+            end = item.i + 1
+            item.advance()
+    return "%s, %s%s" % ("".join(text for _, text in tokens[:end]), ", ".join(definitions),
+                         "".join(text for _, text in tokens[end:]))
 
 
 # -- JSON defaults -----------------------------------------------------------------
@@ -3628,8 +3483,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     a non-string key, a set ...) are a RequestError before anything is read.
     Returns the number of rows changed."""
     if not isinstance(defaults, dict):
-        raise MigrationError("merge_json_defaults: defaults must be a dict, not %s"
-                             % type(defaults).__name__)
+        raise RequestError("merge_json_defaults: defaults must be a dict, not %s"
+                           % type(defaults).__name__)
     try:
         # Not _json_text: json.dumps would write a key 1 as "1", next to a "1"
         # the row may have.
@@ -3639,11 +3494,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     with _using(db) as conn:
         conn = _raw(conn)
         with _transaction(conn):
-            key_columns = _row_key_columns(conn, table, column)
-            updates, bad = [], []
-            select = "SELECT %s, %s FROM %s%s" % (
-                ", ".join(_quote_identifier(k) for k in key_columns), _quote_identifier(column),
-                _quote_identifier(table), " WHERE (%s)" % where if where else "")
+            keys = _row_key_columns(conn, table, column)
             cursor = conn.cursor()
             cursor.row_factory = None
             saved_text_factory = conn.text_factory
@@ -3652,26 +3503,29 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             # str would fail the whole SELECT without saying which row).
             conn.text_factory = _utf8_or_bytes
             try:
-                rows = cursor.execute(select, params).fetchall()
+                rows = cursor.execute("SELECT %s, %s FROM %s%s" % (
+                    ", ".join(_quote_identifier(k) for k in keys), _quote_identifier(column),
+                    _quote_identifier(table), " WHERE (%s)" % where if where else ""),
+                    params).fetchall()
             finally:
                 conn.text_factory = saved_text_factory
+            updates, bad = [], []
             for row in rows:
-                key, value = row[:-1], row[-1]
+                *key, value = row
                 try:
                     document = _json_object(value)
                     if _merge_missing(document, defaults):
-                        updates.append((_json_text(document),) + tuple(key))
+                        updates.append([_json_text(document)] + key)
                 except ValueError as e:
-                    bad.append("%s (%s)" % (_describe_row(key_columns, key), e))
+                    bad.append("row %s (%s)" % (", ".join(map("%s=%r".__mod__, zip(keys, key))), e))
             if bad:
-                shown = "; ".join(bad[:10]) + (" (and %d more)" % (len(bad) - 10)
-                                               if len(bad) > 10 else "")
-                raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s; "
-                                     "no row was changed" % (table, column, shown))
+                raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s%s; "
+                                     "no row was changed" % (table, column, "; ".join(bad[:10]), (
+                                         " (and %d more)" % (len(bad) - 10) if bad[10:] else "")))
             if updates:
                 written = conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
                     _quote_identifier(table), _quote_identifier(column),
-                    " AND ".join("%s = ?" % _quote_identifier(k) for k in key_columns)),
+                    " AND ".join("%s = ?" % _quote_identifier(k) for k in keys)),
                     updates).rowcount
                 if written != len(updates):
                     # A primary key that is TEXT but not UTF-8 was read back as
@@ -3680,10 +3534,9 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                     raise MigrationError(
                         "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
                         "by their key (%s) to write them; no row was changed"
-                        % (table, column, len(updates) - written, len(updates),
-                           ", ".join(key_columns)))
+                        % (table, column, len(updates) - written, len(updates), ", ".join(keys)))
                 _log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
-                         column)
+                          column)
     return len(updates)
 
 
@@ -3697,36 +3550,33 @@ def _utf8_or_bytes(data):
 def _row_key_columns(conn, table, column):
     """What identifies a row for the UPDATE: the rowid, or the primary key of
     a WITHOUT ROWID table."""
-    entry = _SchemaObjects(conn).get(table)
-    if entry is None or entry[0] != "table":
+    kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
+    if kind != "table":
         raise MigrationError("merge_json_defaults: no table %s" % table)
-    rows = _read_columns(conn, [entry[1]])[entry[1]]
-    names = [row[1] for row in rows]
-    if not _has_name(names, column):
+    columns = _read_columns(conn, [name], ("name", "pk"))[name]
+    names = [column_name for column_name, _ in columns]
+    if list(_absent_names(names, [column])):
         raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
-    if not _CreateTable(entry[3], "table %s" % table).rowid:
-        return [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+    if not _CreateTable(sql, "table %s" % table).rowid:
+        return [column_name for _, column_name in sorted((pk, c) for c, pk in columns if pk)]
     alias = _rowid_alias(names)
-    if alias is not None:
-        return [alias]
-    raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ and "
-                         "oid: no way to address its rows" % table)
-
-
-def _describe_row(key_columns, key):
-    return "row " + ", ".join("%s=%r" % pair for pair in zip(key_columns, key))
+    if alias is None:
+        raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ "
+                             "and oid: no way to address its rows" % table)
+    return [alias]
 
 
 class _JsonVerbatim(object):
     """JSON text written back as it was read: a number whose text a Python
     int or float would not give back (1.10 stays 1.10; 1e400 stays 1e400
-    instead of becoming float inf, which json.dumps writes as the invalid
-    Infinity; a 5000-digit integer is not refused by Python 3.11's
-    int-from-text limit); also the punctuation _json_text queues."""
-    __slots__ = ("text",)
+    instead of float inf, which json.dumps writes as the invalid Infinity; a
+    5000-digit integer is not refused by Python 3.11's int-from-text limit);
+    also the punctuation _json_text_slowly queues, `closing` the id of the
+    container it ends (one met again while open is a circular reference)."""
+    __slots__ = ("text", "closing")
 
-    def __init__(self, text):
-        self.text = text
+    def __init__(self, text, closing=None):
+        self.text, self.closing = text, closing
 
 
 def _json_float(text):
@@ -3740,16 +3590,6 @@ def _json_int(text):
     return int(text) if len(text) < 100 and text != "-0" else _JsonVerbatim(text)
 
 
-class _JsonClose(_JsonVerbatim):
-    """The end of an array or object being written: leaves the set of open
-    containers (a container met again while open is a circular reference)."""
-    __slots__ = ("container",)
-
-    def __init__(self, text, container):
-        _JsonVerbatim.__init__(self, text)
-        self.container = container
-
-
 def _refuse_json_constant(name):
     # json.loads accepts NaN, Infinity and -Infinity, which JSON does not have.
     raise ValueError("%s is not a JSON value" % name)
@@ -3760,11 +3600,9 @@ def _json_object_without_repeats(pairs):
     # silently drop the others.
     document = dict(pairs)
     if len(document) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError("key %r appears twice in one object" % key)
-            seen.add(key)
+        keys = [key for key, _ in pairs]
+        raise ValueError("key %r appears twice in one object"
+                         % next(key for key in keys if keys.count(key) > 1))
     return document
 
 
@@ -3790,9 +3628,8 @@ def _json_object(value):
 
 
 def _json_text(document):
-    """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
-    writes it, by json.dumps when it can (it is several times faster) and else
-    by _json_text_slowly."""
+    """json.dumps(document, ensure_ascii=False) when that gives valid JSON
+    that UTF-8 can hold (it is several times faster), else _json_text_slowly."""
     try:
         text = json.dumps(document, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")  # sqlite3 will, and a lone surrogate fails it
@@ -3802,21 +3639,20 @@ def _json_text(document):
 
 
 def _json_text_slowly(document):
-    """`document` as JSON text, as json.dumps(document, ensure_ascii=False)
-    writes it, except: numbers read from the row keep their text; a string
-    with a lone surrogate has it as a \\u escape (valid JSON, and the
-    only way to store it as UTF-8); NaN, inf, non-string keys, circular
-    references and other types are a ValueError.  Iterative: a row nested as
-    deep as the parser accepted must not hit the recursion limit here."""
+    """`document` as json.dumps(document, ensure_ascii=False) writes it,
+    except: numbers read from the row keep their text; a lone surrogate is a
+    \\u escape (valid JSON, and the only way to store it as UTF-8); NaN, inf,
+    non-string keys, circular references and other types are a ValueError.
+    Iterative: a row nested as deep as the parser took must not hit the
+    recursion limit here."""
     parts, pending, open_containers = [], [document], set()
     while pending:
         value = pending.pop()
         if isinstance(value, _JsonVerbatim):
             parts.append(value.text)
-            if isinstance(value, _JsonClose):
-                open_containers.discard(value.container)
+            open_containers.discard(value.closing)
         elif isinstance(value, str):
-            parts.append(_json_string(json, value))
+            parts.append(_json_string(value))
         elif value is None or value is True or value is False:
             parts.append({None: "null", True: "true", False: "false"}[value])
         elif isinstance(value, int):
@@ -3838,17 +3674,17 @@ def _json_text_slowly(document):
                     key, item = item
                     if not isinstance(key, str):
                         raise ValueError("key %r is not a string" % (key,))
-                    queued.append(_JsonVerbatim(_json_string(json, key) + ": "))
+                    queued.append(_JsonVerbatim(_json_string(key) + ": "))
                 queued.append(item)
             parts.append("{" if is_object else "[")
-            pending.append(_JsonClose("}" if is_object else "]", id(value)))
+            pending.append(_JsonVerbatim("}" if is_object else "]", id(value)))
             pending.extend(reversed(queued))
         else:
             raise ValueError("a %s is not a JSON value" % type(value).__name__)
     return "".join(parts)
 
 
-def _json_string(json, text):
+def _json_string(text):
     written = json.dumps(text, ensure_ascii=False)
     try:
         written.encode("utf-8")
@@ -3874,10 +3710,6 @@ def _merge_missing(document, defaults):
 
 # -- schema report ---------------------------------------------------------------
 
-_REPORT_RULE = "=" * 60
-_TABLE_RULE = "-" * 60
-
-
 def schema_info(db, tables=None):
     """The schema report as data: {"tables": [{"name", "columns": [{"name",
     "type", "primary_key", "not_null", "default", "generated"}], "indexes":
@@ -3888,42 +3720,40 @@ def schema_info(db, tables=None):
     with _using(db, mode="ro") as conn:
         conn = _raw(conn)
         master = _SchemaObjects(conn)
+        sqls, indexes = {}, {}
+        for _, kind, name, table, sql in sorted((_key(name), kind, name, table, sql)
+                                                for kind, name, table, sql in master.rows):
+            if kind == "table":
+                sqls[name] = sql
+            elif kind == "index":
+                indexes.setdefault(_key(table), []).append((name, sql))
         if tables is None:
-            names = sorted((row[1] for row in master.rows if row[0] == "table"
-                            and not _key(row[1]).startswith("sqlite_")), key=_key)
+            names = [name for name in sqls if not _key(name).startswith("sqlite_")]
             missing = []
         else:
-            found = [master.get(table) for table in tables]
-            names = [row[1] for row in found if row is not None and row[0] == "table"]
-            missing = [table for table, row in zip(tables, found)
-                       if row is None or row[0] != "table"]
-        columns = _read_columns(conn, [n for n in names if not _is_virtual(master.get(n)[3])])
-        indexes = {}
-        for kind, name, table, sql in sorted(master.rows, key=lambda row: _key(row[1])):
-            if kind == "index":
-                indexes.setdefault(_key(table), []).append((name, sql))
-        return {
-            "tables": [_table_info(conn, master.get(name), columns.get(name),
-                                   indexes.get(_key(name), [])) for name in names],
-            "missing": missing,
-        }
+            found = [(table, (master.get(table) or (None,) * 4)[:2]) for table in tables]
+            names = [name for _, (kind, name) in found if kind == "table"]
+            missing = [table for table, (kind, _) in found if kind != "table"]
+        columns = _read_columns(conn, [name for name in names if not _is_virtual(sqls[name])])
+        return {"tables": [_table_info(conn, name, sqls[name], columns.get(name),
+                                       indexes.get(_key(name), [])) for name in names],
+                "missing": missing}
 
 
-def _table_info(conn, entry, columns, indexes):
-    _, name, _, sql = entry
+def _table_info(conn, name, sql, columns, indexes):
     if columns is None:  # a virtual table: its module may not be loaded here
         return {"name": name, "virtual": True, "columns": [], "indexes": []}
     without_rowid = not _CreateTable(sql, "table %s" % name).rowid
-    primary = [row for row in columns if row[5]]
-    rowid_alias = len(primary) == 1 and primary[0][2].upper() == "INTEGER" and not without_rowid
+    primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns if pk]
+    # A rowid alias or a WITHOUT ROWID key can never hold NULL.
+    never_null = without_rowid or primary == ["INTEGER"]
     return {
         "name": name,
         "columns": [{
             "name": column,
             "type": type_,
             "primary_key": bool(pk),
-            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-            "not_null": bool(notnull) or bool(pk) and (rowid_alias or without_rowid),
+            "not_null": bool(notnull) or bool(pk) and never_null,
             "default": default,
             "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
         } for _, column, type_, notnull, default, pk, hidden in columns],
@@ -3934,24 +3764,29 @@ def _table_info(conn, entry, columns, indexes):
 def _index_info(conn, name, sql):
     if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
         rows = _query(conn, "PRAGMA index_info(%s)" % _quote_identifier(name))
-        return {"name": name, "unique": True, "columns": [row[2] for row in rows],
+        return {"name": name, "unique": True, "columns": [column for _, _, column in rows],
                 "where": None, "sql": None}
     declaration = _IndexDeclaration(sql)
-    return {"name": name, "unique": declaration.unique, "columns": declaration.column_texts,
-            "where": declaration.where, "sql": sql}
+    _, texts, where = declaration.column_list()
+    return {"name": name, "unique": declaration.unique, "columns": texts, "where": where,
+            "sql": sql}
 
 
 def schema_report(db, tables=None):
     """The schema as text (the `schema` command's output): every table, or
     those named, with its columns and indexes."""
     info = schema_info(db, tables)
-    lines = [_REPORT_RULE, "DATABASE SCHEMA REPORT", _REPORT_RULE]
+    lines = ["=" * 60, "DATABASE SCHEMA REPORT", "=" * 60]
     for table in info["tables"]:
-        lines.extend(["", "Table: %s" % table["name"], _TABLE_RULE])
+        lines.extend(["", "Table: %s" % table["name"], "-" * 60])
         if table.get("virtual"):
             lines.append("  (virtual table)")
         for column in table["columns"]:
-            lines.append("  - %s: %s" % (column["name"], _column_summary(column)))
+            lines.append("  - %s: %s" % (column["name"], " ".join(filter(None, [
+                column["type"] or "(no type)", column["primary_key"] and "[PK]",
+                column["not_null"] and "NOT NULL",
+                column["default"] is not None and "DEFAULT %s" % column["default"],
+                column["generated"] and "GENERATED %s" % column["generated"]]))))
         if table["indexes"]:
             lines.append("  Indexes:")
         for index in table["indexes"]:
@@ -3959,24 +3794,11 @@ def schema_report(db, tables=None):
                 index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
                 " WHERE %s" % index["where"] if index["where"] else ""))
     for name in info["missing"]:
-        lines.extend(["", "Table: %s" % name, _TABLE_RULE, "  (does not exist)"])
+        lines.extend(["", "Table: %s" % name, "-" * 60, "  (does not exist)"])
     if not info["tables"] and not info["missing"]:
         lines.extend(["", "(no tables)"])
-    lines.extend(["", _REPORT_RULE])
+    lines.extend(["", "=" * 60])
     return "\n".join(lines) + "\n"
-
-
-def _column_summary(column):
-    parts = [column["type"] or "(no type)"]
-    if column["primary_key"]:
-        parts.append("[PK]")
-    if column["not_null"]:
-        parts.append("NOT NULL")
-    if column["default"] is not None:
-        parts.append("DEFAULT %s" % column["default"])
-    if column["generated"]:
-        parts.append("GENERATED %s" % column["generated"])
-    return " ".join(parts)
 
 
 # --- Command line -----------------------------------------------------------

@@ -177,7 +177,7 @@ class ReconcileColumnTests(DatabaseTestCase):
             conn.execute("PRAGMA foreign_keys = %s" % ("ON" if fk_on else "OFF"))
             for text in declarations:
                 declaration = sqlmigrate._ColumnDeclaration(text)
-                plain = not (sqlmigrate._column_problem(conn, "t", declaration, fk_on)
+                plain = not (sqlmigrate._column_problem(conn, "t", declaration)
                              or sqlmigrate._rebuild_reason(declaration)
                              or "UNIQUE" in declaration.words)
                 conn.execute("SAVEPOINT probe")
