@@ -87,7 +87,6 @@ _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
 
 
-
 def _tolerant_stream(stream):
     """Python 3.6 in the C locale writes ASCII and raises on anything else
     (3.7+ coerces to UTF-8); show such characters escaped instead."""
@@ -323,36 +322,6 @@ class _Create(object):
                 self.name_at = cursor.i
                 self.name = cursor.name()
         self.cursor = cursor
-
-
-def _code_tokens(sql):
-    """_tokenize(sql) without the spaces and comments."""
-    return [(kind, text) for kind, text in _tokenize(sql) if kind not in ("space", "comment")]
-
-
-def _significant(tokens, start=0, end=None):
-    """Indexes of the tokens in [start, end) that are not spaces or comments."""
-    end = len(tokens) if end is None else end
-    return [i for i in range(start, end) if tokens[i][0] not in ("space", "comment")]
-
-
-def _word(tokens, i):
-    """tokens[i] upper-cased if it is a bare word (a keyword or a name), else None."""
-    return tokens[i][1].upper() if i is not None and tokens[i][0] == "word" else None
-
-
-def _matching_paren(tokens, i):
-    """Index of the ')' closing the '(' at tokens[i]."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        kind, text = tokens[j]
-        if kind == "punct" and text == "(":
-            depth += 1
-        elif kind == "punct" and text == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-    raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in tokens))
 
 
 def _joined(tokens):

@@ -61,7 +61,7 @@ def main():
         names = ["t%d" % i for i in range(TABLES)]
 
         def floor(_):
-            for chunk in sqlmigrate._chunks(names, 500):
+            for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
                 conn.execute("SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info("
                              "m.name) p WHERE m.type = 'table' AND m.name IN (%s)"
                              % ",".join("?" * len(chunk)), chunk).fetchall()
