@@ -43,7 +43,12 @@ _DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
 class MigrationError(Exception):
     """Every error sqlmigrate raises on purpose.  Its fields say what it is
     about (None where they do not apply); str() is the message, composed from
-    the fields unless one was given.  See _ERROR_KINDS for `kind`."""
+    the fields unless one was given.  `kind`, for code to test: "locked",
+    "read-only", "not-a-database", "cannot-open", "full", "sqlite" (another
+    sqlite3 error), "no-database", "bad-name", "bad-directory", "bad-file",
+    "bad-database", "bad-request", "drift", "ahead", "out-of-order", "no-down",
+    "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
+    "migration-failed", "foreign-keys", "transaction-ended", "backup"."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -101,13 +106,6 @@ class MigrationError(Exception):
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
-# The kinds this module gives (a short, stable string for code to test):
-# the database's fault ("locked", "read-only", "not-a-database", "cannot-open",
-# "full", "sqlite" for any other sqlite3 error); the files' ("bad-name",
-# "bad-directory", "bad-file"); the state's ("drift", "ahead", "out-of-order",
-# "no-down", "changed-meanwhile", "not-tracking-table"); a run's
-# ("migration-failed", "foreign-keys", "transaction-ended"); "backup";
-# "bad-request".  None where no code needs to tell the error apart.
 
 
 class RequestError(MigrationError):
@@ -773,13 +771,14 @@ def _discover(directory):
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except OSError as e:
-        raise RequestError(
-            "migration directory %s does not exist: create it (mkdir %s), or point --dir / "
-            "$SQLMIGRATE_DIR at it" % (directory, directory)
-            if isinstance(e, FileNotFoundError) else "%s is not a directory of migrations"
-            % directory if isinstance(e, NotADirectoryError) else
-            "cannot read migration directory %s: %s" % (directory, e.strerror),
-            kind="bad-directory", path=directory)
+        if isinstance(e, FileNotFoundError):
+            why = "migration directory %s does not exist: create it (mkdir %s), or point " \
+                  "--dir / $SQLMIGRATE_DIR at it" % (directory, directory)
+        elif isinstance(e, NotADirectoryError):
+            why = "%s is not a directory of migrations" % directory
+        else:
+            why = "cannot read migration directory %s: %s" % (directory, e.strerror)
+        raise RequestError(why, kind="bad-directory", path=directory)
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
@@ -830,20 +829,19 @@ def _database_exists(path):
         mode = os.stat(path).st_mode
     except OSError:
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise RequestError("cannot open database %s: directory %s does not exist"
-                               % (path, directory), kind="bad-database", database=path)
-        return False
-    if stat.S_ISREG(mode):
-        return True
-    if stat.S_ISDIR(mode):
-        raise RequestError("%s is a directory, not a database file (check --db)" % path,
-                           kind="bad-database", database=path)
-    # Refused before any open: opening a FIFO blocks until a writer comes,
-    # and SQLite would create "<device>-journal" next to a device.
-    kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), "a special file")
-    raise RequestError("%s is %s, not a regular file: --db must name an SQLite database file"
-                       % (path, kind), kind="bad-database", database=path)
+        if os.path.isdir(directory):
+            return False
+        why = "cannot open database %s: directory %s does not exist" % (path, directory)
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        # Refused before any open: opening a FIFO blocks until a writer comes,
+        # and SQLite would create "<device>-journal" next to a device.
+        kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), None)
+        why = ("%s is a directory, not a database file (check --db)" % path if stat.S_ISDIR(mode)
+               else "%s is %s, not a regular file: --db must name an SQLite database file"
+               % (path, kind or "a special file"))
+    raise RequestError(why, kind="bad-database", database=path)
 
 
 def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
@@ -1002,10 +1000,11 @@ def _foreign_keys_enabled(conn):
 
 
 @contextmanager
-def _foreign_keys_off(conn):
-    """Foreign keys off around a transaction (the pragma is a no-op inside
-    one) and back on after; yields whether they had been on."""
-    was_on = _foreign_keys_enabled(conn)
+def _foreign_keys_off_outside_transaction(conn, wanted=True):
+    """Foreign keys off around a transaction and back on after, where the
+    pragma works: outside a transaction (inside one it is a no-op).  Yields
+    whether the caller must run _check_foreign_keys() before committing."""
+    was_on = wanted and not conn.in_transaction and _foreign_keys_enabled(conn)
     if was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
     try:
@@ -1013,17 +1012,6 @@ def _foreign_keys_off(conn):
     finally:
         if was_on:
             conn.execute("PRAGMA foreign_keys = ON")
-
-
-@contextmanager
-def _foreign_keys_off_outside_transaction(conn, wanted=True):
-    """_foreign_keys_off where the pragma works, outside a transaction.
-    Yields whether the caller must run _check_foreign_keys() before committing."""
-    if not wanted or conn.in_transaction:
-        yield False
-        return
-    with _foreign_keys_off(conn) as was_on:
-        yield was_on
 
 
 def _check_foreign_keys(conn):
@@ -1356,9 +1344,8 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
     """Write a consistent copy of `db` (path or connection) to `dest`; return
     the path.  Default name (also inside `dest` when it is a directory): the
     database's file name with the time and the version recorded in `table`.
-    The copy is complete or absent, never replaces a file, and has no
-    permission bits the database lacks.  A connection inside a write
-    transaction is refused at once (a copy cannot read past its own lock)."""
+    A connection inside a write transaction is refused at once (a copy
+    cannot read past its own lock)."""
     if dest is not None:
         dest = os.fspath(dest)
         if dest in ("", ":memory:"):
@@ -1796,7 +1783,7 @@ class Migrator(object):
         done = []
         try:
             if atomic:
-                with _foreign_keys_off(conn) as checked, _transaction(conn):
+                with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
                     for m in plan:
                         done.append(self._apply(conn, m, direction, checked, "--atomic run"))
                 done = [result for result in done if result]
@@ -1805,7 +1792,7 @@ class Migrator(object):
                 return done
             for m in plan:
                 if m.transactional:
-                    with _foreign_keys_off(conn) as checked, _transaction(conn):
+                    with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
                         result = self._apply(conn, m, direction, checked)
                 else:
                     result = self._apply_outside_transaction(conn, m, direction)
@@ -1818,9 +1805,8 @@ class Migrator(object):
             raise
 
     def _apply(self, conn, m, direction, check_fk, whole_run=None):
-        """Run one migration inside the open transaction and record it; its
-        result, or None if another process applied (or rolled back) it
-        meanwhile: the state is re-read under the write lock for that."""
+        """Run and record m inside the open transaction; its result, or None
+        if another process did it meanwhile (re-read under the write lock)."""
         if not self._still_to_do(conn, m, direction):
             _log.info("v%d was %s by another process meanwhile; skipped", m.version,
                       "applied" if direction == "up" else "rolled back")
@@ -1875,9 +1861,8 @@ class Migrator(object):
             "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
 
     def _run_body(self, conn, m, direction, transactional, whole_run=None):
-        """Run m's up or down and return its result; whole_run names the
-        transaction that holds every migration of this run (--atomic, a dry
-        run), for the failure message."""
+        """Run m's up or down, return its result.  whole_run: the transaction
+        holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, transactional)
         saved_factories = conn.row_factory, conn.text_factory
         self.progress("start", m, direction)
@@ -1946,12 +1931,10 @@ class Migrator(object):
 @contextmanager
 def _connection_kept_as_it_was(conn, m, direction):
     """Around a non-transactional migration: foreign keys off while it runs,
-    and the connection handed back as it was: a transaction it left open
-    rolled back (an error: its work would be lost silently when the
-    connection closes, or stay pending on a caller's connection), databases
-    it attached detached, foreign_keys as before (a connection setting the
-    migration may have changed; the pragma is a no-op inside a transaction,
-    so it is restored after the rollback)."""
+    then the connection as it was: a transaction it left open rolled back (an
+    error: its work would be lost when the connection closes, or stay pending
+    on a caller's), databases it attached detached, foreign_keys as before
+    (restored after the rollback: the pragma is a no-op inside a transaction)."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     if fk_was_on:
@@ -1992,9 +1975,8 @@ class _DryRunRollback(Exception):
 
 
 def _migration_failure(m, direction, error, db, database, rolled_back):
-    """The MigrationError for an exception raised by m's up or down (run on
-    `db`); rolled_back: the whole run's name, True (this migration's
-    transaction) or False (it ran outside one)."""
+    """The MigrationError for an exception m's up/down raised on `db`.
+    rolled_back: the whole run's name, True (m's transaction) or False."""
     if isinstance(error, sqlite3.Error) and db.refused is not None:
         error = db._refusal(db.refused).with_traceback(error.__traceback__)  # for the line
     kind = _sqlite_kind(error) if isinstance(error, sqlite3.Error) else None
@@ -2009,34 +1991,30 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
     failure = MigrationError(
         kind="migration-failed", path=m.path, version=m.version, direction=direction,
         line=None if line == "?" else line, cause=cause, statement=db.failed_statement,
-        hint=_lock_hint(db._transactional) if kind == "locked" else None,
+        hint=_LOCK_HINTS[db._transactional] if kind == "locked" else None,
         rolled_back=rolled_back, tables=_tables_named_in(db.executed))
     failure.__cause__ = error
     return failure
 
 
-def _lock_hint(transactional):
-    """For a lock error raised inside up()/down().  In a transactional
-    migration this run holds the write lock itself, so the waiter is almost
-    surely the migration's own second connection (sqlite3.connect inside up);
-    outside a transaction it may be either."""
-    if transactional:
-        return ("this run holds the database's write lock while the migration runs, so the "
-                "lock is probably wanted by a second connection the migration opened itself "
-                "(sqlite3.connect in up/down): run every statement through the db it is given")
-    return ("the lock is held by another process (wait for it to finish, or raise "
-            "--busy-timeout) or by a second connection the migration opened itself (run every "
-            "statement through the db it is given)")
+# For a lock error inside up()/down().  In a transactional migration this
+# run holds the write lock itself, so the waiter is almost surely a second
+# connection the migration opened; outside a transaction it may be either.
+_LOCK_HINTS = {
+    True: "this run holds the database's write lock while the migration runs, so the lock is "
+          "probably wanted by a second connection the migration opened itself (sqlite3.connect "
+          "in up/down): run every statement through the db it is given",
+    False: "the lock is held by another process (wait for it to finish, or raise --busy-timeout) "
+           "or by a second connection the migration opened itself (run every statement through "
+           "the db it is given)"}
 
 
 def _log_schema_of(conn, tables):
-    """After a failed migration was rolled back: the schema of the tables it
-    named, to help see why ("schema report on errors")."""
-    if not tables:
-        return
+    """After a failed migration: the schema of the tables it named, to help see why."""
     try:
-        _log.info("Schema of the tables the failed migration named:\n%s",
-                  schema_report(conn, tables).rstrip())
+        if tables:
+            _log.info("Schema of the tables the failed migration named:\n%s",
+                      schema_report(conn, tables).rstrip())
     except Exception as e:  # the report is a courtesy; never mask the real error
         _log.debug("no schema report: %s", e)
 
@@ -4507,17 +4485,11 @@ def _run_command(args, out, err):
     return 0
 
 
-class _Arguments(object):
-    """The options main() falls back to when parsing itself failed."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
-
-
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
     out, err = sys.stdout, sys.stderr
-    args = _Arguments(**_DEFAULTS)  # for the error handling below if parsing fails
+    import types
+    args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
         try:
             args = _parse_command_line(sys.argv[1:] if argv is None else argv)
