@@ -18,6 +18,7 @@ and SQLite 3.7.17+.  Usage::
     # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
 """
 
+import collections
 import json
 import logging
 import os
@@ -40,12 +41,94 @@ _DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
 
 
 class MigrationError(Exception):
-    """Every error sqlmigrate raises on purpose; the message says what to do."""
+    """Every error sqlmigrate raises on purpose.  Its fields say what it is
+    about (None where they do not apply); str() is the message, composed from
+    the fields unless one was given.  `kind`, for code to test: "locked",
+    "read-only", "not-a-database", "cannot-open", "full", "sqlite" (another
+    sqlite3 error), "no-database", "bad-name", "bad-directory", "bad-file",
+    "bad-database", "bad-request", "drift", "ahead", "out-of-order", "no-down",
+    "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
+    "migration-failed", "foreign-keys", "transaction-ended", "backup"."""
+
+    path = database = version = statement = tables = kind = None
+    direction = line = cause = hint = rolled_back = outcome = None
+    problems = ()
+
+    def __init__(self, message=None, **fields):
+        for name in fields:
+            if name not in _ERROR_FIELDS:
+                raise TypeError("MigrationError has no field %r" % name)
+        self.__dict__.update(fields)
+        self.message = message
+        Exception.__init__(self, *(() if message is None else (message,)))
+
+    def __str__(self):
+        if self.message is not None:
+            text = self.message
+        elif self.kind == "migration-failed":
+            text = self._migration_failure()
+        elif self.kind == "bad-name":
+            text = "invalid migration files:\n  " + "\n  ".join(self.problems)
+        elif self.problems:
+            text = "; ".join(self.problems)
+        else:
+            where = self.database or "the database"
+            text = {
+                "locked": "database %s is locked by another process; wait for it to finish "
+                          "(or stop it) and try again, or raise --busy-timeout" % where,
+                "read-only": "database %s is read-only: check the file's and its directory's "
+                             "permissions" % where,
+                "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
+                "cannot-open": "cannot open database %s: %s" % (where, self.cause),
+            }.get(self.kind) or "%s: %s" % (where, self.cause)
+            if self.path:  # the migration or file that met the database's problem
+                text = "%s: %s" % (self.path, text)
+        return text + ("; " + self.outcome if self.outcome else "")
+
+    def _migration_failure(self):
+        where = self.path if self.line is None else "%s:%s" % (self.path, self.line)
+        parts = ["%s (%s) %s" % (where, self.direction, self.cause)]
+        if self.statement:
+            parts.append("statement: %s" % " ".join(self.statement.split())[:500])
+        if self.hint:
+            parts.append(self.hint)
+        if self.rolled_back in ("--atomic run", "dry run"):
+            parts.append("the whole %s was rolled back; the database is as it was"
+                         % self.rolled_back)
+        elif self.rolled_back and self.direction == "up":
+            parts.append("the migration was rolled back; earlier migrations stay applied")
+        elif self.rolled_back:
+            parts.append("its down was rolled back, so it stays applied; migrations rolled "
+                         "back before it stay rolled back")
+        else:
+            parts.append("it ran outside a transaction: the database may be partly changed")
+        return "\n  ".join(parts)
+
+
+_ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
 
 
 class RequestError(MigrationError):
     """The request itself is wrong (bad file names, missing directory, bad
     arguments): nothing was tried.  The CLI exits with status 2 for these."""
+
+    kind = "bad-request"
+
+
+class _Result(object):
+    """What up()/down() did to one migration (the Migration is not changed)."""
+
+    __slots__ = ("migration", "direction", "duration_ms", "executed_sql")
+
+    def __init__(self, migration, direction, duration_ms=None, executed_sql=None):
+        self.migration, self.direction = migration, direction
+        self.duration_ms, self.executed_sql = duration_ms, executed_sql
+
+    def __getattr__(self, name):  # version, name, filename, path, kind, checksum...
+        return getattr(self.migration, name)
+
+    def __repr__(self):
+        return "<%s v%d %s>" % (self.direction, self.version, self.filename)
 
 
 _log = logging.getLogger("sqlmigrate")
@@ -86,6 +169,40 @@ _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 # authorizer that allows everything stands for "none".
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
 
+# SQLite's primary result codes (stable) and, for Pythons before 3.11 (no
+# sqlite_errorcode), the fixed text SQLite gives each.
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_SQLITE_KINDS = ((5, "locked", "database is locked"), (8, "read-only", "readonly database"),
+                 (26, "not-a-database", "not a database"), (14, "cannot-open", "unable to open"),
+                 (13, "full", "database or disk is full"))
+_DATABASE_KINDS = frozenset(kind for _, kind, _ in _SQLITE_KINDS)
+
+
+def _sqlite_kind(error):
+    """What a sqlite3 error is: one of _DATABASE_KINDS (the database file's
+    fault), "no-table", "no-column", or None.  The only place that reads an
+    error's text: missing tables and columns share SQLITE_ERROR with every
+    other mistake, and Python < 3.11 gives no code at all."""
+    code = getattr(error, "sqlite_errorcode", None)
+    text = str(error)
+    for number, kind, message in _SQLITE_KINDS:
+        if (code & 0xFF == number) if code is not None else message in text:
+            return kind
+    if isinstance(error, sqlite3.OperationalError):
+        if text.startswith("no such table"):
+            return "no-table"
+        if text.startswith("no such column"):
+            return "no-column"
+    return None
+
+
+def _sqlite_failure(error, database):
+    """A sqlite3 error as a MigrationError a person can act on."""
+    kind = _sqlite_kind(error)
+    failure = MigrationError(kind=kind if kind in _DATABASE_KINDS else "sqlite",
+                             database=database, cause=str(error))
+    failure.__cause__ = error
+    return failure
 
 def _tolerant_stream(stream):
     """Python 3.6 in the C locale writes ASCII and raises on anything else
@@ -104,17 +221,6 @@ def _tolerant_stream(stream):
 
 def _autocommit_mode(conn):
     return getattr(conn, "autocommit", _LEGACY_TRANSACTION_CONTROL)
-
-
-def _is_busy(error):
-    """Whether a sqlite3 error is SQLITE_BUSY (another connection holds a lock
-    this one needs).  Python 3.11+ gives the result code; before, the message
-    is all there is: "database is locked" is SQLITE_BUSY's own text (SQLITE_LOCKED's
-    is "database table is locked")."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF == 5  # SQLITE_BUSY and its extended codes
-    return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error)
 
 
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
@@ -370,12 +476,8 @@ _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 _DIGITS = frozenset("0123456789")
 _KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
-# The naming rule is checked with string methods, not a regex: discovering
-# files is on every start-up's path, and `re` is not imported there.
-
 
 def _is_kebab_case(text):
-    """Lower-case ASCII letters and digits joined by single hyphens."""
     return bool(text) and set(text) <= _KEBAB_CHARACTERS and "" not in text.split("-")
 
 
@@ -418,17 +520,16 @@ class Migration(object):
         self.path = directory + filename  # directory ends with a separator
         self.filename = filename
         self.version, self.description, self.kind = version, description, kind
-        self._source = self._checksum = None
-        self._name = None
-        self._loaded = False
-        self._module = None
+        self._source = self._checksum = self._name = self._module = None
         self._up_sql = self._down_sql = None
-        self._transactional = True
-        self.duration_ms = None     # set when the runner applies or rolls it back
-        self.executed_sql = None    # set by a dry run: the statements it executed
+        self._loaded, self._transactional = False, True
 
     def __repr__(self):
         return "<Migration v%d %s>" % (self.version, self.filename)
+
+    def _error(self, message, line=None):
+        return MigrationError(message, kind="bad-file", path=self.path, version=self.version,
+                              line=line)
 
     @property
     def source(self):
@@ -437,7 +538,7 @@ class Migration(object):
                 with open(self.path, "rb") as f:
                     self._source = f.read()
             except OSError as e:
-                raise MigrationError("cannot read migration %s: %s" % (self.path, e.strerror))
+                raise self._error("cannot read migration %s: %s" % (self.path, e.strerror))
         return self._source
 
     @property
@@ -454,10 +555,8 @@ class Migration(object):
         """The `name` a Python file declares (read without running it), else
         the description in words: 002-add-user-field -> "Add user field"."""
         if self._name is None:
-            name = None
-            if self.kind == "py":
-                # utf-8-sig: a BOM would hide a `name = ...` on the first line.
-                name = _declared_name(self.source.decode("utf-8-sig", "replace"))
+            # utf-8-sig: a BOM would hide a `name = ...` on the first line.
+            name = self.kind == "py" and _declared_name(self.source.decode("utf-8-sig", "replace"))
             self._name = name or self.description.replace("-", " ").capitalize()
         return self._name
 
@@ -476,13 +575,10 @@ class Migration(object):
         return self._transactional
 
     def load(self):
-        """Read, compile and validate the file; raise MigrationError naming the
-        file (and line) on any problem.  Runs a Python file's top level once."""
+        """Read, compile and validate the file (a Python file's top level runs
+        once); a problem raises MigrationError naming the file and line."""
         if not self._loaded:
-            if self.kind == "py":
-                self._load_python()
-            else:
-                self._load_sql()
+            self._load_python() if self.kind == "py" else self._load_sql()
             self._loaded = True
         return self
 
@@ -491,34 +587,35 @@ class Migration(object):
         try:
             code = compile(self.source, self.path, "exec")
         except SyntaxError as e:
-            raise MigrationError("%s:%s: syntax error: %s" % (self.path, e.lineno, e.msg))
+            raise self._error("%s:%s: syntax error: %s" % (self.path, e.lineno, e.msg), e.lineno)
         module = types.ModuleType("sqlmigrate_migration_%d" % self.version)
         module.__file__ = self.path
         try:
             exec(code, module.__dict__)
         except Exception as e:
-            raise MigrationError("%s:%s: error while loading the migration: %s: %s"
-                                 % (self.path, _error_line(e, self.path), type(e).__name__, e))
+            line = _error_line(e, self.path)
+            raise self._error("%s:%s: error while loading the migration: %s: %s"
+                              % (self.path, line, type(e).__name__, e), line)
         except SystemExit as e:
             # Left alone, it would end the CLI with that status as if all was well.
-            raise MigrationError("%s:%s: the migration called exit (sys.exit(%r)) while "
-                                 "loading; a migration fails by raising an exception"
-                                 % (self.path, _error_line(e, self.path), e.code))
+            line = _error_line(e, self.path)
+            raise self._error("%s:%s: the migration called exit (sys.exit(%r)) while loading; "
+                              "a migration fails by raising an exception"
+                              % (self.path, line, e.code), line)
         if not callable(getattr(module, "up", None)):
-            raise MigrationError("%s: the migration has no up(db) function" % self.path)
+            raise self._error("%s: the migration has no up(db) function" % self.path)
         for direction in ("up", "down"):
             kind = _deferred_kind(getattr(module, direction, None))
             if kind:
-                raise MigrationError("%s: %s(db) is %s, which the runner would call without "
-                                     "running its body; make it a plain function (def %s(db):)"
-                                     % (self.path, direction, kind, direction))
+                raise self._error("%s: %s(db) is %s, which the runner would call without "
+                                  "running its body; make it a plain function (def %s(db):)"
+                                  % (self.path, direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
-            raise MigrationError("%s: version = %r disagrees with the file name (version %d); "
-                                 "fix one of them" % (self.path, declared, self.version))
-        name = getattr(module, "name", None)
-        if name is not None:
-            self._name = str(name)
+            raise self._error("%s: version = %r disagrees with the file name (version %d); "
+                              "fix one of them" % (self.path, declared, self.version))
+        if getattr(module, "name", None) is not None:
+            self._name = str(module.name)
         self._transactional = bool(getattr(module, "transaction", True))
         self._module = module
 
@@ -526,62 +623,56 @@ class Migration(object):
         try:
             text = self.source.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise MigrationError("%s is not valid UTF-8 (byte %d); save it as UTF-8"
-                                 % (self.path, e.start))
-        # Some Windows editors start UTF-8 files with a BOM: it is not SQL (and
-        # would hide a first '-- migrate:up' marker).  The checksum still covers
-        # it, as it always has, so applied files keep their recorded checksum.
-        # (Not decoded as utf-8-sig: its errors count bytes after the BOM.)
+            raise self._error("%s is not valid UTF-8 (byte %d); save it as UTF-8"
+                              % (self.path, e.start))
+        # A BOM (some Windows editors write one) is not SQL and would hide a
+        # first marker; the checksum still covers it, as it always has.  (Not
+        # decoded as utf-8-sig: its errors count bytes after the BOM.)
         if text.startswith("\ufeff"):
             text = text[1:]
         if "\r" in text and "\n" not in text:
             # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
-            # only at \n, so read as it is, a comment would swallow every
-            # statement after it, and the markers would not stand on lines.
-            # The checksum already counts \r as a line end.
+            # only at \n, so a comment would swallow every statement after it.
             text = text.replace("\r", "\n")
         markers = list(_MARKER_RE.finditer(text))
         if not markers:
             self._up_sql = text
             return
-        if text[:markers[0].start()].strip() and _split_sql(text[:markers[0].start()]):
-            raise MigrationError("%s: SQL before the first '-- migrate:' marker" % self.path)
+        if _split_sql(text[:markers[0].start()]):
+            raise self._error("%s: SQL before the first '-- migrate:' marker" % self.path)
         seen = set()
         for i, marker in enumerate(markers):
             end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
-            body = text[marker.end():end]
-            direction = marker.group(1).lower()
-            options = marker.group(2).strip().lower()
+            direction, options = marker.group(1).lower(), marker.group(2).strip().lower()
             if direction in seen:
-                raise MigrationError("%s: more than one '-- migrate:%s' marker"
-                                     % (self.path, direction))
+                raise self._error("%s: more than one '-- migrate:%s' marker"
+                                  % (self.path, direction))
             seen.add(direction)
             if options not in ("", "transaction:false", "transaction:true"):
-                raise MigrationError("%s: unknown marker option %r (only transaction:false)"
-                                     % (self.path, options))
+                raise self._error("%s: unknown marker option %r (only transaction:false)"
+                                  % (self.path, options))
             if direction == "up":
-                self._up_sql = body
+                self._up_sql = text[marker.end():end]
                 self._transactional = options != "transaction:false"
             else:
-                self._down_sql = body  # split only if rolled back (see has_down)
+                self._down_sql = text[marker.end():end]  # split only if rolled back
         if self._up_sql is None:
-            raise MigrationError("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
+            raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
         self.load()
-        if self.kind == "py":
-            result = getattr(self._module, direction)(db)
-            if _is_deferred_work(result):
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()  # no "coroutine ... was never awaited" warning
-                raise TypeError("%s(db) returned a %s object instead of doing its work; the "
-                                "runner does not await or iterate it: make %s a plain function"
-                                % (direction, type(result).__name__, direction))
-        else:
+        if self.kind == "sql":
             for statement in _split_sql(self._up_sql if direction == "up" else self._down_sql):
                 db.execute(statement)
+            return
+        result = getattr(self._module, direction)(db)
+        if _is_deferred_work(result):
+            if hasattr(result, "close"):
+                result.close()  # no "coroutine ... was never awaited" warning
+            raise TypeError("%s(db) returned a %s object instead of doing its work; the "
+                            "runner does not await or iterate it: make %s a plain function"
+                            % (direction, type(result).__name__, direction))
 
 
 # Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
@@ -590,9 +681,8 @@ _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 
 
 def _deferred_kind(function):
-    """What kind of not-plain function `function` is ("an async function", "a
-    generator function", ...): calling one returns an object and runs none of
-    its body.  None for a plain function or anything else callable."""
+    """What kind of not-plain function `function` is ("an async function",
+    ...): calling one runs none of its body.  None for anything else."""
     for _ in range(10):  # functools.partial and bound methods wrap a function
         inner = getattr(function, "func", None) or getattr(function, "__func__", None)
         if inner is None:
@@ -602,40 +692,34 @@ def _deferred_kind(function):
     if code is None and function is not None:  # an object with async def __call__
         code = getattr(getattr(type(function), "__call__", None), "__code__", None)
     flags = getattr(code, "co_flags", 0)
-    if flags & _CO_ASYNC_GENERATOR:
-        return "an async generator function"
-    if flags & _CO_COROUTINE:
-        return "an async function"
-    if flags & _CO_GENERATOR:
-        return "a generator function"
+    for flag, kind in ((_CO_ASYNC_GENERATOR, "an async generator function"),
+                       (_CO_COROUTINE, "an async function"), (_CO_GENERATOR, "a generator function")):
+        if flags & flag:
+            return kind
     return None
 
 
 def _is_deferred_work(value):
-    """Whether up()/down() returned work not yet done (a coroutine, generator,
-    async generator or other awaitable) rather than a result such as the
-    cursor `up = lambda db: db.execute(...)` returns, which is fine."""
+    """Whether up()/down() returned work not yet done (a coroutine, generator
+    or other awaitable) rather than a result such as a cursor, which is fine."""
     return value is not None and (hasattr(value, "__await__") or hasattr(value, "__anext__")
                                   or (hasattr(value, "send") and hasattr(value, "throw")))
 
 
 def _error_line(error, path):
-    tb = error.__traceback__
-    line = "?"
+    tb, line = error.__traceback__, None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == path:
             line = tb.tb_lineno
         tb = tb.tb_next
-    return line
+    return line if line is not None else "?"
 
 
 def _declared_name(source):
     """The string a Python migration assigns to `name` at the start of a line
     (name = "..." with an optional comment), found without running the file."""
     for line in source.splitlines():
-        if not line.startswith("name"):
-            continue
-        rest = line[4:].lstrip()
+        rest = line[4:].lstrip() if line.startswith("name") else ""
         if not rest.startswith("="):
             continue
         rest = rest[1:].lstrip()
@@ -646,20 +730,22 @@ def _declared_name(source):
 
 
 def _discover(directory):
-    """Every migration in `directory`, sorted by version.  All names are
-    checked first: any invalid or duplicate name raises RequestError listing
-    every problem, so nothing runs while one file is wrong."""
+    """Every migration in `directory`, sorted by version.  Any invalid or
+    duplicate name raises RequestError listing every problem, so nothing
+    runs while one file is wrong."""
     directory = os.fspath(directory)
     try:
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
-    except FileNotFoundError:
-        raise RequestError("migration directory %s does not exist: create it (mkdir %s), or "
-                           "point --dir / $SQLMIGRATE_DIR at it" % (directory, directory))
-    except NotADirectoryError:
-        raise RequestError("%s is not a directory of migrations" % directory)
     except OSError as e:
-        raise RequestError("cannot read migration directory %s: %s" % (directory, e.strerror))
+        if isinstance(e, FileNotFoundError):
+            why = "migration directory %s does not exist: create it (mkdir %s), or point " \
+                  "--dir / $SQLMIGRATE_DIR at it" % (directory, directory)
+        elif isinstance(e, NotADirectoryError):
+            why = "%s is not a directory of migrations" % directory
+        else:
+            why = "cannot read migration directory %s: %s" % (directory, e.strerror)
+        raise RequestError(why, kind="bad-directory", path=directory)
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
@@ -669,8 +755,7 @@ def _discover(directory):
             continue
         parsed = _parse_filename(filename)
         if not parsed:
-            problems.append("%s: %s" % (os.path.join(directory, filename),
-                                        _filename_problem(filename)))
+            problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
             continue
         version = int(parsed[0])
         if version in by_version:
@@ -679,7 +764,7 @@ def _discover(directory):
             continue
         by_version[version] = Migration(prefix, filename, version, parsed[1], parsed[2])
     if problems:
-        raise RequestError("invalid migration files:\n  " + "\n  ".join(problems))
+        raise RequestError(kind="bad-name", problems=problems, path=directory)
     return [by_version[v] for v in sorted(by_version)]
 
 
@@ -705,26 +790,25 @@ _NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character dev
 
 
 def _database_exists(path):
-    """Whether the file exists; a path in a missing directory, or naming a
-    directory or anything else that is not a regular file, is an error.  One
-    stat() when the file is there: this runs on every start-up."""
+    """Whether the file exists; a missing directory, or a path naming anything
+    but a regular file, is a RequestError.  One stat() when the file is there."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise RequestError("cannot open database %s: directory %s does not exist"
-                               % (path, directory))
-        return False
-    if stat.S_ISREG(mode):
-        return True
-    if stat.S_ISDIR(mode):
-        raise RequestError("%s is a directory, not a database file (check --db)" % path)
-    # Refused before any open: opening a FIFO blocks until a writer comes,
-    # and SQLite would create "<device>-journal" next to a device.
-    kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), "a special file")
-    raise RequestError("%s is %s, not a regular file: --db must name an SQLite database "
-                       "file" % (path, kind))
+        if os.path.isdir(directory):
+            return False
+        why = "cannot open database %s: directory %s does not exist" % (path, directory)
+    else:
+        if stat.S_ISREG(mode):
+            return True
+        # Refused before any open: opening a FIFO blocks until a writer comes,
+        # and SQLite would create "<device>-journal" next to a device.
+        kind = next((name for test, name in _NOT_REGULAR_FILES if test(mode)), None)
+        why = ("%s is a directory, not a database file (check --db)" % path if stat.S_ISDIR(mode)
+               else "%s is %s, not a regular file: --db must name an SQLite database file"
+               % (path, kind or "a special file"))
+    raise RequestError(why, kind="bad-database", database=path)
 
 
 def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
@@ -734,64 +818,63 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     if path == ":memory:":
         return sqlite3.connect(":memory:", isolation_level=None)
     if not _database_exists(path) and mode != "rwc":
-        raise MigrationError("database %s does not exist" % path)
+        raise MigrationError("database %s does not exist" % path, kind="no-database",
+                             database=path)
+
+    def connect(mode):
+        return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
     try:
-        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
-                               isolation_level=None)
+        conn = connect(mode)
+        if mode == "ro" and _has_hot_journal(conn, path):
+            # Only a read-write connection may roll a crashed writer's journal
+            # back; mode=rw never creates a file, and the read writes nothing else.
+            conn.close()
+            journal = path + "-journal"
+            if not all(os.access(p, os.W_OK) for p in (path, journal, os.path.dirname(
+                    os.path.abspath(path)))):
+                raise _hot_journal(path)
+            conn = connect("rw")
+            try:
+                _query(conn, "PRAGMA schema_version")
+            finally:
+                conn.close()
+            _log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
+            conn = connect(mode)
     except sqlite3.Error as e:
-        raise MigrationError("cannot open database %s: %s" % (path, e))
-    if mode == "ro" and _has_hot_journal(conn, path):
-        conn.close()
-        _roll_back_hot_journal(path, busy_timeout)
-        conn = sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
-                               isolation_level=None)
+        if _sqlite_kind(e) == "read-only" and mode == "ro":
+            raise _hot_journal(path)
+        raise _sqlite_failure(e, path)
     return conn
 
 
 def _has_hot_journal(conn, path):
-    """Whether a read-only connection cannot read `path` because a crashed
-    writer left a hot journal, which only a read-write connection may roll
-    back.  Costs one stat() unless a journal file is there."""
+    """Whether a read-only connection cannot read `path` because of a hot
+    journal.  Costs one stat() unless a journal file is there."""
     try:
         if os.stat(path + "-journal").st_size == 0:
             return False  # an empty (truncated) journal is never hot
     except OSError:
         return False
     try:
-        # Reading page 1 takes the shared lock, where SQLite checks the journal.
+        # Reading page 1 takes the shared lock, where SQLite checks the journal
+        # (SQLITE_READONLY_ROLLBACK when it is hot).
         _query(conn, "PRAGMA schema_version")
     except sqlite3.Error as e:
-        if _is_read_only_error(e):
+        if _sqlite_kind(e) == "read-only":
             return True
         conn.close()
-        raise _explain_sqlite_error(e, path)
+        raise
     return False
 
 
-def _roll_back_hot_journal(path, busy_timeout):
-    """Let SQLite roll the hot journal back as any read-write open would:
-    mode=rw never creates a file, and the read below writes nothing else."""
-    journal = path + "-journal"
-    directory = os.path.dirname(os.path.abspath(path))
-    problem = MigrationError(
-        "database %s has a hot journal (%s) left by a crashed process, and this read-only "
-        "command cannot roll it back without write permission on both files and their "
-        "directory: run `up` (or any write command) with that permission, or open the "
-        "database read-write once, to roll it back" % (path, journal))
-    if not all(os.access(p, os.W_OK) for p in (path, journal, directory)):
-        raise problem
-    try:
-        conn = sqlite3.connect(_uri(path, "rw"), uri=True, timeout=busy_timeout,
-                               isolation_level=None)
-        try:
-            _query(conn, "PRAGMA schema_version")
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        if _is_read_only_error(e):
-            raise problem
-        raise _explain_sqlite_error(e, path)
-    _log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
+def _hot_journal(path):
+    return MigrationError(
+        "database %s has a hot journal (%s-journal) left by a crashed process, and this "
+        "read-only command cannot roll it back without write permission on both files and "
+        "their directory: run `up` (or any write command) with that permission, or open the "
+        "database read-write once, to roll it back" % (path, path), kind="read-only",
+        database=path)
 
 
 @contextmanager
@@ -806,17 +889,17 @@ def _using(db, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rw"):
     try:
         yield conn
     except sqlite3.Error as e:
-        raise _explain_sqlite_error(e, path)
+        raise _sqlite_failure(e, path)
     finally:
         if path is not None:
             conn.close()
 
 
 @contextmanager
-def _transaction(conn, immediate=True):
-    """One transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
-    Inside a transaction the caller already holds, a SAVEPOINT instead, so a
-    failure undoes only our part and the caller decides what to commit."""
+def _transaction(conn):
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.  Inside a
+    transaction the caller holds, a SAVEPOINT instead, so a failure undoes
+    only our part and the caller decides what to commit."""
     if conn.in_transaction:
         name = "sqlmigrate_%d" % id(conn)
         conn.execute("SAVEPOINT " + name)
@@ -829,7 +912,7 @@ def _transaction(conn, immediate=True):
         conn.execute("RELEASE " + name)
         return
     with _explicit_transactions(conn):
-        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
@@ -844,23 +927,17 @@ def _explicit_transactions(conn):
     """Let us issue BEGIN/COMMIT ourselves on a connection of any mode, and put
     its mode back afterwards.  Only called outside a transaction: setting
     isolation_level or autocommit commits a pending one (Python 3.6-3.13)."""
-    if _autocommit_mode(conn) is True or (_autocommit_mode(conn) == _LEGACY_TRANSACTION_CONTROL
-                                          and conn.isolation_level is None):
+    mode = _autocommit_mode(conn)
+    if mode is True or (mode == _LEGACY_TRANSACTION_CONTROL and conn.isolation_level is None):
         yield
         return
-    if _autocommit_mode(conn) is False:  # Python 3.12+ PEP 249 mode
-        conn.autocommit = True
-        try:
-            yield
-        finally:
-            conn.autocommit = False
-        return
-    saved = conn.isolation_level
-    conn.isolation_level = None
+    name, saved = ("autocommit", False) if mode is False else \
+        ("isolation_level", conn.isolation_level)  # False: Python 3.12+ PEP 249 mode
+    setattr(conn, name, True if mode is False else None)
     try:
         yield
     finally:
-        conn.isolation_level = saved
+        setattr(conn, name, saved)
 
 
 def _raw(conn):
@@ -890,10 +967,11 @@ def _foreign_keys_enabled(conn):
 
 
 @contextmanager
-def _foreign_keys_off(conn):
-    """Switch foreign keys off around a transaction (the pragma is a no-op
-    inside one) and back on after; yields whether they had been on."""
-    was_on = _foreign_keys_enabled(conn)
+def _foreign_keys_off_outside_transaction(conn, wanted=True):
+    """Foreign keys off around a transaction and back on after, where the
+    pragma works: outside a transaction (inside one it is a no-op).  Yields
+    whether the caller must run _check_foreign_keys() before committing."""
+    was_on = wanted and not conn.in_transaction and _foreign_keys_enabled(conn)
     if was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
     try:
@@ -903,63 +981,15 @@ def _foreign_keys_off(conn):
             conn.execute("PRAGMA foreign_keys = ON")
 
 
-@contextmanager
-def _foreign_keys_off_outside_transaction(conn, wanted=True):
-    """_foreign_keys_off where the pragma works: outside a transaction (inside
-    one it is a no-op).  Yields whether foreign keys were on and are now off,
-    i.e. whether the caller must run _check_foreign_keys() before committing."""
-    if not wanted or conn.in_transaction:
-        yield False
-        return
-    with _foreign_keys_off(conn) as was_on:
-        yield was_on
-
-
 def _check_foreign_keys(conn):
     """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
     if rows:
-        shown = ["%s rowid %s -> %s" % (table, rowid, parent) for table, rowid, parent, _ in rows[:20]]
+        shown = ["%s rowid %s -> %s" % row[:3] for row in rows[:20]]
         more = " (and %d more)" % (len(rows) - 20) if len(rows) > 20 else ""
-        raise MigrationError("foreign key violations: %s%s" % ("; ".join(shown), more))
+        raise MigrationError("foreign key violations: %s%s" % ("; ".join(shown), more),
+                             kind="foreign-keys", tables=sorted(set(row[0] for row in rows)))
 
-
-def _explain_sqlite_error(error, path):
-    """A sqlite3 error as a MigrationError a person can act on."""
-    where = path if path else "the database"
-    return _database_problem(error, path) or MigrationError("%s: %s" % (where, error))
-
-
-def _is_read_only_error(error):
-    """SQLITE_READONLY and its extended codes (SQLITE_READONLY_ROLLBACK: a hot
-    journal met read-only); Python before 3.11 gives only the message."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF == 8
-    message = str(error)
-    return "readonly" in message or "read-only" in message
-
-
-def _database_problem(error, path):
-    """The MigrationError for an error that is the database file's fault
-    (locked, read-only, not a database), or None for any other error."""
-    message = str(error)
-    where = path if path else "the database"
-    if "database is locked" in message or "busy" in message:
-        return MigrationError(
-            "database %s is locked by another process; wait for it to finish (or stop it) "
-            "and try again, or raise --busy-timeout" % where)
-    if "readonly" in message or "read-only" in message:
-        return MigrationError("database %s is read-only: check the file's and its "
-                              "directory's permissions" % where)
-    if "not a database" in message or "encrypted" in message:
-        return MigrationError("%s is not an SQLite database (%s)" % (where, message))
-    if "unable to open" in message:
-        return MigrationError("cannot open database %s: %s" % (where, message))
-    return None
-
-
-# -- what a migration's up(db)/down(db) receives ---------------------------
 
 class _MigrationConnection(object):
     """What a migration's up(db)/down(db) receives: the real connection with
@@ -971,11 +1001,9 @@ class _MigrationConnection(object):
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
 
     def __init__(self, conn, transactional):
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_transactional", transactional)
-        object.__setattr__(self, "failed_statement", None)
-        object.__setattr__(self, "refused", None)  # what _authorize denied, for the message
-        object.__setattr__(self, "executed", [])  # for the schema report on failure
+        for name, value in (("_conn", conn), ("_transactional", transactional),
+                            ("failed_statement", None), ("refused", None), ("executed", [])):
+            object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
@@ -983,7 +1011,7 @@ class _MigrationConnection(object):
     def __setattr__(self, name, value):
         if self._transactional and name in ("isolation_level", "autocommit"):
             raise MigrationError("a migration must not change db.%s: it would commit "
-                                 "the migration's transaction" % name)
+                                 "the migration's transaction" % name, kind="transaction-ended")
         setattr(self._conn, name, value)
 
     def __enter__(self):
@@ -994,9 +1022,9 @@ class _MigrationConnection(object):
 
     @contextmanager
     def _guarding(self):
-        """While a transactional migration runs: SQLite itself refuses every
-        BEGIN, COMMIT/END and ROLLBACK (whatever comments or spelling hide
-        them; the regex in _run only gives the early, clear message).
+        """While a transactional migration runs, SQLite itself refuses every
+        BEGIN, COMMIT/END and ROLLBACK, whatever comments or spelling hide
+        them (the regex in _run only gives the early, clear message).
         Savepoints stay allowed: inside BEGIN ... COMMIT no RELEASE or
         ROLLBACK TO can end the transaction.  An authorizer already set on
         the connection is lost: sqlite3 cannot read it back."""
@@ -1015,34 +1043,25 @@ class _MigrationConnection(object):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
-    def set_authorizer(self, *args):
+    def _refusal(self, what):
+        return MigrationError(
+            "%s is not allowed inside a transactional migration: the runner commits when "
+            "up()/down() returns (set transaction = False to manage transactions yourself)"
+            % what, kind="transaction-ended")
+
+    def _guarded(self, what, method, *args):
         if self._transactional:
-            self._refuse("db.set_authorizer()")
-        self._conn.set_authorizer(*args)
+            raise self._refusal(what)
+        return method(*args)
 
-    def refusal(self):
-        """The MigrationError for the statement _authorize denied, or None."""
-        if self.refused is None:
-            return None
-        try:
-            self._refuse(self.refused)
-        except MigrationError as e:
-            return e
-
-    def _refuse(self, what):
-        raise MigrationError("%s is not allowed inside a transactional migration: the runner "
-                             "commits when up()/down() returns (set transaction = False to "
-                             "manage transactions yourself)" % what)
+    def set_authorizer(self, *args):
+        return self._guarded("db.set_authorizer()", self._conn.set_authorizer, *args)
 
     def commit(self):
-        if self._transactional:
-            self._refuse("db.commit()")
-        self._conn.commit()
+        return self._guarded("db.commit()", self._conn.commit)
 
     def rollback(self):
-        if self._transactional:
-            self._refuse("db.rollback()")
-        self._conn.rollback()
+        return self._guarded("db.rollback()", self._conn.rollback)
 
     def execute(self, sql, parameters=()):
         return self._run(self._conn.execute, sql, parameters, retry_busy=True)
@@ -1053,7 +1072,7 @@ class _MigrationConnection(object):
 
     def _run(self, method, sql, parameters, retry_busy=False):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
-            self._refuse(sql.strip().split(None, 1)[0].upper())
+            raise self._refusal(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
         try:
             if retry_busy and not self._transactional:
@@ -1066,7 +1085,7 @@ class _MigrationConnection(object):
         if self._transactional and not self._conn.in_transaction:
             # A second line of defence behind the authorizer (_guarding).
             object.__setattr__(self, "failed_statement", sql)
-            self._refuse("a statement that ends the transaction")
+            raise self._refusal("a statement that ends the transaction")
         return result
 
     def executescript(self, sql):
@@ -1087,14 +1106,12 @@ def _retrying_busy(conn, method, sql, parameters):
     handler, because waiting while holding a read lock could deadlock.  A
     statement that failed in autocommit mode changed nothing and released
     its locks, so it is safe to run again; inside a transaction it is not."""
-    if conn.in_transaction:
-        return method(sql, parameters)
     started, deadline, pause = time.monotonic(), None, 0.001
     while True:
         try:
             return method(sql, parameters)
         except sqlite3.Error as e:
-            if not _is_busy(e) or conn.in_transaction:
+            if _sqlite_kind(e) != "locked" or conn.in_transaction:
                 raise
             if deadline is None:
                 deadline = started + _query(conn, "PRAGMA busy_timeout")[0][0] / 1000.0
@@ -1133,12 +1150,15 @@ class _MigrationCursor(object):
 # metadata(key, value) holds 'schema_version'; <table>_migrations holds one row
 # per applied migration: version, name, checksum, applied_at, duration_ms.
 
+_Record = collections.namedtuple("_Record", "version name checksum applied_at duration_ms")
+_RECORD_COLUMNS = ", ".join(_Record._fields)
+
+
 class _TrackingState(object):
-    def __init__(self, version, records, has_metadata, has_history):
+    def __init__(self, version=0, records=None, has_metadata=False, has_history=False):
         self.version = version
-        self.records = records          # {version: (name, checksum, applied_at, duration_ms)}
-        self.has_metadata = has_metadata
-        self.has_history = has_history
+        self.records = records or {}   # {version: _Record}
+        self.has_metadata, self.has_history = has_metadata, has_history
 
     def applied(self, files):
         """Applied versions.  Without a history table (a database adopted from
@@ -1148,70 +1168,58 @@ class _TrackingState(object):
         return set(m.version for m in files if m.version <= self.version)
 
 
-def _missing_table(error):
-    return isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
-
-
-def _missing_column(error):
-    return isinstance(error, sqlite3.OperationalError) and "no such column" in str(error)
-
-
 def _read_state(conn, table):
     """The tracking state; one query on an established database."""
-    metadata, history = _quote_identifier(table), _quote_identifier(table + "_migrations")
     try:
         rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' UNION ALL SELECT version, name, checksum, applied_at, "
-                      "duration_ms FROM %s" % (metadata, history))
+                      "'schema_version' UNION ALL SELECT %s FROM %s"
+                      % (_quote_identifier(table), _RECORD_COLUMNS,
+                         _quote_identifier(table + "_migrations")))
     except sqlite3.OperationalError as e:
-        if not (_missing_table(e) or _missing_column(e)):
+        if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
-    version_rows = [row[1] for row in rows if row[0] is None]
-    records = dict((row[0], row[1:]) for row in rows if row[0] is not None)
-    return _TrackingState(_parse_version(version_rows, table), records, True, True)
+    records = dict((row[0], _Record(*row)) for row in rows if row[0] is not None)
+    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None], table),
+                          records, True, True)
 
 
 def _read_state_step_by_step(conn, table):
     """A new, adopted or foreign database: find out which tables exist."""
-    try:
-        version_rows = [row[0] for row in _query(
-            conn, "SELECT value FROM %s WHERE key = 'schema_version'" % _quote_identifier(table))]
-        has_metadata = True
-    except sqlite3.OperationalError as e:
-        if not _missing_table(e):
-            if _missing_column(e):
-                raise MigrationError(
-                    "table %r exists but is not a key/value metadata table (%s); "
-                    "choose another tracking table with --table / table=" % (table, e))
-            raise
-        version_rows, has_metadata = [], False
-    records, has_history, history = {}, False, table + "_migrations"
-    try:
-        # Looked at even without a metadata table: an application's table of
-        # this name would otherwise break `up` after its first migration.
-        rows = _query(conn, "SELECT version, name, checksum, applied_at, duration_ms FROM %s%s"
-                      % (_quote_identifier(history), "" if has_metadata else " LIMIT 0"))
-    except sqlite3.OperationalError as e:
-        if _missing_column(e):
-            raise MigrationError(
-                "table %r exists but is not the migration history that tracking table %r "
-                "keeps there (%s); choose another tracking table with --table / table="
-                % (history, table, e))
-        if not _missing_table(e):
-            raise
-    else:
-        if has_metadata:
-            records = dict((row[0], row[1:]) for row in rows)
-            has_history = True
-    return _TrackingState(_parse_version(version_rows, table), records, has_metadata, has_history)
+    history, state = table + "_migrations", _TrackingState()
+
+    def read(sql, name, shape):
+        try:
+            return _query(conn, sql)
+        except sqlite3.OperationalError as e:
+            if _sqlite_kind(e) == "no-column":
+                raise MigrationError("table %r exists but is not %s (%s); choose another "
+                                     "tracking table with --table / table=" % (name, shape, e),
+                                     kind="not-tracking-table", tables=[name])
+            if _sqlite_kind(e) != "no-table":
+                raise
+            return None
+
+    rows = read("SELECT value FROM %s WHERE key = 'schema_version'" % _quote_identifier(table),
+                table, "a key/value metadata table")
+    if rows is not None:
+        state.version, state.has_metadata = _parse_version([r[0] for r in rows], table), True
+    # Looked at even without a metadata table: an application's table of this
+    # name would otherwise break `up` after its first migration.
+    rows = read("SELECT %s FROM %s%s" % (_RECORD_COLUMNS, _quote_identifier(history),
+                                         "" if state.has_metadata else " LIMIT 0"),
+                history, "the migration history that tracking table %r keeps there" % table)
+    if rows is not None and state.has_metadata:
+        state.records, state.has_history = dict((r[0], _Record(*r)) for r in rows), True
+    return state
 
 
 def _parse_version(values, table):
     try:
         return int(values[0]) if values and values[0] is not None else 0
     except (TypeError, ValueError):
-        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, values[0]))
+        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, values[0]),
+                             kind="not-tracking-table", tables=[table])
 
 
 def _ensure_tracking(conn, table, state, files):
@@ -1226,8 +1234,8 @@ def _ensure_tracking(conn, table, state, files):
                      % _quote_identifier(table + "_migrations"))
         for m in files:
             if m.version <= state.version:
-                _write_record(conn, table, m, None, None, checksum=None)
-                state.records[m.version] = (m.name, None, None, None)
+                state.records[m.version] = _Record(m.version, m.name, None, None, None)
+                _write_record(conn, table, state.records[m.version])
         state.has_metadata = state.has_history = True
 
 
@@ -1239,7 +1247,7 @@ def _applied_under_lock(conn, table, version, files):
         return bool(_query(conn, "SELECT count(*) FROM %s WHERE version = ?"
                            % _quote_identifier(table + "_migrations"), (version,))[0][0])
     except sqlite3.OperationalError as e:
-        if not _missing_table(e):
+        if _sqlite_kind(e) != "no-table":
             raise
     state = _read_state(conn, table)  # a new or adopted database
     applied = version in state.applied(files)
@@ -1248,16 +1256,14 @@ def _applied_under_lock(conn, table, version, files):
 
 
 def _newest_applied_under_lock(conn, table):
-    """Inside the write transaction, after _applied_under_lock: the highest
-    recorded version (0 when none), one primary-key look-up."""
+    """After _applied_under_lock: the highest recorded version (0 when none)."""
     return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
                   % _quote_identifier(table + "_migrations"))[0][0]
 
 
-def _write_record(conn, table, m, applied_at, duration_ms, checksum):
-    conn.execute("INSERT OR REPLACE INTO %s (version, name, checksum, applied_at, duration_ms) "
-                 "VALUES (?, ?, ?, ?, ?)" % _quote_identifier(table + "_migrations"),
-                 (m.version, m.name, checksum, applied_at, duration_ms))
+def _write_record(conn, table, record):
+    conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (?, ?, ?, ?, ?)"
+                 % (_quote_identifier(table + "_migrations"), _RECORD_COLUMNS), record)
 
 
 def _write_version(conn, table, version=None):
@@ -1287,8 +1293,6 @@ def _utc_now():
 # permission bits the database file lacks, so a private database never has a
 # readable copy, not even for a moment.
 
-# SQLite result codes (stable; sqlite3 names them only from Python 3.11).
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 # Next to the database these names are its own journal files: SQLite would
 # roll a "hot journal" back into the database, or discard it.
 _JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
@@ -1296,8 +1300,7 @@ _JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
 
 def _backup_path(path, version):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = "%s.%s-v%d.bak" % (path, stamp, version)
-    n = 1
+    candidate, n = "%s.%s-v%d.bak" % (path, stamp, version), 1
     while os.path.lexists(candidate):
         n += 1
         candidate = "%s.%s-v%d.%d.bak" % (path, stamp, version, n)
@@ -1308,14 +1311,12 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
     """Write a consistent copy of `db` (path or connection) to `dest`; return
     the path.  Default name (also inside `dest` when it is a directory): the
     database's file name with the time and the version recorded in `table`.
-    The copy is complete or absent, never replaces a file, and has no
-    permission bits the database lacks.  A connection inside a write
-    transaction is refused at once (a copy cannot read past its own lock)."""
+    A connection inside a write transaction is refused at once (a copy
+    cannot read past its own lock)."""
     if dest is not None:
         dest = os.fspath(dest)
         if dest in ("", ":memory:"):
-            raise RequestError("backup destination %r is not a file path; give a file name "
-                               "or a directory" % dest)
+            raise _bad_destination(dest, "is not a file path; give a file name or a directory")
     with _using(db, busy_timeout) as conn:
         source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
         shown = source or "the in-memory database"
@@ -1341,33 +1342,41 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         return dest
 
 
+def _bad_destination(dest, why):
+    return RequestError("backup destination %s %s" % (dest if dest else repr(dest), why), path=dest)
+
+
 def _check_destination(dest, source):
     """RequestError unless `dest` names a new file in an existing directory."""
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise RequestError("cannot write backup %s: directory %s does not exist"
-                           % (dest, directory))
+                           % (dest, directory), path=dest)
     if os.path.lexists(dest):
         if source and os.path.exists(dest) and os.path.samefile(dest, source):
-            raise RequestError("backup destination %s is the database itself; give another "
-                               "file name" % dest)
-        raise RequestError("backup destination %s exists already; a backup never replaces a "
-                           "file: give a new name or remove it" % dest)
+            raise _bad_destination(dest, "is the database itself; give another file name")
+        raise _exists_already(dest)
     if source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
-        raise RequestError("backup destination %s is the name of the database's own journal; "
-                           "give another file name" % dest)
+        raise _bad_destination(dest, "is the name of the database's own journal; give "
+                                     "another file name")
+
+
+def _exists_already(dest):
+    return _bad_destination(dest, "exists already; a backup never replaces a file: give a "
+                                  "new name or remove it")
 
 
 def _inside_transaction(source):
     return MigrationError("cannot back up %s from inside a transaction on the same "
-                          "connection: commit or roll back first" % source)
+                          "connection: commit or roll back first" % source, kind="backup",
+                          database=source)
 
 
 def _write_backup(conn, source, dest, mode, busy_timeout, rename):
     """Copy into a new temporary file beside `dest`, check it, fsync it and
     link it to `dest` (or to rename(), while that keeps being taken); return
     the name.  On any failure nothing is left behind."""
-    temporary = "%s.%s.tmp" % (dest, _random_hex(6))
+    temporary = "%s.%s.tmp" % (dest, "".join("%02x" % b for b in os.urandom(6)))
     created = False
     try:
         # O_EXCL: never a file someone else made; `mode` so no moment of
@@ -1381,12 +1390,19 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
         _check_copy(temporary, dest)
         while not _link_new_name(temporary, dest):
             if rename is None:
-                raise RequestError("backup destination %s exists already; a backup never "
-                                   "replaces a file: give a new name or remove it" % dest)
+                raise _exists_already(dest)
             dest = rename()
         return dest
-    except (sqlite3.Error, OSError) as e:
-        raise _backup_failure(e, source, dest)
+    except sqlite3.Error as e:
+        kind = _sqlite_kind(e)
+        if kind in _DATABASE_KINDS and kind != "full":
+            raise _sqlite_failure(e, source)  # the source's fault
+        raise _backup_failure(dest, str(e), e)
+    except OSError as e:
+        import errno
+        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        raise _backup_failure(dest, "disk is full (%s)" % e.strerror if full
+                              else e.strerror or str(e), e)
     finally:
         if created:
             for path in [temporary] + [temporary + s for s in _JOURNAL_SUFFIXES]:
@@ -1396,8 +1412,11 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
                     pass
 
 
-def _random_hex(n):
-    return "".join("%02x" % b for b in os.urandom(n))
+def _backup_failure(dest, cause, error):
+    failure = MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause),
+                             kind="backup", path=dest, cause=cause)
+    failure.__cause__ = error
+    return failure
 
 
 def _copy_with_backup_api(conn, source, path, busy_timeout):
@@ -1414,9 +1433,7 @@ def _copy_with_backup_api(conn, source, path, busy_timeout):
         if deadline[0] is None:
             deadline[0] = time.time() + busy_timeout
         elif time.time() >= deadline[0]:
-            raise MigrationError(
-                "cannot back up %s: the database is locked by another process; wait for it to "
-                "finish (or stop it) and try again, or raise --busy-timeout" % source)
+            raise MigrationError(kind="locked", database=source)
 
     target = sqlite3.connect(_uri(path, "rw"), uri=True)
     try:
@@ -1436,8 +1453,12 @@ def _check_copy(path, dest):
     if result != ["ok"]:
         raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check (%s); "
                              "check the database itself with PRAGMA integrity_check"
-                             % (dest, "; ".join(map(str, result[:3]))))
-    fd = os.open(path, os.O_RDWR)
+                             % (dest, "; ".join(map(str, result[:3]))), kind="backup", path=dest)
+    _fsync(path, os.O_RDWR)
+
+
+def _fsync(path, flags):
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -1460,31 +1481,11 @@ def _link_new_name(path, dest):
             return False
     if _CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
         try:
-            fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
         except OSError:
             os.remove(dest)  # ours: a failed backup leaves nothing behind
             raise
     return True
-
-
-def _backup_failure(error, source, dest):
-    """The MigrationError for an error while writing a backup: the source's
-    fault (locked, not a database), else the destination's, named."""
-    import errno
-    if isinstance(error, sqlite3.Error):
-        problem = _database_problem(error, source)
-        if problem is not None:
-            return problem
-        cause = str(error)
-    elif error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        cause = "disk is full (%s)" % error.strerror
-    else:
-        cause = error.strerror or str(error)
-    return MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause))
 
 
 def _copy_under_write_lock(conn, dest):
@@ -1523,6 +1524,8 @@ class Migrator(object):
     databases a non-transactional migration attached are detached.  An
     authorizer set on it is removed while a transactional migration runs
     (sqlite3 cannot read it back to restore it): set it again afterwards.
+    progress(event, migration, direction) hears "start" and "end" around each
+    migration's body, and "done" with its result once it is committed.
     """
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
@@ -1537,8 +1540,6 @@ class Migrator(object):
         self.progress = progress or (lambda event, migration, direction: None)
         self._migrations = None
 
-    # -- reading ------------------------------------------------------------
-
     @property
     def migrations(self):
         if self._migrations is None:
@@ -1550,34 +1551,28 @@ class Migrator(object):
         return self._read_state().version
 
     def pending(self):
-        state = self._read_state()
-        applied = state.applied(self.migrations)
+        applied = self._read_state().applied(self.migrations)
         return [m for m in self.migrations if m.version not in applied]
 
     def status(self):
-        """The data of `status --json`."""
+        """The data of `status --json`; `clean` is what `status --check` tests."""
         return self._report(self._read_state())
 
     def _report(self, state):
         rows, by_version = [], {m.version: m for m in self.migrations}
         applied = state.applied(self.migrations)
         for version in sorted(set(by_version) | set(state.records)):
-            m = by_version.get(version)
-            record = state.records.get(version)
+            m, record = by_version.get(version), state.records.get(version)
             if m is None:
                 entry_state = "missing"
             elif version in applied:
-                entry_state = "changed" if record and record[1] and record[1] != m.checksum \
-                    else "applied"
+                changed = record and record.checksum and record.checksum != m.checksum
+                entry_state = "changed" if changed else "applied"
             else:
                 entry_state = "out-of-order" if version < state.version else "pending"
-            rows.append({
-                "version": version,
-                "name": m.name if m else (record[0] if record else None),
-                "file": m.filename if m else None,
-                "state": entry_state,
-                "applied_at": record[2] if record else None,
-            })
+            rows.append({"version": version, "name": m.name if m else record.name,
+                         "file": m.filename if m else None, "state": entry_state,
+                         "applied_at": record.applied_at if record else None})
         latest = self.migrations[-1].version if self.migrations else 0
         return {
             "database": self.path if self.path is not None else "<connection>",
@@ -1586,6 +1581,7 @@ class Migrator(object):
             "applied": sum(1 for r in rows if r["state"] in ("applied", "changed")),
             "pending": sum(1 for r in rows if r["state"] in ("pending", "out-of-order")),
             "ahead": state.version > latest,
+            "clean": state.version <= latest and all(r["state"] == "applied" for r in rows),
             "migrations": rows,
         }
 
@@ -1594,7 +1590,7 @@ class Migrator(object):
         try:
             migrations = self.migrations
         except RequestError as e:
-            return str(e).split("\n  ")[1:] or [str(e)]
+            return list(e.problems) or [str(e)]
         problems = []
         for m in migrations:
             try:
@@ -1604,57 +1600,47 @@ class Migrator(object):
         if self.path is not None and not _database_exists(self.path):
             problems.append("database %s does not exist (check --db): drift cannot be checked"
                             % self.path)
-        report = self.status()
-        problems.extend(_drift_sentences(report, self.table))
-        return problems
-
-    # -- changing -------------------------------------------------------------
+        return problems + [text for _, text in _drift(self.status())]
 
     def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
-        """Apply pending migrations (up to version `to`); return them."""
+        """Apply pending migrations (up to version `to`); return their results."""
         with self._session(dry_run) as session:
-            state = session.state
-            report = self._report(state)
-            problems = _drift_sentences(report, self.table)
-            if report["ahead"]:
-                raise MigrationError(problems[0])
-            out_of_order = [r for r in report["migrations"] if r["state"] == "out-of-order"]
-            if out_of_order:
-                raise MigrationError("; ".join(_drift_sentences(
-                    dict(report, migrations=out_of_order), self.table)) + "; nothing was applied")
-            if problems:
-                if strict:
-                    raise MigrationError("; ".join(problems) + " (strict mode: nothing applied)")
-                for problem in problems:
-                    _log.warning(problem)
-            applied = state.applied(self.migrations)
+            drift = _drift(self._report(session.state))
+            for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
+                if any(k == kind for k, _ in drift):
+                    raise MigrationError(kind=kind, outcome=outcome,
+                                         problems=[text for k, text in drift if k == kind])
+            if drift and strict:
+                raise MigrationError(kind="drift", problems=[text for _, text in drift],
+                                     outcome="strict mode: nothing was applied")
+            for _, text in drift:
+                _log.warning(text)
+            applied = session.state.applied(self.migrations)
             plan = [m for m in self.migrations if m.version not in applied
                     and (to is None or m.version <= to)]
             return self._execute(session, plan, "up", dry_run, atomic, backup)
 
     def down(self, to=None, steps=1, dry_run=False, backup=False):
-        """Roll back the newest `steps` migrations, or all above version `to`."""
-        if to is not None and to < 0 or steps is not None and steps < 1 and to is None:
-            raise RequestError("down needs steps >= 1 or to >= 0")
+        """Roll back the newest `steps` migrations, or all above version `to`;
+        return their results."""
+        if to is not None and to < 0 or to is None and steps is not None and steps < 1:
+            raise RequestError("down needs --steps/steps of 1 or more, or --to/to of 0 or more")
         with self._session(dry_run) as session:
-            state = session.state
-            report = self._report(state)
-            if report["ahead"]:
-                raise MigrationError(_drift_sentences(report, self.table)[0])
-            applied = sorted(state.applied(self.migrations), reverse=True)
-            targets = [v for v in applied if v > to] if to is not None else applied[:steps]
+            ahead = [text for kind, text in _drift(self._report(session.state)) if kind == "ahead"]
+            if ahead:
+                raise MigrationError(kind="ahead", problems=ahead)
+            applied = sorted(session.state.applied(self.migrations), reverse=True)
+            targets = [v for v in applied if v > to] if to is not None else applied[:steps or 1]
             by_version = {m.version: m for m in self.migrations}
-            problems = []
-            for v in targets:
-                if v not in by_version:
-                    problems.append("v%d has no migration file" % v)
-                elif not by_version[v].has_down:
-                    problems.append("%s has no down (%s)" % (by_version[v].filename, "no down(db)"
-                                    if by_version[v].kind == "py" else "an empty or no "
-                                    "'-- migrate:down' section"))
+            problems = ["v%d has no migration file" % v if v not in by_version
+                        else "%s has no down (%s)" % (
+                            by_version[v].filename, "no down(db)" if by_version[v].kind == "py"
+                            else "an empty or no '-- migrate:down' section")
+                        for v in targets if v not in by_version or not by_version[v].has_down]
             if problems:
-                raise MigrationError("cannot roll back: %s; nothing was rolled back"
-                                     % "; ".join(problems))
+                raise MigrationError("cannot roll back: " + "; ".join(problems), kind="no-down",
+                                     problems=problems,
+                                     outcome="nothing was rolled back")
             plan = [by_version[v] for v in targets]
             return self._execute(session, plan, "down", dry_run, False, backup)
 
@@ -1662,31 +1648,31 @@ class Migrator(object):
         """Record every migration up to `version` as applied without running it."""
         files = [m for m in self.migrations if m.version <= version]
         if version < 0 or version and version not in {m.version for m in self.migrations}:
-            raise RequestError("no migration file has version %d" % version)
+            raise RequestError("no migration file has version %d" % version,
+                               version=version)
         if self.path is not None and not _database_exists(self.path):
             raise RequestError("database %s does not exist; mark adopts an existing database "
-                               "(check --db)" % self.path)
+                               "(check --db)" % self.path, database=self.path)
         if version < self.current_version:
             raise _mark_backwards(self.current_version)
-        with self._session(False) as session:
-            conn = session.conn
-            with _transaction(conn):
-                state = _read_state(conn, self.table)
-                _ensure_tracking(conn, self.table, state, self.migrations)
-                # Again under the write lock: an `up` may have applied more
-                # since the check above, and writing `version` would then put
-                # schema_version below an applied migration.
-                newest = max([state.version] + list(state.records))
-                if version < newest:
-                    raise _mark_backwards(newest)
-                for m in files:
-                    record = state.records.get(m.version)
-                    if record is None or record[1] != m.checksum:
-                        if record is not None and record[1] is not None:
-                            _log.warning("Accepting the changed file %s as applied", m.filename)
-                        _write_record(conn, self.table, m, record[2] if record and record[2]
-                                      else _utc_now(), record[3] if record else None, m.checksum)
-                _write_version(conn, self.table, version)
+        with self._session(False) as session, _transaction(session.conn) as conn:
+            state = _read_state(conn, self.table)
+            _ensure_tracking(conn, self.table, state, self.migrations)
+            # Again under the write lock: an `up` may have applied more since
+            # the check above, and writing `version` would then put
+            # schema_version below an applied migration.
+            newest = max([state.version] + list(state.records))
+            if version < newest:
+                raise _mark_backwards(newest)
+            for m in files:
+                record = state.records.get(m.version)
+                if record is None or record.checksum != m.checksum:
+                    if record is not None and record.checksum is not None:
+                        _log.warning("Accepting the changed file %s as applied", m.filename)
+                    _write_record(conn, self.table, _Record(
+                        m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
+                        record and record.duration_ms))
+            _write_version(conn, self.table, version)
         _log.info("Marked migrations up to v%d as applied", version)
         return files
 
@@ -1694,23 +1680,15 @@ class Migrator(object):
 
     def _read_state(self):
         if self.connection is not None:
-            return self._guarded(_read_state, self.connection, self.table)
+            with _using(self.connection) as conn:
+                return _read_state(conn, self.table)
         if not _database_exists(self.path):
-            return _TrackingState(0, {}, False, False)
-        conn = _connect(self.path, self.busy_timeout, mode="ro")
-        try:
-            return self._guarded(_read_state, conn, self.table)
-        finally:
-            conn.close()
-
-    def _guarded(self, function, *args):
-        try:
-            return function(*args)
-        except sqlite3.Error as e:
-            raise _explain_sqlite_error(e, self.path)
+            return _TrackingState()
+        with _using(self.path, self.busy_timeout, mode="ro") as conn:
+            return _read_state(conn, self.table)
 
     @contextmanager
-    def _session(self, dry_run, create=False):
+    def _session(self, dry_run):
         """Validate the files, then read the state on a connection that can
         write only if something may need to: a dry run against a file that
         does not exist runs in memory, and nothing creates a file early."""
@@ -1727,21 +1705,19 @@ class Migrator(object):
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
             session.conn = _connect(":memory:")
-        elif create:
-            session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         try:
             if session.conn is None:
-                session.state = _TrackingState(0, {}, False, False)
+                session.state = _TrackingState()
                 session.opener = lambda: _connect(self.path, self.busy_timeout, mode="rwc")
                 yield session
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
                 # for the session and its own mode back afterwards.
                 with _explicit_transactions(session.conn):
-                    session.state = self._guarded(_read_state, session.conn, self.table)
+                    session.state = _read_state(session.conn, self.table)
                     yield session
         except sqlite3.Error as e:
-            raise _explain_sqlite_error(e, self.path)
+            raise _sqlite_failure(e, self.path)
         finally:
             # A new database whose first transaction rolled back (or whose lock
             # wait timed out) stays behind as an empty file, on purpose: another
@@ -1755,11 +1731,10 @@ class Migrator(object):
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:
             m.load()  # every file validated before the first one runs
-        if atomic:
-            stepwise = [m for m in plan if not m.transactional]
-            if stepwise:
-                raise MigrationError("--atomic cannot include non-transactional migrations: %s"
-                                     % ", ".join(m.filename for m in stepwise))
+        stepwise = [m.filename for m in plan if not m.transactional]
+        if atomic and stepwise:
+            raise MigrationError("--atomic cannot include non-transactional migrations: %s"
+                                 % ", ".join(stepwise), kind="not-atomic")
         if not plan:
             return []
         if dry_run:
@@ -1775,56 +1750,58 @@ class Migrator(object):
         done = []
         try:
             if atomic:
-                with _foreign_keys_off(conn) as checked, _transaction(conn):
+                with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
                     for m in plan:
-                        if self._apply(conn, m, direction, checked, whole_run="--atomic run"):
-                            done.append(m)
-                for m in done:
-                    self.progress("done", m, direction)
+                        done.append(self._apply(conn, m, direction, checked, "--atomic run"))
+                done = [result for result in done if result]
+                for result in done:
+                    self.progress("done", result, direction)
                 return done
             for m in plan:
                 if m.transactional:
-                    with _foreign_keys_off(conn) as checked, _transaction(conn):
-                        applied = self._apply(conn, m, direction, checked)
+                    with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
+                        result = self._apply(conn, m, direction, checked)
                 else:
-                    applied = self._apply_outside_transaction(conn, m, direction)
-                if applied:
-                    done.append(m)
-                    self.progress("done", m, direction)  # committed
+                    result = self._apply_outside_transaction(conn, m, direction)
+                if result:
+                    done.append(result)
+                    self.progress("done", result, direction)  # committed
             return done
         except MigrationError as failure:
-            _log_schema_of(conn, getattr(failure, "tables", None))
+            _log_schema_of(conn, failure.tables)
             raise
 
     def _apply(self, conn, m, direction, check_fk, whole_run=None):
-        """Run one migration inside the open transaction and record it.
-        The state is re-read under the write lock, so a migration another
-        process applied meanwhile is skipped, not run twice."""
+        """Run and record m inside the open transaction; its result, or None
+        if another process did it meanwhile (re-read under the write lock)."""
         if not self._still_to_do(conn, m, direction):
             _log.info("v%d was %s by another process meanwhile; skipped", m.version,
-                     "applied" if direction == "up" else "rolled back")
-            return False
+                      "applied" if direction == "up" else "rolled back")
+            return None
         self._check_order_under_lock(conn, m, direction, whole_run)
-        self._run_body(conn, m, direction, True, whole_run)
+        result = self._run_body(conn, m, direction, True, whole_run)
         if check_fk:
             try:
                 _check_foreign_keys(conn)
             except MigrationError as e:
-                raise MigrationError("%s: %s; the migration was rolled back" % (m.path, e))
-        self._record(conn, m, direction)
-        return True
+                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
+                                     version=m.version, tables=e.tables, outcome=(
+                                         "the whole %s was rolled back" % whole_run if whole_run
+                                         else "the migration was rolled back"))
+        self._record(conn, result)
+        return result
 
     def _apply_outside_transaction(self, conn, m, direction):
         with _transaction(conn):
             if not self._still_to_do(conn, m, direction):
-                return False
+                return None
             self._check_order_under_lock(conn, m, direction)
         with _connection_kept_as_it_was(conn, m, direction):
-            self._run_body(conn, m, direction, False)
+            result = self._run_body(conn, m, direction, False)
         with _transaction(conn):
             self._still_to_do(conn, m, direction)  # the tracking tables exist
-            self._record(conn, m, direction)
-        return True
+            self._record(conn, result)
+        return result
 
     def _still_to_do(self, conn, m, direction):
         applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
@@ -1837,27 +1814,22 @@ class Migrator(object):
         go right above the newest applied (up), else the history would get a
         hole.  Refuse rather than guess what the request meant now."""
         newest = _newest_applied_under_lock(conn, self.table)
-        if direction == "down":
-            if newest <= m.version:
-                return
-            what = "v%d was applied above it" % newest
-        else:
-            below = [f.version for f in self.migrations if f.version < m.version]
-            if newest < m.version and (not below or newest >= below[-1]):
-                return
-            what = ("v%d was applied above it" % newest if newest > m.version else
-                    "v%d below it was rolled back" % below[-1])
-        done = "applied" if direction == "up" else "rolled back"
+        below = [f.version for f in self.migrations if f.version < m.version]
+        if direction == "down" and newest <= m.version or direction == "up" and \
+                newest < m.version and (not below or newest >= below[-1]):
+            return
         raise MigrationError(
-            "cannot %s %s: another process changed the database meanwhile (%s); %s; "
-            "check status and run again"
-            % ("apply" if direction == "up" else "roll back", m.filename, what,
-               "the whole %s was rolled back" % whole_run if whole_run
-               else "nothing more was %s" % done))
+            "cannot %s %s: another process changed the database meanwhile (%s); check status "
+            "and run again" % ("apply" if direction == "up" else "roll back", m.filename,
+                               "v%d was applied above it" % newest if newest > m.version
+                               else "v%d below it was rolled back" % below[-1]),
+            kind="changed-meanwhile", path=m.path, version=m.version, direction=direction,
+            outcome="the whole %s was rolled back" % whole_run if whole_run else
+            "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
 
     def _run_body(self, conn, m, direction, transactional, whole_run=None):
-        """Run m's up or down; whole_run names the transaction that holds every
-        migration of this run (--atomic, a dry run), for the failure message."""
+        """Run m's up or down, return its result.  whole_run: the transaction
+        holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, transactional)
         saved_factories = conn.row_factory, conn.text_factory
         self.progress("start", m, direction)
@@ -1866,37 +1838,32 @@ class Migrator(object):
             with db._guarding():
                 m.run(db, direction)
         except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
-            if isinstance(e, sqlite3.Error) and db.refusal() is not None:
-                e = db.refusal().with_traceback(e.__traceback__)  # for the line number
-            busy = isinstance(e, sqlite3.Error) and _is_busy(e)
-            problem = not busy and isinstance(e, sqlite3.Error) and _database_problem(e, self.path)
-            if problem:  # the database, not the migration, is at fault
-                raise MigrationError("%s: %s" % (m.path, problem))
-            failure = _migration_failure(m, direction, e, db.failed_statement, transactional,
-                                         whole_run, _lock_hint(transactional) if busy else None)
-            failure.tables = _tables_named_in(db.executed)
-            raise failure
+            raise _migration_failure(m, direction, e, db, self.path,
+                                     whole_run or transactional)
         finally:
             conn.row_factory, conn.text_factory = saved_factories
-            m.duration_ms = (time.perf_counter() - started) * 1000.0
+            duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
         if transactional and not conn.in_transaction:
-            raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); "
-                                 "set transaction = False for such a migration" % m.path)
+            raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); set "
+                                 "transaction = False for such a migration" % m.path,
+                                 kind="transaction-ended", path=m.path, version=m.version)
+        return _Result(m, direction, duration_ms)
 
-    def _record(self, conn, m, direction):
-        if direction == "up":
-            _write_record(conn, self.table, m, _utc_now(), round(m.duration_ms, 3), m.checksum)
-            _runner_log.info("Applied v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
+    def _record(self, conn, result):
+        m, history = result.migration, _quote_identifier(self.table + "_migrations")
+        if result.direction == "up":
+            _write_record(conn, self.table, _Record(m.version, m.name, m.checksum, _utc_now(),
+                                                    round(result.duration_ms, 3)))
         else:
-            conn.execute("DELETE FROM %s WHERE version = ?"
-                         % _quote_identifier(self.table + "_migrations"), (m.version,))
-            _runner_log.info("Rolled back v%d: %s (%.0f ms)", m.version, m.name, m.duration_ms)
+            conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
+        _runner_log.info("%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
+                         "Rolled back", m.version, m.name, result.duration_ms)
         _write_version(conn, self.table)
 
     def _dry_run(self, conn, plan, direction):
         """Run the plan in one transaction, keep every statement executed, roll back."""
-        statements = []
+        statements, done = [], []
 
         def trace(sql):
             # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
@@ -1904,26 +1871,24 @@ class Migrator(object):
             if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
                 statements.append(sql)
 
-        done = []
         try:
             with _transaction(conn):
                 for m in plan:
                     if not m.transactional:
-                        m.executed_sql = None
                         _log.info("dry run: v%d %s is non-transactional; not run", m.version,
-                                 m.name)
-                        done.append(m)
+                                  m.name)
+                        done.append(_Result(m, direction))
                         continue
                     self._still_to_do(conn, m, direction)  # the tracking tables exist
                     del statements[:]
                     conn.set_trace_callback(trace)
                     try:
-                        self._run_body(conn, m, direction, True, "dry run")
+                        result = self._run_body(conn, m, direction, True, "dry run")
                     finally:
                         conn.set_trace_callback(None)
-                    m.executed_sql = list(statements)
-                    self._record(conn, m, direction)
-                    done.append(m)
+                    result.executed_sql = list(statements)
+                    self._record(conn, result)
+                    done.append(result)
                 raise _DryRunRollback()
         except _DryRunRollback:
             pass
@@ -1933,12 +1898,10 @@ class Migrator(object):
 @contextmanager
 def _connection_kept_as_it_was(conn, m, direction):
     """Around a non-transactional migration: foreign keys off while it runs,
-    and the connection handed back as it was: a transaction it left open
-    rolled back (an error: its work would be lost silently when the
-    connection closes, or stay pending on a caller's connection), databases
-    it attached detached, foreign_keys as before (a connection setting the
-    migration may have changed; the pragma is a no-op inside a transaction,
-    so it is restored after the rollback)."""
+    then the connection as it was: a transaction it left open rolled back (an
+    error: its work would be lost when the connection closes, or stay pending
+    on a caller's), databases it attached detached, foreign_keys as before
+    (restored after the rollback: the pragma is a no-op inside a transaction)."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     if fk_was_on:
@@ -1960,12 +1923,14 @@ def _connection_kept_as_it_was(conn, m, direction):
             "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "
             "the migration was not recorded; statements it ran before that BEGIN stay, so "
             "the database may be partly changed; end the migration's transaction with COMMIT"
-            % (m.path, direction))
+            % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
+            direction=direction)
 
 
 def _mark_backwards(current):
     return MigrationError("the database is at version %d already; mark only moves forward "
-                          "(use down to go back)" % current)
+                          "(use down to go back)" % current, kind="mark-backwards",
+                          version=current)
 
 
 class _Session(object):
@@ -1976,87 +1941,76 @@ class _DryRunRollback(Exception):
     pass
 
 
-def _migration_failure(m, direction, error, statement, transactional, whole_run, hint=None):
-    if isinstance(error, MigrationError) and not isinstance(error, sqlite3.Error) \
-            and str(error).startswith(m.path):
-        return error
+def _migration_failure(m, direction, error, db, database, rolled_back):
+    """The MigrationError for an exception m's up/down raised on `db`.
+    rolled_back: the whole run's name, True (m's transaction) or False."""
+    if isinstance(error, sqlite3.Error) and db.refused is not None:
+        error = db._refusal(db.refused).with_traceback(error.__traceback__)  # for the line
+    kind = _sqlite_kind(error) if isinstance(error, sqlite3.Error) else None
+    if kind in ("read-only", "not-a-database", "cannot-open"):
+        failure = _sqlite_failure(error, database)  # the database, not the migration, is at fault
+        failure.path, failure.version = m.path, m.version
+        return failure
     line = _error_line(error, m.path) if m.kind == "py" else "?"
-    where = m.path if line == "?" else "%s:%s" % (m.path, line)
-    if isinstance(error, SystemExit):
-        what = ("called exit (sys.exit(%r)); a migration fails by raising an exception"
-                % (error.code,))
-    else:
-        what = "failed: %s: %s" % (type(error).__name__, error)
-    parts = ["%s (%s) %s" % (where, direction, what)]
-    if statement:
-        parts.append("statement: %s" % " ".join(statement.split())[:500])
-    if hint:
-        parts.append(hint)
-    if whole_run:
-        parts.append("the whole %s was rolled back; the database is as it was" % whole_run)
-    elif transactional and direction == "up":
-        parts.append("the migration was rolled back; earlier migrations stay applied")
-    elif transactional:
-        parts.append("its down was rolled back, so it stays applied; migrations rolled back "
-                     "before it stay rolled back")
-    else:
-        parts.append("it ran outside a transaction: the database may be partly changed")
-    failure = MigrationError("\n  ".join(parts))
+    cause = ("called exit (sys.exit(%r)); a migration fails by raising an exception" % (
+        error.code,) if isinstance(error, SystemExit) else "failed: %s: %s" % (
+        type(error).__name__, error))
+    failure = MigrationError(
+        kind="migration-failed", path=m.path, version=m.version, direction=direction,
+        line=None if line == "?" else line, cause=cause, statement=db.failed_statement,
+        hint=_LOCK_HINTS[db._transactional] if kind == "locked" else None,
+        rolled_back=rolled_back, tables=_tables_named_in(db.executed))
     failure.__cause__ = error
     return failure
 
 
-def _lock_hint(transactional):
-    """For a lock error raised inside up()/down().  In a transactional
-    migration this run holds the write lock itself, so the waiter is almost
-    surely the migration's own second connection (sqlite3.connect inside up);
-    outside a transaction it may be either."""
-    if transactional:
-        return ("this run holds the database's write lock while the migration runs, so the "
-                "lock is probably wanted by a second connection the migration opened itself "
-                "(sqlite3.connect in up/down): run every statement through the db it is given")
-    return ("the lock is held by another process (wait for it to finish, or raise "
-            "--busy-timeout) or by a second connection the migration opened itself (run every "
-            "statement through the db it is given)")
+# For a lock error inside up()/down().  In a transactional migration this
+# run holds the write lock itself, so the waiter is almost surely a second
+# connection the migration opened; outside a transaction it may be either.
+_LOCK_HINTS = {
+    True: "this run holds the database's write lock while the migration runs, so the lock is "
+          "probably wanted by a second connection the migration opened itself (sqlite3.connect "
+          "in up/down): run every statement through the db it is given",
+    False: "the lock is held by another process (wait for it to finish, or raise --busy-timeout) "
+           "or by a second connection the migration opened itself (run every statement through "
+           "the db it is given)"}
 
 
 def _log_schema_of(conn, tables):
-    """After a failed migration was rolled back: the schema of the tables it
-    named, to help see why ("schema report on errors")."""
-    if not tables:
-        return
+    """After a failed migration: the schema of the tables it named, to help see why."""
     try:
-        _log.info("Schema of the tables the failed migration named:\n%s",
-                 schema_report(conn, tables).rstrip())
+        if tables:
+            _log.info("Schema of the tables the failed migration named:\n%s",
+                      schema_report(conn, tables).rstrip())
     except Exception as e:  # the report is a courtesy; never mask the real error
         _log.debug("no schema report: %s", e)
 
 
-def _drift_sentences(report, table):
-    sentences = []
-    if report.get("ahead"):
+def _drift(report):
+    """(kind, sentence) for each way the database and the files disagree."""
+    found, current = [], report["current_version"]
+    if report["ahead"]:
         newest = ("the newest migration file is v%d" % report["latest_version"]
                   if report["latest_version"] else "there are no migration files")
-        sentences.append("database is at version %d but %s: wrong --dir, or files missing?"
-                         % (report["current_version"], newest))
+        found.append(("ahead", "database is at version %d but %s: wrong --dir, or files "
+                               "missing?" % (current, newest)))
     for r in report["migrations"]:
         if r["state"] == "changed":
-            sentences.append("%s (v%d) was changed after it was applied: restore it, or accept "
-                             "it with `mark %d`" % (r["file"], r["version"],
-                                                   report["current_version"]))
+            found.append(("drift", "%s (v%d) was changed after it was applied: restore it, or "
+                                   "accept it with `mark %d`" % (r["file"], r["version"], current)))
         elif r["state"] == "missing":
-            sentences.append("v%d (%s) is applied but its file is gone" % (r["version"], r["name"]))
+            found.append(("drift", "v%d (%s) is applied but its file is gone"
+                          % (r["version"], r["name"])))
         elif r["state"] == "out-of-order":
-            sentences.append("%s (v%d) is below the current version %d and was never applied; "
-                             "give it a version above %d" % (r["file"], r["version"],
-                                                              report["current_version"],
-                                                              report["current_version"]))
-    return sentences
+            found.append(("out-of-order", "%s (v%d) is below the current version %d and was "
+                                          "never applied; give it a version above %d"
+                          % (r["file"], r["version"], current, current)))
+    return found
 
 
 def migrate(db, directory="migrations", **options):
     """Apply every pending migration: the start-up one-liner.  Returns the
-    migrations applied (an empty list when the database is up to date)."""
+    results of the migrations applied ([] when the database is up to date)."""
     up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict")
                   if k in options}
     return Migrator(db, directory, **options).up(**up_options)
@@ -3818,20 +3772,17 @@ def _print_status(report, stream):
             and r["state"] != "pending" else ""
         lines.append("  %s %s v%d: %s%s%s" % (marks[mark], label, r["version"], r["name"],
                                               current, why))
-    if not report["migrations"]:
-        lines.append("  (no migration files)")
+    lines += ["  (no migration files)"] * (not report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
     drifted = sum(1 for r in report["migrations"] if _STATE_LABELS[r["state"]][0] == "drift")
-    if drifted:
-        lines.append("Drifted: %d" % drifted)
-    lines.append(rule)
+    lines += ["Drifted: %d" % drifted] * bool(drifted) + [rule]
     stream.write("\n".join(lines) + "\n")
 
 
 class _Progress(object):
     """On a terminal, shows which migration runs and for how long; silent in a
-    pipe or with -q.  Each committed migration is printed as a result line at
-    once, so a later failure still shows what was applied."""
+    pipe or with -q.  Each committed migration's result is printed at once,
+    so a later failure still shows what was applied."""
 
     def __init__(self, out, err, live):
         self.out, self.err, self.live = out, err, live
@@ -3855,20 +3806,20 @@ class _Progress(object):
             self.err.write("\r\033[K")
             self.err.flush()
             self._stop = None
-        elif event == "done":
+        elif event == "done":  # `migration` is the result record
             self.out.write("%s v%d: %s (%.0f ms)\n" % (
                 "Applied" if direction == "up" else "Rolled back", migration.version,
-                migration.name, migration.duration_ms or 0))
+                migration.name, migration.duration_ms))
             self.out.flush()
 
 
 def _print_run(done, direction, dry_run, out):
     """The dry run's SQL and the summary (_Progress printed each migration)."""
     if dry_run:
-        for m in done:
-            out.write("-- v%d: %s%s\n" % (m.version, m.name, "" if m.executed_sql is not None
-                                          else " (non-transactional: not run)"))
-            for statement in m.executed_sql or []:
+        for result in done:
+            out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
+                                          is not None else " (non-transactional: not run)"))
+            for statement in result.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
         out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
                   % (len(done), "applied" if direction == "up" else "rolled back"))
@@ -3940,13 +3891,15 @@ def _new_migration(directory, description, sql=False):
     try:
         f = open(path, "x")
     except OSError as e:
-        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror))
+        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror),
+                             kind="bad-file", path=path)
     try:
         with f:
             f.write(template.format(version="%0*d" % (width, version), name=name))
     except OSError as e:
         os.remove(path)  # a half-written template would be picked up as a migration
-        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror))
+        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
+                             kind="bad-file", path=path)
     return path
 
 
@@ -4104,16 +4057,12 @@ def _run_command(args, out, err):
     if args.command == "status":
         report = migrator.status()
         if args.json:
-            report = dict(report)
-            del report["ahead"]
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
             if migrator.path is not None and not os.path.exists(migrator.path):
                 out.write("(database %s does not exist yet)\n" % migrator.path)
-        unclean = report["pending"] or any(r["state"] != "applied" for r in report["migrations"])
-        return 1 if args.check and (unclean or report["current_version"] > report["latest_version"]) \
-            else 0
+        return 1 if args.check and not report["clean"] else 0
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
         problems = migrator.verify()
@@ -4131,9 +4080,7 @@ def _run_command(args, out, err):
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
                            backup=args.backup, strict=args.strict)
     else:
-        if args.steps is not None and args.steps < 1:
-            raise RequestError("--steps must be 1 or more")
-        done = migrator.down(to=args.to, steps=args.steps or 1, dry_run=args.dry_run,
+        done = migrator.down(to=args.to, steps=args.steps, dry_run=args.dry_run,
                              backup=args.backup)
     _print_run(done, args.command, args.dry_run, out)
     if not done and migrator.path is not None and not os.path.exists(migrator.path):
@@ -4141,17 +4088,11 @@ def _run_command(args, out, err):
     return 0
 
 
-class _Arguments(object):
-    """The options main() falls back to when parsing itself failed."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
-
-
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
     out, err = sys.stdout, sys.stderr
-    args = _Arguments(**_DEFAULTS)  # for the error handling below if parsing fails
+    import types
+    args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
         try:
             args = _parse_command_line(sys.argv[1:] if argv is None else argv)
@@ -4164,7 +4105,7 @@ def main(argv=None):
     except MigrationError as e:
         status, error = 1, e
     except sqlite3.Error as e:
-        status, error = 1, _explain_sqlite_error(e, args.db)
+        status, error = 1, _sqlite_failure(e, args.db)
     except KeyboardInterrupt:
         err.write("sqlmigrate: interrupted\n")
         return 130

@@ -813,3 +813,85 @@ class Backups(RunnerTestCase):
         self.addCleanup(copy.close)
         self.assertEqual(copy.execute("SELECT name FROM users").fetchall(), [("only in the wal",)])
         self.assertFalse(os.path.exists(dest + "-wal"))
+
+
+class ResultsAndErrorFields(RunnerTestCase):
+    """Runs return result records and leave the Migration objects alone;
+    errors carry what they are about as fields."""
+
+    def test_up_and_down_return_result_records_and_do_not_change_the_migrations(self):
+        self.three_migrations()
+        m = self.migrator()
+        before = [dict(vars(f)) for f in m.migrations]
+        dry = m.up(dry_run=True)
+        self.assertEqual([(r.version, r.direction) for r in dry], [(1, "up"), (2, "up"), (3, "up")])
+        self.assertIn("CREATE TABLE users", " ".join(dry[0].executed_sql))
+        applied = m.up()
+        self.assertEqual([(r.version, r.name, r.filename, r.kind) for r in applied],
+                         [(f.version, f.name, f.filename, f.kind) for f in m.migrations])
+        self.assertTrue(all(r.duration_ms >= 0 and r.executed_sql is None for r in applied))
+        self.assertIs(applied[0].migration, m.migrations[0])
+        rolled = m.down(steps=1)
+        self.assertEqual([(r.version, r.direction) for r in rolled], [(3, "down")])
+        for f in m.migrations:
+            self.assertFalse(hasattr(f, "duration_ms") or hasattr(f, "executed_sql"), f)
+        # Loading fills the private caches; nothing a run measured is kept.
+        self.assertEqual([sorted(k for k in b if not k.startswith("_")) for b in before],
+                         [sorted(k for k in vars(f) if not k.startswith("_"))
+                          for f in m.migrations])
+
+    def test_a_failed_migration_error_names_file_version_direction_and_statement(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);\nINSERT INTO nowhere VALUES (1);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        e = caught.exception
+        self.assertEqual((e.kind, e.version, e.direction, e.path),
+                         ("migration-failed", 1, "up", os.path.join(self.dir, "001-one.sql")))
+        self.assertIn("INSERT INTO nowhere", e.statement)
+        self.assertTrue(e.rolled_back)
+        self.assertEqual(str(e).count("rolled back"), 1, str(e))
+
+    def test_bad_names_are_a_list_of_problems_that_verify_returns_as_is(self):
+        self.write("1-one.sql", "SELECT 1;")
+        self.write("002-Two.sql", "SELECT 1;")
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            self.migrator().migrations
+        self.assertEqual(caught.exception.kind, "bad-name")
+        self.assertEqual(len(caught.exception.problems), 2)
+        self.assertEqual(self.migrator().verify(), list(caught.exception.problems))
+
+    def test_drift_errors_have_a_kind_and_list_their_problems(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(3, "three", "CREATE TABLE three (x);")
+        sqlmigrate.migrate(self.db, self.dir)
+        self.write_sql(2, "two", "CREATE TABLE two (x);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(caught.exception.kind, "out-of-order")
+        self.assertEqual(len(caught.exception.problems), 1)
+        self.assertIn("002-two.sql", caught.exception.problems[0])
+        self.assertFalse(self.migrator().status()["clean"])
+
+    def test_database_errors_are_classified_by_kind(self):
+        with open(self.db, "wb") as f:
+            f.write(b"not a database at all\n" * 200)
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual((caught.exception.kind, caught.exception.database),
+                         ("not-a-database", self.db))
+        self.assertIn("not an SQLite database", str(caught.exception))
+
+    def test_status_says_whether_the_database_is_clean(self):
+        self.three_migrations()
+        self.assertFalse(self.migrator().status()["clean"])
+        sqlmigrate.migrate(self.db, self.dir)
+        self.assertTrue(self.migrator().status()["clean"])
+
+    def test_down_validates_its_steps(self):
+        self.three_migrations()
+        sqlmigrate.migrate(self.db, self.dir)
+        for bad in ({"steps": 0}, {"steps": -1}, {"to": -1}):
+            with self.assertRaises(sqlmigrate.RequestError):
+                self.migrator().down(**bad)
+        self.assertEqual([r.version for r in self.migrator().down(steps=None)], [3])
