@@ -3366,7 +3366,7 @@ def _apply_reconcile(conn, plan):
             else:
                 conn.execute(step.sql)
         except sqlite3.Error as e:
-            if _is_busy(e):
+            if _sqlite_kind(e) == "locked":
                 raise
             raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
                                  % (step.what, e, step.sql))
