@@ -2884,24 +2884,10 @@ def _copy_rows(conn, plan, progress, chunk_rows):
         high = ends[0][0] if ends else last
         copied += max(conn.execute(plan.copy_sql, (low, high)).rowcount, 0)
         if progress:
-            progress(copied, total)
+            progress(plan.table, copied, total)
         if high == last:
             return copied
         low = high + 1
-
-
-def _terminal_progress(stream, table, every=2.0):
-    """A progress callback for a copy: a line on a terminal every few seconds."""
-    last = [time.time()]
-
-    def show(copied, total):
-        if copied >= total:
-            stream.write("\r\033[K")
-        elif time.time() - last[0] >= every:
-            stream.write("\r  rebuilding %s: %d of %d rows copied " % (table, copied, total))
-            last[0] = time.time()
-        stream.flush()
-    return show
 
 
 def _log_changes(plan, rows):
@@ -2932,10 +2918,10 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     Works inside the caller's transaction (a savepoint) or in its own; never
     lets a foreign-key action fire.  Returns the changes made, as sentences.
     """
-    stream = sys.stderr
-    progress = _terminal_progress(stream, table) if stream is not None and \
-        hasattr(stream, "isatty") and stream.isatty() else None
-    return _rebuild_table(db, table, drop, rename, create_sql, progress=progress)
+    # A migration's db carries the runner's progress callback; nothing else reports.
+    progress = getattr(db, "_copy_progress", None)
+    return _rebuild_table(db, table, drop, rename, create_sql,
+                          progress=progress if callable(progress) else None)
 
 
 def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None,
