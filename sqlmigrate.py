@@ -236,8 +236,8 @@ _TOKEN_RE = re.compile(r"""(?xs)
 
 
 def _tokenize(sql):
-    """Split SQL text into (kind, text) pairs; kind is space, comment, string,
-    ident (a quoted identifier), word or punct.  Joining the texts gives `sql`."""
+    """(kind, text) pairs that join back to `sql`; kind: space, comment,
+    string, ident (a quoted identifier), word or punct."""
     return [(match.lastgroup, match.group()) for match in _TOKEN_RE.finditer(sql)]
 
 
@@ -246,11 +246,8 @@ _CAN_HIDE_A_SEMICOLON = ("'", '"', "`", "[", "--", "/*")
 
 
 def _split_sql(sql):
-    """Split a script into statements (without the final ';').
-
-    Semicolons inside strings, quoted identifiers, comments and trigger bodies
-    do not split; a last statement without ';' is kept; empty ones are dropped.
-    """
+    """A script's statements, without ';' and empty ones; a ';' in a string,
+    quoted name, comment or trigger body does not split."""
     if not any(mark in sql for mark in _CAN_HIDE_A_SEMICOLON) and "TRIGGER" not in sql.upper():
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
@@ -278,7 +275,6 @@ def _split_sql(sql):
 
 
 def _quote_identifier(name):
-    """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
     return '"' + str(name).replace('"', '""') + '"'
 
 
@@ -302,8 +298,6 @@ def _key(name):
     return name.lower()
 
 
-# -- token lists (_tokenize() output) as the parsers further down read them --
-
 class _Cursor(object):
     """The one way sqlmigrate reads SQL it did not write: a position in
     _tokenize(sql) that steps over spaces and comments.  `i` indexes
@@ -324,7 +318,6 @@ class _Cursor(object):
         return self.i >= self.end
 
     def peek(self):
-        """(kind, text) of the next significant token; (None, "") at the end."""
         return self.tokens[self.i] if self.i < self.end else (None, "")
 
     def word(self):
@@ -339,7 +332,7 @@ class _Cursor(object):
         return token
 
     def take(self, *words):
-        """Consume `words` if all of them come next, in order; say whether."""
+        """Consume `words` if all come next, in order; say whether."""
         start = self.i
         for word in words:
             if self.word() != word:
@@ -353,7 +346,6 @@ class _Cursor(object):
             self.advance()
 
     def punct(self, text):
-        """Consume the punctuation `text` if it comes next; say whether."""
         if self.peek() == ("punct", text):
             self.advance()
             return True
@@ -374,14 +366,12 @@ class _Cursor(object):
         return _unquote(text)
 
     def group(self):
-        """At '(': the (first, close) token indexes of what it encloses, moving
-        past the matching ')'."""
+        """At '(': (first, close) token indexes of what it encloses; moves past it."""
         items = self.comma_list()
         return items[0][0], items[-1][1]
 
     def comma_list(self):
-        """At '(': the (first, end) token ranges of its top-level, comma-separated
-        items, moving past the matching ')'."""
+        """At '(': the (first, end) ranges of its top-level items; moves past it."""
         if self.peek() != ("punct", "("):
             raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
         items, depth, start = [], 0, self.i + 1
@@ -402,7 +392,6 @@ class _Cursor(object):
         raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens))
 
     def rest(self):
-        """The significant tokens from here to the end, moving there."""
         tokens = [token for token in self.tokens[self.i:self.end]
                   if token[0] not in ("space", "comment")]
         self.i = self.end
@@ -446,10 +435,9 @@ _NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
 
 
 def _tables_named_in(statements):
-    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
-    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
-    of first mention: what the runner shows the schema of when a migration
-    fails.  A name may be a table that does not exist (yet)."""
+    """The tables statements name (after FROM, JOIN, INTO, UPDATE, TABLE,
+    REFERENCES, the ON of CREATE INDEX/TRIGGER), first mention first: what
+    the runner shows the schema of when a migration fails."""
     names, seen = [], set()
     for statement in statements:
         # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
@@ -2024,8 +2012,7 @@ _MAX_IN_LIST = 500
 
 
 class _SchemaObjects(object):
-    """sqlite_master rows (type, name, tbl_name, sql) by name; tables,
-    indexes, views and triggers share one namespace.  Names are looked up
+    """sqlite_master rows (type, name, tbl_name, sql) by name, looked up
     exactly first: case folding is only paid for when that misses."""
 
     def __init__(self, conn):
@@ -2051,9 +2038,7 @@ _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden"
 
 def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     """{table: [(field, ...) per column]} for existing tables (exact names),
-    fields named as in PRAGMA table_xinfo ('hidden' is 0 where SQLite only
-    has table_info).  One pragma join where SQLite has pragma functions,
-    one PRAGMA per table before."""
+    fields as in PRAGMA table_xinfo ('hidden' 0 where only table_info exists)."""
     columns = dict((table, []) for table in tables)
     if _HAS_PRAGMA_FUNCTIONS:
         function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
@@ -2072,7 +2057,6 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
                 columns[row[0]].append(row[1:])
         return columns
     pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
-    # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
         rows = _query(conn, "PRAGMA %s(%s)" % (pragma, _quote_identifier(table)))
@@ -2085,18 +2069,14 @@ _ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
 
 def _rowid_alias(column_names):
-    """A name that reaches the rowid of a table with these columns: a column
-    may take the name rowid, oid or _rowid_ for itself.  None if all three are taken."""
+    """A name that reaches the rowid (a column may take rowid, oid or _rowid_
+    for itself); None if all three are taken."""
     taken = set(_key(name) for name in column_names)
-    for alias in _ROWID_NAMES:
-        if alias not in taken:
-            return alias
-    return None
+    return next((alias for alias in _ROWID_NAMES if alias not in taken), None)
 
 
 def _free_name(raw, base):
-    """`base`, or base_2, base_3 ...: the first name no table, index, view or
-    trigger (main or temp) has; for a temporary table or a new index."""
+    """`base`, or base_2, base_3 ...: the first name free in main and temp."""
     taken = set(_key(row[0]) for row in _query(
         raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
     name, n = base, 1
@@ -2245,17 +2225,13 @@ def _names_in(sql):
     return names
 
 
-class _Item(object):
-    """One comma-separated entry of a CREATE TABLE list: a column definition
-    (name set) or a table constraint (name None); tokens [start, end)."""
-
-    def __init__(self, start, end, first, name):
-        self.start, self.end, self.first, self.name = start, end, first, name
-        self.key = _key(name) if name is not None else None
+# An entry of a CREATE TABLE list, tokens [start, end), its first significant
+# one at `first`: a column (name, key) or a table constraint (None, None).
+_Item = collections.namedtuple("_Item", "start end first name key")
 
 
 class _CreateTable(object):
-    """A CREATE TABLE statement split at its structure by the tokenizer."""
+    """A CREATE TABLE statement split into its entries (_Item)."""
 
     def __init__(self, sql, what):
         head = _Create(sql)
@@ -2275,7 +2251,7 @@ class _CreateTable(object):
             if first.at_end():
                 raise _refused("empty entry in column list: %s" % sql)
             name = None if first.word() in _TABLE_CONSTRAINT_WORDS else _unquote(first.peek()[1])
-            self.items.append(_Item(start, end, first.i, name))
+            self.items.append(_Item(start, end, first.i, name, name and _key(name)))
         self.columns = [item for item in self.items if item.name is not None]
         self.rowid = True
         while not cursor.at_end():
@@ -2283,19 +2259,15 @@ class _CreateTable(object):
             cursor.advance()
 
     def column(self, key):
-        for item in self.columns:
-            if item.key == key:
-                return item
-        return None
+        return next((item for item in self.columns if item.key == key), None)
 
     def text(self, start, end):
         return "".join(text for _, text in self.tokens[start:end])
 
     def groups(self, item):
-        """The parenthesised parts of an entry that name columns of this
-        table: ("expr", lo, hi, None) for CHECK (...), ("generated", ...) for
-        AS (...), ("list", ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref",
-        lo, hi, parent) for REFERENCES parent (...); lo/hi index tokens."""
+        """(kind, lo, hi, parent) for each (...) of an entry that names
+        columns: "expr" CHECK, "generated" AS, "list" PRIMARY KEY/UNIQUE/FOREIGN
+        KEY, "ref" REFERENCES parent (parent's key only there)."""
         cursor, found, back = _Cursor(tokens=self.tokens, i=item.first, end=item.end), [], []
         while not cursor.at_end():
             if cursor.peek() != ("punct", "("):
@@ -2316,11 +2288,10 @@ class _CreateTable(object):
         return found
 
     def has_word(self, item, word):
-        return any(kind == "word" and text.upper() == word
-                   for kind, text in self.tokens[item.first:item.end])
+        return (("word", word) in ((k, t.upper()) for k, t in self.tokens[item.first:item.end]))
 
     def generated(self, item):
-        return any(kind == "generated" for kind, _, _, _ in self.groups(item))
+        return any(group[0] == "generated" for group in self.groups(item))
 
 
 def _refs_in(kind, sql):
