@@ -2442,12 +2442,11 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
                            % t.name)
         mapping = [(rename.get(c.key, c.name), c.name) for c in old.columns
                    if c.key not in drop_keys]
-        seen = set()
+        keys = [_key(new_name) for new_name, _ in mapping]
         for new_name, _ in mapping:
-            if _key(new_name) in seen:
+            if keys.count(_key(new_name)) > 1:
                 raise _refused("renaming would give table %s two columns named %s"
                                % (t.name, new_name))
-            seen.add(_key(new_name))
         dropped = sorted(set(drop_keys), key=drop_keys.index)
         for key in dropped:
             _check_own_constraints(t, key)
@@ -2663,10 +2662,9 @@ def _cut_column(parsed, key):
 
 
 def _without_own_qualifiers(parsed, key):
-    """The table with `table.` taken off the column names in its CHECK and
-    generated-column expressions (`CHECK (t.a > 0)`): the copy is created
-    under a temporary name, where t.a names no table (same meaning, one word
-    less than SQLite's own DROP COLUMN keeps)."""
+    """The table without `t.` before column names in its CHECK and generated
+    expressions: the copy is created under a temporary name, where t.a would
+    name no table."""
     tokens, cut = parsed.tokens, set()
     for item in parsed.items:
         for kind, lo, hi, _ in parsed.groups(item):
@@ -2724,10 +2722,8 @@ def _refuse_foreign_keys_on(raw, t, copy):
 
 
 def _rebuild_statements(plan):
-    """The SQL a plan runs, in order.  The copy (plan.copy_sql) has two
-    parameters where the table has a rowid, the first and last rowid of a
-    range: the whole table in one go (_ALL_ROWIDS), or range by range while
-    a progress callback watches."""
+    """The SQL a plan runs, in order.  With a rowid, the copy's two
+    parameters are the first and last rowid of a range (_ALL_ROWIDS: all)."""
     q, out = _quote_identifier, []
     renames = ["ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
                for old, new in plan.renamed]
