@@ -2443,8 +2443,8 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         mapping = [(rename.get(c.key, c.name), c.name) for c in old.columns
                    if c.key not in drop_keys]
         keys = [_key(new_name) for new_name, _ in mapping]
-        for new_name, _ in mapping:
-            if keys.count(_key(new_name)) > 1:
+        for i, (new_name, _) in enumerate(mapping):
+            if keys[i] in keys[:i]:
                 raise _refused("renaming would give table %s two columns named %s"
                                % (t.name, new_name))
         dropped = sorted(set(drop_keys), key=drop_keys.index)
