@@ -236,8 +236,8 @@ _TOKEN_RE = re.compile(r"""(?xs)
 
 
 def _tokenize(sql):
-    """Split SQL text into (kind, text) pairs; kind is space, comment, string,
-    ident (a quoted identifier), word or punct.  Joining the texts gives `sql`."""
+    """(kind, text) pairs that join back to `sql`; kind: space, comment,
+    string, ident (a quoted identifier), word or punct."""
     return [(match.lastgroup, match.group()) for match in _TOKEN_RE.finditer(sql)]
 
 
@@ -246,11 +246,8 @@ _CAN_HIDE_A_SEMICOLON = ("'", '"', "`", "[", "--", "/*")
 
 
 def _split_sql(sql):
-    """Split a script into statements (without the final ';').
-
-    Semicolons inside strings, quoted identifiers, comments and trigger bodies
-    do not split; a last statement without ';' is kept; empty ones are dropped.
-    """
+    """A script's statements, without ';' and empty ones; a ';' in a string,
+    quoted name, comment or trigger body does not split."""
     if not any(mark in sql for mark in _CAN_HIDE_A_SEMICOLON) and "TRIGGER" not in sql.upper():
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
@@ -278,7 +275,6 @@ def _split_sql(sql):
 
 
 def _quote_identifier(name):
-    """Quote an SQL identifier by doubling its double quotes; safe on any SQLite."""
     return '"' + str(name).replace('"', '""') + '"'
 
 
@@ -302,8 +298,6 @@ def _key(name):
     return name.lower()
 
 
-# -- token lists (_tokenize() output) as the parsers further down read them --
-
 class _Cursor(object):
     """The one way sqlmigrate reads SQL it did not write: a position in
     _tokenize(sql) that steps over spaces and comments.  `i` indexes
@@ -324,7 +318,6 @@ class _Cursor(object):
         return self.i >= self.end
 
     def peek(self):
-        """(kind, text) of the next significant token; (None, "") at the end."""
         return self.tokens[self.i] if self.i < self.end else (None, "")
 
     def word(self):
@@ -339,7 +332,7 @@ class _Cursor(object):
         return token
 
     def take(self, *words):
-        """Consume `words` if all of them come next, in order; say whether."""
+        """Consume `words` if all come next, in order; say whether."""
         start = self.i
         for word in words:
             if self.word() != word:
@@ -353,7 +346,6 @@ class _Cursor(object):
             self.advance()
 
     def punct(self, text):
-        """Consume the punctuation `text` if it comes next; say whether."""
         if self.peek() == ("punct", text):
             self.advance()
             return True
@@ -374,14 +366,12 @@ class _Cursor(object):
         return _unquote(text)
 
     def group(self):
-        """At '(': the (first, close) token indexes of what it encloses, moving
-        past the matching ')'."""
+        """At '(': (first, close) token indexes of what it encloses; moves past it."""
         items = self.comma_list()
         return items[0][0], items[-1][1]
 
     def comma_list(self):
-        """At '(': the (first, end) token ranges of its top-level, comma-separated
-        items, moving past the matching ')'."""
+        """At '(': the (first, end) ranges of its top-level items; moves past it."""
         if self.peek() != ("punct", "("):
             raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
         items, depth, start = [], 0, self.i + 1
@@ -402,7 +392,6 @@ class _Cursor(object):
         raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens))
 
     def rest(self):
-        """The significant tokens from here to the end, moving there."""
         tokens = [token for token in self.tokens[self.i:self.end]
                   if token[0] not in ("space", "comment")]
         self.i = self.end
@@ -446,10 +435,9 @@ _NOT_NAME_WORDS = ("SELECT", "VALUES", "DEFAULT", "WITH", "CONFLICT")
 
 
 def _tables_named_in(statements):
-    """The tables a list of SQL statements names (after FROM, JOIN, INTO,
-    UPDATE, TABLE, REFERENCES, and the ON of CREATE INDEX/TRIGGER), in order
-    of first mention: what the runner shows the schema of when a migration
-    fails.  A name may be a table that does not exist (yet)."""
+    """The tables statements name (after FROM, JOIN, INTO, UPDATE, TABLE,
+    REFERENCES, the ON of CREATE INDEX/TRIGGER), first mention first: what
+    the runner shows the schema of when a migration fails."""
     names, seen = [], set()
     for statement in statements:
         # CREATE INDEX/TRIGGER name their table after ON; later ONs are joins.
@@ -2024,8 +2012,7 @@ _MAX_IN_LIST = 500
 
 
 class _SchemaObjects(object):
-    """sqlite_master rows (type, name, tbl_name, sql) by name; tables,
-    indexes, views and triggers share one namespace.  Names are looked up
+    """sqlite_master rows (type, name, tbl_name, sql) by name, looked up
     exactly first: case folding is only paid for when that misses."""
 
     def __init__(self, conn):
@@ -2051,9 +2038,7 @@ _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden"
 
 def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     """{table: [(field, ...) per column]} for existing tables (exact names),
-    fields named as in PRAGMA table_xinfo ('hidden' is 0 where SQLite only
-    has table_info).  One pragma join where SQLite has pragma functions,
-    one PRAGMA per table before."""
+    fields as in PRAGMA table_xinfo ('hidden' 0 where only table_info exists)."""
     columns = dict((table, []) for table in tables)
     if _HAS_PRAGMA_FUNCTIONS:
         function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
@@ -2072,7 +2057,6 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
                 columns[row[0]].append(row[1:])
         return columns
     pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
-    # The pragma's columns come in _COLUMN_FIELDS order; 'hidden' only from xinfo.
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
         rows = _query(conn, "PRAGMA %s(%s)" % (pragma, _quote_identifier(table)))
@@ -2085,18 +2069,14 @@ _ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
 
 def _rowid_alias(column_names):
-    """A name that reaches the rowid of a table with these columns: a column
-    may take the name rowid, oid or _rowid_ for itself.  None if all three are taken."""
+    """A name that reaches the rowid (a column may take rowid, oid or _rowid_
+    for itself); None if all three are taken."""
     taken = set(_key(name) for name in column_names)
-    for alias in _ROWID_NAMES:
-        if alias not in taken:
-            return alias
-    return None
+    return next((alias for alias in _ROWID_NAMES if alias not in taken), None)
 
 
 def _free_name(raw, base):
-    """`base`, or base_2, base_3 ...: the first name no table, index, view or
-    trigger (main or temp) has; for a temporary table or a new index."""
+    """`base`, or base_2, base_3 ...: the first name free in main and temp."""
     taken = set(_key(row[0]) for row in _query(
         raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
     name, n = base, 1
@@ -2107,16 +2087,12 @@ def _free_name(raw, base):
 
 
 # --- Helpers: table rebuild -------------------------------------------------
-# SQLite's ALTER TABLE cannot drop a column before 3.35.5, rename one before
-# 3.25, or change a type or constraint at all.  The documented way round is the
-# "generalized ALTER TABLE procedure" (sqlite.org/lang_altertable.html, section
-# "Making Other Kinds Of Table Schema Changes"): create the new table under a
-# free name, copy the rows, drop the old table, rename the new one, recreate
-# indexes and triggers, check views.  The new table is the old CREATE TABLE text
-# edited with the tokenizer, never SQL regenerated from PRAGMA table_info (which
-# forgets CHECK, COLLATE, generated columns, STRICT, WITHOUT ROWID, comments).
-# A rebuild is planned (_plan_rebuild: every refusal, nothing changed), written
-# out as statements (_rebuild_statements), then run (_run_rebuild).
+# Where ALTER TABLE cannot (DROP COLUMN before 3.35.5, RENAME COLUMN before
+# 3.25, any type or constraint change), SQLite's "generalized ALTER TABLE
+# procedure" (sqlite.org/lang_altertable.html): new table under a free name,
+# copy, drop, rename, recreate indexes and triggers, check views.  The new
+# table is the old CREATE TABLE text edited token by token, never SQL made from
+# PRAGMA table_info (which forgets CHECK, COLLATE, generated columns, STRICT...).
 
 # With a progress callback, tables over 4 such ranges are copied range by range.
 _COPY_CHUNK_ROWS = 250000
@@ -2130,30 +2106,21 @@ _NOT_A_COLUMN_AFTER = ("COLLATE", "AS", "FROM", "JOIN", "INTO", "UPDATE", "TABLE
 _SCHEMAS = (("main", "sqlite_master"), ("temp", "sqlite_temp_master"))
 _NAMES = ("word", "ident", "string")
 
-# SQLite's reserved words: written bare they are never a name (a column so
-# named must be quoted), so `t(a DESC)` or `WHERE a IS NOT NULL` never uses a
-# column called "where" or "null".  The keywords SQLite also accepts as names
-# (DESC, KEY, END, ...) are in _KEYWORD_NAMES below.
-_RESERVED = frozenset((
-    "ADD", "ALL", "ALTER", "AND", "AS", "AUTOINCREMENT", "BETWEEN", "CASE", "CHECK",
-    "COLLATE", "COMMIT", "CONSTRAINT", "CREATE", "DEFAULT", "DEFERRABLE", "DELETE",
-    "DISTINCT", "DROP", "ELSE", "ESCAPE", "EXCEPT", "EXISTS", "FOREIGN", "FROM", "GROUP",
-    "HAVING", "IN", "INDEX", "INSERT", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN", "LIMIT",
-    "NOT", "NOTHING", "NOTNULL", "NULL", "ON", "OR", "ORDER", "PRIMARY", "REFERENCES",
-    "RETURNING", "SELECT", "SET", "TABLE", "THEN", "TO", "TRANSACTION", "UNION", "UNIQUE",
-    "UPDATE", "USING", "VALUES", "WHEN", "WHERE"))
-# Keywords SQLite also takes as names ("fallback" words).  Where an operand
-# may stand they may be a column; right after an operand they are keywords.
-_KEYWORD_NAMES = frozenset((
-    "ABORT", "ACTION", "AFTER", "ALWAYS", "ANALYZE", "ASC", "ATTACH", "BEFORE", "BEGIN", "BY",
-    "CASCADE", "CAST", "COLUMN", "CONFLICT", "CURRENT", "DATABASE", "DEFERRED", "DESC",
-    "DETACH", "DO", "EACH", "END", "EXCLUDE", "EXCLUSIVE", "EXPLAIN", "FAIL", "FILTER",
-    "FIRST", "FOLLOWING", "FOR", "GENERATED", "GLOB", "GROUPS", "IF", "IGNORE", "IMMEDIATE",
-    "INITIALLY", "INSTEAD", "KEY", "LAST", "LIKE", "MATCH", "MATERIALIZED", "NO", "NULLS",
-    "OF", "OFFSET", "OTHERS", "OVER", "PARTITION", "PLAN", "PRAGMA", "PRECEDING", "QUERY",
-    "RAISE", "RANGE", "RECURSIVE", "REGEXP", "REINDEX", "RELEASE", "RENAME", "REPLACE",
-    "RESTRICT", "ROLLBACK", "ROW", "ROWS", "SAVEPOINT", "TEMP", "TEMPORARY", "TIES",
-    "TRIGGER", "UNBOUNDED", "VACUUM", "VIEW", "VIRTUAL", "WINDOW", "WITH", "WITHOUT"))
+# SQLite's reserved words, never a name when bare (`t(a DESC)` or `a IS NOT
+# NULL` uses no column "null"), and the keywords it also takes as names:
+# where an operand may stand those may be a column, after an operand not.
+_RESERVED = frozenset("""ADD ALL ALTER AND AS AUTOINCREMENT BETWEEN CASE CHECK COLLATE COMMIT
+    CONSTRAINT CREATE DEFAULT DEFERRABLE DELETE DISTINCT DROP ELSE ESCAPE EXCEPT EXISTS FOREIGN
+    FROM GROUP HAVING IN INDEX INSERT INTERSECT INTO IS ISNULL JOIN LIMIT NOT NOTHING NOTNULL
+    NULL ON OR ORDER PRIMARY REFERENCES RETURNING SELECT SET TABLE THEN TO TRANSACTION UNION
+    UNIQUE UPDATE USING VALUES WHEN WHERE""".split())
+_KEYWORD_NAMES = frozenset("""ABORT ACTION AFTER ALWAYS ANALYZE ASC ATTACH BEFORE BEGIN BY
+    CASCADE CAST COLUMN CONFLICT CURRENT DATABASE DEFERRED DESC DETACH DO EACH END EXCLUDE
+    EXCLUSIVE EXPLAIN FAIL FILTER FIRST FOLLOWING FOR GENERATED GLOB GROUPS IF IGNORE IMMEDIATE
+    INITIALLY INSTEAD KEY LAST LIKE MATCH MATERIALIZED NO NULLS OF OFFSET OTHERS OVER PARTITION
+    PLAN PRAGMA PRECEDING QUERY RAISE RANGE RECURSIVE REGEXP REINDEX RELEASE RENAME REPLACE
+    RESTRICT ROLLBACK ROW ROWS SAVEPOINT TEMP TEMPORARY TIES TRIGGER UNBOUNDED VACUUM VIEW
+    VIRTUAL WINDOW WITH WITHOUT""".split())
 # Keywords that are whole operands (a NULL, the time now).
 _VALUE_WORDS = ("NULL", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP")
 # After an operand, these close it (`a DESC`, `CASE ... END`): what follows is
@@ -2165,14 +2132,11 @@ _NAME_LIST_AFTER = ("KEY", "UNIQUE", "CONFLICT")
 
 
 def _column_refs(tokens, start, end, skip=(), name_lists=(), whole_list=False):
-    """Indexes of tokens in [start, end) that may name a column: identifiers
-    that are not a function name, a qualifier (t.col), a table, alias, type
-    or collation name, a keyword, or the x of a blob literal x'00'; and the
-    'strings' SQLite reads as names: an entry of a column-name list (INSERT
-    INTO t(a, 'b'), an index's columns, UNIQUE (...)) or the target of SET
-    'b' = ....  name_lists: indexes of '(' that open such a list; whole_list:
-    [start, end) is one.  Errs on the side of "may": callers use it to
-    refuse, or to rename inside one table."""
+    """Indexes of tokens in [start, end) that may name a column: not a
+    function, qualifier, table, alias, type, collation, keyword or the x of
+    x'00'; 'strings' only where SQLite reads them as names (an entry of a
+    column-name list - a '(' in name_lists, or [start, end) if whole_list -
+    or SET 'b' = ...).  Errs towards "may": callers refuse on it."""
     cursor = _Cursor(tokens=tokens, i=start, end=end)
     refs, lists, back = [], [whole_list], [(None, None)] * 4
     # Whether the previous token ended an operand: a bare word after one is a
@@ -2235,11 +2199,20 @@ def _column_refs(tokens, start, end, skip=(), name_lists=(), whole_list=False):
     return refs
 
 
-def _mentions(tokens, start, end, keys, skip=(), name_lists=(), whole_list=False):
-    """The subset of `keys` that tokens[start:end] may use as column names."""
-    found = set(_key(_unquote(tokens[i][1]))
-                for i in _column_refs(tokens, start, end, skip, name_lists, whole_list))
+def _mentions(tokens, refs, keys):
+    """The subset of `keys` that the tokens at `refs` name."""
+    found = set(_key(_unquote(tokens[i][1])) for i in refs)
     return [k for k in keys if k in found]
+
+
+def _refused(message):
+    """A rebuild refused before it changed anything."""
+    return MigrationError(message, outcome="nothing was changed")
+
+
+def _cannot(verb, t, key, why, fix="change or drop that first"):
+    return _refused("cannot %s column %s of table %s: %s; %s"
+                    % (verb, t.old.column(key).name, t.name, why, fix))
 
 
 def _names_in(sql):
@@ -2252,29 +2225,23 @@ def _names_in(sql):
     return names
 
 
-class _Item(object):
-    """One comma-separated entry of a CREATE TABLE list: a column definition
-    (name set) or a table constraint (name None); tokens [start, end)."""
-
-    def __init__(self, start, end, first, name):
-        self.start, self.end, self.first, self.name = start, end, first, name
-        self.key = _key(name) if name is not None else None
+# An entry of a CREATE TABLE list, tokens [start, end), its first significant
+# one at `first`: a column (name, key) or a table constraint (None, None).
+_Item = collections.namedtuple("_Item", "start end first name key")
 
 
 class _CreateTable(object):
-    """A CREATE TABLE statement split at its structure by the tokenizer."""
+    """A CREATE TABLE statement split into its entries (_Item)."""
 
     def __init__(self, sql, what):
         head = _Create(sql)
-        if head.kind != "TABLE":
-            raise MigrationError("%s is not a CREATE TABLE statement: %s" % (what, sql))
-        if head.virtual:
-            raise MigrationError("%s is a virtual table; rebuild_table handles ordinary tables"
-                                 % what)
         cursor = head.cursor
+        if head.kind != "TABLE":
+            raise _refused("%s is not a CREATE TABLE statement: %s" % (what, sql))
+        if head.virtual:
+            raise _refused("%s is a virtual table; rebuild_table handles ordinary tables" % what)
         if cursor.peek() != ("punct", "("):
-            raise MigrationError("%s has no column list (CREATE TABLE ... AS SELECT?): %s"
-                                 % (what, sql))
+            raise _refused("%s has no column list (CREATE TABLE ... AS SELECT?): %s" % (what, sql))
         self.sql, self.tokens, self.name, self.temporary = sql, cursor.tokens, head.name, \
             head.temporary
         self.name_span = head.name_at, cursor.i
@@ -2282,9 +2249,9 @@ class _CreateTable(object):
         for start, end in cursor.comma_list():
             first = _Cursor(tokens=self.tokens, i=start, end=end)
             if first.at_end():
-                raise MigrationError("empty entry in column list: %s" % sql)
+                raise _refused("empty entry in column list: %s" % sql)
             name = None if first.word() in _TABLE_CONSTRAINT_WORDS else _unquote(first.peek()[1])
-            self.items.append(_Item(start, end, first.i, name))
+            self.items.append(_Item(start, end, first.i, name, name and _key(name)))
         self.columns = [item for item in self.items if item.name is not None]
         self.rowid = True
         while not cursor.at_end():
@@ -2292,19 +2259,15 @@ class _CreateTable(object):
             cursor.advance()
 
     def column(self, key):
-        for item in self.columns:
-            if item.key == key:
-                return item
-        return None
+        return next((item for item in self.columns if item.key == key), None)
 
     def text(self, start, end):
         return "".join(text for _, text in self.tokens[start:end])
 
     def groups(self, item):
-        """The parenthesised parts of an entry that name columns of this
-        table: ("expr", lo, hi, None) for CHECK (...), ("generated", ...) for
-        AS (...), ("list", ...) for PRIMARY KEY/UNIQUE/FOREIGN KEY (...), ("ref",
-        lo, hi, parent) for REFERENCES parent (...); lo/hi index tokens."""
+        """(kind, lo, hi, parent) for each (...) of an entry that names
+        columns: "expr" CHECK, "generated" AS, "list" PRIMARY KEY/UNIQUE/FOREIGN
+        KEY, "ref" REFERENCES parent (parent's key only there)."""
         cursor, found, back = _Cursor(tokens=self.tokens, i=item.first, end=item.end), [], []
         while not cursor.at_end():
             if cursor.peek() != ("punct", "("):
@@ -2325,49 +2288,41 @@ class _CreateTable(object):
         return found
 
     def has_word(self, item, word):
-        return any(kind == "word" and text.upper() == word
-                   for kind, text in self.tokens[item.first:item.end])
+        return (("word", word) in ((k, t.upper()) for k, t in self.tokens[item.first:item.end]))
 
     def generated(self, item):
-        return any(kind == "generated" for kind, _, _, _ in self.groups(item))
+        return any(group[0] == "generated" for group in self.groups(item))
 
 
-def _skip_names(tokens):
-    """Token indexes of a trigger's own name and of its table: names, not columns."""
+def _refs_in(kind, sql):
+    """A schema object's tokens and which may name a column: an index's from
+    its column list (a list of names: ON t('b') indexes b), a view's from AS,
+    a trigger's all but its own name and its table's."""
+    tokens = _tokenize(sql)
     head = _Create(None, tokens)
-    cursor, skip = head.cursor, set(range(head.name_at or 0, head.cursor.i))
-    while not cursor.at_end() and cursor.word() not in ("ON", "BEGIN"):
-        cursor.advance()
-    if cursor.take("ON"):
+    cursor, start, skip, lists = head.cursor, 0, set(), ()
+    if kind == "trigger":
+        skip.update(range(head.name_at or 0, cursor.i))
+        while not cursor.at_end() and cursor.word() not in ("ON", "BEGIN"):
+            cursor.advance()
         at = cursor.i
-        cursor.name()
-        skip.update(range(at, cursor.i))
-    return skip
-
-
-def _body_start(tokens, kind):
-    """Where the part of an index or view that can name columns begins: the
-    column list of an index, AS of a view; triggers are whole."""
-    cursor = _Create(None, tokens).cursor
-    if kind == "index":
+        if cursor.take("ON") and cursor.name() is not None:
+            skip.update(range(at, cursor.i))
+    elif kind == "index":
         cursor.take("ON")
         cursor.name()
-    elif kind == "view":
+        start, lists = cursor.i, (cursor.i,)
+    else:
         while not cursor.at_end() and cursor.word() != "AS":
             cursor.advance()
-    else:
-        return 0
-    return cursor.i
+        start = cursor.i
+    return tokens, _column_refs(tokens, start, len(tokens), skip, lists)
 
 
 def _uses(kind, sql, keys):
     """Which of `keys` (column keys) a schema object's SQL may use."""
-    tokens = _tokenize(sql)
-    start = _body_start(tokens, kind)
-    # An index's column list is a list of names: ON t('b') indexes column b.
-    return _mentions(tokens, start, len(tokens), keys,
-                     _skip_names(tokens) if kind == "trigger" else (),
-                     name_lists=(start,) if kind == "index" else ())
+    tokens, refs = _refs_in(kind, sql)
+    return _mentions(tokens, refs, keys)
 
 
 def _describe(kind, schema, name):
@@ -2396,26 +2351,24 @@ class _Table(object):
         rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
                            "AND name = ? COLLATE NOCASE", (table,))
         if not rows:
-            raise MigrationError("no table named %r in the database; nothing was changed"
-                                 % (table,))
+            raise _refused("no table named %r in the database" % (table,))
         self.name, sql = rows[0]
         self.key = _key(self.name)
         if self.key.startswith("sqlite_"):
-            raise MigrationError("%s is an internal SQLite table; it cannot be rebuilt"
-                                 % self.name)
+            raise _refused("%s is an internal SQLite table; it cannot be rebuilt" % self.name)
         if _query(raw, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
                        "AND name = ? COLLATE NOCASE", (self.name,)):
-            raise MigrationError("a TEMP table named %s hides table main.%s on this connection; "
-                                 "drop it first" % (self.name, self.name))
+            raise _refused("a TEMP table named %s hides table main.%s on this connection; "
+                           "drop it first" % (self.name, self.name))
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
         if [c.name for c in self.old.columns] != [row[1] for row in columns]:
             # A safety net for the parser: touch nothing it misreads.
-            raise MigrationError(
-                "could not read the column list of %s from its CREATE TABLE text (found %s, "
-                "SQLite says %s); nothing was changed - please report this with the table's SQL"
-                % (self.quoted, [c.name for c in self.old.columns], [r[1] for r in columns]))
+            raise _refused("could not read the column list of %s from its CREATE TABLE text "
+                           "(found %s, SQLite says %s); please report this with the table's SQL"
+                           % (self.quoted, [c.name for c in self.old.columns],
+                              [r[1] for r in columns]))
         self.pk_keys = set(_key(row[1]) for row in columns if row[5])
         # hidden 2 and 3: generated columns, which INSERT ... VALUES skips
         self.generated_keys = set(_key(row[1]) for row in columns if row[6] in (2, 3))
@@ -2465,9 +2418,6 @@ class _RebuildPlan(object):
     def __setattr__(self, name, value):
         raise AttributeError("a rebuild plan is not changed once made")
 
-    def statements(self):
-        return _rebuild_statements(self)
-
 
 def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=None):
     """Read the table, check every refusal and decide every statement,
@@ -2478,42 +2428,39 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     old = t.old
     for name in list(drop) + list(rename):
         if old.column(_key(name)) is None:
-            raise MigrationError("table %s has no column %r; its columns are %s; nothing was "
-                                 "changed" % (t.name, name, ", ".join(c.name for c in old.columns)))
+            raise _refused("table %s has no column %r; its columns are %s"
+                           % (t.name, name, ", ".join(c.name for c in old.columns)))
     drop_keys = [_key(name) for name in drop]
     rename = dict((_key(k), v) for k, v in rename.items())
     for key in drop_keys:
         if key in rename:
-            raise MigrationError("column %s is both dropped and renamed" % old.column(key).name)
+            raise _refused("column %s is both dropped and renamed" % old.column(key).name)
     if create_sql is None:
         new = None
         if len(set(drop_keys)) >= len(old.columns):
-            raise MigrationError("cannot drop every column of table %s; drop the table instead"
-                                 % t.name)
+            raise _refused("cannot drop every column of table %s; drop the table instead"
+                           % t.name)
         mapping = [(rename.get(c.key, c.name), c.name) for c in old.columns
                    if c.key not in drop_keys]
-        seen, dropped = set(), []
-        for new_name, _ in mapping:
-            if _key(new_name) in seen:
-                raise MigrationError("renaming would give table %s two columns named %s"
-                                     % (t.name, new_name))
-            seen.add(_key(new_name))
-        for key in drop_keys:
-            if key not in dropped:
-                dropped.append(key)
+        keys = [_key(new_name) for new_name, _ in mapping]
+        for i, (new_name, _) in enumerate(mapping):
+            if keys[i] in keys[:i]:
+                raise _refused("renaming would give table %s two columns named %s"
+                               % (t.name, new_name))
+        dropped = sorted(set(drop_keys), key=drop_keys.index)
         for key in dropped:
             _check_own_constraints(t, key)
     else:
         new = _CreateTable(create_sql, "create_sql")
         if new.temporary:
-            raise MigrationError("create_sql must create an ordinary table, not a TEMP one")
+            raise _refused("create_sql must create an ordinary table, not a TEMP one")
         if _key(new.name) != t.key:
-            raise MigrationError("create_sql creates table %s, not %s" % (new.name, t.name))
+            raise _refused("create_sql creates table %s, not %s" % (new.name, t.name))
         renamed_to = dict((_key(v), k) for k, v in rename.items())
         for target in renamed_to:
             if new.column(target) is None:
-                raise MigrationError("rename gives column %s but create_sql has no such column"
-                                     % rename[renamed_to[target]])
+                raise _refused("rename gives column %s but create_sql has no such column"
+                               % rename[renamed_to[target]])
         mapping = []
         for column in new.columns:
             source = renamed_to.get(column.key)
@@ -2523,13 +2470,13 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         sources = set(_key(old_name) for _, old_name in mapping if old_name)
         for key in drop_keys:
             if key in sources:
-                raise MigrationError("column %s is in drop= but create_sql keeps it"
-                                     % old.column(key).name)
+                raise _refused("column %s is in drop= but create_sql keeps it"
+                               % old.column(key).name)
         dropped = [c.key for c in old.columns if c.key not in sources]
     renamed = [(old.column(k).name, v) for k, v in rename.items()
                if _key(v) != k or old.column(k).name != v]
     dropped_indexes = _check_dependents(t, dropped, mapping, create_sql)
-    _refuse_foreign_key_actions(raw, t)
+    _refuse_foreign_keys_on(raw, t, copy=False)
     if native is None:
         # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
         native = create_sql is None and (not renamed or _HAS_RENAME_COLUMN) and (
@@ -2554,12 +2501,11 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         # can be rewritten safely: refuse rather than leave anything broken.
         user = _user_of(t, [_key(old_name)])
         if user:
-            raise MigrationError(
-                "cannot rename column %s of table %s: %s, and without RENAME COLUMN (SQLite "
-                "3.25+; this is %s) it would keep the old name; drop it, rebuild, and create it "
-                "again with the new name; nothing was changed"
-                % (old_name, t.name, user, sqlite3.sqlite_version))
-    _refuse_deferred_foreign_keys(raw, t)
+            raise _cannot("rename", t, _key(old_name), "%s, and without RENAME COLUMN (SQLite "
+                          "3.25+; this is %s) it would keep the old name" % (
+                              user, sqlite3.sqlite_version),
+                          "drop it, rebuild, and create it again with the new name")
+    _refuse_foreign_keys_on(raw, t, copy=True)
     temp = _free_name(raw, "sqlmigrate_new_%s" % t.name)
     if new is None:
         new_sql = old.sql
@@ -2616,26 +2562,24 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
 
 def _check_own_constraints(t, key):
     """A dropped column must not be needed by the rest of its own table."""
-    old = t.old
-    column = old.column(key)
-    refuse = "cannot drop column %s of table %s: %%s; nothing was changed" % (column.name, t.name)
+    old, column = t.old, t.old.column(key)
+    fix = "with rebuild_table(create_sql=...)"
     if key in t.pk_keys:
-        raise MigrationError(refuse % ("it is (part of) the PRIMARY KEY; give the table "
-                                       "its new key with rebuild_table(create_sql=...)"))
+        raise _cannot("drop", t, key, "it is (part of) the PRIMARY KEY",
+                      "give the table its new key " + fix)
     for item in old.items:
         for kind, lo, hi, parent in old.groups(item):
             if (kind == "ref" and parent != t.key) or (item is column and kind in ("expr", "generated")):
                 continue  # another table's key; its own CHECK goes with it
-            if key in _mentions(old.tokens, lo, hi, [key], whole_list=kind == "list"):
+            if _mentions(old.tokens, _column_refs(old.tokens, lo, hi, whole_list=kind == "list"),
+                         [key]):
                 what = ("column %s" % item.name) if item.name is not None else \
                     "constraint %s" % " ".join(old.text(item.first, item.end).split())
-                raise MigrationError(refuse % ("%s needs it; change that with "
-                                               "rebuild_table(create_sql=...)" % what))
+                raise _cannot("drop", t, key, what + " needs it", "change that " + fix)
     for parent, source, target in t.own_foreign_keys:
         if _key(source) == key or (_key(parent) == t.key and target and _key(target) == key):
-            raise MigrationError(refuse % ("a foreign key of %s uses it (REFERENCES %s); "
-                                           "change it with rebuild_table(create_sql=...)"
-                                           % (t.name, parent)))
+            raise _cannot("drop", t, key, "a foreign key of %s uses it (REFERENCES %s)"
+                          % (t.name, parent), "change it " + fix)
 
 
 def _user_of(t, keys):
@@ -2657,19 +2601,17 @@ def _check_dependents(t, dropped, mapping, create_sql):
     for key in dropped:
         user = _user_of(t, [key])
         if user:
-            raise MigrationError("cannot drop column %s of table %s: %s; change or drop that "
-                                 "first; nothing was changed" % (old.column(key).name, t.name,
-                                                                 user))
+            raise _cannot("drop", t, key, user)
     if [k for k in dropped if k not in t.generated_keys] or (
             create_sql is not None and len(mapping) != len(old.columns)):
         # INSERT INTO t VALUES (...) lists a value per column: once the table
         # has another number of columns the trigger fails at every firing.
         for schema, kind, name, sql in t.dependents:
             if kind == "trigger" and _inserts_without_column_list(sql, t.key):
-                raise MigrationError(
+                raise _refused(
                     "cannot change the columns of table %s: %s inserts into it without a "
                     "column list (INSERT INTO %s VALUES ...), which would no longer match; "
-                    "name the columns in the trigger first; nothing was changed"
+                    "name the columns in the trigger first"
                     % (t.name, _describe("trigger", schema, name), t.name))
     dropped_indexes = [(index, sql) for index, sql in t.indexes if _uses("index", sql, dropped)]
     # A dropped column named rowid, oid or _rowid_ leaves its name to the
@@ -2681,11 +2623,9 @@ def _check_dependents(t, dropped, mapping, create_sql):
         if key in _ROWID_NAMES and key not in kept:
             for index, sql in dropped_indexes:
                 if _uses("index", sql, [key]):
-                    raise MigrationError(
-                        "cannot drop column %s of table %s: index %s uses it, and without the "
-                        "column the name %s there would mean the table's rowid; drop the index "
-                        "first; nothing was changed" % (old.column(key).name, t.name, index,
-                                                        old.column(key).name))
+                    raise _cannot("drop", t, key, "index %s uses it, and without the column "
+                                  "the name %s there would mean the table's rowid" % (
+                                      index, old.column(key).name), "drop the index first")
     return dropped_indexes
 
 
@@ -2722,10 +2662,9 @@ def _cut_column(parsed, key):
 
 
 def _without_own_qualifiers(parsed, key):
-    """The table with `table.` taken off the column names in its CHECK and
-    generated-column expressions (`CHECK (t.a > 0)`): the copy is created
-    under a temporary name, where t.a names no table (same meaning, one word
-    less than SQLite's own DROP COLUMN keeps)."""
+    """The table without `t.` before column names in its CHECK and generated
+    expressions: the copy is created under a temporary name, where t.a would
+    name no table."""
     tokens, cut = parsed.tokens, set()
     for item in parsed.items:
         for kind, lo, hi, _ in parsed.groups(item):
@@ -2746,70 +2685,45 @@ def _without_own_qualifiers(parsed, key):
 
 
 def _renamed_index_sql(sql, renamed):
-    if not renamed:
-        return sql
-    tokens = _tokenize(sql)
-    start = _body_start(tokens, "index")
-    return _renamed(tokens, _column_refs(tokens, start, len(tokens), name_lists=(start,)),
-                    renamed)
+    return _renamed(*_refs_in("index", sql) + (renamed,)) if renamed else sql
 
 
-@contextmanager
-def _text_as_str(raw):
-    saved = raw.text_factory
-    raw.text_factory = str
-    try:
-        yield
-    finally:
-        raw.text_factory = saved
-
-
-def _refuse_foreign_key_actions(raw, t):
-    """Foreign keys on inside the caller's transaction: dropping the old table
-    would cascade into (or SET NULL in) every table that references it."""
+def _refuse_foreign_keys_on(raw, t, copy):
+    """Foreign keys on inside the caller's transaction (where the pragma
+    cannot be switched off): dropping the old table would fire ON DELETE
+    actions in every table referencing it; and on the copy path, copying rows
+    with deferred foreign keys (DEFERRABLE INITIALLY DEFERRED, or PRAGMA
+    defer_foreign_keys) moves SQLite's count of deferred violations, which
+    only the caller's COMMIT reads - and SQLite counts some valid rows too (a
+    REAL column referencing an INTEGER PRIMARY KEY) - so we could report
+    success for a COMMIT that then fails."""
+    if not _foreign_keys_enabled(raw):
+        return
     referencing = sorted(set(child for child, _, _ in t.children))
     if any(_key(parent) == t.key for parent, _, _ in t.own_foreign_keys):
         referencing.append("%s itself" % t.name)
-    if referencing and _foreign_keys_enabled(raw):
-        raise MigrationError(
-            "cannot rebuild table %s inside your transaction while foreign keys are on: %s "
-            "references it, and dropping the old table would fire their ON DELETE actions; "
-            "call it outside a transaction (it switches foreign keys off itself) or set "
-            "PRAGMA foreign_keys = OFF before BEGIN; nothing was changed"
-            % (t.name, ", ".join(referencing)))
-
-
-def _refuse_deferred_foreign_keys(raw, t):
-    """Foreign keys on inside the caller's transaction, and the table has a
-    deferred foreign key (DEFERRABLE INITIALLY DEFERRED, or all of them under
-    PRAGMA defer_foreign_keys): copying its rows moves SQLite's count of
-    deferred violations, which only the caller's COMMIT reads - and SQLite
-    counts some valid rows too (a REAL column referencing an INTEGER PRIMARY
-    KEY) - so we could report success for a COMMIT that then fails."""
-    if not _foreign_keys_enabled(raw) or not t.own_foreign_keys:
-        return
-    # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
-    rows = _query(raw, "PRAGMA defer_foreign_keys")
-    deferred = bool(rows and rows[0][0])
-    cursor = _Cursor(t.old.sql)
-    while not (deferred or cursor.at_end()):
-        if not cursor.take("NOT", "DEFERRABLE"):
-            deferred = cursor.take("DEFERRABLE", "INITIALLY", "DEFERRED")
-            cursor.advance()
-    if deferred:
-        raise MigrationError(
-            "cannot rebuild table %s inside your transaction while foreign keys are on: its "
-            "foreign keys are deferred, and copying its rows would leave SQLite's count of "
-            "deferred violations for your COMMIT to trip on; call it outside a transaction "
-            "(it switches foreign keys off itself) or set PRAGMA foreign_keys = OFF before "
-            "BEGIN; nothing was changed" % t.name)
+    why = referencing and "%s references it, and dropping the old table would fire their " \
+        "ON DELETE actions" % ", ".join(referencing)
+    if not why and copy and t.own_foreign_keys:
+        # PRAGMA defer_foreign_keys arrived in SQLite 3.8.0; before, it returns no row.
+        rows = _query(raw, "PRAGMA defer_foreign_keys")
+        deferred = bool(rows and rows[0][0])
+        cursor = _Cursor(t.old.sql)
+        while not (deferred or cursor.at_end()):
+            if not cursor.take("NOT", "DEFERRABLE"):
+                deferred = cursor.take("DEFERRABLE", "INITIALLY", "DEFERRED")
+                cursor.advance()
+        why = deferred and "its foreign keys are deferred, and copying its rows would leave " \
+            "SQLite's count of deferred violations for your COMMIT to trip on"
+    if why:
+        raise _refused("cannot rebuild table %s inside your transaction while foreign keys are "
+                       "on: %s; call it outside a transaction (it switches foreign keys off "
+                       "itself) or set PRAGMA foreign_keys = OFF before BEGIN" % (t.name, why))
 
 
 def _rebuild_statements(plan):
-    """The SQL a plan runs, in order.  The copy (plan.copy_sql) has two
-    parameters where the table has a rowid, the first and last rowid of a
-    range: the whole table in one go (_ALL_ROWIDS), or range by range while
-    a progress callback watches."""
+    """The SQL a plan runs, in order.  With a rowid, the copy's two
+    parameters are the first and last rowid of a range (_ALL_ROWIDS: all)."""
     q, out = _quote_identifier, []
     renames = ["ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
                for old, new in plan.renamed]
@@ -2858,14 +2772,14 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
     columns = [(row[1], row[6] in (2, 3)) for row in _read_columns(raw, [plan.table])[plan.table]]
     if columns != list(plan.columns):
         raise MigrationError("the rebuilt table %s has columns %s, not %s as read from its "
-                             "CREATE TABLE text; the rebuild was rolled back - please report "
-                             "this" % (plan.table, columns, list(plan.columns)))
+                             "CREATE TABLE text" % (plan.table, columns, list(plan.columns)),
+                             outcome="the rebuild was rolled back - please report this")
     # The 12-step procedure's step 9: views that compiled before must still
     # (a view over a view over the table, which our reading does not follow).
     for schema, name in plan.views:
         if not _view_compiles(raw, schema, name):
-            raise MigrationError("after rebuilding table %s, %s no longer compiles; the rebuild "
-                                 "was rolled back" % (plan.table, _describe("view", schema, name)))
+            raise MigrationError("after rebuilding table %s, %s no longer compiles" % (
+                plan.table, _describe("view", schema, name)), outcome="the rebuild was rolled back")
     return copied
 
 
@@ -2884,24 +2798,10 @@ def _copy_rows(conn, plan, progress, chunk_rows):
         high = ends[0][0] if ends else last
         copied += max(conn.execute(plan.copy_sql, (low, high)).rowcount, 0)
         if progress:
-            progress(copied, total)
+            progress(plan.table, copied, total)
         if high == last:
             return copied
         low = high + 1
-
-
-def _terminal_progress(stream, table, every=2.0):
-    """A progress callback for a copy: a line on a terminal every few seconds."""
-    last = [time.time()]
-
-    def show(copied, total):
-        if copied >= total:
-            stream.write("\r\033[K")
-        elif time.time() - last[0] >= every:
-            stream.write("\r  rebuilding %s: %d of %d rows copied " % (table, copied, total))
-            last[0] = time.time()
-        stream.flush()
-    return show
 
 
 def _log_changes(plan, rows):
@@ -2932,10 +2832,10 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
     Works inside the caller's transaction (a savepoint) or in its own; never
     lets a foreign-key action fire.  Returns the changes made, as sentences.
     """
-    stream = sys.stderr
-    progress = _terminal_progress(stream, table) if stream is not None and \
-        hasattr(stream, "isatty") and stream.isatty() else None
-    return _rebuild_table(db, table, drop, rename, create_sql, progress=progress)
+    # A migration's db carries the runner's progress callback; nothing else reports.
+    progress = getattr(db, "_copy_progress", None)
+    return _rebuild_table(db, table, drop, rename, create_sql,
+                          progress=progress if callable(progress) else None)
 
 
 def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None,
@@ -2944,23 +2844,22 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
     with _using(db) as conn:
         raw = _raw(conn)
         # DROP TABLE with foreign keys on would run ON DELETE actions on child
-        # tables; inside the caller's transaction _refuse_foreign_key_actions guards.
-        with _text_as_str(raw), _foreign_keys_off_outside_transaction(conn) as check_fk:
+        # tables; inside the caller's transaction _refuse_foreign_keys_on guards.
+        with _foreign_keys_off_outside_transaction(conn) as check_fk:
             with _transaction(conn):
                 try:
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except sqlite3.Error as e:
-                    failure = MigrationError("rebuilding table %s failed: %s; nothing was "
-                                             "changed" % (table, e))
+                    failure = _refused("rebuilding table %s failed: %s" % (table, e))
                     failure.__cause__ = e
                     raise failure
                 if check_fk:
                     try:
                         _check_foreign_keys(raw)
                     except MigrationError as e:
-                        raise MigrationError("%s; the rebuild of %s was rolled back"
-                                             % (e, table))
+                        raise MigrationError(e.message, kind=e.kind, tables=e.tables,
+                                             outcome="the rebuild of %s was rolled back" % table)
     return _log_changes(plan, rows)
 
 
