@@ -245,6 +245,22 @@ def _tokenize(sql):
 _CAN_HIDE_A_SEMICOLON = ("'", '"', "`", "[", "--", "/*")
 
 
+# Where a statement ends, decided as SQLite's own sqlite3_complete() decides
+# it (its state machine in complete.c, rows = states, columns = tokens ; space
+# other EXPLAIN CREATE TEMP TRIGGER END): a ';' ends a statement except inside
+# CREATE TRIGGER ... BEGIN ... END, whose END counts only right after a ';'
+# (so a column named `end` or CASE ... END does not end it).  In Python rather
+# than sqlite3.complete_statement(): PyPy's sqlite3 and other drivers lack it,
+# and calling it at each ';' re-reads the trigger so far (quadratic).
+_COMPLETE_WORDS = {"EXPLAIN": 3, "CREATE": 4, "TEMP": 5, "TEMPORARY": 5, "TRIGGER": 6,
+                   "END": 7}
+_COMPLETE_STATES = ((1, 0, 2, 3, 4, 2, 2, 2), (1, 1, 2, 3, 4, 2, 2, 2),
+                    (1, 2, 2, 2, 2, 2, 2, 2), (1, 3, 3, 2, 4, 2, 2, 2),
+                    (1, 4, 2, 2, 2, 4, 5, 2), (6, 5, 5, 5, 5, 5, 5, 5),
+                    (6, 6, 5, 5, 5, 5, 5, 7), (1, 7, 5, 5, 5, 5, 5, 5))
+_START = 1
+
+
 def _split_sql(sql):
     """A script's statements, without ';' and empty ones; a ';' in a string,
     quoted name, comment or trigger body does not split."""
@@ -252,22 +268,22 @@ def _split_sql(sql):
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
         return [statement.strip() for statement in sql.split(";") if statement.strip()]
-    statements, current = [], []
+    statements, current, state = [], [], _START
     for kind, text in _tokenize(sql):
         if not current and (kind in ("space", "comment") or text == ";"):
             continue  # a statement starts at its first real token
-        if text == ";" and kind == "punct":
-            statement = "".join(current)
-            # Only a ';' inside CREATE TRIGGER ... BEGIN ... END leaves a
-            # statement incomplete here (the tokenizer already skipped strings,
-            # quoted names and comments).  SQLite's own sqlite3_complete() knows
-            # where a trigger ends: END right after a ';', so a column named
-            # `end` or a CASE ... END in the body does not end it.
-            if sqlite3.complete_statement(statement + ";"):
-                statements.append(statement.rstrip())
-                current = []
-                continue
-        current.append(text)
+        if kind == "punct" and text == ";":
+            token = 0
+        elif kind in ("space", "comment"):
+            token = 1
+        else:
+            token = _COMPLETE_WORDS.get(text.upper(), 2) if kind == "word" else 2
+        state = _COMPLETE_STATES[state][token]
+        if state == _START:
+            statements.append("".join(current).rstrip())
+            current = []
+        else:
+            current.append(text)
     tail = "".join(current).rstrip()
     if tail:
         statements.append(tail)

@@ -128,6 +128,20 @@ class TriggerBodies(TempDirTestCase):
         self.assertEqual(status, 0, err)
         self.assertEqual(self.connect().execute("SELECT end FROM events").fetchall(), [(42,)])
 
+    def test_statement_ends_agree_with_sqlites_complete_statement(self):
+        # Random soups of the words sqlite3_complete() cares about: a script
+        # ending in ';' is complete to SQLite exactly when our splitter puts
+        # what follows it in a statement of its own.
+        if not hasattr(sqlite3, "complete_statement"):
+            self.skipTest("this Python's sqlite3 has no complete_statement (PyPy)")
+        words = ["CREATE", "TEMP", "TRIGGER", "END", "EXPLAIN", "BEGIN", "x", "end", "'e;'",
+                 '"END"', "/* ; */", "-- ;\n", "CASE", "(", ")", ";", ";", ";"]
+        rng = random.Random(7)
+        for _ in range(3000):
+            sql = " ".join(rng.choice(words) for _ in range(rng.randint(1, 14))) + " ;"
+            ours = sqlmigrate._split_sql(sql + "\nnext")[-1] == "next"
+            self.assertEqual(ours, sqlite3.complete_statement(sql), sql)
+
     def test_split_sql_agrees_with_executescript_on_random_scripts(self):
         # Statements, triggers and separators that hide or show a ';'; each
         # script runs both ways on fresh in-memory databases.
