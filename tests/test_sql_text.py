@@ -135,10 +135,12 @@ class TriggerBodies(TempDirTestCase):
         if not hasattr(sqlite3, "complete_statement"):
             self.skipTest("this Python's sqlite3 has no complete_statement (PyPy)")
         words = ["CREATE", "TEMP", "TRIGGER", "END", "EXPLAIN", "BEGIN", "x", "end", "'e;'",
-                 '"END"', "/* ; */", "-- ;\n", "CASE", "(", ")", ";", ";", ";"]
+                 '"END"', "/* ; */", "-- ;\n", "CASE", "(", ")", ";", "; END", "; end ;"]
+        heads = ["", "CREATE TRIGGER", "CREATE TEMP TRIGGER", "EXPLAIN CREATE TRIGGER"]
         rng = random.Random(7)
         for _ in range(3000):
-            sql = " ".join(rng.choice(words) for _ in range(rng.randint(1, 14))) + " ;"
+            sql = " ".join([rng.choice(heads)] + [rng.choice(words) for _ in
+                                                  range(rng.randint(1, 12))]) + " ;"
             ours = sqlmigrate._split_sql(sql + "\nnext")[-1] == "next"
             self.assertEqual(ours, sqlite3.complete_statement(sql), sql)
 
