@@ -992,27 +992,39 @@ def _check_foreign_keys(conn):
 
 
 class _MigrationConnection(object):
-    """What a migration's up(db)/down(db) receives: the real connection with
-    two changes that keep a transactional migration atomic on every Python:
-    executescript() runs statement by statement inside the transaction (the
-    stdlib's commits first), and commit()/rollback() raise."""
+    """What a migration's up(db)/down(db) receives, and what its cursor()
+    returns: the real connection (or cursor) with two changes that keep a
+    transactional migration atomic on every Python: executescript() runs
+    statement by statement inside the transaction (the stdlib's commits
+    first), and commit()/rollback() raise.  _copy_progress(table, copied,
+    total) passes a table copy's progress to the runner's callback."""
 
     _ENDS_TRANSACTION = re.compile(
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
+    _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional):
-        for name, value in (("_conn", conn), ("_transactional", transactional),
-                            ("failed_statement", None), ("refused", None), ("executed", [])):
-            object.__setattr__(self, name, value)
+    def __init__(self, conn, transactional, copy_progress=None):
+        # _target: the connection or cursor that runs statements; _db: the
+        # wrapper a cursor's statements are recorded on.
+        self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
+                             _copy_progress=copy_progress,
+                             failed_statement=None, refused=None, executed=[])
 
     def __getattr__(self, name):
-        return getattr(self._conn, name)
+        if self._transactional and name in self._REFUSED:
+            def refuse(*args):
+                raise self._refusal("db.%s()" % name)
+            return refuse
+        return getattr(self._target, name)
 
     def __setattr__(self, name, value):
         if self._transactional and name in ("isolation_level", "autocommit"):
             raise MigrationError("a migration must not change db.%s: it would commit "
                                  "the migration's transaction" % name, kind="transaction-ended")
-        setattr(self._conn, name, value)
+        setattr(self._target, name, value)
+
+    def __iter__(self):
+        return iter(self._target)
 
     def __enter__(self):
         return self
@@ -1039,7 +1051,7 @@ class _MigrationConnection(object):
 
     def _authorize(self, action, operation, *_):
         if action == _SQLITE_TRANSACTION:
-            object.__setattr__(self, "refused", operation)
+            self.__dict__["refused"] = operation
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -1049,53 +1061,42 @@ class _MigrationConnection(object):
             "up()/down() returns (set transaction = False to manage transactions yourself)"
             % what, kind="transaction-ended")
 
-    def _guarded(self, what, method, *args):
-        if self._transactional:
-            raise self._refusal(what)
-        return method(*args)
-
-    def set_authorizer(self, *args):
-        return self._guarded("db.set_authorizer()", self._conn.set_authorizer, *args)
-
-    def commit(self):
-        return self._guarded("db.commit()", self._conn.commit)
-
-    def rollback(self):
-        return self._guarded("db.rollback()", self._conn.rollback)
+    def cursor(self, *args):
+        wrapper = object.__new__(_MigrationConnection)
+        wrapper.__dict__.update(self.__dict__, _target=self._target.cursor(*args))
+        return wrapper
 
     def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters, retry_busy=True)
+        return self._run("execute", sql, parameters)
 
     def executemany(self, sql, seq_of_parameters):
-        # Not retried: in autocommit mode the rows before a failure stay written.
-        return self._run(self._conn.executemany, sql, seq_of_parameters)
+        return self._run("executemany", sql, seq_of_parameters)
 
-    def _run(self, method, sql, parameters, retry_busy=False):
+    def executescript(self, sql):
+        result = self if self._target is not self._conn else self._conn.cursor()
+        for statement in _split_sql(sql):
+            result = self.execute(statement)
+        return result
+
+    def _run(self, name, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             raise self._refusal(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
+        method = getattr(self._target, name)
         try:
-            if retry_busy and not self._transactional:
+            # executemany is not retried: in autocommit mode the rows before a
+            # failure stay written.
+            if name == "execute" and not self._transactional:
                 result = _retrying_busy(_raw(self._conn), method, sql, parameters)
             else:
                 result = method(sql, parameters)
-        except sqlite3.Error:
-            object.__setattr__(self, "failed_statement", sql)
+            if self._transactional and not self._conn.in_transaction:
+                # A second line of defence behind the authorizer (_guarding).
+                raise self._refusal("a statement that ends the transaction")
+        except (sqlite3.Error, MigrationError):
+            self._db.__dict__["failed_statement"] = sql
             raise
-        if self._transactional and not self._conn.in_transaction:
-            # A second line of defence behind the authorizer (_guarding).
-            object.__setattr__(self, "failed_statement", sql)
-            raise self._refusal("a statement that ends the transaction")
-        return result
-
-    def executescript(self, sql):
-        cursor = None
-        for statement in _split_sql(sql):
-            cursor = self.execute(statement)
-        return cursor if cursor is not None else self._conn.cursor()
-
-    def cursor(self, *args):
-        return _MigrationCursor(self, self._conn.cursor(*args))
+        return self if result is self._target else result
 
 
 def _retrying_busy(conn, method, sql, parameters):
@@ -1120,30 +1121,6 @@ def _retrying_busy(conn, method, sql, parameters):
                 raise
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
-
-
-class _MigrationCursor(object):
-    def __init__(self, db, cursor):
-        self._db, self._cursor = db, cursor
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
-
-    def __iter__(self):
-        return iter(self._cursor)
-
-    def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters, retry_busy=True)
-        return self
-
-    def executemany(self, sql, seq_of_parameters):
-        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
-        return self
-
-    def executescript(self, sql):
-        for statement in _split_sql(sql):
-            self.execute(statement)
-        return self
 
 
 # --- Tracking ---------------------------------------------------------------
@@ -1537,7 +1514,7 @@ class Migrator(object):
         self.directory = os.fspath(directory)
         self.table = table
         self.busy_timeout = busy_timeout
-        self.progress = progress or (lambda event, migration, direction: None)
+        self.progress = progress or (lambda *args, **kwargs: None)
         self._migrations = None
 
     @property
@@ -1708,7 +1685,6 @@ class Migrator(object):
         try:
             if session.conn is None:
                 session.state = _TrackingState()
-                session.opener = lambda: _connect(self.path, self.busy_timeout, mode="rwc")
                 yield session
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
@@ -1737,75 +1713,60 @@ class Migrator(object):
                                  % ", ".join(stepwise), kind="not-atomic")
         if not plan:
             return []
-        if dry_run:
-            return self._dry_run(session.conn, plan, direction)
-        if session.conn is None:
-            session.conn = session.opener()
-        conn = session.conn
-        if backup_wanted and session.opener is None:
+        if session.conn is None:  # a new database file, created only now
+            session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
+        elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an
             # in-memory database is refused rather than silently not copied).
             dest = None if self.path is None else _backup_path(self.path, session.state.version)
-            backup(conn, dest, self.busy_timeout, self.table)
-        done = []
+            backup(session.conn, dest, self.busy_timeout, self.table)
+        conn, done = session.conn, []
+        # A dry run is one transaction rolled back at the end, like an
+        # --atomic run that is never committed.
+        whole_run = "dry run" if dry_run else "--atomic run" if atomic else None
         try:
-            if atomic:
-                with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
-                    for m in plan:
-                        done.append(self._apply(conn, m, direction, checked, "--atomic run"))
-                done = [result for result in done if result]
-                for result in done:
-                    self.progress("done", result, direction)
-                return done
-            for m in plan:
-                if m.transactional:
-                    with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
-                        result = self._apply(conn, m, direction, checked)
-                else:
-                    result = self._apply_outside_transaction(conn, m, direction)
-                if result:
-                    done.append(result)
-                    self.progress("done", result, direction)  # committed
+            with _write_transaction(conn, whole_run) as check_fk:
+                for m in plan:
+                    result = self._apply(conn, m, direction, whole_run, check_fk)
+                    if result:
+                        done.append(result)
+                        if not whole_run:
+                            self.progress("done", result, direction)  # committed
+                if dry_run:
+                    raise _DryRunRollback()
+        except _DryRunRollback:
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
             raise
+        for result in done if atomic else ():
+            self.progress("done", result, direction)
+        return done
 
-    def _apply(self, conn, m, direction, check_fk, whole_run=None):
-        """Run and record m inside the open transaction; its result, or None
-        if another process did it meanwhile (re-read under the write lock)."""
-        if not self._still_to_do(conn, m, direction):
-            _log.info("v%d was %s by another process meanwhile; skipped", m.version,
-                      "applied" if direction == "up" else "rolled back")
-            return None
-        self._check_order_under_lock(conn, m, direction, whole_run)
-        result = self._run_body(conn, m, direction, True, whole_run)
-        if check_fk:
-            try:
-                _check_foreign_keys(conn)
-            except MigrationError as e:
-                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
-                                     version=m.version, tables=e.tables, outcome=(
-                                         "the whole %s was rolled back" % whole_run if whole_run
-                                         else "the migration was rolled back"))
-        self._record(conn, result)
-        return result
-
-    def _apply_outside_transaction(self, conn, m, direction):
-        with _transaction(conn):
-            if not self._still_to_do(conn, m, direction):
+    def _apply(self, conn, m, direction, whole_run, check_fk):
+        """Run and record m; its result, or None if another process did it
+        meanwhile (re-read under the write lock)."""
+        if whole_run == "dry run" and not m.transactional:
+            _log.info("dry run: v%d %s is non-transactional; not run", m.version, m.name)
+            return _Result(m, direction)
+        with _write_transaction(conn, not whole_run) as check_fk_here:
+            if _applied_under_lock(conn, self.table, m.version, self.migrations) != (
+                    direction == "down"):
+                _log.info("v%d was %s by another process meanwhile; skipped", m.version,
+                          "applied" if direction == "up" else "rolled back")
                 return None
-            self._check_order_under_lock(conn, m, direction)
+            if whole_run != "dry run":  # a dry run records no non-transactional migration
+                self._check_order_under_lock(conn, m, direction, whole_run)
+            if m.transactional:
+                result = self._run_body(conn, m, direction, whole_run, check_fk or check_fk_here)
+                self._record(conn, result)
+                return result
         with _connection_kept_as_it_was(conn, m, direction):
-            result = self._run_body(conn, m, direction, False)
+            result = self._run_body(conn, m, direction, None, False)
         with _transaction(conn):
-            self._still_to_do(conn, m, direction)  # the tracking tables exist
+            _applied_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
             self._record(conn, result)
         return result
-
-    def _still_to_do(self, conn, m, direction):
-        applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
-        return applied == (direction == "down")
 
     def _check_order_under_lock(self, conn, m, direction, whole_run=None):
         """The plan was made before this process held the write lock; another
@@ -1827,28 +1788,49 @@ class Migrator(object):
             outcome="the whole %s was rolled back" % whole_run if whole_run else
             "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
 
-    def _run_body(self, conn, m, direction, transactional, whole_run=None):
+    def _run_body(self, conn, m, direction, whole_run, check_fk):
         """Run m's up or down, return its result.  whole_run: the transaction
         holding the whole run ("--atomic run", "dry run"), if any."""
-        db = _MigrationConnection(conn, transactional)
-        saved_factories = conn.row_factory, conn.text_factory
+        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total: self.progress(
+            "copy", m, direction, table=table, copied=copied, total=total))
+        saved_factories, statements = (conn.row_factory, conn.text_factory), []
+
+        def trace(sql):
+            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
+            # Pythons report when SQLite re-prepares a statement.
+            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
+                statements.append(sql)
+
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
+            if whole_run == "dry run":
+                conn.set_trace_callback(trace)
             with db._guarding():
                 m.run(db, direction)
         except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
             raise _migration_failure(m, direction, e, db, self.path,
-                                     whole_run or transactional)
+                                     whole_run or m.transactional)
         finally:
+            if whole_run == "dry run":
+                conn.set_trace_callback(None)
             conn.row_factory, conn.text_factory = saved_factories
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
-        if transactional and not conn.in_transaction:
+        if m.transactional and not conn.in_transaction:
             raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); set "
                                  "transaction = False for such a migration" % m.path,
                                  kind="transaction-ended", path=m.path, version=m.version)
-        return _Result(m, direction, duration_ms)
+        if check_fk:
+            try:
+                _check_foreign_keys(conn)
+            except MigrationError as e:
+                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
+                                     version=m.version, tables=e.tables, outcome=(
+                                         "the whole %s was rolled back" % whole_run if whole_run
+                                         else "the migration was rolled back"))
+        return _Result(m, direction, duration_ms,
+                       list(statements) if whole_run == "dry run" else None)
 
     def _record(self, conn, result):
         m, history = result.migration, _quote_identifier(self.table + "_migrations")
@@ -1861,38 +1843,16 @@ class Migrator(object):
                          "Rolled back", m.version, m.name, result.duration_ms)
         _write_version(conn, self.table)
 
-    def _dry_run(self, conn, plan, direction):
-        """Run the plan in one transaction, keep every statement executed, roll back."""
-        statements, done = [], []
 
-        def trace(sql):
-            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
-            # Pythons report when SQLite re-prepares a statement.
-            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
-                statements.append(sql)
-
-        try:
-            with _transaction(conn):
-                for m in plan:
-                    if not m.transactional:
-                        _log.info("dry run: v%d %s is non-transactional; not run", m.version,
-                                  m.name)
-                        done.append(_Result(m, direction))
-                        continue
-                    self._still_to_do(conn, m, direction)  # the tracking tables exist
-                    del statements[:]
-                    conn.set_trace_callback(trace)
-                    try:
-                        result = self._run_body(conn, m, direction, True, "dry run")
-                    finally:
-                        conn.set_trace_callback(None)
-                    result.executed_sql = list(statements)
-                    self._record(conn, result)
-                    done.append(result)
-                raise _DryRunRollback()
-        except _DryRunRollback:
-            pass
-        return done
+@contextmanager
+def _write_transaction(conn, wanted=True):
+    """When wanted: a write transaction with foreign keys off where that works
+    (outside a transaction); yields whether they must be checked before COMMIT."""
+    if not wanted:
+        yield False
+        return
+    with _foreign_keys_off_outside_transaction(conn) as check_fk, _transaction(conn):
+        yield check_fk
 
 
 @contextmanager
@@ -1934,7 +1894,7 @@ def _mark_backwards(current):
 
 
 class _Session(object):
-    conn = state = opener = None
+    conn = state = None
 
 
 class _DryRunRollback(Exception):
