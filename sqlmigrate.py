@@ -1216,26 +1216,20 @@ def _ensure_tracking(conn, table, state, files):
         state.has_metadata = state.has_history = True
 
 
-def _applied_under_lock(conn, table, version, files):
-    """Inside the write transaction: is `version` applied now?  Makes sure
-    the tracking tables exist.  Reads one history row, not the whole table,
-    so a run of N migrations costs N look-ups, not N * N rows."""
+def _history_under_lock(conn, table, version, files):
+    """Inside the write transaction: (is `version` applied, the newest applied
+    version or 0).  Makes sure the tracking tables exist.  Index look-ups
+    only, so a run of N migrations does not read N * N rows."""
+    sql = ("SELECT EXISTS (SELECT 1 FROM {0} WHERE version = ?), "
+           "coalesce((SELECT max(version) FROM {0}), 0)").format(
+        _quote_identifier(table + "_migrations"))
     try:
-        return bool(_query(conn, "SELECT count(*) FROM %s WHERE version = ?"
-                           % _quote_identifier(table + "_migrations"), (version,))[0][0])
+        return _query(conn, sql, (version,))[0]
     except sqlite3.OperationalError as e:
         if _sqlite_kind(e) != "no-table":
             raise
-    state = _read_state(conn, table)  # a new or adopted database
-    applied = version in state.applied(files)
-    _ensure_tracking(conn, table, state, files)
-    return applied
-
-
-def _newest_applied_under_lock(conn, table):
-    """After _applied_under_lock: the highest recorded version (0 when none)."""
-    return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
-                  % _quote_identifier(table + "_migrations"))[0][0]
+    _ensure_tracking(conn, table, _read_state(conn, table), files)  # a new or adopted database
+    return _query(conn, sql, (version,))[0]
 
 
 def _write_record(conn, table, record):
@@ -1299,43 +1293,32 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         shown = source or "the in-memory database"
         if not _HAS_BACKUP_API and _raw(conn).in_transaction:
             raise _inside_transaction(shown)  # the locked copy must take the write lock itself
-        rename = None
+        base = None  # a default name: another is chosen if one is taken meanwhile
         if dest is None or os.path.isdir(dest):
             if not source:
                 raise RequestError("an in-memory database needs a backup file path")
-            version = _read_state(conn, table).version
-            base = os.path.join(dest if dest is not None else os.path.dirname(source),
-                                os.path.basename(source))
-            dest = _backup_path(base, version)
-
-            def rename():  # another backup took the name while this one was copying
-                return _backup_path(base, version)
-        else:
-            _check_destination(dest, source)
+            base = (os.path.join(dest if dest is not None else os.path.dirname(source),
+                                 os.path.basename(source)), _read_state(conn, table).version)
+            dest = _backup_path(*base)
+        elif not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+            raise RequestError("cannot write backup %s: directory %s does not exist"
+                               % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)
+        elif source and os.path.exists(dest) and os.path.samefile(dest, source):
+            raise _bad_destination(dest, "is the database itself; give another file name")
+        elif os.path.lexists(dest):
+            raise _exists_already(dest)
+        elif source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
+            raise _bad_destination(dest, "is the name of the database's own journal; give "
+                                         "another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
-        dest = _write_backup(conn, shown, dest, mode, busy_timeout, rename)
+        dest = _write_backup(conn, shown, dest, mode, busy_timeout, base)
         _log.info("Backed up the database to %s", dest)
         return dest
 
 
 def _bad_destination(dest, why):
     return RequestError("backup destination %s %s" % (dest if dest else repr(dest), why), path=dest)
-
-
-def _check_destination(dest, source):
-    """RequestError unless `dest` names a new file in an existing directory."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise RequestError("cannot write backup %s: directory %s does not exist"
-                           % (dest, directory), path=dest)
-    if os.path.lexists(dest):
-        if source and os.path.exists(dest) and os.path.samefile(dest, source):
-            raise _bad_destination(dest, "is the database itself; give another file name")
-        raise _exists_already(dest)
-    if source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
-        raise _bad_destination(dest, "is the name of the database's own journal; give "
-                                     "another file name")
 
 
 def _exists_already(dest):
@@ -1349,10 +1332,10 @@ def _inside_transaction(source):
                           database=source)
 
 
-def _write_backup(conn, source, dest, mode, busy_timeout, rename):
-    """Copy into a new temporary file beside `dest`, check it, fsync it and
-    link it to `dest` (or to rename(), while that keeps being taken); return
-    the name.  On any failure nothing is left behind."""
+def _write_backup(conn, source, dest, mode, busy_timeout, base):
+    """Copy into a new temporary file beside `dest`, quick_check it, fsync it
+    and link it to `dest` (or, from `base`, to a new default name while one
+    keeps being taken); return the name.  On any failure nothing is left."""
     temporary = "%s.%s.tmp" % (dest, "".join("%02x" % b for b in os.urandom(6)))
     created = False
     try:
@@ -1364,22 +1347,31 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
         else:
             _copy_under_write_lock(conn, temporary)
-        _check_copy(temporary, dest)
+        copy = sqlite3.connect(_uri(temporary, "rw"), uri=True)
+        try:
+            result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            copy.close()
+        if result != ["ok"]:
+            raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check "
+                                 "(%s); check the database itself with PRAGMA integrity_check"
+                                 % (dest, "; ".join(map(str, result[:3]))), kind="backup",
+                                 path=dest)
+        _fsync(temporary, os.O_RDWR)  # only a durable file is given the backup's name
         while not _link_new_name(temporary, dest):
-            if rename is None:
+            if base is None:
                 raise _exists_already(dest)
-            dest = rename()
+            dest = _backup_path(*base)
         return dest
-    except sqlite3.Error as e:
-        kind = _sqlite_kind(e)
+    except (sqlite3.Error, OSError) as e:
+        kind = _sqlite_kind(e) if isinstance(e, sqlite3.Error) else None
         if kind in _DATABASE_KINDS and kind != "full":
             raise _sqlite_failure(e, source)  # the source's fault
-        raise _backup_failure(dest, str(e), e)
-    except OSError as e:
         import errno
-        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-        raise _backup_failure(dest, "disk is full (%s)" % e.strerror if full
-                              else e.strerror or str(e), e)
+        full = getattr(e, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        cause = "disk is full (%s)" % e.strerror if full else getattr(e, "strerror", None) or str(e)
+        raise MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause),
+                             kind="backup", path=dest, cause=cause) from e
     finally:
         if created:
             for path in [temporary] + [temporary + s for s in _JOURNAL_SUFFIXES]:
@@ -1387,13 +1379,6 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
                     os.remove(path)
                 except OSError:
                     pass
-
-
-def _backup_failure(dest, cause, error):
-    failure = MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause),
-                             kind="backup", path=dest, cause=cause)
-    failure.__cause__ = error
-    return failure
 
 
 def _copy_with_backup_api(conn, source, path, busy_timeout):
@@ -1417,21 +1402,6 @@ def _copy_with_backup_api(conn, source, path, busy_timeout):
         _raw(conn).backup(target, progress=progress)
     finally:
         target.close()
-
-
-def _check_copy(path, dest):
-    """quick_check the finished copy, then fsync it: only a complete, durable
-    file is given the backup's name."""
-    copy = sqlite3.connect(_uri(path, "rw"), uri=True)
-    try:
-        result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
-    finally:
-        copy.close()
-    if result != ["ok"]:
-        raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check (%s); "
-                             "check the database itself with PRAGMA integrity_check"
-                             % (dest, "; ".join(map(str, result[:3]))), kind="backup", path=dest)
-    _fsync(path, os.O_RDWR)
 
 
 def _fsync(path, flags):
@@ -1750,13 +1720,13 @@ class Migrator(object):
             _log.info("dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
         with _write_transaction(conn, not whole_run) as check_fk_here:
-            if _applied_under_lock(conn, self.table, m.version, self.migrations) != (
-                    direction == "down"):
+            applied, newest = _history_under_lock(conn, self.table, m.version, self.migrations)
+            if bool(applied) != (direction == "down"):
                 _log.info("v%d was %s by another process meanwhile; skipped", m.version,
                           "applied" if direction == "up" else "rolled back")
                 return None
             if whole_run != "dry run":  # a dry run records no non-transactional migration
-                self._check_order_under_lock(conn, m, direction, whole_run)
+                self._check_order(m, direction, newest, whole_run)
             if m.transactional:
                 result = self._run_body(conn, m, direction, whole_run, check_fk or check_fk_here)
                 self._record(conn, result)
@@ -1764,17 +1734,16 @@ class Migrator(object):
         with _connection_kept_as_it_was(conn, m, direction):
             result = self._run_body(conn, m, direction, None, False)
         with _transaction(conn):
-            _applied_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
+            _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
             self._record(conn, result)
         return result
 
-    def _check_order_under_lock(self, conn, m, direction, whole_run=None):
+    def _check_order(self, m, direction, newest, whole_run):
         """The plan was made before this process held the write lock; another
         process may have applied or rolled back migrations since.  Just before
         m runs, under the lock: m must still be the newest applied (down), or
         go right above the newest applied (up), else the history would get a
         hole.  Refuse rather than guess what the request meant now."""
-        newest = _newest_applied_under_lock(conn, self.table)
         below = [f.version for f in self.migrations if f.version < m.version]
         if direction == "down" and newest <= m.version or direction == "up" and \
                 newest < m.version and (not below or newest >= below[-1]):
