@@ -791,7 +791,7 @@ _NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character dev
 
 def _database_exists(path):
     """Whether the file exists; a missing directory, or a path naming anything
-    but a regular file, is a RequestError.  One stat() when the file is there."""
+    but a regular file, is a RequestError."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -824,57 +824,43 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     def connect(mode):
         return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
                                isolation_level=None)
+    journal = path + "-journal"
     try:
         conn = connect(mode)
-        if mode == "ro" and _has_hot_journal(conn, path):
-            # Only a read-write connection may roll a crashed writer's journal
-            # back; mode=rw never creates a file, and the read writes nothing else.
-            conn.close()
-            journal = path + "-journal"
-            if not all(os.access(p, os.W_OK) for p in (path, journal, os.path.dirname(
-                    os.path.abspath(path)))):
-                raise _hot_journal(path)
-            conn = connect("rw")
+        try:  # no journal costs one stat(); an empty (truncated) one is never hot
+            hot = mode == "ro" and os.stat(journal).st_size > 0
+        except OSError:
+            hot = False
+        if hot:
             try:
+                # Reading page 1 takes the shared lock, where SQLite checks the
+                # journal (SQLITE_READONLY_ROLLBACK when it is hot).
                 _query(conn, "PRAGMA schema_version")
-            finally:
+            except sqlite3.Error as e:
                 conn.close()
-            _log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
-            conn = connect(mode)
+                # Only a read-write connection may roll a crashed writer's
+                # journal back; mode=rw never creates a file.
+                if _sqlite_kind(e) != "read-only" or not all(os.access(p, os.W_OK) for p in (
+                        path, journal, os.path.dirname(os.path.abspath(path)))):
+                    raise
+                conn = connect("rw")
+                try:
+                    _query(conn, "PRAGMA schema_version")
+                finally:
+                    conn.close()
+                _log.warning("Rolled back the hot journal %s that a crashed process had left",
+                             journal)
+                conn = connect(mode)
     except sqlite3.Error as e:
         if _sqlite_kind(e) == "read-only" and mode == "ro":
-            raise _hot_journal(path)
+            raise MigrationError(
+                "database %s has a hot journal (%s) left by a crashed process, and this "
+                "read-only command cannot roll it back without write permission on both files "
+                "and their directory: run `up` (or any write command) with that permission, or "
+                "open the database read-write once, to roll it back" % (path, journal),
+                kind="read-only", database=path)
         raise _sqlite_failure(e, path)
     return conn
-
-
-def _has_hot_journal(conn, path):
-    """Whether a read-only connection cannot read `path` because of a hot
-    journal.  Costs one stat() unless a journal file is there."""
-    try:
-        if os.stat(path + "-journal").st_size == 0:
-            return False  # an empty (truncated) journal is never hot
-    except OSError:
-        return False
-    try:
-        # Reading page 1 takes the shared lock, where SQLite checks the journal
-        # (SQLITE_READONLY_ROLLBACK when it is hot).
-        _query(conn, "PRAGMA schema_version")
-    except sqlite3.Error as e:
-        if _sqlite_kind(e) == "read-only":
-            return True
-        conn.close()
-        raise
-    return False
-
-
-def _hot_journal(path):
-    return MigrationError(
-        "database %s has a hot journal (%s-journal) left by a crashed process, and this "
-        "read-only command cannot roll it back without write permission on both files and "
-        "their directory: run `up` (or any write command) with that permission, or open the "
-        "database read-write once, to roll it back" % (path, path), kind="read-only",
-        database=path)
 
 
 @contextmanager
@@ -949,8 +935,7 @@ def _query(conn, sql, params=()):
     """Rows as plain tuples with TEXT as str, whatever row_factory and
     text_factory the caller's connection has: a checksum read as bytes would
     differ from every file's, a name decoded as Latin-1 would match no table.
-    sqlite3 applies text_factory when a row is fetched, and only has it per
-    connection, so it is set around the fetch and put back."""
+    sqlite3 has text_factory only per connection: it is set around the fetch."""
     raw = _raw(conn)
     cursor = raw.cursor()
     cursor.row_factory = None
@@ -968,9 +953,8 @@ def _foreign_keys_enabled(conn):
 
 @contextmanager
 def _foreign_keys_off_outside_transaction(conn, wanted=True):
-    """Foreign keys off around a transaction and back on after, where the
-    pragma works: outside a transaction (inside one it is a no-op).  Yields
-    whether the caller must run _check_foreign_keys() before committing."""
+    """Foreign keys off around a transaction and back on after: the pragma is
+    a no-op inside one.  Yields whether _check_foreign_keys() must run."""
     was_on = wanted and not conn.in_transaction and _foreign_keys_enabled(conn)
     if was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
@@ -982,7 +966,6 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
 
 
 def _check_foreign_keys(conn):
-    """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
     if rows:
         shown = ["%s rowid %s -> %s" % row[:3] for row in rows[:20]]
