@@ -1017,12 +1017,11 @@ class _MigrationConnection(object):
 
     @contextmanager
     def _guarding(self):
-        """While a transactional migration runs, SQLite itself refuses every
-        BEGIN, COMMIT/END and ROLLBACK, whatever comments or spelling hide
-        them (the regex in _run only gives the early, clear message).
-        Savepoints stay allowed: inside BEGIN ... COMMIT no RELEASE or
-        ROLLBACK TO can end the transaction.  An authorizer already set on
-        the connection is lost: sqlite3 cannot read it back."""
+        """SQLite itself refuses BEGIN, COMMIT/END and ROLLBACK in a
+        transactional migration, however comments or spelling hide them (the
+        regex in _run only gives the early, clear message); savepoints cannot
+        end the transaction.  An authorizer already set is lost: sqlite3
+        cannot read it back."""
         if not self._transactional:
             yield
             return
@@ -1454,8 +1453,10 @@ class Migrator(object):
     databases a non-transactional migration attached are detached.  An
     authorizer set on it is removed while a transactional migration runs
     (sqlite3 cannot read it back to restore it): set it again afterwards.
-    progress(event, migration, direction) hears "start" and "end" around each
-    migration's body, and "done" with its result once it is committed.
+    progress(event, migration, direction, **details) hears "start" and "end"
+    around each migration's body, "done" with its result once it is
+    committed, and "copy" (table=, copied=, total=) while rebuild_table or
+    drop_column, given the migration's db, copies a table.
     """
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
@@ -1609,12 +1610,10 @@ class Migrator(object):
     # -- machinery ----------------------------------------------------------
 
     def _read_state(self):
-        if self.connection is not None:
-            with _using(self.connection) as conn:
-                return _read_state(conn, self.table)
-        if not _database_exists(self.path):
+        if self.connection is None and not _database_exists(self.path):
             return _TrackingState()
-        with _using(self.path, self.busy_timeout, mode="ro") as conn:
+        with _using(self.connection if self.path is None else self.path, self.busy_timeout,
+                    mode="ro") as conn:
             return _read_state(conn, self.table)
 
     @contextmanager
@@ -1809,11 +1808,11 @@ def _write_transaction(conn, wanted=True):
 
 @contextmanager
 def _connection_kept_as_it_was(conn, m, direction):
-    """Around a non-transactional migration: foreign keys off while it runs,
-    then the connection as it was: a transaction it left open rolled back (an
-    error: its work would be lost when the connection closes, or stay pending
-    on a caller's), databases it attached detached, foreign_keys as before
-    (restored after the rollback: the pragma is a no-op inside a transaction)."""
+    """Around a non-transactional migration: foreign keys off, then the
+    connection as it was: a transaction it left open rolled back (an error:
+    its work would be lost on close, or stay pending on a caller's), databases
+    it attached detached, foreign_keys as before (after the rollback: the
+    pragma is a no-op inside a transaction)."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     if fk_was_on:
