@@ -795,7 +795,7 @@ _NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character dev
 
 def _database_exists(path):
     """Whether the file exists; a missing directory, or a path naming anything
-    but a regular file, is a RequestError.  One stat() when the file is there."""
+    but a regular file, is a RequestError."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -828,57 +828,43 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     def connect(mode):
         return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
                                isolation_level=None)
+    journal = path + "-journal"
     try:
         conn = connect(mode)
-        if mode == "ro" and _has_hot_journal(conn, path):
-            # Only a read-write connection may roll a crashed writer's journal
-            # back; mode=rw never creates a file, and the read writes nothing else.
-            conn.close()
-            journal = path + "-journal"
-            if not all(os.access(p, os.W_OK) for p in (path, journal, os.path.dirname(
-                    os.path.abspath(path)))):
-                raise _hot_journal(path)
-            conn = connect("rw")
+        try:  # no journal costs one stat(); an empty (truncated) one is never hot
+            hot = mode == "ro" and os.stat(journal).st_size > 0
+        except OSError:
+            hot = False
+        if hot:
             try:
+                # Reading page 1 takes the shared lock, where SQLite checks the
+                # journal (SQLITE_READONLY_ROLLBACK when it is hot).
                 _query(conn, "PRAGMA schema_version")
-            finally:
+            except sqlite3.Error as e:
                 conn.close()
-            _log.warning("Rolled back the hot journal %s that a crashed process had left", journal)
-            conn = connect(mode)
+                # Only a read-write connection may roll a crashed writer's
+                # journal back; mode=rw never creates a file.
+                if _sqlite_kind(e) != "read-only" or not all(os.access(p, os.W_OK) for p in (
+                        path, journal, os.path.dirname(os.path.abspath(path)))):
+                    raise
+                conn = connect("rw")
+                try:
+                    _query(conn, "PRAGMA schema_version")
+                finally:
+                    conn.close()
+                _log.warning("Rolled back the hot journal %s that a crashed process had left",
+                             journal)
+                conn = connect(mode)
     except sqlite3.Error as e:
         if _sqlite_kind(e) == "read-only" and mode == "ro":
-            raise _hot_journal(path)
+            raise MigrationError(
+                "database %s has a hot journal (%s) left by a crashed process, and this "
+                "read-only command cannot roll it back without write permission on both files "
+                "and their directory: run `up` (or any write command) with that permission, or "
+                "open the database read-write once, to roll it back" % (path, journal),
+                kind="read-only", database=path)
         raise _sqlite_failure(e, path)
     return conn
-
-
-def _has_hot_journal(conn, path):
-    """Whether a read-only connection cannot read `path` because of a hot
-    journal.  Costs one stat() unless a journal file is there."""
-    try:
-        if os.stat(path + "-journal").st_size == 0:
-            return False  # an empty (truncated) journal is never hot
-    except OSError:
-        return False
-    try:
-        # Reading page 1 takes the shared lock, where SQLite checks the journal
-        # (SQLITE_READONLY_ROLLBACK when it is hot).
-        _query(conn, "PRAGMA schema_version")
-    except sqlite3.Error as e:
-        if _sqlite_kind(e) == "read-only":
-            return True
-        conn.close()
-        raise
-    return False
-
-
-def _hot_journal(path):
-    return MigrationError(
-        "database %s has a hot journal (%s-journal) left by a crashed process, and this "
-        "read-only command cannot roll it back without write permission on both files and "
-        "their directory: run `up` (or any write command) with that permission, or open the "
-        "database read-write once, to roll it back" % (path, path), kind="read-only",
-        database=path)
 
 
 @contextmanager
@@ -953,8 +939,7 @@ def _query(conn, sql, params=()):
     """Rows as plain tuples with TEXT as str, whatever row_factory and
     text_factory the caller's connection has: a checksum read as bytes would
     differ from every file's, a name decoded as Latin-1 would match no table.
-    sqlite3 applies text_factory when a row is fetched, and only has it per
-    connection, so it is set around the fetch and put back."""
+    sqlite3 has text_factory only per connection: it is set around the fetch."""
     raw = _raw(conn)
     cursor = raw.cursor()
     cursor.row_factory = None
@@ -972,9 +957,8 @@ def _foreign_keys_enabled(conn):
 
 @contextmanager
 def _foreign_keys_off_outside_transaction(conn, wanted=True):
-    """Foreign keys off around a transaction and back on after, where the
-    pragma works: outside a transaction (inside one it is a no-op).  Yields
-    whether the caller must run _check_foreign_keys() before committing."""
+    """Foreign keys off around a transaction and back on after: the pragma is
+    a no-op inside one.  Yields whether _check_foreign_keys() must run."""
     was_on = wanted and not conn.in_transaction and _foreign_keys_enabled(conn)
     if was_on:
         conn.execute("PRAGMA foreign_keys = OFF")
@@ -986,7 +970,6 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
 
 
 def _check_foreign_keys(conn):
-    """Raise MigrationError naming every row that breaks a foreign key."""
     rows = _query(conn, "PRAGMA foreign_key_check")
     if rows:
         shown = ["%s rowid %s -> %s" % row[:3] for row in rows[:20]]
@@ -996,27 +979,39 @@ def _check_foreign_keys(conn):
 
 
 class _MigrationConnection(object):
-    """What a migration's up(db)/down(db) receives: the real connection with
-    two changes that keep a transactional migration atomic on every Python:
-    executescript() runs statement by statement inside the transaction (the
-    stdlib's commits first), and commit()/rollback() raise."""
+    """What a migration's up(db)/down(db) receives, and what its cursor()
+    returns: the real connection (or cursor) with two changes that keep a
+    transactional migration atomic on every Python: executescript() runs
+    statement by statement inside the transaction (the stdlib's commits
+    first), and commit()/rollback() raise.  _copy_progress(table, copied,
+    total) passes a table copy's progress to the runner's callback."""
 
     _ENDS_TRANSACTION = re.compile(
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
+    _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional):
-        for name, value in (("_conn", conn), ("_transactional", transactional),
-                            ("failed_statement", None), ("refused", None), ("executed", [])):
-            object.__setattr__(self, name, value)
+    def __init__(self, conn, transactional, copy_progress=None):
+        # _target: the connection or cursor that runs statements; _db: the
+        # wrapper a cursor's statements are recorded on.
+        self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
+                             _copy_progress=copy_progress,
+                             failed_statement=None, refused=None, executed=[])
 
     def __getattr__(self, name):
-        return getattr(self._conn, name)
+        if self._transactional and name in self._REFUSED:
+            def refuse(*args):
+                raise self._refusal("db.%s()" % name)
+            return refuse
+        return getattr(self._target, name)
 
     def __setattr__(self, name, value):
         if self._transactional and name in ("isolation_level", "autocommit"):
             raise MigrationError("a migration must not change db.%s: it would commit "
                                  "the migration's transaction" % name, kind="transaction-ended")
-        setattr(self._conn, name, value)
+        setattr(self._target, name, value)
+
+    def __iter__(self):
+        return iter(self._target)
 
     def __enter__(self):
         return self
@@ -1026,12 +1021,11 @@ class _MigrationConnection(object):
 
     @contextmanager
     def _guarding(self):
-        """While a transactional migration runs, SQLite itself refuses every
-        BEGIN, COMMIT/END and ROLLBACK, whatever comments or spelling hide
-        them (the regex in _run only gives the early, clear message).
-        Savepoints stay allowed: inside BEGIN ... COMMIT no RELEASE or
-        ROLLBACK TO can end the transaction.  An authorizer already set on
-        the connection is lost: sqlite3 cannot read it back."""
+        """SQLite itself refuses BEGIN, COMMIT/END and ROLLBACK in a
+        transactional migration, however comments or spelling hide them (the
+        regex in _run only gives the early, clear message); savepoints cannot
+        end the transaction.  An authorizer already set is lost: sqlite3
+        cannot read it back."""
         if not self._transactional:
             yield
             return
@@ -1043,7 +1037,7 @@ class _MigrationConnection(object):
 
     def _authorize(self, action, operation, *_):
         if action == _SQLITE_TRANSACTION:
-            object.__setattr__(self, "refused", operation)
+            self.__dict__["refused"] = operation
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -1053,53 +1047,42 @@ class _MigrationConnection(object):
             "up()/down() returns (set transaction = False to manage transactions yourself)"
             % what, kind="transaction-ended")
 
-    def _guarded(self, what, method, *args):
-        if self._transactional:
-            raise self._refusal(what)
-        return method(*args)
-
-    def set_authorizer(self, *args):
-        return self._guarded("db.set_authorizer()", self._conn.set_authorizer, *args)
-
-    def commit(self):
-        return self._guarded("db.commit()", self._conn.commit)
-
-    def rollback(self):
-        return self._guarded("db.rollback()", self._conn.rollback)
+    def cursor(self, *args):
+        wrapper = object.__new__(_MigrationConnection)
+        wrapper.__dict__.update(self.__dict__, _target=self._target.cursor(*args))
+        return wrapper
 
     def execute(self, sql, parameters=()):
-        return self._run(self._conn.execute, sql, parameters, retry_busy=True)
+        return self._run("execute", sql, parameters)
 
     def executemany(self, sql, seq_of_parameters):
-        # Not retried: in autocommit mode the rows before a failure stay written.
-        return self._run(self._conn.executemany, sql, seq_of_parameters)
+        return self._run("executemany", sql, seq_of_parameters)
 
-    def _run(self, method, sql, parameters, retry_busy=False):
+    def executescript(self, sql):
+        result = self if self._target is not self._conn else self._conn.cursor()
+        for statement in _split_sql(sql):
+            result = self.execute(statement)
+        return result
+
+    def _run(self, name, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
             raise self._refusal(sql.strip().split(None, 1)[0].upper())
         self.executed.append(sql)
+        method = getattr(self._target, name)
         try:
-            if retry_busy and not self._transactional:
+            # executemany is not retried: in autocommit mode the rows before a
+            # failure stay written.
+            if name == "execute" and not self._transactional:
                 result = _retrying_busy(_raw(self._conn), method, sql, parameters)
             else:
                 result = method(sql, parameters)
-        except sqlite3.Error:
-            object.__setattr__(self, "failed_statement", sql)
+            if self._transactional and not self._conn.in_transaction:
+                # A second line of defence behind the authorizer (_guarding).
+                raise self._refusal("a statement that ends the transaction")
+        except (sqlite3.Error, MigrationError):
+            self._db.__dict__["failed_statement"] = sql
             raise
-        if self._transactional and not self._conn.in_transaction:
-            # A second line of defence behind the authorizer (_guarding).
-            object.__setattr__(self, "failed_statement", sql)
-            raise self._refusal("a statement that ends the transaction")
-        return result
-
-    def executescript(self, sql):
-        cursor = None
-        for statement in _split_sql(sql):
-            cursor = self.execute(statement)
-        return cursor if cursor is not None else self._conn.cursor()
-
-    def cursor(self, *args):
-        return _MigrationCursor(self, self._conn.cursor(*args))
+        return self if result is self._target else result
 
 
 def _retrying_busy(conn, method, sql, parameters):
@@ -1124,30 +1107,6 @@ def _retrying_busy(conn, method, sql, parameters):
                 raise
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
-
-
-class _MigrationCursor(object):
-    def __init__(self, db, cursor):
-        self._db, self._cursor = db, cursor
-
-    def __getattr__(self, name):
-        return getattr(self._cursor, name)
-
-    def __iter__(self):
-        return iter(self._cursor)
-
-    def execute(self, sql, parameters=()):
-        self._db._run(lambda s, p: self._cursor.execute(s, p), sql, parameters, retry_busy=True)
-        return self
-
-    def executemany(self, sql, seq_of_parameters):
-        self._db._run(lambda s, p: self._cursor.executemany(s, p), sql, seq_of_parameters)
-        return self
-
-    def executescript(self, sql):
-        for statement in _split_sql(sql):
-            self.execute(statement)
-        return self
 
 
 # --- Tracking ---------------------------------------------------------------
@@ -1243,26 +1202,20 @@ def _ensure_tracking(conn, table, state, files):
         state.has_metadata = state.has_history = True
 
 
-def _applied_under_lock(conn, table, version, files):
-    """Inside the write transaction: is `version` applied now?  Makes sure
-    the tracking tables exist.  Reads one history row, not the whole table,
-    so a run of N migrations costs N look-ups, not N * N rows."""
+def _history_under_lock(conn, table, version, files):
+    """Inside the write transaction: (is `version` applied, the newest applied
+    version or 0).  Makes sure the tracking tables exist.  Index look-ups
+    only, so a run of N migrations does not read N * N rows."""
+    sql = ("SELECT EXISTS (SELECT 1 FROM {0} WHERE version = ?), "
+           "coalesce((SELECT max(version) FROM {0}), 0)").format(
+        _quote_identifier(table + "_migrations"))
     try:
-        return bool(_query(conn, "SELECT count(*) FROM %s WHERE version = ?"
-                           % _quote_identifier(table + "_migrations"), (version,))[0][0])
+        return _query(conn, sql, (version,))[0]
     except sqlite3.OperationalError as e:
         if _sqlite_kind(e) != "no-table":
             raise
-    state = _read_state(conn, table)  # a new or adopted database
-    applied = version in state.applied(files)
-    _ensure_tracking(conn, table, state, files)
-    return applied
-
-
-def _newest_applied_under_lock(conn, table):
-    """After _applied_under_lock: the highest recorded version (0 when none)."""
-    return _query(conn, "SELECT coalesce(max(version), 0) FROM %s"
-                  % _quote_identifier(table + "_migrations"))[0][0]
+    _ensure_tracking(conn, table, _read_state(conn, table), files)  # a new or adopted database
+    return _query(conn, sql, (version,))[0]
 
 
 def _write_record(conn, table, record):
@@ -1326,43 +1279,32 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         shown = source or "the in-memory database"
         if not _HAS_BACKUP_API and _raw(conn).in_transaction:
             raise _inside_transaction(shown)  # the locked copy must take the write lock itself
-        rename = None
+        base = None  # a default name: another is chosen if one is taken meanwhile
         if dest is None or os.path.isdir(dest):
             if not source:
                 raise RequestError("an in-memory database needs a backup file path")
-            version = _read_state(conn, table).version
-            base = os.path.join(dest if dest is not None else os.path.dirname(source),
-                                os.path.basename(source))
-            dest = _backup_path(base, version)
-
-            def rename():  # another backup took the name while this one was copying
-                return _backup_path(base, version)
-        else:
-            _check_destination(dest, source)
+            base = (os.path.join(dest if dest is not None else os.path.dirname(source),
+                                 os.path.basename(source)), _read_state(conn, table).version)
+            dest = _backup_path(*base)
+        elif not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+            raise RequestError("cannot write backup %s: directory %s does not exist"
+                               % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)
+        elif source and os.path.exists(dest) and os.path.samefile(dest, source):
+            raise _bad_destination(dest, "is the database itself; give another file name")
+        elif os.path.lexists(dest):
+            raise _exists_already(dest)
+        elif source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
+            raise _bad_destination(dest, "is the name of the database's own journal; give "
+                                         "another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
-        dest = _write_backup(conn, shown, dest, mode, busy_timeout, rename)
+        dest = _write_backup(conn, shown, dest, mode, busy_timeout, base)
         _log.info("Backed up the database to %s", dest)
         return dest
 
 
 def _bad_destination(dest, why):
     return RequestError("backup destination %s %s" % (dest if dest else repr(dest), why), path=dest)
-
-
-def _check_destination(dest, source):
-    """RequestError unless `dest` names a new file in an existing directory."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise RequestError("cannot write backup %s: directory %s does not exist"
-                           % (dest, directory), path=dest)
-    if os.path.lexists(dest):
-        if source and os.path.exists(dest) and os.path.samefile(dest, source):
-            raise _bad_destination(dest, "is the database itself; give another file name")
-        raise _exists_already(dest)
-    if source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
-        raise _bad_destination(dest, "is the name of the database's own journal; give "
-                                     "another file name")
 
 
 def _exists_already(dest):
@@ -1376,10 +1318,10 @@ def _inside_transaction(source):
                           database=source)
 
 
-def _write_backup(conn, source, dest, mode, busy_timeout, rename):
-    """Copy into a new temporary file beside `dest`, check it, fsync it and
-    link it to `dest` (or to rename(), while that keeps being taken); return
-    the name.  On any failure nothing is left behind."""
+def _write_backup(conn, source, dest, mode, busy_timeout, base):
+    """Copy into a new temporary file beside `dest`, quick_check it, fsync it
+    and link it to `dest` (or, from `base`, to a new default name while one
+    keeps being taken); return the name.  On any failure nothing is left."""
     temporary = "%s.%s.tmp" % (dest, "".join("%02x" % b for b in os.urandom(6)))
     created = False
     try:
@@ -1391,22 +1333,31 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
         else:
             _copy_under_write_lock(conn, temporary)
-        _check_copy(temporary, dest)
+        copy = sqlite3.connect(_uri(temporary, "rw"), uri=True)
+        try:
+            result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            copy.close()
+        if result != ["ok"]:
+            raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check "
+                                 "(%s); check the database itself with PRAGMA integrity_check"
+                                 % (dest, "; ".join(map(str, result[:3]))), kind="backup",
+                                 path=dest)
+        _fsync(temporary, os.O_RDWR)  # only a durable file is given the backup's name
         while not _link_new_name(temporary, dest):
-            if rename is None:
+            if base is None:
                 raise _exists_already(dest)
-            dest = rename()
+            dest = _backup_path(*base)
         return dest
-    except sqlite3.Error as e:
-        kind = _sqlite_kind(e)
+    except (sqlite3.Error, OSError) as e:
+        kind = _sqlite_kind(e) if isinstance(e, sqlite3.Error) else None
         if kind in _DATABASE_KINDS and kind != "full":
             raise _sqlite_failure(e, source)  # the source's fault
-        raise _backup_failure(dest, str(e), e)
-    except OSError as e:
         import errno
-        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-        raise _backup_failure(dest, "disk is full (%s)" % e.strerror if full
-                              else e.strerror or str(e), e)
+        full = getattr(e, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        cause = "disk is full (%s)" % e.strerror if full else getattr(e, "strerror", None) or str(e)
+        raise MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause),
+                             kind="backup", path=dest, cause=cause) from e
     finally:
         if created:
             for path in [temporary] + [temporary + s for s in _JOURNAL_SUFFIXES]:
@@ -1414,13 +1365,6 @@ def _write_backup(conn, source, dest, mode, busy_timeout, rename):
                     os.remove(path)
                 except OSError:
                     pass
-
-
-def _backup_failure(dest, cause, error):
-    failure = MigrationError("cannot write backup %s: %s; nothing was written" % (dest, cause),
-                             kind="backup", path=dest, cause=cause)
-    failure.__cause__ = error
-    return failure
 
 
 def _copy_with_backup_api(conn, source, path, busy_timeout):
@@ -1444,21 +1388,6 @@ def _copy_with_backup_api(conn, source, path, busy_timeout):
         _raw(conn).backup(target, progress=progress)
     finally:
         target.close()
-
-
-def _check_copy(path, dest):
-    """quick_check the finished copy, then fsync it: only a complete, durable
-    file is given the backup's name."""
-    copy = sqlite3.connect(_uri(path, "rw"), uri=True)
-    try:
-        result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
-    finally:
-        copy.close()
-    if result != ["ok"]:
-        raise MigrationError("backup %s was not written: the copy fails PRAGMA quick_check (%s); "
-                             "check the database itself with PRAGMA integrity_check"
-                             % (dest, "; ".join(map(str, result[:3]))), kind="backup", path=dest)
-    _fsync(path, os.O_RDWR)
 
 
 def _fsync(path, flags):
@@ -1528,8 +1457,10 @@ class Migrator(object):
     databases a non-transactional migration attached are detached.  An
     authorizer set on it is removed while a transactional migration runs
     (sqlite3 cannot read it back to restore it): set it again afterwards.
-    progress(event, migration, direction) hears "start" and "end" around each
-    migration's body, and "done" with its result once it is committed.
+    progress(event, migration, direction, **details) hears "start" and "end"
+    around each migration's body, "done" with its result once it is
+    committed, and "copy" (table=, copied=, total=) while rebuild_table or
+    drop_column, given the migration's db, copies a table.
     """
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
@@ -1541,7 +1472,7 @@ class Migrator(object):
         self.directory = os.fspath(directory)
         self.table = table
         self.busy_timeout = busy_timeout
-        self.progress = progress or (lambda event, migration, direction: None)
+        self.progress = progress or (lambda *args, **kwargs: None)
         self._migrations = None
 
     @property
@@ -1683,12 +1614,10 @@ class Migrator(object):
     # -- machinery ----------------------------------------------------------
 
     def _read_state(self):
-        if self.connection is not None:
-            with _using(self.connection) as conn:
-                return _read_state(conn, self.table)
-        if not _database_exists(self.path):
+        if self.connection is None and not _database_exists(self.path):
             return _TrackingState()
-        with _using(self.path, self.busy_timeout, mode="ro") as conn:
+        with _using(self.connection if self.path is None else self.path, self.busy_timeout,
+                    mode="ro") as conn:
             return _read_state(conn, self.table)
 
     @contextmanager
@@ -1712,7 +1641,6 @@ class Migrator(object):
         try:
             if session.conn is None:
                 session.state = _TrackingState()
-                session.opener = lambda: _connect(self.path, self.busy_timeout, mode="rwc")
                 yield session
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
@@ -1741,83 +1669,67 @@ class Migrator(object):
                                  % ", ".join(stepwise), kind="not-atomic")
         if not plan:
             return []
-        if dry_run:
-            return self._dry_run(session.conn, plan, direction)
-        if session.conn is None:
-            session.conn = session.opener()
-        conn = session.conn
-        if backup_wanted and session.opener is None:
+        if session.conn is None:  # a new database file, created only now
+            session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
+        elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an
             # in-memory database is refused rather than silently not copied).
             dest = None if self.path is None else _backup_path(self.path, session.state.version)
-            backup(conn, dest, self.busy_timeout, self.table)
-        done = []
+            backup(session.conn, dest, self.busy_timeout, self.table)
+        conn, done = session.conn, []
+        # A dry run is one transaction rolled back at the end, like an
+        # --atomic run that is never committed.
+        whole_run = "dry run" if dry_run else "--atomic run" if atomic else None
         try:
-            if atomic:
-                with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
-                    for m in plan:
-                        done.append(self._apply(conn, m, direction, checked, "--atomic run"))
-                done = [result for result in done if result]
-                for result in done:
-                    self.progress("done", result, direction)
-                return done
-            for m in plan:
-                if m.transactional:
-                    with _foreign_keys_off_outside_transaction(conn) as checked, _transaction(conn):
-                        result = self._apply(conn, m, direction, checked)
-                else:
-                    result = self._apply_outside_transaction(conn, m, direction)
-                if result:
-                    done.append(result)
-                    self.progress("done", result, direction)  # committed
+            with _write_transaction(conn, whole_run) as check_fk:
+                for m in plan:
+                    result = self._apply(conn, m, direction, whole_run, check_fk)
+                    if result:
+                        done.append(result)
+                        if not whole_run:
+                            self.progress("done", result, direction)  # committed
+                if dry_run:
+                    raise _DryRunRollback()
+        except _DryRunRollback:
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
             raise
+        for result in done if atomic else ():
+            self.progress("done", result, direction)
+        return done
 
-    def _apply(self, conn, m, direction, check_fk, whole_run=None):
-        """Run and record m inside the open transaction; its result, or None
-        if another process did it meanwhile (re-read under the write lock)."""
-        if not self._still_to_do(conn, m, direction):
-            _log.info("v%d was %s by another process meanwhile; skipped", m.version,
-                      "applied" if direction == "up" else "rolled back")
-            return None
-        self._check_order_under_lock(conn, m, direction, whole_run)
-        result = self._run_body(conn, m, direction, True, whole_run)
-        if check_fk:
-            try:
-                _check_foreign_keys(conn)
-            except MigrationError as e:
-                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
-                                     version=m.version, tables=e.tables, outcome=(
-                                         "the whole %s was rolled back" % whole_run if whole_run
-                                         else "the migration was rolled back"))
-        self._record(conn, result)
-        return result
-
-    def _apply_outside_transaction(self, conn, m, direction):
-        with _transaction(conn):
-            if not self._still_to_do(conn, m, direction):
+    def _apply(self, conn, m, direction, whole_run, check_fk):
+        """Run and record m; its result, or None if another process did it
+        meanwhile (re-read under the write lock)."""
+        if whole_run == "dry run" and not m.transactional:
+            _log.info("dry run: v%d %s is non-transactional; not run", m.version, m.name)
+            return _Result(m, direction)
+        with _write_transaction(conn, not whole_run) as check_fk_here:
+            applied, newest = _history_under_lock(conn, self.table, m.version, self.migrations)
+            if bool(applied) != (direction == "down"):
+                _log.info("v%d was %s by another process meanwhile; skipped", m.version,
+                          "applied" if direction == "up" else "rolled back")
                 return None
-            self._check_order_under_lock(conn, m, direction)
+            if whole_run != "dry run":  # a dry run records no non-transactional migration
+                self._check_order(m, direction, newest, whole_run)
+            if m.transactional:
+                result = self._run_body(conn, m, direction, whole_run, check_fk or check_fk_here)
+                self._record(conn, result)
+                return result
         with _connection_kept_as_it_was(conn, m, direction):
-            result = self._run_body(conn, m, direction, False)
+            result = self._run_body(conn, m, direction, None, False)
         with _transaction(conn):
-            self._still_to_do(conn, m, direction)  # the tracking tables exist
+            _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
             self._record(conn, result)
         return result
 
-    def _still_to_do(self, conn, m, direction):
-        applied = _applied_under_lock(conn, self.table, m.version, self.migrations)
-        return applied == (direction == "down")
-
-    def _check_order_under_lock(self, conn, m, direction, whole_run=None):
+    def _check_order(self, m, direction, newest, whole_run):
         """The plan was made before this process held the write lock; another
         process may have applied or rolled back migrations since.  Just before
         m runs, under the lock: m must still be the newest applied (down), or
         go right above the newest applied (up), else the history would get a
         hole.  Refuse rather than guess what the request meant now."""
-        newest = _newest_applied_under_lock(conn, self.table)
         below = [f.version for f in self.migrations if f.version < m.version]
         if direction == "down" and newest <= m.version or direction == "up" and \
                 newest < m.version and (not below or newest >= below[-1]):
@@ -1831,28 +1743,49 @@ class Migrator(object):
             outcome="the whole %s was rolled back" % whole_run if whole_run else
             "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
 
-    def _run_body(self, conn, m, direction, transactional, whole_run=None):
+    def _run_body(self, conn, m, direction, whole_run, check_fk):
         """Run m's up or down, return its result.  whole_run: the transaction
         holding the whole run ("--atomic run", "dry run"), if any."""
-        db = _MigrationConnection(conn, transactional)
-        saved_factories = conn.row_factory, conn.text_factory
+        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total: self.progress(
+            "copy", m, direction, table=table, copied=copied, total=total))
+        saved_factories, statements = (conn.row_factory, conn.text_factory), []
+
+        def trace(sql):
+            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
+            # Pythons report when SQLite re-prepares a statement.
+            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
+                statements.append(sql)
+
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
+            if whole_run == "dry run":
+                conn.set_trace_callback(trace)
             with db._guarding():
                 m.run(db, direction)
         except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
             raise _migration_failure(m, direction, e, db, self.path,
-                                     whole_run or transactional)
+                                     whole_run or m.transactional)
         finally:
+            if whole_run == "dry run":
+                conn.set_trace_callback(None)
             conn.row_factory, conn.text_factory = saved_factories
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
-        if transactional and not conn.in_transaction:
+        if m.transactional and not conn.in_transaction:
             raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); set "
                                  "transaction = False for such a migration" % m.path,
                                  kind="transaction-ended", path=m.path, version=m.version)
-        return _Result(m, direction, duration_ms)
+        if check_fk:
+            try:
+                _check_foreign_keys(conn)
+            except MigrationError as e:
+                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
+                                     version=m.version, tables=e.tables, outcome=(
+                                         "the whole %s was rolled back" % whole_run if whole_run
+                                         else "the migration was rolled back"))
+        return _Result(m, direction, duration_ms,
+                       list(statements) if whole_run == "dry run" else None)
 
     def _record(self, conn, result):
         m, history = result.migration, _quote_identifier(self.table + "_migrations")
@@ -1865,47 +1798,25 @@ class Migrator(object):
                          "Rolled back", m.version, m.name, result.duration_ms)
         _write_version(conn, self.table)
 
-    def _dry_run(self, conn, plan, direction):
-        """Run the plan in one transaction, keep every statement executed, roll back."""
-        statements, done = [], []
 
-        def trace(sql):
-            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
-            # Pythons report when SQLite re-prepares a statement.
-            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
-                statements.append(sql)
-
-        try:
-            with _transaction(conn):
-                for m in plan:
-                    if not m.transactional:
-                        _log.info("dry run: v%d %s is non-transactional; not run", m.version,
-                                  m.name)
-                        done.append(_Result(m, direction))
-                        continue
-                    self._still_to_do(conn, m, direction)  # the tracking tables exist
-                    del statements[:]
-                    conn.set_trace_callback(trace)
-                    try:
-                        result = self._run_body(conn, m, direction, True, "dry run")
-                    finally:
-                        conn.set_trace_callback(None)
-                    result.executed_sql = list(statements)
-                    self._record(conn, result)
-                    done.append(result)
-                raise _DryRunRollback()
-        except _DryRunRollback:
-            pass
-        return done
+@contextmanager
+def _write_transaction(conn, wanted=True):
+    """When wanted: a write transaction with foreign keys off where that works
+    (outside a transaction); yields whether they must be checked before COMMIT."""
+    if not wanted:
+        yield False
+        return
+    with _foreign_keys_off_outside_transaction(conn) as check_fk, _transaction(conn):
+        yield check_fk
 
 
 @contextmanager
 def _connection_kept_as_it_was(conn, m, direction):
-    """Around a non-transactional migration: foreign keys off while it runs,
-    then the connection as it was: a transaction it left open rolled back (an
-    error: its work would be lost when the connection closes, or stay pending
-    on a caller's), databases it attached detached, foreign_keys as before
-    (restored after the rollback: the pragma is a no-op inside a transaction)."""
+    """Around a non-transactional migration: foreign keys off, then the
+    connection as it was: a transaction it left open rolled back (an error:
+    its work would be lost on close, or stay pending on a caller's), databases
+    it attached detached, foreign_keys as before (after the rollback: the
+    pragma is a no-op inside a transaction)."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     if fk_was_on:
@@ -1938,7 +1849,7 @@ def _mark_backwards(current):
 
 
 class _Session(object):
-    conn = state = opener = None
+    conn = state = None
 
 
 class _DryRunRollback(Exception):

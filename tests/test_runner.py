@@ -815,6 +815,33 @@ class Backups(RunnerTestCase):
         self.assertFalse(os.path.exists(dest + "-wal"))
 
 
+class Progress(RunnerTestCase):
+    def test_events_around_each_migration_and_copy_progress_through_db(self):
+        self.write("001-copy.py", '''
+            def up(db):
+                db.execute("CREATE TABLE t (x)")
+                db._copy_progress("t", 5, 10)
+                db.cursor()._copy_progress("t", 10, 10)
+            ''')
+        seen = []
+        m = self.migrator(progress=lambda *args, **kw: seen.append((args, kw)))
+        m.up()
+        f = m.migrations[0]
+        self.assertEqual([(a[0], a[2], kw) for a, kw in seen],
+                         [("start", "up", {}),
+                          ("copy", "up", {"table": "t", "copied": 5, "total": 10}),
+                          ("copy", "up", {"table": "t", "copied": 10, "total": 10}),
+                          ("end", "up", {}), ("done", "up", {})])
+        self.assertTrue(all(a[1] is f or a[1].migration is f for a, _ in seen))
+
+    def test_a_progress_callback_is_optional_for_copy_progress(self):
+        self.write("001-copy.py", '''
+            def up(db):
+                db._copy_progress("t", 5, 10)
+            ''')
+        self.assertEqual(len(self.migrator().up()), 1)
+
+
 class ResultsAndErrorFields(RunnerTestCase):
     """Runs return result records and leave the Migration objects alone;
     errors carry what they are about as fields."""
