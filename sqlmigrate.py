@@ -3409,9 +3409,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
         raise RequestError("merge_json_defaults: defaults must be a dict, not %s"
                            % type(defaults).__name__)
     try:
-        # Not _json_text: json.dumps would write a key 1 as "1", next to a "1"
-        # the row may have.
-        _json_text_slowly(defaults)
+        _json_text(defaults)  # not json.dumps: it writes a key 1 as "1", maybe next to a "1"
     except ValueError as e:
         raise RequestError("merge_json_defaults: defaults are not JSON: %s" % e)
     with _using(db) as conn:
@@ -3489,33 +3487,17 @@ def _row_key_columns(conn, table, column):
     return [alias]
 
 
-class _JsonVerbatim(object):
-    """JSON text written back as it was read: a number whose text a Python
-    int or float would not give back (1.10 stays 1.10; 1e400 stays 1e400
-    instead of float inf, which json.dumps writes as the invalid Infinity; a
-    5000-digit integer is not refused by Python 3.11's int-from-text limit);
-    also the punctuation _json_text_slowly queues, `closing` the id of the
-    container it ends (one met again while open is a circular reference)."""
-    __slots__ = ("text", "closing")
-
-    def __init__(self, text, closing=None):
-        self.text, self.closing = text, closing
+class _JsonNumber(str):
+    """A number as the row wrote it: Python's int or float would change its
+    text (1.10 -> 1.1, -0 -> 0, 1e400 -> inf, which JSON cannot write), and
+    Python 3.11 refuses int() of a 5000-digit text."""
 
 
-def _json_float(text):
-    number = float(text)
-    return number if float.__repr__(number) == text else _JsonVerbatim(text)
-
-
-def _json_int(text):
-    # Short integers round-trip through int (and keep json.dumps' fast path);
-    # "-0" would come back as 0.
-    return int(text) if len(text) < 100 and text != "-0" else _JsonVerbatim(text)
-
-
-def _refuse_json_constant(name):
-    # json.loads accepts NaN, Infinity and -Infinity, which JSON does not have.
-    raise ValueError("%s is not a JSON value" % name)
+def _json_number(text):
+    # json.loads passes NaN, Infinity and -Infinity here too; JSON has none of them.
+    if text in ("NaN", "Infinity", "-Infinity"):
+        raise ValueError("%s is not a JSON value" % text)
+    return _JsonNumber(text)
 
 
 def _json_object_without_repeats(pairs):
@@ -3540,8 +3522,8 @@ def _json_object(value):
     if not isinstance(value, str):
         raise ValueError("a %s, not JSON text" % type(value).__name__)
     try:
-        document = json.loads(value, parse_float=_json_float, parse_int=_json_int,
-                              parse_constant=_refuse_json_constant,
+        document = json.loads(value, parse_float=_json_number, parse_int=_json_number,
+                              parse_constant=_json_number,
                               object_pairs_hook=_json_object_without_repeats)
     except RecursionError:
         raise ValueError("nested too deeply for Python's JSON parser")
@@ -3550,71 +3532,53 @@ def _json_object(value):
     return document
 
 
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _json_text(document):
-    """json.dumps(document, ensure_ascii=False) when that gives valid JSON
-    that UTF-8 can hold (it is several times faster), else _json_text_slowly."""
-    try:
-        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")  # sqlite3 will, and a lone surrogate fails it
-        return text
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return _json_text_slowly(document)
-
-
-def _json_text_slowly(document):
-    """`document` as json.dumps(document, ensure_ascii=False) writes it,
-    except: numbers read from the row keep their text; a lone surrogate is a
-    \\u escape (valid JSON, and the only way to store it as UTF-8); NaN, inf,
-    non-string keys, circular references and other types are a ValueError.
-    Iterative: a row nested as deep as the parser took must not hit the
-    recursion limit here."""
-    parts, pending, open_containers = [], [document], set()
-    while pending:
-        value = pending.pop()
-        if isinstance(value, _JsonVerbatim):
-            parts.append(value.text)
-            open_containers.discard(value.closing)
-        elif isinstance(value, str):
-            parts.append(_json_string(value))
+    """`document` as json.dumps(document, ensure_ascii=False) writes it, except:
+    a _JsonNumber keeps its text; a lone surrogate is a \\u escape (valid JSON,
+    and the only way to store it as UTF-8); NaN, inf, non-string keys, circular
+    references and other types are a ValueError.  Iterative: a row nested as
+    deep as the parser took must not hit the recursion limit here."""
+    parts, stack, open_ids, value = [], [], set(), document
+    while True:
+        if isinstance(value, str):
+            parts.append(value if isinstance(value, _JsonNumber) else _json_string(value))
         elif value is None or value is True or value is False:
             parts.append({None: "null", True: "true", False: "false"}[value])
         elif isinstance(value, int):
             parts.append(int.__repr__(value))  # an IntEnum too: its number, as json.dumps
-        elif isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError("%r is not a JSON number" % value)
+        elif isinstance(value, float) and float("-inf") < value < float("inf"):
             parts.append(float.__repr__(value))
         elif isinstance(value, (dict, list, tuple)):
-            if id(value) in open_containers:
+            if id(value) in open_ids:
                 raise ValueError("circular reference")
-            open_containers.add(id(value))
-            is_object = isinstance(value, dict)
-            queued = []
-            for item in (value.items() if is_object else value):
-                if queued:
-                    queued.append(_JsonVerbatim(", "))
-                if is_object:
-                    key, item = item
-                    if not isinstance(key, str):
-                        raise ValueError("key %r is not a string" % (key,))
-                    queued.append(_JsonVerbatim(_json_string(key) + ": "))
-                queued.append(item)
-            parts.append("{" if is_object else "[")
-            pending.append(_JsonVerbatim("}" if is_object else "]", id(value)))
-            pending.extend(reversed(queued))
+            open_ids.add(id(value))
+            parts.append("{" if isinstance(value, dict) else "[")
+            stack.append((value, iter(value.items() if isinstance(value, dict) else value)))
         else:
-            raise ValueError("a %s is not a JSON value" % type(value).__name__)
-    return "".join(parts)
-
-
-def _json_string(text):
-    written = json.dumps(text, ensure_ascii=False)
-    try:
-        written.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot hold it; an escape can
-        written = "".join("\\u%04x" % ord(char) if "\ud800" <= char <= "\udfff" else char
-                          for char in written)
-    return written
+            raise ValueError("%s is not a JSON value" % (
+                repr(value) if isinstance(value, float) else "a " + type(value).__name__))
+        while stack:  # the next value, closing the containers it ends
+            container, items = stack[-1]
+            value = next(items, stack)
+            if value is not stack:
+                break
+            stack.pop()
+            open_ids.discard(id(container))
+            parts.append("}" if isinstance(container, dict) else "]")
+        else:
+            return _LONE_SURROGATE_RE.sub(lambda match: "\\u%04x" % ord(match.group()),
+                                          "".join(parts))
+        if parts[-1] not in ("{", "["):
+            parts.append(", ")
+        if isinstance(container, dict):
+            key, value = value
+            if not isinstance(key, str):
+                raise ValueError("key %r is not a string" % (key,))
+            parts.append(_json_string(key) + ": ")
 
 
 def _merge_missing(document, defaults):
