@@ -2976,43 +2976,36 @@ def drop_column(db, table, column):
 # queries and takes no write lock.
 
 # Literals ALTER TABLE ADD COLUMN takes as a constant DEFAULT, tested on the
-# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+').
-_NUMBER_RE = re.compile(r"^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)$")
-_BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
-_BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
+# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+'): a number, a blob,
+# or a bare word, which SQLite reads as a string (TRUE/FALSE too before 3.23).
+_CONSTANT_RE = re.compile(r"(?:[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"
+                          r"|[xX]'[0-9a-fA-F]*'|(?P<bare>[A-Za-z_][A-Za-z0-9_$]*))\Z")
 _COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
                             "REFERENCES", "AS")
 
 
-class _Clause(object):
-    """A constraint in a column declaration: tokens [start, end), its keyword
-    at `keyword` (after any CONSTRAINT <name> or GENERATED ALWAYS)."""
-    __slots__ = ("word", "start", "keyword", "end")
-
-    def __init__(self, word, start, keyword):
-        self.word, self.start, self.keyword, self.end = word, start, keyword, None
-
-
 class _ColumnDeclaration(object):
     """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
-    constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
+    constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it:
+    `clauses` are (word, start, end) token ranges, from any CONSTRAINT <name>
+    or GENERATED ALWAYS before the word."""
 
     def __init__(self, text):
-        self.problem = self.generated = self.default = self._default = None
+        self.problem = self.generated = self.default = None
+        self.default_kind = "none"
         cursor = _Cursor(text)
-        self.tokens, self.clauses, prefix = cursor.tokens, [], None
+        self.tokens, heads, prefix = cursor.tokens, [], None  # heads: (word, start, at)
         while not cursor.at_end():
             at, word = cursor.i, cursor.word()
-            current = self.clauses[-1].word if self.clauses else None
+            current = heads[-1][0] if heads else None
             if current == "REFERENCES" and (cursor.take("NOT", "DEFERRABLE") or cursor.take("SET")):
                 cursor.take("NULL") or cursor.take("DEFAULT")  # ON DELETE SET NULL ...
             elif cursor.take("CONSTRAINT") or cursor.take("GENERATED", "ALWAYS"):
                 if word == "CONSTRAINT":
                     cursor.advance()  # its name: any word
-                prefix = at if prefix is None else prefix  # part of the constraint after it
+                prefix = at if prefix is None else prefix
             elif word in _COLUMN_CONSTRAINT_WORDS:
-                self.clauses.append(_Clause(word, at if prefix is None else prefix, at))
+                heads.append((word, at if prefix is None else prefix, at))
                 cursor.advance()
                 prefix = None
                 if word in ("NOT", "DEFAULT"):
@@ -3032,37 +3025,28 @@ class _ColumnDeclaration(object):
                     self.problem = "unbalanced parentheses"
                 elif kind == "punct" and token in ",;":
                     self.problem = "not a single column declaration (found %r)" % token
-        for clause, following in zip(self.clauses, self.clauses[1:] + [None]):
-            clause.end = following.start if following else len(self.tokens)
-            if clause.word == "DEFAULT" and self._default is None:
-                self._default = clause
-                self.default = self._text(clause.keyword + 1, clause.end).strip()
-        self.words = set(clause.word for clause in self.clauses)
-        self.not_null = "NOT" in self.words
-
-    def _text(self, start, end, dropped=()):
-        return "".join(text for i, (_, text) in enumerate(self.tokens[start:end], start)
-                       if i not in dropped)
-
-    @property
-    def default_kind(self):
-        """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
-        clause = self._default
-        return "none" if clause is None else _classify_default(
-            _Cursor(tokens=self.tokens, i=clause.keyword + 1, end=clause.end))
+        ends = [start for _, start, _ in heads[1:]] + [len(self.tokens)]
+        self.clauses = [(word, start, end) for (word, start, _), end in zip(heads, ends)]
+        self.words = set(word for word, _, _ in heads)
+        for (word, _, at), end in zip(heads, ends):
+            if word == "DEFAULT":
+                self.default = "".join(text for _, text in self.tokens[at + 1:end]).strip()
+                self.default_kind = _default_kind(_Cursor(tokens=self.tokens, i=at + 1, end=end))
+                break
 
     def without(self, word):
         """The declaration text without the constraints that start with `word`."""
-        dropped = set(i for clause in self.clauses if clause.word == word
-                      for i in range(clause.start, clause.end))
-        return " ".join(self._text(0, len(self.tokens), dropped).split())
+        dropped = set(i for clause, start, end in self.clauses if clause == word
+                      for i in range(start, end))
+        return " ".join("".join(text for i, (_, text) in enumerate(self.tokens)
+                                if i not in dropped).split())
 
 
-def _classify_default(cursor):
+def _default_kind(cursor):
     """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
     TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses
-    (SQLite keeps no node for those), or a bare word (a string to SQLite), is
-    constant; CURRENT_TIMESTAMP or anything computed is not.  Unsure means
+    (SQLite keeps no node for those), or a bare word, is constant;
+    CURRENT_TIMESTAMP or anything computed is not.  Unsure means
     'expression': a rebuild always works."""
     bare = True
     while cursor.peek() == ("punct", "("):
@@ -3072,12 +3056,11 @@ def _classify_default(cursor):
         cursor, bare = _Cursor(tokens=cursor.tokens, i=first, end=close), False
     tokens = cursor.rest()
     text = "".join(token for _, token in tokens)
+    match = _CONSTANT_RE.match(text)
     if text.upper() == "NULL":
         return "null"
-    if _NUMBER_RE.match(text) or _BLOB_RE.match(text) or [k for k, _ in tokens] == ["string"]:
-        return "constant"
-    # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
-    if bare and _BARE_WORD_RE.match(text) and text.upper() not in _TIME_KEYWORDS:
+    if [kind for kind, _ in tokens] == ["string"] or match and (not match.group("bare") or bare
+            and text.upper() not in ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")):
         return "constant"
     return "expression"
 
@@ -3086,9 +3069,9 @@ class _IndexDeclaration(object):
     """A CREATE [UNIQUE] INDEX statement, read far enough to compare two of
     them (`definition`) and to list the table and the columns they use."""
 
-    def __init__(self, sql, tokens=None):
+    def __init__(self, sql):
         self.sql = sql.strip().rstrip(";").strip()
-        create = _Create(self.sql, tokens)
+        create = _Create(self.sql)
         cursor = self._list = create.cursor
         self.name, self.unique, self.table, self.definition = create.name, create.unique, None, None
         if create.kind == "INDEX" and cursor.word() == "ON":
@@ -3122,34 +3105,21 @@ def _index_declaration(name, text):
     """The _IndexDeclaration for an `indexes` entry: "table(col, ...)", maybe
     with WHERE ..., or a whole CREATE INDEX statement."""
     cursor = _Cursor(text)
-    if cursor.word() == "CREATE":
-        return _IndexDeclaration(text)
-    kind, table = cursor.peek()[0], cursor.name()
-    if kind not in ("word", "ident") or cursor.peek() != ("punct", "("):
-        return _IndexDeclaration("")
-    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", _quote_identifier(name)),
-            ("word", "ON"), ("ident", _quote_identifier(table))]
-    tokens = [token for pair in zip(head, [("space", " ")] * 5) for token in pair]
-    tokens += cursor.tokens[cursor.i:]
-    return _IndexDeclaration("".join(text for _, text in tokens), tokens)
+    if cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
+        table = cursor.name()
+        text = "CREATE INDEX %s ON %s %s" % (_quote_identifier(name), _quote_identifier(table),
+                                             "".join(token for _, token in cursor.tokens[cursor.i:]))
+    return _IndexDeclaration(text)
 
 
 # -- reconcile ---------------------------------------------------------------------
 
-class _Step(object):
-    """One change reconcile() makes: run `sql`, or rebuild `table` as the
-    CREATE TABLE `sql`; `changes` are what reconcile() returns for it."""
-    __slots__ = ("what", "sql", "changes", "table")
-
-    def __init__(self, what, sql, changes, table=None):
-        self.what, self.sql, self.changes, self.table = what, sql, changes, table
-
-
-class _ReconcilePlan(object):
-    def __init__(self):
-        # Steps in order (columns before the indexes that may use them); any
-        # problem means nothing is done; warnings are logged and skipped.
-        self.steps, self.problems, self.warnings = [], [], []
+# One change reconcile() makes: run `sql`, or rebuild `table` as the CREATE
+# TABLE `sql`; `changes` are what reconcile() returns for it.
+_Step = collections.namedtuple("_Step", "what sql changes table")
+# Steps in order (columns before the indexes that may use them); any problem
+# means nothing is done; warnings are logged and skipped.
+_ReconcilePlan = collections.namedtuple("_ReconcilePlan", "steps problems warnings")
 
 
 def reconcile(db, columns=None, indexes=None):
@@ -3189,7 +3159,7 @@ def reconcile(db, columns=None, indexes=None):
 
 
 def _plan_reconcile(conn, columns, indexes, quiet=False):
-    plan, master = _ReconcilePlan(), _SchemaObjects(conn)
+    plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
     declared_indexes = [(name, text, _index_declaration(name, text))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
@@ -3199,47 +3169,71 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             tables[table] = name
     existing = dict((table, [name for (name,) in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
+
+    def refuse(table, skipped):  # a declared table that is not an ordinary one
+        kind = (master.get(table) or (None,))[0]
+        if kind is None:
+            plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
+        elif kind != "table":
+            plan.problems.append("'%s' is a %s, not a table" % (table, kind))
+        else:
+            plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
+                                 % table)
     added = {}  # existing table name -> names of the columns being added
     for table, declared in columns.items():
         actual = tables.get(table)
         if actual is None:
-            _refuse_table(plan, master, table, "skipped its declared columns (%s)"
-                          % ", ".join(declared))
+            refuse(table, "skipped its declared columns (%s)" % ", ".join(declared))
         elif actual in added:
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
             added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
     for name, text, declaration in declared_indexes:
-        _plan_index(plan, master, name, text, declaration, tables, existing, added)
+        kind, _, _, sql = master.get(name) or (None,) * 4
+        table = tables.get(declaration.table)
+        if declaration.definition is None:
+            plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
+                                 "[UNIQUE] INDEX statement" % (name, text))
+        elif _key(declaration.name) != _key(name):
+            plan.problems.append("index %s: the statement creates an index named %s"
+                                 % (name, declaration.name))
+        elif kind is not None and kind != "index":
+            plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
+        elif kind is not None:
+            found = sql != declaration.sql and _IndexDeclaration(sql or "")
+            if found and (found.unique, found.definition) != (declaration.unique,
+                                                              declaration.definition):
+                plan.warnings.append("Index '%s' exists with a different definition; not "
+                                     "replaced (database: %s; declared: %s)"
+                                     % (name, sql or "a constraint's index", declaration.sql))
+        elif table is None:
+            refuse(declaration.table, "skipped index '%s'" % name)
+        else:
+            unknown = _absent_names(existing[table] + added.get(table, []),
+                                    declaration.column_list()[0])
+            if unknown:
+                plan.problems.append("index %s: table %s has no column %s"
+                                     % (name, table, ", ".join(unknown)))
+            else:
+                plan.steps.append(_Step("creating missing index '%s' on table '%s'"
+                                        % (name, table), declaration.sql,
+                                        ["created index %s" % name], None))
     if plan.problems:
         raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
-                             + "\n  ".join(plan.problems))
+                             + "\n  ".join(plan.problems), problems=tuple(plan.problems))
     for warning in [] if quiet else plan.warnings:
         _log.warning(warning)
     return plan
 
 
-def _refuse_table(plan, master, table, skipped):
-    """A warning (missing) or a problem (a view, or a virtual table ALTER
-    TABLE cannot change) for a declared table that is not an ordinary one."""
-    kind, _, _, _ = master.get(table) or (None,) * 4
-    if kind is None:
-        plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
-    elif kind != "table":
-        plan.problems.append("'%s' is a %s, not a table" % (table, kind))
-    else:
-        plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
-                             % table)
-
-
 def _plan_columns(plan, conn, master, table, declared, existing):
     """Plan the declared columns `table` lacks; returns their names."""
-    absent = set(_absent_names(existing, declared))
+    absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
         return []
-    missing = [(column, text, _ColumnDeclaration(text)) for column, text in declared.items()
-               if column in absent]
+    missing = [(column, declared[column], _ColumnDeclaration(declared[column]))
+               for column in absent]
     seen = set()
     for column, text, declaration in missing:
         problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
@@ -3247,19 +3241,17 @@ def _plan_columns(plan, conn, master, table, declared, existing):
         if problem:
             plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
         seen.add(_key(column))
-    names = [column for column, _, _ in missing]
     reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
-        _, _, _, create_sql = master.get(table)
         plan.steps.append(_Step(
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
-            % (", ".join("'%s'" % c for c in names), table, reason),
-            _with_columns_appended(create_sql, ["%s %s" % (_quote_identifier(column), text)
-                                                for column, text, _ in missing]),
-            ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in names],
+            % (", ".join("'%s'" % c for c in absent), table, reason),
+            _with_columns_appended(master.get(table)[3], [
+                "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
+            ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
-        return names
+        return absent
     quoted = _quote_identifier(table)
     for column, text, declaration in missing:
         unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
@@ -3267,27 +3259,26 @@ def _plan_columns(plan, conn, master, table, declared, existing):
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
                                                  declaration.without("UNIQUE") if unique else text),
-            ["added column %s.%s" % (table, column)]))
+            ["added column %s.%s" % (table, column)], None))
         if unique:
             name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
             plan.steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
                                                       _quote_identifier(column)),
-                ["created unique index %s for column %s.%s" % (name, table, column)]))
-    return names
+                ["created unique index %s for column %s.%s" % (name, table, column)], None))
+    return absent
 
 
 def _absent_names(names, wanted):
     """The names in `wanted` that `names` lacks, compared as SQLite compares
     identifiers; exact tests first, as they nearly always decide."""
-    exact, keys = set(names), None
-    for name in wanted:
-        if name not in exact:
-            if keys is None:
-                keys = set(_key(other) for other in names)
-            if _key(name) not in keys:
-                yield name
+    exact = set(names)
+    absent = [name for name in wanted if name not in exact]
+    if absent:
+        keys = set(_key(name) for name in names)
+        absent = [name for name in absent if _key(name) not in keys]
+    return absent
 
 
 def _rebuild_reason(declaration):
@@ -3309,7 +3300,7 @@ def _column_problem(conn, table, declaration):
     if declaration.generated and not _HAS_GENERATED_COLUMNS:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
                 % sqlite3.sqlite_version)
-    if declaration.not_null and not declaration.generated and kind in ("none", "null"):
+    if "NOT" in words and not declaration.generated and kind in ("none", "null"):
         return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
     if _rebuild_reason(declaration):
         return None
@@ -3323,40 +3314,8 @@ def _column_problem(conn, table, declaration):
     return None
 
 
-def _plan_index(plan, master, name, text, declaration, tables, existing, added):
-    kind, _, _, sql = master.get(name) or (None,) * 4
-    if declaration.definition is None:
-        plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
-                             "[UNIQUE] INDEX statement" % (name, text))
-    elif _key(declaration.name) != _key(name):
-        plan.problems.append("index %s: the statement creates an index named %s"
-                             % (name, declaration.name))
-    elif kind is not None and kind != "index":
-        plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
-    elif kind is not None:
-        found = sql != declaration.sql and _IndexDeclaration(sql or "")
-        if found and (found.unique, found.definition) != (declaration.unique,
-                                                          declaration.definition):
-            plan.warnings.append("Index '%s' exists with a different definition; not replaced "
-                                 "(database: %s; declared: %s)"
-                                 % (name, sql or "a constraint's index", declaration.sql))
-    elif tables.get(declaration.table) is None:
-        _refuse_table(plan, master, declaration.table, "skipped index '%s'" % name)
-    else:
-        table = tables[declaration.table]
-        columns, _, _ = declaration.column_list()
-        unknown = list(_absent_names(existing[table] + added.get(table, []), columns))
-        if unknown:
-            plan.problems.append("index %s: table %s has no column %s"
-                                 % (name, table, ", ".join(unknown)))
-        else:
-            plan.steps.append(_Step("creating missing index '%s' on table '%s'" % (name, table),
-                                    declaration.sql, ["created index %s" % name]))
-
-
 def _apply_reconcile(conn, plan):
-    """Carry out a checked plan inside the open transaction; any failure
-    raises, and the caller's `transaction` undoes everything."""
+    """Run a checked plan inside the open transaction, which undoes it all on a failure."""
     changes = []
     for step in plan.steps:
         _log.info("%s%s", step.what[0].upper(), step.what[1:])
@@ -3366,12 +3325,19 @@ def _apply_reconcile(conn, plan):
             else:
                 conn.execute(step.sql)
         except sqlite3.Error as e:
-            if _sqlite_kind(e) == "locked":
+            kind = _sqlite_kind(e)
+            if kind == "locked":
                 raise
-            raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
-                                 % (step.what, e, step.sql))
-        except MigrationError as e:  # rebuild_table's: it says that nothing was changed
-            raise MigrationError("reconcile: %s failed: %s" % (step.what, e))
+            raise MigrationError("reconcile: %s failed: %s (statement: %s)"
+                                 % (step.what, e, step.sql), statement=step.sql, cause=str(e),
+                                 kind=kind if kind in _DATABASE_KINDS else "sqlite",
+                                 outcome="nothing was changed")
+        except MigrationError as e:  # rebuild_table's
+            import copy
+            reason = copy.copy(e)
+            reason.outcome = None  # the whole reconcile's outcome is said once, below
+            raise MigrationError("reconcile: %s failed: %s" % (step.what, reason), kind=e.kind,
+                                 tables=e.tables, outcome="nothing was changed")
         changes.extend(step.changes)
     return changes
 
