@@ -3381,24 +3381,33 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     with _using(db) as conn:
         conn = _raw(conn)
         with _transaction(conn):
-            keys = _row_key_columns(conn, table, column)
+            kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
+            if kind != "table":
+                raise MigrationError("merge_json_defaults: no table %s" % table)
+            columns = _read_columns(conn, [name], ("name", "pk"))[name]
+            names = [column_name for column_name, _ in columns]
+            if _absent_names(names, [column]):
+                raise MigrationError("merge_json_defaults: table %s has no column %s"
+                                     % (table, column))
+            # What finds a row again for its UPDATE: the rowid, or a WITHOUT ROWID table's key.
+            keys = [_rowid_alias(names)] if _CreateTable(sql, "table %s" % table).rowid else [
+                c for _, c in sorted((pk, c) for c, pk in columns if pk)]
+            if keys == [None]:
+                raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
+                                     "_rowid_ and oid: no way to address its rows" % table)
             cursor = conn.cursor()
             cursor.row_factory = None
-            saved_text_factory = conn.text_factory
-            # Text as str whatever the caller set; text that is not UTF-8
-            # comes back as bytes and is refused naming its row (the default
-            # str would fail the whole SELECT without saying which row).
-            conn.text_factory = _utf8_or_bytes
+            # Text as str whatever the caller set; text that is not UTF-8 comes back as
+            # bytes and is refused naming its row (str would fail the whole SELECT).
+            saved, conn.text_factory = conn.text_factory, _utf8_or_bytes
             try:
-                rows = cursor.execute("SELECT %s, %s FROM %s%s" % (
-                    ", ".join(_quote_identifier(k) for k in keys), _quote_identifier(column),
-                    _quote_identifier(table), " WHERE (%s)" % where if where else ""),
-                    params).fetchall()
+                rows = cursor.execute("SELECT %s FROM %s%s" % (
+                    ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
+                    " WHERE (%s)" % where if where else ""), params).fetchall()
             finally:
-                conn.text_factory = saved_text_factory
+                conn.text_factory = saved
             updates, bad = [], []
-            for row in rows:
-                *key, value = row
+            for *key, value in rows:
                 try:
                     document = _json_object(value)
                     if _merge_missing(document, defaults):
@@ -3434,36 +3443,16 @@ def _utf8_or_bytes(data):
         return data
 
 
-def _row_key_columns(conn, table, column):
-    """What identifies a row for the UPDATE: the rowid, or the primary key of
-    a WITHOUT ROWID table."""
-    kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
-    if kind != "table":
-        raise MigrationError("merge_json_defaults: no table %s" % table)
-    columns = _read_columns(conn, [name], ("name", "pk"))[name]
-    names = [column_name for column_name, _ in columns]
-    if list(_absent_names(names, [column])):
-        raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
-    if not _CreateTable(sql, "table %s" % table).rowid:
-        return [column_name for _, column_name in sorted((pk, c) for c, pk in columns if pk)]
-    alias = _rowid_alias(names)
-    if alias is None:
-        raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ "
-                             "and oid: no way to address its rows" % table)
-    return [alias]
-
-
 class _JsonNumber(str):
     """A number as the row wrote it: Python's int or float would change its
     text (1.10 -> 1.1, -0 -> 0, 1e400 -> inf, which JSON cannot write), and
     Python 3.11 refuses int() of a 5000-digit text."""
 
-
-def _json_number(text):
-    # json.loads passes NaN, Infinity and -Infinity here too; JSON has none of them.
-    if text in ("NaN", "Infinity", "-Infinity"):
-        raise ValueError("%s is not a JSON value" % text)
-    return _JsonNumber(text)
+    def __new__(cls, text):
+        # json.loads passes NaN, Infinity and -Infinity here too; JSON has none of them.
+        if text in ("NaN", "Infinity", "-Infinity"):
+            raise ValueError("%s is not a JSON value" % text)
+        return str.__new__(cls, text)
 
 
 def _json_object_without_repeats(pairs):
@@ -3488,8 +3477,8 @@ def _json_object(value):
     if not isinstance(value, str):
         raise ValueError("a %s, not JSON text" % type(value).__name__)
     try:
-        document = json.loads(value, parse_float=_json_number, parse_int=_json_number,
-                              parse_constant=_json_number,
+        document = json.loads(value, parse_float=_JsonNumber, parse_int=_JsonNumber,
+                              parse_constant=_JsonNumber,
                               object_pairs_hook=_json_object_without_repeats)
     except RecursionError:
         raise ValueError("nested too deeply for Python's JSON parser")
@@ -3549,13 +3538,12 @@ def _json_text(document):
 
 def _merge_missing(document, defaults):
     """Add missing keys in place, recursing into objects on both sides;
-    returns whether anything was added."""
-    import copy
+    returns whether anything was added.  Only objects json.loads made are
+    changed, never a default, so rows can share the defaults' objects."""
     changed = False
     for key, default in defaults.items():
         if key not in document:
-            document[key] = copy.deepcopy(default)
-            changed = True
+            document[key], changed = default, True
         elif isinstance(document[key], dict) and isinstance(default, dict):
             changed = _merge_missing(document[key], default) or changed
     return changed
@@ -3588,41 +3576,34 @@ def schema_info(db, tables=None):
             names = [name for _, (kind, name) in found if kind == "table"]
             missing = [table for table, (kind, _) in found if kind != "table"]
         columns = _read_columns(conn, [name for name in names if not _is_virtual(sqls[name])])
-        return {"tables": [_table_info(conn, name, sqls[name], columns.get(name),
-                                       indexes.get(_key(name), [])) for name in names],
-                "missing": missing}
-
-
-def _table_info(conn, name, sql, columns, indexes):
-    if columns is None:  # a virtual table: its module may not be loaded here
-        return {"name": name, "virtual": True, "columns": [], "indexes": []}
-    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
-    primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns if pk]
-    # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-    never_null = without_rowid or primary == ["INTEGER"]
-    return {
-        "name": name,
-        "columns": [{
-            "name": column,
-            "type": type_,
-            "primary_key": bool(pk),
-            "not_null": bool(notnull) or bool(pk) and never_null,
-            "default": default,
-            "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
-        } for _, column, type_, notnull, default, pk, hidden in columns],
-        "indexes": [_index_info(conn, index, sql) for index, sql in indexes],
-    }
+        info = []
+        for name in names:
+            if name not in columns:  # a virtual table: its module may not be loaded here
+                info.append({"name": name, "virtual": True, "columns": [], "indexes": []})
+                continue
+            primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns[name] if pk]
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
+            never_null = primary == ["INTEGER"] or not _CreateTable(sqls[name],
+                                                                    "table %s" % name).rowid
+            info.append({"name": name, "columns": [{
+                "name": column, "type": type_, "primary_key": bool(pk),
+                "not_null": bool(notnull) or bool(pk) and never_null, "default": default,
+                "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
+            } for _, column, type_, notnull, default, pk, hidden in columns[name]],
+                "indexes": [_index_info(conn, index, sql)
+                            for index, sql in indexes.get(_key(name), [])]})
+        return {"tables": info, "missing": missing}
 
 
 def _index_info(conn, name, sql):
     if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
-        rows = _query(conn, "PRAGMA index_info(%s)" % _quote_identifier(name))
-        return {"name": name, "unique": True, "columns": [column for _, _, column in rows],
-                "where": None, "sql": None}
-    declaration = _IndexDeclaration(sql)
-    _, texts, where = declaration.column_list()
-    return {"name": name, "unique": declaration.unique, "columns": texts, "where": where,
-            "sql": sql}
+        columns, where = [column for _, _, column in _query(
+            conn, "PRAGMA index_info(%s)" % _quote_identifier(name))], None
+    else:
+        declaration = _IndexDeclaration(sql)
+        _, columns, where = declaration.column_list()
+    return {"name": name, "unique": sql is None or declaration.unique, "columns": columns,
+            "where": where, "sql": sql}
 
 
 def schema_report(db, tables=None):
@@ -3631,7 +3612,7 @@ def schema_report(db, tables=None):
     info = schema_info(db, tables)
     lines = ["=" * 60, "DATABASE SCHEMA REPORT", "=" * 60]
     for table in info["tables"]:
-        lines.extend(["", "Table: %s" % table["name"], "-" * 60])
+        lines += ["", "Table: %s" % table["name"], "-" * 60]
         if table.get("virtual"):
             lines.append("  (virtual table)")
         for column in table["columns"]:
@@ -3640,18 +3621,15 @@ def schema_report(db, tables=None):
                 column["not_null"] and "NOT NULL",
                 column["default"] is not None and "DEFAULT %s" % column["default"],
                 column["generated"] and "GENERATED %s" % column["generated"]]))))
-        if table["indexes"]:
-            lines.append("  Indexes:")
-        for index in table["indexes"]:
-            lines.append("    - %s: %s(%s)%s" % (
-                index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
-                " WHERE %s" % index["where"] if index["where"] else ""))
+        lines += ["  Indexes:"] if table["indexes"] else []
+        lines += ["    - %s: %s(%s)%s" % (
+            index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
+            " WHERE %s" % index["where"] if index["where"] else "") for index in table["indexes"]]
     for name in info["missing"]:
-        lines.extend(["", "Table: %s" % name, "-" * 60, "  (does not exist)"])
+        lines += ["", "Table: %s" % name, "-" * 60, "  (does not exist)"]
     if not info["tables"] and not info["missing"]:
-        lines.extend(["", "(no tables)"])
-    lines.extend(["", "=" * 60])
-    return "\n".join(lines) + "\n"
+        lines += ["", "(no tables)"]
+    return "\n".join(lines + ["", "=" * 60]) + "\n"
 
 
 # --- Command line -----------------------------------------------------------
