@@ -3069,7 +3069,13 @@ class _IndexDeclaration(object):
     """A CREATE [UNIQUE] INDEX statement, read far enough to compare two of
     them (`definition`) and to list the table and the columns they use."""
 
-    def __init__(self, sql):
+    def __init__(self, sql, name=None):
+        # With `name`, `sql` may also be an `indexes` entry: "table(col, ...) [WHERE ...]".
+        cursor = _Cursor(sql)
+        if name is not None and cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
+            table = _quote_identifier(cursor.name())
+            sql = "CREATE INDEX %s ON %s %s" % (_quote_identifier(name), table,
+                                                "".join(text for _, text in cursor.tokens[cursor.i:]))
         self.sql = sql.strip().rstrip(";").strip()
         create = _Create(self.sql)
         cursor = self._list = create.cursor
@@ -3099,17 +3105,6 @@ class _IndexDeclaration(object):
             else:
                 texts.append(_joined(item))
         return names, texts, _joined(cursor.rest()) if cursor.take("WHERE") else None
-
-
-def _index_declaration(name, text):
-    """The _IndexDeclaration for an `indexes` entry: "table(col, ...)", maybe
-    with WHERE ..., or a whole CREATE INDEX statement."""
-    cursor = _Cursor(text)
-    if cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
-        table = cursor.name()
-        text = "CREATE INDEX %s ON %s %s" % (_quote_identifier(name), _quote_identifier(table),
-                                             "".join(token for _, token in cursor.tokens[cursor.i:]))
-    return _IndexDeclaration(text)
 
 
 # -- reconcile ---------------------------------------------------------------------
@@ -3160,7 +3155,7 @@ def reconcile(db, columns=None, indexes=None):
 
 def _plan_reconcile(conn, columns, indexes, quiet=False):
     plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
-    declared_indexes = [(name, text, _index_declaration(name, text))
+    declared_indexes = [(name, text, _IndexDeclaration(text, name))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:

@@ -234,7 +234,8 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT);"
                   "INSERT INTO t VALUES (1, 'a'), (2, 'a');")
         with self.assertRaises(MigrationError) as caught:
-            reconcile(self.db, indexes={"idx_t_email": "CREATE UNIQUE INDEX idx_t_email ON t (email)"})
+            reconcile(self.db,
+                      indexes={"idx_t_email": "CREATE UNIQUE INDEX idx_t_email ON t (email)"})
         self.assertEqual(caught.exception.outcome, "nothing was changed")
         self.assertEqual(str(caught.exception).count("nothing was changed"), 1)
         self.assertIn("UNIQUE", caught.exception.statement)
