@@ -3071,11 +3071,11 @@ class _IndexDeclaration(object):
 
     def __init__(self, sql, name=None):
         # With `name`, `sql` may also be an `indexes` entry: "table(col, ...) [WHERE ...]".
-        cursor = _Cursor(sql)
-        if name is not None and cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
+        cursor = None if name is None else _Cursor(sql)
+        if cursor and cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
             table = _quote_identifier(cursor.name())
             sql = "CREATE INDEX %s ON %s %s" % (_quote_identifier(name), table,
-                                                "".join(text for _, text in cursor.tokens[cursor.i:]))
+                                                "".join(t for _, t in cursor.tokens[cursor.i:]))
         self.sql = sql.strip().rstrip(";").strip()
         create = _Create(self.sql)
         cursor = self._list = create.cursor
