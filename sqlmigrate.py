@@ -2802,43 +2802,36 @@ def drop_column(db, table, column):
 # queries and takes no write lock.
 
 # Literals ALTER TABLE ADD COLUMN takes as a constant DEFAULT, tested on the
-# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+').
-_NUMBER_RE = re.compile(r"^[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)$")
-_BLOB_RE = re.compile(r"^[xX]'[0-9a-fA-F]*'$")
-_BARE_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_TIME_KEYWORDS = ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")
+# joined tokens (the tokenizer splits 1.5e+3 at '.' and '+'): a number, a blob,
+# or a bare word, which SQLite reads as a string (TRUE/FALSE too before 3.23).
+_CONSTANT_RE = re.compile(r"(?:[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"
+                          r"|[xX]'[0-9a-fA-F]*'|(?P<bare>[A-Za-z_][A-Za-z0-9_$]*))\Z")
 _COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
                             "REFERENCES", "AS")
 
 
-class _Clause(object):
-    """A constraint in a column declaration: tokens [start, end), its keyword
-    at `keyword` (after any CONSTRAINT <name> or GENERATED ALWAYS)."""
-    __slots__ = ("word", "start", "keyword", "end")
-
-    def __init__(self, word, start, keyword):
-        self.word, self.start, self.keyword, self.end = word, start, keyword, None
-
-
 class _ColumnDeclaration(object):
     """A column declaration ("BOOLEAN DEFAULT 1 NOT NULL") split into the
-    constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it."""
+    constraints that decide how, or whether, ALTER TABLE ADD COLUMN can add it:
+    `clauses` are (word, start, end) token ranges, from any CONSTRAINT <name>
+    or GENERATED ALWAYS before the word."""
 
     def __init__(self, text):
-        self.problem = self.generated = self.default = self._default = None
+        self.problem = self.generated = self.default = None
+        self.default_kind = "none"
         cursor = _Cursor(text)
-        self.tokens, self.clauses, prefix = cursor.tokens, [], None
+        self.tokens, heads, prefix = cursor.tokens, [], None  # heads: (word, start, at)
         while not cursor.at_end():
             at, word = cursor.i, cursor.word()
-            current = self.clauses[-1].word if self.clauses else None
+            current = heads[-1][0] if heads else None
             if current == "REFERENCES" and (cursor.take("NOT", "DEFERRABLE") or cursor.take("SET")):
                 cursor.take("NULL") or cursor.take("DEFAULT")  # ON DELETE SET NULL ...
             elif cursor.take("CONSTRAINT") or cursor.take("GENERATED", "ALWAYS"):
                 if word == "CONSTRAINT":
                     cursor.advance()  # its name: any word
-                prefix = at if prefix is None else prefix  # part of the constraint after it
+                prefix = at if prefix is None else prefix
             elif word in _COLUMN_CONSTRAINT_WORDS:
-                self.clauses.append(_Clause(word, at if prefix is None else prefix, at))
+                heads.append((word, at if prefix is None else prefix, at))
                 cursor.advance()
                 prefix = None
                 if word in ("NOT", "DEFAULT"):
@@ -2858,37 +2851,28 @@ class _ColumnDeclaration(object):
                     self.problem = "unbalanced parentheses"
                 elif kind == "punct" and token in ",;":
                     self.problem = "not a single column declaration (found %r)" % token
-        for clause, following in zip(self.clauses, self.clauses[1:] + [None]):
-            clause.end = following.start if following else len(self.tokens)
-            if clause.word == "DEFAULT" and self._default is None:
-                self._default = clause
-                self.default = self._text(clause.keyword + 1, clause.end).strip()
-        self.words = set(clause.word for clause in self.clauses)
-        self.not_null = "NOT" in self.words
-
-    def _text(self, start, end, dropped=()):
-        return "".join(text for i, (_, text) in enumerate(self.tokens[start:end], start)
-                       if i not in dropped)
-
-    @property
-    def default_kind(self):
-        """'none', 'null', 'constant' (ADD COLUMN takes it) or 'expression'."""
-        clause = self._default
-        return "none" if clause is None else _classify_default(
-            _Cursor(tokens=self.tokens, i=clause.keyword + 1, end=clause.end))
+        ends = [start for _, start, _ in heads[1:]] + [len(self.tokens)]
+        self.clauses = [(word, start, end) for (word, start, _), end in zip(heads, ends)]
+        self.words = set(word for word, _, _ in heads)
+        for (word, _, at), end in zip(heads, ends):
+            if word == "DEFAULT":
+                self.default = "".join(text for _, text in self.tokens[at + 1:end]).strip()
+                self.default_kind = _default_kind(_Cursor(tokens=self.tokens, i=at + 1, end=end))
+                break
 
     def without(self, word):
         """The declaration text without the constraints that start with `word`."""
-        dropped = set(i for clause in self.clauses if clause.word == word
-                      for i in range(clause.start, clause.end))
-        return " ".join(self._text(0, len(self.tokens), dropped).split())
+        dropped = set(i for clause, start, end in self.clauses if clause == word
+                      for i in range(start, end))
+        return " ".join("".join(text for i, (_, text) in enumerate(self.tokens)
+                                if i not in dropped).split())
 
 
-def _classify_default(cursor):
+def _default_kind(cursor):
     """'null', 'constant' or 'expression' for a DEFAULT value, the way ALTER
     TABLE ADD COLUMN sees it: a literal, possibly signed and in parentheses
-    (SQLite keeps no node for those), or a bare word (a string to SQLite), is
-    constant; CURRENT_TIMESTAMP or anything computed is not.  Unsure means
+    (SQLite keeps no node for those), or a bare word, is constant;
+    CURRENT_TIMESTAMP or anything computed is not.  Unsure means
     'expression': a rebuild always works."""
     bare = True
     while cursor.peek() == ("punct", "("):
@@ -2898,12 +2882,11 @@ def _classify_default(cursor):
         cursor, bare = _Cursor(tokens=cursor.tokens, i=first, end=close), False
     tokens = cursor.rest()
     text = "".join(token for _, token in tokens)
+    match = _CONSTANT_RE.match(text)
     if text.upper() == "NULL":
         return "null"
-    if _NUMBER_RE.match(text) or _BLOB_RE.match(text) or [k for k, _ in tokens] == ["string"]:
-        return "constant"
-    # TRUE/FALSE are keywords from 3.23 and identifiers (strings) before that.
-    if bare and _BARE_WORD_RE.match(text) and text.upper() not in _TIME_KEYWORDS:
+    if [kind for kind, _ in tokens] == ["string"] or match and (not match.group("bare") or bare
+            and text.upper() not in ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP")):
         return "constant"
     return "expression"
 
@@ -2912,9 +2895,15 @@ class _IndexDeclaration(object):
     """A CREATE [UNIQUE] INDEX statement, read far enough to compare two of
     them (`definition`) and to list the table and the columns they use."""
 
-    def __init__(self, sql, tokens=None):
+    def __init__(self, sql, name=None):
+        # With `name`, `sql` may also be an `indexes` entry: "table(col, ...) [WHERE ...]".
+        cursor = None if name is None else _Cursor(sql)
+        if cursor and cursor.word() != "CREATE" and cursor.peek()[0] in ("word", "ident"):
+            table = _quote_identifier(cursor.name())
+            sql = "CREATE INDEX %s ON %s %s" % (_quote_identifier(name), table,
+                                                "".join(t for _, t in cursor.tokens[cursor.i:]))
         self.sql = sql.strip().rstrip(";").strip()
-        create = _Create(self.sql, tokens)
+        create = _Create(self.sql)
         cursor = self._list = create.cursor
         self.name, self.unique, self.table, self.definition = create.name, create.unique, None, None
         if create.kind == "INDEX" and cursor.word() == "ON":
@@ -2944,38 +2933,14 @@ class _IndexDeclaration(object):
         return names, texts, _joined(cursor.rest()) if cursor.take("WHERE") else None
 
 
-def _index_declaration(name, text):
-    """The _IndexDeclaration for an `indexes` entry: "table(col, ...)", maybe
-    with WHERE ..., or a whole CREATE INDEX statement."""
-    cursor = _Cursor(text)
-    if cursor.word() == "CREATE":
-        return _IndexDeclaration(text)
-    kind, table = cursor.peek()[0], cursor.name()
-    if kind not in ("word", "ident") or cursor.peek() != ("punct", "("):
-        return _IndexDeclaration("")
-    head = [("word", "CREATE"), ("word", "INDEX"), ("ident", _quote_identifier(name)),
-            ("word", "ON"), ("ident", _quote_identifier(table))]
-    tokens = [token for pair in zip(head, [("space", " ")] * 5) for token in pair]
-    tokens += cursor.tokens[cursor.i:]
-    return _IndexDeclaration("".join(text for _, text in tokens), tokens)
-
-
 # -- reconcile ---------------------------------------------------------------------
 
-class _Step(object):
-    """One change reconcile() makes: run `sql`, or rebuild `table` as the
-    CREATE TABLE `sql`; `changes` are what reconcile() returns for it."""
-    __slots__ = ("what", "sql", "changes", "table")
-
-    def __init__(self, what, sql, changes, table=None):
-        self.what, self.sql, self.changes, self.table = what, sql, changes, table
-
-
-class _ReconcilePlan(object):
-    def __init__(self):
-        # Steps in order (columns before the indexes that may use them); any
-        # problem means nothing is done; warnings are logged and skipped.
-        self.steps, self.problems, self.warnings = [], [], []
+# One change reconcile() makes: run `sql`, or rebuild `table` as the CREATE
+# TABLE `sql`; `changes` are what reconcile() returns for it.
+_Step = collections.namedtuple("_Step", "what sql changes table")
+# Steps in order (columns before the indexes that may use them); any problem
+# means nothing is done; warnings are logged and skipped.
+_ReconcilePlan = collections.namedtuple("_ReconcilePlan", "steps problems warnings")
 
 
 def reconcile(db, columns=None, indexes=None):
@@ -3015,8 +2980,8 @@ def reconcile(db, columns=None, indexes=None):
 
 
 def _plan_reconcile(conn, columns, indexes, quiet=False):
-    plan, master = _ReconcilePlan(), _SchemaObjects(conn)
-    declared_indexes = [(name, text, _index_declaration(name, text))
+    plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
+    declared_indexes = [(name, text, _IndexDeclaration(text, name))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
@@ -3025,47 +2990,71 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             tables[table] = name
     existing = dict((table, [name for (name,) in rows]) for table, rows
                     in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
+
+    def refuse(table, skipped):  # a declared table that is not an ordinary one
+        kind = (master.get(table) or (None,))[0]
+        if kind is None:
+            plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
+        elif kind != "table":
+            plan.problems.append("'%s' is a %s, not a table" % (table, kind))
+        else:
+            plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
+                                 % table)
     added = {}  # existing table name -> names of the columns being added
     for table, declared in columns.items():
         actual = tables.get(table)
         if actual is None:
-            _refuse_table(plan, master, table, "skipped its declared columns (%s)"
-                          % ", ".join(declared))
+            refuse(table, "skipped its declared columns (%s)" % ", ".join(declared))
         elif actual in added:
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
             added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
     for name, text, declaration in declared_indexes:
-        _plan_index(plan, master, name, text, declaration, tables, existing, added)
+        kind, _, _, sql = master.get(name) or (None,) * 4
+        table = tables.get(declaration.table)
+        if declaration.definition is None:
+            plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
+                                 "[UNIQUE] INDEX statement" % (name, text))
+        elif _key(declaration.name) != _key(name):
+            plan.problems.append("index %s: the statement creates an index named %s"
+                                 % (name, declaration.name))
+        elif kind is not None and kind != "index":
+            plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
+        elif kind is not None:
+            found = sql != declaration.sql and _IndexDeclaration(sql or "")
+            if found and (found.unique, found.definition) != (declaration.unique,
+                                                              declaration.definition):
+                plan.warnings.append("Index '%s' exists with a different definition; not "
+                                     "replaced (database: %s; declared: %s)"
+                                     % (name, sql or "a constraint's index", declaration.sql))
+        elif table is None:
+            refuse(declaration.table, "skipped index '%s'" % name)
+        else:
+            unknown = _absent_names(existing[table] + added.get(table, []),
+                                    declaration.column_list()[0])
+            if unknown:
+                plan.problems.append("index %s: table %s has no column %s"
+                                     % (name, table, ", ".join(unknown)))
+            else:
+                plan.steps.append(_Step("creating missing index '%s' on table '%s'"
+                                        % (name, table), declaration.sql,
+                                        ["created index %s" % name], None))
     if plan.problems:
         raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
-                             + "\n  ".join(plan.problems))
+                             + "\n  ".join(plan.problems), problems=tuple(plan.problems))
     for warning in [] if quiet else plan.warnings:
         _log.warning(warning)
     return plan
 
 
-def _refuse_table(plan, master, table, skipped):
-    """A warning (missing) or a problem (a view, or a virtual table ALTER
-    TABLE cannot change) for a declared table that is not an ordinary one."""
-    kind, _, _, _ = master.get(table) or (None,) * 4
-    if kind is None:
-        plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
-    elif kind != "table":
-        plan.problems.append("'%s' is a %s, not a table" % (table, kind))
-    else:
-        plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
-                             % table)
-
-
 def _plan_columns(plan, conn, master, table, declared, existing):
     """Plan the declared columns `table` lacks; returns their names."""
-    absent = set(_absent_names(existing, declared))
+    absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
         return []
-    missing = [(column, text, _ColumnDeclaration(text)) for column, text in declared.items()
-               if column in absent]
+    missing = [(column, declared[column], _ColumnDeclaration(declared[column]))
+               for column in absent]
     seen = set()
     for column, text, declaration in missing:
         problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
@@ -3073,19 +3062,17 @@ def _plan_columns(plan, conn, master, table, declared, existing):
         if problem:
             plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
         seen.add(_key(column))
-    names = [column for column, _, _ in missing]
     reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
-        _, _, _, create_sql = master.get(table)
         plan.steps.append(_Step(
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
-            % (", ".join("'%s'" % c for c in names), table, reason),
-            _with_columns_appended(create_sql, ["%s %s" % (_quote_identifier(column), text)
-                                                for column, text, _ in missing]),
-            ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in names],
+            % (", ".join("'%s'" % c for c in absent), table, reason),
+            _with_columns_appended(master.get(table)[3], [
+                "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
+            ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
-        return names
+        return absent
     quoted = _quote_identifier(table)
     for column, text, declaration in missing:
         unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
@@ -3093,27 +3080,26 @@ def _plan_columns(plan, conn, master, table, declared, existing):
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
                                                  declaration.without("UNIQUE") if unique else text),
-            ["added column %s.%s" % (table, column)]))
+            ["added column %s.%s" % (table, column)], None))
         if unique:
             name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
             plan.steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
                                                       _quote_identifier(column)),
-                ["created unique index %s for column %s.%s" % (name, table, column)]))
-    return names
+                ["created unique index %s for column %s.%s" % (name, table, column)], None))
+    return absent
 
 
 def _absent_names(names, wanted):
     """The names in `wanted` that `names` lacks, compared as SQLite compares
     identifiers; exact tests first, as they nearly always decide."""
-    exact, keys = set(names), None
-    for name in wanted:
-        if name not in exact:
-            if keys is None:
-                keys = set(_key(other) for other in names)
-            if _key(name) not in keys:
-                yield name
+    exact = set(names)
+    absent = [name for name in wanted if name not in exact]
+    if absent:
+        keys = set(_key(name) for name in names)
+        absent = [name for name in absent if _key(name) not in keys]
+    return absent
 
 
 def _rebuild_reason(declaration):
@@ -3135,7 +3121,7 @@ def _column_problem(conn, table, declaration):
     if declaration.generated and not _HAS_GENERATED_COLUMNS:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
                 % sqlite3.sqlite_version)
-    if declaration.not_null and not declaration.generated and kind in ("none", "null"):
+    if "NOT" in words and not declaration.generated and kind in ("none", "null"):
         return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
     if _rebuild_reason(declaration):
         return None
@@ -3149,40 +3135,8 @@ def _column_problem(conn, table, declaration):
     return None
 
 
-def _plan_index(plan, master, name, text, declaration, tables, existing, added):
-    kind, _, _, sql = master.get(name) or (None,) * 4
-    if declaration.definition is None:
-        plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
-                             "[UNIQUE] INDEX statement" % (name, text))
-    elif _key(declaration.name) != _key(name):
-        plan.problems.append("index %s: the statement creates an index named %s"
-                             % (name, declaration.name))
-    elif kind is not None and kind != "index":
-        plan.problems.append("index %s: the name is taken by a %s" % (name, kind))
-    elif kind is not None:
-        found = sql != declaration.sql and _IndexDeclaration(sql or "")
-        if found and (found.unique, found.definition) != (declaration.unique,
-                                                          declaration.definition):
-            plan.warnings.append("Index '%s' exists with a different definition; not replaced "
-                                 "(database: %s; declared: %s)"
-                                 % (name, sql or "a constraint's index", declaration.sql))
-    elif tables.get(declaration.table) is None:
-        _refuse_table(plan, master, declaration.table, "skipped index '%s'" % name)
-    else:
-        table = tables[declaration.table]
-        columns, _, _ = declaration.column_list()
-        unknown = list(_absent_names(existing[table] + added.get(table, []), columns))
-        if unknown:
-            plan.problems.append("index %s: table %s has no column %s"
-                                 % (name, table, ", ".join(unknown)))
-        else:
-            plan.steps.append(_Step("creating missing index '%s' on table '%s'" % (name, table),
-                                    declaration.sql, ["created index %s" % name]))
-
-
 def _apply_reconcile(conn, plan):
-    """Carry out a checked plan inside the open transaction; any failure
-    raises, and the caller's `transaction` undoes everything."""
+    """Run a checked plan inside the open transaction, which undoes it all on a failure."""
     changes = []
     for step in plan.steps:
         _log.info("%s%s", step.what[0].upper(), step.what[1:])
@@ -3192,12 +3146,19 @@ def _apply_reconcile(conn, plan):
             else:
                 conn.execute(step.sql)
         except sqlite3.Error as e:
-            if _sqlite_kind(e) == "locked":
+            kind = _sqlite_kind(e)
+            if kind == "locked":
                 raise
-            raise MigrationError("reconcile: %s failed: %s; nothing was changed\n  statement: %s"
-                                 % (step.what, e, step.sql))
-        except MigrationError as e:  # rebuild_table's: it says that nothing was changed
-            raise MigrationError("reconcile: %s failed: %s" % (step.what, e))
+            raise MigrationError("reconcile: %s failed: %s (statement: %s)"
+                                 % (step.what, e, step.sql), statement=step.sql, cause=str(e),
+                                 kind=kind if kind in _DATABASE_KINDS else "sqlite",
+                                 outcome="nothing was changed")
+        except MigrationError as e:  # rebuild_table's
+            import copy
+            reason = copy.copy(e)
+            reason.outcome = None  # the whole reconcile's outcome is said once, below
+            raise MigrationError("reconcile: %s failed: %s" % (step.what, reason), kind=e.kind,
+                                 tables=e.tables, outcome="nothing was changed")
         changes.extend(step.changes)
     return changes
 
@@ -3235,32 +3196,39 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
         raise RequestError("merge_json_defaults: defaults must be a dict, not %s"
                            % type(defaults).__name__)
     try:
-        # Not _json_text: json.dumps would write a key 1 as "1", next to a "1"
-        # the row may have.
-        _json_text_slowly(defaults)
+        _json_text(defaults)  # not json.dumps: it writes a key 1 as "1", maybe next to a "1"
     except ValueError as e:
         raise RequestError("merge_json_defaults: defaults are not JSON: %s" % e)
     with _using(db) as conn:
         conn = _raw(conn)
         with _transaction(conn):
-            keys = _row_key_columns(conn, table, column)
+            kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
+            if kind != "table":
+                raise MigrationError("merge_json_defaults: no table %s" % table)
+            columns = _read_columns(conn, [name], ("name", "pk"))[name]
+            names = [column_name for column_name, _ in columns]
+            if _absent_names(names, [column]):
+                raise MigrationError("merge_json_defaults: table %s has no column %s"
+                                     % (table, column))
+            # What finds a row again for its UPDATE: the rowid, or a WITHOUT ROWID table's key.
+            keys = [_rowid_alias(names)] if _CreateTable(sql, "table %s" % table).rowid else [
+                c for _, c in sorted((pk, c) for c, pk in columns if pk)]
+            if keys == [None]:
+                raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
+                                     "_rowid_ and oid: no way to address its rows" % table)
             cursor = conn.cursor()
             cursor.row_factory = None
-            saved_text_factory = conn.text_factory
-            # Text as str whatever the caller set; text that is not UTF-8
-            # comes back as bytes and is refused naming its row (the default
-            # str would fail the whole SELECT without saying which row).
-            conn.text_factory = _utf8_or_bytes
+            # Text as str whatever the caller set; text that is not UTF-8 comes back as
+            # bytes and is refused naming its row (str would fail the whole SELECT).
+            saved, conn.text_factory = conn.text_factory, _utf8_or_bytes
             try:
-                rows = cursor.execute("SELECT %s, %s FROM %s%s" % (
-                    ", ".join(_quote_identifier(k) for k in keys), _quote_identifier(column),
-                    _quote_identifier(table), " WHERE (%s)" % where if where else ""),
-                    params).fetchall()
+                rows = cursor.execute("SELECT %s FROM %s%s" % (
+                    ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
+                    " WHERE (%s)" % where if where else ""), params).fetchall()
             finally:
-                conn.text_factory = saved_text_factory
+                conn.text_factory = saved
             updates, bad = [], []
-            for row in rows:
-                *key, value = row
+            for *key, value in rows:
                 try:
                     document = _json_object(value)
                     if _merge_missing(document, defaults):
@@ -3296,52 +3264,16 @@ def _utf8_or_bytes(data):
         return data
 
 
-def _row_key_columns(conn, table, column):
-    """What identifies a row for the UPDATE: the rowid, or the primary key of
-    a WITHOUT ROWID table."""
-    kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
-    if kind != "table":
-        raise MigrationError("merge_json_defaults: no table %s" % table)
-    columns = _read_columns(conn, [name], ("name", "pk"))[name]
-    names = [column_name for column_name, _ in columns]
-    if list(_absent_names(names, [column])):
-        raise MigrationError("merge_json_defaults: table %s has no column %s" % (table, column))
-    if not _CreateTable(sql, "table %s" % table).rowid:
-        return [column_name for _, column_name in sorted((pk, c) for c, pk in columns if pk)]
-    alias = _rowid_alias(names)
-    if alias is None:
-        raise MigrationError("merge_json_defaults: table %s has columns named rowid, _rowid_ "
-                             "and oid: no way to address its rows" % table)
-    return [alias]
+class _JsonNumber(str):
+    """A number as the row wrote it: Python's int or float would change its
+    text (1.10 -> 1.1, -0 -> 0, 1e400 -> inf, which JSON cannot write), and
+    Python 3.11 refuses int() of a 5000-digit text."""
 
-
-class _JsonVerbatim(object):
-    """JSON text written back as it was read: a number whose text a Python
-    int or float would not give back (1.10 stays 1.10; 1e400 stays 1e400
-    instead of float inf, which json.dumps writes as the invalid Infinity; a
-    5000-digit integer is not refused by Python 3.11's int-from-text limit);
-    also the punctuation _json_text_slowly queues, `closing` the id of the
-    container it ends (one met again while open is a circular reference)."""
-    __slots__ = ("text", "closing")
-
-    def __init__(self, text, closing=None):
-        self.text, self.closing = text, closing
-
-
-def _json_float(text):
-    number = float(text)
-    return number if float.__repr__(number) == text else _JsonVerbatim(text)
-
-
-def _json_int(text):
-    # Short integers round-trip through int (and keep json.dumps' fast path);
-    # "-0" would come back as 0.
-    return int(text) if len(text) < 100 and text != "-0" else _JsonVerbatim(text)
-
-
-def _refuse_json_constant(name):
-    # json.loads accepts NaN, Infinity and -Infinity, which JSON does not have.
-    raise ValueError("%s is not a JSON value" % name)
+    def __new__(cls, text):
+        # json.loads passes NaN, Infinity and -Infinity here too; JSON has none of them.
+        if text in ("NaN", "Infinity", "-Infinity"):
+            raise ValueError("%s is not a JSON value" % text)
+        return str.__new__(cls, text)
 
 
 def _json_object_without_repeats(pairs):
@@ -3366,8 +3298,8 @@ def _json_object(value):
     if not isinstance(value, str):
         raise ValueError("a %s, not JSON text" % type(value).__name__)
     try:
-        document = json.loads(value, parse_float=_json_float, parse_int=_json_int,
-                              parse_constant=_refuse_json_constant,
+        document = json.loads(value, parse_float=_JsonNumber, parse_int=_JsonNumber,
+                              parse_constant=_JsonNumber,
                               object_pairs_hook=_json_object_without_repeats)
     except RecursionError:
         raise ValueError("nested too deeply for Python's JSON parser")
@@ -3376,82 +3308,63 @@ def _json_object(value):
     return document
 
 
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _json_text(document):
-    """json.dumps(document, ensure_ascii=False) when that gives valid JSON
-    that UTF-8 can hold (it is several times faster), else _json_text_slowly."""
-    try:
-        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")  # sqlite3 will, and a lone surrogate fails it
-        return text
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return _json_text_slowly(document)
-
-
-def _json_text_slowly(document):
-    """`document` as json.dumps(document, ensure_ascii=False) writes it,
-    except: numbers read from the row keep their text; a lone surrogate is a
-    \\u escape (valid JSON, and the only way to store it as UTF-8); NaN, inf,
-    non-string keys, circular references and other types are a ValueError.
-    Iterative: a row nested as deep as the parser took must not hit the
-    recursion limit here."""
-    parts, pending, open_containers = [], [document], set()
-    while pending:
-        value = pending.pop()
-        if isinstance(value, _JsonVerbatim):
-            parts.append(value.text)
-            open_containers.discard(value.closing)
-        elif isinstance(value, str):
-            parts.append(_json_string(value))
+    """`document` as json.dumps(document, ensure_ascii=False) writes it, except:
+    a _JsonNumber keeps its text; a lone surrogate is a \\u escape (valid JSON,
+    and the only way to store it as UTF-8); NaN, inf, non-string keys, circular
+    references and other types are a ValueError.  Iterative: a row nested as
+    deep as the parser took must not hit the recursion limit here."""
+    parts, stack, open_ids, value = [], [], set(), document
+    while True:
+        if isinstance(value, str):
+            parts.append(value if isinstance(value, _JsonNumber) else _json_string(value))
         elif value is None or value is True or value is False:
             parts.append({None: "null", True: "true", False: "false"}[value])
         elif isinstance(value, int):
             parts.append(int.__repr__(value))  # an IntEnum too: its number, as json.dumps
-        elif isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError("%r is not a JSON number" % value)
+        elif isinstance(value, float) and float("-inf") < value < float("inf"):
             parts.append(float.__repr__(value))
         elif isinstance(value, (dict, list, tuple)):
-            if id(value) in open_containers:
+            if id(value) in open_ids:
                 raise ValueError("circular reference")
-            open_containers.add(id(value))
-            is_object = isinstance(value, dict)
-            queued = []
-            for item in (value.items() if is_object else value):
-                if queued:
-                    queued.append(_JsonVerbatim(", "))
-                if is_object:
-                    key, item = item
-                    if not isinstance(key, str):
-                        raise ValueError("key %r is not a string" % (key,))
-                    queued.append(_JsonVerbatim(_json_string(key) + ": "))
-                queued.append(item)
-            parts.append("{" if is_object else "[")
-            pending.append(_JsonVerbatim("}" if is_object else "]", id(value)))
-            pending.extend(reversed(queued))
+            open_ids.add(id(value))
+            parts.append("{" if isinstance(value, dict) else "[")
+            stack.append((value, iter(value.items() if isinstance(value, dict) else value)))
         else:
-            raise ValueError("a %s is not a JSON value" % type(value).__name__)
-    return "".join(parts)
-
-
-def _json_string(text):
-    written = json.dumps(text, ensure_ascii=False)
-    try:
-        written.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot hold it; an escape can
-        written = "".join("\\u%04x" % ord(char) if "\ud800" <= char <= "\udfff" else char
-                          for char in written)
-    return written
+            raise ValueError("%s is not a JSON value" % (
+                repr(value) if isinstance(value, float) else "a " + type(value).__name__))
+        while stack:  # the next value, closing the containers it ends
+            container, items = stack[-1]
+            value = next(items, stack)
+            if value is not stack:
+                break
+            stack.pop()
+            open_ids.discard(id(container))
+            parts.append("}" if isinstance(container, dict) else "]")
+        else:
+            return _LONE_SURROGATE_RE.sub(lambda match: "\\u%04x" % ord(match.group()),
+                                          "".join(parts))
+        if parts[-1] not in ("{", "["):
+            parts.append(", ")
+        if isinstance(container, dict):
+            key, value = value
+            if not isinstance(key, str):
+                raise ValueError("key %r is not a string" % (key,))
+            parts.append(_json_string(key) + ": ")
 
 
 def _merge_missing(document, defaults):
     """Add missing keys in place, recursing into objects on both sides;
-    returns whether anything was added."""
-    import copy
+    returns whether anything was added.  Only objects json.loads made are
+    changed, never a default, so rows can share the defaults' objects."""
     changed = False
     for key, default in defaults.items():
         if key not in document:
-            document[key] = copy.deepcopy(default)
-            changed = True
+            document[key], changed = default, True
         elif isinstance(document[key], dict) and isinstance(default, dict):
             changed = _merge_missing(document[key], default) or changed
     return changed
@@ -3484,41 +3397,34 @@ def schema_info(db, tables=None):
             names = [name for _, (kind, name) in found if kind == "table"]
             missing = [table for table, (kind, _) in found if kind != "table"]
         columns = _read_columns(conn, [name for name in names if not _is_virtual(sqls[name])])
-        return {"tables": [_table_info(conn, name, sqls[name], columns.get(name),
-                                       indexes.get(_key(name), [])) for name in names],
-                "missing": missing}
-
-
-def _table_info(conn, name, sql, columns, indexes):
-    if columns is None:  # a virtual table: its module may not be loaded here
-        return {"name": name, "virtual": True, "columns": [], "indexes": []}
-    without_rowid = not _CreateTable(sql, "table %s" % name).rowid
-    primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns if pk]
-    # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-    never_null = without_rowid or primary == ["INTEGER"]
-    return {
-        "name": name,
-        "columns": [{
-            "name": column,
-            "type": type_,
-            "primary_key": bool(pk),
-            "not_null": bool(notnull) or bool(pk) and never_null,
-            "default": default,
-            "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
-        } for _, column, type_, notnull, default, pk, hidden in columns],
-        "indexes": [_index_info(conn, index, sql) for index, sql in indexes],
-    }
+        info = []
+        for name in names:
+            if name not in columns:  # a virtual table: its module may not be loaded here
+                info.append({"name": name, "virtual": True, "columns": [], "indexes": []})
+                continue
+            primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns[name] if pk]
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
+            never_null = primary == ["INTEGER"] or not _CreateTable(sqls[name],
+                                                                    "table %s" % name).rowid
+            info.append({"name": name, "columns": [{
+                "name": column, "type": type_, "primary_key": bool(pk),
+                "not_null": bool(notnull) or bool(pk) and never_null, "default": default,
+                "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
+            } for _, column, type_, notnull, default, pk, hidden in columns[name]],
+                "indexes": [_index_info(conn, index, sql)
+                            for index, sql in indexes.get(_key(name), [])]})
+        return {"tables": info, "missing": missing}
 
 
 def _index_info(conn, name, sql):
     if sql is None:  # made by a UNIQUE or PRIMARY KEY constraint
-        rows = _query(conn, "PRAGMA index_info(%s)" % _quote_identifier(name))
-        return {"name": name, "unique": True, "columns": [column for _, _, column in rows],
-                "where": None, "sql": None}
-    declaration = _IndexDeclaration(sql)
-    _, texts, where = declaration.column_list()
-    return {"name": name, "unique": declaration.unique, "columns": texts, "where": where,
-            "sql": sql}
+        columns, where = [column for _, _, column in _query(
+            conn, "PRAGMA index_info(%s)" % _quote_identifier(name))], None
+    else:
+        declaration = _IndexDeclaration(sql)
+        _, columns, where = declaration.column_list()
+    return {"name": name, "unique": sql is None or declaration.unique, "columns": columns,
+            "where": where, "sql": sql}
 
 
 def schema_report(db, tables=None):
@@ -3527,7 +3433,7 @@ def schema_report(db, tables=None):
     info = schema_info(db, tables)
     lines = ["=" * 60, "DATABASE SCHEMA REPORT", "=" * 60]
     for table in info["tables"]:
-        lines.extend(["", "Table: %s" % table["name"], "-" * 60])
+        lines += ["", "Table: %s" % table["name"], "-" * 60]
         if table.get("virtual"):
             lines.append("  (virtual table)")
         for column in table["columns"]:
@@ -3536,18 +3442,15 @@ def schema_report(db, tables=None):
                 column["not_null"] and "NOT NULL",
                 column["default"] is not None and "DEFAULT %s" % column["default"],
                 column["generated"] and "GENERATED %s" % column["generated"]]))))
-        if table["indexes"]:
-            lines.append("  Indexes:")
-        for index in table["indexes"]:
-            lines.append("    - %s: %s(%s)%s" % (
-                index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
-                " WHERE %s" % index["where"] if index["where"] else ""))
+        lines += ["  Indexes:"] if table["indexes"] else []
+        lines += ["    - %s: %s(%s)%s" % (
+            index["name"], "UNIQUE " if index["unique"] else "", ", ".join(index["columns"]),
+            " WHERE %s" % index["where"] if index["where"] else "") for index in table["indexes"]]
     for name in info["missing"]:
-        lines.extend(["", "Table: %s" % name, "-" * 60, "  (does not exist)"])
+        lines += ["", "Table: %s" % name, "-" * 60, "  (does not exist)"]
     if not info["tables"] and not info["missing"]:
-        lines.extend(["", "(no tables)"])
-    lines.extend(["", "=" * 60])
-    return "\n".join(lines) + "\n"
+        lines += ["", "(no tables)"]
+    return "\n".join(lines + ["", "=" * 60]) + "\n"
 
 
 # --- Command line -----------------------------------------------------------

@@ -230,6 +230,30 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertIn("nothing was changed", str(caught.exception))
         self.assertEqual(self.schema(), before)
 
+    def test_a_failing_statement_says_nothing_was_changed_once_as_its_outcome(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT);"
+                  "INSERT INTO t VALUES (1, 'a'), (2, 'a');")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db,
+                      indexes={"idx_t_email": "CREATE UNIQUE INDEX idx_t_email ON t (email)"})
+        self.assertEqual(caught.exception.outcome, "nothing was changed")
+        self.assertEqual(str(caught.exception).count("nothing was changed"), 1)
+        self.assertIn("UNIQUE", caught.exception.statement)
+
+    def test_a_refused_rebuild_keeps_its_reason_and_reconcile_sets_the_outcome(self):
+        conn = self.make("CREATE TABLE p (id INTEGER PRIMARY KEY);"
+                         "CREATE TABLE c (p_id INTEGER REFERENCES p(id) ON DELETE CASCADE);"
+                         "INSERT INTO p VALUES (1); INSERT INTO c VALUES (1);")
+        before = self.schema()
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN")
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(conn, columns={"p": {"at": "TEXT DEFAULT CURRENT_TIMESTAMP"}})
+        conn.execute("ROLLBACK")
+        self.assertEqual(caught.exception.outcome, "nothing was changed")
+        self.assertIn("foreign keys are on", str(caught.exception))
+        self.assertEqual(self.schema(), before)
+
     def test_impossible_declarations_change_nothing_and_are_all_listed(self):
         self.make(OLD_SCHEMA)
         before = self.schema()
