@@ -252,6 +252,7 @@ class ReconcileColumnTests(DatabaseTestCase):
         conn.execute("ROLLBACK")
         self.assertEqual(caught.exception.outcome, "nothing was changed")
         self.assertIn("foreign keys are on", str(caught.exception))
+        self.assertEqual(str(caught.exception).count("nothing was changed"), 1)
         self.assertEqual(self.schema(), before)
 
     def test_impossible_declarations_change_nothing_and_are_all_listed(self):
