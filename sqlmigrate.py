@@ -55,24 +55,33 @@ class MigrationError(Exception):
     problems = ()
 
     def __init__(self, message=None, **fields):
-        for name in fields:
-            if name not in _ERROR_FIELDS:
-                raise TypeError("MigrationError has no field %r" % name)
+        for name in set(fields) - _ERROR_FIELDS:
+            raise TypeError("MigrationError has no field %r" % name)
         self.__dict__.update(fields)
         self.message = message
         Exception.__init__(self, *(() if message is None else (message,)))
 
     def __str__(self):
-        if self.message is not None:
-            text = self.message
-        elif self.kind == "migration-failed":
-            text = self._migration_failure()
-        elif self.kind == "bad-name":
-            text = "invalid migration files:\n  " + "\n  ".join(self.problems)
-        elif self.problems:
-            text = "; ".join(self.problems)
-        else:
-            where = self.database or "the database"
+        text, where = self.message, self.database or "the database"
+        if text is None and self.kind == "migration-failed":
+            parts = ["%s%s (%s) %s" % (self.path, "" if self.line is None else ":%s" % self.line,
+                                       self.direction, self.cause)]
+            if self.statement:
+                parts.append("statement: " + " ".join(self.statement.split())[:500])
+            parts += [self.hint] * bool(self.hint) + [
+                "the whole %s was rolled back; the database is as it was" % self.rolled_back
+                if self.rolled_back in ("--atomic run", "dry run") else
+                "it ran outside a transaction: the database may be partly changed"
+                if not self.rolled_back else
+                "the migration was rolled back; earlier migrations stay applied"
+                if self.direction == "up" else
+                "its down was rolled back, so it stays applied; migrations rolled back before "
+                "it stay rolled back"]
+            text = "\n  ".join(parts)
+        elif text is None and self.problems:
+            text = ("invalid migration files:\n  " + "\n  ".join(self.problems)
+                    if self.kind == "bad-name" else "; ".join(self.problems))
+        elif text is None:
             text = {
                 "locked": "database %s is locked by another process; wait for it to finish "
                           "(or stop it) and try again, or raise --busy-timeout" % where,
@@ -84,25 +93,6 @@ class MigrationError(Exception):
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
         return text + ("; " + self.outcome if self.outcome else "")
-
-    def _migration_failure(self):
-        where = self.path if self.line is None else "%s:%s" % (self.path, self.line)
-        parts = ["%s (%s) %s" % (where, self.direction, self.cause)]
-        if self.statement:
-            parts.append("statement: %s" % " ".join(self.statement.split())[:500])
-        if self.hint:
-            parts.append(self.hint)
-        if self.rolled_back in ("--atomic run", "dry run"):
-            parts.append("the whole %s was rolled back; the database is as it was"
-                         % self.rolled_back)
-        elif self.rolled_back and self.direction == "up":
-            parts.append("the migration was rolled back; earlier migrations stay applied")
-        elif self.rolled_back:
-            parts.append("its down was rolled back, so it stays applied; migrations rolled "
-                         "back before it stay rolled back")
-        else:
-            parts.append("it ran outside a transaction: the database may be partly changed")
-        return "\n  ".join(parts)
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -204,18 +194,17 @@ def _sqlite_failure(error, database):
     failure.__cause__ = error
     return failure
 
+
 def _tolerant_stream(stream):
     """Python 3.6 in the C locale writes ASCII and raises on anything else
     (3.7+ coerces to UTF-8); show such characters escaped instead."""
-    if getattr(stream, "errors", None) not in ("strict", "surrogateescape"):
-        return stream
-    if hasattr(stream, "reconfigure"):  # Python 3.7+
-        stream.reconfigure(errors="backslashreplace")
-        return stream
-    if hasattr(stream, "buffer"):
-        import io
-        return io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
-                                errors="backslashreplace", line_buffering=True)
+    if getattr(stream, "errors", None) in ("strict", "surrogateescape"):
+        if hasattr(stream, "reconfigure"):  # Python 3.7+
+            stream.reconfigure(errors="backslashreplace")
+        elif hasattr(stream, "buffer"):
+            import io
+            stream = io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                      errors="backslashreplace", line_buffering=True)
     return stream
 
 
@@ -473,43 +462,34 @@ def _tables_named_in(statements):
 # --- Migration files --------------------------------------------------------
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+# `name = "..."` (or '...') on a line of its own, a comment allowed after it.
+_NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
 _DIGITS = frozenset("0123456789")
 _KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-
-
-def _is_kebab_case(text):
-    return bool(text) and set(text) <= _KEBAB_CHARACTERS and "" not in text.split("-")
-
-
-def _parse_filename(filename):
-    """(version digits, description, kind) of a valid migration file name
-    (<3+ digits>-<kebab-case>.py|.sql), else None."""
-    stem, _, kind = filename.rpartition(".")
-    digits, hyphen, description = stem.partition("-")
-    if (kind in ("py", "sql") and len(digits) >= 3 and set(digits) <= _DIGITS and hyphen
-            and _is_kebab_case(description)):
-        return digits, description, kind
-    return None
+# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
+# inspect (with dis, tokenize and more) costs more than the whole check.
+_DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
+                   (0x20, "a generator function"))
 
 
 def _filename_problem(filename):
-    """Why `filename` breaks the naming rule."""
+    """Why `filename` breaks the rule <3+ digits>-<kebab-case>.py|.sql, or None."""
     stem, extension = filename.rsplit(".", 1)
     digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
-    example = "e.g. 001-initial-schema.py"
+    description, example = stem[len(digits) + 1:], "e.g. 001-initial-schema.py"
     if extension not in ("py", "sql"):
         return "use the lower-case extension .%s" % extension.lower()
     if not digits:
         return "the name must start with a version of at least 3 digits (%s)" % example
     if len(digits) < 3:
         return "version must have at least 3 digits (%s)" % example
-    rest = stem[len(digits):]
-    if not rest.startswith("-"):
+    if stem[len(digits):len(digits) + 1] != "-":
         return "use a hyphen after the version (%s)" % example
-    if not _is_kebab_case(rest[1:]):
+    if not description or not set(description) <= _KEBAB_CHARACTERS or \
+            "" in description.split("-"):
         return ("use kebab-case for the description: lower-case letters and digits "
                 "joined by single hyphens (%s)" % example)
-    return "the name does not follow <version>-<description>.py|.sql (%s)" % example
+    return None
 
 
 class Migration(object):
@@ -556,8 +536,10 @@ class Migration(object):
         the description in words: 002-add-user-field -> "Add user field"."""
         if self._name is None:
             # utf-8-sig: a BOM would hide a `name = ...` on the first line.
-            name = self.kind == "py" and _declared_name(self.source.decode("utf-8-sig", "replace"))
-            self._name = name or self.description.replace("-", " ").capitalize()
+            source = self.source.decode("utf-8-sig", "replace") if self.kind == "py" else ""
+            found = [m.group(1) or m.group(2) for m in map(_NAME_LINE_RE.match,
+                                                            source.splitlines()) if m]
+            self._name = found and found[0] or self.description.replace("-", " ").capitalize()
         return self._name
 
     @property
@@ -592,24 +574,29 @@ class Migration(object):
         module.__file__ = self.path
         try:
             exec(code, module.__dict__)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             line = _error_line(e, self.path)
-            raise self._error("%s:%s: error while loading the migration: %s: %s"
-                              % (self.path, line, type(e).__name__, e), line)
-        except SystemExit as e:
-            # Left alone, it would end the CLI with that status as if all was well.
-            line = _error_line(e, self.path)
+            # SystemExit left alone would end the CLI with that status as if all was well.
             raise self._error("%s:%s: the migration called exit (sys.exit(%r)) while loading; "
-                              "a migration fails by raising an exception"
-                              % (self.path, line, e.code), line)
+                              "a migration fails by raising an exception" % (self.path, line, e.code)
+                              if isinstance(e, SystemExit) else
+                              "%s:%s: error while loading the migration: %s: %s"
+                              % (self.path, line, type(e).__name__, e), line)
         if not callable(getattr(module, "up", None)):
             raise self._error("%s: the migration has no up(db) function" % self.path)
         for direction in ("up", "down"):
-            kind = _deferred_kind(getattr(module, direction, None))
-            if kind:
-                raise self._error("%s: %s(db) is %s, which the runner would call without "
-                                  "running its body; make it a plain function (def %s(db):)"
-                                  % (self.path, direction, kind, direction))
+            function = getattr(module, direction, None)
+            for _ in range(10):  # functools.partial and bound methods wrap a function
+                function = getattr(function, "func", None) or getattr(function, "__func__", None) \
+                    or function
+            code = getattr(function, "__code__", None)
+            if code is None and function is not None:  # an object with async def __call__
+                code = getattr(getattr(type(function), "__call__", None), "__code__", None)
+            for flag, kind in _DEFERRED_FLAGS:
+                if getattr(code, "co_flags", 0) & flag:
+                    raise self._error("%s: %s(db) is %s, which the runner would call without "
+                                      "running its body; make it a plain function (def %s(db):)"
+                                      % (self.path, direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
             raise self._error("%s: version = %r disagrees with the file name (version %d); "
@@ -628,36 +615,29 @@ class Migration(object):
         # A BOM (some Windows editors write one) is not SQL and would hide a
         # first marker; the checksum still covers it, as it always has.  (Not
         # decoded as utf-8-sig: its errors count bytes after the BOM.)
-        if text.startswith("\ufeff"):
-            text = text[1:]
+        text = text[text.startswith("\ufeff"):]
         if "\r" in text and "\n" not in text:
             # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
             # only at \n, so a comment would swallow every statement after it.
             text = text.replace("\r", "\n")
         markers = list(_MARKER_RE.finditer(text))
-        if not markers:
-            self._up_sql = text
-            return
-        if _split_sql(text[:markers[0].start()]):
+        if markers and _split_sql(text[:markers[0].start()]):
             raise self._error("%s: SQL before the first '-- migrate:' marker" % self.path)
-        seen = set()
-        for i, marker in enumerate(markers):
-            end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+        sections = {} if markers else {"up": text}
+        for marker, end in zip(markers, [m.start() for m in markers[1:]] + [len(text)]):
             direction, options = marker.group(1).lower(), marker.group(2).strip().lower()
-            if direction in seen:
+            if direction in sections:
                 raise self._error("%s: more than one '-- migrate:%s' marker"
                                   % (self.path, direction))
-            seen.add(direction)
             if options not in ("", "transaction:false", "transaction:true"):
                 raise self._error("%s: unknown marker option %r (only transaction:false)"
                                   % (self.path, options))
+            sections[direction] = text[marker.end():end]  # down is split only if rolled back
             if direction == "up":
-                self._up_sql = text[marker.end():end]
                 self._transactional = options != "transaction:false"
-            else:
-                self._down_sql = text[marker.end():end]  # split only if rolled back
-        if self._up_sql is None:
+        if "up" not in sections:
             raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
+        self._up_sql, self._down_sql = sections["up"], sections.get("down")
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
@@ -667,43 +647,15 @@ class Migration(object):
                 db.execute(statement)
             return
         result = getattr(self._module, direction)(db)
-        if _is_deferred_work(result):
+        # Work not yet done (a coroutine, generator or other awaitable), unlike
+        # a result such as a cursor, which is fine.
+        if result is not None and (hasattr(result, "__await__") or hasattr(result, "__anext__")
+                                   or (hasattr(result, "send") and hasattr(result, "throw"))):
             if hasattr(result, "close"):
                 result.close()  # no "coroutine ... was never awaited" warning
             raise TypeError("%s(db) returned a %s object instead of doing its work; the "
                             "runner does not await or iterate it: make %s a plain function"
                             % (direction, type(result).__name__, direction))
-
-
-# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
-# inspect (with dis, tokenize and more) costs more than the whole check.
-_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
-
-
-def _deferred_kind(function):
-    """What kind of not-plain function `function` is ("an async function",
-    ...): calling one runs none of its body.  None for anything else."""
-    for _ in range(10):  # functools.partial and bound methods wrap a function
-        inner = getattr(function, "func", None) or getattr(function, "__func__", None)
-        if inner is None:
-            break
-        function = inner
-    code = getattr(function, "__code__", None)
-    if code is None and function is not None:  # an object with async def __call__
-        code = getattr(getattr(type(function), "__call__", None), "__code__", None)
-    flags = getattr(code, "co_flags", 0)
-    for flag, kind in ((_CO_ASYNC_GENERATOR, "an async generator function"),
-                       (_CO_COROUTINE, "an async function"), (_CO_GENERATOR, "a generator function")):
-        if flags & flag:
-            return kind
-    return None
-
-
-def _is_deferred_work(value):
-    """Whether up()/down() returned work not yet done (a coroutine, generator
-    or other awaitable) rather than a result such as a cursor, which is fine."""
-    return value is not None and (hasattr(value, "__await__") or hasattr(value, "__anext__")
-                                  or (hasattr(value, "send") and hasattr(value, "throw")))
 
 
 def _error_line(error, path):
@@ -715,20 +667,6 @@ def _error_line(error, path):
     return line if line is not None else "?"
 
 
-def _declared_name(source):
-    """The string a Python migration assigns to `name` at the start of a line
-    (name = "..." with an optional comment), found without running the file."""
-    for line in source.splitlines():
-        rest = line[4:].lstrip() if line.startswith("name") else ""
-        if not rest.startswith("="):
-            continue
-        rest = rest[1:].lstrip()
-        end = rest.find(rest[:1], 1) if rest[:1] in ("'", '"') else -1
-        if end > 0 and rest[end + 1:].strip()[:1] in ("", "#"):
-            return rest[1:end]
-    return None
-
-
 def _discover(directory):
     """Every migration in `directory`, sorted by version.  Any invalid or
     duplicate name raises RequestError listing every problem, so nothing
@@ -738,14 +676,13 @@ def _discover(directory):
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except OSError as e:
-        if isinstance(e, FileNotFoundError):
-            why = "migration directory %s does not exist: create it (mkdir %s), or point " \
-                  "--dir / $SQLMIGRATE_DIR at it" % (directory, directory)
-        elif isinstance(e, NotADirectoryError):
-            why = "%s is not a directory of migrations" % directory
-        else:
-            why = "cannot read migration directory %s: %s" % (directory, e.strerror)
-        raise RequestError(why, kind="bad-directory", path=directory)
+        raise RequestError(
+            "migration directory %s does not exist: create it (mkdir %s), or point --dir / "
+            "$SQLMIGRATE_DIR at it" % (directory, directory) if isinstance(e, FileNotFoundError)
+            else "%s is not a directory of migrations" % directory
+            if isinstance(e, NotADirectoryError)
+            else "cannot read migration directory %s: %s" % (directory, e.strerror),
+            kind="bad-directory", path=directory)
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
@@ -753,16 +690,17 @@ def _discover(directory):
         if is_dir or filename.startswith(("_", ".")) or \
                 not filename.lower().endswith((".py", ".sql")):
             continue
-        parsed = _parse_filename(filename)
-        if not parsed:
-            problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
+        problem = _filename_problem(filename)
+        if problem:
+            problems.append("%s: %s" % (prefix + filename, problem))
             continue
-        version = int(parsed[0])
-        if version in by_version:
+        stem, kind = filename.rsplit(".", 1)
+        digits, description = stem.split("-", 1)
+        if int(digits) in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
-                            % (version, by_version[version].filename, filename))
-            continue
-        by_version[version] = Migration(prefix, filename, version, parsed[1], parsed[2])
+                            % (int(digits), by_version[int(digits)].filename, filename))
+        else:
+            by_version[int(digits)] = Migration(prefix, filename, int(digits), description, kind)
     if problems:
         raise RequestError(kind="bad-name", problems=problems, path=directory)
     return [by_version[v] for v in sorted(by_version)]
@@ -3883,7 +3821,7 @@ def _new_migration(directory, description, sql=False):
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
     existing = _discover(directory)
-    width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
+    width = max([m.filename.index("-") for m in existing] + [3])
     version = existing[-1].version + 1 if existing else 1
     path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
     name = slug.replace("-", " ").capitalize()
