@@ -3665,84 +3665,68 @@ def schema_report(db, tables=None):
 # --- Command line -----------------------------------------------------------
 # A thin layer over the API above: it parses, calls, prints; no SQL here.
 
-_MARKS_UNICODE = {"applied": "\u2713", "pending": "\u25cb", "drift": "!"}
-_MARKS_ASCII = {"applied": "+", "pending": "o", "drift": "!"}
-_STATE_LABELS = {
-    "applied": ("applied", "Applied", ""),
-    "pending": ("pending", "Pending", ""),
-    "changed": ("drift", "Changed", " - file changed after it was applied (see verify)"),
-    "missing": ("drift", "Missing", " - applied, but its file is gone"),
-    "out-of-order": ("drift", "Out-of-order",
+# state: (mark, its ASCII stand-in, label, why)
+_STATES = {
+    "applied": ("\u2713", "+", "Applied", ""),
+    "pending": ("\u25cb", "o", "Pending", ""),
+    "changed": ("!", "!", "Changed", " - file changed after it was applied (see verify)"),
+    "missing": ("!", "!", "Missing", " - applied, but its file is gone"),
+    "out-of-order": ("!", "!", "Out-of-order",
                      " - below the current version and never applied; `up` refuses"),
 }
 
-_EXAMPLES = {
-    "status": "example: python -m sqlmigrate --db app.db status --check",
-    "up": "example: python -m sqlmigrate --db app.db up --backup",
-    "down": "example: python -m sqlmigrate --db app.db down --steps 2",
-    "new": "example: python -m sqlmigrate new \"add user email\" --sql",
-    "mark": "example: python -m sqlmigrate --db legacy.db mark 3",
-    "verify": "example: python -m sqlmigrate --db app.db verify",
-    "schema": "example: python -m sqlmigrate --db app.db schema users --json",
-    "backup": "example: python -m sqlmigrate --db app.db backup /backups/app.db",
-}
-
-
-def _marks(stream):
-    try:
-        "".join(_MARKS_UNICODE.values()).encode(getattr(stream, "encoding", None) or "ascii")
-        return _MARKS_UNICODE
-    except (UnicodeEncodeError, LookupError):
-        return _MARKS_ASCII
-
 
 def _print_status(report, stream):
-    marks, rule = _marks(stream), "=" * 33
-    lines = [rule, "Database Migration Status", rule, "",
-             "Current schema version: %d" % report["current_version"], ""]
+    try:
+        "\u2713\u25cb".encode(getattr(stream, "encoding", None) or "ascii")
+        ascii_only = False
+    except (UnicodeEncodeError, LookupError):
+        ascii_only = True
+    rule, current = "=" * 33, report["current_version"]
+    lines = [rule, "Database Migration Status", rule, "", "Current schema version: %d" % current,
+             ""]
     if report["ahead"]:
         lines += ["! The database is at version %d, above every migration file (v%d): wrong "
-                  "--dir?" % (report["current_version"], report["latest_version"]), ""]
+                  "--dir?" % (current, report["latest_version"]), ""]
     lines += ["Available migrations:", ""]
     for r in report["migrations"]:
-        mark, label, why = _STATE_LABELS[r["state"]]
-        current = " (current)" if r["version"] == report["current_version"] \
-            and r["state"] != "pending" else ""
-        lines.append("  %s %s v%d: %s%s%s" % (marks[mark], label, r["version"], r["name"],
-                                              current, why))
+        mark, ascii_mark, label, why = _STATES[r["state"]]
+        lines.append("  %s %s v%d: %s%s%s" % (
+            ascii_mark if ascii_only else mark, label, r["version"], r["name"],
+            " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
+    drifted = sum(r["state"] not in ("applied", "pending") for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
-    drifted = sum(1 for r in report["migrations"] if _STATE_LABELS[r["state"]][0] == "drift")
     lines += ["Drifted: %d" % drifted] * bool(drifted) + [rule]
     stream.write("\n".join(lines) + "\n")
 
 
 class _Progress(object):
-    """On a terminal, shows which migration runs and for how long; silent in a
-    pipe or with -q.  Each committed migration's result is printed at once,
-    so a later failure still shows what was applied."""
+    """On a terminal, a status line shows which migration runs, for how long,
+    and how far a table copy has got; silent in a pipe or with -q.  Each
+    committed migration's result is printed at once, so a later failure still
+    shows what was applied.  Events it does not know are ignored."""
 
     def __init__(self, out, err, live):
         self.out, self.err, self.live = out, err, live
         self._stop = None
 
-    def __call__(self, event, migration, direction):
+    def __call__(self, event, migration, direction, **details):
         if event == "start" and self.live:
             import threading
-            self._stop = threading.Event()
-            started = time.time()
-            label = "%s v%d: %s" % ("applying" if direction == "up" else "rolling back",
-                                    migration.version, migration.name)
-
-            def tick():
-                while not self._stop.wait(0.5):
-                    self.err.write("\r  %s ... %.0fs " % (label, time.time() - started))
-                    self.err.flush()
-            threading.Thread(target=tick, daemon=True).start()
+            self._stop, self._lock, self._started, self._copying = \
+                threading.Event(), threading.Lock(), time.time(), ""
+            self._label = "%s v%d: %s" % ("applying" if direction == "up" else "rolling back",
+                                          migration.version, migration.name)
+            threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
+        elif event == "copy" and self._stop is not None:
+            self._copying = "" if details["copied"] >= details["total"] else \
+                ", copying %s: %d of %d rows" % (details["table"], details["copied"],
+                                                 details["total"])
+            self._draw(self._stop)
         elif event == "end" and self._stop is not None:
             self._stop.set()
-            self.err.write("\r\033[K")
-            self.err.flush()
+            self._draw(self._stop)
             self._stop = None
         elif event == "done":  # `migration` is the result record
             self.out.write("%s v%d: %s (%.0f ms)\n" % (
@@ -3750,26 +3734,32 @@ class _Progress(object):
                 migration.name, migration.duration_ms))
             self.out.flush()
 
+    def _tick(self, stop):
+        while not stop.wait(0.5):
+            self._draw(stop)
+
+    def _draw(self, stop):
+        # Both the ticking thread and the runner's (a copy's progress) draw.
+        with self._lock:
+            self.err.write("\r\033[K" if stop.is_set() else "\r  %s ... %.0fs%s\033[K" % (
+                self._label, time.time() - self._started, self._copying))
+            self.err.flush()
+
 
 def _print_run(done, direction, dry_run, out):
     """The dry run's SQL and the summary (_Progress printed each migration)."""
+    verb = "applied" if direction == "up" else "rolled back"
     if dry_run:
         for result in done:
             out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
                                           is not None else " (non-transactional: not run)"))
             for statement in result.executed_sql or []:
                 out.write(statement.rstrip().rstrip(";") + ";\n")
-        out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
-                  % (len(done), "applied" if direction == "up" else "rolled back"))
+        out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb))
     elif done:
-        out.write("%s %d migration(s).\n" % ("Applied" if direction == "up" else "Rolled back",
-                                             len(done)))
+        out.write("%s %d migration(s).\n" % (verb.capitalize(), len(done)))
     else:
         out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
-
-
-def _slug(description):
-    return "-".join(re.findall(r"[a-z0-9]+", description.lower()))
 
 
 _PY_TEMPLATE = '''"""Migration {version}: {name}."""
@@ -3813,7 +3803,7 @@ def _new_migration(directory, description, sql=False):
         raise RequestError("the description %r has letters or digits a migration file name "
                            "cannot hold (%s): names use only a-z, 0-9 and hyphens; describe "
                            "it with those, e.g. \"add user email\"" % (description, foreign))
-    slug = _slug(description)
+    slug = "-".join(re.findall(r"[a-z0-9]+", description.lower()))
     if not slug:
         raise RequestError("the description %r has no letters or digits (a-z, 0-9) to name "
                            "the file with" % description)
@@ -3822,65 +3812,62 @@ def _new_migration(directory, description, sql=False):
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
     existing = _discover(directory)
     width = max([m.filename.index("-") for m in existing] + [3])
-    version = existing[-1].version + 1 if existing else 1
-    path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
-    name = slug.replace("-", " ").capitalize()
-    template = _SQL_TEMPLATE if sql else _PY_TEMPLATE
+    version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
+    path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
+    created = False
     try:
-        f = open(path, "x")
+        with open(path, "x") as f:
+            created = True
+            f.write((_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
+                version=version, name=slug.replace("-", " ").capitalize()))
     except OSError as e:
-        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
-    try:
-        with f:
-            f.write(template.format(version="%0*d" % (width, version), name=name))
-    except OSError as e:
-        os.remove(path)  # a half-written template would be picked up as a migration
-        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
+        if created:
+            os.remove(path)  # a half-written template would be picked up as a migration
+        raise MigrationError("cannot %s the migration file %s: %s" % (
+            "write" if created else "create", path, e.strerror), kind="bad-file", path=path)
     return path
 
 
-# The command line as data: one table of options and commands, turned into
-# argparse parsers only when the CLI runs (importing argparse costs a few
-# milliseconds that an application calling migrate() should not pay).
-# An option is (flags, destination, metavar, help); no metavar means an on/off
-# flag, and N, V and MS take whole numbers.
+# The command line as data, turned into argparse parsers only when the CLI
+# runs (importing argparse costs a few milliseconds that an application
+# calling migrate() should not pay).  An option is ("flags METAVAR", help): no
+# METAVAR makes an on/off flag, and N, V and MS take whole numbers; a
+# positional argument is ("destination METAVAR", help), with argparse's nargs
+# ("*", "?") after the METAVAR; options in one inner tuple exclude each other.
 _GLOBAL_OPTIONS = (
-    ("--db", "db", "PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
-    ("--dir", "dir", "DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
-    ("--table", "table", "NAME", "tracking table (default: metadata)"),
-    ("--busy-timeout", "busy_timeout", "MS", "how long to wait for a lock (default: 5000)"),
-    ("-v --verbose", "verbose", None, "log more, and show tracebacks"),
-    ("-q --quiet", "quiet", None, "only warnings and errors on stderr"),
+    ("--db PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
+    ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
+    ("--table NAME", "tracking table (default: metadata)"),
+    ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
+    ("-v --verbose", "log more, and show tracebacks"),
+    ("-q --quiet", "only warnings and errors on stderr"),
 )
-_DRY_RUN = ("--dry-run", "dry_run", None, "run in a transaction, print the SQL, roll back")
-_BACKUP = ("--backup", "backup", None, "back up the database first")
-
-# name, what it does, options, positional arguments as (metavar, destination,
-# nargs, help); options in one inner tuple exclude each other.
+_DRY_RUN = ("--dry-run", "run in a transaction, print the SQL, roll back")
+_BACKUP = ("--backup", "back up the database first")
+# name, what it does, example arguments, its options and arguments
 _COMMANDS = (
-    ("status", "show applied, pending and drifted migrations", (
-        ("--json", "json", None, "print one JSON object"),
-        ("--check", "check", None, "exit 1 if anything is pending or drifted, or the "
-                                   "database is ahead of the files")), ()),
-    ("up", "apply pending migrations", (
-        ("--to", "to", "V", "stop after version V"), _DRY_RUN,
-        ("--atomic", "atomic", None, "all migrations in one transaction"), _BACKUP,
-        ("--strict", "strict", None, "refuse to run while files have drifted")), ()),
-    ("down", "roll back the newest migration(s)", (
-        (("--steps", "steps", "N", "roll back the newest N (default 1)"),
-         ("--to", "to", "V", "roll back everything above V")), _DRY_RUN, _BACKUP), ()),
-    ("new", "create the next numbered migration file", (
-        ("--sql", "sql", None, "an .sql file instead of .py"),),
-     (("DESCRIPTION", "description", None, 'what it does, e.g. "add user email"'),)),
-    ("mark", "record migrations up to V as applied without running them", (),
-     (("V", "version", None, "the version to record as the current one"),)),
-    ("verify", "check file names, loading and drift; exit 1 on any problem", (), ()),
-    ("schema", "print the schema report", (("--json", "json", None, "print JSON"),),
-     (("TABLE", "tables", "*", "only these tables (default: all)"),)),
-    ("backup", "write a consistent copy of the database", (),
-     (("PATH", "path", "?", "where (default: next to it, with time and version)"),)),
+    ("status", "show applied, pending and drifted migrations", "--db app.db status --check", (
+        ("--json", "print one JSON object"),
+        ("--check", "exit 1 if anything is pending or drifted, or the database is ahead of "
+                    "the files"))),
+    ("up", "apply pending migrations", "--db app.db up --backup", (
+        ("--to V", "stop after version V"), _DRY_RUN,
+        ("--atomic", "all migrations in one transaction"), _BACKUP,
+        ("--strict", "refuse to run while files have drifted"))),
+    ("down", "roll back the newest migration(s)", "--db app.db down --steps 2", (
+        (("--steps N", "roll back the newest N (default 1)"),
+         ("--to V", "roll back everything above V")), _DRY_RUN, _BACKUP)),
+    ("new", "create the next numbered migration file", 'new "add user email" --sql', (
+        ("--sql", "an .sql file instead of .py"),
+        ("description DESCRIPTION", 'what it does, e.g. "add user email"'))),
+    ("mark", "record migrations up to V as applied without running them",
+     "--db legacy.db mark 3", (("version V", "the version to record as the current one"),)),
+    ("verify", "check file names, loading and drift; exit 1 on any problem",
+     "--db app.db verify", ()),
+    ("schema", "print the schema report", "--db app.db schema users --json", (
+        ("--json", "print JSON"), ("tables TABLE*", "only these tables (default: all)"))),
+    ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
+     (("path PATH?", "where (default: next to it, with time and version)"),)),
 )
 _DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
@@ -3907,57 +3894,44 @@ def _command_line_parser():
             raise argparse.ArgumentTypeError("needs a value")
         return text
 
-    def add(parser, option, suppress):
-        flags, dest, metavar, text = option
-        extra = {"default": argparse.SUPPRESS} if suppress else {}
-        if metavar is None:
-            parser.add_argument(*flags.split(), dest=dest, action="store_true", help=text, **extra)
-        else:
-            kind = whole_number if metavar in ("N", "V", "MS") else given
-            parser.add_argument(*flags.split(), dest=dest, metavar=metavar, type=kind,
-                                help=text, **extra)
-
-    def add_options(parser, options, suppress=False):
+    def add(parser, options, **extra):
         for option in options:
             if isinstance(option[0], tuple):
-                group = parser.add_mutually_exclusive_group()
-                for each in option:
-                    add(group, each, suppress)
+                add(parser.add_mutually_exclusive_group(), option, **extra)
+                continue
+            words, text = option[0].split(), option[1]
+            flags, metavar = [w for w in words if w[0] == "-"], words[-1].rstrip("*?")
+            if not flags:
+                parser.add_argument(words[0], metavar=metavar, help=text,
+                                    nargs=words[-1][len(metavar):] or None,
+                                    type=whole_number if metavar == "V" else None)
+            elif metavar == flags[-1]:
+                parser.add_argument(*flags, action="store_true", help=text, **extra)
             else:
-                add(parser, option, suppress)
+                parser.add_argument(*flags, metavar=metavar, help=text, **extra, type=(
+                    whole_number if metavar in ("N", "V", "MS") else given))
 
     top = Parser(prog="sqlmigrate", allow_abbrev=False,
                  description="Versioned, transactional schema migrations for SQLite.",
                  epilog="example: python -m sqlmigrate --db app.db up")
-    add_options(top, _GLOBAL_OPTIONS)
+    add(top, _GLOBAL_OPTIONS)
     top.set_defaults(**_DEFAULTS)
     version = "sqlmigrate " + __version__
     top.add_argument("--version", action="version", version=version)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands.required = True  # a keyword argument only from Python 3.7
-    for name, text, options, positionals in _COMMANDS:
+    for name, text, example, options in _COMMANDS:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
-                                  epilog=_EXAMPLES[name])
-        add_options(sub, options)
-        for metavar, dest, nargs, help_text in positionals:
-            kind = whole_number if metavar == "V" else None
-            sub.add_argument(dest, metavar=metavar, nargs=nargs, type=kind, help=help_text)
+                                  epilog="example: python -m sqlmigrate " + example)
+        add(sub, options)
         group = sub.add_argument_group("global options (also before the command)")
-        add_options(group, _GLOBAL_OPTIONS, suppress=True)
+        add(group, _GLOBAL_OPTIONS, default=argparse.SUPPRESS)
         group.add_argument("--version", action="version", version=version)
     return top
 
 
-def _parse_command_line(argv):
-    args = _command_line_parser().parse_args(argv)
-    if args.verbose and args.quiet:
-        raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
-    return args
-
-
 @contextmanager
 def _logging_to(stream, args):
-    """Log lines on `stream` while a command runs."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
     _log.addHandler(handler)
@@ -3980,39 +3954,34 @@ def _run_command(args, out, err):
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if args.command == "schema":
-        if args.json:
-            out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n")
-        else:
-            out.write(schema_report(db, args.tables or None))
+        out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json
+                  else schema_report(db, args.tables or None))
         return 0
     if args.command == "backup":
         out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0,
                                                 args.table))
         return 0
-    live = not args.quiet and err.isatty()
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
-                        progress=_Progress(out, err, live))
+                        progress=_Progress(out, err, not args.quiet and err.isatty()))
+    missing = migrator.path is not None and not os.path.exists(migrator.path)
     if args.command == "status":
         report = migrator.status()
         if args.json:
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
-            if migrator.path is not None and not os.path.exists(migrator.path):
-                out.write("(database %s does not exist yet)\n" % migrator.path)
+            out.write("(database %s does not exist yet)\n" % migrator.path if missing else "")
         return 1 if args.check and not report["clean"] else 0
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
         problems = migrator.verify()
-        for problem in problems:
-            out.write("problem: %s\n" % problem)
+        out.write("".join("problem: %s\n" % problem for problem in problems))
         out.write("%d problem(s) found\n" % len(problems) if problems
                   else "OK: %d migration file(s), no drift\n" % len(migrator.migrations))
         return 1 if problems else 0
     if args.command == "mark":
-        marked = migrator.mark(args.version)
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
-                  % (len(marked), args.version))
+                  % (len(migrator.mark(args.version)), args.version))
         return 0
     if args.command == "up":
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
@@ -4021,7 +3990,7 @@ def _run_command(args, out, err):
         done = migrator.down(to=args.to, steps=args.steps, dry_run=args.dry_run,
                              backup=args.backup)
     _print_run(done, args.command, args.dry_run, out)
-    if not done and migrator.path is not None and not os.path.exists(migrator.path):
+    if not done and missing:
         out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
 
@@ -4033,9 +4002,12 @@ def main(argv=None):
     args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
         try:
-            args = _parse_command_line(sys.argv[1:] if argv is None else argv)
+            parsed = _command_line_parser().parse_args(sys.argv[1:] if argv is None else argv)
         except SystemExit as e:  # argparse printed --help or --version
             return e.code or 0
+        if parsed.verbose and parsed.quiet:
+            raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
+        args = parsed
         with _logging_to(err, args):
             return _run_command(args, out, err)
     except RequestError as e:
@@ -4063,50 +4035,38 @@ class _ReaderMayLeave(object):
     def __init__(self, out, err):
         self._out, self._err = out, err
         self._unflushed = []  # written since the last flush that reached the reader
-        self._broken = False
 
     def __getattr__(self, name):
         return getattr(self._out, name)
 
     def write(self, text):
-        if self._broken:
-            return self._err.write(text)
         self._unflushed.append(text)
-        try:
-            return self._out.write(text)
-        except BrokenPipeError:
-            self._reader_left()
-            return len(text)
+        self._safely(self._out.write, text)
+        return len(text)
 
     def flush(self):
-        if self._broken:
-            return self._err.flush()
-        try:
-            self._out.flush()
-        except BrokenPipeError:
-            self._reader_left()
-            return None
+        self._safely(self._out.flush)
         del self._unflushed[:]
-        return None
 
-    def _reader_left(self):
-        self._broken = True
-        # Point the descriptor at devnull: the text still in the stream's
-        # buffer is flushed there at exit, instead of Python printing
-        # "Exception ignored ... BrokenPipeError".
+    def _safely(self, method, *args):
         try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
+            method(*args)
+        except BrokenPipeError:
+            # Point the descriptor at devnull: the text still in the stream's
+            # buffer is flushed there at exit, instead of Python printing
+            # "Exception ignored ... BrokenPipeError".
             try:
-                os.dup2(devnull, self._out.fileno())
-            finally:
-                os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
-        self._err.write("sqlmigrate: stdout was closed; the rest of the output follows here\n")
-        for text in self._unflushed:
-            self._err.write(text)
-        del self._unflushed[:]
-        self._err.flush()
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, self._out.fileno())
+                finally:
+                    os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
+            self._out = self._err
+            self._err.write("sqlmigrate: stdout was closed; the rest of the output follows "
+                            "here\n" + "".join(self._unflushed))
+            self._err.flush()
 
 
 def _main_exit():
