@@ -1,21 +1,11 @@
 """sqlmigrate: versioned, transactional schema migrations for SQLite in one file.
 
 Numbered migration files (``001-initial-schema.py``, ``002-add-user-field.sql``)
-run in order, each all-or-nothing, and the highest applied version is kept in a
+run in order, each all-or-nothing; the highest applied version is kept in a
 ``metadata`` table inside the database.  Standard library only; CPython 3.6+
-and SQLite 3.7.17+.  Usage::
-
-    import sqlmigrate
-
-    # at start-up: apply whatever is pending (a no-op costs one query)
-    sqlmigrate.migrate("data/app.db", "migrations")
-
-    m = sqlmigrate.Migrator("data/app.db", "migrations")
-    print(m.current_version, [p.name for p in m.pending()])
-    m.up(dry_run=True)            # run inside a transaction, print SQL, roll back
-    m.down(steps=1)               # roll back the newest migration
-
-    # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
+and SQLite 3.7.17+.  At start-up, ``sqlmigrate.migrate("app.db", "migrations")``
+applies whatever is pending; ``Migrator`` has status, up, down, dry runs and
+more; from a shell: ``python -m sqlmigrate --db app.db status | up | down``.
 """
 
 import collections
@@ -57,8 +47,7 @@ class MigrationError(Exception):
     def __init__(self, message=None, **fields):
         for name in set(fields) - _ERROR_FIELDS:
             raise TypeError("MigrationError has no field %r" % name)
-        self.__dict__.update(fields)
-        self.message = message
+        self.__dict__.update(fields, message=message)
         Exception.__init__(self, *(() if message is None else (message,)))
 
     def __str__(self):
@@ -575,13 +564,12 @@ class Migration(object):
         try:
             exec(code, module.__dict__)
         except (Exception, SystemExit) as e:
-            line = _error_line(e, self.path)
             # SystemExit left alone would end the CLI with that status as if all was well.
-            raise self._error("%s:%s: the migration called exit (sys.exit(%r)) while loading; "
-                              "a migration fails by raising an exception" % (self.path, line, e.code)
-                              if isinstance(e, SystemExit) else
-                              "%s:%s: error while loading the migration: %s: %s"
-                              % (self.path, line, type(e).__name__, e), line)
+            line = _error_line(e, self.path)
+            raise self._error("%s:%s: %s" % (self.path, line, (
+                "the migration called exit (sys.exit(%r)) while loading; a migration fails by "
+                "raising an exception" % (e.code,) if isinstance(e, SystemExit) else
+                "error while loading the migration: %s: %s" % (type(e).__name__, e))), line)
         if not callable(getattr(module, "up", None)):
             raise self._error("%s: the migration has no up(db) function" % self.path)
         for direction in ("up", "down"):
@@ -3746,22 +3734,6 @@ class _Progress(object):
             self.err.flush()
 
 
-def _print_run(done, direction, dry_run, out):
-    """The dry run's SQL and the summary (_Progress printed each migration)."""
-    verb = "applied" if direction == "up" else "rolled back"
-    if dry_run:
-        for result in done:
-            out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
-                                          is not None else " (non-transactional: not run)"))
-            for statement in result.executed_sql or []:
-                out.write(statement.rstrip().rstrip(";") + ";\n")
-        out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb))
-    elif done:
-        out.write("%s %d migration(s).\n" % (verb.capitalize(), len(done)))
-    else:
-        out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
-
-
 _PY_TEMPLATE = '''"""Migration {version}: {name}."""
 
 name = "{name}"
@@ -3930,21 +3902,6 @@ def _command_line_parser():
     return top
 
 
-@contextmanager
-def _logging_to(stream, args):
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
-    _log.addHandler(handler)
-    _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                  else logging.INFO)
-    # The per-migration lines are printed as results on stdout already.
-    _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    try:
-        yield
-    finally:
-        _log.removeHandler(handler)
-
-
 def _run_command(args, out, err):
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
     if args.command == "new":
@@ -3989,8 +3946,15 @@ def _run_command(args, out, err):
     else:
         done = migrator.down(to=args.to, steps=args.steps, dry_run=args.dry_run,
                              backup=args.backup)
-    _print_run(done, args.command, args.dry_run, out)
-    if not done and missing:
+    verb = "applied" if args.command == "up" else "rolled back"
+    for result in done if args.dry_run else ():  # _Progress printed each result already
+        out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
+                                      is not None else " (non-transactional: not run)"))
+        out.write("".join(sql.rstrip().rstrip(";") + ";\n" for sql in result.executed_sql or ()))
+    out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
+              if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
+              if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
+    if missing and not done:
         out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
 
@@ -4007,9 +3971,17 @@ def main(argv=None):
             return e.code or 0
         if parsed.verbose and parsed.quiet:
             raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
-        args = parsed
-        with _logging_to(err, args):
+        args, handler = parsed, logging.StreamHandler(err)
+        handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+        _log.addHandler(handler)
+        _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                      else logging.INFO)
+        # The per-migration lines are printed as results on stdout already.
+        _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        try:
             return _run_command(args, out, err)
+        finally:
+            _log.removeHandler(handler)
     except RequestError as e:
         status, error = 2, e
     except MigrationError as e:
