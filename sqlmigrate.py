@@ -3920,14 +3920,14 @@ def _run_command(args, out, err):
         return 0
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
                         progress=_Progress(out, err, not args.quiet and err.isatty()))
-    missing = migrator.path is not None and not os.path.exists(migrator.path)
     if args.command == "status":
         report = migrator.status()
         if args.json:
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
-            out.write("(database %s does not exist yet)\n" % migrator.path if missing else "")
+            if migrator.path is not None and not os.path.exists(migrator.path):
+                out.write("(database %s does not exist yet)\n" % migrator.path)
         return 1 if args.check and not report["clean"] else 0
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
@@ -3954,7 +3954,7 @@ def _run_command(args, out, err):
     out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
               if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
               if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
-    if missing and not done:
+    if not done and migrator.path is not None and not os.path.exists(migrator.path):
         out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
 
