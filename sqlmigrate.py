@@ -453,8 +453,9 @@ def _tables_named_in(statements):
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 # `name = "..."` (or '...') on a line of its own, a comment allowed after it.
 _NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
+# <version: 3 or more digits>-<description: kebab-case>.py|.sql
+_FILENAME_RE = re.compile(r"([0-9]{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)\Z")
 _DIGITS = frozenset("0123456789")
-_KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 # Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
 # inspect (with dis, tokenize and more) costs more than the whole check.
 _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
@@ -462,10 +463,10 @@ _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async func
 
 
 def _filename_problem(filename):
-    """Why `filename` breaks the rule <3+ digits>-<kebab-case>.py|.sql, or None."""
+    """Why `filename`, which _FILENAME_RE refuses, breaks the naming rule."""
     stem, extension = filename.rsplit(".", 1)
     digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
-    description, example = stem[len(digits) + 1:], "e.g. 001-initial-schema.py"
+    example = "e.g. 001-initial-schema.py"
     if extension not in ("py", "sql"):
         return "use the lower-case extension .%s" % extension.lower()
     if not digits:
@@ -474,11 +475,8 @@ def _filename_problem(filename):
         return "version must have at least 3 digits (%s)" % example
     if stem[len(digits):len(digits) + 1] != "-":
         return "use a hyphen after the version (%s)" % example
-    if not description or not set(description) <= _KEBAB_CHARACTERS or \
-            "" in description.split("-"):
-        return ("use kebab-case for the description: lower-case letters and digits "
-                "joined by single hyphens (%s)" % example)
-    return None
+    return ("use kebab-case for the description: lower-case letters and digits joined by "
+            "single hyphens (%s)" % example)
 
 
 class Migration(object):
@@ -678,17 +676,15 @@ def _discover(directory):
         if is_dir or filename.startswith(("_", ".")) or \
                 not filename.lower().endswith((".py", ".sql")):
             continue
-        problem = _filename_problem(filename)
-        if problem:
-            problems.append("%s: %s" % (prefix + filename, problem))
-            continue
-        stem, kind = filename.rsplit(".", 1)
-        digits, description = stem.split("-", 1)
-        if int(digits) in by_version:
+        match = _FILENAME_RE.match(filename)
+        version = match and int(match.group(1))
+        if not match:
+            problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
+        elif version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
-                            % (int(digits), by_version[int(digits)].filename, filename))
+                            % (version, by_version[version].filename, filename))
         else:
-            by_version[int(digits)] = Migration(prefix, filename, int(digits), description, kind)
+            by_version[version] = Migration(prefix, filename, version, *match.group(2, 3))
     if problems:
         raise RequestError(kind="bad-name", problems=problems, path=directory)
     return [by_version[v] for v in sorted(by_version)]
@@ -3751,14 +3747,7 @@ def down(db):
     raise NotImplementedError("v{version} ({name}) cannot be rolled back yet")
 '''
 
-_SQL_TEMPLATE = """-- Migration {version}: {name}
-
--- migrate:up
-
-
--- migrate:down
-
-"""
+_SQL_TEMPLATE = "-- Migration {version}: {name}\n\n-- migrate:up\n\n\n-- migrate:down\n\n"
 
 
 # Longest description part of a new file's name: with any version and the
