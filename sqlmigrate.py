@@ -1,21 +1,11 @@
 """sqlmigrate: versioned, transactional schema migrations for SQLite in one file.
 
 Numbered migration files (``001-initial-schema.py``, ``002-add-user-field.sql``)
-run in order, each all-or-nothing, and the highest applied version is kept in a
+run in order, each all-or-nothing; the highest applied version is kept in a
 ``metadata`` table inside the database.  Standard library only; CPython 3.6+
-and SQLite 3.7.17+.  Usage::
-
-    import sqlmigrate
-
-    # at start-up: apply whatever is pending (a no-op costs one query)
-    sqlmigrate.migrate("data/app.db", "migrations")
-
-    m = sqlmigrate.Migrator("data/app.db", "migrations")
-    print(m.current_version, [p.name for p in m.pending()])
-    m.up(dry_run=True)            # run inside a transaction, print SQL, roll back
-    m.down(steps=1)               # roll back the newest migration
-
-    # from a shell:  python -m sqlmigrate --db data/app.db status | up | down
+and SQLite 3.7.17+.  At start-up, ``sqlmigrate.migrate("app.db", "migrations")``
+applies whatever is pending; ``Migrator`` has status, up, down, dry runs and
+more; from a shell: ``python -m sqlmigrate --db app.db status | up | down``.
 """
 
 import collections
@@ -55,24 +45,32 @@ class MigrationError(Exception):
     problems = ()
 
     def __init__(self, message=None, **fields):
-        for name in fields:
-            if name not in _ERROR_FIELDS:
-                raise TypeError("MigrationError has no field %r" % name)
-        self.__dict__.update(fields)
-        self.message = message
+        for name in set(fields) - _ERROR_FIELDS:
+            raise TypeError("MigrationError has no field %r" % name)
+        self.__dict__.update(fields, message=message)
         Exception.__init__(self, *(() if message is None else (message,)))
 
     def __str__(self):
-        if self.message is not None:
-            text = self.message
-        elif self.kind == "migration-failed":
-            text = self._migration_failure()
-        elif self.kind == "bad-name":
-            text = "invalid migration files:\n  " + "\n  ".join(self.problems)
-        elif self.problems:
-            text = "; ".join(self.problems)
-        else:
-            where = self.database or "the database"
+        text, where = self.message, self.database or "the database"
+        if text is None and self.kind == "migration-failed":
+            parts = ["%s%s (%s) %s" % (self.path, "" if self.line is None else ":%s" % self.line,
+                                       self.direction, self.cause)]
+            if self.statement:
+                parts.append("statement: " + " ".join(self.statement.split())[:500])
+            parts += [self.hint] * bool(self.hint) + [
+                "the whole %s was rolled back; the database is as it was" % self.rolled_back
+                if self.rolled_back in ("--atomic run", "dry run") else
+                "it ran outside a transaction: the database may be partly changed"
+                if not self.rolled_back else
+                "the migration was rolled back; earlier migrations stay applied"
+                if self.direction == "up" else
+                "its down was rolled back, so it stays applied; migrations rolled back before "
+                "it stay rolled back"]
+            text = "\n  ".join(parts)
+        elif text is None and self.problems:
+            text = ("invalid migration files:\n  " + "\n  ".join(self.problems)
+                    if self.kind == "bad-name" else "; ".join(self.problems))
+        elif text is None:
             text = {
                 "locked": "database %s is locked by another process; wait for it to finish "
                           "(or stop it) and try again, or raise --busy-timeout" % where,
@@ -84,25 +82,6 @@ class MigrationError(Exception):
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
         return text + ("; " + self.outcome if self.outcome else "")
-
-    def _migration_failure(self):
-        where = self.path if self.line is None else "%s:%s" % (self.path, self.line)
-        parts = ["%s (%s) %s" % (where, self.direction, self.cause)]
-        if self.statement:
-            parts.append("statement: %s" % " ".join(self.statement.split())[:500])
-        if self.hint:
-            parts.append(self.hint)
-        if self.rolled_back in ("--atomic run", "dry run"):
-            parts.append("the whole %s was rolled back; the database is as it was"
-                         % self.rolled_back)
-        elif self.rolled_back and self.direction == "up":
-            parts.append("the migration was rolled back; earlier migrations stay applied")
-        elif self.rolled_back:
-            parts.append("its down was rolled back, so it stays applied; migrations rolled "
-                         "back before it stay rolled back")
-        else:
-            parts.append("it ran outside a transaction: the database may be partly changed")
-        return "\n  ".join(parts)
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -204,18 +183,17 @@ def _sqlite_failure(error, database):
     failure.__cause__ = error
     return failure
 
+
 def _tolerant_stream(stream):
     """Python 3.6 in the C locale writes ASCII and raises on anything else
     (3.7+ coerces to UTF-8); show such characters escaped instead."""
-    if getattr(stream, "errors", None) not in ("strict", "surrogateescape"):
-        return stream
-    if hasattr(stream, "reconfigure"):  # Python 3.7+
-        stream.reconfigure(errors="backslashreplace")
-        return stream
-    if hasattr(stream, "buffer"):
-        import io
-        return io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
-                                errors="backslashreplace", line_buffering=True)
+    if getattr(stream, "errors", None) in ("strict", "surrogateescape"):
+        if hasattr(stream, "reconfigure"):  # Python 3.7+
+            stream.reconfigure(errors="backslashreplace")
+        elif hasattr(stream, "buffer"):
+            import io
+            stream = io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                      errors="backslashreplace", line_buffering=True)
     return stream
 
 
@@ -477,27 +455,19 @@ def _tables_named_in(statements):
 # --- Migration files --------------------------------------------------------
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+# `name = "..."` (or '...') on a line of its own, a comment allowed after it.
+_NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
+# <version: 3 or more digits>-<description: kebab-case>.py|.sql
+_FILENAME_RE = re.compile(r"([0-9]{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)\Z")
 _DIGITS = frozenset("0123456789")
-_KEBAB_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-
-
-def _is_kebab_case(text):
-    return bool(text) and set(text) <= _KEBAB_CHARACTERS and "" not in text.split("-")
-
-
-def _parse_filename(filename):
-    """(version digits, description, kind) of a valid migration file name
-    (<3+ digits>-<kebab-case>.py|.sql), else None."""
-    stem, _, kind = filename.rpartition(".")
-    digits, hyphen, description = stem.partition("-")
-    if (kind in ("py", "sql") and len(digits) >= 3 and set(digits) <= _DIGITS and hyphen
-            and _is_kebab_case(description)):
-        return digits, description, kind
-    return None
+# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
+# inspect (with dis, tokenize and more) costs more than the whole check.
+_DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
+                   (0x20, "a generator function"))
 
 
 def _filename_problem(filename):
-    """Why `filename` breaks the naming rule."""
+    """Why `filename`, which _FILENAME_RE refuses, breaks the naming rule."""
     stem, extension = filename.rsplit(".", 1)
     digits = stem[:len(stem) - len(stem.lstrip("0123456789"))]
     example = "e.g. 001-initial-schema.py"
@@ -507,13 +477,10 @@ def _filename_problem(filename):
         return "the name must start with a version of at least 3 digits (%s)" % example
     if len(digits) < 3:
         return "version must have at least 3 digits (%s)" % example
-    rest = stem[len(digits):]
-    if not rest.startswith("-"):
+    if stem[len(digits):len(digits) + 1] != "-":
         return "use a hyphen after the version (%s)" % example
-    if not _is_kebab_case(rest[1:]):
-        return ("use kebab-case for the description: lower-case letters and digits "
-                "joined by single hyphens (%s)" % example)
-    return "the name does not follow <version>-<description>.py|.sql (%s)" % example
+    return ("use kebab-case for the description: lower-case letters and digits joined by "
+            "single hyphens (%s)" % example)
 
 
 class Migration(object):
@@ -560,8 +527,10 @@ class Migration(object):
         the description in words: 002-add-user-field -> "Add user field"."""
         if self._name is None:
             # utf-8-sig: a BOM would hide a `name = ...` on the first line.
-            name = self.kind == "py" and _declared_name(self.source.decode("utf-8-sig", "replace"))
-            self._name = name or self.description.replace("-", " ").capitalize()
+            source = self.source.decode("utf-8-sig", "replace") if self.kind == "py" else ""
+            found = [m.group(1) or m.group(2) for m in map(_NAME_LINE_RE.match,
+                                                            source.splitlines()) if m]
+            self._name = found and found[0] or self.description.replace("-", " ").capitalize()
         return self._name
 
     @property
@@ -596,24 +565,28 @@ class Migration(object):
         module.__file__ = self.path
         try:
             exec(code, module.__dict__)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
+            # SystemExit left alone would end the CLI with that status as if all was well.
             line = _error_line(e, self.path)
-            raise self._error("%s:%s: error while loading the migration: %s: %s"
-                              % (self.path, line, type(e).__name__, e), line)
-        except SystemExit as e:
-            # Left alone, it would end the CLI with that status as if all was well.
-            line = _error_line(e, self.path)
-            raise self._error("%s:%s: the migration called exit (sys.exit(%r)) while loading; "
-                              "a migration fails by raising an exception"
-                              % (self.path, line, e.code), line)
+            raise self._error("%s:%s: %s" % (self.path, line, (
+                "the migration called exit (sys.exit(%r)) while loading; a migration fails by "
+                "raising an exception" % (e.code,) if isinstance(e, SystemExit) else
+                "error while loading the migration: %s: %s" % (type(e).__name__, e))), line)
         if not callable(getattr(module, "up", None)):
             raise self._error("%s: the migration has no up(db) function" % self.path)
         for direction in ("up", "down"):
-            kind = _deferred_kind(getattr(module, direction, None))
-            if kind:
-                raise self._error("%s: %s(db) is %s, which the runner would call without "
-                                  "running its body; make it a plain function (def %s(db):)"
-                                  % (self.path, direction, kind, direction))
+            function = getattr(module, direction, None)
+            for _ in range(10):  # functools.partial and bound methods wrap a function
+                function = getattr(function, "func", None) or getattr(function, "__func__", None) \
+                    or function
+            code = getattr(function, "__code__", None)
+            if code is None and function is not None:  # an object with async def __call__
+                code = getattr(getattr(type(function), "__call__", None), "__code__", None)
+            for flag, kind in _DEFERRED_FLAGS:
+                if getattr(code, "co_flags", 0) & flag:
+                    raise self._error("%s: %s(db) is %s, which the runner would call without "
+                                      "running its body; make it a plain function (def %s(db):)"
+                                      % (self.path, direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
             raise self._error("%s: version = %r disagrees with the file name (version %d); "
@@ -632,36 +605,29 @@ class Migration(object):
         # A BOM (some Windows editors write one) is not SQL and would hide a
         # first marker; the checksum still covers it, as it always has.  (Not
         # decoded as utf-8-sig: its errors count bytes after the BOM.)
-        if text.startswith("\ufeff"):
-            text = text[1:]
+        text = text[text.startswith("\ufeff"):]
         if "\r" in text and "\n" not in text:
             # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
             # only at \n, so a comment would swallow every statement after it.
             text = text.replace("\r", "\n")
         markers = list(_MARKER_RE.finditer(text))
-        if not markers:
-            self._up_sql = text
-            return
-        if _split_sql(text[:markers[0].start()]):
+        if markers and _split_sql(text[:markers[0].start()]):
             raise self._error("%s: SQL before the first '-- migrate:' marker" % self.path)
-        seen = set()
-        for i, marker in enumerate(markers):
-            end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+        sections = {} if markers else {"up": text}
+        for marker, end in zip(markers, [m.start() for m in markers[1:]] + [len(text)]):
             direction, options = marker.group(1).lower(), marker.group(2).strip().lower()
-            if direction in seen:
+            if direction in sections:
                 raise self._error("%s: more than one '-- migrate:%s' marker"
                                   % (self.path, direction))
-            seen.add(direction)
             if options not in ("", "transaction:false", "transaction:true"):
                 raise self._error("%s: unknown marker option %r (only transaction:false)"
                                   % (self.path, options))
+            sections[direction] = text[marker.end():end]  # down is split only if rolled back
             if direction == "up":
-                self._up_sql = text[marker.end():end]
                 self._transactional = options != "transaction:false"
-            else:
-                self._down_sql = text[marker.end():end]  # split only if rolled back
-        if self._up_sql is None:
+        if "up" not in sections:
             raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
+        self._up_sql, self._down_sql = sections["up"], sections.get("down")
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
@@ -671,43 +637,15 @@ class Migration(object):
                 db.execute(statement)
             return
         result = getattr(self._module, direction)(db)
-        if _is_deferred_work(result):
+        # Work not yet done (a coroutine, generator or other awaitable), unlike
+        # a result such as a cursor, which is fine.
+        if result is not None and (hasattr(result, "__await__") or hasattr(result, "__anext__")
+                                   or (hasattr(result, "send") and hasattr(result, "throw"))):
             if hasattr(result, "close"):
                 result.close()  # no "coroutine ... was never awaited" warning
             raise TypeError("%s(db) returned a %s object instead of doing its work; the "
                             "runner does not await or iterate it: make %s a plain function"
                             % (direction, type(result).__name__, direction))
-
-
-# Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
-# inspect (with dis, tokenize and more) costs more than the whole check.
-_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
-
-
-def _deferred_kind(function):
-    """What kind of not-plain function `function` is ("an async function",
-    ...): calling one runs none of its body.  None for anything else."""
-    for _ in range(10):  # functools.partial and bound methods wrap a function
-        inner = getattr(function, "func", None) or getattr(function, "__func__", None)
-        if inner is None:
-            break
-        function = inner
-    code = getattr(function, "__code__", None)
-    if code is None and function is not None:  # an object with async def __call__
-        code = getattr(getattr(type(function), "__call__", None), "__code__", None)
-    flags = getattr(code, "co_flags", 0)
-    for flag, kind in ((_CO_ASYNC_GENERATOR, "an async generator function"),
-                       (_CO_COROUTINE, "an async function"), (_CO_GENERATOR, "a generator function")):
-        if flags & flag:
-            return kind
-    return None
-
-
-def _is_deferred_work(value):
-    """Whether up()/down() returned work not yet done (a coroutine, generator
-    or other awaitable) rather than a result such as a cursor, which is fine."""
-    return value is not None and (hasattr(value, "__await__") or hasattr(value, "__anext__")
-                                  or (hasattr(value, "send") and hasattr(value, "throw")))
 
 
 def _error_line(error, path):
@@ -719,20 +657,6 @@ def _error_line(error, path):
     return line if line is not None else "?"
 
 
-def _declared_name(source):
-    """The string a Python migration assigns to `name` at the start of a line
-    (name = "..." with an optional comment), found without running the file."""
-    for line in source.splitlines():
-        rest = line[4:].lstrip() if line.startswith("name") else ""
-        if not rest.startswith("="):
-            continue
-        rest = rest[1:].lstrip()
-        end = rest.find(rest[:1], 1) if rest[:1] in ("'", '"') else -1
-        if end > 0 and rest[end + 1:].strip()[:1] in ("", "#"):
-            return rest[1:end]
-    return None
-
-
 def _discover(directory):
     """Every migration in `directory`, sorted by version.  Any invalid or
     duplicate name raises RequestError listing every problem, so nothing
@@ -742,14 +666,13 @@ def _discover(directory):
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except OSError as e:
-        if isinstance(e, FileNotFoundError):
-            why = "migration directory %s does not exist: create it (mkdir %s), or point " \
-                  "--dir / $SQLMIGRATE_DIR at it" % (directory, directory)
-        elif isinstance(e, NotADirectoryError):
-            why = "%s is not a directory of migrations" % directory
-        else:
-            why = "cannot read migration directory %s: %s" % (directory, e.strerror)
-        raise RequestError(why, kind="bad-directory", path=directory)
+        raise RequestError(
+            "migration directory %s does not exist: create it (mkdir %s), or point --dir / "
+            "$SQLMIGRATE_DIR at it" % (directory, directory) if isinstance(e, FileNotFoundError)
+            else "%s is not a directory of migrations" % directory
+            if isinstance(e, NotADirectoryError)
+            else "cannot read migration directory %s: %s" % (directory, e.strerror),
+            kind="bad-directory", path=directory)
     problems, by_version, prefix = [], {}, os.path.join(directory, "")
     for filename, is_dir in entries:
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
@@ -757,16 +680,15 @@ def _discover(directory):
         if is_dir or filename.startswith(("_", ".")) or \
                 not filename.lower().endswith((".py", ".sql")):
             continue
-        parsed = _parse_filename(filename)
-        if not parsed:
+        match = _FILENAME_RE.match(filename)
+        version = match and int(match.group(1))
+        if not match:
             problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
-            continue
-        version = int(parsed[0])
-        if version in by_version:
+        elif version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
                             % (version, by_version[version].filename, filename))
-            continue
-        by_version[version] = Migration(prefix, filename, version, parsed[1], parsed[2])
+        else:
+            by_version[version] = Migration(prefix, filename, version, *match.group(2, 3))
     if problems:
         raise RequestError(kind="bad-name", problems=problems, path=directory)
     return [by_version[v] for v in sorted(by_version)]
@@ -3456,84 +3378,68 @@ def schema_report(db, tables=None):
 # --- Command line -----------------------------------------------------------
 # A thin layer over the API above: it parses, calls, prints; no SQL here.
 
-_MARKS_UNICODE = {"applied": "\u2713", "pending": "\u25cb", "drift": "!"}
-_MARKS_ASCII = {"applied": "+", "pending": "o", "drift": "!"}
-_STATE_LABELS = {
-    "applied": ("applied", "Applied", ""),
-    "pending": ("pending", "Pending", ""),
-    "changed": ("drift", "Changed", " - file changed after it was applied (see verify)"),
-    "missing": ("drift", "Missing", " - applied, but its file is gone"),
-    "out-of-order": ("drift", "Out-of-order",
+# state: (mark, its ASCII stand-in, label, why)
+_STATES = {
+    "applied": ("\u2713", "+", "Applied", ""),
+    "pending": ("\u25cb", "o", "Pending", ""),
+    "changed": ("!", "!", "Changed", " - file changed after it was applied (see verify)"),
+    "missing": ("!", "!", "Missing", " - applied, but its file is gone"),
+    "out-of-order": ("!", "!", "Out-of-order",
                      " - below the current version and never applied; `up` refuses"),
 }
 
-_EXAMPLES = {
-    "status": "example: python -m sqlmigrate --db app.db status --check",
-    "up": "example: python -m sqlmigrate --db app.db up --backup",
-    "down": "example: python -m sqlmigrate --db app.db down --steps 2",
-    "new": "example: python -m sqlmigrate new \"add user email\" --sql",
-    "mark": "example: python -m sqlmigrate --db legacy.db mark 3",
-    "verify": "example: python -m sqlmigrate --db app.db verify",
-    "schema": "example: python -m sqlmigrate --db app.db schema users --json",
-    "backup": "example: python -m sqlmigrate --db app.db backup /backups/app.db",
-}
-
-
-def _marks(stream):
-    try:
-        "".join(_MARKS_UNICODE.values()).encode(getattr(stream, "encoding", None) or "ascii")
-        return _MARKS_UNICODE
-    except (UnicodeEncodeError, LookupError):
-        return _MARKS_ASCII
-
 
 def _print_status(report, stream):
-    marks, rule = _marks(stream), "=" * 33
-    lines = [rule, "Database Migration Status", rule, "",
-             "Current schema version: %d" % report["current_version"], ""]
+    try:
+        "\u2713\u25cb".encode(getattr(stream, "encoding", None) or "ascii")
+        ascii_only = False
+    except (UnicodeEncodeError, LookupError):
+        ascii_only = True
+    rule, current = "=" * 33, report["current_version"]
+    lines = [rule, "Database Migration Status", rule, "", "Current schema version: %d" % current,
+             ""]
     if report["ahead"]:
         lines += ["! The database is at version %d, above every migration file (v%d): wrong "
-                  "--dir?" % (report["current_version"], report["latest_version"]), ""]
+                  "--dir?" % (current, report["latest_version"]), ""]
     lines += ["Available migrations:", ""]
     for r in report["migrations"]:
-        mark, label, why = _STATE_LABELS[r["state"]]
-        current = " (current)" if r["version"] == report["current_version"] \
-            and r["state"] != "pending" else ""
-        lines.append("  %s %s v%d: %s%s%s" % (marks[mark], label, r["version"], r["name"],
-                                              current, why))
+        mark, ascii_mark, label, why = _STATES[r["state"]]
+        lines.append("  %s %s v%d: %s%s%s" % (
+            ascii_mark if ascii_only else mark, label, r["version"], r["name"],
+            " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
+    drifted = sum(r["state"] not in ("applied", "pending") for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
-    drifted = sum(1 for r in report["migrations"] if _STATE_LABELS[r["state"]][0] == "drift")
     lines += ["Drifted: %d" % drifted] * bool(drifted) + [rule]
     stream.write("\n".join(lines) + "\n")
 
 
 class _Progress(object):
-    """On a terminal, shows which migration runs and for how long; silent in a
-    pipe or with -q.  Each committed migration's result is printed at once,
-    so a later failure still shows what was applied."""
+    """On a terminal, a status line shows which migration runs, for how long,
+    and how far a table copy has got; silent in a pipe or with -q.  Each
+    committed migration's result is printed at once, so a later failure still
+    shows what was applied.  Events it does not know are ignored."""
 
     def __init__(self, out, err, live):
         self.out, self.err, self.live = out, err, live
         self._stop = None
 
-    def __call__(self, event, migration, direction):
+    def __call__(self, event, migration, direction, **details):
         if event == "start" and self.live:
             import threading
-            self._stop = threading.Event()
-            started = time.time()
-            label = "%s v%d: %s" % ("applying" if direction == "up" else "rolling back",
-                                    migration.version, migration.name)
-
-            def tick():
-                while not self._stop.wait(0.5):
-                    self.err.write("\r  %s ... %.0fs " % (label, time.time() - started))
-                    self.err.flush()
-            threading.Thread(target=tick, daemon=True).start()
+            self._stop, self._lock, self._started, self._copying = \
+                threading.Event(), threading.Lock(), time.time(), ""
+            self._label = "%s v%d: %s" % ("applying" if direction == "up" else "rolling back",
+                                          migration.version, migration.name)
+            threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
+        elif event == "copy" and self._stop is not None:
+            self._copying = "" if details["copied"] >= details["total"] else \
+                ", copying %s: %d of %d rows" % (details["table"], details["copied"],
+                                                 details["total"])
+            self._draw(self._stop)
         elif event == "end" and self._stop is not None:
             self._stop.set()
-            self.err.write("\r\033[K")
-            self.err.flush()
+            self._draw(self._stop)
             self._stop = None
         elif event == "done":  # `migration` is the result record
             self.out.write("%s v%d: %s (%.0f ms)\n" % (
@@ -3541,26 +3447,16 @@ class _Progress(object):
                 migration.name, migration.duration_ms))
             self.out.flush()
 
+    def _tick(self, stop):
+        while not stop.wait(0.5):
+            self._draw(stop)
 
-def _print_run(done, direction, dry_run, out):
-    """The dry run's SQL and the summary (_Progress printed each migration)."""
-    if dry_run:
-        for result in done:
-            out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
-                                          is not None else " (non-transactional: not run)"))
-            for statement in result.executed_sql or []:
-                out.write(statement.rstrip().rstrip(";") + ";\n")
-        out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n"
-                  % (len(done), "applied" if direction == "up" else "rolled back"))
-    elif done:
-        out.write("%s %d migration(s).\n" % ("Applied" if direction == "up" else "Rolled back",
-                                             len(done)))
-    else:
-        out.write("Nothing to %s.\n" % ("apply" if direction == "up" else "roll back"))
-
-
-def _slug(description):
-    return "-".join(re.findall(r"[a-z0-9]+", description.lower()))
+    def _draw(self, stop):
+        # Both the ticking thread and the runner's (a copy's progress) draw.
+        with self._lock:
+            self.err.write("\r\033[K" if stop.is_set() else "\r  %s ... %.0fs%s\033[K" % (
+                self._label, time.time() - self._started, self._copying))
+            self.err.flush()
 
 
 _PY_TEMPLATE = '''"""Migration {version}: {name}."""
@@ -3580,14 +3476,7 @@ def down(db):
     raise NotImplementedError("v{version} ({name}) cannot be rolled back yet")
 '''
 
-_SQL_TEMPLATE = """-- Migration {version}: {name}
-
--- migrate:up
-
-
--- migrate:down
-
-"""
+_SQL_TEMPLATE = "-- Migration {version}: {name}\n\n-- migrate:up\n\n\n-- migrate:down\n\n"
 
 
 # Longest description part of a new file's name: with any version and the
@@ -3604,7 +3493,7 @@ def _new_migration(directory, description, sql=False):
         raise RequestError("the description %r has letters or digits a migration file name "
                            "cannot hold (%s): names use only a-z, 0-9 and hyphens; describe "
                            "it with those, e.g. \"add user email\"" % (description, foreign))
-    slug = _slug(description)
+    slug = "-".join(re.findall(r"[a-z0-9]+", description.lower()))
     if not slug:
         raise RequestError("the description %r has no letters or digits (a-z, 0-9) to name "
                            "the file with" % description)
@@ -3612,66 +3501,63 @@ def _new_migration(directory, description, sql=False):
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
     existing = _discover(directory)
-    width = max([len(_parse_filename(m.filename)[0]) for m in existing] + [3])
-    version = existing[-1].version + 1 if existing else 1
-    path = os.path.join(directory, "%0*d-%s.%s" % (width, version, slug, "sql" if sql else "py"))
-    name = slug.replace("-", " ").capitalize()
-    template = _SQL_TEMPLATE if sql else _PY_TEMPLATE
+    width = max([m.filename.index("-") for m in existing] + [3])
+    version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
+    path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
+    created = False
     try:
-        f = open(path, "x")
+        with open(path, "x") as f:
+            created = True
+            f.write((_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
+                version=version, name=slug.replace("-", " ").capitalize()))
     except OSError as e:
-        raise MigrationError("cannot create the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
-    try:
-        with f:
-            f.write(template.format(version="%0*d" % (width, version), name=name))
-    except OSError as e:
-        os.remove(path)  # a half-written template would be picked up as a migration
-        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
+        if created:
+            os.remove(path)  # a half-written template would be picked up as a migration
+        raise MigrationError("cannot %s the migration file %s: %s" % (
+            "write" if created else "create", path, e.strerror), kind="bad-file", path=path)
     return path
 
 
-# The command line as data: one table of options and commands, turned into
-# argparse parsers only when the CLI runs (importing argparse costs a few
-# milliseconds that an application calling migrate() should not pay).
-# An option is (flags, destination, metavar, help); no metavar means an on/off
-# flag, and N, V and MS take whole numbers.
+# The command line as data, turned into argparse parsers only when the CLI
+# runs (importing argparse costs a few milliseconds that an application
+# calling migrate() should not pay).  An option is ("flags METAVAR", help): no
+# METAVAR makes an on/off flag, and N, V and MS take whole numbers; a
+# positional argument is ("destination METAVAR", help), with argparse's nargs
+# ("*", "?") after the METAVAR; options in one inner tuple exclude each other.
 _GLOBAL_OPTIONS = (
-    ("--db", "db", "PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
-    ("--dir", "dir", "DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
-    ("--table", "table", "NAME", "tracking table (default: metadata)"),
-    ("--busy-timeout", "busy_timeout", "MS", "how long to wait for a lock (default: 5000)"),
-    ("-v --verbose", "verbose", None, "log more, and show tracebacks"),
-    ("-q --quiet", "quiet", None, "only warnings and errors on stderr"),
+    ("--db PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
+    ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
+    ("--table NAME", "tracking table (default: metadata)"),
+    ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
+    ("-v --verbose", "log more, and show tracebacks"),
+    ("-q --quiet", "only warnings and errors on stderr"),
 )
-_DRY_RUN = ("--dry-run", "dry_run", None, "run in a transaction, print the SQL, roll back")
-_BACKUP = ("--backup", "backup", None, "back up the database first")
-
-# name, what it does, options, positional arguments as (metavar, destination,
-# nargs, help); options in one inner tuple exclude each other.
+_DRY_RUN = ("--dry-run", "run in a transaction, print the SQL, roll back")
+_BACKUP = ("--backup", "back up the database first")
+# name, what it does, example arguments, its options and arguments
 _COMMANDS = (
-    ("status", "show applied, pending and drifted migrations", (
-        ("--json", "json", None, "print one JSON object"),
-        ("--check", "check", None, "exit 1 if anything is pending or drifted, or the "
-                                   "database is ahead of the files")), ()),
-    ("up", "apply pending migrations", (
-        ("--to", "to", "V", "stop after version V"), _DRY_RUN,
-        ("--atomic", "atomic", None, "all migrations in one transaction"), _BACKUP,
-        ("--strict", "strict", None, "refuse to run while files have drifted")), ()),
-    ("down", "roll back the newest migration(s)", (
-        (("--steps", "steps", "N", "roll back the newest N (default 1)"),
-         ("--to", "to", "V", "roll back everything above V")), _DRY_RUN, _BACKUP), ()),
-    ("new", "create the next numbered migration file", (
-        ("--sql", "sql", None, "an .sql file instead of .py"),),
-     (("DESCRIPTION", "description", None, 'what it does, e.g. "add user email"'),)),
-    ("mark", "record migrations up to V as applied without running them", (),
-     (("V", "version", None, "the version to record as the current one"),)),
-    ("verify", "check file names, loading and drift; exit 1 on any problem", (), ()),
-    ("schema", "print the schema report", (("--json", "json", None, "print JSON"),),
-     (("TABLE", "tables", "*", "only these tables (default: all)"),)),
-    ("backup", "write a consistent copy of the database", (),
-     (("PATH", "path", "?", "where (default: next to it, with time and version)"),)),
+    ("status", "show applied, pending and drifted migrations", "--db app.db status --check", (
+        ("--json", "print one JSON object"),
+        ("--check", "exit 1 if anything is pending or drifted, or the database is ahead of "
+                    "the files"))),
+    ("up", "apply pending migrations", "--db app.db up --backup", (
+        ("--to V", "stop after version V"), _DRY_RUN,
+        ("--atomic", "all migrations in one transaction"), _BACKUP,
+        ("--strict", "refuse to run while files have drifted"))),
+    ("down", "roll back the newest migration(s)", "--db app.db down --steps 2", (
+        (("--steps N", "roll back the newest N (default 1)"),
+         ("--to V", "roll back everything above V")), _DRY_RUN, _BACKUP)),
+    ("new", "create the next numbered migration file", 'new "add user email" --sql', (
+        ("--sql", "an .sql file instead of .py"),
+        ("description DESCRIPTION", 'what it does, e.g. "add user email"'))),
+    ("mark", "record migrations up to V as applied without running them",
+     "--db legacy.db mark 3", (("version V", "the version to record as the current one"),)),
+    ("verify", "check file names, loading and drift; exit 1 on any problem",
+     "--db app.db verify", ()),
+    ("schema", "print the schema report", "--db app.db schema users --json", (
+        ("--json", "print JSON"), ("tables TABLE*", "only these tables (default: all)"))),
+    ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
+     (("path PATH?", "where (default: next to it, with time and version)"),)),
 )
 _DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
@@ -3698,68 +3584,40 @@ def _command_line_parser():
             raise argparse.ArgumentTypeError("needs a value")
         return text
 
-    def add(parser, option, suppress):
-        flags, dest, metavar, text = option
-        extra = {"default": argparse.SUPPRESS} if suppress else {}
-        if metavar is None:
-            parser.add_argument(*flags.split(), dest=dest, action="store_true", help=text, **extra)
-        else:
-            kind = whole_number if metavar in ("N", "V", "MS") else given
-            parser.add_argument(*flags.split(), dest=dest, metavar=metavar, type=kind,
-                                help=text, **extra)
-
-    def add_options(parser, options, suppress=False):
+    def add(parser, options, **extra):
         for option in options:
             if isinstance(option[0], tuple):
-                group = parser.add_mutually_exclusive_group()
-                for each in option:
-                    add(group, each, suppress)
+                add(parser.add_mutually_exclusive_group(), option, **extra)
+                continue
+            words, text = option[0].split(), option[1]
+            flags, metavar = [w for w in words if w[0] == "-"], words[-1].rstrip("*?")
+            if not flags:
+                parser.add_argument(words[0], metavar=metavar, help=text,
+                                    nargs=words[-1][len(metavar):] or None,
+                                    type=whole_number if metavar == "V" else None)
+            elif metavar == flags[-1]:
+                parser.add_argument(*flags, action="store_true", help=text, **extra)
             else:
-                add(parser, option, suppress)
+                parser.add_argument(*flags, metavar=metavar, help=text, **extra, type=(
+                    whole_number if metavar in ("N", "V", "MS") else given))
 
     top = Parser(prog="sqlmigrate", allow_abbrev=False,
                  description="Versioned, transactional schema migrations for SQLite.",
                  epilog="example: python -m sqlmigrate --db app.db up")
-    add_options(top, _GLOBAL_OPTIONS)
+    add(top, _GLOBAL_OPTIONS)
     top.set_defaults(**_DEFAULTS)
     version = "sqlmigrate " + __version__
     top.add_argument("--version", action="version", version=version)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands.required = True  # a keyword argument only from Python 3.7
-    for name, text, options, positionals in _COMMANDS:
+    for name, text, example, options in _COMMANDS:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
-                                  epilog=_EXAMPLES[name])
-        add_options(sub, options)
-        for metavar, dest, nargs, help_text in positionals:
-            kind = whole_number if metavar == "V" else None
-            sub.add_argument(dest, metavar=metavar, nargs=nargs, type=kind, help=help_text)
+                                  epilog="example: python -m sqlmigrate " + example)
+        add(sub, options)
         group = sub.add_argument_group("global options (also before the command)")
-        add_options(group, _GLOBAL_OPTIONS, suppress=True)
+        add(group, _GLOBAL_OPTIONS, default=argparse.SUPPRESS)
         group.add_argument("--version", action="version", version=version)
     return top
-
-
-def _parse_command_line(argv):
-    args = _command_line_parser().parse_args(argv)
-    if args.verbose and args.quiet:
-        raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
-    return args
-
-
-@contextmanager
-def _logging_to(stream, args):
-    """Log lines on `stream` while a command runs."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
-    _log.addHandler(handler)
-    _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                  else logging.INFO)
-    # The per-migration lines are printed as results on stdout already.
-    _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    try:
-        yield
-    finally:
-        _log.removeHandler(handler)
 
 
 def _run_command(args, out, err):
@@ -3771,18 +3629,15 @@ def _run_command(args, out, err):
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if args.command == "schema":
-        if args.json:
-            out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n")
-        else:
-            out.write(schema_report(db, args.tables or None))
+        out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json
+                  else schema_report(db, args.tables or None))
         return 0
     if args.command == "backup":
         out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0,
                                                 args.table))
         return 0
-    live = not args.quiet and err.isatty()
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
-                        progress=_Progress(out, err, live))
+                        progress=_Progress(out, err, not args.quiet and err.isatty()))
     if args.command == "status":
         report = migrator.status()
         if args.json:
@@ -3795,15 +3650,13 @@ def _run_command(args, out, err):
     if args.command == "verify":
         migrator.migrations  # noqa: B018 - bad names are a bad request (exit 2) here too
         problems = migrator.verify()
-        for problem in problems:
-            out.write("problem: %s\n" % problem)
+        out.write("".join("problem: %s\n" % problem for problem in problems))
         out.write("%d problem(s) found\n" % len(problems) if problems
                   else "OK: %d migration file(s), no drift\n" % len(migrator.migrations))
         return 1 if problems else 0
     if args.command == "mark":
-        marked = migrator.mark(args.version)
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
-                  % (len(marked), args.version))
+                  % (len(migrator.mark(args.version)), args.version))
         return 0
     if args.command == "up":
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
@@ -3811,7 +3664,14 @@ def _run_command(args, out, err):
     else:
         done = migrator.down(to=args.to, steps=args.steps, dry_run=args.dry_run,
                              backup=args.backup)
-    _print_run(done, args.command, args.dry_run, out)
+    verb = "applied" if args.command == "up" else "rolled back"
+    for result in done if args.dry_run else ():  # _Progress printed each result already
+        out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
+                                      is not None else " (non-transactional: not run)"))
+        out.write("".join(sql.rstrip().rstrip(";") + ";\n" for sql in result.executed_sql or ()))
+    out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
+              if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
+              if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
     if not done and migrator.path is not None and not os.path.exists(migrator.path):
         out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
@@ -3824,11 +3684,22 @@ def main(argv=None):
     args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
         try:
-            args = _parse_command_line(sys.argv[1:] if argv is None else argv)
+            parsed = _command_line_parser().parse_args(sys.argv[1:] if argv is None else argv)
         except SystemExit as e:  # argparse printed --help or --version
             return e.code or 0
-        with _logging_to(err, args):
+        if parsed.verbose and parsed.quiet:
+            raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
+        args, handler = parsed, logging.StreamHandler(err)
+        handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+        _log.addHandler(handler)
+        _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                      else logging.INFO)
+        # The per-migration lines are printed as results on stdout already.
+        _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        try:
             return _run_command(args, out, err)
+        finally:
+            _log.removeHandler(handler)
     except RequestError as e:
         status, error = 2, e
     except MigrationError as e:
@@ -3854,50 +3725,38 @@ class _ReaderMayLeave(object):
     def __init__(self, out, err):
         self._out, self._err = out, err
         self._unflushed = []  # written since the last flush that reached the reader
-        self._broken = False
 
     def __getattr__(self, name):
         return getattr(self._out, name)
 
     def write(self, text):
-        if self._broken:
-            return self._err.write(text)
         self._unflushed.append(text)
-        try:
-            return self._out.write(text)
-        except BrokenPipeError:
-            self._reader_left()
-            return len(text)
+        self._safely(self._out.write, text)
+        return len(text)
 
     def flush(self):
-        if self._broken:
-            return self._err.flush()
-        try:
-            self._out.flush()
-        except BrokenPipeError:
-            self._reader_left()
-            return None
+        self._safely(self._out.flush)
         del self._unflushed[:]
-        return None
 
-    def _reader_left(self):
-        self._broken = True
-        # Point the descriptor at devnull: the text still in the stream's
-        # buffer is flushed there at exit, instead of Python printing
-        # "Exception ignored ... BrokenPipeError".
+    def _safely(self, method, *args):
         try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
+            method(*args)
+        except BrokenPipeError:
+            # Point the descriptor at devnull: the text still in the stream's
+            # buffer is flushed there at exit, instead of Python printing
+            # "Exception ignored ... BrokenPipeError".
             try:
-                os.dup2(devnull, self._out.fileno())
-            finally:
-                os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
-        self._err.write("sqlmigrate: stdout was closed; the rest of the output follows here\n")
-        for text in self._unflushed:
-            self._err.write(text)
-        del self._unflushed[:]
-        self._err.flush()
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, self._out.fileno())
+                finally:
+                    os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
+            self._out = self._err
+            self._err.write("sqlmigrate: stdout was closed; the rest of the output follows "
+                            "here\n" + "".join(self._unflushed))
+            self._err.flush()
 
 
 def _main_exit():

@@ -5,6 +5,7 @@ real subprocess against real files in a fresh temporary directory.
 """
 
 import glob
+import io
 import json
 import os
 import re
@@ -14,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import unittest
 
-from tests.support import SCRIPT, TempDirTestCase, file_sha256
+from tests.support import SCRIPT, TempDirTestCase, file_sha256, sqlmigrate
 
 try:
     import pty
@@ -1450,6 +1452,30 @@ class ProgressTests(CLITestCase):
         self.assertEqual(status, 0, tty)
         self.assertNotIn("Slow backfill", tty)
         self.assertIn("Applied v1: Slow backfill", out)
+
+    def test_terminal_status_line_shows_a_table_copy_and_ignores_unknown_events(self):
+        # The CLI's end of the progress interface: the runner forwards a
+        # rebuild's copy progress as a "copy" event with table, copied, total.
+        out, tty = io.StringIO(), io.StringIO()
+        progress = sqlmigrate._Progress(out, tty, live=True)
+        migration = types.SimpleNamespace(version=4, name="Split names")
+        progress("start", migration, "up")
+        progress("copy", migration, "up", table="users", copied=250000, total=1000000)
+        progress("a-future-event", migration, "up", anything=1)
+        progress("end", migration, "up")
+        self.assertIn("applying v4: Split names", tty.getvalue())
+        self.assertIn("copying users: 250000 of 1000000 rows", tty.getvalue())
+        self.assertTrue(tty.getvalue().endswith("\r\033[K"))  # the status line is cleared
+        self.assertEqual(out.getvalue(), "")
+
+    def test_copy_progress_is_silent_off_a_terminal(self):
+        out, err = io.StringIO(), io.StringIO()
+        progress = sqlmigrate._Progress(out, err, live=False)
+        migration = types.SimpleNamespace(version=4, name="Split names")
+        for event, details in (("start", {}), ("copy", dict(table="users", copied=1, total=2)),
+                               ("end", {})):
+            progress(event, migration, "up", **details)
+        self.assertEqual((out.getvalue(), err.getvalue()), ("", ""))
 
 
 if __name__ == "__main__":
