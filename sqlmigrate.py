@@ -2404,7 +2404,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
                       if name not in gone),
         # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as
         # it is, it would create the trigger in main for every connection.
-        triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, 1)
+        triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, count=1)
                        for schema, _, sql in t.triggers),
         views=tuple(t.views), **fields)
 
