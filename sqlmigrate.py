@@ -127,17 +127,148 @@ _HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
 # Python 3.12 added Connection.autocommit; _LEGACY_TRANSACTION_CONTROL is its
 # default, under which isolation_level rules (as on 3.6 to 3.11).
 _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "_LEGACY_TRANSACTION_CONTROL", -1)
-# pragma_table_info() as a table-valued function: SQLite 3.16.
-_HAS_PRAGMA_FUNCTIONS = _SQLITE_VERSION >= (3, 16, 0)
-# ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
-_HAS_RENAME_COLUMN = _SQLITE_VERSION >= (3, 25, 0)
-_HAS_DROP_COLUMN = _SQLITE_VERSION >= (3, 35, 5)
-# PRAGMA table_xinfo (table_info plus generated columns): 3.26; generated
-# columns themselves: 3.31, so table_info is complete before that.
-_HAS_TABLE_XINFO = _SQLITE_VERSION >= (3, 26, 0)
-_HAS_GENERATED_COLUMNS = _SQLITE_VERSION >= (3, 31, 0)
+# The features that depend on the SQLite version are a _Driver's (below): a
+# driver's library or server may be newer or older than the sqlite3 module's.
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
+
+
+class _DB(object):
+    """The exception classes of every driver seen so far (sqlite3's first),
+    for `except` clauses: a driver's errors do not derive from sqlite3's."""
+    Error, OperationalError, IntegrityError = ((sqlite3.Error,), (sqlite3.OperationalError,),
+                                               (sqlite3.IntegrityError,))
+
+    @classmethod
+    def register(cls, driver):
+        for name in ("Error", "OperationalError", "IntegrityError"):
+            known, new = getattr(cls, name), getattr(driver, name)
+            if new not in known:
+                setattr(cls, name, known + (new,))
+
+
+# What the DB-API clients that raise NotSupportedError (instead of lacking the
+# method) cannot do: dqlite-dbapi (dqlite's server has no such calls).
+_UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "executescript",
+                                          "row_factory", "set_authorizer"))}
+
+
+class _Driver(object):
+    """One connection's DB-API driver: its exception classes, the SQLite
+    version of the library or server behind it (which may not be the local
+    sqlite3 module's), and which optional Connection methods it has."""
+
+    def __init__(self, module, version, connection_type):
+        self.module, self.name = module, module.__name__
+        self.Error = module.Error
+        self.OperationalError = getattr(module, "OperationalError", module.Error)
+        self.IntegrityError = getattr(module, "IntegrityError", module.Error)
+        self.sqlite_version = version
+        self.version_text = ".".join(map(str, version))
+        unsupported = _UNSUPPORTED.get(self.name.split(".")[0], ())
+        for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
+                           "executescript", "set_authorizer"):
+            setattr(self, "has_" + capability, capability not in unsupported and
+                    hasattr(connection_type, capability))
+        # pragma_table_info() as a table-valued function: SQLite 3.16.
+        self.has_pragma_functions = version >= (3, 16, 0)
+        # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
+        self.has_rename_column = version >= (3, 25, 0)
+        self.has_drop_column = version >= (3, 35, 5)
+        # PRAGMA table_xinfo (table_info plus generated columns): 3.26; generated
+        # columns themselves: 3.31, so table_info is complete before that.
+        self.has_table_xinfo = version >= (3, 26, 0)
+        self.has_generated_columns = version >= (3, 31, 0)
+        self.has_vacuum_into = version >= (3, 27, 0)
+        _DB.register(self)
+
+    @classmethod
+    def probe(cls, conn):
+        """The _Driver of a connection that is not sqlite3's: one query, which
+        also refuses a connection that is not SQLite at all."""
+        module = _driver_module(type(conn))
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT sqlite_version()")
+            text = cursor.fetchone()[0]
+            version = tuple(int(part) for part in str(text).split(".")[:3])
+        except Exception as e:  # whatever a foreign driver raises
+            raise RequestError("the connection (%s.%s) is not an SQLite database: SELECT "
+                               "sqlite_version() failed (%s: %s)" % (
+                                   type(conn).__module__, type(conn).__name__,
+                                   type(e).__name__, e))
+        if module is None:
+            raise RequestError("the connection (%s.%s) comes from no DB-API module with an "
+                               "Error class" % (type(conn).__module__, type(conn).__name__))
+        return cls(module, version, type(conn))
+
+
+def _driver_module(connection_type):
+    """The DB-API module a connection class comes from: its module or the
+    nearest package above it that has `Error` (e.g. pysqlite3.dbapi2)."""
+    name = connection_type.__module__
+    while name:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "Error", None), type):
+            return module
+        name = name.rpartition(".")[0]
+    return None
+
+
+# The stdlib module's driver: its library is in this process, so its version
+# needs no query (a no-op start-up stays one query).
+_SQLITE3_DRIVER = _Driver(sqlite3, _SQLITE_VERSION, sqlite3.Connection)
+# Drivers whose SQLite is a server's, which may differ between connections
+# (and whose module's sqlite_version is a constant): probed per session.
+_SERVER_DRIVERS = frozenset(("dqlitedbapi",))
+# {connection class: _Driver} for in-process libraries (pysqlite3, sqlcipher3),
+# whose version is the same for every connection: probed once per process.
+_drivers_by_type = {}
+# {id(connection): (connection, _Driver)} while a session uses a server
+# driver's connection (such classes take neither weak references nor attributes).
+_drivers_in_use = {}
+
+
+def _driver(conn):
+    """The _Driver of `conn` (a connection, cursor or _MigrationConnection)."""
+    raw = _raw(conn)
+    if isinstance(raw, sqlite3.Connection):
+        return _SQLITE3_DRIVER
+    driver = _drivers_by_type.get(type(raw))
+    if driver is not None:
+        return driver
+    entry = _drivers_in_use.get(id(raw))
+    if entry is not None and entry[0] is raw:
+        return entry[1]
+    driver = _Driver.probe(raw)
+    if driver.name.split(".")[0] not in _SERVER_DRIVERS:
+        _drivers_by_type[type(raw)] = driver
+    return driver
+
+
+@contextmanager
+def _driver_session(conn, driver=None):
+    """Probe a driver connection once for the whole session (nested ones reuse it)."""
+    raw = _raw(conn)
+    if (isinstance(raw, sqlite3.Connection) or type(raw) in _drivers_by_type or
+            id(raw) in _drivers_in_use):
+        yield
+        return
+    driver = driver or _driver(raw)
+    if type(raw) in _drivers_by_type:
+        yield
+        return
+    _drivers_in_use[id(raw)] = (raw, driver)
+    try:
+        yield
+    finally:
+        del _drivers_in_use[id(raw)]
+
+
+def _is_connection(db):
+    """A DB-API connection (any driver), as opposed to a path."""
+    return isinstance(db, (sqlite3.Connection, _MigrationConnection)) or (
+        not isinstance(db, (str, bytes, os.PathLike)) and hasattr(db, "cursor"))
 
 
 # sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
@@ -163,11 +294,13 @@ def _sqlite_kind(error):
     error's text: missing tables and columns share SQLITE_ERROR with every
     other mistake, and Python < 3.11 gives no code at all."""
     code = getattr(error, "sqlite_errorcode", None)
+    if code is None and isinstance(getattr(error, "code", None), int):
+        code = error.code  # dqlite-dbapi's errors carry the extended result code as .code
     text = str(error)
     for number, kind, message in _SQLITE_KINDS:
         if (code & 0xFF == number) if code is not None else message in text:
             return kind
-    if isinstance(error, sqlite3.OperationalError):
+    if isinstance(error, _DB.OperationalError):
         if text.startswith("no such table"):
             return "no-table"
         if text.startswith("no such column"):
@@ -737,18 +870,56 @@ def _database_exists(path):
     raise RequestError(why, kind="bad-database", database=path)
 
 
+class _Opener(object):
+    """How a path is opened: a DB-API module's connect (sqlite3, or the CLI's
+    --driver) and, for SQLCipher, the key ($SQLMIGRATE_KEY)."""
+
+    def __init__(self, module=sqlite3, key=None):
+        self.module, self.key = module, key
+
+    def connect(self, target, where, **kwargs):
+        conn = self.module.connect(target, **kwargs)
+        if self.key is None:
+            return conn
+        try:
+            # Before any other statement: SQLCipher reads the key when it
+            # first reads a page.  A pragma takes no bound parameters.
+            conn.execute("PRAGMA key = '%s'" % self.key.replace("'", "''"))
+            if not conn.execute("PRAGMA cipher_version").fetchall():
+                # Any other SQLite ignores an unknown pragma: the file would
+                # silently stay unencrypted.
+                raise RequestError("$SQLMIGRATE_KEY is set, but driver %s does not encrypt "
+                                   "(use --driver sqlcipher3)" % self.module.__name__)
+            try:
+                # SQLCipher's own way to test a key: read the schema.
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            except self.module.Error as e:
+                if _sqlite_kind(e) != "not-a-database":
+                    raise
+                raise MigrationError(kind="not-a-database", database=where,
+                                     cause="not a database or wrong key ($SQLMIGRATE_KEY)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+# The CLI's opener while a command runs; the API opens paths with sqlite3.
+_OPENER = _Opener()
+
+
 def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     """Open the database at `path` in autocommit mode (transactions are
     explicit).  mode: "ro" read-only, "rw" existing file, "rwc" create."""
     path = os.fspath(path)
     if path == ":memory:":
-        return sqlite3.connect(":memory:", isolation_level=None)
+        return _OPENER.connect(":memory:", path, isolation_level=None)
     if not _database_exists(path) and mode != "rwc":
         raise MigrationError("database %s does not exist" % path, kind="no-database",
                              database=path)
 
     def connect(mode):
-        return sqlite3.connect(_uri(path, mode), uri=True, timeout=busy_timeout,
+        return _OPENER.connect(_uri(path, mode), path, uri=True, timeout=busy_timeout,
                                isolation_level=None)
     journal = path + "-journal"
     try:
@@ -762,7 +933,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
                 # Reading page 1 takes the shared lock, where SQLite checks the
                 # journal (SQLITE_READONLY_ROLLBACK when it is hot).
                 _query(conn, "PRAGMA schema_version")
-            except sqlite3.Error as e:
+            except _DB.Error as e:
                 conn.close()
                 # Only a read-write connection may roll a crashed writer's
                 # journal back; mode=rw never creates a file.
@@ -777,7 +948,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
                 _log.warning("Rolled back the hot journal %s that a crashed process had left",
                              journal)
                 conn = connect(mode)
-    except sqlite3.Error as e:
+    except _DB.Error as e:
         if _sqlite_kind(e) == "read-only" and mode == "ro":
             raise MigrationError(
                 "database %s has a hot journal (%s) left by a crashed process, and this "
@@ -793,14 +964,15 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
 def _using(db, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rw"):
     """Yield a connection for `db`: a connection as it is (never closed), or
     a path opened for the duration; sqlite3 errors become MigrationErrors."""
-    if isinstance(db, (sqlite3.Connection, _MigrationConnection)):
+    if _is_connection(db):
         conn, path = db, None
     else:
         path = os.fspath(db)
         conn = _connect(path, busy_timeout, mode)
     try:
-        yield conn
-    except sqlite3.Error as e:
+        with _driver_session(conn):
+            yield conn
+    except _DB.Error as e:
         raise _sqlite_failure(e, path)
     finally:
         if path is not None:
@@ -882,9 +1054,11 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
     """Foreign keys off around a transaction and back on after: the pragma is
     a no-op inside one.  Yields whether _check_foreign_keys() must run."""
     was_on = wanted and not conn.in_transaction and _foreign_keys_enabled(conn)
-    if was_on:
-        conn.execute("PRAGMA foreign_keys = OFF")
     try:
+        if was_on:
+            # Inside the try: a driver may raise though the pragma took effect
+            # (dqlite answers a setter pragma "not an error").
+            conn.execute("PRAGMA foreign_keys = OFF")
         yield was_on
     finally:
         if was_on:
@@ -948,8 +1122,8 @@ class _MigrationConnection(object):
         regex in _run only gives the early, clear message); savepoints cannot
         end the transaction.  An authorizer already set is lost: sqlite3
         cannot read it back."""
-        if not self._transactional:
-            yield
+        if not self._transactional or not _driver(self._conn).has_set_authorizer:
+            yield  # without an authorizer, _run's in_transaction check still guards
             return
         self._conn.set_authorizer(self._authorize)
         try:
@@ -1001,7 +1175,7 @@ class _MigrationConnection(object):
             if self._transactional and not self._conn.in_transaction:
                 # A second line of defence behind the authorizer (_guarding).
                 raise self._refusal("a statement that ends the transaction")
-        except (sqlite3.Error, MigrationError):
+        except _DB.Error + (MigrationError,):
             self._db.__dict__["failed_statement"] = sql
             raise
         return self if result is self._target else result
@@ -1019,7 +1193,7 @@ def _retrying_busy(conn, method, sql, parameters):
     while True:
         try:
             return method(sql, parameters)
-        except sqlite3.Error as e:
+        except _DB.Error as e:
             if _sqlite_kind(e) != "locked" or conn.in_transaction:
                 raise
             if deadline is None:
@@ -1060,7 +1234,7 @@ def _read_state(conn, table):
                       "'schema_version' UNION ALL SELECT %s FROM %s"
                       % (_quote_identifier(table), _RECORD_COLUMNS,
                          _quote_identifier(table + "_migrations")))
-    except sqlite3.OperationalError as e:
+    except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
@@ -1076,7 +1250,7 @@ def _read_state_step_by_step(conn, table):
     def read(sql, name, shape):
         try:
             return _query(conn, sql)
-        except sqlite3.OperationalError as e:
+        except _DB.OperationalError as e:
             if _sqlite_kind(e) == "no-column":
                 raise MigrationError("table %r exists but is not %s (%s); choose another "
                                      "tracking table with --table / table=" % (name, shape, e),
@@ -1133,7 +1307,7 @@ def _history_under_lock(conn, table, version, files):
         _quote_identifier(table + "_migrations"))
     try:
         return _query(conn, sql, (version,))[0]
-    except sqlite3.OperationalError as e:
+    except _DB.OperationalError as e:
         if _sqlite_kind(e) != "no-table":
             raise
     _ensure_tracking(conn, table, _read_state(conn, table), files)  # a new or adopted database
@@ -1271,8 +1445,8 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                 raise _exists_already(dest)
             dest = _backup_path(*base)
         return dest
-    except (sqlite3.Error, OSError) as e:
-        kind = _sqlite_kind(e) if isinstance(e, sqlite3.Error) else None
+    except _DB.Error + (OSError,) as e:
+        kind = _sqlite_kind(e) if isinstance(e, _DB.Error) else None
         if kind in _DATABASE_KINDS and kind != "full":
             raise _sqlite_failure(e, source)  # the source's fault
         import errno
@@ -1387,8 +1561,9 @@ class Migrator(object):
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
                  busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None):
-        if isinstance(db, (sqlite3.Connection, _MigrationConnection)):
+        if _is_connection(db):
             self.connection, self.path = db, None
+            _driver(db)  # a connection that is not SQLite is refused here, up front
         else:
             self.connection, self.path = None, os.fspath(db)
         self.directory = os.fspath(directory)
@@ -1567,10 +1742,10 @@ class Migrator(object):
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
                 # for the session and its own mode back afterwards.
-                with _explicit_transactions(session.conn):
+                with _driver_session(session.conn), _explicit_transactions(session.conn):
                     session.state = _read_state(session.conn, self.table)
                     yield session
-        except sqlite3.Error as e:
+        except _DB.Error as e:
             raise _sqlite_failure(e, self.path)
         finally:
             # A new database whose first transaction rolled back (or whose lock
@@ -1670,7 +1845,13 @@ class Migrator(object):
         holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total: self.progress(
             "copy", m, direction, table=table, copied=copied, total=total))
-        saved_factories, statements = (conn.row_factory, conn.text_factory), []
+        driver, statements = _driver(conn), []
+        factories = [name for name in ("row_factory", "text_factory")
+                     if getattr(driver, "has_" + name)]
+        saved_factories = [getattr(conn, name) for name in factories]
+        # Without a trace callback, the statements the migration ran through
+        # db (the proxy records them): the same text, less trigger programs.
+        traced = whole_run == "dry run" and driver.has_set_trace_callback
 
         def trace(sql):
             # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
@@ -1681,7 +1862,7 @@ class Migrator(object):
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
-            if whole_run == "dry run":
+            if traced:
                 conn.set_trace_callback(trace)
             with db._guarding():
                 m.run(db, direction)
@@ -1689,9 +1870,10 @@ class Migrator(object):
             raise _migration_failure(m, direction, e, db, self.path,
                                      whole_run or m.transactional)
         finally:
-            if whole_run == "dry run":
+            if traced:
                 conn.set_trace_callback(None)
-            conn.row_factory, conn.text_factory = saved_factories
+            for name, saved in zip(factories, saved_factories):
+                setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
         if m.transactional and not conn.in_transaction:
@@ -1706,8 +1888,8 @@ class Migrator(object):
                                      version=m.version, tables=e.tables, outcome=(
                                          "the whole %s was rolled back" % whole_run if whole_run
                                          else "the migration was rolled back"))
-        return _Result(m, direction, duration_ms,
-                       list(statements) if whole_run == "dry run" else None)
+        return _Result(m, direction, duration_ms, None if whole_run != "dry run" else
+                       list(statements) if traced else list(db.executed))
 
     def _record(self, conn, result):
         m, history = result.migration, _quote_identifier(self.table + "_migrations")
@@ -1741,10 +1923,10 @@ def _connection_kept_as_it_was(conn, m, direction):
     pragma is a no-op inside a transaction)."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
-    if fk_was_on:
-        conn.execute("PRAGMA foreign_keys = OFF")
     left_open = False
     try:
+        if fk_was_on:  # inside the try: restored even if the pragma itself raises
+            conn.execute("PRAGMA foreign_keys = OFF")
         yield
         left_open = conn.in_transaction
     finally:
@@ -1781,9 +1963,9 @@ class _DryRunRollback(Exception):
 def _migration_failure(m, direction, error, db, database, rolled_back):
     """The MigrationError for an exception m's up/down raised on `db`.
     rolled_back: the whole run's name, True (m's transaction) or False."""
-    if isinstance(error, sqlite3.Error) and db.refused is not None:
+    if isinstance(error, _DB.Error) and db.refused is not None:
         error = db._refusal(db.refused).with_traceback(error.__traceback__)  # for the line
-    kind = _sqlite_kind(error) if isinstance(error, sqlite3.Error) else None
+    kind = _sqlite_kind(error) if isinstance(error, _DB.Error) else None
     if kind in ("read-only", "not-a-database", "cannot-open"):
         failure = _sqlite_failure(error, database)  # the database, not the migration, is at fault
         failure.path, failure.version = m.path, m.version
@@ -1888,10 +2070,10 @@ _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden"
 def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
     """{table: [(field, ...) per column]} for existing tables (exact names),
     fields as in PRAGMA table_xinfo ('hidden' 0 where only table_info exists)."""
-    columns = dict((table, []) for table in tables)
-    if _HAS_PRAGMA_FUNCTIONS:
-        function = "pragma_table_xinfo" if _HAS_TABLE_XINFO else "pragma_table_info"
-        select = ", ".join("0" if field == "hidden" and not _HAS_TABLE_XINFO
+    columns, driver = dict((table, []) for table in tables), _driver(conn)
+    if driver.has_pragma_functions:
+        function = "pragma_table_xinfo" if driver.has_table_xinfo else "pragma_table_info"
+        select = ", ".join("0" if field == "hidden" and not driver.has_table_xinfo
                            else "p." + _quote_identifier(field) for field in fields)
         if len(columns) <= _MAX_IN_LIST:
             wanted, params = "m.name IN (%s)" % ", ".join("?" * len(columns)), list(columns)
@@ -1905,7 +2087,7 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
             if row[0] in columns:
                 columns[row[0]].append(row[1:])
         return columns
-    pragma = "table_xinfo" if _HAS_TABLE_XINFO else "table_info"
+    pragma = "table_xinfo" if driver.has_table_xinfo else "table_info"
     positions = [_COLUMN_FIELDS.index(field) for field in fields]
     for table in tables:
         rows = _query(conn, "PRAGMA %s(%s)" % (pragma, _quote_identifier(table)))
@@ -2253,7 +2435,7 @@ def _view_compiles(raw, schema, name):
     try:
         _query(raw, "SELECT * FROM %s.%s LIMIT 0" % (schema, _quote_identifier(name)))
         return True
-    except sqlite3.Error:
+    except _DB.Error:
         return False
 
 
@@ -2326,15 +2508,16 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
                if _key(v) != k or old.column(k).name != v]
     dropped_indexes = _check_dependents(t, dropped, mapping, create_sql)
     _refuse_foreign_keys_on(raw, t, copy=False)
+    driver = _driver(raw)
     if native is None:
         # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
-        native = create_sql is None and (not renamed or _HAS_RENAME_COLUMN) and (
-            not dropped or _HAS_DROP_COLUMN and
+        native = create_sql is None and (not renamed or driver.has_rename_column) and (
+            not dropped or driver.has_drop_column and
             not any(old.has_word(old.column(k), "UNIQUE") for k in dropped))
         # Else RENAME COLUMN after the copy (if the renames can run one by
         # one): SQLite then rewrites every trigger, view and foreign key.
         olds = set(_key(o) for o, _ in renamed)
-        tail = bool(renamed) and _HAS_RENAME_COLUMN and not (
+        tail = bool(renamed) and driver.has_rename_column and not (
             set(_key(v) for _, v in renamed) & olds or
             new is not None and olds & set(c.key for c in new.columns))
     else:
@@ -2352,7 +2535,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         if user:
             raise _cannot("rename", t, _key(old_name), "%s, and without RENAME COLUMN (SQLite "
                           "3.25+; this is %s) it would keep the old name" % (
-                              user, sqlite3.sqlite_version),
+                              user, driver.version_text),
                           "drop it, rebuild, and create it again with the new name")
     _refuse_foreign_keys_on(raw, t, copy=True)
     temp = _free_name(raw, "sqlmigrate_new_%s" % t.name)
@@ -2699,7 +2882,7 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                 try:
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
-                except sqlite3.Error as e:
+                except _DB.Error as e:
                     failure = _refused("rebuilding table %s failed: %s" % (table, e))
                     failure.__cause__ = e
                     raise failure
@@ -3040,9 +3223,9 @@ def _column_problem(conn, table, declaration):
     if "PRIMARY" in words:
         return ("a PRIMARY KEY cannot be added to an existing table; rebuild it with "
                 "rebuild_table(create_sql=...)")
-    if declaration.generated and not _HAS_GENERATED_COLUMNS:
+    if declaration.generated and not _driver(conn).has_generated_columns:
         return ("generated columns need SQLite 3.31 or newer (this is %s)"
-                % sqlite3.sqlite_version)
+                % _driver(conn).version_text)
     if "NOT" in words and not declaration.generated and kind in ("none", "null"):
         return "NOT NULL needs a non-NULL DEFAULT: existing rows need a value"
     if _rebuild_reason(declaration):
@@ -3067,7 +3250,7 @@ def _apply_reconcile(conn, plan):
                 rebuild_table(conn, step.table, create_sql=step.sql)
             else:
                 conn.execute(step.sql)
-        except sqlite3.Error as e:
+        except _DB.Error as e:
             kind = _sqlite_kind(e)
             if kind == "locked":
                 raise
@@ -3704,7 +3887,7 @@ def main(argv=None):
         status, error = 2, e
     except MigrationError as e:
         status, error = 1, e
-    except sqlite3.Error as e:
+    except _DB.Error as e:
         status, error = 1, _sqlite_failure(e, args.db)
     except KeyboardInterrupt:
         err.write("sqlmigrate: interrupted\n")

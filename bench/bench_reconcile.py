@@ -73,7 +73,7 @@ def main():
 
         print("SQLite %s, Python %s, %d tables" % (sqlite3.sqlite_version, sys.version.split()[0],
                                                     TABLES))
-        if sqlmigrate._HAS_PRAGMA_FUNCTIONS:
+        if sqlmigrate._SQLITE3_DRIVER.has_pragma_functions:
             print("no-op floor (pragma join only):        %8.1f ms" % best(floor))
         print("no-op, table list re-read per table:   %8.1f ms" % best(naive))
         print("no-op reconcile, columns only:         %8.1f ms"
