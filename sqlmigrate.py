@@ -141,8 +141,9 @@ class _DB(object):
 
     @classmethod
     def register(cls, driver):
+        """Add a _Driver's or a DB-API module's classes."""
         for name in ("Error", "OperationalError", "IntegrityError"):
-            known, new = getattr(cls, name), getattr(driver, name)
+            known, new = getattr(cls, name), getattr(driver, name, driver.Error)
             if new not in known:
                 setattr(cls, name, known + (new,))
 
@@ -876,6 +877,7 @@ class _Opener(object):
 
     def __init__(self, module=sqlite3, key=None):
         self.module, self.key = module, key
+        _DB.register(module)  # its connections' errors may escape before any _driver()
 
     def connect(self, target, where, **kwargs):
         conn = self.module.connect(target, **kwargs)
@@ -1373,6 +1375,14 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
     with _using(db, busy_timeout) as conn:
         source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
         shown = source or "the in-memory database"
+        driver = _driver(conn)
+        if driver is not _SQLITE3_DRIVER and not driver.has_backup and \
+                not driver.has_vacuum_into:
+            raise MigrationError(
+                "cannot back up %s: driver %s has no Connection.backup() and its SQLite %s is "
+                "older than 3.27 (no VACUUM INTO); copy the database with the driver's own "
+                "tools" % (shown, driver.name, driver.version_text), kind="backup",
+                database=shown)
         if not _HAS_BACKUP_API and _raw(conn).in_transaction:
             raise _inside_transaction(shown)  # the locked copy must take the write lock itself
         base = None  # a default name: another is chosen if one is taken meanwhile
@@ -1425,11 +1435,21 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
         # wider permissions (the umask may narrow it further).
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         created = True
-        if _HAS_BACKUP_API:
+        driver = _driver(conn)
+        if driver is _SQLITE3_DRIVER and _HAS_BACKUP_API or (
+                driver.has_backup and not driver.has_vacuum_into):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
-        else:
+        elif driver is _SQLITE3_DRIVER:
             _copy_under_write_lock(conn, temporary)
-        copy = sqlite3.connect(_uri(temporary, "rw"), uri=True)
+        else:
+            # Another driver: VACUUM INTO where it exists, since it also copies
+            # an SQLCipher database encrypted with its key (backup() into a
+            # connection without the key fails).
+            # VACUUM INTO writes a new file only: the empty placeholder goes.
+            os.remove(temporary)
+            _raw(conn).execute("VACUUM INTO ?", (temporary,))
+            os.chmod(temporary, mode)
+        copy = _backup_opener(driver).connect(_uri(temporary, "rw"), dest, uri=True)
         try:
             result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
         finally:
@@ -1479,11 +1499,20 @@ def _copy_with_backup_api(conn, source, path, busy_timeout):
         elif time.time() >= deadline[0]:
             raise MigrationError(kind="locked", database=source)
 
-    target = sqlite3.connect(_uri(path, "rw"), uri=True)
+    target = _backup_opener(_driver(conn)).connect(_uri(path, "rw"), path, uri=True)
     try:
         _raw(conn).backup(target, progress=progress)
     finally:
         target.close()
+
+
+def _backup_opener(driver):
+    """Opens the copy with the source's driver (backup() takes only its own
+    connections) and, when the CLI opened the source with a key, that key:
+    a copy of an encrypted database is encrypted alike."""
+    if driver.module is _OPENER.module:
+        return _OPENER
+    return _Opener(driver.module)
 
 
 def _fsync(path, flags):
@@ -3712,6 +3741,9 @@ _GLOBAL_OPTIONS = (
     ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
     ("--table NAME", "tracking table (default: metadata)"),
     ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
+    ("--driver MODULE", "DB-API module that opens --db, e.g. sqlcipher3 or pysqlite3.dbapi2 "
+                        "(default: $SQLMIGRATE_DRIVER, then sqlite3); SQLCipher's key comes "
+                        "from $SQLMIGRATE_KEY"),
     ("-v --verbose", "log more, and show tracebacks"),
     ("-q --quiet", "only warnings and errors on stderr"),
 )
@@ -3742,7 +3774,7 @@ _COMMANDS = (
     ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
      (("path PATH?", "where (default: next to it, with time and version)"),)),
 )
-_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE,
+_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
@@ -3801,6 +3833,36 @@ def _command_line_parser():
         add(group, _GLOBAL_OPTIONS, default=argparse.SUPPRESS)
         group.add_argument("--version", action="version", version=version)
     return top
+
+
+# The PyPI distributions of the drivers whose import name differs.
+_DRIVER_PACKAGES = {"sqlcipher3": "sqlcipher3-binary", "pysqlite3": "pysqlite3-binary",
+                    "dqlitedbapi": "dqlite-dbapi"}
+
+
+def _cli_opener(args):
+    """The opener for --driver / $SQLMIGRATE_DRIVER and $SQLMIGRATE_KEY."""
+    name = args.driver or os.environ.get("SQLMIGRATE_DRIVER") or "sqlite3"
+    # An empty $SQLMIGRATE_KEY is no key (SQLCipher would take it as "no encryption").
+    key = os.environ.get("SQLMIGRATE_KEY") or None
+    if name == "sqlite3":
+        if key is not None:
+            raise RequestError("$SQLMIGRATE_KEY is set, but the sqlite3 module does not "
+                               "encrypt: use --driver sqlcipher3 (or unset it)")
+        return _Opener()
+    import importlib
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        top = name.split(".")[0]
+        raise RequestError("cannot import driver module %s (%s): install it into this Python, "
+                           "e.g. %s -m pip install %s" % (name, e, os.path.basename(
+                               sys.executable or "python3"), _DRIVER_PACKAGES.get(top, top)))
+    if not callable(getattr(module, "connect", None)) or \
+            not isinstance(getattr(module, "Error", None), type):
+        raise RequestError("driver module %s is not a DB-API module (no connect() and Error)"
+                           % name)
+    return _Opener(module, key)
 
 
 def _run_command(args, out, err):
@@ -3879,9 +3941,12 @@ def main(argv=None):
                       else logging.INFO)
         # The per-migration lines are printed as results on stdout already.
         _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        global _OPENER
         try:
+            _OPENER = _cli_opener(args)
             return _run_command(args, out, err)
         finally:
+            _OPENER = _Opener()
             _log.removeHandler(handler)
     except RequestError as e:
         status, error = 2, e
