@@ -1510,7 +1510,7 @@ def _backup_opener(driver):
     """Opens the copy with the source's driver (backup() takes only its own
     connections) and, when the CLI opened the source with a key, that key:
     a copy of an encrypted database is encrypted alike."""
-    if driver.module is _OPENER.module:
+    if driver.Error is getattr(_OPENER.module, "Error", None):  # sqlcipher3 or its dbapi2
         return _OPENER
     return _Opener(driver.module)
 
