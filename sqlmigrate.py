@@ -9,8 +9,6 @@ more; from a shell: ``python -m sqlmigrate --db app.db status | up | down``.
 """
 
 import collections
-import json
-import logging
 import os
 import re
 import sqlite3
@@ -110,12 +108,26 @@ class _Result(object):
         return "<%s v%d %s>" % (self.direction, self.version, self.filename)
 
 
-_log = logging.getLogger("sqlmigrate")
-# A library's logger gets a NullHandler, so an application that configures no
-# logging sees no "last resort" output from us.
-_log.addHandler(logging.NullHandler())
-# One line per applied migration; the CLI prints those as results instead.
-_runner_log = logging.getLogger("sqlmigrate.runner")
+# Messages go to logging.getLogger("sqlmigrate"), with `logging` imported at
+# the first one: the import costs more than a whole CLI `status` (bench W1),
+# and a start-up with nothing to do logs nothing.  _LOG_SETUP holds what is
+# to be done with the module when it is first needed; a library's logger gets
+# a NullHandler, so an application that configures no logging sees no "last
+# resort" output from us.
+_LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging.NullHandler())]
+
+
+def _log(level, message, *args, **where):
+    """logging.getLogger(where.get("logger", "sqlmigrate")).<level>(message,
+    *args).  One line per applied migration goes to "sqlmigrate.runner",
+    which the CLI prints as results on stdout instead."""
+    import logging
+    while _LOG_SETUP:
+        try:
+            _LOG_SETUP.pop(0)(logging)
+        except IndexError:  # another thread ran the last one
+            break
+    getattr(logging.getLogger(where.get("logger", "sqlmigrate")), level)(message, *args)
 
 
 # --- Compatibility shims ---------------------------------------------------
@@ -947,7 +959,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
                     _query(conn, "PRAGMA schema_version")
                 finally:
                     conn.close()
-                _log.warning("Rolled back the hot journal %s that a crashed process had left",
+                _log("warning", "Rolled back the hot journal %s that a crashed process had left",
                              journal)
                 conn = connect(mode)
     except _DB.Error as e:
@@ -1405,7 +1417,7 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
         dest = _write_backup(conn, shown, dest, mode, busy_timeout, base)
-        _log.info("Backed up the database to %s", dest)
+        _log("info", "Backed up the database to %s", dest)
         return dest
 
 
@@ -1675,7 +1687,7 @@ class Migrator(object):
                 raise MigrationError(kind="drift", problems=[text for _, text in drift],
                                      outcome="strict mode: nothing was applied")
             for _, text in drift:
-                _log.warning(text)
+                _log("warning", text)
             applied = session.state.applied(self.migrations)
             plan = [m for m in self.migrations if m.version not in applied
                     and (to is None or m.version <= to)]
@@ -1729,12 +1741,12 @@ class Migrator(object):
                 record = state.records.get(m.version)
                 if record is None or record.checksum != m.checksum:
                     if record is not None and record.checksum is not None:
-                        _log.warning("Accepting the changed file %s as applied", m.filename)
+                        _log("warning", "Accepting the changed file %s as applied", m.filename)
                     _write_record(conn, self.table, _Record(
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
             _write_version(conn, self.table, version)
-        _log.info("Marked migrations up to v%d as applied", version)
+        _log("info", "Marked migrations up to v%d as applied", version)
         return files
 
     # -- machinery ----------------------------------------------------------
@@ -1829,12 +1841,12 @@ class Migrator(object):
         """Run and record m; its result, or None if another process did it
         meanwhile (re-read under the write lock)."""
         if whole_run == "dry run" and not m.transactional:
-            _log.info("dry run: v%d %s is non-transactional; not run", m.version, m.name)
+            _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
         with _write_transaction(conn, not whole_run) as check_fk_here:
             applied, newest = _history_under_lock(conn, self.table, m.version, self.migrations)
             if bool(applied) != (direction == "down"):
-                _log.info("v%d was %s by another process meanwhile; skipped", m.version,
+                _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
                           "applied" if direction == "up" else "rolled back")
                 return None
             if whole_run != "dry run":  # a dry run records no non-transactional migration
@@ -1927,8 +1939,8 @@ class Migrator(object):
                                                     round(result.duration_ms, 3)))
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
-        _runner_log.info("%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
-                         "Rolled back", m.version, m.name, result.duration_ms)
+        _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
+             "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
 
 
@@ -2028,10 +2040,10 @@ def _log_schema_of(conn, tables):
     """After a failed migration: the schema of the tables it named, to help see why."""
     try:
         if tables:
-            _log.info("Schema of the tables the failed migration named:\n%s",
+            _log("info", "Schema of the tables the failed migration named:\n%s",
                       schema_report(conn, tables).rstrip())
     except Exception as e:  # the report is a courtesy; never mask the real error
-        _log.debug("no schema report: %s", e)
+        _log("debug", "no schema report: %s", e)
 
 
 def _drift(report):
@@ -2869,7 +2881,7 @@ def _log_changes(plan, rows):
     changes = []
     for index, why in plan.dropped_indexes:
         changes.append("dropped index %s on %s: %s" % (index, plan.table, why))
-        _log.warning(changes[-1])
+        _log("warning", changes[-1])
     parts = ["dropped column%s %s" % ("s" if len(plan.dropped) > 1 else "",
                                       ", ".join(plan.dropped))] if plan.dropped else []
     parts += ["renamed column %s to %s" % pair for pair in sorted(plan.renamed)]
@@ -2878,7 +2890,7 @@ def _log_changes(plan, rows):
     changes.append("rebuilt table %s (%s)%s" % (
         plan.table, "in place" if rows is None else "copied, %d rows copied" % rows,
         ": " + "; ".join(parts) if parts else ""))
-    _log.info(changes[-1])
+    _log("info", changes[-1])
     return changes
 
 
@@ -3095,7 +3107,7 @@ def reconcile(db, columns=None, indexes=None):
         schema_version = _query(conn, "PRAGMA schema_version")
         plan = _plan_reconcile(conn, columns, indexes)
         if not plan.steps:
-            _log.debug("Schema has every declared column and index")
+            _log("debug", "Schema has every declared column and index")
             return []
         own_transaction = not conn.in_transaction
         # A table rebuild must not fire foreign-key actions.
@@ -3109,7 +3121,7 @@ def reconcile(db, columns=None, indexes=None):
                 changes = _apply_reconcile(conn, plan)
                 if fk_were_on:
                     _check_foreign_keys(conn)
-        _log.info("Reconcile made %d change(s)", len(changes))
+        _log("info", "Reconcile made %d change(s)", len(changes))
         return changes
 
 
@@ -3178,7 +3190,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
         raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
                              + "\n  ".join(plan.problems), problems=tuple(plan.problems))
     for warning in [] if quiet else plan.warnings:
-        _log.warning(warning)
+        _log("warning", warning)
     return plan
 
 
@@ -3273,7 +3285,7 @@ def _apply_reconcile(conn, plan):
     """Run a checked plan inside the open transaction, which undoes it all on a failure."""
     changes = []
     for step in plan.steps:
-        _log.info("%s%s", step.what[0].upper(), step.what[1:])
+        _log("info", "%s%s", step.what[0].upper(), step.what[1:])
         try:
             if step.table:
                 rebuild_table(conn, step.table, create_sql=step.sql)
@@ -3386,7 +3398,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                         "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
                         "by their key (%s) to write them; no row was changed"
                         % (table, column, len(updates) - written, len(updates), ", ".join(keys)))
-                _log.info("Merged default keys into %d row(s) of %s.%s", len(updates), table,
+                _log("info", "Merged default keys into %d row(s) of %s.%s", len(updates), table,
                           column)
     return len(updates)
 
@@ -3431,6 +3443,7 @@ def _json_object(value):
             raise ValueError("not UTF-8 text: %s" % e)
     if not isinstance(value, str):
         raise ValueError("a %s, not JSON text" % type(value).__name__)
+    import json
     try:
         document = json.loads(value, parse_float=_JsonNumber, parse_int=_JsonNumber,
                               parse_constant=_JsonNumber,
@@ -3442,7 +3455,6 @@ def _json_object(value):
     return document
 
 
-_json_string = json.JSONEncoder(ensure_ascii=False).encode
 _LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
@@ -3452,10 +3464,12 @@ def _json_text(document):
     and the only way to store it as UTF-8); NaN, inf, non-string keys, circular
     references and other types are a ValueError.  Iterative: a row nested as
     deep as the parser took must not hit the recursion limit here."""
+    import json  # only where JSON is used: it is not on a start-up's path
+    string = json.JSONEncoder(ensure_ascii=False).encode
     parts, stack, open_ids, value = [], [], set(), document
     while True:
         if isinstance(value, str):
-            parts.append(value if isinstance(value, _JsonNumber) else _json_string(value))
+            parts.append(value if isinstance(value, _JsonNumber) else string(value))
         elif value is None or value is True or value is False:
             parts.append({None: "null", True: "true", False: "false"}[value])
         elif isinstance(value, int):
@@ -3488,7 +3502,7 @@ def _json_text(document):
             key, value = value
             if not isinstance(key, str):
                 raise ValueError("key %r is not a string" % (key,))
-            parts.append(_json_string(key) + ": ")
+            parts.append(string(key) + ": ")
 
 
 def _merge_missing(document, defaults):
@@ -3778,8 +3792,22 @@ _DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
-def _command_line_parser():
-    """The argparse parser of the whole command line, built from the tables
+def _command_named_in(argv):
+    """The command `argv` names, or None: the first word that is not an option
+    or a global option's value."""
+    takes_value = set(option[0].split()[0] for option in _GLOBAL_OPTIONS
+                      if option[0].split()[-1][0] != "-")
+    words = iter(argv)
+    for word in words:
+        if word in takes_value:
+            next(words, None)
+        elif word == "--" or not word.startswith("-"):
+            return word
+    return None
+
+
+def _command_line_parser(argv):
+    """The argparse parser of the command line `argv`, built from the tables
     above.  Global options are accepted before or after the command."""
     import argparse
 
@@ -3825,7 +3853,11 @@ def _command_line_parser():
     top.add_argument("--version", action="version", version=version)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands.required = True  # a keyword argument only from Python 3.7
+    wanted = _command_named_in(argv)
+    names = [command[0] for command in _COMMANDS]
     for name, text, example, options in _COMMANDS:
+        if wanted in names and name != wanted:
+            continue  # building all eight sub-parsers costs more than a `status` (bench W1)
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
                                   epilog="example: python -m sqlmigrate " + example)
         add(sub, options)
@@ -3874,6 +3906,7 @@ def _run_command(args, out, err):
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if args.command == "schema":
+        import json
         out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json
                   else schema_report(db, args.tables or None))
         return 0
@@ -3886,6 +3919,7 @@ def _run_command(args, out, err):
     if args.command == "status":
         report = migrator.status()
         if args.json:
+            import json
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
@@ -3929,25 +3963,38 @@ def main(argv=None):
     args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
         try:
-            parsed = _command_line_parser().parse_args(sys.argv[1:] if argv is None else argv)
+            argv = sys.argv[1:] if argv is None else argv
+            parsed = _command_line_parser(argv).parse_args(argv)
         except SystemExit as e:  # argparse printed --help or --version
             return e.code or 0
         if parsed.verbose and parsed.quiet:
             raise RequestError("-v/--verbose and -q/--quiet cannot be used together")
-        args, handler = parsed, logging.StreamHandler(err)
-        handler.setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
-        _log.addHandler(handler)
-        _log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                      else logging.INFO)
-        # The per-migration lines are printed as results on stdout already.
-        _runner_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        args, handlers = parsed, []
+
+        def set_up(logging):  # at the first message, or now if logging is loaded
+            handlers.append(logging.StreamHandler(err))
+            handlers[0].setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
+            logger = logging.getLogger("sqlmigrate")
+            logger.addHandler(handlers[0])
+            logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+                            else logging.INFO)
+            # The per-migration lines are printed as results on stdout already.
+            logging.getLogger("sqlmigrate.runner").setLevel(
+                logging.INFO if args.verbose else logging.WARNING)
+
+        _LOG_SETUP.append(set_up)
+        if "logging" in sys.modules:
+            _log("debug", "sqlmigrate %s", __version__)
         global _OPENER
         try:
             _OPENER = _cli_opener(args)
             return _run_command(args, out, err)
         finally:
             _OPENER = _Opener()
-            _log.removeHandler(handler)
+            if set_up in _LOG_SETUP:
+                _LOG_SETUP.remove(set_up)
+            for handler in handlers:
+                sys.modules["logging"].getLogger("sqlmigrate").removeHandler(handler)
     except RequestError as e:
         status, error = 2, e
     except MigrationError as e:
