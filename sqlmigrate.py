@@ -148,6 +148,21 @@ _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 # authorizer that allows everything stands for "none".
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
 
+
+def _authorizer_text(value):
+    """An authorizer argument as str or None: PyPy's sqlite3 (7.3.11 at
+    least) passes cffi `char *` pointers instead."""
+    if value is None or isinstance(value, str):
+        return value
+    import _cffi_backend  # PyPy's built-in cffi module
+    return _cffi_backend.string(value).decode("utf-8") if value else None  # NULL is falsy
+
+
+# PyPy's sqlite3 (7.3.11 at least) turns every TEXT into str(bytes), "b'x'",
+# once text_factory is set to `str` itself; a decoding function works there.
+# CPython keeps `str`, which decodes in C.
+_TEXT_AS_STR = (lambda data: data.decode("utf-8")) if sys.implementation.name == "pypy" else str
+
 # SQLite's primary result codes (stable) and, for Pythons before 3.11 (no
 # sqlite_errorcode), the fixed text SQLite gives each.
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
@@ -866,7 +881,7 @@ def _query(conn, sql, params=()):
     cursor = raw.cursor()
     cursor.row_factory = None
     saved = raw.text_factory
-    raw.text_factory = str
+    raw.text_factory = _TEXT_AS_STR
     try:
         return cursor.execute(sql, params).fetchall()
     finally:
@@ -959,7 +974,7 @@ class _MigrationConnection(object):
 
     def _authorize(self, action, operation, *_):
         if action == _SQLITE_TRANSACTION:
-            self.__dict__["refused"] = operation
+            self.__dict__["refused"] = _authorizer_text(operation)
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
