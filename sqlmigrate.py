@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import sys
 import time
+import weakref
 from contextlib import contextmanager
 
 __version__ = "0.1.0"
@@ -921,7 +922,11 @@ class _MigrationConnection(object):
     transactional migration atomic on every Python: executescript() runs
     statement by statement inside the transaction (the stdlib's commits
     first), and commit()/rollback() raise.  _copy_progress(table, copied,
-    total) passes a table copy's progress to the runner's callback."""
+    total) passes a table copy's progress to the runner's callback.
+    _close_cursors() ends the statements whose rows the migration left
+    unfetched: a writing one (PRAGMA journal_mode, RETURNING) keeps COMMIT
+    from working, and on PyPy (no reference counting) a dropped cursor keeps
+    its statement active until a garbage collection."""
 
     _ENDS_TRANSACTION = re.compile(
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
@@ -932,7 +937,8 @@ class _MigrationConnection(object):
         # wrapper a cursor's statements are recorded on.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress,
-                             failed_statement=None, refused=None, executed=[])
+                             failed_statement=None, refused=None, executed=[],
+                             _cursors=weakref.WeakSet())
 
     def __getattr__(self, name):
         if self._transactional and name in self._REFUSED:
@@ -999,7 +1005,16 @@ class _MigrationConnection(object):
         result = self if self._target is not self._conn else self._conn.cursor()
         for statement in _split_sql(sql):
             result = self.execute(statement)
+            for _ in result:  # as the stdlib's does: each statement runs to its end
+                pass
         return result
+
+    def _close_cursors(self):
+        for cursor in list(self._cursors):
+            try:
+                cursor.close()
+            except sqlite3.ProgrammingError:
+                pass  # the migration closed the connection: what runs next reports it
 
     def _run(self, name, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
@@ -1019,6 +1034,8 @@ class _MigrationConnection(object):
         except (sqlite3.Error, MigrationError):
             self._db.__dict__["failed_statement"] = sql
             raise
+        if result.description is not None:  # a statement with rows: maybe not fetched
+            self._cursors.add(result)
         return self if result is self._target else result
 
 
@@ -1706,6 +1723,7 @@ class Migrator(object):
         finally:
             if whole_run == "dry run":
                 conn.set_trace_callback(None)
+            db._close_cursors()
             conn.row_factory, conn.text_factory = saved_factories
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
