@@ -124,7 +124,10 @@ _runner_log = logging.getLogger("sqlmigrate.runner")
 
 _SQLITE_VERSION = sqlite3.sqlite_version_info
 # Connection.backup() arrived in Python 3.7; 3.6 gets a locked file copy.
-_HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
+# So does PyPy: its backup() (7.3.11) raises TypeError on a busy source and
+# leaks the backup (the connection can no longer close), and AttributeError
+# instead of the error when a step fails (a full disk).
+_HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup") and sys.implementation.name != "pypy"
 # Python 3.12 added Connection.autocommit; _LEGACY_TRANSACTION_CONTROL is its
 # default, under which isolation_level rules (as on 3.6 to 3.11).
 _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "_LEGACY_TRANSACTION_CONTROL", -1)
