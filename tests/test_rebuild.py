@@ -1098,9 +1098,8 @@ class BigTable(RebuildTestCase):
     def peak_growth_of_dropping(self, table, column):
         """Bytes a new process's peak resident size grows by while it drops
         the column (Linux: ru_maxrss is in KiB)."""
-        try:
-            import resource  # noqa: F401 (Unix only)
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("resource") is None:  # Unix only
             self.skipTest("neither tracemalloc nor resource: no way to measure memory here")
         child = (
             "import resource, sqlite3, sys\n"
