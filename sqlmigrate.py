@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import sys
 import time
+import weakref
 from contextlib import contextmanager
 
 __version__ = "0.1.0"
@@ -135,7 +136,10 @@ def _log(level, message, *args, **where):
 
 _SQLITE_VERSION = sqlite3.sqlite_version_info
 # Connection.backup() arrived in Python 3.7; 3.6 gets a locked file copy.
-_HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup")
+# So does PyPy: its backup() (7.3.11) raises TypeError on a busy source and
+# leaks the backup (the connection can no longer close), and AttributeError
+# instead of the error when a step fails (a full disk).
+_HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup") and sys.implementation.name != "pypy"
 # Python 3.12 added Connection.autocommit; _LEGACY_TRANSACTION_CONTROL is its
 # default, under which isolation_level rules (as on 3.6 to 3.11).
 _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "_LEGACY_TRANSACTION_CONTROL", -1)
@@ -291,6 +295,21 @@ _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 # install None as the callback, which denies every statement: there, an
 # authorizer that allows everything stands for "none".
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *args: sqlite3.SQLITE_OK)
+
+
+def _authorizer_text(value):
+    """An authorizer argument as str or None: PyPy's sqlite3 (7.3.11 at
+    least) passes cffi `char *` pointers instead."""
+    if value is None or isinstance(value, str):
+        return value
+    import _cffi_backend  # PyPy's built-in cffi module
+    return _cffi_backend.string(value).decode("utf-8") if value else None  # NULL is falsy
+
+
+# PyPy's sqlite3 (7.3.11 at least) turns every TEXT into str(bytes), "b'x'",
+# once text_factory is set to `str` itself; a decoding function works there.
+# CPython keeps `str`, which decodes in C.
+_TEXT_AS_STR = (lambda data: data.decode("utf-8")) if sys.implementation.name == "pypy" else str
 
 # SQLite's primary result codes (stable) and, for Pythons before 3.11 (no
 # sqlite_errorcode), the fixed text SQLite gives each.
@@ -1052,7 +1071,7 @@ def _query(conn, sql, params=()):
     cursor = raw.cursor()
     cursor.row_factory = None
     saved = raw.text_factory
-    raw.text_factory = str
+    raw.text_factory = _TEXT_AS_STR
     try:
         return cursor.execute(sql, params).fetchall()
     finally:
@@ -1094,7 +1113,11 @@ class _MigrationConnection(object):
     transactional migration atomic on every Python: executescript() runs
     statement by statement inside the transaction (the stdlib's commits
     first), and commit()/rollback() raise.  _copy_progress(table, copied,
-    total) passes a table copy's progress to the runner's callback."""
+    total) passes a table copy's progress to the runner's callback.
+    _close_cursors() ends the statements whose rows the migration left
+    unfetched: a writing one (PRAGMA journal_mode, RETURNING) keeps COMMIT
+    from working, and on PyPy (no reference counting) a dropped cursor keeps
+    its statement active until a garbage collection."""
 
     _ENDS_TRANSACTION = re.compile(
         r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
@@ -1105,7 +1128,8 @@ class _MigrationConnection(object):
         # wrapper a cursor's statements are recorded on.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress,
-                             failed_statement=None, refused=None, executed=[])
+                             failed_statement=None, refused=None, executed=[],
+                             _cursors=weakref.WeakSet())
 
     def __getattr__(self, name):
         if self._transactional and name in self._REFUSED:
@@ -1147,7 +1171,7 @@ class _MigrationConnection(object):
 
     def _authorize(self, action, operation, *_):
         if action == _SQLITE_TRANSACTION:
-            self.__dict__["refused"] = operation
+            self.__dict__["refused"] = _authorizer_text(operation)
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -1172,7 +1196,16 @@ class _MigrationConnection(object):
         result = self if self._target is not self._conn else self._conn.cursor()
         for statement in _split_sql(sql):
             result = self.execute(statement)
+            for _ in result:  # as the stdlib's does: each statement runs to its end
+                pass
         return result
+
+    def _close_cursors(self):
+        for cursor in list(self._cursors):
+            try:
+                cursor.close()
+            except _DB.Error:
+                pass  # the migration closed the connection: what runs next reports it
 
     def _run(self, name, sql, parameters):
         if self._transactional and self._ENDS_TRANSACTION.match(sql):
@@ -1192,6 +1225,8 @@ class _MigrationConnection(object):
         except _DB.Error + (MigrationError,):
             self._db.__dict__["failed_statement"] = sql
             raise
+        if result.description is not None:  # a statement with rows: maybe not fetched
+            self._cursors.add(result)
         return self if result is self._target else result
 
 
@@ -1913,6 +1948,7 @@ class Migrator(object):
         finally:
             if traced:
                 conn.set_trace_callback(None)
+            db._close_cursors()
             for name, saved in zip(factories, saved_factories):
                 setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0

@@ -384,6 +384,34 @@ class NonTransactionalMigrations(RunnerTestCase):
         self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         self.assertEqual(self.schema_version(), "3")
 
+    def test_a_cursor_the_migration_left_unfetched_does_not_block_recording_it(self):
+        # A statement with rows not fetched stays active, and COMMIT refuses
+        # ("SQL statements in progress") while a writing one is.  CPython frees
+        # a dropped cursor at once; PyPy (no reference counting) keeps it until
+        # a garbage collection: kept alive here, it is the same on both.
+        self.write("001-enable-wal.py", '''
+            transaction = False
+            KEPT = []
+
+            def up(db):
+                KEPT.append(db.execute("PRAGMA journal_mode=WAL"))
+                KEPT.append(db.cursor().execute("PRAGMA journal_mode=WAL"))
+            ''')
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        self.assertEqual(self.connect().execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_a_script_whose_statements_return_rows_runs_each_to_its_end(self):
+        self.write("001-enable-wal.py", '''
+            transaction = False
+            KEPT = []
+
+            def up(db):
+                KEPT.append(db.executescript("PRAGMA journal_mode=WAL; PRAGMA journal_mode=WAL;"))
+            ''')
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        self.assertEqual(self.schema_version(), "1")
+
     def test_failure_says_the_database_may_be_partly_changed(self):
         self.write_sql(1, "half", "CREATE TABLE half (x);\nSELECT * FROM nope;",
                        options="transaction:false")
@@ -802,8 +830,10 @@ class Backups(RunnerTestCase):
         self.three_migrations()
         sqlmigrate.migrate(self.db, self.dir)
         conn = self.connect()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # fetched: PyPy keeps an unfetched statement active (no reference
+        # counting), and an active PRAGMA journal_mode keeps COMMIT from working
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
         conn.execute("INSERT INTO users (name) VALUES ('only in the wal')")
         dest = os.path.join(self.tmp, "copy.db")
         open(dest, "wb").close()  # backup() makes the file, with the database's permissions
