@@ -142,7 +142,7 @@ _SQLITE_VERSION = sqlite3.sqlite_version_info
 _HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup") and sys.implementation.name != "pypy"
 # Python 3.12 added Connection.autocommit; _LEGACY_TRANSACTION_CONTROL is its
 # default, under which isolation_level rules (as on 3.6 to 3.11).
-_LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "_LEGACY_TRANSACTION_CONTROL", -1)
+_LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 # The features that depend on the SQLite version are a _Driver's (below): a
 # driver's library or server may be newer or older than the sqlite3 module's.
 # Windows cannot open a directory to fsync it (after a rename, for instance).
