@@ -1237,7 +1237,7 @@ class _MigrationConnection(object):
         self.executed.append(sql)
         method = getattr(self._target, name)
         try:
-            refusal = self._driver.refusal(sql)
+            refusal = self._driver.refused_pragmas and self._driver.refusal(sql)
             if refusal:
                 raise MigrationError(refusal, kind="refused-statement", statement=sql)
             # executemany is not retried: in autocommit mode the rows before a
