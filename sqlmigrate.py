@@ -37,7 +37,9 @@ class MigrationError(Exception):
     sqlite3 error), "no-database", "bad-name", "bad-directory", "bad-file",
     "bad-database", "bad-request", "drift", "ahead", "out-of-order", "no-down",
     "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
-    "migration-failed", "foreign-keys", "transaction-ended", "backup"."""
+    "migration-failed", "foreign-keys", "transaction-ended", "backup",
+    "refused-statement" (one the driver's server cannot take, never sent),
+    "connection-lost" (a database server, e.g. a dqlite leader, went away)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -77,6 +79,11 @@ class MigrationError(Exception):
                              "permissions" % where,
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
                 "cannot-open": "cannot open database %s: %s" % (where, self.cause),
+                "connection-lost": "lost the connection to %s's server (%s): what was in flight "
+                                   "was not committed (or, if the loss came during COMMIT, may "
+                                   "have been); connect again, through any live node, and run "
+                                   "again: the runner re-reads what was applied under the write "
+                                   "lock" % (where, self.cause),
             }.get(self.kind) or "%s: %s" % (where, self.cause)
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
@@ -154,6 +161,10 @@ class _DB(object):
     for `except` clauses: a driver's errors do not derive from sqlite3's."""
     Error, OperationalError, IntegrityError = ((sqlite3.Error,), (sqlite3.OperationalError,),
                                                (sqlite3.IntegrityError,))
+    # A server driver's errors that mean the connection to the server is gone
+    # (dqlite-dbapi: InterfaceError once a lost leader invalidated it), and its
+    # OperationalError, which has code None only when no server answered.
+    Lost, ServerOperational = (), ()
 
     @classmethod
     def register(cls, driver):
@@ -165,9 +176,20 @@ class _DB(object):
 
 
 # What the DB-API clients that raise NotSupportedError (instead of lacking the
-# method) cannot do: dqlite-dbapi (dqlite's server has no such calls).
+# method) cannot do: dqlite-dbapi (dqlite's server has no such calls; its
+# text_factory takes only str, which is what it always returns).
 _UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "executescript",
-                                          "row_factory", "set_authorizer"))}
+                                          "row_factory", "set_authorizer", "text_factory"))}
+# Drivers whose SQLite is a server's, which may differ between connections
+# (and whose module's sqlite_version is a constant): probed per session.
+_SERVER_DRIVERS = frozenset(("dqlitedbapi",))
+# Pragma setters a driver's server cannot take: refused before they are sent
+# (a statement a node cannot survive must never reach it).  Measured on
+# Debian's dqlite 1.11: PRAGMA journal_mode = DELETE kills the leader
+# ("free(): invalid pointer"); dqlite replicates its own write-ahead log, so the
+# journal mode is the server's to choose, whatever the value asked for.
+_REFUSED_PRAGMA_SETTERS = {"dqlitedbapi": {
+    "journal_mode": "dqlite manages the journal itself, and this pragma crashes a dqlite node"}}
 
 
 class _Driver(object):
@@ -183,6 +205,7 @@ class _Driver(object):
         self.sqlite_version = version
         self.version_text = ".".join(map(str, version))
         unsupported = _UNSUPPORTED.get(self.name.split(".")[0], ())
+        self.refused_pragmas = _REFUSED_PRAGMA_SETTERS.get(self.name.split(".")[0], {})
         for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
                            "executescript", "set_authorizer"):
             setattr(self, "has_" + capability, capability not in unsupported and
@@ -198,6 +221,27 @@ class _Driver(object):
         self.has_generated_columns = version >= (3, 31, 0)
         self.has_vacuum_into = version >= (3, 27, 0)
         _DB.register(self)
+        if self.name.split(".")[0] in _SERVER_DRIVERS and self.OperationalError not in \
+                _DB.ServerOperational:
+            _DB.ServerOperational += (self.OperationalError,)
+            _DB.Lost += tuple(getattr(module, name) for name in (
+                "InterfaceError", "AmbiguousCommitError") if hasattr(module, name))
+
+    def refusal(self, sql):
+        """Why `sql` must not be sent through this driver, or None."""
+        if not self.refused_pragmas or "PRAGMA" not in sql.upper():
+            return None
+        for statement in _split_sql(sql):
+            cursor = _Cursor(statement)
+            if cursor.take("PRAGMA"):
+                name = cursor.name()  # unquoted; past a schema qualifier...
+                if cursor.punct("."):  # ... unless spaced: "main . journal_mode"
+                    name = cursor.name()
+                why = self.refused_pragmas.get(_key(name or ""))
+                if why and cursor.peek() in (("punct", "="), ("punct", "(")):
+                    return "PRAGMA %s = ... was not sent: %s (driver %s)" % (
+                        name, why, self.name)
+        return None
 
     @classmethod
     def probe(cls, conn):
@@ -235,9 +279,6 @@ def _driver_module(connection_type):
 # The stdlib module's driver: its library is in this process, so its version
 # needs no query (a no-op start-up stays one query).
 _SQLITE3_DRIVER = _Driver(sqlite3, _SQLITE_VERSION, sqlite3.Connection)
-# Drivers whose SQLite is a server's, which may differ between connections
-# (and whose module's sqlite_version is a constant): probed per session.
-_SERVER_DRIVERS = frozenset(("dqlitedbapi",))
 # {connection class: _Driver} for in-process libraries (pysqlite3, sqlcipher3),
 # whose version is the same for every connection: probed once per process.
 _drivers_by_type = {}
@@ -317,7 +358,7 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 _SQLITE_KINDS = ((5, "locked", "database is locked"), (8, "read-only", "readonly database"),
                  (26, "not-a-database", "not a database"), (14, "cannot-open", "unable to open"),
                  (13, "full", "database or disk is full"))
-_DATABASE_KINDS = frozenset(kind for _, kind, _ in _SQLITE_KINDS)
+_DATABASE_KINDS = frozenset(kind for _, kind, _ in _SQLITE_KINDS) | {"connection-lost"}
 
 
 def _sqlite_kind(error):
@@ -325,6 +366,9 @@ def _sqlite_kind(error):
     fault), "no-table", "no-column", or None.  The only place that reads an
     error's text: missing tables and columns share SQLITE_ERROR with every
     other mistake, and Python < 3.11 gives no code at all."""
+    if isinstance(error, _DB.Lost) or (isinstance(error, _DB.ServerOperational) and
+                                       getattr(error, "code", 0) is None):
+        return "connection-lost"
     code = getattr(error, "sqlite_errorcode", None)
     if code is None and isinstance(getattr(error, "code", None), int):
         code = error.code  # dqlite-dbapi's errors carry the extended result code as .code
@@ -1082,6 +1126,19 @@ def _foreign_keys_enabled(conn):
     return bool(_query(conn, "PRAGMA foreign_keys")[0][0])
 
 
+def _set_pragma(conn, name, on):
+    """PRAGMA name = ON/OFF, its success judged by reading the value back:
+    dqlite answers a setter pragma with an error ("not an error") though it
+    took effect, so the answer cannot tell, and the value can."""
+    try:
+        conn.execute("PRAGMA %s = %s" % (name, "ON" if on else "OFF"))
+    except _DB.Error:
+        if _query(conn, "PRAGMA " + name) != [(int(bool(on)),)]:
+            raise
+        if isinstance(conn, _MigrationConnection):  # it did not fail after all
+            conn._db.__dict__["failed_statement"] = None
+
+
 @contextmanager
 def _foreign_keys_off_outside_transaction(conn, wanted=True):
     """Foreign keys off around a transaction and back on after: the pragma is
@@ -1091,11 +1148,11 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
         if was_on:
             # Inside the try: a driver may raise though the pragma took effect
             # (dqlite answers a setter pragma "not an error").
-            conn.execute("PRAGMA foreign_keys = OFF")
+            _set_pragma(conn, "foreign_keys", False)
         yield was_on
     finally:
         if was_on:
-            conn.execute("PRAGMA foreign_keys = ON")
+            _set_pragma(conn, "foreign_keys", True)
 
 
 def _check_foreign_keys(conn):
@@ -1127,7 +1184,7 @@ class _MigrationConnection(object):
         # _target: the connection or cursor that runs statements; _db: the
         # wrapper a cursor's statements are recorded on.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
-                             _copy_progress=copy_progress,
+                             _copy_progress=copy_progress, _driver=_driver(conn),
                              failed_statement=None, refused=None, executed=[],
                              _cursors=weakref.WeakSet())
 
@@ -1213,6 +1270,9 @@ class _MigrationConnection(object):
         self.executed.append(sql)
         method = getattr(self._target, name)
         try:
+            refusal = self._driver.refused_pragmas and self._driver.refusal(sql)
+            if refusal:
+                raise MigrationError(refusal, kind="refused-statement", statement=sql)
             # executemany is not retried: in autocommit mode the rows before a
             # failure stay written.
             if name == "execute" and not self._transactional:
@@ -1856,7 +1916,15 @@ class Migrator(object):
         try:
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
-                    result = self._apply(conn, m, direction, whole_run, check_fk)
+                    try:
+                        result = self._apply(conn, m, direction, whole_run, check_fk)
+                    except _DB.Error as e:
+                        if _sqlite_kind(e) != "connection-lost":
+                            raise
+                        failure = _sqlite_failure(e, self.path)  # naming the one in flight
+                        failure.path, failure.version, failure.direction = \
+                            m.path, m.version, direction
+                        raise failure
                     if result:
                         done.append(result)
                         if not whole_run:
@@ -2003,7 +2071,7 @@ def _connection_kept_as_it_was(conn, m, direction):
     left_open = False
     try:
         if fk_was_on:  # inside the try: restored even if the pragma itself raises
-            conn.execute("PRAGMA foreign_keys = OFF")
+            _set_pragma(conn, "foreign_keys", False)
         yield
         left_open = conn.in_transaction
     finally:
@@ -2013,7 +2081,7 @@ def _connection_kept_as_it_was(conn, m, direction):
             if row[1] not in attached and row[1] not in ("main", "temp"):
                 conn.execute("DETACH DATABASE " + _quote_identifier(row[1]))
         if _foreign_keys_enabled(conn) != fk_was_on:
-            conn.execute("PRAGMA foreign_keys = " + ("ON" if fk_was_on else "OFF"))
+            _set_pragma(conn, "foreign_keys", fk_was_on)
     if left_open:
         raise MigrationError(
             "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "
@@ -2871,11 +2939,13 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
         for sql in _rebuild_statements(plan):
             if sql == plan.copy_sql:
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
+            elif sql.startswith("PRAGMA legacy_alter_table = "):
+                _set_pragma(conn, "legacy_alter_table", sql.endswith("ON"))
             else:
                 conn.execute(sql)
     finally:
         if legacy:  # a connection flag, which a rollback does not undo
-            conn.execute("PRAGMA legacy_alter_table = %d" % legacy[0][0])
+            _set_pragma(conn, "legacy_alter_table", legacy[0][0])
     if plan.native:
         return None
     columns = [(row[1], row[6] in (2, 3)) for row in _read_columns(raw, [plan.table])[plan.table]]
@@ -3402,13 +3472,17 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             cursor.row_factory = None
             # Text as str whatever the caller set; text that is not UTF-8 comes back as
             # bytes and is refused naming its row (str would fail the whole SELECT).
-            saved, conn.text_factory = conn.text_factory, _utf8_or_bytes
+            factory = _driver(conn).has_text_factory  # else text is always str
+            saved = conn.text_factory if factory else None
+            if factory:
+                conn.text_factory = _utf8_or_bytes
             try:
                 rows = cursor.execute("SELECT %s FROM %s%s" % (
                     ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
                     " WHERE (%s)" % where if where else ""), params).fetchall()
             finally:
-                conn.text_factory = saved
+                if factory:
+                    conn.text_factory = saved
             updates, bad = [], []
             for *key, value in rows:
                 try:
