@@ -53,6 +53,7 @@ class MigrationError(Exception):
 
     def __str__(self):
         text, where = self.message, self.database or "the database"
+        named = "database " + self.database if self.database else "the database"
         if text is None and self.kind == "migration-failed":
             parts = ["%s%s (%s) %s" % (self.path, "" if self.line is None else ":%s" % self.line,
                                        self.direction, self.cause)]
@@ -73,12 +74,12 @@ class MigrationError(Exception):
                     if self.kind == "bad-name" else "; ".join(self.problems))
         elif text is None:
             text = {
-                "locked": "database %s is locked by another process; wait for it to finish "
-                          "(or stop it) and try again, or raise --busy-timeout" % where,
-                "read-only": "database %s is read-only: check the file's and its directory's "
-                             "permissions" % where,
+                "locked": "%s is locked by another process; wait for it to finish "
+                          "(or stop it) and try again, or raise --busy-timeout" % named,
+                "read-only": "%s is read-only: check the file's and its directory's "
+                             "permissions" % named,
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
-                "cannot-open": "cannot open database %s: %s" % (where, self.cause),
+                "cannot-open": "cannot open %s: %s" % (named, self.cause),
                 "connection-lost": "lost the connection to %s's server (%s): what was in flight "
                                    "was not committed (or, if the loss came during COMMIT, may "
                                    "have been); connect again, through any live node, and run "

@@ -534,6 +534,19 @@ class CallerConnections(RunnerTestCase):
         self.assertIs(conn.row_factory, sqlite3.Row)
         self.assertEqual(conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"], 0)
 
+    def test_a_locked_database_on_a_callers_connection_is_named_plainly(self):
+        self.three_migrations()
+        holder = self.connect()
+        holder.execute("BEGIN IMMEDIATE")
+        self.addCleanup(holder.execute, "ROLLBACK")
+        conn = sqlite3.connect(self.db, timeout=0.05)
+        self.addCleanup(conn.close)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.Migrator(conn, self.dir, busy_timeout=0.05).up()
+        self.assertEqual(caught.exception.kind, "locked")
+        self.assertNotIn("database the database", str(caught.exception))
+        self.assertIn("the database is locked by another process", str(caught.exception))
+
     def test_connection_with_an_open_transaction_is_refused(self):
         self.three_migrations()
         conn = sqlite3.connect(self.db)
