@@ -1068,8 +1068,12 @@ def _transaction(conn):
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK TO " + name)
-            conn.execute("RELEASE " + name)
+            # SQLite may have rolled back the caller's whole transaction
+            # itself (RAISE(ROLLBACK) in a trigger, a full disk): then there
+            # is no savepoint left, and the error to show is the one raised.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO " + name)
+                conn.execute("RELEASE " + name)
             raise
         conn.execute("RELEASE " + name)
         return
@@ -1177,8 +1181,6 @@ class _MigrationConnection(object):
     from working, and on PyPy (no reference counting) a dropped cursor keeps
     its statement active until a garbage collection."""
 
-    _ENDS_TRANSACTION = re.compile(
-        r"(?i)\s*(BEGIN|COMMIT|END|ROLLBACK(?!\s+(TRANSACTION\s+)?TO\b))\b")
     _REFUSED = ("commit", "rollback", "set_authorizer")
 
     def __init__(self, conn, transactional, copy_progress=None):
@@ -1266,8 +1268,9 @@ class _MigrationConnection(object):
                 pass  # the migration closed the connection: what runs next reports it
 
     def _run(self, name, sql, parameters):
-        if self._transactional and self._ENDS_TRANSACTION.match(sql):
-            raise self._refusal(sql.strip().split(None, 1)[0].upper())
+        ending = self._transactional and _transaction_statement(sql)
+        if ending:
+            raise self._refusal(ending)
         self.executed.append(sql)
         method = getattr(self._target, name)
         try:
@@ -1281,14 +1284,36 @@ class _MigrationConnection(object):
             else:
                 result = method(sql, parameters)
             if self._transactional and not self._conn.in_transaction:
-                # A second line of defence behind the authorizer (_guarding).
-                raise self._refusal("a statement that ends the transaction")
+                # A last line of defence (a driver without an authorizer, a
+                # statement neither reader knew): the transaction is gone.
+                raise MigrationError(
+                    "%s ended the migration's transaction" % sql.strip().split(None, 1)[0],
+                    kind="transaction-ended", outcome="what the migration ran before it was "
+                    "committed or rolled back by it; the migration was not recorded")
         except _DB.Error + (MigrationError,):
             self._db.__dict__["failed_statement"] = sql
             raise
         if result.description is not None:  # a statement with rows: maybe not fetched
             self._cursors.add(result)
         return self if result is self._target else result
+
+
+def _transaction_statement(sql):
+    """BEGIN, COMMIT, END or ROLLBACK if `sql` starts a statement that begins or
+    ends a transaction (ROLLBACK TO a savepoint does not), else None: its first
+    words as SQLite reads them, past comments.  Lazily: a long INSERT is not
+    read to its end."""
+    words = []
+    for match in _TOKEN_RE.finditer(sql):
+        if match.lastgroup in ("space", "comment"):
+            continue
+        words.append(match.group().upper() if match.lastgroup == "word" else None)
+        if len(words) == 3 or words[0] != "ROLLBACK":
+            break
+    first = words[0] if words else None
+    if first == "ROLLBACK" and "TO" in words[1:] and words[1] in ("TO", "TRANSACTION"):
+        return None
+    return first if first in ("BEGIN", "COMMIT", "END", "ROLLBACK") else None
 
 
 def _retrying_busy(conn, method, sql, parameters):
@@ -1545,18 +1570,17 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
         created = True
         driver = _driver(conn)
         if driver is _SQLITE3_DRIVER and _HAS_BACKUP_API or (
-                driver.has_backup and not driver.has_vacuum_into):
+                driver is not _SQLITE3_DRIVER and driver.has_backup and
+                not driver.has_vacuum_into):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
         elif driver is _SQLITE3_DRIVER:
             _copy_under_write_lock(conn, temporary)
         else:
             # Another driver: VACUUM INTO where it exists, since it also copies
             # an SQLCipher database encrypted with its key (backup() into a
-            # connection without the key fails).
-            # VACUUM INTO writes a new file only: the empty placeholder goes.
-            os.remove(temporary)
+            # connection without the key fails).  It fills the empty
+            # placeholder, which keeps its mode: never a moment more readable.
             _raw(conn).execute("VACUUM INTO ?", (temporary,))
-            os.chmod(temporary, mode)
         copy = _backup_opener(driver).connect(_uri(temporary, "rw"), dest, uri=True)
         try:
             result = [row[0] for row in copy.execute("PRAGMA quick_check").fetchall()]
@@ -2111,6 +2135,8 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
     rolled_back: the whole run's name, True (m's transaction) or False."""
     if isinstance(error, _DB.Error) and db.refused is not None:
         error = db._refusal(db.refused).with_traceback(error.__traceback__)  # for the line
+    if isinstance(error, MigrationError) and error.kind == "transaction-ended" and error.outcome:
+        rolled_back = False  # the statement itself ended the transaction: nothing to roll back
     kind = _sqlite_kind(error) if isinstance(error, _DB.Error) else None
     if kind in ("read-only", "not-a-database", "cannot-open"):
         failure = _sqlite_failure(error, database)  # the database, not the migration, is at fault

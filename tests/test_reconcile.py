@@ -434,6 +434,23 @@ class ReconcileTransactionTests(DatabaseTestCase):
         conn.execute("COMMIT")
         self.assertEqual(self.rows("t"), [(1,), (1,), (2,)])
 
+    def test_a_trigger_rolling_back_the_callers_transaction_shows_its_own_error(self):
+        # RAISE(ROLLBACK) ends the caller's whole transaction, savepoint and
+        # all: the error to see is the trigger's, not "no such savepoint".
+        conn = self.make("""
+            CREATE TABLE s (id INTEGER PRIMARY KEY, data TEXT);
+            INSERT INTO s VALUES (1, '{}');
+            CREATE TRIGGER no BEFORE UPDATE ON s BEGIN SELECT RAISE(ROLLBACK, 'trigger says no'); END;
+            CREATE TABLE mine (x);
+        """)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO mine VALUES (1)")
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(conn, "s", "data", {"a": 1})
+        self.assertIn("trigger says no", str(caught.exception))
+        self.assertFalse(conn.in_transaction)
+        self.assertEqual(self.rows("s"), [(1, "{}")])
+
     def test_connection_settings_are_kept(self):
         self.make("CREATE TABLE t (a);")
         conn = sqlite3.connect(self.db)  # default isolation_level ''

@@ -152,6 +152,27 @@ class Atomicity(RunnerTestCase):
                     self.assertEqual(self.migrator().current_version, 0)
                     self.assertEqual([t for t in self.tables() if t in ("t", "u")], [])
 
+    def test_without_an_authorizer_comment_hidden_transaction_statements_are_still_refused(self):
+        # A driver without set_authorizer (dqlite's) leaves the statement
+        # reader alone on guard: it must read past comments as SQLite does.
+        driver = sqlmigrate._SQLITE3_DRIVER
+        self.addCleanup(setattr, driver, "has_set_authorizer", driver.has_set_authorizer)
+        driver.has_set_authorizer = False
+        for statement in ["-- tidy up\nCOMMIT", "/* x */ END", "/* x */\nROLLBACK",
+                          "-- c\n/* d */ BEGIN", "rollback /* x */ transaction"]:
+            with self.subTest(statement=statement):
+                if os.path.exists(self.db):
+                    os.remove(self.db)
+                self.write("001-sneaky.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
+                           "    db.execute(%r)\n    db.execute('CREATE TABLE u (x)')\n"
+                           % statement)
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertIn("is not allowed inside a transactional migration",
+                              str(caught.exception))
+                self.assertEqual(self.migrator().current_version, 0)
+                self.assertEqual([t for t in self.tables() if t in ("t", "u")], [])
+
     def test_transaction_statement_refusal_is_a_clear_message(self):
         self.write("001-sneaky.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
                    "    db.execute('/* x */ COMMIT')\n")
