@@ -39,7 +39,8 @@ class MigrationError(Exception):
     "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
     "migration-failed", "foreign-keys", "transaction-ended", "backup",
     "refused-statement" (one the driver's server cannot take, never sent),
-    "connection-lost" (a database server, e.g. a dqlite leader, went away)."""
+    "connection-lost" (a database server, e.g. a dqlite leader, went away),
+    "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column"."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -2410,7 +2411,7 @@ def _mentions(tokens, refs, keys):
 
 def _refused(message):
     """A rebuild refused before it changed anything."""
-    return MigrationError(message, outcome="nothing was changed")
+    return MigrationError(message, kind="rebuild-refused", outcome="nothing was changed")
 
 
 def _cannot(verb, t, key, why, fix="change or drop that first"):
@@ -3321,7 +3322,8 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
                                         ["created index %s" % name], None))
     if plan.problems:
         raise MigrationError("reconcile: nothing was changed; cannot add:\n  "
-                             + "\n  ".join(plan.problems), problems=tuple(plan.problems))
+                             + "\n  ".join(plan.problems), problems=tuple(plan.problems),
+                             kind="reconcile-refused")
     for warning in [] if quiet else plan.warnings:
         _log("warning", warning)
     return plan
@@ -3483,12 +3485,12 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
         with _transaction(conn):
             kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
             if kind != "table":
-                raise MigrationError("merge_json_defaults: no table %s" % table)
+                raise MigrationError("merge_json_defaults: no table %s" % table, kind="no-table")
             columns = _read_columns(conn, [name], ("name", "pk"))[name]
             names = [column_name for column_name, _ in columns]
             if _absent_names(names, [column]):
                 raise MigrationError("merge_json_defaults: table %s has no column %s"
-                                     % (table, column))
+                                     % (table, column), kind="no-column")
             # What finds a row again for its UPDATE: the rowid, or a WITHOUT ROWID table's key.
             keys = [_rowid_alias(names)] if _CreateTable(sql, "table %s" % table).rowid else [
                 c for _, c in sorted((pk, c) for c, pk in columns if pk)]
@@ -3521,7 +3523,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if bad:
                 raise MigrationError("merge_json_defaults: %s.%s is not a JSON object in %s%s; "
                                      "no row was changed" % (table, column, "; ".join(bad[:10]), (
-                                         " (and %d more)" % (len(bad) - 10) if bad[10:] else "")))
+                                         " (and %d more)" % (len(bad) - 10) if bad[10:] else "")),
+                                     kind="bad-json", problems=tuple(bad))
             if updates:
                 written = conn.executemany("UPDATE %s SET %s = ? WHERE %s" % (
                     _quote_identifier(table), _quote_identifier(column),

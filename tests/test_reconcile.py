@@ -873,3 +873,28 @@ class TablesNamedInTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HelperErrorKinds(DatabaseTestCase):
+    """Code tests error.kind, never the message."""
+
+    def test_helper_refusals_carry_a_kind(self):
+        self.make("""
+            CREATE TABLE s (id INTEGER PRIMARY KEY, data TEXT);
+            INSERT INTO s VALUES (1, '[1]');
+            CREATE TABLE t (a, b);
+            CREATE VIEW v AS SELECT b FROM t;
+        """)
+        cases = [
+            (lambda: merge_json_defaults(self.db, "s", "data", {"a": 1}), "bad-json"),
+            (lambda: merge_json_defaults(self.db, "nope", "data", {"a": 1}), "no-table"),
+            (lambda: merge_json_defaults(self.db, "s", "nope", {"a": 1}), "no-column"),
+            (lambda: reconcile(self.db, columns={"t": {"c": "TEXT NOT NULL"}}),
+             "reconcile-refused"),
+            (lambda: sqlmigrate.drop_column(self.db, "t", "b"), "rebuild-refused"),
+        ]
+        for call, kind in cases:
+            with self.subTest(kind=kind):
+                with self.assertRaises(MigrationError) as caught:
+                    call()
+                self.assertEqual(caught.exception.kind, kind)
