@@ -1295,7 +1295,10 @@ class _MigrationConnection(object):
             self._db.__dict__["failed_statement"] = sql
             raise
         if result.description is not None:  # a statement with rows: maybe not fetched
-            self._cursors.add(result)
+            try:
+                self._cursors.add(result)
+            except TypeError:  # cursors that take no weak reference (dqlitedbapi's),
+                pass           # whose rows are all fetched with the statement anyway
         return self if result is self._target else result
 
 
