@@ -1297,7 +1297,7 @@ class _MigrationConnection(object):
         if result.description is not None:  # a statement with rows: maybe not fetched
             try:
                 self._cursors.add(result)
-            except TypeError:  # cursors that take no weak reference (dqlitedbapi's),
+X
                 pass           # whose rows are all fetched with the statement anyway
         return self if result is self._target else result
 
