@@ -1297,8 +1297,8 @@ class _MigrationConnection(object):
         if result.description is not None:  # a statement with rows: maybe not fetched
             try:
                 self._cursors.add(result)
-X
-                pass           # whose rows are all fetched with the statement anyway
+            except TypeError:  # a driver's cursors that take no weak reference
+                pass           # (dqlitedbapi's) are left to the driver
         return self if result is self._target else result
 
 
