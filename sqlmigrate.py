@@ -210,8 +210,10 @@ class _Driver(object):
         self.refused_pragmas = _REFUSED_PRAGMA_SETTERS.get(self.name.split(".")[0], {})
         for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
                            "executescript", "set_authorizer"):
-            setattr(self, "has_" + capability, capability not in unsupported and
-                    hasattr(connection_type, capability))
+            # PyPy's sqlite3.Connection has row_factory and text_factory only
+            # on its instances.
+            setattr(self, "has_" + capability, capability not in unsupported and (
+                hasattr(connection_type, capability) or connection_type is sqlite3.Connection))
         # pragma_table_info() as a table-valued function: SQLite 3.16.
         self.has_pragma_functions = version >= (3, 16, 0)
         # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
