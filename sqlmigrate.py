@@ -347,8 +347,8 @@ def _authorizer_text(value):
     least) passes cffi `char *` pointers instead."""
     if value is None or isinstance(value, str):
         return value
-    import _cffi_backend  # PyPy's built-in cffi module
-    return _cffi_backend.string(value).decode("utf-8") if value else None  # NULL is falsy
+    import _sqlite3  # PyPy's sqlite3 implementation, whose cffi handle reads the pointer
+    return _sqlite3._ffi.string(value).decode("utf-8") if value else None  # NULL is falsy
 
 
 # PyPy's sqlite3 (7.3.11 at least) turns every TEXT into str(bytes), "b'x'",
