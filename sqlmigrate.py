@@ -3720,6 +3720,46 @@ def _index_info(conn, name, sql):
             "where": where, "sql": sql}
 
 
+_SCHEMA_KINDS = ("table", "index", "view", "trigger")
+
+
+def _schema_statements(conn, table=_DEFAULT_TABLE):
+    """The schema's CREATE statements as SQLite stored them, in a stable
+    order that replays: tables, indexes, views, triggers, each by name (views
+    after the views they read).  Left out: SQLite's own objects (sqlite_*,
+    indexes made by constraints), the tracking tables and what is on them,
+    and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
+    rows = [row for row in _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+            if row[3] is not None and row[0] in _SCHEMA_KINDS]
+    shadow = tuple(_key(name) + "_" for kind, name, _, sql in rows
+                   if kind == "table" and _is_virtual(sql))
+    left_out = (_key(table), _key(table + "_migrations"))
+    groups = dict((kind, []) for kind in _SCHEMA_KINDS)
+    for kind, name, on, sql in sorted(rows, key=lambda row: row[1]):
+        if not (_key(on).startswith("sqlite_") or _key(on) in left_out or
+                shadow and _key(on).startswith(shadow) and not _is_virtual(sql)):
+            groups[kind].append((_key(name), sql))
+    views = groups["view"]
+    groups["view"] = []
+    while views:  # a view can be created only once the views it reads exist
+        waiting = set(name for name, _ in views)
+        ready = [(name, sql) for name, sql in views if not (waiting - set([name])) & set(
+            _key(_unquote(text)) for kind, text in _tokenize(sql) if kind in ("word", "ident"))]
+        ready = ready or views[:1]  # a cycle cannot be created anyway
+        groups["view"] += ready
+        views = [view for view in views if view not in ready]
+    return [sql for kind in _SCHEMA_KINDS for _, sql in groups[kind]]
+
+
+def _schema_sql(conn, version, table=_DEFAULT_TABLE):
+    """The schema as an SQL script (`schema --sql`, the schema file):
+    byte-identical for the same schema on every Python and SQLite."""
+    user_version = _query(conn, "PRAGMA user_version")[0][0]
+    lines = ["-- sqlmigrate schema, version %d" % version]
+    lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
+    return "\n".join(lines + [sql + ";" for sql in _schema_statements(conn, table)]) + "\n"
+
+
 def schema_report(db, tables=None):
     """The schema as text (the `schema` command's output): every table, or
     those named, with its columns and indexes."""
