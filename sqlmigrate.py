@@ -199,13 +199,11 @@ class _Driver(object):
     version of the library or server behind it (which may not be the local
     sqlite3 module's), and which optional Connection methods it has."""
 
-    def __init__(self, module, version, connection_type):
+    def __init__(self, module, version, connection_type, server_connection=None):
         self.module, self.name = module, module.__name__
         self.Error = module.Error
         self.OperationalError = getattr(module, "OperationalError", module.Error)
         self.IntegrityError = getattr(module, "IntegrityError", module.Error)
-        self.sqlite_version = version
-        self.version_text = ".".join(map(str, version))
         unsupported = _UNSUPPORTED.get(self.name.split(".")[0], ())
         self.refused_pragmas = _REFUSED_PRAGMA_SETTERS.get(self.name.split(".")[0], {})
         for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
@@ -214,6 +212,20 @@ class _Driver(object):
             # on its instances.
             setattr(self, "has_" + capability, capability not in unsupported and (
                 hasattr(connection_type, capability) or connection_type is sqlite3.Connection))
+        # A server's version is asked for only when a feature first depends on
+        # it (__getattr__): a no-op start-up stays one query, as on sqlite3.
+        self._server_connection = server_connection
+        if version is not None:
+            self._set_version(version)
+        _DB.register(self)
+        if self.name.split(".")[0] in _SERVER_DRIVERS and self.OperationalError not in \
+                _DB.ServerOperational:
+            _DB.ServerOperational += (self.OperationalError,)
+            _DB.Lost += tuple(getattr(module, name) for name in (
+                "InterfaceError", "AmbiguousCommitError") if hasattr(module, name))
+
+    def _set_version(self, version):
+        self.sqlite_version, self.version_text = version, ".".join(map(str, version))
         # pragma_table_info() as a table-valued function: SQLite 3.16.
         self.has_pragma_functions = version >= (3, 16, 0)
         # ALTER TABLE ... RENAME COLUMN: 3.25; ... DROP COLUMN (without its 3.35.0-4 bugs): 3.35.5.
@@ -224,12 +236,14 @@ class _Driver(object):
         self.has_table_xinfo = version >= (3, 26, 0)
         self.has_generated_columns = version >= (3, 31, 0)
         self.has_vacuum_into = version >= (3, 27, 0)
-        _DB.register(self)
-        if self.name.split(".")[0] in _SERVER_DRIVERS and self.OperationalError not in \
-                _DB.ServerOperational:
-            _DB.ServerOperational += (self.OperationalError,)
-            _DB.Lost += tuple(getattr(module, name) for name in (
-                "InterfaceError", "AmbiguousCommitError") if hasattr(module, name))
+
+    def __getattr__(self, name):  # only for what _set_version has not set yet
+        conn = self.__dict__.get("_server_connection")
+        if conn is None or name.startswith("_"):
+            raise AttributeError(name)
+        self._server_connection = None
+        self._set_version(_Driver._queried_version(conn))
+        return getattr(self, name)
 
     def refusal(self, sql):
         """Why `sql` must not be sent through this driver, or None."""
@@ -249,23 +263,33 @@ class _Driver(object):
 
     @classmethod
     def probe(cls, conn):
-        """The _Driver of a connection that is not sqlite3's: one query, which
-        also refuses a connection that is not SQLite at all."""
+        """The _Driver of a connection that is not sqlite3's.  An in-process
+        library's module knows its version; a server driver's (known to be
+        SQLite) asks the server when needed; any other connection answers one
+        query now, which also refuses one that is not SQLite at all."""
         module = _driver_module(type(conn))
+        if module is not None and module.__name__.split(".")[0] in _SERVER_DRIVERS:
+            return cls(module, None, type(conn), server_connection=conn)
+        version = getattr(module, "sqlite_version_info", None)
+        if not (isinstance(version, tuple) and len(version) == 3):
+            version = cls._queried_version(conn)
+        if module is None:
+            raise RequestError("the connection (%s.%s) comes from no DB-API module with an "
+                               "Error class" % (type(conn).__module__, type(conn).__name__))
+        return cls(module, version, type(conn))
+
+    @staticmethod
+    def _queried_version(conn):
         try:
             cursor = conn.cursor()
             cursor.execute("SELECT sqlite_version()")
             text = cursor.fetchone()[0]
-            version = tuple(int(part) for part in str(text).split(".")[:3])
+            return tuple(int(part) for part in str(text).split(".")[:3])
         except Exception as e:  # whatever a foreign driver raises
             raise RequestError("the connection (%s.%s) is not an SQLite database: SELECT "
                                "sqlite_version() failed (%s: %s)" % (
                                    type(conn).__module__, type(conn).__name__,
                                    type(e).__name__, e))
-        if module is None:
-            raise RequestError("the connection (%s.%s) comes from no DB-API module with an "
-                               "Error class" % (type(conn).__module__, type(conn).__name__))
-        return cls(module, version, type(conn))
 
 
 def _driver_module(connection_type):

@@ -116,6 +116,17 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+class _CountingCursor(object):
+    def __init__(self, cursor, execute):
+        self._cursor, self.execute = cursor, execute
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+
 @unittest.skipIf(SKIP, SKIP)
 class DqliteTestCase(TempDirTestCase):
     def setUp(self):
@@ -191,6 +202,31 @@ class BundledMigrations(DqliteTestCase):
         self.assertEqual(migrator.status()["current_version"], 4)
         self.assertEqual(migrator.verify(), [])
         self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchall(), [(1,)])
+
+    def test_a_no_op_start_up_sends_one_query_as_on_sqlite3(self):
+        conn = self.dqlite()
+        sqlmigrate.migrate(conn, self.dir)
+        sent = []
+
+        class Counting(type(conn)):
+            """The real client, counting what its cursors send."""
+            def cursor(self):
+                cursor = super().cursor()
+                execute = cursor.execute
+
+                def counted(sql, *args):
+                    sent.append(sql)
+                    return execute(sql, *args)
+                return _CountingCursor(cursor, counted)
+        Counting.__module__ = type(conn).__module__  # still the dqlitedbapi driver
+        counting = Counting(self.addresses[0], database=self.database, timeout=10)
+        self.addCleanup(self._close, counting)
+        self.assertEqual(sqlmigrate.migrate(counting, self.dir), [])
+        self.assertEqual(len(sent), 1, sent)
+        self.assertIn("schema_version", sent[0])
+        # A feature that depends on the server's SQLite asks for its version then.
+        self.assertTrue(sqlmigrate.drop_column(counting, "ollama_servers", "url"))
+        self.assertIn("SELECT sqlite_version()", sent)
 
     def test_a_dry_run_changes_nothing_and_lists_the_statements(self):
         conn = self.dqlite()

@@ -178,6 +178,16 @@ class PySQLite3(TempDirTestCase):
         self.assertIs(driver.Error, pysqlite3.Error)
         self.assertFalse(issubclass(pysqlite3.Error, sqlite3.Error))
 
+    def test_a_no_op_start_up_runs_one_query_as_on_sqlite3(self):
+        conn = self.open()
+        sqlmigrate.migrate(conn, BUNDLED)
+        sqlmigrate._drivers_by_type.clear()  # as in a new process
+        statements = []
+        conn.set_trace_callback(statements.append)
+        self.assertEqual(sqlmigrate.migrate(conn, BUNDLED), [])
+        self.assertEqual(len(statements), 1, statements)
+        self.assertIn("schema_version", statements[0])
+
     def test_a_migration_runs_on_the_drivers_newer_sqlite(self):
         if pysqlite3.sqlite_version_info < (3, 44, 0):
             self.skipTest("pysqlite3's SQLite %s lacks concat() (3.44)" % pysqlite3.sqlite_version)
