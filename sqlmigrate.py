@@ -40,6 +40,7 @@ class MigrationError(Exception):
     "migration-failed", "foreign-keys", "transaction-ended", "backup",
     "refused-statement" (one the driver's server cannot take, never sent),
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
+    "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column"."""
 
     path = database = version = statement = tables = kind = None
@@ -81,6 +82,8 @@ class MigrationError(Exception):
                              "permissions" % named,
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
                 "cannot-open": "cannot open %s: %s" % (named, self.cause),
+                "unreachable": "no database server answers at %s (%s): check the address and "
+                               "that the cluster is running" % (where, self.cause),
                 "connection-lost": "lost the connection to %s's server (%s): what was in flight "
                                    "was not committed (or, if the loss came during COMMIT, may "
                                    "have been); connect again, through any live node, and run "
@@ -183,8 +186,12 @@ class _DB(object):
 _UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "executescript",
                                           "row_factory", "set_authorizer", "text_factory"))}
 # Drivers whose SQLite is a server's, which may differ between connections
-# (and whose module's sqlite_version is a constant): probed per session.
-_SERVER_DRIVERS = frozenset(("dqlitedbapi",))
+# (and whose module's sqlite_version is a constant): probed per session.  The
+# CLI's --db for them is an address, HOST:PORT[/DATABASE]: {driver: its
+# connect()'s arguments for (address, database, busy timeout)}.
+_SERVER_DRIVERS = {"dqlitedbapi": lambda address, database, timeout: ((address,), dict(
+    database=database or "default", busy_timeout=timeout, dial_timeout=timeout))}
+_SERVER_ADDRESS = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[^/:\[\]]+):[0-9]+(?:/(.+))?\Z")
 # Pragma setters a driver's server cannot take: refused before they are sent
 # (a statement a node cannot survive must never reach it).  Measured on
 # Debian's dqlite 1.11: PRAGMA journal_mode = DELETE kills the leader
@@ -205,6 +212,7 @@ class _Driver(object):
         self.OperationalError = getattr(module, "OperationalError", module.Error)
         self.IntegrityError = getattr(module, "IntegrityError", module.Error)
         unsupported = _UNSUPPORTED.get(self.name.split(".")[0], ())
+        self.server = self.name.split(".")[0] in _SERVER_DRIVERS
         self.refused_pragmas = _REFUSED_PRAGMA_SETTERS.get(self.name.split(".")[0], {})
         for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
                            "executescript", "set_authorizer"):
@@ -218,8 +226,7 @@ class _Driver(object):
         if version is not None:
             self._set_version(version)
         _DB.register(self)
-        if self.name.split(".")[0] in _SERVER_DRIVERS and self.OperationalError not in \
-                _DB.ServerOperational:
+        if self.server and self.OperationalError not in _DB.ServerOperational:
             _DB.ServerOperational += (self.OperationalError,)
             _DB.Lost += tuple(getattr(module, name) for name in (
                 "InterfaceError", "AmbiguousCommitError") if hasattr(module, name))
@@ -327,7 +334,7 @@ def _driver(conn):
     if entry is not None and entry[0] is raw:
         return entry[1]
     driver = _Driver.probe(raw)
-    if driver.name.split(".")[0] not in _SERVER_DRIVERS:
+    if not driver.server:
         _drivers_by_type[type(raw)] = driver
     return driver
 
@@ -980,7 +987,29 @@ class _Opener(object):
 
     def __init__(self, module=sqlite3, key=None):
         self.module, self.key = module, key
+        self.server = _SERVER_DRIVERS.get(module.__name__.split(".")[0])
         _DB.register(module)  # its connections' errors may escape before any _driver()
+
+    def connect_server(self, address, busy_timeout):
+        """A server driver's connection to --db HOST:PORT[/DATABASE], opened
+        now: the client would dial at its first query, and an address that
+        does not answer is best named as such (within the busy timeout)."""
+        match = _SERVER_ADDRESS.match(address)
+        if match is None:
+            raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
+                               "HOST:PORT/DATABASE" % (address, self.module.__name__))
+        if self.key is not None:
+            raise RequestError("$SQLMIGRATE_KEY is set, but driver %s does not encrypt"
+                               % self.module.__name__)
+        host = address[:len(address) - len(match.group(1) or "") - bool(match.group(1))]
+        args, kwargs = self.server(host, match.group(1), busy_timeout)
+        conn = self.module.connect(*args, **kwargs)
+        try:
+            getattr(conn, "connect", lambda: None)()
+        except self.module.Error as e:
+            conn.close()
+            raise MigrationError(kind="unreachable", database=address, cause=str(e))
+        return conn
 
     def connect(self, target, where, **kwargs):
         conn = self.module.connect(target, **kwargs)
@@ -1539,6 +1568,11 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
         shown = source or "the in-memory database"
         driver = _driver(conn)
+        if driver.server:  # VACUUM INTO would write a file on one of the servers
+            raise MigrationError(
+                "cannot back up %s through driver %s: the database lives on its servers; back "
+                "it up with the cluster's own tools" % (shown, driver.name), kind="backup",
+                database=shown)
         if driver is not _SQLITE3_DRIVER and not driver.has_backup and \
                 not driver.has_vacuum_into:
             raise MigrationError(
@@ -4114,6 +4148,16 @@ def _run_command(args, out, err):
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
+    if not _OPENER.server:
+        return _run_on(args, db, directory, out, err)
+    conn = _OPENER.connect_server(db, args.busy_timeout / 1000.0)
+    try:  # the commands take the open connection as the API's callers do
+        return _run_on(args, conn, directory, out, err)
+    finally:
+        conn.close()
+
+
+def _run_on(args, db, directory, out, err):
     if args.command == "schema":
         import json
         out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json

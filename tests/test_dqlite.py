@@ -12,9 +12,11 @@ cluster comes from $DQLITE_ADDRESSES/$DQLITE_PIDS or the state file that
 serves named databases), so tests do not see each other's tables.  The
 leader-loss test kills a node and restarts the cluster afterwards."""
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -324,6 +326,53 @@ class Rollbacks(DqliteTestCase):
         self.assertEqual(conn.execute("SELECT count(*) FROM usage_logs").fetchall(), [(0,)])
         self.assertEqual(self.history(conn), [1, 2, 3, 4, 5])
         self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchall(), [(1,)])
+
+
+class CommandLine(DqliteTestCase):
+    def dqlite_cli(self, address, *args):
+        return self.cli("--driver", "dqlitedbapi", "--db", address, "--dir", self.dir, *args)
+
+    def test_the_cli_migrates_a_cluster_database_named_by_address(self):
+        address = "%s/%s" % (self.addresses[0], self.database)
+        status, out, err = self.dqlite_cli(address, "up")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Applied 5 migration(s)", out)
+        # Through another node: the same, replicated database.
+        status, out, err = self.dqlite_cli("%s/%s" % (self.addresses[2], self.database),
+                                           "status", "--json")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["current_version"], 5)
+        status, out, err = self.dqlite_cli(address, "down")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.history(self.dqlite(node=1)), [1, 2, 3, 4])
+
+    def test_an_address_that_does_not_answer_exits_1_naming_it(self):
+        with socket.socket() as free:  # a port nothing listens on
+            free.bind(("127.0.0.1", 0))
+            address = "127.0.0.1:%d/%s" % (free.getsockname()[1], self.database)
+        status, out, err = self.cli("--driver", "dqlitedbapi", "--db", address,
+                                    "--busy-timeout", "2000", "--dir", self.dir, "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("no database server answers at %s" % address, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+
+    def test_a_file_path_with_a_server_driver_is_a_bad_request(self):
+        status, out, err = self.dqlite_cli(self.db, "status")
+        self.assertEqual(status, 2, err)
+        self.assertIn("takes a server address", err)
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_a_backup_through_the_cluster_is_refused_and_up_backup_changes_nothing(self):
+        address = "%s/%s" % (self.addresses[0], self.database)
+        target = os.path.join(self.tmp, "copy.db")
+        status, out, err = self.dqlite_cli(address, "backup", target)
+        self.assertEqual(status, 1, err)
+        self.assertIn("cannot back up", err)
+        self.assertFalse(os.path.exists(target))
+        status, out, err = self.dqlite_cli(address, "up", "--backup")
+        self.assertEqual(status, 1, err)
+        self.assertIn("cannot back up", err)
+        self.assertEqual(self.names(self.dqlite()), [])
 
 
 class Concurrency(DqliteTestCase):
