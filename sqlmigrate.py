@@ -2358,7 +2358,7 @@ class _MigrationTest(object):
         checks, before = entry["checks"], self.schema
         if not self.up(m, entry, "up"):
             return False
-        checks["up"] = after = "ok"
+        checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
@@ -2518,7 +2518,8 @@ def _scratch_copy(source, busy_timeout):
                 directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
                 for suffix in ("", "-wal"):
                     if os.path.exists(source + suffix):
-                        shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
+                        shutil.copyfile(source + suffix,
+                                        os.path.join(directory, "copy.db" + suffix))
         finally:
             src.execute("ROLLBACK")
     try:

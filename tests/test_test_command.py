@@ -84,7 +84,8 @@ class RoundTripTest(TempDirTestCase):
 
     def test_a_down_that_leaves_a_table_behind_fails_naming_it_with_the_diff(self):
         self.write_sql(1, "base", "CREATE TABLE base (id INTEGER PRIMARY KEY);", "DROP TABLE base;")
-        self.write_sql(2, "two-tables", "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
+        self.write_sql(2, "two-tables",
+                       "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
                        "DROP TABLE kept;")
         self.write_sql(3, "later", "CREATE TABLE later (c TEXT);", "DROP TABLE later;")
         result = sqlmigrate.Migrator(self.db, self.dir).test()
@@ -99,7 +100,8 @@ class RoundTripTest(TempDirTestCase):
         self.assertEqual([m["checks"]["up"] for m in result["migrations"]], ["ok"] * 3)
 
     def test_cli_shows_the_diff_and_exits_1(self):
-        self.write_sql(1, "two-tables", "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
+        self.write_sql(1, "two-tables",
+                       "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
                        "DROP TABLE kept;")
         status, out, err = self.cli("--dir", self.dir, "test")
         self.assertEqual(status, 1, out + err)
