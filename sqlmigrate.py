@@ -1933,6 +1933,25 @@ class Migrator(object):
         _log("info", "Marked migrations up to v%d as applied", version)
         return files
 
+    def test(self, source=None):
+        """Prove the migrations on scratch copies, never writing the database
+        or the files: a fresh build with each down's round trip and generated
+        rows that must survive the later ups; with `source` (a database file),
+        also its pending migrations applied to a copy.  Returns the report as
+        data (`test --json`); "ok" is False on any failure."""
+        for m in self.migrations:
+            m.load()  # a file that cannot load is an error before anything runs
+        result = _MigrationTest(self).run()
+        if source is not None:
+            result["from"] = _test_upgrade(self, os.fspath(source))
+            result["ok"] = result["ok"] and result["from"]["ok"]
+        return result
+
+    def _fresh_build(self, to=None):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        Migrator(conn, self.directory, table=self.table).up(to=to)
+        return conn
+
     # -- machinery ----------------------------------------------------------
 
     def _read_state(self):
@@ -2269,6 +2288,371 @@ def migrate(db, directory="migrations", **options):
     up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict")
                   if k in options}
     return Migrator(db, directory, **options).up(**up_options)
+
+
+# --- Testing migrations (`sqlmigrate test`) --------------------------------
+# One pass over a scratch database in memory: each migration is applied once
+# and, where it has a down, rolled back and applied again right there, so the
+# whole test costs about three ups (bench/bench_test.py).  Rows generated for
+# each table as it appears must survive every later up.
+
+_ROWS_PER_TABLE = 3
+
+
+def _schema_entries(conn, table):
+    """{(type, name): (tbl_name, sql)} of sqlite_master, plus user_version,
+    less the tracking tables and SQLite's own tables, which it makes (and
+    never drops) by itself: sqlite_sequence, sqlite_stat*."""
+    left_out = (_key(table), _key(table + "_migrations"))
+    entries = dict(((kind, name), (on, sql)) for kind, name, on, sql in _query(
+        conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+        if _key(on) not in left_out and not (kind == "table" and _key(name).startswith("sqlite_")))
+    entries[("pragma", "user_version")] = (None, _query(conn, "PRAGMA user_version")[0][0])
+    return entries
+
+
+def _significant(sql):
+    # Whitespace and comments are no difference (ALTER TABLE edits the text).
+    return sql if not isinstance(sql, str) else " ".join(
+        text for kind, text in _tokenize(sql) if kind not in ("space", "comment"))
+
+
+def _schema_diff(expected, got):
+    """The entries that differ, as {change, type, name, before, after}."""
+    diff = []
+    for key in sorted(set(expected) | set(got)):
+        old, new = expected.get(key), got.get(key)
+        if old == new or old and new and old[0] == new[0] and \
+                _significant(old[1]) == _significant(new[1]):
+            continue
+        diff.append({"change": "added" if old is None else "removed" if new is None else
+                     "changed", "type": key[0], "name": key[1],
+                     "before": old and old[1], "after": new and new[1]})
+    return diff
+
+
+def _user_tables(entries):
+    """{key: (name, sql)} of the ordinary tables rows can be generated for:
+    not virtual, nor a virtual table's shadow table (the module writes those)."""
+    # SQLite keeps the text from CREATE on: a virtual table's starts with its
+    # first words (the full parse only then: it costs a tokenizing each).
+    virtual = set(_key(name) for (kind, name), (_, sql) in entries.items() if kind == "table"
+                  and "VIRTUAL" in sql[:64].upper() and _is_virtual(sql))
+    shadow = tuple(key + "_" for key in virtual)
+    return dict((_key(name), (name, sql)) for (kind, name), (_, sql) in entries.items()
+                if kind == "table" and _key(name) not in virtual and
+                not (shadow and _key(name).startswith(shadow)))
+
+
+def _count_rows(conn, names):
+    counts = []
+    for start in range(0, len(names), _MAX_IN_LIST):  # one query, not one per table
+        part = names[start:start + _MAX_IN_LIST]
+        counts += _query(conn, "SELECT " + ", ".join("(SELECT count(*) FROM %s)" % (
+            _quote_identifier(name)) for name in part))[0] if part else []
+    return dict(zip(names, counts))
+
+
+def _test_failure(check, message, **details):
+    return dict(check=check, message=message, **details)
+
+
+class _MigrationTest(object):
+    """The one pass of Migrator.test() over a fresh in-memory database."""
+
+    def __init__(self, migrator):
+        self.migrator, self.n = migrator, 0
+        self.result = {"ok": True, "migrations": [], "fresh_build": {}, "failures": [],
+                       "notes": [], "rows_generated": {}}
+
+    def connect(self, conn):
+        # Foreign keys on: the runner then checks them after each migration,
+        # and generated rows must respect them.
+        _set_pragma(conn, "foreign_keys", True)
+        self.conn, self.runner = conn, Migrator(conn, self.migrator.directory,
+                                                table=self.migrator.table)
+        self.runner._migrations = self.migrator.migrations  # loaded once
+        self.tracked, self.schema = {}, _schema_entries(conn, self.migrator.table)
+
+    def run(self):
+        self.connect(sqlite3.connect(":memory:", isolation_level=None))
+        stopped = False
+        for m in self.migrator.migrations:
+            entry = {"version": m.version, "name": m.name, "file": m.filename, "ok": True,
+                     "checks": {"up": "not run", "round-trip": "not run", "data": "not run"},
+                     "failures": []}
+            self.result["migrations"].append(entry)
+            if not stopped:
+                stopped = not self.step(m, entry)
+            entry["ok"] = not entry["failures"]
+        fresh = self.result["fresh_build"]
+        if stopped:
+            fresh.update({"integrity": "not run", "foreign-keys": "not run"})
+        else:
+            for check, pragma in (("integrity", "integrity_check"),
+                                  ("foreign-keys", "foreign_key_check")):
+                rows = [" ".join(map(str, row)) for row in _query(self.conn, "PRAGMA " + pragma)]
+                bad = rows not in ([], ["ok"])
+                fresh[check] = "failed" if bad else "ok"
+                self.result["failures"] += [_test_failure(check, "fresh build: PRAGMA %s: %s" % (
+                    pragma, "; ".join(rows[:20])))] * bad
+        self.conn.close()
+        self.result["ok"] = not self.result["failures"] and all(
+            entry["ok"] for entry in self.result["migrations"])
+        return self.result
+
+    def up(self, m, entry, check):
+        try:
+            self.runner.up(to=m.version)
+            return True
+        except MigrationError as e:
+            entry["checks"][check] = "failed"
+            entry["failures"].append(_test_failure(check, str(e)))
+            return False
+
+    def step(self, m, entry):
+        """Apply m (with its round trip) and check the generated rows; False
+        when the pass cannot go on."""
+        checks, before = entry["checks"], self.schema
+        if not self.up(m, entry, "up"):
+            return False
+        checks["up"] = "ok"
+        after = _schema_entries(self.conn, self.migrator.table)
+        checks["round-trip"] = "ok" if m.has_down else "no down"
+        if m.has_down:
+            try:
+                self.runner.down(steps=1)
+            except MigrationError as e:
+                checks["round-trip"] = "failed"
+                entry["failures"].append(_test_failure("round-trip", "down failed: %s" % e))
+            else:
+                diff = _schema_diff(before, _schema_entries(self.conn, self.migrator.table))
+                again = not diff and self.up(m, entry, "round-trip")
+                diff = diff or again and _schema_diff(
+                    after, _schema_entries(self.conn, self.migrator.table))
+                if diff:
+                    checks["round-trip"] = "failed"
+                    entry["failures"].append(_test_failure(
+                        "round-trip", "v%d's down did not restore the schema before it" % m.version
+                        if not again else "up after down gave another schema than the first up",
+                        diff=diff))
+                if not again or diff:
+                    # The scratch database is not what v<m> alone would make:
+                    # go on from a fresh build up to m, generating rows anew.
+                    self.conn.close()
+                    self.connect(self.migrator._fresh_build(to=m.version))
+                    self.result["notes"].append(
+                        "v%d: after its failed round trip, the later checks run on a fresh build "
+                        "up to v%d with rows generated anew" % (m.version, m.version))
+                    after = self.schema
+        self.schema = after
+        checks["data"] = "ok"
+        tables = _user_tables(after)
+        self.check_rows(m, entry, tables)
+        self.generate_rows(m, tables)
+        return True
+
+    def check_rows(self, m, entry, tables):
+        for key in [key for key in self.tracked if key not in tables]:
+            del self.tracked[key]  # dropped: its rows went with it, on purpose
+        counts = _count_rows(self.conn, [tables[key][0] for key in self.tracked])
+        for key, (sql, count, rows) in list(self.tracked.items()):
+            name, now_sql = tables[key]
+            if now_sql == sql and counts[name] >= count:
+                continue  # same definition, no fewer rows: nothing to look for
+            self.tracked[key] = (now_sql, counts[name], rows)
+            columns = set(_key(c[0]) for c in _read_columns(self.conn, [name], ("name",))[name])
+            lost = 0
+            for row in rows:
+                kept = [(column, value) for k, (column, value) in row.items() if k in columns]
+                lost += not _query(self.conn, "SELECT 1 FROM %s WHERE %s LIMIT 1" % (
+                    _quote_identifier(name), " AND ".join(
+                        "%s IS ?" % _quote_identifier(column) for column, _ in kept) or "1"),
+                    [value for _, value in kept])
+            if lost:
+                entry["checks"]["data"] = "failed"
+                entry["failures"].append(_test_failure("data", "v%d lost %d of %d generated "
+                                                       "rows of table %s (or changed their "
+                                                       "values)" % (m.version, lost, len(rows),
+                                                                    name), table=name))
+                del self.tracked[key]
+
+    def generate_rows(self, m, tables):
+        for key, (name, sql) in sorted(tables.items()):
+            if key in self.tracked:
+                continue
+            rows = self.insert_rows(name, sql)
+            self.tracked[key] = (sql, _count_rows(self.conn, [name])[name], rows)
+            self.result["rows_generated"][name] = len(rows)
+            if len(rows) < _ROWS_PER_TABLE:
+                self.result["notes"].append(
+                    "v%d: could generate only %d of %d rows for table %s (constraints this "
+                    "test cannot satisfy): its data survival is checked with those"
+                    % (m.version, len(rows), _ROWS_PER_TABLE, name))
+
+    def insert_rows(self, name, sql):
+        """Up to _ROWS_PER_TABLE rows that the table's constraints accept,
+        tried with typed distinct values, then the literals its CREATE TABLE
+        holds (CHECK (x IN ('a', 'b'))), 0, 1 and NULL in the CHECKed columns;
+        foreign keys take the parent's existing keys (or NULL)."""
+        quoted = _quote_identifier(name)
+        table = _CreateTable(sql, "table %s" % name)
+        checked, literals = set(), []
+        for item in table.items:
+            words = [(kind, text) for kind, text in table.tokens[item.start:item.end]
+                     if kind in ("word", "ident", "string")]
+            if ("word", "CHECK") in [(kind, text.upper()) for kind, text in words]:
+                checked |= set([item.key]) if item.key else set(
+                    _key(_unquote(text)) for kind, text in words if kind != "string")
+                literals += [_unquote(text) if kind == "string" else int(text)
+                             for kind, text in words if kind == "string" or text.isdigit()]
+        parents = {}
+        for row in _query(self.conn, "PRAGMA foreign_key_list(%s)" % quoted):
+            target = row[4] or next((c[1] for c in _query(
+                self.conn, "PRAGMA table_info(%s)" % _quote_identifier(row[2])) if c[5]), "rowid")
+            parents[_key(row[3])] = [r[0] for r in _query(self.conn, "SELECT %s FROM %s" % (
+                _quote_identifier(target), _quote_identifier(row[2])))] + [None]
+        columns = [c for c in _read_columns(self.conn, [name])[name] if not c[6]]
+        rowid_alias = [c[1] for c in columns if c[5]] if table.rowid else []
+        rowid_alias = rowid_alias if len(rowid_alias) == 1 and [c[2].upper() for c in columns
+                                                               if c[5]] == ["INTEGER"] else []
+        given = [c for c in columns if c[1] not in rowid_alias]
+        insert = "INSERT INTO %s (%s) VALUES (%s)" % (quoted, ", ".join(
+            _quote_identifier(c[1]) for c in given), ", ".join("?" * len(given))) \
+            if given else "INSERT INTO %s DEFAULT VALUES" % quoted
+        rows = []
+        for i in range(_ROWS_PER_TABLE):
+            for attempt in range(6 + 2 * len(literals)):
+                self.n += 1
+                values = [self.value(c, i, attempt, checked, literals, parents) for c in given]
+                try:
+                    rowid = self.conn.execute(insert, values).lastrowid
+                except _DB.Error:
+                    continue  # a constraint refused it: try other values
+                # Read back as stored (type affinity may have converted it).
+                stored = zip(columns, _query(self.conn, "SELECT %s FROM %s WHERE rowid = ?" % (
+                    ", ".join(_quote_identifier(c[1]) for c in columns), quoted), (rowid,))[0]) \
+                    if table.rowid else zip(given, values)
+                rows.append(dict((_key(c[1]), (c[1], v)) for c, v in stored))
+                break
+        return rows
+
+    def value(self, column, i, attempt, checked, literals, parents):
+        _, name, type_, notnull, _, _, _ = column
+        key = _key(name)
+        if key in parents:
+            choices = parents[key][:-1] or parents[key]
+            return choices[(i + attempt) % len(choices)]
+        type_ = type_.upper()
+        typed = (self.n if "INT" in type_ else
+                 "text %d" % self.n if any(t in type_ for t in ("CHAR", "CLOB", "TEXT")) else
+                 ("blob %d" % self.n).encode() if "BLOB" in type_ or not type_ else
+                 self.n + 0.5 if any(t in type_ for t in ("REAL", "FLOA", "DOUB")) else self.n)
+        if key not in checked or not attempt:
+            return typed
+        choices = literals + [0, 1, typed, None]
+        return choices[(attempt - 1 + i) % len(choices)]
+
+
+@contextmanager
+def _scratch_copy(source, busy_timeout):
+    """A copy of the database file `source`, opened read-only and read inside
+    one read transaction (a consistent snapshot, the file never written): in
+    memory through the backup API, else (Python 3.6, PyPy) the files copied
+    into a temporary directory while the read lock holds."""
+    if not _database_exists(source):
+        raise RequestError("--from %s: no such database file" % source, database=source)
+    import shutil
+    import tempfile
+    directory = None
+    with _using(source, busy_timeout, mode="ro") as src:
+        src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
+        try:
+            _query(src, "SELECT count(*) FROM sqlite_master")  # not a database? locked?
+            if _HAS_BACKUP_API:
+                copy = sqlite3.connect(":memory:", isolation_level=None)
+                _raw(src).backup(copy)
+            else:
+                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                for suffix in ("", "-wal"):
+                    if os.path.exists(source + suffix):
+                        shutil.copyfile(source + suffix,
+                                        os.path.join(directory, "copy.db" + suffix))
+        finally:
+            src.execute("ROLLBACK")
+    try:
+        if directory is not None:
+            copy = sqlite3.connect(os.path.join(directory, "copy.db"), isolation_level=None)
+        yield copy
+    finally:
+        copy.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _test_upgrade(migrator, source):
+    """Apply the pending migrations to a copy of `source` and check the copy:
+    integrity, foreign keys, and the row counts of the tables no pending
+    migration names (found in what a dry run of them executed)."""
+    report = {"source": source, "ok": True, "migrations": [], "failures": [], "notes": [],
+              "checks": {"integrity": "not run", "foreign-keys": "not run",
+                         "row-counts": "not run"}, "untouched": []}
+    with _scratch_copy(source, migrator.busy_timeout) as conn:
+        _set_pragma(conn, "foreign_keys", True)
+        runner = Migrator(conn, migrator.directory, table=migrator.table)
+        runner._migrations = migrator.migrations
+        report["version"] = runner.current_version
+        pending = runner.pending()
+        touched = set()
+        try:
+            for result in runner.up(dry_run=True):
+                if result.executed_sql is None:
+                    touched = None
+                    report["notes"].append("%s is non-transactional (not dry-run): every table "
+                                           "counts as touched" % result.filename)
+                    break
+                touched |= set(map(_key, _tables_named_in(result.executed_sql)))
+        except MigrationError:
+            touched = None  # the real run below reports the failure
+        tables = sorted(name for name, _ in _user_tables(_schema_entries(
+            conn, migrator.table)).values())
+        untouched = [name for name in tables if touched is not None and _key(name) not in touched]
+        counts = _count_rows(conn, untouched)
+        entries = dict((m.version, {"version": m.version, "name": m.name, "file": m.filename,
+                                    "ok": True, "checks": {"up": "not run"}, "failures": []})
+                       for m in pending)
+        report["migrations"] = [entries[m.version] for m in pending]
+        try:
+            for result in runner.up():
+                entries[result.version]["checks"]["up"] = "ok"
+        except MigrationError as e:
+            entry = entries.get(e.version)
+            (entry["failures"] if entry else report["failures"]).append(
+                _test_failure("up", str(e)))
+            if entry:
+                entry["ok"], entry["checks"]["up"] = False, "failed"
+        checks = report["checks"]
+        for check, pragma in (("integrity", "integrity_check"),
+                              ("foreign-keys", "foreign_key_check")):
+            rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
+            checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
+            report["failures"] += [_test_failure(check, "PRAGMA %s on the upgraded copy: %s" % (
+                pragma, "; ".join(rows[:20])))] * (checks[check] != "ok")
+        now = _count_rows(conn, [name for name in untouched if ("table", name) in
+                                 _schema_entries(conn, migrator.table)])
+        checks["row-counts"] = "ok"
+        for name in untouched:
+            if now.get(name) != counts[name]:
+                checks["row-counts"] = "failed"
+                report["failures"].append(_test_failure(
+                    "row-counts", "table %s, which no pending migration names, had %d rows and "
+                    "now has %s" % (name, counts[name], now.get(name, "none (it is gone)")),
+                    table=name))
+        report["untouched"] = untouched
+        if touched is None and pending:
+            checks["row-counts"] = "not run"
+    report["ok"] = not report["failures"] and all(e["ok"] for e in report["migrations"])
+    return report
 
 
 # --- Helpers: reading the schema ------------------------------------------
@@ -3883,6 +4267,45 @@ def _print_status(report, stream):
     stream.write("\n".join(lines) + "\n")
 
 
+def _print_test(result, out):
+    def failed(failures, indent):
+        for f in failures:
+            lines.append("%s%s: %s" % (indent, f["check"], f["message"]))
+            for d in f.get("diff", ()):
+                lines.append("%s  %s %s %s%s" % (indent, d["change"], d["type"], d["name"], (
+                    ": %s" % (d["after"] if d["before"] is None else d["before"])) if
+                    d["change"] != "changed" else ""))
+                lines.extend("%s    %s: %s" % (indent, when, d[when]) for when in
+                             ("before", "after") if d["change"] == "changed")
+
+    def summary(entries):
+        for e in entries:
+            bad = [check for check, state in e["checks"].items() if state == "failed"]
+            lines.append("  v%d %s: %s" % (e["version"], e["name"], "FAILED " + ", ".join(bad)
+                                            if bad else "not run" if e["checks"]["up"] ==
+                                            "not run" else "ok" + " (no down)" * (
+                                                e["checks"].get("round-trip") == "no down")))
+            failed(e["failures"], "      ")
+    lines = ["Fresh build of %d migration(s) on a scratch copy (round trips, generated rows):"
+             % len(result["migrations"])]
+    summary(result["migrations"])
+    lines.append("fresh build: " + ", ".join("%s %s" % item for item in sorted(
+        result["fresh_build"].items())))
+    failed(result["failures"], "  ")
+    lines += ["note: " + note for note in result["notes"]]
+    upgrade = result.get("from")
+    if upgrade:
+        lines.append("--from %s (at version %d): %d pending migration(s)" % (
+            upgrade["source"], upgrade["version"], len(upgrade["migrations"])))
+        summary(upgrade["migrations"])
+        lines.append("upgraded copy: " + ", ".join("%s %s" % item for item in sorted(
+            upgrade["checks"].items())) + " (%d untouched table(s))" % len(upgrade["untouched"]))
+        failed(upgrade["failures"], "  ")
+        lines += ["note: " + note for note in upgrade["notes"]]
+    lines.append("OK: every check passed" if result["ok"] else "FAILED: see above")
+    out.write("\n".join(lines) + "\n")
+
+
 class _Progress(object):
     """On a terminal, a status line shows which migration runs, for how long,
     and how far a table copy has got; silent in a pipe or with -q.  Each
@@ -4030,6 +4453,10 @@ _COMMANDS = (
         ("--json", "print JSON"), ("tables TABLE*", "only these tables (default: all)"))),
     ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
      (("path PATH?", "where (default: next to it, with time and version)"),)),
+    ("test", "prove the migrations on scratch copies: fresh build, down round trips, data "
+             "survival; exit 1 on any failure", "test --from prod-copy.db", (
+        ("--from DB", "also apply the pending migrations to a copy of DB (never written)"),
+        ("--json", "print the report as JSON"))),
 )
 _DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
@@ -4146,6 +4573,15 @@ def _run_command(args, out, err):
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
+    if args.command == "test":  # scratch copies only: --db is not used
+        result = Migrator(db or ":memory:", directory, table=args.table, busy_timeout=(
+            args.busy_timeout / 1000.0)).test(getattr(args, "from"))
+        if args.json:
+            import json
+            out.write(json.dumps(result, indent=2) + "\n")
+        else:
+            _print_test(result, out)
+        return 0 if result["ok"] else 1
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if not _OPENER.server:

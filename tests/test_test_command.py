@@ -1,0 +1,274 @@
+"""`sqlmigrate test` / Migrator.test(): fresh build, round trips, data survival
+and upgrading a copy of a real database, all on scratch copies."""
+
+import json
+import os
+import sqlite3
+
+from tests.support import TempDirTestCase, file_sha256, sqlmigrate
+
+
+def _failures(result, version, check=None):
+    entry = [m for m in result["migrations"] if m["version"] == version][0]
+    return [f for f in entry["failures"] if check is None or f["check"] == check]
+
+
+class CleanHistoryTest(TempDirTestCase):
+
+    def write_clean_history(self):
+        self.write_sql(1, "users", """
+            CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,
+                                status TEXT NOT NULL CHECK (status IN ('active', 'gone')),
+                                score REAL, avatar BLOB);
+            """, "DROP TABLE users;")
+        self.write_sql(2, "posts", """
+            CREATE TABLE posts (id INTEGER PRIMARY KEY,
+                                user_id INTEGER NOT NULL REFERENCES users(id),
+                                title TEXT NOT NULL CHECK (length(title) > 0));
+            CREATE INDEX idx_posts_user ON posts(user_id);
+            """, "DROP INDEX idx_posts_user; DROP TABLE posts;")
+        self.write("003-add-post-body.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("ALTER TABLE posts ADD COLUMN body TEXT")
+
+            def down(db):
+                sqlmigrate.drop_column(db, "posts", "body")
+            ''')
+        self.write_sql(4, "tags", "CREATE TABLE tags (name TEXT PRIMARY KEY) WITHOUT ROWID;")
+
+    def test_clean_history_passes_every_check_and_writes_nothing(self):
+        self.write_clean_history()
+        before = {name: (file_sha256(os.path.join(self.dir, name)),
+                         os.stat(os.path.join(self.dir, name)).st_mtime_ns)
+                  for name in os.listdir(self.dir)}
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual([m["version"] for m in result["migrations"]], [1, 2, 3, 4])
+        checks = {m["version"]: m["checks"] for m in result["migrations"]}
+        self.assertEqual(checks[1], {"up": "ok", "round-trip": "ok", "data": "ok"})
+        self.assertEqual(checks[4]["round-trip"], "no down")
+        self.assertEqual(result["fresh_build"], {"integrity": "ok", "foreign-keys": "ok"})
+        # Rows were generated for every table, CHECK, UNIQUE and the foreign key respected.
+        self.assertEqual(result["notes"], [])
+        self.assertEqual(sorted(result["rows_generated"]), ["posts", "tags", "users"])
+        self.assertTrue(all(n == 3 for n in result["rows_generated"].values()), result)
+        self.assertFalse(os.path.exists(self.db))
+        self.assertEqual(before, {name: (file_sha256(os.path.join(self.dir, name)),
+                                         os.stat(os.path.join(self.dir, name)).st_mtime_ns)
+                                  for name in os.listdir(self.dir)})
+
+    def test_cli_clean_history_exits_0_with_a_summary_and_json(self):
+        self.write_clean_history()
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "test")
+        self.assertEqual(status, 0, out + err)
+        self.assertIn("v1 Users: ok", out)
+        self.assertIn("OK", out)
+        status, out, err = self.cli("--dir", self.dir, "test", "--json")  # no --db needed
+        self.assertEqual(status, 0, out + err)
+        data = json.loads(out)
+        self.assertTrue(data["ok"])
+        self.assertEqual(data["migrations"][1]["name"], "Posts")
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_a_table_no_row_can_be_generated_for_is_a_note_not_a_failure(self):
+        self.write_sql(1, "odd", "CREATE TABLE odd (x INTEGER NOT NULL CHECK (x < 0 AND x > 0));")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(len(result["notes"]), 1)
+        self.assertIn("odd", result["notes"][0])
+
+
+class RoundTripTest(TempDirTestCase):
+
+    def test_a_down_that_leaves_a_table_behind_fails_naming_it_with_the_diff(self):
+        self.write_sql(1, "base", "CREATE TABLE base (id INTEGER PRIMARY KEY);", "DROP TABLE base;")
+        self.write_sql(2, "two-tables",
+                       "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
+                       "DROP TABLE kept;")
+        self.write_sql(3, "later", "CREATE TABLE later (c TEXT);", "DROP TABLE later;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual(failure["check"], "round-trip")
+        self.assertEqual(failure["diff"], [{"change": "added", "type": "table", "name": "left_over",
+                                            "before": None,
+                                            "after": "CREATE TABLE left_over (b TEXT)"}])
+        # The migrations after it are still checked (on a rebuilt scratch copy).
+        self.assertEqual(_failures(result, 1) + _failures(result, 3), [])
+        self.assertEqual([m["checks"]["up"] for m in result["migrations"]], ["ok"] * 3)
+
+    def test_cli_shows_the_diff_and_exits_1(self):
+        self.write_sql(1, "two-tables",
+                       "CREATE TABLE kept (a TEXT); CREATE TABLE left_over (b TEXT);",
+                       "DROP TABLE kept;")
+        status, out, err = self.cli("--dir", self.dir, "test")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("v1 Two tables: FAILED round-trip", out)
+        self.assertIn("left_over", out)
+        self.assertIn("CREATE TABLE left_over (b TEXT)", out)
+        status, out, err = self.cli("--dir", self.dir, "test", "--json")
+        self.assertEqual(status, 1)
+        self.assertFalse(json.loads(out)["ok"])
+
+    def test_a_down_that_does_not_restore_an_index_fails(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT); CREATE INDEX idx_t_a ON t(a);",
+                       "DROP TABLE t;")
+        self.write_sql(2, "drop-index", "DROP INDEX idx_t_a;", "SELECT 1;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual(failure["check"], "round-trip")
+        self.assertEqual(failure["diff"], [{"change": "removed", "type": "index", "name": "idx_t_a",
+                                            "before": "CREATE INDEX idx_t_a ON t(a)",
+                                            "after": None}])
+
+    def test_a_down_that_does_not_restore_user_version_fails(self):
+        self.write_sql(1, "uv", "PRAGMA user_version = 7;", "SELECT 1;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        [failure] = _failures(result, 1)
+        self.assertEqual(failure["diff"], [{"change": "changed", "type": "pragma",
+                                            "name": "user_version", "before": 0, "after": 7}])
+
+    def test_a_failing_up_is_reported_and_the_rest_not_run(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
+        self.write_sql(2, "broken", "INSERT INTO nowhere VALUES (1);")
+        self.write_sql(3, "later", "CREATE TABLE later (c TEXT);")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual(failure["check"], "up")
+        self.assertIn("nowhere", failure["message"])
+        self.assertEqual(result["migrations"][2]["checks"]["up"], "not run")
+
+
+class DataSurvivesTest(TempDirTestCase):
+
+    def test_a_rebuild_that_drops_rows_fails_data_survives(self):
+        self.write_sql(1, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
+        self.write_sql(2, "rebuild", """
+            CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL, extra TEXT);
+            INSERT INTO t_new (id, name) SELECT id, name FROM t WHERE id > 1;
+            DROP TABLE t;
+            ALTER TABLE t_new RENAME TO t;
+            """)
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual(failure["check"], "data")
+        self.assertEqual(failure["table"], "t")
+        self.assertIn("1 of 3", failure["message"])
+
+    def test_a_rebuild_that_changes_values_fails_and_one_that_keeps_them_passes(self):
+        self.write_sql(1, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, gone TEXT);")
+        self.write("002-rebuild.py", '''
+            import sqlmigrate
+
+            def up(db):
+                sqlmigrate.drop_column(db, "t", "gone")
+            ''')
+        self.assertTrue(sqlmigrate.Migrator(self.db, self.dir).test()["ok"])
+        self.write_sql(3, "mangle", """
+            CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT);
+            INSERT INTO t_new SELECT id, upper(name) || '!' FROM t;
+            DROP TABLE t;
+            ALTER TABLE t_new RENAME TO t;
+            """)
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        [failure] = _failures(result, 3)
+        self.assertEqual((failure["check"], failure["table"]), ("data", "t"))
+
+    def test_dropping_a_table_is_not_a_loss_of_rows(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
+        self.write_sql(2, "drop", "DROP TABLE t;", "CREATE TABLE t (a TEXT);")
+        self.assertTrue(sqlmigrate.Migrator(self.db, self.dir).test()["ok"])
+
+
+class FromCopyTest(TempDirTestCase):
+
+    def make_prod(self):
+        self.write_sql(1, "schema", """
+            CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
+            CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));
+            CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT);
+            CREATE TABLE other (id INTEGER PRIMARY KEY);
+            CREATE TRIGGER parent_gone AFTER DELETE ON parent BEGIN DELETE FROM audit; END;
+            """)
+        sqlmigrate.Migrator(self.db, self.dir).up()
+        conn = self.connect()
+        conn.executescript("""
+            INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+            INSERT INTO child VALUES (1, 1), (2, 2);
+            INSERT INTO audit VALUES (1, 'x');
+            INSERT INTO other VALUES (1), (2), (3);
+            """)
+        conn.close()
+        return file_sha256(self.db), os.stat(self.db).st_mtime_ns
+
+    def test_from_applies_the_pending_migrations_to_a_copy_and_leaves_the_file_alone(self):
+        original = self.make_prod()
+        self.write_sql(2, "more", "ALTER TABLE parent ADD COLUMN note TEXT;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test(source=self.db)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["from"]["version"], 1)
+        self.assertEqual([m["version"] for m in result["from"]["migrations"]], [2])
+        self.assertEqual(result["from"]["checks"], {"integrity": "ok", "foreign-keys": "ok",
+                                                    "row-counts": "ok"})
+        self.assertEqual(result["from"]["untouched"], ["audit", "child", "other"])
+        self.assertEqual(original, (file_sha256(self.db), os.stat(self.db).st_mtime_ns))
+        self.assertEqual(sqlmigrate.Migrator(self.db, self.dir).current_version, 1)
+
+    def test_from_with_a_pending_migration_that_violates_a_foreign_key_fails(self):
+        original = self.make_prod()
+        self.write_sql(2, "orphans", "DELETE FROM parent WHERE id = 1;")
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", self.db)
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("foreign key", out)
+        self.assertIn("child", out)
+        self.assertEqual(original, (file_sha256(self.db), os.stat(self.db).st_mtime_ns))
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", self.db, "--json")
+        data = json.loads(out)
+        self.assertFalse(data["from"]["ok"])
+        self.assertEqual(data["from"]["migrations"][0]["failures"][0]["check"], "up")
+
+    def test_from_fails_when_an_untouched_table_changes_its_row_count(self):
+        self.make_prod()
+        # The trigger empties `audit`, which the migration does not name.
+        self.write_sql(2, "prune", "DELETE FROM child; DELETE FROM parent;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test(source=self.db)
+        self.assertFalse(result["ok"])
+        self.assertEqual(result["from"]["checks"]["row-counts"], "failed")
+        [failure] = result["from"]["failures"]
+        self.assertEqual((failure["check"], failure["table"]), ("row-counts", "audit"))
+
+    def test_from_a_file_that_is_not_a_database_exits_1_and_leaves_it_alone(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
+        path = self.write("notes.db", "this is not a database\n" * 100, directory=self.tmp)
+        original = file_sha256(path), os.stat(path).st_mtime_ns
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", path)
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("not an SQLite database", err)
+        self.assertIn("notes.db", err)
+        self.assertEqual(original, (file_sha256(path), os.stat(path).st_mtime_ns))
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations", "notes.db"])
+
+    def test_from_a_locked_database_exits_1_and_leaves_it_alone(self):
+        original = self.make_prod()
+        holder = self.connect()
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            status, out, err = self.cli("--dir", self.dir, "--busy-timeout", "300", "test",
+                                        "--from", self.db)
+        finally:
+            holder.execute("ROLLBACK")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("locked", err)
+        self.assertEqual(original, (file_sha256(self.db), os.stat(self.db).st_mtime_ns))
+
+    def test_from_a_missing_file_is_a_bad_request(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", self.db)
+        self.assertEqual(status, 2, out + err)
+        self.assertIn("app.db", err)
+        self.assertFalse(os.path.exists(self.db))
