@@ -2312,9 +2312,11 @@ def _schema_entries(conn, table):
 
 
 def _significant(sql):
-    # Whitespace and comments are no difference (ALTER TABLE edits the text).
+    # Whitespace, comments, case and the quoting of names are no difference:
+    # ALTER TABLE and a rebuild's rename edit the text (CREATE TABLE "t").
     return sql if not isinstance(sql, str) else " ".join(
-        text for kind, text in _tokenize(sql) if kind not in ("space", "comment"))
+        _key(_unquote(text)) if kind in ("word", "ident") else text
+        for kind, text in _tokenize(sql) if kind not in ("space", "comment"))
 
 
 def _schema_diff(expected, got):
@@ -4665,8 +4667,9 @@ def main(argv=None):
             handlers[0].setFormatter(logging.Formatter("sqlmigrate: %(levelname)s: %(message)s"))
             logger = logging.getLogger("sqlmigrate")
             logger.addHandler(handlers[0])
-            logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
-                            else logging.INFO)
+            # `test` runs every migration several times over: only its report counts.
+            logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet or
+                            args.command == "test" else logging.INFO)
             # The per-migration lines are printed as results on stdout already.
             logging.getLogger("sqlmigrate.runner").setLevel(
                 logging.INFO if args.verbose else logging.WARNING)

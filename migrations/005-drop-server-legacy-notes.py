@@ -10,4 +10,9 @@ def up(db):
 
 
 def down(db):
-    db.execute("ALTER TABLE ollama_servers ADD COLUMN legacy_notes TEXT")
+    # The column back where it was (ADD COLUMN would append it last), so that
+    # `sqlmigrate test` finds the schema exactly as before the up.
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ollama_servers'").fetchone()[0]
+    anchor = "is_active BOOLEAN NOT NULL DEFAULT 1,"
+    sqlmigrate.rebuild_table(db, "ollama_servers", create_sql=sql.replace(
+        anchor, anchor + "\n    legacy_notes TEXT,", 1))
