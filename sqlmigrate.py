@@ -40,7 +40,8 @@ class MigrationError(Exception):
     "migration-failed", "foreign-keys", "transaction-ended", "backup",
     "refused-statement" (one the driver's server cannot take, never sent),
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
-    "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column"."""
+    "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
+    "schema-file" (not ours, unreadable or unwritable)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -1727,7 +1728,7 @@ class Migrator(object):
     """
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
-                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None):
+                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None, schema_file=None):
         if _is_connection(db):
             self.connection, self.path = db, None
             _driver(db)  # a connection that is not SQLite is refused here, up front
@@ -1737,6 +1738,7 @@ class Migrator(object):
         self.table = table
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda *args, **kwargs: None)
+        self.schema_file = None if schema_file is None else os.fspath(schema_file)
         self._migrations = None
 
     @property
@@ -1796,10 +1798,12 @@ class Migrator(object):
                 m.load()
             except MigrationError as e:
                 problems.append(str(e))
+        # A fresh build of files that do not load would only repeat their errors.
+        schema_file = [] if problems or self.schema_file is None else self._schema_file_problems()
         if self.path is not None and not _database_exists(self.path):
             problems.append("database %s does not exist (check --db): drift cannot be checked"
                             % self.path)
-        return problems + [text for _, text in _drift(self.status())]
+        return problems + [text for _, text in _drift(self.status())] + schema_file
 
     def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
         """Apply pending migrations (up to version `to`); return their results."""
@@ -1933,6 +1937,8 @@ class Migrator(object):
                                  % ", ".join(stepwise), kind="not-atomic")
         if not plan:
             return []
+        if self.schema_file is not None and not dry_run:
+            _check_schema_file(self.schema_file)  # before any change to the database
         if session.conn is None:  # a new database file, created only now
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
@@ -1966,10 +1972,66 @@ class Migrator(object):
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
+            if done and not whole_run:  # those before the failure were committed
+                self._rewrite_schema_file(conn, failure)
             raise
         for result in done if atomic else ():
             self.progress("done", result, direction)
+        if done:
+            self._rewrite_schema_file(conn)
         return done
+
+    def _rewrite_schema_file(self, conn, failure=None):
+        if self.schema_file is None:
+            return
+        try:
+            _write_schema_file(self.schema_file, _schema_sql(
+                conn, _read_state(conn, self.table).version, self.table))
+        except (OSError, _DB.Error) as e:
+            error = MigrationError(
+                "the database was changed, but the schema file %s could not be written (%s): "
+                "write it with `schema --sql > FILE`" % (self.schema_file, e),
+                kind="schema-file", path=self.schema_file, cause=e)
+            if failure is None:
+                raise error
+            _log("warning", "%s", error)  # the migration's failure is the error to show
+
+    def _schema_file_problems(self):
+        try:
+            with open(self.schema_file, "rb") as f:
+                text = f.read().decode("utf-8")
+        except FileNotFoundError:
+            return ["schema file %s does not exist: run up, or `schema --sql > FILE` on an "
+                    "up-to-date database" % self.schema_file]
+        except (OSError, UnicodeError) as e:
+            return ["cannot read the schema file %s (%s)" % (self.schema_file, e)]
+        try:
+            conn = self._fresh_build()
+        except MigrationError as e:
+            return ["a fresh build of the migrations failed, so the schema file %s cannot be "
+                    "checked: %s" % (self.schema_file, e)]
+        try:
+            built = _schema_sql(conn, _read_state(conn, self.table).version, self.table)
+        finally:
+            conn.close()
+        if built == text:
+            return []
+        import difflib
+        return ["schema file %s is not what a fresh build of the migrations gives (run up, or "
+                "`schema --sql > FILE` on an up-to-date database):\n%s" % (
+                    self.schema_file, "\n".join(difflib.unified_diff(
+                        text.splitlines(), built.splitlines(), self.schema_file, "fresh build",
+                        lineterm="")))]
+
+    def _fresh_build(self, to=None):
+        """All migrations (or those up to `to`) on a new in-memory database."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            Migrator(conn, self.directory, table=self.table).up(to=to)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _apply(self, conn, m, direction, whole_run, check_fk):
         """Run and record m; its result, or None if another process did it
@@ -3760,6 +3822,71 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     return "\n".join(lines + [sql + ";" for sql in _schema_statements(conn, table)]) + "\n"
 
 
+def schema_sql(db, table=_DEFAULT_TABLE):
+    """The schema as SQL (`schema --sql`): `_schema_sql` at the version the
+    tracking table records (0 without one); reads only."""
+    with _using(db, mode="ro") as conn:
+        return _schema_sql(conn, _read_state(conn, table).version, table)
+
+
+_SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
+
+
+def _check_schema_file(path):
+    """Refuse a schema file we must not or cannot replace, before the
+    database changes: it is ours only if absent or its first line is our mark."""
+    try:
+        with open(path, "rb") as f:
+            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
+    except FileNotFoundError:
+        ours = True
+    except OSError as e:
+        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    if not ours:
+        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
+                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
+                             "move it away or choose another --schema-file" % path,
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    try:  # proves the directory writable now, not after migrating
+        os.remove(_new_temporary(path))
+    except OSError as e:
+        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+
+
+def _new_temporary(path):
+    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
+    # any file the user writes (mkstemp's 0o600 would stay on a new file).
+    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return name
+
+
+def _write_schema_file(path, text):
+    """Replace `path` by `text` atomically: readers see the old file or the
+    new one, never a part (a temporary file beside it, fsynced, os.replace)."""
+    temporary = _new_temporary(path)
+    try:
+        with open(temporary, "wb") as f:  # bytes: "\n" on every system
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise
+    if _CAN_FSYNC_DIRECTORIES:
+        _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+
+
 def schema_report(db, tables=None):
     """The schema as text (the `schema` command's output): every table, or
     those named, with its columns and indexes."""
@@ -3940,6 +4067,9 @@ _GLOBAL_OPTIONS = (
     ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
     ("--table NAME", "tracking table (default: metadata)"),
     ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
+    ("--schema-file PATH", "rewrite this file with `schema --sql` after up/down change the "
+                           "database; verify checks it against a fresh build (default: "
+                           "$SQLMIGRATE_SCHEMA_FILE)"),
     ("--driver MODULE", "DB-API module that opens --db, e.g. sqlcipher3 or pysqlite3.dbapi2 "
                         "(default: $SQLMIGRATE_DRIVER, then sqlite3); SQLCipher's key comes "
                         "from $SQLMIGRATE_KEY"),
@@ -3969,11 +4099,13 @@ _COMMANDS = (
     ("verify", "check file names, loading and drift; exit 1 on any problem",
      "--db app.db verify", ()),
     ("schema", "print the schema report", "--db app.db schema users --json", (
-        ("--json", "print JSON"), ("tables TABLE*", "only these tables (default: all)"))),
+        (("--json", "print JSON"), ("--sql", "print the whole schema as SQL (as --schema-file "
+                                              "holds it)")),
+        ("tables TABLE*", "only these tables (default: all)"))),
     ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
      (("path PATH?", "where (default: next to it, with time and version)"),)),
 )
-_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
+_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None, "schema_file": None,
              "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
@@ -4090,6 +4222,11 @@ def _run_command(args, out, err):
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
+    if args.command == "schema" and args.sql:
+        if args.tables:
+            raise RequestError("schema --sql prints the whole schema; it takes no table names")
+        out.write(schema_sql(db, args.table))
+        return 0
     if args.command == "schema":
         import json
         out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json
@@ -4100,7 +4237,9 @@ def _run_command(args, out, err):
                                                 args.table))
         return 0
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
-                        progress=_Progress(out, err, not args.quiet and err.isatty()))
+                        progress=_Progress(out, err, not args.quiet and err.isatty()),
+                        schema_file=args.schema_file or os.environ.get("SQLMIGRATE_SCHEMA_FILE")
+                        or None)
     if args.command == "status":
         report = migrator.status()
         if args.json:
@@ -4116,7 +4255,8 @@ def _run_command(args, out, err):
         problems = migrator.verify()
         out.write("".join("problem: %s\n" % problem for problem in problems))
         out.write("%d problem(s) found\n" % len(problems) if problems
-                  else "OK: %d migration file(s), no drift\n" % len(migrator.migrations))
+                  else "OK: %d migration file(s), no drift%s\n" % (len(migrator.migrations), "" if
+                       migrator.schema_file is None else "; a fresh build gives the schema file"))
         return 1 if problems else 0
     if args.command == "mark":
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
