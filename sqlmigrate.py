@@ -3783,6 +3783,10 @@ def _index_info(conn, name, sql):
 
 
 _SCHEMA_KINDS = ("table", "index", "view", "trigger")
+# An ASCII name: any token naming it holds it whole, case aside, between
+# characters no _WORD_RE word takes (quotes, spaces, punctuation).
+_PLAIN_NAME_RE = re.compile(r"[a-z0-9_]+\Z")
+_WORD_RE = re.compile(r"[a-z0-9_]+")
 
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):
@@ -3791,26 +3795,56 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     after the views they read).  Left out: SQLite's own objects (sqlite_*,
     indexes made by constraints), the tracking tables and what is on them,
     and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
-    rows = [row for row in _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
-            if row[3] is not None and row[0] in _SCHEMA_KINDS]
-    shadow = tuple(_key(name) + "_" for kind, name, _, sql in rows
-                   if kind == "table" and _is_virtual(sql))
-    left_out = (_key(table), _key(table + "_migrations"))
-    groups = dict((kind, []) for kind in _SCHEMA_KINDS)
-    for kind, name, on, sql in sorted(rows, key=lambda row: row[1]):
-        if not (_key(on).startswith("sqlite_") or _key(on) in left_out or
-                shadow and _key(on).startswith(shadow) and not _is_virtual(sql)):
-            groups[kind].append((_key(name), sql))
-    views = groups["view"]
-    groups["view"] = []
-    while views:  # a view can be created only once the views it reads exist
-        waiting = set(name for name, _ in views)
-        ready = [(name, sql) for name, sql in views if not (waiting - set([name])) & set(
-            _key(_unquote(text)) for kind, text in _tokenize(sql) if kind in ("word", "ident"))]
-        ready = ready or views[:1]  # a cycle cannot be created anyway
-        groups["view"] += ready
-        views = [view for view in views if view not in ready]
-    return [sql for kind in _SCHEMA_KINDS for _, sql in groups[kind]]
+    # SQLite leaves out its own objects and the tracking tables (NOCASE folds
+    # ASCII only, as SQLite compares names); rootpage 0 marks a virtual table
+    # (no b-tree of its own).  Sorted here: Python's str order, whatever the
+    # database's text encoding (SQLite's BINARY order differs under UTF-16).
+    rows = sorted(_query(conn, "SELECT CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN "
+                               "'view' THEN 2 ELSE 3 END, name, sql, tbl_name, rootpage = 0 AND "
+                               "type = 'table' FROM sqlite_master WHERE sql IS NOT NULL AND type "
+                               "IN ('table', 'index', 'view', 'trigger') AND substr(tbl_name, 1, "
+                               "7) COLLATE NOCASE <> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN "
+                               "(?, ?)", (table, table + "_migrations")))
+    shadow = tuple(_key(name) + "_" for _, name, _, _, virtual in rows if virtual)
+    if shadow:
+        rows = [row for row in rows if row[4] or not _key(row[3]).startswith(shadow)]
+    views = [(_key(name), sql) for kind, name, sql, _, _ in rows if kind == 2]
+    # Each view is tokenized once, and only when another view could be among
+    # its names; it goes one level after the deepest view it reads (by name
+    # within a level), found in one pass (Kahn's), not by rescanning all views
+    # per level (a chain of views made that quadratic).
+    names = set(name for name, _ in views) if len(views) > 1 else set()
+    # With plain names (the usual case) a view whose words name no other view
+    # reads none: a regex finds its words in C; the tokenizer runs only on the
+    # views that may read another (a word may be in a string or a comment).
+    plain = all(_PLAIN_NAME_RE.match(name) for name in names)
+    reads = dict((name, names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
+                                           if kind in ("word", "ident")) - set([name])
+                  if not plain or len(names.intersection(_WORD_RE.findall(sql.lower()))
+                                      - set([name])) else set())
+                 for name, sql in views if names)
+    level, readers, left = {}, {}, dict((name, len(read)) for name, read in reads.items())
+    for name, read in reads.items():
+        for other in read:
+            readers.setdefault(other, []).append(name)
+    done = [name for name, _ in views if not left.get(name)]
+    for name in done:  # grows while it is read
+        for reader in readers.get(name, ()):
+            level[reader] = max(level.get(reader, 0), level.get(name, 0) + 1)
+            left[reader] -= 1
+            if not left[reader]:
+                done.append(reader)
+    ordered = sorted(views, key=lambda view: level.get(view[0], 0))
+    if len(done) < len(views):  # a cycle (cannot be created anyway): level by level
+        ordered = []
+        while views:
+            waiting = set(name for name, _ in views)
+            ready = [(name, sql) for name, sql in views if not waiting & reads[name]]
+            ready = ready or views[:1]
+            ordered += ready
+            views = [view for view in views if view not in ready]
+    return ([sql for kind, _, sql, _, _ in rows if kind < 2] + [sql for _, sql in ordered] +
+            [sql for kind, _, sql, _, _ in rows if kind == 3])
 
 
 def _schema_sql(conn, version, table=_DEFAULT_TABLE):

@@ -132,6 +132,25 @@ class SchemaSqlTest(TempDirTestCase):
         replay.executescript(text)
         self.assertEqual(sqlmigrate._schema_sql(replay, 1), text)
 
+    def test_schema_sql_leaves_out_sqlite_sequence_and_tracking_tables_of_any_case(self):
+        conn = sqlite3.connect(":memory:")
+        conn.executescript("CREATE TABLE Meta (key, value); CREATE TABLE META_Migrations (v);"
+                           "CREATE INDEX meta_key ON meta (key);"
+                           "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT);"
+                           "INSERT INTO t DEFAULT VALUES;")
+        self.assertEqual(sqlmigrate._schema_statements(conn, "meta"),
+                         ["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT)"])
+
+    def test_views_come_after_the_views_they_read_whatever_their_names(self):
+        conn = sqlite3.connect(":memory:")
+        conn.executescript('CREATE TABLE t (c); CREATE VIEW "z v" AS SELECT c FROM t;'
+                           'CREATE VIEW m AS SELECT c FROM [Z V];'
+                           "CREATE VIEW a AS SELECT c FROM m WHERE c <> 'b';"
+                           "CREATE VIEW b AS SELECT 'a' AS c; -- names a only in a string")
+        self.assertEqual([sql.split(" AS ")[0] for sql in sqlmigrate._schema_statements(conn)],
+                         ["CREATE TABLE t (c)", "CREATE VIEW b", 'CREATE VIEW "z v"',
+                          "CREATE VIEW m", "CREATE VIEW a"])
+
     def test_schema_sql_version_is_zero_on_an_untracked_database(self):
         self.connect().execute(USERS)
         self.assertEqual(self.cli_ok("--db", self.db, "schema", "--sql"),
