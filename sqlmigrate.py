@@ -41,7 +41,8 @@ class MigrationError(Exception):
     "refused-statement" (one the driver's server cannot take, never sent),
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
-    "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column"."""
+    "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
+    "schema-file" (not ours, unreadable or unwritable)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -1785,7 +1786,7 @@ class Migrator(object):
     """
 
     def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
-                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None):
+                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None, schema_file=None):
         if _is_connection(db):
             self.connection, self.path = db, None
             _driver(db)  # a connection that is not SQLite is refused here, up front
@@ -1795,6 +1796,7 @@ class Migrator(object):
         self.table = table
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda *args, **kwargs: None)
+        self.schema_file = None if schema_file is None else os.fspath(schema_file)
         self._migrations = None
 
     @property
@@ -1854,10 +1856,12 @@ class Migrator(object):
                 m.load()
             except MigrationError as e:
                 problems.append(str(e))
+        # A fresh build of files that do not load would only repeat their errors.
+        schema_file = [] if problems or self.schema_file is None else self._schema_file_problems()
         if self.path is not None and not _database_exists(self.path):
             problems.append("database %s does not exist (check --db): drift cannot be checked"
                             % self.path)
-        return problems + [text for _, text in _drift(self.status())]
+        return problems + [text for _, text in _drift(self.status())] + schema_file
 
     def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
         """Apply pending migrations (up to version `to`); return their results."""
@@ -1942,15 +1946,14 @@ class Migrator(object):
         for m in self.migrations:
             m.load()  # a file that cannot load is an error before anything runs
         result = _MigrationTest(self).run()
+        if self.schema_file is not None:
+            result["failures"] += [_test_failure("schema-file", problem)
+                                   for problem in self._schema_file_problems()]
+            result["ok"] = result["ok"] and not result["failures"]
         if source is not None:
             result["from"] = _test_upgrade(self, os.fspath(source))
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
-
-    def _fresh_build(self, to=None):
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        Migrator(conn, self.directory, table=self.table).up(to=to)
-        return conn
 
     # -- machinery ----------------------------------------------------------
 
@@ -2010,6 +2013,8 @@ class Migrator(object):
                                  % ", ".join(stepwise), kind="not-atomic")
         if not plan:
             return []
+        if self.schema_file is not None and not dry_run:
+            _check_schema_file(self.schema_file)  # before any change to the database
         if session.conn is None:  # a new database file, created only now
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
@@ -2043,10 +2048,66 @@ class Migrator(object):
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
+            if done and not whole_run:  # those before the failure were committed
+                self._rewrite_schema_file(conn, failure)
             raise
         for result in done if atomic else ():
             self.progress("done", result, direction)
+        if done:
+            self._rewrite_schema_file(conn)
         return done
+
+    def _rewrite_schema_file(self, conn, failure=None):
+        if self.schema_file is None:
+            return
+        try:
+            _write_schema_file(self.schema_file, _schema_sql(
+                conn, _read_state(conn, self.table).version, self.table))
+        except (OSError, _DB.Error) as e:
+            error = MigrationError(
+                "the database was changed, but the schema file %s could not be written (%s): "
+                "write it with `schema --sql > FILE`" % (self.schema_file, e),
+                kind="schema-file", path=self.schema_file, cause=e)
+            if failure is None:
+                raise error
+            _log("warning", "%s", error)  # the migration's failure is the error to show
+
+    def _schema_file_problems(self):
+        try:
+            with open(self.schema_file, "rb") as f:
+                text = f.read().decode("utf-8")
+        except FileNotFoundError:
+            return ["schema file %s does not exist: run up, or `schema --sql > FILE` on an "
+                    "up-to-date database" % self.schema_file]
+        except (OSError, UnicodeError) as e:
+            return ["cannot read the schema file %s (%s)" % (self.schema_file, e)]
+        try:
+            conn = self._fresh_build()
+        except MigrationError as e:
+            return ["a fresh build of the migrations failed, so the schema file %s cannot be "
+                    "checked: %s" % (self.schema_file, e)]
+        try:
+            built = _schema_sql(conn, _read_state(conn, self.table).version, self.table)
+        finally:
+            conn.close()
+        if built == text:
+            return []
+        import difflib
+        return ["schema file %s is not what a fresh build of the migrations gives (run up, or "
+                "`schema --sql > FILE` on an up-to-date database):\n%s" % (
+                    self.schema_file, "\n".join(difflib.unified_diff(
+                        text.splitlines(), built.splitlines(), self.schema_file, "fresh build",
+                        lineterm="")))]
+
+    def _fresh_build(self, to=None):
+        """All migrations (or those up to `to`) on a new in-memory database."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            Migrator(conn, self.directory, table=self.table).up(to=to)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _apply(self, conn, m, direction, whole_run, check_fk):
         """Run and record m; its result, or None if another process did it
@@ -4164,7 +4225,10 @@ def _index_info(conn, name, sql):
             "where": where, "sql": sql}
 
 
-_SCHEMA_KINDS = ("table", "index", "view", "trigger")
+# An ASCII name: any token naming it holds it whole, case aside, between
+# characters no _WORD_RE word takes (quotes, spaces, punctuation).
+_PLAIN_NAME_RE = re.compile(r"[a-z0-9_]+\Z")
+_WORD_RE = re.compile(r"[a-z0-9_]+")
 
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):
@@ -4173,26 +4237,56 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     after the views they read).  Left out: SQLite's own objects (sqlite_*,
     indexes made by constraints), the tracking tables and what is on them,
     and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
-    rows = [row for row in _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
-            if row[3] is not None and row[0] in _SCHEMA_KINDS]
-    shadow = tuple(_key(name) + "_" for kind, name, _, sql in rows
-                   if kind == "table" and _is_virtual(sql))
-    left_out = (_key(table), _key(table + "_migrations"))
-    groups = dict((kind, []) for kind in _SCHEMA_KINDS)
-    for kind, name, on, sql in sorted(rows, key=lambda row: row[1]):
-        if not (_key(on).startswith("sqlite_") or _key(on) in left_out or
-                shadow and _key(on).startswith(shadow) and not _is_virtual(sql)):
-            groups[kind].append((_key(name), sql))
-    views = groups["view"]
-    groups["view"] = []
-    while views:  # a view can be created only once the views it reads exist
-        waiting = set(name for name, _ in views)
-        ready = [(name, sql) for name, sql in views if not (waiting - set([name])) & set(
-            _key(_unquote(text)) for kind, text in _tokenize(sql) if kind in ("word", "ident"))]
-        ready = ready or views[:1]  # a cycle cannot be created anyway
-        groups["view"] += ready
-        views = [view for view in views if view not in ready]
-    return [sql for kind in _SCHEMA_KINDS for _, sql in groups[kind]]
+    # SQLite leaves out its own objects and the tracking tables (NOCASE folds
+    # ASCII only, as SQLite compares names); rootpage 0 marks a virtual table
+    # (no b-tree of its own).  Sorted here: Python's str order, whatever the
+    # database's text encoding (SQLite's BINARY order differs under UTF-16).
+    rows = sorted(_query(conn, "SELECT CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN "
+                               "'view' THEN 2 ELSE 3 END, name, sql, tbl_name, rootpage = 0 AND "
+                               "type = 'table' FROM sqlite_master WHERE sql IS NOT NULL AND type "
+                               "IN ('table', 'index', 'view', 'trigger') AND substr(tbl_name, 1, "
+                               "7) COLLATE NOCASE <> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN "
+                               "(?, ?)", (table, table + "_migrations")))
+    shadow = tuple(_key(name) + "_" for _, name, _, _, virtual in rows if virtual)
+    if shadow:
+        rows = [row for row in rows if row[4] or not _key(row[3]).startswith(shadow)]
+    views = [(_key(name), sql) for kind, name, sql, _, _ in rows if kind == 2]
+    # Each view is tokenized once, and only when another view could be among
+    # its names; it goes one level after the deepest view it reads (by name
+    # within a level), found in one pass (Kahn's), not by rescanning all views
+    # per level (a chain of views made that quadratic).
+    names = set(name for name, _ in views) if len(views) > 1 else set()
+    # With plain names (the usual case) a view whose words name no other view
+    # reads none: a regex finds its words in C; the tokenizer runs only on the
+    # views that may read another (a word may be in a string or a comment).
+    plain = all(_PLAIN_NAME_RE.match(name) for name in names)
+    reads = dict((name, names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
+                                           if kind in ("word", "ident")) - set([name])
+                  if not plain or len(names.intersection(_WORD_RE.findall(sql.lower()))
+                                      - set([name])) else set())
+                 for name, sql in views if names)
+    level, readers, left = {}, {}, dict((name, len(read)) for name, read in reads.items())
+    for name, read in reads.items():
+        for other in read:
+            readers.setdefault(other, []).append(name)
+    done = [name for name, _ in views if not left.get(name)]
+    for name in done:  # grows while it is read
+        for reader in readers.get(name, ()):
+            level[reader] = max(level.get(reader, 0), level.get(name, 0) + 1)
+            left[reader] -= 1
+            if not left[reader]:
+                done.append(reader)
+    ordered = sorted(views, key=lambda view: level.get(view[0], 0))
+    if len(done) < len(views):  # a cycle (cannot be created anyway): level by level
+        ordered = []
+        while views:
+            waiting = set(name for name, _ in views)
+            ready = [(name, sql) for name, sql in views if not waiting & reads[name]]
+            ready = ready or views[:1]
+            ordered += ready
+            views = [view for view in views if view not in ready]
+    return ([sql for kind, _, sql, _, _ in rows if kind < 2] + [sql for _, sql in ordered] +
+            [sql for kind, _, sql, _, _ in rows if kind == 3])
 
 
 def _schema_sql(conn, version, table=_DEFAULT_TABLE):
@@ -4202,6 +4296,71 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
     return "\n".join(lines + [sql + ";" for sql in _schema_statements(conn, table)]) + "\n"
+
+
+def schema_sql(db, table=_DEFAULT_TABLE):
+    """The schema as SQL (`schema --sql`): `_schema_sql` at the version the
+    tracking table records (0 without one); reads only."""
+    with _using(db, mode="ro") as conn:
+        return _schema_sql(conn, _read_state(conn, table).version, table)
+
+
+_SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
+
+
+def _check_schema_file(path):
+    """Refuse a schema file we must not or cannot replace, before the
+    database changes: it is ours only if absent or its first line is our mark."""
+    try:
+        with open(path, "rb") as f:
+            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
+    except FileNotFoundError:
+        ours = True
+    except OSError as e:
+        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    if not ours:
+        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
+                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
+                             "move it away or choose another --schema-file" % path,
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    try:  # proves the directory writable now, not after migrating
+        os.remove(_new_temporary(path))
+    except OSError as e:
+        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+
+
+def _new_temporary(path):
+    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
+    # any file the user writes (mkstemp's 0o600 would stay on a new file).
+    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return name
+
+
+def _write_schema_file(path, text):
+    """Replace `path` by `text` atomically: readers see the old file or the
+    new one, never a part (a temporary file beside it, fsynced, os.replace)."""
+    temporary = _new_temporary(path)
+    try:
+        with open(temporary, "wb") as f:  # bytes: "\n" on every system
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise
+    if _CAN_FSYNC_DIRECTORIES:
+        _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
 
 
 def schema_report(db, tables=None):
@@ -4423,6 +4582,9 @@ _GLOBAL_OPTIONS = (
     ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
     ("--table NAME", "tracking table (default: metadata)"),
     ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
+    ("--schema-file PATH", "rewrite this file with `schema --sql` after up/down change the "
+                           "database; verify checks it against a fresh build (default: "
+                           "$SQLMIGRATE_SCHEMA_FILE)"),
     ("--driver MODULE", "DB-API module that opens --db, e.g. sqlcipher3 or pysqlite3.dbapi2 "
                         "(default: $SQLMIGRATE_DRIVER, then sqlite3); SQLCipher's key comes "
                         "from $SQLMIGRATE_KEY"),
@@ -4452,7 +4614,9 @@ _COMMANDS = (
     ("verify", "check file names, loading and drift; exit 1 on any problem",
      "--db app.db verify", ()),
     ("schema", "print the schema report", "--db app.db schema users --json", (
-        ("--json", "print JSON"), ("tables TABLE*", "only these tables (default: all)"))),
+        (("--json", "print JSON"), ("--sql", "print the whole schema as SQL (as --schema-file "
+                                              "holds it)")),
+        ("tables TABLE*", "only these tables (default: all)"))),
     ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
      (("path PATH?", "where (default: next to it, with time and version)"),)),
     ("test", "prove the migrations on scratch copies: fresh build, down round trips, data "
@@ -4461,7 +4625,7 @@ _COMMANDS = (
         ("--json", "print the report as JSON"))),
 )
 _DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
-             "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
+             "schema_file": None, "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
 def _command_named_in(argv):
@@ -4577,7 +4741,8 @@ def _run_command(args, out, err):
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if args.command == "test":  # scratch copies only: --db is not used
         result = Migrator(db or ":memory:", directory, table=args.table, busy_timeout=(
-            args.busy_timeout / 1000.0)).test(getattr(args, "from"))
+            args.busy_timeout / 1000.0), schema_file=args.schema_file or os.environ.get(
+                "SQLMIGRATE_SCHEMA_FILE")).test(getattr(args, "from"))
         if args.json:
             import json
             out.write(json.dumps(result, indent=2) + "\n")
@@ -4596,6 +4761,11 @@ def _run_command(args, out, err):
 
 
 def _run_on(args, db, directory, out, err):
+    if args.command == "schema" and args.sql:
+        if args.tables:
+            raise RequestError("schema --sql prints the whole schema; it takes no table names")
+        out.write(schema_sql(db, args.table))
+        return 0
     if args.command == "schema":
         import json
         out.write(json.dumps(schema_info(db, args.tables or None), indent=2) + "\n" if args.json
@@ -4606,7 +4776,9 @@ def _run_on(args, db, directory, out, err):
                                                 args.table))
         return 0
     migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
-                        progress=_Progress(out, err, not args.quiet and err.isatty()))
+                        progress=_Progress(out, err, not args.quiet and err.isatty()),
+                        schema_file=args.schema_file or os.environ.get("SQLMIGRATE_SCHEMA_FILE")
+                        or None)
     if args.command == "status":
         report = migrator.status()
         if args.json:
@@ -4622,7 +4794,8 @@ def _run_on(args, db, directory, out, err):
         problems = migrator.verify()
         out.write("".join("problem: %s\n" % problem for problem in problems))
         out.write("%d problem(s) found\n" % len(problems) if problems
-                  else "OK: %d migration file(s), no drift\n" % len(migrator.migrations))
+                  else "OK: %d migration file(s), no drift%s\n" % (len(migrator.migrations), "" if
+                       migrator.schema_file is None else "; a fresh build gives the schema file"))
         return 1 if problems else 0
     if args.command == "mark":
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
