@@ -1777,7 +1777,7 @@ class Migrator(object):
         self.table = table
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda *args, **kwargs: None)
-        self._migrations = None
+        self._migrations = self._baselines = None
 
     @property
     def migrations(self):
@@ -3999,7 +3999,8 @@ def _print_status(report, stream):
             ascii_mark if ascii_only else mark, label, r["version"], r["name"],
             " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
-    drifted = sum(r["state"] not in ("applied", "pending") for r in report["migrations"])
+    drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
+                  for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
     lines += ["Drifted: %d" % drifted] * bool(drifted) + [rule]
     stream.write("\n".join(lines) + "\n")

@@ -18,11 +18,13 @@ class BaselineTestCase(TempDirTestCase):
             CREATE INDEX idx_posts_user ON posts(user_id);
             CREATE VIEW post_count AS SELECT user_id, count(*) AS n FROM posts GROUP BY user_id;
             CREATE TRIGGER posts_no_empty BEFORE INSERT ON posts WHEN new.body = ''
-            BEGIN SELECT RAISE(ABORT, 'empty'); END;""",
+            BEGIN SELECT RAISE(ABORT, 'empty'); END;
+            -- ADD COLUMN: SQLite stores the edited CREATE TABLE text, which the baseline copies.
+            ALTER TABLE users ADD COLUMN email TEXT;""",
                        "DROP VIEW post_count; DROP TABLE posts;")
-        self.write_sql(3, "user-email", "ALTER TABLE users ADD COLUMN email TEXT;\n"
+        self.write_sql(3, "user-email", "CREATE TABLE emails (address TEXT PRIMARY KEY);\n"
                                         "PRAGMA user_version = 7;",
-                       "ALTER TABLE users DROP COLUMN email;")
+                       "DROP TABLE emails;")
 
     def run_cli(self, *args, **kwargs):
         return self.cli("--db", kwargs.pop("db", self.db), "--dir", kwargs.pop("dir", self.dir),
@@ -198,9 +200,25 @@ class ApplyingABaseline(BaselineTestCase):
     def test_down_below_the_baseline_runs_the_files_downs_while_they_exist(self):
         self.ok("up")
         self.ok("down", "--to", "2")
-        self.assertNotIn("email", self.schema())
+        self.assertNotIn("emails", self.schema())
         self.ok("up")
         self.assertEqual(self.schema(), self.schema(self.files_db))
+
+    def test_processes_starting_together_apply_the_baseline_once(self):
+        import subprocess
+        import sys
+        from tests.support import ROOT
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        procs = [subprocess.Popen([sys.executable, "-m", "sqlmigrate", "--db", self.db, "--dir",
+                                   self.dir, "--busy-timeout", "60000", "up"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 0, out + err)
+        self.assertEqual(self.schema(), self.schema(self.files_db))
+        self.assertEqual(sorted(self.records()), [1, 2, 3, 4])
+        self.ok("verify")
 
 
 class DeletedFiles(BaselineTestCase):
@@ -223,6 +241,7 @@ class DeletedFiles(BaselineTestCase):
         out, _ = self.ok("status", db=self.old_db)
         self.assertIn("In baseline v1", out)
         self.assertNotIn("issing", out)
+        self.assertNotIn("Drifted", out)
 
     def test_fresh_database_is_built_by_the_baseline_then_the_later_files(self):
         self.ok("up")
