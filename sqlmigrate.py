@@ -42,7 +42,7 @@ class MigrationError(Exception):
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
-    "schema-file" (not ours, unreadable or unwritable)."""
+    "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline"."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -700,6 +700,10 @@ def _tables_named_in(statements):
 # --- Migration files --------------------------------------------------------
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+# A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
+_BASELINE_RE = re.compile(r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)")
+# The checksum column of the records a baseline wrote: this, then its checksum.
+_BASELINE_PREFIX = "baseline:"
 # `name = "..."` (or '...') on a line of its own, a comment allowed after it.
 _NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
 # <version: 3 or more digits>-<description: kebab-case>.py|.sql
@@ -736,6 +740,7 @@ class Migration(object):
         self.path = directory + filename  # directory ends with a separator
         self.filename = filename
         self.version, self.description, self.kind = version, description, kind
+        self.baseline = (description, kind) == ("baseline", "sql")
         self._source = self._checksum = self._name = self._module = None
         self._up_sql = self._down_sql = None
         self._loaded, self._transactional = False, True
@@ -855,7 +860,14 @@ class Migration(object):
             # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
             # only at \n, so a comment would swallow every statement after it.
             text = text.replace("\r", "\n")
+        baseline = _BASELINE_RE.match(text)
+        if bool(baseline) != self.baseline:
+            raise self._error(self._baseline_mismatch())
+        text = text[baseline.end():] if baseline else text
         markers = list(_MARKER_RE.finditer(text))
+        if markers and self.baseline:
+            raise self._error("%s: a baseline has no '-- migrate:' sections: all of it is up"
+                              % self.path)
         if markers and _split_sql(text[:markers[0].start()]):
             raise self._error("%s: SQL before the first '-- migrate:' marker" % self.path)
         sections = {} if markers else {"up": text}
@@ -873,6 +885,13 @@ class Migration(object):
         if "up" not in sections:
             raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
         self._up_sql, self._down_sql = sections["up"], sections.get("down")
+
+    def _baseline_mismatch(self):
+        if self.baseline:
+            return ("%s no longer starts with the line '-- migrate:baseline'" % self.path)
+        return ("%s starts with '-- migrate:baseline' but a baseline must be named "
+                "%s-baseline.sql: rename it, or remove the marker"
+                % (self.path, self.filename.split("-")[0]))
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
@@ -905,7 +924,13 @@ def _error_line(error, path):
 def _discover(directory):
     """Every migration in `directory`, sorted by version.  Any invalid or
     duplicate name raises RequestError listing every problem, so nothing
-    runs while one file is wrong."""
+    runs while one file is wrong.  Baselines are left out (see _scan)."""
+    return _scan(directory)[0]
+
+
+def _scan(directory):
+    """(the ordinary migrations, the baselines), each sorted by version: a
+    baseline may share its version with an ordinary file, not with another baseline."""
     directory = os.fspath(directory)
     try:
         with os.scandir(directory) as scan:  # scandir: no stat() per file
@@ -918,7 +943,7 @@ def _discover(directory):
             if isinstance(e, NotADirectoryError)
             else "cannot read migration directory %s: %s" % (directory, e.strerror),
             kind="bad-directory", path=directory)
-    problems, by_version, prefix = [], {}, os.path.join(directory, "")
+    problems, found, prefix = [], ({}, {}), os.path.join(directory, "")
     for filename, is_dir in entries:
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
         # while `verify` says OK.
@@ -926,17 +951,24 @@ def _discover(directory):
                 not filename.lower().endswith((".py", ".sql")):
             continue
         match = _FILENAME_RE.match(filename)
-        version = match and int(match.group(1))
         if not match:
             problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
-        elif version in by_version:
+            continue
+        m = Migration(prefix, filename, int(match.group(1)), *match.group(2, 3))
+        # Only a file named as a baseline is read here: its marker decides
+        # whether it is one (and may share a version); without it, it is an
+        # ordinary migration, as "001-baseline.sql" always was.
+        m.baseline = m.baseline and bool(_BASELINE_RE.match(
+            m.source.decode("utf-8", "replace").lstrip("\ufeff")))
+        by_version = found[m.baseline]
+        if m.version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
-                            % (version, by_version[version].filename, filename))
+                            % (m.version, by_version[m.version].filename, filename))
         else:
-            by_version[version] = Migration(prefix, filename, version, *match.group(2, 3))
+            by_version[m.version] = m
     if problems:
         raise RequestError(kind="bad-name", problems=problems, path=directory)
-    return [by_version[v] for v in sorted(by_version)]
+    return tuple([by_version[v] for v in sorted(by_version)] for by_version in found)
 
 
 # --- Connections and transactions -------------------------------------------
@@ -1468,6 +1500,12 @@ def _read_state_step_by_step(conn, table):
     return state
 
 
+def _applied_by_baseline(record):
+    """The checksum of the baseline that wrote `record`, or None."""
+    checksum = record and record.checksum or ""
+    return checksum[len(_BASELINE_PREFIX):] if checksum.startswith(_BASELINE_PREFIX) else None
+
+
 def _parse_version(values, table):
     try:
         return int(values[0]) if values and values[0] is not None else 0
@@ -1797,12 +1835,12 @@ class Migrator(object):
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda *args, **kwargs: None)
         self.schema_file = None if schema_file is None else os.fspath(schema_file)
-        self._migrations = None
+        self._migrations = self._baselines = None
 
     @property
     def migrations(self):
         if self._migrations is None:
-            self._migrations = _discover(self.directory)
+            self._migrations, self._baselines = _scan(self.directory)
         return self._migrations
 
     @property
@@ -1810,8 +1848,7 @@ class Migrator(object):
         return self._read_state().version
 
     def pending(self):
-        applied = self._read_state().applied(self.migrations)
-        return [m for m in self.migrations if m.version not in applied]
+        return self._plan_up(self._read_state(), None)[0]
 
     def status(self):
         """The data of `status --json`; `clean` is what `status --check` tests."""
@@ -1819,28 +1856,42 @@ class Migrator(object):
 
     def _report(self, state):
         rows, by_version = [], {m.version: m for m in self.migrations}
+        baselines = self._baselines
+        for b in baselines:
+            by_version.setdefault(b.version, b)  # it stands in for its version's file
         applied = state.applied(self.migrations)
         for version in sorted(set(by_version) | set(state.records)):
             m, record = by_version.get(version), state.records.get(version)
-            if m is None:
-                entry_state = "missing"
+            covering = [b for b in baselines if b.version >= version]
+            via = _applied_by_baseline(record)
+            by = [b for b in covering if b.checksum == via] or covering
+            if via and covering and by is covering:
+                entry_state = "changed"  # the baseline that applied it was edited since
+            elif m is None or m.baseline and version in applied and not via:
+                entry_state = "in baseline" if covering else "missing"
             elif version in applied:
-                changed = record and record.checksum and record.checksum != m.checksum
+                changed = not via and record and record.checksum and record.checksum != m.checksum
                 entry_state = "changed" if changed else "applied"
+            elif m.baseline and version < state.version:
+                entry_state = "in baseline"  # skipped: the database is past it
             else:
                 entry_state = "out-of-order" if version < state.version else "pending"
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
-                         "applied_at": record.applied_at if record else None})
-        latest = self.migrations[-1].version if self.migrations else 0
+                         "applied_at": record.applied_at if record else None,
+                         "baseline": by[0].filename if by and (
+                             via or entry_state == "in baseline") else None})
+        latest = max([m.version for m in self.migrations + baselines] or [0])
         return {
             "database": self.path if self.path is not None else "<connection>",
             "current_version": state.version,
             "latest_version": latest,
-            "applied": sum(1 for r in rows if r["state"] in ("applied", "changed")),
+            "applied": sum(1 for r in rows if r["state"] in ("applied", "changed") or
+                           r["state"] == "in baseline" and r["version"] in applied),
             "pending": sum(1 for r in rows if r["state"] in ("pending", "out-of-order")),
             "ahead": state.version > latest,
-            "clean": state.version <= latest and all(r["state"] == "applied" for r in rows),
+            "clean": state.version <= latest and all(r["state"] in ("applied", "in baseline")
+                                                     for r in rows),
             "migrations": rows,
         }
 
@@ -1851,7 +1902,7 @@ class Migrator(object):
         except RequestError as e:
             return list(e.problems) or [str(e)]
         problems = []
-        for m in migrations:
+        for m in migrations + self._baselines:
             try:
                 m.load()
             except MigrationError as e:
@@ -1876,10 +1927,33 @@ class Migrator(object):
                                      outcome="strict mode: nothing was applied")
             for _, text in drift:
                 _log("warning", text)
-            applied = session.state.applied(self.migrations)
-            plan = [m for m in self.migrations if m.version not in applied
-                    and (to is None or m.version <= to)]
+            plan, behind = self._plan_up(session.state, to)
+            for b in behind:
+                raise MigrationError(
+                    "the database is at v%d, below the baseline %s (v%d), whose earlier files "
+                    "are gone: a baseline applies only to a database with no migration applied; "
+                    "restore the files above v%d up to v%d (from version control) to upgrade "
+                    "this database" % (session.state.version, b.filename, b.version,
+                                       session.state.version, b.version),
+                    kind="behind-baseline", path=b.path, version=b.version,
+                    outcome="nothing was applied")
             return self._execute(session, plan, "up", dry_run, atomic, backup)
+
+    def _plan_up(self, state, to):
+        """(what up(to) runs, the baselines it cannot get past).  A database
+        with nothing applied gets the newest baseline (up to `to`) instead of
+        the files it covers; one part-way below a baseline whose own version
+        has no file (deleted, with the files before it) cannot pass it."""
+        files, baselines = self.migrations, self._baselines
+        applied = state.applied(files)
+        plan = [m for m in files if m.version not in applied and (to is None or m.version <= to)]
+        usable = [b for b in baselines if not applied and not state.version
+                  and (to is None or b.version <= to)]
+        if usable:
+            plan = usable[-1:] + [m for m in plan if m.version > usable[-1].version]
+        newest, versions = max(list(applied) + [state.version]), set(m.version for m in files)
+        return plan, [b for b in baselines if 0 < newest < b.version and b.version not in
+                      versions and any(m.version > b.version for m in plan)][:1]
 
     def down(self, to=None, steps=1, dry_run=False, backup=False):
         """Roll back the newest `steps` migrations, or all above version `to`;
@@ -1893,7 +1967,10 @@ class Migrator(object):
             applied = sorted(session.state.applied(self.migrations), reverse=True)
             targets = [v for v in applied if v > to] if to is not None else applied[:steps or 1]
             by_version = {m.version: m for m in self.migrations}
-            problems = ["v%d has no migration file" % v if v not in by_version
+            problems = ["v%d has no migration file%s" % (v, " (a baseline applied it, and a "
+                                                       "baseline has no down)" * bool(
+                            _applied_by_baseline(session.state.records.get(v))))
+                        if v not in by_version
                         else "%s has no down (%s)" % (
                             by_version[v].filename, "no down(db)" if by_version[v].kind == "py"
                             else "an empty or no '-- migrate:down' section")
@@ -1927,7 +2004,8 @@ class Migrator(object):
                 raise _mark_backwards(newest)
             for m in files:
                 record = state.records.get(m.version)
-                if record is None or record.checksum != m.checksum:
+                if record is None or record.checksum != m.checksum and \
+                        not _applied_by_baseline(record):
                     if record is not None and record.checksum is not None:
                         _log("warning", "Accepting the changed file %s as applied", m.filename)
                     _write_record(conn, self.table, _Record(
@@ -1955,7 +2033,64 @@ class Migrator(object):
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
 
+    def baseline(self, to, force=False):
+        """Write NNN-baseline.sql (never over a file): a `-- migrate:baseline`
+        line, then the schema as of version `to` from a fresh build; return
+        its path.  Refused when migrations up to `to` change data or run
+        outside a transaction (a baseline holds only the schema), unless `force`."""
+        files, baselines = self.migrations, self._baselines
+        versions = set(m.version for m in files + baselines)
+        if to is None or to not in versions:
+            raise RequestError("baseline needs --to V (to=V), the version of a migration file"
+                               if to is None else "cannot write a baseline of v%d: no migration "
+                               "file has that version (the newest is v%d)"
+                               % (to, max(versions or [0])), version=to)
+        for b in baselines:
+            if b.version == to:
+                raise MigrationError("%s already exists; a baseline is never overwritten (delete "
+                                     "it first to write it again)" % b.path, kind="bad-file",
+                                     path=b.path, version=to)
+        since = max([b.version for b in baselines if b.version < to] + [0])  # checked then
+        losses = [loss for loss in (_baseline_loss(m) for m in files
+                                    if since < m.version <= to) if loss]
+        if losses and not force:
+            raise MigrationError("cannot write a baseline of v%d: it holds only the schema, and "
+                                 "these migrations do more: %s; move their data work out, or "
+                                 "write it anyway with --force (force=True)"
+                                 % (to, "; ".join(losses)), kind="baseline-refused",
+                                 problems=losses, version=to)
+        conn = self._fresh_build(to=to)
+        try:
+            text = "-- migrate:baseline\n" + _schema_sql(conn, to, self.table)
+        finally:
+            conn.close()
+        width = max([m.filename.index("-") for m in files + baselines] + [3])
+        path = os.path.join(self.directory, "%0*d-baseline.sql" % (width, to))
+        created = False
+        try:
+            with open(path, "x", encoding="utf-8", newline="") as f:  # never over a file
+                created = True
+                f.write(text)
+        except OSError as e:
+            if created:
+                os.remove(path)  # a half-written baseline would be picked up and applied
+            raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
+                                 kind="bad-file", path=path, version=to)
+        if losses:
+            _log("warning", "%s does not carry the data effects of: %s", path, "; ".join(losses))
+        return path
+
     # -- machinery ----------------------------------------------------------
+
+    def _fresh_build(self, to=None):
+        """A new in-memory database with the migrations up to `to` applied."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            Migrator(conn, self.directory, table=self.table).up(to=to)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _read_state(self):
         if self.connection is None and not _database_exists(self.path):
@@ -2099,16 +2234,6 @@ class Migrator(object):
                         text.splitlines(), built.splitlines(), self.schema_file, "fresh build",
                         lineterm="")))]
 
-    def _fresh_build(self, to=None):
-        """All migrations (or those up to `to`) on a new in-memory database."""
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        try:
-            Migrator(conn, self.directory, table=self.table).up(to=to)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def _apply(self, conn, m, direction, whole_run, check_fk):
         """Run and record m; its result, or None if another process did it
         meanwhile (re-read under the write lock)."""
@@ -2140,15 +2265,18 @@ class Migrator(object):
         m runs, under the lock: m must still be the newest applied (down), or
         go right above the newest applied (up), else the history would get a
         hole.  Refuse rather than guess what the request meant now."""
-        below = [f.version for f in self.migrations if f.version < m.version]
+        # A baseline goes only where nothing is applied: there is no "below".
+        below = [f.version for f in self.migrations if f.version < m.version and not m.baseline]
         if direction == "down" and newest <= m.version or direction == "up" and \
-                newest < m.version and (not below or newest >= below[-1]):
+                newest < m.version and (newest >= below[-1] if below else not
+                                        (m.baseline and newest)):
             return
         raise MigrationError(
             "cannot %s %s: another process changed the database meanwhile (%s); check status "
             "and run again" % ("apply" if direction == "up" else "roll back", m.filename,
                                "v%d was applied above it" % newest if newest > m.version
-                               else "v%d below it was rolled back" % below[-1]),
+                               else "v%d below it was rolled back" % below[-1] if below
+                               else "v%d was applied meanwhile" % newest),
             kind="changed-meanwhile", path=m.path, version=m.version, direction=direction,
             outcome="the whole %s was rolled back" % whole_run if whole_run else
             "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
@@ -2208,13 +2336,49 @@ class Migrator(object):
     def _record(self, conn, result):
         m, history = result.migration, _quote_identifier(self.table + "_migrations")
         if result.direction == "up":
-            _write_record(conn, self.table, _Record(m.version, m.name, m.checksum, _utc_now(),
-                                                    round(result.duration_ms, 3)))
+            # A baseline records each version it stands for (those with a file
+            # now, and its own), named after the file, its checksum marked as its.
+            names = dict((f.version, f.name) for f in self.migrations
+                         if m.baseline and f.version <= m.version)
+            names.setdefault(m.version, "(baseline)" if m.baseline else m.name)
+            for version in sorted(names):
+                _write_record(conn, self.table, _Record(
+                    version, names[version], _BASELINE_PREFIX * m.baseline + m.checksum,
+                    _utc_now(), round(result.duration_ms, 3) if version == m.version else None))
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
+
+
+def _baseline_loss(m):
+    """Why a baseline (schema only) would not carry what migration m does, or None."""
+    if m.kind == "py":
+        return "%s is a Python migration (its effects may be more than schema)" % m.filename
+    if not m.load().transactional:
+        return "%s is non-transactional (e.g. a journal mode or VACUUM)" % m.filename
+    verbs = sorted(set(filter(None, map(_data_verb, _split_sql(m._up_sql)))))
+    return "%s changes data (%s)" % (m.filename, ", ".join(verbs)) if verbs else None
+
+
+_DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _data_verb(sql):
+    """The verb of statement `sql` if it changes rows (after a WITH clause
+    too), else None; a trigger body's INSERT is schema, not data."""
+    cursor = _Cursor(sql)
+    with_clause = cursor.take("WITH")
+    while not cursor.at_end():
+        if cursor.peek() == ("punct", "("):
+            cursor.group()  # a common table expression's body or column names
+            continue
+        word = cursor.word()
+        if word in _DATA_VERBS or not with_clause or word in ("SELECT", "VALUES"):
+            return word if word in _DATA_VERBS else None
+        cursor.advance()
+    return None
 
 
 @contextmanager
@@ -2330,7 +2494,10 @@ def _drift(report):
         found.append(("ahead", "database is at version %d but %s: wrong --dir, or files "
                                "missing?" % (current, newest)))
     for r in report["migrations"]:
-        if r["state"] == "changed":
+        if r["state"] == "changed" and r.get("baseline"):
+            found.append(("drift", "%s was changed after it applied v%d: restore it (a baseline "
+                                   "runs once, on a new database)" % (r["baseline"], r["version"])))
+        elif r["state"] == "changed":
             found.append(("drift", "%s (v%d) was changed after it was applied: restore it, or "
                                    "accept it with `mark %d`" % (r["file"], r["version"], current)))
         elif r["state"] == "missing":
@@ -2434,7 +2601,8 @@ class _MigrationTest(object):
         _set_pragma(conn, "foreign_keys", True)
         self.conn, self.runner = conn, Migrator(conn, self.migrator.directory,
                                                 table=self.migrator.table)
-        self.runner._migrations = self.migrator.migrations  # loaded once
+        self.runner._migrations, self.runner._baselines = (  # loaded once
+            self.migrator.migrations, self.migrator._baselines)
         self.tracked, self.schema = {}, _schema_entries(conn, self.migrator.table)
 
     def run(self):
@@ -2663,7 +2831,7 @@ def _test_upgrade(migrator, source):
     with _scratch_copy(source, migrator.busy_timeout) as conn:
         _set_pragma(conn, "foreign_keys", True)
         runner = Migrator(conn, migrator.directory, table=migrator.table)
-        runner._migrations = migrator.migrations
+        runner._migrations, runner._baselines = migrator.migrations, migrator._baselines
         report["version"] = runner.current_version
         pending = runner.pending()
         touched = set()
@@ -4398,6 +4566,7 @@ _STATES = {
     "pending": ("\u25cb", "o", "Pending", ""),
     "changed": ("!", "!", "Changed", " - file changed after it was applied (see verify)"),
     "missing": ("!", "!", "Missing", " - applied, but its file is gone"),
+    "in baseline": ("\u2713", "+", "In baseline", " - covered by a baseline"),
     "out-of-order": ("!", "!", "Out-of-order",
                      " - below the current version and never applied; `up` refuses"),
 }
@@ -4422,7 +4591,8 @@ def _print_status(report, stream):
             ascii_mark if ascii_only else mark, label, r["version"], r["name"],
             " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
-    drifted = sum(r["state"] not in ("applied", "pending") for r in report["migrations"])
+    drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
+                  for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
     lines += ["Drifted: %d" % drifted] * bool(drifted) + [rule]
     stream.write("\n".join(lines) + "\n")
@@ -4553,7 +4723,7 @@ def _new_migration(directory, description, sql=False):
     if len(slug) > _MAX_SLUG:
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
-    existing = _discover(directory)
+    existing = sorted(sum(_scan(directory), []), key=lambda m: m.version)  # baselines too
     width = max([m.filename.index("-") for m in existing] + [3])
     version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
     path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
@@ -4617,6 +4787,9 @@ _COMMANDS = (
         (("--json", "print JSON"), ("--sql", "print the whole schema as SQL (as --schema-file "
                                               "holds it)")),
         ("tables TABLE*", "only these tables (default: all)"))),
+    ("baseline", "write NNN-baseline.sql: the schema as of version V, for new databases",
+     "baseline --to 40", (("--to V", "the version it stands for (migrations 1..V)"),
+                          ("--force", "write it even when migrations up to V change data"))),
     ("backup", "write a consistent copy of the database", "--db app.db backup /backups/app.db",
      (("path PATH?", "where (default: next to it, with time and version)"),)),
     ("test", "prove the migrations on scratch copies: fresh build, down round trips, data "
@@ -4737,6 +4910,10 @@ def _run_command(args, out, err):
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
     if args.command == "new":
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
+        return 0
+    if args.command == "baseline":  # the files only: no database is opened
+        path = Migrator(":memory:", directory, table=args.table).baseline(args.to, args.force)
+        out.write("Wrote %s: the schema as of v%d\n" % (path, args.to))
         return 0
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if args.command == "test":  # scratch copies only: --db is not used
