@@ -4748,7 +4748,8 @@ def _new_migration(directory, description, sql=False):
 # positional argument is ("destination METAVAR", help), with argparse's nargs
 # ("*", "?") after the METAVAR; options in one inner tuple exclude each other.
 _GLOBAL_OPTIONS = (
-    ("--db PATH", "database file (default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
+    ("--db PATH", "database file, or HOST:PORT[/DATABASE] with --driver dqlitedbapi "
+                  "(default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
     ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
     ("--table NAME", "tracking table (default: metadata)"),
     ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
