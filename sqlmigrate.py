@@ -160,33 +160,32 @@ _HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup") and sys.implementation.n
 _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 # The features that depend on the SQLite version are a _Driver's (below): a
 # driver's library or server may be newer or older than the sqlite3 module's.
-# A package's files: importlib.resources.files() from Python 3.9 (any
-# loader: a wheel, a zip archive or zipapp, a directory); 3.6 to 3.8 have no
-# files(): there a zipimporter's own table of the archive's names and its
-# get_data() serve a zipped package, os.scandir() and open() a directory.
+# A package that is not a directory (a zip archive or zipapp, an egg, any
+# loader): importlib.resources.files() from Python 3.9; 3.6 to 3.8 have no
+# files(), and there a zipimporter's own table of the archive's names and its
+# get_data() serve.  (A package that is a directory is read as one.)
 _HAS_RESOURCE_FILES = sys.version_info >= (3, 9)
+_MIGRATION_LIKE = re.compile(r"(?i).*\.(py|sql)\Z").match  # only these files are read
 
 
-def _package_files(module, location):
-    """([(name, is a directory)] in package `module` at `location`, read(name) -> bytes)."""
+def _archived_package_files(module, location):
+    """{name: its bytes, or None for a directory} in package `module` at `location`."""
     if _HAS_RESOURCE_FILES:
         import importlib.resources
         root = importlib.resources.files(module)
-        return ([(t.name, t.is_dir()) for t in root.iterdir()],
-                lambda name: root.joinpath(name).read_bytes())
+        return dict((t.name, None if t.is_dir() else t.read_bytes() if _MIGRATION_LIKE(t.name)
+                     else b"") for t in root.iterdir())
     loader = module.__spec__.loader
-    if hasattr(loader, "archive") and hasattr(loader, "_files"):  # a zipimporter
-        inner = os.path.join(location[len(loader.archive) + 1:], "")
-        names = set(key[len(inner):].partition(os.sep)[:2] for key in loader._files
-                    if key.startswith(inner) and len(key) > len(inner))
-        return ([(name, bool(sep)) for name, sep in names],
-                lambda name: loader.get_data(os.path.join(location, name)))
-
-    def read(name):
-        with open(os.path.join(location, name), "rb") as f:
-            return f.read()
-    with os.scandir(location) as scan:
-        return [(entry.name, entry.is_dir()) for entry in scan], read
+    if not (hasattr(loader, "archive") and hasattr(loader, "_files")):  # not a zipimporter
+        raise RequestError("cannot list the files of package %s (its loader %s cannot): "
+                           "install it as a directory, or use Python 3.9+"
+                           % (module.__name__, type(loader).__name__), kind="bad-directory",
+                           path=module.__name__)
+    inner = os.path.join(location[len(loader.archive) + 1:], "")
+    names = set(key[len(inner):].partition(os.sep)[:2] for key in loader._files
+                if key.startswith(inner) and len(key) > len(inner))
+    return dict((name, None if sep else loader.get_data(os.path.join(location, name))
+                 if _MIGRATION_LIKE(name) else b"") for name, sep in names)
 
 
 # Windows cannot open a directory to fsync it (after a rename, for instance).
@@ -997,6 +996,9 @@ def _scan(directory):
     return _sort_out(entries, os.path.join(directory, ""), directory)
 
 
+_ARCHIVED = {}  # {a package's location in an archive: its files, as _archived_package_files}
+
+
 def _scan_package(package):
     """_scan() of the files in the package named `package`, read through the
     import system (a wheel, an egg, a zip archive or zipapp, a directory)."""
@@ -1011,9 +1013,17 @@ def _scan_package(package):
     if not locations:
         raise RequestError("%s is a module, not a package of migration files" % package,
                            kind="bad-directory", path=package)
-    # Paths as zipimport names a module's __file__: <archive>/myapp/migrations/001-x.sql.
-    entries, read = _package_files(module, locations[0])
-    found = _sort_out(entries, os.path.join(locations[0], ""), package, read)
+    if os.path.isdir(locations[0]):  # installed as files: read as a directory is
+        found = _scan(locations[0])
+    else:
+        # Read once per process (a zipimporter reads its archive's table once
+        # too): the no-op start-up then costs what a directory's does.
+        if locations[0] not in _ARCHIVED:
+            _ARCHIVED[locations[0]] = _archived_package_files(module, locations[0])
+        files = _ARCHIVED[locations[0]]
+        # Paths as zipimport names a module's __file__: <archive>/myapp/migrations/001-x.sql.
+        found = _sort_out([(name, data is None) for name, data in files.items()],
+                          os.path.join(locations[0], ""), package, files.__getitem__)
     if not found[0] and not found[1]:
         raise RequestError("the migration package %s (%s) has no migration files (named like "
                            "001-initial-schema.sql or .py)" % (package, locations[0]),
@@ -5245,6 +5255,9 @@ def _run_on(args, db, source, out, err):
                        migrator.schema_file is None else "; a fresh build gives the schema file"))
         return 1 if problems else 0
     if args.command == "mark":
+        if args.version is None and not args.from_user_version:  # worded as argparse's own
+            raise RequestError("the following arguments are required: V (or "
+                               "--from-user-version) (see sqlmigrate mark --help)")
         marked = migrator.mark(args.version, from_user_version=args.from_user_version)
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
                   % (len(marked), max([m.version for m in marked] + [args.version or 0])))
