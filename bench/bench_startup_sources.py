@@ -31,13 +31,14 @@ db, how, arg = sys.argv[1:4]
 kwargs = {how: arg}
 sqlmigrate.migrate(db, **kwargs)
 first = time.perf_counter() - t0
-def timed(call):
-    samples = []
+def timed(*calls):  # interleaved, so a load that comes and goes hits both alike
+    samples = [[] for _ in calls]
     for _ in range(%d):
-        t = time.perf_counter(); call(); samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1e6
-noop = timed(lambda: sqlmigrate.migrate(db, **kwargs))
-current = timed(lambda: sqlmigrate.Migrator(db, **kwargs).is_current())
+        for call, times in zip(calls, samples):
+            t = time.perf_counter(); call(); times.append(time.perf_counter() - t)
+    return [statistics.median(times) * 1e6 for times in samples]
+noop, current = timed(lambda: sqlmigrate.migrate(db, **kwargs),
+                      lambda: sqlmigrate.Migrator(db, **kwargs).is_current())
 print("%%.0f %%.0f %%.0f" %% (noop, current, first * 1e6))
 """ % REPEAT
 
