@@ -20,7 +20,8 @@ from contextlib import contextmanager
 
 __version__ = "0.1.0"
 __all__ = [
-    "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "backup",
+    "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "wait_until_current",
+    "backup",
     "reconcile", "merge_json_defaults", "schema_report", "schema_info",
     "rebuild_table", "drop_column", "main",
 ]
@@ -42,7 +43,8 @@ class MigrationError(Exception):
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
-    "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline"."""
+    "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline",
+    "not-current" (wait_until_current timed out)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -158,6 +160,34 @@ _HAS_BACKUP_API = hasattr(sqlite3.Connection, "backup") and sys.implementation.n
 _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 # The features that depend on the SQLite version are a _Driver's (below): a
 # driver's library or server may be newer or older than the sqlite3 module's.
+# A package that is not a directory (a zip archive or zipapp, an egg, any
+# loader): importlib.resources.files() from Python 3.9; 3.6 to 3.8 have no
+# files(), and there a zipimporter's own table of the archive's names and its
+# get_data() serve.  (A package that is a directory is read as one.)
+_HAS_RESOURCE_FILES = sys.version_info >= (3, 9)
+_MIGRATION_LIKE = re.compile(r"(?i).*\.(py|sql)\Z").match  # only these files are read
+
+
+def _archived_package_files(module, location):
+    """{name: its bytes, or None for a directory} in package `module` at `location`."""
+    if _HAS_RESOURCE_FILES:
+        import importlib.resources
+        root = importlib.resources.files(module)
+        return dict((t.name, None if t.is_dir() else t.read_bytes() if _MIGRATION_LIKE(t.name)
+                     else b"") for t in root.iterdir())
+    loader = module.__spec__.loader
+    if not (hasattr(loader, "archive") and hasattr(loader, "_files")):  # not a zipimporter
+        raise RequestError("cannot list the files of package %s (its loader %s cannot): "
+                           "install it as a directory, or use Python 3.9+"
+                           % (module.__name__, type(loader).__name__), kind="bad-directory",
+                           path=module.__name__)
+    inner = os.path.join(location[len(loader.archive) + 1:], "")
+    names = set(key[len(inner):].partition(os.sep)[:2] for key in loader._files
+                if key.startswith(inner) and len(key) > len(inner))
+    return dict((name, None if sep else loader.get_data(os.path.join(location, name))
+                 if _MIGRATION_LIKE(name) else b"") for name, sep in names)
+
+
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
 
@@ -736,17 +766,34 @@ class Migration(object):
     """One migration file.  Cheap to create: the file is read only when its
     checksum or code is needed, and a Python file is executed only by load()."""
 
-    def __init__(self, directory, filename, version, description, kind):
+    def __init__(self, directory, filename, version, description, kind, read=None):
         self.path = directory + filename  # directory ends with a separator
         self.filename = filename
         self.version, self.description, self.kind = version, description, kind
         self.baseline = (description, kind) == ("baseline", "sql")
         self._source = self._checksum = self._name = self._module = None
+        self._read = read  # the file's bytes from a package's loader, for one not on disk
         self._up_sql = self._down_sql = None
         self._loaded, self._transactional = False, True
 
     def __repr__(self):
         return "<Migration v%d %s>" % (self.version, self.filename)
+
+    @classmethod
+    def from_sql(cls, version, description, up_sql, down_sql=None):
+        """An in-code SQL migration (for Migrator(db, migrations=[...])), the
+        same as a file NNN-<description in kebab-case>.sql with these sections;
+        its name is `description` as given."""
+        kebab = "-".join(re.findall(r"[a-z0-9]+", str(description).lower()))
+        filename = "%03d-%s.sql" % (version, kebab)
+        if not isinstance(version, int) or version < 1 or not _FILENAME_RE.match(filename):
+            raise RequestError("Migration.from_sql(%r, %r): needs a version of 1 or more and a "
+                               "description with letters or digits" % (version, description))
+        text = "-- migrate:up\n%s\n" % up_sql + (
+            "" if down_sql is None else "-- migrate:down\n%s\n" % down_sql)
+        m = cls("<migrations list>/", filename, version, kebab, "sql")
+        m.baseline, m._source, m._name = False, text.encode("utf-8"), str(description)
+        return m
 
     def _error(self, message, line=None):
         return MigrationError(message, kind="bad-file", path=self.path, version=self.version,
@@ -756,8 +803,11 @@ class Migration(object):
     def source(self):
         if self._source is None:
             try:
-                with open(self.path, "rb") as f:
-                    self._source = f.read()
+                if self._read is not None:
+                    self._source = self._read(self.filename)
+                else:
+                    with open(self.path, "rb") as f:
+                        self._source = f.read()
             except OSError as e:
                 raise self._error("cannot read migration %s: %s" % (self.path, e.strerror))
         return self._source
@@ -943,8 +993,67 @@ def _scan(directory):
             if isinstance(e, NotADirectoryError)
             else "cannot read migration directory %s: %s" % (directory, e.strerror),
             kind="bad-directory", path=directory)
-    problems, found, prefix = [], ({}, {}), os.path.join(directory, "")
-    for filename, is_dir in entries:
+    return _sort_out(entries, os.path.join(directory, ""), directory)
+
+
+_ARCHIVED = {}  # {a package's location in an archive: its files, as _archived_package_files}
+
+
+def _scan_package(package):
+    """_scan() of the files in the package named `package`, read through the
+    import system (a wheel, an egg, a zip archive or zipapp, a directory)."""
+    import importlib
+    try:
+        module = importlib.import_module(package)
+    except ImportError as e:
+        raise RequestError("cannot import the migration package %s (%s): check the name, and "
+                           "that it is installed or on sys.path" % (package, e),
+                           kind="bad-directory", path=package)
+    locations = list(getattr(module.__spec__, "submodule_search_locations", None) or ())
+    if not locations:
+        raise RequestError("%s is a module, not a package of migration files" % package,
+                           kind="bad-directory", path=package)
+    if os.path.isdir(locations[0]):  # installed as files: read as a directory is
+        found = _scan(locations[0])
+    else:
+        # Read once per process (a zipimporter reads its archive's table once
+        # too): the no-op start-up then costs what a directory's does.
+        if locations[0] not in _ARCHIVED:
+            _ARCHIVED[locations[0]] = _archived_package_files(module, locations[0])
+        files = _ARCHIVED[locations[0]]
+        # Paths as zipimport names a module's __file__: <archive>/myapp/migrations/001-x.sql.
+        found = _sort_out([(name, data is None) for name, data in files.items()],
+                          os.path.join(locations[0], ""), package, files.__getitem__)
+    if not found[0] and not found[1]:
+        raise RequestError("the migration package %s (%s) has no migration files (named like "
+                           "001-initial-schema.sql or .py)" % (package, locations[0]),
+                           kind="bad-directory", path=package)
+    return found
+
+
+def _scan_list(migrations):
+    """_scan() of an in-code list of Migration objects."""
+    problems, found = [], ({}, {})
+    for m in migrations:
+        if not isinstance(m, Migration):
+            problems.append("%r is not a Migration (make one with Migration.from_sql)" % (m,))
+            continue
+        by_version = found[m.baseline]
+        if m.version in by_version:
+            problems.append("two migrations have version %d: %s and %s; renumber one"
+                            % (m.version, by_version[m.version].filename, m.filename))
+        else:
+            by_version[m.version] = m
+    if problems:
+        raise RequestError(kind="bad-name", problems=problems, path="<migrations list>")
+    return tuple([by_version[v] for v in sorted(by_version)] for by_version in found)
+
+
+def _sort_out(entries, prefix, where, read=None):
+    """_scan() of the (name, is a directory) `entries` of `where`, whose
+    files are read with read(name), or opened at prefix + name."""
+    problems, found = [], ({}, {})
+    for filename, is_dir in sorted(entries):
         # .SQL or .Py is flagged, not skipped: skipped, it would never run
         # while `verify` says OK.
         if is_dir or filename.startswith(("_", ".")) or \
@@ -954,7 +1063,7 @@ def _scan(directory):
         if not match:
             problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
             continue
-        m = Migration(prefix, filename, int(match.group(1)), *match.group(2, 3))
+        m = Migration(prefix, filename, int(match.group(1)), *match.group(2, 3), read=read)
         # Only a file named as a baseline is read here: its marker decides
         # whether it is one (and may share a version); without it, it is an
         # ordinary migration, as "001-baseline.sql" always was.
@@ -967,7 +1076,7 @@ def _scan(directory):
         else:
             by_version[m.version] = m
     if problems:
-        raise RequestError(kind="bad-name", problems=problems, path=directory)
+        raise RequestError(kind="bad-name", problems=problems, path=where)
     return tuple([by_version[v] for v in sorted(by_version)] for by_version in found)
 
 
@@ -1823,14 +1932,26 @@ class Migrator(object):
     drop_column, given the migration's db, copies a table.
     """
 
-    def __init__(self, db, directory="migrations", table=_DEFAULT_TABLE,
-                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None, schema_file=None):
+    def __init__(self, db, directory=None, table=_DEFAULT_TABLE,
+                 busy_timeout=_DEFAULT_BUSY_TIMEOUT, progress=None, schema_file=None,
+                 package=None, migrations=None):
+        given = [name for name, value in (("directory", directory), ("package", package),
+                                          ("migrations", migrations)) if value is not None]
+        if len(given) > 1:
+            raise RequestError("the migrations come from one of directory, package or "
+                               "migrations, not %s" % " and ".join(given))
         if _is_connection(db):
             self.connection, self.path = db, None
             _driver(db)  # a connection that is not SQLite is refused here, up front
         else:
             self.connection, self.path = None, os.fspath(db)
-        self.directory = os.fspath(directory)
+        # One source of files: a directory (by default ./migrations), a
+        # package (read through its loader) or an in-code list.
+        self.directory = os.fspath(directory if directory is not None else "migrations")
+        self.package = package
+        self._sources = {"package": package} if package is not None else \
+            {"migrations": list(migrations)} if migrations is not None else \
+            {"directory": self.directory}
         self.table = table
         self.busy_timeout = busy_timeout
         self.progress = progress or (lambda *args, **kwargs: None)
@@ -1840,7 +1961,10 @@ class Migrator(object):
     @property
     def migrations(self):
         if self._migrations is None:
-            self._migrations, self._baselines = _scan(self.directory)
+            self._migrations, self._baselines = \
+                _scan_package(self.package) if self.package is not None else \
+                _scan_list(self._sources["migrations"]) if "migrations" in self._sources else \
+                _scan(self.directory)
         return self._migrations
 
     @property
@@ -1853,6 +1977,12 @@ class Migrator(object):
     def status(self):
         """The data of `status --json`; `clean` is what `status --check` tests."""
         return self._report(self._read_state())
+
+    def is_current(self):
+        """True when up() has nothing to do and nothing to refuse: no pending
+        migration, no drift that strict=True refuses, the database not ahead
+        of the files.  One query, as a no-op start-up; never writes."""
+        return self.status()["clean"]
 
     def _report(self, state):
         rows, by_version = [], {m.version: m for m in self.migrations}
@@ -1914,8 +2044,12 @@ class Migrator(object):
                             % self.path)
         return problems + [text for _, text in _drift(self.status())] + schema_file
 
-    def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
-        """Apply pending migrations (up to version `to`); return their results."""
+    def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False, wait=None):
+        """Apply pending migrations (up to version `to`); return their results.
+        wait: for this many seconds, retry with back-off while another process
+        holds the write lock past the busy timeout (workers starting together)."""
+        if wait:
+            return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
             for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
@@ -1982,19 +2116,29 @@ class Migrator(object):
             plan = [by_version[v] for v in targets]
             return self._execute(session, plan, "down", dry_run, False, backup)
 
-    def mark(self, version):
-        """Record every migration up to `version` as applied without running it."""
+    def mark(self, version=None, from_user_version=False):
+        """Record every migration up to `version` as applied without running
+        it.  from_user_version=True adopts a database a hand-rolled runner kept
+        at PRAGMA user_version N (and never tracked here): versions 1..N, each
+        of which must have a file.  Never done by up() on its own."""
+        if from_user_version == (version is not None):
+            raise RequestError("mark needs a version, or from_user_version=True "
+                               "(--from-user-version), and not both")
+        if self.path is not None and not _database_exists(self.path):
+            raise RequestError("database %s does not exist; mark adopts an existing database "
+                               "(check --db)" % self.path, database=self.path)
+        if from_user_version:
+            version = self._user_version_to_adopt()
         files = [m for m in self.migrations if m.version <= version]
         if version < 0 or version and version not in {m.version for m in self.migrations}:
             raise RequestError("no migration file has version %d" % version,
                                version=version)
-        if self.path is not None and not _database_exists(self.path):
-            raise RequestError("database %s does not exist; mark adopts an existing database "
-                               "(check --db)" % self.path, database=self.path)
         if version < self.current_version:
             raise _mark_backwards(self.current_version)
         with self._session(False) as session, _transaction(session.conn) as conn:
             state = _read_state(conn, self.table)
+            if from_user_version:  # again under the write lock: another process may have
+                self._user_version_to_adopt(conn, state, version)
             _ensure_tracking(conn, self.table, state, self.migrations)
             # Again under the write lock: an `up` may have applied more since
             # the check above, and writing `version` would then put
@@ -2014,6 +2158,36 @@ class Migrator(object):
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
         return files
+
+    def _user_version_to_adopt(self, conn=None, state=None, expected=None):
+        """The PRAGMA user_version that mark(from_user_version=True) records."""
+        if conn is None:
+            with _using(self.connection if self.path is None else self.path, self.busy_timeout,
+                        mode="ro") as conn:
+                return self._user_version_to_adopt(conn, _read_state(conn, self.table))
+        user_version = _query(conn, "PRAGMA user_version")[0][0]
+        where = self.path or "the database"
+        if state.has_metadata or state.has_history:
+            raise RequestError("%s is tracked by sqlmigrate already (its %s table is at version "
+                               "%d): --from-user-version adopts only a database that has no "
+                               "tracking table; use mark V" % (where, self.table, state.version),
+                               database=self.path, version=state.version)
+        if expected is not None and user_version != expected:
+            raise MigrationError("%s: user_version changed from %d to %d meanwhile; run again"
+                                 % (where, expected, user_version), kind="changed-meanwhile",
+                                 database=self.path)
+        if user_version <= 0:
+            raise RequestError("%s has PRAGMA user_version %d: there is nothing to adopt"
+                               % (where, user_version), database=self.path)
+        versions = set(m.version for m in self.migrations)
+        missing = ["v%d" % v for v in range(1, user_version + 1) if v not in versions]
+        if missing:
+            raise RequestError("%s has PRAGMA user_version %d, but no migration file has %s: "
+                               "--from-user-version records versions 1..%d, each of which "
+                               "needs its file" % (where, user_version, ", ".join(missing[:10]) +
+                                                  " ..." * (len(missing) > 10), user_version),
+                               database=self.path, version=user_version)
+        return user_version
 
     def test(self, source=None):
         """Prove the migrations on scratch copies, never writing the database
@@ -2038,6 +2212,9 @@ class Migrator(object):
         line, then the schema as of version `to` from a fresh build; return
         its path.  Refused when migrations up to `to` change data or run
         outside a transaction (a baseline holds only the schema), unless `force`."""
+        if "directory" not in self._sources:
+            raise RequestError("baseline writes a file into a migration directory; it cannot "
+                               "write into a package or a list of migrations")
         files, baselines = self.migrations, self._baselines
         versions = set(m.version for m in files + baselines)
         if to is None or to not in versions:
@@ -2086,7 +2263,7 @@ class Migrator(object):
         """A new in-memory database with the migrations up to `to` applied."""
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            Migrator(conn, self.directory, table=self.table).up(to=to)
+            Migrator(conn, table=self.table, **self._sources).up(to=to)
         except BaseException:
             conn.close()
             raise
@@ -2510,12 +2687,94 @@ def _drift(report):
     return found
 
 
-def migrate(db, directory="migrations", **options):
+def migrate(db, directory=None, **options):
     """Apply every pending migration: the start-up one-liner.  Returns the
-    results of the migrations applied ([] when the database is up to date)."""
-    up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict")
-                  if k in options}
-    return Migrator(db, directory, **options).up(**up_options)
+    results of the migrations applied ([] when the database is up to date).
+    Options: Migrator's (package=, migrations=, table=, busy_timeout=...),
+    up()'s (wait=SECONDS, to=, strict=...), and for a LiteFS replica (a
+    `.primary` file beside the database; one that cannot be read counts as
+    one): nothing is written there, and replica="wait" (the default) waits up
+    to timeout=SECONDS (default 60) until the primary has migrated
+    (wait_until_current), replica="return" returns [] at once."""
+    up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict",
+                                              "wait") if k in options}
+    replica, timeout = options.pop("replica", "wait"), options.pop("timeout", 60.0)
+    if replica not in ("wait", "return"):
+        raise RequestError("replica must be \"wait\" or \"return\", not %r" % (replica,))
+    migrator = Migrator(db, directory, **options)
+    if migrator.path is not None and _litefs_replica(migrator.path):
+        migrator.migrations  # noqa: B018 - bad files are an error on every node
+        if replica == "wait":
+            _wait_until_current(migrator, timeout)
+        return []
+    return migrator.up(**up_options)
+
+
+def wait_until_current(db, directory=None, timeout=60.0, **options):
+    """Wait, polling Migrator.is_current() with back-off, until another
+    process (a primary node, the worker that migrates) has brought `db` up to
+    date; after `timeout` seconds, raise MigrationError (kind "not-current")
+    saying what is still missing.  Options are Migrator's (package=, ...)."""
+    _wait_until_current(Migrator(db, directory, **options), timeout)
+
+
+def _wait_until_current(migrator, timeout):
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while True:
+        try:
+            report = migrator.status()  # the files are read once, the state each time
+            if report["clean"]:
+                return
+            why = "; ".join(text for _, text in _drift(report)) or \
+                "%d migration(s) pending" % report["pending"]
+        except MigrationError as e:
+            if e.kind != "locked":  # a writer committing (rollback journal): look again
+                raise
+            why = str(e)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MigrationError("%s is not up to date after waiting %g s: %s" % (
+                migrator.path or "the database", timeout, why), kind="not-current",
+                database=migrator.path)
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 1.0)
+
+
+def _retrying_locked(call, wait):
+    """call(), retried with back-off for `wait` seconds while it fails because
+    the database is locked; then that error, as without wait."""
+    deadline, delay = time.monotonic() + wait, 0.05
+    while True:
+        try:
+            return call()
+        except MigrationError as e:
+            left = deadline - time.monotonic()
+            if e.kind != "locked" or left <= 0:
+                raise
+            if delay == 0.05:
+                _log("info", "%s; retrying for up to %.1f s more", e, left)
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 1.0)
+
+
+def _litefs_replica(path):
+    """Whether `path` is on a LiteFS replica node: LiteFS puts a `.primary`
+    file, naming the primary, in the mount directory of replicas only.  One
+    that cannot be read: not sure, so treated as a replica (never migrate
+    where writes may fail part-way), with a warning."""
+    primary = os.path.join(os.path.dirname(os.path.abspath(path)), ".primary")
+    try:
+        with open(primary, "rb") as f:
+            name = f.read().decode("utf-8", "replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        _log("warning", "cannot read %s (%s): not sure whether this is a LiteFS replica, so "
+             "not migrating here", primary, e.strerror)
+        return True
+    _log("info", "%s is on a LiteFS replica (%s names the primary: %s): migrations run on the "
+         "primary, not here", path, primary, name or "?")
+    return True
 
 
 # --- Testing migrations (`sqlmigrate test`) --------------------------------
@@ -2599,7 +2858,7 @@ class _MigrationTest(object):
         # Foreign keys on: the runner then checks them after each migration,
         # and generated rows must respect them.
         _set_pragma(conn, "foreign_keys", True)
-        self.conn, self.runner = conn, Migrator(conn, self.migrator.directory,
+        self.conn, self.runner = conn, Migrator(conn, **self.migrator._sources,
                                                 table=self.migrator.table)
         self.runner._migrations, self.runner._baselines = (  # loaded once
             self.migrator.migrations, self.migrator._baselines)
@@ -2830,7 +3089,7 @@ def _test_upgrade(migrator, source):
                          "row-counts": "not run"}, "untouched": []}
     with _scratch_copy(source, migrator.busy_timeout) as conn:
         _set_pragma(conn, "foreign_keys", True)
-        runner = Migrator(conn, migrator.directory, table=migrator.table)
+        runner = Migrator(conn, table=migrator.table, **migrator._sources)
         runner._migrations, runner._baselines = migrator.migrations, migrator._baselines
         report["version"] = runner.current_version
         pending = runner.pending()
@@ -4751,6 +5010,8 @@ _GLOBAL_OPTIONS = (
     ("--db PATH", "database file, or HOST:PORT[/DATABASE] with --driver dqlitedbapi "
                   "(default: $SQLMIGRATE_DB, then $DATABASE_PATH)"),
     ("--dir DIR", "migration directory (default: $SQLMIGRATE_DIR, then ./migrations)"),
+    ("--package NAME", "read the migrations from this importable package instead of a "
+                       "directory, e.g. myapp.migrations (inside a wheel, zip or zipapp too)"),
     ("--table NAME", "tracking table (default: metadata)"),
     ("--busy-timeout MS", "how long to wait for a lock (default: 5000)"),
     ("--schema-file PATH", "rewrite this file with `schema --sql` after up/down change the "
@@ -4769,11 +5030,13 @@ _COMMANDS = (
     ("status", "show applied, pending and drifted migrations", "--db app.db status --check", (
         ("--json", "print one JSON object"),
         ("--check", "exit 1 if anything is pending or drifted, or the database is ahead of "
-                    "the files"))),
+                    "the files: a readiness/health check (one read, never a write)"))),
     ("up", "apply pending migrations", "--db app.db up --backup", (
         ("--to V", "stop after version V"), _DRY_RUN,
         ("--atomic", "all migrations in one transaction"), _BACKUP,
-        ("--strict", "refuse to run while files have drifted"))),
+        ("--strict", "refuse to run while files have drifted"),
+        ("--wait S", "while another process holds the write lock, retry with back-off for up "
+                     "to S seconds before failing"))),
     ("down", "roll back the newest migration(s)", "--db app.db down --steps 2", (
         (("--steps N", "roll back the newest N (default 1)"),
          ("--to V", "roll back everything above V")), _DRY_RUN, _BACKUP)),
@@ -4781,7 +5044,10 @@ _COMMANDS = (
         ("--sql", "an .sql file instead of .py"),
         ("description DESCRIPTION", 'what it does, e.g. "add user email"'))),
     ("mark", "record migrations up to V as applied without running them",
-     "--db legacy.db mark 3", (("version V", "the version to record as the current one"),)),
+     "--db legacy.db mark 3", (
+         ("version V?", "the version to record as the current one"),
+         ("--from-user-version", "record 1..PRAGMA user_version (a hand-rolled runner's "
+                                 "database, not yet tracked)"))),
     ("verify", "check file names, loading and drift; exit 1 on any problem",
      "--db app.db verify", ()),
     ("schema", "print the schema report", "--db app.db schema users --json", (
@@ -4798,7 +5064,7 @@ _COMMANDS = (
         ("--from DB", "also apply the pending migrations to a copy of DB (never written)"),
         ("--json", "print the report as JSON"))),
 )
-_DEFAULTS = {"db": None, "dir": None, "table": _DEFAULT_TABLE, "driver": None,
+_DEFAULTS = {"db": None, "dir": None, "package": None, "table": _DEFAULT_TABLE, "driver": None,
              "schema_file": None, "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
 
 
@@ -4837,6 +5103,15 @@ def _command_line_parser(argv):
             raise argparse.ArgumentTypeError("needs a value")
         return text
 
+    def seconds(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError("needs a number of seconds, not %r" % text)
+        return value
+
     def add(parser, options, **extra):
         for option in options:
             if isinstance(option[0], tuple):
@@ -4852,7 +5127,8 @@ def _command_line_parser(argv):
                 parser.add_argument(*flags, action="store_true", help=text, **extra)
             else:
                 parser.add_argument(*flags, metavar=metavar, help=text, **extra, type=(
-                    whole_number if metavar in ("N", "V", "MS") else given))
+                    whole_number if metavar in ("N", "V", "MS") else seconds if metavar == "S"
+                    else given))
 
     top = Parser(prog="sqlmigrate", allow_abbrev=False,
                  description="Versioned, transactional schema migrations for SQLite.",
@@ -4908,17 +5184,21 @@ def _cli_opener(args):
 
 
 def _run_command(args, out, err):
+    if args.package is not None and (args.dir is not None or args.command == "new"):
+        raise RequestError("--package reads migrations from a package: it takes no --dir, and "
+                           "`new` writes into a directory (--dir)")
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
+    source = {"package": args.package} if args.package else {"directory": directory}
     if args.command == "new":
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
     if args.command == "baseline":  # the files only: no database is opened
-        path = Migrator(":memory:", directory, table=args.table).baseline(args.to, args.force)
+        path = Migrator(":memory:", table=args.table, **source).baseline(args.to, args.force)
         out.write("Wrote %s: the schema as of v%d\n" % (path, args.to))
         return 0
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if args.command == "test":  # scratch copies only: --db is not used
-        result = Migrator(db or ":memory:", directory, table=args.table, busy_timeout=(
+        result = Migrator(db or ":memory:", table=args.table, **source, busy_timeout=(
             args.busy_timeout / 1000.0), schema_file=args.schema_file or os.environ.get(
                 "SQLMIGRATE_SCHEMA_FILE")).test(getattr(args, "from"))
         if args.json:
@@ -4930,15 +5210,15 @@ def _run_command(args, out, err):
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if not _OPENER.server:
-        return _run_on(args, db, directory, out, err)
+        return _run_on(args, db, source, out, err)
     conn = _OPENER.connect_server(db, args.busy_timeout / 1000.0)
     try:  # the commands take the open connection as the API's callers do
-        return _run_on(args, conn, directory, out, err)
+        return _run_on(args, conn, source, out, err)
     finally:
         conn.close()
 
 
-def _run_on(args, db, directory, out, err):
+def _run_on(args, db, source, out, err):
     if args.command == "schema" and args.sql:
         if args.tables:
             raise RequestError("schema --sql prints the whole schema; it takes no table names")
@@ -4953,7 +5233,7 @@ def _run_on(args, db, directory, out, err):
         out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0,
                                                 args.table))
         return 0
-    migrator = Migrator(db, directory, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
+    migrator = Migrator(db, **source, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
                         progress=_Progress(out, err, not args.quiet and err.isatty()),
                         schema_file=args.schema_file or os.environ.get("SQLMIGRATE_SCHEMA_FILE")
                         or None)
@@ -4976,12 +5256,16 @@ def _run_on(args, db, directory, out, err):
                        migrator.schema_file is None else "; a fresh build gives the schema file"))
         return 1 if problems else 0
     if args.command == "mark":
+        if args.version is None and not args.from_user_version:  # worded as argparse's own
+            raise RequestError("the following arguments are required: V (or "
+                               "--from-user-version) (see sqlmigrate mark --help)")
+        marked = migrator.mark(args.version, from_user_version=args.from_user_version)
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
-                  % (len(migrator.mark(args.version)), args.version))
+                  % (len(marked), max([m.version for m in marked] + [args.version or 0])))
         return 0
     if args.command == "up":
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
-                           backup=args.backup, strict=args.strict)
+                           backup=args.backup, strict=args.strict, wait=args.wait)
     else:
         done = migrator.down(to=args.to, steps=args.steps, dry_run=args.dry_run,
                              backup=args.backup)
