@@ -3323,7 +3323,8 @@ def _lint(migrator, files, round_trip):
                 line = next((lines[0] for sql, lines in _sql_statements(m)[1]
                              if sql == e.statement.strip()), None)
             findings.append(_lint_finding("SM003", e.path or migrator.directory, line,
-                                          e.statement, str(e)))
+                                          e.statement, "on the scratch database it %s" % e.cause
+                                          if e.cause else str(e)))
     sites, allows_by_path = [], {}
     for m in loaded:
         if m.kind == "sql":
@@ -5531,6 +5532,7 @@ def _run_on(args, db, directory, out, err):
         return 1 if _lint_fails(findings) else 0
     if args.command == "up" and args.lint:
         import logging
+        _log("debug", "linting the migrations to apply")  # sets the CLI's logging up first
         logger, saved = logging.getLogger("sqlmigrate"), logging.getLogger("sqlmigrate").level
         logger.setLevel(logging.ERROR)  # the scratch run's messages would read as the real run's
         try:
