@@ -3011,9 +3011,10 @@ class _LintStatement(object):
                 elif cursor.advance()[1].upper() == "WHERE":
                     self.where = True
                     break
-        self.insert_guarded = self.verb in ("INSERT", "REPLACE") and (
-            self.verb == "REPLACE" or re.search(r"(?i)\bOR\s+(IGNORE|REPLACE)\b|\bON\s+CONFLICT\b",
-                                                sql) is not None)
+        words = [text.upper() for kind, text in cursor.tokens if kind == "word"] \
+            if self.verb == "INSERT" else []
+        self.insert_guarded = self.verb == "REPLACE" or words[1:3] in (
+            ["OR", "IGNORE"], ["OR", "REPLACE"]) or "CONFLICT" in words
 
 
 def _lint_destructive(s, transactional, context):
@@ -3287,7 +3288,7 @@ def _lint(migrator, files, round_trip):
             findings.append(_load_problem(m, e))
     paths = set(m.path for m in linted)
     for row in report["migrations"] if report else ():
-        path = row["file"] and os.path.join(migrator.directory, row["file"])
+        path = os.path.join(migrator.directory, row["file"] or row["baseline"] or "")
         code = {"changed": "SM701", "out-of-order": "SM702"}.get(row["state"])
         if code and (named is None or path in paths):
             findings.append(_lint_finding(code, path, None, None, "v%d %s" % (

@@ -217,6 +217,14 @@ class NonTransactional(LintTestCase):
                        options="transaction:false")
         self.assertEqual([(f.code, f.line) for f in self.lint()], [("SM601", 2), ("SM601", 4)])
 
+    def test_guarded_statements_are_idempotent(self):
+        self.write_sql(1, "setup", "CREATE TABLE IF NOT EXISTS t (a UNIQUE);\n"
+                                   "INSERT OR IGNORE INTO t VALUES (1);\n"
+                                   "INSERT INTO t VALUES (2) ON CONFLICT DO NOTHING;\n"
+                                   "INSERT INTO t VALUES ('or ignore');\n"
+                                   "DROP VIEW IF EXISTS v;", "SELECT 1;", options="transaction:false")
+        self.assertEqual([(f.code, f.line) for f in self.lint()], [("SM601", 5)])
+
     def test_python_non_transactional_seen_in_the_scratch_run(self):
         self.write("001-t.py", PY_TABLE)
         self.write("002-index.py", '''
@@ -363,8 +371,9 @@ class CommandLine(LintTestCase):
         self.table_migration()
         self.write_sql(2, "update", "UPDATE t SET a = 1;", "SELECT 1;")
         self.write_sql(3, "drop", "DROP TABLE t;", "SELECT 1;")
-        status, out, err = self.cli("--dir", self.dir, "lint", "002-update.sql")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "lint", "002-update.sql")
         self.assertEqual(status, 0, err)
+        self.assertFalse(os.path.exists(self.db))  # lint never creates (or writes) --db
         self.assertIn("SM105 warning", out)
         self.assertNotIn("SM101", out)
 
