@@ -2954,6 +2954,10 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
 ))
 _LINT_BIG_ROWS = 100000  # a table from this many rows is big (SM401/SM402)
 _LINT_SAMPLE_ROWS = 20000
+# The scratch run copies --db into memory up to this size; a bigger one gets a
+# fresh build of its schema instead (its data would cost the memory and the
+# time of every rebuild the migrations do; the big-table rules read --db itself).
+_LINT_COPY_BYTES = 64 * 1024 * 1024
 _ALLOW_RE = re.compile(r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
                        r"(?:\(([^\n]*)\))?[ \t]*$")
 # The runner's statement plumbing between a migration's call and SQLite.
@@ -3304,7 +3308,9 @@ def _lint(migrator, files, round_trip):
         pending = set(m.version for m in migrator.pending()) if has_db else set()
         try:
             if has_db and migrator.path is not None and not _drift(report) and \
-                    all(m.version in pending for m in linted):
+                    all(m.version in pending for m in linted) and sum(
+                        os.path.getsize(migrator.path + suffix) for suffix in ("", "-wal")
+                        if os.path.exists(migrator.path + suffix)) <= _LINT_COPY_BYTES:
                 with _scratch_copy(migrator.path, migrator.busy_timeout) as conn:
                     run.run(migrator, conn, stop)
             else:

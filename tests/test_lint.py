@@ -278,6 +278,22 @@ class BigTables(LintTestCase):
             self.assertIn("100000 rows", f.message)
             self.assertIn("rows/s", f.message)
 
+    def test_python_migrations_run_on_a_copy_of_a_small_database_only(self):
+        self.big_database(rows=10)
+        self.write("002-look.py", '''
+            def up(db):
+                if db.execute("SELECT count(*) FROM t").fetchone()[0]:
+                    raise RuntimeError("ran on a copy of the data")
+
+
+            def down(db):
+                pass
+            ''')
+        self.assertIn("ran on a copy", self.only(self.lint(db=self.db), "SM003").message)
+        self.addCleanup(setattr, sqlmigrate, "_LINT_COPY_BYTES", sqlmigrate._LINT_COPY_BYTES)
+        sqlmigrate._LINT_COPY_BYTES = 0  # "too big to copy": a fresh build of its schema
+        self.assertEqual(self.codes(self.lint(db=self.db)), [])
+
     def test_small_table_or_no_database_is_clean(self):
         self.big_database(rows=10)
         self.write_sql(2, "index", "CREATE INDEX t_a ON t(a);", "DROP INDEX t_a;")
