@@ -3415,7 +3415,7 @@ def _print_lint(findings, out, quiet_allowed=False):
         if not f.allowed:
             if f.statement:
                 text = " ".join(f.statement.split())
-                lines.append("    statement: %s" % (text if len(text) <= 100 else text[:97] + "..."))
+                lines.append("    statement: %s" % (text[:97] + "..." if len(text) > 100 else text))
             lines.append("    fix: %s" % f.fix)
     counts = dict((level, sum(1 for f in findings if f.level == level and not f.allowed))
                   for level in ("error", "warning", "note"))
