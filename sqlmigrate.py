@@ -2207,6 +2207,14 @@ class Migrator(object):
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
 
+    def lint(self, files=None, round_trip=False):
+        """Check migrations for SQLite mistakes without writing the database:
+        the pending ones (all without a database), or `files`.  Returns the
+        findings (code, level, path, line, statement, message, fix, allowed);
+        `lint` exits 1 when an error-level one is not allowed.  round_trip:
+        also run the round trips of test() (SM802)."""
+        return _lint(self, files, round_trip)
+
     def baseline(self, to, force=False):
         """Write NNN-baseline.sql (never over a file): a `-- migrate:baseline`
         line, then the schema as of version `to` from a fresh build; return
@@ -3143,6 +3151,537 @@ def _test_upgrade(migrator, source):
             checks["row-counts"] = "not run"
     report["ok"] = not report["failures"] and all(e["ok"] for e in report["migrations"])
     return report
+
+
+# --- Lint (`sqlmigrate lint`) -----------------------------------------------
+# Rules over each statement a migration's up runs: an .sql file's read with
+# the one SQL reader (lines from its text); a Python file's as a scratch run
+# executes them, traced, with the line in the file that ran each.  The
+# scratch run applies the migrations for real (to a copy of the database, or
+# a fresh build of the earlier ones) rather than as a dry run: a dry run
+# skips non-transactional migrations, whose idempotency is one of the rules.
+
+_LintFinding = collections.namedtuple(
+    "LintFinding", "code level path line statement message fix allowed")
+
+# code: (level, what it catches, what to do) -- `lint --help` prints this table.
+_LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
+    ("SM001", "error", "the file cannot be read or parsed", "fix the file"),
+    ("SM002", "warning", "an allow marker names an unknown code", "use a code from this table"),
+    ("SM003", "error", "the migration fails on the scratch database",
+     "run `sqlmigrate test` for details and fix the migration"),
+    ("SM004", "note", "not run: an earlier migration failed", "fix that one first"),
+    ("SM101", "error", "DROP TABLE loses the table's rows",
+     "keep the table, or allow SM101 with the reason the data may go"),
+    ("SM102", "error", "DROP COLUMN (native, drop_column or rebuild_table(drop=)) loses its data",
+     "keep the column, or allow SM102 with the reason the data may go"),
+    ("SM103", "error", "a rebuild whose create_sql leaves out existing columns",
+     "list every column in create_sql, or allow SM103"),
+    ("SM104", "error", "DELETE without WHERE empties the table", "add a WHERE, or allow SM104"),
+    ("SM105", "warning", "UPDATE without WHERE changes every row", "add a WHERE, or allow SM105"),
+    ("SM201", "error", "ADD COLUMN ... NOT NULL without a default fails on a non-empty table",
+     "give it a DEFAULT, or use reconcile()/rebuild_table()"),
+    ("SM202", "error", "ADD COLUMN with UNIQUE or PRIMARY KEY: SQLite refuses it",
+     "add the column, then CREATE UNIQUE INDEX; or use rebuild_table(create_sql=...)"),
+    ("SM203", "error", "ADD COLUMN with a non-constant default (or STORED): SQLite refuses it "
+     "on a non-empty table", "use reconcile() or rebuild_table(create_sql=...)"),
+    ("SM301", "error", "PRAGMA foreign_keys in a transactional migration is a no-op",
+     "drop it: the runner turns foreign keys off around each migration"),
+    ("SM302", "warning", "PRAGMA legacy_alter_table in a transactional migration outlives it "
+     "on the connection", "use rebuild_table(), which sets and restores it"),
+    ("SM303", "error", "PRAGMA journal_mode cannot change inside a transaction",
+     "move it to a migration with transaction:false (transaction = False)"),
+    ("SM401", "warning", "a rebuild or DROP COLUMN rewrites a big table under the write lock",
+     "run it when writers can wait, or allow SM401 with the downtime accepted"),
+    ("SM402", "warning", "CREATE INDEX on a big table holds the write lock while it builds",
+     "run it when writers can wait, or allow SM402 with the downtime accepted"),
+    ("SM501", "error", "a table rename under legacy_alter_table (or SQLite < 3.26) leaves the "
+     "views and triggers that use it pointing at the old name",
+     "use rebuild_table(), or recreate those views and triggers"),
+    ("SM502", "warning", "renaming a table other tables reference: their foreign keys follow "
+     "it to the new name", "to replace a table, use rebuild_table(create_sql=...)"),
+    ("SM601", "error", "a non-transactional migration that is not idempotent: two starting "
+     "processes may both run it", "use IF NOT EXISTS / IF EXISTS / OR IGNORE, or make it "
+     "transactional"),
+    ("SM701", "error", "an applied migration whose file changed (--db)",
+     "restore the file; put the change in a new migration"),
+    ("SM702", "error", "a new file numbered below the current version (--db)",
+     "renumber it above the current version"),
+    ("SM801", "note", "a migration without down", "write a down, or allow SM801"),
+    ("SM802", "error", "a down that does not undo its up (--round-trip)",
+     "make the down restore the schema before the up"),
+))
+_LINT_BIG_ROWS = 100000  # a table from this many rows is big (SM401/SM402)
+_LINT_SAMPLE_ROWS = 20000
+# The scratch run copies --db into memory up to this size; a bigger one gets a
+# fresh build of its schema instead (its data would cost the memory and the
+# time of every rebuild the migrations do; the big-table rules read --db itself).
+_LINT_COPY_BYTES = 64 * 1024 * 1024
+_ALLOW_RE = re.compile(r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
+                       r"(?:\(([^\n]*)\))?[ \t]*$")
+# The runner's statement plumbing between a migration's call and SQLite.
+_LINT_PLUMBING = ("_run", "execute", "executemany", "executescript", "_retrying_busy", "trace")
+
+
+def _lint_codes_text():
+    return "\n\ncodes (allow one with -- sqlmigrate: allow CODE (reason)):\n" + "".join(
+        "  %s %-7s %s\n" % (code, level, what) for code, (level, what, _) in _LINT_RULES.items())
+
+
+def _lint_fails(findings):
+    return any(f.level == "error" and not f.allowed for f in findings)
+
+
+class _LintStatement(object):
+    """What the rules need of one statement, read once."""
+
+    def __init__(self, sql):
+        self.sql, cursor = sql, _Cursor(sql)
+        self.verb = _data_verb(sql) or cursor.word()
+        self.object = self.name = self.table = self.action = self.column = None
+        self.where = self.guarded = self.sets = False
+        self.value = None
+        if self.verb == "CREATE":
+            head = _Create(sql, cursor.tokens)
+            self.object, self.name, self.guarded = head.kind, head.name, head.if_not_exists
+            if head.kind == "INDEX" and head.cursor.take("ON"):
+                self.table = head.cursor.name()
+        elif self.verb == "DROP":
+            cursor.advance()
+            self.object = cursor.word() and cursor.advance()[1].upper()
+            self.guarded = cursor.take("IF", "EXISTS")
+            self.name = cursor.name()
+        elif self.verb == "ALTER" and cursor.take("ALTER", "TABLE"):
+            self.table = cursor.name()
+            self.action = cursor.word() and cursor.advance()[1].upper()
+            if self.action == "RENAME" and cursor.take("TO"):
+                self.action, self.name = "RENAME TO", cursor.name()
+            elif self.action in ("ADD", "DROP"):
+                cursor.take("COLUMN")
+                self.column = cursor.name()
+                self.declaration = _ColumnDeclaration(
+                    "".join(text for _, text in cursor.tokens[cursor.i:]))
+        elif self.verb == "PRAGMA":
+            cursor.advance()
+            self.name = (cursor.name() or "").lower()
+            self.sets = cursor.punct("=") or cursor.peek() == ("punct", "(")
+            value = [text for kind, text in cursor.rest() if kind != "punct"]
+            self.value = value[0].upper() if self.sets and value else None
+        elif self.verb in ("DELETE", "UPDATE"):
+            while not cursor.at_end():  # a WHERE inside parentheses is a subquery's
+                if cursor.peek() == ("punct", "("):
+                    cursor.group()
+                elif cursor.advance()[1].upper() == "WHERE":
+                    self.where = True
+                    break
+        words = [text.upper() for kind, text in cursor.tokens if kind == "word"] \
+            if self.verb == "INSERT" else []
+        self.insert_guarded = self.verb == "REPLACE" or words[1:3] in (
+            ["OR", "IGNORE"], ["OR", "REPLACE"]) or "CONFLICT" in words
+
+
+def _lint_destructive(s, transactional, context):
+    if s.verb == "DROP" and s.object == "TABLE":
+        yield "SM101", "drops table %s and every row in it" % s.name
+    elif s.verb == "ALTER" and s.action == "DROP":
+        yield "SM102", "drops column %s.%s and its data" % (s.table, s.column)
+    elif s.verb == "DELETE" and not s.where:
+        yield "SM104", "deletes every row (no WHERE)"
+    elif s.verb == "UPDATE" and not s.where:
+        yield "SM105", "updates every row (no WHERE)"
+
+
+def _lint_add_column(s, transactional, context):
+    if s.verb != "ALTER" or s.action != "ADD":
+        return
+    d = s.declaration
+    if "NOT" in d.words and not d.generated and d.default_kind in ("none", "null"):
+        yield "SM201", "adds %s NOT NULL without a default: fails once %s has a row" % (
+            s.column, s.table)
+    if d.words & set(("UNIQUE", "PRIMARY")):
+        yield "SM202", "adds %s with %s, which ALTER TABLE ADD COLUMN refuses" % (
+            s.column, "UNIQUE" if "UNIQUE" in d.words else "PRIMARY KEY")
+    if _rebuild_reason(d):
+        yield "SM203", "adds %s with a %s, which ALTER TABLE refuses on a non-empty table" % (
+            s.column, _rebuild_reason(d))
+
+
+_LINT_PRAGMAS = {"foreign_keys": "SM301", "legacy_alter_table": "SM302", "journal_mode": "SM303"}
+
+
+def _lint_pragmas(s, transactional, context):
+    if transactional and s.verb == "PRAGMA" and s.sets and s.name in _LINT_PRAGMAS:
+        yield _LINT_PRAGMAS[s.name], "sets PRAGMA %s inside the migration's transaction" % s.name
+
+
+def _lint_renames(s, transactional, context):
+    if s.verb == "PRAGMA" and s.name == "legacy_alter_table" and s.sets:
+        context.legacy = s.value in ("ON", "1", "TRUE", "YES")
+    if s.verb != "ALTER" or s.action != "RENAME TO" or context.schema is None:
+        return
+    key, uses, references = _key(s.table), [], []
+    for kind, name, on, sql in context.schema:
+        if sql and _key(on) != key and key in map(_key, _tables_named_in([sql])):
+            (uses if kind in ("view", "trigger") else references).append("%s %s" % (kind, name))
+    if uses and (context.legacy or _SQLITE_VERSION < (3, 26, 0)):
+        yield "SM501", "renames %s while %s use it and legacy_alter_table is on: they keep the " \
+                       "old name" % (s.table, ", ".join(uses))
+    elif references and not context.legacy:
+        yield "SM502", "renames %s, which %s reference: their foreign keys now point at %s" % (
+            s.table, ", ".join(references), s.name)
+
+
+def _lint_idempotent(s, transactional, context):
+    if transactional:
+        return
+    if s.verb in ("CREATE", "DROP") and s.object and not s.guarded:
+        yield "SM601", "%s %s %s without IF %sEXISTS fails when run twice" % (
+            s.verb, s.object, s.name, "NOT " * (s.verb == "CREATE"))
+    elif s.verb == "ALTER":
+        yield "SM601", "ALTER TABLE %s %s fails (or repeats) when run twice" % (s.table, s.action)
+    elif s.verb in ("INSERT", "REPLACE") and not s.insert_guarded:
+        yield "SM601", "INSERT without OR IGNORE / ON CONFLICT repeats its rows when run twice"
+
+
+_LINT_STATEMENT_RULES = (_lint_destructive, _lint_add_column, _lint_pragmas, _lint_renames,
+                         _lint_idempotent)
+
+
+def _lint_rebuild(plan, transactional):
+    """(code, message) for a rebuild_table/drop_column/reconcile rebuild."""
+    if plan.dropped:
+        yield ("SM102" if plan.create_sql is None else "SM103"), "the rebuild of %s drops " \
+            "column%s %s and its data" % (plan.table, "s" * (len(plan.dropped) > 1),
+                                          ", ".join(plan.dropped))
+        if not transactional:
+            yield "SM601", "the rebuild of %s fails when run twice" % plan.table
+
+
+class _LintContext(object):
+    schema = None  # sqlite_master rows (type, name, tbl_name, sql) when the migration started
+    legacy = False
+
+
+class _LintAllows(object):
+    """A file's allow markers: (first line, last line, {code: reason})."""
+
+    def __init__(self, m, text, spans, first_line, findings):
+        self.ranges = []
+        blank = [i + 1 for i, line in enumerate(text.splitlines()) if not line.strip()]
+        first_def = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith((
+            "def ", "async def ", "class "))), None)
+        for number, line in enumerate(text.splitlines(), 1):
+            match = "sqlmigrate:" in line and _ALLOW_RE.search(line)
+            if not match:
+                continue
+            codes = dict((code, (match.group(2) or "").strip() or "no reason given")
+                         for code in re.split(r"[\s,]+", match.group(1).upper()) if code)
+            for code in [code for code in codes if code not in _LINT_RULES]:
+                findings.append(_lint_finding("SM002", m.path, number, line.strip(),
+                                              "the allow marker names %s, which is no lint "
+                                              "code" % code))
+            if m.kind == "sql":
+                ahead = [(a, b) for a, b in spans if b >= number]
+                whole = not spans or number < spans[0][0] and (number <= first_line or any(
+                    number < n < spans[0][0] for n in blank))
+                first, last = (1, None) if whole else ahead[0] if ahead else (number, number)
+            elif first_def is None or number < first_def and not line[:1].isspace():
+                first, last = 1, None
+            else:
+                first = number
+                last = next((n - 1 for n in blank if n > number), None)
+            self.ranges.append((first, last, codes))
+
+    def reason(self, code, line):
+        for first, last, codes in self.ranges:
+            if code in codes and (first == 1 and last is None or line is not None and
+                                  first <= line and (last is None or line <= last)):
+                return codes[code]
+        return False
+
+
+def _lint_finding(code, path, line, statement, message, allowed=False):
+    level, _, fix = _LINT_RULES[code]
+    return _LintFinding(code, level, path, line, statement, message, fix, allowed)
+
+
+def _sql_statements(m):
+    """m's up statements with their (first, last) lines in the file, and the
+    line of its `-- migrate:up` marker (0 without one)."""
+    text = m.source.decode("utf-8", "replace").lstrip("\ufeff")
+    if "\r" in text and "\n" not in text:
+        text = text.replace("\r", "\n")  # as _load_sql reads it
+    base = text.find(m._up_sql) if m._up_sql else len(text)
+    at, out = 0, []
+    for statement in _split_sql(m._up_sql or ""):
+        at = m._up_sql.find(statement, at)
+        first = text.count("\n", 0, base + at) + 1
+        out.append((statement, (first, first + statement.count("\n"))))
+        at += len(statement)
+    marker = text.count("\n", 0, base) + 1 if _MARKER_RE.search(text) else 0
+    return text, out, marker
+
+
+def _load_problem(m, error):
+    line = error.line
+    if line is None and m.kind == "sql":
+        try:
+            m.source.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = m.source[:e.start].count(b"\n") + 1
+        except MigrationError:
+            pass
+    return _lint_finding("SM001", m.path, line, None, str(error))
+
+
+class _LintRun(object):
+    """The scratch run: applies the migrations up to the last linted one,
+    recording for each linted one the schema when it started and, for a
+    Python one, each statement it ran with its line and the helper (if any)."""
+
+    def __init__(self, linted):
+        self.linted = dict((m.version, m) for m in linted)
+        self.schemas, self.statements, self.current, self.conn = {}, {}, None, None
+        self.own_file = _LintRun.trace.__code__.co_filename
+
+    def progress(self, event, m, direction, **details):
+        if event == "start" and m.version in self.linted and direction == "up":
+            # The schema before m, which a table rename's rules read; only
+            # where m's text can rename (a tenth of a Python lint's time).
+            if b"RENAME" in m.source.upper():
+                self.schemas[m.version] = _query(
+                    self.conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+            self.statements[m.version], self.current = [], m if m.kind == "py" else None
+        elif event == "end":
+            self.current = None
+
+    def trace(self, sql):
+        m = self.current
+        if m is None or sql.lstrip().startswith("--"):  # a trigger's sub-program
+            return
+        frame, line, helper, plan = sys._getframe(1), None, False, None
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename == m.path:
+                line = frame.f_lineno
+                break
+            if code is _run_rebuild.__code__:
+                plan = frame.f_locals.get("plan")
+            if code.co_filename == self.own_file and code.co_name not in _LINT_PLUMBING:
+                helper = True
+            frame = frame.f_back
+        recorded = self.statements[m.version]
+        if plan is not None:
+            if not any(p is plan for _, _, p in recorded):
+                recorded.append((line, None, plan))
+        elif not helper:
+            recorded.append((line, sql, None))
+        elif sql.lstrip()[:6].upper() == "CREATE" and _Create(sql).kind == "INDEX":
+            recorded.append((line, sql, "helper"))  # reconcile's: only its size matters
+
+    def run(self, migrator, conn, to):
+        self.conn = conn
+        runner = Migrator(conn, migrator.directory, table=migrator.table, progress=self.progress)
+        runner._migrations, runner._baselines = migrator.migrations, migrator._baselines
+        conn.set_trace_callback(self.trace)
+        try:
+            runner.up(to=to)
+        finally:
+            conn.set_trace_callback(None)
+
+
+def _lint_big_tables(conn, sites, findings):
+    """SM401/SM402 for the sites (code, m, line, statement, table) on tables
+    that are big in `conn`, with an estimate of the write lock's length from
+    copying a sample of the table into a TEMP table here."""
+    names = dict((_key(row[0]), row[0]) for row in _query(
+        conn, "SELECT name FROM sqlite_master WHERE type = 'table'"))
+    wanted = sorted(set(names[_key(t)] for _, _, _, _, t in sites if _key(t) in names))
+    counts, rates = _count_rows(conn, wanted), {}
+    for code, m, line, statement, table in sites:
+        rows = counts.get(names.get(_key(table)), 0)
+        if rows < _LINT_BIG_ROWS:
+            continue
+        name = names[_key(table)]
+        if name not in rates:
+            sample = min(rows, _LINT_SAMPLE_ROWS)
+            started = time.perf_counter()
+            conn.execute("CREATE TEMP TABLE _sqlmigrate_lint_sample AS SELECT * FROM main.%s "
+                         "LIMIT %d" % (_quote_identifier(name), sample))
+            rates[name] = sample / max(time.perf_counter() - started, 1e-6)
+            conn.execute("DROP TABLE temp._sqlmigrate_lint_sample")
+        passes = 1 + (code == "SM401") * len(_query(conn, "PRAGMA index_list(%s)"
+                                                     % _quote_identifier(name)))
+        findings.append(_lint_finding(code, m.path, line, statement, (
+            "%s has %d rows: %s holds the write lock for about %.1f s on this machine "
+            "(copying measured at %.0f rows/s)" % (name, rows, "the rebuild" if code == "SM401"
+                                                   else "building the index",
+                                                   rows * passes / rates[name], rates[name]))))
+
+
+def _lint(migrator, files, round_trip):
+    """Migrator.lint(): the findings, allowed or not, in file and line order."""
+    everything = migrator.migrations
+    if files is None:
+        named = None
+    else:
+        by_name, named = dict((m.filename, m) for m in everything), []
+        for item in files:
+            item = os.fspath(item)
+            m = by_name.get(os.path.basename(item))
+            if m is None or os.path.dirname(item) and os.path.realpath(os.path.dirname(item)) \
+                    != os.path.realpath(migrator.directory):
+                raise RequestError("%s is not a migration file in %s (check --dir)"
+                                   % (item, migrator.directory), path=item)
+            named.append(m)
+    has_db = migrator.connection is not None or _database_exists(migrator.path)
+    report = migrator.status() if has_db else None
+    if named is not None:
+        linted = sorted(set(named), key=lambda m: m.version)
+    elif has_db:
+        linted = [m for m in migrator.pending() if not m.baseline]
+    else:
+        linted = list(everything)
+    findings, loaded = [], []
+    for m in linted:
+        try:
+            m.load()
+            loaded.append(m)
+        except MigrationError as e:
+            findings.append(_load_problem(m, e))
+    paths = set(m.path for m in linted)
+    for row in report["migrations"] if report else ():
+        path = os.path.join(migrator.directory, row["file"] or row["baseline"] or "")
+        code = {"changed": "SM701", "out-of-order": "SM702"}.get(row["state"])
+        if code and (named is None or path in paths):
+            findings.append(_lint_finding(code, path, None, None, "v%d %s" % (
+                row["version"], "was changed after it was applied" if code == "SM701" else
+                "is below the current version %d and was never applied"
+                % report["current_version"])))
+    bad = [m.version for m in linted if m not in loaded]
+    run = _LintRun(loaded)
+    stop = min(bad + [max([m.version for m in loaded] or [0]) + 1]) - 1
+    blocked = min(bad) if bad else None
+    if loaded and stop >= loaded[0].version:
+        first = linted[0].version
+        pending = set(m.version for m in migrator.pending()) if has_db else set()
+        try:
+            if has_db and migrator.path is not None and not _drift(report) and \
+                    all(m.version in pending for m in linted) and sum(
+                        os.path.getsize(migrator.path + suffix) for suffix in ("", "-wal")
+                        if os.path.exists(migrator.path + suffix)) <= _LINT_COPY_BYTES:
+                with _scratch_copy(migrator.path, migrator.busy_timeout) as conn:
+                    run.run(migrator, conn, stop)
+            else:
+                conn = migrator._fresh_build(to=first - 1)
+                try:
+                    run.run(migrator, conn, stop)
+                finally:
+                    conn.close()
+        except MigrationError as e:
+            if e.kind in _DATABASE_KINDS and e.path is None:
+                raise  # --db itself (locked, unreadable): no finding about a migration
+            blocked = e.version if e.version is not None else blocked
+            by_path = dict((m.path, m) for m in everything)
+            m = by_path.get(e.path)
+            line = e.line
+            if m is not None and m.kind == "sql" and e.statement and m in loaded:
+                line = next((lines[0] for sql, lines in _sql_statements(m)[1]
+                             if sql == e.statement.strip()), None)
+            findings.append(_lint_finding("SM003", e.path or migrator.directory, line,
+                                          e.statement, "on the scratch database it %s" % e.cause
+                                          if e.cause else str(e)))
+    sites, allows_by_path = [], {}
+    for m in loaded:
+        if m.kind == "sql":
+            text, statements, marker = _sql_statements(m)
+        else:
+            text = m.source.decode("utf-8", "replace")
+            statements, marker = [], 0
+        allows = _LintAllows(m, text, [lines for _, lines in statements], marker, findings)
+        context = _LintContext()
+        context.schema = run.schemas.get(m.version)
+        mine = []
+        if m.kind == "sql":
+            for sql, (line, _) in statements:
+                mine.append((line, sql, None))
+        elif m.version in run.statements:
+            mine = run.statements[m.version]
+        elif blocked is not None:
+            findings.append(_lint_finding("SM004", m.path, None, None, "its statements were "
+                                          "not seen: v%s failed before it" % blocked))
+        for_file = []
+        for line, sql, plan in mine:
+            if plan == "helper":
+                sites.append(("SM402", m, line, sql, _LintStatement(sql).table))
+            elif plan is not None:
+                statement = "rebuild of %s" % plan.table
+                for_file += [(code, line, statement, message)
+                             for code, message in _lint_rebuild(plan, m.transactional)]
+                sites.append(("SM401", m, line, statement, plan.table))
+            else:
+                try:
+                    s = _LintStatement(sql)
+                    for rule in _LINT_STATEMENT_RULES:
+                        for_file += [(code, line, sql, message)
+                                     for code, message in rule(s, m.transactional, context)]
+                except MigrationError as e:  # unbalanced parentheses and the like
+                    for_file.append(("SM001", line, sql, str(e)))
+                    continue
+                if s.verb == "ALTER" and s.action == "DROP":
+                    sites.append(("SM401", m, line, sql, s.table))
+                elif s.verb == "CREATE" and s.object == "INDEX" and s.table:
+                    sites.append(("SM402", m, line, sql, s.table))
+        if not m.has_down:
+            for_file.append(("SM801", None, None, "has no down: it cannot be rolled back"))
+        allows_by_path[m.path] = allows
+        findings += [_lint_finding(code, m.path, line, sql, message)
+                     for code, line, sql, message in for_file]
+    if has_db and sites:
+        with _using(migrator.connection if migrator.path is None else migrator.path,
+                    migrator.busy_timeout, mode="ro") as conn:
+            _lint_big_tables(conn, sites, findings)
+    if round_trip and loaded:
+        versions = dict((m.version, m) for m in loaded)
+        for entry in _MigrationTest(migrator).run()["migrations"]:
+            m = versions.get(entry["version"])
+            for failure in entry["failures"] if m else ():
+                if failure["check"] == "round-trip":
+                    findings.append(_lint_finding("SM802", m.path, None, None, failure[
+                        "message"] + "".join("; %s %s %s" % (d["change"], d["type"], d["name"])
+                                             for d in failure.get("diff", ()))))
+    findings = [f._replace(allowed=f.path in allows_by_path and allows_by_path[f.path].reason(
+        f.code, f.line) or f.statement is not None and _lint_inline_allow(f.statement, f.code))
+        for f in findings]
+    return sorted(findings, key=lambda f: (f.path or "", f.line or 0, f.code))
+
+
+def _lint_inline_allow(sql, code):
+    for match in _ALLOW_RE.finditer(sql) if "sqlmigrate:" in sql else ():
+        if code in re.split(r"[\s,]+", match.group(1).upper()):
+            return (match.group(2) or "").strip() or "no reason given"
+    return False
+
+
+def _print_lint(findings, out, quiet_allowed=False):
+    lines = []
+    for f in findings:
+        if f.allowed and quiet_allowed:
+            continue
+        where = "%s:%s" % (f.path, f.line) if f.line is not None else f.path
+        lines.append("%s: %s %s%s: %s" % (where, f.code, f.level, " (allowed: %s)" % f.allowed
+                                          if f.allowed else "", f.message))
+        if not f.allowed:
+            if f.statement:
+                text = " ".join(f.statement.split())
+                lines.append("    statement: %s" % (text[:97] + "..." if len(text) > 100 else text))
+            lines.append("    fix: %s" % f.fix)
+    counts = dict((level, sum(1 for f in findings if f.level == level and not f.allowed))
+                  for level in ("error", "warning", "note"))
+    lines.append("%s: %d error(s), %d warning(s), %d note(s); %d allowed" % (
+        "FAILED" if _lint_fails(findings) else "OK", counts["error"], counts["warning"],
+        counts["note"], sum(1 for f in findings if f.allowed)))
+    out.write("\n".join(lines) + "\n")
 
 
 # --- Helpers: reading the schema ------------------------------------------
@@ -5036,7 +5575,8 @@ _COMMANDS = (
         ("--atomic", "all migrations in one transaction"), _BACKUP,
         ("--strict", "refuse to run while files have drifted"),
         ("--wait S", "while another process holds the write lock, retry with back-off for up "
-                     "to S seconds before failing"))),
+                     "to S seconds before failing"),
+        ("--lint", "lint the migrations to apply first; apply nothing if lint would exit 1"))),
     ("down", "roll back the newest migration(s)", "--db app.db down --steps 2", (
         (("--steps N", "roll back the newest N (default 1)"),
          ("--to V", "roll back everything above V")), _DRY_RUN, _BACKUP)),
@@ -5063,6 +5603,11 @@ _COMMANDS = (
              "survival; exit 1 on any failure", "test --from prod-copy.db", (
         ("--from DB", "also apply the pending migrations to a copy of DB (never written)"),
         ("--json", "print the report as JSON"))),
+    ("lint", "check migrations for SQLite mistakes before they run; exit 1 on an error not "
+             "allowed", "--db app.db lint --json", (
+        ("files FILE*", "migration files in --dir (default: the pending ones; all without --db)"),
+        ("--json", "print the findings as JSON"),
+        ("--round-trip", "also check that each down undoes its up (test's round trips)"))),
 )
 _DEFAULTS = {"db": None, "dir": None, "package": None, "table": _DEFAULT_TABLE, "driver": None,
              "schema_file": None, "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
@@ -5145,7 +5690,10 @@ def _command_line_parser(argv):
         if wanted in names and name != wanted:
             continue  # building all eight sub-parsers costs more than a `status` (bench W1)
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
-                                  epilog="example: python -m sqlmigrate " + example)
+                                  epilog="example: python -m sqlmigrate " + example + (
+                                      _lint_codes_text() if name == "lint" else ""),
+                                  **({"formatter_class": argparse.RawDescriptionHelpFormatter}
+                                     if name == "lint" else {}))
         add(sub, options)
         group = sub.add_argument_group("global options (also before the command)")
         add(group, _GLOBAL_OPTIONS, default=argparse.SUPPRESS)
@@ -5207,6 +5755,8 @@ def _run_command(args, out, err):
         else:
             _print_test(result, out)
         return 0 if result["ok"] else 1
+    if not db and args.command == "lint":
+        return _run_on(args, ":memory:", source, out, err)  # the files only
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if not _OPENER.server:
@@ -5263,6 +5813,30 @@ def _run_on(args, db, source, out, err):
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
                   % (len(marked), max([m.version for m in marked] + [args.version or 0])))
         return 0
+    if args.command == "lint":
+        findings = migrator.lint(args.files or None, args.round_trip)
+        if args.json:
+            import json
+            out.write(json.dumps({"ok": not _lint_fails(findings), "findings": [
+                dict(f._asdict()) for f in findings]}, indent=2) + "\n")
+        else:
+            _print_lint(findings, out)
+        return 1 if _lint_fails(findings) else 0
+    if args.command == "up" and args.lint:
+        import logging
+        _log("debug", "linting the migrations to apply")  # sets the CLI's logging up first
+        logger, saved = logging.getLogger("sqlmigrate"), logging.getLogger("sqlmigrate").level
+        logger.setLevel(logging.ERROR)  # the scratch run's messages would read as the real run's
+        try:
+            findings = migrator.lint([m.path for m in migrator.pending()
+                                      if args.to is None or m.version <= args.to])
+        finally:
+            logger.setLevel(saved)
+        _print_lint(findings, out, quiet_allowed=True)
+        if _lint_fails(findings):
+            raise MigrationError("lint found %d error(s) not allowed (see above)" % sum(
+                1 for f in findings if f.level == "error" and not f.allowed), kind="lint",
+                outcome="nothing was applied")
     if args.command == "up":
         done = migrator.up(to=args.to, dry_run=args.dry_run, atomic=args.atomic,
                            backup=args.backup, strict=args.strict, wait=args.wait)
@@ -5304,7 +5878,7 @@ def main(argv=None):
             logger.addHandler(handlers[0])
             # `test` runs every migration several times over: only its report counts.
             logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet or
-                            args.command == "test" else logging.INFO)
+                            args.command in ("test", "lint") else logging.INFO)
             # The per-migration lines are printed as results on stdout already.
             logging.getLogger("sqlmigrate.runner").setLevel(
                 logging.INFO if args.verbose else logging.WARNING)

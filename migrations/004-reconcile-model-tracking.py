@@ -1,5 +1,6 @@
 """Migration 004: bring older databases forward additively (never drops anything)."""
 
+# sqlmigrate: allow SM801 (additive only: an older database may have had these already)
 import sqlmigrate
 
 name = "Reconcile model tracking columns and settings"

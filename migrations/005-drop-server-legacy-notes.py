@@ -6,6 +6,7 @@ name = "Drop legacy notes from servers"
 
 
 def up(db):
+    # sqlmigrate: allow SM102 (legacy_notes was never read; its text may go)
     sqlmigrate.drop_column(db, "ollama_servers", "legacy_notes")
 
 
