@@ -100,11 +100,11 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertEqual(self.schema(), before)
 
     def test_hundreds_of_tables_beside_a_virtual_table(self):
-        # Over 500 declared tables the columns are read in one pass over the
+        # Over 500 (_MAX_IN_LIST) declared tables the columns are read in one pass over the
         # schema (not IN lists), leaving virtual tables alone.
         conn = self.connect()
         conn.executescript("".join("CREATE TABLE t%03d (id INTEGER PRIMARY KEY, a TEXT);" % i
-                                   for i in range(600)))
+                                   for i in range(501)))
         try:
             conn.execute("CREATE VIRTUAL TABLE notes USING fts4(body)")
             has_virtual = True
@@ -112,11 +112,11 @@ class ReconcileColumnTests(DatabaseTestCase):
             has_virtual = False
         conn.commit()
         declared = dict(("t%03d" % i, {"id": "INTEGER PRIMARY KEY", "a": "TEXT", "b": "INTEGER"})
-                        for i in range(600))
+                        for i in range(501))
         changes = reconcile(self.db, columns=declared)
-        self.assertEqual(len(changes), 600)
+        self.assertEqual(len(changes), 501)
         self.assertEqual(self.columns("t000"), ["id", "a", "b"])
-        self.assertEqual(self.columns("t599"), ["id", "a", "b"])
+        self.assertEqual(self.columns("t500"), ["id", "a", "b"])
         self.assertEqual(reconcile(self.db, columns=declared), [])
         if has_virtual:  # declared too, it is refused by name, and nothing changes
             before = self.schema()
