@@ -732,6 +732,9 @@ def _tables_named_in(statements):
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
 _BASELINE_RE = re.compile(r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)")
+# The line after it that `baseline` writes: the versions the baseline holds,
+# so a file numbered below it but added later is never taken as in it.
+_BASELINE_OF_RE = re.compile(r"(?mi)^--[ \t]*sqlmigrate baseline of:([0-9 \t]*)\r?$")
 # The checksum column of the records a baseline wrote: this, then its checksum.
 _BASELINE_PREFIX = "baseline:"
 # `name = "..."` (or '...') on a line of its own, a comment allowed after it.
@@ -935,6 +938,21 @@ class Migration(object):
         if "up" not in sections:
             raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
         self._up_sql, self._down_sql = sections["up"], sections.get("down")
+
+    @property
+    def covers(self):
+        """The versions a baseline holds, as its `-- sqlmigrate baseline of:`
+        line lists them; None for one written before that line (it holds
+        every file up to its version)."""
+        text = self.source.decode("utf-8", "replace").lstrip("\ufeff")
+        marker = _BASELINE_RE.match(text)
+        listed = _BASELINE_OF_RE.match(text, marker.end()) if marker else None
+        return set(map(int, listed.group(1).split())) if listed else None
+
+    def stands_for(self, version):
+        """Whether baseline self holds migration `version`."""
+        covers = self.covers
+        return version <= self.version if covers is None else version in covers
 
     def _baseline_mismatch(self):
         if self.baseline:
@@ -1990,6 +2008,9 @@ class Migrator(object):
         for b in baselines:
             by_version.setdefault(b.version, b)  # it stands in for its version's file
         applied = state.applied(self.migrations)
+        # A new database is built from the newest baseline: a file below it
+        # that it does not hold (added after it was written) would never run.
+        fresh_from = baselines[-1] if baselines and not applied and not state.version else None
         for version in sorted(set(by_version) | set(state.records)):
             m, record = by_version.get(version), state.records.get(version)
             covering = [b for b in baselines if b.version >= version]
@@ -2004,13 +2025,16 @@ class Migrator(object):
                 entry_state = "changed" if changed else "applied"
             elif m.baseline and version < state.version:
                 entry_state = "in baseline"  # skipped: the database is past it
+            elif fresh_from and not m.baseline and version < fresh_from.version and \
+                    not fresh_from.stands_for(version):
+                entry_state, by = "out-of-order", [fresh_from]
             else:
                 entry_state = "out-of-order" if version < state.version else "pending"
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
                          "applied_at": record.applied_at if record else None,
                          "baseline": by[0].filename if by and (
-                             via or entry_state == "in baseline") else None})
+                             via or entry_state in ("in baseline", "out-of-order")) else None})
         latest = max([m.version for m in self.migrations + baselines] or [0])
         return {
             "database": self.path if self.path is not None else "<connection>",
@@ -2130,7 +2154,11 @@ class Migrator(object):
         if from_user_version:
             version = self._user_version_to_adopt()
         files = [m for m in self.migrations if m.version <= version]
-        if version < 0 or version and version not in {m.version for m in self.migrations}:
+        # A version only a baseline has (its files deleted after the squash)
+        # is marked as applying the baseline would record it.
+        baseline = [b for b in self._baselines if b.version == version] \
+            if version not in {m.version for m in files} else []
+        if version < 0 or version and version not in {m.version for m in files + baseline}:
             raise RequestError("no migration file has version %d" % version,
                                version=version)
         if version < self.current_version:
@@ -2155,9 +2183,13 @@ class Migrator(object):
                     _write_record(conn, self.table, _Record(
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
+            for b in baseline:
+                if b.version not in state.records:
+                    _write_record(conn, self.table, _Record(
+                        b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
-        return files
+        return files + baseline
 
     def _user_version_to_adopt(self, conn=None, state=None, expected=None):
         """The PRAGMA user_version that mark(from_user_version=True) records."""
@@ -2235,7 +2267,13 @@ class Migrator(object):
                 raise MigrationError("%s already exists; a baseline is never overwritten (delete "
                                      "it first to write it again)" % b.path, kind="bad-file",
                                      path=b.path, version=to)
-        since = max([b.version for b in baselines if b.version < to] + [0])  # checked then
+        earlier = [b for b in baselines if b.version < to][-1:]  # what a fresh build uses
+        since = earlier[0].version if earlier else 0  # checked then
+        # The versions the new baseline holds: those the earlier one holds,
+        # and the files after it.
+        covers = set(m.version for m in files if since < m.version <= to or
+                     earlier and m.version <= since and earlier[0].stands_for(m.version))
+        covers |= set([since]) - set([0]) | (earlier and earlier[0].covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
         if losses and not force:
@@ -2246,7 +2284,8 @@ class Migrator(object):
                                  problems=losses, version=to)
         conn = self._fresh_build(to=to)
         try:
-            text = "-- migrate:baseline\n" + _schema_sql(conn, to, self.table)
+            text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
+                map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:
             conn.close()
         width = max([m.filename.index("-") for m in files + baselines] + [3])
@@ -2524,7 +2563,7 @@ class Migrator(object):
             # A baseline records each version it stands for (those with a file
             # now, and its own), named after the file, its checksum marked as its.
             names = dict((f.version, f.name) for f in self.migrations
-                         if m.baseline and f.version <= m.version)
+                         if m.baseline and f.version <= m.version and m.stands_for(f.version))
             names.setdefault(m.version, "(baseline)" if m.baseline else m.name)
             for version in sorted(names):
                 _write_record(conn, self.table, _Record(
@@ -2688,6 +2727,13 @@ def _drift(report):
         elif r["state"] == "missing":
             found.append(("drift", "v%d (%s) is applied but its file is gone"
                           % (r["version"], r["name"])))
+        elif r["state"] == "out-of-order" and r.get("baseline"):
+            found.append(("out-of-order", "%s (v%d) is below the baseline %s but not in it (added "
+                                          "after the baseline was written): a new database, "
+                                          "built from the baseline, would never run it; give it "
+                                          "a version above the baseline's, or delete the "
+                                          "baseline and write it again"
+                          % (r["file"], r["version"], r["baseline"])))
         elif r["state"] == "out-of-order":
             found.append(("out-of-order", "%s (v%d) is below the current version %d and was "
                                           "never applied; give it a version above %d"

@@ -64,7 +64,8 @@ class WritingABaseline(BaselineTestCase):
             text = f.read()
         migrator = sqlmigrate.Migrator(":memory:", self.dir)
         expected = sqlmigrate._schema_sql(migrator._fresh_build(to=3), 3)
-        self.assertEqual(text, "-- migrate:baseline\n" + expected)
+        self.assertEqual(text, "-- migrate:baseline\n-- sqlmigrate baseline of: 1 2 3\n"
+                         + expected)
         self.assertIn("PRAGMA user_version = 7;", text)
         self.assertFalse(os.path.exists(self.db), "writing a baseline never opens the database")
 
@@ -330,3 +331,73 @@ class Discovery(BaselineTestCase):
         status, out, err = self.run_cli("up")
         self.assertEqual(status, 1, out + err)
         self.assertIn("rename", err)
+
+
+class FileAddedBelowABaseline(BaselineTestCase):
+    """A file numbered below a baseline, added after the baseline was written
+    (merged from a branch), is not in it: never skipped, never recorded."""
+
+    def setUp(self):
+        super().setUp()
+        os.rename(os.path.join(self.dir, "003-user-email.sql"),
+                  os.path.join(self.dir, "030-user-email.sql"))
+        self.ok("baseline", "--to", "30")
+        self.write_sql(25, "late", "CREATE TABLE late (x);", "DROP TABLE late;")
+
+    def test_the_baseline_names_the_versions_it_holds(self):
+        with open(self.baseline_path(30), encoding="utf-8") as f:
+            self.assertEqual(f.read().splitlines()[:2],
+                             ["-- migrate:baseline", "-- sqlmigrate baseline of: 1 2 30"])
+
+    def test_up_on_a_new_database_refuses_naming_the_file_and_writes_nothing(self):
+        status, out, err = self.run_cli("up")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", err)
+        self.assertIn("030-baseline.sql", err)
+        self.assertIn("nothing was applied", err)
+        self.assertNotIn("late", self.tables()) if os.path.exists(self.db) else None
+        if os.path.exists(self.db):
+            self.assertEqual(self.records(), {})
+
+    def test_verify_status_and_test_flag_it(self):
+        status, out, err = self.run_cli("verify")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", out)
+        self.assertIn("030-baseline.sql", out)
+        self.assertEqual(self.run_cli("status", "--check")[0], 1)
+        self.assertEqual(self.states()[25], "out-of-order")
+        status, out, err = self.run_cli("test")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", out)
+
+    def test_renumbered_above_the_baseline_it_runs_after_it(self):
+        os.rename(os.path.join(self.dir, "025-late.sql"), os.path.join(self.dir, "031-late.sql"))
+        self.ok("up")
+        self.assertIn("late", self.tables())
+        self.assertEqual(sorted(self.records()), [1, 2, 30, 31])
+
+    def test_a_baseline_without_the_list_still_stands_for_every_file_up_to_it(self):
+        os.remove(os.path.join(self.dir, "025-late.sql"))
+        path = self.baseline_path(30)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines(True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(lines[0] + "".join(lines[2:]))  # as baselines were written before the list
+        self.ok("up")
+        self.assertEqual(sorted(self.records()), [1, 2, 30])
+        self.ok("verify")
+
+
+class MarkToABaseline(BaselineTestCase):
+    def test_mark_to_a_baseline_whose_files_are_gone_records_what_it_holds(self):
+        self.ok("baseline", "--to", "2")
+        self.delete_files(1, 2)
+        conn = self.connect()
+        conn.executescript(sqlmigrate._schema_sql(
+            sqlmigrate.Migrator(":memory:", self.dir)._fresh_build(to=2), 2))
+        out, err = self.ok("mark", "2")
+        self.assertEqual(self.schema_version(), "2")
+        self.assertEqual(sorted(self.records()), [2])
+        self.ok("verify")
+        self.ok("up")
+        self.assertIn("emails", self.tables())
