@@ -2255,6 +2255,8 @@ class Migrator(object):
         if "directory" not in self._sources:
             raise RequestError("baseline writes a file into a migration directory; it cannot "
                                "write into a package or a list of migrations")
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise RequestError("baseline needs a whole number for to=, not %r" % (to,))
         files, baselines = self.migrations, self._baselines
         versions = set(m.version for m in files + baselines)
         if to is None or to not in versions:
@@ -2290,16 +2292,26 @@ class Migrator(object):
             conn.close()
         width = max([m.filename.index("-") for m in files + baselines] + [3])
         path = os.path.join(self.directory, "%0*d-baseline.sql" % (width, to))
-        created = False
+        # Written beside it, then linked into place (never over a file): an
+        # `up` listing the directory meanwhile must not apply half a baseline.
+        temporary = None
         try:
-            with open(path, "x", encoding="utf-8", newline="") as f:  # never over a file
-                created = True
-                f.write(text)
+            temporary = _new_temporary(path)
+            with open(temporary, "wb") as f:  # bytes: "\n" on every system
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            linked = _link_new_name(temporary, path)
         except OSError as e:
-            if created:
-                os.remove(path)  # a half-written baseline would be picked up and applied
             raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
                                  kind="bad-file", path=path, version=to)
+        finally:
+            if temporary is not None and os.path.exists(temporary):
+                os.remove(temporary)
+        if not linked:
+            raise MigrationError("%s already exists; a baseline is never overwritten (delete "
+                                 "it first to write it again)" % path, kind="bad-file",
+                                 path=path, version=to)
         if losses:
             _log("warning", "%s does not carry the data effects of: %s", path, "; ".join(losses))
         return path
@@ -2587,12 +2599,28 @@ def _baseline_loss(m):
 
 
 _DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# Pragmas whose value the database file keeps, which a baseline (the schema
+# text) does not carry; user_version it does (_schema_sql writes it).
+_PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
 
 
 def _data_verb(sql):
     """The verb of statement `sql` if it changes rows (after a WITH clause
     too), else None; a trigger body's INSERT is schema, not data."""
     cursor = _Cursor(sql)
+    if cursor.take("PRAGMA"):
+        pragma = (cursor.name() or "").upper()  # past a schema qualifier
+        setter = cursor.peek() in (("punct", "="), ("punct", "("))
+        return "PRAGMA %s" % pragma.lower() if setter and pragma in _PERSISTENT_PRAGMAS else None
+    if cursor.take("CREATE"):
+        # CREATE TABLE ... AS SELECT copies rows; a column's "AS (expr)"
+        # (generated) sits inside the parentheses, which are read past.
+        cursor.skip_words("TEMP", "TEMPORARY")
+        if not cursor.take("TABLE"):
+            return None
+        cursor.take("IF", "NOT", "EXISTS")
+        cursor.name()
+        return "CREATE TABLE AS SELECT" if cursor.take("AS") else None
     with_clause = cursor.take("WITH")
     while not cursor.at_end():
         if cursor.peek() == ("punct", "("):

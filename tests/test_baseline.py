@@ -133,6 +133,57 @@ class WritingABaseline(BaselineTestCase):
                 self.assertFalse(os.path.exists(self.baseline_path(2)))
                 os.remove(os.path.join(self.dir, filename))
 
+    def test_create_table_as_select_and_persistent_pragmas_are_refused_without_force(self):
+        os.remove(os.path.join(self.dir, "002-posts.sql"))
+        os.remove(os.path.join(self.dir, "003-user-email.sql"))
+        cases = {"ctas": ("CREATE TABLE roles AS SELECT 'admin' AS name;", "CREATE TABLE AS"),
+                 "temp ctas": ("CREATE TEMP TABLE IF NOT EXISTS r AS SELECT 1;",
+                               "CREATE TABLE AS"),
+                 "application_id": ("PRAGMA application_id = 1234;", "application_id"),
+                 "call form": ("PRAGMA main.application_id(1234);", "application_id")}
+        for case, (sql, reason) in sorted(cases.items()):
+            with self.subTest(case=case):
+                self.write("002-seed.sql", sql + "\n")
+                status, out, err = self.run_cli("baseline", "--to", "2")
+                written = os.path.exists(self.baseline_path(2))
+                if written:  # so the next case is not refused as "already exists"
+                    os.remove(self.baseline_path(2))
+                self.assertEqual(status, 1, out + err)
+                self.assertIn(reason, err)
+                self.assertIn("--force", err)
+                self.assertFalse(written)
+        # Schema-only statements and per-connection pragmas stay allowed.
+        self.write("002-seed.sql", "CREATE TABLE x (a AS (1), b);\nPRAGMA foreign_keys = ON;\n"
+                                   "PRAGMA user_version = 3;\n")
+        self.ok("baseline", "--to", "2")
+
+    def test_api_baseline_with_a_version_that_is_not_a_number_is_a_request_error(self):
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            sqlmigrate.Migrator(self.db, self.dir).baseline(to="2")
+        self.assertIn("'2'", str(caught.exception))
+        self.assertFalse(os.path.exists(self.baseline_path(2)))
+
+    def test_the_baseline_appears_whole_or_not_at_all_and_never_over_a_file(self):
+        # Written under another name, then linked into place: a process
+        # listing the directory meanwhile sees no baseline or all of it.
+        seen = []
+        real_link = os.link
+
+        def link(src, dst):
+            seen.append((os.path.basename(src), os.path.exists(dst)))
+            with open(src, encoding="utf-8") as f:
+                seen.append(f.read())
+            return real_link(src, dst)
+        os.link = link
+        self.addCleanup(setattr, os, "link", real_link)
+        path = sqlmigrate.Migrator(self.db, self.dir).baseline(3)
+        self.assertNotEqual(seen[0][0], "003-baseline.sql")
+        self.assertFalse(seen[0][1])
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(f.read(), seen[1])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["001-users.sql", "002-posts.sql",
+                                                        "003-baseline.sql", "003-user-email.sql"])
+
     def test_a_trigger_that_inserts_is_schema_not_data(self):
         self.write_sql(4, "audit", "CREATE TABLE audit (x);\nCREATE TRIGGER a AFTER INSERT ON "
                                    "users BEGIN INSERT INTO audit VALUES (new.id); END;")
