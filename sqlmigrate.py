@@ -2935,6 +2935,12 @@ class _MigrationTest(object):
         self.migrator, self.n = migrator, 0
         self.result = {"ok": True, "migrations": [], "fresh_build": {}, "failures": [],
                        "notes": [], "rows_generated": {}}
+        # The pass starts from a baseline whose earlier files are gone (as a
+        # new database does after a squash), else from the files alone.
+        files = migrator.migrations
+        first, versions = min([m.version for m in files] or [0]), set(m.version for m in files)
+        self.start = ([b for b in migrator._baselines if b.version < first or
+                       b.version == first and (b.covers or set()) - versions] or [None])[-1]
 
     def connect(self, conn):
         # Foreign keys on: the runner then checks them after each migration,
@@ -2943,16 +2949,21 @@ class _MigrationTest(object):
         self.conn, self.runner = conn, Migrator(conn, **self.migrator._sources,
                                                 table=self.migrator.table)
         self.runner._migrations, self.runner._baselines = (  # loaded once
-            self.migrator.migrations, self.migrator._baselines)
+            self.migrator.migrations, [self.start] if self.start else [])
         self.tracked, self.schema = {}, _schema_entries(conn, self.migrator.table)
 
     def run(self):
         self.connect(sqlite3.connect(":memory:", isolation_level=None))
-        stopped = False
-        for m in self.migrator.migrations:
+        stopped, start = False, self.start
+        for m in [start] * bool(start) + self.migrator.migrations:
+            if start and not m.baseline and m.version <= start.version:
+                self.result["notes"].append("%s: held by %s, whose earlier files are gone: not "
+                                            "checked on its own" % (m.filename, start.filename))
+                continue
             entry = {"version": m.version, "name": m.name, "file": m.filename, "ok": True,
                      "checks": {"up": "not run", "round-trip": "not run", "data": "not run"},
                      "failures": []}
+            entry.update({"baseline": True} if m.baseline else {})
             self.result["migrations"].append(entry)
             if not stopped:
                 stopped = not self.step(m, entry)
@@ -2969,9 +2980,60 @@ class _MigrationTest(object):
                 self.result["failures"] += [_test_failure(check, "fresh build: PRAGMA %s: %s" % (
                     pragma, "; ".join(rows[:20])))] * bad
         self.conn.close()
+        for b in self.migrator._baselines:
+            if not start or b.version > start.version:
+                self.result["migrations"].append(self.compare_baseline(b))
+        self.result["migrations"].sort(key=lambda e: (e["version"], bool(e.get("baseline"))))
         self.result["ok"] = not self.result["failures"] and all(
             entry["ok"] for entry in self.result["migrations"])
         return self.result
+
+    def build(self, to):
+        """A fresh build up to `to` the way this pass makes it (not the way
+        up() would: that takes the newest baseline, checked on its own)."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
+            runner._migrations, runner._baselines = (self.migrator.migrations,
+                                                     [self.start] if self.start else [])
+            runner.up(to=to)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def compare_baseline(self, b):
+        """Build from baseline b and from what it replaces (the files, or the
+        start baseline and the files after it): the schemas must be one."""
+        entry = {"version": b.version, "name": b.name, "file": b.filename, "ok": True,
+                 "baseline": True, "checks": {"up": "not run", "baseline": "not run"},
+                 "failures": []}
+        built = []
+        for baselines in ([b], [self.start] if self.start else []):
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
+                runner._migrations, runner._baselines = self.migrator.migrations, baselines
+                try:
+                    runner.up(to=b.version)
+                except MigrationError as e:
+                    check = "up" if baselines == [b] else "baseline"
+                    entry["checks"][check] = "failed"
+                    entry["failures"].append(_test_failure(check, "%s: %s" % (
+                        b.filename if check == "up" else "the files it replaces", e)))
+                    break
+                built.append(_schema_entries(conn, self.migrator.table))
+            finally:
+                conn.close()
+            entry["checks"]["up"] = entry["checks"]["up"].replace("not run", "ok")
+        if len(built) == 2:
+            diff = _schema_diff(built[1], built[0])
+            entry["checks"]["baseline"] = "failed" if diff else "ok"
+            entry["failures"] += [_test_failure(
+                "baseline", "%s builds another schema than the files up to v%d it replaces"
+                % (b.filename, b.version), diff=diff)] * bool(diff)
+        entry["ok"] = not entry["failures"]
+        return entry
 
     def up(self, m, entry, check):
         try:
@@ -3012,7 +3074,7 @@ class _MigrationTest(object):
                     # The scratch database is not what v<m> alone would make:
                     # go on from a fresh build up to m, generating rows anew.
                     self.conn.close()
-                    self.connect(self.migrator._fresh_build(to=m.version))
+                    self.connect(self.build(m.version))
                     self.result["notes"].append(
                         "v%d: after its failed round trip, the later checks run on a fresh build "
                         "up to v%d with rows generated anew" % (m.version, m.version))
@@ -5484,7 +5546,8 @@ def _print_test(result, out):
     def summary(entries):
         for e in entries:
             bad = [check for check, state in e["checks"].items() if state == "failed"]
-            lines.append("  v%d %s: %s" % (e["version"], e["name"], "FAILED " + ", ".join(bad)
+            lines.append("  v%d %s: %s" % (e["version"], e["file"] if e.get("baseline") else
+                                            e["name"], "FAILED " + ", ".join(bad)
                                             if bad else "not run" if e["checks"]["up"] ==
                                             "not run" else "ok" + " (no down)" * (
                                                 e["checks"].get("round-trip") == "no down")))

@@ -419,7 +419,7 @@ class FileAddedBelowABaseline(BaselineTestCase):
         self.assertEqual(self.states()[25], "out-of-order")
         status, out, err = self.run_cli("test")
         self.assertEqual(status, 1, out + err)
-        self.assertIn("025-late.sql", out)
+        self.assertIn("025-late.sql", out, err)
 
     def test_renumbered_above_the_baseline_it_runs_after_it(self):
         os.rename(os.path.join(self.dir, "025-late.sql"), os.path.join(self.dir, "031-late.sql"))
