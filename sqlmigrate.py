@@ -732,6 +732,9 @@ def _tables_named_in(statements):
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
 _BASELINE_RE = re.compile(r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)")
+# The line after it that `baseline` writes: the versions the baseline holds,
+# so a file numbered below it but added later is never taken as in it.
+_BASELINE_OF_RE = re.compile(r"(?mi)^--[ \t]*sqlmigrate baseline of:([0-9 \t]*)\r?$")
 # The checksum column of the records a baseline wrote: this, then its checksum.
 _BASELINE_PREFIX = "baseline:"
 # `name = "..."` (or '...') on a line of its own, a comment allowed after it.
@@ -935,6 +938,21 @@ class Migration(object):
         if "up" not in sections:
             raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
         self._up_sql, self._down_sql = sections["up"], sections.get("down")
+
+    @property
+    def covers(self):
+        """The versions a baseline holds, as its `-- sqlmigrate baseline of:`
+        line lists them; None for one written before that line (it holds
+        every file up to its version)."""
+        text = self.source.decode("utf-8", "replace").lstrip("\ufeff")
+        marker = _BASELINE_RE.match(text)
+        listed = _BASELINE_OF_RE.match(text, marker.end()) if marker else None
+        return set(map(int, listed.group(1).split())) if listed else None
+
+    def stands_for(self, version):
+        """Whether baseline self holds migration `version`."""
+        covers = self.covers
+        return version <= self.version if covers is None else version in covers
 
     def _baseline_mismatch(self):
         if self.baseline:
@@ -1990,6 +2008,9 @@ class Migrator(object):
         for b in baselines:
             by_version.setdefault(b.version, b)  # it stands in for its version's file
         applied = state.applied(self.migrations)
+        # A new database is built from the newest baseline: a file below it
+        # that it does not hold (added after it was written) would never run.
+        fresh_from = baselines[-1] if baselines and not applied and not state.version else None
         for version in sorted(set(by_version) | set(state.records)):
             m, record = by_version.get(version), state.records.get(version)
             covering = [b for b in baselines if b.version >= version]
@@ -2004,13 +2025,16 @@ class Migrator(object):
                 entry_state = "changed" if changed else "applied"
             elif m.baseline and version < state.version:
                 entry_state = "in baseline"  # skipped: the database is past it
+            elif fresh_from and not m.baseline and version < fresh_from.version and \
+                    not fresh_from.stands_for(version):
+                entry_state, by = "out-of-order", [fresh_from]
             else:
                 entry_state = "out-of-order" if version < state.version else "pending"
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
                          "applied_at": record.applied_at if record else None,
                          "baseline": by[0].filename if by and (
-                             via or entry_state == "in baseline") else None})
+                             via or entry_state in ("in baseline", "out-of-order")) else None})
         latest = max([m.version for m in self.migrations + baselines] or [0])
         return {
             "database": self.path if self.path is not None else "<connection>",
@@ -2130,7 +2154,11 @@ class Migrator(object):
         if from_user_version:
             version = self._user_version_to_adopt()
         files = [m for m in self.migrations if m.version <= version]
-        if version < 0 or version and version not in {m.version for m in self.migrations}:
+        # A version only a baseline has (its files deleted after the squash)
+        # is marked as applying the baseline would record it.
+        baseline = [b for b in self._baselines if b.version == version] \
+            if version not in {m.version for m in files} else []
+        if version < 0 or version and version not in {m.version for m in files + baseline}:
             raise RequestError("no migration file has version %d" % version,
                                version=version)
         if version < self.current_version:
@@ -2155,9 +2183,13 @@ class Migrator(object):
                     _write_record(conn, self.table, _Record(
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
+            for b in baseline:
+                if b.version not in state.records:
+                    _write_record(conn, self.table, _Record(
+                        b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
-        return files
+        return files + baseline
 
     def _user_version_to_adopt(self, conn=None, state=None, expected=None):
         """The PRAGMA user_version that mark(from_user_version=True) records."""
@@ -2223,6 +2255,8 @@ class Migrator(object):
         if "directory" not in self._sources:
             raise RequestError("baseline writes a file into a migration directory; it cannot "
                                "write into a package or a list of migrations")
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise RequestError("baseline needs a whole number for to=, not %r" % (to,))
         files, baselines = self.migrations, self._baselines
         versions = set(m.version for m in files + baselines)
         if to is None or to not in versions:
@@ -2235,7 +2269,13 @@ class Migrator(object):
                 raise MigrationError("%s already exists; a baseline is never overwritten (delete "
                                      "it first to write it again)" % b.path, kind="bad-file",
                                      path=b.path, version=to)
-        since = max([b.version for b in baselines if b.version < to] + [0])  # checked then
+        earlier = [b for b in baselines if b.version < to][-1:]  # what a fresh build uses
+        since = earlier[0].version if earlier else 0  # checked then
+        # The versions the new baseline holds: those the earlier one holds,
+        # and the files after it.
+        covers = set(m.version for m in files if since < m.version <= to or
+                     earlier and m.version <= since and earlier[0].stands_for(m.version))
+        covers |= set([since]) - set([0]) | (earlier and earlier[0].covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
         if losses and not force:
@@ -2246,21 +2286,32 @@ class Migrator(object):
                                  problems=losses, version=to)
         conn = self._fresh_build(to=to)
         try:
-            text = "-- migrate:baseline\n" + _schema_sql(conn, to, self.table)
+            text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
+                map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:
             conn.close()
         width = max([m.filename.index("-") for m in files + baselines] + [3])
         path = os.path.join(self.directory, "%0*d-baseline.sql" % (width, to))
-        created = False
+        # Written beside it, then linked into place (never over a file): an
+        # `up` listing the directory meanwhile must not apply half a baseline.
+        temporary = None
         try:
-            with open(path, "x", encoding="utf-8", newline="") as f:  # never over a file
-                created = True
-                f.write(text)
+            temporary = _new_temporary(path)
+            with open(temporary, "wb") as f:  # bytes: "\n" on every system
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            linked = _link_new_name(temporary, path)
         except OSError as e:
-            if created:
-                os.remove(path)  # a half-written baseline would be picked up and applied
             raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
                                  kind="bad-file", path=path, version=to)
+        finally:
+            if temporary is not None and os.path.exists(temporary):
+                os.remove(temporary)
+        if not linked:
+            raise MigrationError("%s already exists; a baseline is never overwritten (delete "
+                                 "it first to write it again)" % path, kind="bad-file",
+                                 path=path, version=to)
         if losses:
             _log("warning", "%s does not carry the data effects of: %s", path, "; ".join(losses))
         return path
@@ -2524,7 +2575,7 @@ class Migrator(object):
             # A baseline records each version it stands for (those with a file
             # now, and its own), named after the file, its checksum marked as its.
             names = dict((f.version, f.name) for f in self.migrations
-                         if m.baseline and f.version <= m.version)
+                         if m.baseline and f.version <= m.version and m.stands_for(f.version))
             names.setdefault(m.version, "(baseline)" if m.baseline else m.name)
             for version in sorted(names):
                 _write_record(conn, self.table, _Record(
@@ -2548,12 +2599,28 @@ def _baseline_loss(m):
 
 
 _DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# Pragmas whose value the database file keeps, which a baseline (the schema
+# text) does not carry; user_version it does (_schema_sql writes it).
+_PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
 
 
 def _data_verb(sql):
     """The verb of statement `sql` if it changes rows (after a WITH clause
     too), else None; a trigger body's INSERT is schema, not data."""
     cursor = _Cursor(sql)
+    if cursor.take("PRAGMA"):
+        pragma = (cursor.name() or "").upper()  # past a schema qualifier
+        setter = cursor.peek() in (("punct", "="), ("punct", "("))
+        return "PRAGMA %s" % pragma.lower() if setter and pragma in _PERSISTENT_PRAGMAS else None
+    if cursor.take("CREATE"):
+        # CREATE TABLE ... AS SELECT copies rows; a column's "AS (expr)"
+        # (generated) sits inside the parentheses, which are read past.
+        cursor.skip_words("TEMP", "TEMPORARY")
+        if not cursor.take("TABLE"):
+            return None
+        cursor.take("IF", "NOT", "EXISTS")
+        cursor.name()
+        return "CREATE TABLE AS SELECT" if cursor.take("AS") else None
     with_clause = cursor.take("WITH")
     while not cursor.at_end():
         if cursor.peek() == ("punct", "("):
@@ -2688,6 +2755,13 @@ def _drift(report):
         elif r["state"] == "missing":
             found.append(("drift", "v%d (%s) is applied but its file is gone"
                           % (r["version"], r["name"])))
+        elif r["state"] == "out-of-order" and r.get("baseline"):
+            found.append(("out-of-order", "%s (v%d) is below the baseline %s but not in it (added "
+                                          "after the baseline was written): a new database, "
+                                          "built from the baseline, would never run it; give it "
+                                          "a version above the baseline's, or delete the "
+                                          "baseline and write it again"
+                          % (r["file"], r["version"], r["baseline"])))
         elif r["state"] == "out-of-order":
             found.append(("out-of-order", "%s (v%d) is below the current version %d and was "
                                           "never applied; give it a version above %d"
@@ -2861,6 +2935,12 @@ class _MigrationTest(object):
         self.migrator, self.n = migrator, 0
         self.result = {"ok": True, "migrations": [], "fresh_build": {}, "failures": [],
                        "notes": [], "rows_generated": {}}
+        # The pass starts from a baseline whose earlier files are gone (as a
+        # new database does after a squash), else from the files alone.
+        files = migrator.migrations
+        first, versions = min([m.version for m in files] or [0]), set(m.version for m in files)
+        self.start = ([b for b in migrator._baselines if b.version < first or
+                       b.version == first and (b.covers or set()) - versions] or [None])[-1]
 
     def connect(self, conn):
         # Foreign keys on: the runner then checks them after each migration,
@@ -2869,16 +2949,21 @@ class _MigrationTest(object):
         self.conn, self.runner = conn, Migrator(conn, **self.migrator._sources,
                                                 table=self.migrator.table)
         self.runner._migrations, self.runner._baselines = (  # loaded once
-            self.migrator.migrations, self.migrator._baselines)
+            self.migrator.migrations, [self.start] if self.start else [])
         self.tracked, self.schema = {}, _schema_entries(conn, self.migrator.table)
 
     def run(self):
         self.connect(sqlite3.connect(":memory:", isolation_level=None))
-        stopped = False
-        for m in self.migrator.migrations:
+        stopped, start = False, self.start
+        for m in [start] * bool(start) + self.migrator.migrations:
+            if start and not m.baseline and m.version <= start.version:
+                self.result["notes"].append("%s: held by %s, whose earlier files are gone: not "
+                                            "checked on its own" % (m.filename, start.filename))
+                continue
             entry = {"version": m.version, "name": m.name, "file": m.filename, "ok": True,
                      "checks": {"up": "not run", "round-trip": "not run", "data": "not run"},
                      "failures": []}
+            entry.update({"baseline": True} if m.baseline else {})
             self.result["migrations"].append(entry)
             if not stopped:
                 stopped = not self.step(m, entry)
@@ -2895,9 +2980,60 @@ class _MigrationTest(object):
                 self.result["failures"] += [_test_failure(check, "fresh build: PRAGMA %s: %s" % (
                     pragma, "; ".join(rows[:20])))] * bad
         self.conn.close()
+        for b in self.migrator._baselines:
+            if not start or b.version > start.version:
+                self.result["migrations"].append(self.compare_baseline(b))
+        self.result["migrations"].sort(key=lambda e: (e["version"], bool(e.get("baseline"))))
         self.result["ok"] = not self.result["failures"] and all(
             entry["ok"] for entry in self.result["migrations"])
         return self.result
+
+    def build(self, to):
+        """A fresh build up to `to` the way this pass makes it (not the way
+        up() would: that takes the newest baseline, checked on its own)."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
+            runner._migrations, runner._baselines = (self.migrator.migrations,
+                                                     [self.start] if self.start else [])
+            runner.up(to=to)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def compare_baseline(self, b):
+        """Build from baseline b and from what it replaces (the files, or the
+        start baseline and the files after it): the schemas must be one."""
+        entry = {"version": b.version, "name": b.name, "file": b.filename, "ok": True,
+                 "baseline": True, "checks": {"up": "not run", "baseline": "not run"},
+                 "failures": []}
+        built = []
+        for baselines in ([b], [self.start] if self.start else []):
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
+                runner._migrations, runner._baselines = self.migrator.migrations, baselines
+                try:
+                    runner.up(to=b.version)
+                except MigrationError as e:
+                    check = "up" if baselines == [b] else "baseline"
+                    entry["checks"][check] = "failed"
+                    entry["failures"].append(_test_failure(check, "%s: %s" % (
+                        b.filename if check == "up" else "the files it replaces", e)))
+                    break
+                built.append(_schema_entries(conn, self.migrator.table))
+            finally:
+                conn.close()
+            entry["checks"]["up"] = entry["checks"]["up"].replace("not run", "ok")
+        if len(built) == 2:
+            diff = _schema_diff(built[1], built[0])
+            entry["checks"]["baseline"] = "failed" if diff else "ok"
+            entry["failures"] += [_test_failure(
+                "baseline", "%s builds another schema than the files up to v%d it replaces"
+                % (b.filename, b.version), diff=diff)] * bool(diff)
+        entry["ok"] = not entry["failures"]
+        return entry
 
     def up(self, m, entry, check):
         try:
@@ -2938,7 +3074,7 @@ class _MigrationTest(object):
                     # The scratch database is not what v<m> alone would make:
                     # go on from a fresh build up to m, generating rows anew.
                     self.conn.close()
-                    self.connect(self.migrator._fresh_build(to=m.version))
+                    self.connect(self.build(m.version))
                     self.result["notes"].append(
                         "v%d: after its failed round trip, the later checks run on a fresh build "
                         "up to v%d with rows generated anew" % (m.version, m.version))
@@ -5410,7 +5546,8 @@ def _print_test(result, out):
     def summary(entries):
         for e in entries:
             bad = [check for check, state in e["checks"].items() if state == "failed"]
-            lines.append("  v%d %s: %s" % (e["version"], e["name"], "FAILED " + ", ".join(bad)
+            lines.append("  v%d %s: %s" % (e["version"], e["file"] if e.get("baseline") else
+                                            e["name"], "FAILED " + ", ".join(bad)
                                             if bad else "not run" if e["checks"]["up"] ==
                                             "not run" else "ok" + " (no down)" * (
                                                 e["checks"].get("round-trip") == "no down")))

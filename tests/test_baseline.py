@@ -64,7 +64,8 @@ class WritingABaseline(BaselineTestCase):
             text = f.read()
         migrator = sqlmigrate.Migrator(":memory:", self.dir)
         expected = sqlmigrate._schema_sql(migrator._fresh_build(to=3), 3)
-        self.assertEqual(text, "-- migrate:baseline\n" + expected)
+        self.assertEqual(text, "-- migrate:baseline\n-- sqlmigrate baseline of: 1 2 3\n"
+                         + expected)
         self.assertIn("PRAGMA user_version = 7;", text)
         self.assertFalse(os.path.exists(self.db), "writing a baseline never opens the database")
 
@@ -131,6 +132,57 @@ class WritingABaseline(BaselineTestCase):
                 self.assertIn("--force", err)
                 self.assertFalse(os.path.exists(self.baseline_path(2)))
                 os.remove(os.path.join(self.dir, filename))
+
+    def test_create_table_as_select_and_persistent_pragmas_are_refused_without_force(self):
+        os.remove(os.path.join(self.dir, "002-posts.sql"))
+        os.remove(os.path.join(self.dir, "003-user-email.sql"))
+        cases = {"ctas": ("CREATE TABLE roles AS SELECT 'admin' AS name;", "CREATE TABLE AS"),
+                 "temp ctas": ("CREATE TEMP TABLE IF NOT EXISTS r AS SELECT 1;",
+                               "CREATE TABLE AS"),
+                 "application_id": ("PRAGMA application_id = 1234;", "application_id"),
+                 "call form": ("PRAGMA main.application_id(1234);", "application_id")}
+        for case, (sql, reason) in sorted(cases.items()):
+            with self.subTest(case=case):
+                self.write("002-seed.sql", sql + "\n")
+                status, out, err = self.run_cli("baseline", "--to", "2")
+                written = os.path.exists(self.baseline_path(2))
+                if written:  # so the next case is not refused as "already exists"
+                    os.remove(self.baseline_path(2))
+                self.assertEqual(status, 1, out + err)
+                self.assertIn(reason, err)
+                self.assertIn("--force", err)
+                self.assertFalse(written)
+        # Schema-only statements and per-connection pragmas stay allowed.
+        self.write("002-seed.sql", "CREATE TABLE x (a AS (1), b);\nPRAGMA foreign_keys = ON;\n"
+                                   "PRAGMA user_version = 3;\n")
+        self.ok("baseline", "--to", "2")
+
+    def test_api_baseline_with_a_version_that_is_not_a_number_is_a_request_error(self):
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            sqlmigrate.Migrator(self.db, self.dir).baseline(to="2")
+        self.assertIn("'2'", str(caught.exception))
+        self.assertFalse(os.path.exists(self.baseline_path(2)))
+
+    def test_the_baseline_appears_whole_or_not_at_all_and_never_over_a_file(self):
+        # Written under another name, then linked into place: a process
+        # listing the directory meanwhile sees no baseline or all of it.
+        seen = []
+        real_link = os.link
+
+        def link(src, dst):
+            seen.append((os.path.basename(src), os.path.exists(dst)))
+            with open(src, encoding="utf-8") as f:
+                seen.append(f.read())
+            return real_link(src, dst)
+        os.link = link
+        self.addCleanup(setattr, os, "link", real_link)
+        path = sqlmigrate.Migrator(self.db, self.dir).baseline(3)
+        self.assertNotEqual(seen[0][0], "003-baseline.sql")
+        self.assertFalse(seen[0][1])
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(f.read(), seen[1])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["001-users.sql", "002-posts.sql",
+                                                        "003-baseline.sql", "003-user-email.sql"])
 
     def test_a_trigger_that_inserts_is_schema_not_data(self):
         self.write_sql(4, "audit", "CREATE TABLE audit (x);\nCREATE TRIGGER a AFTER INSERT ON "
@@ -330,3 +382,73 @@ class Discovery(BaselineTestCase):
         status, out, err = self.run_cli("up")
         self.assertEqual(status, 1, out + err)
         self.assertIn("rename", err)
+
+
+class FileAddedBelowABaseline(BaselineTestCase):
+    """A file numbered below a baseline, added after the baseline was written
+    (merged from a branch), is not in it: never skipped, never recorded."""
+
+    def setUp(self):
+        super().setUp()
+        os.rename(os.path.join(self.dir, "003-user-email.sql"),
+                  os.path.join(self.dir, "030-user-email.sql"))
+        self.ok("baseline", "--to", "30")
+        self.write_sql(25, "late", "CREATE TABLE late (x);", "DROP TABLE late;")
+
+    def test_the_baseline_names_the_versions_it_holds(self):
+        with open(self.baseline_path(30), encoding="utf-8") as f:
+            self.assertEqual(f.read().splitlines()[:2],
+                             ["-- migrate:baseline", "-- sqlmigrate baseline of: 1 2 30"])
+
+    def test_up_on_a_new_database_refuses_naming_the_file_and_writes_nothing(self):
+        status, out, err = self.run_cli("up")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", err)
+        self.assertIn("030-baseline.sql", err)
+        self.assertIn("nothing was applied", err)
+        self.assertNotIn("late", self.tables()) if os.path.exists(self.db) else None
+        if os.path.exists(self.db):
+            self.assertEqual(self.records(), {})
+
+    def test_verify_status_and_test_flag_it(self):
+        status, out, err = self.run_cli("verify")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", out)
+        self.assertIn("030-baseline.sql", out)
+        self.assertEqual(self.run_cli("status", "--check")[0], 1)
+        self.assertEqual(self.states()[25], "out-of-order")
+        status, out, err = self.run_cli("test")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("025-late.sql", out, err)
+
+    def test_renumbered_above_the_baseline_it_runs_after_it(self):
+        os.rename(os.path.join(self.dir, "025-late.sql"), os.path.join(self.dir, "031-late.sql"))
+        self.ok("up")
+        self.assertIn("late", self.tables())
+        self.assertEqual(sorted(self.records()), [1, 2, 30, 31])
+
+    def test_a_baseline_without_the_list_still_stands_for_every_file_up_to_it(self):
+        os.remove(os.path.join(self.dir, "025-late.sql"))
+        path = self.baseline_path(30)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines(True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(lines[0] + "".join(lines[2:]))  # as baselines were written before the list
+        self.ok("up")
+        self.assertEqual(sorted(self.records()), [1, 2, 30])
+        self.ok("verify")
+
+
+class MarkToABaseline(BaselineTestCase):
+    def test_mark_to_a_baseline_whose_files_are_gone_records_what_it_holds(self):
+        self.ok("baseline", "--to", "2")
+        self.delete_files(1, 2)
+        conn = self.connect()
+        conn.executescript(sqlmigrate._schema_sql(
+            sqlmigrate.Migrator(":memory:", self.dir)._fresh_build(to=2), 2))
+        out, err = self.ok("mark", "2")
+        self.assertEqual(self.schema_version(), "2")
+        self.assertEqual(sorted(self.records()), [2])
+        self.ok("verify")
+        self.ok("up")
+        self.assertIn("emails", self.tables())
