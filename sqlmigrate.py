@@ -2909,13 +2909,14 @@ class _MigrationTest(object):
             return False
 
     def step(self, m, entry):
-        """Apply m (with its round trip) and check the generated rows; False
-        when the pass cannot go on."""
+        """Apply m (with its round trip) and check the generated rows after
+        each up and down; False when the pass cannot go on."""
         checks, before = entry["checks"], self.schema
         if not self.up(m, entry, "up"):
             return False
         checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
+        self.check_rows(m, entry, _user_tables(after), "v%d" % m.version)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
             try:
@@ -2924,10 +2925,18 @@ class _MigrationTest(object):
                 checks["round-trip"] = "failed"
                 entry["failures"].append(_test_failure("round-trip", "down failed: %s" % e))
             else:
-                diff = _schema_diff(before, _schema_entries(self.conn, self.migrator.table))
+                now = _schema_entries(self.conn, self.migrator.table)
+                # The down must give the rows back as they were before the up
+                # (in the columns it leaves): a down that rewrites values
+                # keeps the schema, so the diff alone cannot see it.
+                self.check_rows(m, entry, _user_tables(now), "v%d's down" % m.version)
+                diff = _schema_diff(before, now)
                 again = not diff and self.up(m, entry, "round-trip")
-                diff = diff or again and _schema_diff(
-                    after, _schema_entries(self.conn, self.migrator.table))
+                if again:
+                    now = _schema_entries(self.conn, self.migrator.table)
+                    diff = _schema_diff(after, now)
+                    self.check_rows(m, entry, _user_tables(now),
+                                    "v%d applied again after its down" % m.version)
                 if diff:
                     checks["round-trip"] = "failed"
                     entry["failures"].append(_test_failure(
@@ -2944,43 +2953,62 @@ class _MigrationTest(object):
                         "up to v%d with rows generated anew" % (m.version, m.version))
                     after = self.schema
         self.schema = after
-        checks["data"] = "ok"
-        tables = _user_tables(after)
-        self.check_rows(m, entry, tables)
-        self.generate_rows(m, tables)
+        checks["data"] = "failed" if checks["data"] == "failed" else "ok"
+        self.generate_rows(m, _user_tables(after))
         return True
 
-    def check_rows(self, m, entry, tables):
+    def check_rows(self, m, entry, tables, step):
+        """Whether each tracked generated row is still there with its values
+        (in the columns the table still has): one query per table, by rowid,
+        and a search by value only for a row not found so (a rebuild may
+        renumber the rowids of a table without an INTEGER PRIMARY KEY)."""
         for key in [key for key in self.tracked if key not in tables]:
             del self.tracked[key]  # dropped: its rows went with it, on purpose
-        counts = _count_rows(self.conn, [tables[key][0] for key in self.tracked])
-        for key, (sql, count, rows) in list(self.tracked.items()):
+        for key, (sql, names, rows) in list(self.tracked.items()):
             name, now_sql = tables[key]
-            if now_sql == sql and counts[name] >= count:
-                continue  # same definition, no fewer rows: nothing to look for
-            self.tracked[key] = (now_sql, counts[name], rows)
-            columns = set(_key(c[0]) for c in _read_columns(self.conn, [name], ("name",))[name])
-            lost = 0
-            for row in rows:
-                kept = [(column, value) for k, (column, value) in row.items() if k in columns]
-                lost += not _query(self.conn, "SELECT 1 FROM %s WHERE %s LIMIT 1" % (
-                    _quote_identifier(name), " AND ".join(
-                        "%s IS ?" % _quote_identifier(column) for column, _ in kept) or "1"),
-                    [value for _, value in kept])
+            quoted = _quote_identifier(name)
+            if now_sql != sql:
+                # A column this step dropped took its values with it, on
+                # purpose: it is no longer compared, even if a down adds it back.
+                columns = set(_key(d[0]) for d in self.conn.execute(
+                    "SELECT * FROM %s LIMIT 0" % quoted).description)
+                keep = [i for i, column in enumerate(names) if _key(column) in columns]
+                names = [names[i] for i in keep]
+                rows = [(rowid, tuple(values[i] for i in keep)) for rowid, values in rows]
+            rowids = [rowid for rowid, _ in rows if rowid is not None]
+            found = dict((row[0], row[1:]) for row in self.conn.execute(
+                "SELECT rowid%s FROM %s WHERE rowid IN (%s)" % (
+                    "".join(", " + _quote_identifier(column) for column in names), quoted,
+                    ", ".join(map(str, rowids))))) if rowids else {}
+            lost, kept = 0, []
+            for rowid, values in rows:
+                if found.get(rowid) != values:
+                    # SQLite's IS decides (1 IS 1.0), and finds a row renumbered.
+                    match = _query(self.conn, "SELECT %s FROM %s WHERE %s LIMIT 1" % (
+                        "NULL" if rowid is None else "rowid", quoted, " AND ".join(
+                            "%s IS ?" % _quote_identifier(column) for column in names) or "1"),
+                        values)
+                    lost += not match
+                    rowid = match[0][0] if match else rowid
+                kept.append((rowid, values))
+            self.tracked[key] = (now_sql, names, kept)
             if lost:
                 entry["checks"]["data"] = "failed"
-                entry["failures"].append(_test_failure("data", "v%d lost %d of %d generated "
+                entry["failures"].append(_test_failure("data", "%s lost %d of %d generated "
                                                        "rows of table %s (or changed their "
-                                                       "values)" % (m.version, lost, len(rows),
-                                                                    name), table=name))
-                del self.tracked[key]
+                                                       "values)" % (step, lost, len(rows), name),
+                                                       table=name))
+                del self.tracked[key]  # rows are generated anew for the later checks
 
     def generate_rows(self, m, tables):
         for key, (name, sql) in sorted(tables.items()):
             if key in self.tracked:
                 continue
             rows = self.insert_rows(name, sql)
-            self.tracked[key] = (sql, _count_rows(self.conn, [name])[name], rows)
+            names = [column for column, _ in rows[0][1].values()] if rows else []
+            self.tracked[key] = (sql, names, [(rowid, tuple(row[_key(column)][1]
+                                                            for column in names))
+                                              for rowid, row in rows])
             self.result["rows_generated"][name] = len(rows)
             if len(rows) < _ROWS_PER_TABLE:
                 self.result["notes"].append(
@@ -3031,7 +3059,8 @@ class _MigrationTest(object):
                 stored = zip(columns, _query(self.conn, "SELECT %s FROM %s WHERE rowid = ?" % (
                     ", ".join(_quote_identifier(c[1]) for c in columns), quoted), (rowid,))[0]) \
                     if table.rowid else zip(given, values)
-                rows.append(dict((_key(c[1]), (c[1], v)) for c, v in stored))
+                rows.append((rowid if table.rowid else None,
+                             dict((_key(c[1]), (c[1], v)) for c, v in stored)))
                 break
         return rows
 
