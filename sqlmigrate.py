@@ -2807,11 +2807,25 @@ def _schema_entries(conn, table):
 
 
 def _significant(sql):
-    # Whitespace, comments, case and the quoting of names are no difference:
-    # ALTER TABLE and a rebuild's rename edit the text (CREATE TABLE "t").
-    return sql if not isinstance(sql, str) else " ".join(
-        _key(_unquote(text)) if kind in ("word", "ident") else text
-        for kind, text in _tokenize(sql) if kind not in ("space", "comment"))
+    # Whitespace, comments, keyword case and the quoting of names are no
+    # difference: ALTER TABLE and a rebuild's rename edit the text (CREATE
+    # TABLE "t").  Each token: (its text case-folded, its exact text when
+    # quoted, else None): a double-quoted token may be a string literal to
+    # SQLite (DEFAULT "Active"), whose case matters.
+    return sql if not isinstance(sql, str) else [
+        (_key(_unquote(text)), _unquote(text) if kind == "ident" else None)
+        if kind in ("word", "ident") else (text, text)
+        for kind, text in _tokenize(sql) if kind not in ("space", "comment")]
+
+
+def _same_sql(a, b):
+    """Whether two _significant() forms are the same: a quoted token against
+    a quoted one compares case and all; against a bare word (then a name,
+    not a literal) it compares as SQLite compares names."""
+    if not isinstance(a, list) or not isinstance(b, list):
+        return a == b
+    return len(a) == len(b) and all(
+        x[0] == y[0] and (x[1] is None or y[1] is None or x[1] == y[1]) for x, y in zip(a, b))
 
 
 def _schema_diff(expected, got):
@@ -2820,7 +2834,7 @@ def _schema_diff(expected, got):
     for key in sorted(set(expected) | set(got)):
         old, new = expected.get(key), got.get(key)
         if old == new or old and new and old[0] == new[0] and \
-                _significant(old[1]) == _significant(new[1]):
+                _same_sql(_significant(old[1]), _significant(new[1])):
             continue
         diff.append({"change": "added" if old is None else "removed" if new is None else
                      "changed", "type": key[0], "name": key[1],
