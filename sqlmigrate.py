@@ -3155,6 +3155,16 @@ def _test_upgrade(migrator, source):
                 touched |= set(map(_key, _tables_named_in(result.executed_sql)))
         except MigrationError:
             touched = None  # the real run below reports the failure
+        # A trigger on a touched table writes the tables its body names:
+        # those are touched too (and so on, through their own triggers).
+        triggers = [(_key(on), sql) for on, sql in _query(
+            conn, "SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")]
+        grown = touched is not None
+        while grown:
+            written = set(_key(name) for on, sql in triggers if on in touched
+                          for name in _tables_named_in([sql]))
+            grown = not written <= touched
+            touched |= written
         tables = sorted(name for name, _ in _user_tables(_schema_entries(
             conn, migrator.table)).values())
         untouched = [name for name in tables if touched is not None and _key(name) not in touched]
