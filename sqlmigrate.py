@@ -2203,7 +2203,8 @@ class Migrator(object):
                                    for problem in self._schema_file_problems()]
             result["ok"] = result["ok"] and not result["failures"]
         if source is not None:
-            result["from"] = _test_upgrade(self, os.fspath(source))
+            result["from"] = _test_upgrade(
+                self, source if _is_connection(source) else os.fspath(source))
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
 
@@ -3097,36 +3098,93 @@ class _MigrationTest(object):
 
 @contextmanager
 def _scratch_copy(source, busy_timeout):
-    """A copy of the database file `source`, opened read-only and read inside
-    one read transaction (a consistent snapshot, the file never written): in
-    memory through the backup API, else (Python 3.6, PyPy) the files copied
-    into a temporary directory while the read lock holds."""
-    if not _database_exists(source):
-        raise RequestError("--from %s: no such database file" % source, database=source)
+    """A copy of `source`, never written: a database file opened read-only
+    and read inside one read transaction (a consistent snapshot): in memory
+    through the backup API, else (Python 3.6, PyPy, a local driver other than
+    sqlite3) the files copied into a temporary directory while the read lock
+    holds.  A file with a hot journal is copied with it and rolled back in the
+    copy.  `source` may also be an sqlite3 connection: backed up as it sees
+    its database."""
     import shutil
     import tempfile
-    directory = None
-    with _using(source, busy_timeout, mode="ro") as src:
-        src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
+    if _is_connection(source):
+        raw = _raw(source)
+        if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
+            copy = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                try:
+                    raw.backup(copy)
+                except sqlite3.Error as e:
+                    raise _sqlite_failure(e, None)
+                yield copy
+            finally:
+                copy.close()
+            return
+        # Python 3.6, PyPy, another driver: a copy of the file it has open.
+        path = [row[2] for row in raw.execute("PRAGMA database_list").fetchall()
+                if row[1] == "main"]
+        if not path or not path[0]:
+            raise RequestError("test(source=<connection>): this connection's database is no "
+                               "file and it has no backup API here: pass a database file")
+        source = path[0]
+    if not _database_exists(source):
+        raise RequestError("--from %s: no such database file" % source, database=source)
+    # --from is always a local file: with a server driver (--driver
+    # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
+    opener = _OPENER if not _OPENER.server else _Opener()
+    in_memory = opener.module is sqlite3 and _HAS_BACKUP_API
+    directory = copy = None
+    try:
+        hot = os.stat(source + "-journal").st_size > 0
+    except OSError:
+        hot = False
+    if hot:
+        # A crashed writer's journal: opening the source would roll it back
+        # in the source (a write).  The journal is copied first: should a
+        # writer roll it back meanwhile, the copied journal only restores the
+        # pages it held to what they are anyway.
+        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+        for suffix in ("-journal", ""):
+            shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
+    else:
         try:
-            _query(src, "SELECT count(*) FROM sqlite_master")  # not a database? locked?
-            if _HAS_BACKUP_API:
-                copy = sqlite3.connect(":memory:", isolation_level=None)
-                _raw(src).backup(copy)
-            else:
-                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                for suffix in ("", "-wal"):
-                    if os.path.exists(source + suffix):
-                        shutil.copyfile(source + suffix,
-                                        os.path.join(directory, "copy.db" + suffix))
-        finally:
-            src.execute("ROLLBACK")
+            src = opener.connect(_uri(source, "ro"), source, uri=True, timeout=busy_timeout,
+                                 isolation_level=None)
+            try:
+                with _driver_session(src):
+                    src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
+                    try:
+                        _query(src, "SELECT count(*) FROM sqlite_master")  # a database? locked?
+                        if in_memory:
+                            copy = sqlite3.connect(":memory:", isolation_level=None)
+                            _raw(src).backup(copy)
+                        else:
+                            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                            for suffix in ("", "-wal"):
+                                if os.path.exists(source + suffix):
+                                    shutil.copyfile(source + suffix,
+                                                    os.path.join(directory, "copy.db" + suffix))
+                    finally:
+                        src.execute("ROLLBACK")
+            finally:
+                src.close()
+        except _DB.Error as e:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise _sqlite_failure(e, source)
     try:
         if directory is not None:
-            copy = sqlite3.connect(os.path.join(directory, "copy.db"), isolation_level=None)
+            target = os.path.join(directory, "copy.db")
+            try:
+                copy = opener.connect(target, target, isolation_level=None)
+                if hot:
+                    _query(copy, "PRAGMA schema_version")  # rolls the copy's journal back
+            except _DB.Error as e:
+                raise _sqlite_failure(e, source)
         yield copy
     finally:
-        copy.close()
+        if copy is not None:
+            copy.close()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -3135,7 +3193,7 @@ def _test_upgrade(migrator, source):
     """Apply the pending migrations to a copy of `source` and check the copy:
     integrity, foreign keys, and the row counts of the tables no pending
     migration names (found in what a dry run of them executed)."""
-    report = {"source": source, "ok": True, "migrations": [], "failures": [], "notes": [],
+    report = {"source": "(connection)" if _is_connection(source) else source, "ok": True, "migrations": [], "failures": [], "notes": [],
               "checks": {"integrity": "not run", "foreign-keys": "not run",
                          "row-counts": "not run"}, "untouched": []}
     with _scratch_copy(source, migrator.busy_timeout) as conn:
