@@ -3193,7 +3193,8 @@ def _test_upgrade(migrator, source):
     """Apply the pending migrations to a copy of `source` and check the copy:
     integrity, foreign keys, and the row counts of the tables no pending
     migration names (found in what a dry run of them executed)."""
-    report = {"source": "(connection)" if _is_connection(source) else source, "ok": True, "migrations": [], "failures": [], "notes": [],
+    report = {"source": "(connection)" if _is_connection(source) else source, "ok": True,
+              "migrations": [], "failures": [], "notes": [],
               "checks": {"integrity": "not run", "foreign-keys": "not run",
                          "row-counts": "not run"}, "untouched": []}
     with _scratch_copy(source, migrator.busy_timeout) as conn:

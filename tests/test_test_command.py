@@ -299,7 +299,8 @@ class ValuesSurviveEveryStepTest(TempDirTestCase):
     not only when a table's definition or row count changes."""
 
     def test_a_down_that_nulls_columns_fails_the_data_check(self):
-        self.write_sql(1, "users", "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
+        self.write_sql(1, "users",
+                       "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
                        "DROP TABLE users;")
         self.write_sql(2, "index", "CREATE INDEX users_email ON users(email);",
                        "DROP INDEX users_email; UPDATE users SET email = NULL, bio = NULL;")
@@ -312,7 +313,8 @@ class ValuesSurviveEveryStepTest(TempDirTestCase):
         self.assertEqual(_failures(result, 1), [])
 
     def test_an_up_that_deletes_rows_and_reinserts_bare_ids_fails_the_data_check(self):
-        self.write_sql(1, "users", "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
+        self.write_sql(1, "users",
+                       "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
                        "DROP TABLE users;")
         self.write_sql(2, "logs", """
             CREATE TABLE logs (id INTEGER PRIMARY KEY, msg TEXT);
@@ -354,7 +356,8 @@ class QuotedStringsRoundTripTest(TempDirTestCase):
 
             def down(db):
                 sqlmigrate.rebuild_table(db, "t", create_sql='CREATE TABLE t (id INTEGER PRIMARY '
-                    'KEY, status TEXT NOT NULL DEFAULT "active" CHECK (status IN ("active", "done")))')
+                    'KEY, status TEXT NOT NULL DEFAULT "active" '
+                    'CHECK (status IN ("active", "done")))')
             ''')
         result = sqlmigrate.Migrator(self.db, self.dir).test()
         self.assertFalse(result["ok"])
@@ -476,5 +479,6 @@ class TestWithAConnectionTest(TempDirTestCase):
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["from"]["version"], 1)
         self.assertEqual(result["from"]["untouched"], ["t"])
-        self.assertEqual(conn.execute("SELECT name FROM sqlite_master WHERE name = 'u'").fetchall(), [])
+        self.assertEqual(conn.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'u'").fetchall(), [])
         self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 1)
