@@ -2235,7 +2235,8 @@ class Migrator(object):
                                    for problem in self._schema_file_problems()]
             result["ok"] = result["ok"] and not result["failures"]
         if source is not None:
-            result["from"] = _test_upgrade(self, os.fspath(source))
+            result["from"] = _test_upgrade(
+                self, source if _is_connection(source) else os.fspath(source))
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
 
@@ -2881,11 +2882,25 @@ def _schema_entries(conn, table):
 
 
 def _significant(sql):
-    # Whitespace, comments, case and the quoting of names are no difference:
-    # ALTER TABLE and a rebuild's rename edit the text (CREATE TABLE "t").
-    return sql if not isinstance(sql, str) else " ".join(
-        _key(_unquote(text)) if kind in ("word", "ident") else text
-        for kind, text in _tokenize(sql) if kind not in ("space", "comment"))
+    # Whitespace, comments, keyword case and the quoting of names are no
+    # difference: ALTER TABLE and a rebuild's rename edit the text (CREATE
+    # TABLE "t").  Each token: (its text case-folded, its exact text when
+    # quoted, else None): a double-quoted token may be a string literal to
+    # SQLite (DEFAULT "Active"), whose case matters.
+    return sql if not isinstance(sql, str) else [
+        (_key(_unquote(text)), _unquote(text) if kind == "ident" else None)
+        if kind in ("word", "ident") else (text, text)
+        for kind, text in _tokenize(sql) if kind not in ("space", "comment")]
+
+
+def _same_sql(a, b):
+    """Whether two _significant() forms are the same: a quoted token against
+    a quoted one compares case and all; against a bare word (then a name,
+    not a literal) it compares as SQLite compares names."""
+    if not isinstance(a, list) or not isinstance(b, list):
+        return a == b
+    return len(a) == len(b) and all(
+        x[0] == y[0] and (x[1] is None or y[1] is None or x[1] == y[1]) for x, y in zip(a, b))
 
 
 def _schema_diff(expected, got):
@@ -2894,7 +2909,7 @@ def _schema_diff(expected, got):
     for key in sorted(set(expected) | set(got)):
         old, new = expected.get(key), got.get(key)
         if old == new or old and new and old[0] == new[0] and \
-                _significant(old[1]) == _significant(new[1]):
+                _same_sql(_significant(old[1]), _significant(new[1])):
             continue
         diff.append({"change": "added" if old is None else "removed" if new is None else
                      "changed", "type": key[0], "name": key[1],
@@ -3045,13 +3060,14 @@ class _MigrationTest(object):
             return False
 
     def step(self, m, entry):
-        """Apply m (with its round trip) and check the generated rows; False
-        when the pass cannot go on."""
+        """Apply m (with its round trip) and check the generated rows after
+        each up and down; False when the pass cannot go on."""
         checks, before = entry["checks"], self.schema
         if not self.up(m, entry, "up"):
             return False
         checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
+        self.check_rows(m, entry, _user_tables(after), "v%d" % m.version)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
             try:
@@ -3060,10 +3076,18 @@ class _MigrationTest(object):
                 checks["round-trip"] = "failed"
                 entry["failures"].append(_test_failure("round-trip", "down failed: %s" % e))
             else:
-                diff = _schema_diff(before, _schema_entries(self.conn, self.migrator.table))
+                now = _schema_entries(self.conn, self.migrator.table)
+                # The down must give the rows back as they were before the up
+                # (in the columns it leaves): a down that rewrites values
+                # keeps the schema, so the diff alone cannot see it.
+                self.check_rows(m, entry, _user_tables(now), "v%d's down" % m.version)
+                diff = _schema_diff(before, now)
                 again = not diff and self.up(m, entry, "round-trip")
-                diff = diff or again and _schema_diff(
-                    after, _schema_entries(self.conn, self.migrator.table))
+                if again:
+                    now = _schema_entries(self.conn, self.migrator.table)
+                    diff = _schema_diff(after, now)
+                    self.check_rows(m, entry, _user_tables(now),
+                                    "v%d applied again after its down" % m.version)
                 if diff:
                     checks["round-trip"] = "failed"
                     entry["failures"].append(_test_failure(
@@ -3080,43 +3104,62 @@ class _MigrationTest(object):
                         "up to v%d with rows generated anew" % (m.version, m.version))
                     after = self.schema
         self.schema = after
-        checks["data"] = "ok"
-        tables = _user_tables(after)
-        self.check_rows(m, entry, tables)
-        self.generate_rows(m, tables)
+        checks["data"] = "failed" if checks["data"] == "failed" else "ok"
+        self.generate_rows(m, _user_tables(after))
         return True
 
-    def check_rows(self, m, entry, tables):
+    def check_rows(self, m, entry, tables, step):
+        """Whether each tracked generated row is still there with its values
+        (in the columns the table still has): one query per table, by rowid,
+        and a search by value only for a row not found so (a rebuild may
+        renumber the rowids of a table without an INTEGER PRIMARY KEY)."""
         for key in [key for key in self.tracked if key not in tables]:
             del self.tracked[key]  # dropped: its rows went with it, on purpose
-        counts = _count_rows(self.conn, [tables[key][0] for key in self.tracked])
-        for key, (sql, count, rows) in list(self.tracked.items()):
+        for key, (sql, names, rows) in list(self.tracked.items()):
             name, now_sql = tables[key]
-            if now_sql == sql and counts[name] >= count:
-                continue  # same definition, no fewer rows: nothing to look for
-            self.tracked[key] = (now_sql, counts[name], rows)
-            columns = set(_key(c[0]) for c in _read_columns(self.conn, [name], ("name",))[name])
-            lost = 0
-            for row in rows:
-                kept = [(column, value) for k, (column, value) in row.items() if k in columns]
-                lost += not _query(self.conn, "SELECT 1 FROM %s WHERE %s LIMIT 1" % (
-                    _quote_identifier(name), " AND ".join(
-                        "%s IS ?" % _quote_identifier(column) for column, _ in kept) or "1"),
-                    [value for _, value in kept])
+            quoted = _quote_identifier(name)
+            if now_sql != sql:
+                # A column this step dropped took its values with it, on
+                # purpose: it is no longer compared, even if a down adds it back.
+                columns = set(_key(d[0]) for d in self.conn.execute(
+                    "SELECT * FROM %s LIMIT 0" % quoted).description)
+                keep = [i for i, column in enumerate(names) if _key(column) in columns]
+                names = [names[i] for i in keep]
+                rows = [(rowid, tuple(values[i] for i in keep)) for rowid, values in rows]
+            rowids = [rowid for rowid, _ in rows if rowid is not None]
+            found = dict((row[0], row[1:]) for row in self.conn.execute(
+                "SELECT rowid%s FROM %s WHERE rowid IN (%s)" % (
+                    "".join(", " + _quote_identifier(column) for column in names), quoted,
+                    ", ".join(map(str, rowids))))) if rowids else {}
+            lost, kept = 0, []
+            for rowid, values in rows:
+                if found.get(rowid) != values:
+                    # SQLite's IS decides (1 IS 1.0), and finds a row renumbered.
+                    match = _query(self.conn, "SELECT %s FROM %s WHERE %s LIMIT 1" % (
+                        "NULL" if rowid is None else "rowid", quoted, " AND ".join(
+                            "%s IS ?" % _quote_identifier(column) for column in names) or "1"),
+                        values)
+                    lost += not match
+                    rowid = match[0][0] if match else rowid
+                kept.append((rowid, values))
+            self.tracked[key] = (now_sql, names, kept)
             if lost:
                 entry["checks"]["data"] = "failed"
-                entry["failures"].append(_test_failure("data", "v%d lost %d of %d generated "
+                entry["failures"].append(_test_failure("data", "%s lost %d of %d generated "
                                                        "rows of table %s (or changed their "
-                                                       "values)" % (m.version, lost, len(rows),
-                                                                    name), table=name))
-                del self.tracked[key]
+                                                       "values)" % (step, lost, len(rows), name),
+                                                       table=name))
+                del self.tracked[key]  # rows are generated anew for the later checks
 
     def generate_rows(self, m, tables):
         for key, (name, sql) in sorted(tables.items()):
             if key in self.tracked:
                 continue
             rows = self.insert_rows(name, sql)
-            self.tracked[key] = (sql, _count_rows(self.conn, [name])[name], rows)
+            names = [column for column, _ in rows[0][1].values()] if rows else []
+            self.tracked[key] = (sql, names, [(rowid, tuple(row[_key(column)][1]
+                                                            for column in names))
+                                              for rowid, row in rows])
             self.result["rows_generated"][name] = len(rows)
             if len(rows) < _ROWS_PER_TABLE:
                 self.result["notes"].append(
@@ -3167,7 +3210,8 @@ class _MigrationTest(object):
                 stored = zip(columns, _query(self.conn, "SELECT %s FROM %s WHERE rowid = ?" % (
                     ", ".join(_quote_identifier(c[1]) for c in columns), quoted), (rowid,))[0]) \
                     if table.rowid else zip(given, values)
-                rows.append(dict((_key(c[1]), (c[1], v)) for c, v in stored))
+                rows.append((rowid if table.rowid else None,
+                             dict((_key(c[1]), (c[1], v)) for c, v in stored)))
                 break
         return rows
 
@@ -3190,36 +3234,93 @@ class _MigrationTest(object):
 
 @contextmanager
 def _scratch_copy(source, busy_timeout):
-    """A copy of the database file `source`, opened read-only and read inside
-    one read transaction (a consistent snapshot, the file never written): in
-    memory through the backup API, else (Python 3.6, PyPy) the files copied
-    into a temporary directory while the read lock holds."""
-    if not _database_exists(source):
-        raise RequestError("--from %s: no such database file" % source, database=source)
+    """A copy of `source`, never written: a database file opened read-only
+    and read inside one read transaction (a consistent snapshot): in memory
+    through the backup API, else (Python 3.6, PyPy, a local driver other than
+    sqlite3) the files copied into a temporary directory while the read lock
+    holds.  A file with a hot journal is copied with it and rolled back in the
+    copy.  `source` may also be an sqlite3 connection: backed up as it sees
+    its database."""
     import shutil
     import tempfile
-    directory = None
-    with _using(source, busy_timeout, mode="ro") as src:
-        src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
+    if _is_connection(source):
+        raw = _raw(source)
+        if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
+            copy = sqlite3.connect(":memory:", isolation_level=None)
+            try:
+                try:
+                    raw.backup(copy)
+                except sqlite3.Error as e:
+                    raise _sqlite_failure(e, None)
+                yield copy
+            finally:
+                copy.close()
+            return
+        # Python 3.6, PyPy, another driver: a copy of the file it has open.
+        path = [row[2] for row in raw.execute("PRAGMA database_list").fetchall()
+                if row[1] == "main"]
+        if not path or not path[0]:
+            raise RequestError("test(source=<connection>): this connection's database is no "
+                               "file and it has no backup API here: pass a database file")
+        source = path[0]
+    if not _database_exists(source):
+        raise RequestError("--from %s: no such database file" % source, database=source)
+    # --from is always a local file: with a server driver (--driver
+    # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
+    opener = _OPENER if not _OPENER.server else _Opener()
+    in_memory = opener.module is sqlite3 and _HAS_BACKUP_API
+    directory = copy = None
+    try:
+        hot = os.stat(source + "-journal").st_size > 0
+    except OSError:
+        hot = False
+    if hot:
+        # A crashed writer's journal: opening the source would roll it back
+        # in the source (a write).  The journal is copied first: should a
+        # writer roll it back meanwhile, the copied journal only restores the
+        # pages it held to what they are anyway.
+        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+        for suffix in ("-journal", ""):
+            shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
+    else:
         try:
-            _query(src, "SELECT count(*) FROM sqlite_master")  # not a database? locked?
-            if _HAS_BACKUP_API:
-                copy = sqlite3.connect(":memory:", isolation_level=None)
-                _raw(src).backup(copy)
-            else:
-                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                for suffix in ("", "-wal"):
-                    if os.path.exists(source + suffix):
-                        shutil.copyfile(source + suffix,
-                                        os.path.join(directory, "copy.db" + suffix))
-        finally:
-            src.execute("ROLLBACK")
+            src = opener.connect(_uri(source, "ro"), source, uri=True, timeout=busy_timeout,
+                                 isolation_level=None)
+            try:
+                with _driver_session(src):
+                    src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
+                    try:
+                        _query(src, "SELECT count(*) FROM sqlite_master")  # a database? locked?
+                        if in_memory:
+                            copy = sqlite3.connect(":memory:", isolation_level=None)
+                            _raw(src).backup(copy)
+                        else:
+                            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                            for suffix in ("", "-wal"):
+                                if os.path.exists(source + suffix):
+                                    shutil.copyfile(source + suffix,
+                                                    os.path.join(directory, "copy.db" + suffix))
+                    finally:
+                        src.execute("ROLLBACK")
+            finally:
+                src.close()
+        except _DB.Error as e:
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise _sqlite_failure(e, source)
     try:
         if directory is not None:
-            copy = sqlite3.connect(os.path.join(directory, "copy.db"), isolation_level=None)
+            target = os.path.join(directory, "copy.db")
+            try:
+                copy = opener.connect(target, target, isolation_level=None)
+                if hot:
+                    _query(copy, "PRAGMA schema_version")  # rolls the copy's journal back
+            except _DB.Error as e:
+                raise _sqlite_failure(e, source)
         yield copy
     finally:
-        copy.close()
+        if copy is not None:
+            copy.close()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -3228,7 +3329,8 @@ def _test_upgrade(migrator, source):
     """Apply the pending migrations to a copy of `source` and check the copy:
     integrity, foreign keys, and the row counts of the tables no pending
     migration names (found in what a dry run of them executed)."""
-    report = {"source": source, "ok": True, "migrations": [], "failures": [], "notes": [],
+    report = {"source": "(connection)" if _is_connection(source) else source, "ok": True,
+              "migrations": [], "failures": [], "notes": [],
               "checks": {"integrity": "not run", "foreign-keys": "not run",
                          "row-counts": "not run"}, "untouched": []}
     with _scratch_copy(source, migrator.busy_timeout) as conn:
@@ -3248,6 +3350,16 @@ def _test_upgrade(migrator, source):
                 touched |= set(map(_key, _tables_named_in(result.executed_sql)))
         except MigrationError:
             touched = None  # the real run below reports the failure
+        # A trigger on a touched table writes the tables its body names:
+        # those are touched too (and so on, through their own triggers).
+        triggers = [(_key(on), sql) for on, sql in _query(
+            conn, "SELECT tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")]
+        grown = touched is not None
+        while grown:
+            written = set(_key(name) for on, sql in triggers if on in touched
+                          for name in _tables_named_in([sql]))
+            grown = not written <= touched
+            touched |= written
         tables = sorted(name for name, _ in _user_tables(_schema_entries(
             conn, migrator.table)).values())
         untouched = [name for name in tables if touched is not None and _key(name) not in touched]

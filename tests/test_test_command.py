@@ -225,7 +225,8 @@ class FromCopyTest(TempDirTestCase):
         self.assertEqual([m["version"] for m in result["from"]["migrations"]], [2])
         self.assertEqual(result["from"]["checks"], {"integrity": "ok", "foreign-keys": "ok",
                                                     "row-counts": "ok"})
-        self.assertEqual(result["from"]["untouched"], ["audit", "child", "other"])
+        # audit counts as touched: parent's trigger writes it.
+        self.assertEqual(result["from"]["untouched"], ["child", "other"])
         self.assertEqual(original, (file_sha256(self.db), os.stat(self.db).st_mtime_ns))
         self.assertEqual(sqlmigrate.Migrator(self.db, self.dir).current_version, 1)
 
@@ -244,13 +245,22 @@ class FromCopyTest(TempDirTestCase):
 
     def test_from_fails_when_an_untouched_table_changes_its_row_count(self):
         self.make_prod()
-        # The trigger empties `audit`, which the migration does not name.
-        self.write_sql(2, "prune", "DELETE FROM child; DELETE FROM parent;")
+        # Tables a migration names (or a trigger of them writes) are touched;
+        # this one names `other` only when it really runs (not in the dry
+        # run that collects the names): the row count is the safety net.
+        self.write("002-prune.py", '''
+            runs = []
+
+            def up(db):
+                runs.append(1)  # the fresh build's up, --from's dry run, its real run
+                if len(runs) == 3:
+                    db.execute("DELETE FROM other WHERE id = 1")
+            ''')
         result = sqlmigrate.Migrator(self.db, self.dir).test(source=self.db)
         self.assertFalse(result["ok"])
-        self.assertEqual(result["from"]["checks"]["row-counts"], "failed")
+        self.assertEqual(result["from"]["checks"]["row-counts"], "failed", result["from"])
         [failure] = result["from"]["failures"]
-        self.assertEqual((failure["check"], failure["table"]), ("row-counts", "audit"))
+        self.assertEqual((failure["check"], failure["table"]), ("row-counts", "other"))
 
     def test_from_a_file_that_is_not_a_database_exits_1_and_leaves_it_alone(self):
         self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
@@ -327,3 +337,193 @@ class BaselineTest(TempDirTestCase):
         self.write_sql(3, "t3", "CREATE TABLE t3 (x);", "DROP TABLE t3; DROP TABLE t1;")
         self.assertEqual(_failures(sqlmigrate.Migrator(":memory:", self.dir).test(), 3)[0]["check"],
                          "round-trip")
+
+
+class ValuesSurviveEveryStepTest(TempDirTestCase):
+    """The generated rows' values are compared after each up and each down,
+    not only when a table's definition or row count changes."""
+
+    def test_a_down_that_nulls_columns_fails_the_data_check(self):
+        self.write_sql(1, "users",
+                       "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
+                       "DROP TABLE users;")
+        self.write_sql(2, "index", "CREATE INDEX users_email ON users(email);",
+                       "DROP INDEX users_email; UPDATE users SET email = NULL, bio = NULL;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual((failure["check"], failure["table"]), ("data", "users"))
+        self.assertIn("down", failure["message"])
+        self.assertIn("3 of 3", failure["message"])
+        self.assertEqual(_failures(result, 1), [])
+
+    def test_an_up_that_deletes_rows_and_reinserts_bare_ids_fails_the_data_check(self):
+        self.write_sql(1, "users",
+                       "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, bio TEXT);",
+                       "DROP TABLE users;")
+        self.write_sql(2, "logs", """
+            CREATE TABLE logs (id INTEGER PRIMARY KEY, msg TEXT);
+            DELETE FROM users;
+            INSERT INTO users (id) VALUES (1), (2), (3);
+            """, "DROP TABLE logs;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual((failure["check"], failure["table"]), ("data", "users"))
+        self.assertIn("3 of 3", failure["message"])
+
+    def test_an_up_that_adds_a_column_and_a_down_that_drops_it_keep_the_values(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT, b INTEGER) ;")
+        self.write("002-column.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("ALTER TABLE t ADD COLUMN c TEXT")
+                db.execute("UPDATE t SET c = 'x'")
+
+            def down(db):
+                sqlmigrate.drop_column(db, "t", "c")
+            ''')
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+
+
+class QuotedStringsRoundTripTest(TempDirTestCase):
+
+    def test_a_down_that_changes_the_case_of_double_quoted_literals_fails_the_round_trip(self):
+        self.write_sql(1, "a", 'CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT NOT NULL '
+                       'DEFAULT "Active" CHECK (status IN ("Active", "Done")));')
+        self.write("002-b.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("ALTER TABLE t ADD COLUMN note TEXT")
+
+            def down(db):
+                sqlmigrate.rebuild_table(db, "t", create_sql='CREATE TABLE t (id INTEGER PRIMARY '
+                    'KEY, status TEXT NOT NULL DEFAULT "active" '
+                    'CHECK (status IN ("active", "done")))')
+            ''')
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2, "round-trip")
+        self.assertEqual([d["name"] for d in failure["diff"]], ["t"])
+
+    def test_quoting_and_keyword_case_are_still_no_difference(self):
+        self.write_sql(1, "a", 'CREATE TABLE Things (id INTEGER PRIMARY KEY, Name TEXT '
+                       'DEFAULT "Active");')
+        self.write("002-b.py", '''
+            import sqlmigrate
+
+            def up(db):
+                db.execute("ALTER TABLE Things ADD COLUMN note TEXT")
+
+            def down(db):
+                sqlmigrate.rebuild_table(db, "Things", create_sql='create table "Things" '
+                    '("id" integer primary key, "Name" text default "Active")')
+            ''')
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+
+
+class FromSourceTest(TempDirTestCase):
+
+    def test_from_counts_a_table_a_trigger_of_a_touched_table_writes_as_touched(self):
+        self.write_sql(1, "a", """
+            CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+            CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT);
+            CREATE TABLE audit2 (id INTEGER PRIMARY KEY, what TEXT);
+            CREATE TABLE other (id INTEGER PRIMARY KEY);
+            CREATE TRIGGER items_ai AFTER INSERT ON items
+                BEGIN INSERT INTO audit(what) VALUES ('added ' || new.name); END;
+            CREATE TRIGGER audit_ai AFTER INSERT ON audit
+                BEGIN INSERT INTO audit2(what) VALUES (new.what); END;
+            """)
+        sqlmigrate.Migrator(self.db, self.dir).up()
+        self.write_sql(2, "seed", "INSERT INTO items(name) VALUES ('default');",
+                       "DELETE FROM items WHERE name = 'default';")
+        result = sqlmigrate.Migrator(self.db, self.dir).test(source=self.db)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["from"]["untouched"], ["other"])
+
+    def make_hot_journal(self, path):
+        """A real crashed writer: a child process in rollback-journal mode
+        writes more than its page cache holds (so pages reach the file) and
+        is killed with SIGKILL mid-transaction."""
+        import signal
+        import subprocess
+        import sys
+        child = subprocess.Popen([sys.executable, "-c", """if True:
+            import os, signal, sqlite3, sys
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute("PRAGMA journal_mode = DELETE")
+            c.execute("PRAGMA cache_size = 5")
+            c.execute("CREATE TABLE t (x)")
+            c.execute("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                      "WHERE i < 300) INSERT INTO t SELECT randomblob(1000) FROM r")
+            c.execute("BEGIN")
+            c.execute("UPDATE t SET x = randomblob(1000)")
+            os.kill(os.getpid(), signal.SIGKILL)
+            """, path])
+        self.assertEqual(child.wait(), -signal.SIGKILL)
+        self.assertGreater(os.path.getsize(path + "-journal"), 0)
+
+    def test_from_a_source_with_a_hot_journal_rolls_it_back_in_a_copy_never_in_the_source(self):
+        self.write_sql(1, "n", "CREATE TABLE n (x);", "DROP TABLE n;")
+        source = os.path.join(self.tmp, "src.db")
+        self.make_hot_journal(source)
+        files = lambda: dict((p, (file_sha256(p), os.stat(p).st_mtime_ns))  # noqa: E731
+                             for p in (source, source + "-journal"))
+        before = files()
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", source, "--json")
+        self.assertEqual(status, 0, out + err)
+        data = json.loads(out)
+        self.assertEqual(data["from"]["version"], 0)
+        self.assertEqual(data["from"]["untouched"], ["t"])
+        self.assertEqual(before, files())
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations", "src.db", "src.db-journal"])
+
+    def test_scratch_copy_opens_the_source_with_sqlite3_when_the_driver_is_a_server_one(self):
+        import types
+        dialed = []
+        driver = types.ModuleType("dqlitedbapi")  # a stand-in server driver module
+
+        class Error(Exception):
+            pass
+
+        def connect(*args, **kwargs):
+            dialed.append(args)
+            raise Error("dialed %r as a server" % (args,))
+        driver.Error, driver.connect = Error, connect
+        saved = sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError, \
+            sqlmigrate._DB.IntegrityError
+
+        def restore():
+            (sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError,
+             sqlmigrate._DB.IntegrityError) = saved
+        self.addCleanup(restore)
+        conn = self.connect()
+        conn.execute("CREATE TABLE prod (y)")
+        conn.execute("INSERT INTO prod VALUES (42)")
+        conn.close()
+        sqlmigrate._OPENER = sqlmigrate._Opener(driver)
+        with sqlmigrate._scratch_copy(self.db, 5.0) as copy:
+            self.assertEqual(copy.execute("SELECT y FROM prod").fetchall(), [(42,)])
+        self.assertEqual(dialed, [])
+
+
+class TestWithAConnectionTest(TempDirTestCase):
+
+    def test_test_with_a_connection_as_source_checks_a_copy_of_it(self):
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);", "DROP TABLE t;")
+        sqlmigrate.Migrator(self.db, self.dir).up()
+        self.write_sql(2, "u", "CREATE TABLE u (b TEXT);", "DROP TABLE u;")
+        conn = self.connect()
+        conn.execute("INSERT INTO t VALUES ('kept')")
+        result = sqlmigrate.Migrator(self.db, self.dir).test(source=conn)
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["from"]["version"], 1)
+        self.assertEqual(result["from"]["untouched"], ["t"])
+        self.assertEqual(conn.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'u'").fetchall(), [])
+        self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 1)
