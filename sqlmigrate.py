@@ -190,6 +190,18 @@ def _archived_package_files(module, location):
 
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
+# The shadow tables of the core virtual-table modules, for SQLite before 3.37
+# (no PRAGMA table_list): {module: the suffixes its xShadowName accepts}.  A
+# table "<virtual table>_<suffix>" is a shadow table, as sqlite3ShadowTableName
+# decides (split at the last "_"; names compared case-insensitively), so the
+# output is the same on every version.  Extensions' modules are known only to
+# PRAGMA table_list.
+_FTS3_SHADOWS = frozenset(("content", "segments", "segdir", "docsize", "stat"))
+_RTREE_SHADOWS = frozenset(("node", "rowid", "parent"))
+_SHADOW_SUFFIXES = {"fts3": _FTS3_SHADOWS, "fts4": _FTS3_SHADOWS,
+                    "fts5": frozenset(("data", "idx", "content", "docsize", "config")),
+                    "rtree": _RTREE_SHADOWS, "rtree_i32": _RTREE_SHADOWS,
+                    "geopoly": _RTREE_SHADOWS}
 
 
 class _DB(object):
@@ -274,6 +286,10 @@ class _Driver(object):
         self.has_table_xinfo = version >= (3, 26, 0)
         self.has_generated_columns = version >= (3, 31, 0)
         self.has_vacuum_into = version >= (3, 27, 0)
+        # PRAGMA table_list, which names a virtual table's shadow tables (type
+        # 'shadow', as the module's xShadowName says): 3.37.  Before, the core
+        # modules' own list (_SHADOW_SUFFIXES) stands in for it.
+        self.has_table_list = version >= (3, 37, 0)
 
     def __getattr__(self, name):  # only for what _set_version has not set yet
         conn = self.__dict__.get("_server_connection")
@@ -5213,9 +5229,10 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
                                "IN ('table', 'index', 'view', 'trigger') AND substr(tbl_name, 1, "
                                "7) COLLATE NOCASE <> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN "
                                "(?, ?)", (table, table + "_migrations")))
-    shadow = tuple(_key(name) + "_" for _, name, _, _, virtual in rows if virtual)
+    shadow = _shadow_tables(conn, [(name, sql) for _, name, sql, _, virtual in rows if virtual],
+                            [name for kind, name, _, _, virtual in rows if kind == 0])
     if shadow:
-        rows = [row for row in rows if row[4] or not _key(row[3]).startswith(shadow)]
+        rows = [row for row in rows if row[0] or _key(row[1]) not in shadow]
     views = [(_key(name), sql) for kind, name, sql, _, _ in rows if kind == 2]
     # Each view is tokenized once, and only when another view could be among
     # its names; it goes one level after the deepest view it reads (by name
@@ -5253,6 +5270,28 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             views = [view for view in views if view not in ready]
     return ([sql for kind, _, sql, _, _ in rows if kind < 2] + [sql for _, sql in ordered] +
             [sql for kind, _, sql, _, _ in rows if kind == 3])
+
+
+def _shadow_tables(conn, virtual, tables):
+    """The keys of those of `tables` that are shadow tables of the virtual
+    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
+    an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
+    if not virtual:
+        return set()
+    if _driver(conn).has_table_list:
+        return set(_key(row[1]) for row in _query(conn, "PRAGMA main.table_list")
+                   if row[2] == "shadow")
+    modules = {}
+    for name, sql in virtual:
+        cursor = _Create(sql).cursor
+        if cursor.take("USING"):
+            modules[_key(name)] = _key(cursor.name() or "")
+    shadow = set()
+    for name in map(_key, tables):
+        prefix, _, suffix = name.rpartition("_")
+        if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
+            shadow.add(name)
+    return shadow
 
 
 def _schema_sql(conn, version, table=_DEFAULT_TABLE):

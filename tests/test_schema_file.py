@@ -6,6 +6,7 @@ Real SQLite files, the CLI as a real subprocess.
 
 import os
 import sqlite3
+import sys
 import unittest
 
 from tests.support import TempDirTestCase, file_sha256, sqlmigrate
@@ -63,6 +64,39 @@ if HAS_FTS4:
     EXPECTED.insert(3, "CREATE VIRTUAL TABLE notes USING fts4(body);")  # by name, as stored
 
 USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
+
+
+def has_module(module, arguments):
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE t USING %s(%s)" % (module, arguments))
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+# Virtual tables of every module this SQLite has, each with ordinary tables
+# (an index, a view) whose names start with "<virtual table>_": all of those
+# are the user's, and so is "notes_data" (a shadow name of fts5, not of fts4).
+# Only the modules' own shadow tables may be left out.  {name: CREATE}.
+SHADOW_NEIGHBOURS = {}
+if HAS_FTS4:
+    SHADOW_NEIGHBOURS.update({
+        "notes": "CREATE VIRTUAL TABLE notes USING fts4(body)",
+        "notes_tags": "CREATE TABLE notes_tags (note INTEGER, tag TEXT)",
+        "notes_data": "CREATE TABLE notes_data (x)",
+        "Notes_Content2": "CREATE TABLE Notes_Content2 (x)"})
+if has_module("fts5", "a"):
+    SHADOW_NEIGHBOURS.update({
+        "posts": "CREATE VIRTUAL TABLE posts USING fts5(title, body)",
+        "posts_tags": "CREATE TABLE posts_tags (post_id INTEGER NOT NULL, tag TEXT NOT NULL)",
+        "posts_segdir": "CREATE TABLE posts_segdir (x)"})
+if has_module("rtree", "id, x0, x1"):
+    SHADOW_NEIGHBOURS.update({
+        "boxes": "CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1)",
+        "boxes_nodes": "CREATE TABLE boxes_nodes (x)"})
 POSTS = "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT)"
 
 
@@ -113,6 +147,29 @@ class SchemaSqlTest(TempDirTestCase):
         out = self.cli_ok("--db", self.db, "schema", "--sql")
         self.assertIn("CREATE VIRTUAL TABLE notes USING fts4(body);\n", out)
         self.assertNotIn("notes_", out)
+
+    @unittest.skipUnless(SHADOW_NEIGHBOURS, "this SQLite has no fts4, fts5 or rtree")
+    def test_schema_sql_keeps_tables_whose_names_only_start_like_shadow_tables(self):
+        # The user's tables named "<virtual table>_..." (fts5 posts and
+        # posts_tags), and their indexes and views, are no shadow tables.
+        users = sorted(name for name, sql in SHADOW_NEIGHBOURS.items() if "VIRTUAL" not in sql)
+        self.write_sql(1, "neighbours", ";\n".join(
+            [SHADOW_NEIGHBOURS[name] for name in sorted(SHADOW_NEIGHBOURS)] +
+            ["CREATE INDEX %s_x ON %s (x)" % (users[0], users[0]),
+             "CREATE VIEW %s_view AS SELECT * FROM %s" % (users[0], users[0])]) + ";")
+        self.cli_ok("--db", self.db, "up")
+        expected = "\n".join(
+            ["-- sqlmigrate schema, version 1"] +
+            [SHADOW_NEIGHBOURS[name] + ";" for name in sorted(SHADOW_NEIGHBOURS)] +
+            ["CREATE INDEX %s_x ON %s (x);" % (users[0], users[0]),
+             "CREATE VIEW %s_view AS SELECT * FROM %s;" % (users[0], users[0])]) + "\n"
+        pythons = [sys.executable] + [python for python in (PY36, PY313) if usable_python(python)]
+        for python in pythons:
+            self.assertEqual(self.cli_ok("--db", self.db, "schema", "--sql", python=python),
+                             expected, python)
+        replay = sqlite3.connect(":memory:")
+        replay.executescript(expected)
+        self.assertEqual(sqlmigrate._schema_sql(replay, 1), expected)
 
     def test_schema_sql_is_byte_identical_on_python_3_6_and_3_13(self):
         self.write_everything()
