@@ -5300,7 +5300,16 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [sql + ";" for sql in _schema_statements(conn, table)]) + "\n"
+    return "\n".join(lines + [_terminated(sql) for sql in _schema_statements(conn, table)]) + "\n"
+
+
+def _terminated(sql):
+    """`sql` with its ";".  SQLite keeps a trailing "-- comment" in the text
+    of an index or a view (not always with its newline): a ";" right after it
+    would be commented out, so it goes on a line of its own."""
+    if "--" in sql and _tokenize(sql)[-1][1].startswith("--"):
+        return sql + "\n;"
+    return sql + ";"
 
 
 def schema_sql(db, table=_DEFAULT_TABLE):

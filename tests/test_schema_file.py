@@ -189,6 +189,34 @@ class SchemaSqlTest(TempDirTestCase):
         replay.executescript(text)
         self.assertEqual(sqlmigrate._schema_sql(replay, 1), text)
 
+    def test_schema_sql_ends_a_statement_after_its_trailing_line_comment_so_it_replays(self):
+        # SQLite keeps a trailing "-- comment" in an index's or a view's text:
+        # a ";" right after it would be part of the comment.
+        self.write_sql(1, "commented", "CREATE TABLE t (a INT);\n"
+                       "CREATE INDEX ti ON t(a) -- look-ups by a\n;\n"
+                       "CREATE VIEW v AS SELECT a FROM t -- the a column\n;\n"
+                       "CREATE VIEW w AS SELECT a FROM t /* a block */;\n")
+        self.cli_ok("--db", self.db, "up")
+        text = self.cli_ok("--db", self.db, "schema", "--sql")
+        # SQLite 3.7.17 stores the index's text without its comment.
+        stored = self.connect().execute("SELECT sql FROM sqlite_master WHERE name = 'ti'")
+        commented = stored.fetchone()[0].endswith("-- look-ups by a")
+        self.assertEqual(text, "-- sqlmigrate schema, version 1\n"
+                               "CREATE TABLE t (a INT);\n"
+                               "CREATE INDEX ti ON t(a)%s;\n"
+                               % (" -- look-ups by a\n" if commented else "") +
+                               "CREATE VIEW v AS SELECT a FROM t -- the a column\n;\n"
+                               "CREATE VIEW w AS SELECT a FROM t /* a block */;\n")
+        replay = sqlite3.connect(":memory:")
+        replay.executescript(text)
+        self.assertEqual(sqlmigrate._schema_sql(replay, 1), text)
+        # A baseline is that text: a new database is built from it.
+        self.cli_ok("--db", self.db, "baseline", "--to", "1")
+        os.remove(os.path.join(self.dir, "001-commented.sql"))
+        fresh = os.path.join(self.tmp, "fresh.db")
+        self.cli_ok("--db", fresh, "up")
+        self.assertEqual(self.cli_ok("--db", fresh, "schema", "--sql"), text)
+
     def test_schema_sql_leaves_out_sqlite_sequence_and_tracking_tables_of_any_case(self):
         conn = sqlite3.connect(":memory:")
         conn.executescript("CREATE TABLE Meta (key, value); CREATE TABLE META_Migrations (v);"
