@@ -2347,6 +2347,9 @@ class Migrator(object):
         if atomic and stepwise:
             raise MigrationError("--atomic cannot include non-transactional migrations: %s"
                                  % ", ".join(stepwise), kind="not-atomic")
+        misplaced = self.schema_file is not None and self._schema_file_misplaced()
+        if misplaced:
+            raise RequestError(misplaced, kind="schema-file", path=self.schema_file)
         if not plan:
             return []
         if self.schema_file is not None and not dry_run:
@@ -2408,7 +2411,26 @@ class Migrator(object):
                 raise error
             _log("warning", "%s", error)  # the migration's failure is the error to show
 
+    def _schema_file_misplaced(self):
+        """Why the schema file must not be where it is, or None: in the
+        migration directory, under a name discovery reads (the path's own, or
+        its link's target's), it would be read as a migration file."""
+        if "directory" not in self._sources:
+            return None
+        directory = os.path.realpath(self.directory)
+        own_folder, own_name = os.path.split(os.path.abspath(self.schema_file))
+        for folder, name in ((os.path.realpath(own_folder), own_name),
+                             os.path.split(os.path.realpath(self.schema_file))):
+            if folder == directory and _MIGRATION_LIKE(name) and not name.startswith(("_", ".")):
+                return ("the schema file %s is in the migration directory %s, where it would be "
+                        "read as a migration file: put it elsewhere (e.g. beside the directory), "
+                        "or start its name with '_'" % (self.schema_file, self.directory))
+        return None
+
     def _schema_file_problems(self):
+        misplaced = self._schema_file_misplaced()
+        if misplaced:
+            return [misplaced]
         try:
             with open(self.schema_file, "rb") as f:
                 text = f.read().decode("utf-8")

@@ -393,6 +393,24 @@ class SchemaSqlTest(TempDirTestCase):
                             1, "cannot write the schema file")
         self.assertFalse(os.path.exists(self.db))
 
+    def test_schema_file_read_as_a_migration_file_is_refused_before_migrating(self):
+        # Inside the migration directory, discovery would read it as a
+        # migration file and refuse every later command.
+        self.write_two()
+        os.symlink(self.dir, os.path.join(self.tmp, "link"))
+        for path in (os.path.join(self.dir, "schema.sql"),
+                     os.path.join(self.tmp, "link", "schema.sql")):
+            self.schema_file = path
+            err = self.assert_refused(("--db", self.db, "--schema-file", path, "up"), 2, path)
+            self.assertIn("migration directory", err)
+            self.assertFalse(os.path.exists(self.db))
+            self.assertFalse(os.path.exists(path))
+        # A name discovery skips is no migration file: it is fine there.
+        self.schema_file = os.path.join(self.dir, "_schema.sql")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up", "--to", "1")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
+
     def test_api_migrator_with_schema_file_writes_it(self):
         self.write_two()
         sqlmigrate.Migrator(self.db, self.dir, schema_file=self.schema_file).up()
