@@ -5361,7 +5361,7 @@ def _check_schema_file(path):
                              "move it away or choose another --schema-file" % path,
                              kind="schema-file", path=path, outcome="nothing was changed")
     try:  # proves the directory writable now, not after migrating
-        os.remove(_new_temporary(path))
+        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
     except OSError as e:
         raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
                              kind="schema-file", path=path, outcome="nothing was changed")
@@ -5377,7 +5377,10 @@ def _new_temporary(path):
 
 def _write_schema_file(path, text):
     """Replace `path` by `text` atomically: readers see the old file or the
-    new one, never a part (a temporary file beside it, fsynced, os.replace)."""
+    new one, never a part (a temporary file beside it, fsynced, os.replace).
+    A symbolic link stays one: its target is replaced (os.replace on the link's
+    path would put a regular file in its place and leave the target stale)."""
+    path = os.path.realpath(path)
     temporary = _new_temporary(path)
     try:
         with open(temporary, "wb") as f:  # bytes: "\n" on every system

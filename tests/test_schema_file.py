@@ -411,6 +411,20 @@ class SchemaSqlTest(TempDirTestCase):
         self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
         self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
 
+    def test_symlinked_schema_file_is_written_through_the_link(self):
+        self.write_two()
+        os.mkdir(os.path.join(self.tmp, "repo"))
+        target = os.path.join(self.tmp, "repo", "schema.sql")
+        self.cli_ok("--db", self.db, "--schema-file", target, "up", "--to", "1")
+        os.symlink(os.path.join("repo", "schema.sql"), self.schema_file)
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        self.assertTrue(os.path.islink(self.schema_file))
+        with open(target) as f:
+            self.assertEqual(f.read(), "-- sqlmigrate schema, version 2\n%s;\n%s;\n"
+                             % (POSTS, USERS))
+        self.assertEqual(os.listdir(os.path.join(self.tmp, "repo")), ["schema.sql"])
+        self.cli_ok("--db", self.db, "--schema-file", target, "verify")
+
     def test_api_migrator_with_schema_file_writes_it(self):
         self.write_two()
         sqlmigrate.Migrator(self.db, self.dir, schema_file=self.schema_file).up()
