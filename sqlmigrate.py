@@ -2448,7 +2448,9 @@ class Migrator(object):
             built = _schema_sql(conn, _read_state(conn, self.table).version, self.table)
         finally:
             conn.close()
-        if built == text:
+        # CRLF and LF line ends are the same schema: the file's line ends are
+        # git's business (core.autocrlf checks it out with CRLF on Windows).
+        if built.replace("\r\n", "\n") == text.replace("\r\n", "\n"):
             return []
         import difflib
         return ["schema file %s is not what a fresh build of the migrations gives (run up, or "

@@ -450,6 +450,24 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertIn("\n+-- sqlmigrate schema, version 3", out)
         self.assertIn("\n+CREATE TABLE tags (name TEXT);", out)
 
+    def test_verify_ignores_the_schema_files_line_endings(self):
+        # git's core.autocrlf checks the file out with CRLF line ends: the
+        # same schema, which verify and test accept.
+        self.write_two()
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        text = self.read_schema_file()
+        with open(self.schema_file, "wb") as f:
+            f.write(text.replace("\n", "\r\n").encode("utf-8"))
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
+        self.cli_ok("--schema-file", self.schema_file, "test")
+        # Another difference is still one, and its diff shows it.
+        with open(self.schema_file, "wb") as f:
+            f.write(text.replace(USERS, USERS.lower()).replace("\n", "\r\n").encode("utf-8"))
+        status, out, err = self.cli("--db", self.db, "--schema-file", self.schema_file, "verify")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("\n-" + USERS.lower() + ";", out)
+        self.assertIn("\n+" + USERS + ";", out)
+
     def test_test_fails_when_a_fresh_build_differs_from_the_schema_file(self):
         self.write_two()
         self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
