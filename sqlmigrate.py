@@ -1139,6 +1139,21 @@ def _database_exists(path):
     raise RequestError(why, kind="bad-database", database=path)
 
 
+def _server_address(address, driver):
+    """(HOST:PORT, DATABASE or None) of a server driver's --db; a malformed
+    one, or a port no server can listen on, is a bad request (not the
+    client's own error when it dials)."""
+    match = _SERVER_ADDRESS.match(address)
+    if match is None:
+        raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
+                           "HOST:PORT/DATABASE" % (address, driver))
+    database = match.group(1)
+    host = address[:len(address) - len(database or "") - bool(database)]
+    if not 1 <= int(host.rpartition(":")[2]) <= 65535:
+        raise RequestError("--db %s: the port must be 1 to 65535" % address)
+    return host, database
+
+
 class _Opener(object):
     """How a path is opened: a DB-API module's connect (sqlite3, or the CLI's
     --driver) and, for SQLCipher, the key ($SQLMIGRATE_KEY)."""
@@ -1152,15 +1167,11 @@ class _Opener(object):
         """A server driver's connection to --db HOST:PORT[/DATABASE], opened
         now: the client would dial at its first query, and an address that
         does not answer is best named as such (within the busy timeout)."""
-        match = _SERVER_ADDRESS.match(address)
-        if match is None:
-            raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
-                               "HOST:PORT/DATABASE" % (address, self.module.__name__))
+        host, database = _server_address(address, self.module.__name__)
         if self.key is not None:
             raise RequestError("$SQLMIGRATE_KEY is set, but driver %s does not encrypt"
                                % self.module.__name__)
-        host = address[:len(address) - len(match.group(1) or "") - bool(match.group(1))]
-        args, kwargs = self.server(host, match.group(1), busy_timeout)
+        args, kwargs = self.server(host, database, busy_timeout)
         conn = self.module.connect(*args, **kwargs)
         try:
             getattr(conn, "connect", lambda: None)()
