@@ -190,6 +190,18 @@ def _archived_package_files(module, location):
 
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
+# The shadow tables of the core virtual-table modules, for SQLite before 3.37
+# (no PRAGMA table_list): {module: the suffixes its xShadowName accepts}.  A
+# table "<virtual table>_<suffix>" is a shadow table, as sqlite3ShadowTableName
+# decides (split at the last "_"; names compared case-insensitively), so the
+# output is the same on every version.  Extensions' modules are known only to
+# PRAGMA table_list.
+_FTS3_SHADOWS = frozenset(("content", "segments", "segdir", "docsize", "stat"))
+_RTREE_SHADOWS = frozenset(("node", "rowid", "parent"))
+_SHADOW_SUFFIXES = {"fts3": _FTS3_SHADOWS, "fts4": _FTS3_SHADOWS,
+                    "fts5": frozenset(("data", "idx", "content", "docsize", "config")),
+                    "rtree": _RTREE_SHADOWS, "rtree_i32": _RTREE_SHADOWS,
+                    "geopoly": _RTREE_SHADOWS}
 
 
 class _DB(object):
@@ -274,6 +286,10 @@ class _Driver(object):
         self.has_table_xinfo = version >= (3, 26, 0)
         self.has_generated_columns = version >= (3, 31, 0)
         self.has_vacuum_into = version >= (3, 27, 0)
+        # PRAGMA table_list, which names a virtual table's shadow tables (type
+        # 'shadow', as the module's xShadowName says): 3.37.  Before, the core
+        # modules' own list (_SHADOW_SUFFIXES) stands in for it.
+        self.has_table_list = version >= (3, 37, 0)
 
     def __getattr__(self, name):  # only for what _set_version has not set yet
         conn = self.__dict__.get("_server_connection")
@@ -1141,6 +1157,21 @@ def _database_exists(path):
     raise RequestError(why, kind="bad-database", database=path)
 
 
+def _server_address(address, driver):
+    """(HOST:PORT, DATABASE or None) of a server driver's --db; a malformed
+    one, or a port no server can listen on, is a bad request (not the
+    client's own error when it dials)."""
+    match = _SERVER_ADDRESS.match(address)
+    if match is None:
+        raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
+                           "HOST:PORT/DATABASE" % (address, driver))
+    database = match.group(1)
+    host = address[:len(address) - len(database or "") - bool(database)]
+    if not 1 <= int(host.rpartition(":")[2]) <= 65535:
+        raise RequestError("--db %s: the port must be 1 to 65535" % address)
+    return host, database
+
+
 class _Opener(object):
     """How a path is opened: a DB-API module's connect (sqlite3, or the CLI's
     --driver) and, for SQLCipher, the key ($SQLMIGRATE_KEY)."""
@@ -1154,15 +1185,11 @@ class _Opener(object):
         """A server driver's connection to --db HOST:PORT[/DATABASE], opened
         now: the client would dial at its first query, and an address that
         does not answer is best named as such (within the busy timeout)."""
-        match = _SERVER_ADDRESS.match(address)
-        if match is None:
-            raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
-                               "HOST:PORT/DATABASE" % (address, self.module.__name__))
+        host, database = _server_address(address, self.module.__name__)
         if self.key is not None:
             raise RequestError("$SQLMIGRATE_KEY is set, but driver %s does not encrypt"
                                % self.module.__name__)
-        host = address[:len(address) - len(match.group(1) or "") - bool(match.group(1))]
-        args, kwargs = self.server(host, match.group(1), busy_timeout)
+        args, kwargs = self.server(host, database, busy_timeout)
         conn = self.module.connect(*args, **kwargs)
         try:
             getattr(conn, "connect", lambda: None)()
@@ -2383,6 +2410,9 @@ class Migrator(object):
         if atomic and stepwise:
             raise MigrationError("--atomic cannot include non-transactional migrations: %s"
                                  % ", ".join(stepwise), kind="not-atomic")
+        misplaced = self.schema_file is not None and self._schema_file_misplaced()
+        if misplaced:
+            raise RequestError(misplaced, kind="schema-file", path=self.schema_file)
         if not plan:
             return []
         if self.schema_file is not None and not dry_run:
@@ -2444,7 +2474,26 @@ class Migrator(object):
                 raise error
             _log("warning", "%s", error)  # the migration's failure is the error to show
 
+    def _schema_file_misplaced(self):
+        """Why the schema file must not be where it is, or None: in the
+        migration directory, under a name discovery reads (the path's own, or
+        its link's target's), it would be read as a migration file."""
+        if "directory" not in self._sources:
+            return None
+        directory = os.path.realpath(self.directory)
+        own_folder, own_name = os.path.split(os.path.abspath(self.schema_file))
+        for folder, name in ((os.path.realpath(own_folder), own_name),
+                             os.path.split(os.path.realpath(self.schema_file))):
+            if folder == directory and _MIGRATION_LIKE(name) and not name.startswith(("_", ".")):
+                return ("the schema file %s is in the migration directory %s, where it would be "
+                        "read as a migration file: put it elsewhere (e.g. beside the directory), "
+                        "or start its name with '_'" % (self.schema_file, self.directory))
+        return None
+
     def _schema_file_problems(self):
+        misplaced = self._schema_file_misplaced()
+        if misplaced:
+            return [misplaced]
         try:
             with open(self.schema_file, "rb") as f:
                 text = f.read().decode("utf-8")
@@ -2462,7 +2511,9 @@ class Migrator(object):
             built = _schema_sql(conn, _read_state(conn, self.table).version, self.table)
         finally:
             conn.close()
-        if built == text:
+        # CRLF and LF line ends are the same schema: the file's line ends are
+        # git's business (core.autocrlf checks it out with CRLF on Windows).
+        if built.replace("\r\n", "\n") == text.replace("\r\n", "\n"):
             return []
         import difflib
         return ["schema file %s is not what a fresh build of the migrations gives (run up, or "
@@ -5461,9 +5512,10 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
                                "IN ('table', 'index', 'view', 'trigger') AND substr(tbl_name, 1, "
                                "7) COLLATE NOCASE <> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN "
                                "(?, ?)", (table, table + "_migrations")))
-    shadow = tuple(_key(name) + "_" for _, name, _, _, virtual in rows if virtual)
+    shadow = _shadow_tables(conn, [(name, sql) for _, name, sql, _, virtual in rows if virtual],
+                            [name for kind, name, _, _, virtual in rows if kind == 0])
     if shadow:
-        rows = [row for row in rows if row[4] or not _key(row[3]).startswith(shadow)]
+        rows = [row for row in rows if row[0] or _key(row[1]) not in shadow]
     views = [(_key(name), sql) for kind, name, sql, _, _ in rows if kind == 2]
     # Each view is tokenized once, and only when another view could be among
     # its names; it goes one level after the deepest view it reads (by name
@@ -5503,13 +5555,44 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             [sql for kind, _, sql, _, _ in rows if kind == 3])
 
 
+def _shadow_tables(conn, virtual, tables):
+    """The keys of those of `tables` that are shadow tables of the virtual
+    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
+    an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
+    if not virtual:
+        return set()
+    if _driver(conn).has_table_list:
+        return set(_key(row[1]) for row in _query(conn, "PRAGMA main.table_list")
+                   if row[2] == "shadow")
+    modules = {}
+    for name, sql in virtual:
+        cursor = _Create(sql).cursor
+        if cursor.take("USING"):
+            modules[_key(name)] = _key(cursor.name() or "")
+    shadow = set()
+    for name in map(_key, tables):
+        prefix, _, suffix = name.rpartition("_")
+        if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
+            shadow.add(name)
+    return shadow
+
+
 def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     """The schema as an SQL script (`schema --sql`, the schema file):
     byte-identical for the same schema on every Python and SQLite."""
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [sql + ";" for sql in _schema_statements(conn, table)]) + "\n"
+    return "\n".join(lines + [_terminated(sql) for sql in _schema_statements(conn, table)]) + "\n"
+
+
+def _terminated(sql):
+    """`sql` with its ";".  SQLite keeps a trailing "-- comment" in the text
+    of an index or a view (not always with its newline): a ";" right after it
+    would be commented out, so it goes on a line of its own."""
+    if "--" in sql and _tokenize(sql)[-1][1].startswith("--"):
+        return sql + "\n;"
+    return sql + ";"
 
 
 def schema_sql(db, table=_DEFAULT_TABLE):
@@ -5539,7 +5622,7 @@ def _check_schema_file(path):
                              "move it away or choose another --schema-file" % path,
                              kind="schema-file", path=path, outcome="nothing was changed")
     try:  # proves the directory writable now, not after migrating
-        os.remove(_new_temporary(path))
+        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
     except OSError as e:
         raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
                              kind="schema-file", path=path, outcome="nothing was changed")
@@ -5555,7 +5638,10 @@ def _new_temporary(path):
 
 def _write_schema_file(path, text):
     """Replace `path` by `text` atomically: readers see the old file or the
-    new one, never a part (a temporary file beside it, fsynced, os.replace)."""
+    new one, never a part (a temporary file beside it, fsynced, os.replace).
+    A symbolic link stays one: its target is replaced (os.replace on the link's
+    path would put a regular file in its place and leave the target stale)."""
+    path = os.path.realpath(path)
     temporary = _new_temporary(path)
     try:
         with open(temporary, "wb") as f:  # bytes: "\n" on every system

@@ -362,6 +362,13 @@ class CommandLine(DqliteTestCase):
         self.assertIn("takes a server address", err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_port_outside_1_to_65535_is_a_bad_request(self):
+        for address in ("127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:99999999999999999999"):
+            status, out, err = self.dqlite_cli(address, "status")
+            self.assertEqual(status, 2, err)
+            self.assertIn("--db %s: the port must be 1 to 65535" % address, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+
     def test_a_backup_through_the_cluster_is_refused_and_up_backup_changes_nothing(self):
         address = "%s/%s" % (self.addresses[0], self.database)
         target = os.path.join(self.tmp, "copy.db")
@@ -373,6 +380,33 @@ class CommandLine(DqliteTestCase):
         self.assertEqual(status, 1, err)
         self.assertIn("cannot back up", err)
         self.assertEqual(self.names(self.dqlite()), [])
+
+
+class ServerAddresses(unittest.TestCase):
+    """--db HOST:PORT[/DATABASE] as read before any client or server is asked
+    (runs without dqlitedbapi or a cluster)."""
+
+    def test_an_address_gives_its_host_port_and_database(self):
+        self.assertEqual(sqlmigrate._server_address("127.0.0.1:9001/app", "dqlitedbapi"),
+                         ("127.0.0.1:9001", "app"))
+        self.assertEqual(sqlmigrate._server_address("[::1]:65535", "dqlitedbapi"),
+                         ("[::1]:65535", None))
+        self.assertEqual(sqlmigrate._server_address("node-1:1", "dqlitedbapi"),
+                         ("node-1:1", None))
+
+    def test_a_port_outside_1_to_65535_is_a_bad_request(self):
+        for address in ("127.0.0.1:0", "127.0.0.1:00000", "127.0.0.1:65536", "[::1]:70000/app",
+                        "127.0.0.1:99999999999999999999"):
+            with self.assertRaises(sqlmigrate.RequestError, msg=address) as caught:
+                sqlmigrate._server_address(address, "dqlitedbapi")
+            self.assertEqual(str(caught.exception),
+                             "--db %s: the port must be 1 to 65535" % address)
+
+    def test_an_address_without_a_port_is_a_bad_request(self):
+        for address in ("host:", ":9001", "/tmp/app.db", "host"):
+            with self.assertRaises(sqlmigrate.RequestError, msg=address) as caught:
+                sqlmigrate._server_address(address, "dqlitedbapi")
+            self.assertIn("takes a server address", str(caught.exception))
 
 
 class Concurrency(DqliteTestCase):

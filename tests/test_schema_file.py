@@ -6,6 +6,7 @@ Real SQLite files, the CLI as a real subprocess.
 
 import os
 import sqlite3
+import sys
 import unittest
 
 from tests.support import TempDirTestCase, file_sha256, sqlmigrate
@@ -63,6 +64,39 @@ if HAS_FTS4:
     EXPECTED.insert(3, "CREATE VIRTUAL TABLE notes USING fts4(body);")  # by name, as stored
 
 USERS = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"
+
+
+def has_module(module, arguments):
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE t USING %s(%s)" % (module, arguments))
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+# Virtual tables of every module this SQLite has, each with ordinary tables
+# (an index, a view) whose names start with "<virtual table>_": all of those
+# are the user's, and so is "notes_data" (a shadow name of fts5, not of fts4).
+# Only the modules' own shadow tables may be left out.  {name: CREATE}.
+SHADOW_NEIGHBOURS = {}
+if HAS_FTS4:
+    SHADOW_NEIGHBOURS.update({
+        "notes": "CREATE VIRTUAL TABLE notes USING fts4(body)",
+        "notes_tags": "CREATE TABLE notes_tags (note INTEGER, tag TEXT)",
+        "notes_data": "CREATE TABLE notes_data (x)",
+        "Notes_Content2": "CREATE TABLE Notes_Content2 (x)"})
+if has_module("fts5", "a"):
+    SHADOW_NEIGHBOURS.update({
+        "posts": "CREATE VIRTUAL TABLE posts USING fts5(title, body)",
+        "posts_tags": "CREATE TABLE posts_tags (post_id INTEGER NOT NULL, tag TEXT NOT NULL)",
+        "posts_segdir": "CREATE TABLE posts_segdir (x)"})
+if has_module("rtree", "id, x0, x1"):
+    SHADOW_NEIGHBOURS.update({
+        "boxes": "CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1)",
+        "boxes_nodes": "CREATE TABLE boxes_nodes (x)"})
 POSTS = "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT)"
 
 
@@ -114,6 +148,29 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertIn("CREATE VIRTUAL TABLE notes USING fts4(body);\n", out)
         self.assertNotIn("notes_", out)
 
+    @unittest.skipUnless(SHADOW_NEIGHBOURS, "this SQLite has no fts4, fts5 or rtree")
+    def test_schema_sql_keeps_tables_whose_names_only_start_like_shadow_tables(self):
+        # The user's tables named "<virtual table>_..." (fts5 posts and
+        # posts_tags), and their indexes and views, are no shadow tables.
+        users = sorted(name for name, sql in SHADOW_NEIGHBOURS.items() if "VIRTUAL" not in sql)
+        self.write_sql(1, "neighbours", ";\n".join(
+            [SHADOW_NEIGHBOURS[name] for name in sorted(SHADOW_NEIGHBOURS)] +
+            ["CREATE INDEX %s_x ON %s (x)" % (users[0], users[0]),
+             "CREATE VIEW %s_view AS SELECT * FROM %s" % (users[0], users[0])]) + ";")
+        self.cli_ok("--db", self.db, "up")
+        expected = "\n".join(
+            ["-- sqlmigrate schema, version 1"] +
+            [SHADOW_NEIGHBOURS[name] + ";" for name in sorted(SHADOW_NEIGHBOURS)] +
+            ["CREATE INDEX %s_x ON %s (x);" % (users[0], users[0]),
+             "CREATE VIEW %s_view AS SELECT * FROM %s;" % (users[0], users[0])]) + "\n"
+        pythons = [sys.executable] + [python for python in (PY36, PY313) if usable_python(python)]
+        for python in pythons:
+            self.assertEqual(self.cli_ok("--db", self.db, "schema", "--sql", python=python),
+                             expected, python)
+        replay = sqlite3.connect(":memory:")
+        replay.executescript(expected)
+        self.assertEqual(sqlmigrate._schema_sql(replay, 1), expected)
+
     def test_schema_sql_is_byte_identical_on_python_3_6_and_3_13(self):
         self.write_everything()
         self.cli_ok("--db", self.db, "up")
@@ -131,6 +188,34 @@ class SchemaSqlTest(TempDirTestCase):
         replay = sqlite3.connect(":memory:")
         replay.executescript(text)
         self.assertEqual(sqlmigrate._schema_sql(replay, 1), text)
+
+    def test_schema_sql_ends_a_statement_after_its_trailing_line_comment_so_it_replays(self):
+        # SQLite keeps a trailing "-- comment" in an index's or a view's text:
+        # a ";" right after it would be part of the comment.
+        self.write_sql(1, "commented", "CREATE TABLE t (a INT);\n"
+                       "CREATE INDEX ti ON t(a) -- look-ups by a\n;\n"
+                       "CREATE VIEW v AS SELECT a FROM t -- the a column\n;\n"
+                       "CREATE VIEW w AS SELECT a FROM t /* a block */;\n")
+        self.cli_ok("--db", self.db, "up")
+        text = self.cli_ok("--db", self.db, "schema", "--sql")
+        # SQLite 3.7.17 stores the index's text without its comment.
+        stored = self.connect().execute("SELECT sql FROM sqlite_master WHERE name = 'ti'")
+        commented = stored.fetchone()[0].endswith("-- look-ups by a")
+        self.assertEqual(text, "-- sqlmigrate schema, version 1\n"
+                               "CREATE TABLE t (a INT);\n"
+                               "CREATE INDEX ti ON t(a)%s;\n"
+                               % (" -- look-ups by a\n" if commented else "") +
+                               "CREATE VIEW v AS SELECT a FROM t -- the a column\n;\n"
+                               "CREATE VIEW w AS SELECT a FROM t /* a block */;\n")
+        replay = sqlite3.connect(":memory:")
+        replay.executescript(text)
+        self.assertEqual(sqlmigrate._schema_sql(replay, 1), text)
+        # A baseline is that text: a new database is built from it.
+        self.cli_ok("--db", self.db, "baseline", "--to", "1")
+        os.remove(os.path.join(self.dir, "001-commented.sql"))
+        fresh = os.path.join(self.tmp, "fresh.db")
+        self.cli_ok("--db", fresh, "up")
+        self.assertEqual(self.cli_ok("--db", fresh, "schema", "--sql"), text)
 
     def test_schema_sql_leaves_out_sqlite_sequence_and_tracking_tables_of_any_case(self):
         conn = sqlite3.connect(":memory:")
@@ -308,6 +393,38 @@ class SchemaSqlTest(TempDirTestCase):
                             1, "cannot write the schema file")
         self.assertFalse(os.path.exists(self.db))
 
+    def test_schema_file_read_as_a_migration_file_is_refused_before_migrating(self):
+        # Inside the migration directory, discovery would read it as a
+        # migration file and refuse every later command.
+        self.write_two()
+        os.symlink(self.dir, os.path.join(self.tmp, "link"))
+        for path in (os.path.join(self.dir, "schema.sql"),
+                     os.path.join(self.tmp, "link", "schema.sql")):
+            self.schema_file = path
+            err = self.assert_refused(("--db", self.db, "--schema-file", path, "up"), 2, path)
+            self.assertIn("migration directory", err)
+            self.assertFalse(os.path.exists(self.db))
+            self.assertFalse(os.path.exists(path))
+        # A name discovery skips is no migration file: it is fine there.
+        self.schema_file = os.path.join(self.dir, "_schema.sql")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up", "--to", "1")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
+
+    def test_symlinked_schema_file_is_written_through_the_link(self):
+        self.write_two()
+        os.mkdir(os.path.join(self.tmp, "repo"))
+        target = os.path.join(self.tmp, "repo", "schema.sql")
+        self.cli_ok("--db", self.db, "--schema-file", target, "up", "--to", "1")
+        os.symlink(os.path.join("repo", "schema.sql"), self.schema_file)
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        self.assertTrue(os.path.islink(self.schema_file))
+        with open(target) as f:
+            self.assertEqual(f.read(), "-- sqlmigrate schema, version 2\n%s;\n%s;\n"
+                             % (POSTS, USERS))
+        self.assertEqual(os.listdir(os.path.join(self.tmp, "repo")), ["schema.sql"])
+        self.cli_ok("--db", self.db, "--schema-file", target, "verify")
+
     def test_api_migrator_with_schema_file_writes_it(self):
         self.write_two()
         sqlmigrate.Migrator(self.db, self.dir, schema_file=self.schema_file).up()
@@ -332,6 +449,24 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertIn("\n--- sqlmigrate schema, version 2", out)  # "-" + the file's line
         self.assertIn("\n+-- sqlmigrate schema, version 3", out)
         self.assertIn("\n+CREATE TABLE tags (name TEXT);", out)
+
+    def test_verify_ignores_the_schema_files_line_endings(self):
+        # git's core.autocrlf checks the file out with CRLF line ends: the
+        # same schema, which verify and test accept.
+        self.write_two()
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
+        text = self.read_schema_file()
+        with open(self.schema_file, "wb") as f:
+            f.write(text.replace("\n", "\r\n").encode("utf-8"))
+        self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
+        self.cli_ok("--schema-file", self.schema_file, "test")
+        # Another difference is still one, and its diff shows it.
+        with open(self.schema_file, "wb") as f:
+            f.write(text.replace(USERS, USERS.lower()).replace("\n", "\r\n").encode("utf-8"))
+        status, out, err = self.cli("--db", self.db, "--schema-file", self.schema_file, "verify")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("\n-" + USERS.lower() + ";", out)
+        self.assertIn("\n+" + USERS + ";", out)
 
     def test_test_fails_when_a_fresh_build_differs_from_the_schema_file(self):
         self.write_two()
