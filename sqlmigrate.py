@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "backup",
     "reconcile", "merge_json_defaults", "schema_report", "schema_info",
-    "rebuild_table", "drop_column", "main",
+    "rebuild_table", "drop_column", "backfill", "main",
 ]
 
 _DEFAULT_TABLE = "metadata"
@@ -42,10 +42,12 @@ class MigrationError(Exception):
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
-    "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline"."""
+    "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline",
+    "backfill-failed" (`batch`: the failed batch's (after, last) keys)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
+    batch = None
     problems = ()
 
     def __init__(self, message=None, **fields):
@@ -1272,11 +1274,13 @@ class _MigrationConnection(object):
 
     _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional, copy_progress=None):
+    def __init__(self, conn, transactional, copy_progress=None, tracking=None):
         # _target: the connection or cursor that runs statements; _db: the
-        # wrapper a cursor's statements are recorded on.
+        # wrapper a cursor's statements are recorded on; _tracking: (the
+        # tracking table, the migration's version), for backfill's position.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress, _driver=_driver(conn),
+                             _tracking=tracking,
                              failed_statement=None, refused=None, executed=[],
                              _cursors=weakref.WeakSet())
 
@@ -2284,8 +2288,9 @@ class Migrator(object):
     def _run_body(self, conn, m, direction, whole_run, check_fk):
         """Run m's up or down, return its result.  whole_run: the transaction
         holding the whole run ("--atomic run", "dry run"), if any."""
-        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total: self.progress(
-            "copy", m, direction, table=table, copied=copied, total=total))
+        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
+                                  self.progress("copy", m, direction, table=table, copied=copied,
+                                                total=total, **more), (self.table, m.version))
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2347,6 +2352,10 @@ class Migrator(object):
                     _utc_now(), round(result.duration_ms, 3) if version == m.version else None))
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
+        if not m.transactional:  # its backfills' positions, kept until now (see backfill)
+            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
+                self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
+                              "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
@@ -3751,6 +3760,251 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
 def drop_column(db, table, column):
     """Drop one column, by SQLite's DROP COLUMN where it can, else by a rebuild."""
     return rebuild_table(db, table, drop=[column])
+
+
+# --- Helpers: backfill ------------------------------------------------------
+# A data migration over a big table in short write transactions, so other
+# processes' writes interleave: each batch is one BEGIN IMMEDIATE ... COMMIT
+# that reads the position (a row of the tracking table) under the write lock,
+# changes the next rows in key order and writes the new position.  A batch is
+# thus done exactly once, whatever kills or other runners do.  Inside a
+# migration the position stays, marked done, until the runner records the
+# migration (_record deletes it in the same transaction), so a runner that
+# finds no position checks the history before starting over.
+
+_BACKFILL_PREFIX = "backfill:"
+
+
+class _Batch(collections.namedtuple("_Batch", "table where params after last")):
+    """What backfill(apply=) gets for each batch: `where` (SQL) and `params`
+    select the batch's rows (key > after AND key <= last, and the caller's
+    where); after/last: key tuples, None for the start and the open end."""
+
+
+def _position_text(position):
+    import json  # only where JSON is used: it is not on a start-up's path
+    # Keys may be blobs, which JSON cannot carry: {"blob": hex}.
+    return json.dumps(dict(position, after=None if position["after"] is None else [
+        {"blob": bytes(v).hex()} if isinstance(v, (bytes, bytearray, memoryview)) else v
+        for v in position["after"]]), sort_keys=True)
+
+
+def _position(text):
+    import json
+    position = json.loads(text)
+    if position.get("after") is not None:
+        position["after"] = [bytes.fromhex(v["blob"]) if isinstance(v, dict) else v
+                             for v in position["after"]]
+    return position
+
+
+def _key_range(columns, after, last):
+    """SQL and parameters for after < key <= last (row values are SQLite 3.15+)."""
+    parts, params = [], []
+    for bound, op, final in ((after, ">", ">"), (last, "<", "<=")):
+        if bound is None:
+            continue
+        terms = []
+        for i, column in enumerate(columns):
+            terms.append("(%s)" % " AND ".join(["%s = ?" % c for c in columns[:i]] + [
+                "%s %s ?" % (column, final if i == len(columns) - 1 else op)]))
+            params += list(bound[:i]) + [bound[i]]
+        parts.append(terms[0] if len(terms) == 1 else "(%s)" % " OR ".join(terms))
+    return " AND ".join(parts) or "1", params
+
+
+def _range_text(columns, after, last):
+    """after < key <= last as a reader would write it: rowid > 700 AND rowid <= 800."""
+    name = columns[0] if len(columns) == 1 else "(%s)" % ", ".join(columns)
+    shown = [(op, repr(key[0]) if len(key) == 1 else "(%s)" % ", ".join(map(repr, key)))
+             for op, key in ((">", after), ("<=", last)) if key is not None]
+    return " AND ".join("%s %s %s" % (name, op, key) for op, key in shown) or "all rows"
+
+
+def _sql_fragment(what, text):
+    """`text` checked to stay one expression (or SET list) in our statement:
+    no ';', no unbalanced parenthesis (`1) OR (1` would escape the batch's
+    range), no unterminated comment; a newline after it ends a -- comment."""
+    depth = 0
+    for kind, token in _tokenize(text):
+        depth += (token == "(") - (token == ")") if kind == "punct" else 0
+        if depth < 0 or token == ";" and kind == "punct" or kind == "comment" and \
+                token.startswith("/*") and not token.endswith("*/") or \
+                kind in ("string", "ident") and len(token) < 2:
+            break
+    else:
+        if depth == 0 and text.strip():
+            return text + "\n"
+    raise RequestError("backfill %s=%r is not one SQL %s" % (
+        what, text, "expression" if what == "where" else "SET list"))
+
+
+def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, target_ms=50,
+             dry_run=False, name=None, tracking=_DEFAULT_TABLE):
+    """UPDATE table SET `set` WHERE `where`, or apply(db, batch) for each
+    batch (see _Batch), in short transactions of about target_ms each (None:
+    of batch_rows rows each), in
+    rowid order (primary key order for a WITHOUT ROWID table).  Resumable:
+    the position is kept in the tracking table's row 'backfill:...'.  Only in
+    a non-transactional migration or on a connection outside a transaction.
+    Returns the rows changed (apply's return values summed), or with
+    dry_run the rows `where` selects from the position on, changing nothing."""
+    if (set is None) == (apply is None):
+        raise RequestError("backfill needs set= (an UPDATE's SET list) or apply= (a function), "
+                           "one of them")
+    if isinstance(db, _MigrationConnection) and db._transactional:
+        raise RequestError("backfill commits batch by batch, which a transactional migration "
+                           "cannot: set transaction = False in the migration", kind="bad-request")
+    tracking, version = getattr(db, "_tracking", None) or (tracking, None)
+    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:" % version,
+                      name or table)
+    progress = getattr(db, "_copy_progress", None)
+    with _using(db) as conn:
+        raw = _raw(conn)
+        if raw.in_transaction and _autocommit_mode(raw) is not False:
+            raise RequestError("backfill commits batch by batch: call it outside a transaction")
+        job = _plan_backfill(raw, table, set, where)
+        with _explicit_transactions(raw):
+            return _run_backfill(raw, job, key, tracking, version, apply, batch_rows,
+                                 target_ms, dry_run, progress if callable(progress) else None)
+
+
+class _BackfillJob(object):
+    table = quoted = columns = key_list = where = update = None
+
+
+def _plan_backfill(raw, table, set, where):
+    """Everything checked before the first batch: the table, its key, and the
+    statement compiled (EXPLAIN prepares it, with every name resolved)."""
+    rows = _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? "
+                       "COLLATE NOCASE", (table,))
+    if not rows:
+        raise RequestError("backfill: no table %r" % table, kind="no-table", tables=[table])
+    job = _BackfillJob()
+    job.table, job.quoted = rows[0][0], _quote_identifier(rows[0][0])
+    info = _query(raw, "PRAGMA table_info(%s)" % job.quoted)
+    alias = _rowid_alias([row[1] for row in info])
+    try:
+        _query(raw, "SELECT %s FROM %s LIMIT 0" % (alias, job.quoted)) if alias else None
+        job.columns = [alias] if alias else None
+    except _DB.OperationalError as e:
+        if _sqlite_kind(e) != "no-column":
+            raise
+        job.columns = None  # WITHOUT ROWID
+    if job.columns is None:
+        pk = sorted((row[5], row[1]) for row in info if row[5])
+        job.columns = [_quote_identifier(n) for _, n in pk] or None
+    if job.columns is None:
+        raise RequestError("backfill: table %s has neither a reachable rowid nor a primary key"
+                           % table, tables=[table])
+    job.key_list = ", ".join(job.columns)
+    job.where = "" if where is None else " AND (%s)" % _sql_fragment("where", where)
+    # Joined, not %-formatted: the caller's SQL may hold a '%'.
+    job.update = None if set is None else "UPDATE %s SET %s WHERE " % (
+        job.quoted, _sql_fragment("set", set))
+    try:
+        raw.execute("EXPLAIN " + (job.update + "1" + job.where if job.update else
+                                  "SELECT 1 FROM %s WHERE 1%s" % (job.quoted, job.where)))
+    except _DB.Error as e:
+        raise RequestError("backfill of %s: %s" % (table, e), tables=[table],
+                           statement=job.update or job.where)
+    return job
+
+
+def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms, dry_run,
+                  progress):
+    metadata, changed = _quote_identifier(tracking), 0
+    wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
+    total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
+    rows, started_at = batch_rows, time.perf_counter()
+    while True:
+        position = None if dry_run else _begin_batch(raw, metadata, key, tracking, version)
+        if position is not None and position.get("done"):
+            raw.execute("ROLLBACK")
+            return changed
+        position = position or {"after": None, "rows": 0}
+        after = position["after"]
+        if dry_run:
+            where, params = _key_range(job.columns, after, None)
+            return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
+                job.quoted, where, job.where), params)[0][0]
+        try:
+            start = time.perf_counter()
+            ends = _query(raw, "SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT 1 OFFSET ?" % (
+                job.key_list, job.quoted, _key_range(job.columns, after, None)[0], job.key_list),
+                _key_range(job.columns, after, None)[1] + [rows - 1])
+            last = tuple(ends[0]) if ends else None
+            where, params = _key_range(job.columns, after, last)
+            scanned = rows if last else _query(raw, "SELECT count(*) FROM %s WHERE %s" % (
+                job.quoted, where), params)[0][0]
+            if apply is None:
+                changed += max(raw.execute(job.update + where + job.where, params).rowcount, 0)
+            else:
+                done = apply(raw, _Batch(job.table, where + job.where, params,
+                                         None if after is None else tuple(after), last))
+                changed += done if isinstance(done, int) else 0
+            position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
+            if last is None and version is None:
+                raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
+            else:
+                position["done"] = last is None
+                text = _position_text(position)
+                if raw.execute("UPDATE %s SET value = ? WHERE key = ?" % metadata,
+                               (text, key)).rowcount == 0:
+                    raw.execute("INSERT INTO %s (key, value) VALUES (?, ?)" % metadata,
+                                (key, text))
+            raw.execute("COMMIT")
+        except BaseException as e:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            if not isinstance(e, Exception) or isinstance(e, MigrationError):
+                raise
+            failure = MigrationError(
+                "backfill of %s failed in the batch of rows %s: %s: %s" % (
+                    job.table, _range_text(job.columns, after, last), type(e).__name__, e),
+                kind="backfill-failed", tables=[job.table], cause=e,
+                batch=(None if after is None else tuple(after), last),
+                statement=job.update + where + job.where if apply is None else None,
+                outcome="that batch was rolled back; the batches before it stay committed, and "
+                        "running it again continues with that batch")
+            failure.__cause__ = e
+            raise failure
+        # The next batch sized to hold the write lock about target_ms; at
+        # most twice this one, so one fast batch does not make a huge one.
+        elapsed = max(time.perf_counter() - start, 1e-4)
+        if target_ms is not None:
+            rows = max(1, min(rows * 2, int(rows * target_ms / 1000.0 / elapsed)))
+        if progress:
+            progress(job.table, position["rows"], max(total, position["rows"]),
+                     action="backfilling", elapsed=time.perf_counter() - started_at)
+        if last is None:
+            return changed
+        if wal:  # what the batch wrote goes to the database; the WAL restarts from its start
+            _query(raw, "PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _begin_batch(raw, metadata, key, tracking, version):
+    """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
+    none is stored because the runner recorded the migration (another runner
+    finished it)."""
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            rows = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+        except _DB.OperationalError as e:
+            if _sqlite_kind(e) != "no-table":
+                raise
+            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
+            rows = []
+        if rows:
+            return _position(rows[0][0])
+        if version is not None and _query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
+                _quote_identifier(tracking + "_migrations")), (version,))[0][0]:
+            return {"done": True}
+        return None
+    except BaseException:
+        raw.execute("ROLLBACK")
+        raise
 
 
 # --- Helpers: reconcile, JSON defaults, schema report -----------------------
