@@ -1445,9 +1445,11 @@ _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 
 class _TrackingState(object):
-    def __init__(self, version=0, records=None, has_metadata=False, has_history=False):
+    def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
+                 backfills=()):
         self.version = version
         self.records = records or {}   # {version: _Record}
+        self.backfills = backfills     # [(key, value)] of backfills under way
         self.has_metadata, self.has_history = has_metadata, has_history
 
     def applied(self, files):
@@ -1461,8 +1463,10 @@ class _TrackingState(object):
 def _read_state(conn, table):
     """The tracking state; one query on an established database."""
     try:
-        rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' UNION ALL SELECT %s FROM %s"
+        # With the positions of backfills under way (keys 'backfill:...').
+        rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key = "
+                      "'schema_version' OR key >= 'backfill:' AND key < 'backfill;' "
+                      "UNION ALL SELECT %s FROM %s"
                       % (_quote_identifier(table), _RECORD_COLUMNS,
                          _quote_identifier(table + "_migrations")))
     except _DB.OperationalError as e:
@@ -1470,8 +1474,10 @@ def _read_state(conn, table):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     records = dict((row[0], _Record(*row)) for row in rows if row[0] is not None)
-    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None], table),
-                          records, True, True)
+    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None and
+                                          row[2] == "schema_version"], table), records, True,
+                          True, [row[2:0:-1] for row in rows if row[0] is None and
+                                 row[2] != "schema_version"])
 
 
 def _read_state_step_by_step(conn, table):
@@ -1897,6 +1903,7 @@ class Migrator(object):
             "clean": state.version <= latest and all(r["state"] in ("applied", "in baseline")
                                                      for r in rows),
             "migrations": rows,
+            "backfills": [_backfill_entry(key, value) for key, value in state.backfills],
         }
 
     def verify(self):
@@ -3983,6 +3990,18 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             _query(raw, "PRAGMA wal_checkpoint(PASSIVE)")
 
 
+def _backfill_entry(key, value):
+    """A stored position as status reports it."""
+    version, _, table = key[len(_BACKFILL_PREFIX):].rpartition(":")
+    try:
+        position = _position(value)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        position = {"after": value}  # not ours to judge: shown as it is
+    return {"version": int(version[1:]) if version[1:].isdigit() else None, "table": table,
+            "after": position.get("after"), "rows": position.get("rows"),
+            "done": bool(position.get("done"))}
+
+
 def _begin_batch(raw, metadata, key, tracking, version):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration (another runner
@@ -4845,6 +4864,12 @@ def _print_status(report, stream):
             ascii_mark if ascii_only else mark, label, r["version"], r["name"],
             " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
+    for b in report.get("backfills", ()):
+        lines.append("  backfill %s%s: %s, after %s, %s rows done" % (
+            b["table"], "" if b["version"] is None else " (v%d)" % b["version"],
+            "done, not yet recorded" if b["done"] else "in progress",
+            "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
+            b["rows"]))
     drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
                   for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
