@@ -3923,14 +3923,14 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     metadata, changed = _quote_identifier(tracking), 0
     wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
     total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
-    rows, started_at = batch_rows, time.perf_counter()
+    rows, started_at, first = batch_rows, time.perf_counter(), None
     while True:
         position = None if dry_run else _begin_batch(raw, metadata, key, tracking, version)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
         position = position or {"after": None, "rows": 0}
-        after = position["after"]
+        after, first = position["after"], position["rows"] if first is None else first
         if dry_run:
             where, params = _key_range(job.columns, after, None)
             return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
@@ -3983,7 +3983,8 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             rows = max(1, min(rows * 2, int(rows * target_ms / 1000.0 / elapsed)))
         if progress:
             progress(job.table, position["rows"], max(total, position["rows"]),
-                     action="backfilling", elapsed=time.perf_counter() - started_at)
+                     action="backfilling", rate=(position["rows"] - first) / max(
+                         time.perf_counter() - started_at, 1e-6))
         if last is None:
             return changed
         if wal:  # what the batch wrote goes to the database; the WAL restarts from its start
@@ -4935,9 +4936,11 @@ class _Progress(object):
                                           migration.version, migration.name)
             threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
         elif event == "copy" and self._stop is not None:
-            self._copying = "" if details["copied"] >= details["total"] else \
-                ", copying %s: %d of %d rows" % (details["table"], details["copied"],
-                                                 details["total"])
+            copied, total, rate = details["copied"], details["total"], details.get("rate")
+            self._copying = "" if copied >= total else ", %s %s: %d of %d rows%s" % (
+                details.get("action", "copying"), details["table"], copied, total,
+                ", %.0f rows/s, about %.0f s left" % (rate, (total - copied) / rate)
+                if rate else "")  # a backfill's rows/s
             self._draw(self._stop)
         elif event == "end" and self._stop is not None:
             self._stop.set()

@@ -1,5 +1,6 @@
 """backfill(): batched, resumable data migrations on real files and processes."""
 
+import io
 import json
 import os
 import random
@@ -8,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 
 from tests.support import ROOT, SCRIPT, TempDirTestCase, sqlmigrate
 
@@ -265,3 +267,25 @@ class Processes(BackfillTestCase):
         self.assertEqual(self.counts(conn), {1: self.ROWS})
         self.assertEqual(self.schema_version(), "1")
         self.assertEqual(self.backfill_keys(conn), [])
+
+
+class Progress(BackfillTestCase):
+    def test_a_migrations_backfill_reports_rows_done_through_the_runners_progress(self):
+        self.make_items(1000)
+        self.write_backfill_migration(rows=300, target_ms=None)
+        events = []
+        sqlmigrate.Migrator(self.db, self.dir, progress=lambda event, m, direction, **details:
+                            events.append(details) if event == "copy" else None).up()
+        self.assertEqual([(e["action"], e["table"], e["copied"], e["total"]) for e in events],
+                         [("backfilling", "items", n, 1000) for n in (300, 600, 900, 1000)])
+
+    def test_terminal_status_line_shows_rows_done_rate_and_estimate(self):
+        tty = io.StringIO()
+        progress = sqlmigrate._Progress(io.StringIO(), tty, live=True)
+        migration = types.SimpleNamespace(version=3, name="Lower models")
+        progress("start", migration, "up")
+        progress("copy", migration, "up", table="usage_logs", copied=250000, total=1000000,
+                 action="backfilling", rate=50000.0)
+        progress("end", migration, "up")
+        self.assertIn("backfilling usage_logs: 250000 of 1000000 rows, 50000 rows/s, about 15 s "
+                      "left", tty.getvalue())
