@@ -3780,6 +3780,12 @@ def drop_column(db, table, column):
 # finds no position checks the history before starting over.
 
 _BACKFILL_PREFIX = "backfill:"
+# A writer waiting for the lock (sqlite3's busy timeout: SQLite's default busy
+# handler) tries again at most 25 ms apart in its first 128 ms of waiting.  A
+# pause this long between batches lets it in, so a backfill holding the lock
+# for 50 ms delays it by about that much; and a backfill that never pauses
+# would starve it.  Paused only while other writers are seen (a second).
+_BACKFILL_PAUSE = 0.025
 
 
 class _Batch(collections.namedtuple("_Batch", "table where params after last")):
@@ -3924,7 +3930,11 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
     total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
     rows, started_at, first = batch_rows, time.perf_counter(), None
+    # PRAGMA data_version changes when another connection commits (SQLite
+    # 3.8.8+; before, only a wait for our own BEGIN shows other writers).
+    others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
+        asked = time.perf_counter()
         position = None if dry_run else _begin_batch(raw, metadata, key, tracking, version)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
@@ -3935,8 +3945,8 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             where, params = _key_range(job.columns, after, None)
             return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
                 job.quoted, where, job.where), params)[0][0]
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
             ends = _query(raw, "SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT 1 OFFSET ?" % (
                 job.key_list, job.quoted, _key_range(job.columns, after, None)[0], job.key_list),
                 _key_range(job.columns, after, None)[1] + [rows - 1])
@@ -3989,6 +3999,11 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             return changed
         if wal:  # what the batch wrote goes to the database; the WAL restarts from its start
             _query(raw, "PRAGMA wal_checkpoint(PASSIVE)")
+        seen, now = _query(raw, "PRAGMA data_version"), time.perf_counter()
+        if seen != others or start - asked > 0.002 or pause_until is None:  # once at first
+            others, pause_until = seen, now + (1.0 if pause_until else 0)
+        if now <= pause_until:
+            time.sleep(_BACKFILL_PAUSE)
 
 
 def _backfill_entry(key, value):
