@@ -111,12 +111,13 @@ class BatchesOnAPath(BackfillTestCase):
         self.assertNotIn("metadata", self.tables(conn))
         self.assertEqual(before, conn.execute("SELECT total_changes()").fetchone())
 
-    def test_wal_database_is_checkpointed_between_batches(self):
+    def test_wal_is_checkpointed_between_batches_even_with_autocheckpoint_off(self):
         conn = self.make_items(20000)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # only ours run
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        sqlmigrate.backfill(self.db, "items", set="note = 'x' || id", batch_rows=500, target_ms=1)
+        sqlmigrate.backfill(conn, "items", set="note = 'x' || id", batch_rows=500,
+                            target_ms=None)
         # Without checkpoints the WAL would hold every page of the table.
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -212,20 +213,27 @@ class FailingBatch(BackfillTestCase):
 class Processes(BackfillTestCase):
     ROWS = 50000
 
-    def start_up(self):
-        return subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+    def start_up(self, db=None):
+        return subprocess.Popen([sys.executable, SCRIPT, "--db", db or self.db, "--dir", self.dir,
                                  "--busy-timeout", "60000", "up"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def test_kill_9_at_random_moments_never_applies_a_batch_twice(self):
+        self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
+        # Kill moments spread over one whole run as timed on this machine now
+        # (each run continues the last, so each may cut at most half of it).
+        timing = os.path.join(self.tmp, "timing.db")
+        self.make_items(self.ROWS, timing).execute("PRAGMA journal_mode = WAL")
+        started = time.time()
+        self.start_up(timing).wait()
+        whole_run = time.time() - started
         conn = self.make_items(self.ROWS)
         conn.execute("PRAGMA journal_mode = WAL")
-        self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
         rng = random.Random(20261130)
         positions = set()
         for trial in range(15):
             proc = self.start_up()
-            time.sleep(rng.uniform(0.05, 0.6))  # a run takes about 1 s
+            time.sleep(rng.uniform(0.1, 0.5) * whole_run)
             proc.kill()
             proc.wait()
             counts = self.counts(conn)
