@@ -3789,9 +3789,11 @@ _BACKFILL_PAUSE = 0.025
 
 
 class _Batch(collections.namedtuple("_Batch", "table where params after last")):
-    """What backfill(apply=) gets for each batch: `where` (SQL) and `params`
-    select the batch's rows (key > after AND key <= last, and the caller's
-    where); after/last: key tuples, None for the start and the open end."""
+    """What backfill(apply=) gets for each batch, with the connection (inside
+    the batch's transaction, which it must not end): `where` (SQL) and
+    `params` select the batch's rows (key > after AND key <= last, and the
+    caller's where); after/last: key tuples, None for the start and the open
+    end; `table` as named in the schema."""
 
 
 def _position_text(position):
@@ -3950,7 +3952,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             where, params = _key_range(job.columns, after, None)
             return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
                 job.quoted, where, job.where), params)[0][0]
-        start = time.perf_counter()
+        start, last, where = time.perf_counter(), None, None
         try:
             ends = _query(raw, "SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT 1 OFFSET ?" % (
                 job.key_list, job.quoted, _key_range(job.columns, after, None)[0], job.key_list),
@@ -3962,8 +3964,12 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             if apply is None:
                 changed += max(raw.execute(job.update + where + job.where, params).rowcount, 0)
             else:
-                done = apply(raw, _Batch(job.table, where + job.where, params,
-                                         None if after is None else tuple(after), last))
+                # Through the migration wrapper: COMMIT, ROLLBACK or BEGIN there
+                # would commit the batch without its position (done twice).
+                guarded = _MigrationConnection(raw, True)
+                with guarded._guarding():
+                    done = apply(guarded, _Batch(job.table, where + job.where, params,
+                                                 None if after is None else tuple(after), last))
                 changed += done if isinstance(done, int) else 0
             position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
             if last is None and version is None:
@@ -3979,14 +3985,20 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
         except BaseException as e:
             if raw.in_transaction:
                 raw.execute("ROLLBACK")
-            if not isinstance(e, Exception) or isinstance(e, MigrationError):
+            if not isinstance(e, Exception):
                 raise
+            why = "%s: %s" % (type(e).__name__, e)
+            if isinstance(e, MigrationError) and e.kind == "transaction-ended":
+                why = "apply must leave BEGIN, COMMIT and ROLLBACK to backfill (it ran %s), " \
+                      "or the batch would be committed without its position" % (
+                          " ".join((guarded.failed_statement or "commit() or rollback()")
+                                   .split())[:80])
             failure = MigrationError(
-                "backfill of %s failed in the batch of rows %s: %s: %s" % (
-                    job.table, _range_text(job.columns, after, last), type(e).__name__, e),
+                "backfill of %s failed in the batch of rows %s: %s" % (
+                    job.table, _range_text(job.columns, after, last), why),
                 kind="backfill-failed", tables=[job.table], cause=e,
                 batch=(None if after is None else tuple(after), last),
-                statement=job.update + where + job.where if apply is None else None,
+                statement=job.update + where + job.where if apply is None and where else None,
                 outcome="that batch was rolled back; the batches before it stay committed, and "
                         "running it again continues with that batch")
             failure.__cause__ = e

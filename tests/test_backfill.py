@@ -102,6 +102,19 @@ class BatchesOnAPath(BackfillTestCase):
         self.assertEqual(seen[-1][1], None)  # the last batch is open-ended
         self.assertEqual([b[0] for b in seen[1:]], [b[1] for b in seen[:-1]])
 
+    def test_apply_function_that_commits_is_refused_and_its_batch_rolled_back(self):
+        conn = self.make_items(300)
+
+        def sneaky(db, batch):
+            db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where, batch.params)
+            db.execute("COMMIT")
+
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "items", apply=sneaky, batch_rows=100, target_ms=None)
+        self.assertEqual(caught.exception.kind, "backfill-failed")
+        self.assertIn("COMMIT", str(caught.exception))
+        self.assertEqual(self.counts(conn), {0: 300})
+
     def test_dry_run_counts_the_rows_that_would_change_and_changes_nothing(self):
         conn = self.make_items(1000)
         before = conn.execute("SELECT total_changes()").fetchone()
