@@ -3981,6 +3981,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
                                (text, key)).rowcount == 0:
                     raw.execute("INSERT INTO %s (key, value) VALUES (?, ?)" % metadata,
                                 (key, text))
+            worked = time.perf_counter()
             raw.execute("COMMIT")
         except BaseException as e:
             if raw.in_transaction:
@@ -4003,11 +4004,14 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
                         "running it again continues with that batch")
             failure.__cause__ = e
             raise failure
-        # The next batch sized to hold the write lock about target_ms; at
-        # most twice this one, so one fast batch does not make a huge one.
-        elapsed = max(time.perf_counter() - start, 1e-4)
+        # The next batch sized to hold the write lock about target_ms, COMMIT
+        # included; but its work gets half the target at least, or a slow
+        # disk's fsync would shrink batches to a row each.  At most twice
+        # this one, so one fast batch does not make a huge one.
         if target_ms is not None:
-            rows = max(1, min(rows * 2, int(rows * target_ms / 1000.0 / elapsed)))
+            now, target = time.perf_counter(), target_ms / 1000.0
+            share = max(target - (now - worked), target / 2) / max(worked - start, 1e-4)
+            rows = max(1, min(rows * 2, int(rows * share)))
         if progress:
             progress(job.table, position["rows"], max(total, position["rows"]),
                      action="backfilling", rate=(position["rows"] - first) / max(
