@@ -3857,22 +3857,30 @@ def _sql_fragment(what, text):
 def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, target_ms=50,
              dry_run=False, name=None, tracking=_DEFAULT_TABLE):
     """UPDATE table SET `set` WHERE `where`, or apply(db, batch) for each
-    batch (see _Batch), in short transactions of about target_ms each (None:
-    of batch_rows rows each), in
-    rowid order (primary key order for a WITHOUT ROWID table).  Resumable:
-    the position is kept in the tracking table's row 'backfill:...'.  Only in
-    a non-transactional migration or on a connection outside a transaction.
-    Returns the rows changed (apply's return values summed), or with
-    dry_run the rows `where` selects from the position on, changing nothing."""
+    batch (see _Batch), in batches in rowid order (primary key order for a
+    WITHOUT ROWID table), each its own transaction, sized to hold the write
+    lock about target_ms (the first batch_rows rows; target_ms=None: all
+    batch_rows).  Resumable: the position is kept in the tracking table's row
+    'backfill:[v<migration version>:]<name or table>'; two backfills of one
+    table in one migration need their own name=.  Only in a non-transactional
+    migration, or on a path or connection outside a transaction.  Returns
+    the rows changed (apply's int return values summed); with dry_run, the
+    rows `where` selects from the stored position on, changing nothing."""
     if (set is None) == (apply is None):
         raise RequestError("backfill needs set= (an UPDATE's SET list) or apply= (a function), "
                            "one of them")
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
-                           "cannot: set transaction = False in the migration", kind="bad-request")
+                           "cannot: set transaction = False in the migration")
     tracking, version = getattr(db, "_tracking", None) or (tracking, None)
     key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:" % version,
                       name or table)
+    if version is not None:  # a second one of this key would find the first's "done"
+        used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
+        if key in used:
+            raise RequestError("this migration already ran a backfill named %r: give each "
+                               "backfill of one table its own name=" % (name or table))
+        used.append(key)
     progress = getattr(db, "_copy_progress", None)
     with _using(db) as conn:
         raw = _raw(conn)
@@ -3935,6 +3943,19 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     # after every batch, bench/bench_backfill.py), by us where that is off.
     wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal" and \
         _query(raw, "PRAGMA wal_autocheckpoint")[0][0] <= 0
+    if dry_run:  # the rows from the stored position on, read without a write lock
+        try:
+            stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+        except _DB.OperationalError as e:
+            if _sqlite_kind(e) != "no-table":
+                raise
+            stored = []
+        after = _position(stored[0][0]) if stored else {}
+        if after.get("done"):
+            return 0
+        where, params = _key_range(job.columns, after.get("after"), None)
+        return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
+            job.quoted, where, job.where), params)[0][0]
     total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
     rows, started_at, first = batch_rows, time.perf_counter(), None
     # PRAGMA data_version changes when another connection commits (SQLite
@@ -3942,21 +3963,17 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = None if dry_run else _begin_batch(raw, metadata, key, tracking, version)
+        position = _begin_batch(raw, metadata, key, tracking, version)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
         position = position or {"after": None, "rows": 0}
         after, first = position["after"], position["rows"] if first is None else first
-        if dry_run:
-            where, params = _key_range(job.columns, after, None)
-            return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
-                job.quoted, where, job.where), params)[0][0]
         start, last, where = time.perf_counter(), None, None
         try:
+            where, params = _key_range(job.columns, after, None)
             ends = _query(raw, "SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT 1 OFFSET ?" % (
-                job.key_list, job.quoted, _key_range(job.columns, after, None)[0], job.key_list),
-                _key_range(job.columns, after, None)[1] + [rows - 1])
+                job.key_list, job.quoted, where, job.key_list), params + [rows - 1])
             last = tuple(ends[0]) if ends else None
             where, params = _key_range(job.columns, after, last)
             scanned = rows if last else _query(raw, "SELECT count(*) FROM %s WHERE %s" % (

@@ -177,6 +177,27 @@ class BadInput(BackfillTestCase):
         os.remove(self.db)
         self.assert_refused("bad-request")
 
+    def test_a_second_backfill_of_one_table_in_one_migration_needs_its_own_name(self):
+        conn = self.make_items(100)
+        twice = '''
+            import sqlmigrate
+
+            transaction = False
+
+            def up(db):
+                sqlmigrate.backfill(db, "items", set="n = n + 1")
+                sqlmigrate.backfill(db, "items", set="note = 'x'"%s)
+            '''
+        self.write("001-twice.py", twice % "")
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("its own name=", err)
+        # Named, it runs; the first one, done already, is not done again.
+        self.write("001-twice.py", twice % ', name="notes"')
+        self.assertEqual(self.run_cli("up")[0], 0)
+        self.assertEqual(conn.execute("SELECT n, note, count(*) FROM items GROUP BY 1, 2")
+                         .fetchall(), [(1, "x", 100)])
+
     def test_inside_a_transactional_migration_it_is_refused_saying_set_transaction_false(self):
         conn = self.make_items(100)
         self.write("001-bump.py", '''
@@ -225,6 +246,15 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(self.counts(conn), {1: 1000})
         self.assertEqual(self.backfill_keys(conn), [])
         self.assertNotIn("backfill", self.run_cli("status")[1])
+
+    def test_dry_run_counts_from_the_stored_position(self):
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1", where="n < 4",
+                                             dry_run=True), 299)
 
 
 class Processes(BackfillTestCase):
