@@ -3887,9 +3887,31 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
         if raw.in_transaction and _autocommit_mode(raw) is not False:
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
-        with _explicit_transactions(raw):
+        with _explicit_transactions(raw), _wal_checkpoints(raw) as checkpoint_each:
             return _run_backfill(raw, job, key, tracking, version, apply, batch_rows,
-                                 target_ms, dry_run, progress if callable(progress) else None)
+                                 target_ms, dry_run, progress if callable(progress) else None,
+                                 checkpoint_each)
+
+
+@contextmanager
+def _wal_checkpoints(raw, wal_bytes=16 * 2 ** 20):
+    """In WAL mode SQLite checkpoints (PASSIVE) at a COMMIT that takes the WAL
+    past wal_autocheckpoint pages (1000 by default); during a backfill that
+    is raised to `wal_bytes`, so a checkpoint writes a page that several
+    batches rewrote (the ends of index ranges) once rather than once per
+    batch, and the WAL stays far below 64 MiB.  Where it is off, yields True:
+    checkpoint after each batch.  The connection's own value is put back."""
+    pages = wal_bytes // _query(raw, "PRAGMA page_size")[0][0]
+    auto = _query(raw, "PRAGMA wal_autocheckpoint")[0][0]
+    wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
+    if not wal or not 0 < auto < pages:
+        yield wal and auto <= 0
+        return
+    raw.execute("PRAGMA wal_autocheckpoint = %d" % pages)
+    try:
+        yield False
+    finally:
+        raw.execute("PRAGMA wal_autocheckpoint = %d" % auto)
 
 
 class _BackfillJob(object):
@@ -3935,14 +3957,8 @@ def _plan_backfill(raw, table, set, where):
 
 
 def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms, dry_run,
-                  progress):
+                  progress, checkpoint_each):
     metadata, changed = _quote_identifier(tracking), 0
-    # In WAL mode the WAL is checkpointed (PASSIVE) between batches, so it
-    # stays about one batch long: by SQLite itself at each COMMIT once it
-    # passes wal_autocheckpoint pages (5-8% faster than our own checkpoint
-    # after every batch, bench/bench_backfill.py), by us where that is off.
-    wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal" and \
-        _query(raw, "PRAGMA wal_autocheckpoint")[0][0] <= 0
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
             stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
@@ -4035,7 +4051,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
                          time.perf_counter() - started_at, 1e-6))
         if last is None:
             return changed
-        if wal:
+        if checkpoint_each:
             _query(raw, "PRAGMA wal_checkpoint(PASSIVE)")
         seen, now = _query(raw, "PRAGMA data_version"), time.perf_counter()
         if seen != others or start - asked > 0.002 or pause_until is None:  # once at first

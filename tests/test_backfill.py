@@ -340,3 +340,13 @@ class Progress(BackfillTestCase):
         progress("end", migration, "up")
         self.assertIn("backfilling usage_logs: 250000 of 1000000 rows, 50000 rows/s, about 15 s "
                       "left", tty.getvalue())
+
+
+class WalSettings(BackfillTestCase):
+    def test_the_connections_wal_autocheckpoint_is_put_back(self):
+        conn = self.make_items(2000)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 123")
+        sqlmigrate.backfill(conn, "items", set="n = 1", batch_rows=100, target_ms=None)
+        self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 123)
+        self.assertEqual(self.counts(conn), {1: 2000})
