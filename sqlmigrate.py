@@ -4030,7 +4030,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             failure = MigrationError(
                 "backfill of %s failed in the batch of rows %s: %s" % (
                     job.table, _range_text(job.columns, after, last), why),
-                kind="backfill-failed", tables=[job.table], cause=e,
+                kind="backfill-failed", tables=[job.table], cause=why,
                 batch=(None if after is None else tuple(after), last),
                 statement=job.update + where + job.where if apply is None and where else None,
                 outcome="that batch was rolled back; the batches before it stay committed, and "
