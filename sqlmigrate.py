@@ -23,7 +23,7 @@ __all__ = [
     "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "wait_until_current",
     "backup",
     "reconcile", "merge_json_defaults", "schema_report", "schema_info",
-    "rebuild_table", "drop_column", "main",
+    "rebuild_table", "drop_column", "backfill", "main",
 ]
 
 _DEFAULT_TABLE = "metadata"
@@ -44,10 +44,12 @@ class MigrationError(Exception):
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
     "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline",
-    "not-current" (wait_until_current timed out)."""
+    "not-current" (wait_until_current timed out),
+    "backfill-failed" (`batch`: the failed batch's (after, last) keys)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
+    batch = None
     problems = ()
 
     def __init__(self, message=None, **fields):
@@ -1426,11 +1428,13 @@ class _MigrationConnection(object):
 
     _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional, copy_progress=None):
+    def __init__(self, conn, transactional, copy_progress=None, tracking=None):
         # _target: the connection or cursor that runs statements; _db: the
-        # wrapper a cursor's statements are recorded on.
+        # wrapper a cursor's statements are recorded on; _tracking: (the
+        # tracking table, the migration's version), for backfill's position.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress, _driver=_driver(conn),
+                             _tracking=tracking,
                              failed_statement=None, refused=None, executed=[],
                              _cursors=weakref.WeakSet())
 
@@ -1595,9 +1599,11 @@ _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 
 class _TrackingState(object):
-    def __init__(self, version=0, records=None, has_metadata=False, has_history=False):
+    def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
+                 backfills=()):
         self.version = version
         self.records = records or {}   # {version: _Record}
+        self.backfills = backfills     # [(key, value)] of backfills under way
         self.has_metadata, self.has_history = has_metadata, has_history
 
     def applied(self, files):
@@ -1611,8 +1617,10 @@ class _TrackingState(object):
 def _read_state(conn, table):
     """The tracking state; one query on an established database."""
     try:
-        rows = _query(conn, "SELECT NULL, value, NULL, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' UNION ALL SELECT %s FROM %s"
+        # With the positions of backfills under way (keys 'backfill:...').
+        rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key = "
+                      "'schema_version' OR key >= 'backfill:' AND key < 'backfill;' "
+                      "UNION ALL SELECT %s FROM %s"
                       % (_quote_identifier(table), _RECORD_COLUMNS,
                          _quote_identifier(table + "_migrations")))
     except _DB.OperationalError as e:
@@ -1620,8 +1628,10 @@ def _read_state(conn, table):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     records = dict((row[0], _Record(*row)) for row in rows if row[0] is not None)
-    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None], table),
-                          records, True, True)
+    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None and
+                                          row[2] == "schema_version"], table), records, True,
+                          True, [row[2:0:-1] for row in rows if row[0] is None and
+                                 row[2] != "schema_version"])
 
 
 def _read_state_step_by_step(conn, table):
@@ -2074,6 +2084,7 @@ class Migrator(object):
             "clean": state.version <= latest and all(r["state"] in ("applied", "in baseline")
                                                      for r in rows),
             "migrations": rows,
+            "backfills": [_backfill_entry(key, value) for key, value in state.backfills],
         }
 
     def verify(self):
@@ -2572,8 +2583,9 @@ class Migrator(object):
     def _run_body(self, conn, m, direction, whole_run, check_fk):
         """Run m's up or down, return its result.  whole_run: the transaction
         holding the whole run ("--atomic run", "dry run"), if any."""
-        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total: self.progress(
-            "copy", m, direction, table=table, copied=copied, total=total))
+        db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
+                                  self.progress("copy", m, direction, table=table, copied=copied,
+                                                total=total, **more), (self.table, m.version))
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2635,6 +2647,10 @@ class Migrator(object):
                     _utc_now(), round(result.duration_ms, 3) if version == m.version else None))
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
+        if not m.transactional:  # its backfills' positions, kept until now (see backfill)
+            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
+                self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
+                              "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
@@ -4850,6 +4866,333 @@ def drop_column(db, table, column):
     return rebuild_table(db, table, drop=[column])
 
 
+# --- Helpers: backfill ------------------------------------------------------
+# A data migration over a big table in short write transactions, so other
+# processes' writes interleave: each batch is one BEGIN IMMEDIATE ... COMMIT
+# that reads the position (a row of the tracking table) under the write lock,
+# changes the next rows in key order and writes the new position.  A batch is
+# thus done exactly once, whatever kills or other runners do.  Inside a
+# migration the position stays, marked done, until the runner records the
+# migration (_record deletes it in the same transaction), so a runner that
+# finds no position checks the history before starting over.
+
+_BACKFILL_PREFIX = "backfill:"
+# A writer waiting for the lock (sqlite3's busy timeout: SQLite's default busy
+# handler) tries again at most 25 ms apart in its first 128 ms of waiting.  A
+# pause this long between batches lets it in, so a backfill holding the lock
+# for 50 ms delays it by about that much; and a backfill that never pauses
+# would starve it.  Paused only while other writers are seen (a second).
+_BACKFILL_PAUSE = 0.025
+
+
+class _Batch(collections.namedtuple("_Batch", "table where params after last")):
+    """What backfill(apply=) gets for each batch, with the connection (inside
+    the batch's transaction, which it must not end): `where` (SQL) and
+    `params` select the batch's rows (key > after AND key <= last, and the
+    caller's where); after/last: key tuples, None for the start and the open
+    end; `table` as named in the schema."""
+
+
+def _position_text(position):
+    import json  # only where JSON is used: it is not on a start-up's path
+    # Keys may be blobs, which JSON cannot carry: {"blob": hex}.
+    return json.dumps(dict(position, after=None if position["after"] is None else [
+        {"blob": bytes(v).hex()} if isinstance(v, (bytes, bytearray, memoryview)) else v
+        for v in position["after"]]), sort_keys=True)
+
+
+def _position(text):
+    import json
+    position = json.loads(text)
+    if position.get("after") is not None:
+        position["after"] = [bytes.fromhex(v["blob"]) if isinstance(v, dict) else v
+                             for v in position["after"]]
+    return position
+
+
+def _key_range(columns, after, last):
+    """SQL and parameters for after < key <= last (row values are SQLite 3.15+)."""
+    parts, params = [], []
+    for bound, op, final in ((after, ">", ">"), (last, "<", "<=")):
+        if bound is None:
+            continue
+        terms = []
+        for i, column in enumerate(columns):
+            terms.append("(%s)" % " AND ".join(["%s = ?" % c for c in columns[:i]] + [
+                "%s %s ?" % (column, final if i == len(columns) - 1 else op)]))
+            params += list(bound[:i]) + [bound[i]]
+        parts.append(terms[0] if len(terms) == 1 else "(%s)" % " OR ".join(terms))
+    return " AND ".join(parts) or "1", params
+
+
+def _range_text(columns, after, last):
+    """after < key <= last as a reader would write it: rowid > 700 AND rowid <= 800."""
+    name = columns[0] if len(columns) == 1 else "(%s)" % ", ".join(columns)
+    shown = [(op, repr(key[0]) if len(key) == 1 else "(%s)" % ", ".join(map(repr, key)))
+             for op, key in ((">", after), ("<=", last)) if key is not None]
+    return " AND ".join("%s %s %s" % (name, op, key) for op, key in shown) or "all rows"
+
+
+def _sql_fragment(what, text):
+    """`text` checked to stay one expression (or SET list) in our statement:
+    no ';', no unbalanced parenthesis (`1) OR (1` would escape the batch's
+    range), no unterminated comment; a newline after it ends a -- comment."""
+    depth = 0
+    for kind, token in _tokenize(text):
+        depth += (token == "(") - (token == ")") if kind == "punct" else 0
+        if depth < 0 or token == ";" and kind == "punct" or kind == "comment" and \
+                token.startswith("/*") and not token.endswith("*/") or \
+                kind in ("string", "ident") and len(token) < 2:
+            break
+    else:
+        if depth == 0 and text.strip():
+            return text + "\n"
+    raise RequestError("backfill %s=%r is not one SQL %s" % (
+        what, text, "expression" if what == "where" else "SET list"))
+
+
+def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, target_ms=50,
+             dry_run=False, name=None, tracking=_DEFAULT_TABLE):
+    """UPDATE table SET `set` WHERE `where`, or apply(db, batch) for each
+    batch (see _Batch), in batches in rowid order (primary key order for a
+    WITHOUT ROWID table), each its own transaction, sized to hold the write
+    lock about target_ms (the first batch_rows rows; target_ms=None: all
+    batch_rows).  Resumable: the position is kept in the tracking table's row
+    'backfill:[v<migration version>:]<name or table>'; two backfills of one
+    table in one migration need their own name=.  Only in a non-transactional
+    migration, or on a path or connection outside a transaction.  Returns
+    the rows changed (apply's int return values summed); with dry_run, the
+    rows `where` selects from the stored position on, changing nothing."""
+    if (set is None) == (apply is None):
+        raise RequestError("backfill needs set= (an UPDATE's SET list) or apply= (a function), "
+                           "one of them")
+    if isinstance(db, _MigrationConnection) and db._transactional:
+        raise RequestError("backfill commits batch by batch, which a transactional migration "
+                           "cannot: set transaction = False in the migration")
+    tracking, version = getattr(db, "_tracking", None) or (tracking, None)
+    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:" % version,
+                      name or table)
+    if version is not None:  # a second one of this key would find the first's "done"
+        used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
+        if key in used:
+            raise RequestError("this migration already ran a backfill named %r: give each "
+                               "backfill of one table its own name=" % (name or table))
+        used.append(key)
+    progress = getattr(db, "_copy_progress", None)
+    with _using(db) as conn:
+        raw = _raw(conn)
+        if raw.in_transaction and _autocommit_mode(raw) is not False:
+            raise RequestError("backfill commits batch by batch: call it outside a transaction")
+        job = _plan_backfill(raw, table, set, where)
+        with _explicit_transactions(raw), _wal_checkpoints(raw) as checkpoint_each:
+            return _run_backfill(raw, job, key, tracking, version, apply, batch_rows,
+                                 target_ms, dry_run, progress if callable(progress) else None,
+                                 checkpoint_each)
+
+
+@contextmanager
+def _wal_checkpoints(raw, wal_bytes=16 * 2 ** 20):
+    """In WAL mode SQLite checkpoints (PASSIVE) at a COMMIT that takes the WAL
+    past wal_autocheckpoint pages (1000 by default); during a backfill that
+    is raised to `wal_bytes`, so a checkpoint writes a page that several
+    batches rewrote (the ends of index ranges) once rather than once per
+    batch, and the WAL stays far below 64 MiB.  Where it is off, yields True:
+    checkpoint after each batch.  The connection's own value is put back."""
+    pages = wal_bytes // _query(raw, "PRAGMA page_size")[0][0]
+    auto = _query(raw, "PRAGMA wal_autocheckpoint")[0][0]
+    wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
+    if not wal or not 0 < auto < pages:
+        yield wal and auto <= 0
+        return
+    raw.execute("PRAGMA wal_autocheckpoint = %d" % pages)
+    try:
+        yield False
+    finally:
+        raw.execute("PRAGMA wal_autocheckpoint = %d" % auto)
+
+
+class _BackfillJob(object):
+    table = quoted = columns = key_list = where = update = None
+
+
+def _plan_backfill(raw, table, set, where):
+    """Everything checked before the first batch: the table, its key, and the
+    statement compiled (EXPLAIN prepares it, with every name resolved)."""
+    rows = _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? "
+                       "COLLATE NOCASE", (table,))
+    if not rows:
+        raise RequestError("backfill: no table %r" % table, kind="no-table", tables=[table])
+    job = _BackfillJob()
+    job.table, job.quoted = rows[0][0], _quote_identifier(rows[0][0])
+    info = _query(raw, "PRAGMA table_info(%s)" % job.quoted)
+    alias = _rowid_alias([row[1] for row in info])
+    try:
+        _query(raw, "SELECT %s FROM %s LIMIT 0" % (alias, job.quoted)) if alias else None
+        job.columns = [alias] if alias else None
+    except _DB.OperationalError as e:
+        if _sqlite_kind(e) != "no-column":
+            raise
+        job.columns = None  # WITHOUT ROWID
+    if job.columns is None:
+        pk = sorted((row[5], row[1]) for row in info if row[5])
+        job.columns = [_quote_identifier(n) for _, n in pk] or None
+    if job.columns is None:
+        raise RequestError("backfill: table %s has neither a reachable rowid nor a primary key"
+                           % table, tables=[table])
+    job.key_list = ", ".join(job.columns)
+    job.where = "" if where is None else " AND (%s)" % _sql_fragment("where", where)
+    # Joined, not %-formatted: the caller's SQL may hold a '%'.
+    job.update = None if set is None else "UPDATE %s SET %s WHERE " % (
+        job.quoted, _sql_fragment("set", set))
+    try:
+        raw.execute("EXPLAIN " + (job.update + "1" + job.where if job.update else
+                                  "SELECT 1 FROM %s WHERE 1%s" % (job.quoted, job.where)))
+    except _DB.Error as e:
+        raise RequestError("backfill of %s: %s" % (table, e), tables=[table],
+                           statement=job.update or job.where)
+    return job
+
+
+def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms, dry_run,
+                  progress, checkpoint_each):
+    metadata, changed = _quote_identifier(tracking), 0
+    if dry_run:  # the rows from the stored position on, read without a write lock
+        try:
+            stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+        except _DB.OperationalError as e:
+            if _sqlite_kind(e) != "no-table":
+                raise
+            stored = []
+        after = _position(stored[0][0]) if stored else {}
+        if after.get("done"):
+            return 0
+        where, params = _key_range(job.columns, after.get("after"), None)
+        return _query(raw, "SELECT count(*) FROM %s WHERE %s%s" % (
+            job.quoted, where, job.where), params)[0][0]
+    total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
+    rows, started_at, first = batch_rows, time.perf_counter(), None
+    # PRAGMA data_version changes when another connection commits (SQLite
+    # 3.8.8+; before, only a wait for our own BEGIN shows other writers).
+    others, pause_until = _query(raw, "PRAGMA data_version"), None
+    while True:
+        asked = time.perf_counter()
+        position = _begin_batch(raw, metadata, key, tracking, version)
+        if position is not None and position.get("done"):
+            raw.execute("ROLLBACK")
+            return changed
+        position = position or {"after": None, "rows": 0}
+        after, first = position["after"], position["rows"] if first is None else first
+        start, last, where = time.perf_counter(), None, None
+        try:
+            where, params = _key_range(job.columns, after, None)
+            ends = _query(raw, "SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT 1 OFFSET ?" % (
+                job.key_list, job.quoted, where, job.key_list), params + [rows - 1])
+            last = tuple(ends[0]) if ends else None
+            where, params = _key_range(job.columns, after, last)
+            scanned = rows if last else _query(raw, "SELECT count(*) FROM %s WHERE %s" % (
+                job.quoted, where), params)[0][0]
+            if apply is None:
+                changed += max(raw.execute(job.update + where + job.where, params).rowcount, 0)
+            else:
+                # Through the migration wrapper: COMMIT, ROLLBACK or BEGIN there
+                # would commit the batch without its position (done twice).
+                guarded = _MigrationConnection(raw, True)
+                with guarded._guarding():
+                    done = apply(guarded, _Batch(job.table, where + job.where, params,
+                                                 None if after is None else tuple(after), last))
+                changed += done if isinstance(done, int) else 0
+            position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
+            if last is None and version is None:
+                raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
+            else:
+                position["done"] = last is None
+                text = _position_text(position)
+                if raw.execute("UPDATE %s SET value = ? WHERE key = ?" % metadata,
+                               (text, key)).rowcount == 0:
+                    raw.execute("INSERT INTO %s (key, value) VALUES (?, ?)" % metadata,
+                                (key, text))
+            worked = time.perf_counter()
+            raw.execute("COMMIT")
+        except BaseException as e:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            if not isinstance(e, Exception):
+                raise
+            why = "%s: %s" % (type(e).__name__, e)
+            if isinstance(e, MigrationError) and e.kind == "transaction-ended":
+                why = "apply must leave BEGIN, COMMIT and ROLLBACK to backfill (it ran %s), " \
+                      "or the batch would be committed without its position" % (
+                          " ".join((guarded.failed_statement or "commit() or rollback()")
+                                   .split())[:80])
+            failure = MigrationError(
+                "backfill of %s failed in the batch of rows %s: %s" % (
+                    job.table, _range_text(job.columns, after, last), why),
+                kind="backfill-failed", tables=[job.table], cause=why,
+                batch=(None if after is None else tuple(after), last),
+                statement=job.update + where + job.where if apply is None and where else None,
+                outcome="that batch was rolled back; the batches before it stay committed, and "
+                        "running it again continues with that batch")
+            failure.__cause__ = e
+            raise failure
+        # The next batch sized to hold the write lock about target_ms, COMMIT
+        # included; but its work gets half the target at least, or a slow
+        # disk's fsync would shrink batches to a row each.  At most twice
+        # this one, so one fast batch does not make a huge one.
+        if target_ms is not None:
+            now, target = time.perf_counter(), target_ms / 1000.0
+            share = max(target - (now - worked), target / 2) / max(worked - start, 1e-4)
+            rows = max(1, min(rows * 2, int(rows * share)))
+        if progress:
+            progress(job.table, position["rows"], max(total, position["rows"]),
+                     action="backfilling", rate=(position["rows"] - first) / max(
+                         time.perf_counter() - started_at, 1e-6))
+        if last is None:
+            return changed
+        if checkpoint_each:
+            _query(raw, "PRAGMA wal_checkpoint(PASSIVE)")
+        seen, now = _query(raw, "PRAGMA data_version"), time.perf_counter()
+        if seen != others or start - asked > 0.002 or pause_until is None:  # once at first
+            others, pause_until = seen, now + (1.0 if pause_until else 0)
+        if now <= pause_until:
+            time.sleep(_BACKFILL_PAUSE)
+
+
+def _backfill_entry(key, value):
+    """A stored position as status reports it."""
+    version, _, table = key[len(_BACKFILL_PREFIX):].rpartition(":")
+    try:
+        position = _position(value)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        position = {"after": value}  # not ours to judge: shown as it is
+    return {"version": int(version[1:]) if version[1:].isdigit() else None, "table": table,
+            "after": position.get("after"), "rows": position.get("rows"),
+            "done": bool(position.get("done"))}
+
+
+def _begin_batch(raw, metadata, key, tracking, version):
+    """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
+    none is stored because the runner recorded the migration (another runner
+    finished it)."""
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            rows = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+        except _DB.OperationalError as e:
+            if _sqlite_kind(e) != "no-table":
+                raise
+            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
+            rows = []
+        if rows:
+            return _position(rows[0][0])
+        if version is not None and _query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
+                _quote_identifier(tracking + "_migrations")), (version,))[0][0]:
+            return {"done": True}
+        return None
+    except BaseException:
+        raw.execute("ROLLBACK")
+        raise
+
+
 # --- Helpers: reconcile, JSON defaults, schema report -----------------------
 # reconcile() reads the schema in one pass (sqlite_master, then one
 # pragma_table_info join over the declared tables), decides everything, and
@@ -5723,6 +6066,12 @@ def _print_status(report, stream):
             ascii_mark if ascii_only else mark, label, r["version"], r["name"],
             " (current)" if r["version"] == current and r["state"] != "pending" else "", why))
     lines += ["  (no migration files)"] * (not report["migrations"])
+    for b in report.get("backfills", ()):
+        lines.append("  backfill %s%s: %s, after %s, %s rows done" % (
+            b["table"], "" if b["version"] is None else " (v%d)" % b["version"],
+            "done, not yet recorded" if b["done"] else "in progress",
+            "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
+            b["rows"]))
     drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
                   for r in report["migrations"])
     lines += ["", "-" * 33, "Applied: %d" % report["applied"], "Pending: %d" % report["pending"]]
@@ -5789,9 +6138,11 @@ class _Progress(object):
                                           migration.version, migration.name)
             threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
         elif event == "copy" and self._stop is not None:
-            self._copying = "" if details["copied"] >= details["total"] else \
-                ", copying %s: %d of %d rows" % (details["table"], details["copied"],
-                                                 details["total"])
+            copied, total, rate = details["copied"], details["total"], details.get("rate")
+            self._copying = "" if copied >= total else ", %s %s: %d of %d rows%s" % (
+                details.get("action", "copying"), details["table"], copied, total,
+                ", %.0f rows/s, about %.0f s left" % (rate, (total - copied) / rate)
+                if rate else "")  # a backfill's rows/s
             self._draw(self._stop)
         elif event == "end" and self._stop is not None:
             self._stop.set()

@@ -1,0 +1,352 @@
+"""backfill(): batched, resumable data migrations on real files and processes."""
+
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import types
+import unittest
+
+from tests.support import ROOT, SCRIPT, TempDirTestCase, sqlmigrate
+
+# The migration every process test runs: n = n + 1 is not idempotent, so a
+# batch applied twice leaves an n of 2.
+BACKFILL_MIGRATION = '''
+import sqlmigrate
+
+name = "bump n"
+transaction = False
+
+def up(db):
+    sqlmigrate.backfill(db, "items", set="n = n + 1", where="n >= 0", batch_rows=%(rows)d,
+                        target_ms=%(target_ms)s)
+'''
+
+WORKER = """
+import sys, os, time
+sys.path.insert(0, %r)
+import sqlmigrate
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.005)
+print(len(sqlmigrate.migrate(sys.argv[1], sys.argv[2], busy_timeout=60)))
+""" % ROOT
+
+
+class BackfillTestCase(TempDirTestCase):
+    def make_items(self, rows, path=None, without_rowid=False):
+        conn = self.connect(path)
+        if without_rowid:
+            conn.execute("CREATE TABLE items (grp TEXT, k INTEGER, n INTEGER NOT NULL DEFAULT 0, "
+                         "PRIMARY KEY (grp, k)) WITHOUT ROWID")
+            conn.executemany("INSERT INTO items (grp, k) VALUES (?, ?)",
+                             (("g%d" % (i % 7), i) for i in range(rows)))
+        else:
+            conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER NOT NULL "
+                         "DEFAULT 0 CHECK (n < 5), note TEXT)")
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO items (id) VALUES (?)", ((i,) for i in range(1, rows + 1)))
+            conn.execute("COMMIT")
+        return conn
+
+    def counts(self, conn):
+        return dict(conn.execute("SELECT n, count(*) FROM items GROUP BY n").fetchall())
+
+    def write_backfill_migration(self, rows=200, target_ms=50):
+        self.write("001-bump-n.py", BACKFILL_MIGRATION % {"rows": rows, "target_ms": target_ms})
+
+    def run_cli(self, *args):
+        return self.cli("--db", self.db, "--dir", self.dir, *args)
+
+    def backfill_keys(self, conn):
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'metadata'").fetchall():
+            return []
+        return conn.execute("SELECT key, value FROM metadata WHERE key LIKE 'backfill:%'").fetchall()
+
+
+class BatchesOnAPath(BackfillTestCase):
+    def test_set_form_updates_each_matching_row_once_over_many_batches(self):
+        conn = self.make_items(5000)
+        changed = sqlmigrate.backfill(self.db, "items", set="n = n + 1", where="id % 2 = 0",
+                                      batch_rows=100, target_ms=None)
+        self.assertEqual(changed, 2500)
+        self.assertEqual(self.counts(conn), {0: 2500, 1: 2500})
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE id % 2 = 0 AND n = 1")
+                         .fetchone()[0], 2500)
+        self.assertEqual(self.backfill_keys(conn), [])  # a finished job leaves nothing behind
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID is SQLite 3.8.2+")
+    def test_without_rowid_table_is_batched_by_its_composite_primary_key(self):
+        conn = self.make_items(3000, without_rowid=True)
+        changed = sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=37,
+                                      target_ms=None)
+        self.assertEqual(changed, 3000)
+        self.assertEqual(self.counts(conn), {1: 3000})
+
+    def test_apply_function_gets_each_batch_inside_its_transaction(self):
+        conn = self.make_items(1000)
+        conn.execute("CREATE TABLE archive (id INTEGER PRIMARY KEY, n)")
+        seen = []
+
+        def copy(db, batch):
+            self.assertTrue(db.in_transaction)
+            seen.append((batch.after, batch.last))
+            return db.execute("INSERT INTO archive SELECT id, n FROM items WHERE " + batch.where,
+                              batch.params).rowcount
+
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", apply=copy, where="id > 10",
+                                             batch_rows=100, target_ms=None), 990)
+        self.assertEqual(conn.execute("SELECT count(*), min(id), max(id) FROM archive").fetchone(),
+                         (990, 11, 1000))
+        self.assertEqual(seen[0], (None, (100,)))
+        self.assertEqual(seen[-1][1], None)  # the last batch is open-ended
+        self.assertEqual([b[0] for b in seen[1:]], [b[1] for b in seen[:-1]])
+
+    def test_apply_function_that_commits_is_refused_and_its_batch_rolled_back(self):
+        conn = self.make_items(300)
+
+        def sneaky(db, batch):
+            db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where, batch.params)
+            db.execute("COMMIT")
+
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "items", apply=sneaky, batch_rows=100, target_ms=None)
+        self.assertEqual(caught.exception.kind, "backfill-failed")
+        self.assertIn("COMMIT", str(caught.exception))
+        self.assertEqual(self.counts(conn), {0: 300})
+
+    def test_dry_run_counts_the_rows_that_would_change_and_changes_nothing(self):
+        conn = self.make_items(1000)
+        before = conn.execute("SELECT total_changes()").fetchone()
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = 1", where="id <= 321",
+                                             dry_run=True), 321)
+        self.assertEqual(self.counts(conn), {0: 1000})
+        self.assertNotIn("metadata", self.tables(conn))
+        self.assertEqual(before, conn.execute("SELECT total_changes()").fetchone())
+
+    def test_wal_is_checkpointed_between_batches_even_with_autocheckpoint_off(self):
+        conn = self.make_items(20000)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # only ours run
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sqlmigrate.backfill(conn, "items", set="note = 'x' || id", batch_rows=500,
+                            target_ms=None)
+        # Without checkpoints the WAL would hold every page of the table.
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self.assertLess(os.path.getsize(self.db + "-wal"), pages * page_size / 2)
+
+
+class BadInput(BackfillTestCase):
+    def assert_refused(self, kind, **options):
+        conn = self.make_items(500)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, options.pop("table", "items"), **options)
+        self.assertEqual(caught.exception.kind, kind, caught.exception)
+        self.assertEqual(self.counts(conn), {0: 500})
+        self.assertNotIn("metadata", self.tables(conn))
+        return str(caught.exception)
+
+    def test_unknown_table_is_refused_before_any_batch(self):
+        self.assertIn("nope", self.assert_refused("no-table", table="nope", set="n = 1"))
+
+    def test_unknown_column_is_refused_before_any_batch(self):
+        self.assertIn("missing", self.assert_refused("bad-request", set="missing = 1"))
+        os.remove(self.db)
+        self.assert_refused("bad-request", set="n = 1", where="missing > 0")
+
+    def test_invalid_sql_is_refused_before_any_batch(self):
+        self.assert_refused("bad-request", set="n = = 1")
+        for where in ("1) OR (1", "1; DELETE FROM items", "1 /* unterminated"):
+            os.remove(self.db)
+            self.assert_refused("bad-request", set="n = 1", where=where)
+
+    def test_a_trailing_comment_does_not_swallow_the_where_or_the_batch_range(self):
+        conn = self.make_items(500)
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1 -- bump",
+                                             where="id < 3 -- small", batch_rows=100,
+                                             target_ms=None), 2)
+        self.assertEqual(self.counts(conn), {0: 498, 1: 2})
+
+    def test_set_and_apply_together_or_neither_are_refused(self):
+        self.assert_refused("bad-request", set="n = 1", apply=lambda db, batch: 0)
+        os.remove(self.db)
+        self.assert_refused("bad-request")
+
+    def test_a_second_backfill_of_one_table_in_one_migration_needs_its_own_name(self):
+        conn = self.make_items(100)
+        twice = '''
+            import sqlmigrate
+
+            transaction = False
+
+            def up(db):
+                sqlmigrate.backfill(db, "items", set="n = n + 1")
+                sqlmigrate.backfill(db, "items", set="note = 'x'"%s)
+            '''
+        self.write("001-twice.py", twice % "")
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("its own name=", err)
+        # Named, it runs; the first one, done already, is not done again.
+        self.write("001-twice.py", twice % ', name="notes"')
+        self.assertEqual(self.run_cli("up")[0], 0)
+        self.assertEqual(conn.execute("SELECT n, note, count(*) FROM items GROUP BY 1, 2")
+                         .fetchall(), [(1, "x", 100)])
+
+    def test_inside_a_transactional_migration_it_is_refused_saying_set_transaction_false(self):
+        conn = self.make_items(100)
+        self.write("001-bump.py", '''
+            import sqlmigrate
+
+            def up(db):
+                sqlmigrate.backfill(db, "items", set="n = n + 1")
+            ''')
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("transaction = False", err)
+        self.assertEqual(self.counts(conn), {0: 100})
+
+
+class FailingBatch(BackfillTestCase):
+    def test_a_failing_batch_is_rolled_back_alone_and_the_error_names_its_range(self):
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")  # n + 1 breaks CHECK (n < 5)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        e = caught.exception
+        self.assertEqual(e.kind, "backfill-failed")
+        self.assertEqual(e.batch, ((700,), (800,)))
+        self.assertIn("rowid > 700 AND rowid <= 800", str(e))
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE n = 1").fetchone()[0], 700)
+        self.assertEqual(conn.execute("SELECT max(id) FROM items WHERE n = 1").fetchone()[0], 700)
+        # Fixed, it continues with the failed batch, not from the start.
+        conn.execute("UPDATE items SET n = 0 WHERE id = 750")
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1",
+                                             batch_rows=100), 300)
+        self.assertEqual(self.counts(conn), {1: 1000})
+
+    def test_status_shows_a_backfill_in_progress_with_its_position(self):
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        self.write_backfill_migration(target_ms=None)
+        self.assertEqual(self.run_cli("up")[0], 1)
+        self.assertIn("backfill items (v1): in progress, after key 600, 600 rows done",
+                      self.run_cli("status")[1])
+        report = json.loads(self.run_cli("status", "--json")[1])
+        self.assertEqual(report["backfills"], [{"version": 1, "table": "items", "after": [600],
+                                                "rows": 600, "done": False}])
+        conn.execute("UPDATE items SET n = 0 WHERE id = 750")
+        self.assertEqual(self.run_cli("up")[0], 0)
+        self.assertEqual(self.counts(conn), {1: 1000})
+        self.assertEqual(self.backfill_keys(conn), [])
+        self.assertNotIn("backfill", self.run_cli("status")[1])
+
+    def test_dry_run_counts_from_the_stored_position(self):
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1", where="n < 4",
+                                             dry_run=True), 299)
+
+
+class Processes(BackfillTestCase):
+    ROWS = 50000
+
+    def start_up(self):
+        return subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                                 "--busy-timeout", "60000", "up"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def test_kill_9_at_random_moments_never_applies_a_batch_twice(self):
+        conn = self.make_items(self.ROWS)
+        conn.execute("PRAGMA journal_mode = WAL")  # so this test's reads never block the run
+        self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
+        rng = random.Random(20261130)
+        # Each run is killed once the stored position has passed a random
+        # row count, plus a random moment (inside a batch, between batches);
+        # the first one at a random moment of its start-up.
+        targets = [None] + sorted(rng.sample(range(1000, self.ROWS - 1000), 6))
+        positions = set()
+        for trial, target in enumerate(targets):
+            proc = self.start_up()
+            deadline = time.time() + 60
+            while target and proc.poll() is None and time.time() < deadline:
+                keys = self.backfill_keys(conn)
+                if keys and json.loads(keys[0][1]).get("rows", 0) >= target:
+                    break
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.3 if target is None else 0.02))
+            proc.kill()
+            proc.wait()
+            counts = self.counts(conn)
+            self.assertEqual(set(counts) - {0, 1}, set(), "trial %d: %r" % (trial, counts))
+            # Rows are done in order: everything up to the position, nothing after.
+            keys = self.backfill_keys(conn)
+            if keys and not json.loads(keys[0][1]).get("done"):
+                after = json.loads(keys[0][1])["after"][0]
+                positions.add(after)
+                self.assertEqual(conn.execute("SELECT max(id) FROM items WHERE n = 1")
+                                 .fetchone()[0], after, trial)
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {1: self.ROWS})
+        self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.backfill_keys(conn), [])
+        self.assertGreaterEqual(len(positions), 3, positions)  # kills landed mid-backfill
+
+    def test_two_runners_doing_the_same_backfill_never_process_a_batch_twice(self):
+        conn = self.make_items(self.ROWS)
+        conn.execute("PRAGMA journal_mode = WAL")
+        self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
+        go = os.path.join(self.tmp, "go")
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, self.db, self.dir, go],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for _ in range(2)]
+        time.sleep(0.3)
+        open(go, "w").close()
+        for worker in workers:
+            out, err = worker.communicate(timeout=120)
+            self.assertEqual(worker.returncode, 0, err.decode())
+        self.assertEqual(self.counts(conn), {1: self.ROWS})
+        self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.backfill_keys(conn), [])
+
+
+class Progress(BackfillTestCase):
+    def test_a_migrations_backfill_reports_rows_done_through_the_runners_progress(self):
+        self.make_items(1000)
+        self.write_backfill_migration(rows=300, target_ms=None)
+        events = []
+        sqlmigrate.Migrator(self.db, self.dir, progress=lambda event, m, direction, **details:
+                            events.append(details) if event == "copy" else None).up()
+        self.assertEqual([(e["action"], e["table"], e["copied"], e["total"]) for e in events],
+                         [("backfilling", "items", n, 1000) for n in (300, 600, 900, 1000)])
+
+    def test_terminal_status_line_shows_rows_done_rate_and_estimate(self):
+        tty = io.StringIO()
+        progress = sqlmigrate._Progress(io.StringIO(), tty, live=True)
+        migration = types.SimpleNamespace(version=3, name="Lower models")
+        progress("start", migration, "up")
+        progress("copy", migration, "up", table="usage_logs", copied=250000, total=1000000,
+                 action="backfilling", rate=50000.0)
+        progress("end", migration, "up")
+        self.assertIn("backfilling usage_logs: 250000 of 1000000 rows, 50000 rows/s, about 15 s "
+                      "left", tty.getvalue())
+
+
+class WalSettings(BackfillTestCase):
+    def test_the_connections_wal_autocheckpoint_is_put_back(self):
+        conn = self.make_items(2000)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 123")
+        sqlmigrate.backfill(conn, "items", set="n = 1", batch_rows=100, target_ms=None)
+        self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 123)
+        self.assertEqual(self.counts(conn), {1: 2000})
