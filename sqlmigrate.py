@@ -2845,7 +2845,8 @@ def migrate(db, directory=None, **options):
     `.primary` file beside the database; one that cannot be read counts as
     one): nothing is written there, and replica="wait" (the default) waits up
     to timeout=SECONDS (default 60) until the primary has migrated
-    (wait_until_current), replica="return" returns [] at once."""
+    (wait_until_current), replica="return" returns [] at once.  Only a path
+    is checked for `.primary`: a connection's file would cost a query."""
     up_options = {k: options.pop(k) for k in ("to", "dry_run", "atomic", "backup", "strict",
                                               "wait") if k in options}
     replica, timeout = options.pop("replica", "wait"), options.pop("timeout", 60.0)
@@ -2912,7 +2913,9 @@ def _litefs_replica(path):
     file, naming the primary, in the mount directory of replicas only.  One
     that cannot be read: not sure, so treated as a replica (never migrate
     where writes may fail part-way), with a warning."""
-    primary = os.path.join(os.path.dirname(os.path.abspath(path)), ".primary")
+    # The real file's directory: a symlink from elsewhere to the mount must
+    # not hide the replica.
+    primary = os.path.join(os.path.dirname(os.path.realpath(path)), ".primary")
     try:
         with open(primary, "rb") as f:
             name = f.read().decode("utf-8", "replace").strip()

@@ -285,19 +285,27 @@ class Replicas(StartupCase):
 
     def test_migrate_on_a_replica_waits_for_the_primary_to_migrate(self):
         self.write(".primary", "node-a.internal\n", directory=self.litefs)
-        # The primary node sees the same file from a directory without .primary.
-        primary = os.path.join(self.tmp, "primary")
-        os.mkdir(primary)
+        # The primary node (which has no .primary file) migrates the same file;
+        # here a second process does so with Migrator.up(), which writes where told.
         sqlite3.connect(self.replica_db).close()
-        os.symlink(self.replica_db, os.path.join(primary, "app.db"))
         later = subprocess.Popen([sys.executable, "-c", "import sys, time, sqlmigrate; "
-                                  "time.sleep(1); print(len(sqlmigrate.migrate(sys.argv[1], "
-                                  "sys.argv[2])))", os.path.join(primary, "app.db"), self.dir],
+                                  "time.sleep(1); print(len(sqlmigrate.Migrator(sys.argv[1], "
+                                  "sys.argv[2]).up()))", self.replica_db, self.dir],
                                  env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE)
         self.addCleanup(later.wait)
         self.assertEqual(sqlmigrate.migrate(self.replica_db, self.dir, timeout=30), [])
         self.assertEqual(later.communicate()[0].strip(), b"1")  # the primary did the work
         self.assertIn("users", self.tables(self.connect(self.replica_db)))
+
+    def test_a_replica_reached_through_a_symlink_is_still_a_replica(self):
+        self.write(".primary", "node-a.internal\n", directory=self.litefs)
+        sqlite3.connect(self.replica_db).close()
+        elsewhere = os.path.join(self.tmp, "app")
+        os.mkdir(elsewhere)
+        os.symlink(self.replica_db, os.path.join(elsewhere, "app.db"))
+        self.assertEqual(sqlmigrate.migrate(os.path.join(elsewhere, "app.db"), self.dir,
+                                            replica="return"), [])
+        self.assertEqual(self.tables(self.connect(self.replica_db)), [])
 
     def test_an_unreadable_primary_file_means_not_migrating_with_a_warning(self):
         os.mkdir(os.path.join(self.litefs, ".primary"))  # unreadable, even for root
