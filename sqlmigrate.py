@@ -6517,7 +6517,7 @@ def _run_on(args, db, source, out, err):
         logger, saved = logging.getLogger("sqlmigrate"), logging.getLogger("sqlmigrate").level
         logger.setLevel(logging.ERROR)  # the scratch run's messages would read as the real run's
         try:
-            findings = migrator.lint([m.path for m in migrator.pending()
+            findings = migrator.lint([m.filename for m in migrator.pending()
                                       if args.to is None or m.version <= args.to])
         finally:
             logger.setLevel(saved)

@@ -88,6 +88,13 @@ class PackageSources(StartupCase):
         self.assertIn("Applied 2 migration(s)", out)
         self.assertEqual(self.user_tables(), ["notes", "users"])
 
+    def test_cli_up_lint_with_package_option_from_a_zip(self):
+        archive = self.build_zip()
+        status, out, err = self.cli("--db", self.db, "--package", "myapp.migrations", "up",
+                                    "--lint", env={"PYTHONPATH": archive})
+        self.assertEqual(status, 0, out + err)
+        self.assertIn("Applied 2 migration(s)", out)
+
     def test_zipapp_whose_main_migrates_its_own_package(self):
         src = os.path.join(self.tmp, "app")
         os.makedirs(os.path.join(src, "myapp", "migrations"))
