@@ -236,7 +236,9 @@ _UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "execu
 # connect()'s arguments for (address, database, busy timeout)}.
 _SERVER_DRIVERS = {"dqlitedbapi": lambda address, database, timeout: ((address,), dict(
     database=database or "default", busy_timeout=timeout, dial_timeout=timeout))}
-_SERVER_ADDRESS = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[^/:\[\]]+):[0-9]+(?:/(.+))?\Z")
+# Patterns that only some paths use are strings, compiled where used (re
+# caches them): the module's import does not pay for them (bench/README.md).
+_SERVER_ADDRESS = r"(?:\[[0-9a-fA-F:.]+\]|[^/:\[\]]+):[0-9]+(?:/(.+))?\Z"
 # Pragma setters a driver's server cannot take: refused before they are sent
 # (a statement a node cannot survive must never reach it).  Measured on
 # Debian's dqlite 1.11: PRAGMA journal_mode = DELETE kills the leader
@@ -749,10 +751,10 @@ def _tables_named_in(statements):
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
-_BASELINE_RE = re.compile(r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)")
+_BASELINE_RE = r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)"
 # The line after it that `baseline` writes: the versions the baseline holds,
 # so a file numbered below it but added later is never taken as in it.
-_BASELINE_OF_RE = re.compile(r"(?mi)^--[ \t]*sqlmigrate baseline of:([0-9 \t]*)\r?$")
+_BASELINE_OF_RE = r"(?mi)^--[ \t]*sqlmigrate baseline of:([0-9 \t]*)\r?$"
 # The checksum column of the records a baseline wrote: this, then its checksum.
 _BASELINE_PREFIX = "baseline:"
 # `name = "..."` (or '...') on a line of its own, a comment allowed after it.
@@ -931,7 +933,7 @@ class Migration(object):
             # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
             # only at \n, so a comment would swallow every statement after it.
             text = text.replace("\r", "\n")
-        baseline = _BASELINE_RE.match(text)
+        baseline = re.compile(_BASELINE_RE).match(text)
         if bool(baseline) != self.baseline:
             raise self._error(self._baseline_mismatch())
         text = text[baseline.end():] if baseline else text
@@ -963,8 +965,8 @@ class Migration(object):
         line lists them; None for one written before that line (it holds
         every file up to its version)."""
         text = self.source.decode("utf-8", "replace").lstrip("\ufeff")
-        marker = _BASELINE_RE.match(text)
-        listed = _BASELINE_OF_RE.match(text, marker.end()) if marker else None
+        marker = re.compile(_BASELINE_RE).match(text)
+        listed = re.compile(_BASELINE_OF_RE).match(text, marker.end()) if marker else None
         return set(map(int, listed.group(1).split())) if listed else None
 
     def stands_for(self, version):
@@ -1103,7 +1105,7 @@ def _sort_out(entries, prefix, where, read=None):
         # Only a file named as a baseline is read here: its marker decides
         # whether it is one (and may share a version); without it, it is an
         # ordinary migration, as "001-baseline.sql" always was.
-        m.baseline = m.baseline and bool(_BASELINE_RE.match(
+        m.baseline = m.baseline and bool(re.compile(_BASELINE_RE).match(
             m.source.decode("utf-8", "replace").lstrip("\ufeff")))
         by_version = found[m.baseline]
         if m.version in by_version:
@@ -1163,7 +1165,7 @@ def _server_address(address, driver):
     """(HOST:PORT, DATABASE or None) of a server driver's --db; a malformed
     one, or a port no server can listen on, is a bad request (not the
     client's own error when it dials)."""
-    match = _SERVER_ADDRESS.match(address)
+    match = re.compile(_SERVER_ADDRESS).match(address)
     if match is None:
         raise RequestError("--db %s: driver %s takes a server address, HOST:PORT or "
                            "HOST:PORT/DATABASE" % (address, driver))
@@ -3535,7 +3537,7 @@ _LINT_SAMPLE_ROWS = 20000
 # fresh build of its schema instead (its data would cost the memory and the
 # time of every rebuild the migrations do; the big-table rules read --db itself).
 _LINT_COPY_BYTES = 64 * 1024 * 1024
-_ALLOW_RE = re.compile(r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
+_ALLOW_RE = (r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
                        r"(?:\(([^\n]*)\))?[ \t]*$")
 # The runner's statement plumbing between a migration's call and SQLite.
 _LINT_PLUMBING = ("_run", "execute", "executemany", "executescript", "_retrying_busy", "trace")
@@ -3689,7 +3691,7 @@ class _LintAllows(object):
         first_def = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith((
             "def ", "async def ", "class "))), None)
         for number, line in enumerate(text.splitlines(), 1):
-            match = "sqlmigrate:" in line and _ALLOW_RE.search(line)
+            match = "sqlmigrate:" in line and re.compile(_ALLOW_RE).search(line)
             if not match:
                 continue
             codes = dict((code, (match.group(2) or "").strip() or "no reason given")
@@ -3975,7 +3977,7 @@ def _lint(migrator, files, round_trip):
 
 
 def _lint_inline_allow(sql, code):
-    for match in _ALLOW_RE.finditer(sql) if "sqlmigrate:" in sql else ():
+    for match in re.compile(_ALLOW_RE).finditer(sql) if "sqlmigrate:" in sql else ():
         if code in re.split(r"[\s,]+", match.group(1).upper()):
             return (match.group(2) or "").strip() or "no reason given"
     return False
@@ -5205,7 +5207,7 @@ def _begin_batch(raw, metadata, key, tracking, version):
 # Literals ALTER TABLE ADD COLUMN takes as a constant DEFAULT, tested on the
 # joined tokens (the tokenizer splits 1.5e+3 at '.' and '+'): a number, a blob,
 # or a bare word, which SQLite reads as a string (TRUE/FALSE too before 3.23).
-_CONSTANT_RE = re.compile(r"(?:[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"
+_CONSTANT_RE = (r"(?:[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"
                           r"|[xX]'[0-9a-fA-F]*'|(?P<bare>[A-Za-z_][A-Za-z0-9_$]*))\Z")
 _COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
                             "REFERENCES", "AS")
@@ -5283,7 +5285,7 @@ def _default_kind(cursor):
         cursor, bare = _Cursor(tokens=cursor.tokens, i=first, end=close), False
     tokens = cursor.rest()
     text = "".join(token for _, token in tokens)
-    match = _CONSTANT_RE.match(text)
+    match = re.compile(_CONSTANT_RE).match(text)
     if text.upper() == "NULL":
         return "null"
     if [kind for kind, _ in tokens] == ["string"] or match and (not match.group("bare") or bare
@@ -5716,7 +5718,7 @@ def _json_object(value):
     return document
 
 
-_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE_RE = "[\ud800-\udfff]"
 
 
 def _json_text(document):
@@ -5755,8 +5757,8 @@ def _json_text(document):
             open_ids.discard(id(container))
             parts.append("}" if isinstance(container, dict) else "]")
         else:
-            return _LONE_SURROGATE_RE.sub(lambda match: "\\u%04x" % ord(match.group()),
-                                          "".join(parts))
+            return re.compile(_LONE_SURROGATE_RE).sub(
+                lambda match: "\\u%04x" % ord(match.group()), "".join(parts))
         if parts[-1] not in ("{", "["):
             parts.append(", ")
         if isinstance(container, dict):
@@ -5838,8 +5840,8 @@ def _index_info(conn, name, sql):
 
 # An ASCII name: any token naming it holds it whole, case aside, between
 # characters no _WORD_RE word takes (quotes, spaces, punctuation).
-_PLAIN_NAME_RE = re.compile(r"[a-z0-9_]+\Z")
-_WORD_RE = re.compile(r"[a-z0-9_]+")
+_PLAIN_NAME_RE = r"[a-z0-9_]+\Z"
+_WORD_RE = r"[a-z0-9_]+"
 
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):
@@ -5871,10 +5873,11 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     # With plain names (the usual case) a view whose words name no other view
     # reads none: a regex finds its words in C; the tokenizer runs only on the
     # views that may read another (a word may be in a string or a comment).
-    plain = all(_PLAIN_NAME_RE.match(name) for name in names)
+    plain_name, word = re.compile(_PLAIN_NAME_RE), re.compile(_WORD_RE)
+    plain = all(plain_name.match(name) for name in names)
     reads = dict((name, names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
                                            if kind in ("word", "ident")) - set([name])
-                  if not plain or len(names.intersection(_WORD_RE.findall(sql.lower()))
+                  if not plain or len(names.intersection(word.findall(sql.lower()))
                                       - set([name])) else set())
                  for name, sql in views if names)
     level, readers, left = {}, {}, dict((name, len(read)) for name, read in reads.items())
