@@ -1431,7 +1431,8 @@ class _MigrationConnection(object):
     def __init__(self, conn, transactional, copy_progress=None, tracking=None):
         # _target: the connection or cursor that runs statements; _db: the
         # wrapper a cursor's statements are recorded on; _tracking: (the
-        # tracking table, the migration's version), for backfill's position.
+        # tracking table, the migration's version, "up" or "down", its
+        # checksum), for backfill's position and what it belongs to.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress, _driver=_driver(conn),
                              _tracking=tracking,
@@ -2585,7 +2586,8 @@ class Migrator(object):
         holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
-                                                total=total, **more), (self.table, m.version))
+                                                total=total, **more), (self.table, m.version, direction,
+                                                             m.checksum))
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2651,6 +2653,18 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
                 self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
                               "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
+        # Positions no run can rightly resume any more, whatever left them (a
+        # kill): an up's of a version above the one now current (its rows may
+        # be gone with a rolled-back table), a down's below it.
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM %s" % history).fetchone()[0]
+        for (key,) in conn.execute("SELECT key FROM %s WHERE key >= ? AND key < ?" % (
+                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w"))\
+                .fetchall():
+            version, direction, _ = _backfill_owner(key)
+            if version is not None and (version > current or version < current and
+                                        direction == "down"):
+                conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                             (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
@@ -4958,8 +4972,8 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     WITHOUT ROWID table), each its own transaction, sized to hold the write
     lock about target_ms (the first batch_rows rows; target_ms=None: all
     batch_rows).  Resumable: the position is kept in the tracking table's row
-    'backfill:[v<migration version>:]<name or table>'; two backfills of one
-    table in one migration need their own name=.  Only in a non-transactional
+    'backfill:[v<migration version>:<up or down>:]<name or table>'; two
+    backfills of one table in one migration need their own name=.  Only in a non-transactional
     migration, or on a path or connection outside a transaction.  Returns
     the rows changed (apply's int return values summed); with dry_run, the
     rows `where` selects from the stored position on, changing nothing."""
@@ -4969,9 +4983,11 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
-    tracking, version = getattr(db, "_tracking", None) or (tracking, None)
-    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:" % version,
-                      name or table)
+    tracking, version, direction, checksum = getattr(db, "_tracking", None) or (
+        tracking, None, None, None)
+    # The direction in the key: a down's backfill must not find the up's position.
+    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
+        version, direction), name or table)
     if version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
         if key in used:
@@ -4985,9 +5001,9 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
         with _explicit_transactions(raw), _wal_checkpoints(raw) as checkpoint_each:
-            return _run_backfill(raw, job, key, tracking, version, apply, batch_rows,
-                                 target_ms, dry_run, progress if callable(progress) else None,
-                                 checkpoint_each)
+            return _run_backfill(raw, job, key, tracking, (version, direction, checksum),
+                                 apply, batch_rows, target_ms, dry_run,
+                                 progress if callable(progress) else None, checkpoint_each)
 
 
 @contextmanager
@@ -5053,9 +5069,10 @@ def _plan_backfill(raw, table, set, where):
     return job
 
 
-def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms, dry_run,
+def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, dry_run,
                   progress, checkpoint_each):
-    metadata, changed = _quote_identifier(tracking), 0
+    """owner: (version, direction, checksum) of the migration running it, or Nones."""
+    metadata, changed, version = _quote_identifier(tracking), 0, owner[0]
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
             stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
@@ -5076,7 +5093,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, tracking, version)
+        position = _begin_batch(raw, metadata, key, tracking, owner)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
@@ -5102,6 +5119,8 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
                                                  None if after is None else tuple(after), last))
                 changed += done if isinstance(done, int) else 0
             position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
+            if owner[2] is not None:  # what wrote it: refused if the file changes (_begin_batch)
+                position["migration"] = owner[2]
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -5157,22 +5176,37 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             time.sleep(_BACKFILL_PAUSE)
 
 
+def _backfill_owner(key):
+    """(version, "up" or "down", name) of a position's key; Nones but the
+    name for a backfill outside a migration."""
+    rest = key[len(_BACKFILL_PREFIX):]
+    parts = rest.split(":", 2)
+    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
+        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
+        return (int(parts[0][1:]), parts[1] if up_or_down else "up",
+                parts[2] if up_or_down else rest.split(":", 1)[1])  # v1:name: before 'up:'
+    return None, None, rest
+
+
 def _backfill_entry(key, value):
     """A stored position as status reports it."""
-    version, _, table = key[len(_BACKFILL_PREFIX):].rpartition(":")
+    version, direction, table = _backfill_owner(key)
     try:
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
-    return {"version": int(version[1:]) if version[1:].isdigit() else None, "table": table,
+    return {"version": version, "direction": direction, "table": table,
             "after": position.get("after"), "rows": position.get("rows"),
             "done": bool(position.get("done"))}
 
 
-def _begin_batch(raw, metadata, key, tracking, version):
+def _begin_batch(raw, metadata, key, tracking, owner):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
-    none is stored because the runner recorded the migration (another runner
-    finished it)."""
+    none is stored because the runner recorded the migration's up (or
+    removed its record, for a down): another runner finished it.  A position
+    another version of the migration file wrote, unfinished, is refused: the
+    rows before it got the old code, the rest would get the new one."""
+    version, direction, checksum = owner
     raw.execute("BEGIN IMMEDIATE")
     try:
         try:
@@ -5183,9 +5217,25 @@ def _begin_batch(raw, metadata, key, tracking, version):
             raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
             rows = []
         if rows:
-            return _position(rows[0][0])
-        if version is not None and _query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
-                _quote_identifier(tracking + "_migrations")), (version,))[0][0]:
+            position = _position(rows[0][0])
+            changed = checksum is not None and position.get("migration", checksum) != checksum
+            if changed and position.get("done"):
+                # Every row got the earlier file's code; what failed after it
+                # (the step being fixed) must not force the backfill twice.
+                _log("warning", "%s: the backfill %r finished with an earlier version of the "
+                     "migration file; not run again", key, key, logger="sqlmigrate.runner")
+            elif changed:
+                raise MigrationError(
+                    "the migration file changed since its backfill started (the position "
+                    "%r, at %s rows, was written by the earlier file): restore that file and "
+                    "run again, or start the backfill over by deleting that row (DELETE FROM "
+                    "%s WHERE key = '%s'), making sure the rows it did suit the new code"
+                    % (key, position.get("rows"), metadata, key.replace("'", "''")),
+                    kind="backfill-changed", version=version, direction=direction)
+            return position
+        if version is not None and bool(_query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
+                _quote_identifier(tracking + "_migrations")), (version,))[0][0]) == \
+                (direction == "up"):
             return {"done": True}
         return None
     except BaseException:
@@ -6068,7 +6118,8 @@ def _print_status(report, stream):
     lines += ["  (no migration files)"] * (not report["migrations"])
     for b in report.get("backfills", ()):
         lines.append("  backfill %s%s: %s, after %s, %s rows done" % (
-            b["table"], "" if b["version"] is None else " (v%d)" % b["version"],
+            b["table"], "" if b["version"] is None else " (v%d%s)" % (
+                b["version"], " down" if b.get("direction") == "down" else ""),
             "done, not yet recorded" if b["done"] else "in progress",
             "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
             b["rows"]))

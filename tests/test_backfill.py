@@ -239,7 +239,7 @@ class FailingBatch(BackfillTestCase):
         self.assertIn("backfill items (v1): in progress, after key 600, 600 rows done",
                       self.run_cli("status")[1])
         report = json.loads(self.run_cli("status", "--json")[1])
-        self.assertEqual(report["backfills"], [{"version": 1, "table": "items", "after": [600],
+        self.assertEqual(report["backfills"], [{"version": 1, "direction": "up", "table": "items", "after": [600],
                                                 "rows": 600, "done": False}])
         conn.execute("UPDATE items SET n = 0 WHERE id = 750")
         self.assertEqual(self.run_cli("up")[0], 0)
@@ -350,3 +350,81 @@ class WalSettings(BackfillTestCase):
         sqlmigrate.backfill(conn, "items", set="n = 1", batch_rows=100, target_ms=None)
         self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 123)
         self.assertEqual(self.counts(conn), {1: 2000})
+
+
+# Migration 002: a backfill in up and in down; its up fails once past row 50
+# while the file FAIL names exists (a kill there leaves the same position).
+UP_AND_DOWN_MIGRATION = '''
+import os, sqlmigrate
+
+transaction = False
+
+def bump(db, batch):
+    if os.path.exists(%(fail)r) and batch.after and batch.after[0] >= 50:
+        raise RuntimeError("stopped at 50")
+    return db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where, batch.params).rowcount
+
+def up(db):
+    sqlmigrate.backfill(db, "items", apply=bump, batch_rows=10, target_ms=None)
+
+def down(db):
+    sqlmigrate.backfill(db, "items", set="n = n - 1", batch_rows=10, target_ms=None)
+'''
+
+
+class PositionsAndHistory(BackfillTestCase):
+    def setUp(self):
+        super(PositionsAndHistory, self).setUp()
+        self.fail_file = os.path.join(self.tmp, "fail")
+        self.write_sql(1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);\n"
+                       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
+                       "i < 100) INSERT INTO items (n) SELECT 0 FROM c;", "DROP TABLE items;")
+        self.write("002-bump.py", UP_AND_DOWN_MIGRATION % {"fail": self.fail_file})
+
+    def test_a_backfill_in_down_runs_although_the_version_is_still_recorded(self):
+        self.assertEqual(self.run_cli("up")[0], 0)
+        conn = self.connect()
+        self.assertEqual(self.counts(conn), {1: 100})
+        status, _, err = self.run_cli("down")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {0: 100})
+        self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.backfill_keys(conn), [])
+        # Up again: a fresh backfill, not taken for done by a down's position.
+        self.assertEqual(self.run_cli("up")[0], 0)
+        self.assertEqual(self.counts(conn), {1: 100})
+
+    def test_rolling_back_below_a_version_deletes_its_stale_backfill_position(self):
+        open(self.fail_file, "w").close()
+        self.assertEqual(self.run_cli("up")[0], 1)
+        conn = self.connect()
+        self.assertEqual(len(self.backfill_keys(conn)), 1)
+        status, _, err = self.run_cli("down")  # v1's down: the table goes, rows and all
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.schema_version(), "0")
+        self.assertEqual(self.backfill_keys(conn), [])
+        os.remove(self.fail_file)
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {1: 100})  # not resumed at row 50
+
+    def test_a_position_left_by_an_edited_migration_is_refused_saying_how_to_start_over(self):
+        open(self.fail_file, "w").close()
+        self.assertEqual(self.run_cli("up")[0], 1)
+        conn = self.connect()
+        self.assertEqual(self.counts(conn), {1: 50, 0: 50})
+        self.write("002-bump.py", (UP_AND_DOWN_MIGRATION % {"fail": self.fail_file}).replace(
+            "n = n + 1", "n = n + 2"))
+        os.remove(self.fail_file)
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("changed since", err)
+        self.assertIn("backfill:v2:up:items", err)
+        self.assertEqual(self.counts(conn), {1: 50, 0: 50})  # the new code ran on no row
+        # Starting over as the message says: the new code over every row.
+        conn.execute("UPDATE items SET n = 0")
+        conn.execute("DELETE FROM metadata WHERE key = 'backfill:v2:up:items'")
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {2: 100})
+
