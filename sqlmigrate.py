@@ -5034,7 +5034,7 @@ class _BackfillJob(object):
 def _plan_backfill(raw, table, set, where):
     """Everything checked before the first batch: the table, its key, and the
     statement compiled (EXPLAIN prepares it, with every name resolved)."""
-    rows = _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? "
+    rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name = ? "
                        "COLLATE NOCASE", (table,))
     if not rows:
         raise RequestError("backfill: no table %r" % table, kind="no-table", tables=[table])
@@ -5049,14 +5049,40 @@ def _plan_backfill(raw, table, set, where):
         if _sqlite_kind(e) != "no-column":
             raise
         job.columns = None  # WITHOUT ROWID
+    pk = sorted((row[5], row[1], row[2].upper(), row[3]) for row in info if row[5])
+    # The names that reach the key: what a `set` must not assign.  (`set`
+    # is the parameter here, hence the comprehensions.)
+    if job.columns:  # the rowid: the rowid names no column takes, and its alias
+        taken = {_key(row[1]) for row in info}
+        key_names = {n for n in _ROWID_NAMES if n not in taken}
+        key_names |= {_key(n) for _, n, type_, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
+    else:
+        key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
-        pk = sorted((row[5], row[1]) for row in info if row[5])
-        job.columns = [_quote_identifier(n) for _, n in pk] or None
+        job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
+        # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
+        # NULL (SQLite's legacy quirk), which `key > ?` never selects.
+        nullable = [n for _, n, type_, notnull in pk if not notnull] \
+            if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
+        if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
+            raise RequestError(
+                "backfill: table %s has no usable key: its columns take all of rowid, oid and "
+                "_rowid_, and its PRIMARY KEY column %s may hold NULL, whose rows paging by key "
+                "would skip; rename one of those columns, or declare the key NOT NULL"
+                % (table, nullable[0]), tables=[table])
     if job.columns is None:
         raise RequestError("backfill: table %s has neither a reachable rowid nor a primary key"
                            % table, tables=[table])
     job.key_list = ", ".join(job.columns)
     job.where = "" if where is None else " AND (%s)" % _sql_fragment("where", where)
+    assigned = [] if set is None else [n for n in _set_targets(_sql_fragment("set", set))
+                                       if _key(n) in key_names]
+    if assigned:
+        # Paging walks the key in order: a row whose key moves past the
+        # position would be updated again in a later batch.
+        raise RequestError("backfill of %s: set= assigns %s, which is the key backfill pages "
+                           "by; change the key in a migration of its own (one UPDATE), or "
+                           "use apply=" % (table, assigned[0]), tables=[table], statement=set)
     # Joined, not %-formatted: the caller's SQL may hold a '%'.
     job.update = None if set is None else "UPDATE %s SET %s WHERE " % (
         job.quoted, _sql_fragment("set", set))
@@ -5067,6 +5093,19 @@ def _plan_backfill(raw, table, set, where):
         raise RequestError("backfill of %s: %s" % (table, e), tables=[table],
                            statement=job.update or job.where)
     return job
+
+
+def _set_targets(text):
+    """The column names an UPDATE's SET list assigns: a = 1, (b, c) = (2, 3)."""
+    names, tokens = [], _tokenize("(" + text + ")")
+    for start, end in _Cursor(tokens=tokens).comma_list():
+        cursor = _Cursor(tokens=tokens, i=start, end=end)
+        if cursor.peek() == ("punct", "("):
+            for first, last in cursor.comma_list():
+                names.append(_Cursor(tokens=cursor.tokens, i=first, end=last).name())
+        else:
+            names.append(cursor.name())
+    return [name for name in names if name is not None]
 
 
 def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, dry_run,

@@ -428,3 +428,41 @@ class PositionsAndHistory(BackfillTestCase):
         self.assertEqual(status, 0, err)
         self.assertEqual(self.counts(conn), {2: 100})
 
+
+class UnusableKeys(BackfillTestCase):
+    def test_a_nullable_key_with_every_rowid_name_taken_is_refused_up_front(self):
+        conn = self.connect()
+        conn.execute("CREATE TABLE t (rowid INT, oid INT, _rowid_ INT, code TEXT PRIMARY KEY, "
+                     "n INT)")
+        conn.execute("INSERT INTO t (code, n) VALUES (NULL, 0), (NULL, 0), ('a', 0), ('b', 0)")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "t", set="n = n + 1", batch_rows=2, target_ms=None)
+        self.assertEqual(caught.exception.kind, "bad-request")
+        self.assertIn("no usable key", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchone()[0], 0)
+        # With the key NOT NULL, it is walked by the key.
+        conn.execute("CREATE TABLE u (rowid INT, oid INT, _rowid_ INT, code TEXT PRIMARY KEY "
+                     "NOT NULL, n INT)")
+        conn.execute("INSERT INTO u (code, n) VALUES ('a', 0), ('b', 0), ('c', 0)")
+        self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=2,
+                                             target_ms=None), 3)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchone()[0], 3)
+
+    def test_a_set_that_assigns_a_column_of_the_paging_key_is_refused(self):
+        conn = self.make_items(10)
+        conn.execute("CREATE TABLE codes (code TEXT PRIMARY KEY, n INT NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO codes VALUES ('A1', 0), ('B2', 0)")
+        for table, set in (("items", "id = id + 10, n = n + 1"),
+                           ("items", "n = n + 1, \"ID\" = id + 10"),
+                           ("items", "n = 1, rowid = rowid + 10"),
+                           ("items", "(n, id) = (1, id + 10)"),
+                           ("codes", "n = n + 1, code = lower(code)")):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.backfill(self.db, table, set=set, batch_rows=2, target_ms=None)
+            self.assertEqual(caught.exception.kind, "bad-request", set)
+            self.assertIn("key", str(caught.exception), set)
+        self.assertEqual(self.counts(conn), {0: 10})
+        self.assertEqual(conn.execute("SELECT * FROM codes").fetchall(), [("A1", 0), ("B2", 0)])
+        # Other columns, or a key column only read, are fine.
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = (id % 2), note = 'id'",
+                                             batch_rows=3, target_ms=None), 10)
