@@ -2656,10 +2656,9 @@ class Migrator(object):
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
-        current = conn.execute("SELECT coalesce(max(version), 0) FROM %s" % history).fetchone()[0]
-        for (key,) in conn.execute("SELECT key FROM %s WHERE key >= ? AND key < ?" % (
-                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w"))\
-                .fetchall():
+        current = _query(conn, "SELECT coalesce(max(version), 0) FROM %s" % history)[0][0]
+        for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
+                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w")):
             version, direction, _ = _backfill_owner(key)
             if version is not None and (version > current or version < current and
                                         direction == "down"):
