@@ -1433,7 +1433,8 @@ class _MigrationConnection(object):
     def __init__(self, conn, transactional, copy_progress=None, tracking=None):
         # _target: the connection or cursor that runs statements; _db: the
         # wrapper a cursor's statements are recorded on; _tracking: (the
-        # tracking table, the migration's version), for backfill's position.
+        # tracking table, the migration's version, "up" or "down", its
+        # checksum), for backfill's position and what it belongs to.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _copy_progress=copy_progress, _driver=_driver(conn),
                              _tracking=tracking,
@@ -2587,7 +2588,8 @@ class Migrator(object):
         holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
-                                                total=total, **more), (self.table, m.version))
+                                                total=total, **more), (self.table, m.version, direction,
+                                                             m.checksum))
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2653,6 +2655,17 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
                 self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
                               "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
+        # Positions no run can rightly resume any more, whatever left them (a
+        # kill): an up's of a version above the one now current (its rows may
+        # be gone with a rolled-back table), a down's below it.
+        current = _query(conn, "SELECT coalesce(max(version), 0) FROM %s" % history)[0][0]
+        for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
+                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w")):
+            version, direction, _ = _backfill_owner(key)
+            if version is not None and (version > current or version < current and
+                                        direction == "down"):
+                conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                             (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
         _write_version(conn, self.table)
@@ -4963,8 +4976,8 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     WITHOUT ROWID table), each its own transaction, sized to hold the write
     lock about target_ms (the first batch_rows rows; target_ms=None: all
     batch_rows).  Resumable: the position is kept in the tracking table's row
-    'backfill:[v<migration version>:]<name or table>'; two backfills of one
-    table in one migration need their own name=.  Only in a non-transactional
+    'backfill:[v<migration version>:<up or down>:]<name or table>'; two
+    backfills of one table in one migration need their own name=.  Only in a non-transactional
     migration, or on a path or connection outside a transaction.  Returns
     the rows changed (apply's int return values summed); with dry_run, the
     rows `where` selects from the stored position on, changing nothing."""
@@ -4974,9 +4987,11 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
-    tracking, version = getattr(db, "_tracking", None) or (tracking, None)
-    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:" % version,
-                      name or table)
+    tracking, version, direction, checksum = getattr(db, "_tracking", None) or (
+        tracking, None, None, None)
+    # The direction in the key: a down's backfill must not find the up's position.
+    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
+        version, direction), name or table)
     if version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
         if key in used:
@@ -4990,9 +5005,9 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
         with _explicit_transactions(raw), _wal_checkpoints(raw) as checkpoint_each:
-            return _run_backfill(raw, job, key, tracking, version, apply, batch_rows,
-                                 target_ms, dry_run, progress if callable(progress) else None,
-                                 checkpoint_each)
+            return _run_backfill(raw, job, key, tracking, (version, direction, checksum),
+                                 apply, batch_rows, target_ms, dry_run,
+                                 progress if callable(progress) else None, checkpoint_each)
 
 
 @contextmanager
@@ -5023,7 +5038,7 @@ class _BackfillJob(object):
 def _plan_backfill(raw, table, set, where):
     """Everything checked before the first batch: the table, its key, and the
     statement compiled (EXPLAIN prepares it, with every name resolved)."""
-    rows = _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? "
+    rows = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name = ? "
                        "COLLATE NOCASE", (table,))
     if not rows:
         raise RequestError("backfill: no table %r" % table, kind="no-table", tables=[table])
@@ -5038,14 +5053,40 @@ def _plan_backfill(raw, table, set, where):
         if _sqlite_kind(e) != "no-column":
             raise
         job.columns = None  # WITHOUT ROWID
+    pk = sorted((row[5], row[1], row[2].upper(), row[3]) for row in info if row[5])
+    # The names that reach the key: what a `set` must not assign.  (`set`
+    # is the parameter here, hence the comprehensions.)
+    if job.columns:  # the rowid: the rowid names no column takes, and its alias
+        taken = {_key(row[1]) for row in info}
+        key_names = {n for n in _ROWID_NAMES if n not in taken}
+        key_names |= {_key(n) for _, n, type_, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
+    else:
+        key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
-        pk = sorted((row[5], row[1]) for row in info if row[5])
-        job.columns = [_quote_identifier(n) for _, n in pk] or None
+        job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
+        # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
+        # NULL (SQLite's legacy quirk), which `key > ?` never selects.
+        nullable = [n for _, n, type_, notnull in pk if not notnull] \
+            if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
+        if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
+            raise RequestError(
+                "backfill: table %s has no usable key: its columns take all of rowid, oid and "
+                "_rowid_, and its PRIMARY KEY column %s may hold NULL, whose rows paging by key "
+                "would skip; rename one of those columns, or declare the key NOT NULL"
+                % (table, nullable[0]), tables=[table])
     if job.columns is None:
         raise RequestError("backfill: table %s has neither a reachable rowid nor a primary key"
                            % table, tables=[table])
     job.key_list = ", ".join(job.columns)
     job.where = "" if where is None else " AND (%s)" % _sql_fragment("where", where)
+    assigned = [] if set is None else [n for n in _set_targets(_sql_fragment("set", set))
+                                       if _key(n) in key_names]
+    if assigned:
+        # Paging walks the key in order: a row whose key moves past the
+        # position would be updated again in a later batch.
+        raise RequestError("backfill of %s: set= assigns %s, which is the key backfill pages "
+                           "by; change the key in a migration of its own (one UPDATE), or "
+                           "use apply=" % (table, assigned[0]), tables=[table], statement=set)
     # Joined, not %-formatted: the caller's SQL may hold a '%'.
     job.update = None if set is None else "UPDATE %s SET %s WHERE " % (
         job.quoted, _sql_fragment("set", set))
@@ -5058,9 +5099,23 @@ def _plan_backfill(raw, table, set, where):
     return job
 
 
-def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms, dry_run,
+def _set_targets(text):
+    """The column names an UPDATE's SET list assigns: a = 1, (b, c) = (2, 3)."""
+    names, tokens = [], _tokenize("(" + text + ")")
+    for start, end in _Cursor(tokens=tokens).comma_list():
+        cursor = _Cursor(tokens=tokens, i=start, end=end)
+        if cursor.peek() == ("punct", "("):
+            for first, last in cursor.comma_list():
+                names.append(_Cursor(tokens=cursor.tokens, i=first, end=last).name())
+        else:
+            names.append(cursor.name())
+    return [name for name in names if name is not None]
+
+
+def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, dry_run,
                   progress, checkpoint_each):
-    metadata, changed = _quote_identifier(tracking), 0
+    """owner: (version, direction, checksum) of the migration running it, or Nones."""
+    metadata, changed, version = _quote_identifier(tracking), 0, owner[0]
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
             stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
@@ -5081,7 +5136,7 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, tracking, version)
+        position = _begin_batch(raw, metadata, key, tracking, owner)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
@@ -5107,6 +5162,8 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
                                                  None if after is None else tuple(after), last))
                 changed += done if isinstance(done, int) else 0
             position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
+            if owner[2] is not None:  # what wrote it: refused if the file changes (_begin_batch)
+                position["migration"] = owner[2]
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -5162,22 +5219,37 @@ def _run_backfill(raw, job, key, tracking, version, apply, batch_rows, target_ms
             time.sleep(_BACKFILL_PAUSE)
 
 
+def _backfill_owner(key):
+    """(version, "up" or "down", name) of a position's key; Nones but the
+    name for a backfill outside a migration."""
+    rest = key[len(_BACKFILL_PREFIX):]
+    parts = rest.split(":", 2)
+    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
+        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
+        return (int(parts[0][1:]), parts[1] if up_or_down else "up",
+                parts[2] if up_or_down else rest.split(":", 1)[1])  # v1:name: before 'up:'
+    return None, None, rest
+
+
 def _backfill_entry(key, value):
     """A stored position as status reports it."""
-    version, _, table = key[len(_BACKFILL_PREFIX):].rpartition(":")
+    version, direction, table = _backfill_owner(key)
     try:
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
-    return {"version": int(version[1:]) if version[1:].isdigit() else None, "table": table,
+    return {"version": version, "direction": direction, "table": table,
             "after": position.get("after"), "rows": position.get("rows"),
             "done": bool(position.get("done"))}
 
 
-def _begin_batch(raw, metadata, key, tracking, version):
+def _begin_batch(raw, metadata, key, tracking, owner):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
-    none is stored because the runner recorded the migration (another runner
-    finished it)."""
+    none is stored because the runner recorded the migration's up (or
+    removed its record, for a down): another runner finished it.  A position
+    another version of the migration file wrote, unfinished, is refused: the
+    rows before it got the old code, the rest would get the new one."""
+    version, direction, checksum = owner
     raw.execute("BEGIN IMMEDIATE")
     try:
         try:
@@ -5188,9 +5260,25 @@ def _begin_batch(raw, metadata, key, tracking, version):
             raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
             rows = []
         if rows:
-            return _position(rows[0][0])
-        if version is not None and _query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
-                _quote_identifier(tracking + "_migrations")), (version,))[0][0]:
+            position = _position(rows[0][0])
+            changed = checksum is not None and position.get("migration", checksum) != checksum
+            if changed and position.get("done"):
+                # Every row got the earlier file's code; what failed after it
+                # (the step being fixed) must not force the backfill twice.
+                _log("warning", "%s: the backfill %r finished with an earlier version of the "
+                     "migration file; not run again", key, key, logger="sqlmigrate.runner")
+            elif changed:
+                raise MigrationError(
+                    "the migration file changed since its backfill started (the position "
+                    "%r, at %s rows, was written by the earlier file): restore that file and "
+                    "run again, or start the backfill over by deleting that row (DELETE FROM "
+                    "%s WHERE key = '%s'), making sure the rows it did suit the new code"
+                    % (key, position.get("rows"), metadata, key.replace("'", "''")),
+                    kind="backfill-changed", version=version, direction=direction)
+            return position
+        if version is not None and bool(_query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
+                _quote_identifier(tracking + "_migrations")), (version,))[0][0]) == \
+                (direction == "up"):
             return {"done": True}
         return None
     except BaseException:
@@ -6074,7 +6162,8 @@ def _print_status(report, stream):
     lines += ["  (no migration files)"] * (not report["migrations"])
     for b in report.get("backfills", ()):
         lines.append("  backfill %s%s: %s, after %s, %s rows done" % (
-            b["table"], "" if b["version"] is None else " (v%d)" % b["version"],
+            b["table"], "" if b["version"] is None else " (v%d%s)" % (
+                b["version"], " down" if b.get("direction") == "down" else ""),
             "done, not yet recorded" if b["done"] else "in progress",
             "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
             b["rows"]))

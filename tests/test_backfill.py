@@ -239,7 +239,7 @@ class FailingBatch(BackfillTestCase):
         self.assertIn("backfill items (v1): in progress, after key 600, 600 rows done",
                       self.run_cli("status")[1])
         report = json.loads(self.run_cli("status", "--json")[1])
-        self.assertEqual(report["backfills"], [{"version": 1, "table": "items", "after": [600],
+        self.assertEqual(report["backfills"], [{"version": 1, "direction": "up", "table": "items", "after": [600],
                                                 "rows": 600, "done": False}])
         conn.execute("UPDATE items SET n = 0 WHERE id = 750")
         self.assertEqual(self.run_cli("up")[0], 0)
@@ -350,3 +350,119 @@ class WalSettings(BackfillTestCase):
         sqlmigrate.backfill(conn, "items", set="n = 1", batch_rows=100, target_ms=None)
         self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 123)
         self.assertEqual(self.counts(conn), {1: 2000})
+
+
+# Migration 002: a backfill in up and in down; its up fails once past row 50
+# while the file FAIL names exists (a kill there leaves the same position).
+UP_AND_DOWN_MIGRATION = '''
+import os, sqlmigrate
+
+transaction = False
+
+def bump(db, batch):
+    if os.path.exists(%(fail)r) and batch.after and batch.after[0] >= 50:
+        raise RuntimeError("stopped at 50")
+    return db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where, batch.params).rowcount
+
+def up(db):
+    sqlmigrate.backfill(db, "items", apply=bump, batch_rows=10, target_ms=None)
+
+def down(db):
+    sqlmigrate.backfill(db, "items", set="n = n - 1", batch_rows=10, target_ms=None)
+'''
+
+
+class PositionsAndHistory(BackfillTestCase):
+    def setUp(self):
+        super(PositionsAndHistory, self).setUp()
+        self.fail_file = os.path.join(self.tmp, "fail")
+        self.write_sql(1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);\n"
+                       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE "
+                       "i < 100) INSERT INTO items (n) SELECT 0 FROM c;", "DROP TABLE items;")
+        self.write("002-bump.py", UP_AND_DOWN_MIGRATION % {"fail": self.fail_file})
+
+    def test_a_backfill_in_down_runs_although_the_version_is_still_recorded(self):
+        self.assertEqual(self.run_cli("up")[0], 0)
+        conn = self.connect()
+        self.assertEqual(self.counts(conn), {1: 100})
+        status, _, err = self.run_cli("down")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {0: 100})
+        self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.backfill_keys(conn), [])
+        # Up again: a fresh backfill, not taken for done by a down's position.
+        self.assertEqual(self.run_cli("up")[0], 0)
+        self.assertEqual(self.counts(conn), {1: 100})
+
+    def test_rolling_back_below_a_version_deletes_its_stale_backfill_position(self):
+        open(self.fail_file, "w").close()
+        self.assertEqual(self.run_cli("up")[0], 1)
+        conn = self.connect()
+        self.assertEqual(len(self.backfill_keys(conn)), 1)
+        status, _, err = self.run_cli("down")  # v1's down: the table goes, rows and all
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.schema_version(), "0")
+        self.assertEqual(self.backfill_keys(conn), [])
+        os.remove(self.fail_file)
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {1: 100})  # not resumed at row 50
+
+    def test_a_position_left_by_an_edited_migration_is_refused_saying_how_to_start_over(self):
+        open(self.fail_file, "w").close()
+        self.assertEqual(self.run_cli("up")[0], 1)
+        conn = self.connect()
+        self.assertEqual(self.counts(conn), {1: 50, 0: 50})
+        self.write("002-bump.py", (UP_AND_DOWN_MIGRATION % {"fail": self.fail_file}).replace(
+            "n = n + 1", "n = n + 2"))
+        os.remove(self.fail_file)
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("changed since", err)
+        self.assertIn("backfill:v2:up:items", err)
+        self.assertEqual(self.counts(conn), {1: 50, 0: 50})  # the new code ran on no row
+        # Starting over as the message says: the new code over every row.
+        conn.execute("UPDATE items SET n = 0")
+        conn.execute("DELETE FROM metadata WHERE key = 'backfill:v2:up:items'")
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.counts(conn), {2: 100})
+
+
+class UnusableKeys(BackfillTestCase):
+    def test_a_nullable_key_with_every_rowid_name_taken_is_refused_up_front(self):
+        conn = self.connect()
+        conn.execute("CREATE TABLE t (rowid INT, oid INT, _rowid_ INT, code TEXT PRIMARY KEY, "
+                     "n INT)")
+        conn.execute("INSERT INTO t (code, n) VALUES (NULL, 0), (NULL, 0), ('a', 0), ('b', 0)")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "t", set="n = n + 1", batch_rows=2, target_ms=None)
+        self.assertEqual(caught.exception.kind, "bad-request")
+        self.assertIn("no usable key", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchone()[0], 0)
+        # With the key NOT NULL, it is walked by the key.
+        conn.execute("CREATE TABLE u (rowid INT, oid INT, _rowid_ INT, code TEXT PRIMARY KEY "
+                     "NOT NULL, n INT)")
+        conn.execute("INSERT INTO u (code, n) VALUES ('a', 0), ('b', 0), ('c', 0)")
+        self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=2,
+                                             target_ms=None), 3)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchone()[0], 3)
+
+    def test_a_set_that_assigns_a_column_of_the_paging_key_is_refused(self):
+        conn = self.make_items(10)
+        conn.execute("CREATE TABLE codes (code TEXT PRIMARY KEY, n INT NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO codes VALUES ('A1', 0), ('B2', 0)")
+        for table, set in (("items", "id = id + 10, n = n + 1"),
+                           ("items", "n = n + 1, \"ID\" = id + 10"),
+                           ("items", "n = 1, rowid = rowid + 10"),
+                           ("items", "(n, id) = (1, id + 10)"),
+                           ("codes", "n = n + 1, code = lower(code)")):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.backfill(self.db, table, set=set, batch_rows=2, target_ms=None)
+            self.assertEqual(caught.exception.kind, "bad-request", set)
+            self.assertIn("key", str(caught.exception), set)
+        self.assertEqual(self.counts(conn), {0: 10})
+        self.assertEqual(conn.execute("SELECT * FROM codes").fetchall(), [("A1", 0), ("B2", 0)])
+        # Other columns, or a key column only read, are fine.
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = (id % 2), note = 'id'",
+                                             batch_rows=3, target_ms=None), 10)
