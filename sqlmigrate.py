@@ -5024,11 +5024,13 @@ def _wal_checkpoints(raw, wal_bytes=16 * 2 ** 20):
     if not wal or not 0 < auto < pages:
         yield wal and auto <= 0
         return
-    raw.execute("PRAGMA wal_autocheckpoint = %d" % pages)
+    # _query: these statements return a row, and a statement not read to its
+    # end stays in progress on PyPy (no reference counting) and blocks COMMIT.
+    _query(raw, "PRAGMA wal_autocheckpoint = %d" % pages)
     try:
         yield False
     finally:
-        raw.execute("PRAGMA wal_autocheckpoint = %d" % auto)
+        _query(raw, "PRAGMA wal_autocheckpoint = %d" % auto)
 
 
 class _BackfillJob(object):
@@ -5091,7 +5093,7 @@ def _plan_backfill(raw, table, set, where):
     job.update = None if set is None else "UPDATE %s SET %s WHERE " % (
         job.quoted, _sql_fragment("set", set))
     try:
-        raw.execute("EXPLAIN " + (job.update + "1" + job.where if job.update else
+        _query(raw, "EXPLAIN " + (job.update + "1" + job.where if job.update else
                                   "SELECT 1 FROM %s WHERE 1%s" % (job.quoted, job.where)))
     except _DB.Error as e:
         raise RequestError("backfill of %s: %s" % (table, e), tables=[table],

@@ -76,7 +76,7 @@ class BatchesOnAPath(BackfillTestCase):
         self.assertEqual(changed, 2500)
         self.assertEqual(self.counts(conn), {0: 2500, 1: 2500})
         self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE id % 2 = 0 AND n = 1")
-                         .fetchone()[0], 2500)
+                         .fetchall()[0][0], 2500)
         self.assertEqual(self.backfill_keys(conn), [])  # a finished job leaves nothing behind
 
     @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID is SQLite 3.8.2+")
@@ -100,7 +100,7 @@ class BatchesOnAPath(BackfillTestCase):
 
         self.assertEqual(sqlmigrate.backfill(self.db, "items", apply=copy, where="id > 10",
                                              batch_rows=100, target_ms=None), 990)
-        self.assertEqual(conn.execute("SELECT count(*), min(id), max(id) FROM archive").fetchone(),
+        self.assertEqual(conn.execute("SELECT count(*), min(id), max(id) FROM archive").fetchall()[0],
                          (990, 11, 1000))
         self.assertEqual(seen[0], (None, (100,)))
         self.assertEqual(seen[-1][1], None)  # the last batch is open-ended
@@ -121,23 +121,23 @@ class BatchesOnAPath(BackfillTestCase):
 
     def test_dry_run_counts_the_rows_that_would_change_and_changes_nothing(self):
         conn = self.make_items(1000)
-        before = conn.execute("SELECT total_changes()").fetchone()
+        before = conn.execute("SELECT total_changes()").fetchall()
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = 1", where="id <= 321",
                                              dry_run=True), 321)
         self.assertEqual(self.counts(conn), {0: 1000})
         self.assertNotIn("metadata", self.tables(conn))
-        self.assertEqual(before, conn.execute("SELECT total_changes()").fetchone())
+        self.assertEqual(before, conn.execute("SELECT total_changes()").fetchall())
 
     def test_wal_is_checkpointed_between_batches_even_with_autocheckpoint_off(self):
         conn = self.make_items(20000)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")  # only ours run
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()  # only ours run
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         sqlmigrate.backfill(conn, "items", set="note = 'x' || id", batch_rows=500,
                             target_ms=None)
         # Without checkpoints the WAL would hold every page of the table.
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchall()[0][0]
+        page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
         self.assertLess(os.path.getsize(self.db + "-wal"), pages * page_size / 2)
 
 
@@ -223,8 +223,8 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(e.kind, "backfill-failed")
         self.assertEqual(e.batch, ((700,), (800,)))
         self.assertIn("rowid > 700 AND rowid <= 800", str(e))
-        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE n = 1").fetchone()[0], 700)
-        self.assertEqual(conn.execute("SELECT max(id) FROM items WHERE n = 1").fetchone()[0], 700)
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE n = 1").fetchall()[0][0], 700)
+        self.assertEqual(conn.execute("SELECT max(id) FROM items WHERE n = 1").fetchall()[0][0], 700)
         # Fixed, it continues with the failed batch, not from the start.
         conn.execute("UPDATE items SET n = 0 WHERE id = 750")
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1",
@@ -267,7 +267,7 @@ class Processes(BackfillTestCase):
 
     def test_kill_9_at_random_moments_never_applies_a_batch_twice(self):
         conn = self.make_items(self.ROWS)
-        conn.execute("PRAGMA journal_mode = WAL")  # so this test's reads never block the run
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()  # this test's reads never block the run
         self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
         rng = random.Random(20261130)
         # Each run is killed once the stored position has passed a random
@@ -294,7 +294,7 @@ class Processes(BackfillTestCase):
                 after = json.loads(keys[0][1])["after"][0]
                 positions.add(after)
                 self.assertEqual(conn.execute("SELECT max(id) FROM items WHERE n = 1")
-                                 .fetchone()[0], after, trial)
+                                 .fetchall()[0][0], after, trial)
         status, _, err = self.run_cli("up")
         self.assertEqual(status, 0, err)
         self.assertEqual(self.counts(conn), {1: self.ROWS})
@@ -304,7 +304,7 @@ class Processes(BackfillTestCase):
 
     def test_two_runners_doing_the_same_backfill_never_process_a_batch_twice(self):
         conn = self.make_items(self.ROWS)
-        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
         self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
         go = os.path.join(self.tmp, "go")
         workers = [subprocess.Popen([sys.executable, "-c", WORKER, self.db, self.dir, go],
@@ -345,10 +345,10 @@ class Progress(BackfillTestCase):
 class WalSettings(BackfillTestCase):
     def test_the_connections_wal_autocheckpoint_is_put_back(self):
         conn = self.make_items(2000)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 123")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint = 123").fetchall()
         sqlmigrate.backfill(conn, "items", set="n = 1", batch_rows=100, target_ms=None)
-        self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 123)
+        self.assertEqual(conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0], 123)
         self.assertEqual(self.counts(conn), {1: 2000})
 
 
@@ -439,14 +439,14 @@ class UnusableKeys(BackfillTestCase):
             sqlmigrate.backfill(self.db, "t", set="n = n + 1", batch_rows=2, target_ms=None)
         self.assertEqual(caught.exception.kind, "bad-request")
         self.assertIn("no usable key", str(caught.exception))
-        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchone()[0], 0)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchall()[0][0], 0)
         # With the key NOT NULL, it is walked by the key.
         conn.execute("CREATE TABLE u (rowid INT, oid INT, _rowid_ INT, code TEXT PRIMARY KEY "
                      "NOT NULL, n INT)")
         conn.execute("INSERT INTO u (code, n) VALUES ('a', 0), ('b', 0), ('c', 0)")
         self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=2,
                                              target_ms=None), 3)
-        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchone()[0], 3)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchall()[0][0], 3)
 
     def test_a_set_that_assigns_a_column_of_the_paging_key_is_refused(self):
         conn = self.make_items(10)
