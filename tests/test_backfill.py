@@ -305,7 +305,9 @@ class Processes(BackfillTestCase):
     def test_two_runners_doing_the_same_backfill_never_process_a_batch_twice(self):
         conn = self.make_items(self.ROWS)
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
-        self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
+        # 200 batches: enough to interleave, few enough to be quick (each
+        # runner pauses 25 ms after a batch when the other has committed).
+        self.write_backfill_migration(rows=250, target_ms=None)
         go = os.path.join(self.tmp, "go")
         workers = [subprocess.Popen([sys.executable, "-c", WORKER, self.db, self.dir, go],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
