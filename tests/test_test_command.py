@@ -459,7 +459,7 @@ class FromSourceTest(TempDirTestCase):
         child = subprocess.Popen([sys.executable, "-c", """if True:
             import os, signal, sqlite3, sys
             c = sqlite3.connect(sys.argv[1], isolation_level=None)
-            c.execute("PRAGMA journal_mode = DELETE")
+            c.execute("PRAGMA journal_mode = DELETE").fetchall()  # (PyPy: read to the end)
             c.execute("PRAGMA cache_size = 5")
             c.execute("CREATE TABLE t (x)")
             c.execute("BEGIN")  # (no WITH RECURSIVE: SQLite 3.7.17 lacks it)
