@@ -252,9 +252,10 @@ class BigTables(LintTestCase):
         self.table_migration()
         sqlmigrate.Migrator(self.db, self.dir).up()
         conn = self.connect()
+        conn.execute("BEGIN")  # one transaction: autocommit would fsync every row
         conn.executemany("INSERT INTO t (a, b) VALUES (?, 'b')",  # no WITH before SQLite 3.8.3
                          (("a%d" % x,) for x in range(1, rows + 1)))
-        conn.commit()
+        conn.execute("COMMIT")
         conn.close()
 
     def test_rebuild_and_index_on_a_big_table_with_an_estimate(self):
