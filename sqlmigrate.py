@@ -3002,17 +3002,17 @@ def _schema_diff(expected, got):
     return diff
 
 
-def _user_tables(entries):
+def _user_tables(conn, entries):
     """{key: (name, sql)} of the ordinary tables rows can be generated for:
     not virtual, nor a virtual table's shadow table (the module writes those)."""
     # SQLite keeps the text from CREATE on: a virtual table's starts with its
     # first words (the full parse only then: it costs a tokenizing each).
-    virtual = set(_key(name) for (kind, name), (_, sql) in entries.items() if kind == "table"
-                  and "VIRTUAL" in sql[:64].upper() and _is_virtual(sql))
-    shadow = tuple(key + "_" for key in virtual)
-    return dict((_key(name), (name, sql)) for (kind, name), (_, sql) in entries.items()
-                if kind == "table" and _key(name) not in virtual and
-                not (shadow and _key(name).startswith(shadow)))
+    tables = [(name, sql) for (kind, name), (_, sql) in entries.items() if kind == "table"]
+    virtual = [(name, sql) for name, sql in tables
+               if "VIRTUAL" in sql[:64].upper() and _is_virtual(sql)]
+    left_out = set(_key(name) for name, _ in virtual) | _shadow_tables(
+        conn, virtual, [name for name, _ in tables])
+    return dict((_key(name), (name, sql)) for name, sql in tables if _key(name) not in left_out)
 
 
 def _count_rows(conn, names):
@@ -3152,7 +3152,7 @@ class _MigrationTest(object):
             return False
         checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
-        self.check_rows(m, entry, _user_tables(after), "v%d" % m.version)
+        self.check_rows(m, entry, _user_tables(self.conn, after), "v%d" % m.version)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
             try:
@@ -3165,13 +3165,13 @@ class _MigrationTest(object):
                 # The down must give the rows back as they were before the up
                 # (in the columns it leaves): a down that rewrites values
                 # keeps the schema, so the diff alone cannot see it.
-                self.check_rows(m, entry, _user_tables(now), "v%d's down" % m.version)
+                self.check_rows(m, entry, _user_tables(self.conn, now), "v%d's down" % m.version)
                 diff = _schema_diff(before, now)
                 again = not diff and self.up(m, entry, "round-trip")
                 if again:
                     now = _schema_entries(self.conn, self.migrator.table)
                     diff = _schema_diff(after, now)
-                    self.check_rows(m, entry, _user_tables(now),
+                    self.check_rows(m, entry, _user_tables(self.conn, now),
                                     "v%d applied again after its down" % m.version)
                 if diff:
                     checks["round-trip"] = "failed"
@@ -3190,7 +3190,7 @@ class _MigrationTest(object):
                     after = self.schema
         self.schema = after
         checks["data"] = "failed" if checks["data"] == "failed" else "ok"
-        self.generate_rows(m, _user_tables(after))
+        self.generate_rows(m, _user_tables(self.conn, after))
         return True
 
     def check_rows(self, m, entry, tables, step):
@@ -3445,7 +3445,7 @@ def _test_upgrade(migrator, source):
                           for name in _tables_named_in([sql]))
             grown = not written <= touched
             touched |= written
-        tables = sorted(name for name, _ in _user_tables(_schema_entries(
+        tables = sorted(name for name, _ in _user_tables(conn, _schema_entries(
             conn, migrator.table)).values())
         untouched = [name for name in tables if touched is not None and _key(name) not in touched]
         counts = _count_rows(conn, untouched)

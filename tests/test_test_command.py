@@ -192,6 +192,15 @@ class DataSurvivesTest(TempDirTestCase):
         [failure] = _failures(result, 3)
         self.assertEqual((failure["check"], failure["table"]), ("data", "t"))
 
+    def test_a_table_named_like_a_shadow_table_gets_rows_and_the_real_shadows_none(self):
+        # "posts_tags" beside the fts4 table "posts" is the user's own table;
+        # "posts_content" is one the module writes.
+        self.write_sql(1, "t", "CREATE VIRTUAL TABLE posts USING fts4(body);\n"
+                               "CREATE TABLE posts_tags (tag TEXT NOT NULL);")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["rows_generated"], {"posts_tags": 3})
+
     def test_dropping_a_table_is_not_a_loss_of_rows(self):
         self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
         self.write_sql(2, "drop", "DROP TABLE t;", "CREATE TABLE t (a TEXT);")
