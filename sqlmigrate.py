@@ -1933,12 +1933,17 @@ def _link_new_name(path, dest):
     except FileExistsError:
         return False
     except OSError:  # no hard links on this file system (FAT, some shares)
-        if os.path.lexists(dest):
-            return False
+        # The name is claimed first (O_EXCL: no file that appears meanwhile
+        # is ever replaced), then the file renamed over our own empty claim.
         try:
-            os.rename(path, dest)  # on Windows this fails if dest exists
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             return False
+        try:
+            os.replace(path, dest)
+        except OSError:
+            os.remove(dest)
+            raise
     if _CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
         try:
             _fsync(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)

@@ -302,6 +302,49 @@ class BackupDestinations(BackupTestCase):
         self.assertRegex(path, r"-v2(\.\d+)?\.bak$")  # .2 within the same second
 
 
+class FileSystemWithoutHardLinks(BackupTestCase):
+    """FAT and some network shares refuse link(2) (EPERM): the backup and the
+    baseline then claim the name with O_EXCL and rename over their own claim."""
+
+    def setUp(self):
+        super().setUp()
+        real_link = os.link
+
+        def no_link(*args, **kwargs):
+            raise PermissionError(1, "Operation not permitted")
+        os.link = no_link
+        self.addCleanup(setattr, os, "link", real_link)
+
+    def test_a_backup_is_written_complete_under_its_name_with_nothing_left_beside_it(self):
+        dest = os.path.join(self.tmp, "copy.db")
+        self.assertEqual(sqlmigrate.backup(self.db, dest), dest)
+        self.assert_complete_copy(dest)
+        self.assertEqual(self.entries(), sorted(["app.db", "copy.db", "migrations"]))
+
+    def test_an_existing_file_is_refused_and_untouched(self):
+        dest = self.write("existing.db", "precious", directory=self.tmp)
+        before = self.entries()
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backup(self.db, dest)
+        self.assertIn("exists", str(caught.exception))
+        with open(dest) as f:
+            self.assertEqual(f.read(), "precious")
+        self.assertEqual(self.entries(), before)
+
+    def test_a_baseline_is_written_and_never_over_an_existing_file(self):
+        path = sqlmigrate.Migrator(self.db, self.dir).baseline(1, force=True)
+        with open(path) as f:
+            self.assertIn("-- migrate:baseline", f.read())
+        os.remove(path)
+        with open(path, "w") as f:
+            f.write("mine")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.Migrator(self.db, self.dir).baseline(1, force=True)
+        with open(path) as f:
+            self.assertEqual(f.read(), "mine")
+        self.assertEqual([n for n in os.listdir(self.dir) if n.startswith(".")], [])
+
+
 class BackupBeforeMigrating(BackupTestCase):
 
     def test_up_with_backup_on_a_connection_backs_up_its_file(self):
