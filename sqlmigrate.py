@@ -5955,11 +5955,18 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
                                "IN ('table', 'index', 'view', 'trigger') AND substr(tbl_name, 1, "
                                "7) COLLATE NOCASE <> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN "
                                "(?, ?)", (table, table + "_migrations")))
-    shadow = _shadow_tables(conn, [(name, sql) for _, name, sql, _, virtual in rows if virtual],
-                            [name for kind, name, _, _, virtual in rows if kind == 0])
-    if shadow:
-        rows = [row for row in rows if row[0] or _key(row[1]) not in shadow]
-    views = [(_key(name), sql) for kind, name, sql, _, _ in rows if kind == 2]
+    virtual = [(name, sql) for _, name, sql, _, is_virtual in rows if is_virtual]
+    shadow = _shadow_tables(conn, virtual, [row[1] for row in rows if row[0] == 0]) \
+        if virtual else ()
+    # One pass: tables and indexes, views, triggers (rows are in that order).
+    head, views, triggers = [], [], []
+    for kind, name, sql, _, _ in rows:
+        if kind == 2:
+            views.append((_key(name), sql))
+        elif kind == 3:
+            triggers.append(sql)
+        elif not (shadow and kind == 0 and _key(name) in shadow):
+            head.append(sql)
     # Each view is tokenized once, and only when another view could be among
     # its names; it goes one level after the deepest view it reads (by name
     # within a level), found in one pass (Kahn's), not by rescanning all views
@@ -5995,8 +6002,7 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             ready = ready or views[:1]
             ordered += ready
             views = [view for view in views if view not in ready]
-    return ([sql for kind, _, sql, _, _ in rows if kind < 2] + [sql for _, sql in ordered] +
-            [sql for kind, _, sql, _, _ in rows if kind == 3])
+    return head + [sql for _, sql in ordered] + triggers
 
 
 def _shadow_tables(conn, virtual, tables):
@@ -6027,7 +6033,8 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [_terminated(sql) for sql in _schema_statements(conn, table)]) + "\n"
+    return "\n".join(lines + [sql + ";" if "--" not in sql else _terminated(sql)
+                              for sql in _schema_statements(conn, table)]) + "\n"
 
 
 def _terminated(sql):
