@@ -1941,7 +1941,7 @@ def _link_new_name(path, dest):
             return False
         try:
             os.replace(path, dest)
-        except OSError:
+        except BaseException:  # an interrupt too: never an empty file under the name
             os.remove(dest)
             raise
     if _CAN_FSYNC_DIRECTORIES:  # make the new name itself durable
@@ -5986,15 +5986,15 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     names = set(name for name, _ in views) if len(views) > 1 else set()
     # With plain names (the usual case) a regex finds a view's words in C.
     # They are the tokenizer's words when the text has nothing but names,
-    # spaces and operators (no quotes or comments, which may hold a name that
-    # is no reference); otherwise the tokenizer decides, for those views only.
+    # spaces and operators (no quotes or comments, "--" included, which may
+    # hold a name that is no reference); else the tokenizer decides.
     plain_name, word = re.compile(_PLAIN_NAME_RE), re.compile(_WORD_RE)
     only_words = re.compile(_ONLY_WORDS_RE)
     plain = all(plain_name.match(name) for name in names)
     reads = {}
     for name, sql in views if names else ():
         read = names.intersection(word.findall(sql.lower())) - set([name]) if plain else True
-        if read and not (plain and only_words.match(sql)):
+        if read and not (plain and "--" not in sql and only_words.match(sql)):
             read = names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
                                       if kind in ("word", "ident")) - set([name])
         reads[name] = read
@@ -6010,14 +6010,16 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             if not left[reader]:
                 done.append(reader)
     ordered = sorted(views, key=lambda view: level.get(view[0], 0))
-    if len(done) < len(views):  # a cycle (cannot be created anyway): level by level
-        ordered = []
-        while views:
-            waiting = set(name for name, _ in views)
-            ready = [(name, sql) for name, sql in views if not waiting & reads[name]]
-            ready = ready or views[:1]
-            ordered += ready
-            views = [view for view in views if view not in ready]
+    if len(done) < len(views):
+        # A seeming cycle (a real one cannot be created): a view's name used
+        # as a column alias reads as a reference.  The views in it go last,
+        # in the order they were made, which SQLite before 3.9 required to be
+        # an order that replays (it checked a view's tables at CREATE).
+        made = dict((_key(name), i) for i, (name,) in enumerate(_query(
+            conn, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY rowid")))
+        finished = set(done)
+        ordered = [view for view in ordered if view[0] in finished] + sorted(
+            [view for view in views if view[0] not in finished], key=lambda view: made[view[0]])
     return head + [sql for _, sql in ordered] + [sql for _, sql in triggers]
 
 

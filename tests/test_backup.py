@@ -331,6 +331,18 @@ class FileSystemWithoutHardLinks(BackupTestCase):
             self.assertEqual(f.read(), "precious")
         self.assertEqual(self.entries(), before)
 
+    def test_an_interrupt_between_claiming_the_name_and_the_rename_leaves_nothing(self):
+        real_replace = os.replace
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        os.replace = interrupted
+        self.addCleanup(setattr, os, "replace", real_replace)
+        before = self.entries()
+        with self.assertRaises(KeyboardInterrupt):
+            sqlmigrate.backup(self.db, os.path.join(self.tmp, "copy.db"))
+        self.assertEqual(self.entries(), before)
+
     def test_a_baseline_is_written_and_never_over_an_existing_file(self):
         path = sqlmigrate.Migrator(self.db, self.dir).baseline(1, force=True)
         with open(path) as f:
