@@ -498,12 +498,16 @@ def _autocommit_mode(conn):
 
 # --- SQL text: one tokenizer, one splitter, one quoter ----------------------
 
+# SQLite's spaces are ASCII space, tab, newline, form feed and carriage
+# return only (tokenize.c): U+00A0 and the other Unicode spaces, which \s and
+# str.strip() take, are characters of a name to it.
+_SQL_SPACES = " \t\n\f\r"
 _TOKEN_RE = re.compile(r"""(?xs)
-    (?P<space>\s+)
+    (?P<space>[\ \t\n\f\r]+)
   | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
   | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
-  | (?P<word>[^\s'"`\[\]();,.+\-*/%<>=!|&~^]+)
+  | (?P<word>[^\ \t\n\f\r'"`\[\]();,.+\-*/%<>=!|&~^]+)
   | (?P<punct>.)
 """)
 
@@ -540,7 +544,8 @@ def _split_sql(sql):
     if not any(mark in sql for mark in _CAN_HIDE_A_SEMICOLON) and "TRIGGER" not in sql.upper():
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
-        return [statement.strip() for statement in sql.split(";") if statement.strip()]
+        return [statement.strip(_SQL_SPACES) for statement in sql.split(";")
+                if statement.strip(_SQL_SPACES)]
     statements, current, state = [], [], _START
     for kind, text in _tokenize(sql):
         if not current and (kind in ("space", "comment") or text == ";"):
@@ -553,11 +558,11 @@ def _split_sql(sql):
             token = _COMPLETE_WORDS.get(text.upper(), 2) if kind == "word" else 2
         state = _COMPLETE_STATES[state][token]
         if state == _START:
-            statements.append("".join(current).rstrip())
+            statements.append("".join(current).rstrip(_SQL_SPACES))
             current = []
         else:
             current.append(text)
-    tail = "".join(current).rstrip()
+    tail = "".join(current).rstrip(_SQL_SPACES)
     if tail:
         statements.append(tail)
     return statements
@@ -3922,7 +3927,7 @@ def _lint(migrator, files, round_trip):
             line = e.line
             if m is not None and m.kind == "sql" and e.statement and m in loaded:
                 line = next((lines[0] for sql, lines in _sql_statements(m)[1]
-                             if sql == e.statement.strip()), None)
+                             if sql == e.statement.strip(_SQL_SPACES)), None)
             findings.append(_lint_finding("SM003", e.path or migrator.directory, line,
                                           e.statement, "on the scratch database it %s" % e.cause
                                           if e.cause else str(e)))
@@ -5951,7 +5956,7 @@ def _index_info(conn, name, sql):
 # characters no _WORD_RE word takes (quotes, spaces, punctuation).
 _PLAIN_NAME_RE = r"[a-z0-9_]+\Z"
 _WORD_RE = r"[a-z0-9_]+"
-_ONLY_WORDS_RE = r"[A-Za-z0-9_\s(),.*=<>+\-]*\Z"
+_ONLY_WORDS_RE = r"[A-Za-z0-9_ \t\n\f\r(),.*=<>+\-]*\Z"
 
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):

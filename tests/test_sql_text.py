@@ -194,6 +194,19 @@ class NonAsciiNames(TempDirTestCase):
         self.assertIn("INSERT INTO \"café\" VALUES('ßß',2,'ü;END;');", dump)
 
 
+    def test_a_no_break_space_is_part_of_a_name_as_sqlite_reads_it(self):
+        # SQLite's spaces are ASCII space, tab, newline, form feed and return;
+        # U+00A0 and the other Unicode spaces are name characters to it.
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.executescript("CREATE TABLE t\u00a0x (a, b); INSERT INTO t\u00a0x VALUES (1, 2);"
+                           "CREATE VIEW v AS SELECT a FROM t\u00a0x;")
+        self.assertEqual([r[0] for r in conn.execute("SELECT name FROM sqlite_master")],
+                         ["t\u00a0x", "v"])
+        sqlmigrate.drop_column(conn, "t\u00a0x", "b")
+        self.assertEqual(conn.execute('SELECT * FROM "t\u00a0x"').fetchall(), [(1,)])
+        self.assertEqual([text for kind, text in sqlmigrate._tokenize("a\u00a0b\u3000c d")
+                          if kind == "word"], ["a\u00a0b\u3000c", "d"])
+
 class EncodingAndLineEndings(TempDirTestCase):
     def discover_one(self):
         return sqlmigrate._discover(self.dir)[0]
