@@ -5029,13 +5029,18 @@ _BACKFILL_CACHE_KIB = 16 * 1024
 @contextmanager
 def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
     """The connection's settings for a backfill's run, its own put back after:
-    the page cache raised to _BACKFILL_CACHE_KIB (a local file's: a server's
-    cache is the server's), and in WAL mode the autocheckpoint, at a COMMIT
-    that takes the WAL past wal_autocheckpoint pages (1000 by default),
-    raised to `wal_bytes`, so a checkpoint writes a page that several batches
-    rewrote once rather than once per batch, and the WAL stays far below 64
-    MiB.  Yields True where the autocheckpoint is off: checkpoint after each
-    batch."""
+    the page cache raised to _BACKFILL_CACHE_KIB, and in WAL mode the
+    autocheckpoint (SQLite checkpoints at a COMMIT that takes the WAL past
+    wal_autocheckpoint pages, 1000 by default) raised to `wal_bytes`, so a
+    checkpoint writes a page that several batches rewrote once rather than
+    once per batch, and the WAL stays far below 64 MiB.  Yields True where
+    the autocheckpoint is off: checkpoint after each batch."""
+    if _driver(raw).server:
+        # A server (dqlite) keeps its own cache and checkpoints the WAL it
+        # replicates itself (wal_autocheckpoint 0): a wal_checkpoint between
+        # two batches made the leader's process die at the next COMMIT.
+        yield False
+        return
     # _query: these statements return a row, and a statement not read to its
     # end stays in progress on PyPy (no reference counting) and blocks COMMIT.
     page_size = _query(raw, "PRAGMA page_size")[0][0]
@@ -5043,17 +5048,18 @@ def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
     auto = _query(raw, "PRAGMA wal_autocheckpoint")[0][0]
     wal = _query(raw, "PRAGMA journal_mode")[0][0].lower() == "wal"
     changes = []  # (pragma, the connection's value, ours)
-    if (-cache if cache < 0 else cache * page_size // 1024) < _BACKFILL_CACHE_KIB and \
-            not _driver(raw).server:
+    if (-cache if cache < 0 else cache * page_size // 1024) < _BACKFILL_CACHE_KIB:
         changes.append(("cache_size", cache, -_BACKFILL_CACHE_KIB))
     if wal and 0 < auto < wal_bytes // page_size:
         changes.append(("wal_autocheckpoint", auto, wal_bytes // page_size))
-    for pragma, _, ours in changes:
-        _query(raw, "PRAGMA %s = %d" % (pragma, ours))
+    made = []
     try:
+        for change in changes:
+            _query(raw, "PRAGMA %s = %d" % (change[0], change[2]))
+            made.append(change)
         yield wal and auto <= 0
     finally:
-        for pragma, own, _ in changes:
+        for pragma, own, _ in made:
             _query(raw, "PRAGMA %s = %d" % (pragma, own))
 
 

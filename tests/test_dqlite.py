@@ -435,6 +435,39 @@ class Concurrency(DqliteTestCase):
                     self.assertEqual(ran, [1, 2, 3, 4, 5, 6], outcomes)
 
 
+class Backfills(DqliteTestCase):
+    def test_a_backfill_through_the_cluster_finishes_and_every_node_stays_up(self):
+        # dqlite checkpoints its replicated WAL itself (wal_autocheckpoint is
+        # 0 there): a PRAGMA wal_checkpoint between two batches' COMMITs made
+        # the leader's process die at the second COMMIT.
+        self.addCleanup(_restart_cluster)  # should a node die after all
+        self.write("006-backfill.py", """
+            import sqlmigrate
+            transaction = False
+            def up(db):
+                db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, n INTEGER)")
+                for _ in range(5):
+                    db.execute("INSERT INTO items (n) SELECT 0 FROM (SELECT 1 UNION ALL "
+                               "SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL "
+                               "SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL "
+                               "SELECT 8 UNION ALL SELECT 9 UNION ALL SELECT 10) AS x, "
+                               "(SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL "
+                               "SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL "
+                               "SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9 UNION ALL "
+                               "SELECT 10) AS y")
+                sqlmigrate.backfill(db, "items", set="n = 1", batch_rows=100, target_ms=None)
+        """)
+        conn = self.dqlite()
+        self.assertEqual([r.version for r in sqlmigrate.Migrator(conn, self.dir).up()],
+                         [1, 2, 3, 4, 5, 6])
+        self.assertEqual(conn.execute("SELECT n, count(*) FROM items GROUP BY n").fetchall(),
+                         [(1, 500)])
+        self.assertEqual([_alive(pid) for pid in self.cluster["pids"]], [True] * 3)
+        for node in range(3):
+            self.assertEqual(self.dqlite(node=node).execute(
+                "SELECT count(*) FROM items WHERE n = 1").fetchall(), [(500,)])
+
+
 class LeaderLoss(DqliteTestCase):
     def test_killing_the_leader_mid_migration_keeps_the_committed_and_drops_the_in_flight(self):
         self.addCleanup(_restart_cluster)  # this test leaves the cluster with 2 nodes
