@@ -416,8 +416,9 @@ def _is_connection(db):
 
 
 # sqlite3.SQLITE_TRANSACTION (the authorizer's action code for BEGIN, COMMIT
-# and ROLLBACK) is missing from some builds' module; its value is fixed.
+# and ROLLBACK; SQLITE_ATTACH too) is missing from some builds' module; the values are fixed.
 _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
+_SQLITE_ATTACH = getattr(sqlite3, "SQLITE_ATTACH", 24)
 # set_authorizer(None) removes the authorizer from Python 3.11 on; 3.6 to 3.10
 # install None as the callback, which denies every statement: there, an
 # authorizer that allows everything stands for "none".
@@ -1435,12 +1436,14 @@ class _MigrationConnection(object):
 
     _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional, copy_progress=None, tracking=None):
+    def __init__(self, conn, transactional, copy_progress=None, tracking=None, scratch=False):
         # _target: the connection or cursor that runs statements; _db: the
         # wrapper a cursor's statements are recorded on; _tracking: (the
         # tracking table, the migration's version, "up" or "down", its
-        # checksum), for backfill's position and what it belongs to.
+        # checksum), for backfill's position and what it belongs to; _scratch:
+        # a connection sqlmigrate made (test, lint), where ATTACH is refused.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
+                             _scratch=scratch,
                              _copy_progress=copy_progress, _driver=_driver(conn),
                              _tracking=tracking,
                              failed_statement=None, refused=None, executed=[],
@@ -1475,7 +1478,8 @@ class _MigrationConnection(object):
         regex in _run only gives the early, clear message); savepoints cannot
         end the transaction.  An authorizer already set is lost: sqlite3
         cannot read it back."""
-        if not self._transactional or not _driver(self._conn).has_set_authorizer:
+        if not (self._transactional or self._scratch) or \
+                not _driver(self._conn).has_set_authorizer:
             yield  # without an authorizer, _run's in_transaction check still guards
             return
         self._conn.set_authorizer(self._authorize)
@@ -1485,8 +1489,15 @@ class _MigrationConnection(object):
             self._conn.set_authorizer(_NO_AUTHORIZER)
 
     def _authorize(self, action, operation, *_):
-        if action == _SQLITE_TRANSACTION:
-            self.__dict__["refused"] = _authorizer_text(operation)
+        if action == _SQLITE_TRANSACTION and self._transactional:
+            self.__dict__["refused"] = self._refusal(_authorizer_text(operation))
+            return sqlite3.SQLITE_DENY
+        if action == _SQLITE_ATTACH and self._scratch and \
+                _authorizer_text(operation) not in ("", ":memory:"):
+            self.__dict__["refused"] = MigrationError(
+                "ATTACH %s: test and lint run migrations on scratch copies and never write "
+                "another file, so this migration cannot run there" % _authorizer_text(operation),
+                kind="refused-statement")
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -2025,6 +2036,7 @@ class Migrator(object):
         self.progress = progress or (lambda *args, **kwargs: None)
         self.schema_file = None if schema_file is None else os.fspath(schema_file)
         self._migrations = self._baselines = None
+        self._scratch = False  # a connection sqlmigrate made: see _scratch_runner
 
     @property
     def migrations(self):
@@ -2374,7 +2386,7 @@ class Migrator(object):
         """A new in-memory database with the migrations up to `to` applied."""
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            Migrator(conn, table=self.table, **self._sources).up(to=to)
+            _scratch_runner(conn, self).up(to=to)
         except BaseException:
             conn.close()
             raise
@@ -2599,7 +2611,7 @@ class Migrator(object):
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
                                                 total=total, **more), (self.table, m.version, direction,
-                                                             m.checksum))
+                                                             m.checksum), self._scratch)
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2779,6 +2791,18 @@ class _Session(object):
     conn = state = None
 
 
+def _scratch_runner(conn, migrator, baselines=None, progress=None):
+    """A Migrator on a connection sqlmigrate made for test, lint or a fresh
+    build, with `migrator`'s files (loaded once) and its baselines or those
+    given.  Its migrations may not ATTACH a file: that would write outside
+    the scratch copy (_MigrationConnection._authorize)."""
+    runner = Migrator(conn, table=migrator.table, progress=progress, **migrator._sources)
+    runner._migrations = migrator.migrations
+    runner._baselines = migrator._baselines if baselines is None else baselines
+    runner._scratch = True
+    return runner
+
+
 class _DryRunRollback(Exception):
     pass
 
@@ -2787,7 +2811,7 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
     """The MigrationError for an exception m's up/down raised on `db`.
     rolled_back: the whole run's name, True (m's transaction) or False."""
     if isinstance(error, _DB.Error) and db.refused is not None:
-        error = db._refusal(db.refused).with_traceback(error.__traceback__)  # for the line
+        error = db.refused.with_traceback(error.__traceback__)  # for the line
     if isinstance(error, MigrationError) and error.kind == "transaction-ended" and error.outcome:
         rolled_back = False  # the statement itself ended the transaction: nothing to roll back
     kind = _sqlite_kind(error) if isinstance(error, _DB.Error) else None
@@ -3053,10 +3077,8 @@ class _MigrationTest(object):
         # Foreign keys on: the runner then checks them after each migration,
         # and generated rows must respect them.
         _set_pragma(conn, "foreign_keys", True)
-        self.conn, self.runner = conn, Migrator(conn, **self.migrator._sources,
-                                                table=self.migrator.table)
-        self.runner._migrations, self.runner._baselines = (  # loaded once
-            self.migrator.migrations, [self.start] if self.start else [])
+        self.conn, self.runner = conn, _scratch_runner(  # the files loaded once
+            conn, self.migrator, [self.start] if self.start else [])
         self.tracked, self.schema = {}, _schema_entries(conn, self.migrator.table)
 
     def run(self):
@@ -3100,10 +3122,7 @@ class _MigrationTest(object):
         up() would: that takes the newest baseline, checked on its own)."""
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
-            runner._migrations, runner._baselines = (self.migrator.migrations,
-                                                     [self.start] if self.start else [])
-            runner.up(to=to)
+            _scratch_runner(conn, self.migrator, [self.start] if self.start else []).up(to=to)
         except BaseException:
             conn.close()
             raise
@@ -3119,8 +3138,7 @@ class _MigrationTest(object):
         for baselines in ([b], [self.start] if self.start else []):
             conn = sqlite3.connect(":memory:", isolation_level=None)
             try:
-                runner = Migrator(conn, table=self.migrator.table, **self.migrator._sources)
-                runner._migrations, runner._baselines = self.migrator.migrations, baselines
+                runner = _scratch_runner(conn, self.migrator, baselines)
                 try:
                     runner.up(to=b.version)
                 except MigrationError as e:
@@ -3427,8 +3445,7 @@ def _test_upgrade(migrator, source):
                          "row-counts": "not run"}, "untouched": []}
     with _scratch_copy(source, migrator.busy_timeout) as conn:
         _set_pragma(conn, "foreign_keys", True)
-        runner = Migrator(conn, table=migrator.table, **migrator._sources)
-        runner._migrations, runner._baselines = migrator.migrations, migrator._baselines
+        runner = _scratch_runner(conn, migrator)
         report["version"] = runner.current_version
         pending = runner.pending()
         touched = set()
@@ -3821,8 +3838,7 @@ class _LintRun(object):
 
     def run(self, migrator, conn, to):
         self.conn = conn
-        runner = Migrator(conn, migrator.directory, table=migrator.table, progress=self.progress)
-        runner._migrations, runner._baselines = migrator.migrations, migrator._baselines
+        runner = _scratch_runner(conn, migrator, progress=self.progress)
         conn.set_trace_callback(self.trace)
         try:
             runner.up(to=to)

@@ -156,6 +156,23 @@ class RoundTripTest(TempDirTestCase):
         self.assertEqual(result["migrations"][2]["checks"]["up"], "not run")
 
 
+class NothingOutsideTheScratchCopyTest(TempDirTestCase):
+
+    def test_a_migration_that_attaches_a_file_fails_in_test_and_lint_and_writes_nothing(self):
+        archive = os.path.join(self.tmp, "archive.db")
+        self.write_sql(1, "t", "CREATE TABLE t (a);", "DROP TABLE t;")
+        self.write("002-archive.sql", "-- migrate:up transaction:false\n"
+                   "ATTACH '%s' AS ar;\nCREATE TABLE ar.old (x);\n"
+                   "INSERT INTO ar.old VALUES (42);\nDETACH ar;\n" % archive)
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertIn("ATTACH %s" % archive, failure["message"])
+        findings = sqlmigrate.Migrator(self.db, self.dir).lint()
+        self.assertIn("ATTACH %s" % archive, " ".join(f.message for f in findings))
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
+
+
 class DataSurvivesTest(TempDirTestCase):
 
     def test_a_rebuild_that_drops_rows_fails_data_survives(self):
