@@ -3262,9 +3262,8 @@ class _MigrationTest(object):
                 del self.tracked[key]  # rows are generated anew for the later checks
 
     def generate_rows(self, m, tables):
-        for key, (name, sql) in sorted(tables.items()):
-            if key in self.tracked:
-                continue
+        for key, (name, sql) in self.parents_first(dict(
+                (key, table) for key, table in tables.items() if key not in self.tracked)):
             rows = self.insert_rows(name, sql)
             names = [column for column, _ in rows[0][1].values()] if rows else []
             self.tracked[key] = (sql, names, [(rowid, tuple(row[_key(column)][1]
@@ -3276,6 +3275,21 @@ class _MigrationTest(object):
                     "v%d: could generate only %d of %d rows for table %s (constraints this "
                     "test cannot satisfy): its data survival is checked with those"
                     % (m.version, len(rows), _ROWS_PER_TABLE, name))
+
+    def parents_first(self, tables):
+        """tables' items, each after those of them its foreign keys name (a
+        child gets the parent's keys only if the parent has rows), else by name."""
+        parents = dict((key, set(_key(row[2]) for row in _query(
+            self.conn, "PRAGMA foreign_key_list(%s)" % _quote_identifier(name))) & set(tables))
+            for key, (name, _) in tables.items())
+        ordered, placed = [], set()
+        while len(ordered) < len(tables):
+            ready = [key for key in sorted(tables) if key not in placed and
+                     parents[key] - set([key]) <= placed]
+            ready = ready or [min(key for key in tables if key not in placed)]  # a cycle
+            ordered += ready
+            placed.update(ready)
+        return [(key, tables[key]) for key in ordered]
 
     def insert_rows(self, name, sql):
         """Up to _ROWS_PER_TABLE rows that the table's constraints accept,

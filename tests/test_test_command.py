@@ -156,6 +156,33 @@ class RoundTripTest(TempDirTestCase):
         self.assertEqual(result["migrations"][2]["checks"]["up"], "not run")
 
 
+class ParentsBeforeChildrenTest(TempDirTestCase):
+
+    def test_rows_go_into_parent_tables_first_so_a_child_gets_its_rows(self):
+        # "posts" sorts before "users", whose rows it needs.
+        self.write_sql(1, "init", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\n"
+                                  "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER "
+                                  "NOT NULL REFERENCES users(id));", "DROP TABLE posts;\n"
+                                  "DROP TABLE users;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["rows_generated"], {"posts": 3, "users": 3})
+
+    def test_a_migration_that_points_rows_at_an_empty_parent_fails(self):
+        self.write_sql(1, "init", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\n"
+                                  "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER "
+                                  "NOT NULL REFERENCES users(id));")
+        self.write_sql(2, "accounts", "CREATE TABLE accounts (id INTEGER PRIMARY KEY);\n"
+                                      "CREATE TABLE posts_new (id INTEGER PRIMARY KEY, user_id "
+                                      "INTEGER NOT NULL REFERENCES accounts(id));\n"
+                                      "INSERT INTO posts_new SELECT id, user_id FROM posts;\n"
+                                      "DROP TABLE posts;\n"
+                                      "ALTER TABLE posts_new RENAME TO posts;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        self.assertEqual(result["migrations"][1]["checks"]["up"], "failed", result)
+
+
 class NothingOutsideTheScratchCopyTest(TempDirTestCase):
 
     def test_a_migration_that_attaches_a_file_fails_in_test_and_lint_and_writes_nothing(self):
