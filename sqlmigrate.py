@@ -1057,6 +1057,13 @@ def _scan_package(package):
     if not locations:
         raise RequestError("%s is a module, not a package of migration files" % package,
                            kind="bad-directory", path=package)
+    if len(locations) > 1:
+        # A namespace package (no __init__.py) merges every folder of its
+        # name on sys.path: which holds which migration is not one answer.
+        raise RequestError("the migration package %s is spread over %d folders (%s): give it "
+                           "an __init__.py in one of them, or use --dir" % (
+                               package, len(locations), ", ".join(locations)),
+                           kind="bad-directory", path=package)
     if os.path.isdir(locations[0]):  # installed as files: read as a directory is
         found = _scan(locations[0])
     else:

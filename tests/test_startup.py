@@ -132,6 +132,23 @@ class PackageSources(StartupCase):
         self.assertEqual(status, 0, err)
         self.assertEqual(self.user_tables(), ["users"])
 
+    def test_a_namespace_package_in_two_folders_is_refused_naming_both(self):
+        # No __init__.py: Python merges every folder of that name on sys.path,
+        # and reading only the first would skip the other's migrations.
+        roots = [os.path.join(self.tmp, "a"), os.path.join(self.tmp, "b")]
+        for root, (filename, table) in zip(roots, [("001-one.sql", "one"),
+                                                   ("002-two.sql", "two")]):
+            os.makedirs(os.path.join(root, "nsapp", "migrations"))
+            with open(os.path.join(root, "nsapp", "migrations", filename), "w") as f:
+                f.write("-- migrate:up\nCREATE TABLE %s (x);\n" % table)
+        status, out, err = self.cli("--db", self.db, "--package", "nsapp.migrations", "up",
+                                    env={"PYTHONPATH": os.pathsep.join(roots)})
+        self.assertEqual(status, 2, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        for root in roots:
+            self.assertIn(os.path.join(root, "nsapp", "migrations"), err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_that_does_not_exist_is_a_bad_request_naming_it(self):
         status, out, err = self.cli("--db", self.db, "--package", "nosuch.migrations", "up")
         self.assertEqual(status, 2, err)
