@@ -1256,10 +1256,16 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
         raise MigrationError("database %s does not exist" % path, kind="no-database",
                              database=path)
 
+    # Through a symlink, the file it points to: SQLite 3.10+ does the same,
+    # and names the journal after that file; before, a journal named after
+    # the link was not the one a crashed writer using the real name left
+    # (it read, or wrote over, uncommitted pages).
+    real = os.path.realpath(path) if os.path.islink(path) else path
+
     def connect(mode):
-        return _OPENER.connect(_uri(path, mode), path, uri=True, timeout=busy_timeout,
+        return _OPENER.connect(_uri(real, mode), path, uri=True, timeout=busy_timeout,
                                isolation_level=None)
-    journal = path + "-journal"
+    journal = real + "-journal"
     try:
         conn = connect(mode)
         try:  # no journal costs one stat(); an empty (truncated) one is never hot
@@ -1276,7 +1282,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
                 # Only a read-write connection may roll a crashed writer's
                 # journal back; mode=rw never creates a file.
                 if _sqlite_kind(e) != "read-only" or not all(os.access(p, os.W_OK) for p in (
-                        path, journal, os.path.dirname(os.path.abspath(path)))):
+                        real, journal, os.path.dirname(os.path.abspath(real)))):
                     raise
                 conn = connect("rw")
                 try:

@@ -94,6 +94,19 @@ class HotJournalTests(CLITestCase):
                                  [n for n in before if n != "app.db-journal"],
                                  "a file other than the journal appeared or went")
 
+    def test_a_symlink_to_a_database_with_a_hot_journal_rolls_it_back_too(self):
+        # The journal is named after the file the link points to, which is
+        # opened (SQLite 3.10+ does so itself; 3.7.17 read uncommitted pages).
+        link = os.path.join(self.tmp, "link.db")
+        os.symlink(self.db, link)
+        committed = self.crash_mid_transaction()
+        expected = self.rolled_back_by_sqlite()
+        out, err = self.run_ok("--db", link, "status")
+        self.assertNotIn("read-only", err)
+        self.assertEqual(self.sha(), expected)
+        self.assertEqual(self.sha(), committed)
+        self.assertFalse(os.path.exists(self.journal))
+
     def test_hot_journal_on_a_read_only_file_is_named_with_what_to_do(self):
         python = self.unprivileged_python()
         self.crash_mid_transaction()
