@@ -226,35 +226,39 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertEqual(sqlmigrate._schema_statements(conn, "meta"),
                          ["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT)"])
 
-    def test_views_come_after_the_views_they_read_whatever_their_names(self):
+    def statement_heads(self, script):
+        """What _schema_statements gives for a database made by `script`, each
+        statement up to its first " AS "."""
         conn = sqlite3.connect(":memory:")
-        conn.executescript('CREATE TABLE t (c); CREATE VIEW "z v" AS SELECT c FROM t;'
-                           'CREATE VIEW m AS SELECT c FROM [Z V];'
-                           "CREATE VIEW a AS SELECT c FROM m WHERE c <> 'b';"
-                           "CREATE VIEW b AS SELECT 'a' AS c; -- names a only in a string")
-        self.assertEqual([sql.split(" AS ")[0] for sql in sqlmigrate._schema_statements(conn)],
-                         ["CREATE TABLE t (c)", "CREATE VIEW b", 'CREATE VIEW "z v"',
-                          "CREATE VIEW m", "CREATE VIEW a"])
+        self.addCleanup(conn.close)
+        conn.executescript(script)
+        return [sql.split(" AS ")[0] for sql in sqlmigrate._schema_statements(conn)]
+
+    def test_views_come_after_the_views_they_read_whatever_their_names(self):
+        self.assertEqual(self.statement_heads(
+            'CREATE TABLE t (c); CREATE VIEW "z v" AS SELECT c FROM t;'
+            'CREATE VIEW m AS SELECT c FROM [Z V];'
+            "CREATE VIEW a AS SELECT c FROM m WHERE c <> 'b';"
+            "CREATE VIEW b AS SELECT 'a' AS c; -- names a only in a string"),
+            ["CREATE TABLE t (c)", "CREATE VIEW b", 'CREATE VIEW "z v"', "CREATE VIEW m",
+             "CREATE VIEW a"])
 
     def test_a_view_named_in_a_comment_is_no_reference(self):
         # Were the comment a reference, orders_clean and order_totals would
         # read each other, and a name order would put order_totals first.
-        conn = sqlite3.connect(":memory:")
-        conn.executescript("CREATE TABLE orders (id INTEGER PRIMARY KEY, total, status);"
-                           "CREATE VIEW orders_clean AS SELECT id, total FROM orders\n"
-                           "  WHERE status <> 0  -- left out of order_totals too\n;"
-                           "CREATE VIEW order_totals AS SELECT sum(total) AS s FROM orders_clean;")
-        self.assertEqual([sql.split(" AS ")[0] for sql in sqlmigrate._schema_statements(conn)],
-                         ["CREATE TABLE orders (id INTEGER PRIMARY KEY, total, status)",
-                          "CREATE VIEW orders_clean", "CREATE VIEW order_totals"])
+        self.assertEqual(self.statement_heads(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, total, status);"
+            "CREATE VIEW orders_clean AS SELECT id, total FROM orders\n"
+            "  WHERE status <> 0  -- left out of order_totals too\n;"
+            "CREATE VIEW order_totals AS SELECT sum(total) AS s FROM orders_clean;"),
+            ["CREATE TABLE orders (id INTEGER PRIMARY KEY, total, status)",
+             "CREATE VIEW orders_clean", "CREATE VIEW order_totals"])
 
     def test_views_that_seem_to_read_each_other_come_in_the_order_they_were_made(self):
         # "x AS a" names the view a only as a column alias: a seeming cycle,
         # which the order the views were created in resolves.
-        conn = sqlite3.connect(":memory:")
-        conn.executescript("CREATE TABLE t (x); CREATE VIEW b AS SELECT x AS a FROM t;"
-                           "CREATE VIEW a AS SELECT * FROM b;")
-        self.assertEqual([sql.split(" AS ")[0] for sql in sqlmigrate._schema_statements(conn)],
+        self.assertEqual(self.statement_heads("CREATE TABLE t (x); CREATE VIEW b AS SELECT x "
+                                              "AS a FROM t; CREATE VIEW a AS SELECT * FROM b;"),
                          ["CREATE TABLE t (x)", "CREATE VIEW b", "CREATE VIEW a"])
 
     def test_schema_sql_version_is_zero_on_an_untracked_database(self):
