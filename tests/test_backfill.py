@@ -270,12 +270,16 @@ class Processes(BackfillTestCase):
         conn.execute("PRAGMA journal_mode = WAL").fetchall()  # this test's reads never block the run
         self.write_backfill_migration(rows=25, target_ms=None)  # 2000 batches
         rng = random.Random(20261130)
-        # Each run is killed once the stored position has passed a random
-        # row count, plus a random moment (inside a batch, between batches);
-        # the first one at a random moment of its start-up.
-        targets = [None] + sorted(rng.sample(range(1000, self.ROWS - 1000), 6))
+        # Each run is killed once the stored position has gone a random number
+        # of rows past where the run before stopped (so every run is killed
+        # mid-backfill however slow the machine), plus a random moment (inside
+        # a batch, between batches); the first one at a random moment of its
+        # start-up.
+        steps = [None] + [rng.randint(1000, 6000) for _ in range(6)]
         positions = set()
-        for trial, target in enumerate(targets):
+        for trial, step in enumerate(steps):
+            keys = self.backfill_keys(conn)
+            target = step and step + (json.loads(keys[0][1]).get("rows", 0) if keys else 0)
             proc = self.start_up()
             deadline = time.time() + 60
             while target and proc.poll() is None and time.time() < deadline:
