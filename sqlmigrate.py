@@ -190,6 +190,31 @@ def _archived_package_files(module, location):
                  if _MIGRATION_LIKE(name) else b"") for name, sep in names)
 
 
+# hashlib's first import loads OpenSSL: about 3 ms, more than the rest of a
+# no-op migrate() over 100 files (bench W5) and a tenth of a CLI `status`.
+# CPython's own SHA-256 module (_sha256 in 3.6 to 3.11, _sha2 from 3.12) gives
+# the same digest; PyPy's is pure Python, and a build may lack it: those use
+# hashlib's.  _sha256 is the constructor, found at the first checksum.
+_sha256 = None
+
+
+def _sha256_hex(data):
+    """hashlib.sha256(data).hexdigest()."""
+    global _sha256
+    if _sha256 is None:
+        try:
+            if sys.implementation.name != "cpython":
+                raise ImportError("not CPython")
+            if sys.version_info >= (3, 12):
+                from _sha2 import sha256
+            else:
+                from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+        _sha256 = sha256
+    return _sha256(data).hexdigest()
+
+
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
 # The shadow tables of the core virtual-table modules, for SQLite before 3.37
@@ -846,8 +871,7 @@ class Migration(object):
         # Line endings are normalised so a checkout with CRLF is not "changed".
         if self._checksum is None:
             normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            import hashlib  # its OpenSSL load costs more than importing sqlmigrate
-            self._checksum = hashlib.sha256(normalised).hexdigest()
+            self._checksum = _sha256_hex(normalised)
         return self._checksum
 
     @property
@@ -6499,7 +6523,28 @@ def _command_line_parser(argv):
     above.  Global options are accepted before or after the command."""
     import argparse
 
+    # argparse makes a formatter for every add_argument, and each one asks
+    # shutil (imported with bz2 and lzma) for the terminal's width: about 2 ms
+    # of a `status` (bench W1).  The same width once, from os.
+    try:
+        columns = int(os.environ.get("COLUMNS", "")) or 0
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    columns = columns if columns > 0 else 80
+
+    def formatter(cls):
+        return lambda prog: cls(prog, width=columns - 2)
+
     class Parser(argparse.ArgumentParser):
+        def __init__(self, formatter_class=argparse.HelpFormatter, **options):
+            argparse.ArgumentParser.__init__(self, formatter_class=formatter(formatter_class),
+                                             **options)
+
         def error(self, message):  # one line and exit 2, like every bad request
             raise RequestError("%s (see %s --help)" % (message, self.prog))
 
