@@ -218,6 +218,24 @@ conn.close()
 print("version", row[0], "files", len(files))
 '''
 
+# W1 reference, not a target: the floor's work as the design asks a CLI to be,
+# a module run with -m that parses its arguments with argparse.  What this
+# costs over the floor no sqlmigrate change can win back.
+FLOOR_STATUS_ARGPARSE = '''\
+"""W1 reference: the floor's work, run with -m, arguments read by argparse."""
+import argparse, os, sqlite3
+parser = argparse.ArgumentParser(prog="floor")
+parser.add_argument("--db")
+parser.add_argument("--dir")
+parser.add_argument("command", choices=["status"])
+args = parser.parse_args()
+conn = sqlite3.connect(args.db)
+files = sorted(f for f in os.listdir(args.dir) if f.endswith((".py", ".sql")))
+row = conn.execute("SELECT value FROM metadata WHERE key = 'schema_version'").fetchone()
+conn.close()
+print("version", row[0], "files", len(files))
+'''
+
 FLOOR_APPLY = '''\
 """W2 floor: one BEGIN/COMMIT per migration plus a bookkeeping row."""
 import os, sqlite3, sys
@@ -383,6 +401,10 @@ def w1_status(res, target, workdir, peers_py, runs):
     subjects = ("python -m sqlmigrate status", "python sqlmigrate.py status")
     why = target.missing("main")
     args = ["--db", str(db), "--dir", str(d), "status"]
+    write_script(workdir, "floor_status_argparse.py", FLOOR_STATUS_ARGPARSE)
+    reference = "reference: floor's work, -m + argparse"
+    entries[reference] = dict(cmd=[PY, "-m", "floor_status_argparse"] + args, runs=runs,
+                              cwd=str(workdir))
     if not why:
         probe = subprocess.run([PY, "sqlmigrate.py"] + args, cwd=str(target.dir),
                                capture_output=True, text=True)
@@ -414,6 +436,8 @@ def w1_status(res, target, workdir, peers_py, runs):
     floor = t.pop("floor")
     res.timing("W1", case, "floor: sqlite3 script", floor,
                note="" if by_sqlmigrate else "DB made by hand, not by sqlmigrate")
+    res.timing("W1", case, reference, t.pop(reference), floor,
+               note="the least a -m argparse CLI costs")
     if why:
         for tool in subjects:
             res.skip("W1", case, tool, why)
