@@ -4092,7 +4092,7 @@ def _print_lint(findings, out, quiet_allowed=False):
 
 
 # --- Helpers: reading the schema ------------------------------------------
-# Shared by the rebuild, reconcile, JSON-defaults and schema-report helpers.
+# Shared by the runner (schema file, baselines), `test` and the helpers below.
 
 # Old SQLite limits a statement to 999 parameters.
 _MAX_IN_LIST = 500
@@ -4116,11 +4116,15 @@ class _SchemaObjects(object):
         return row
 
 
+# How sqlite_master's text starts for a virtual table: SQLite writes that
+# text itself, this and then the rest as given (vtab.c, every version), as an
+# ordinary table's starts "CREATE TABLE ".
+_VIRTUAL_TEXT = "CREATE VIRTUAL TABLE "
+
+
 def _is_virtual(sql):
-    """Whether sqlite_master's text `sql` makes a virtual table: SQLite writes
-    that text itself, "CREATE VIRTUAL TABLE " and then the rest as given
-    (vtab.c, every version), as an ordinary table's starts "CREATE TABLE "."""
-    return bool(sql) and sql.startswith("CREATE VIRTUAL TABLE ")
+    """Whether sqlite_master's text `sql` makes a virtual table."""
+    return bool(sql) and sql.startswith(_VIRTUAL_TEXT)
 
 
 _COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden")
@@ -4140,7 +4144,7 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
             # Many tables: one pass over the whole schema, which costs less than
             # several IN lists (each rescans sqlite_master).  Virtual tables are
             # left out: their pragma needs their module, which may not be loaded.
-            wanted, params = "m.sql NOT LIKE 'CREATE VIRTUAL%'", ()
+            wanted, params = "substr(m.sql, 1, %d) <> ?" % len(_VIRTUAL_TEXT), (_VIRTUAL_TEXT,)
         for row in _query(conn, "SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
                           "WHERE m.type = 'table' AND %s" % (select, function, wanted), params):
             if row[0] in columns:
@@ -4174,6 +4178,116 @@ def _free_name(raw, base):
         n += 1
         name = "%s_%d" % (base, n)
     return name
+
+
+def _schema_statements(conn, table=_DEFAULT_TABLE):
+    """The schema's CREATE statements as SQLite stored them, in a stable
+    order that replays: tables, indexes, views, triggers, each by name (views
+    after the views they read).  Left out: SQLite's own objects (sqlite_*,
+    indexes made by constraints), the tracking tables and what is on them,
+    and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
+    # SQLite leaves out its own objects and the tracking tables (NOCASE folds
+    # ASCII only, as SQLite compares names).  Sorted here: Python's str order,
+    # whatever the database's text encoding (SQLite's BINARY order differs
+    # under UTF-16).  Three columns and no CASE: each costs a fifth of the
+    # query on a big schema, where the sort and grouping here cost less.
+    grouped = {"table": [], "index": [], "view": [], "trigger": []}
+    for kind, name, sql in _query(conn, "SELECT type, name, sql FROM sqlite_master WHERE sql "
+                                        "IS NOT NULL AND substr(tbl_name, 1, 7) COLLATE NOCASE "
+                                        "<> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN (?, ?)",
+                                  (table, table + "_migrations")):
+        if kind in grouped:
+            grouped[kind].append((name, sql))
+    tables, indexes, views, triggers = [sorted(grouped[kind]) for kind in
+                                        ("table", "index", "view", "trigger")]
+    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
+    shadow = _shadow_tables(conn, virtual, [name for name, _ in tables]) if virtual else ()
+    head = [sql for name, sql in tables if not (shadow and _key(name) in shadow)]
+    head += [sql for _, sql in indexes]
+    views = [(_key(name), sql) for name, sql in views]
+    # Each view is tokenized once, and only when another view could be among
+    # its names; it goes one level after the deepest view it reads (by name
+    # within a level), found in one pass (Kahn's), not by rescanning all views
+    # per level (a chain of views made that quadratic).
+    names = set(name for name, _ in views) if len(views) > 1 else set()
+    # With plain names (the usual case) a regex finds a view's words in C.
+    # They are the tokenizer's words when the text has nothing but names,
+    # spaces and operators (no quotes or comments, "--" included, which may
+    # hold a name that is no reference); else the tokenizer decides.
+    plain_name, word = re.compile(_PLAIN_NAME_RE), re.compile(_WORD_RE)
+    only_words = re.compile(_ONLY_WORDS_RE)
+    plain = all(plain_name.match(name) for name in names)
+    reads = {}
+    for name, sql in views if names else ():
+        read = names.intersection(word.findall(sql.lower())) - set([name]) if plain else True
+        if read and not (plain and "--" not in sql and only_words.match(sql)):
+            read = names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
+                                      if kind in ("word", "ident")) - set([name])
+        reads[name] = read
+    level, readers, left = {}, {}, dict((name, len(read)) for name, read in reads.items())
+    for name, read in reads.items():
+        for other in read:
+            readers.setdefault(other, []).append(name)
+    done = [name for name, _ in views if not left.get(name)]
+    for name in done:  # grows while it is read
+        for reader in readers.get(name, ()):
+            level[reader] = max(level.get(reader, 0), level.get(name, 0) + 1)
+            left[reader] -= 1
+            if not left[reader]:
+                done.append(reader)
+    ordered = sorted(views, key=lambda view: level.get(view[0], 0))
+    if len(done) < len(views):
+        # A seeming cycle (a real one cannot be created): a view's name used
+        # as a column alias reads as a reference.  The views in it go last,
+        # in the order they were made, which SQLite before 3.9 required to be
+        # an order that replays (it checked a view's tables at CREATE).
+        made = dict((_key(name), i) for i, (name,) in enumerate(_query(
+            conn, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY rowid")))
+        finished = set(done)
+        ordered = [view for view in ordered if view[0] in finished] + sorted(
+            [view for view in views if view[0] not in finished], key=lambda view: made[view[0]])
+    return head + [sql for _, sql in ordered] + [sql for _, sql in triggers]
+
+
+def _shadow_tables(conn, virtual, tables):
+    """The keys of those of `tables` that are shadow tables of the virtual
+    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
+    an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
+    if not virtual:
+        return set()
+    if _driver(conn).has_table_list:
+        return set(_key(row[1]) for row in _query(conn, "PRAGMA main.table_list")
+                   if row[2] == "shadow")
+    modules = {}
+    for name, sql in virtual:
+        cursor = _Create(sql).cursor
+        if cursor.take("USING"):
+            modules[_key(name)] = _key(cursor.name() or "")
+    shadow = set()
+    for name in map(_key, tables):
+        prefix, _, suffix = name.rpartition("_")
+        if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
+            shadow.add(name)
+    return shadow
+
+
+def _schema_sql(conn, version, table=_DEFAULT_TABLE):
+    """The schema as an SQL script (`schema --sql`, the schema file):
+    byte-identical for the same schema on every Python and SQLite."""
+    user_version = _query(conn, "PRAGMA user_version")[0][0]
+    lines = ["-- sqlmigrate schema, version %d" % version]
+    lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
+    return "\n".join(lines + [sql + ";" if "--" not in sql else _terminated(sql)
+                              for sql in _schema_statements(conn, table)]) + "\n"
+
+
+def _terminated(sql):
+    """`sql` with its ";".  SQLite keeps a trailing "-- comment" in the text
+    of an index or a view (not always with its newline): a ";" right after it
+    would be commented out, so it goes on a line of its own."""
+    if "--" in sql and _tokenize(sql)[-1][1].startswith("--"):
+        return sql + "\n;"
+    return sql + ";"
 
 
 # --- Helpers: table rebuild -------------------------------------------------
@@ -6030,116 +6144,6 @@ def _index_info(conn, name, sql):
 _PLAIN_NAME_RE = r"[a-z0-9_]+\Z"
 _WORD_RE = r"[a-z0-9_]+"
 _ONLY_WORDS_RE = r"[A-Za-z0-9_ \t\n\f\r(),.*=<>+\-]*\Z"
-
-
-def _schema_statements(conn, table=_DEFAULT_TABLE):
-    """The schema's CREATE statements as SQLite stored them, in a stable
-    order that replays: tables, indexes, views, triggers, each by name (views
-    after the views they read).  Left out: SQLite's own objects (sqlite_*,
-    indexes made by constraints), the tracking tables and what is on them,
-    and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
-    # SQLite leaves out its own objects and the tracking tables (NOCASE folds
-    # ASCII only, as SQLite compares names).  Sorted here: Python's str order,
-    # whatever the database's text encoding (SQLite's BINARY order differs
-    # under UTF-16).  Three columns and no CASE: each costs a fifth of the
-    # query on a big schema, where the sort and grouping here cost less.
-    grouped = {"table": [], "index": [], "view": [], "trigger": []}
-    for kind, name, sql in _query(conn, "SELECT type, name, sql FROM sqlite_master WHERE sql "
-                                        "IS NOT NULL AND substr(tbl_name, 1, 7) COLLATE NOCASE "
-                                        "<> 'sqlite_' AND tbl_name COLLATE NOCASE NOT IN (?, ?)",
-                                  (table, table + "_migrations")):
-        if kind in grouped:
-            grouped[kind].append((name, sql))
-    tables, indexes, views, triggers = [sorted(grouped[kind]) for kind in
-                                        ("table", "index", "view", "trigger")]
-    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
-    shadow = _shadow_tables(conn, virtual, [name for name, _ in tables]) if virtual else ()
-    head = [sql for name, sql in tables if not (shadow and _key(name) in shadow)]
-    head += [sql for _, sql in indexes]
-    views = [(_key(name), sql) for name, sql in views]
-    # Each view is tokenized once, and only when another view could be among
-    # its names; it goes one level after the deepest view it reads (by name
-    # within a level), found in one pass (Kahn's), not by rescanning all views
-    # per level (a chain of views made that quadratic).
-    names = set(name for name, _ in views) if len(views) > 1 else set()
-    # With plain names (the usual case) a regex finds a view's words in C.
-    # They are the tokenizer's words when the text has nothing but names,
-    # spaces and operators (no quotes or comments, "--" included, which may
-    # hold a name that is no reference); else the tokenizer decides.
-    plain_name, word = re.compile(_PLAIN_NAME_RE), re.compile(_WORD_RE)
-    only_words = re.compile(_ONLY_WORDS_RE)
-    plain = all(plain_name.match(name) for name in names)
-    reads = {}
-    for name, sql in views if names else ():
-        read = names.intersection(word.findall(sql.lower())) - set([name]) if plain else True
-        if read and not (plain and "--" not in sql and only_words.match(sql)):
-            read = names.intersection(_key(_unquote(text)) for kind, text in _tokenize(sql)
-                                      if kind in ("word", "ident")) - set([name])
-        reads[name] = read
-    level, readers, left = {}, {}, dict((name, len(read)) for name, read in reads.items())
-    for name, read in reads.items():
-        for other in read:
-            readers.setdefault(other, []).append(name)
-    done = [name for name, _ in views if not left.get(name)]
-    for name in done:  # grows while it is read
-        for reader in readers.get(name, ()):
-            level[reader] = max(level.get(reader, 0), level.get(name, 0) + 1)
-            left[reader] -= 1
-            if not left[reader]:
-                done.append(reader)
-    ordered = sorted(views, key=lambda view: level.get(view[0], 0))
-    if len(done) < len(views):
-        # A seeming cycle (a real one cannot be created): a view's name used
-        # as a column alias reads as a reference.  The views in it go last,
-        # in the order they were made, which SQLite before 3.9 required to be
-        # an order that replays (it checked a view's tables at CREATE).
-        made = dict((_key(name), i) for i, (name,) in enumerate(_query(
-            conn, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY rowid")))
-        finished = set(done)
-        ordered = [view for view in ordered if view[0] in finished] + sorted(
-            [view for view in views if view[0] not in finished], key=lambda view: made[view[0]])
-    return head + [sql for _, sql in ordered] + [sql for _, sql in triggers]
-
-
-def _shadow_tables(conn, virtual, tables):
-    """The keys of those of `tables` that are shadow tables of the virtual
-    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
-    an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
-    if not virtual:
-        return set()
-    if _driver(conn).has_table_list:
-        return set(_key(row[1]) for row in _query(conn, "PRAGMA main.table_list")
-                   if row[2] == "shadow")
-    modules = {}
-    for name, sql in virtual:
-        cursor = _Create(sql).cursor
-        if cursor.take("USING"):
-            modules[_key(name)] = _key(cursor.name() or "")
-    shadow = set()
-    for name in map(_key, tables):
-        prefix, _, suffix = name.rpartition("_")
-        if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
-            shadow.add(name)
-    return shadow
-
-
-def _schema_sql(conn, version, table=_DEFAULT_TABLE):
-    """The schema as an SQL script (`schema --sql`, the schema file):
-    byte-identical for the same schema on every Python and SQLite."""
-    user_version = _query(conn, "PRAGMA user_version")[0][0]
-    lines = ["-- sqlmigrate schema, version %d" % version]
-    lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [sql + ";" if "--" not in sql else _terminated(sql)
-                              for sql in _schema_statements(conn, table)]) + "\n"
-
-
-def _terminated(sql):
-    """`sql` with its ";".  SQLite keeps a trailing "-- comment" in the text
-    of an index or a view (not always with its newline): a ";" right after it
-    would be commented out, so it goes on a line of its own."""
-    if "--" in sql and _tokenize(sql)[-1][1].startswith("--"):
-        return sql + "\n;"
-    return sql + ";"
 
 
 def schema_sql(db, table=_DEFAULT_TABLE):
