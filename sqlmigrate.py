@@ -2185,33 +2185,47 @@ class Migrator(object):
                                      outcome="strict mode: nothing was applied")
             for _, text in drift:
                 _log("warning", text)
-            plan, behind = self._plan_up(session.state, to)
-            for b in behind:
-                raise MigrationError(
-                    "the database is at v%d, below the baseline %s (v%d), whose earlier files "
-                    "are gone: a baseline applies only to a database with no migration applied; "
-                    "restore the files above v%d up to v%d (from version control) to upgrade "
-                    "this database" % (session.state.version, b.filename, b.version,
-                                       session.state.version, b.version),
-                    kind="behind-baseline", path=b.path, version=b.version,
-                    outcome="nothing was applied")
+            plan, refusal = self._plan_up(session.state, to)
+            if refusal:
+                raise refusal
             return self._execute(session, plan, "up", dry_run, atomic, backup)
 
     def _plan_up(self, state, to):
-        """(what up(to) runs, the baselines it cannot get past).  A database
-        with nothing applied gets the newest baseline (up to `to`) instead of
-        the files it covers; one part-way below a baseline whose own version
-        has no file (deleted, with the files before it) cannot pass it."""
+        """(what up(to) runs, None or the MigrationError why it cannot).  A
+        database with nothing applied gets the newest baseline (up to `to`)
+        instead of the files it holds.  Where a baseline's files are gone, a
+        database cannot be built by the files across that gap: not one part-way
+        below the baseline, nor a new one stopped (`to`) below it."""
         files, baselines = self.migrations, self._baselines
         applied = state.applied(files)
+        fresh = not applied and not state.version
         plan = [m for m in files if m.version not in applied and (to is None or m.version <= to)]
-        usable = [b for b in baselines if not applied and not state.version
-                  and (to is None or b.version <= to)]
+        usable = [b for b in baselines if fresh and (to is None or b.version <= to)]
         if usable:
             plan = usable[-1:] + [m for m in plan if m.version > usable[-1].version]
         newest, versions = max(list(applied) + [state.version]), set(m.version for m in files)
-        return plan, [b for b in baselines if 0 < newest < b.version and b.version not in
-                      versions and any(m.version > b.version for m in plan)][:1]
+        for b in baselines:
+            if 0 < newest < b.version and b.version not in versions and \
+                    any(m.version > b.version for m in plan):
+                return plan, MigrationError(
+                    "the database is at v%d, below the baseline %s (v%d), whose earlier files "
+                    "are gone: a baseline applies only to a database with no migration applied; "
+                    "restore the files above v%d up to v%d (from version control) to upgrade "
+                    "this database" % (newest, b.filename, b.version, newest, b.version),
+                    kind="behind-baseline", path=b.path, version=b.version,
+                    outcome="nothing was applied")
+            start = usable[-1].version if usable else 0  # what a usable baseline builds
+            gone = sorted(v for v in b.covers or () if start < v <= to and v not in versions) \
+                if fresh and to is not None and to < b.version else ()
+            if gone:
+                return plan, MigrationError(
+                    "a new database cannot stop at v%d: the baseline %s (v%d) holds %s, whose "
+                    "file%s gone; use --to %d or higher, or restore %s (from version control)"
+                    % (to, b.filename, b.version, ", ".join("v%d" % v for v in gone),
+                       "s are" if gone[1:] else " is", b.version, "them" if gone[1:] else "it"),
+                    kind="behind-baseline", path=b.path, version=b.version,
+                    outcome="nothing was applied")
+        return plan, None
 
     def down(self, to=None, steps=1, dry_run=False, backup=False):
         """Roll back the newest `steps` migrations, or all above version `to`;

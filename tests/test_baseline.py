@@ -343,6 +343,22 @@ class DeletedFiles(BaselineTestCase):
         self.assertIn("restore", err)
         self.assertEqual(file_sha256(partial), before)
 
+    def test_up_to_a_version_inside_the_baseline_on_a_new_database_is_refused(self):
+        # Only v1's file is gone: v2's alone would build posts without users.
+        self.write_sql(2, "posts", "CREATE TABLE posts (id INTEGER PRIMARY KEY, "
+                                   "user_id INTEGER REFERENCES users(id));",
+                       "DROP TABLE posts;")
+        for to in ("1", "2"):
+            status, out, err = self.run_cli("up", "--to", to)
+            self.assertEqual(status, 1, out + err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertIn("003-baseline.sql", err)
+            self.assertIn("v1", err)
+            self.assertIn("nothing was applied", err)
+            self.assertFalse(os.path.exists(self.db))
+        self.ok("up", "--to", "3")
+        self.assertEqual(self.states(), {2: "applied", 3: "applied", 4: "pending"})
+
     def test_new_numbers_after_the_baseline(self):
         self.delete_files(4)
         out, _ = self.ok("new", "next")
