@@ -2176,10 +2176,9 @@ class Migrator(object):
             return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
-            for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
-                if any(k == kind for k, _ in drift):
-                    raise MigrationError(kind=kind, outcome=outcome,
-                                         problems=[text for k, text in drift if k == kind])
+            refusal = _drift_refused(drift)
+            if refusal:
+                raise refusal
             if drift and strict:
                 raise MigrationError(kind="drift", problems=[text for _, text in drift],
                                      outcome="strict mode: nothing was applied")
@@ -2962,22 +2961,42 @@ def migrate(db, directory=None, **options):
 
 
 def wait_until_current(db, directory=None, timeout=60.0, **options):
-    """Wait, polling Migrator.is_current() with back-off, until another
-    process (a primary node, the worker that migrates) has brought `db` up to
-    date; after `timeout` seconds, raise MigrationError (kind "not-current")
-    saying what is still missing.  Options are Migrator's (package=, ...)."""
+    """Wait, polling with back-off, until another process (a primary node,
+    the worker that migrates) has left `db` with nothing pending; after
+    `timeout` seconds, raise MigrationError (kind "not-current").  Drift is
+    as for up(): an edited or deleted applied file is logged as a warning,
+    and what up() refuses (kind "ahead", "out-of-order") is raised at once.
+    Options are Migrator's (package=, ...)."""
     _wait_until_current(Migrator(db, directory, **options), timeout)
 
 
+def _drift_refused(drift):
+    """The MigrationError up() raises for this drift, or None: a database
+    ahead of the files, or a pending file below its version."""
+    for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
+        if any(k == kind for k, _ in drift):
+            return MigrationError(kind=kind, outcome=outcome,
+                                  problems=[text for k, text in drift if k == kind])
+    return None
+
+
 def _wait_until_current(migrator, timeout):
+    # Done when up() would have nothing to do: other drift (an edited or a
+    # deleted applied file) is a warning there and here, and what up()
+    # refuses is raised at once, since no other process will mend it.
     deadline, delay = time.monotonic() + timeout, 0.05
     while True:
         try:
             report = migrator.status()  # the files are read once, the state each time
-            if report["clean"]:
+            drift = _drift(report)
+            refusal = _drift_refused(drift)
+            if refusal:
+                raise refusal
+            if not report["pending"]:
+                for _, text in drift:
+                    _log("warning", text)
                 return
-            why = "; ".join(text for _, text in _drift(report)) or \
-                "%d migration(s) pending" % report["pending"]
+            why = "%d migration(s) pending" % report["pending"]
         except MigrationError as e:
             if e.kind != "locked":  # a writer committing (rollback journal): look again
                 raise

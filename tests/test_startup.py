@@ -290,6 +290,23 @@ class Readiness(StartupCase):
         self.assertEqual(caught.exception.kind, "not-current")
         self.assertFalse(os.path.exists(self.db))
 
+    def test_wait_until_current_returns_when_the_only_drift_is_an_edited_applied_file(self):
+        # up() warns and applies nothing more: waiting could never end otherwise.
+        self.write_sql(1, "create-users", *USERS)
+        sqlmigrate.migrate(self.db, self.dir)
+        self.write_sql(1, "create-users", USERS[0] + "\n-- tidied", USERS[1])
+        with self.assertLogs("sqlmigrate", "WARNING") as logs:
+            sqlmigrate.wait_until_current(self.db, self.dir, timeout=2)
+        self.assertIn("001-create-users.sql", "\n".join(logs.output))
+
+    def test_wait_until_current_raises_what_up_refuses_without_waiting_for_it(self):
+        path = self.write_sql(1, "create-users", *USERS)
+        sqlmigrate.migrate(self.db, self.dir)
+        os.remove(path)  # the database is ahead of these files: no primary mends that
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.wait_until_current(self.db, self.dir, timeout=2)
+        self.assertEqual(caught.exception.kind, "ahead")
+
 
 class Replicas(StartupCase):
     def setUp(self):
