@@ -3426,84 +3426,99 @@ class _MigrationTest(object):
         return choices[(attempt - 1 + i) % len(choices)]
 
 
+# A scratch copy of a database is made in memory up to this size, else in a
+# temporary file: a big production copy must not cost its size in memory.
+_MEMORY_COPY_BYTES = 64 * 1024 * 1024
+
+
 @contextmanager
 def _scratch_copy(source, busy_timeout):
     """A copy of `source`, never written: a database file opened read-only
-    and read inside one read transaction (a consistent snapshot): in memory
-    through the backup API, else (Python 3.6, PyPy, a local driver other than
-    sqlite3) the files copied into a temporary directory while the read lock
-    holds.  A file with a hot journal is copied with it and rolled back in the
-    copy.  `source` may also be an sqlite3 connection: backed up as it sees
-    its database."""
+    and read inside one read transaction (a consistent snapshot), copied
+    through the backup API (into memory up to _MEMORY_COPY_BYTES, else a
+    temporary file), or (Python 3.6, PyPy, a local driver other than sqlite3)
+    its files copied into a temporary directory while the read lock holds.  A
+    file with a hot journal is copied with it and rolled back in the copy.
+    `source` may also be an sqlite3 connection: backed up as it sees its
+    database."""
     import shutil
     import tempfile
-    if _is_connection(source):
-        raw = _raw(source)
-        if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
-            copy = sqlite3.connect(":memory:", isolation_level=None)
-            try:
+    directory = copy = None
+
+    def backup(raw):  # into memory, or a temporary file for a big database
+        nonlocal directory
+        page_size, pages = (_query(raw, "PRAGMA " + name)[0][0]
+                            for name in ("page_size", "page_count"))
+        target = ":memory:"
+        if page_size * pages > _MEMORY_COPY_BYTES:
+            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+            target = os.path.join(directory, "copy.db")
+        copy = sqlite3.connect(target, isolation_level=None)
+        try:
+            raw.backup(copy)
+        except BaseException:
+            copy.close()
+            raise
+        return copy
+
+    try:
+        if _is_connection(source):
+            raw = _raw(source)
+            if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
                 try:
-                    raw.backup(copy)
+                    copy = backup(raw)
                 except sqlite3.Error as e:
                     raise _sqlite_failure(e, None)
                 yield copy
-            finally:
-                copy.close()
-            return
-        # Python 3.6, PyPy, another driver: a copy of the file it has open.
-        path = [row[2] for row in raw.execute("PRAGMA database_list").fetchall()
-                if row[1] == "main"]
-        if not path or not path[0]:
-            raise RequestError("test(source=<connection>): this connection's database is no "
-                               "file and it has no backup API here: pass a database file")
-        source = path[0]
-    if not _database_exists(source):
-        raise RequestError("--from %s: no such database file" % source, database=source)
-    # --from is always a local file: with a server driver (--driver
-    # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
-    opener = _OPENER if not _OPENER.server else _Opener()
-    in_memory = opener.module is sqlite3 and _HAS_BACKUP_API
-    directory = copy = None
-    try:
-        hot = os.stat(source + "-journal").st_size > 0
-    except OSError:
-        hot = False
-    if hot:
-        # A crashed writer's journal: opening the source would roll it back
-        # in the source (a write).  The journal is copied first: should a
-        # writer roll it back meanwhile, the copied journal only restores the
-        # pages it held to what they are anyway.
-        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-        for suffix in ("-journal", ""):
-            shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
-    else:
+                return
+            # Python 3.6, PyPy, another driver: a copy of the file it has open.
+            path = [row[2] for row in raw.execute("PRAGMA database_list").fetchall()
+                    if row[1] == "main"]
+            if not path or not path[0]:
+                raise RequestError("test(source=<connection>): this connection's database is "
+                                   "no file and it has no backup API here: pass a database file")
+            source = path[0]
+        if not _database_exists(source):
+            raise RequestError("--from %s: no such database file" % source, database=source)
+        # --from is always a local file: with a server driver (--driver
+        # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
+        opener = _OPENER if not _OPENER.server else _Opener()
         try:
-            src = opener.connect(_uri(source, "ro"), source, uri=True, timeout=busy_timeout,
-                                 isolation_level=None)
+            hot = os.stat(source + "-journal").st_size > 0
+        except OSError:
+            hot = False
+        if hot:
+            # A crashed writer's journal: opening the source would roll it back
+            # in the source (a write).  The journal is copied first: should a
+            # writer roll it back meanwhile, the copied journal only restores the
+            # pages it held to what they are anyway.
+            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+            for suffix in ("-journal", ""):
+                shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
+        else:
             try:
-                with _driver_session(src):
-                    src.execute("BEGIN")  # a deferred one: the read below takes the shared lock
-                    try:
-                        _query(src, "SELECT count(*) FROM sqlite_master")  # a database? locked?
-                        if in_memory:
-                            copy = sqlite3.connect(":memory:", isolation_level=None)
-                            _raw(src).backup(copy)
-                        else:
-                            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                            for suffix in ("", "-wal"):
-                                if os.path.exists(source + suffix):
-                                    shutil.copyfile(source + suffix,
-                                                    os.path.join(directory, "copy.db" + suffix))
-                    finally:
-                        src.execute("ROLLBACK")
-            finally:
-                src.close()
-        except _DB.Error as e:
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-            raise _sqlite_failure(e, source)
-    try:
-        if directory is not None:
+                src = opener.connect(_uri(source, "ro"), source, uri=True, timeout=busy_timeout,
+                                     isolation_level=None)
+                try:
+                    with _driver_session(src):
+                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
+                        try:
+                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
+                            if opener.module is sqlite3 and _HAS_BACKUP_API:
+                                copy = backup(_raw(src))
+                            else:
+                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                                for suffix in ("", "-wal"):
+                                    if os.path.exists(source + suffix):
+                                        shutil.copyfile(source + suffix, os.path.join(
+                                            directory, "copy.db" + suffix))
+                        finally:
+                            src.execute("ROLLBACK")
+                finally:
+                    src.close()
+            except _DB.Error as e:
+                raise _sqlite_failure(e, source)
+        if copy is None:
             target = os.path.join(directory, "copy.db")
             try:
                 copy = opener.connect(target, target, isolation_level=None)
@@ -3654,10 +3669,6 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
 ))
 _LINT_BIG_ROWS = 100000  # a table from this many rows is big (SM401/SM402)
 _LINT_SAMPLE_ROWS = 20000
-# The scratch run copies --db into memory up to this size; a bigger one gets a
-# fresh build of its schema instead (its data would cost the memory and the
-# time of every rebuild the migrations do; the big-table rules read --db itself).
-_LINT_COPY_BYTES = 64 * 1024 * 1024
 _ALLOW_RE = (r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
                        r"(?:\(([^\n]*)\))?[ \t]*$")
 # The runner's statement plumbing between a migration's call and SQLite.
@@ -4006,10 +4017,13 @@ def _lint(migrator, files, round_trip):
         first = linted[0].version
         pending = set(m.version for m in migrator.pending()) if has_db else set()
         try:
+            # --db is copied only while that fits in memory; a bigger one gets a
+            # fresh build of its schema (its data would cost the time of every
+            # rebuild the migrations do; the big-table rules read --db itself).
             if has_db and migrator.path is not None and not _drift(report) and \
                     all(m.version in pending for m in linted) and sum(
                         os.path.getsize(migrator.path + suffix) for suffix in ("", "-wal")
-                        if os.path.exists(migrator.path + suffix)) <= _LINT_COPY_BYTES:
+                        if os.path.exists(migrator.path + suffix)) <= _MEMORY_COPY_BYTES:
                 with _scratch_copy(migrator.path, migrator.busy_timeout) as conn:
                     run.run(migrator, conn, stop)
             else:

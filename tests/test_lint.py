@@ -293,8 +293,8 @@ class BigTables(LintTestCase):
                 pass
             ''')
         self.assertIn("ran on a copy", self.only(self.lint(db=self.db), "SM003").message)
-        self.addCleanup(setattr, sqlmigrate, "_LINT_COPY_BYTES", sqlmigrate._LINT_COPY_BYTES)
-        sqlmigrate._LINT_COPY_BYTES = 0  # "too big to copy": a fresh build of its schema
+        self.addCleanup(setattr, sqlmigrate, "_MEMORY_COPY_BYTES", sqlmigrate._MEMORY_COPY_BYTES)
+        sqlmigrate._MEMORY_COPY_BYTES = 0  # "too big to copy": a fresh build of its schema
         self.assertEqual(self.codes(self.lint(db=self.db)), [])
 
     def test_small_table_or_no_database_is_clean(self):

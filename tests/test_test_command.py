@@ -579,6 +579,27 @@ class FromSourceTest(TempDirTestCase):
             self.assertEqual(copy.execute("SELECT y FROM prod").fetchall(), [(42,)])
         self.assertEqual(dialed, [])
 
+    def test_a_source_over_the_memory_limit_is_copied_to_a_temporary_file(self):
+        # (The limit, 64 MiB, lowered here rather than writing such a file.)
+        conn = self.connect()
+        conn.execute("CREATE TABLE prod (y)")
+        conn.execute("INSERT INTO prod VALUES (42)")
+        conn.commit()
+        limit = sqlmigrate._MEMORY_COPY_BYTES
+        self.addCleanup(setattr, sqlmigrate, "_MEMORY_COPY_BYTES", limit)
+        sqlmigrate._MEMORY_COPY_BYTES = 1024
+        for source in (self.db, conn):
+            with sqlmigrate._scratch_copy(source, 5.0) as copy:
+                self.assertEqual(copy.execute("SELECT y FROM prod").fetchall(), [(42,)])
+                where = copy.execute("PRAGMA database_list").fetchall()[0][2]
+                self.assertTrue(where and os.path.exists(where), where)
+                self.assertNotEqual(os.path.realpath(where), os.path.realpath(self.db))
+            self.assertFalse(os.path.exists(where))
+        sqlmigrate._MEMORY_COPY_BYTES = limit
+        if sqlmigrate._HAS_BACKUP_API:  # else (3.6, PyPy) every copy is a file copy
+            with sqlmigrate._scratch_copy(self.db, 5.0) as copy:  # a small one: in memory
+                self.assertEqual(copy.execute("PRAGMA database_list").fetchall()[0][2], "")
+
 
 class TestWithAConnectionTest(TempDirTestCase):
 
