@@ -335,9 +335,7 @@ class _Driver(object):
         for statement in _split_sql(sql):
             cursor = _Cursor(statement)
             if cursor.take("PRAGMA"):
-                name = cursor.name()  # unquoted; past a schema qualifier...
-                if cursor.punct("."):  # ... unless spaced: "main . journal_mode"
-                    name = cursor.name()
+                name = cursor.name()  # unquoted, past a schema qualifier
                 why = self.refused_pragmas.get(_key(name or ""))
                 if why and cursor.peek() in (("punct", "="), ("punct", "(")):
                     return "PRAGMA %s = ... was not sent: %s (driver %s)" % (
@@ -679,10 +677,12 @@ class _Cursor(object):
         if kind not in ("word", "ident", "string"):
             return None
         self.advance()
-        if self.peek() == ("punct", ".") and self.tokens[self.i + 1:self.i + 2] \
-                and self.tokens[self.i + 1][0] in ("word", "ident", "string"):
+        if self.peek() == ("punct", "."):
+            start = self.i
             self.advance()
-            return self.name()
+            if self.peek()[0] in ("word", "ident", "string"):
+                return self.name()
+            self.i = start  # a dot and no name after it: not a qualifier
         return _unquote(text)
 
     def group(self):

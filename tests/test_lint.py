@@ -173,6 +173,13 @@ class PragmasThatDoNothing(LintTestCase):
         codes = [(f.code, f.line) for f in self.lint() if f.code.startswith("SM3")]
         self.assertEqual(codes, [("SM301", 2), ("SM302", 3), ("SM303", 4)])
 
+    def test_a_schema_qualifier_with_spaces_or_comments_around_the_dot_is_read_past(self):
+        self.table_migration()
+        self.write_sql(2, "pragmas", "PRAGMA main . journal_mode = WAL;\n"
+                                     "PRAGMA main/* the file */.foreign_keys = OFF;")
+        codes = [(f.code, f.line) for f in self.lint() if f.code.startswith("SM3")]
+        self.assertEqual(codes, [("SM303", 2), ("SM301", 3)])
+
     def test_pragmas_outside_a_transaction_or_only_read_are_clean(self):
         self.write_sql(1, "wal", "PRAGMA journal_mode = WAL;\nPRAGMA foreign_keys = OFF;",
                        "PRAGMA journal_mode = DELETE;", options="transaction:false")
