@@ -6700,6 +6700,10 @@ def _run_command(args, out, err):
                            "`new` writes into a directory (--dir)")
     directory = args.dir or os.environ.get("SQLMIGRATE_DIR") or "migrations"
     source = {"package": args.package} if args.package else {"directory": directory}
+    # What every command's Migrator takes (an empty variable is no schema file).
+    options = dict(source, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
+                   schema_file=args.schema_file or os.environ.get("SQLMIGRATE_SCHEMA_FILE")
+                   or None)
     if args.command == "new":
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
@@ -6709,9 +6713,7 @@ def _run_command(args, out, err):
         return 0
     db = args.db or os.environ.get("SQLMIGRATE_DB") or os.environ.get("DATABASE_PATH")
     if args.command == "test":  # scratch copies only: --db is not used
-        result = Migrator(db or ":memory:", table=args.table, **source, busy_timeout=(
-            args.busy_timeout / 1000.0), schema_file=args.schema_file or os.environ.get(
-                "SQLMIGRATE_SCHEMA_FILE")).test(getattr(args, "from"))
+        result = Migrator(db or ":memory:", **options).test(getattr(args, "from"))
         if args.json:
             import json
             out.write(json.dumps(result, indent=2) + "\n")
@@ -6719,19 +6721,19 @@ def _run_command(args, out, err):
             _print_test(result, out)
         return 0 if result["ok"] else 1
     if not db and args.command == "lint":
-        return _run_on(args, ":memory:", source, out, err)  # the files only
+        return _run_on(args, ":memory:", options, out, err)  # the files only
     if not db:
         raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
     if not _OPENER.server:
-        return _run_on(args, db, source, out, err)
-    conn = _OPENER.connect_server(db, args.busy_timeout / 1000.0)
+        return _run_on(args, db, options, out, err)
+    conn = _OPENER.connect_server(db, options["busy_timeout"])
     try:  # the commands take the open connection as the API's callers do
-        return _run_on(args, conn, source, out, err)
+        return _run_on(args, conn, options, out, err)
     finally:
         conn.close()
 
 
-def _run_on(args, db, source, out, err):
+def _run_on(args, db, options, out, err):
     if args.command == "schema" and args.sql:
         if args.tables:
             raise RequestError("schema --sql prints the whole schema; it takes no table names")
@@ -6743,13 +6745,11 @@ def _run_on(args, db, source, out, err):
                   else schema_report(db, args.tables or None))
         return 0
     if args.command == "backup":
-        out.write("Backed up to %s\n" % backup(db, args.path, args.busy_timeout / 1000.0,
+        out.write("Backed up to %s\n" % backup(db, args.path, options["busy_timeout"],
                                                 args.table))
         return 0
-    migrator = Migrator(db, **source, table=args.table, busy_timeout=args.busy_timeout / 1000.0,
-                        progress=_Progress(out, err, not args.quiet and err.isatty()),
-                        schema_file=args.schema_file or os.environ.get("SQLMIGRATE_SCHEMA_FILE")
-                        or None)
+    migrator = Migrator(db, **options,
+                        progress=_Progress(out, err, not args.quiet and err.isatty()))
     if args.command == "status":
         report = migrator.status()
         if args.json:

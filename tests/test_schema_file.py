@@ -327,6 +327,12 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertTrue(os.path.exists(self.schema_file))
         self.assertFalse(os.path.exists(other))
 
+    def test_an_empty_environment_variable_is_no_schema_file_for_every_command(self):
+        self.write_two()
+        for command in (("up",), ("verify",), ("test",)):
+            self.cli_ok("--db", self.db, *command, env={"SQLMIGRATE_SCHEMA_FILE": ""})
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["app.db", "migrations"])
+
     def test_up_with_nothing_to_do_does_not_touch_the_schema_file(self):
         self.write_two()
         self.cli_ok("--db", self.db, "up")
