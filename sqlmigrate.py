@@ -1270,6 +1270,24 @@ class _Opener(object):
 _OPENER = _Opener()
 
 
+def _real_path(path):
+    """The file a database path names, through a symlink: SQLite 3.10+ opens
+    that file and names its journal after it; before, a journal named after
+    the link was not the one a crashed writer using the real name left (it
+    read, or wrote over, uncommitted pages)."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _hot_journal(real):
+    """Whether the database file `real` has a journal that may be hot (a
+    crashed writer's): one stat() when there is none; an empty (truncated)
+    one is never hot."""
+    try:
+        return os.stat(real + "-journal").st_size > 0
+    except OSError:
+        return False
+
+
 def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     """Open the database at `path` in autocommit mode (transactions are
     explicit).  mode: "ro" read-only, "rw" existing file, "rwc" create."""
@@ -1279,12 +1297,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     if not _database_exists(path) and mode != "rwc":
         raise MigrationError("database %s does not exist" % path, kind="no-database",
                              database=path)
-
-    # Through a symlink, the file it points to: SQLite 3.10+ does the same,
-    # and names the journal after that file; before, a journal named after
-    # the link was not the one a crashed writer using the real name left
-    # (it read, or wrote over, uncommitted pages).
-    real = os.path.realpath(path) if os.path.islink(path) else path
+    real = _real_path(path)
 
     def connect(mode):
         return _OPENER.connect(_uri(real, mode), path, uri=True, timeout=busy_timeout,
@@ -1292,11 +1305,7 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     journal = real + "-journal"
     try:
         conn = connect(mode)
-        try:  # no journal costs one stat(); an empty (truncated) one is never hot
-            hot = mode == "ro" and os.stat(journal).st_size > 0
-        except OSError:
-            hot = False
-        if hot:
+        if mode == "ro" and _hot_journal(real):
             try:
                 # Reading page 1 takes the shared lock, where SQLite checks the
                 # journal (SQLITE_READONLY_ROLLBACK when it is hot).
@@ -3483,10 +3492,8 @@ def _scratch_copy(source, busy_timeout):
         # --from is always a local file: with a server driver (--driver
         # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
         opener = _OPENER if not _OPENER.server else _Opener()
-        try:
-            hot = os.stat(source + "-journal").st_size > 0
-        except OSError:
-            hot = False
+        real = _real_path(source)  # messages name the path as given
+        hot = _hot_journal(real)
         if hot:
             # A crashed writer's journal: opening the source would roll it back
             # in the source (a write).  The journal is copied first: should a
@@ -3494,10 +3501,10 @@ def _scratch_copy(source, busy_timeout):
             # pages it held to what they are anyway.
             directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
             for suffix in ("-journal", ""):
-                shutil.copyfile(source + suffix, os.path.join(directory, "copy.db" + suffix))
+                shutil.copyfile(real + suffix, os.path.join(directory, "copy.db" + suffix))
         else:
             try:
-                src = opener.connect(_uri(source, "ro"), source, uri=True, timeout=busy_timeout,
+                src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
                                      isolation_level=None)
                 try:
                     with _driver_session(src):
@@ -3509,8 +3516,8 @@ def _scratch_copy(source, busy_timeout):
                             else:
                                 directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
                                 for suffix in ("", "-wal"):
-                                    if os.path.exists(source + suffix):
-                                        shutil.copyfile(source + suffix, os.path.join(
+                                    if os.path.exists(real + suffix):
+                                        shutil.copyfile(real + suffix, os.path.join(
                                             directory, "copy.db" + suffix))
                         finally:
                             src.execute("ROLLBACK")

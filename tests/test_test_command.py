@@ -551,6 +551,18 @@ class FromSourceTest(TempDirTestCase):
         self.assertEqual(before, files())
         self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations", "src.db", "src.db-journal"])
 
+    def test_from_a_symlink_to_a_source_with_a_hot_journal_copies_the_journal_beside_it(self):
+        self.write_sql(1, "n", "CREATE TABLE n (x);", "DROP TABLE n;")
+        source = os.path.join(self.tmp, "src.db")
+        self.make_hot_journal(source)
+        link = os.path.join(self.tmp, "link.db")
+        os.symlink(source, link)
+        before = dict((p, file_sha256(p)) for p in (source, source + "-journal"))
+        status, out, err = self.cli("--dir", self.dir, "test", "--from", link, "--json")
+        self.assertEqual(status, 0, out + err)
+        self.assertEqual(json.loads(out)["from"]["version"], 0)
+        self.assertEqual(before, dict((p, file_sha256(p)) for p in before))
+
     def test_scratch_copy_opens_the_source_with_sqlite3_when_the_driver_is_a_server_one(self):
         import types
         dialed = []
