@@ -3986,11 +3986,14 @@ def _lint(migrator, files, round_trip):
         by_name, named = dict((m.filename, m) for m in everything), []
         for item in files:
             item = os.fspath(item)
-            m = by_name.get(os.path.basename(item))
-            if m is None or os.path.dirname(item) and os.path.realpath(os.path.dirname(item)) \
-                    != os.path.realpath(migrator.directory):
-                raise RequestError("%s is not a migration file in %s (check --dir)"
-                                   % (item, migrator.directory), path=item)
+            m = by_name.get(os.path.basename(item))  # a file name, or the file's path
+            if m is None or os.path.dirname(item) and os.path.realpath(item) \
+                    != os.path.realpath(m.path):
+                raise RequestError("%s is not a migration file %s" % (item, (
+                    "of package %s (check --package)" % migrator.package
+                    if migrator.package is not None else "in %s (check --dir)"
+                    % migrator.directory if "directory" in migrator._sources
+                    else "among the migrations given")), path=item)
             named.append(m)
     has_db = migrator.connection is not None or _database_exists(migrator.path)
     report = migrator.status() if has_db else None

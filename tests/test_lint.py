@@ -5,6 +5,7 @@ allowed) example per rule, allow markers, the CLI's exit codes, --json and
 import json
 import os
 import sqlite3
+import sys
 import unittest
 
 from tests.support import ROOT, TempDirTestCase, file_sha256, sqlmigrate
@@ -377,6 +378,21 @@ class BadInput(LintTestCase):
         self.table_migration()
         with self.assertRaises(sqlmigrate.RequestError):
             self.lint("999-nothing.sql")
+
+    def test_files_of_a_package_are_named_by_their_path_and_others_name_the_package(self):
+        package = os.path.join(self.tmp, "pkgs", "lintpkg")
+        os.makedirs(package)
+        self.write("__init__.py", "", directory=package)
+        self.write("001-drop.sql", "-- migrate:up\nCREATE TABLE t (a);\nDROP TABLE t;\n",
+                   directory=package)
+        sys.path.insert(0, os.path.dirname(package))
+        self.addCleanup(sys.path.remove, os.path.dirname(package))
+        migrator = sqlmigrate.Migrator(":memory:", package="lintpkg")
+        for name in (os.path.join(package, "001-drop.sql"), "001-drop.sql"):
+            self.assertIn("SM101", self.codes(migrator.lint([name])))
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            migrator.lint([os.path.join(self.dir, "001-drop.sql")])
+        self.assertIn("package lintpkg", str(caught.exception))
 
 
 class CommandLine(LintTestCase):
