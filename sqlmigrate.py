@@ -76,6 +76,9 @@ class MigrationError(Exception):
                 "its down was rolled back, so it stays applied; migrations rolled back before "
                 "it stay rolled back"]
             text = "\n  ".join(parts)
+        elif text is None and self.kind == "bad-file" and self.cause is not None:
+            text = "%s%s: %s" % (self.path, "" if self.line is None else ":%s" % self.line,
+                                 self.cause)
         elif text is None and self.problems:
             text = ("invalid migration files:\n  " + "\n  ".join(self.problems)
                     if self.kind == "bad-name" else "; ".join(self.problems))
@@ -849,9 +852,10 @@ class Migration(object):
         m.baseline, m._source, m._name = False, text.encode("utf-8"), str(description)
         return m
 
-    def _error(self, message, line=None):
-        return MigrationError(message, kind="bad-file", path=self.path, version=self.version,
-                              line=line)
+    def _error(self, reason, line=None):
+        """A problem with this file: str() puts its path (and line) before `reason`."""
+        return MigrationError(kind="bad-file", path=self.path, version=self.version, line=line,
+                              cause=reason)
 
     @property
     def source(self):
@@ -863,7 +867,7 @@ class Migration(object):
                     with open(self.path, "rb") as f:
                         self._source = f.read()
             except OSError as e:
-                raise self._error("cannot read migration %s: %s" % (self.path, e.strerror))
+                raise self._error("cannot read it: %s" % e.strerror)
         return self._source
 
     @property
@@ -913,7 +917,7 @@ class Migration(object):
         try:
             code = compile(self.source, self.path, "exec")
         except SyntaxError as e:
-            raise self._error("%s:%s: syntax error: %s" % (self.path, e.lineno, e.msg), e.lineno)
+            raise self._error("syntax error: %s" % e.msg, e.lineno)
         module = types.ModuleType("sqlmigrate_migration_%d" % self.version)
         module.__file__ = self.path
         try:
@@ -921,12 +925,12 @@ class Migration(object):
         except (Exception, SystemExit) as e:
             # SystemExit left alone would end the CLI with that status as if all was well.
             line = _error_line(e, self.path)
-            raise self._error("%s:%s: %s" % (self.path, line, (
+            raise self._error(
                 "the migration called exit (sys.exit(%r)) while loading; a migration fails by "
                 "raising an exception" % (e.code,) if isinstance(e, SystemExit) else
-                "error while loading the migration: %s: %s" % (type(e).__name__, e))), line)
+                "error while loading the migration: %s: %s" % (type(e).__name__, e), line)
         if not callable(getattr(module, "up", None)):
-            raise self._error("%s: the migration has no up(db) function" % self.path)
+            raise self._error("the migration has no up(db) function")
         for direction in ("up", "down"):
             function = getattr(module, direction, None)
             for _ in range(10):  # functools.partial and bound methods wrap a function
@@ -937,13 +941,13 @@ class Migration(object):
                 code = getattr(getattr(type(function), "__call__", None), "__code__", None)
             for flag, kind in _DEFERRED_FLAGS:
                 if getattr(code, "co_flags", 0) & flag:
-                    raise self._error("%s: %s(db) is %s, which the runner would call without "
+                    raise self._error("%s(db) is %s, which the runner would call without "
                                       "running its body; make it a plain function (def %s(db):)"
-                                      % (self.path, direction, kind, direction))
+                                      % (direction, kind, direction))
         declared = getattr(module, "version", None)
         if declared is not None and declared != self.version:
-            raise self._error("%s: version = %r disagrees with the file name (version %d); "
-                              "fix one of them" % (self.path, declared, self.version))
+            raise self._error("version = %r disagrees with the file name (version %d); "
+                              "fix one of them" % (declared, self.version))
         if getattr(module, "name", None) is not None:
             self._name = str(module.name)
         self._transactional = bool(getattr(module, "transaction", True))
@@ -953,8 +957,8 @@ class Migration(object):
         try:
             text = self.source.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise self._error("%s is not valid UTF-8 (byte %d); save it as UTF-8"
-                              % (self.path, e.start))
+            raise self._error("not valid UTF-8 (byte %d); save it as UTF-8" % e.start,
+                              self.source[:e.start].count(b"\n") + 1)
         # A BOM (some Windows editors write one) is not SQL and would hide a
         # first marker; the checksum still covers it, as it always has.  (Not
         # decoded as utf-8-sig: its errors count bytes after the BOM.)
@@ -969,24 +973,22 @@ class Migration(object):
         text = text[baseline.end():] if baseline else text
         markers = list(_MARKER_RE.finditer(text))
         if markers and self.baseline:
-            raise self._error("%s: a baseline has no '-- migrate:' sections: all of it is up"
-                              % self.path)
+            raise self._error("a baseline has no '-- migrate:' sections: all of it is up")
         if markers and _split_sql(text[:markers[0].start()]):
-            raise self._error("%s: SQL before the first '-- migrate:' marker" % self.path)
+            raise self._error("SQL before the first '-- migrate:' marker")
         sections = {} if markers else {"up": text}
         for marker, end in zip(markers, [m.start() for m in markers[1:]] + [len(text)]):
             direction, options = marker.group(1).lower(), marker.group(2).strip().lower()
             if direction in sections:
-                raise self._error("%s: more than one '-- migrate:%s' marker"
-                                  % (self.path, direction))
+                raise self._error("more than one '-- migrate:%s' marker" % direction)
             if options not in ("", "transaction:false", "transaction:true"):
-                raise self._error("%s: unknown marker option %r (only transaction:false)"
-                                  % (self.path, options))
+                raise self._error("unknown marker option %r (only transaction:false)"
+                                  % options)
             sections[direction] = text[marker.end():end]  # down is split only if rolled back
             if direction == "up":
                 self._transactional = options != "transaction:false"
         if "up" not in sections:
-            raise self._error("%s: has '-- migrate:down' but no '-- migrate:up'" % self.path)
+            raise self._error("has '-- migrate:down' but no '-- migrate:up'")
         self._up_sql, self._down_sql = sections["up"], sections.get("down")
 
     @property
@@ -1006,10 +1008,9 @@ class Migration(object):
 
     def _baseline_mismatch(self):
         if self.baseline:
-            return ("%s no longer starts with the line '-- migrate:baseline'" % self.path)
-        return ("%s starts with '-- migrate:baseline' but a baseline must be named "
-                "%s-baseline.sql: rename it, or remove the marker"
-                % (self.path, self.filename.split("-")[0]))
+            return "it no longer starts with the line '-- migrate:baseline'"
+        return ("it starts with '-- migrate:baseline' but a baseline must be named "
+                "%s-baseline.sql: rename it, or remove the marker" % self.filename.split("-")[0])
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
@@ -3882,15 +3883,7 @@ def _sql_statements(m):
 
 
 def _load_problem(m, error):
-    line = error.line
-    if line is None and m.kind == "sql":
-        try:
-            m.source.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = m.source[:e.start].count(b"\n") + 1
-        except MigrationError:
-            pass
-    return _lint_finding("SM001", m.path, line, None, str(error))
+    return _lint_finding("SM001", m.path, error.line, None, error.cause or str(error))
 
 
 class _LintRun(object):
