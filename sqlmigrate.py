@@ -21,7 +21,7 @@ from contextlib import contextmanager
 __version__ = "0.1.0"
 __all__ = [
     "MigrationError", "RequestError", "Migration", "Migrator", "migrate", "wait_until_current",
-    "backup",
+    "backup", "schema_sql",
     "reconcile", "merge_json_defaults", "schema_report", "schema_info",
     "rebuild_table", "drop_column", "backfill", "main",
 ]
