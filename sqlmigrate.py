@@ -237,8 +237,7 @@ _SHADOW_SUFFIXES = {"fts3": _FTS3_SHADOWS, "fts4": _FTS3_SHADOWS,
 class _DB(object):
     """The exception classes of every driver seen so far (sqlite3's first),
     for `except` clauses: a driver's errors do not derive from sqlite3's."""
-    Error, OperationalError, IntegrityError = ((sqlite3.Error,), (sqlite3.OperationalError,),
-                                               (sqlite3.IntegrityError,))
+    Error, OperationalError = (sqlite3.Error,), (sqlite3.OperationalError,)
     # A server driver's errors that mean the connection to the server is gone
     # (dqlite-dbapi: InterfaceError once a lost leader invalidated it), and its
     # OperationalError, which has code None only when no server answered.
@@ -247,7 +246,7 @@ class _DB(object):
     @classmethod
     def register(cls, driver):
         """Add a _Driver's or a DB-API module's classes."""
-        for name in ("Error", "OperationalError", "IntegrityError"):
+        for name in ("Error", "OperationalError"):
             known, new = getattr(cls, name), getattr(driver, name, driver.Error)
             if new not in known:
                 setattr(cls, name, known + (new,))
@@ -256,8 +255,8 @@ class _DB(object):
 # What the DB-API clients that raise NotSupportedError (instead of lacking the
 # method) cannot do: dqlite-dbapi (dqlite's server has no such calls; its
 # text_factory takes only str, which is what it always returns).
-_UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "executescript",
-                                          "row_factory", "set_authorizer", "text_factory"))}
+_UNSUPPORTED = {"dqlitedbapi": frozenset(("backup", "set_trace_callback", "row_factory",
+                                          "set_authorizer", "text_factory"))}
 # Drivers whose SQLite is a server's, which may differ between connections
 # (and whose module's sqlite_version is a constant): probed per session.  The
 # CLI's --db for them is an address, HOST:PORT[/DATABASE]: {driver: its
@@ -285,12 +284,11 @@ class _Driver(object):
         self.module, self.name = module, module.__name__
         self.Error = module.Error
         self.OperationalError = getattr(module, "OperationalError", module.Error)
-        self.IntegrityError = getattr(module, "IntegrityError", module.Error)
         unsupported = _UNSUPPORTED.get(self.name.split(".")[0], ())
         self.server = self.name.split(".")[0] in _SERVER_DRIVERS
         self.refused_pragmas = _REFUSED_PRAGMA_SETTERS.get(self.name.split(".")[0], {})
         for capability in ("backup", "set_trace_callback", "row_factory", "text_factory",
-                           "executescript", "set_authorizer"):
+                           "set_authorizer"):
             # PyPy's sqlite3.Connection has row_factory and text_factory only
             # on its instances.
             setattr(self, "has_" + capability, capability not in unsupported and (
@@ -1040,16 +1038,11 @@ def _error_line(error, path):
     return line if line is not None else "?"
 
 
-def _discover(directory):
-    """Every migration in `directory`, sorted by version.  Any invalid or
-    duplicate name raises RequestError listing every problem, so nothing
-    runs while one file is wrong.  Baselines are left out (see _scan)."""
-    return _scan(directory)[0]
-
-
 def _scan(directory):
     """(the ordinary migrations, the baselines), each sorted by version: a
-    baseline may share its version with an ordinary file, not with another baseline."""
+    baseline may share its version with an ordinary file, not with another
+    baseline.  Any invalid or duplicate name raises RequestError listing
+    every problem, so nothing runs while one file is wrong."""
     directory = os.fspath(directory)
     try:
         with os.scandir(directory) as scan:  # scandir: no stat() per file

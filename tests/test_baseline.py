@@ -368,7 +368,7 @@ class DeletedFiles(BaselineTestCase):
 class Discovery(BaselineTestCase):
     def test_a_baseline_may_share_its_version_with_the_ordinary_file(self):
         self.ok("baseline", "--to", "3")
-        found = sqlmigrate._discover(self.dir)
+        found = sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertEqual([m.filename for m in found],
                          ["001-users.sql", "002-posts.sql", "003-user-email.sql"])
 
@@ -382,7 +382,7 @@ class Discovery(BaselineTestCase):
     def test_a_file_named_baseline_without_the_marker_is_an_ordinary_migration(self):
         # Projects have long named their first migration 001-baseline.sql.
         self.write("004-baseline.sql", "CREATE TABLE x (y);\n")
-        found = sqlmigrate._discover(self.dir)
+        found = sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertEqual([m.filename for m in found][-1], "004-baseline.sql")
         self.assertFalse(found[-1].baseline)
         status, out, err = self.run_cli("up")

@@ -9,7 +9,7 @@ class NamingRules(TempDirTestCase):
     def assertRejected(self, filename, reason):
         self.write(filename, "def up(db):\n    pass\n")
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate._discover(self.dir)
+            sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertIn(filename, str(caught.exception))
         self.assertIn(reason, str(caught.exception))
 
@@ -36,14 +36,14 @@ class NamingRules(TempDirTestCase):
         self.write("notes.txt", "whatever")
         os.mkdir(os.path.join(self.dir, "__pycache__"))
         self.write("002-bad.cpython-311.pyc", b"\0", directory=os.path.join(self.dir, "__pycache__"))
-        found = sqlmigrate._discover(self.dir)
+        found = sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertEqual([m.filename for m in found], ["001-initial.sql"])
 
     def test_duplicate_versions_name_both_files(self):
         self.write("002-a.sql", "SELECT 1;")
         self.write("0002-b.py", "def up(db):\n    pass\n")
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate._discover(self.dir)
+            sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertIn("002-a.sql", str(caught.exception))
         self.assertIn("0002-b.py", str(caught.exception))
 
@@ -56,7 +56,7 @@ class NamingRules(TempDirTestCase):
 
     def _error(self):
         try:
-            sqlmigrate._discover(self.dir)
+            sqlmigrate.Migrator(":memory:", self.dir).migrations
         except sqlmigrate.RequestError as e:
             return e
         self.fail("no error raised")
@@ -65,19 +65,19 @@ class NamingRules(TempDirTestCase):
         self.write("010-ten.sql", "")
         self.write("002-two.sql", "")
         self.write("20251029120000-timestamp.sql", "")
-        self.assertEqual([m.version for m in sqlmigrate._discover(self.dir)],
+        self.assertEqual([m.version for m in sqlmigrate.Migrator(":memory:", self.dir).migrations],
                          [2, 10, 20251029120000])
 
     def test_missing_directory_is_a_request_error(self):
         with self.assertRaises(sqlmigrate.RequestError) as caught:
-            sqlmigrate._discover(os.path.join(self.tmp, "nope"))
+            sqlmigrate.Migrator(":memory:", os.path.join(self.tmp, "nope")).migrations
         self.assertIn("does not exist", str(caught.exception))
 
 
 class PythonMigrations(TempDirTestCase):
     def load(self, text, filename="003-add-api-keys.py"):
         self.write(filename, text)
-        return sqlmigrate._discover(self.dir)[0].load()
+        return sqlmigrate.Migrator(":memory:", self.dir).migrations[0].load()
 
     def assertLoadFails(self, text, *fragments):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
@@ -112,7 +112,7 @@ class PythonMigrations(TempDirTestCase):
 
     def test_name_is_read_without_running_the_file(self):
         self.write("001-x.py", 'name = "Read Me"\nraise SystemExit("executed!")\n')
-        self.assertEqual(sqlmigrate._discover(self.dir)[0].name, "Read Me")
+        self.assertEqual(sqlmigrate.Migrator(":memory:", self.dir).migrations[0].name, "Read Me")
 
     def test_name_declaration_forms(self):
         cases = [('name = "Add users"  # shown by status', "Add users"),
@@ -122,12 +122,13 @@ class PythonMigrations(TempDirTestCase):
         for source, expected in cases:
             with self.subTest(source=source):
                 self.write("001-x.py", "%s\ndef up(db):\n    pass\n" % source)
-                self.assertEqual(sqlmigrate._discover(self.dir)[0].name, expected)
+                found = sqlmigrate.Migrator(":memory:", self.dir).migrations
+                self.assertEqual(found[0].name, expected)
 
     def test_checksum_ignores_line_endings(self):
         lf = self.write("001-lf.sql", b"CREATE TABLE t (x);\nSELECT 1;\n")
         crlf = self.write("002-crlf.sql", b"CREATE TABLE t (x);\r\nSELECT 1;\r\n")
-        a, b = sqlmigrate._discover(self.dir)
+        a, b = sqlmigrate.Migrator(":memory:", self.dir).migrations
         self.assertEqual(a.checksum, b.checksum)
         self.assertEqual(len(a.checksum), 64)
         self.assertTrue(os.path.exists(lf) and os.path.exists(crlf))
@@ -136,7 +137,7 @@ class PythonMigrations(TempDirTestCase):
 class SqlMigrations(TempDirTestCase):
     def load(self, text):
         self.write("001-x.sql", text)
-        return sqlmigrate._discover(self.dir)[0].load()
+        return sqlmigrate.Migrator(":memory:", self.dir).migrations[0].load()
 
     def test_markers_split_up_and_down_case_insensitively(self):
         m = self.load("-- Migration 1\n-- MIGRATE:UP\nCREATE TABLE a (x);\n--migrate:Down\nDROP TABLE a;\n")

@@ -575,12 +575,10 @@ class FromSourceTest(TempDirTestCase):
             dialed.append(args)
             raise Error("dialed %r as a server" % (args,))
         driver.Error, driver.connect = Error, connect
-        saved = sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError, \
-            sqlmigrate._DB.IntegrityError
+        saved = sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError
 
         def restore():
-            (sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError,
-             sqlmigrate._DB.IntegrityError) = saved
+            sqlmigrate._OPENER, sqlmigrate._DB.Error, sqlmigrate._DB.OperationalError = saved
         self.addCleanup(restore)
         conn = self.connect()
         conn.execute("CREATE TABLE prod (y)")
