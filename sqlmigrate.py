@@ -44,8 +44,11 @@ class MigrationError(Exception):
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
     "schema-file" (not ours, unreadable or unwritable), "baseline-refused", "behind-baseline",
-    "not-current" (wait_until_current timed out),
-    "backfill-failed" (`batch`: the failed batch's (after, last) keys)."""
+    "not-current" (wait_until_current timed out), "lint" (up --lint found errors),
+    "bad-sql" (SQL text that cannot be read: unbalanced parentheses...),
+    "unaddressable" (rows a helper cannot find again by their key),
+    "backfill-failed" (`batch`: the failed batch's (after, last) keys),
+    "backfill-changed" (a backfill's migration changed under its saved position)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -694,7 +697,8 @@ class _Cursor(object):
     def comma_list(self):
         """At '(': the (first, end) ranges of its top-level items; moves past it."""
         if self.peek() != ("punct", "("):
-            raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens))
+            raise MigrationError("expected '(' in: %s" % "".join(t for _, t in self.tokens),
+                                 kind="bad-sql")
         items, depth, start = [], 0, self.i + 1
         for j in range(self.i, self.end):
             text = self.tokens[j][1] if self.tokens[j][0] == "punct" else None
@@ -710,7 +714,8 @@ class _Cursor(object):
             elif text == "," and depth == 1:
                 items.append((start, j))
                 start = j + 1
-        raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens))
+        raise MigrationError("unbalanced parentheses in: %s" % "".join(t for _, t in self.tokens),
+                             kind="bad-sql")
 
     def rest(self):
         tokens = [token for token in self.tokens[self.i:self.end]
@@ -2464,8 +2469,8 @@ class Migrator(object):
             # Python 3.12's autocommit=False keeps a transaction open at all
             # times; leaving that mode commits it, as Python documents.
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
-                raise MigrationError("the connection has an open transaction; commit or roll "
-                                     "it back before migrating")
+                raise RequestError("the connection has an open transaction; commit or roll "
+                                   "it back before migrating")
         elif _database_exists(self.path):
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
@@ -5963,7 +5968,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 c for _, c in sorted((pk, c) for c, pk in columns if pk)]
             if keys == [None]:
                 raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
-                                     "_rowid_ and oid: no way to address its rows" % table)
+                                     "_rowid_ and oid: no way to address its rows" % table,
+                                     kind="unaddressable", tables=[table])
             cursor = conn.cursor()
             cursor.row_factory = None
             # Text as str whatever the caller set; text that is not UTF-8 comes back as
@@ -6004,7 +6010,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                     raise MigrationError(
                         "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
                         "by their key (%s) to write them; no row was changed"
-                        % (table, column, len(updates) - written, len(updates), ", ".join(keys)))
+                        % (table, column, len(updates) - written, len(updates), ", ".join(keys)),
+                        kind="unaddressable", tables=[table])
                 _log("info", "Merged default keys into %d row(s) of %s.%s", len(updates), table,
                           column)
     return len(updates)
