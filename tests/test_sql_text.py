@@ -209,7 +209,7 @@ class NonAsciiNames(TempDirTestCase):
 
 class EncodingAndLineEndings(TempDirTestCase):
     def discover_one(self):
-        return sqlmigrate._discover(self.dir)[0]
+        return sqlmigrate.Migrator(":memory:", self.dir).migrations[0]
 
     def test_bom_before_the_up_marker_is_not_sql_before_it(self):
         self.write("001-events.sql", b"\xef\xbb\xbf-- migrate:up\nCREATE TABLE a (x);\n"
@@ -255,7 +255,7 @@ class EncodingAndLineEndings(TempDirTestCase):
         checksums = set()
         for version, ending in enumerate((b"\n", b"\r\n", b"\r"), 1):
             self.write("%03d-same.sql" % version, ending.join(lines))
-        for m in sqlmigrate._discover(self.dir):
+        for m in sqlmigrate.Migrator(":memory:", self.dir).migrations:
             checksums.add(m.checksum)
         self.assertEqual(checksums, {hashlib.sha256(b"\n".join(lines)).hexdigest()})
 
