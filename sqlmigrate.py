@@ -1680,15 +1680,48 @@ class _TrackingState(object):
         return set(m.version for m in files if m.version <= self.version)
 
 
+# A backfill's position is the tracking table's row of key
+# 'backfill:[v<migration version>:<up or down>:]<name or table>'.
+_BACKFILL_PREFIX = "backfill:"
+_BackfillKey = collections.namedtuple("_BackfillKey", "version direction name")
+
+
+def _backfill_key(version, direction, name):
+    """The key of a backfill's position; version None: outside a migration."""
+    # The direction in the key: a down's backfill must not find the up's position.
+    return "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
+        version, direction), name)
+
+
+def _parse_backfill_key(key):
+    """The _BackfillKey of a position's key (one _backfill_keys selects);
+    Nones but the name for a backfill outside a migration."""
+    rest = key[len(_BACKFILL_PREFIX):]
+    parts = rest.split(":", 2)
+    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
+        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
+        return _BackfillKey(int(parts[0][1:]), parts[1] if up_or_down else "up",
+                            parts[2] if up_or_down else
+                            rest.split(":", 1)[1])  # v1:name: before 'up:'
+    return _BackfillKey(None, None, rest)
+
+
+def _backfill_keys(version=None):
+    """(low, high): the keys low <= key < high are the positions of the
+    backfills of migration `version` (both directions), or of all backfills."""
+    low = _BACKFILL_PREFIX if version is None else "%sv%d:" % (_BACKFILL_PREFIX, version)
+    return low, low[:-1] + ";"  # ';' sorts right after ':'
+
+
 def _read_state(conn, table):
     """The tracking state; one query on an established database."""
     try:
         # With the positions of backfills under way (keys 'backfill:...').
         rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' OR key >= 'backfill:' AND key < 'backfill;' "
+                      "'schema_version' OR key >= ? AND key < ? "
                       "UNION ALL SELECT %s FROM %s"
                       % (_quote_identifier(table), _RECORD_COLUMNS,
-                         _quote_identifier(table + "_migrations")))
+                         _quote_identifier(table + "_migrations")), _backfill_keys())
     except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
@@ -2735,17 +2768,16 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
-                self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
-                              "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
+                self.table), _backfill_keys(m.version))
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
         current = _query(conn, "SELECT coalesce(max(version), 0) FROM %s" % history)[0][0]
         for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
-                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w")):
-            version, direction, _ = _backfill_owner(key)
-            if version is not None and (version > current or version < current and
-                                        direction == "down"):
+                _quote_identifier(self.table)), _backfill_keys()):
+            of = _parse_backfill_key(key)
+            if of.version is not None and (of.version > current or of.version < current and
+                                           of.direction == "down"):
                 conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
                              (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
@@ -5135,7 +5167,6 @@ def drop_column(db, table, column):
 # migration (_record deletes it in the same transaction), so a runner that
 # finds no position checks the history before starting over.
 
-_BACKFILL_PREFIX = "backfill:"
 # A writer waiting for the lock (sqlite3's busy timeout: SQLite's default busy
 # handler) tries again at most 25 ms apart in its first 128 ms of waiting.  A
 # pause this long between batches lets it in, so a backfill holding the lock
@@ -5230,9 +5261,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
                            "cannot: set transaction = False in the migration")
     tracking, version, direction, checksum = getattr(db, "_tracking", None) or (
         tracking, None, None, None)
-    # The direction in the key: a down's backfill must not find the up's position.
-    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
-        version, direction), name or table)
+    key = _backfill_key(version, direction, name or table)
     if version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
         if key in used:
@@ -5482,26 +5511,14 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
             time.sleep(_BACKFILL_PAUSE)
 
 
-def _backfill_owner(key):
-    """(version, "up" or "down", name) of a position's key; Nones but the
-    name for a backfill outside a migration."""
-    rest = key[len(_BACKFILL_PREFIX):]
-    parts = rest.split(":", 2)
-    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
-        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
-        return (int(parts[0][1:]), parts[1] if up_or_down else "up",
-                parts[2] if up_or_down else rest.split(":", 1)[1])  # v1:name: before 'up:'
-    return None, None, rest
-
-
 def _backfill_entry(key, value):
     """A stored position as status reports it."""
-    version, direction, table = _backfill_owner(key)
+    of = _parse_backfill_key(key)
     try:
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
-    return {"version": version, "direction": direction, "table": table,
+    return {"version": of.version, "direction": of.direction, "table": of.name,
             "after": position.get("after"), "rows": position.get("rows"),
             "done": bool(position.get("done"))}
 
