@@ -2703,8 +2703,8 @@ class Migrator(object):
         holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
-                                                total=total, **more), (self.table, m.version, direction,
-                                                             m.checksum), self._scratch)
+                                                total=total, **more), _BackfillOwner(
+                                      self.table, m.version, direction, m.checksum), self._scratch)
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -5174,6 +5174,10 @@ def drop_column(db, table, column):
 # would starve it.  Paused only while other writers are seen (a second).
 _BACKFILL_PAUSE = 0.025
 
+# The migration a backfill runs in (its version, "up" or "down", its
+# checksum; Nones outside one) and the tracking table keeping its position.
+_BackfillOwner = collections.namedtuple("_BackfillOwner", "tracking version direction checksum")
+
 
 class _Batch(collections.namedtuple("_Batch", "table where params after last")):
     """What backfill(apply=) gets for each batch, with the connection (inside
@@ -5259,10 +5263,9 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
-    tracking, version, direction, checksum = getattr(db, "_tracking", None) or (
-        tracking, None, None, None)
-    key = _backfill_key(version, direction, name or table)
-    if version is not None:  # a second one of this key would find the first's "done"
+    owner = getattr(db, "_tracking", None) or _BackfillOwner(tracking, None, None, None)
+    key = _backfill_key(owner.version, owner.direction, name or table)
+    if owner.version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
         if key in used:
             raise RequestError("this migration already ran a backfill named %r: give each "
@@ -5275,8 +5278,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
-            return _run_backfill(raw, job, key, tracking, (version, direction, checksum),
-                                 apply, batch_rows, target_ms, dry_run,
+            return _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
                                  progress if callable(progress) else None, checkpoint_each)
 
 
@@ -5404,10 +5406,10 @@ def _set_targets(text):
     return [name for name in names if name is not None]
 
 
-def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, dry_run,
+def _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
                   progress, checkpoint_each):
-    """owner: (version, direction, checksum) of the migration running it, or Nones."""
-    metadata, changed, version = _quote_identifier(tracking), 0, owner[0]
+    """owner: a _BackfillOwner."""
+    metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
             stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
@@ -5428,7 +5430,7 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, tracking, owner)
+        position = _begin_batch(raw, metadata, key, owner)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
@@ -5454,8 +5456,9 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
                                                  None if after is None else tuple(after), last))
                 changed += done if isinstance(done, int) else 0
             position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
-            if owner[2] is not None:  # what wrote it: refused if the file changes (_begin_batch)
-                position["migration"] = owner[2]
+            # What wrote it: refused if the file changes (_begin_batch).
+            if owner.checksum is not None:
+                position["migration"] = owner.checksum
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -5523,13 +5526,12 @@ def _backfill_entry(key, value):
             "done": bool(position.get("done"))}
 
 
-def _begin_batch(raw, metadata, key, tracking, owner):
+def _begin_batch(raw, metadata, key, owner):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration's up (or
     removed its record, for a down): another runner finished it.  A position
     another version of the migration file wrote, unfinished, is refused: the
     rows before it got the old code, the rest would get the new one."""
-    version, direction, checksum = owner
     raw.execute("BEGIN IMMEDIATE")
     try:
         try:
@@ -5541,7 +5543,8 @@ def _begin_batch(raw, metadata, key, tracking, owner):
             rows = []
         if rows:
             position = _position(rows[0][0])
-            changed = checksum is not None and position.get("migration", checksum) != checksum
+            changed = owner.checksum is not None and \
+                position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
                 # Every row got the earlier file's code; what failed after it
                 # (the step being fixed) must not force the backfill twice.
@@ -5554,11 +5557,12 @@ def _begin_batch(raw, metadata, key, tracking, owner):
                     "run again, or start the backfill over by deleting that row (DELETE FROM "
                     "%s WHERE key = '%s'), making sure the rows it did suit the new code"
                     % (key, position.get("rows"), metadata, key.replace("'", "''")),
-                    kind="backfill-changed", version=version, direction=direction)
+                    kind="backfill-changed", version=owner.version, direction=owner.direction)
             return position
-        if version is not None and bool(_query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
-                _quote_identifier(tracking + "_migrations")), (version,))[0][0]) == \
-                (direction == "up"):
+        if owner.version is not None and bool(_query(
+                raw, "SELECT count(*) FROM %s WHERE version = ?" % _quote_identifier(
+                    owner.tracking + "_migrations"), (owner.version,))[0][0]) == \
+                (owner.direction == "up"):
             return {"done": True}
         return None
     except BaseException:
