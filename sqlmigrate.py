@@ -5289,11 +5289,11 @@ _BACKFILL_CACHE_KIB = 16 * 1024
 
 
 @contextmanager
-def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
+def _backfill_settings(raw):
     """The connection's settings for a backfill's run, its own put back after:
     the page cache raised to _BACKFILL_CACHE_KIB, and in WAL mode the
     autocheckpoint (SQLite checkpoints at a COMMIT that takes the WAL past
-    wal_autocheckpoint pages, 1000 by default) raised to `wal_bytes`, so a
+    wal_autocheckpoint pages, 1000 by default) raised to 16 MiB, so a
     checkpoint writes a page that several batches rewrote once rather than
     once per batch, and the WAL stays far below 64 MiB.  Yields True where
     the autocheckpoint is off: checkpoint after each batch."""
@@ -5312,8 +5312,9 @@ def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
     changes = []  # (pragma, the connection's value, ours)
     if (-cache if cache < 0 else cache * page_size // 1024) < _BACKFILL_CACHE_KIB:
         changes.append(("cache_size", cache, -_BACKFILL_CACHE_KIB))
-    if wal and 0 < auto < wal_bytes // page_size:
-        changes.append(("wal_autocheckpoint", auto, wal_bytes // page_size))
+    wal_pages = 16 * 2 ** 20 // page_size
+    if wal and 0 < auto < wal_pages:
+        changes.append(("wal_autocheckpoint", auto, wal_pages))
     made = []
     try:
         for change in changes:
