@@ -1678,15 +1678,48 @@ class _TrackingState(object):
         return set(m.version for m in files if m.version <= self.version)
 
 
+# A backfill's position is the tracking table's row of key
+# 'backfill:[v<migration version>:<up or down>:]<name or table>'.
+_BACKFILL_PREFIX = "backfill:"
+_BackfillKey = collections.namedtuple("_BackfillKey", "version direction name")
+
+
+def _backfill_key(version, direction, name):
+    """The key of a backfill's position; version None: outside a migration."""
+    # The direction in the key: a down's backfill must not find the up's position.
+    return "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
+        version, direction), name)
+
+
+def _parse_backfill_key(key):
+    """The _BackfillKey of a position's key (one _backfill_keys selects);
+    Nones but the name for a backfill outside a migration."""
+    rest = key[len(_BACKFILL_PREFIX):]
+    parts = rest.split(":", 2)
+    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
+        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
+        return _BackfillKey(int(parts[0][1:]), parts[1] if up_or_down else "up",
+                            parts[2] if up_or_down else
+                            rest.split(":", 1)[1])  # v1:name: before 'up:'
+    return _BackfillKey(None, None, rest)
+
+
+def _backfill_keys(version=None):
+    """(low, high): the keys low <= key < high are the positions of the
+    backfills of migration `version` (both directions), or of all backfills."""
+    low = _BACKFILL_PREFIX if version is None else "%sv%d:" % (_BACKFILL_PREFIX, version)
+    return low, low[:-1] + ";"  # ';' sorts right after ':'
+
+
 def _read_state(conn, table):
     """The tracking state; one query on an established database."""
     try:
         # With the positions of backfills under way (keys 'backfill:...').
         rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' OR key >= 'backfill:' AND key < 'backfill;' "
+                      "'schema_version' OR key >= ? AND key < ? "
                       "UNION ALL SELECT %s FROM %s"
                       % (_quote_identifier(table), _RECORD_COLUMNS,
-                         _quote_identifier(table + "_migrations")))
+                         _quote_identifier(table + "_migrations")), _backfill_keys())
     except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
@@ -2668,8 +2701,8 @@ class Migrator(object):
         holding the whole run ("--atomic run", "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
-                                                total=total, **more), (self.table, m.version, direction,
-                                                             m.checksum), self._scratch)
+                                                total=total, **more), _BackfillOwner(
+                                      self.table, m.version, direction, m.checksum), self._scratch)
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -2733,17 +2766,16 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
-                self.table), ("%sv%d:" % (_BACKFILL_PREFIX, m.version),
-                              "%sv%d;" % (_BACKFILL_PREFIX, m.version)))
+                self.table), _backfill_keys(m.version))
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
         current = _query(conn, "SELECT coalesce(max(version), 0) FROM %s" % history)[0][0]
         for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
-                _quote_identifier(self.table)), (_BACKFILL_PREFIX + "v", _BACKFILL_PREFIX + "w")):
-            version, direction, _ = _backfill_owner(key)
-            if version is not None and (version > current or version < current and
-                                        direction == "down"):
+                _quote_identifier(self.table)), _backfill_keys()):
+            of = _parse_backfill_key(key)
+            if of.version is not None and (of.version > current or of.version < current and
+                                           of.direction == "down"):
                 conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
                              (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
@@ -5133,13 +5165,16 @@ def drop_column(db, table, column):
 # migration (_record deletes it in the same transaction), so a runner that
 # finds no position checks the history before starting over.
 
-_BACKFILL_PREFIX = "backfill:"
 # A writer waiting for the lock (sqlite3's busy timeout: SQLite's default busy
 # handler) tries again at most 25 ms apart in its first 128 ms of waiting.  A
 # pause this long between batches lets it in, so a backfill holding the lock
 # for 50 ms delays it by about that much; and a backfill that never pauses
 # would starve it.  Paused only while other writers are seen (a second).
 _BACKFILL_PAUSE = 0.025
+
+# The migration a backfill runs in (its version, "up" or "down", its
+# checksum; Nones outside one) and the tracking table keeping its position.
+_BackfillOwner = collections.namedtuple("_BackfillOwner", "tracking version direction checksum")
 
 
 class _Batch(collections.namedtuple("_Batch", "table where params after last")):
@@ -5226,12 +5261,9 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
-    tracking, version, direction, checksum = getattr(db, "_tracking", None) or (
-        tracking, None, None, None)
-    # The direction in the key: a down's backfill must not find the up's position.
-    key = "%s%s%s" % (_BACKFILL_PREFIX, "" if version is None else "v%d:%s:" % (
-        version, direction), name or table)
-    if version is not None:  # a second one of this key would find the first's "done"
+    owner = getattr(db, "_tracking", None) or _BackfillOwner(tracking, None, None, None)
+    key = _backfill_key(owner.version, owner.direction, name or table)
+    if owner.version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
         if key in used:
             raise RequestError("this migration already ran a backfill named %r: give each "
@@ -5244,8 +5276,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
-            return _run_backfill(raw, job, key, tracking, (version, direction, checksum),
-                                 apply, batch_rows, target_ms, dry_run,
+            return _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
                                  progress if callable(progress) else None, checkpoint_each)
 
 
@@ -5256,11 +5287,11 @@ _BACKFILL_CACHE_KIB = 16 * 1024
 
 
 @contextmanager
-def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
+def _backfill_settings(raw):
     """The connection's settings for a backfill's run, its own put back after:
     the page cache raised to _BACKFILL_CACHE_KIB, and in WAL mode the
     autocheckpoint (SQLite checkpoints at a COMMIT that takes the WAL past
-    wal_autocheckpoint pages, 1000 by default) raised to `wal_bytes`, so a
+    wal_autocheckpoint pages, 1000 by default) raised to 16 MiB, so a
     checkpoint writes a page that several batches rewrote once rather than
     once per batch, and the WAL stays far below 64 MiB.  Yields True where
     the autocheckpoint is off: checkpoint after each batch."""
@@ -5279,8 +5310,9 @@ def _backfill_settings(raw, wal_bytes=16 * 2 ** 20):
     changes = []  # (pragma, the connection's value, ours)
     if (-cache if cache < 0 else cache * page_size // 1024) < _BACKFILL_CACHE_KIB:
         changes.append(("cache_size", cache, -_BACKFILL_CACHE_KIB))
-    if wal and 0 < auto < wal_bytes // page_size:
-        changes.append(("wal_autocheckpoint", auto, wal_bytes // page_size))
+    wal_pages = 16 * 2 ** 20 // page_size
+    if wal and 0 < auto < wal_pages:
+        changes.append(("wal_autocheckpoint", auto, wal_pages))
     made = []
     try:
         for change in changes:
@@ -5373,10 +5405,10 @@ def _set_targets(text):
     return [name for name in names if name is not None]
 
 
-def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, dry_run,
+def _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
                   progress, checkpoint_each):
-    """owner: (version, direction, checksum) of the migration running it, or Nones."""
-    metadata, changed, version = _quote_identifier(tracking), 0, owner[0]
+    """owner: a _BackfillOwner."""
+    metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
             stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
@@ -5397,7 +5429,7 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, tracking, owner)
+        position = _begin_batch(raw, metadata, key, owner)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
@@ -5423,8 +5455,9 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
                                                  None if after is None else tuple(after), last))
                 changed += done if isinstance(done, int) else 0
             position = {"after": list(last) if last else after, "rows": position["rows"] + scanned}
-            if owner[2] is not None:  # what wrote it: refused if the file changes (_begin_batch)
-                position["migration"] = owner[2]
+            # What wrote it: refused if the file changes (_begin_batch).
+            if owner.checksum is not None:
+                position["migration"] = owner.checksum
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -5480,37 +5513,24 @@ def _run_backfill(raw, job, key, tracking, owner, apply, batch_rows, target_ms, 
             time.sleep(_BACKFILL_PAUSE)
 
 
-def _backfill_owner(key):
-    """(version, "up" or "down", name) of a position's key; Nones but the
-    name for a backfill outside a migration."""
-    rest = key[len(_BACKFILL_PREFIX):]
-    parts = rest.split(":", 2)
-    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
-        up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
-        return (int(parts[0][1:]), parts[1] if up_or_down else "up",
-                parts[2] if up_or_down else rest.split(":", 1)[1])  # v1:name: before 'up:'
-    return None, None, rest
-
-
 def _backfill_entry(key, value):
     """A stored position as status reports it."""
-    version, direction, table = _backfill_owner(key)
+    of = _parse_backfill_key(key)
     try:
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
-    return {"version": version, "direction": direction, "table": table,
+    return {"version": of.version, "direction": of.direction, "table": of.name,
             "after": position.get("after"), "rows": position.get("rows"),
             "done": bool(position.get("done"))}
 
 
-def _begin_batch(raw, metadata, key, tracking, owner):
+def _begin_batch(raw, metadata, key, owner):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration's up (or
     removed its record, for a down): another runner finished it.  A position
     another version of the migration file wrote, unfinished, is refused: the
     rows before it got the old code, the rest would get the new one."""
-    version, direction, checksum = owner
     raw.execute("BEGIN IMMEDIATE")
     try:
         try:
@@ -5522,7 +5542,8 @@ def _begin_batch(raw, metadata, key, tracking, owner):
             rows = []
         if rows:
             position = _position(rows[0][0])
-            changed = checksum is not None and position.get("migration", checksum) != checksum
+            changed = owner.checksum is not None and \
+                position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
                 # Every row got the earlier file's code; what failed after it
                 # (the step being fixed) must not force the backfill twice.
@@ -5535,11 +5556,12 @@ def _begin_batch(raw, metadata, key, tracking, owner):
                     "run again, or start the backfill over by deleting that row (DELETE FROM "
                     "%s WHERE key = '%s'), making sure the rows it did suit the new code"
                     % (key, position.get("rows"), metadata, key.replace("'", "''")),
-                    kind="backfill-changed", version=version, direction=direction)
+                    kind="backfill-changed", version=owner.version, direction=owner.direction)
             return position
-        if version is not None and bool(_query(raw, "SELECT count(*) FROM %s WHERE version = ?" % (
-                _quote_identifier(tracking + "_migrations")), (version,))[0][0]) == \
-                (direction == "up"):
+        if owner.version is not None and bool(_query(
+                raw, "SELECT count(*) FROM %s WHERE version = ?" % _quote_identifier(
+                    owner.tracking + "_migrations"), (owner.version,))[0][0]) == \
+                (owner.direction == "up"):
             return {"done": True}
         return None
     except BaseException:
