@@ -4989,35 +4989,53 @@ def _refuse_foreign_keys_on(raw, t, copy):
                        "itself) or set PRAGMA foreign_keys = OFF before BEGIN" % (t.name, why))
 
 
+# One statement a rebuild runs, and how: "execute" it; "copy" the rows with
+# it (_copy_rows: range by range under a progress callback); or
+# "legacy_alter_table": set that connection flag to `value` with _set_pragma
+# (`sql` says the same, for a reader).
+_RebuildStep = collections.namedtuple("_RebuildStep", "action sql value")
+
+
+def _executed(statements):
+    return [_RebuildStep("execute", sql, None) for sql in statements]
+
+
+def _legacy_alter_table(on):
+    return _RebuildStep("legacy_alter_table",
+                        "PRAGMA legacy_alter_table = %s" % ("ON" if on else "OFF"), on)
+
+
 def _rebuild_statements(plan):
-    """The SQL a plan runs, in order.  With a rowid, the copy's two
-    parameters are the first and last rowid of a range (_ALL_ROWIDS: all)."""
+    """The statements a plan runs, in order, as _RebuildSteps.  With a rowid,
+    the copy's two parameters are the first and last rowid of a range
+    (_ALL_ROWIDS: all)."""
     q, out = _quote_identifier, []
-    renames = ["ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
-               for old, new in plan.renamed]
+    renames = _executed("ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
+                        for old, new in plan.renamed)
     if plan.native:
-        out += ["DROP INDEX main.%s" % q(index) for index, _ in plan.dropped_indexes]
+        out += _executed("DROP INDEX main.%s" % q(index) for index, _ in plan.dropped_indexes)
         # Drops first: a column may be renamed to the name of one being dropped.
-        return out + ["PRAGMA legacy_alter_table = OFF"] + [
-            "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped] + renames
-    out += [plan.new_sql] + ([plan.copy_sql] if plan.copy_sql else [])
+        return out + [_legacy_alter_table(False)] + _executed(
+            "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped) + renames
+    out += _executed([plan.new_sql])
+    out += [_RebuildStep("copy", plan.copy_sql, None)] if plan.copy_sql else []
     # Legacy mode for the rename back: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
     # and trigger in the schema while the old table is gone.
-    out += ["DROP TABLE " + plan.quoted, "PRAGMA legacy_alter_table = ON",
-            "ALTER TABLE main.%s RENAME TO %s" % (q(plan.temp), q(plan.table))]
+    out += _executed(["DROP TABLE " + plan.quoted]) + [_legacy_alter_table(True)] + _executed(
+        ["ALTER TABLE main.%s RENAME TO %s" % (q(plan.temp), q(plan.table))])
     if plan.sequence:
         # The copy set the AUTOINCREMENT counter to the highest rowid copied;
         # the old counter may be higher (its last rows deleted), and ids must
         # not be reused.  No counter before: none after.
         name = "'%s'" % plan.table.replace("'", "''")
-        out.append("DELETE FROM sqlite_sequence WHERE name = %s" % name)
+        out += _executed(["DELETE FROM sqlite_sequence WHERE name = %s" % name])
         if plan.sequence[0] is not None:
-            out.append("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %d)"
-                       % (name, plan.sequence[0]))
-    out += list(plan.indexes) + list(plan.triggers)
+            out += _executed(["INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %d)"
+                              % (name, plan.sequence[0])])
+    out += _executed(plan.indexes) + _executed(plan.triggers)
     if plan.tail_renames:
-        out += ["PRAGMA legacy_alter_table = OFF"] + renames
+        out += [_legacy_alter_table(False)] + renames
     return out
 
 
@@ -5027,13 +5045,13 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
     raw, copied = _raw(conn), None
     legacy = _query(raw, "PRAGMA legacy_alter_table")  # no row before SQLite 3.25
     try:
-        for sql in _rebuild_statements(plan):
-            if sql == plan.copy_sql:
+        for step in _rebuild_statements(plan):
+            if step.action == "copy":
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
-            elif sql.startswith("PRAGMA legacy_alter_table = "):
-                _set_pragma(conn, "legacy_alter_table", sql.endswith("ON"))
+            elif step.action == "legacy_alter_table":
+                _set_pragma(conn, "legacy_alter_table", step.value)
             else:
-                conn.execute(sql)
+                conn.execute(step.sql)
     finally:
         if legacy:  # a connection flag, which a rollback does not undo
             _set_pragma(conn, "legacy_alter_table", legacy[0][0])
