@@ -5794,7 +5794,10 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
+            adding = _plan_columns(conn, master, actual, declared, existing[actual])
+            added[actual] = adding.added
+            plan.steps.extend(adding.steps)
+            plan.problems.extend(adding.problems)
     for name, text, declaration in declared_indexes:
         taken = master.get(name)  # _NO_SCHEMA_ROW if nothing has the name
         kind, sql = taken.type, taken.sql
@@ -5835,47 +5838,52 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
     return plan
 
 
-def _plan_columns(plan, conn, master, table, declared, existing):
-    """Plan the declared columns `table` lacks; returns their names."""
+# What _plan_columns plans for one table: the names of the columns it adds,
+# and the steps and the problems, in order.
+_ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems")
+
+
+def _plan_columns(conn, master, table, declared, existing):
+    """Plan the declared columns `table` lacks (_ColumnsPlan)."""
     absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
-        return []
+        return _ColumnsPlan([], (), ())
     missing = [(column, declared[column], _ColumnDeclaration(declared[column]))
                for column in absent]
-    seen = set()
+    seen, steps, problems = set(), [], []
     for column, text, declaration in missing:
         problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
             else _column_problem(conn, table, declaration)
         if problem:
-            plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
+            problems.append("%s.%s %r: %s" % (table, column, text, problem))
         seen.add(_key(column))
     reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
-        plan.steps.append(_Step(
+        steps.append(_Step(
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
             % (", ".join("'%s'" % c for c in absent), table, reason),
             _with_columns_appended(master.get(table).sql, [
                 "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
-        return absent
+        return _ColumnsPlan(absent, steps, problems)
     quoted = _quote_identifier(table)
     for column, text, declaration in missing:
         unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
-        plan.steps.append(_Step(
+        steps.append(_Step(
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
                                                  declaration.without("UNIQUE") if unique else text),
             ["added column %s.%s" % (table, column)], None))
         if unique:
             name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-            plan.steps.append(_Step(
+            steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
                                                       _quote_identifier(column)),
                 ["created unique index %s for column %s.%s" % (name, table, column)], None))
-    return absent
+    return _ColumnsPlan(absent, steps, problems)
 
 
 def _absent_names(names, wanted):
@@ -5941,11 +5949,12 @@ def _apply_reconcile(conn, plan):
                                  kind=kind if kind in _DATABASE_KINDS else "sqlite",
                                  outcome="nothing was changed")
         except MigrationError as e:  # rebuild_table's
-            import copy
-            reason = copy.copy(e)
-            reason.outcome = None  # the whole reconcile's outcome is said once, below
-            raise MigrationError("reconcile: %s failed: %s" % (step.what, reason), kind=e.kind,
-                                 tables=e.tables, outcome="nothing was changed")
+            # Its text without its outcome (which is the rebuild's alone: the
+            # whole reconcile's is said once, below); one composed from fields
+            # has none (a database error met on the way).
+            cause = e.message if e.message is not None else str(e)
+            raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
+                                 tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)
     return changes
 
