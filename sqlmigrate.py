@@ -3423,13 +3423,13 @@ class _MigrationTest(object):
                 self.conn, "PRAGMA table_info(%s)" % _quote_identifier(row[2])) if c[5]), "rowid")
             parents[_key(row[3])] = [r[0] for r in _query(self.conn, "SELECT %s FROM %s" % (
                 _quote_identifier(target), _quote_identifier(row[2])))] + [None]
-        columns = [c for c in _read_columns(self.conn, [name])[name] if not c[6]]
-        rowid_alias = [c[1] for c in columns if c[5]] if table.rowid else []
-        rowid_alias = rowid_alias if len(rowid_alias) == 1 and [c[2].upper() for c in columns
-                                                               if c[5]] == ["INTEGER"] else []
-        given = [c for c in columns if c[1] not in rowid_alias]
+        columns = [c for c in _read_columns(self.conn, [name])[name] if not c.hidden]
+        rowid_alias = [c.name for c in columns if c.pk] if table.rowid else []
+        rowid_alias = rowid_alias if len(rowid_alias) == 1 and [c.type.upper() for c in columns
+                                                               if c.pk] == ["INTEGER"] else []
+        given = [c for c in columns if c.name not in rowid_alias]
         insert = "INSERT INTO %s (%s) VALUES (%s)" % (quoted, ", ".join(
-            _quote_identifier(c[1]) for c in given), ", ".join("?" * len(given))) \
+            _quote_identifier(c.name) for c in given), ", ".join("?" * len(given))) \
             if given else "INSERT INTO %s DEFAULT VALUES" % quoted
         rows = []
         for i in range(_ROWS_PER_TABLE):
@@ -3442,20 +3442,19 @@ class _MigrationTest(object):
                     continue  # a constraint refused it: try other values
                 # Read back as stored (type affinity may have converted it).
                 stored = zip(columns, _query(self.conn, "SELECT %s FROM %s WHERE rowid = ?" % (
-                    ", ".join(_quote_identifier(c[1]) for c in columns), quoted), (rowid,))[0]) \
+                    ", ".join(_quote_identifier(c.name) for c in columns), quoted), (rowid,))[0]) \
                     if table.rowid else zip(given, values)
                 rows.append((rowid if table.rowid else None,
-                             dict((_key(c[1]), (c[1], v)) for c, v in stored)))
+                             dict((_key(c.name), (c.name, v)) for c, v in stored)))
                 break
         return rows
 
     def value(self, column, i, attempt, checked, literals, parents):
-        _, name, type_, notnull, _, _, _ = column
-        key = _key(name)
+        key = _key(column.name)
         if key in parents:
             choices = parents[key][:-1] or parents[key]
             return choices[(i + attempt) % len(choices)]
-        type_ = type_.upper()
+        type_ = column.type.upper()
         typed = (self.n if "INT" in type_ else
                  "text %d" % self.n if any(t in type_ for t in ("CHAR", "CLOB", "TEXT")) else
                  ("blob %d" % self.n).encode() if "BLOB" in type_ or not type_ else
@@ -4178,21 +4177,28 @@ def _print_lint(findings, out, quiet_allowed=False):
 _MAX_IN_LIST = 500
 
 
+# A row of sqlite_master; _NO_SCHEMA_ROW (every field None) is a name nothing has.
+_SchemaRow = collections.namedtuple("_SchemaRow", "type name tbl_name sql")
+_NO_SCHEMA_ROW = _SchemaRow(None, None, None, None)
+
+
 class _SchemaObjects(object):
-    """sqlite_master rows (type, name, tbl_name, sql) by name, looked up
-    exactly first: case folding is only paid for when that misses."""
+    """sqlite_master rows (_SchemaRow) by name, looked up exactly first:
+    case folding is only paid for when that misses."""
 
     def __init__(self, conn):
-        self.rows = _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
-        self._by_name = dict((row[1], row) for row in self.rows)
+        self.rows = [_SchemaRow._make(row) for row in
+                     _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")]
+        self._by_name = dict((row.name, row) for row in self.rows)
         self._by_key = None
 
     def get(self, name):
+        """The object named `name`, or _NO_SCHEMA_ROW."""
         row = self._by_name.get(name)
         if row is None:
             if self._by_key is None:
-                self._by_key = dict((_key(row[1]), row) for row in self.rows)
-            row = self._by_key.get(_key(name))
+                self._by_key = dict((_key(row.name), row) for row in self.rows)
+            row = self._by_key.get(_key(name), _NO_SCHEMA_ROW)
         return row
 
 
@@ -4207,17 +4213,23 @@ def _is_virtual(sql):
     return bool(sql) and sql.startswith(_VIRTUAL_TEXT)
 
 
-_COLUMN_FIELDS = ("cid", "name", "type", "notnull", "dflt_value", "pk", "hidden")
+# A column as PRAGMA table_xinfo gives it ('hidden' 0 where only table_info exists).
+_Column = collections.namedtuple("_Column", "cid name type notnull dflt_value pk hidden")
+# table_xinfo's 'hidden' for a generated column, and its kind: INSERT ...
+# VALUES skips such a column, SQLite computes it.
+_GENERATED_KINDS = {2: "VIRTUAL", 3: "STORED"}
 
 
-def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
-    """{table: [(field, ...) per column]} for existing tables (exact names),
-    fields as in PRAGMA table_xinfo ('hidden' 0 where only table_info exists)."""
+def _read_columns(conn, tables, names_only=False):
+    """{table: [_Column per column]} for existing tables (exact names); with
+    names_only {table: [column name]}, all a check of a big schema reads
+    (one field a column, and no record made for it)."""
     columns, driver = dict((table, []) for table in tables), _driver(conn)
     if driver.has_pragma_functions:
         function = "pragma_table_xinfo" if driver.has_table_xinfo else "pragma_table_info"
-        select = ", ".join("0" if field == "hidden" and not driver.has_table_xinfo
-                           else "p." + _quote_identifier(field) for field in fields)
+        select = "p.name" if names_only else ", ".join(
+            "0" if field == "hidden" and not driver.has_table_xinfo
+            else "p." + _quote_identifier(field) for field in _Column._fields)
         if len(columns) <= _MAX_IN_LIST:
             wanted, params = "m.name IN (%s)" % ", ".join("?" * len(columns)), list(columns)
         else:
@@ -4228,13 +4240,13 @@ def _read_columns(conn, tables, fields=_COLUMN_FIELDS):
         for row in _query(conn, "SELECT m.name, %s FROM sqlite_master AS m JOIN %s(m.name) AS p "
                           "WHERE m.type = 'table' AND %s" % (select, function, wanted), params):
             if row[0] in columns:
-                columns[row[0]].append(row[1:])
+                columns[row[0]].append(row[1] if names_only else _Column._make(row[1:]))
         return columns
     pragma = "table_xinfo" if driver.has_table_xinfo else "table_info"
-    positions = [_COLUMN_FIELDS.index(field) for field in fields]
+    width = len(_Column._fields)
     for table in tables:
         rows = _query(conn, "PRAGMA %s(%s)" % (pragma, _quote_identifier(table)))
-        columns[table] = [tuple([row[i] if i < len(row) else 0 for i in positions])
+        columns[table] = [row[1] if names_only else _Column._make((tuple(row) + (0,))[:width])
                           for row in rows]
     return columns
 
@@ -4647,15 +4659,16 @@ class _Table(object):
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
-        if [c.name for c in self.old.columns] != [row[1] for row in columns]:
+        if [c.name for c in self.old.columns] != [row.name for row in columns]:
             # A safety net for the parser: touch nothing it misreads.
             raise _refused("could not read the column list of %s from its CREATE TABLE text "
                            "(found %s, SQLite says %s); please report this with the table's SQL"
                            % (self.quoted, [c.name for c in self.old.columns],
-                              [r[1] for r in columns]))
-        self.pk_keys = set(_key(row[1]) for row in columns if row[5])
-        # hidden 2 and 3: generated columns, which INSERT ... VALUES skips
-        self.generated_keys = set(_key(row[1]) for row in columns if row[6] in (2, 3))
+                              [r.name for r in columns]))
+        self.pk_keys = set(_key(row.name) for row in columns if row.pk)
+        # Generated columns, which INSERT ... VALUES skips.
+        self.generated_keys = set(_key(row.name) for row in columns
+                                  if row.hidden in _GENERATED_KINDS)
         self.indexes = _query(raw, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                    "AND tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL "
                                    "ORDER BY rowid", (self.name,))
@@ -5006,35 +5019,53 @@ def _refuse_foreign_keys_on(raw, t, copy):
                        "itself) or set PRAGMA foreign_keys = OFF before BEGIN" % (t.name, why))
 
 
+# One statement a rebuild runs, and how: "execute" it; "copy" the rows with
+# it (_copy_rows: range by range under a progress callback); or
+# "legacy_alter_table": set that connection flag to `value` with _set_pragma
+# (`sql` says the same, for a reader).
+_RebuildStep = collections.namedtuple("_RebuildStep", "action sql value")
+
+
+def _executed(statements):
+    return [_RebuildStep("execute", sql, None) for sql in statements]
+
+
+def _legacy_alter_table(on):
+    return _RebuildStep("legacy_alter_table",
+                        "PRAGMA legacy_alter_table = %s" % ("ON" if on else "OFF"), on)
+
+
 def _rebuild_statements(plan):
-    """The SQL a plan runs, in order.  With a rowid, the copy's two
-    parameters are the first and last rowid of a range (_ALL_ROWIDS: all)."""
+    """The statements a plan runs, in order, as _RebuildSteps.  With a rowid,
+    the copy's two parameters are the first and last rowid of a range
+    (_ALL_ROWIDS: all)."""
     q, out = _quote_identifier, []
-    renames = ["ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
-               for old, new in plan.renamed]
+    renames = _executed("ALTER TABLE %s RENAME COLUMN %s TO %s" % (plan.quoted, q(old), q(new))
+                        for old, new in plan.renamed)
     if plan.native:
-        out += ["DROP INDEX main.%s" % q(index) for index, _ in plan.dropped_indexes]
+        out += _executed("DROP INDEX main.%s" % q(index) for index, _ in plan.dropped_indexes)
         # Drops first: a column may be renamed to the name of one being dropped.
-        return out + ["PRAGMA legacy_alter_table = OFF"] + [
-            "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped] + renames
-    out += [plan.new_sql] + ([plan.copy_sql] if plan.copy_sql else [])
+        return out + [_legacy_alter_table(False)] + _executed(
+            "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped) + renames
+    out += _executed([plan.new_sql])
+    out += [_RebuildStep("copy", plan.copy_sql, None)] if plan.copy_sql else []
     # Legacy mode for the rename back: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
     # and trigger in the schema while the old table is gone.
-    out += ["DROP TABLE " + plan.quoted, "PRAGMA legacy_alter_table = ON",
-            "ALTER TABLE main.%s RENAME TO %s" % (q(plan.temp), q(plan.table))]
+    out += _executed(["DROP TABLE " + plan.quoted]) + [_legacy_alter_table(True)] + _executed(
+        ["ALTER TABLE main.%s RENAME TO %s" % (q(plan.temp), q(plan.table))])
     if plan.sequence:
         # The copy set the AUTOINCREMENT counter to the highest rowid copied;
         # the old counter may be higher (its last rows deleted), and ids must
         # not be reused.  No counter before: none after.
         name = "'%s'" % plan.table.replace("'", "''")
-        out.append("DELETE FROM sqlite_sequence WHERE name = %s" % name)
+        out += _executed(["DELETE FROM sqlite_sequence WHERE name = %s" % name])
         if plan.sequence[0] is not None:
-            out.append("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %d)"
-                       % (name, plan.sequence[0]))
-    out += list(plan.indexes) + list(plan.triggers)
+            out += _executed(["INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %d)"
+                              % (name, plan.sequence[0])])
+    out += _executed(plan.indexes) + _executed(plan.triggers)
     if plan.tail_renames:
-        out += ["PRAGMA legacy_alter_table = OFF"] + renames
+        out += [_legacy_alter_table(False)] + renames
     return out
 
 
@@ -5044,19 +5075,20 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
     raw, copied = _raw(conn), None
     legacy = _query(raw, "PRAGMA legacy_alter_table")  # no row before SQLite 3.25
     try:
-        for sql in _rebuild_statements(plan):
-            if sql == plan.copy_sql:
+        for step in _rebuild_statements(plan):
+            if step.action == "copy":
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
-            elif sql.startswith("PRAGMA legacy_alter_table = "):
-                _set_pragma(conn, "legacy_alter_table", sql.endswith("ON"))
+            elif step.action == "legacy_alter_table":
+                _set_pragma(conn, "legacy_alter_table", step.value)
             else:
-                conn.execute(sql)
+                conn.execute(step.sql)
     finally:
         if legacy:  # a connection flag, which a rollback does not undo
             _set_pragma(conn, "legacy_alter_table", legacy[0][0])
     if plan.native:
         return None
-    columns = [(row[1], row[6] in (2, 3)) for row in _read_columns(raw, [plan.table])[plan.table]]
+    columns = [(row.name, row.hidden in _GENERATED_KINDS)
+               for row in _read_columns(raw, [plan.table])[plan.table]]
     if columns != list(plan.columns):
         raise MigrationError("the rebuilt table %s has columns %s, not %s as read from its "
                              "CREATE TABLE text" % (plan.table, columns, list(plan.columns)),
@@ -5759,14 +5791,13 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
-        kind, name, _, sql = master.get(table) or (None,) * 4
-        if kind == "table" and not _is_virtual(sql):
-            tables[table] = name
-    existing = dict((table, [name for (name,) in rows]) for table, rows
-                    in _read_columns(conn, sorted(set(tables.values())), ("name",)).items())
+        row = master.get(table)
+        if row.type == "table" and not _is_virtual(row.sql):
+            tables[table] = row.name
+    existing = _read_columns(conn, sorted(set(tables.values())), names_only=True)
 
     def refuse(table, skipped):  # a declared table that is not an ordinary one
-        kind = (master.get(table) or (None,))[0]
+        kind = master.get(table).type
         if kind is None:
             plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
         elif kind != "table":
@@ -5783,9 +5814,13 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            added[actual] = _plan_columns(plan, conn, master, actual, declared, existing[actual])
+            adding = _plan_columns(conn, master, actual, declared, existing[actual])
+            added[actual] = adding.added
+            plan.steps.extend(adding.steps)
+            plan.problems.extend(adding.problems)
     for name, text, declaration in declared_indexes:
-        kind, _, _, sql = master.get(name) or (None,) * 4
+        taken = master.get(name)  # _NO_SCHEMA_ROW if nothing has the name
+        kind, sql = taken.type, taken.sql
         table = tables.get(declaration.table)
         if declaration.definition is None:
             plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
@@ -5823,47 +5858,52 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
     return plan
 
 
-def _plan_columns(plan, conn, master, table, declared, existing):
-    """Plan the declared columns `table` lacks; returns their names."""
+# What _plan_columns plans for one table: the names of the columns it adds,
+# and the steps and the problems, in order.
+_ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems")
+
+
+def _plan_columns(conn, master, table, declared, existing):
+    """Plan the declared columns `table` lacks (_ColumnsPlan)."""
     absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
-        return []
+        return _ColumnsPlan([], (), ())
     missing = [(column, declared[column], _ColumnDeclaration(declared[column]))
                for column in absent]
-    seen = set()
+    seen, steps, problems = set(), [], []
     for column, text, declaration in missing:
         problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
             else _column_problem(conn, table, declaration)
         if problem:
-            plan.problems.append("%s.%s %r: %s" % (table, column, text, problem))
+            problems.append("%s.%s %r: %s" % (table, column, text, problem))
         seen.add(_key(column))
     reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
-        plan.steps.append(_Step(
+        steps.append(_Step(
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
             % (", ".join("'%s'" % c for c in absent), table, reason),
-            _with_columns_appended(master.get(table)[3], [
+            _with_columns_appended(master.get(table).sql, [
                 "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
-        return absent
+        return _ColumnsPlan(absent, steps, problems)
     quoted = _quote_identifier(table)
     for column, text, declaration in missing:
         unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
-        plan.steps.append(_Step(
+        steps.append(_Step(
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
                                                  declaration.without("UNIQUE") if unique else text),
             ["added column %s.%s" % (table, column)], None))
         if unique:
             name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
-            plan.steps.append(_Step(
+            steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
                                                       _quote_identifier(column)),
                 ["created unique index %s for column %s.%s" % (name, table, column)], None))
-    return absent
+    return _ColumnsPlan(absent, steps, problems)
 
 
 def _absent_names(names, wanted):
@@ -5929,11 +5969,12 @@ def _apply_reconcile(conn, plan):
                                  kind=kind if kind in _DATABASE_KINDS else "sqlite",
                                  outcome="nothing was changed")
         except MigrationError as e:  # rebuild_table's
-            import copy
-            reason = copy.copy(e)
-            reason.outcome = None  # the whole reconcile's outcome is said once, below
-            raise MigrationError("reconcile: %s failed: %s" % (step.what, reason), kind=e.kind,
-                                 tables=e.tables, outcome="nothing was changed")
+            # Its text without its outcome (which is the rebuild's alone: the
+            # whole reconcile's is said once, below); one composed from fields
+            # has none (a database error met on the way).
+            cause = e.message if e.message is not None else str(e)
+            raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
+                                 tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)
     return changes
 
@@ -5977,17 +6018,18 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
     with _using(db) as conn:
         conn = _raw(conn)
         with _transaction(conn):
-            kind, name, _, sql = _SchemaObjects(conn).get(table) or (None,) * 4
-            if kind != "table":
+            found = _SchemaObjects(conn).get(table)
+            if found.type != "table":
                 raise MigrationError("merge_json_defaults: no table %s" % table, kind="no-table")
-            columns = _read_columns(conn, [name], ("name", "pk"))[name]
-            names = [column_name for column_name, _ in columns]
+            name, sql = found.name, found.sql
+            columns = _read_columns(conn, [name])[name]
+            names = [c.name for c in columns]
             if _absent_names(names, [column]):
                 raise MigrationError("merge_json_defaults: table %s has no column %s"
                                      % (table, column), kind="no-column")
             # What finds a row again for its UPDATE: the rowid, or a WITHOUT ROWID table's key.
             keys = [_rowid_alias(names)] if _CreateTable(sql, "table %s" % table).rowid else [
-                c for _, c in sorted((pk, c) for c, pk in columns if pk)]
+                pk_name for _, pk_name in sorted((c.pk, c.name) for c in columns if c.pk)]
             if keys == [None]:
                 raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
                                      "_rowid_ and oid: no way to address its rows" % table,
@@ -6167,34 +6209,33 @@ def schema_info(db, tables=None):
         conn = _raw(conn)
         master = _SchemaObjects(conn)
         sqls, indexes = {}, {}
-        for _, kind, name, table, sql in sorted((_key(name), kind, name, table, sql)
-                                                for kind, name, table, sql in master.rows):
-            if kind == "table":
-                sqls[name] = sql
-            elif kind == "index":
-                indexes.setdefault(_key(table), []).append((name, sql))
+        for row in sorted(master.rows, key=lambda row: (_key(row.name), row)):
+            if row.type == "table":
+                sqls[row.name] = row.sql
+            elif row.type == "index":
+                indexes.setdefault(_key(row.tbl_name), []).append((row.name, row.sql))
         if tables is None:
             names = [name for name in sqls if not _key(name).startswith("sqlite_")]
             missing = []
         else:
-            found = [(table, (master.get(table) or (None,) * 4)[:2]) for table in tables]
-            names = [name for _, (kind, name) in found if kind == "table"]
-            missing = [table for table, (kind, _) in found if kind != "table"]
+            found = [(table, master.get(table)) for table in tables]
+            names = [row.name for _, row in found if row.type == "table"]
+            missing = [table for table, row in found if row.type != "table"]
         columns = _read_columns(conn, [name for name in names if not _is_virtual(sqls[name])])
         info = []
         for name in names:
             if name not in columns:  # a virtual table: its module may not be loaded here
                 info.append({"name": name, "virtual": True, "columns": [], "indexes": []})
                 continue
-            primary = [type_.upper() for _, _, type_, _, _, pk, _ in columns[name] if pk]
+            primary = [c.type.upper() for c in columns[name] if c.pk]
             # A rowid alias or a WITHOUT ROWID key can never hold NULL.
             never_null = primary == ["INTEGER"] or not _CreateTable(sqls[name],
                                                                     "table %s" % name).rowid
             info.append({"name": name, "columns": [{
-                "name": column, "type": type_, "primary_key": bool(pk),
-                "not_null": bool(notnull) or bool(pk) and never_null, "default": default,
-                "generated": {2: "VIRTUAL", 3: "STORED"}.get(hidden),
-            } for _, column, type_, notnull, default, pk, hidden in columns[name]],
+                "name": c.name, "type": c.type, "primary_key": bool(c.pk),
+                "not_null": bool(c.notnull) or bool(c.pk) and never_null, "default": c.dflt_value,
+                "generated": _GENERATED_KINDS.get(c.hidden),
+            } for c in columns[name]],
                 "indexes": [_index_info(conn, index, sql)
                             for index, sql in indexes.get(_key(name), [])]})
         return {"tables": info, "missing": missing}

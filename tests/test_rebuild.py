@@ -858,9 +858,9 @@ class Cases(object):
         original = sqlmigrate._rebuild_statements
 
         def statements(plan):
-            for sql in original(plan):
-                yield sql
-                if sql.startswith("DROP TABLE"):
+            for step in original(plan):
+                yield step
+                if step.sql.startswith("DROP TABLE"):
                     raise KeyboardInterrupt("injected")
         sqlmigrate._rebuild_statements = statements
         self.addCleanup(setattr, sqlmigrate, "_rebuild_statements", original)
