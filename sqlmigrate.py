@@ -5170,7 +5170,9 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
-                    failure = _refused("rebuilding table %s failed: %s" % (table, e))
+                    failure = MigrationError("rebuilding table %s failed: %s" % (table, e),
+                                             kind="rebuild-refused", tables=[table], cause=str(e),
+                                             outcome="nothing was changed")
                     failure.__cause__ = e
                     raise failure
                 if check_fk:
@@ -5969,10 +5971,11 @@ def _apply_reconcile(conn, plan):
                                  kind=kind if kind in _DATABASE_KINDS else "sqlite",
                                  outcome="nothing was changed")
         except MigrationError as e:  # rebuild_table's
-            # Its text without its outcome (which is the rebuild's alone: the
-            # whole reconcile's is said once, below); one composed from fields
-            # has none (a database error met on the way).
-            cause = e.message if e.message is not None else str(e)
+            # What went wrong, said once: SQLite's error where the rebuild met
+            # one, else its text without its outcome (the rebuild's alone: the
+            # whole reconcile's is said below); one composed from fields has none.
+            cause = e.cause if e.kind == "rebuild-refused" and e.cause else \
+                e.message if e.message is not None else str(e)
             raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
                                  tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)

@@ -493,7 +493,18 @@ class ReconcileTransactionTests(DatabaseTestCase):
 
 
 class ReconcileRebuildTests(DatabaseTestCase):
-    """NEEDS rebuild_table() (branch `rebuild`): these fail until it is merged."""
+    """Columns ALTER TABLE ADD COLUMN cannot add: the table is rebuilt."""
+
+    def test_a_rebuild_that_sqlite_refuses_says_why_once_and_changes_nothing(self):
+        self.make("CREATE TABLE u (a); INSERT INTO u VALUES (1);")
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"u": {"b": "INTEGER DEFAULT (a + 0)"}})
+        text = str(caught.exception)
+        self.assertEqual(caught.exception.kind, "rebuild-refused")
+        self.assertIn("not constant", text)
+        self.assertEqual((text.count("failed"), text.count("nothing was changed")), (1, 1), text)
+        self.assertEqual(self.schema(), before)
 
     def test_current_timestamp_default_rebuilds_and_keeps_rows(self):
         conn = self.make("""
