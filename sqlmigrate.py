@@ -173,7 +173,7 @@ _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 # files(), and there a zipimporter's own table of the archive's names and its
 # get_data() serve.  (A package that is a directory is read as one.)
 _HAS_RESOURCE_FILES = sys.version_info >= (3, 9)
-_MIGRATION_LIKE = re.compile(r"(?i).*\.(py|sql)\Z").match  # only these files are read
+_MIGRATION_LIKE = re.compile(r"(?is).*\.(py|sql)\Z").match  # only these files are read
 
 
 def _archived_package_files(module, location):
@@ -1107,11 +1107,17 @@ def _scan_package(package):
 
 def _scan_list(migrations):
     """_scan() of an in-code list of Migration objects."""
-    problems, found = [], ({}, {})
+    problems = ["%r is not a Migration (make one with Migration.from_sql)" % (m,)
+                for m in migrations if not isinstance(m, Migration)]
+    return _by_version([m for m in migrations if isinstance(m, Migration)], problems,
+                       "<migrations list>")
+
+
+def _by_version(migrations, problems, where):
+    """(the ordinary migrations, the baselines), each sorted by version, or
+    RequestError listing `problems` and every version used twice."""
+    found = ({}, {})
     for m in migrations:
-        if not isinstance(m, Migration):
-            problems.append("%r is not a Migration (make one with Migration.from_sql)" % (m,))
-            continue
         by_version = found[m.baseline]
         if m.version in by_version:
             problems.append("two migrations have version %d: %s and %s; renumber one"
@@ -1119,19 +1125,23 @@ def _scan_list(migrations):
         else:
             by_version[m.version] = m
     if problems:
-        raise RequestError(kind="bad-name", problems=problems, path="<migrations list>")
+        raise RequestError(kind="bad-name", problems=problems, path=where)
     return tuple([by_version[v] for v in sorted(by_version)] for by_version in found)
+
+
+def _read_as_migration(filename):
+    """Whether discovery reads this file (and names it right or refuses it):
+    .py and .sql in any case (.SQL is flagged, not skipped: skipped, it would
+    never run while `verify` says OK), unless the name starts with _ or '.'."""
+    return bool(_MIGRATION_LIKE(filename)) and not filename.startswith(("_", "."))
 
 
 def _sort_out(entries, prefix, where, read=None):
     """_scan() of the (name, is a directory) `entries` of `where`, whose
     files are read with read(name), or opened at prefix + name."""
-    problems, found = [], ({}, {})
+    problems, migrations = [], []
     for filename, is_dir in sorted(entries):
-        # .SQL or .Py is flagged, not skipped: skipped, it would never run
-        # while `verify` says OK.
-        if is_dir or filename.startswith(("_", ".")) or \
-                not filename.lower().endswith((".py", ".sql")):
+        if is_dir or not _read_as_migration(filename):
             continue
         match = _FILENAME_RE.match(filename)
         if not match:
@@ -1143,15 +1153,8 @@ def _sort_out(entries, prefix, where, read=None):
         # ordinary migration, as "001-baseline.sql" always was.
         m.baseline = m.baseline and bool(re.compile(_BASELINE_RE).match(
             m.source.decode("utf-8", "replace").lstrip("\ufeff")))
-        by_version = found[m.baseline]
-        if m.version in by_version:
-            problems.append("two migrations have version %d: %s and %s; renumber one"
-                            % (m.version, by_version[m.version].filename, filename))
-        else:
-            by_version[m.version] = m
-    if problems:
-        raise RequestError(kind="bad-name", problems=problems, path=where)
-    return tuple([by_version[v] for v in sorted(by_version)] for by_version in found)
+        migrations.append(m)
+    return _by_version(migrations, problems, where)
 
 
 # --- Connections and transactions -------------------------------------------
@@ -2611,7 +2614,7 @@ class Migrator(object):
         own_folder, own_name = os.path.split(os.path.abspath(self.schema_file))
         for folder, name in ((os.path.realpath(own_folder), own_name),
                              os.path.split(os.path.realpath(self.schema_file))):
-            if folder == directory and _MIGRATION_LIKE(name) and not name.startswith(("_", ".")):
+            if folder == directory and _read_as_migration(name):
                 return ("the schema file %s is in the migration directory %s, where it would be "
                         "read as a migration file: put it elsewhere (e.g. beside the directory), "
                         "or start its name with '_'" % (self.schema_file, self.directory))
