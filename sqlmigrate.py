@@ -507,19 +507,6 @@ def _sqlite_failure(error, database):
     return failure
 
 
-def _tolerant_stream(stream):
-    """Python 3.6 in the C locale writes ASCII and raises on anything else
-    (3.7+ coerces to UTF-8); show such characters escaped instead."""
-    if getattr(stream, "errors", None) in ("strict", "surrogateescape"):
-        if hasattr(stream, "reconfigure"):  # Python 3.7+
-            stream.reconfigure(errors="backslashreplace")
-        elif hasattr(stream, "buffer"):
-            import io
-            stream = io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
-                                      errors="backslashreplace", line_buffering=True)
-    return stream
-
-
 def _autocommit_mode(conn):
     return getattr(conn, "autocommit", _LEGACY_TRANSACTION_CONTROL)
 
@@ -782,6 +769,41 @@ def _tables_named_in(statements):
                     seen.add(_key(name))
                     names.append(name)
     return names
+
+
+_DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# Pragmas whose value the database file keeps, which a baseline (the schema
+# text) does not carry; user_version it does (_schema_sql writes it).
+_PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
+
+
+def _data_verb(sql):
+    """The verb of statement `sql` if it changes rows (after a WITH clause
+    too), else None; a trigger body's INSERT is schema, not data."""
+    cursor = _Cursor(sql)
+    if cursor.take("PRAGMA"):
+        pragma = (cursor.name() or "").upper()  # past a schema qualifier
+        setter = cursor.peek() in (("punct", "="), ("punct", "("))
+        return "PRAGMA %s" % pragma.lower() if setter and pragma in _PERSISTENT_PRAGMAS else None
+    if cursor.take("CREATE"):
+        # CREATE TABLE ... AS SELECT copies rows; a column's "AS (expr)"
+        # (generated) sits inside the parentheses, which are read past.
+        cursor.skip_words("TEMP", "TEMPORARY")
+        if not cursor.take("TABLE"):
+            return None
+        cursor.take("IF", "NOT", "EXISTS")
+        cursor.name()
+        return "CREATE TABLE AS SELECT" if cursor.take("AS") else None
+    with_clause = cursor.take("WITH")
+    while not cursor.at_end():
+        if cursor.peek() == ("punct", "("):
+            cursor.group()  # a common table expression's body or column names
+            continue
+        word = cursor.word()
+        if word in _DATA_VERBS or not with_clause or word in ("SELECT", "VALUES"):
+            return word if word in _DATA_VERBS else None
+        cursor.advance()
+    return None
 
 
 # --- Migration files --------------------------------------------------------
@@ -1836,12 +1858,13 @@ def _utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# --- Backups ----------------------------------------------------------------
+# --- Files written beside the database: backups, the schema file -----------
 # A backup is complete or absent: it is written under a temporary name in the
 # destination's directory, checked and fsynced, and only then linked to its
 # name, which never replaces an existing file.  It is created with no
 # permission bits the database file lacks, so a private database never has a
-# readable copy, not even for a moment.
+# readable copy, not even for a moment.  The schema file is replaced
+# atomically, and only if it is ours.
 
 # Next to the database these names are its own journal files: SQLite would
 # roll a "hot journal" back into the database, or discard it.
@@ -2074,6 +2097,68 @@ def _copy_under_write_lock(conn, dest):
             copy.execute("PRAGMA journal_mode = DELETE")
         finally:
             copy.close()
+
+
+# The first line of every schema file sqlmigrate writes: no other file is replaced.
+_SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
+
+
+def _check_schema_file(path):
+    """Refuse a schema file we must not or cannot replace, before the
+    database changes: it is ours only if absent or its first line is our mark."""
+    try:
+        with open(path, "rb") as f:
+            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
+    except FileNotFoundError:
+        ours = True
+    except OSError as e:
+        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    if not ours:
+        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
+                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
+                             "move it away or choose another --schema-file" % path,
+                             kind="schema-file", path=path, outcome="nothing was changed")
+    try:  # proves the directory writable now, not after migrating
+        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
+    except OSError as e:
+        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
+                             kind="schema-file", path=path, outcome="nothing was changed")
+
+
+def _new_temporary(path):
+    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
+    # any file the user writes (mkstemp's 0o600 would stay on a new file).
+    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return name
+
+
+def _write_schema_file(path, text):
+    """Replace `path` by `text` atomically: readers see the old file or the
+    new one, never a part (a temporary file beside it, fsynced, os.replace).
+    A symbolic link stays one: its target is replaced (os.replace on the link's
+    path would put a regular file in its place and leave the target stale)."""
+    path = os.path.realpath(path)
+    temporary = _new_temporary(path)
+    try:
+        with open(temporary, "wb") as f:  # bytes: "\n" on every system
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        raise
+    if _CAN_FSYNC_DIRECTORIES:
+        _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
 
 
 # --- Runner -----------------------------------------------------------------
@@ -2794,41 +2879,6 @@ def _baseline_loss(m):
         return "%s is non-transactional (e.g. a journal mode or VACUUM)" % m.filename
     verbs = sorted(set(filter(None, map(_data_verb, _split_sql(m._up_sql)))))
     return "%s changes data (%s)" % (m.filename, ", ".join(verbs)) if verbs else None
-
-
-_DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
-# Pragmas whose value the database file keeps, which a baseline (the schema
-# text) does not carry; user_version it does (_schema_sql writes it).
-_PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
-
-
-def _data_verb(sql):
-    """The verb of statement `sql` if it changes rows (after a WITH clause
-    too), else None; a trigger body's INSERT is schema, not data."""
-    cursor = _Cursor(sql)
-    if cursor.take("PRAGMA"):
-        pragma = (cursor.name() or "").upper()  # past a schema qualifier
-        setter = cursor.peek() in (("punct", "="), ("punct", "("))
-        return "PRAGMA %s" % pragma.lower() if setter and pragma in _PERSISTENT_PRAGMAS else None
-    if cursor.take("CREATE"):
-        # CREATE TABLE ... AS SELECT copies rows; a column's "AS (expr)"
-        # (generated) sits inside the parentheses, which are read past.
-        cursor.skip_words("TEMP", "TEMPORARY")
-        if not cursor.take("TABLE"):
-            return None
-        cursor.take("IF", "NOT", "EXISTS")
-        cursor.name()
-        return "CREATE TABLE AS SELECT" if cursor.take("AS") else None
-    with_clause = cursor.take("WITH")
-    while not cursor.at_end():
-        if cursor.peek() == ("punct", "("):
-            cursor.group()  # a common table expression's body or column names
-            continue
-        word = cursor.word()
-        if word in _DATA_VERBS or not with_clause or word in ("SELECT", "VALUES"):
-            return word if word in _DATA_VERBS else None
-        cursor.advance()
-    return None
 
 
 @contextmanager
@@ -3715,11 +3765,6 @@ _ALLOW_RE = (r"(?:--|#)[ \t]*sqlmigrate:[ \t]*allow[ \t]+([^(\n]*?)[ \t]*"
 _LINT_PLUMBING = ("_run", "execute", "executemany", "executescript", "_retrying_busy", "trace")
 
 
-def _lint_codes_text():
-    return "\n\ncodes (allow one with -- sqlmigrate: allow CODE (reason)):\n" + "".join(
-        "  %s %-7s %s\n" % (code, level, what) for code, (level, what, _) in _LINT_RULES.items())
-
-
 def _lint_fails(findings):
     return any(f.level == "error" and not f.allowed for f in findings)
 
@@ -4152,27 +4197,6 @@ def _lint_inline_allow(sql, code):
     return False
 
 
-def _print_lint(findings, out, quiet_allowed=False):
-    lines = []
-    for f in findings:
-        if f.allowed and quiet_allowed:
-            continue
-        where = "%s:%s" % (f.path, f.line) if f.line is not None else f.path
-        lines.append("%s: %s %s%s: %s" % (where, f.code, f.level, " (allowed: %s)" % f.allowed
-                                          if f.allowed else "", f.message))
-        if not f.allowed:
-            if f.statement:
-                text = " ".join(f.statement.split())
-                lines.append("    statement: %s" % (text[:97] + "..." if len(text) > 100 else text))
-            lines.append("    fix: %s" % f.fix)
-    counts = dict((level, sum(1 for f in findings if f.level == level and not f.allowed))
-                  for level in ("error", "warning", "note"))
-    lines.append("%s: %d error(s), %d warning(s), %d note(s); %d allowed" % (
-        "FAILED" if _lint_fails(findings) else "OK", counts["error"], counts["warning"],
-        counts["note"], sum(1 for f in findings if f.allowed)))
-    out.write("\n".join(lines) + "\n")
-
-
 # --- Helpers: reading the schema ------------------------------------------
 # Shared by the runner (schema file, baselines), `test` and the helpers below.
 
@@ -4273,6 +4297,13 @@ def _free_name(raw, base):
         n += 1
         name = "%s_%d" % (base, n)
     return name
+
+
+# An ASCII name: any token naming it holds it whole, case aside, between
+# characters no _WORD_RE word takes (quotes, spaces, punctuation).
+_PLAIN_NAME_RE = r"[a-z0-9_]+\Z"
+_WORD_RE = r"[a-z0-9_]+"
+_ONLY_WORDS_RE = r"[A-Za-z0-9_ \t\n\f\r(),.*=<>+\-]*\Z"
 
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):
@@ -6258,79 +6289,11 @@ def _index_info(conn, name, sql):
             "where": where, "sql": sql}
 
 
-# An ASCII name: any token naming it holds it whole, case aside, between
-# characters no _WORD_RE word takes (quotes, spaces, punctuation).
-_PLAIN_NAME_RE = r"[a-z0-9_]+\Z"
-_WORD_RE = r"[a-z0-9_]+"
-_ONLY_WORDS_RE = r"[A-Za-z0-9_ \t\n\f\r(),.*=<>+\-]*\Z"
-
-
 def schema_sql(db, table=_DEFAULT_TABLE):
     """The schema as SQL (`schema --sql`): `_schema_sql` at the version the
     tracking table records (0 without one); reads only."""
     with _using(db, mode="ro") as conn:
         return _schema_sql(conn, _read_state(conn, table).version, table)
-
-
-_SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
-
-
-def _check_schema_file(path):
-    """Refuse a schema file we must not or cannot replace, before the
-    database changes: it is ours only if absent or its first line is our mark."""
-    try:
-        with open(path, "rb") as f:
-            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
-    except FileNotFoundError:
-        ours = True
-    except OSError as e:
-        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    if not ours:
-        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
-                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
-                             "move it away or choose another --schema-file" % path,
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    try:  # proves the directory writable now, not after migrating
-        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
-    except OSError as e:
-        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
-
-
-def _new_temporary(path):
-    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
-    # any file the user writes (mkstemp's 0o600 would stay on a new file).
-    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
-    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    return name
-
-
-def _write_schema_file(path, text):
-    """Replace `path` by `text` atomically: readers see the old file or the
-    new one, never a part (a temporary file beside it, fsynced, os.replace).
-    A symbolic link stays one: its target is replaced (os.replace on the link's
-    path would put a regular file in its place and leave the target stale)."""
-    path = os.path.realpath(path)
-    temporary = _new_temporary(path)
-    try:
-        with open(temporary, "wb") as f:  # bytes: "\n" on every system
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
-        except FileNotFoundError:
-            pass
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.remove(temporary)
-        except OSError:
-            pass
-        raise
-    if _CAN_FSYNC_DIRECTORIES:
-        _fsync(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
 
 
 def schema_report(db, tables=None):
@@ -6553,6 +6516,27 @@ def _new_migration(directory, description, sql=False):
     return path
 
 
+def _print_lint(findings, out, quiet_allowed=False):
+    lines = []
+    for f in findings:
+        if f.allowed and quiet_allowed:
+            continue
+        where = "%s:%s" % (f.path, f.line) if f.line is not None else f.path
+        lines.append("%s: %s %s%s: %s" % (where, f.code, f.level, " (allowed: %s)" % f.allowed
+                                          if f.allowed else "", f.message))
+        if not f.allowed:
+            if f.statement:
+                text = " ".join(f.statement.split())
+                lines.append("    statement: %s" % (text[:97] + "..." if len(text) > 100 else text))
+            lines.append("    fix: %s" % f.fix)
+    counts = dict((level, sum(1 for f in findings if f.level == level and not f.allowed))
+                  for level in ("error", "warning", "note"))
+    lines.append("%s: %d error(s), %d warning(s), %d note(s); %d allowed" % (
+        "FAILED" if _lint_fails(findings) else "OK", counts["error"], counts["warning"],
+        counts["note"], sum(1 for f in findings if f.allowed)))
+    out.write("\n".join(lines) + "\n")
+
+
 # The command line as data, turned into argparse parsers only when the CLI
 # runs (importing argparse costs a few milliseconds that an application
 # calling migrate() should not pay).  An option is ("flags METAVAR", help): no
@@ -6625,6 +6609,11 @@ _COMMANDS = (
 )
 _DEFAULTS = {"db": None, "dir": None, "package": None, "table": _DEFAULT_TABLE, "driver": None,
              "schema_file": None, "busy_timeout": int(_DEFAULT_BUSY_TIMEOUT * 1000), "verbose": False, "quiet": False}
+
+
+def _lint_codes_text():
+    return "\n\ncodes (allow one with -- sqlmigrate: allow CODE (reason)):\n" + "".join(
+        "  %s %-7s %s\n" % (code, level, what) for code, (level, what, _) in _LINT_RULES.items())
 
 
 def _command_named_in(argv):
@@ -6945,6 +6934,19 @@ def main(argv=None):
         traceback.print_exception(type(error), error, error.__traceback__, file=err)
     err.write("sqlmigrate: error: %s\n" % error)
     return status
+
+
+def _tolerant_stream(stream):
+    """Python 3.6 in the C locale writes ASCII and raises on anything else
+    (3.7+ coerces to UTF-8); show such characters escaped instead."""
+    if getattr(stream, "errors", None) in ("strict", "surrogateescape"):
+        if hasattr(stream, "reconfigure"):  # Python 3.7+
+            stream.reconfigure(errors="backslashreplace")
+        elif hasattr(stream, "buffer"):
+            import io
+            stream = io.TextIOWrapper(stream.buffer, encoding=stream.encoding,
+                                      errors="backslashreplace", line_buffering=True)
+    return stream
 
 
 class _ReaderMayLeave(object):
