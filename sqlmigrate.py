@@ -1802,7 +1802,9 @@ def _parse_version(values, table):
 
 def _ensure_tracking(conn, table, state, files):
     """Create the tracking tables inside the caller's transaction; an adopted
-    database gets a history row for each migration its version covers."""
+    database gets a history row for each migration its version covers.
+    Returns the tracking state's records with those rows."""
+    records = dict(state.records)
     if not state.has_metadata:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (key TEXT PRIMARY KEY, value TEXT)"
                      % _quote_identifier(table))
@@ -1812,9 +1814,9 @@ def _ensure_tracking(conn, table, state, files):
                      % _quote_identifier(table + "_migrations"))
         for m in files:
             if m.version <= state.version:
-                state.records[m.version] = _Record(m.version, m.name, None, None, None)
-                _write_record(conn, table, state.records[m.version])
-        state.has_metadata = state.has_history = True
+                records[m.version] = _Record(m.version, m.name, None, None, None)
+                _write_record(conn, table, records[m.version])
+    return records
 
 
 def _history_under_lock(conn, table, version, files):
@@ -2409,15 +2411,15 @@ class Migrator(object):
             state = _read_state(conn, self.table)
             if from_user_version:  # again under the write lock: another process may have
                 self._user_version_to_adopt(conn, state, version)
-            _ensure_tracking(conn, self.table, state, self.migrations)
+            records = _ensure_tracking(conn, self.table, state, self.migrations)
             # Again under the write lock: an `up` may have applied more since
             # the check above, and writing `version` would then put
             # schema_version below an applied migration.
-            newest = max([state.version] + list(state.records))
+            newest = max([state.version] + list(records))
             if version < newest:
                 raise _mark_backwards(newest)
             for m in files:
-                record = state.records.get(m.version)
+                record = records.get(m.version)
                 if record is None or record.checksum != m.checksum and \
                         not _applied_by_baseline(record):
                     if record is not None and record.checksum is not None:
@@ -2426,7 +2428,7 @@ class Migrator(object):
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
             for b in baseline:
-                if b.version not in state.records:
+                if b.version not in records:
                     _write_record(conn, self.table, _Record(
                         b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
             _write_version(conn, self.table, version)
