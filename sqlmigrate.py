@@ -3902,10 +3902,11 @@ class _LintContext(object):
 
 
 class _LintAllows(object):
-    """A file's allow markers: (first line, last line, {code: reason})."""
+    """A file's allow markers: (first line, last line, {code: reason}), and
+    the SM002 findings of markers that name no lint code."""
 
-    def __init__(self, m, text, spans, first_line, findings):
-        self.ranges = []
+    def __init__(self, m, text, spans, first_line):
+        self.ranges, self.findings = [], []
         blank = [i + 1 for i, line in enumerate(text.splitlines()) if not line.strip()]
         first_def = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith((
             "def ", "async def ", "class "))), None)
@@ -3916,9 +3917,9 @@ class _LintAllows(object):
             codes = dict((code, (match.group(2) or "").strip() or "no reason given")
                          for code in re.split(r"[\s,]+", match.group(1).upper()) if code)
             for code in [code for code in codes if code not in _LINT_RULES]:
-                findings.append(_lint_finding("SM002", m.path, number, line.strip(),
-                                              "the allow marker names %s, which is no lint "
-                                              "code" % code))
+                self.findings.append(_lint_finding("SM002", m.path, number, line.strip(),
+                                                   "the allow marker names %s, which is no "
+                                                   "lint code" % code))
             if m.kind == "sql":
                 ahead = [(a, b) for a, b in spans if b >= number]
                 whole = not spans or number < spans[0][0] and (number <= first_line or any(
@@ -4020,14 +4021,14 @@ class _LintRun(object):
             conn.set_trace_callback(None)
 
 
-def _lint_big_tables(conn, sites, findings):
-    """SM401/SM402 for the sites (code, m, line, statement, table) on tables
+def _lint_big_tables(conn, sites):
+    """The SM401/SM402 findings for the sites (code, m, line, statement, table) on tables
     that are big in `conn`, with an estimate of the write lock's length from
     copying a sample of the table into a TEMP table here."""
     names = dict((_key(row[0]), row[0]) for row in _query(
         conn, "SELECT name FROM sqlite_master WHERE type = 'table'"))
     wanted = sorted(set(names[_key(t)] for _, _, _, _, t in sites if _key(t) in names))
-    counts, rates = _count_rows(conn, wanted), {}
+    counts, rates, findings = _count_rows(conn, wanted), {}, []
     for code, m, line, statement, table in sites:
         rows = counts.get(names.get(_key(table)), 0)
         if rows < _LINT_BIG_ROWS:
@@ -4047,6 +4048,7 @@ def _lint_big_tables(conn, sites, findings):
             "(copying measured at %.0f rows/s)" % (name, rows, "the rebuild" if code == "SM401"
                                                    else "building the index",
                                                    rows * passes / rates[name], rates[name]))))
+    return findings
 
 
 def _lint(migrator, files, round_trip):
@@ -4134,7 +4136,8 @@ def _lint(migrator, files, round_trip):
         else:
             text = m.source.decode("utf-8", "replace")
             statements, marker = [], 0
-        allows = _LintAllows(m, text, [lines for _, lines in statements], marker, findings)
+        allows = _LintAllows(m, text, [lines for _, lines in statements], marker)
+        findings += allows.findings
         context = _LintContext()
         context.schema = run.schemas.get(m.version)
         mine = []
@@ -4176,7 +4179,7 @@ def _lint(migrator, files, round_trip):
     if has_db and sites:
         with _using(migrator.connection if migrator.path is None else migrator.path,
                     migrator.busy_timeout, mode="ro") as conn:
-            _lint_big_tables(conn, sites, findings)
+            findings += _lint_big_tables(conn, sites)
     if round_trip and loaded:
         versions = dict((m.version, m) for m in loaded)
         for entry in _MigrationTest(migrator).run()["migrations"]:
