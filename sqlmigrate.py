@@ -9,6 +9,7 @@ more; from a shell: ``python -m sqlmigrate --db app.db status | up | down``.
 """
 
 import collections
+import itertools
 import os
 import re
 import sqlite3
@@ -2456,7 +2457,9 @@ class Migrator(object):
             raise RequestError("%s has PRAGMA user_version %d: there is nothing to adopt"
                                % (where, user_version), database=self.path)
         versions = set(m.version for m in self.migrations)
-        missing = ["v%d" % v for v in range(1, user_version + 1) if v not in versions]
+        # The first few only: a date-like user_version would list millions.
+        missing = ["v%d" % v for v in itertools.islice((
+            v for v in range(1, user_version + 1) if v not in versions), 11)]
         if missing:
             raise RequestError("%s has PRAGMA user_version %d, but no migration file has %s: "
                                "--from-user-version records versions 1..%d, each of which "

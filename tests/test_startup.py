@@ -232,6 +232,16 @@ class MarkFromUserVersion(StartupCase):
         self.assertIn("v2", err)
         self.assertEqual(open(self.db, "rb").read(), before)
 
+    def test_mark_from_a_huge_user_version_names_the_first_missing_files_at_once(self):
+        # A date-like (or the largest) user_version: the refusal must not list
+        # two billion versions before it says one line.
+        self.hand_rolled(2147483647)
+        self.write_sql(1, "create-users", *USERS)
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            sqlmigrate.Migrator(self.db, self.dir).mark(from_user_version=True)
+        self.assertIn("v2, v3", str(caught.exception))
+        self.assertLess(len(str(caught.exception)), 400)
+
     def test_mark_from_user_version_zero_is_refused(self):
         self.hand_rolled(0)
         self.write_sql(1, "create-users", *USERS)
