@@ -1099,6 +1099,11 @@ def _scan_package(package):
         raise RequestError("cannot import the migration package %s (%s): check the name, and "
                            "that it is installed or on sys.path" % (package, e),
                            kind="bad-directory", path=package)
+    except Exception as e:  # its own code (or a parent's __init__) failed as it ran
+        reason = "%s, line %s: %s" % (e.filename, e.lineno, e.msg) \
+            if isinstance(e, SyntaxError) else e
+        raise RequestError("cannot import the migration package %s: %s: %s" % (
+            package, type(e).__name__, reason), kind="bad-directory", path=package)
     locations = list(getattr(module.__spec__, "submodule_search_locations", None) or ())
     if not locations:
         raise RequestError("%s is a module, not a package of migration files" % package,

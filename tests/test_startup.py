@@ -155,6 +155,21 @@ class PackageSources(StartupCase):
         self.assertIn("nosuch.migrations", err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_package_whose_init_fails_to_import_is_one_line_naming_it(self):
+        package = os.path.join(self.tmp, "lib", "brokenapp", "migrations")
+        os.makedirs(package)
+        for path, text in {"../__init__.py": "x = (\n", "__init__.py": "",
+                           "001-create-users.sql": sql_file(*USERS)}.items():
+            with open(os.path.join(package, path), "w") as f:
+                f.write(text)
+        status, out, err = self.cli("--db", self.db, "--package", "brokenapp.migrations", "up",
+                                    env={"PYTHONPATH": os.path.join(self.tmp, "lib")})
+        self.assertEqual(status, 2, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("brokenapp.migrations", err)
+        self.assertIn("SyntaxError", err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_with_no_migrations_is_a_bad_request_naming_it(self):
         archive = self.build_zip(files={})
         status, out, err = self.cli("--db", self.db, "--package", "myapp.migrations", "up",
