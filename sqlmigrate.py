@@ -5258,6 +5258,15 @@ _BACKFILL_PAUSE = 0.025
 _BackfillOwner = collections.namedtuple("_BackfillOwner", "tracking version direction checksum")
 
 
+def _backfill_work(set, apply):
+    """What a backfill called outside a migration does to each row, as it is
+    stored with its position: another set= (or apply=) resuming that position
+    would skip the rows the first reached.  (A changed where= may resume it:
+    narrowing it past a row that fails is how a stopped backfill is fixed.)"""
+    return "set: " + set if apply is None else "apply: %s.%s" % (
+        getattr(apply, "__module__", None), getattr(apply, "__qualname__", type(apply).__name__))
+
+
 class _Batch(collections.namedtuple("_Batch", "table where params after last")):
     """What backfill(apply=) gets for each batch, with the connection (inside
     the batch's transaction, which it must not end): `where` (SQL) and
@@ -5343,6 +5352,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
     owner = getattr(db, "_tracking", None) or _BackfillOwner(tracking, None, None, None)
+    work = _backfill_work(set, apply) if owner.version is None else None
     key = _backfill_key(owner.version, owner.direction, name or table)
     if owner.version is not None:  # a second one of this key would find the first's "done"
         used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
@@ -5357,8 +5367,9 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
-            return _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
-                                 progress if callable(progress) else None, checkpoint_each)
+            return _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms,
+                                 dry_run, progress if callable(progress) else None,
+                                 checkpoint_each)
 
 
 # A backfill's page cache, at least: each batch rewrites the pages at the
@@ -5486,9 +5497,9 @@ def _set_targets(text):
     return [name for name in names if name is not None]
 
 
-def _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
+def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_run,
                   progress, checkpoint_each):
-    """owner: a _BackfillOwner."""
+    """owner: a _BackfillOwner; work: _backfill_work's, outside a migration."""
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
         try:
@@ -5510,7 +5521,7 @@ def _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, owner)
+        position = _begin_batch(raw, metadata, key, owner, work)
         if position is not None and position.get("done"):
             raw.execute("ROLLBACK")
             return changed
@@ -5539,6 +5550,8 @@ def _run_backfill(raw, job, key, owner, apply, batch_rows, target_ms, dry_run,
             # What wrote it: refused if the file changes (_begin_batch).
             if owner.checksum is not None:
                 position["migration"] = owner.checksum
+            if work is not None:
+                position["work"] = work
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -5606,7 +5619,7 @@ def _backfill_entry(key, value):
             "done": bool(position.get("done"))}
 
 
-def _begin_batch(raw, metadata, key, owner):
+def _begin_batch(raw, metadata, key, owner, work):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration's up (or
     removed its record, for a down): another runner finished it.  A position
@@ -5623,6 +5636,13 @@ def _begin_batch(raw, metadata, key, owner):
             rows = []
         if rows:
             position = _position(rows[0][0])
+            if work is not None and position.get("work", work) != work:
+                raise MigrationError(
+                    "another backfill of %s stopped at %s rows under the position %r (it "
+                    "ran %s): run that one again to finish it, give this one its own name=, "
+                    "or start over by deleting that row (DELETE FROM %s WHERE key = '%s')"
+                    % (_parse_backfill_key(key).name, position.get("rows"), key, position["work"],
+                       metadata, key.replace("'", "''")), kind="backfill-changed")
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):

@@ -247,6 +247,27 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(self.backfill_keys(conn), [])
         self.assertNotIn("backfill", self.run_cli("status")[1])
 
+    def test_a_stopped_backfill_is_resumed_only_by_the_same_work(self):
+        # Another set= (or apply=) under the same key would skip the rows the
+        # first one reached, and report success.
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        for other in ({"set": "note = 'x'"}, {"apply": lambda db, batch: 0}):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.backfill(self.db, "items", batch_rows=100, **other)
+            self.assertEqual(caught.exception.kind, "backfill-changed")
+            self.assertIn("name=", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note IS NOT NULL")
+                         .fetchall()[0][0], 0)
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="note = 'x'", name="notes"),
+                         1000)  # its own name: its own position
+        conn.execute("UPDATE items SET n = 0 WHERE id = 750")
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1"), 300)
+        self.assertEqual(self.counts(conn), {1: 1000})
+
     def test_dry_run_counts_from_the_stored_position(self):
         conn = self.make_items(1000)
         conn.execute("UPDATE items SET n = 4 WHERE id = 750")
