@@ -5293,7 +5293,10 @@ def _position(text):
 
 
 def _key_range(columns, after, last):
-    """SQL and parameters for after < key <= last (row values are SQLite 3.15+)."""
+    """SQL and parameters for after < key <= last (row values are SQLite
+    3.15+).  A composite key's OR of terms gets its first column's bound
+    (a >= ?) before it: with the OR alone SQLite searched each term apart and
+    sorted every row past the position, for every batch."""
     parts, params = [], []
     for bound, op, final in ((after, ">", ">"), (last, "<", "<=")):
         if bound is None:
@@ -5303,7 +5306,11 @@ def _key_range(columns, after, last):
             terms.append("(%s)" % " AND ".join(["%s = ?" % c for c in columns[:i]] + [
                 "%s %s ?" % (column, final if i == len(columns) - 1 else op)]))
             params += list(bound[:i]) + [bound[i]]
-        parts.append(terms[0] if len(terms) == 1 else "(%s)" % " OR ".join(terms))
+        if len(terms) == 1:
+            parts.append(terms[0])
+        else:
+            parts.append("%s %s= ? AND (%s)" % (columns[0], op, " OR ".join(terms)))
+            params.insert(len(params) - sum(range(1, len(columns) + 1)), bound[0])
     return " AND ".join(parts) or "1", params
 
 

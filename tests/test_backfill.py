@@ -87,6 +87,22 @@ class BatchesOnAPath(BackfillTestCase):
         self.assertEqual(changed, 3000)
         self.assertEqual(self.counts(conn), {1: 3000})
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID is SQLite 3.8.2+")
+    def test_a_composite_key_batch_is_found_through_the_key_not_a_sort_of_the_rest(self):
+        # (grp > ?) OR (grp = ? AND k > ?) alone made SQLite sort every row
+        # after the position for each batch (300,000 rows: 1 row a batch).
+        # SQLite's own plan of the statements, with their parameters bound.
+        conn = self.make_items(3000, without_rowid=True)
+        columns = ['"grp"', '"k"']
+        for after, last in ((("g1", 491), None), (("g1", 491), ("g2", 989))):
+            where, params = sqlmigrate._key_range(columns, after, last)
+            for sql in ('SELECT "grp", "k" FROM items WHERE %s ORDER BY "grp", "k" '
+                        'LIMIT 1 OFFSET 499' % where, "UPDATE items SET n = n + 1 WHERE " + where):
+                plan = " ".join(str(row[-1]) for row in conn.execute(
+                    "EXPLAIN QUERY PLAN " + sql, params))
+                self.assertNotIn("TEMP B-TREE", plan, sql)
+                self.assertNotIn("MULTI-INDEX OR", plan, sql)
+
     def test_apply_function_gets_each_batch_inside_its_transaction(self):
         conn = self.make_items(1000)
         conn.execute("CREATE TABLE archive (id INTEGER PRIMARY KEY, n)")
