@@ -1489,13 +1489,16 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
             _set_pragma(conn, "foreign_keys", True)
 
 
-def _check_foreign_keys(conn):
+def _check_foreign_keys(conn, **fields):
+    """MigrationError (kind "foreign-keys", with `fields`: the migration's
+    path and version, the outcome) if PRAGMA foreign_key_check finds any."""
     rows = _query(conn, "PRAGMA foreign_key_check")
     if rows:
         shown = ["%s rowid %s -> %s" % row[:3] for row in rows[:20]]
         more = " (and %d more)" % (len(rows) - 20) if len(rows) > 20 else ""
-        raise MigrationError("foreign key violations: %s%s" % ("; ".join(shown), more),
-                             kind="foreign-keys", tables=sorted(set(row[0] for row in rows)))
+        raise MigrationError("%sforeign key violations: %s%s" % (
+            fields["path"] + ": " if fields.get("path") else "", "; ".join(shown), more),
+            kind="foreign-keys", tables=sorted(set(row[0] for row in rows)), **fields)
 
 
 class _MigrationConnection(object):
@@ -2838,13 +2841,9 @@ class Migrator(object):
                                  "transaction = False for such a migration" % m.path,
                                  kind="transaction-ended", path=m.path, version=m.version)
         if check_fk:
-            try:
-                _check_foreign_keys(conn)
-            except MigrationError as e:
-                raise MigrationError("%s: %s" % (m.path, e), kind=e.kind, path=m.path,
-                                     version=m.version, tables=e.tables, outcome=(
-                                         "the whole %s was rolled back" % whole_run if whole_run
-                                         else "the migration was rolled back"))
+            _check_foreign_keys(conn, path=m.path, version=m.version, outcome=(
+                "the whole %s was rolled back" % whole_run if whole_run
+                else "the migration was rolled back"))
         return _Result(m, direction, duration_ms, None if whole_run != "dry run" else
                        list(statements) if traced else list(db.executed))
 
@@ -5223,11 +5222,7 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     failure.__cause__ = e
                     raise failure
                 if check_fk:
-                    try:
-                        _check_foreign_keys(raw)
-                    except MigrationError as e:
-                        raise MigrationError(e.message, kind=e.kind, tables=e.tables,
-                                             outcome="the rebuild of %s was rolled back" % table)
+                    _check_foreign_keys(raw, outcome="the rebuild of %s was rolled back" % table)
     return _log_changes(plan, rows)
 
 
@@ -5856,7 +5851,7 @@ def reconcile(db, columns=None, indexes=None):
                     plan = _plan_reconcile(conn, columns, indexes, quiet=True)
                 changes = _apply_reconcile(conn, plan)
                 if fk_were_on:
-                    _check_foreign_keys(conn)
+                    _check_foreign_keys(conn, outcome="nothing was changed")
         _log("info", "Reconcile made %d change(s)", len(changes))
         return changes
 
