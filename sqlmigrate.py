@@ -2574,11 +2574,12 @@ class Migrator(object):
 
     # -- machinery ----------------------------------------------------------
 
-    def _fresh_build(self, to=None):
-        """A new in-memory database with the migrations up to `to` applied."""
+    def _fresh_build(self, to=None, baselines=None):
+        """A new in-memory database with the migrations up to `to` applied
+        (with these baselines instead of the files' own, if given)."""
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            _scratch_runner(conn, self).up(to=to)
+            _scratch_runner(conn, self, baselines).up(to=to)
         except BaseException:
             conn.close()
             raise
@@ -3292,13 +3293,7 @@ class _MigrationTest(object):
     def build(self, to):
         """A fresh build up to `to` the way this pass makes it (not the way
         up() would: that takes the newest baseline, checked on its own)."""
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        try:
-            _scratch_runner(conn, self.migrator, [self.start] if self.start else []).up(to=to)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self.migrator._fresh_build(to, [self.start] if self.start else [])
 
     def compare_baseline(self, b):
         """Build from baseline b and from what it replaces (the files, or the
@@ -3308,17 +3303,15 @@ class _MigrationTest(object):
                  "failures": []}
         built = []
         for baselines in ([b], [self.start] if self.start else []):
-            conn = sqlite3.connect(":memory:", isolation_level=None)
             try:
-                runner = _scratch_runner(conn, self.migrator, baselines)
-                try:
-                    runner.up(to=b.version)
-                except MigrationError as e:
-                    check = "up" if baselines == [b] else "baseline"
-                    entry["checks"][check] = "failed"
-                    entry["failures"].append(_test_failure(check, "%s: %s" % (
-                        b.filename if check == "up" else "the files it replaces", e)))
-                    break
+                conn = self.migrator._fresh_build(b.version, baselines)
+            except MigrationError as e:
+                check = "up" if baselines == [b] else "baseline"
+                entry["checks"][check] = "failed"
+                entry["failures"].append(_test_failure(check, "%s: %s" % (
+                    b.filename if check == "up" else "the files it replaces", e)))
+                break
+            try:
                 built.append(_schema_entries(conn, self.migrator.table))
             finally:
                 conn.close()
