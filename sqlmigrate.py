@@ -1489,6 +1489,12 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
             _set_pragma(conn, "foreign_keys", True)
 
 
+def _main_file(conn):
+    """The file of a connection's main database; "" when it is in memory
+    (or temporary).  (The main database is always PRAGMA database_list's first row.)"""
+    return _query(conn, "PRAGMA database_list")[0][2] or ""
+
+
 def _check_foreign_keys(conn, **fields):
     """MigrationError (kind "foreign-keys", with `fields`: the migration's
     path and version, the outcome) if PRAGMA foreign_key_check finds any."""
@@ -1902,7 +1908,7 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         if dest in ("", ":memory:"):
             raise _bad_destination(dest, "is not a file path; give a file name or a directory")
     with _using(db, busy_timeout) as conn:
-        source = _query(conn, "PRAGMA database_list")[0][2]  # "" when in memory
+        source = _main_file(conn)
         shown = source or "the in-memory database"
         driver = _driver(conn)
         if driver.server:  # VACUUM INTO would write a file on one of the servers
@@ -2090,7 +2096,7 @@ def _copy_under_write_lock(conn, dest):
     its WAL are copied into the existing file `dest` and a new `dest`-wal
     with the same permissions, then fold the WAL into the copy."""
     import shutil
-    source_path = _query(conn, "PRAGMA database_list")[0][2]
+    source_path = _main_file(conn)
     mode = stat.S_IMODE(os.stat(dest).st_mode)
     with _transaction(conn):
         _query(conn, "SELECT count(*) FROM sqlite_master")
@@ -3566,12 +3572,10 @@ def _scratch_copy(source, busy_timeout):
                 yield copy
                 return
             # Python 3.6, PyPy, another driver: a copy of the file it has open.
-            path = [row[2] for row in raw.execute("PRAGMA database_list").fetchall()
-                    if row[1] == "main"]
-            if not path or not path[0]:
+            source = _main_file(raw)
+            if not source:
                 raise RequestError("test(source=<connection>): this connection's database is "
                                    "no file and it has no backup API here: pass a database file")
-            source = path[0]
         if not _database_exists(source):
             raise RequestError("--from %s: no such database file" % source, database=source)
         # --from is always a local file: with a server driver (--driver
