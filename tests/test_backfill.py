@@ -229,6 +229,15 @@ class BadInput(BackfillTestCase):
 
 
 class FailingBatch(BackfillTestCase):
+    def stopped_at_row_700(self):
+        """1000 items, a backfill of n = n + 1 stopped by row 750's CHECK."""
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        return conn
+
     def test_a_failing_batch_is_rolled_back_alone_and_the_error_names_its_range(self):
         conn = self.make_items(1000)
         conn.execute("UPDATE items SET n = 4 WHERE id = 750")  # n + 1 breaks CHECK (n < 5)
@@ -266,11 +275,7 @@ class FailingBatch(BackfillTestCase):
     def test_a_stopped_backfill_is_resumed_only_by_the_same_work(self):
         # Another set= (or apply=) under the same key would skip the rows the
         # first one reached, and report success.
-        conn = self.make_items(1000)
-        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
-        with self.assertRaises(sqlmigrate.MigrationError):
-            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
-                                target_ms=None)
+        conn = self.stopped_at_row_700()
         for other in ({"set": "note = 'x'"}, {"apply": lambda db, batch: 0}):
             with self.assertRaises(sqlmigrate.MigrationError) as caught:
                 sqlmigrate.backfill(self.db, "items", batch_rows=100, **other)
@@ -285,11 +290,7 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(self.counts(conn), {1: 1000})
 
     def test_dry_run_counts_from_the_stored_position(self):
-        conn = self.make_items(1000)
-        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
-        with self.assertRaises(sqlmigrate.MigrationError):
-            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
-                                target_ms=None)
+        conn = self.stopped_at_row_700()
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1", where="n < 4",
                                              dry_run=True), 299)
 

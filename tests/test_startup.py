@@ -120,15 +120,20 @@ class PackageSources(StartupCase):
             self.assertEqual((proc.returncode, proc.stdout.strip()), (0, expected), proc.stderr)
         self.assertEqual(self.user_tables(), ["notes", "users"])
 
-    def test_package_from_a_plain_directory_reads_its_files(self):
-        package = os.path.join(self.tmp, "lib", "myapp", "migrations")
+    def up_from_package_folder(self, app, app_init=""):
+        """`up --package <app>.migrations` from a folder on PYTHONPATH: app's
+        __init__.py holds `app_init`, migrations/ one migration."""
+        package = os.path.join(self.tmp, "lib", app, "migrations")
         os.makedirs(package)
-        for path, text in {"../__init__.py": "", "__init__.py": "",
+        for path, text in {"../__init__.py": app_init, "__init__.py": "",
                            "001-create-users.sql": sql_file(*USERS)}.items():
             with open(os.path.join(package, path), "w") as f:
                 f.write(text)
-        status, out, err = self.cli("--db", self.db, "--package", "myapp.migrations", "up",
-                                    env={"PYTHONPATH": os.path.join(self.tmp, "lib")})
+        return self.cli("--db", self.db, "--package", app + ".migrations", "up",
+                        env={"PYTHONPATH": os.path.join(self.tmp, "lib")})
+
+    def test_package_from_a_plain_directory_reads_its_files(self):
+        status, out, err = self.up_from_package_folder("myapp")
         self.assertEqual(status, 0, err)
         self.assertEqual(self.user_tables(), ["users"])
 
@@ -156,14 +161,7 @@ class PackageSources(StartupCase):
         self.assertFalse(os.path.exists(self.db))
 
     def test_a_package_whose_init_fails_to_import_is_one_line_naming_it(self):
-        package = os.path.join(self.tmp, "lib", "brokenapp", "migrations")
-        os.makedirs(package)
-        for path, text in {"../__init__.py": "x = (\n", "__init__.py": "",
-                           "001-create-users.sql": sql_file(*USERS)}.items():
-            with open(os.path.join(package, path), "w") as f:
-                f.write(text)
-        status, out, err = self.cli("--db", self.db, "--package", "brokenapp.migrations", "up",
-                                    env={"PYTHONPATH": os.path.join(self.tmp, "lib")})
+        status, out, err = self.up_from_package_folder("brokenapp", app_init="x = (\n")
         self.assertEqual(status, 2, err)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("brokenapp.migrations", err)
