@@ -1489,6 +1489,21 @@ def _foreign_keys_off_outside_transaction(conn, wanted=True):
             _set_pragma(conn, "foreign_keys", True)
 
 
+def _wal_witness(path):
+    """A read-only connection to hold `path` open while a dry run's closes,
+    or None: the last read-write connection to close folds the WAL into the
+    database file (a checkpoint) and deletes it, which would change the file
+    of a crashed writer's database; a read-only one closing last cannot."""
+    if not os.path.exists(_real_path(path) + "-wal"):
+        return None
+    try:
+        witness = _connect(path, mode="ro")
+        _query(witness, "SELECT count(*) FROM sqlite_master")  # joins the WAL
+        return witness
+    except (_DB.Error, MigrationError):
+        return None  # then the dry run's own close may fold it, as before
+
+
 def _main_file(conn):
     """The file of a connection's main database; "" when it is in memory
     (or temporary).  (The main database is always PRAGMA database_list's first row.)"""
@@ -2636,7 +2651,12 @@ class Migrator(object):
             # would go to a file nobody can open again.  An empty file is a
             # valid empty database.
             if session.conn is not None and session.conn is not self.connection:
-                session.conn.close()
+                witness = _wal_witness(self.path) if dry_run else None
+                try:
+                    session.conn.close()
+                finally:
+                    if witness is not None:
+                        witness.close()
 
     def _execute(self, session, plan, direction, dry_run, atomic, backup_wanted):
         for m in plan:

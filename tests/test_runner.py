@@ -4,6 +4,7 @@ import gc
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
 import unittest
 import warnings
@@ -805,6 +806,20 @@ class ReadOnlyOperations(RunnerTestCase):
                          ["CREATE TABLE two (x)", "INSERT INTO two VALUES ('a;b')"])
         self.assertEqual(self.tables(), ["metadata", "one"])
         self.assertEqual(self.connect().execute("PRAGMA journal_mode").fetchone()[0], "delete")
+
+    def test_dry_run_leaves_a_crashed_writers_wal_and_the_file_as_they_were(self):
+        # The dry run's read-write connection, closing last, would fold the
+        # WAL into the file (a checkpoint) and delete it.
+        self.three_migrations()
+        self.migrator().up(to=1)
+        code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                "c.execute('PRAGMA journal_mode = WAL').fetchall(); "
+                "c.execute('INSERT INTO users (name) VALUES (1)'); os._exit(0)")
+        self.assertEqual(subprocess.run([sys.executable, "-c", code, self.db]).returncode, 0)
+        before = [file_sha256(self.db + suffix) for suffix in ("", "-wal")]
+        for dry_run in (lambda m: m.up(dry_run=True), lambda m: m.down(dry_run=True)):
+            dry_run(self.migrator())
+            self.assertEqual([file_sha256(self.db + suffix) for suffix in ("", "-wal")], before)
 
     def test_down_dry_run_changes_nothing(self):
         self.three_migrations()
