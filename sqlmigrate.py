@@ -197,31 +197,6 @@ def _archived_package_files(module, location):
                  if _MIGRATION_LIKE(name) else b"") for name, sep in names)
 
 
-# hashlib's first import loads OpenSSL: about 3 ms, more than the rest of a
-# no-op migrate() over 100 files (bench W5) and a tenth of a CLI `status`.
-# CPython's own SHA-256 module (_sha256 in 3.6 to 3.11, _sha2 from 3.12) gives
-# the same digest; PyPy's is pure Python, and a build may lack it: those use
-# hashlib's.  _sha256 is the constructor, found at the first checksum.
-_sha256 = None
-
-
-def _sha256_hex(data):
-    """hashlib.sha256(data).hexdigest()."""
-    global _sha256
-    if _sha256 is None:
-        try:
-            if sys.implementation.name != "cpython":
-                raise ImportError("not CPython")
-            if sys.version_info >= (3, 12):
-                from _sha2 import sha256
-            else:
-                from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
-        _sha256 = sha256
-    return _sha256(data).hexdigest()
-
-
 # Windows cannot open a directory to fsync it (after a rename, for instance).
 _CAN_FSYNC_DIRECTORIES = os.name != "nt"
 # The shadow tables of the core virtual-table modules, for SQLite before 3.37
@@ -901,7 +876,8 @@ class Migration(object):
         # Line endings are normalised so a checkout with CRLF is not "changed".
         if self._checksum is None:
             normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            self._checksum = _sha256_hex(normalised)
+            import hashlib  # its OpenSSL load (~3 ms) is paid by the first checksum only
+            self._checksum = hashlib.sha256(normalised).hexdigest()
         return self._checksum
 
     @property
