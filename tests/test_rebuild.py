@@ -806,6 +806,14 @@ class Cases(object):
         self.assertRefused("create_sql creates table u, not t", self.rebuild_table,
                            self.conn, "t", create_sql="CREATE TABLE u (a)")
 
+    def test_create_sql_with_unbalanced_parentheses_is_bad_sql_and_changes_nothing(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a); INSERT INTO t VALUES (1, 'x');")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.rebuild_table(self.conn, "t",
+                               create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, a")
+        self.assertEqual(caught.exception.kind, "bad-sql")
+        self.assertEqual(self.rows("SELECT id, a FROM t"), [(1, "x")])
+
     def test_no_op_rebuild(self):
         self.make("""
             CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT COLLATE NOCASE,

@@ -685,6 +685,15 @@ class MergeJsonDefaultsHostileInputTests(DatabaseTestCase):
         for value in values:
             conn.execute("INSERT INTO s (data) VALUES (?)", (value,))
 
+    def test_a_table_whose_rowid_names_are_all_columns_is_unaddressable(self):
+        self.make("CREATE TABLE j (rowid, oid, _rowid_, data TEXT); "
+                  "INSERT INTO j VALUES (1, 2, 3, '{}');")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "j", "data", {"a": 1})
+        self.assertEqual((caught.exception.kind, caught.exception.tables), ("unaddressable", ["j"]))
+        self.assertEqual(self.content(), before)
+
     def texts(self):
         return [v for (v,) in self.rows("s", "data")]
 

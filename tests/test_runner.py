@@ -579,6 +579,7 @@ class CallerConnections(RunnerTestCase):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
             sqlmigrate.migrate(conn, self.dir)
         self.assertIn("open transaction", str(caught.exception))
+        self.assertIsInstance(caught.exception, sqlmigrate.RequestError)  # exit 2 in a CLI
         self.assertTrue(conn.in_transaction)
 
     @unittest.skipIf(sys.version_info < (3, 12), "Connection.autocommit needs Python 3.12")
