@@ -1111,10 +1111,13 @@ def _scan_package(package):
 
 def _scan_list(migrations):
     """_scan() of an in-code list of Migration objects."""
-    problems = ["%r is not a Migration (make one with Migration.from_sql)" % (m,)
-                for m in migrations if not isinstance(m, Migration)]
-    return _by_version([m for m in migrations if isinstance(m, Migration)], problems,
-                       "<migrations list>")
+    problems, found = [], []
+    for m in migrations:
+        if isinstance(m, Migration):
+            found.append(m)
+        else:
+            problems.append("%r is not a Migration (make one with Migration.from_sql)" % (m,))
+    return _by_version(found, problems, "<migrations list>")
 
 
 def _by_version(migrations, problems, where):
@@ -1568,11 +1571,11 @@ class _MigrationConnection(object):
         if action == _SQLITE_TRANSACTION and self._transactional:
             self.__dict__["refused"] = self._refusal(_authorizer_text(operation))
             return sqlite3.SQLITE_DENY
-        if action == _SQLITE_ATTACH and self._scratch and \
-                _authorizer_text(operation) not in ("", ":memory:"):
+        attached = _authorizer_text(operation) if action == _SQLITE_ATTACH else None
+        if attached not in (None, "", ":memory:") and self._scratch:
             self.__dict__["refused"] = MigrationError(
                 "ATTACH %s: test and lint run migrations on scratch copies and never write "
-                "another file, so this migration cannot run there" % _authorizer_text(operation),
+                "another file, so this migration cannot run there" % attached,
                 kind="refused-statement")
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
@@ -2337,8 +2340,9 @@ class Migrator(object):
         fresh = not applied and not state.version
         plan = [m for m in files if m.version not in applied and (to is None or m.version <= to)]
         usable = [b for b in baselines if fresh and (to is None or b.version <= to)]
+        start = usable[-1].version if usable else 0  # what a usable baseline builds
         if usable:
-            plan = usable[-1:] + [m for m in plan if m.version > usable[-1].version]
+            plan = usable[-1:] + [m for m in plan if m.version > start]
         newest, versions = max(list(applied) + [state.version]), set(m.version for m in files)
         for b in baselines:
             if 0 < newest < b.version and b.version not in versions and \
@@ -2350,7 +2354,6 @@ class Migrator(object):
                     "this database" % (newest, b.filename, b.version, newest, b.version),
                     kind="behind-baseline", path=b.path, version=b.version,
                     outcome="nothing was applied")
-            start = usable[-1].version if usable else 0  # what a usable baseline builds
             gone = sorted(v for v in b.covers or () if start < v <= to and v not in versions) \
                 if fresh and to is not None and to < b.version else ()
             if gone:
@@ -4104,10 +4107,11 @@ def _lint(migrator, files, round_trip):
             # --db is copied only while that fits in memory; a bigger one gets a
             # fresh build of its schema (its data would cost the time of every
             # rebuild the migrations do; the big-table rules read --db itself).
-            if has_db and migrator.path is not None and not _drift(report) and \
+            real = migrator.path is not None and _real_path(migrator.path)
+            if has_db and real and not _drift(report) and \
                     all(m.version in pending for m in linted) and sum(
-                        os.path.getsize(migrator.path + suffix) for suffix in ("", "-wal")
-                        if os.path.exists(migrator.path + suffix)) <= _MEMORY_COPY_BYTES:
+                        os.path.getsize(real + suffix) for suffix in ("", "-wal")
+                        if os.path.exists(real + suffix)) <= _MEMORY_COPY_BYTES:
                 with _scratch_copy(migrator.path, migrator.busy_timeout) as conn:
                     run.run(migrator, conn, stop)
             else:
@@ -5289,7 +5293,7 @@ def _key_range(columns, after, last):
     for bound, op, final in ((after, ">", ">"), (last, "<", "<=")):
         if bound is None:
             continue
-        terms = []
+        terms, first = [], len(params)
         for i, column in enumerate(columns):
             terms.append("(%s)" % " AND ".join(["%s = ?" % c for c in columns[:i]] + [
                 "%s %s ?" % (column, final if i == len(columns) - 1 else op)]))
@@ -5298,7 +5302,7 @@ def _key_range(columns, after, last):
             parts.append(terms[0])
         else:
             parts.append("%s %s= ? AND (%s)" % (columns[0], op, " OR ".join(terms)))
-            params.insert(len(params) - sum(range(1, len(columns) + 1)), bound[0])
+            params.insert(first, bound[0])
     return " AND ".join(parts) or "1", params
 
 
