@@ -1520,13 +1520,14 @@ class _MigrationConnection(object):
         # wrapper a cursor's statements are recorded on; _tracking: (the
         # tracking table, the migration's version, "up" or "down", its
         # checksum), for backfill's position and what it belongs to; _scratch:
-        # a connection sqlmigrate made (test, lint), where ATTACH is refused.
+        # a connection sqlmigrate made (test, lint), where ATTACH is refused;
+        # _backfills: the backfill keys run, shared with every cursor taken.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _scratch=scratch,
                              _copy_progress=copy_progress, _driver=_driver(conn),
                              _tracking=tracking,
                              failed_statement=None, refused=None, executed=[],
-                             _cursors=weakref.WeakSet())
+                             _cursors=weakref.WeakSet(), _backfills=[])
 
     def __getattr__(self, name):
         if self._transactional and name in self._REFUSED:
@@ -5354,7 +5355,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     work = _backfill_work(set, apply) if owner.version is None else None
     key = _backfill_key(owner.version, owner.direction, name or table)
     if owner.version is not None:  # a second one of this key would find the first's "done"
-        used = db.__dict__.setdefault("_backfills", [])  # (`set` is the parameter here)
+        used = db._backfills
         if key in used:
             raise RequestError("this migration already ran a backfill named %r: give each "
                                "backfill of one table its own name=" % (name or table))

@@ -214,6 +214,24 @@ class BadInput(BackfillTestCase):
         self.assertEqual(conn.execute("SELECT n, note, count(*) FROM items GROUP BY 1, 2")
                          .fetchall(), [(1, "x", 100)])
 
+    def test_the_same_name_through_db_and_a_cursor_taken_before_is_still_refused(self):
+        conn = self.make_items(100)
+        self.write("001-twice.py", '''
+            import sqlmigrate
+
+            transaction = False
+
+            def up(db):
+                cursor = db.cursor()
+                sqlmigrate.backfill(db, "items", set="n = n + 1")
+                sqlmigrate.backfill(cursor, "items", set="note = 'x'")
+            ''')
+        status, _, err = self.run_cli("up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("its own name=", err)
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note = 'x'")
+                         .fetchone()[0], 0)
+
     def test_inside_a_transactional_migration_it_is_refused_saying_set_transaction_false(self):
         conn = self.make_items(100)
         self.write("001-bump.py", '''
