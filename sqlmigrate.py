@@ -4545,6 +4545,24 @@ def _mentions(tokens, refs, keys):
     return [k for k in keys if k in found]
 
 
+def _affinity(declared):
+    """A column's type affinity from its declared type, by SQLite's rules in
+    their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
+    (or no type), then REAL, FLOA or DOUB, else NUMERIC."""
+    declared = declared.upper()
+    for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
+                            ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
+        if any(mark in declared for mark in marks):
+            return affinity
+    return "NUMERIC" if declared else "BLOB"
+
+
+# What ends a column's type name: its first constraint (SQLite drops a
+# trailing GENERATED ALWAYS from the type itself).
+_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+
+
 def _refused(message):
     """A rebuild refused before it changed anything."""
     return MigrationError(message, kind="rebuild-refused", outcome="nothing was changed")
@@ -4633,6 +4651,18 @@ class _CreateTable(object):
     def generated(self, item):
         return any(group[0] == "generated" for group in self.groups(item))
 
+    def affinity(self, item):
+        """The column's type affinity, from its type name: the words (and a
+        (size)) after its name, up to its first constraint."""
+        cursor, words = _Cursor(tokens=self.tokens, i=item.first, end=item.end), []
+        cursor.advance()  # the column's name
+        while not cursor.at_end() and cursor.word() not in _COLUMN_CONSTRAINT_WORDS:
+            if cursor.peek() == ("punct", "("):
+                cursor.group()
+                break
+            words.append(cursor.advance()[1])
+        return _affinity(" ".join(words))
+
 
 def _refs_in(kind, sql):
     """A schema object's tokens and which may name a column: an index's from
@@ -4710,6 +4740,8 @@ class _Table(object):
                            % (self.quoted, [c.name for c in self.old.columns],
                               [r.name for r in columns]))
         self.pk_keys = set(_key(row.name) for row in columns if row.pk)
+        self.pk_names = [row.name for row in sorted(columns, key=lambda row: row.pk) if row.pk]
+        self.affinities = dict((_key(row.name), _affinity(row.type)) for row in columns)
         # Generated columns, which INSERT ... VALUES skips.
         self.generated_keys = set(_key(row.name) for row in columns
                                   if row.hidden in _GENERATED_KINDS)
@@ -4837,7 +4869,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
                   dropped_indexes=tuple((name, "it uses a dropped column")
                                         for name, _ in dropped_indexes))
     if native:
-        return _RebuildPlan(tail_renames=False, copy_sql=None, **fields)
+        return _RebuildPlan(tail_renames=False, copy_sql=None, checks=(), **fields)
     for old_name, _ in [] if tail else renamed:
         # Without RENAME COLUMN only the table's own text and its indexes
         # can be rewritten safely: refuse rather than leave anything broken.
@@ -4868,6 +4900,10 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         mapping = [(o, o) if o else (n, o) for n, o in mapping]
     rowid = _rowid_alias([c.name for c in old.columns + new.columns]) \
         if old.rowid and new.rowid else None
+    # A column whose type affinity changes has its values converted as they
+    # are copied (TEXT '007' -> INTEGER 7, REAL 0.1 + 0.2 -> TEXT '0.3').
+    converted = [(n, o) for n, o in mapping if o is not None and _key(n) not in generated
+                 and new.affinity(new.column(_key(n))) != t.affinities[_key(o)]]
     # SQLite computes generated columns itself.  The rowid goes first, so an
     # INTEGER PRIMARY KEY column listed after it wins.
     pairs = [(rowid, rowid)] if rowid else []
@@ -4889,10 +4925,11 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
+        checks=_conversion_checks(t, temp, rowid, mapping, converted),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
         new.text(new.name_span[1], len(new.tokens)),
-        columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c))
-                      for c in new.columns),
+        columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
+                       new.affinity(c)) for c in new.columns),
         indexes=tuple(_renamed_index_sql(sql, renames) for name, sql in t.indexes
                       if name not in gone),
         # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as
@@ -4900,6 +4937,41 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, count=1)
                        for schema, _, sql in t.triggers),
         views=tuple(t.views), **fields)
+
+
+def _conversion_checks(t, temp, rowid, mapping, converted):
+    """For each column the copy converts, a _RebuildStep "check": a query for
+    the first row whose new value does not convert back, as the old value's
+    type, to the old value (REAL 0.30000000000000004 read back from TEXT
+    '0.3').  Rows are matched by rowid, else by the old key; the row's key
+    (rowid, else PRIMARY KEY) comes first, then the old and new values."""
+    if not converted:
+        return ()
+    q, kept = _quote_identifier, dict((_key(o), n) for n, o in mapping if o is not None)
+    if rowid:
+        on = [(rowid, rowid)]
+    else:
+        on = [(q(kept[_key(k)]), q(k)) for k in t.pk_names if _key(k) in kept]
+        if not on or len(on) < len(t.pk_names):
+            raise _refused("changing the type of column %s of table %s converts its values, "
+                           "and without a rowid or a kept PRIMARY KEY the copy cannot be matched "
+                           "to the old rows to check that none changed" % (converted[0][1], t.name))
+    shown = [k for k in t.pk_names] if t.pk_names else [rowid]
+    keys = ", ".join("o.%s" % (k if k == rowid else q(k)) for k in shown)
+    checks = []
+    for n, o in converted:
+        n, o = "n." + q(n), "o." + q(o)
+        same = ("typeof({o}) = typeof({n}) OR CASE typeof({o}) "
+                "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY "
+                "WHEN 'integer' THEN CAST({n} AS INTEGER) = {o} "
+                "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n)
+        checks.append(_RebuildStep("check", (
+            "SELECT {keys}, {o}, {n} FROM {table} AS o LEFT JOIN main.{temp} AS n ON {on} "
+            "WHERE NOT (n.{first} IS NOT NULL AND ({same})) LIMIT 1").format(
+                keys=keys, o=o, n=n, table=t.quoted, temp=q(temp), first=on[0][0], same=same,
+                on=" AND ".join("n.%s = o.%s" % pair for pair in on)),
+            (o[2:], tuple(shown))))
+    return tuple(checks)
 
 
 def _check_own_constraints(t, key):
@@ -5093,6 +5165,7 @@ def _rebuild_statements(plan):
             "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped) + renames
     out += _executed([plan.new_sql])
     out += [_RebuildStep("copy", plan.copy_sql, None)] if plan.copy_sql else []
+    out += list(plan.checks) if plan.copy_sql else []
     # Legacy mode for the rename back: nothing refers to the temporary name,
     # and SQLite 3.26+ would otherwise re-check (and may rewrite) every view
     # and trigger in the schema while the old table is gone.
@@ -5122,6 +5195,8 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
         for step in _rebuild_statements(plan):
             if step.action == "copy":
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
+            elif step.action == "check":
+                _check_conversion(raw, plan, step)
             elif step.action == "legacy_alter_table":
                 _set_pragma(conn, "legacy_alter_table", step.value)
             else:
@@ -5131,7 +5206,7 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
             _set_pragma(conn, "legacy_alter_table", legacy[0][0])
     if plan.native:
         return None
-    columns = [(row.name, row.hidden in _GENERATED_KINDS)
+    columns = [(row.name, row.hidden in _GENERATED_KINDS, _affinity(row.type))
                for row in _read_columns(raw, [plan.table])[plan.table]]
     if columns != list(plan.columns):
         raise MigrationError("the rebuilt table %s has columns %s, not %s as read from its "
@@ -5144,6 +5219,19 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
             raise MigrationError("after rebuilding table %s, %s no longer compiles" % (
                 plan.table, _describe("view", schema, name)), outcome="the rebuild was rolled back")
     return copied
+
+
+def _check_conversion(raw, plan, step):
+    rows = _query(raw, step.sql)
+    if rows:
+        column, key = step.value
+        *row, old, new = rows[0]
+        raise _refused(
+            "changing the type of column %s of table %s would change a stored value: the row "
+            "with %s = %s holds %r, which would be stored as %r; change such values first "
+            "(so that they convert back unchanged), or keep the column's type" % (
+                _unquote(column), plan.table, key[0] if len(key) == 1 else "(%s)" % ", ".join(key),
+                repr(row[0]) if len(row) == 1 else "(%s)" % ", ".join(map(repr, row)), old, new))
 
 
 def _copy_rows(conn, plan, progress, chunk_rows):
@@ -5189,7 +5277,9 @@ def rebuild_table(db, table, drop=(), rename=None, create_sql=None):
 
     drop: column names to remove; rename: {old: new}; create_sql: the whole
     new CREATE TABLE statement (columns are copied by name, through `rename`;
-    old columns it lacks are dropped; new ones get their defaults).
+    old columns it lacks are dropped; new ones get their defaults; a new type
+    converts values by affinity, and a value that would not convert back to
+    what was stored refuses the rebuild).
     Rows, rowids, the AUTOINCREMENT counter, indexes, triggers (TEMP ones too)
     and everything the CREATE TABLE text says about the kept columns stay.
     Works inside the caller's transaction (a savepoint) or in its own; never

@@ -22,6 +22,7 @@ NATIVE_RENAME = sqlite3.sqlite_version_info >= (3, 25, 0)
 PARTIAL = sqlite3.sqlite_version_info >= (3, 8, 0)
 
 
+WITHOUT_ROWID = sqlite3.sqlite_version_info >= (3, 8, 2)
 # Indexes on expressions arrived in SQLite 3.9.0.
 EXPRESSIONS = sqlite3.sqlite_version_info >= (3, 9, 0)
 
@@ -836,12 +837,13 @@ class Cases(object):
     # -- failures and transactions --------------------------------------------
 
     def test_a_late_failure_rolls_everything_back(self):
-        # '1' and '01' are distinct TEXT; as INTEGER both become 1, so the
-        # UNIQUE index fails to build after the old table is already dropped.
+        # 'a' and 'A' are distinct in BINARY; under the new column's NOCASE
+        # both are 'a', so the UNIQUE index fails to build after the old
+        # table is already dropped.
         self.make("""
             CREATE TABLE t (id INTEGER PRIMARY KEY, code TEXT);
             CREATE UNIQUE INDEX t_code ON t(code);
-            INSERT INTO t VALUES (1, '1'), (2, '01');
+            INSERT INTO t VALUES (1, 'a'), (2, 'A');
         """)
         before = self.schema(), self.rows("SELECT * FROM t")
         with self.assertRaisesRegex(sqlmigrate.MigrationError,
@@ -849,7 +851,7 @@ class Cases(object):
                                     "(UNIQUE constraint failed|.*not unique).*"
                                     "nothing was changed"):
             self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
-                                     "(id INTEGER PRIMARY KEY, code INTEGER)")
+                                     "(id INTEGER PRIMARY KEY, code TEXT COLLATE NOCASE)")
         self.assertEqual((self.schema(), self.rows("SELECT * FROM t")), before)
         self.assertHealthy()
 
@@ -913,6 +915,55 @@ class Cases(object):
         self.assertTrue(self.conn.in_transaction)
         self.conn.execute("COMMIT")
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, "a", "g"), (2, "mine", "g")])
+        self.assertHealthy()
+
+    def test_a_new_type_that_would_change_a_stored_value_is_refused_naming_the_row(self):
+        # SQLite converts a value to the new column's affinity as it is
+        # copied: these would come out different from what was stored.
+        lossy = [("TEXT", "INTEGER", "'007'", "'007'"),
+                 ("TEXT", "NUMERIC", "'1.0'", "'1.0'"),
+                 ("", "INTEGER", "' 7'", "' 7'"),
+                 ("INTEGER", "REAL", "9007199254740993", "9007199254740993")]
+        if self.rows("SELECT CAST(CAST(0.1 + 0.2 AS TEXT) AS REAL) <> 0.1 + 0.2")[0][0]:
+            # Older SQLite keeps 15 significant digits from REAL to TEXT.
+            lossy.append(("REAL", "TEXT", "0.1 + 0.2", "0.30000000000000004"))
+        for old, new, value, shown in lossy:
+            for without_rowid in ("", " WITHOUT ROWID")[:2 if WITHOUT_ROWID else 1]:
+                self.conn.execute("DROP TABLE IF EXISTS t")
+                self.make("CREATE TABLE t (id TEXT PRIMARY KEY, a %s)%s;"
+                          "INSERT INTO t VALUES ('k1', 'x'), ('k2', %s), ('k3', 'y');"
+                          % (old, without_rowid, value))
+                before = self.rows("SELECT id, a, typeof(a) FROM t ORDER BY id")
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                                       "(id TEXT PRIMARY KEY, a %s)%s" % (new, without_rowid))
+                self.assertEqual(caught.exception.kind, "rebuild-refused")
+                message = str(caught.exception)
+                self.assertIn(shown, message)
+                self.assertIn("'k2'", message)
+                self.assertEqual(message.count("nothing was changed"), 1, message)
+                self.assertEqual(self.rows("SELECT id, a, typeof(a) FROM t ORDER BY id"),
+                                 before)
+                self.assertEqual(self.rows("PRAGMA table_info(t)")[1][2], old)
+        self.assertHealthy()
+
+    def test_a_new_type_converts_values_that_convert_back_unchanged(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c REAL, d TEXT);"
+                  "INSERT INTO t VALUES (1, '7', 7, 1.5, 'abc'), (2, '-3', NULL, 2.0, x'00');")
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                           "(id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c TEXT, d INTEGER)")
+        self.assertEqual(self.rows("SELECT a, typeof(a), b, c, d FROM t ORDER BY id"),
+                         [(7, "integer", "7", "1.5", "abc"), (-3, "integer", None, "2.0", b"\0")])
+        self.assertHealthy()
+        if not WITHOUT_ROWID:
+            return
+        # A key of another type: the rows are still matched (and kept).
+        self.make("CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+                  "INSERT INTO w VALUES ('12', 'x'), ('ab', 'y');")
+        self.rebuild_table(self.conn, "w", create_sql="CREATE TABLE w "
+                           "(k INTEGER PRIMARY KEY, v TEXT) WITHOUT ROWID")
+        self.assertEqual(self.rows("SELECT k, typeof(k), v FROM w ORDER BY v"),
+                         [(12, "integer", "x"), ("ab", "text", "y")])
         self.assertHealthy()
 
     def test_not_null_column_without_default_fails_cleanly(self):
