@@ -2496,13 +2496,13 @@ class Migrator(object):
             result["ok"] = result["ok"] and result["from"]["ok"]
         return result
 
-    def lint(self, files=None, round_trip=False):
+    def lint(self, files=None, round_trip=False, to=None):
         """Check migrations for SQLite mistakes without writing the database:
-        the pending ones (all without a database), or `files`.  Returns the
-        findings (code, level, path, line, statement, message, fix, allowed);
-        `lint` exits 1 when an error-level one is not allowed.  round_trip:
-        also run the round trips of test() (SM802)."""
-        return _lint(self, files, round_trip)
+        the pending ones (all without a database) up to version `to`, or
+        `files`.  Returns the findings (code, level, path, line, statement,
+        message, fix, allowed); `lint` exits 1 when an error-level one is not
+        allowed.  round_trip: also run the round trips of test() (SM802)."""
+        return _lint(self, files, round_trip, to)
 
     def baseline(self, to, force=False):
         """Write NNN-baseline.sql (never over a file): a `-- migrate:baseline`
@@ -4055,7 +4055,7 @@ def _lint_big_tables(conn, sites):
     return findings
 
 
-def _lint(migrator, files, round_trip):
+def _lint(migrator, files, round_trip, to=None):
     """Migrator.lint(): the findings, allowed or not, in file and line order."""
     everything = migrator.migrations
     if files is None:
@@ -4078,9 +4078,10 @@ def _lint(migrator, files, round_trip):
     if named is not None:
         linted = sorted(set(named), key=lambda m: m.version)
     elif has_db:
-        linted = [m for m in migrator.pending() if not m.baseline]
+        linted = [m for m in migrator.pending() if not m.baseline and
+                  (to is None or m.version <= to)]
     else:
-        linted = list(everything)
+        linted = [m for m in everything if to is None or m.version <= to]
     findings, loaded = [], []
     for m in linted:
         try:
@@ -6953,9 +6954,6 @@ def _run_on(args, db, options, out, err):
                        migrator.schema_file is None else "; a fresh build gives the schema file"))
         return 1 if problems else 0
     if args.command == "mark":
-        if args.version is None and not args.from_user_version:  # worded as argparse's own
-            raise RequestError("the following arguments are required: V (or "
-                               "--from-user-version) (see sqlmigrate mark --help)")
         marked = migrator.mark(args.version, from_user_version=args.from_user_version)
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
                   % (len(marked), max([m.version for m in marked] + [args.version or 0])))
@@ -6975,8 +6973,7 @@ def _run_on(args, db, options, out, err):
         logger, saved = logging.getLogger("sqlmigrate"), logging.getLogger("sqlmigrate").level
         logger.setLevel(logging.ERROR)  # the scratch run's messages would read as the real run's
         try:
-            findings = migrator.lint([m.filename for m in migrator.pending()
-                                      if args.to is None or m.version <= args.to])
+            findings = migrator.lint(to=args.to)
         finally:
             logger.setLevel(saved)
         _print_lint(findings, out, quiet_allowed=True)

@@ -436,6 +436,24 @@ class CommandLine(LintTestCase):
         self.assertEqual(self.schema_version(), "1")
         self.assertIn("t", self.tables())
 
+    def test_up_lint_refuses_what_lint_refuses_and_lints_only_up_to_its_to(self):
+        self.table_migration()
+        self.assertEqual(self.cli("--db", self.db, "--dir", self.dir, "up")[0], 0)
+        self.write_sql(2, "add", "CREATE TABLE u (a);", "DROP TABLE u;")
+        self.write_sql(3, "drop", "DROP TABLE t;", "CREATE TABLE t (a);")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up", "--lint",
+                                    "--to", "2")
+        self.assertEqual(status, 0, out + err)
+        self.assertNotIn("SM101", out)
+        self.assertEqual(self.schema_version(), "2")
+        # An applied file edited: `up` alone warns, `lint` (and so `up --lint`) refuses.
+        with open(os.path.join(self.dir, "002-add.sql"), "a") as f:
+            f.write("-- edited\n")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up", "--lint")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("SM701", out)
+        self.assertEqual(self.schema_version(), "2")
+
     def test_up_lint_applies_when_lint_passes(self):
         self.write_sql(1, "t", "CREATE TABLE t (a);\n-- sqlmigrate: allow SM101 (scratch)\n"
                                "DROP TABLE t;", "SELECT 1;")
