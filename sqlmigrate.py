@@ -63,6 +63,10 @@ class MigrationError(Exception):
         Exception.__init__(self, *(() if message is None else (message,)))
 
     def __str__(self):
+        return self._text() + ("; " + self.outcome if self.outcome else "")
+
+    def _text(self):
+        """The message without its outcome (for an error that wraps this one)."""
         text, where = self.message, self.database or "the database"
         named = "database " + self.database if self.database else "the database"
         if text is None and self.kind == "migration-failed":
@@ -104,7 +108,7 @@ class MigrationError(Exception):
             }.get(self.kind) or "%s: %s" % (where, self.cause)
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
-        return text + ("; " + self.outcome if self.outcome else "")
+        return text
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -6131,9 +6135,8 @@ def _apply_reconcile(conn, plan):
         except MigrationError as e:  # rebuild_table's
             # What went wrong, said once: SQLite's error where the rebuild met
             # one, else its text without its outcome (the rebuild's alone: the
-            # whole reconcile's is said below); one composed from fields has none.
-            cause = e.cause if e.kind == "rebuild-refused" and e.cause else \
-                e.message if e.message is not None else str(e)
+            # whole reconcile's is said below).
+            cause = e.cause if e.kind == "rebuild-refused" and e.cause else e._text()
             raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
                                  tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)
