@@ -533,18 +533,27 @@ _COMPLETE_STATES = ((1, 0, 2, 3, 4, 2, 2, 2), (1, 1, 2, 3, 4, 2, 2, 2),
 _START = 1
 
 
-def _split_sql(sql):
+def _split_sql(sql, offsets=False):
     """A script's statements, without ';' and empty ones; a ';' in a string,
-    quoted name, comment or trigger body does not split."""
+    quoted name, comment or trigger body does not split.  offsets=True:
+    (where it starts in `sql`, statement) for each."""
+    statements = []
     if not any(mark in sql for mark in _CAN_HIDE_A_SEMICOLON) and "TRIGGER" not in sql.upper():
         # Nothing can hide a semicolon here, so the tokenizer would find the
         # same statements; most migrations take this path, at a tenth of the cost.
-        return [statement.strip(_SQL_SPACES) for statement in sql.split(";")
-                if statement.strip(_SQL_SPACES)]
-    statements, current, state = [], [], _START
+        at = 0
+        for piece in sql.split(";"):
+            statement = piece.strip(_SQL_SPACES)
+            if statement:
+                statements.append((at + len(piece) - len(piece.lstrip(_SQL_SPACES)), statement))
+            at += len(piece) + 1
+        return statements if offsets else [statement for _, statement in statements]
+    current, state, at, start = [], _START, 0, 0
     for kind, text in _tokenize(sql):
+        here, at = at, at + len(text)
         if not current and (kind in ("space", "comment") or text == ";"):
             continue  # a statement starts at its first real token
+        start = here if not current else start
         if kind == "punct" and text == ";":
             token = 0
         elif kind in ("space", "comment"):
@@ -553,14 +562,14 @@ def _split_sql(sql):
             token = _COMPLETE_WORDS.get(text.upper(), 2) if kind == "word" else 2
         state = _COMPLETE_STATES[state][token]
         if state == _START:
-            statements.append("".join(current).rstrip(_SQL_SPACES))
+            statements.append((start, "".join(current).rstrip(_SQL_SPACES)))
             current = []
         else:
             current.append(text)
     tail = "".join(current).rstrip(_SQL_SPACES)
     if tail:
-        statements.append(tail)
-    return statements
+        statements.append((start, tail))
+    return statements if offsets else [statement for _, statement in statements]
 
 
 def _quote_identifier(name):
@@ -836,6 +845,7 @@ class Migration(object):
         self._source = self._checksum = self._name = self._module = None
         self._read = read  # the file's bytes from a package's loader, for one not on disk
         self._up_sql = self._down_sql = None
+        self._up_at = 0  # where the up section starts in the text (after a BOM)
         self._loaded, self._transactional = False, True
 
     def __repr__(self):
@@ -976,7 +986,8 @@ class Migration(object):
         baseline = re.compile(_BASELINE_RE).match(text)
         if bool(baseline) != self.baseline:
             raise self._error(self._baseline_mismatch())
-        text = text[baseline.end():] if baseline else text
+        skipped = baseline.end() if baseline else 0
+        text = text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
         if markers and self.baseline:
             raise self._error("a baseline has no '-- migrate:' sections: all of it is up")
@@ -993,9 +1004,11 @@ class Migration(object):
             sections[direction] = text[marker.end():end]  # down is split only if rolled back
             if direction == "up":
                 self._transactional = options != "transaction:false"
+                self._up_at = skipped + marker.end()
         if "up" not in sections:
             raise self._error("has '-- migrate:down' but no '-- migrate:up'")
         self._up_sql, self._down_sql = sections["up"], sections.get("down")
+        self._up_at = self._up_at if markers else skipped
 
     @property
     def covers(self):
@@ -3959,14 +3972,11 @@ def _sql_statements(m):
     text = m.source.decode("utf-8", "replace").lstrip("\ufeff")
     if "\r" in text and "\n" not in text:
         text = text.replace("\r", "\n")  # as _load_sql reads it
-    base = text.find(m._up_sql) if m._up_sql else len(text)
-    at, out = 0, []
-    for statement in _split_sql(m._up_sql or ""):
-        at = m._up_sql.find(statement, at)
-        first = text.count("\n", 0, base + at) + 1
+    out = []
+    for at, statement in _split_sql(m._up_sql or "", offsets=True):
+        first = text.count("\n", 0, m._up_at + at) + 1
         out.append((statement, (first, first + statement.count("\n"))))
-        at += len(statement)
-    marker = text.count("\n", 0, base) + 1 if _MARKER_RE.search(text) else 0
+    marker = text.count("\n", 0, m._up_at) + 1 if _MARKER_RE.search(text) else 0
     return text, out, marker
 
 

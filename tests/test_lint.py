@@ -50,6 +50,14 @@ class DestructiveRules(LintTestCase):
         self.assertIn("t", f.message)
         self.assertTrue(f.fix)
 
+    def test_a_statement_quoted_in_a_comment_above_it_gets_its_own_line(self):
+        self.table_migration()
+        # The statement's text also stands in the file's header and in a
+        # comment above it: the finding is at the statement itself.
+        self.write("002-drop.sql", "-- DROP TABLE t;\n-- migrate:up\n-- was: DROP TABLE t;\n"
+                                   "\nDROP TABLE t;\n-- migrate:down\nSELECT 1;\n")
+        self.assertEqual(self.only(self.lint(), "SM101").line, 5)
+
     def test_drop_table_allowed_by_a_marker_above_it(self):
         self.table_migration()
         self.write_sql(2, "drop", "-- sqlmigrate: allow SM101 (replaced by u)\nDROP TABLE t;")

@@ -144,6 +144,22 @@ class TriggerBodies(TempDirTestCase):
             ours = sqlmigrate._split_sql(sql + "\nnext")[-1] == "next"
             self.assertEqual(ours, sqlite3.complete_statement(sql), sql)
 
+    def test_each_statement_is_found_at_its_offset_on_both_paths(self):
+        # With offsets, each statement is the text at its offset: past
+        # comments and spaces before it, even ones quoting the statement.
+        rng = random.Random(11)
+        pieces = ["DROP TABLE t", "-- DROP TABLE t\n", "/* DROP TABLE t; */", "\n\t ", ";",
+                  "SELECT 'a;b'", "CREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END"]
+        for _ in range(200):
+            sql = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+            found = sqlmigrate._split_sql(sql, offsets=True)
+            self.assertEqual([statement for _, statement in found], sqlmigrate._split_sql(sql))
+            for at, statement in found:
+                self.assertEqual(sql[at:at + len(statement)], statement, sql)
+        plain = "  DROP TABLE t ;\n\nDROP TABLE u"  # nothing hides a ';': the quick path
+        self.assertEqual(sqlmigrate._split_sql(plain, offsets=True),
+                         [(2, "DROP TABLE t"), (18, "DROP TABLE u")])
+
     def test_split_sql_agrees_with_executescript_on_random_scripts(self):
         # Statements, triggers and separators that hide or show a ';'; each
         # script runs both ways on fresh in-memory databases.
