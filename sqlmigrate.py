@@ -3467,9 +3467,8 @@ class _MigrationTest(object):
     def parents_first(self, tables):
         """tables' items, each after those of them its foreign keys name (a
         child gets the parent's keys only if the parent has rows), else by name."""
-        parents = dict((key, set(_key(row[2]) for row in _query(
-            self.conn, "PRAGMA foreign_key_list(%s)" % _quote_identifier(name))) & set(tables))
-            for key, (name, _) in tables.items())
+        parents = dict((key, set(_key(fk.parent) for fk in _foreign_keys(self.conn, name)) &
+                            set(tables)) for key, (name, _) in tables.items())
         ordered, placed = [], set()
         while len(ordered) < len(tables):
             ready = [key for key in sorted(tables) if key not in placed and
@@ -3496,11 +3495,13 @@ class _MigrationTest(object):
                 literals += [_unquote(text) if kind == "string" else int(text)
                              for kind, text in words if kind == "string" or text.isdigit()]
         parents = {}
-        for row in _query(self.conn, "PRAGMA foreign_key_list(%s)" % quoted):
-            target = row[4] or next((c[1] for c in _query(
-                self.conn, "PRAGMA table_info(%s)" % _quote_identifier(row[2])) if c[5]), "rowid")
-            parents[_key(row[3])] = [r[0] for r in _query(self.conn, "SELECT %s FROM %s" % (
-                _quote_identifier(target), _quote_identifier(row[2])))] + [None]
+        for fk in _foreign_keys(self.conn, name):
+            # PRAGMA, not _read_columns: REFERENCES may spell the name in another case.
+            target = fk.to or next((c.name for c in (_Column._make(tuple(row) + (0,)) for row in (
+                _query(self.conn, "PRAGMA table_info(%s)" % _quote_identifier(fk.parent))))
+                if c.pk), "rowid")
+            parents[_key(fk.column)] = [r[0] for r in _query(self.conn, "SELECT %s FROM %s" % (
+                _quote_identifier(target), _quote_identifier(fk.parent)))] + [None]
         columns = [c for c in _read_columns(self.conn, [name])[name] if not c.hidden]
         rowid_alias = [c.name for c in columns if c.pk] if table.rowid else []
         rowid_alias = rowid_alias if len(rowid_alias) == 1 and [c.type.upper() for c in columns
@@ -4272,6 +4273,17 @@ _Column = collections.namedtuple("_Column", "cid name type notnull dflt_value pk
 _GENERATED_KINDS = {2: "VIRTUAL", 3: "STORED"}
 
 
+# A row of PRAGMA foreign_key_list: the parent table, the child's column and
+# the parent's (None: the parent's primary key).
+_ForeignKey = collections.namedtuple("_ForeignKey", "parent column to")
+
+
+def _foreign_keys(conn, table):
+    """The foreign keys of main.`table`, one _ForeignKey per column pair."""
+    return [_ForeignKey(row[2], row[3], row[4]) for row in _query(
+        conn, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(table))]
+
+
 def _read_columns(conn, tables, names_only=False):
     """{table: [_Column per column]} for existing tables (exact names); with
     names_only {table: [column name]}, all a check of a big schema reads
@@ -4780,12 +4792,10 @@ class _Table(object):
         for (other,) in _query(raw, "SELECT name FROM sqlite_master WHERE type = 'table' "
                                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"):
             if _key(other) != self.key:
-                self.children += [(other, row[3], row[4]) for row in _query(
-                    raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(other))
-                    if _key(row[2]) == self.key]
+                self.children += [(other, fk.column, fk.to) for fk in _foreign_keys(raw, other)
+                                  if _key(fk.parent) == self.key]
         self.dependents = [(s, "trigger", n, sql) for s, n, sql in self.triggers] + self.others
-        self.own_foreign_keys = [(row[2], row[3], row[4]) for row in _query(
-            raw, "PRAGMA main.foreign_key_list(%s)" % _quote_identifier(self.name))]
+        self.own_foreign_keys = _foreign_keys(raw, self.name)  # (parent, column, to)
 
 
 def _view_compiles(raw, schema, name):

@@ -168,6 +168,17 @@ class ParentsBeforeChildrenTest(TempDirTestCase):
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["rows_generated"], {"posts": 3, "users": 3})
 
+    def test_a_child_naming_its_parent_in_another_case_gets_the_parents_key(self):
+        # REFERENCES users, no column: the parent's PRIMARY KEY (a TEXT one,
+        # so its rowids would not do), found whatever case the name is in.
+        self.write_sql(1, "init", "CREATE TABLE Users (code TEXT PRIMARY KEY, name TEXT);\n"
+                                  "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_code TEXT "
+                                  "NOT NULL REFERENCES users);", "DROP TABLE posts;\n"
+                                  "DROP TABLE Users;")
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["rows_generated"], {"posts": 3, "Users": 3})
+
     def test_a_migration_that_points_rows_at_an_empty_parent_fails(self):
         self.write_sql(1, "init", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\n"
                                   "CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER "
