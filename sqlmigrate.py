@@ -1190,11 +1190,16 @@ def _database_exists(path):
     but a regular file, is a RequestError."""
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(directory):
             return False
         why = "cannot open database %s: directory %s does not exist" % (path, directory)
+    except OSError as e:
+        # A symlink loop, or a directory that may not be searched: the file
+        # may well exist, so taking it for a new database would report one
+        # with nothing applied.
+        raise MigrationError(kind="cannot-open", database=path, cause=e.strerror)
     else:
         if stat.S_ISREG(mode):
             return True

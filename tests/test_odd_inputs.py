@@ -294,5 +294,47 @@ class FileExtensionCaseTests(CLITestCase):
         self.run_ok("--db", self.db, "verify")
 
 
+class UnreachableDatabaseTests(CLITestCase):
+    """A --db path that may name an existing database but cannot be looked
+    at (a symlink loop, a directory without search permission) is an error,
+    never taken for a missing file: that would report an empty database."""
+
+    COMMANDS = (("status",), ("status", "--json"), ("up", "--dry-run"), ("down",),
+                ("verify",), ("schema",), ("backup",))
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+
+    def assert_cannot_open(self, path, **kwargs):
+        for command in self.COMMANDS:
+            with self.subTest(command=command):
+                err = self.assert_error(self.cli("--db", path, *command, timeout=20, **kwargs),
+                                        1, path, "cannot open")
+                self.assertNotIn("does not exist", err)
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "no symlinks here")
+    def test_a_symlink_loop_is_an_error_not_a_missing_database(self):
+        loop = os.path.join(self.tmp, "loop.db")
+        os.symlink(os.path.join(self.tmp, "other.db"), loop)
+        os.symlink(loop, os.path.join(self.tmp, "other.db"))
+        self.assert_cannot_open(loop)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["loop.db", "migrations", "other.db"])
+
+    def test_a_database_in_a_directory_without_search_permission_is_not_reported_empty(self):
+        python = self.unprivileged_python()
+        private = os.path.join(self.tmp, "private")
+        os.mkdir(private)
+        self.db = os.path.join(private, "app.db")
+        self.apply()
+        before = self.sha()
+        os.chmod(private, 0o600)  # listed, but no file in it can be reached
+        self.addCleanup(os.chmod, private, 0o755)
+        self.assert_cannot_open(self.db, python=python)
+        os.chmod(private, 0o755)
+        self.assertEqual(self.sha(), before)
+        self.assertEqual(sorted(os.listdir(private)), ["app.db"])
+
+
 if __name__ == "__main__":
     unittest.main()
