@@ -2658,6 +2658,12 @@ class Migrator(object):
         if self.schema_file is not None and not dry_run:
             _check_schema_file(self.schema_file)  # before any change to the database
         if session.conn is None:  # a new database file, created only now
+            if self.path == ":memory:":
+                # SQLite's name for a database that ends with its connection:
+                # the run would report migrations applied to nothing that lasts.
+                raise RequestError("%s is an in-memory database, gone when this run ends: "
+                                   "nothing would be kept; give a database file path"
+                                   % self.path, kind="bad-database", database=self.path)
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an

@@ -336,5 +336,26 @@ class UnreachableDatabaseTests(CLITestCase):
         self.assertEqual(sorted(os.listdir(private)), ["app.db"])
 
 
+class InMemoryDatabaseTests(CLITestCase):
+    """--db :memory: (say, an application's test setting in $SQLMIGRATE_DB)
+    is SQLite's name for a database gone when its connection closes."""
+
+    def test_up_into_an_in_memory_database_is_refused_not_reported_applied(self):
+        self.add_initial()
+        for args, env in (((("--db", ":memory:", "up")), {}),
+                          (("up",), {"SQLMIGRATE_DB": ":memory:"}),
+                          (("--db", ":memory:", "up", "--backup"), {})):
+            with self.subTest(args=args, env=env):
+                status, out, err = self.cli(*args, env=env)
+                self.assert_error((status, out, err), 2, ":memory:", "in-memory")
+                self.assertNotIn("Applied", out)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
+
+    def test_a_dry_run_into_an_in_memory_database_still_shows_the_plan(self):
+        self.add_initial()
+        out, _ = self.run_ok("--db", ":memory:", "up", "--dry-run")
+        self.assertIn("CREATE TABLE users", out)
+
+
 if __name__ == "__main__":
     unittest.main()
