@@ -6874,6 +6874,11 @@ def _cli_opener(args):
             raise RequestError("$SQLMIGRATE_KEY is set, but the sqlite3 module does not "
                                "encrypt: use --driver sqlcipher3 (or unset it)")
         return _Opener()
+    # Checked before importing: import_module takes ".x" as a relative
+    # import and raises TypeError, and a path is no package to pip install.
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise RequestError("driver %r is not a module name (such as sqlcipher3 or "
+                           "pysqlite3.dbapi2)" % name)
     import importlib
     try:
         module = importlib.import_module(name)
