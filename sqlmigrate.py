@@ -7050,10 +7050,14 @@ def main(argv=None):
         if "logging" in sys.modules:
             _log("debug", "sqlmigrate %s", __version__)
         global _OPENER
+        # Results are written to `out` only; what a migration prints is a log
+        # line: on stdout it would break `--json` and a dry run's SQL.
+        sys.stdout = err
         try:
             _OPENER = _cli_opener(args)
             return _run_command(args, out, err)
         finally:
+            sys.stdout = out
             _OPENER = _Opener()
             if set_up in _LOG_SETUP:
                 _LOG_SETUP.remove(set_up)

@@ -1180,6 +1180,18 @@ class ExitStatusTests(CLITestCase):
         self.assertNotIn("error", out.lower())
         self.assertIn("002-no-up.py", err)
 
+    def test_what_a_migration_prints_goes_to_stderr_not_into_the_results(self):
+        self.write("001-chatty.py", "def up(db):\n    print('hello from up')\n"
+                                    "    db.execute('CREATE TABLE t (x)')\n\n"
+                                    "def down(db):\n    db.execute('DROP TABLE t')\n")
+        for args in (("test", "--json"), ("lint", "--json"), ("up", "--dry-run"), ("up",)):
+            with self.subTest(args=args):
+                out, err = self.run_ok("--db", self.db, *args)
+                self.assertNotIn("hello from up", out)
+                self.assertIn("hello from up", err)
+                if "--json" in args:
+                    json.loads(out)
+
 
 # ---------------------------------------------------------------------------
 # SPEC 7: bad input, a clear message, the database unchanged
