@@ -1488,6 +1488,13 @@ def _wal_witness(path):
         return None  # then the dry run's own close may fold it, as before
 
 
+def _may_write(path):
+    """Whether this process may write the database file at `path` and create
+    its journal beside it (as root: always)."""
+    real = _real_path(path)
+    return all(os.access(p, os.W_OK) for p in (real, os.path.dirname(os.path.abspath(real))))
+
+
 def _main_file(conn):
     """The file of a connection's main database; "" when it is in memory
     (or temporary).  (The main database is always PRAGMA database_list's first row.)"""
@@ -2604,7 +2611,7 @@ class Migrator(object):
         write only if something may need to: a dry run against a file that
         does not exist runs in memory, and nothing creates a file early."""
         self.migrations  # noqa: B018 - names are validated before any connection
-        session = _Session()
+        session, copy = _Session(), None
         if self.connection is not None:
             session.conn = self.connection
             # Python 3.12's autocommit=False keeps a transaction open at all
@@ -2612,6 +2619,11 @@ class Migrator(object):
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
                 raise RequestError("the connection has an open transaction; commit or roll "
                                    "it back before migrating")
+        elif dry_run and _database_exists(self.path) and not _may_write(self.path):
+            # A dry run changes nothing, but its migrations run in a transaction
+            # it rolls back, which a file we may only read refuses: a copy.
+            copy = _scratch_copy(self.path, self.busy_timeout)
+            session.conn = copy.__enter__()
         elif _database_exists(self.path):
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
@@ -2635,7 +2647,9 @@ class Migrator(object):
             # notice that an empty file was unlinked under it, so its commits
             # would go to a file nobody can open again.  An empty file is a
             # valid empty database.
-            if session.conn is not None and session.conn is not self.connection:
+            if copy is not None:
+                copy.__exit__(None, None, None)
+            elif session.conn is not None and session.conn is not self.connection:
                 witness = _wal_witness(self.path) if dry_run else None
                 try:
                     session.conn.close()
