@@ -1188,6 +1188,12 @@ _NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character dev
 def _database_exists(path):
     """Whether the file exists; a missing directory, or a path naming anything
     but a regular file, is a RequestError."""
+    path = os.fspath(path)
+    if isinstance(path, str) and path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        # SQLite drops the slash ("app.db/" opens app.db, "new/" creates a file
+        # "new"), while stat() fails on it: that file would be taken for new.
+        raise RequestError("%s ends with %s, naming a directory, not a database file"
+                           % (path, path[-1]), kind="bad-database", database=path)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):

@@ -335,6 +335,18 @@ class UnreachableDatabaseTests(CLITestCase):
         self.assertEqual(self.sha(), before)
         self.assertEqual(sorted(os.listdir(private)), ["app.db"])
 
+    def test_a_path_ending_in_a_slash_is_a_bad_request(self):
+        # SQLite drops the slash: "app.db/" opens app.db, "new/" creates a
+        # file "new"; stat() of them fails, so they were taken for new files.
+        self.apply()
+        before = self.sha()
+        for path in (self.db + os.sep, os.path.join(self.tmp, "new") + os.sep):
+            for command in self.COMMANDS + (("up",), ("mark", "1")):
+                with self.subTest(path=path, command=command):
+                    self.assert_error(self.cli("--db", path, *command), 2, path, "ends with")
+        self.assertEqual(self.sha(), before)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["app.db", "migrations"])
+
 
 class InMemoryDatabaseTests(CLITestCase):
     """--db :memory: (say, an application's test setting in $SQLMIGRATE_DB)
