@@ -1205,13 +1205,24 @@ _NOT_REGULAR_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character dev
 def _database_exists(path):
     """Whether the file exists; a missing directory, or a path naming anything
     but a regular file, is a RequestError."""
+    path = os.fspath(path)
+    if isinstance(path, str) and path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        # SQLite drops the slash ("app.db/" opens app.db, "new/" creates a file
+        # "new"), while stat() fails on it: that file would be taken for new.
+        raise RequestError("%s ends with %s, naming a directory, not a database file"
+                           % (path, path[-1]), kind="bad-database", database=path)
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(directory):
             return False
         why = "cannot open database %s: directory %s does not exist" % (path, directory)
+    except OSError as e:
+        # A symlink loop, or a directory that may not be searched: the file
+        # may well exist, so taking it for a new database would report one
+        # with nothing applied.
+        raise MigrationError(kind="cannot-open", database=path, cause=e.strerror)
     else:
         if stat.S_ISREG(mode):
             return True
@@ -1498,6 +1509,13 @@ def _wal_witness(path):
         return witness
     except (_DB.Error, MigrationError):
         return None  # then the dry run's own close may fold it, as before
+
+
+def _may_write(path):
+    """Whether this process may write the database file at `path` and create
+    its journal beside it (as root: always)."""
+    real = _real_path(path)
+    return all(os.access(p, os.W_OK) for p in (real, os.path.dirname(os.path.abspath(real))))
 
 
 def _main_file(conn):
@@ -2616,7 +2634,7 @@ class Migrator(object):
         write only if something may need to: a dry run against a file that
         does not exist runs in memory, and nothing creates a file early."""
         self.migrations  # noqa: B018 - names are validated before any connection
-        session = _Session()
+        session, copy = _Session(), None
         if self.connection is not None:
             session.conn = self.connection
             # Python 3.12's autocommit=False keeps a transaction open at all
@@ -2624,6 +2642,11 @@ class Migrator(object):
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
                 raise RequestError("the connection has an open transaction; commit or roll "
                                    "it back before migrating")
+        elif dry_run and _database_exists(self.path) and not _may_write(self.path):
+            # A dry run changes nothing, but its migrations run in a transaction
+            # it rolls back, which a file we may only read refuses: a copy.
+            copy = _scratch_copy(self.path, self.busy_timeout)
+            session.conn = copy.__enter__()
         elif _database_exists(self.path):
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
@@ -2647,7 +2670,9 @@ class Migrator(object):
             # notice that an empty file was unlinked under it, so its commits
             # would go to a file nobody can open again.  An empty file is a
             # valid empty database.
-            if session.conn is not None and session.conn is not self.connection:
+            if copy is not None:
+                copy.__exit__(None, None, None)
+            elif session.conn is not None and session.conn is not self.connection:
                 witness = _wal_witness(self.path) if dry_run else None
                 try:
                     session.conn.close()
@@ -2670,6 +2695,12 @@ class Migrator(object):
         if self.schema_file is not None and not dry_run:
             _check_schema_file(self.schema_file)  # before any change to the database
         if session.conn is None:  # a new database file, created only now
+            if self.path == ":memory:":
+                # SQLite's name for a database that ends with its connection:
+                # the run would report migrations applied to nothing that lasts.
+                raise RequestError("%s is an in-memory database, gone when this run ends: "
+                                   "nothing would be kept; give a database file path"
+                                   % self.path, kind="bad-database", database=self.path)
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an
@@ -6887,6 +6918,11 @@ def _cli_opener(args):
             raise RequestError("$SQLMIGRATE_KEY is set, but the sqlite3 module does not "
                                "encrypt: use --driver sqlcipher3 (or unset it)")
         return _Opener()
+    # Checked before importing: import_module takes ".x" as a relative
+    # import and raises TypeError, and a path is no package to pip install.
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise RequestError("driver %r is not a module name (such as sqlcipher3 or "
+                           "pysqlite3.dbapi2)" % name)
     import importlib
     try:
         module = importlib.import_module(name)
@@ -7054,10 +7090,14 @@ def main(argv=None):
         if "logging" in sys.modules:
             _log("debug", "sqlmigrate %s", __version__)
         global _OPENER
+        # Results are written to `out` only; what a migration prints is a log
+        # line: on stdout it would break `--json` and a dry run's SQL.
+        sys.stdout = err
         try:
             _OPENER = _cli_opener(args)
             return _run_command(args, out, err)
         finally:
+            sys.stdout = out
             _OPENER = _Opener()
             if set_up in _LOG_SETUP:
                 _LOG_SETUP.remove(set_up)

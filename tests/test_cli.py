@@ -1181,6 +1181,18 @@ class ExitStatusTests(CLITestCase):
         self.assertNotIn("error", out.lower())
         self.assertIn("002-no-up.py", err)
 
+    def test_what_a_migration_prints_goes_to_stderr_not_into_the_results(self):
+        self.write("001-chatty.py", "def up(db):\n    print('hello from up')\n"
+                                    "    db.execute('CREATE TABLE t (x)')\n\n"
+                                    "def down(db):\n    db.execute('DROP TABLE t')\n")
+        for args in (("test", "--json"), ("lint", "--json"), ("up", "--dry-run"), ("up",)):
+            with self.subTest(args=args):
+                out, err = self.run_ok("--db", self.db, *args)
+                self.assertNotIn("hello from up", out)
+                self.assertIn("hello from up", err)
+                if "--json" in args:
+                    json.loads(out)
+
 
 # ---------------------------------------------------------------------------
 # SPEC 7: bad input, a clear message, the database unchanged
@@ -1300,6 +1312,25 @@ class BadInputTests(CLITestCase):
         self.addCleanup(os.chmod, self.db, 0o644)
         self.assert_bad_input(self.up(), 1, self.db, "read-only", python=python)
         self.assertEqual(self.schema_version(), "1")
+
+    def test_dry_run_of_a_read_only_database_shows_the_plan(self):
+        # A dry run writes nothing, so a user who may only read the database
+        # (or its directory) can still see what up or down would do.
+        python = self.unprivileged_python()
+        before = self.sha()
+        for path, mode in ((self.db, 0o444), (self.tmp, 0o555)):
+            os.chmod(path, mode)
+            try:
+                for args, sql in ((("up",), "CREATE TABLE sessions"),
+                                  (("down",), "DROP TABLE users")):
+                    with self.subTest(read_only=path, args=args):
+                        out, _ = self.run_ok("--db", self.db, *(args + ("--dry-run",)),
+                                             python=python)
+                        self.assertIn(sql, out)
+            finally:
+                os.chmod(path, 0o755 if path == self.tmp else 0o644)
+        self.assertEqual(self.sha(), before)
+        self.assertEqual([n for n in os.listdir(self.tmp) if n.startswith("app.db")], ["app.db"])
 
     def test_locked_database_fails_quickly_with_busy_timeout(self):
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, self.db],

@@ -74,6 +74,17 @@ class ForeignConnections(TempDirTestCase):
         self.assertIn("pysqlite3_not_there.dbapi2", err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_driver_that_is_not_a_module_name_exits_2_with_one_line(self):
+        for name in (".x", "../x", ".", "/abs/path", "a..b", "x."):
+            with self.subTest(name=name):
+                status, out, err = self.cli("--db", self.db, "up", env={"SQLMIGRATE_DRIVER": name})
+                self.assertEqual(status, 2, err)
+                self.assertNotIn("Traceback", err)
+                self.assertEqual(err.count("\n"), 1, err)
+                self.assertIn("module name", err)
+                self.assertNotIn("pip install", err)
+                self.assertFalse(os.path.exists(self.db))
+
     def test_a_key_without_an_encrypting_driver_is_refused(self):
         self.write_sql(1, "t", "CREATE TABLE t (x)")
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up",

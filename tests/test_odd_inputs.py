@@ -294,5 +294,80 @@ class FileExtensionCaseTests(CLITestCase):
         self.run_ok("--db", self.db, "verify")
 
 
+class UnreachableDatabaseTests(CLITestCase):
+    """A --db path that may name an existing database but cannot be looked
+    at (a symlink loop, a directory without search permission) is an error,
+    never taken for a missing file: that would report an empty database."""
+
+    COMMANDS = (("status",), ("status", "--json"), ("up", "--dry-run"), ("down",),
+                ("verify",), ("schema",), ("backup",))
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+
+    def assert_cannot_open(self, path, **kwargs):
+        for command in self.COMMANDS:
+            with self.subTest(command=command):
+                err = self.assert_error(self.cli("--db", path, *command, timeout=20, **kwargs),
+                                        1, path, "cannot open")
+                self.assertNotIn("does not exist", err)
+
+    @unittest.skipUnless(hasattr(os, "symlink"), "no symlinks here")
+    def test_a_symlink_loop_is_an_error_not_a_missing_database(self):
+        loop = os.path.join(self.tmp, "loop.db")
+        os.symlink(os.path.join(self.tmp, "other.db"), loop)
+        os.symlink(loop, os.path.join(self.tmp, "other.db"))
+        self.assert_cannot_open(loop)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["loop.db", "migrations", "other.db"])
+
+    def test_a_database_in_a_directory_without_search_permission_is_not_reported_empty(self):
+        python = self.unprivileged_python()
+        private = os.path.join(self.tmp, "private")
+        os.mkdir(private)
+        self.db = os.path.join(private, "app.db")
+        self.apply()
+        before = self.sha()
+        os.chmod(private, 0o600)  # listed, but no file in it can be reached
+        self.addCleanup(os.chmod, private, 0o755)
+        self.assert_cannot_open(self.db, python=python)
+        os.chmod(private, 0o755)
+        self.assertEqual(self.sha(), before)
+        self.assertEqual(sorted(os.listdir(private)), ["app.db"])
+
+    def test_a_path_ending_in_a_slash_is_a_bad_request(self):
+        # SQLite drops the slash: "app.db/" opens app.db, "new/" creates a
+        # file "new"; stat() of them fails, so they were taken for new files.
+        self.apply()
+        before = self.sha()
+        for path in (self.db + os.sep, os.path.join(self.tmp, "new") + os.sep):
+            for command in self.COMMANDS + (("up",), ("mark", "1")):
+                with self.subTest(path=path, command=command):
+                    self.assert_error(self.cli("--db", path, *command), 2, path, "ends with")
+        self.assertEqual(self.sha(), before)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["app.db", "migrations"])
+
+
+class InMemoryDatabaseTests(CLITestCase):
+    """--db :memory: (say, an application's test setting in $SQLMIGRATE_DB)
+    is SQLite's name for a database gone when its connection closes."""
+
+    def test_up_into_an_in_memory_database_is_refused_not_reported_applied(self):
+        self.add_initial()
+        for args, env in (((("--db", ":memory:", "up")), {}),
+                          (("up",), {"SQLMIGRATE_DB": ":memory:"}),
+                          (("--db", ":memory:", "up", "--backup"), {})):
+            with self.subTest(args=args, env=env):
+                status, out, err = self.cli(*args, env=env)
+                self.assert_error((status, out, err), 2, ":memory:", "in-memory")
+                self.assertNotIn("Applied", out)
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
+
+    def test_a_dry_run_into_an_in_memory_database_still_shows_the_plan(self):
+        self.add_initial()
+        out, _ = self.run_ok("--db", ":memory:", "up", "--dry-run")
+        self.assertIn("CREATE TABLE users", out)
+
+
 if __name__ == "__main__":
     unittest.main()
