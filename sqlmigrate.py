@@ -4911,7 +4911,9 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
               if o is not None and _key(n) not in generated]
     copy_sql = None
     if pairs:
-        copy_sql = "INSERT INTO main.%s (%s) SELECT %s FROM %s%s" % (
+        # OR ABORT overrides the new table's own ON CONFLICT IGNORE/REPLACE,
+        # which would skip, delete or rewrite copied rows without an error.
+        copy_sql = "INSERT OR ABORT INTO main.%s (%s) SELECT %s FROM %s%s" % (
             _quote_identifier(temp), ", ".join(n for n, _ in pairs),
             ", ".join(o for _, o in pairs), t.quoted,
             " WHERE %s BETWEEN ? AND ?" % rowid if rowid else "")

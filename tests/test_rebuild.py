@@ -966,6 +966,23 @@ class Cases(object):
                          [(12, "integer", "x"), ("ab", "text", "y")])
         self.assertHealthy()
 
+    def test_a_new_constraints_on_conflict_clause_never_drops_or_changes_a_copied_row(self):
+        # The copy must not take the new table's ON CONFLICT IGNORE/REPLACE:
+        # it would skip, delete or rewrite rows and still report success.
+        for constraint in ("UNIQUE ON CONFLICT IGNORE", "UNIQUE ON CONFLICT REPLACE",
+                           "NOT NULL ON CONFLICT IGNORE",
+                           "NOT NULL ON CONFLICT REPLACE DEFAULT 'z'"):
+            self.conn.execute("DROP TABLE IF EXISTS t")
+            self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                      "INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, NULL);")
+            with self.subTest(constraint=constraint):
+                self.assertRefused("constraint failed|not unique|may not be NULL",
+                                   self.rebuild_table, self.conn, "t",
+                                   create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, v %s)"
+                                   % constraint)
+                self.assertEqual(self.rows("SELECT * FROM t ORDER BY id"),
+                                 [(1, "a"), (2, "a"), (3, None)])
+
     def test_not_null_column_without_default_fails_cleanly(self):
         self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
         self.assertRefused("NOT NULL constraint failed|may not be NULL",
