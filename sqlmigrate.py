@@ -4904,6 +4904,10 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     # are copied (TEXT '007' -> INTEGER 7, REAL 0.1 + 0.2 -> TEXT '0.3').
     converted = [(n, o) for n, o in mapping if o is not None and _key(n) not in generated
                  and new.affinity(new.column(_key(n))) != t.affinities[_key(o)]]
+    # A stored column made generated: SQLite computes it instead of taking
+    # the copy, and a stored value the expression does not give is lost.
+    computed = [(n, o) for n, o in mapping if o is not None and _key(n) in generated
+                and _key(o) not in t.generated_keys]
     # SQLite computes generated columns itself.  The rowid goes first, so an
     # INTEGER PRIMARY KEY column listed after it wins.
     pairs = [(rowid, rowid)] if rowid else []
@@ -4927,7 +4931,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
-        checks=_conversion_checks(t, temp, rowid, mapping, converted),
+        checks=_conversion_checks(t, temp, rowid, mapping, converted, computed),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
@@ -4941,13 +4945,15 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         views=tuple(t.views), **fields)
 
 
-def _conversion_checks(t, temp, rowid, mapping, converted):
+def _conversion_checks(t, temp, rowid, mapping, converted, computed=()):
     """For each column the copy converts, a _RebuildStep "check": a query for
     the first row whose new value does not convert back, as the old value's
     type, to the old value (REAL 0.30000000000000004 read back from TEXT
-    '0.3').  Rows are matched by rowid, else by the old key; the row's key
-    (rowid, else PRIMARY KEY) comes first, then the old and new values."""
-    if not converted:
+    '0.3'); for each one made generated (`computed`), whose new value is not
+    the old one, type included.  Rows are matched by rowid, else by the old
+    key; the row's key (rowid, else PRIMARY KEY) comes first, then the old
+    and new values."""
+    if not converted and not computed:
         return ()
     q, kept = _quote_identifier, dict((_key(o), n) for n, o in mapping if o is not None)
     if rowid:
@@ -4957,22 +4963,25 @@ def _conversion_checks(t, temp, rowid, mapping, converted):
         if not on or len(on) < len(t.pk_names):
             raise _refused("changing the type of column %s of table %s converts its values, "
                            "and without a rowid or a kept PRIMARY KEY the copy cannot be matched "
-                           "to the old rows to check that none changed" % (converted[0][1], t.name))
+                           "to the old rows to check that none changed"
+                           % ((list(converted) + list(computed))[0][1], t.name))
     shown = [k for k in t.pk_names] if t.pk_names else [rowid]
     keys = ", ".join("o.%s" % (k if k == rowid else q(k)) for k in shown)
     checks = []
-    for n, o in converted:
+    for n, o, is_computed in [c + (False,) for c in converted] + [c + (True,) for c in computed]:
         n, o = "n." + q(n), "o." + q(o)
         same = ("typeof({o}) = typeof({n}) OR CASE typeof({o}) "
                 "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY "
                 "WHEN 'integer' THEN CAST({n} AS INTEGER) = {o} "
                 "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n)
+        if is_computed:
+            same = "typeof({o}) = typeof({n}) AND {o} IS {n} COLLATE BINARY".format(o=o, n=n)
         checks.append(_RebuildStep("check", (
             "SELECT {keys}, {o}, {n} FROM {table} AS o LEFT JOIN main.{temp} AS n ON {on} "
             "WHERE NOT (n.{first} IS NOT NULL AND ({same})) LIMIT 1").format(
                 keys=keys, o=o, n=n, table=t.quoted, temp=q(temp), first=on[0][0], same=same,
                 on=" AND ".join("n.%s = o.%s" % pair for pair in on)),
-            (o[2:], tuple(shown))))
+            (o[2:], tuple(shown), is_computed)))
     return tuple(checks)
 
 
@@ -5226,14 +5235,19 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
 def _check_conversion(raw, plan, step):
     rows = _query(raw, step.sql)
     if rows:
-        column, key = step.value
+        column, key, computed = step.value
         *row, old, new = rows[0]
         raise _refused(
-            "changing the type of column %s of table %s would change a stored value: the row "
-            "with %s = %s holds %r, which would be stored as %r; change such values first "
-            "(so that they convert back unchanged), or keep the column's type" % (
-                _unquote(column), plan.table, key[0] if len(key) == 1 else "(%s)" % ", ".join(key),
-                repr(row[0]) if len(row) == 1 else "(%s)" % ", ".join(map(repr, row)), old, new))
+            "%s column %s of table %s%s would change a stored value: the row with %s = %s "
+            "holds %r, which would be %s as %r; change such values first (so that they %s), "
+            "or keep the column%s" % (
+                "making" if computed else "changing the type of", _unquote(column), plan.table,
+                " generated" if computed else "",
+                key[0] if len(key) == 1 else "(%s)" % ", ".join(key),
+                repr(row[0]) if len(row) == 1 else "(%s)" % ", ".join(map(repr, row)), old,
+                "computed" if computed else "stored", new,
+                "are what the expression gives" if computed else "convert back unchanged",
+                " stored" if computed else "'s type"))
 
 
 def _copy_rows(conn, plan, progress, chunk_rows):

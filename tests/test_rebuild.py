@@ -722,6 +722,26 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
         self.assertRefused("column twice needs it", self.drop_column, self.conn, "g", "a")
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 31, 0),
+                     "generated columns need SQLite 3.31")
+    def test_a_column_made_generated_must_compute_what_it_holds(self):
+        # Its stored values are not copied but computed: one that differs is lost.
+        for kind in ("STORED", "VIRTUAL"):
+            self.conn.execute("DROP TABLE IF EXISTS g")
+            self.make("CREATE TABLE g (id INTEGER PRIMARY KEY, a INT, b INT);"
+                      "INSERT INTO g VALUES (1, 1, 2), (2, 5, 99);")
+            create = "CREATE TABLE g (id INTEGER PRIMARY KEY, a INT, " \
+                     "b INT GENERATED ALWAYS AS (a * 2) %s)" % kind
+            with self.subTest(kind=kind):
+                self.assertRefused(r"column b of table g .* the row with id = 2 holds 99, "
+                                   r"which would be computed as 10", self.rebuild_table,
+                                   self.conn, "g", create_sql=create)
+                self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 99)])
+                self.conn.execute("UPDATE g SET b = 10 WHERE id = 2")
+                self.rebuild_table(self.conn, "g", create_sql=create)
+                self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
+                self.assertHealthy()
+
     # -- rename and create_sql ------------------------------------------------
 
     def test_rename_keeps_position_and_renames_index_columns(self):
