@@ -4558,9 +4558,10 @@ def _affinity(declared):
 
 
 # What ends a column's type name: its first constraint (SQLite drops a
-# trailing GENERATED ALWAYS from the type itself).
-_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
-                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+# trailing GENERATED ALWAYS from the type itself).  Not reconcile's
+# _COLUMN_CONSTRAINT_WORDS, which lacks CONSTRAINT and GENERATED.
+_TYPE_NAME_ENDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                   "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
 
 
 def _refused(message):
@@ -4656,7 +4657,7 @@ class _CreateTable(object):
         (size)) after its name, up to its first constraint."""
         cursor, words = _Cursor(tokens=self.tokens, i=item.first, end=item.end), []
         cursor.advance()  # the column's name
-        while not cursor.at_end() and cursor.word() not in _COLUMN_CONSTRAINT_WORDS:
+        while not cursor.at_end() and cursor.word() not in _TYPE_NAME_ENDS:
             if cursor.peek() == ("punct", "("):
                 cursor.group()
                 break

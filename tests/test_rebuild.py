@@ -1003,6 +1003,14 @@ class Cases(object):
                 self.assertEqual(self.rows("SELECT * FROM t ORDER BY id"),
                                  [(1, "a"), (2, "a"), (3, None)])
 
+    def test_a_new_type_is_read_up_to_a_named_constraint(self):
+        # "TEXT CONSTRAINT a_is_printable": the type is TEXT, whatever the name holds.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a INT); INSERT INTO t VALUES (1, 7);")
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                           "a TEXT CONSTRAINT a_is_printable NOT NULL)")
+        self.assertEqual(self.rows("SELECT a, typeof(a) FROM t"), [("7", "text")])
+        self.assertHealthy()
+
     def test_not_null_column_without_default_fails_cleanly(self):
         self.make("CREATE TABLE t (a TEXT); INSERT INTO t VALUES ('x');")
         self.assertRefused("NOT NULL constraint failed|may not be NULL",
