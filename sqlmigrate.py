@@ -4974,6 +4974,8 @@ def _conversion_checks(t, temp, rowid, mapping, converted, computed=()):
         same = ("typeof({o}) = typeof({n}) OR CASE typeof({o}) "
                 "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY "
                 "WHEN 'integer' THEN CAST({n} AS INTEGER) = {o} "
+                # CAST saturates: REAL 2^63 (from 2^63 - 1) comes back as 2^63 - 1.
+                "AND (typeof({n}) <> 'real' OR {n} < 9223372036854775807.0) "
                 "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n)
         if is_computed:
             same = "typeof({o}) = typeof({n}) AND {o} IS {n} COLLATE BINARY".format(o=o, n=n)
