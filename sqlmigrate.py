@@ -4549,7 +4549,8 @@ def _affinity(declared):
     """A column's type affinity from its declared type, by SQLite's rules in
     their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
     (or no type), then REAL, FLOA or DOUB, else NUMERIC."""
-    declared = declared.upper()
+    # In ASCII only, as SQLite: str.upper() makes "\ufb02oat" FLOAT, NUMERIC to SQLite.
+    declared = "".join(ch.upper() if ch < "\x80" else ch for ch in declared)
     for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
                             ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
         if any(mark in declared for mark in marks):
