@@ -4742,6 +4742,12 @@ class _Table(object):
                            % (self.quoted, [c.name for c in self.old.columns],
                               [r.name for r in columns]))
         self.pk_keys = set(_key(row.name) for row in columns if row.pk)
+        # The column that is the rowid: a lone INTEGER PRIMARY KEY (its type
+        # compared as SQLite does), but not with DESC on the column itself.
+        pk = [row for row in columns if row.pk]
+        self.rowid_key = _key(pk[0].name) if len(pk) == 1 and self.old.rowid and \
+            _key(pk[0].type) == "integer" and \
+            not self.old.has_word(self.old.column(_key(pk[0].name)), "DESC") else None
         self.pk_names = [row.name for row in sorted(columns, key=lambda row: row.pk) if row.pk]
         self.affinities = dict((_key(row.name), _affinity(row.type)) for row in columns)
         # Generated columns, which INSERT ... VALUES skips.
@@ -4910,6 +4916,19 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     # the copy, and a stored value the expression does not give is lost.
     computed = [(n, o) for n, o in mapping if o is not None and _key(n) in generated
                 and _key(o) not in t.generated_keys]
+    # A column that may become the rowid (INT PRIMARY KEY made INTEGER
+    # PRIMARY KEY) gives each row its value as rowid, where the copy gave the
+    # old one: a row whose value is not its rowid (or NULL, which gets a new
+    # number) would change.  Which column is the new rowid, SQLite decides:
+    # a check after the copy asks it.
+    rowid_checks = tuple(_RebuildStep("rowid-check", (
+        "SELECT o.{r}, o.{o} FROM {table} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{temp} "
+        "WHERE {n} IS NOT {r}) AND o.{o} IS NOT o.{r} LIMIT 1").format(
+            r=rowid, o=_quote_identifier(o), n=_quote_identifier(n), table=t.quoted,
+            temp=_quote_identifier(temp)), o)
+        for n, o in mapping if rowid and create_sql is not None and o is not None
+        and _key(n) not in generated and _key(o) != t.rowid_key
+        and new.affinity(new.column(_key(n))) == "INTEGER")
     # SQLite computes generated columns itself.  The rowid goes first, so an
     # INTEGER PRIMARY KEY column listed after it wins.
     pairs = [(rowid, rowid)] if rowid else []
@@ -4933,7 +4952,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
-        checks=_conversion_checks(t, temp, rowid, mapping, converted, computed),
+        checks=rowid_checks + _conversion_checks(t, temp, rowid, mapping, converted, computed),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
@@ -5151,9 +5170,10 @@ def _refuse_foreign_keys_on(raw, t, copy):
 
 
 # One statement a rebuild runs, and how: "execute" it; "copy" the rows with
-# it (_copy_rows: range by range under a progress callback); or
-# "legacy_alter_table": set that connection flag to `value` with _set_pragma
-# (`sql` says the same, for a reader).
+# it (_copy_rows: range by range under a progress callback); "check" or
+# "rowid-check" the copy with its query (_check_conversion, _check_rowid_column:
+# a row found refuses); or "legacy_alter_table": set that connection flag to
+# `value` with _set_pragma (`sql` says the same, for a reader).
 _RebuildStep = collections.namedtuple("_RebuildStep", "action sql value")
 
 
@@ -5212,6 +5232,8 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
             elif step.action == "check":
                 _check_conversion(raw, plan, step)
+            elif step.action == "rowid-check":
+                _check_rowid_column(raw, plan, step)
             elif step.action == "legacy_alter_table":
                 _set_pragma(conn, "legacy_alter_table", step.value)
             else:
@@ -5252,6 +5274,16 @@ def _check_conversion(raw, plan, step):
                 "computed" if computed else "stored", new,
                 "are what the expression gives" if computed else "convert back unchanged",
                 " stored" if computed else "'s type"))
+
+
+def _check_rowid_column(raw, plan, step):
+    rows = _query(raw, step.sql)
+    if rows:
+        raise _refused(
+            "column %s of table %s would become its rowid (INTEGER PRIMARY KEY), but the row "
+            "with rowid %r holds %r there: its rowid or its %s would change; make %s equal "
+            "the rowid in every row first, or keep the column's type"
+            % (step.value, plan.table, rows[0][0], rows[0][1], step.value, step.value))
 
 
 def _copy_rows(conn, plan, progress, chunk_rows):

@@ -1008,6 +1008,28 @@ class Cases(object):
                 self.assertEqual(self.rows("SELECT * FROM t ORDER BY id"),
                                  [(1, "a"), (2, "a"), (3, None)])
 
+    def test_a_column_made_the_rowid_must_already_hold_each_rows_rowid(self):
+        # INT PRIMARY KEY -> INTEGER PRIMARY KEY: the column becomes the rowid,
+        # so a NULL key would be given a new number and every row whose key
+        # is not its rowid would change rowid.
+        create = "CREATE TABLE t (id INTEGER PRIMARY KEY, v)"
+        for rows in ("(1, 1, 'a'), (2, NULL, 'b')", "(1, 2, 'a'), (2, 1, 'b')",
+                     "(1, 1, 'a'), (2, 20, 'b')"):
+            self.conn.execute("DROP TABLE IF EXISTS t")
+            self.make("CREATE TABLE t (id INT PRIMARY KEY, v);"
+                      "INSERT INTO t (rowid, id, v) VALUES %s;" % rows)
+            before = self.rows("SELECT rowid, id, typeof(id), v FROM t ORDER BY rowid")
+            with self.subTest(rows=rows):
+                self.assertRefused(r"column id of table t .*rowid.* the row with rowid 2 holds",
+                                   self.rebuild_table, self.conn, "t", create_sql=create)
+                self.assertEqual(self.rows("SELECT rowid, id, typeof(id), v FROM t "
+                                           "ORDER BY rowid"), before)
+        self.conn.execute("UPDATE t SET id = 2 WHERE rowid = 2")
+        self.rebuild_table(self.conn, "t", create_sql=create)
+        self.assertEqual(self.rows("SELECT rowid, id, v FROM t ORDER BY rowid"),
+                         [(1, 1, "a"), (2, 2, "b")])
+        self.assertHealthy()
+
     def test_a_new_type_is_read_up_to_a_named_constraint(self):
         # "TEXT CONSTRAINT a_is_printable": the type is TEXT, whatever the name holds.
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a INT); INSERT INTO t VALUES (1, 7);")
