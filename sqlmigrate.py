@@ -6266,7 +6266,10 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 try:
                     document = _json_object(value)
                     if _merge_missing(document, defaults):
-                        updates.append([_json_text(document)] + key)
+                        # JSON stored as a BLOB is written back as one, not as TEXT.
+                        text = _json_text(document)
+                        updates.append([text.encode("utf-8") if isinstance(value, bytes)
+                                        else text] + key)
                 except ValueError as e:
                     bad.append("row %s (%s)" % (", ".join(map("%s=%r".__mod__, zip(keys, key))), e))
             if bad:
