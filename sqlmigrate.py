@@ -4607,7 +4607,8 @@ def _affinity(declared):
     """A column's type affinity from its declared type, by SQLite's rules in
     their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
     (or no type), then REAL, FLOA or DOUB, else NUMERIC."""
-    declared = declared.upper()
+    # In ASCII only, as SQLite: str.upper() makes "\ufb02oat" FLOAT, NUMERIC to SQLite.
+    declared = "".join(ch.upper() if ch < "\x80" else ch for ch in declared)
     for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
                             ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
         if any(mark in declared for mark in marks):
@@ -4616,9 +4617,10 @@ def _affinity(declared):
 
 
 # What ends a column's type name: its first constraint (SQLite drops a
-# trailing GENERATED ALWAYS from the type itself).
-_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
-                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+# trailing GENERATED ALWAYS from the type itself).  Not reconcile's
+# _COLUMN_CONSTRAINT_WORDS, which lacks CONSTRAINT and GENERATED.
+_TYPE_NAME_ENDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                   "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
 
 
 def _refused(message):
@@ -4714,7 +4716,7 @@ class _CreateTable(object):
         (size)) after its name, up to its first constraint."""
         cursor, words = _Cursor(tokens=self.tokens, i=item.first, end=item.end), []
         cursor.advance()  # the column's name
-        while not cursor.at_end() and cursor.word() not in _COLUMN_CONSTRAINT_WORDS:
+        while not cursor.at_end() and cursor.word() not in _TYPE_NAME_ENDS:
             if cursor.peek() == ("punct", "("):
                 cursor.group()
                 break
@@ -4798,6 +4800,12 @@ class _Table(object):
                            % (self.quoted, [c.name for c in self.old.columns],
                               [r.name for r in columns]))
         self.pk_keys = set(_key(row.name) for row in columns if row.pk)
+        # The column that is the rowid: a lone INTEGER PRIMARY KEY (its type
+        # compared as SQLite does), but not with DESC on the column itself.
+        pk = [row for row in columns if row.pk]
+        self.rowid_key = _key(pk[0].name) if len(pk) == 1 and self.old.rowid and \
+            _key(pk[0].type) == "integer" and \
+            not self.old.has_word(self.old.column(_key(pk[0].name)), "DESC") else None
         self.pk_names = [row.name for row in sorted(columns, key=lambda row: row.pk) if row.pk]
         self.affinities = dict((_key(row.name), _affinity(row.type)) for row in columns)
         # Generated columns, which INSERT ... VALUES skips.
@@ -4960,6 +4968,23 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     # are copied (TEXT '007' -> INTEGER 7, REAL 0.1 + 0.2 -> TEXT '0.3').
     converted = [(n, o) for n, o in mapping if o is not None and _key(n) not in generated
                  and new.affinity(new.column(_key(n))) != t.affinities[_key(o)]]
+    # A stored column made generated: SQLite computes it instead of taking
+    # the copy, and a stored value the expression does not give is lost.
+    computed = [(n, o) for n, o in mapping if o is not None and _key(n) in generated
+                and _key(o) not in t.generated_keys]
+    # A column that may become the rowid (INT PRIMARY KEY made INTEGER
+    # PRIMARY KEY) gives each row its value as rowid, where the copy gave the
+    # old one: a row whose value is not its rowid (or NULL, which gets a new
+    # number) would change.  Which column is the new rowid, SQLite decides:
+    # a check after the copy asks it.
+    rowid_checks = tuple(_RebuildStep("rowid-check", (
+        "SELECT o.{r}, o.{o} FROM {table} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{temp} "
+        "WHERE {n} IS NOT {r}) AND o.{o} IS NOT o.{r} LIMIT 1").format(
+            r=rowid, o=_quote_identifier(o), n=_quote_identifier(n), table=t.quoted,
+            temp=_quote_identifier(temp)), o)
+        for n, o in mapping if rowid and create_sql is not None and o is not None
+        and _key(n) not in generated and _key(o) != t.rowid_key
+        and new.affinity(new.column(_key(n))) == "INTEGER")
     # SQLite computes generated columns itself.  The rowid goes first, so an
     # INTEGER PRIMARY KEY column listed after it wins.
     pairs = [(rowid, rowid)] if rowid else []
@@ -4967,7 +4992,9 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
               if o is not None and _key(n) not in generated]
     copy_sql = None
     if pairs:
-        copy_sql = "INSERT INTO main.%s (%s) SELECT %s FROM %s%s" % (
+        # OR ABORT overrides the new table's own ON CONFLICT IGNORE/REPLACE,
+        # which would skip, delete or rewrite copied rows without an error.
+        copy_sql = "INSERT OR ABORT INTO main.%s (%s) SELECT %s FROM %s%s" % (
             _quote_identifier(temp), ", ".join(n for n, _ in pairs),
             ", ".join(o for _, o in pairs), t.quoted,
             " WHERE %s BETWEEN ? AND ?" % rowid if rowid else "")
@@ -4981,7 +5008,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
-        checks=_conversion_checks(t, temp, rowid, mapping, converted),
+        checks=rowid_checks + _conversion_checks(t, temp, rowid, mapping, converted, computed),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
@@ -4995,13 +5022,15 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         views=tuple(t.views), **fields)
 
 
-def _conversion_checks(t, temp, rowid, mapping, converted):
+def _conversion_checks(t, temp, rowid, mapping, converted, computed=()):
     """For each column the copy converts, a _RebuildStep "check": a query for
     the first row whose new value does not convert back, as the old value's
     type, to the old value (REAL 0.30000000000000004 read back from TEXT
-    '0.3').  Rows are matched by rowid, else by the old key; the row's key
-    (rowid, else PRIMARY KEY) comes first, then the old and new values."""
-    if not converted:
+    '0.3'); for each one made generated (`computed`), whose new value is not
+    the old one, type included.  Rows are matched by rowid, else by the old
+    key; the row's key (rowid, else PRIMARY KEY) comes first, then the old
+    and new values."""
+    if not converted and not computed:
         return ()
     q, kept = _quote_identifier, dict((_key(o), n) for n, o in mapping if o is not None)
     if rowid:
@@ -5011,22 +5040,27 @@ def _conversion_checks(t, temp, rowid, mapping, converted):
         if not on or len(on) < len(t.pk_names):
             raise _refused("changing the type of column %s of table %s converts its values, "
                            "and without a rowid or a kept PRIMARY KEY the copy cannot be matched "
-                           "to the old rows to check that none changed" % (converted[0][1], t.name))
+                           "to the old rows to check that none changed"
+                           % ((list(converted) + list(computed))[0][1], t.name))
     shown = [k for k in t.pk_names] if t.pk_names else [rowid]
     keys = ", ".join("o.%s" % (k if k == rowid else q(k)) for k in shown)
     checks = []
-    for n, o in converted:
+    for n, o, is_computed in [c + (False,) for c in converted] + [c + (True,) for c in computed]:
         n, o = "n." + q(n), "o." + q(o)
         same = ("typeof({o}) = typeof({n}) OR CASE typeof({o}) "
                 "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY "
                 "WHEN 'integer' THEN CAST({n} AS INTEGER) = {o} "
+                # CAST saturates: REAL 2^63 (from 2^63 - 1) comes back as 2^63 - 1.
+                "AND (typeof({n}) <> 'real' OR {n} < 9223372036854775807.0) "
                 "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n)
+        if is_computed:
+            same = "typeof({o}) = typeof({n}) AND {o} IS {n} COLLATE BINARY".format(o=o, n=n)
         checks.append(_RebuildStep("check", (
             "SELECT {keys}, {o}, {n} FROM {table} AS o LEFT JOIN main.{temp} AS n ON {on} "
             "WHERE NOT (n.{first} IS NOT NULL AND ({same})) LIMIT 1").format(
                 keys=keys, o=o, n=n, table=t.quoted, temp=q(temp), first=on[0][0], same=same,
                 on=" AND ".join("n.%s = o.%s" % pair for pair in on)),
-            (o[2:], tuple(shown))))
+            (o[2:], tuple(shown), is_computed)))
     return tuple(checks)
 
 
@@ -5192,9 +5226,10 @@ def _refuse_foreign_keys_on(raw, t, copy):
 
 
 # One statement a rebuild runs, and how: "execute" it; "copy" the rows with
-# it (_copy_rows: range by range under a progress callback); or
-# "legacy_alter_table": set that connection flag to `value` with _set_pragma
-# (`sql` says the same, for a reader).
+# it (_copy_rows: range by range under a progress callback); "check" or
+# "rowid-check" the copy with its query (_check_conversion, _check_rowid_column:
+# a row found refuses); or "legacy_alter_table": set that connection flag to
+# `value` with _set_pragma (`sql` says the same, for a reader).
 _RebuildStep = collections.namedtuple("_RebuildStep", "action sql value")
 
 
@@ -5253,6 +5288,8 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
                 copied = _copy_rows(conn, plan, progress, chunk_rows)
             elif step.action == "check":
                 _check_conversion(raw, plan, step)
+            elif step.action == "rowid-check":
+                _check_rowid_column(raw, plan, step)
             elif step.action == "legacy_alter_table":
                 _set_pragma(conn, "legacy_alter_table", step.value)
             else:
@@ -5280,14 +5317,29 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
 def _check_conversion(raw, plan, step):
     rows = _query(raw, step.sql)
     if rows:
-        column, key = step.value
+        column, key, computed = step.value
         *row, old, new = rows[0]
         raise _refused(
-            "changing the type of column %s of table %s would change a stored value: the row "
-            "with %s = %s holds %r, which would be stored as %r; change such values first "
-            "(so that they convert back unchanged), or keep the column's type" % (
-                _unquote(column), plan.table, key[0] if len(key) == 1 else "(%s)" % ", ".join(key),
-                repr(row[0]) if len(row) == 1 else "(%s)" % ", ".join(map(repr, row)), old, new))
+            "%s column %s of table %s%s would change a stored value: the row with %s = %s "
+            "holds %r, which would be %s as %r; change such values first (so that they %s), "
+            "or keep the column%s" % (
+                "making" if computed else "changing the type of", _unquote(column), plan.table,
+                " generated" if computed else "",
+                key[0] if len(key) == 1 else "(%s)" % ", ".join(key),
+                repr(row[0]) if len(row) == 1 else "(%s)" % ", ".join(map(repr, row)), old,
+                "computed" if computed else "stored", new,
+                "are what the expression gives" if computed else "convert back unchanged",
+                " stored" if computed else "'s type"))
+
+
+def _check_rowid_column(raw, plan, step):
+    rows = _query(raw, step.sql)
+    if rows:
+        raise _refused(
+            "column %s of table %s would become its rowid (INTEGER PRIMARY KEY), but the row "
+            "with rowid %r holds %r there: its rowid or its %s would change; make %s equal "
+            "the rowid in every row first, or keep the column's type"
+            % (step.value, plan.table, rows[0][0], rows[0][1], step.value, step.value))
 
 
 def _copy_rows(conn, plan, progress, chunk_rows):
@@ -6269,7 +6321,10 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 try:
                     document = _json_object(value)
                     if _merge_missing(document, defaults):
-                        updates.append([_json_text(document)] + key)
+                        # JSON stored as a BLOB is written back as one, not as TEXT.
+                        text = _json_text(document)
+                        updates.append([text.encode("utf-8") if isinstance(value, bytes)
+                                        else text] + key)
                 except ValueError as e:
                     bad.append("row %s (%s)" % (", ".join(map("%s=%r".__mod__, zip(keys, key))), e))
             if bad:

@@ -722,6 +722,26 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
         self.assertRefused("column twice needs it", self.drop_column, self.conn, "g", "a")
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 31, 0),
+                     "generated columns need SQLite 3.31")
+    def test_a_column_made_generated_must_compute_what_it_holds(self):
+        # Its stored values are not copied but computed: one that differs is lost.
+        for kind in ("STORED", "VIRTUAL"):
+            self.conn.execute("DROP TABLE IF EXISTS g")
+            self.make("CREATE TABLE g (id INTEGER PRIMARY KEY, a INT, b INT);"
+                      "INSERT INTO g VALUES (1, 1, 2), (2, 5, 99);")
+            create = "CREATE TABLE g (id INTEGER PRIMARY KEY, a INT, " \
+                     "b INT GENERATED ALWAYS AS (a * 2) %s)" % kind
+            with self.subTest(kind=kind):
+                self.assertRefused(r"column b of table g .* the row with id = 2 holds 99, "
+                                   r"which would be computed as 10", self.rebuild_table,
+                                   self.conn, "g", create_sql=create)
+                self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 99)])
+                self.conn.execute("UPDATE g SET b = 10 WHERE id = 2")
+                self.rebuild_table(self.conn, "g", create_sql=create)
+                self.assertEqual(self.rows("SELECT * FROM g"), [(1, 1, 2), (2, 5, 10)])
+                self.assertHealthy()
+
     # -- rename and create_sql ------------------------------------------------
 
     def test_rename_keeps_position_and_renames_index_columns(self):
@@ -923,7 +943,12 @@ class Cases(object):
         lossy = [("TEXT", "INTEGER", "'007'", "'007'"),
                  ("TEXT", "NUMERIC", "'1.0'", "'1.0'"),
                  ("", "INTEGER", "' 7'", "' 7'"),
-                 ("INTEGER", "REAL", "9007199254740993", "9007199254740993")]
+                 ("INTEGER", "REAL", "9007199254740993", "9007199254740993"),
+                 # CAST(2^63 AS INTEGER) saturates to 2^63 - 1, the value it came from.
+                 ("INTEGER", "REAL", "9223372036854775807", "9223372036854775807"),
+                 # SQLite folds ASCII letters only: \ufb02oat (the "fl" ligature)
+                 # is NUMERIC to it, though Python upper-cases it to FLOAT.
+                 ("\ufb02oat", "REAL", "9007199254740993", "9007199254740993")]
         if self.rows("SELECT CAST(CAST(0.1 + 0.2 AS TEXT) AS REAL) <> 0.1 + 0.2")[0][0]:
             # Older SQLite keeps 15 significant digits from REAL to TEXT.
             lossy.append(("REAL", "TEXT", "0.1 + 0.2", "0.30000000000000004"))
@@ -964,6 +989,53 @@ class Cases(object):
                            "(k INTEGER PRIMARY KEY, v TEXT) WITHOUT ROWID")
         self.assertEqual(self.rows("SELECT k, typeof(k), v FROM w ORDER BY v"),
                          [(12, "integer", "x"), ("ab", "text", "y")])
+        self.assertHealthy()
+
+    def test_a_new_constraints_on_conflict_clause_never_drops_or_changes_a_copied_row(self):
+        # The copy must not take the new table's ON CONFLICT IGNORE/REPLACE:
+        # it would skip, delete or rewrite rows and still report success.
+        for constraint in ("UNIQUE ON CONFLICT IGNORE", "UNIQUE ON CONFLICT REPLACE",
+                           "NOT NULL ON CONFLICT IGNORE",
+                           "NOT NULL ON CONFLICT REPLACE DEFAULT 'z'"):
+            self.conn.execute("DROP TABLE IF EXISTS t")
+            self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, v);"
+                      "INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, NULL);")
+            with self.subTest(constraint=constraint):
+                self.assertRefused("constraint failed|not unique|may not be NULL",
+                                   self.rebuild_table, self.conn, "t",
+                                   create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, v %s)"
+                                   % constraint)
+                self.assertEqual(self.rows("SELECT * FROM t ORDER BY id"),
+                                 [(1, "a"), (2, "a"), (3, None)])
+
+    def test_a_column_made_the_rowid_must_already_hold_each_rows_rowid(self):
+        # INT PRIMARY KEY -> INTEGER PRIMARY KEY: the column becomes the rowid,
+        # so a NULL key would be given a new number and every row whose key
+        # is not its rowid would change rowid.
+        create = "CREATE TABLE t (id INTEGER PRIMARY KEY, v)"
+        for rows in ("(1, 1, 'a'), (2, NULL, 'b')", "(1, 2, 'a'), (2, 1, 'b')",
+                     "(1, 1, 'a'), (2, 20, 'b')"):
+            self.conn.execute("DROP TABLE IF EXISTS t")
+            self.make("CREATE TABLE t (id INT PRIMARY KEY, v);"
+                      "INSERT INTO t (rowid, id, v) VALUES %s;" % rows)
+            before = self.rows("SELECT rowid, id, typeof(id), v FROM t ORDER BY rowid")
+            with self.subTest(rows=rows):
+                self.assertRefused(r"column id of table t .*rowid.* the row with rowid 2 holds",
+                                   self.rebuild_table, self.conn, "t", create_sql=create)
+                self.assertEqual(self.rows("SELECT rowid, id, typeof(id), v FROM t "
+                                           "ORDER BY rowid"), before)
+        self.conn.execute("UPDATE t SET id = 2 WHERE rowid = 2")
+        self.rebuild_table(self.conn, "t", create_sql=create)
+        self.assertEqual(self.rows("SELECT rowid, id, v FROM t ORDER BY rowid"),
+                         [(1, 1, "a"), (2, 2, "b")])
+        self.assertHealthy()
+
+    def test_a_new_type_is_read_up_to_a_named_constraint(self):
+        # "TEXT CONSTRAINT a_is_printable": the type is TEXT, whatever the name holds.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a INT); INSERT INTO t VALUES (1, 7);")
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                           "a TEXT CONSTRAINT a_is_printable NOT NULL)")
+        self.assertEqual(self.rows("SELECT a, typeof(a) FROM t"), [("7", "text")])
         self.assertHealthy()
 
     def test_not_null_column_without_default_fails_cleanly(self):

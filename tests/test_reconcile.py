@@ -714,6 +714,15 @@ class MergeJsonDefaultsHostileInputTests(DatabaseTestCase):
         self.assertEqual(self.content(), before)
         return message
 
+    def test_a_json_blob_stays_a_blob(self):
+        # JSON kept as a BLOB (UTF-8 bytes) must not come back as TEXT: a
+        # reader expecting bytes would get str.
+        self.make("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB);"
+                  "INSERT INTO b (data) VALUES (CAST('{}' AS BLOB)), ('{}');")
+        self.assertEqual(merge_json_defaults(self.db, "b", "data", {"a": 1}), 2)
+        self.assertEqual(self.rows("b", "data, typeof(data)"),
+                         [(b'{"a": 1}', "blob"), ('{"a": 1}', "text")])
+
     def test_rows_without_new_keys_keep_their_exact_text(self):
         original = '{ "a" : 1.10, "b": 1e400, "c": "\\u00e9" }'
         self.insert(original)
