@@ -5337,9 +5337,10 @@ def _check_rowid_column(raw, plan, step):
     if rows:
         raise _refused(
             "column %s of table %s would become its rowid (INTEGER PRIMARY KEY), but the row "
-            "with rowid %r holds %r there: its rowid or its %s would change; make %s equal "
-            "the rowid in every row first, or keep the column's type"
-            % (step.value, plan.table, rows[0][0], rows[0][1], step.value, step.value))
+            "with rowid %r holds %r there: its rowid or its %s would change; give every row "
+            "its %s as its rowid first (UPDATE %s SET rowid = %s), or keep the column's type"
+            % (step.value, plan.table, rows[0][0], rows[0][1], step.value, step.value,
+               _quote_identifier(plan.table), _quote_identifier(step.value)))
 
 
 def _copy_rows(conn, plan, progress, chunk_rows):

@@ -1024,10 +1024,14 @@ class Cases(object):
                                    self.rebuild_table, self.conn, "t", create_sql=create)
                 self.assertEqual(self.rows("SELECT rowid, id, typeof(id), v FROM t "
                                            "ORDER BY rowid"), before)
-        self.conn.execute("UPDATE t SET id = 2 WHERE rowid = 2")
+        # The way the message gives: each row's key made its rowid first.
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.rebuild_table(self.conn, "t", create_sql=create)
+        self.assertIn('UPDATE "t" SET rowid = "id"', str(caught.exception))
+        self.conn.execute('UPDATE "t" SET rowid = "id"')
         self.rebuild_table(self.conn, "t", create_sql=create)
         self.assertEqual(self.rows("SELECT rowid, id, v FROM t ORDER BY rowid"),
-                         [(1, 1, "a"), (2, 2, "b")])
+                         [(1, 1, "a"), (20, 20, "b")])
         self.assertHealthy()
 
     def test_a_new_type_is_read_up_to_a_named_constraint(self):
