@@ -299,6 +299,8 @@ class _Driver(object):
         self.has_table_xinfo = version >= (3, 26, 0)
         self.has_generated_columns = version >= (3, 31, 0)
         self.has_vacuum_into = version >= (3, 27, 0)
+        # printf() in SQL: 3.8.3.
+        self.has_printf = version >= (3, 8, 3)
         # PRAGMA table_list, which names a virtual table's shadow tables (type
         # 'shadow', as the module's xShadowName says): 3.37.  Before, the core
         # modules' own list (_SHADOW_SUFFIXES) stands in for it.
@@ -4603,12 +4605,15 @@ def _mentions(tokens, refs, keys):
     return [k for k in keys if k in found]
 
 
-def _affinity(declared):
+def _affinity(declared, strict=False):
     """A column's type affinity from its declared type, by SQLite's rules in
     their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
-    (or no type), then REAL, FLOA or DOUB, else NUMERIC."""
+    (or no type), then REAL, FLOA or DOUB, else NUMERIC.  In a STRICT table
+    ANY converts nothing (as BLOB); elsewhere it is NUMERIC."""
     # In ASCII only, as SQLite: str.upper() makes "\ufb02oat" FLOAT, NUMERIC to SQLite.
     declared = "".join(ch.upper() if ch < "\x80" else ch for ch in declared)
+    if strict and declared == "ANY":
+        return "BLOB"
     for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
                             ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
         if any(mark in declared for mark in marks):
@@ -4616,11 +4621,11 @@ def _affinity(declared):
     return "NUMERIC" if declared else "BLOB"
 
 
-# What ends a column's type name: its first constraint (SQLite drops a
-# trailing GENERATED ALWAYS from the type itself).  Not reconcile's
-# _COLUMN_CONSTRAINT_WORDS, which lacks CONSTRAINT and GENERATED.
-_TYPE_NAME_ENDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
-                   "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
+# The words that start a column constraint, and so end its type name.
+# (GENERATED does only before ALWAYS: SQLite drops a trailing "GENERATED
+# ALWAYS" from the type, and takes a lone GENERATED as a type name.)
+_COLUMN_CONSTRAINT_WORDS = ("CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK",
+                            "DEFAULT", "COLLATE", "REFERENCES", "GENERATED", "AS")
 
 
 def _refused(message):
@@ -4671,9 +4676,10 @@ class _CreateTable(object):
             name = None if first.word() in _TABLE_CONSTRAINT_WORDS else _unquote(first.peek()[1])
             self.items.append(_Item(start, end, first.i, name, name and _key(name)))
         self.columns = [item for item in self.items if item.name is not None]
-        self.rowid = True
-        while not cursor.at_end():
+        self.rowid, self.strict = True, False
+        while not cursor.at_end():  # the table options: WITHOUT ROWID, STRICT
             self.rowid = self.rowid and not cursor.take("WITHOUT", "ROWID")
+            self.strict = self.strict or cursor.word() == "STRICT"
             cursor.advance()
 
     def column(self, key):
@@ -4716,12 +4722,17 @@ class _CreateTable(object):
         (size)) after its name, up to its first constraint."""
         cursor, words = _Cursor(tokens=self.tokens, i=item.first, end=item.end), []
         cursor.advance()  # the column's name
-        while not cursor.at_end() and cursor.word() not in _TYPE_NAME_ENDS:
+        while not cursor.at_end():
+            if cursor.word() in _COLUMN_CONSTRAINT_WORDS:
+                start = cursor.i
+                if not (cursor.take("GENERATED") and cursor.word() != "ALWAYS"):
+                    break
+                cursor.i = start  # a lone GENERATED: a word of the type name
             if cursor.peek() == ("punct", "("):
                 cursor.group()
                 break
             words.append(cursor.advance()[1])
-        return _affinity(" ".join(words))
+        return _affinity(" ".join(words), self.strict)
 
 
 def _refs_in(kind, sql):
@@ -4807,7 +4818,8 @@ class _Table(object):
             _key(pk[0].type) == "integer" and \
             not self.old.has_word(self.old.column(_key(pk[0].name)), "DESC") else None
         self.pk_names = [row.name for row in sorted(columns, key=lambda row: row.pk) if row.pk]
-        self.affinities = dict((_key(row.name), _affinity(row.type)) for row in columns)
+        self.affinities = dict((_key(row.name), _affinity(row.type, self.old.strict))
+                               for row in columns)
         # Generated columns, which INSERT ... VALUES skips.
         self.generated_keys = set(_key(row.name) for row in columns
                                   if row.hidden in _GENERATED_KINDS)
@@ -4979,7 +4991,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     # a check after the copy asks it.
     rowid_checks = tuple(_RebuildStep("rowid-check", (
         "SELECT o.{r}, o.{o} FROM {table} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{temp} "
-        "WHERE {n} IS NOT {r}) AND o.{o} IS NOT o.{r} LIMIT 1").format(
+        "WHERE {n} IS NOT {r}) AND o.{o} IS NOT o.{r} ORDER BY o.{r} LIMIT 1").format(
             r=rowid, o=_quote_identifier(o), n=_quote_identifier(n), table=t.quoted,
             temp=_quote_identifier(temp)), o)
         for n, o in mapping if rowid and create_sql is not None and o is not None
@@ -5008,7 +5020,9 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
-        checks=rowid_checks + _conversion_checks(t, temp, rowid, mapping, converted, computed),
+        strict=new.strict,
+        checks=rowid_checks + _conversion_checks(t, temp, rowid, mapping, converted, computed,
+                                                 driver.has_printf),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
@@ -5022,14 +5036,15 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         views=tuple(t.views), **fields)
 
 
-def _conversion_checks(t, temp, rowid, mapping, converted, computed=()):
+def _conversion_checks(t, temp, rowid, mapping, converted, computed, printf):
     """For each column the copy converts, a _RebuildStep "check": a query for
     the first row whose new value does not convert back, as the old value's
     type, to the old value (REAL 0.30000000000000004 read back from TEXT
     '0.3'); for each one made generated (`computed`), whose new value is not
     the old one, type included.  Rows are matched by rowid, else by the old
     key; the row's key (rowid, else PRIMARY KEY) comes first, then the old
-    and new values."""
+    and new values.  TEXT made REAL also keeps a value written with 15, 16
+    or 17 digits (Python's repr: '0.30000000000000004'), where SQL has printf()."""
     if not converted and not computed:
         return ()
     q, kept = _quote_identifier, dict((_key(o), n) for n, o in mapping if o is not None)
@@ -5048,16 +5063,19 @@ def _conversion_checks(t, temp, rowid, mapping, converted, computed=()):
     for n, o, is_computed in [c + (False,) for c in converted] + [c + (True,) for c in computed]:
         n, o = "n." + q(n), "o." + q(o)
         same = ("typeof({o}) = typeof({n}) OR CASE typeof({o}) "
-                "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY "
+                "WHEN 'text' THEN CAST({n} AS TEXT) = {o} COLLATE BINARY {digits}"
                 "WHEN 'integer' THEN CAST({n} AS INTEGER) = {o} "
                 # CAST saturates: REAL 2^63 (from 2^63 - 1) comes back as 2^63 - 1.
                 "AND (typeof({n}) <> 'real' OR {n} < 9223372036854775807.0) "
-                "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n)
+                "WHEN 'real' THEN CAST({n} AS REAL) = {o} ELSE 0 END").format(o=o, n=n, digits=(
+                    "OR typeof({n}) = 'real' AND {o} COLLATE BINARY IN (printf('%!.15g', {n}), "
+                    "printf('%!.16g', {n}), printf('%!.17g', {n})) ".format(o=o, n=n)
+                    if printf else ""))
         if is_computed:
             same = "typeof({o}) = typeof({n}) AND {o} IS {n} COLLATE BINARY".format(o=o, n=n)
         checks.append(_RebuildStep("check", (
             "SELECT {keys}, {o}, {n} FROM {table} AS o LEFT JOIN main.{temp} AS n ON {on} "
-            "WHERE NOT (n.{first} IS NOT NULL AND ({same})) LIMIT 1").format(
+            "WHERE NOT (n.{first} IS NOT NULL AND ({same})) ORDER BY {keys} LIMIT 1").format(
                 keys=keys, o=o, n=n, table=t.quoted, temp=q(temp), first=on[0][0], same=same,
                 on=" AND ".join("n.%s = o.%s" % pair for pair in on)),
             (o[2:], tuple(shown), is_computed)))
@@ -5299,7 +5317,7 @@ def _run_rebuild(conn, plan, progress=None, chunk_rows=_COPY_CHUNK_ROWS):
             _set_pragma(conn, "legacy_alter_table", legacy[0][0])
     if plan.native:
         return None
-    columns = [(row.name, row.hidden in _GENERATED_KINDS, _affinity(row.type))
+    columns = [(row.name, row.hidden in _GENERATED_KINDS, _affinity(row.type, plan.strict))
                for row in _read_columns(raw, [plan.table])[plan.table]]
     if columns != list(plan.columns):
         raise MigrationError("the rebuilt table %s has columns %s, not %s as read from its "
@@ -5319,6 +5337,10 @@ def _check_conversion(raw, plan, step):
     if rows:
         column, key, computed = step.value
         *row, old, new = rows[0]
+        if None in row:  # a rowid table's PRIMARY KEY may hold NULL, which joins no row
+            raise _refused("changing column %s of table %s converts its values, and a row whose "
+                           "%s is NULL cannot be matched to its copy to check that none changed"
+                           % (_unquote(column), plan.table, ", ".join(key)))
         raise _refused(
             "%s column %s of table %s%s would change a stored value: the row with %s = %s "
             "holds %r, which would be %s as %r; change such values first (so that they %s), "
@@ -5880,8 +5902,6 @@ def _begin_batch(raw, metadata, key, owner, work):
 # or a bare word, which SQLite reads as a string (TRUE/FALSE too before 3.23).
 _CONSTANT_RE = (r"(?:[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"
                           r"|[xX]'[0-9a-fA-F]*'|(?P<bare>[A-Za-z_][A-Za-z0-9_$]*))\Z")
-_COLUMN_CONSTRAINT_WORDS = ("PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
-                            "REFERENCES", "AS")
 
 
 class _ColumnDeclaration(object):

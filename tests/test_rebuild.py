@@ -972,6 +972,43 @@ class Cases(object):
                 self.assertEqual(self.rows("PRAGMA table_info(t)")[1][2], old)
         self.assertHealthy()
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 37, 0), "STRICT tables need SQLite 3.37")
+    def test_a_strict_tables_any_column_keeps_values_as_stored_and_is_checked_when_left(self):
+        # ANY in a STRICT table converts nothing; the same word elsewhere is NUMERIC.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a ANY) STRICT;"
+                  "INSERT INTO t VALUES (1, '007'), (2, 7);")
+        before = self.rows("SELECT id, a, typeof(a) FROM t ORDER BY id")
+        with self.assertRaisesRegex(sqlmigrate.MigrationError, "the row with id = 1 holds '007'"):
+            self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                               "(id INTEGER PRIMARY KEY, a ANY)")
+        self.assertEqual(self.rows("SELECT id, a, typeof(a) FROM t ORDER BY id"), before)
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                           "(id INTEGER PRIMARY KEY, a ANY, b TEXT) STRICT")
+        self.assertEqual(self.rows("SELECT id, a, typeof(a) FROM t ORDER BY id"), before)
+        self.assertHealthy()
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 3), "before printf() (SQLite 3.8.3) "
+                     "only SQLite's own 15 digits are taken as the same number: refused")
+    def test_text_holding_a_floats_shortest_form_converts_to_real(self):
+        # Python writes 0.1 + 0.2 as '0.30000000000000004', 0.1 + 0.7 as
+        # '0.7999999999999999': made REAL, the same numbers, on every SQLite.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT);"
+                  "INSERT INTO t VALUES (1, '0.30000000000000004'), (2, '0.7999999999999999'),"
+                  " (3, '0.1'), (4, '2.5');")
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                           "(id INTEGER PRIMARY KEY, a REAL)")
+        self.assertEqual(self.rows("SELECT a FROM t ORDER BY id"),
+                         [(0.1 + 0.2,), (0.1 + 0.7,), (0.1,), (2.5,)])
+        self.assertHealthy()
+
+    def test_a_column_typed_generated_is_read_as_sqlite_reads_it(self):
+        # "GENERATED" not followed by ALWAYS is a type name (NUMERIC) to SQLite.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT); INSERT INTO t VALUES (1, '7');")
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t "
+                           "(id INTEGER PRIMARY KEY, a GENERATED)")
+        self.assertEqual(self.rows("SELECT a, typeof(a) FROM t"), [(7, "integer")])
+        self.assertHealthy()
+
     def test_a_new_type_converts_values_that_convert_back_unchanged(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c REAL, d TEXT);"
                   "INSERT INTO t VALUES (1, '7', 7, 1.5, 'abc'), (2, '-3', NULL, 2.0, x'00');")
@@ -1013,14 +1050,15 @@ class Cases(object):
         # so a NULL key would be given a new number and every row whose key
         # is not its rowid would change rowid.
         create = "CREATE TABLE t (id INTEGER PRIMARY KEY, v)"
-        for rows in ("(1, 1, 'a'), (2, NULL, 'b')", "(1, 2, 'a'), (2, 1, 'b')",
-                     "(1, 1, 'a'), (2, 20, 'b')"):
+        for rows, first in (("(1, 1, 'a'), (2, NULL, 'b')", 2), ("(1, 2, 'a'), (2, 1, 'b')", 1),
+                            ("(1, 1, 'a'), (2, 20, 'b')", 2)):
             self.conn.execute("DROP TABLE IF EXISTS t")
             self.make("CREATE TABLE t (id INT PRIMARY KEY, v);"
                       "INSERT INTO t (rowid, id, v) VALUES %s;" % rows)
             before = self.rows("SELECT rowid, id, typeof(id), v FROM t ORDER BY rowid")
             with self.subTest(rows=rows):
-                self.assertRefused(r"column id of table t .*rowid.* the row with rowid 2 holds",
+                self.assertRefused(r"column id of table t .*rowid.* the row with rowid %d holds"
+                                   % first,
                                    self.rebuild_table, self.conn, "t", create_sql=create)
                 self.assertEqual(self.rows("SELECT rowid, id, typeof(id), v FROM t "
                                            "ORDER BY rowid"), before)
