@@ -1520,6 +1520,110 @@ def _may_write(path):
     return all(os.access(p, os.W_OK) for p in (real, os.path.dirname(os.path.abspath(real))))
 
 
+# A scratch copy of a database is made in memory up to this size, else in a
+# temporary file: a big production copy must not cost its size in memory.
+_MEMORY_COPY_BYTES = 64 * 1024 * 1024
+
+
+@contextmanager
+def _scratch_copy(source, busy_timeout):
+    """A copy of `source`, never written: a database file opened read-only
+    and read inside one read transaction (a consistent snapshot), copied
+    through the backup API (into memory up to _MEMORY_COPY_BYTES, else a
+    temporary file), or (Python 3.6, PyPy, a local driver other than sqlite3)
+    its files copied into a temporary directory while the read lock holds.  A
+    file with a hot journal is copied with it and rolled back in the copy.
+    `source` may also be an sqlite3 connection: backed up as it sees its
+    database."""
+    import shutil
+    import tempfile
+    directory = copy = None
+
+    def backup(raw):  # into memory, or a temporary file for a big database
+        nonlocal directory
+        page_size, pages = (_query(raw, "PRAGMA " + name)[0][0]
+                            for name in ("page_size", "page_count"))
+        target = ":memory:"
+        if page_size * pages > _MEMORY_COPY_BYTES:
+            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+            target = os.path.join(directory, "copy.db")
+        copy = sqlite3.connect(target, isolation_level=None)
+        try:
+            raw.backup(copy)
+        except BaseException:
+            copy.close()
+            raise
+        return copy
+
+    try:
+        if _is_connection(source):
+            raw = _raw(source)
+            if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
+                try:
+                    copy = backup(raw)
+                except sqlite3.Error as e:
+                    raise _sqlite_failure(e, None)
+                yield copy
+                return
+            # Python 3.6, PyPy, another driver: a copy of the file it has open.
+            source = _main_file(raw)
+            if not source:
+                raise RequestError("test(source=<connection>): this connection's database is "
+                                   "no file and it has no backup API here: pass a database file")
+        if not _database_exists(source):
+            raise RequestError("--from %s: no such database file" % source, database=source)
+        # --from is always a local file: with a server driver (--driver
+        # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
+        opener = _OPENER if not _OPENER.server else _Opener()
+        real = _real_path(source)  # messages name the path as given
+        hot = _hot_journal(real)
+        if hot:
+            # A crashed writer's journal: opening the source would roll it back
+            # in the source (a write).  The journal is copied first: should a
+            # writer roll it back meanwhile, the copied journal only restores the
+            # pages it held to what they are anyway.
+            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+            for suffix in ("-journal", ""):
+                shutil.copyfile(real + suffix, os.path.join(directory, "copy.db" + suffix))
+        else:
+            try:
+                src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
+                                     isolation_level=None)
+                try:
+                    with _driver_session(src):
+                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
+                        try:
+                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
+                            if opener.module is sqlite3 and _HAS_BACKUP_API:
+                                copy = backup(_raw(src))
+                            else:
+                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                                for suffix in ("", "-wal"):
+                                    if os.path.exists(real + suffix):
+                                        shutil.copyfile(real + suffix, os.path.join(
+                                            directory, "copy.db" + suffix))
+                        finally:
+                            src.execute("ROLLBACK")
+                finally:
+                    src.close()
+            except _DB.Error as e:
+                raise _sqlite_failure(e, source)
+        if copy is None:
+            target = os.path.join(directory, "copy.db")
+            try:
+                copy = opener.connect(target, target, isolation_level=None)
+                if hot:
+                    _query(copy, "PRAGMA schema_version")  # rolls the copy's journal back
+            except _DB.Error as e:
+                raise _sqlite_failure(e, source)
+        yield copy
+    finally:
+        if copy is not None:
+            copy.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _main_file(conn):
     """The file of a connection's main database; "" when it is in memory
     (or temporary).  (The main database is always PRAGMA database_list's first row.)"""
@@ -2700,8 +2804,8 @@ class Migrator(object):
             if self.path == ":memory:":
                 # SQLite's name for a database that ends with its connection:
                 # the run would report migrations applied to nothing that lasts.
-                raise RequestError("%s is an in-memory database, gone when this run ends: "
-                                   "nothing would be kept; give a database file path"
+                raise RequestError("%s is an in-memory database, gone when this run ends; "
+                                   "give a database file path"
                                    % self.path, kind="bad-database", database=self.path)
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
@@ -3566,119 +3670,12 @@ class _MigrationTest(object):
         if key in parents:
             choices = parents[key][:-1] or parents[key]
             return choices[(i + attempt) % len(choices)]
-        type_ = column.type.upper()
-        typed = (self.n if "INT" in type_ else
-                 "text %d" % self.n if any(t in type_ for t in ("CHAR", "CLOB", "TEXT")) else
-                 ("blob %d" % self.n).encode() if "BLOB" in type_ or not type_ else
-                 self.n + 0.5 if any(t in type_ for t in ("REAL", "FLOA", "DOUB")) else self.n)
+        typed = {"INTEGER": self.n, "TEXT": "text %d" % self.n, "REAL": self.n + 0.5,
+                 "BLOB": ("blob %d" % self.n).encode()}.get(_affinity(column.type), self.n)
         if key not in checked or not attempt:
             return typed
         choices = literals + [0, 1, typed, None]
         return choices[(attempt - 1 + i) % len(choices)]
-
-
-# A scratch copy of a database is made in memory up to this size, else in a
-# temporary file: a big production copy must not cost its size in memory.
-_MEMORY_COPY_BYTES = 64 * 1024 * 1024
-
-
-@contextmanager
-def _scratch_copy(source, busy_timeout):
-    """A copy of `source`, never written: a database file opened read-only
-    and read inside one read transaction (a consistent snapshot), copied
-    through the backup API (into memory up to _MEMORY_COPY_BYTES, else a
-    temporary file), or (Python 3.6, PyPy, a local driver other than sqlite3)
-    its files copied into a temporary directory while the read lock holds.  A
-    file with a hot journal is copied with it and rolled back in the copy.
-    `source` may also be an sqlite3 connection: backed up as it sees its
-    database."""
-    import shutil
-    import tempfile
-    directory = copy = None
-
-    def backup(raw):  # into memory, or a temporary file for a big database
-        nonlocal directory
-        page_size, pages = (_query(raw, "PRAGMA " + name)[0][0]
-                            for name in ("page_size", "page_count"))
-        target = ":memory:"
-        if page_size * pages > _MEMORY_COPY_BYTES:
-            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-            target = os.path.join(directory, "copy.db")
-        copy = sqlite3.connect(target, isolation_level=None)
-        try:
-            raw.backup(copy)
-        except BaseException:
-            copy.close()
-            raise
-        return copy
-
-    try:
-        if _is_connection(source):
-            raw = _raw(source)
-            if isinstance(raw, sqlite3.Connection) and _HAS_BACKUP_API:
-                try:
-                    copy = backup(raw)
-                except sqlite3.Error as e:
-                    raise _sqlite_failure(e, None)
-                yield copy
-                return
-            # Python 3.6, PyPy, another driver: a copy of the file it has open.
-            source = _main_file(raw)
-            if not source:
-                raise RequestError("test(source=<connection>): this connection's database is "
-                                   "no file and it has no backup API here: pass a database file")
-        if not _database_exists(source):
-            raise RequestError("--from %s: no such database file" % source, database=source)
-        # --from is always a local file: with a server driver (--driver
-        # dqlitedbapi, whose --db is an address) it is still opened with sqlite3.
-        opener = _OPENER if not _OPENER.server else _Opener()
-        real = _real_path(source)  # messages name the path as given
-        hot = _hot_journal(real)
-        if hot:
-            # A crashed writer's journal: opening the source would roll it back
-            # in the source (a write).  The journal is copied first: should a
-            # writer roll it back meanwhile, the copied journal only restores the
-            # pages it held to what they are anyway.
-            directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-            for suffix in ("-journal", ""):
-                shutil.copyfile(real + suffix, os.path.join(directory, "copy.db" + suffix))
-        else:
-            try:
-                src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
-                                     isolation_level=None)
-                try:
-                    with _driver_session(src):
-                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
-                        try:
-                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
-                            if opener.module is sqlite3 and _HAS_BACKUP_API:
-                                copy = backup(_raw(src))
-                            else:
-                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                                for suffix in ("", "-wal"):
-                                    if os.path.exists(real + suffix):
-                                        shutil.copyfile(real + suffix, os.path.join(
-                                            directory, "copy.db" + suffix))
-                        finally:
-                            src.execute("ROLLBACK")
-                finally:
-                    src.close()
-            except _DB.Error as e:
-                raise _sqlite_failure(e, source)
-        if copy is None:
-            target = os.path.join(directory, "copy.db")
-            try:
-                copy = opener.connect(target, target, isolation_level=None)
-                if hot:
-                    _query(copy, "PRAGMA schema_version")  # rolls the copy's journal back
-            except _DB.Error as e:
-                raise _sqlite_failure(e, source)
-        yield copy
-    finally:
-        if copy is not None:
-            copy.close()
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _test_upgrade(migrator, source):
@@ -4003,7 +4000,8 @@ def _lint_finding(code, path, line, statement, message, allowed=False):
 def _sql_statements(m):
     """m's up statements with their (first, last) lines in the file, and the
     line of its `-- migrate:up` marker (0 without one)."""
-    text = m.source.decode("utf-8", "replace").lstrip("\ufeff")
+    text = m.source.decode("utf-8", "replace")
+    text = text[text.startswith("\ufeff"):]  # one BOM, as _load_sql reads it
     if "\r" in text and "\n" not in text:
         text = text.replace("\r", "\n")  # as _load_sql reads it
     out = []
@@ -7137,7 +7135,14 @@ def _run_on(args, db, options, out, err):
 
 def main(argv=None):
     """The command line; returns the exit status (0 done, 1 failed, 2 bad request)."""
-    out, err = sys.stdout, sys.stderr
+    return _main(argv, sys.stdout, sys.stderr)
+
+
+def _main(argv, out, err, own_process=False):
+    """main(), writing results to `out` and messages to `err`.  own_process:
+    the process is the CLI's (_main_exit), so while a command runs, what a
+    migration print()s goes to `err`: stdout holds only results (--json, a
+    dry run's SQL)."""
     import types
     args = types.SimpleNamespace(**_DEFAULTS)  # for the error handling if parsing fails
     try:
@@ -7166,14 +7171,12 @@ def main(argv=None):
         if "logging" in sys.modules:
             _log("debug", "sqlmigrate %s", __version__)
         global _OPENER
-        # Results are written to `out` only; what a migration prints is a log
-        # line: on stdout it would break `--json` and a dry run's SQL.
-        sys.stdout = err
         try:
             _OPENER = _cli_opener(args)
+            sys.stdout = err if own_process else sys.stdout
             return _run_command(args, out, err)
         finally:
-            sys.stdout = out
+            sys.stdout = out if own_process else sys.stdout
             _OPENER = _Opener()
             if set_up in _LOG_SETUP:
                 _LOG_SETUP.remove(set_up)
@@ -7255,7 +7258,7 @@ def _main_exit():
     """Entry point of the process (script, -m, installed command)."""
     sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
     sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
-    sys.exit(main())
+    sys.exit(_main(None, sys.stdout, sys.stderr, own_process=True))
 
 
 if __name__ == "__main__":

@@ -1194,6 +1194,21 @@ class ExitStatusTests(CLITestCase):
                     json.loads(out)
 
 
+    def test_main_called_by_an_application_leaves_its_stdout_alone(self):
+        # Only the sqlmigrate process sends migrations' prints to stderr; an
+        # application calling main() keeps its own sys.stdout (it may run
+        # other threads that print).
+        self.write("001-chatty.py", "def up(db):\n    print('hello from up')\n")
+        script = ("import sys, sqlmigrate\nbefore = sys.stdout\n"
+                  "code = sqlmigrate.main(['--db', sys.argv[1], '--dir', sys.argv[2], 'up'])\n"
+                  "print('after', sys.stdout is before, code)\n")
+        done = subprocess.run([sys.executable, "-c", script, self.db, self.dir],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, cwd=os.path.dirname(SCRIPT))
+        self.assertIn("hello from up", done.stdout, done.stderr)
+        self.assertIn("after True 0", done.stdout, done.stderr)
+
+
 # ---------------------------------------------------------------------------
 # SPEC 7: bad input, a clear message, the database unchanged
 # ---------------------------------------------------------------------------
