@@ -5358,7 +5358,8 @@ def _check_rowid_column(raw, plan, step):
         raise _refused(
             "column %s of table %s would become its rowid (INTEGER PRIMARY KEY), but the row "
             "with rowid %r holds %r there: its rowid or its %s would change; give every row "
-            "its %s as its rowid first (UPDATE %s SET rowid = %s), or keep the column's type"
+            "a distinct %s equal to its rowid first (NULLs filled in, then UPDATE %s SET rowid "
+            "= %s), or keep the column's type"
             % (step.value, plan.table, rows[0][0], rows[0][1], step.value, step.value,
                _quote_identifier(plan.table), _quote_identifier(step.value)))
 
