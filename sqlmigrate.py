@@ -4716,8 +4716,13 @@ class _CreateTable(object):
         return any(group[0] == "generated" for group in self.groups(item))
 
     def affinity(self, item):
-        """The column's type affinity, from its type name: the words (and a
-        (size)) after its name, up to its first constraint."""
+        """The column's type affinity, from its type name."""
+        return _affinity(self.type_name(item), self.strict)
+
+    def type_name(self, item):
+        """The column's declared type: the words after its name (unquoted, as
+        SQLite reads them), up to its first constraint, and a (size) after
+        them, which ends it."""
         cursor, words = _Cursor(tokens=self.tokens, i=item.first, end=item.end), []
         cursor.advance()  # the column's name
         while not cursor.at_end():
@@ -4727,10 +4732,38 @@ class _CreateTable(object):
                     break
                 cursor.i = start  # a lone GENERATED: a word of the type name
             if cursor.peek() == ("punct", "("):
-                cursor.group()
+                lo, hi = cursor.group()
+                words.append("(%s)" % self.text(lo, hi))
                 break
-            words.append(cursor.advance()[1])
-        return _affinity(" ".join(words), self.strict)
+            kind, text = cursor.advance()
+            words.append(_unquote(text) if kind in ("ident", "string") else text)
+        return " ".join(words)
+
+    def rowid_key(self):
+        """The key of the column that is the table's rowid, as SQLite decides
+        it: the only PRIMARY KEY column, declared exactly INTEGER, unless DESC
+        follows PRIMARY KEY in the column's own definition (a quirk SQLite
+        keeps); else None."""
+        found = []  # (key, DESC after its PRIMARY KEY)
+        for item in self.items if self.rowid else ():
+            cursor = _Cursor(tokens=self.tokens, i=item.first, end=item.end)
+            if item.name is None:
+                if cursor.take("CONSTRAINT"):
+                    cursor.advance()  # its name
+                if cursor.take("PRIMARY", "KEY"):
+                    for start, end in cursor.comma_list():
+                        name = _Cursor(tokens=self.tokens, i=start, end=end).name()
+                        found.append((name and _key(name), False))
+                continue
+            while not cursor.at_end():
+                if cursor.take("PRIMARY", "KEY"):
+                    found.append((item.key, cursor.word() == "DESC"))
+                    break
+                cursor.advance()
+        if len(found) != 1 or found[0][1] or found[0][0] is None:
+            return None
+        column = self.column(found[0][0])
+        return found[0][0] if column and _key(self.type_name(column)) == "integer" else None
 
 
 def _refs_in(kind, sql):
@@ -4809,12 +4842,7 @@ class _Table(object):
                            % (self.quoted, [c.name for c in self.old.columns],
                               [r.name for r in columns]))
         self.pk_keys = set(_key(row.name) for row in columns if row.pk)
-        # The column that is the rowid: a lone INTEGER PRIMARY KEY (its type
-        # compared as SQLite does), but not with DESC on the column itself.
-        pk = [row for row in columns if row.pk]
-        self.rowid_key = _key(pk[0].name) if len(pk) == 1 and self.old.rowid and \
-            _key(pk[0].type) == "integer" and \
-            not self.old.has_word(self.old.column(_key(pk[0].name)), "DESC") else None
+        self.rowid_key = self.old.rowid_key()  # the column that is the rowid, if any
         self.pk_names = [row.name for row in sorted(columns, key=lambda row: row.pk) if row.pk]
         self.affinities = dict((_key(row.name), _affinity(row.type, self.old.strict))
                                for row in columns)
@@ -4982,11 +5010,19 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     # the copy, and a stored value the expression does not give is lost.
     computed = [(n, o) for n, o in mapping if o is not None and _key(n) in generated
                 and _key(o) not in t.generated_keys]
-    # A column that may become the rowid (INT PRIMARY KEY made INTEGER
-    # PRIMARY KEY) gives each row its value as rowid, where the copy gave the
-    # old one: a row whose value is not its rowid (or NULL, which gets a new
-    # number) would change.  Which column is the new rowid, SQLite decides:
-    # a check after the copy asks it.
+    # A column that becomes the rowid (INT PRIMARY KEY made INTEGER PRIMARY
+    # KEY) gives each row its value as rowid, where the copy gave the old
+    # one: a row whose value is not its rowid (or NULL, which gets a new
+    # number, maybe another row's) would change.  Checked on the old table
+    # before the copy for the column the new text makes the rowid; and,
+    # since SQLite is the judge, after the copy for any INTEGER column
+    # (the check finds a row only where that column is the rowid now).
+    becomes_rowid = [o for n, o in mapping if rowid and create_sql is not None and o is not None
+                     and _key(n) == new.rowid_key() and _key(o) != t.rowid_key]
+    before_copy = tuple(_RebuildStep("rowid-check", (
+        "SELECT o.{r}, o.{o} FROM {table} AS o WHERE o.{o} IS NOT o.{r} ORDER BY o.{r} "
+        "LIMIT 1").format(r=rowid, o=_quote_identifier(o), table=t.quoted), o)
+        for o in becomes_rowid)
     rowid_checks = tuple(_RebuildStep("rowid-check", (
         "SELECT o.{r}, o.{o} FROM {table} AS o WHERE NOT EXISTS (SELECT 1 FROM main.{temp} "
         "WHERE {n} IS NOT {r}) AND o.{o} IS NOT o.{r} ORDER BY o.{r} LIMIT 1").format(
@@ -5018,7 +5054,7 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     gone = set(name for name, _ in dropped_indexes)
     return _RebuildPlan(
         tail_renames=tail, temp=temp, rowid=rowid, copy_sql=copy_sql, sequence=sequence,
-        strict=new.strict,
+        strict=new.strict, before_copy=before_copy,
         checks=rowid_checks + _conversion_checks(t, temp, rowid, mapping, converted, computed,
                                                  driver.has_printf),
         new_sql=new.text(0, new.name_span[0]) + _quote_identifier(temp) + " " +
@@ -5270,7 +5306,7 @@ def _rebuild_statements(plan):
         # Drops first: a column may be renamed to the name of one being dropped.
         return out + [_legacy_alter_table(False)] + _executed(
             "ALTER TABLE %s DROP COLUMN %s" % (plan.quoted, q(c)) for c in plan.dropped) + renames
-    out += _executed([plan.new_sql])
+    out += list(plan.before_copy) + _executed([plan.new_sql])
     out += [_RebuildStep("copy", plan.copy_sql, None)] if plan.copy_sql else []
     out += list(plan.checks) if plan.copy_sql else []
     # Legacy mode for the rename back: nothing refers to the temporary name,

@@ -1051,6 +1051,8 @@ class Cases(object):
         # is not its rowid would change rowid.
         create = "CREATE TABLE t (id INTEGER PRIMARY KEY, v)"
         for rows, first in (("(1, 1, 'a'), (2, NULL, 'b')", 2), ("(1, 2, 'a'), (2, 1, 'b')", 1),
+                            # The NULL's new rowid would collide with the next row's key.
+                            ("(1, 1, 'a'), (2, NULL, 'b'), (3, 2, 'c')", 2),
                             ("(1, 1, 'a'), (2, 20, 'b')", 2)):
             self.conn.execute("DROP TABLE IF EXISTS t")
             self.make("CREATE TABLE t (id INT PRIMARY KEY, v);"
@@ -1071,6 +1073,27 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT rowid, id, v FROM t ORDER BY rowid"),
                          [(1, 1, "a"), (20, 20, "b")])
         self.assertHealthy()
+
+    def test_which_column_is_the_rowid_is_read_as_sqlite_decides_it(self):
+        # Each declaration of id: does SQLite make it the rowid (a row put at
+        # rowid 5 with id 7 has rowid 7 then)?  The plan's reading must agree.
+        declarations = [
+            "id INTEGER PRIMARY KEY", "id integer primary key", "id INTEGER PRIMARY KEY DESC",
+            "id INTEGER PRIMARY KEY ASC", "id INT PRIMARY KEY", "id INTEGER, PRIMARY KEY(id)",
+            "id INTEGER, PRIMARY KEY(id DESC)", "id INTEGER, CONSTRAINT pk PRIMARY KEY (id)",
+            "id INTEGER CONSTRAINT p PRIMARY KEY", "id INTEGER NOT NULL PRIMARY KEY",
+            "id INTEGER(10) PRIMARY KEY", "id BIGINT PRIMARY KEY", '"id" "INTEGER" PRIMARY KEY',
+            "id INTEGER, b, PRIMARY KEY(id, b)", "id INTEGER PRIMARY /* x */ KEY DESC",
+            "id INTEGER CHECK (id > 0) PRIMARY KEY", "id INTEGER UNIQUE, x, PRIMARY KEY (x)"]
+        for declaration in declarations:
+            with self.subTest(declaration=declaration):
+                sql = "CREATE TABLE r (%s)" % declaration
+                self.conn.execute("DROP TABLE IF EXISTS r")
+                self.conn.execute(sql)
+                self.conn.execute("INSERT INTO r (rowid, id) VALUES (5, 7)")
+                is_rowid = self.rows("SELECT rowid = id FROM r") == [(1,)]
+                self.assertEqual(sqlmigrate._CreateTable(sql, "r").rowid_key(),
+                                 "id" if is_rowid else None)
 
     def test_a_new_type_is_read_up_to_a_named_constraint(self):
         # "TEXT CONSTRAINT a_is_printable": the type is TEXT, whatever the name holds.
