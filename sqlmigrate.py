@@ -2839,6 +2839,9 @@ class Migrator(object):
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
+            if direction == "up" and not done and not session.state.has_metadata and \
+                    failure.kind == "migration-failed" and not failure.hint:
+                failure.hint = _adoption_hint(conn, self.table)
             if done and not whole_run:  # those before the failure were committed
                 self._rewrite_schema_file(conn, failure)
             raise
@@ -3143,6 +3146,21 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
         rolled_back=rolled_back, tables=_tables_named_in(db.executed))
     failure.__cause__ = error
     return failure
+
+
+def _adoption_hint(conn, table):
+    """For a first migration failing on an untracked database that already
+    has tables (most likely "table ... already exists"): how to adopt it."""
+    if not _query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                  "'sqlite%' AND name NOT IN (?, ?) LIMIT 1", (table, table + "_migrations")):
+        return None
+    user_version = _query(conn, "PRAGMA user_version")[0][0]
+    if user_version > 0:
+        return ("the database has tables and PRAGMA user_version %d but no sqlmigrate "
+                "history: if a hand-rolled runner built it, adopt it with `mark "
+                "--from-user-version` (or `mark V`), then run up" % user_version)
+    return ("the database has tables but no sqlmigrate history: if these migrations (or "
+            "another tool) built them, record the version it is at with `mark V`, then run up")
 
 
 # For a lock error inside up()/down().  In a transactional migration this
