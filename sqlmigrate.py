@@ -2414,6 +2414,7 @@ class Migrator(object):
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
                          "applied_at": record.applied_at if record else None,
+                         "applied_name": record.name if record else None,
                          "baseline": by[0].filename if by and (
                              via or entry_state in ("in baseline", "out-of-order")) else None})
         latest = max([m.version for m in self.migrations + baselines] or [0])
@@ -3197,6 +3198,14 @@ def _drift(report):
         if r["state"] == "changed" and r.get("baseline"):
             found.append(("drift", "%s was changed after it applied v%d: restore it (a baseline "
                                    "runs once, on a new database)" % (r["baseline"], r["version"])))
+        elif r["state"] == "changed" and r["applied_name"] not in (None, r["name"]):
+            found.append(("drift", "v%d was applied as \"%s\", not %s (\"%s\"): if another "
+                                   "migration took its number, move %s aside, put back the file "
+                                   "v%d ran, roll it back (down --to %d), then restore the files "
+                                   "and run up; if it is that migration, edited: restore it, or "
+                                   "accept it with `mark %d`" % (
+                                       r["version"], r["applied_name"], r["file"], r["name"],
+                                       r["file"], r["version"], r["version"] - 1, current)))
         elif r["state"] == "changed":
             found.append(("drift", "%s (v%d) was changed after it was applied: restore it, or "
                                    "accept it with `mark %d`" % (r["file"], r["version"], current)))
