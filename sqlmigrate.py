@@ -5457,12 +5457,19 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
         # tables; inside the caller's transaction _refuse_foreign_keys_on guards.
         with _foreign_keys_off_outside_transaction(conn) as check_fk:
             with _transaction(conn):
+                plan = None
                 try:
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
-                    failure = MigrationError("rebuilding table %s failed: %s" % (table, e),
-                                             kind="rebuild-refused", tables=[table], cause=str(e),
+                    cause = str(e)
+                    if plan is not None and type(e).__name__ == "IntegrityError":
+                        # SQLite names the copy, a table the caller never made.
+                        cause = "%s (a row of %s breaks the new definition's constraint: change "\
+                            "those rows before the rebuild)" % (
+                                cause.replace(plan.temp + ".", table + "."), table)
+                    failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
+                                             kind="rebuild-refused", tables=[table], cause=cause,
                                              outcome="nothing was changed")
                     failure.__cause__ = e
                     raise failure
