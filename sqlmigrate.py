@@ -2414,6 +2414,7 @@ class Migrator(object):
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
                          "applied_at": record.applied_at if record else None,
+                         "applied_name": record.name if record else None,
                          "baseline": by[0].filename if by and (
                              via or entry_state in ("in baseline", "out-of-order")) else None})
         latest = max([m.version for m in self.migrations + baselines] or [0])
@@ -2839,6 +2840,9 @@ class Migrator(object):
             return done
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
+            if direction == "up" and not done and not session.state.has_metadata and \
+                    failure.kind == "migration-failed" and not failure.hint:
+                failure.hint = _adoption_hint(conn, self.table)
             if done and not whole_run:  # those before the failure were committed
                 self._rewrite_schema_file(conn, failure)
             raise
@@ -3145,6 +3149,21 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
     return failure
 
 
+def _adoption_hint(conn, table):
+    """For a first migration failing on an untracked database that already
+    has tables (most likely "table ... already exists"): how to adopt it."""
+    if not _query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                  "'sqlite%' AND name NOT IN (?, ?) LIMIT 1", (table, table + "_migrations")):
+        return None
+    user_version = _query(conn, "PRAGMA user_version")[0][0]
+    if user_version > 0:
+        return ("the database has tables and PRAGMA user_version %d but no sqlmigrate "
+                "history: if a hand-rolled runner built it, adopt it with `mark "
+                "--from-user-version` (or `mark V`), then run up" % user_version)
+    return ("the database has tables but no sqlmigrate history: if these migrations (or "
+            "another tool) built them, record the version it is at with `mark V`, then run up")
+
+
 # For a lock error inside up()/down().  In a transactional migration this
 # run holds the write lock itself, so the waiter is almost surely a second
 # connection the migration opened; outside a transaction it may be either.
@@ -3179,6 +3198,14 @@ def _drift(report):
         if r["state"] == "changed" and r.get("baseline"):
             found.append(("drift", "%s was changed after it applied v%d: restore it (a baseline "
                                    "runs once, on a new database)" % (r["baseline"], r["version"])))
+        elif r["state"] == "changed" and r["applied_name"] not in (None, r["name"]):
+            found.append(("drift", "v%d was applied as \"%s\", not %s (\"%s\"): if another "
+                                   "migration took its number, move %s aside, put back the file "
+                                   "v%d ran, roll it back (down --to %d), then restore the files "
+                                   "and run up; if it is that migration, edited: restore it, or "
+                                   "accept it with `mark %d`" % (
+                                       r["version"], r["applied_name"], r["file"], r["name"],
+                                       r["file"], r["version"], r["version"] - 1, current)))
         elif r["state"] == "changed":
             found.append(("drift", "%s (v%d) was changed after it was applied: restore it, or "
                                    "accept it with `mark %d`" % (r["file"], r["version"], current)))
@@ -5466,12 +5493,19 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
         # tables; inside the caller's transaction _refuse_foreign_keys_on guards.
         with _foreign_keys_off_outside_transaction(conn) as check_fk:
             with _transaction(conn):
+                plan = None
                 try:
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
-                    failure = MigrationError("rebuilding table %s failed: %s" % (table, e),
-                                             kind="rebuild-refused", tables=[table], cause=str(e),
+                    cause = str(e)
+                    if plan is not None and type(e).__name__ == "IntegrityError":
+                        # SQLite names the copy, a table the caller never made.
+                        cause = "%s (a row of %s breaks the new definition's constraint: change "\
+                            "those rows before the rebuild)" % (
+                                cause.replace(plan.temp + ".", table + "."), table)
+                    failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
+                                             kind="rebuild-refused", tables=[table], cause=cause,
                                              outcome="nothing was changed")
                     failure.__cause__ = e
                     raise failure

@@ -1016,6 +1016,21 @@ class VerifyTests(CLITestCase):
         self.assertIn("changed", (out + err).lower())
         self.assertEqual(self.sha(), before)
 
+    def test_verify_names_the_migration_applied_under_a_number_another_file_now_has(self):
+        # Two developers both wrote v3; after the merge one renumbers hers to
+        # v4, but her database applied it as v3.  "Changed ... accept it with
+        # `mark 3`" would record the other v3 as applied without running it.
+        self.write_sql(3, "add-scope", "ALTER TABLE sessions ADD COLUMN scope TEXT;")
+        self.apply()
+        os.rename(os.path.join(self.dir, "003-add-scope.sql"),
+                  os.path.join(self.dir, "004-add-scope.sql"))
+        self.write_sql(3, "add-phone", "ALTER TABLE users ADD COLUMN phone TEXT;")
+        status, out, err = self.cli("--db", self.db, "verify")
+        self.assertEqual(status, 1)
+        self.assertIn('v3 was applied as "Add scope", not 003-add-phone.sql ("Add phone")',
+                      out)
+        self.assertIn("down --to 2", out)
+
     def test_verify_exits_1_on_a_migration_that_does_not_load(self):
         self.write("003-broken.py", "def up(db):\n    return (\n")
         status, out, err = self.cli("--db", self.db, "verify")

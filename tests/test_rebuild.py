@@ -1109,6 +1109,16 @@ class Cases(object):
                            self.rebuild_table, self.conn,
                            "t", create_sql="CREATE TABLE t (a TEXT, b TEXT NOT NULL)")
 
+    def test_a_row_a_new_constraint_refuses_is_reported_on_the_table_with_the_way_out(self):
+        # SQLite names the copy ("sqlmigrate_new_t.v"), a table the user never made.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, NULL);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (id INTEGER PRIMARY "
+                               "KEY, v TEXT NOT NULL)")
+        self.assertEqual(caught.exception.kind, "rebuild-refused")
+        self.assertNotIn("sqlmigrate_new", str(caught.exception))
+        self.assertIn("change those rows before the rebuild", str(caught.exception))
+
     def test_joins_the_callers_transaction(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, gone TEXT);"
                   "INSERT INTO t VALUES (1, 'a', 'g');")

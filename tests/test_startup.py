@@ -267,6 +267,32 @@ class MarkFromUserVersion(StartupCase):
         with self.assertRaises(sqlmigrate.MigrationError):  # users exists: v1 runs and fails
             sqlmigrate.migrate(self.db, self.dir)
 
+    def test_up_failing_on_a_hand_rolled_database_says_how_to_adopt_it(self):
+        # A new user's first `up` on the database their old runner built fails
+        # with "table users already exists": the error must name the way in.
+        self.hand_rolled(1)
+        self.write_sql(1, "create-users", *USERS)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(caught.exception.kind, "migration-failed")
+        self.assertIn("already exists", str(caught.exception))
+        self.assertIn("user_version 1", str(caught.exception))
+        self.assertIn("mark --from-user-version", str(caught.exception))
+
+    def test_up_failing_on_an_untracked_database_with_tables_suggests_mark(self):
+        self.hand_rolled(0)
+        self.write_sql(1, "create-users", *USERS)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("`mark V`", err)
+        self.assertNotIn("--from-user-version", err)
+
+    def test_a_failure_on_an_empty_database_has_no_adoption_hint(self):
+        self.write_sql(1, "broken", "CREATE TABLE users (id INTEGER PRIMARY KEY);\nSELECT nope;")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertNotIn("mark", str(caught.exception))
+
 
 class Readiness(StartupCase):
     def test_is_current_is_false_with_pending_and_true_after_up(self):
