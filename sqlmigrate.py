@@ -2891,8 +2891,9 @@ class Migrator(object):
             with open(self.schema_file, "rb") as f:
                 text = f.read().decode("utf-8")
         except FileNotFoundError:
-            return ["schema file %s does not exist: run up, or `schema --sql > FILE` on an "
-                    "up-to-date database" % self.schema_file]
+            return ["schema file %s does not exist: write it with `schema --sql > FILE` on an "
+                    "up-to-date database (up writes it only when it changes the database)"
+                    % self.schema_file]
         except (OSError, UnicodeError) as e:
             return ["cannot read the schema file %s (%s)" % (self.schema_file, e)]
         try:
