@@ -517,6 +517,7 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertEqual(status, 1, out + err)
         self.assertIn("schema file %s does not exist" % self.schema_file, out)
         self.assertIn("schema --sql", out)
+        self.assertNotIn("run up", out)  # up on a current database writes no schema file
         self.assertFalse(os.path.exists(self.schema_file))
 
     def test_verify_never_writes_the_database_or_the_migration_files(self):
