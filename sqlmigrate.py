@@ -75,14 +75,7 @@ class MigrationError(Exception):
             if self.statement:
                 parts.append("statement: " + " ".join(self.statement.split())[:500])
             parts += [self.hint] * bool(self.hint) + [
-                "the whole %s was rolled back; the database is as it was" % self.rolled_back
-                if self.rolled_back in ("--atomic run", "dry run") else
-                "it ran outside a transaction: the database may be partly changed"
-                if not self.rolled_back else
-                "the migration was rolled back; earlier migrations stay applied"
-                if self.direction == "up" else
-                "its down was rolled back, so it stays applied; migrations rolled back before "
-                "it stay rolled back"]
+                _what_was_rolled_back(self.rolled_back, self.direction)]
             text = "\n  ".join(parts)
         elif text is None and self.kind == "bad-file" and self.cause is not None:
             text = "%s%s: %s" % (self.path, "" if self.line is None else ":%s" % self.line,
@@ -109,6 +102,19 @@ class MigrationError(Exception):
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
         return text
+
+
+def _what_was_rolled_back(rolled_back, direction):
+    """What a failed migration left.  rolled_back: the whole run's name, True
+    (the migration's own transaction) or False (it ran outside one)."""
+    return ("the whole %s was rolled back; the database is as it was" % rolled_back
+            if rolled_back in ("--atomic run", "dry run") else
+            "it ran outside a transaction: the database may be partly changed"
+            if not rolled_back else
+            "the migration was rolled back; earlier migrations stay applied"
+            if direction == "up" else
+            "its down was rolled back, so it stays applied; migrations rolled back before "
+            "it stay rolled back")
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -2823,12 +2829,7 @@ class Migrator(object):
                     try:
                         result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
-                        if _sqlite_kind(e) != "connection-lost":
-                            raise
-                        failure = _sqlite_failure(e, self.path)  # naming the one in flight
-                        failure.path, failure.version, failure.direction = \
-                            m.path, m.version, direction
-                        raise failure
+                        raise self._database_failure(conn, e, whole_run, m, direction)
                     if result:
                         done.append(result)
                         if not whole_run:
@@ -2837,6 +2838,8 @@ class Migrator(object):
                     raise _DryRunRollback()
         except _DryRunRollback:
             return done
+        except _DB.Error as e:  # the whole run's BEGIN or COMMIT
+            raise self._database_failure(conn, e, whole_run)
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
             if done and not whole_run:  # those before the failure were committed
@@ -2847,6 +2850,26 @@ class Migrator(object):
         if done:
             self._rewrite_schema_file(conn)
         return done
+
+    def _database_failure(self, conn, error, whole_run, m=None, direction=None):
+        """A database error outside a migration's own code (its COMMIT or its
+        record meeting a full disk or an I/O error) as one naming the migration
+        in flight and what is left; a lock error stays as it is (nothing began)."""
+        kind = _sqlite_kind(error)
+        if kind == "locked" or m is None and whole_run is None:
+            return error
+        failure = _sqlite_failure(error, self.path)
+        if m is not None:
+            failure.path, failure.version, failure.direction = m.path, m.version, direction
+        if kind == "connection-lost":  # its message says what may have happened
+            return failure
+        # SQLite rolls back itself after a failed write; make sure, so that
+        # what the outcome says holds before anything reads the database.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        failure.outcome = _what_was_rolled_back(whole_run or m.transactional, direction) + (
+            "" if m is None or m.transactional else ", and it is not recorded as applied")
+        return failure
 
     def _rewrite_schema_file(self, conn, failure=None):
         if self.schema_file is None:
