@@ -5457,9 +5457,13 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
+                    # A full disk is the database's state, not a refusal: code
+                    # that tests kind == "full" must see it here too.
+                    kind = _sqlite_kind(e)
                     failure = MigrationError("rebuilding table %s failed: %s" % (table, e),
-                                             kind="rebuild-refused", tables=[table], cause=str(e),
-                                             outcome="nothing was changed")
+                                             kind=kind if kind in _DATABASE_KINDS
+                                             else "rebuild-refused", tables=[table],
+                                             cause=str(e), outcome="nothing was changed")
                     failure.__cause__ = e
                     raise failure
                 if check_fk:
@@ -6282,7 +6286,8 @@ def _apply_reconcile(conn, plan):
             # What went wrong, said once: SQLite's error where the rebuild met
             # one, else its text without its outcome (the rebuild's alone: the
             # whole reconcile's is said below).
-            cause = e.cause if e.kind == "rebuild-refused" and e.cause else e._text()
+            cause = e.cause if e.cause and (e.kind == "rebuild-refused" or
+                                            e.kind in _DATABASE_KINDS) else e._text()
             raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
                                  tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)
