@@ -1515,7 +1515,7 @@ def _wal_witness(path):
         witness = _connect(path, mode="ro")
         _query(witness, "SELECT count(*) FROM sqlite_master")  # joins the WAL
         return witness
-    except (_DB.Error, MigrationError):
+    except _DB.Error + (MigrationError,):  # _DB.Error is a tuple: one level, or TypeError
         return None  # then the dry run's own close may fold it, as before
 
 
@@ -2877,7 +2877,7 @@ class Migrator(object):
         try:
             _write_schema_file(self.schema_file, _schema_sql(
                 conn, _read_state(conn, self.table).version, self.table))
-        except (OSError, _DB.Error) as e:
+        except (OSError,) + _DB.Error as e:  # _DB.Error is a tuple: one level, or TypeError
             error = MigrationError(
                 "the database was changed, but the schema file %s could not be written (%s): "
                 "write it with `schema --sql > FILE`" % (self.schema_file, e),
