@@ -75,14 +75,7 @@ class MigrationError(Exception):
             if self.statement:
                 parts.append("statement: " + " ".join(self.statement.split())[:500])
             parts += [self.hint] * bool(self.hint) + [
-                "the whole %s was rolled back; the database is as it was" % self.rolled_back
-                if self.rolled_back in ("--atomic run", "dry run") else
-                "it ran outside a transaction: the database may be partly changed"
-                if not self.rolled_back else
-                "the migration was rolled back; earlier migrations stay applied"
-                if self.direction == "up" else
-                "its down was rolled back, so it stays applied; migrations rolled back before "
-                "it stay rolled back"]
+                _what_was_rolled_back(self.rolled_back, self.direction)]
             text = "\n  ".join(parts)
         elif text is None and self.kind == "bad-file" and self.cause is not None:
             text = "%s%s: %s" % (self.path, "" if self.line is None else ":%s" % self.line,
@@ -109,6 +102,19 @@ class MigrationError(Exception):
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
         return text
+
+
+def _what_was_rolled_back(rolled_back, direction):
+    """What a failed migration left.  rolled_back: the whole run's name, True
+    (the migration's own transaction) or False (it ran outside one)."""
+    return ("the whole %s was rolled back; the database is as it was" % rolled_back
+            if rolled_back in ("--atomic run", "dry run") else
+            "it ran outside a transaction: the database may be partly changed"
+            if not rolled_back else
+            "the migration was rolled back; earlier migrations stay applied"
+            if direction == "up" else
+            "its down was rolled back, so it stays applied; migrations rolled back before "
+            "it stay rolled back")
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -1509,7 +1515,7 @@ def _wal_witness(path):
         witness = _connect(path, mode="ro")
         _query(witness, "SELECT count(*) FROM sqlite_master")  # joins the WAL
         return witness
-    except (_DB.Error, MigrationError):
+    except _DB.Error + (MigrationError,):  # _DB.Error is a tuple: one level, or TypeError
         return None  # then the dry run's own close may fold it, as before
 
 
@@ -2824,12 +2830,7 @@ class Migrator(object):
                     try:
                         result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
-                        if _sqlite_kind(e) != "connection-lost":
-                            raise
-                        failure = _sqlite_failure(e, self.path)  # naming the one in flight
-                        failure.path, failure.version, failure.direction = \
-                            m.path, m.version, direction
-                        raise failure
+                        raise self._database_failure(conn, e, whole_run, m, direction)
                     if result:
                         done.append(result)
                         if not whole_run:
@@ -2838,6 +2839,8 @@ class Migrator(object):
                     raise _DryRunRollback()
         except _DryRunRollback:
             return done
+        except _DB.Error as e:  # the whole run's BEGIN or COMMIT
+            raise self._database_failure(conn, e, whole_run)
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
             if direction == "up" and not done and not session.state.has_metadata and \
@@ -2852,13 +2855,33 @@ class Migrator(object):
             self._rewrite_schema_file(conn)
         return done
 
+    def _database_failure(self, conn, error, whole_run, m=None, direction=None):
+        """A database error outside a migration's own code (its COMMIT or its
+        record meeting a full disk or an I/O error) as one naming the migration
+        in flight and what is left; a lock error stays as it is (nothing began)."""
+        kind = _sqlite_kind(error)
+        if kind == "locked" or m is None and whole_run is None:
+            return error
+        failure = _sqlite_failure(error, self.path)
+        if m is not None:
+            failure.path, failure.version, failure.direction = m.path, m.version, direction
+        if kind == "connection-lost":  # its message says what may have happened
+            return failure
+        # SQLite rolls back itself after a failed write; make sure, so that
+        # what the outcome says holds before anything reads the database.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        failure.outcome = _what_was_rolled_back(whole_run or m.transactional, direction) + (
+            "" if m is None or m.transactional else ", and it is not recorded as applied")
+        return failure
+
     def _rewrite_schema_file(self, conn, failure=None):
         if self.schema_file is None:
             return
         try:
             _write_schema_file(self.schema_file, _schema_sql(
                 conn, _read_state(conn, self.table).version, self.table))
-        except (OSError, _DB.Error) as e:
+        except (OSError,) + _DB.Error as e:  # _DB.Error is a tuple: one level, or TypeError
             error = MigrationError(
                 "the database was changed, but the schema file %s could not be written (%s): "
                 "write it with `schema --sql > FILE`" % (self.schema_file, e),
@@ -5499,14 +5522,17 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
-                    cause = str(e)
+                    cause, kind = str(e), _sqlite_kind(e)
                     if plan is not None and type(e).__name__ == "IntegrityError":
                         # SQLite names the copy, a table the caller never made.
                         cause = "%s (a row of %s breaks the new definition's constraint: change "\
                             "those rows before the rebuild)" % (
                                 cause.replace(plan.temp + ".", table + "."), table)
+                    # A full disk is the database's state, not a refusal: code
+                    # that tests kind == "full" must see it here too.
                     failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
-                                             kind="rebuild-refused", tables=[table], cause=cause,
+                                             kind=kind if kind in _DATABASE_KINDS
+                                             else "rebuild-refused", tables=[table], cause=cause,
                                              outcome="nothing was changed")
                     failure.__cause__ = e
                     raise failure
@@ -6330,7 +6356,8 @@ def _apply_reconcile(conn, plan):
             # What went wrong, said once: SQLite's error where the rebuild met
             # one, else its text without its outcome (the rebuild's alone: the
             # whole reconcile's is said below).
-            cause = e.cause if e.kind == "rebuild-refused" and e.cause else e._text()
+            cause = e.cause if e.cause and (e.kind == "rebuild-refused" or
+                                            e.kind in _DATABASE_KINDS) else e._text()
             raise MigrationError("reconcile: %s failed: %s" % (step.what, cause), kind=e.kind,
                                  tables=e.tables, cause=cause, outcome="nothing was changed")
         changes.extend(step.changes)

@@ -1323,6 +1323,26 @@ class BigTable(RebuildTestCase):
 
     force_copy = True
 
+    def test_a_copy_that_fills_the_database_fails_as_full_and_changes_nothing(self):
+        # The copy needs the table's space twice; max_page_count makes SQLite
+        # answer SQLITE_FULL as a full disk does, without one.
+        conn = self.connect()
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        conn.execute("CREATE INDEX t_v ON t(v)")
+        conn.execute("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+                     "WHERE i < 2000) INSERT INTO t (v) SELECT hex(randomblob(100)) FROM c")
+        before = (conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall(),
+                  conn.execute("SELECT * FROM t ORDER BY id").fetchall())
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute("PRAGMA max_page_count = %d" % (pages + 20))
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.rebuild_table(conn, "t", create_sql="CREATE TABLE t (id INTEGER "
+                                     "PRIMARY KEY, v TEXT NOT NULL CHECK (v <> ''))")
+        self.assertEqual(caught.exception.kind, "full")  # not a refusal: the disk's state
+        self.assertIn("nothing was changed", str(caught.exception))
+        self.assertEqual((conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall(),
+                          conn.execute("SELECT * FROM t ORDER BY id").fetchall()), before)
+
     def test_copy_progress_goes_to_the_connections_callback(self):
         # The runner hands a migration's db a _copy_progress callable; any
         # connection that has one gets (table, copied, total) calls.

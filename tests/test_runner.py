@@ -3,6 +3,8 @@
 import gc
 import logging
 import os
+import resource
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -264,6 +266,41 @@ class Atomicity(RunnerTestCase):
         # The new file stays, empty (no tables): removing it could unlink a
         # file another process holds open (test_concurrency.RacesOnANewDatabase).
         self.assertEqual(os.path.getsize(self.db), 0)
+
+    @unittest.skipIf(os.name != "posix", "RLIMIT_FSIZE")
+    def test_a_commit_that_cannot_write_names_the_migration_and_what_stays(self):
+        # The migration's rows fit in SQLite's page cache, so nothing fails
+        # before COMMIT writes them out past the file size limit (EFBIG; a
+        # full disk fails there the same way, with SQLITE_FULL).
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(2, "big", "CREATE TABLE big (x);\nWITH RECURSIVE c(i) AS (SELECT 1 "
+                       "UNION ALL SELECT i + 1 FROM c WHERE i < 400)\n"
+                       "INSERT INTO big SELECT randomblob(1000) FROM c;")
+
+        def small_files():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, 200 << 10))
+
+        for atomic, version, outcome in ((True, None, "whole --atomic run was rolled back"),
+                                         (False, "1", "the migration was rolled back; earlier "
+                                                      "migrations stay applied")):
+            with self.subTest(atomic=atomic):
+                for name in os.listdir(self.tmp):
+                    if name.startswith("app.db"):
+                        os.remove(os.path.join(self.tmp, name))
+                status, out, err = self.cli("--db", self.db, "up", *["--atomic"] * atomic,
+                                            preexec_fn=small_files)
+                self.assertEqual(status, 1, err)
+                errors = [line for line in err.splitlines() if "error:" in line]
+                self.assertEqual(len(errors), 1, err)
+                if not atomic:  # an --atomic run's COMMIT is all of its migrations'
+                    self.assertIn("002-big.sql", errors[0])
+                self.assertIn(outcome, errors[0])
+                self.assertNotIn("big", self.tables())
+                self.assertEqual(self.connect().execute("PRAGMA integrity_check").fetchall(),
+                                 [("ok",)])
+                if version:
+                    self.assertEqual(self.schema_version(), version)
 
     def test_exception_in_python_migration_names_the_line(self):
         self.write("001-raises.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"

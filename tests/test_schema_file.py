@@ -363,6 +363,26 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertEqual(self.read_schema_file(),
                          "-- sqlmigrate schema, version 2\n%s;\n%s;\n" % (POSTS, USERS))
 
+    def test_a_schema_file_that_cannot_be_written_after_migrating_is_one_clear_error(self):
+        # The write fails after the database changed (a full disk does the
+        # same; here its directory goes away while the migration runs).
+        folder = os.path.join(self.tmp, "out")
+        os.mkdir(folder)
+        self.schema_file = os.path.join(folder, "schema.sql")
+        self.write("001-removes-the-folder.py", """
+            import shutil
+
+            def up(db):
+                db.execute("CREATE TABLE t (x)")
+                shutil.rmtree(%r)
+            """ % folder)
+        status, _, err = self.cli("--db", self.db, "--schema-file", self.schema_file, "up")
+        self.assertEqual(status, 1, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("the database was changed, but the schema file %s could not be written"
+                      % self.schema_file, err)
+        self.assertEqual(self.schema_version(), "1")
+
     def test_schema_file_not_written_by_sqlmigrate_is_refused_before_migrating(self):
         self.write_two()
         with open(self.schema_file, "w") as f:
