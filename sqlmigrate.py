@@ -2232,6 +2232,24 @@ def _link_new_name(path, dest):
     return True
 
 
+def _write_new_file(path, data):
+    """Write `data` (bytes) as a new file `path`, never over one (then False):
+    written beside it, flushed to disk, then linked into place, so a reader
+    listing the directory meanwhile (an `up`), or a crash, never finds the
+    name holding part of it.  An OSError leaves nothing behind."""
+    temporary = None
+    try:
+        temporary = _new_temporary(path)
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return _link_new_name(temporary, path)
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
@@ -2697,22 +2715,11 @@ class Migrator(object):
             conn.close()
         width = max([m.filename.index("-") for m in files + baselines] + [3])
         path = os.path.join(self.directory, "%0*d-baseline.sql" % (width, to))
-        # Written beside it, then linked into place (never over a file): an
-        # `up` listing the directory meanwhile must not apply half a baseline.
-        temporary = None
-        try:
-            temporary = _new_temporary(path)
-            with open(temporary, "wb") as f:  # bytes: "\n" on every system
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            linked = _link_new_name(temporary, path)
+        try:  # an `up` listing the directory meanwhile must not apply half a baseline
+            linked = _write_new_file(path, text.encode("utf-8"))  # bytes: "\n" everywhere
         except OSError as e:
             raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
                                  kind="bad-file", path=path, version=to)
-        finally:
-            if temporary is not None and os.path.exists(temporary):
-                os.remove(temporary)
         if not linked:
             raise MigrationError("%s already exists; a baseline is never overwritten (delete "
                                  "it first to write it again)" % path, kind="bad-file",
@@ -6853,17 +6860,16 @@ def _new_migration(directory, description, sql=False):
     width = max([m.filename.index("-") for m in existing] + [3])
     version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
     path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
-    created = False
-    try:
-        with open(path, "x") as f:
-            created = True
-            f.write((_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
-                version=version, name=slug.replace("-", " ").capitalize()))
+    text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
+        version=version, name=slug.replace("-", " ").capitalize())
+    try:  # a half-written template would be picked up as a migration
+        linked = _write_new_file(path, text.encode("utf-8"))
     except OSError as e:
-        if created:
-            os.remove(path)  # a half-written template would be picked up as a migration
-        raise MigrationError("cannot %s the migration file %s: %s" % (
-            "write" if created else "create", path, e.strerror), kind="bad-file", path=path)
+        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
+                             kind="bad-file", path=path)
+    if not linked:
+        raise MigrationError("cannot write the migration file %s: it exists already (made "
+                             "meanwhile?); run new again" % path, kind="bad-file", path=path)
     return path
 
 
