@@ -2483,9 +2483,7 @@ class Migrator(object):
             return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
-            refusal = _drift_refused(drift)
-            if refusal:
-                raise refusal
+            _refuse_drift(drift)
             if drift and strict:
                 raise MigrationError(kind="drift", problems=[text for _, text in drift],
                                      outcome="strict mode: nothing was applied")
@@ -3291,14 +3289,13 @@ def wait_until_current(db, directory=None, timeout=60.0, **options):
     _wait_until_current(Migrator(db, directory, **options), timeout)
 
 
-def _drift_refused(drift):
-    """The MigrationError up() raises for this drift, or None: a database
-    ahead of the files, or a pending file below its version."""
+def _refuse_drift(drift):
+    """Raise the MigrationError up() raises for this drift, if any: a
+    database ahead of the files, or a pending file below its version."""
     for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
         if any(k == kind for k, _ in drift):
-            return MigrationError(kind=kind, outcome=outcome,
-                                  problems=[text for k, text in drift if k == kind])
-    return None
+            raise MigrationError(kind=kind, outcome=outcome,
+                                 problems=[text for k, text in drift if k == kind])
 
 
 def _wait_until_current(migrator, timeout):
@@ -3310,9 +3307,7 @@ def _wait_until_current(migrator, timeout):
         try:
             report = migrator.status()  # the files are read once, the state each time
             drift = _drift(report)
-            refusal = _drift_refused(drift)
-            if refusal:
-                raise refusal
+            _refuse_drift(drift)
             if not report["pending"]:
                 for _, text in drift:
                     _log("warning", text)
