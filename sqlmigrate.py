@@ -3445,6 +3445,17 @@ def _test_failure(check, message, **details):
     return dict(check=check, message=message, **details)
 
 
+def _check_pragmas(conn, checks, failures, message):
+    """PRAGMA integrity_check and foreign_key_check into checks["integrity"]
+    and checks["foreign-keys"]; a bad one adds message % (pragma, findings)."""
+    for check, pragma in (("integrity", "integrity_check"),
+                          ("foreign-keys", "foreign_key_check")):
+        rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
+        checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
+        failures += [_test_failure(check, message % (pragma, "; ".join(rows[:20])))] * (
+            checks[check] != "ok")
+
+
 class _MigrationTest(object):
     """The one pass of Migrator.test() over a fresh in-memory database."""
 
@@ -3487,13 +3498,7 @@ class _MigrationTest(object):
         if stopped:
             fresh.update({"integrity": "not run", "foreign-keys": "not run"})
         else:
-            for check, pragma in (("integrity", "integrity_check"),
-                                  ("foreign-keys", "foreign_key_check")):
-                rows = [" ".join(map(str, row)) for row in _query(self.conn, "PRAGMA " + pragma)]
-                bad = rows not in ([], ["ok"])
-                fresh[check] = "failed" if bad else "ok"
-                self.result["failures"] += [_test_failure(check, "fresh build: PRAGMA %s: %s" % (
-                    pragma, "; ".join(rows[:20])))] * bad
+            _check_pragmas(self.conn, fresh, self.result["failures"], "fresh build: PRAGMA %s: %s")
         self.conn.close()
         for b in self.migrator._baselines:
             if not start or b.version > start.version:
@@ -3783,12 +3788,7 @@ def _test_upgrade(migrator, source):
             if entry:
                 entry["ok"], entry["checks"]["up"] = False, "failed"
         checks = report["checks"]
-        for check, pragma in (("integrity", "integrity_check"),
-                              ("foreign-keys", "foreign_key_check")):
-            rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
-            checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
-            report["failures"] += [_test_failure(check, "PRAGMA %s on the upgraded copy: %s" % (
-                pragma, "; ".join(rows[:20])))] * (checks[check] != "ok")
+        _check_pragmas(conn, checks, report["failures"], "PRAGMA %s on the upgraded copy: %s")
         now = _count_rows(conn, [name for name in untouched if ("table", name) in
                                  _schema_entries(conn, migrator.table)])
         checks["row-counts"] = "ok"
