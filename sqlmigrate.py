@@ -4524,8 +4524,7 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [sql + ";" if "--" not in sql else _terminated(sql)
-                              for sql in _schema_statements(conn, table)]) + "\n"
+    return "\n".join(lines + [_terminated(sql) for sql in _schema_statements(conn, table)]) + "\n"
 
 
 def _terminated(sql):
