@@ -4225,8 +4225,7 @@ def _lint(migrator, files, round_trip, to=None):
             if e.kind in _DATABASE_KINDS and e.path is None:
                 raise  # --db itself (locked, unreadable): no finding about a migration
             blocked = e.version if e.version is not None else blocked
-            by_path = dict((m.path, m) for m in everything)
-            m = by_path.get(e.path)
+            m = next((f for f in everything if f.path == e.path), None)
             line = e.line
             if m is not None and m.kind == "sql" and e.statement and m in loaded:
                 line = next((lines[0] for sql, lines in _sql_statements(m)[1]
@@ -4247,8 +4246,7 @@ def _lint(migrator, files, round_trip, to=None):
         context.schema = run.schemas.get(m.version)
         mine = []
         if m.kind == "sql":
-            for sql, (line, _) in statements:
-                mine.append((line, sql, None))
+            mine = [(line, sql, None) for sql, (line, _) in statements]
         elif m.version in run.statements:
             mine = run.statements[m.version]
         elif blocked is not None:
@@ -4845,8 +4843,7 @@ def _refs_in(kind, sql):
 
 def _uses(kind, sql, keys):
     """Which of `keys` (column keys) a schema object's SQL may use."""
-    tokens, refs = _refs_in(kind, sql)
-    return _mentions(tokens, refs, keys)
+    return _mentions(*_refs_in(kind, sql), keys)
 
 
 def _describe(kind, schema, name):
