@@ -732,7 +732,7 @@ class _Create(object):
 def _joined(tokens):
     """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
     text = ""
-    for kind, token in tokens:
+    for _, token in tokens:
         glue = not text or token in "().," or text[-1] in "(."
         text += token if glue else " " + token
     return text
@@ -3560,7 +3560,7 @@ class _MigrationTest(object):
             return False
         checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
-        self.check_rows(m, entry, _user_tables(self.conn, after), "v%d" % m.version)
+        self.check_rows(entry, _user_tables(self.conn, after), "v%d" % m.version)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
             try:
@@ -3573,13 +3573,13 @@ class _MigrationTest(object):
                 # The down must give the rows back as they were before the up
                 # (in the columns it leaves): a down that rewrites values
                 # keeps the schema, so the diff alone cannot see it.
-                self.check_rows(m, entry, _user_tables(self.conn, now), "v%d's down" % m.version)
+                self.check_rows(entry, _user_tables(self.conn, now), "v%d's down" % m.version)
                 diff = _schema_diff(before, now)
                 again = not diff and self.up(m, entry, "round-trip")
                 if again:
                     now = _schema_entries(self.conn, self.migrator.table)
                     diff = _schema_diff(after, now)
-                    self.check_rows(m, entry, _user_tables(self.conn, now),
+                    self.check_rows(entry, _user_tables(self.conn, now),
                                     "v%d applied again after its down" % m.version)
                 if diff:
                     checks["round-trip"] = "failed"
@@ -3601,7 +3601,7 @@ class _MigrationTest(object):
         self.generate_rows(m, _user_tables(self.conn, after))
         return True
 
-    def check_rows(self, m, entry, tables, step):
+    def check_rows(self, entry, tables, step):
         """Whether each tracked generated row is still there with its values
         (in the columns the table still has): one query per table, by rowid,
         and a search by value only for a row not found so (a rebuild may
@@ -5759,14 +5759,14 @@ def _plan_backfill(raw, table, set, where):
     if job.columns:  # the rowid: the rowid names no column takes, and its alias
         taken = {_key(row[1]) for row in info}
         key_names = {n for n in _ROWID_NAMES if n not in taken}
-        key_names |= {_key(n) for _, n, type_, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
+        key_names |= {_key(n) for _, n, _, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
     else:
         key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
         job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
         # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
         # NULL (SQLite's legacy quirk), which `key > ?` never selects.
-        nullable = [n for _, n, type_, notnull in pk if not notnull] \
+        nullable = [n for _, n, _, notnull in pk if not notnull] \
             if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
         if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
             raise RequestError(
