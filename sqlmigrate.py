@@ -732,7 +732,7 @@ class _Create(object):
 def _joined(tokens):
     """Significant tokens back to readable text: 'lower ( name )' -> 'lower(name)'."""
     text = ""
-    for kind, token in tokens:
+    for _, token in tokens:
         glue = not text or token in "().," or text[-1] in "(."
         text += token if glue else " " + token
     return text
@@ -2483,9 +2483,7 @@ class Migrator(object):
             return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
-            refusal = _drift_refused(drift)
-            if refusal:
-                raise refusal
+            _refuse_drift(drift)
             if drift and strict:
                 raise MigrationError(kind="drift", problems=[text for _, text in drift],
                                      outcome="strict mode: nothing was applied")
@@ -3291,14 +3289,13 @@ def wait_until_current(db, directory=None, timeout=60.0, **options):
     _wait_until_current(Migrator(db, directory, **options), timeout)
 
 
-def _drift_refused(drift):
-    """The MigrationError up() raises for this drift, or None: a database
-    ahead of the files, or a pending file below its version."""
+def _refuse_drift(drift):
+    """Raise the MigrationError up() raises for this drift, if any: a
+    database ahead of the files, or a pending file below its version."""
     for kind, outcome in (("ahead", None), ("out-of-order", "nothing was applied")):
         if any(k == kind for k, _ in drift):
-            return MigrationError(kind=kind, outcome=outcome,
-                                  problems=[text for k, text in drift if k == kind])
-    return None
+            raise MigrationError(kind=kind, outcome=outcome,
+                                 problems=[text for k, text in drift if k == kind])
 
 
 def _wait_until_current(migrator, timeout):
@@ -3310,9 +3307,7 @@ def _wait_until_current(migrator, timeout):
         try:
             report = migrator.status()  # the files are read once, the state each time
             drift = _drift(report)
-            refusal = _drift_refused(drift)
-            if refusal:
-                raise refusal
+            _refuse_drift(drift)
             if not report["pending"]:
                 for _, text in drift:
                     _log("warning", text)
@@ -3450,6 +3445,17 @@ def _test_failure(check, message, **details):
     return dict(check=check, message=message, **details)
 
 
+def _check_pragmas(conn, checks, failures, message):
+    """PRAGMA integrity_check and foreign_key_check into checks["integrity"]
+    and checks["foreign-keys"]; a bad one adds message % (pragma, findings)."""
+    for check, pragma in (("integrity", "integrity_check"),
+                          ("foreign-keys", "foreign_key_check")):
+        rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
+        checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
+        failures += [_test_failure(check, message % (pragma, "; ".join(rows[:20])))] * (
+            checks[check] != "ok")
+
+
 class _MigrationTest(object):
     """The one pass of Migrator.test() over a fresh in-memory database."""
 
@@ -3492,13 +3498,7 @@ class _MigrationTest(object):
         if stopped:
             fresh.update({"integrity": "not run", "foreign-keys": "not run"})
         else:
-            for check, pragma in (("integrity", "integrity_check"),
-                                  ("foreign-keys", "foreign_key_check")):
-                rows = [" ".join(map(str, row)) for row in _query(self.conn, "PRAGMA " + pragma)]
-                bad = rows not in ([], ["ok"])
-                fresh[check] = "failed" if bad else "ok"
-                self.result["failures"] += [_test_failure(check, "fresh build: PRAGMA %s: %s" % (
-                    pragma, "; ".join(rows[:20])))] * bad
+            _check_pragmas(self.conn, fresh, self.result["failures"], "fresh build: PRAGMA %s: %s")
         self.conn.close()
         for b in self.migrator._baselines:
             if not start or b.version > start.version:
@@ -3560,7 +3560,7 @@ class _MigrationTest(object):
             return False
         checks["up"] = "ok"
         after = _schema_entries(self.conn, self.migrator.table)
-        self.check_rows(m, entry, _user_tables(self.conn, after), "v%d" % m.version)
+        self.check_rows(entry, _user_tables(self.conn, after), "v%d" % m.version)
         checks["round-trip"] = "ok" if m.has_down else "no down"
         if m.has_down:
             try:
@@ -3573,13 +3573,13 @@ class _MigrationTest(object):
                 # The down must give the rows back as they were before the up
                 # (in the columns it leaves): a down that rewrites values
                 # keeps the schema, so the diff alone cannot see it.
-                self.check_rows(m, entry, _user_tables(self.conn, now), "v%d's down" % m.version)
+                self.check_rows(entry, _user_tables(self.conn, now), "v%d's down" % m.version)
                 diff = _schema_diff(before, now)
                 again = not diff and self.up(m, entry, "round-trip")
                 if again:
                     now = _schema_entries(self.conn, self.migrator.table)
                     diff = _schema_diff(after, now)
-                    self.check_rows(m, entry, _user_tables(self.conn, now),
+                    self.check_rows(entry, _user_tables(self.conn, now),
                                     "v%d applied again after its down" % m.version)
                 if diff:
                     checks["round-trip"] = "failed"
@@ -3601,7 +3601,7 @@ class _MigrationTest(object):
         self.generate_rows(m, _user_tables(self.conn, after))
         return True
 
-    def check_rows(self, m, entry, tables, step):
+    def check_rows(self, entry, tables, step):
         """Whether each tracked generated row is still there with its values
         (in the columns the table still has): one query per table, by rowid,
         and a search by value only for a row not found so (a rebuild may
@@ -3788,12 +3788,7 @@ def _test_upgrade(migrator, source):
             if entry:
                 entry["ok"], entry["checks"]["up"] = False, "failed"
         checks = report["checks"]
-        for check, pragma in (("integrity", "integrity_check"),
-                              ("foreign-keys", "foreign_key_check")):
-            rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
-            checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
-            report["failures"] += [_test_failure(check, "PRAGMA %s on the upgraded copy: %s" % (
-                pragma, "; ".join(rows[:20])))] * (checks[check] != "ok")
+        _check_pragmas(conn, checks, report["failures"], "PRAGMA %s on the upgraded copy: %s")
         now = _count_rows(conn, [name for name in untouched if ("table", name) in
                                  _schema_entries(conn, migrator.table)])
         checks["row-counts"] = "ok"
@@ -4230,8 +4225,7 @@ def _lint(migrator, files, round_trip, to=None):
             if e.kind in _DATABASE_KINDS and e.path is None:
                 raise  # --db itself (locked, unreadable): no finding about a migration
             blocked = e.version if e.version is not None else blocked
-            by_path = dict((m.path, m) for m in everything)
-            m = by_path.get(e.path)
+            m = next((f for f in everything if f.path == e.path), None)
             line = e.line
             if m is not None and m.kind == "sql" and e.statement and m in loaded:
                 line = next((lines[0] for sql, lines in _sql_statements(m)[1]
@@ -4252,8 +4246,7 @@ def _lint(migrator, files, round_trip, to=None):
         context.schema = run.schemas.get(m.version)
         mine = []
         if m.kind == "sql":
-            for sql, (line, _) in statements:
-                mine.append((line, sql, None))
+            mine = [(line, sql, None) for sql, (line, _) in statements]
         elif m.version in run.statements:
             mine = run.statements[m.version]
         elif blocked is not None:
@@ -4529,8 +4522,7 @@ def _schema_sql(conn, version, table=_DEFAULT_TABLE):
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     lines = ["-- sqlmigrate schema, version %d" % version]
     lines += ["PRAGMA user_version = %d;" % user_version] if user_version else []
-    return "\n".join(lines + [sql + ";" if "--" not in sql else _terminated(sql)
-                              for sql in _schema_statements(conn, table)]) + "\n"
+    return "\n".join(lines + [_terminated(sql) for sql in _schema_statements(conn, table)]) + "\n"
 
 
 def _terminated(sql):
@@ -4851,8 +4843,7 @@ def _refs_in(kind, sql):
 
 def _uses(kind, sql, keys):
     """Which of `keys` (column keys) a schema object's SQL may use."""
-    tokens, refs = _refs_in(kind, sql)
-    return _mentions(tokens, refs, keys)
+    return _mentions(*_refs_in(kind, sql), keys)
 
 
 def _describe(kind, schema, name):
@@ -5768,14 +5759,14 @@ def _plan_backfill(raw, table, set, where):
     if job.columns:  # the rowid: the rowid names no column takes, and its alias
         taken = {_key(row[1]) for row in info}
         key_names = {n for n in _ROWID_NAMES if n not in taken}
-        key_names |= {_key(n) for _, n, type_, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
+        key_names |= {_key(n) for _, n, _, _ in pk if [p[2] for p in pk] == ["INTEGER"]}
     else:
         key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
         job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
         # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
         # NULL (SQLite's legacy quirk), which `key > ?` never selects.
-        nullable = [n for _, n, type_, notnull in pk if not notnull] \
+        nullable = [n for _, n, _, notnull in pk if not notnull] \
             if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
         if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
             raise RequestError(
