@@ -841,6 +841,16 @@ def _filename_problem(filename):
             "single hyphens (%s)" % example)
 
 
+def _sql_file_text(text):
+    """An .sql file's decoded text as it is read: a BOM (some Windows editors
+    write one) is not SQL and would hide a first marker (the checksum still
+    covers it; not decoded as utf-8-sig, whose errors count bytes after the
+    BOM); lone CR line endings (classic Mac OS) become \n, since SQLite ends a
+    -- comment only at \n and one would swallow every statement after it."""
+    text = text[text.startswith("\ufeff"):]
+    return text.replace("\r", "\n") if "\r" in text and "\n" not in text else text
+
+
 class Migration(object):
     """One migration file.  Cheap to create: the file is read only when its
     checksum or code is needed, and a Python file is executed only by load()."""
@@ -983,14 +993,7 @@ class Migration(object):
         except UnicodeDecodeError as e:
             raise self._error("not valid UTF-8 (byte %d); save it as UTF-8" % e.start,
                               self.source[:e.start].count(b"\n") + 1)
-        # A BOM (some Windows editors write one) is not SQL and would hide a
-        # first marker; the checksum still covers it, as it always has.  (Not
-        # decoded as utf-8-sig: its errors count bytes after the BOM.)
-        text = text[text.startswith("\ufeff"):]
-        if "\r" in text and "\n" not in text:
-            # Lone CR line endings (classic Mac OS): SQLite ends a -- comment
-            # only at \n, so a comment would swallow every statement after it.
-            text = text.replace("\r", "\n")
+        text = _sql_file_text(text)
         baseline = re.compile(_BASELINE_RE).match(text)
         if bool(baseline) != self.baseline:
             raise self._error(self._baseline_mismatch())
@@ -4053,10 +4056,7 @@ def _lint_finding(code, path, line, statement, message, allowed=False):
 def _sql_statements(m):
     """m's up statements with their (first, last) lines in the file, and the
     line of its `-- migrate:up` marker (0 without one)."""
-    text = m.source.decode("utf-8", "replace")
-    text = text[text.startswith("\ufeff"):]  # one BOM, as _load_sql reads it
-    if "\r" in text and "\n" not in text:
-        text = text.replace("\r", "\n")  # as _load_sql reads it
+    text = _sql_file_text(m.source.decode("utf-8", "replace"))
     out = []
     for at, statement in _split_sql(m._up_sql or "", offsets=True):
         first = text.count("\n", 0, m._up_at + at) + 1
