@@ -1026,7 +1026,7 @@ class Migration(object):
         """The versions a baseline holds, as its `-- sqlmigrate baseline of:`
         line lists them; None for one written before that line (it holds
         every file up to its version)."""
-        text = self.source.decode("utf-8", "replace").lstrip("\ufeff")
+        text = _sql_file_text(self.source.decode("utf-8", "replace"))
         marker = re.compile(_BASELINE_RE).match(text)
         listed = re.compile(_BASELINE_OF_RE).match(text, marker.end()) if marker else None
         return set(map(int, listed.group(1).split())) if listed else None
@@ -1187,7 +1187,7 @@ def _sort_out(entries, prefix, where, read=None):
         # whether it is one (and may share a version); without it, it is an
         # ordinary migration, as "001-baseline.sql" always was.
         m.baseline = m.baseline and bool(re.compile(_BASELINE_RE).match(
-            m.source.decode("utf-8", "replace").lstrip("\ufeff")))
+            _sql_file_text(m.source.decode("utf-8", "replace"))))
         migrations.append(m)
     return _by_version(migrations, problems, where)
 

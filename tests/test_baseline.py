@@ -456,6 +456,23 @@ class FileAddedBelowABaseline(BaselineTestCase):
         self.ok("verify")
 
 
+class BaselineLineEndings(BaselineTestCase):
+    def test_a_baseline_saved_with_lone_cr_line_endings_or_a_bom_is_still_one(self):
+        # As an .sql file is read everywhere: one BOM off, lone CRs as line ends.
+        self.ok("baseline", "--to", "2")
+        path = self.baseline_path(2)
+        with open(path, "rb") as f:
+            text = f.read()
+        for saved in (text.replace(b"\n", b"\r"), b"\xef\xbb\xbf" + text):
+            with self.subTest(saved=saved[:24]):
+                with open(path, "wb") as f:
+                    f.write(saved)
+                self.delete_files(1, 2)
+                fresh = os.path.join(self.tmp, "fresh%d.db" % len(saved))
+                self.ok("up", "--to", "2", db=fresh)
+                self.assertEqual(sorted(self.records(fresh)), [2])
+
+
 class MarkToABaseline(BaselineTestCase):
     def test_mark_to_a_baseline_whose_files_are_gone_records_what_it_holds(self):
         self.ok("baseline", "--to", "2")
