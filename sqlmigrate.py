@@ -2865,9 +2865,18 @@ class Migrator(object):
 
     def _database_failure(self, conn, error, whole_run, m=None, direction=None):
         """A database error outside a migration's own code (its COMMIT or its
-        record meeting a full disk or an I/O error) as one naming the migration
-        in flight and what is left; a lock error stays as it is (nothing began)."""
+        record meeting a full disk, an I/O error or a lock) as one naming the
+        migration in flight and what is left; a lock error stays as it is."""
         kind = _sqlite_kind(error)
+        if kind != "connection-lost" and conn.in_transaction:
+            # SQLite rolls back itself after a failed write, but a COMMIT that
+            # met a reader's lock leaves the transaction open: a caller's
+            # connection would keep the lock and the migration, which its next
+            # commit would apply unrecorded by us.
+            try:
+                conn.execute("ROLLBACK")
+            except _DB.Error:
+                pass  # a connection that cannot roll back is closed or lost
         if kind == "locked" or m is None and whole_run is None:
             return error
         failure = _sqlite_failure(error, self.path)
@@ -2875,12 +2884,9 @@ class Migrator(object):
             failure.path, failure.version, failure.direction = m.path, m.version, direction
         if kind == "connection-lost":  # its message says what may have happened
             return failure
-        # SQLite rolls back itself after a failed write; make sure, so that
-        # what the outcome says holds before anything reads the database.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         failure.outcome = _what_was_rolled_back(whole_run or m.transactional, direction) + (
-            "" if m is None or m.transactional else ", and it is not recorded as applied")
+            "" if m is None or m.transactional else ", and it is %s recorded as applied"
+            % ("not" if direction == "up" else "still"))
         return failure
 
     def _rewrite_schema_file(self, conn, failure=None):

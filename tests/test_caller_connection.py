@@ -136,3 +136,31 @@ class CallerFactoriesTests(TempDirTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FailedCommitTests(TempDirTestCase):
+    def test_a_commit_that_meets_a_readers_lock_leaves_the_callers_connection_clean(self):
+        # Rollback-journal mode: COMMIT needs the readers gone; one outlasts
+        # the busy timeout.  The caller's connection must not be left inside
+        # a transaction holding the migration (its next commit would apply it
+        # behind the runner's back, and meanwhile it holds the lock).
+        self.write_sql(1, "one", "CREATE TABLE one (x); INSERT INTO one VALUES (1);")
+        for atomic in (False, True):
+            with self.subTest(atomic=atomic):
+                path = os.path.join(self.tmp, "app%d.db" % atomic)
+                conn = sqlite3.connect(path, timeout=0.2)  # a caller's keeps its own
+                self.addCleanup(conn.close)
+                conn.execute("CREATE TABLE keep (x)")
+                conn.commit()
+                reader = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(reader.close)
+                reader.execute("BEGIN")
+                reader.execute("SELECT * FROM keep").fetchall()  # holds SHARED
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up(atomic=atomic)
+                self.assertEqual(caught.exception.kind, "locked")
+                self.assertFalse(conn.in_transaction)
+                reader.execute("COMMIT")
+                conn.commit()
+                self.assertEqual(sqlite3.connect(path).execute(
+                    "SELECT name FROM sqlite_master WHERE name = 'one'").fetchall(), [])

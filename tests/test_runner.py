@@ -302,6 +302,22 @@ class Atomicity(RunnerTestCase):
                 if version:
                     self.assertEqual(self.schema_version(), version)
 
+    def test_a_down_whose_record_cannot_be_deleted_says_it_stays_applied(self):
+        # Non-transactional: its down ran, then deleting its record met the
+        # file size limit.  It is still recorded as applied, and says so.
+        self.write("001-one.sql", "-- migrate:up transaction:false\nCREATE TABLE one (x);\n"
+                                  "-- migrate:down transaction:false\nSELECT 1;\n")
+        self.assertEqual(self.cli("--db", self.db, "up")[0], 0)
+
+        def tiny_files():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+        status, out, err = self.cli("--db", self.db, "down", "--to", "0", preexec_fn=tiny_files)
+        self.assertEqual(status, 1, err)
+        self.assertIn("it is still recorded as applied", err)
+        self.assertEqual(self.schema_version(), "1")
+
     def test_exception_in_python_migration_names_the_line(self):
         self.write("001-raises.py", "def up(db):\n    db.execute('CREATE TABLE t (x)')\n"
                    "    raise ValueError('boom')\n")
