@@ -2832,6 +2832,10 @@ class Migrator(object):
         # A dry run is one transaction rolled back at the end, like an
         # --atomic run that is never committed.
         whole_run = "dry run" if dry_run else "--atomic run" if atomic else None
+        # Read before anything runs: tables a failed first migration made
+        # itself (outside a transaction) must not read as a database to adopt.
+        adoption = _adoption_hint(conn, self.table) if direction == "up" and \
+            not session.state.has_metadata else None
         try:
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
@@ -2851,9 +2855,8 @@ class Migrator(object):
             raise self._database_failure(conn, e, whole_run)
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
-            if direction == "up" and not done and not session.state.has_metadata and \
-                    failure.kind == "migration-failed" and not failure.hint:
-                failure.hint = _adoption_hint(conn, self.table)
+            if adoption and not done and failure.kind == "migration-failed" and not failure.hint:
+                failure.hint = adoption
             if done and not whole_run:  # those before the failure were committed
                 self._rewrite_schema_file(conn, failure)
             raise
@@ -3188,8 +3191,9 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
 
 
 def _adoption_hint(conn, table):
-    """For a first migration failing on an untracked database that already
-    has tables (most likely "table ... already exists"): how to adopt it."""
+    """For an untracked database that already has tables, whose first
+    migration may fail ("table ... already exists"): how to adopt it; None
+    for one without tables."""
     if not _query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
                   "'sqlite%' AND name NOT IN (?, ?) LIMIT 1", (table, table + "_migrations")):
         return None
