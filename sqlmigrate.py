@@ -31,6 +31,19 @@ _DEFAULT_TABLE = "metadata"
 _DEFAULT_BUSY_TIMEOUT = 5.0  # seconds
 
 
+def _what_was_rolled_back(rolled_back, direction):
+    """What a failed migration left.  rolled_back: the whole run's name, True
+    (the migration's own transaction) or False (it ran outside one)."""
+    return ("the whole %s was rolled back; the database is as it was" % rolled_back
+            if rolled_back in ("--atomic run", "dry run") else
+            "it ran outside a transaction: the database may be partly changed"
+            if not rolled_back else
+            "the migration was rolled back; earlier migrations stay applied"
+            if direction == "up" else
+            "its down was rolled back, so it stays applied; migrations rolled back before "
+            "it stay rolled back")
+
+
 class MigrationError(Exception):
     """Every error sqlmigrate raises on purpose.  Its fields say what it is
     about (None where they do not apply); str() is the message, composed from
@@ -102,19 +115,6 @@ class MigrationError(Exception):
             if self.path:  # the migration or file that met the database's problem
                 text = "%s: %s" % (self.path, text)
         return text
-
-
-def _what_was_rolled_back(rolled_back, direction):
-    """What a failed migration left.  rolled_back: the whole run's name, True
-    (the migration's own transaction) or False (it ran outside one)."""
-    return ("the whole %s was rolled back; the database is as it was" % rolled_back
-            if rolled_back in ("--atomic run", "dry run") else
-            "it ran outside a transaction: the database may be partly changed"
-            if not rolled_back else
-            "the migration was rolled back; earlier migrations stay applied"
-            if direction == "up" else
-            "its down was rolled back, so it stays applied; migrations rolled back before "
-            "it stay rolled back")
 
 
 _ERROR_FIELDS = frozenset(name for name in vars(MigrationError) if not name.startswith("_"))
@@ -2207,6 +2207,14 @@ def _fsync(path, flags):
         os.close(fd)
 
 
+def _new_temporary(path):
+    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
+    # any file the user writes (mkstemp's 0o600 would stay on a new file).
+    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return name
+
+
 def _link_new_name(path, dest):
     """Give `path` the name `dest` unless that exists (then False).  A hard
     link, unlike a rename, never replaces a file that appeared meanwhile."""
@@ -2304,14 +2312,6 @@ def _check_schema_file(path):
     except OSError as e:
         raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
                              kind="schema-file", path=path, outcome="nothing was changed")
-
-
-def _new_temporary(path):
-    # O_EXCL: never a file someone else made.  0o666 under the umask, as for
-    # any file the user writes (mkstemp's 0o600 would stay on a new file).
-    name = "%s.%s.tmp" % (path, os.urandom(4).hex())
-    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    return name
 
 
 def _write_schema_file(path, text):
@@ -3458,15 +3458,18 @@ def _test_failure(check, message, **details):
     return dict(check=check, message=message, **details)
 
 
-def _check_pragmas(conn, checks, failures, message):
-    """PRAGMA integrity_check and foreign_key_check into checks["integrity"]
-    and checks["foreign-keys"]; a bad one adds message % (pragma, findings)."""
+def _check_pragmas(conn, message):
+    """PRAGMA integrity_check and foreign_key_check: ({"integrity": "ok" or
+    "failed", "foreign-keys": ...}, [a failure, message % (pragma, findings),
+    for each bad one])."""
+    checks, failures = {}, []
     for check, pragma in (("integrity", "integrity_check"),
                           ("foreign-keys", "foreign_key_check")):
         rows = [" ".join(map(str, row)) for row in _query(conn, "PRAGMA " + pragma)]
         checks[check] = "ok" if rows in ([], ["ok"]) else "failed"
         failures += [_test_failure(check, message % (pragma, "; ".join(rows[:20])))] * (
             checks[check] != "ok")
+    return checks, failures
 
 
 class _MigrationTest(object):
@@ -3511,7 +3514,9 @@ class _MigrationTest(object):
         if stopped:
             fresh.update({"integrity": "not run", "foreign-keys": "not run"})
         else:
-            _check_pragmas(self.conn, fresh, self.result["failures"], "fresh build: PRAGMA %s: %s")
+            checks, failures = _check_pragmas(self.conn, "fresh build: PRAGMA %s: %s")
+            fresh.update(checks)
+            self.result["failures"] += failures
         self.conn.close()
         for b in self.migrator._baselines:
             if not start or b.version > start.version:
@@ -3800,8 +3805,10 @@ def _test_upgrade(migrator, source):
                 _test_failure("up", str(e)))
             if entry:
                 entry["ok"], entry["checks"]["up"] = False, "failed"
+        found, failures = _check_pragmas(conn, "PRAGMA %s on the upgraded copy: %s")
         checks = report["checks"]
-        _check_pragmas(conn, checks, report["failures"], "PRAGMA %s on the upgraded copy: %s")
+        checks.update(found)
+        report["failures"] += failures
         now = _count_rows(conn, [name for name in untouched if ("table", name) in
                                  _schema_entries(conn, migrator.table)])
         checks["row-counts"] = "ok"
@@ -5531,7 +5538,8 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
                     cause, kind = str(e), _sqlite_kind(e)
-                    if plan is not None and type(e).__name__ == "IntegrityError":
+                    if plan is not None and isinstance(e, getattr(
+                            _driver(raw).module, "IntegrityError", ())):
                         # SQLite names the copy, a table the caller never made.
                         cause = "%s (a row of %s breaks the new definition's constraint: change "\
                             "those rows before the rebuild)" % (
