@@ -2756,6 +2756,7 @@ class Migrator(object):
         does not exist runs in memory, and nothing creates a file early."""
         self.migrations  # noqa: B018 - names are validated before any connection
         session, copy = _Session(), None
+        exists = self.connection is None and _database_exists(self.path)
         if self.connection is not None:
             session.conn = self.connection
             # Python 3.12's autocommit=False keeps a transaction open at all
@@ -2763,12 +2764,12 @@ class Migrator(object):
             if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
                 raise RequestError("the connection has an open transaction; commit or roll "
                                    "it back before migrating")
-        elif dry_run and _database_exists(self.path) and not _may_write(self.path):
+        elif dry_run and exists and not _may_write(self.path):
             # A dry run changes nothing, but its migrations run in a transaction
             # it rolls back, which a file we may only read refuses: a copy.
             copy = _scratch_copy(self.path, self.busy_timeout)
             session.conn = copy.__enter__()
-        elif _database_exists(self.path):
+        elif exists:
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
             session.conn = _connect(":memory:")
@@ -4372,6 +4373,22 @@ _Column = collections.namedtuple("_Column", "cid name type notnull dflt_value pk
 _GENERATED_KINDS = {2: "VIRTUAL", 3: "STORED"}
 
 
+def _affinity(declared, strict=False):
+    """A column's type affinity from its declared type, by SQLite's rules in
+    their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
+    (or no type), then REAL, FLOA or DOUB, else NUMERIC.  In a STRICT table
+    ANY converts nothing (as BLOB); elsewhere it is NUMERIC."""
+    # In ASCII only, as SQLite: str.upper() makes "\ufb02oat" FLOAT, NUMERIC to SQLite.
+    declared = "".join(ch.upper() if ch < "\x80" else ch for ch in declared)
+    if strict and declared == "ANY":
+        return "BLOB"
+    for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
+                            ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
+        if any(mark in declared for mark in marks):
+            return affinity
+    return "NUMERIC" if declared else "BLOB"
+
+
 # A row of PRAGMA foreign_key_list: the parent table, the child's column and
 # the parent's (None: the parent's primary key).
 _ForeignKey = collections.namedtuple("_ForeignKey", "parent column to")
@@ -4668,22 +4685,6 @@ def _mentions(tokens, refs, keys):
     """The subset of `keys` that the tokens at `refs` name."""
     found = set(_key(_unquote(tokens[i][1])) for i in refs)
     return [k for k in keys if k in found]
-
-
-def _affinity(declared, strict=False):
-    """A column's type affinity from its declared type, by SQLite's rules in
-    their order (datatype3.html 3.1): INT, then CHAR, CLOB or TEXT, then BLOB
-    (or no type), then REAL, FLOA or DOUB, else NUMERIC.  In a STRICT table
-    ANY converts nothing (as BLOB); elsewhere it is NUMERIC."""
-    # In ASCII only, as SQLite: str.upper() makes "\ufb02oat" FLOAT, NUMERIC to SQLite.
-    declared = "".join(ch.upper() if ch < "\x80" else ch for ch in declared)
-    if strict and declared == "ANY":
-        return "BLOB"
-    for affinity, marks in (("INTEGER", ("INT",)), ("TEXT", ("CHAR", "CLOB", "TEXT")),
-                            ("BLOB", ("BLOB",)), ("REAL", ("REAL", "FLOA", "DOUB"))):
-        if any(mark in declared for mark in marks):
-            return affinity
-    return "NUMERIC" if declared else "BLOB"
 
 
 # The words that start a column constraint, and so end its type name.
