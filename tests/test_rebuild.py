@@ -1009,6 +1009,15 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT a, typeof(a) FROM t"), [(7, "integer")])
         self.assertHealthy()
 
+    def test_a_null_key_that_no_copy_can_be_matched_by_is_named_as_such(self):
+        # Every rowid name is a column, so rows are matched by the PRIMARY KEY,
+        # which a rowid table lets hold NULL: that row cannot be checked.
+        self.make("CREATE TABLE t (rowid, oid, _rowid_, k TEXT PRIMARY KEY, v TEXT);"
+                  "INSERT INTO t VALUES (1, 2, 3, NULL, '7'), (1, 2, 3, 'a', '8');")
+        self.assertRefused("a row whose k is NULL cannot be matched", self.rebuild_table,
+                           self.conn, "t", create_sql="CREATE TABLE t "
+                           "(rowid, oid, _rowid_, k TEXT PRIMARY KEY, v INTEGER)")
+
     def test_a_new_type_converts_values_that_convert_back_unchanged(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c REAL, d TEXT);"
                   "INSERT INTO t VALUES (1, '7', 7, 1.5, 'abc'), (2, '-3', NULL, 2.0, x'00');")
