@@ -1868,8 +1868,9 @@ _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 class _TrackingState(object):
     def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
-                 backfills=()):
+                 backfills=(), exists=True):
         self.version = version
+        self.exists = exists  # False: no database file (none is created to read this)
         self.records = records or {}   # {version: _Record}
         self.backfills = backfills     # [(key, value)] of backfills under way
         self.has_metadata, self.has_history = has_metadata, has_history
@@ -2466,6 +2467,7 @@ class Migrator(object):
         latest = max([m.version for m in self.migrations + baselines] or [0])
         return {
             "database": self.path if self.path is not None else "<connection>",
+            "database_exists": state.exists,
             "current_version": state.version,
             "latest_version": latest,
             "applied": sum(1 for r in rows if r["state"] in ("applied", "changed") or
@@ -2763,7 +2765,7 @@ class Migrator(object):
 
     def _read_state(self):
         if self.connection is None and not _database_exists(self.path):
-            return _TrackingState()
+            return _TrackingState(exists=False)
         with _using(self.connection if self.path is None else self.path, self.busy_timeout,
                     mode="ro") as conn:
             return _read_state(conn, self.table)
@@ -2794,13 +2796,15 @@ class Migrator(object):
             session.conn = _connect(":memory:")
         try:
             if session.conn is None:
-                session.state = _TrackingState()
+                session.state = _TrackingState(exists=False)
                 yield session
             else:
                 # A caller's connection in any mode gets explicit BEGIN/COMMIT
                 # for the session and its own mode back afterwards.
                 with _driver_session(session.conn), _explicit_transactions(session.conn):
-                    session.state = _read_state(session.conn, self.table)
+                    # (A dry run of a database that does not exist: in memory.)
+                    session.state = _read_state(session.conn, self.table) if exists or \
+                        self.connection is not None else _TrackingState(exists=False)
                     yield session
         except _DB.Error as e:
             raise _sqlite_failure(e, self.path)
@@ -2832,6 +2836,9 @@ class Migrator(object):
         if misplaced:
             raise RequestError(misplaced, kind="schema-file", path=self.schema_file)
         if not plan:
+            if not session.state.exists:  # a mistyped path, most likely
+                _log("info", "database %s does not exist; with nothing to %s, it was not "
+                     "created", self.path, "apply" if direction == "up" else "roll back")
             return []
         if self.schema_file is not None and not dry_run:
             _check_schema_file(self.schema_file)  # before any change to the database
@@ -7209,7 +7216,7 @@ def _run_on(args, db, options, out, err):
             out.write(json.dumps(report, indent=2) + "\n")
         else:
             _print_status(report, out)
-            if migrator.path is not None and not os.path.exists(migrator.path):
+            if not report["database_exists"]:
                 out.write("(database %s does not exist yet)\n" % migrator.path)
         return 1 if args.check and not report["clean"] else 0
     if args.command == "verify":
@@ -7262,8 +7269,6 @@ def _run_on(args, db, options, out, err):
     out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
               if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
               if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
-    if not done and migrator.path is not None and not os.path.exists(migrator.path):
-        out.write("(database %s does not exist)\n" % migrator.path)  # a mistyped --db?
     return 0
 
 

@@ -299,9 +299,9 @@ class ArgumentParsingTests(CLITestCase):
             self.assertTrue(all(len(line) <= 79 for line in out.splitlines()), out)
 
     def test_down_on_a_missing_database_says_it_does_not_exist(self):
-        out, _ = self.run_ok("--db", self.db + "x", "down")
+        out, err = self.run_ok("--db", self.db + "x", "down")
         self.assertIn("Nothing to roll back", out)
-        self.assertIn("does not exist", out)
+        self.assertIn("does not exist", err)  # a log line of the runner's
         self.assertFalse(os.path.exists(self.db + "x"))
 
     def test_a_directory_given_as_the_database_is_a_bad_request(self):
@@ -470,6 +470,29 @@ class StatusTests(CLITestCase):
         self.assertIn("\u25cb Pending v1: Initial Schema", out)
         self.assertIn("Pending: 2", out)
         self.assert_no_database_files()
+        self.assertIn("(database %s does not exist yet)" % self.db, out)
+
+    def test_status_json_says_whether_the_database_exists(self):
+        out, _ = self.run_ok("--db", self.db, "status", "--json")
+        self.assertIs(json.loads(out)["database_exists"], False)
+        self.apply()
+        out, _ = self.run_ok("--db", self.db, "status", "--json")
+        self.assertIs(json.loads(out)["database_exists"], True)
+
+    def test_up_and_down_with_nothing_to_do_on_a_missing_database_say_it_does_not_exist(self):
+        empty = os.path.join(self.tmp, "empty")
+        os.mkdir(empty)
+        for command in ("up", "down"):
+            status, out, err = self.cli("--db", self.db, "--dir", empty, command)
+            self.assertEqual(status, 0, err)
+            self.assertIn("Nothing to", out)
+            # A mistyped --db: said by the runner (so the API's callers see it
+            # too), on stderr, and the file is not created.
+            self.assertIn("database %s does not exist" % self.db, err)
+            self.assert_no_database_files()
+        with self.assertLogs("sqlmigrate", "INFO") as logs:
+            self.assertEqual(sqlmigrate.migrate(self.db, empty), [])
+        self.assertIn("does not exist", "\n".join(logs.output))
 
     def test_status_never_writes_to_the_database(self):
         self.make_plain_database()  # no tracking table yet
