@@ -5668,7 +5668,7 @@ def _range_text(columns, after, last):
     return " AND ".join("%s %s %s" % (name, op, key) for op, key in shown) or "all rows"
 
 
-def _sql_fragment(what, text):
+def _sql_fragment(what, text, helper="backfill"):
     """`text` checked to stay one expression (or SET list) in our statement:
     no ';', no unbalanced parenthesis (`1) OR (1` would escape the batch's
     range), no unterminated comment; a newline after it ends a -- comment."""
@@ -5682,8 +5682,8 @@ def _sql_fragment(what, text):
     else:
         if depth == 0 and text.strip():
             return text + "\n"
-    raise RequestError("backfill %s=%r is not one SQL %s" % (
-        what, text, "expression" if what == "where" else "SET list"))
+    raise RequestError("%s %s=%r is not one SQL %s" % (
+        helper, what, text, "expression" if what == "where" else "SET list"))
 
 
 def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, target_ms=50,
@@ -6181,6 +6181,7 @@ def reconcile(db, columns=None, indexes=None):
     first; one declaration that cannot be added means nothing is changed and the
     MigrationError lists every such declaration."""
     columns, indexes = columns or {}, indexes or {}
+    _check_declarations(columns, indexes)
     with _using(db) as conn:
         conn = _raw(conn)
         # Bumped by SQLite on every schema change, by any connection.
@@ -6205,14 +6206,34 @@ def reconcile(db, columns=None, indexes=None):
         return changes
 
 
+def _check_declarations(columns, indexes):
+    """reconcile()'s arguments have the shapes it reads: a list where a dict
+    belongs would be read as column names and "find" them all present."""
+    def text_map(value):
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if not (isinstance(columns, dict) and all(isinstance(t, str) and text_map(d)
+                                              for t, d in columns.items())):
+        raise RequestError("reconcile: columns must be {table: {column: \"declaration\"}} "
+                           "with text names and declarations, not %r" % (columns,))
+    if not text_map(indexes):
+        raise RequestError("reconcile: indexes must be {name: \"table(column, ...)\"} or "
+                           "{name: \"CREATE INDEX ...\"} with text names, not %r" % (indexes,))
+
+
 def _plan_reconcile(conn, columns, indexes, quiet=False):
     plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
+    # A TEMP table of the same name is what an unqualified ALTER TABLE, CREATE
+    # INDEX or pragma_table_info reaches first: the change would land in this
+    # connection's TEMP table, and the database would still lack it.
+    hidden = set(_key(name) for (name,) in _query(
+        conn, "SELECT name FROM sqlite_temp_master WHERE type = 'table'"))
     declared_indexes = [(name, text, _IndexDeclaration(text, name))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
         row = master.get(table)
-        if row.type == "table" and not _is_virtual(row.sql):
+        if row.type == "table" and not _is_virtual(row.sql) and _key(row.name) not in hidden:
             tables[table] = row.name
     existing = _read_columns(conn, sorted(set(tables.values())), names_only=True)
 
@@ -6222,6 +6243,9 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
         elif kind != "table":
             plan.problems.append("'%s' is a %s, not a table" % (table, kind))
+        elif _key(table) in hidden:
+            plan.problems.append("a TEMP table named %s hides table main.%s on this "
+                                 "connection; drop it first" % (table, table))
         else:
             plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
                                  % table)
@@ -6443,6 +6467,12 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if found.type != "table":
                 raise MigrationError("merge_json_defaults: no table %s" % table, kind="no-table")
             name, sql = found.name, found.sql
+            if _query(conn, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
+                            "AND name = ? COLLATE NOCASE", (name,)):
+                # Unqualified, every statement below would read and write it instead.
+                raise MigrationError("merge_json_defaults: a TEMP table named %s hides table "
+                                     "main.%s on this connection; drop it first" % (name, name),
+                                     kind="unaddressable", tables=[table])
             columns = _read_columns(conn, [name])[name]
             names = [c.name for c in columns]
             if _absent_names(names, [column]):
@@ -6455,6 +6485,15 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
                                      "_rowid_ and oid: no way to address its rows" % table,
                                      kind="unaddressable", tables=[table])
+            select = "SELECT %s FROM %s%s" % (
+                ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
+                "" if where is None else " WHERE (%s)" % _sql_fragment(
+                    "where", where, "merge_json_defaults"))
+            try:
+                _query(conn, "EXPLAIN " + select, params)  # the caller's SQL, checked alone
+            except _DB.Error as e:
+                raise RequestError("merge_json_defaults: where=%r with params=%r: %s"
+                                   % (where, params, e), tables=[table], statement=where)
             cursor = conn.cursor()
             cursor.row_factory = None
             # Text as str whatever the caller set; text that is not UTF-8 comes back as
@@ -6464,9 +6503,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if factory:
                 conn.text_factory = _utf8_or_bytes
             try:
-                rows = cursor.execute("SELECT %s FROM %s%s" % (
-                    ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
-                    " WHERE (%s)" % where if where else ""), params).fetchall()
+                rows = cursor.execute(select, params).fetchall()
             finally:
                 if factory:
                     conn.text_factory = saved

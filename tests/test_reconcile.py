@@ -299,6 +299,36 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertEqual(len(logs.output), 2)
         self.assertEqual(self.indexes(), [])
 
+    def test_a_temp_table_hiding_the_declared_table_is_refused_and_nothing_changes(self):
+        # A TEMP table of the same name is what an unqualified ALTER TABLE or
+        # CREATE INDEX reaches first: the change would land there, not in the file.
+        conn = self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+        conn.execute("CREATE TEMP TABLE t (z)")
+        before = self.content()
+        for declared in ({"columns": {"t": {"b": "INT"}}}, {"indexes": {"i": "t(a)"}},
+                         {"columns": {"T": {"z": "INT"}}}):
+            with self.subTest(**declared):
+                with self.assertRaises(MigrationError) as caught:
+                    reconcile(conn, **declared)
+                self.assertEqual(caught.exception.kind, "reconcile-refused")
+                self.assertIn("TEMP table", str(caught.exception))
+        self.assertEqual([row[1] for row in conn.execute("PRAGMA temp.table_info(t)")], ["z"])
+        self.assertEqual(conn.execute("SELECT name FROM temp.sqlite_master").fetchall(), [("t",)])
+        self.assertEqual(self.content(), before)
+
+    def test_declarations_that_are_not_text_are_a_request_error_before_any_change(self):
+        self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+        before = self.content()
+        for declared in ({"columns": {"t": ["a"]}}, {"columns": {"t": ["b"]}},
+                         {"columns": {"t": {"b": 5}}}, {"columns": {"t": {"b": None}}},
+                         {"columns": [("t", {"b": "INT"})]}, {"indexes": {"i": 5}},
+                         {"indexes": ["t(a)"]}, {"columns": {"t": {1: "INT"}}}):
+            with self.subTest(**declared):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    reconcile(self.db, **declared)
+                self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertEqual(self.content(), before)
+
     def test_view_is_refused(self):
         self.make("CREATE TABLE t (a); CREATE VIEW v AS SELECT a FROM t;")
         with self.assertRaises(MigrationError) as caught:
@@ -664,6 +694,39 @@ class MergeJsonDefaultsTests(DatabaseTestCase):
                                              where='"the key" = ?', params=("a",)), 1)
         self.assertEqual(json.loads(self.rows("my settings", '"da""ta"', order='"the key"')[0][0]),
                          {"x": 1, "y": 2})
+
+    def test_a_temp_table_hiding_the_table_is_refused_and_nothing_changes(self):
+        self.insert("{}")
+        conn = self.connect()
+        conn.execute("CREATE TEMP TABLE app_settings (id INTEGER PRIMARY KEY, settings_data)")
+        conn.execute("INSERT INTO temp.app_settings VALUES (1, '{}')")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(conn, "app_settings", "settings_data", {"a": 1})
+        self.assertEqual(caught.exception.kind, "unaddressable")
+        self.assertIn("TEMP table", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT settings_data FROM temp.app_settings").fetchall(),
+                         [("{}",)])
+        self.assertEqual(self.content(), before)
+
+    def test_a_where_that_is_not_one_expression_is_a_request_error_naming_where(self):
+        self.insert("{}", "{}")
+        before = self.content()
+        for where, params in (("id = 1) OR (1", ()), ("nosuch = 1", ()), ("id = ?", ()),
+                              ("", ()), ("id = 1; DELETE FROM app_settings", ())):
+            with self.subTest(where=where):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1},
+                                        where=where, params=params)
+                self.assertIn("where", str(caught.exception))
+                self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertEqual(self.content(), before)
+
+    def test_a_where_ending_in_a_line_comment_still_selects_its_rows(self):
+        self.insert("{}", "{}")
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1},
+                                             where="id = 2 -- only the second"), 1)
+        self.assertEqual(self.settings(), [{}, {"a": 1}])
 
     def test_missing_table_or_column(self):
         with self.assertRaises(MigrationError):
