@@ -4460,10 +4460,12 @@ def _rowid_alias(column_names):
     return next((alias for alias in _ROWID_NAMES if alias not in taken), None)
 
 
-def _free_name(raw, base):
-    """`base`, or base_2, base_3 ...: the first name free in main and temp."""
+def _free_name(raw, base, planned=()):
+    """`base`, or base_2, base_3 ...: the first name free in main and temp,
+    and not among the `planned` keys (names a caller will create)."""
     taken = set(_key(row[0]) for row in _query(
         raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
+    taken.update(planned)
     name, n = base, 1
     while _key(name) in taken:
         n += 1
@@ -6250,6 +6252,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
                                  % table)
     added = {}  # existing table name -> names of the columns being added
+    planned = set(_key(name) for name in indexes)  # index names this call will create
     for table, declared in columns.items():
         actual = tables.get(table)
         if actual is None:
@@ -6258,7 +6261,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            adding = _plan_columns(conn, master, actual, declared, existing[actual])
+            adding = _plan_columns(conn, master, actual, declared, existing[actual], planned)
             added[actual] = adding.added
             plan.steps.extend(adding.steps)
             plan.problems.extend(adding.problems)
@@ -6307,8 +6310,9 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
 _ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems")
 
 
-def _plan_columns(conn, master, table, declared, existing):
-    """Plan the declared columns `table` lacks (_ColumnsPlan)."""
+def _plan_columns(conn, master, table, declared, existing, planned):
+    """Plan the declared columns `table` lacks (_ColumnsPlan); the keys of
+    the index names it plans are added to `planned`."""
     absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
         return _ColumnsPlan([], (), ())
@@ -6341,7 +6345,8 @@ def _plan_columns(conn, master, table, declared, existing):
                                                  declaration.without("UNIQUE") if unique else text),
             ["added column %s.%s" % (table, column)], None))
         if unique:
-            name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+            name = _free_name(conn, "idx_%s_%s_unique" % (table, column), planned)
+            planned.add(_key(name))
             steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,

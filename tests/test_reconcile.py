@@ -202,6 +202,21 @@ class ReconcileColumnTests(DatabaseTestCase):
             conn.execute("UPDATE t SET token = 'a' WHERE id = 2")
         self.assertEqual(reconcile(self.db, columns={"t": {"token": "TEXT UNIQUE"}}), [])
 
+    def test_unique_indexes_made_for_columns_take_names_no_other_index_in_the_call_takes(self):
+        # idx_<table>_<column>_unique of a_b.c and a.b_c is one name, and the
+        # caller may declare an index of that name too: each must get its own.
+        self.make("CREATE TABLE a_b (x); CREATE TABLE a (y); INSERT INTO a VALUES (1), (2);")
+        changes = reconcile(self.db, columns={"a_b": {"c": "INT UNIQUE"},
+                                              "a": {"b_c": "INT UNIQUE"}},
+                            indexes={"idx_a_b_c_unique": "a(y)"})
+        self.assertEqual(len(changes), 5, changes)
+        conn = self.connect()
+        unique = sorted(conn.execute("SELECT tbl_name, sql LIKE 'CREATE UNIQUE%' "
+                                     "FROM sqlite_master WHERE type = 'index'"))
+        self.assertEqual(unique, [("a", 0), ("a", 1), ("a_b", 1)])
+        self.assertEqual(reconcile(self.db, columns={"a_b": {"c": "INT UNIQUE"}},
+                                   indexes={"idx_a_b_c_unique": "a(y)"}), [])
+
     def test_unique_column_with_named_constraint_and_conflict_clause(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
         reconcile(self.db, columns={"t": {"code": "TEXT CONSTRAINT uq UNIQUE ON CONFLICT ABORT"}})
