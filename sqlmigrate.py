@@ -6472,6 +6472,11 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if found.type != "table":
                 raise MigrationError("merge_json_defaults: no table %s" % table, kind="no-table")
             name, sql = found.name, found.sql
+            if _is_virtual(sql):
+                # Its module decides what a rowid is and whether UPDATE works.
+                raise MigrationError("merge_json_defaults: table %s is a virtual table; only an "
+                                     "ordinary table's rows can be found again to write them"
+                                     % name, kind="unaddressable", tables=[table])
             if _query(conn, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
                             "AND name = ? COLLATE NOCASE", (name,)):
                 # Unqualified, every statement below would read and write it instead.

@@ -743,6 +743,22 @@ class MergeJsonDefaultsTests(DatabaseTestCase):
                                              where="id = 2 -- only the second"), 1)
         self.assertEqual(self.settings(), [{}, {"a": 1}])
 
+    def test_a_virtual_table_is_refused_as_such_and_nothing_changes(self):
+        conn = self.connect()
+        try:
+            conn.execute("CREATE VIRTUAL TABLE notes USING fts4(body)")
+        except sqlite3.OperationalError:
+            self.skipTest("this SQLite has no FTS4")
+        conn.execute("INSERT INTO notes VALUES ('{}')")
+        conn.commit()
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "notes", "body", {"a": 1})
+        self.assertEqual(caught.exception.kind, "unaddressable")
+        self.assertIn("merge_json_defaults: table notes is a virtual table",
+                      str(caught.exception))
+        self.assertEqual(self.content(), before)
+
     def test_missing_table_or_column(self):
         with self.assertRaises(MigrationError):
             merge_json_defaults(self.db, "nope", "settings_data", {"a": 1})
