@@ -6540,11 +6540,13 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                     updates).rowcount
                 if written != len(updates):
                     # A primary key that is TEXT but not UTF-8 was read back as
-                    # bytes, binds as a BLOB and matches no row: never count
-                    # a row as changed that was not (the transaction rolls back).
+                    # bytes, binds as a BLOB and matches no row; a BEFORE UPDATE
+                    # trigger's RAISE(IGNORE) skips its row: never count a row as
+                    # changed that was not (the transaction rolls back).
                     raise MigrationError(
                         "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
-                        "by their key (%s) to write them; no row was changed"
+                        "by their key (%s) to write them, or a trigger skipped their UPDATE; "
+                        "no row was changed"
                         % (table, column, len(updates) - written, len(updates), ", ".join(keys)),
                         kind="unaddressable", tables=[table])
                 _log("info", "Merged default keys into %d row(s) of %s.%s", len(updates), table,

@@ -879,6 +879,18 @@ class MergeJsonDefaultsHostileInputTests(DatabaseTestCase):
         self.assertIn("no row was changed", str(caught.exception))
         self.assertEqual(self.content(), before)
 
+    def test_a_row_a_trigger_keeps_from_changing_is_not_counted_and_the_trigger_is_named(self):
+        self.insert("{}", "{}")
+        self.connect().execute("CREATE TRIGGER keep BEFORE UPDATE ON s WHEN old.id = 2 "
+                               "BEGIN SELECT RAISE(IGNORE); END")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "s", "data", {"e": 1})
+        self.assertIn("1 of 2 row(s)", str(caught.exception))
+        self.assertIn("a trigger", str(caught.exception))
+        self.assertIn("no row was changed", str(caught.exception))
+        self.assertEqual(self.content(), before)
+
     def test_duplicate_keys_are_refused_naming_the_row(self):
         # Rewriting such an object would keep only one of the values.
         self.insert("{}", '{"a": 1, "a": 2}', '{"o": {"k": 1, "k": 1}}')
