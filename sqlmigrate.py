@@ -6084,16 +6084,26 @@ class _ColumnDeclaration(object):
         self.words = set(word for word, _, _ in heads)
         for (word, _, at), end in zip(heads, ends):
             if word == "DEFAULT":
-                self.default = "".join(text for _, text in self.tokens[at + 1:end]).strip()
+                self.default = "".join(text for kind, text in self.tokens[at + 1:end]
+                                       if kind != "comment").strip()
                 self.default_kind = _default_kind(_Cursor(tokens=self.tokens, i=at + 1, end=end))
                 break
 
-    def without(self, word):
-        """The declaration text without the constraints that start with `word`."""
+    def without(self, word=None):
+        """The declaration text without its comments and without the
+        constraints that start with `word`: SQL to write.  A comment would
+        hide what follows it (a -- one: the rest of the line, where ADD
+        COLUMN puts the table's ')' and a rebuild the next column).  Only
+        the spaces between tokens are collapsed, never those in a string."""
         dropped = set(i for clause, start, end in self.clauses if clause == word
                       for i in range(start, end))
-        return " ".join("".join(text for i, (_, text) in enumerate(self.tokens)
-                                if i not in dropped).split())
+        parts = []
+        for i, (kind, text) in enumerate(self.tokens):
+            if i in dropped or kind in ("space", "comment"):
+                text = " "
+            if text != " " or parts and parts[-1] != " ":
+                parts.append(text)
+        return "".join(parts).strip()
 
 
 def _default_kind(cursor):
@@ -6332,7 +6342,7 @@ def _plan_columns(conn, master, table, declared, existing, planned):
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
             % (", ".join("'%s'" % c for c in absent), table, reason),
             _with_columns_appended(master.get(table).sql, [
-                "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
+                "%s %s" % (_quote_identifier(column), d.without()) for column, _, d in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
         return _ColumnsPlan(absent, steps, problems)
@@ -6342,7 +6352,7 @@ def _plan_columns(conn, master, table, declared, existing, planned):
         steps.append(_Step(
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
-                                                 declaration.without("UNIQUE") if unique else text),
+                                                 declaration.without("UNIQUE" if unique else None)),
             ["added column %s.%s" % (table, column)], None))
         if unique:
             name = _free_name(conn, "idx_%s_%s_unique" % (table, column), planned)

@@ -217,6 +217,30 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertEqual(reconcile(self.db, columns={"a_b": {"c": "INT UNIQUE"}},
                                    indexes={"idx_a_b_c_unique": "a(y)"}), [])
 
+    def test_a_comment_in_a_declaration_hides_no_other_column(self):
+        # The rebuild joins the declarations into one CREATE TABLE: a trailing
+        # -- comment there would hide every column after it, reported as added.
+        self.make("CREATE TABLE t (\n  a INT\n); INSERT INTO t VALUES (1);"
+                  "CREATE TABLE u (a); INSERT INTO u VALUES (1);")
+        declared = {"t": {"b": "TEXT DEFAULT CURRENT_TIMESTAMP -- when", "c": "INT"},
+                    "u": {"b": "TEXT -- a note", "c": "INT /* why */ DEFAULT 7 -- last"}}
+        changes = reconcile(self.db, columns=declared)
+        self.assertEqual(len(changes), 4, changes)
+        self.assertEqual(self.columns("t"), ["a", "b", "c"])
+        self.assertEqual(self.columns("u"), ["a", "b", "c"])
+        self.assertEqual(self.rows("u", "c"), [(7,)])
+        self.assertEqual(reconcile(self.db, columns=declared), [])
+
+    def test_a_unique_columns_default_keeps_the_spaces_inside_its_string(self):
+        self.make("CREATE TABLE t (a);")
+        reconcile(self.db, columns={"t": {"b": "TEXT UNIQUE DEFAULT 'a  b' CHECK (b <> 'x  y')"}})
+        conn = self.connect()
+        conn.execute("INSERT INTO t (a) VALUES (1)")
+        self.assertEqual(self.rows("t", "b"), [("a  b",)])
+        conn.execute("INSERT INTO t (a, b) VALUES (2, 'x y')")  # only 'x  y' is refused
+        with self.assertRaises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO t (a, b) VALUES (3, 'x  y')")
+
     def test_unique_column_with_named_constraint_and_conflict_clause(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
         reconcile(self.db, columns={"t": {"code": "TEXT CONSTRAINT uq UNIQUE ON CONFLICT ABORT"}})
