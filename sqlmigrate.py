@@ -6082,12 +6082,15 @@ class _ColumnDeclaration(object):
         ends = [start for _, start, _ in heads[1:]] + [len(self.tokens)]
         self.clauses = [(word, start, end) for (word, start, _), end in zip(heads, ends)]
         self.words = set(word for word, _, _ in heads)
+        self.unique_conflict = None  # UNIQUE's ON CONFLICT resolution: ABORT, REPLACE ...
         for (word, _, at), end in zip(heads, ends):
-            if word == "DEFAULT":
+            clause = [text.upper() for kind, text in self.tokens[at:end] if kind == "word"]
+            if word == "UNIQUE" and "CONFLICT" in clause[:-1]:
+                self.unique_conflict = clause[clause.index("CONFLICT") + 1]
+            if word == "DEFAULT" and self.default is None:
                 self.default = "".join(text for kind, text in self.tokens[at + 1:end]
                                        if kind != "comment").strip()
                 self.default_kind = _default_kind(_Cursor(tokens=self.tokens, i=at + 1, end=end))
-                break
 
     def without(self, word=None):
         """The declaration text without its comments and without the
@@ -6381,6 +6384,10 @@ def _rebuild_reason(declaration):
         return "a STORED generated column"
     if declaration.default_kind == "expression":
         return "non-constant DEFAULT %s" % declaration.default
+    if declaration.unique_conflict not in (None, "ABORT"):
+        # CREATE UNIQUE INDEX has no ON CONFLICT: an index would turn the
+        # declared REPLACE or IGNORE into failing INSERTs.
+        return "UNIQUE ON CONFLICT %s" % declaration.unique_conflict
     return None
 
 

@@ -249,6 +249,25 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertNotIn("UNIQUE", sql.upper())
         self.assertIn("idx_t_code_unique", self.indexes())
 
+    def test_unique_column_keeps_a_conflict_clause_a_unique_index_cannot_carry(self):
+        # CREATE UNIQUE INDEX has no ON CONFLICT: the column must be declared
+        # as written (by a rebuild), or later INSERTs fail instead of replacing.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a);"
+                  "INSERT INTO t VALUES (1, 'x'), (2, 'y');"
+                  "CREATE TABLE u (id INTEGER PRIMARY KEY);")
+        changes = reconcile(self.db, columns={
+            "t": {"r": "TEXT DEFAULT NULL UNIQUE ON CONFLICT REPLACE"},
+            "u": {"i": "TEXT CONSTRAINT c UNIQUE ON CONFLICT IGNORE"}})
+        self.assertEqual(len(changes), 2, changes)
+        self.assertEqual(self.rows("t"), [(1, "x", None), (2, "y", None)])
+        conn = self.connect()
+        conn.execute("INSERT INTO t (id, r) VALUES (3, 'k')")
+        conn.execute("INSERT INTO t (id, r) VALUES (4, 'k')")  # replaces row 3
+        conn.execute("INSERT INTO u (id, i) VALUES (5, 'k')")
+        conn.execute("INSERT INTO u (id, i) VALUES (6, 'k')")  # ignored
+        self.assertEqual(self.rows("t", "id"), [(1,), (2,), (4,)])
+        self.assertEqual(self.rows("u", "id"), [(5,)])
+
     def test_unique_column_whose_default_collides_is_refused_before_any_change(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
         before = self.schema()
