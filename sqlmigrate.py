@@ -4467,10 +4467,12 @@ def _rowid_alias(column_names):
     return next((alias for alias in _ROWID_NAMES if alias not in taken), None)
 
 
-def _free_name(raw, base):
-    """`base`, or base_2, base_3 ...: the first name free in main and temp."""
+def _free_name(raw, base, planned=()):
+    """`base`, or base_2, base_3 ...: the first name free in main and temp,
+    and not among the `planned` keys (names a caller will create)."""
     taken = set(_key(row[0]) for row in _query(
         raw, "SELECT name FROM sqlite_master UNION ALL SELECT name FROM sqlite_temp_master"))
+    taken.update(planned)
     name, n = base, 1
     while _key(name) in taken:
         n += 1
@@ -5675,7 +5677,7 @@ def _range_text(columns, after, last):
     return " AND ".join("%s %s %s" % (name, op, key) for op, key in shown) or "all rows"
 
 
-def _sql_fragment(what, text):
+def _sql_fragment(what, text, helper="backfill"):
     """`text` checked to stay one expression (or SET list) in our statement:
     no ';', no unbalanced parenthesis (`1) OR (1` would escape the batch's
     range), no unterminated comment; a newline after it ends a -- comment."""
@@ -5689,8 +5691,8 @@ def _sql_fragment(what, text):
     else:
         if depth == 0 and text.strip():
             return text + "\n"
-    raise RequestError("backfill %s=%r is not one SQL %s" % (
-        what, text, "expression" if what == "where" else "SET list"))
+    raise RequestError("%s %s=%r is not one SQL %s" % (
+        helper, what, text, "expression" if what == "where" else "SET list"))
 
 
 def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, target_ms=50,
@@ -6087,18 +6089,31 @@ class _ColumnDeclaration(object):
         ends = [start for _, start, _ in heads[1:]] + [len(self.tokens)]
         self.clauses = [(word, start, end) for (word, start, _), end in zip(heads, ends)]
         self.words = set(word for word, _, _ in heads)
+        self.unique_conflict = None  # UNIQUE's ON CONFLICT resolution: ABORT, REPLACE ...
         for (word, _, at), end in zip(heads, ends):
-            if word == "DEFAULT":
-                self.default = "".join(text for _, text in self.tokens[at + 1:end]).strip()
+            clause = [text.upper() for kind, text in self.tokens[at:end] if kind == "word"]
+            if word == "UNIQUE" and "CONFLICT" in clause[:-1]:
+                self.unique_conflict = clause[clause.index("CONFLICT") + 1]
+            if word == "DEFAULT" and self.default is None:
+                self.default = "".join(text for kind, text in self.tokens[at + 1:end]
+                                       if kind != "comment").strip()
                 self.default_kind = _default_kind(_Cursor(tokens=self.tokens, i=at + 1, end=end))
-                break
 
-    def without(self, word):
-        """The declaration text without the constraints that start with `word`."""
+    def without(self, word=None):
+        """The declaration text without its comments and without the
+        constraints that start with `word`: SQL to write.  A comment would
+        hide what follows it (a -- one: the rest of the line, where ADD
+        COLUMN puts the table's ')' and a rebuild the next column).  Only
+        the spaces between tokens are collapsed, never those in a string."""
         dropped = set(i for clause, start, end in self.clauses if clause == word
                       for i in range(start, end))
-        return " ".join("".join(text for i, (_, text) in enumerate(self.tokens)
-                                if i not in dropped).split())
+        parts = []
+        for i, (kind, text) in enumerate(self.tokens):
+            if i in dropped or kind in ("space", "comment"):
+                text = " "
+            if text != " " or parts and parts[-1] != " ":
+                parts.append(text)
+        return "".join(parts).strip()
 
 
 def _default_kind(cursor):
@@ -6188,6 +6203,7 @@ def reconcile(db, columns=None, indexes=None):
     first; one declaration that cannot be added means nothing is changed and the
     MigrationError lists every such declaration."""
     columns, indexes = columns or {}, indexes or {}
+    _check_declarations(columns, indexes)
     with _using(db) as conn:
         conn = _raw(conn)
         # Bumped by SQLite on every schema change, by any connection.
@@ -6212,14 +6228,34 @@ def reconcile(db, columns=None, indexes=None):
         return changes
 
 
+def _check_declarations(columns, indexes):
+    """reconcile()'s arguments have the shapes it reads: a list where a dict
+    belongs would be read as column names and "find" them all present."""
+    def text_map(value):
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if not (isinstance(columns, dict) and all(isinstance(t, str) and text_map(d)
+                                              for t, d in columns.items())):
+        raise RequestError("reconcile: columns must be {table: {column: \"declaration\"}} "
+                           "with text names and declarations, not %r" % (columns,))
+    if not text_map(indexes):
+        raise RequestError("reconcile: indexes must be {name: \"table(column, ...)\"} or "
+                           "{name: \"CREATE INDEX ...\"} with text names, not %r" % (indexes,))
+
+
 def _plan_reconcile(conn, columns, indexes, quiet=False):
     plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
+    # A TEMP table of the same name is what an unqualified ALTER TABLE, CREATE
+    # INDEX or pragma_table_info reaches first: the change would land in this
+    # connection's TEMP table, and the database would still lack it.
+    hidden = set(_key(name) for (name,) in _query(
+        conn, "SELECT name FROM sqlite_temp_master WHERE type = 'table'"))
     declared_indexes = [(name, text, _IndexDeclaration(text, name))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
     for table in list(columns) + [d.table for _, _, d in declared_indexes if d.table]:
         row = master.get(table)
-        if row.type == "table" and not _is_virtual(row.sql):
+        if row.type == "table" and not _is_virtual(row.sql) and _key(row.name) not in hidden:
             tables[table] = row.name
     existing = _read_columns(conn, sorted(set(tables.values())), names_only=True)
 
@@ -6229,10 +6265,14 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.warnings.append("Table '%s' does not exist; %s" % (table, skipped))
         elif kind != "table":
             plan.problems.append("'%s' is a %s, not a table" % (table, kind))
+        elif _key(table) in hidden:
+            plan.problems.append("a TEMP table named %s hides table main.%s on this "
+                                 "connection; drop it first" % (table, table))
         else:
             plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
                                  % table)
     added = {}  # existing table name -> names of the columns being added
+    planned = set(_key(name) for name in indexes)  # index names this call will create
     for table, declared in columns.items():
         actual = tables.get(table)
         if actual is None:
@@ -6241,7 +6281,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
             plan.problems.append("table %s: declared twice (names compare case-insensitively)"
                                  % table)
         else:
-            adding = _plan_columns(conn, master, actual, declared, existing[actual])
+            adding = _plan_columns(conn, master, actual, declared, existing[actual], planned)
             added[actual] = adding.added
             plan.steps.extend(adding.steps)
             plan.problems.extend(adding.problems)
@@ -6290,8 +6330,9 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
 _ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems")
 
 
-def _plan_columns(conn, master, table, declared, existing):
-    """Plan the declared columns `table` lacks (_ColumnsPlan)."""
+def _plan_columns(conn, master, table, declared, existing, planned):
+    """Plan the declared columns `table` lacks (_ColumnsPlan); the keys of
+    the index names it plans are added to `planned`."""
     absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
         return _ColumnsPlan([], (), ())
@@ -6311,7 +6352,7 @@ def _plan_columns(conn, master, table, declared, existing):
             "adding missing column(s) %s to table '%s' (rebuilding the table: %s)"
             % (", ".join("'%s'" % c for c in absent), table, reason),
             _with_columns_appended(master.get(table).sql, [
-                "%s %s" % (_quote_identifier(column), text) for column, text, _ in missing]),
+                "%s %s" % (_quote_identifier(column), d.without()) for column, _, d in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
         return _ColumnsPlan(absent, steps, problems)
@@ -6321,10 +6362,11 @@ def _plan_columns(conn, master, table, declared, existing):
         steps.append(_Step(
             "adding missing column '%s' to table '%s'" % (column, table),
             "ALTER TABLE %s ADD COLUMN %s %s" % (quoted, _quote_identifier(column),
-                                                 declaration.without("UNIQUE") if unique else text),
+                                                 declaration.without("UNIQUE" if unique else None)),
             ["added column %s.%s" % (table, column)], None))
         if unique:
-            name = _free_name(conn, "idx_%s_%s_unique" % (table, column))
+            name = _free_name(conn, "idx_%s_%s_unique" % (table, column), planned)
+            planned.add(_key(name))
             steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
@@ -6349,6 +6391,10 @@ def _rebuild_reason(declaration):
         return "a STORED generated column"
     if declaration.default_kind == "expression":
         return "non-constant DEFAULT %s" % declaration.default
+    if declaration.unique_conflict not in (None, "ABORT"):
+        # CREATE UNIQUE INDEX has no ON CONFLICT: an index would turn the
+        # declared REPLACE or IGNORE into failing INSERTs.
+        return "UNIQUE ON CONFLICT %s" % declaration.unique_conflict
     return None
 
 
@@ -6450,6 +6496,17 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if found.type != "table":
                 raise MigrationError("merge_json_defaults: no table %s" % table, kind="no-table")
             name, sql = found.name, found.sql
+            if _is_virtual(sql):
+                # Its module decides what a rowid is and whether UPDATE works.
+                raise MigrationError("merge_json_defaults: table %s is a virtual table; only an "
+                                     "ordinary table's rows can be found again to write them"
+                                     % name, kind="unaddressable", tables=[table])
+            if _query(conn, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
+                            "AND name = ? COLLATE NOCASE", (name,)):
+                # Unqualified, every statement below would read and write it instead.
+                raise MigrationError("merge_json_defaults: a TEMP table named %s hides table "
+                                     "main.%s on this connection; drop it first" % (name, name),
+                                     kind="unaddressable", tables=[table])
             columns = _read_columns(conn, [name])[name]
             names = [c.name for c in columns]
             if _absent_names(names, [column]):
@@ -6462,6 +6519,15 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 raise MigrationError("merge_json_defaults: table %s has columns named rowid, "
                                      "_rowid_ and oid: no way to address its rows" % table,
                                      kind="unaddressable", tables=[table])
+            select = "SELECT %s FROM %s%s" % (
+                ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
+                "" if where is None else " WHERE (%s)" % _sql_fragment(
+                    "where", where, "merge_json_defaults"))
+            try:
+                _query(conn, "EXPLAIN " + select, params)  # the caller's SQL, checked alone
+            except _DB.Error as e:
+                raise RequestError("merge_json_defaults: where=%r with params=%r: %s"
+                                   % (where, params, e), tables=[table], statement=where)
             cursor = conn.cursor()
             cursor.row_factory = None
             # Text as str whatever the caller set; text that is not UTF-8 comes back as
@@ -6471,9 +6537,7 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
             if factory:
                 conn.text_factory = _utf8_or_bytes
             try:
-                rows = cursor.execute("SELECT %s FROM %s%s" % (
-                    ", ".join(map(_quote_identifier, keys + [column])), _quote_identifier(table),
-                    " WHERE (%s)" % where if where else ""), params).fetchall()
+                rows = cursor.execute(select, params).fetchall()
             finally:
                 if factory:
                     conn.text_factory = saved
@@ -6500,11 +6564,13 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                     updates).rowcount
                 if written != len(updates):
                     # A primary key that is TEXT but not UTF-8 was read back as
-                    # bytes, binds as a BLOB and matches no row: never count
-                    # a row as changed that was not (the transaction rolls back).
+                    # bytes, binds as a BLOB and matches no row; a BEFORE UPDATE
+                    # trigger's RAISE(IGNORE) skips its row: never count a row as
+                    # changed that was not (the transaction rolls back).
                     raise MigrationError(
                         "merge_json_defaults: %s.%s: %d of %d row(s) could not be found again "
-                        "by their key (%s) to write them; no row was changed"
+                        "by their key (%s) to write them, or a trigger skipped their UPDATE; "
+                        "no row was changed"
                         % (table, column, len(updates) - written, len(updates), ", ".join(keys)),
                         kind="unaddressable", tables=[table])
                 _log("info", "Merged default keys into %d row(s) of %s.%s", len(updates), table,

@@ -202,6 +202,45 @@ class ReconcileColumnTests(DatabaseTestCase):
             conn.execute("UPDATE t SET token = 'a' WHERE id = 2")
         self.assertEqual(reconcile(self.db, columns={"t": {"token": "TEXT UNIQUE"}}), [])
 
+    def test_unique_indexes_made_for_columns_take_names_no_other_index_in_the_call_takes(self):
+        # idx_<table>_<column>_unique of a_b.c and a.b_c is one name, and the
+        # caller may declare an index of that name too: each must get its own.
+        self.make("CREATE TABLE a_b (x); CREATE TABLE a (y); INSERT INTO a VALUES (1), (2);")
+        changes = reconcile(self.db, columns={"a_b": {"c": "INT UNIQUE"},
+                                              "a": {"b_c": "INT UNIQUE"}},
+                            indexes={"idx_a_b_c_unique": "a(y)"})
+        self.assertEqual(len(changes), 5, changes)
+        conn = self.connect()
+        unique = sorted(conn.execute("SELECT tbl_name, sql LIKE 'CREATE UNIQUE%' "
+                                     "FROM sqlite_master WHERE type = 'index'"))
+        self.assertEqual(unique, [("a", 0), ("a", 1), ("a_b", 1)])
+        self.assertEqual(reconcile(self.db, columns={"a_b": {"c": "INT UNIQUE"}},
+                                   indexes={"idx_a_b_c_unique": "a(y)"}), [])
+
+    def test_a_comment_in_a_declaration_hides_no_other_column(self):
+        # The rebuild joins the declarations into one CREATE TABLE: a trailing
+        # -- comment there would hide every column after it, reported as added.
+        self.make("CREATE TABLE t (\n  a INT\n); INSERT INTO t VALUES (1);"
+                  "CREATE TABLE u (a); INSERT INTO u VALUES (1);")
+        declared = {"t": {"b": "TEXT DEFAULT CURRENT_TIMESTAMP -- when", "c": "INT"},
+                    "u": {"b": "TEXT -- a note", "c": "INT /* why */ DEFAULT 7 -- last"}}
+        changes = reconcile(self.db, columns=declared)
+        self.assertEqual(len(changes), 4, changes)
+        self.assertEqual(self.columns("t"), ["a", "b", "c"])
+        self.assertEqual(self.columns("u"), ["a", "b", "c"])
+        self.assertEqual(self.rows("u", "c"), [(7,)])
+        self.assertEqual(reconcile(self.db, columns=declared), [])
+
+    def test_a_unique_columns_default_keeps_the_spaces_inside_its_string(self):
+        self.make("CREATE TABLE t (a);")
+        reconcile(self.db, columns={"t": {"b": "TEXT UNIQUE DEFAULT 'a  b' CHECK (b <> 'x  y')"}})
+        conn = self.connect()
+        conn.execute("INSERT INTO t (a) VALUES (1)")
+        self.assertEqual(self.rows("t", "b"), [("a  b",)])
+        conn.execute("INSERT INTO t (a, b) VALUES (2, 'x y')")  # only 'x  y' is refused
+        with self.assertRaises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO t (a, b) VALUES (3, 'x  y')")
+
     def test_unique_column_with_named_constraint_and_conflict_clause(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY);")
         reconcile(self.db, columns={"t": {"code": "TEXT CONSTRAINT uq UNIQUE ON CONFLICT ABORT"}})
@@ -209,6 +248,25 @@ class ReconcileColumnTests(DatabaseTestCase):
             "SELECT sql FROM sqlite_master WHERE name = 't'").fetchone()[0]
         self.assertNotIn("UNIQUE", sql.upper())
         self.assertIn("idx_t_code_unique", self.indexes())
+
+    def test_unique_column_keeps_a_conflict_clause_a_unique_index_cannot_carry(self):
+        # CREATE UNIQUE INDEX has no ON CONFLICT: the column must be declared
+        # as written (by a rebuild), or later INSERTs fail instead of replacing.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a);"
+                  "INSERT INTO t VALUES (1, 'x'), (2, 'y');"
+                  "CREATE TABLE u (id INTEGER PRIMARY KEY);")
+        changes = reconcile(self.db, columns={
+            "t": {"r": "TEXT DEFAULT NULL UNIQUE ON CONFLICT REPLACE"},
+            "u": {"i": "TEXT CONSTRAINT c UNIQUE ON CONFLICT IGNORE"}})
+        self.assertEqual(len(changes), 2, changes)
+        self.assertEqual(self.rows("t"), [(1, "x", None), (2, "y", None)])
+        conn = self.connect()
+        conn.execute("INSERT INTO t (id, r) VALUES (3, 'k')")
+        conn.execute("INSERT INTO t (id, r) VALUES (4, 'k')")  # replaces row 3
+        conn.execute("INSERT INTO u (id, i) VALUES (5, 'k')")
+        conn.execute("INSERT INTO u (id, i) VALUES (6, 'k')")  # ignored
+        self.assertEqual(self.rows("t", "id"), [(1,), (2,), (4,)])
+        self.assertEqual(self.rows("u", "id"), [(5,)])
 
     def test_unique_column_whose_default_collides_is_refused_before_any_change(self):
         self.make("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
@@ -298,6 +356,36 @@ class ReconcileColumnTests(DatabaseTestCase):
         self.assertTrue(any("Table 'gone' does not exist" in line for line in logs.output))
         self.assertEqual(len(logs.output), 2)
         self.assertEqual(self.indexes(), [])
+
+    def test_a_temp_table_hiding_the_declared_table_is_refused_and_nothing_changes(self):
+        # A TEMP table of the same name is what an unqualified ALTER TABLE or
+        # CREATE INDEX reaches first: the change would land there, not in the file.
+        conn = self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+        conn.execute("CREATE TEMP TABLE t (z)")
+        before = self.content()
+        for declared in ({"columns": {"t": {"b": "INT"}}}, {"indexes": {"i": "t(a)"}},
+                         {"columns": {"T": {"z": "INT"}}}):
+            with self.subTest(**declared):
+                with self.assertRaises(MigrationError) as caught:
+                    reconcile(conn, **declared)
+                self.assertEqual(caught.exception.kind, "reconcile-refused")
+                self.assertIn("TEMP table", str(caught.exception))
+        self.assertEqual([row[1] for row in conn.execute("PRAGMA temp.table_info(t)")], ["z"])
+        self.assertEqual(conn.execute("SELECT name FROM temp.sqlite_master").fetchall(), [("t",)])
+        self.assertEqual(self.content(), before)
+
+    def test_declarations_that_are_not_text_are_a_request_error_before_any_change(self):
+        self.make("CREATE TABLE t (a); INSERT INTO t VALUES (1);")
+        before = self.content()
+        for declared in ({"columns": {"t": ["a"]}}, {"columns": {"t": ["b"]}},
+                         {"columns": {"t": {"b": 5}}}, {"columns": {"t": {"b": None}}},
+                         {"columns": [("t", {"b": "INT"})]}, {"indexes": {"i": 5}},
+                         {"indexes": ["t(a)"]}, {"columns": {"t": {1: "INT"}}}):
+            with self.subTest(**declared):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    reconcile(self.db, **declared)
+                self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertEqual(self.content(), before)
 
     def test_view_is_refused(self):
         self.make("CREATE TABLE t (a); CREATE VIEW v AS SELECT a FROM t;")
@@ -665,6 +753,55 @@ class MergeJsonDefaultsTests(DatabaseTestCase):
         self.assertEqual(json.loads(self.rows("my settings", '"da""ta"', order='"the key"')[0][0]),
                          {"x": 1, "y": 2})
 
+    def test_a_temp_table_hiding_the_table_is_refused_and_nothing_changes(self):
+        self.insert("{}")
+        conn = self.connect()
+        conn.execute("CREATE TEMP TABLE app_settings (id INTEGER PRIMARY KEY, settings_data)")
+        conn.execute("INSERT INTO temp.app_settings VALUES (1, '{}')")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(conn, "app_settings", "settings_data", {"a": 1})
+        self.assertEqual(caught.exception.kind, "unaddressable")
+        self.assertIn("TEMP table", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT settings_data FROM temp.app_settings").fetchall(),
+                         [("{}",)])
+        self.assertEqual(self.content(), before)
+
+    def test_a_where_that_is_not_one_expression_is_a_request_error_naming_where(self):
+        self.insert("{}", "{}")
+        before = self.content()
+        for where, params in (("id = 1) OR (1", ()), ("nosuch = 1", ()), ("id = ?", ()),
+                              ("", ()), ("id = 1; DELETE FROM app_settings", ())):
+            with self.subTest(where=where):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1},
+                                        where=where, params=params)
+                self.assertIn("where", str(caught.exception))
+                self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertEqual(self.content(), before)
+
+    def test_a_where_ending_in_a_line_comment_still_selects_its_rows(self):
+        self.insert("{}", "{}")
+        self.assertEqual(merge_json_defaults(self.db, "app_settings", "settings_data", {"a": 1},
+                                             where="id = 2 -- only the second"), 1)
+        self.assertEqual(self.settings(), [{}, {"a": 1}])
+
+    def test_a_virtual_table_is_refused_as_such_and_nothing_changes(self):
+        conn = self.connect()
+        try:
+            conn.execute("CREATE VIRTUAL TABLE notes USING fts4(body)")
+        except sqlite3.OperationalError:
+            self.skipTest("this SQLite has no FTS4")
+        conn.execute("INSERT INTO notes VALUES ('{}')")
+        conn.commit()
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "notes", "body", {"a": 1})
+        self.assertEqual(caught.exception.kind, "unaddressable")
+        self.assertIn("merge_json_defaults: table notes is a virtual table",
+                      str(caught.exception))
+        self.assertEqual(self.content(), before)
+
     def test_missing_table_or_column(self):
         with self.assertRaises(MigrationError):
             merge_json_defaults(self.db, "nope", "settings_data", {"a": 1})
@@ -782,6 +919,18 @@ class MergeJsonDefaultsHostileInputTests(DatabaseTestCase):
         before = self.content()
         with self.assertRaises(MigrationError) as caught:
             merge_json_defaults(self.db, "w", "data", {"e": 1})
+        self.assertIn("no row was changed", str(caught.exception))
+        self.assertEqual(self.content(), before)
+
+    def test_a_row_a_trigger_keeps_from_changing_is_not_counted_and_the_trigger_is_named(self):
+        self.insert("{}", "{}")
+        self.connect().execute("CREATE TRIGGER keep BEFORE UPDATE ON s WHEN old.id = 2 "
+                               "BEGIN SELECT RAISE(IGNORE); END")
+        before = self.content()
+        with self.assertRaises(MigrationError) as caught:
+            merge_json_defaults(self.db, "s", "data", {"e": 1})
+        self.assertIn("1 of 2 row(s)", str(caught.exception))
+        self.assertIn("a trigger", str(caught.exception))
         self.assertIn("no row was changed", str(caught.exception))
         self.assertEqual(self.content(), before)
 
