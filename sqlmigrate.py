@@ -6282,6 +6282,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
                                  % table)
         else:
             adding = _plan_columns(conn, master, actual, declared, existing[actual], planned)
+            planned.update(adding.index_names)
             added[actual] = adding.added
             plan.steps.extend(adding.steps)
             plan.problems.extend(adding.problems)
@@ -6327,18 +6328,18 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
 
 # What _plan_columns plans for one table: the names of the columns it adds,
 # and the steps and the problems, in order.
-_ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems")
+_ColumnsPlan = collections.namedtuple("_ColumnsPlan", "added steps problems index_names")
 
 
 def _plan_columns(conn, master, table, declared, existing, planned):
-    """Plan the declared columns `table` lacks (_ColumnsPlan); the keys of
-    the index names it plans are added to `planned`."""
+    """Plan the declared columns `table` lacks (_ColumnsPlan), naming the
+    indexes it creates apart from the `planned` names (keys) of this call."""
     absent = _absent_names(existing, declared)
     if not absent:  # the common case, once per declared table: keep it short
-        return _ColumnsPlan([], (), ())
+        return _ColumnsPlan([], (), (), ())
     missing = [(column, declared[column], _ColumnDeclaration(declared[column]))
                for column in absent]
-    seen, steps, problems = set(), [], []
+    seen, steps, problems, index_names = set(), [], [], set()
     for column, text, declaration in missing:
         problem = "declared twice (names compare case-insensitively)" if _key(column) in seen \
             else _column_problem(conn, table, declaration)
@@ -6355,7 +6356,7 @@ def _plan_columns(conn, master, table, declared, existing, planned):
                 "%s %s" % (_quote_identifier(column), d.without()) for column, _, d in missing]),
             ["added column %s.%s (table rebuilt: %s)" % (table, c, reason) for c in absent],
             table))
-        return _ColumnsPlan(absent, steps, problems)
+        return _ColumnsPlan(absent, steps, problems, ())
     quoted = _quote_identifier(table)
     for column, text, declaration in missing:
         unique = "UNIQUE" in declaration.words  # ADD COLUMN refuses UNIQUE: an index instead
@@ -6365,14 +6366,14 @@ def _plan_columns(conn, master, table, declared, existing, planned):
                                                  declaration.without("UNIQUE" if unique else None)),
             ["added column %s.%s" % (table, column)], None))
         if unique:
-            name = _free_name(conn, "idx_%s_%s_unique" % (table, column), planned)
-            planned.add(_key(name))
+            name = _free_name(conn, "idx_%s_%s_unique" % (table, column), planned | index_names)
+            index_names.add(_key(name))
             steps.append(_Step(
                 "creating unique index '%s' for column '%s' of table '%s'" % (name, column, table),
                 "CREATE UNIQUE INDEX %s ON %s (%s)" % (_quote_identifier(name), quoted,
                                                       _quote_identifier(column)),
                 ["created unique index %s for column %s.%s" % (name, table, column)], None))
-    return _ColumnsPlan(absent, steps, problems)
+    return _ColumnsPlan(absent, steps, problems, index_names)
 
 
 def _absent_names(names, wanted):
