@@ -3502,7 +3502,10 @@ class _MigrationTest(object):
         # The pass starts from a baseline whose earlier files are gone (as a
         # new database does after a squash), else from the files alone.
         files = migrator.migrations
-        first, versions = min([m.version for m in files] or [0]), set(m.version for m in files)
+        # No file at all (every one squashed into a baseline): the newest
+        # baseline is where a new database starts.
+        first = min([m.version for m in files] or [float("inf")])
+        versions = set(m.version for m in files)
         self.start = ([b for b in migrator._baselines if b.version < first or
                        b.version == first and (b.covers or set()) - versions] or [None])[-1]
 
