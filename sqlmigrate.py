@@ -2532,8 +2532,10 @@ class Migrator(object):
             plan = usable[-1:] + [m for m in plan if m.version > start]
         newest, versions = max(list(applied) + [state.version]), set(m.version for m in files)
         for b in baselines:
+            # Refused even with no file above the baseline: the database
+            # would stay below it, short of what it holds, while up succeeds.
             if 0 < newest < b.version and b.version not in versions and \
-                    any(m.version > b.version for m in plan):
+                    (to is None or to >= b.version):
                 return plan, MigrationError(
                     "the database is at v%d, below the baseline %s (v%d), whose earlier files "
                     "are gone: a baseline applies only to a database with no migration applied; "

@@ -325,7 +325,8 @@ class DeletedFiles(BaselineTestCase):
         self.assertIn("nothing was rolled back", err)
         self.assertEqual(self.schema_version(), "3")
 
-    def test_a_database_part_way_below_a_baseline_whose_files_are_gone_is_refused(self):
+    def partial_db(self):
+        """A database the files took to v1 only, before they were deleted."""
         partial = os.path.join(self.tmp, "partial.db")
         conn = sqlite3.connect(partial)
         conn.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
@@ -336,12 +337,29 @@ class DeletedFiles(BaselineTestCase):
                            "duration_ms REAL);"
                            "INSERT INTO metadata_migrations VALUES (1, 'Users', 'x', NULL, 1);")
         conn.close()
+        return partial
+
+    def test_a_database_part_way_below_a_baseline_whose_files_are_gone_is_refused(self):
+        partial = self.partial_db()
         before = file_sha256(partial)
         status, out, err = self.run_cli("up", db=partial)
         self.assertEqual(status, 1, out + err)
         self.assertIn("003-baseline.sql", err)
         self.assertIn("restore", err)
         self.assertEqual(file_sha256(partial), before)
+
+    def test_a_database_below_a_baseline_with_no_file_above_it_is_refused_not_current(self):
+        # The squash, right before any new migration: old.db went only to v1.
+        os.remove(os.path.join(self.dir, "004-tags.sql"))
+        partial = self.partial_db()
+        before = file_sha256(partial)
+        status, out, err = self.run_cli("up", db=partial)
+        self.assertEqual(status, 1, out + err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("003-baseline.sql", err)
+        self.assertIn("nothing was applied", err)
+        self.assertEqual(file_sha256(partial), before)
+        self.assertEqual(self.run_cli("status", "--check", db=partial)[0], 1)
 
     def test_up_to_a_version_inside_the_baseline_on_a_new_database_is_refused(self):
         # Only v1's file is gone: v2's alone would build posts without users.
