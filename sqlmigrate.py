@@ -2932,7 +2932,16 @@ class Migrator(object):
     def _schema_file_misplaced(self):
         """Why the schema file must not be where it is, or None: in the
         migration directory, under a name discovery reads (the path's own, or
-        its link's target's), it would be read as a migration file."""
+        its link's target's), it would be read as a migration file; the
+        database itself, which it would replace, or one of its journal files,
+        which SQLite would take for a crashed writer's and delete."""
+        if self.path is not None and self.path != ":memory:":
+            database = os.path.realpath(_real_path(self.path))
+            if os.path.realpath(self.schema_file) in [database + suffix for suffix in
+                                                      ("",) + _JOURNAL_SUFFIXES]:
+                return ("the schema file %s is the database %s or one of its journal files: "
+                        "writing it would destroy one of them; choose another path"
+                        % (self.schema_file, self.path))
         if "directory" not in self._sources:
             return None
         directory = os.path.realpath(self.directory)
