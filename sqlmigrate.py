@@ -2723,14 +2723,21 @@ class Migrator(object):
         covers |= set([since]) - set([0]) | (earlier and earlier[0].covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
-        if losses and not force:
-            raise MigrationError("cannot write a baseline of v%d: it holds only the schema, and "
-                                 "these migrations do more: %s; move their data work out, or "
-                                 "write it anyway with --force (force=True)"
-                                 % (to, "; ".join(losses)), kind="baseline-refused",
-                                 problems=losses, version=to)
         conn = self._fresh_build(to=to)
         try:
+            # The schema leaves the tracking tables out with what is on them:
+            # an index or trigger of the migrations' there, it would not carry.
+            losses += ["%s %s is on the tracking table %s, which a baseline leaves out"
+                       % (kind, name, on) for kind, name, on in _query(
+                           conn, "SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS "
+                           "NOT NULL AND type <> 'table' AND tbl_name COLLATE NOCASE IN (?, ?) "
+                           "ORDER BY name", (self.table, self.table + "_migrations"))]
+            if losses and not force:
+                raise MigrationError("cannot write a baseline of v%d: it holds only the schema, "
+                                     "and these migrations do more: %s; move their data work "
+                                     "out, or write it anyway with --force (force=True)"
+                                     % (to, "; ".join(losses)), kind="baseline-refused",
+                                     problems=losses, version=to)
             text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
                 map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:

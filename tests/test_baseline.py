@@ -158,6 +158,24 @@ class WritingABaseline(BaselineTestCase):
                                    "PRAGMA user_version = 3;\n" % generated)
         self.ok("baseline", "--to", "2")
 
+    def test_an_index_or_trigger_on_the_tracking_tables_is_refused_without_force(self):
+        # The schema (and so the baseline) leaves the tracking tables out with
+        # what is on them: a new database built from it would lack these.
+        os.remove(os.path.join(self.dir, "003-user-email.sql"))
+        for sql, name in (("CREATE INDEX meta_value ON metadata (value);", "meta_value"),
+                          ("CREATE TRIGGER audit AFTER INSERT ON metadata_migrations "
+                           "BEGIN SELECT 1; END;", "audit")):
+            with self.subTest(name=name):
+                self.write_sql(3, "on-tracking", sql)
+                status, out, err = self.run_cli("baseline", "--to", "3")
+                self.assertEqual(status, 1, out + err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(name, err)
+                self.assertIn("--force", err)
+                self.assertFalse(os.path.exists(self.baseline_path(3)))
+        self.ok("baseline", "--to", "3", "--force")
+        self.assertTrue(os.path.exists(self.baseline_path(3)))
+
     def test_api_baseline_with_a_version_that_is_not_a_number_is_a_request_error(self):
         with self.assertRaises(sqlmigrate.RequestError) as caught:
             sqlmigrate.Migrator(self.db, self.dir).baseline(to="2")
