@@ -2738,6 +2738,19 @@ class Migrator(object):
                                      "out, or write it anyway with --force (force=True)"
                                      % (to, "; ".join(losses)), kind="baseline-refused",
                                      problems=losses, version=to)
+            # SQLite keeps comments inside a statement's text: a line there
+            # that reads as a section marker would make a baseline that never
+            # loads (nor lets any command load the directory), --force or not.
+            for kind, name, sql in _query(conn, "SELECT type, name, sql FROM sqlite_master "
+                                                "WHERE sql IS NOT NULL ORDER BY name"):
+                marker = _MARKER_RE.search(sql)
+                if marker:
+                    raise MigrationError(
+                        "cannot write a baseline of v%d: the text of %s %s holds the line %r, "
+                        "which a baseline would read as a section marker; rebuild that %s "
+                        "without it in a migration first" % (to, kind, name,
+                                                            marker.group(0).strip(), kind),
+                        kind="baseline-refused", version=to)
             text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
                 map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:

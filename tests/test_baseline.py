@@ -176,6 +176,20 @@ class WritingABaseline(BaselineTestCase):
         self.ok("baseline", "--to", "3", "--force")
         self.assertTrue(os.path.exists(self.baseline_path(3)))
 
+    def test_a_schema_with_a_marker_line_inside_a_statement_is_refused_even_with_force(self):
+        # Written, the baseline would not load ("a baseline has no sections"),
+        # and every later command on the directory would fail on it.
+        for name in ("002-posts.sql", "003-user-email.sql"):
+            os.remove(os.path.join(self.dir, name))
+        self.write("002-odd.py", 'def up(db):\n'
+                                 '    db.execute("CREATE TABLE odd (\\n-- migrate:down\\nx)")\n')
+        status, out, err = self.run_cli("baseline", "--to", "2", "--force")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("odd", err.splitlines()[-1])
+        self.assertIn("-- migrate:down", err.splitlines()[-1])
+        self.assertFalse(os.path.exists(self.baseline_path(2)))
+        self.ok("status")  # the directory still loads
+
     def test_api_baseline_with_a_version_that_is_not_a_number_is_a_request_error(self):
         with self.assertRaises(sqlmigrate.RequestError) as caught:
             sqlmigrate.Migrator(self.db, self.dir).baseline(to="2")
