@@ -2495,7 +2495,12 @@ class Migrator(object):
         if self.path is not None and not _database_exists(self.path):
             problems.append("database %s does not exist (check --db): drift cannot be checked"
                             % self.path)
-        return problems + [text for _, text in _drift(self.status())] + schema_file
+        state = self._read_state()
+        # What up() refuses besides drift (a database below a baseline whose
+        # files are gone): verify, a CI gate, must not pass it.
+        refusal = self._plan_up(state, None)[1]
+        return problems + [text for _, text in _drift(self._report(state))] + (
+            [refusal._text()] if refusal else []) + schema_file
 
     def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False, wait=None):
         """Apply pending migrations (up to version `to`); return their results.

@@ -393,6 +393,13 @@ class DeletedFiles(BaselineTestCase):
         self.assertEqual(file_sha256(partial), before)
         self.assertEqual(self.run_cli("status", "--check", db=partial)[0], 1)
 
+    def test_verify_flags_a_database_below_a_baseline_whose_files_are_gone(self):
+        # up refuses it: verify, the CI gate, must not say OK.
+        status, out, err = self.run_cli("verify", db=self.partial_db())
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("003-baseline.sql", out)
+        self.assertIn("restore", out)
+
     def test_up_to_a_version_inside_the_baseline_on_a_new_database_is_refused(self):
         # Only v1's file is gone: v2's alone would build posts without users.
         self.write_sql(2, "posts", "CREATE TABLE posts (id INTEGER PRIMARY KEY, "
