@@ -2497,7 +2497,12 @@ class Migrator(object):
         if self.path is not None and not _database_exists(self.path):
             problems.append("database %s does not exist (check --db): drift cannot be checked"
                             % self.path)
-        return problems + [text for _, text in _drift(self.status())] + schema_file
+        state = self._read_state()
+        # What up() refuses besides drift (a database below a baseline whose
+        # files are gone): verify, a CI gate, must not pass it.
+        refusal = self._plan_up(state, None)[1]
+        return problems + [text for _, text in _drift(self._report(state))] + (
+            [refusal._text()] if refusal else []) + schema_file
 
     def up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False, wait=None):
         """Apply pending migrations (up to version `to`); return their results.
@@ -2534,8 +2539,10 @@ class Migrator(object):
             plan = usable[-1:] + [m for m in plan if m.version > start]
         newest, versions = max(list(applied) + [state.version]), set(m.version for m in files)
         for b in baselines:
+            # Refused even with no file above the baseline: the database
+            # would stay below it, short of what it holds, while up succeeds.
             if 0 < newest < b.version and b.version not in versions and \
-                    any(m.version > b.version for m in plan):
+                    (to is None or to >= b.version):
                 return plan, MigrationError(
                     "the database is at v%d, below the baseline %s (v%d), whose earlier files "
                     "are gone: a baseline applies only to a database with no migration applied; "
@@ -2723,14 +2730,34 @@ class Migrator(object):
         covers |= set([since]) - set([0]) | (earlier and earlier[0].covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
-        if losses and not force:
-            raise MigrationError("cannot write a baseline of v%d: it holds only the schema, and "
-                                 "these migrations do more: %s; move their data work out, or "
-                                 "write it anyway with --force (force=True)"
-                                 % (to, "; ".join(losses)), kind="baseline-refused",
-                                 problems=losses, version=to)
         conn = self._fresh_build(to=to)
         try:
+            # The schema leaves the tracking tables out with what is on them:
+            # an index or trigger of the migrations' there, it would not carry.
+            losses += ["%s %s is on the tracking table %s, which a baseline leaves out"
+                       % (kind, name, on) for kind, name, on in _query(
+                           conn, "SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS "
+                           "NOT NULL AND type <> 'table' AND tbl_name COLLATE NOCASE IN (?, ?) "
+                           "ORDER BY name", (self.table, self.table + "_migrations"))]
+            if losses and not force:
+                raise MigrationError("cannot write a baseline of v%d: it holds only the schema, "
+                                     "and these migrations do more: %s; move their data work "
+                                     "out, or write it anyway with --force (force=True)"
+                                     % (to, "; ".join(losses)), kind="baseline-refused",
+                                     problems=losses, version=to)
+            # SQLite keeps comments inside a statement's text: a line there
+            # that reads as a section marker would make a baseline that never
+            # loads (nor lets any command load the directory), --force or not.
+            for kind, name, sql in _query(conn, "SELECT type, name, sql FROM sqlite_master "
+                                                "WHERE sql IS NOT NULL ORDER BY name"):
+                marker = _MARKER_RE.search(sql)
+                if marker:
+                    raise MigrationError(
+                        "cannot write a baseline of v%d: the text of %s %s holds the line %r, "
+                        "which a baseline would read as a section marker; rebuild that %s "
+                        "without it in a migration first" % (to, kind, name,
+                                                            marker.group(0).strip(), kind),
+                        kind="baseline-refused", version=to)
             text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
                 map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:
@@ -2937,7 +2964,16 @@ class Migrator(object):
     def _schema_file_misplaced(self):
         """Why the schema file must not be where it is, or None: in the
         migration directory, under a name discovery reads (the path's own, or
-        its link's target's), it would be read as a migration file."""
+        its link's target's), it would be read as a migration file; the
+        database itself, which it would replace, or one of its journal files,
+        which SQLite would take for a crashed writer's and delete."""
+        if self.path is not None and self.path != ":memory:":
+            database = os.path.realpath(_real_path(self.path))
+            if os.path.realpath(self.schema_file) in [database + suffix for suffix in
+                                                      ("",) + _JOURNAL_SUFFIXES]:
+                return ("the schema file %s is the database %s or one of its journal files: "
+                        "writing it would destroy one of them; choose another path"
+                        % (self.schema_file, self.path))
         if "directory" not in self._sources:
             return None
         directory = os.path.realpath(self.directory)
@@ -3509,7 +3545,10 @@ class _MigrationTest(object):
         # The pass starts from a baseline whose earlier files are gone (as a
         # new database does after a squash), else from the files alone.
         files = migrator.migrations
-        first, versions = min([m.version for m in files] or [0]), set(m.version for m in files)
+        # No file at all (every one squashed into a baseline): the newest
+        # baseline is where a new database starts.
+        first = min([m.version for m in files] or [float("inf")])
+        versions = set(m.version for m in files)
         self.start = ([b for b in migrator._baselines if b.version < first or
                        b.version == first and (b.covers or set()) - versions] or [None])[-1]
 

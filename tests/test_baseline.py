@@ -158,6 +158,38 @@ class WritingABaseline(BaselineTestCase):
                                    "PRAGMA user_version = 3;\n" % generated)
         self.ok("baseline", "--to", "2")
 
+    def test_an_index_or_trigger_on_the_tracking_tables_is_refused_without_force(self):
+        # The schema (and so the baseline) leaves the tracking tables out with
+        # what is on them: a new database built from it would lack these.
+        os.remove(os.path.join(self.dir, "003-user-email.sql"))
+        for sql, name in (("CREATE INDEX meta_value ON metadata (value);", "meta_value"),
+                          ("CREATE TRIGGER audit AFTER INSERT ON metadata_migrations "
+                           "BEGIN SELECT 1; END;", "audit")):
+            with self.subTest(name=name):
+                self.write_sql(3, "on-tracking", sql)
+                status, out, err = self.run_cli("baseline", "--to", "3")
+                self.assertEqual(status, 1, out + err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(name, err)
+                self.assertIn("--force", err)
+                self.assertFalse(os.path.exists(self.baseline_path(3)))
+        self.ok("baseline", "--to", "3", "--force")
+        self.assertTrue(os.path.exists(self.baseline_path(3)))
+
+    def test_a_schema_with_a_marker_line_inside_a_statement_is_refused_even_with_force(self):
+        # Written, the baseline would not load ("a baseline has no sections"),
+        # and every later command on the directory would fail on it.
+        for name in ("002-posts.sql", "003-user-email.sql"):
+            os.remove(os.path.join(self.dir, name))
+        self.write("002-odd.py", 'def up(db):\n'
+                                 '    db.execute("CREATE TABLE odd (\\n-- migrate:down\\nx)")\n')
+        status, out, err = self.run_cli("baseline", "--to", "2", "--force")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("odd", err.splitlines()[-1])
+        self.assertIn("-- migrate:down", err.splitlines()[-1])
+        self.assertFalse(os.path.exists(self.baseline_path(2)))
+        self.ok("status")  # the directory still loads
+
     def test_api_baseline_with_a_version_that_is_not_a_number_is_a_request_error(self):
         with self.assertRaises(sqlmigrate.RequestError) as caught:
             sqlmigrate.Migrator(self.db, self.dir).baseline(to="2")
@@ -325,7 +357,8 @@ class DeletedFiles(BaselineTestCase):
         self.assertIn("nothing was rolled back", err)
         self.assertEqual(self.schema_version(), "3")
 
-    def test_a_database_part_way_below_a_baseline_whose_files_are_gone_is_refused(self):
+    def partial_db(self):
+        """A database the files took to v1 only, before they were deleted."""
         partial = os.path.join(self.tmp, "partial.db")
         conn = sqlite3.connect(partial)
         conn.executescript("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
@@ -336,12 +369,36 @@ class DeletedFiles(BaselineTestCase):
                            "duration_ms REAL);"
                            "INSERT INTO metadata_migrations VALUES (1, 'Users', 'x', NULL, 1);")
         conn.close()
+        return partial
+
+    def test_a_database_part_way_below_a_baseline_whose_files_are_gone_is_refused(self):
+        partial = self.partial_db()
         before = file_sha256(partial)
         status, out, err = self.run_cli("up", db=partial)
         self.assertEqual(status, 1, out + err)
         self.assertIn("003-baseline.sql", err)
         self.assertIn("restore", err)
         self.assertEqual(file_sha256(partial), before)
+
+    def test_a_database_below_a_baseline_with_no_file_above_it_is_refused_not_current(self):
+        # The squash, right before any new migration: old.db went only to v1.
+        os.remove(os.path.join(self.dir, "004-tags.sql"))
+        partial = self.partial_db()
+        before = file_sha256(partial)
+        status, out, err = self.run_cli("up", db=partial)
+        self.assertEqual(status, 1, out + err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("003-baseline.sql", err)
+        self.assertIn("nothing was applied", err)
+        self.assertEqual(file_sha256(partial), before)
+        self.assertEqual(self.run_cli("status", "--check", db=partial)[0], 1)
+
+    def test_verify_flags_a_database_below_a_baseline_whose_files_are_gone(self):
+        # up refuses it: verify, the CI gate, must not say OK.
+        status, out, err = self.run_cli("verify", db=self.partial_db())
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("003-baseline.sql", out)
+        self.assertIn("restore", out)
 
     def test_up_to_a_version_inside_the_baseline_on_a_new_database_is_refused(self):
         # Only v1's file is gone: v2's alone would build posts without users.

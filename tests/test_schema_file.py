@@ -462,6 +462,29 @@ class SchemaSqlTest(TempDirTestCase):
         self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "up")
         self.cli_ok("--db", self.db, "--schema-file", self.schema_file, "verify")
 
+    def test_schema_file_that_is_the_new_database_itself_is_refused_before_migrating(self):
+        # Absent, it looked like a schema file of ours: up then replaced the
+        # database it had just migrated by the schema text.
+        self.write_two()
+        for path in (self.db, os.path.join(self.tmp, ".", "app.db")):
+            self.schema_file = path
+            self.assert_refused(("--db", self.db, "--schema-file", path, "up"), 2,
+                                "is the database")
+            self.assertFalse(os.path.exists(self.db))
+
+    def test_schema_file_named_as_a_journal_of_the_database_is_refused_before_migrating(self):
+        # SQLite would take it for a crashed writer's journal and delete it.
+        self.write_two()
+        self.cli_ok("--db", self.db, "up", "--to", "1")
+        for suffix in ("-journal", "-wal", "-shm"):
+            self.schema_file = self.db + suffix
+            self.assert_refused(("--db", self.db, "--schema-file", self.schema_file, "up"), 2,
+                                "journal")
+            self.assertFalse(os.path.exists(self.schema_file))
+        code, out, err = self.cli("--db", self.db, "--schema-file", self.db + "-wal", "verify")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("journal", out)
+
     def test_symlinked_schema_file_is_written_through_the_link(self):
         self.write_two()
         os.mkdir(os.path.join(self.tmp, "repo"))

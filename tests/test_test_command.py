@@ -405,6 +405,17 @@ class BaselineTest(TempDirTestCase):
         self.assertEqual(_failures(sqlmigrate.Migrator(":memory:", self.dir).test(), 3)[0]["check"],
                          "round-trip")
 
+    def test_a_baseline_whose_every_file_is_gone_passes(self):
+        # Right after the squash, before any new migration: only the baseline.
+        self.assertEqual(self.cli("--dir", self.dir, "baseline", "--to", "3")[0], 0)
+        for i in (1, 2, 3):
+            os.remove(os.path.join(self.dir, "%03d-t%d.sql" % (i, i)))
+        status, out, err = self.cli("--dir", self.dir, "test")
+        self.assertEqual(status, 0, out + err)
+        result = sqlmigrate.Migrator(":memory:", self.dir).test()
+        self.assertEqual([(e["file"], e["checks"]["up"]) for e in result["migrations"]],
+                         [("003-baseline.sql", "ok")])
+
 
 class ValuesSurviveEveryStepTest(TempDirTestCase):
     """The generated rows' values are compared after each up and each down,
