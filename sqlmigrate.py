@@ -5701,6 +5701,15 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if (set is None) == (apply is None):
         raise RequestError("backfill needs set= (an UPDATE's SET list) or apply= (a function), "
                            "one of them")
+    # Checked before the first batch: a bad size found after it left some
+    # batches committed; and OFFSET takes a 64-bit integer.
+    if type(batch_rows) is not int or not 0 < batch_rows < 2 ** 63:
+        raise RequestError("backfill batch_rows=%r is not a whole number of rows from 1 to "
+                           "2**63 - 1" % (batch_rows,))
+    if target_ms is not None and (type(target_ms) not in (int, float) or
+                                  not 0 < target_ms < float("inf")):
+        raise RequestError("backfill target_ms=%r is not a positive number of milliseconds "
+                           "(None: batches of batch_rows)" % (target_ms,))
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")

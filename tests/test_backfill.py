@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import types
 import unittest
@@ -187,6 +188,21 @@ class BadInput(BackfillTestCase):
                                              where="id < 3 -- small", batch_rows=100,
                                              target_ms=None), 2)
         self.assertEqual(self.counts(conn), {0: 498, 1: 2})
+
+    def test_a_batch_size_or_time_target_that_is_not_a_positive_number_is_refused(self):
+        # target_ms="x" used to fail after the first batch had committed; 0 or
+        # -1 rows ran one-row batches; a size too big for SQLite failed as a
+        # "failed batch" (status 1), not a bad request.
+        for options in ({"batch_rows": 0}, {"batch_rows": -1}, {"batch_rows": None},
+                        {"batch_rows": "10"}, {"batch_rows": 1.5}, {"batch_rows": True},
+                        {"batch_rows": 2 ** 63}, {"target_ms": 0}, {"target_ms": -5},
+                        {"target_ms": "x"}, {"target_ms": float("inf")},
+                        {"target_ms": float("nan")}, {"target_ms": True}):
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            message = self.assert_refused("bad-request", set="n = n + 1", **dict(options))
+            self.assertIn(list(options)[0], message)
+            self.assertEqual(len(message.splitlines()), 1, message)
 
     def test_set_and_apply_together_or_neither_are_refused(self):
         self.assert_refused("bad-request", set="n = 1", apply=lambda db, batch: 0)
@@ -382,6 +398,43 @@ class Processes(BackfillTestCase):
         self.assertEqual(self.backfill_keys(conn), [])
 
 
+    def test_a_runner_outside_a_migration_stops_when_another_finishes_rather_than_starting_over(self):
+        # Outside a migration the last batch deletes the position: a second
+        # runner that was part way through found none and started over, doing
+        # every row again.  Each batch sleeps, so the second joins well before
+        # the first could finish alone.
+        conn = self.make_items(6000)
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        runner = textwrap.dedent("""
+            import sqlite3, sys, time
+            sys.path.insert(0, %r)
+            import sqlmigrate
+
+            def bump(db, batch):
+                time.sleep(0.002)
+                return db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where,
+                                  batch.params).rowcount
+
+            print(sqlmigrate.backfill(sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None),
+                                      "items", apply=bump, batch_rows=20, target_ms=None))
+            """ % ROOT)
+        first = subprocess.Popen([sys.executable, "-c", runner, self.db],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not self.backfill_keys(conn) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        second = subprocess.Popen([sys.executable, "-c", runner, self.db],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        done = []
+        for proc in (first, second):
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err.decode())
+            done.append(int(out))
+        self.assertEqual(self.counts(conn), {1: 6000})
+        self.assertEqual(sum(done), 6000, done)  # the rows each reports changed are its own
+        self.assertEqual(self.backfill_keys(conn), [])
+
+
 class Progress(BackfillTestCase):
     def test_a_migrations_backfill_reports_rows_done_through_the_runners_progress(self):
         self.make_items(1000)
@@ -530,6 +583,27 @@ class UnusableKeys(BackfillTestCase):
                      "NOT NULL, n INT)")
         conn.execute("INSERT INTO u (code, n) VALUES ('a', 0), ('b', 0), ('c', 0)")
         self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=2,
+                                             target_ms=None), 3)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchall()[0][0], 3)
+
+    def test_an_integer_primary_key_desc_is_not_taken_for_the_rowid_that_cannot_be_null(self):
+        # INTEGER PRIMARY KEY DESC is no rowid alias (an SQLite quirk): it may
+        # hold NULL, and paging by it skipped every row after a NULL while
+        # reporting success.
+        conn = self.connect()
+        conn.execute("CREATE TABLE t (rowid INT, oid INT, _rowid_ INT, "
+                     "k INTEGER PRIMARY KEY DESC, n INT)")
+        conn.execute("INSERT INTO t (k, n) VALUES (NULL, 0), (NULL, 0), (1, 0), (2, 0)")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "t", set="n = n + 1", batch_rows=1, target_ms=None)
+        self.assertEqual(caught.exception.kind, "bad-request")
+        self.assertIn("no usable key", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchall()[0][0], 0)
+        # The same column without DESC is the rowid: never NULL, walked by it.
+        conn.execute("CREATE TABLE u (rowid INT, oid INT, _rowid_ INT, "
+                     "k INTEGER PRIMARY KEY, n INT)")
+        conn.execute("INSERT INTO u (k, n) VALUES (NULL, 0), (NULL, 0), (5, 0)")
+        self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=1,
                                              target_ms=None), 3)
         self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchall()[0][0], 3)
 
