@@ -5811,11 +5811,12 @@ def _plan_backfill(raw, table, set, where):
         key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
         job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
-        # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
-        # NULL (SQLite's legacy quirk), which `key > ?` never selects.
-        nullable = [n for _, n, _, notnull in pk if not notnull] \
-            if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
-        if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
+        # A rowid table's PRIMARY KEY, but the rowid's alias, may hold NULL
+        # (SQLite's legacy quirk), which `key > ?` never selects.  Not every
+        # INTEGER one is the alias: INTEGER PRIMARY KEY DESC is not (rowid_key).
+        nullable = [n for _, n, _, notnull in pk if not notnull] if job.columns else []
+        create = nullable and _CreateTable(rows[0][1], "table %s" % table)
+        if nullable and create.rowid and create.rowid_key() is None:
             raise RequestError(
                 "backfill: table %s has no usable key: its columns take all of rowid, oid and "
                 "_rowid_, and its PRIMARY KEY column %s may hold NULL, whose rows paging by key "
