@@ -5865,13 +5865,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     """owner: a _BackfillOwner; work: _backfill_work's, outside a migration."""
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
-        try:
-            stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
-        except _DB.OperationalError as e:
-            if _sqlite_kind(e) != "no-table":
-                raise
-            stored = []
-        after = _position(stored[0][0]) if stored else {}
+        after = _stored_position(raw, metadata, key) or {}
         if after.get("done"):
             return 0
         where, params = _key_range(job.columns, after.get("after"), None)
@@ -5879,15 +5873,21 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             job.quoted, where, job.where), params)[0][0]
     total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
     rows, started_at, first = batch_rows, time.perf_counter(), None
+    # Outside a migration the last batch deletes the position: one seen (or
+    # written by us) that is gone at a BEGIN is another runner's finish, and
+    # starting over would do every row again.  Read before our first BEGIN
+    # too: waiting for it, we may wait out the other's whole run.
+    begun = version is None and _stored_position(raw, metadata, key) is not None
     # PRAGMA data_version changes when another connection commits (SQLite
     # 3.8.8+; before, only a wait for our own BEGIN shows other writers).
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
         position = _begin_batch(raw, metadata, key, owner, work)
-        if position is not None and position.get("done"):
+        if position is not None and position.get("done") or position is None and begun:
             raw.execute("ROLLBACK")
             return changed
+        begun = version is None
         position = position or {"after": None, "rows": 0}
         after, first = position["after"], position["rows"] if first is None else first
         start, last, where = time.perf_counter(), None, None
@@ -5968,6 +5968,17 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             others, pause_until = seen, now + (1.0 if pause_until else 0)
         if now <= pause_until:
             time.sleep(_BACKFILL_PAUSE)
+
+
+def _stored_position(raw, metadata, key):
+    """The position stored under `key`, read without a lock; None if none."""
+    try:
+        stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+    except _DB.OperationalError as e:
+        if _sqlite_kind(e) != "no-table":
+            raise
+        stored = []
+    return _position(stored[0][0]) if stored else None
 
 
 def _backfill_entry(key, value):

@@ -398,11 +398,11 @@ class Processes(BackfillTestCase):
         self.assertEqual(self.backfill_keys(conn), [])
 
 
-    def test_a_runner_outside_a_migration_stops_when_another_finishes_rather_than_starting_over(self):
+    def test_a_second_runner_outside_a_migration_stops_when_the_other_finishes(self):
         # Outside a migration the last batch deletes the position: a second
-        # runner that was part way through found none and started over, doing
-        # every row again.  Each batch sleeps, so the second joins well before
-        # the first could finish alone.
+        # runner that was part way through (or waiting for its first batch's
+        # lock) found none and started over, doing every row again.  Each batch
+        # sleeps (3 s in all), so the second starts well before the first ends.
         conn = self.make_items(6000)
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
         runner = textwrap.dedent("""
@@ -411,12 +411,12 @@ class Processes(BackfillTestCase):
             import sqlmigrate
 
             def bump(db, batch):
-                time.sleep(0.002)
+                time.sleep(0.01)
                 return db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where,
                                   batch.params).rowcount
 
-            print(sqlmigrate.backfill(sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None),
-                                      "items", apply=bump, batch_rows=20, target_ms=None))
+            conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+            print(sqlmigrate.backfill(conn, "items", apply=bump, batch_rows=20, target_ms=None))
             """ % ROOT)
         first = subprocess.Popen([sys.executable, "-c", runner, self.db],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
