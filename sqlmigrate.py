@@ -5988,9 +5988,17 @@ def _backfill_entry(key, value):
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
+    after = position.get("after")
+    # The report is `status --json`'s: a blob key as it is stored, {"blob": hex}.
     return {"version": of.version, "direction": of.direction, "table": of.name,
-            "after": position.get("after"), "rows": position.get("rows"),
-            "done": bool(position.get("done"))}
+            "after": after if after is None or isinstance(after, str) else [
+                {"blob": bytes(v).hex()} if isinstance(v, bytes) else v for v in after],
+            "rows": position.get("rows"), "done": bool(position.get("done"))}
+
+
+def _key_text(value):
+    """A key value of status's report as SQL writes it: x'3b' for a blob."""
+    return "x'%s'" % value["blob"] if isinstance(value, dict) else repr(value)
 
 
 def _begin_batch(raw, metadata, key, owner, work):
@@ -6769,7 +6777,8 @@ def _print_status(report, stream):
             b["table"], "" if b["version"] is None else " (v%d%s)" % (
                 b["version"], " down" if b.get("direction") == "down" else ""),
             "done, not yet recorded" if b["done"] else "in progress",
-            "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
+            "the start" if b["after"] is None else "key %s" % ", ".join(
+                map(_key_text, b["after"])),
             b["rows"]))
     drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
                   for r in report["migrations"])

@@ -306,6 +306,21 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(self.backfill_keys(conn), [])
         self.assertNotIn("backfill", self.run_cli("status")[1])
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID is SQLite 3.8.2+")
+    def test_status_shows_a_blob_keys_position_as_json_and_as_an_sql_literal(self):
+        # A blob in the position made `status --json` end in a traceback.
+        conn = self.connect()
+        conn.execute("CREATE TABLE items (k BLOB PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0 "
+                     "CHECK (n < 5)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO items (k) VALUES (?)", ((bytes([i]),) for i in range(100)))
+        conn.execute("UPDATE items SET n = 4 WHERE k = x'40'")
+        self.write("001-bump.py", BACKFILL_MIGRATION % {"rows": 10, "target_ms": None})
+        self.assertEqual(self.run_cli("up")[0], 1)
+        status, out, err = self.run_cli("status", "--json")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["backfills"][0]["after"], [{"blob": "3b"}])
+        self.assertIn("in progress, after key x'3b', 60 rows done", self.run_cli("status")[1])
+
     def test_a_stopped_backfill_is_resumed_only_by_the_same_work(self):
         # Another set= (or apply=) under the same key would skip the rows the
         # first one reached, and report success.
