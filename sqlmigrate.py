@@ -5865,7 +5865,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     """owner: a _BackfillOwner; work: _backfill_work's, outside a migration."""
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
-        after = _stored_position(raw, metadata, key) or {}
+        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work)
         if after.get("done"):
             return 0
         where, params = _key_range(job.columns, after.get("after"), None)
@@ -5970,6 +5970,18 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             time.sleep(_BACKFILL_PAUSE)
 
 
+def _same_work(position, metadata, key, work):
+    """`position`, refused if other work (_backfill_work's) stored it."""
+    if work is not None and position.get("work", work) != work:
+        raise MigrationError(
+            "another backfill of %s stopped at %s rows under the position %r (it "
+            "ran %s): run that one again to finish it, give this one its own name=, "
+            "or start over by deleting that row (DELETE FROM %s WHERE key = '%s')"
+            % (_parse_backfill_key(key).name, position.get("rows"), key, position["work"],
+               metadata, key.replace("'", "''")), kind="backfill-changed")
+    return position
+
+
 def _stored_position(raw, metadata, key):
     """The position stored under `key`, read without a lock; None if none."""
     try:
@@ -6017,14 +6029,7 @@ def _begin_batch(raw, metadata, key, owner, work):
             raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
             rows = []
         if rows:
-            position = _position(rows[0][0])
-            if work is not None and position.get("work", work) != work:
-                raise MigrationError(
-                    "another backfill of %s stopped at %s rows under the position %r (it "
-                    "ran %s): run that one again to finish it, give this one its own name=, "
-                    "or start over by deleting that row (DELETE FROM %s WHERE key = '%s')"
-                    % (_parse_backfill_key(key).name, position.get("rows"), key, position["work"],
-                       metadata, key.replace("'", "''")), kind="backfill-changed")
+            position = _same_work(_position(rows[0][0]), metadata, key, work)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):

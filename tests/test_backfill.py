@@ -338,6 +338,18 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1"), 300)
         self.assertEqual(self.counts(conn), {1: 1000})
 
+    def test_a_dry_run_of_other_work_under_a_stopped_position_is_refused_as_the_run_would_be(self):
+        # It counted from the other work's position: rows the real run, which
+        # refuses, would never reach.
+        conn = self.stopped_at_row_700()
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "items", set="note = 'x'", dry_run=True)
+        self.assertEqual(caught.exception.kind, "backfill-changed")
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="note = 'x'", dry_run=True,
+                                             name="notes"), 1000)
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note IS NOT NULL")
+                         .fetchall()[0][0], 0)
+
     def test_dry_run_counts_from_the_stored_position(self):
         conn = self.stopped_at_row_700()
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1", where="n < 4",
