@@ -5716,6 +5716,11 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     owner = getattr(db, "_tracking", None) or _BackfillOwner(tracking, None, None, None)
     work = _backfill_work(set, apply) if owner.version is None else None
     key = _backfill_key(owner.version, owner.direction, name or table)
+    if owner.version is None and _parse_backfill_key(key).version is not None:
+        # The runner deletes a migration's positions when it records it (or
+        # goes below it): this one would be lost, and its rows done again.
+        raise RequestError("backfill name %r reads as a migration's position (v<version>:...): "
+                           "pass another name=" % (name or table))
     if owner.version is not None:  # a second one of this key would find the first's "done"
         used = db._backfills
         if key in used:

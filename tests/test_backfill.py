@@ -204,6 +204,15 @@ class BadInput(BackfillTestCase):
             self.assertIn(list(options)[0], message)
             self.assertEqual(len(message.splitlines()), 1, message)
 
+    def test_a_name_outside_a_migration_that_reads_as_a_migrations_position_is_refused(self):
+        # 'backfill:v2:up:x' is where migration 2's backfill keeps its position:
+        # the runner deletes it when it records (or passes below) v2, and the
+        # stopped backfill would start over, doing its rows again.
+        for name in ("v2:up:x", "v2:x"):
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            self.assertIn(name, self.assert_refused("bad-request", set="n = n + 1", name=name))
+
     def test_set_and_apply_together_or_neither_are_refused(self):
         self.assert_refused("bad-request", set="n = 1", apply=lambda db, batch: 0)
         os.remove(self.db)
