@@ -5749,12 +5749,26 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
     if (set is None) == (apply is None):
         raise RequestError("backfill needs set= (an UPDATE's SET list) or apply= (a function), "
                            "one of them")
+    # Checked before the first batch: a bad size found after it left some
+    # batches committed; and OFFSET takes a 64-bit integer.
+    if type(batch_rows) is not int or not 0 < batch_rows < 2 ** 63:
+        raise RequestError("backfill batch_rows=%r is not a whole number of rows from 1 to "
+                           "2**63 - 1" % (batch_rows,))
+    if target_ms is not None and (type(target_ms) not in (int, float) or
+                                  not 0 < target_ms < float("inf")):
+        raise RequestError("backfill target_ms=%r is not a positive number of milliseconds "
+                           "(None: batches of batch_rows)" % (target_ms,))
     if isinstance(db, _MigrationConnection) and db._transactional:
         raise RequestError("backfill commits batch by batch, which a transactional migration "
                            "cannot: set transaction = False in the migration")
     owner = getattr(db, "_tracking", None) or _BackfillOwner(tracking, None, None, None)
     work = _backfill_work(set, apply) if owner.version is None else None
     key = _backfill_key(owner.version, owner.direction, name or table)
+    if owner.version is None and _parse_backfill_key(key).version is not None:
+        # The runner deletes a migration's positions when it records it (or
+        # goes below it): this one would be lost, and its rows done again.
+        raise RequestError("backfill name %r reads as a migration's position (v<version>:...): "
+                           "pass another name=" % (name or table))
     if owner.version is not None:  # a second one of this key would find the first's "done"
         used = db._backfills
         if key in used:
@@ -5850,11 +5864,12 @@ def _plan_backfill(raw, table, set, where):
         key_names = {_key(n) for _, n, _, _ in pk}
     if job.columns is None:
         job.columns = [_quote_identifier(n) for _, n, _, _ in pk] or None
-        # A rowid table's PRIMARY KEY, but an INTEGER one (the rowid), may hold
-        # NULL (SQLite's legacy quirk), which `key > ?` never selects.
-        nullable = [n for _, n, _, notnull in pk if not notnull] \
-            if [p[2] for p in pk] != ["INTEGER"] and job.columns else []
-        if nullable and _CreateTable(rows[0][1], "table %s" % table).rowid:
+        # A rowid table's PRIMARY KEY, but the rowid's alias, may hold NULL
+        # (SQLite's legacy quirk), which `key > ?` never selects.  Not every
+        # INTEGER one is the alias: INTEGER PRIMARY KEY DESC is not (rowid_key).
+        nullable = [n for _, n, _, notnull in pk if not notnull] if job.columns else []
+        create = nullable and _CreateTable(rows[0][1], "table %s" % table)
+        if nullable and create.rowid and create.rowid_key() is None:
             raise RequestError(
                 "backfill: table %s has no usable key: its columns take all of rowid, oid and "
                 "_rowid_, and its PRIMARY KEY column %s may hold NULL, whose rows paging by key "
@@ -5903,13 +5918,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     """owner: a _BackfillOwner; work: _backfill_work's, outside a migration."""
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     if dry_run:  # the rows from the stored position on, read without a write lock
-        try:
-            stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
-        except _DB.OperationalError as e:
-            if _sqlite_kind(e) != "no-table":
-                raise
-            stored = []
-        after = _position(stored[0][0]) if stored else {}
+        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work)
         if after.get("done"):
             return 0
         where, params = _key_range(job.columns, after.get("after"), None)
@@ -5917,15 +5926,21 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             job.quoted, where, job.where), params)[0][0]
     total = _query(raw, "SELECT count(*) FROM %s" % job.quoted)[0][0] if progress else 0
     rows, started_at, first = batch_rows, time.perf_counter(), None
+    # Outside a migration the last batch deletes the position: one seen (or
+    # written by us) that is gone at a BEGIN is another runner's finish, and
+    # starting over would do every row again.  Read before our first BEGIN
+    # too: waiting for it, we may wait out the other's whole run.
+    begun = version is None and _stored_position(raw, metadata, key) is not None
     # PRAGMA data_version changes when another connection commits (SQLite
     # 3.8.8+; before, only a wait for our own BEGIN shows other writers).
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
         position = _begin_batch(raw, metadata, key, owner, work)
-        if position is not None and position.get("done"):
+        if position is not None and position.get("done") or position is None and begun:
             raw.execute("ROLLBACK")
             return changed
+        begun = version is None
         position = position or {"after": None, "rows": 0}
         after, first = position["after"], position["rows"] if first is None else first
         start, last, where = time.perf_counter(), None, None
@@ -6008,6 +6023,29 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             time.sleep(_BACKFILL_PAUSE)
 
 
+def _same_work(position, metadata, key, work):
+    """`position`, refused if other work (_backfill_work's) stored it."""
+    if work is not None and position.get("work", work) != work:
+        raise MigrationError(
+            "another backfill of %s stopped at %s rows under the position %r (it "
+            "ran %s): run that one again to finish it, give this one its own name=, "
+            "or start over by deleting that row (DELETE FROM %s WHERE key = '%s')"
+            % (_parse_backfill_key(key).name, position.get("rows"), key, position["work"],
+               metadata, key.replace("'", "''")), kind="backfill-changed")
+    return position
+
+
+def _stored_position(raw, metadata, key):
+    """The position stored under `key`, read without a lock; None if none."""
+    try:
+        stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
+    except _DB.OperationalError as e:
+        if _sqlite_kind(e) != "no-table":
+            raise
+        stored = []
+    return _position(stored[0][0]) if stored else None
+
+
 def _backfill_entry(key, value):
     """A stored position as status reports it."""
     of = _parse_backfill_key(key)
@@ -6015,9 +6053,17 @@ def _backfill_entry(key, value):
         position = _position(value)
     except (ValueError, TypeError, KeyError, AttributeError):
         position = {"after": value}  # not ours to judge: shown as it is
+    after = position.get("after")
+    # The report is `status --json`'s: a blob key as it is stored, {"blob": hex}.
     return {"version": of.version, "direction": of.direction, "table": of.name,
-            "after": position.get("after"), "rows": position.get("rows"),
-            "done": bool(position.get("done"))}
+            "after": after if after is None or isinstance(after, str) else [
+                {"blob": bytes(v).hex()} if isinstance(v, bytes) else v for v in after],
+            "rows": position.get("rows"), "done": bool(position.get("done"))}
+
+
+def _key_text(value):
+    """A key value of status's report as SQL writes it: x'3b' for a blob."""
+    return "x'%s'" % value["blob"] if isinstance(value, dict) else repr(value)
 
 
 def _begin_batch(raw, metadata, key, owner, work):
@@ -6036,14 +6082,7 @@ def _begin_batch(raw, metadata, key, owner, work):
             raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
             rows = []
         if rows:
-            position = _position(rows[0][0])
-            if work is not None and position.get("work", work) != work:
-                raise MigrationError(
-                    "another backfill of %s stopped at %s rows under the position %r (it "
-                    "ran %s): run that one again to finish it, give this one its own name=, "
-                    "or start over by deleting that row (DELETE FROM %s WHERE key = '%s')"
-                    % (_parse_backfill_key(key).name, position.get("rows"), key, position["work"],
-                       metadata, key.replace("'", "''")), kind="backfill-changed")
+            position = _same_work(_position(rows[0][0]), metadata, key, work)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
@@ -6861,7 +6900,8 @@ def _print_status(report, stream):
             b["table"], "" if b["version"] is None else " (v%d%s)" % (
                 b["version"], " down" if b.get("direction") == "down" else ""),
             "done, not yet recorded" if b["done"] else "in progress",
-            "the start" if b["after"] is None else "key %s" % ", ".join(map(repr, b["after"])),
+            "the start" if b["after"] is None else "key %s" % ", ".join(
+                map(_key_text, b["after"])),
             b["rows"]))
     drifted = sum(r["state"] not in ("applied", "pending", "in baseline")
                   for r in report["migrations"])

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import types
 import unittest
@@ -188,6 +189,30 @@ class BadInput(BackfillTestCase):
                                              target_ms=None), 2)
         self.assertEqual(self.counts(conn), {0: 498, 1: 2})
 
+    def test_a_batch_size_or_time_target_that_is_not_a_positive_number_is_refused(self):
+        # target_ms="x" used to fail after the first batch had committed; 0 or
+        # -1 rows ran one-row batches; a size too big for SQLite failed as a
+        # "failed batch" (status 1), not a bad request.
+        for options in ({"batch_rows": 0}, {"batch_rows": -1}, {"batch_rows": None},
+                        {"batch_rows": "10"}, {"batch_rows": 1.5}, {"batch_rows": True},
+                        {"batch_rows": 2 ** 63}, {"target_ms": 0}, {"target_ms": -5},
+                        {"target_ms": "x"}, {"target_ms": float("inf")},
+                        {"target_ms": float("nan")}, {"target_ms": True}):
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            message = self.assert_refused("bad-request", set="n = n + 1", **dict(options))
+            self.assertIn(list(options)[0], message)
+            self.assertEqual(len(message.splitlines()), 1, message)
+
+    def test_a_name_outside_a_migration_that_reads_as_a_migrations_position_is_refused(self):
+        # 'backfill:v2:up:x' is where migration 2's backfill keeps its position:
+        # the runner deletes it when it records (or passes below) v2, and the
+        # stopped backfill would start over, doing its rows again.
+        for name in ("v2:up:x", "v2:x"):
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            self.assertIn(name, self.assert_refused("bad-request", set="n = n + 1", name=name))
+
     def test_set_and_apply_together_or_neither_are_refused(self):
         self.assert_refused("bad-request", set="n = 1", apply=lambda db, batch: 0)
         os.remove(self.db)
@@ -290,6 +315,21 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(self.backfill_keys(conn), [])
         self.assertNotIn("backfill", self.run_cli("status")[1])
 
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 2), "WITHOUT ROWID is SQLite 3.8.2+")
+    def test_status_shows_a_blob_keys_position_as_json_and_as_an_sql_literal(self):
+        # A blob in the position made `status --json` end in a traceback.
+        conn = self.connect()
+        conn.execute("CREATE TABLE items (k BLOB PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0 "
+                     "CHECK (n < 5)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO items (k) VALUES (?)", ((bytes([i]),) for i in range(100)))
+        conn.execute("UPDATE items SET n = 4 WHERE k = x'40'")
+        self.write("001-bump.py", BACKFILL_MIGRATION % {"rows": 10, "target_ms": None})
+        self.assertEqual(self.run_cli("up")[0], 1)
+        status, out, err = self.run_cli("status", "--json")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["backfills"][0]["after"], [{"blob": "3b"}])
+        self.assertIn("in progress, after key x'3b', 60 rows done", self.run_cli("status")[1])
+
     def test_a_stopped_backfill_is_resumed_only_by_the_same_work(self):
         # Another set= (or apply=) under the same key would skip the rows the
         # first one reached, and report success.
@@ -306,6 +346,18 @@ class FailingBatch(BackfillTestCase):
         conn.execute("UPDATE items SET n = 0 WHERE id = 750")
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1"), 300)
         self.assertEqual(self.counts(conn), {1: 1000})
+
+    def test_a_dry_run_of_other_work_under_a_stopped_position_is_refused_as_the_run_would_be(self):
+        # It counted from the other work's position: rows the real run, which
+        # refuses, would never reach.
+        conn = self.stopped_at_row_700()
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "items", set="note = 'x'", dry_run=True)
+        self.assertEqual(caught.exception.kind, "backfill-changed")
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="note = 'x'", dry_run=True,
+                                             name="notes"), 1000)
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note IS NOT NULL")
+                         .fetchall()[0][0], 0)
 
     def test_dry_run_counts_from_the_stored_position(self):
         conn = self.stopped_at_row_700()
@@ -379,6 +431,43 @@ class Processes(BackfillTestCase):
             self.assertEqual(worker.returncode, 0, err.decode())
         self.assertEqual(self.counts(conn), {1: self.ROWS})
         self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.backfill_keys(conn), [])
+
+
+    def test_a_second_runner_outside_a_migration_stops_when_the_other_finishes(self):
+        # Outside a migration the last batch deletes the position: a second
+        # runner that was part way through (or waiting for its first batch's
+        # lock) found none and started over, doing every row again.  Each batch
+        # sleeps (3 s in all), so the second starts well before the first ends.
+        conn = self.make_items(6000)
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        runner = textwrap.dedent("""
+            import sqlite3, sys, time
+            sys.path.insert(0, %r)
+            import sqlmigrate
+
+            def bump(db, batch):
+                time.sleep(0.01)
+                return db.execute("UPDATE items SET n = n + 1 WHERE " + batch.where,
+                                  batch.params).rowcount
+
+            conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+            print(sqlmigrate.backfill(conn, "items", apply=bump, batch_rows=20, target_ms=None))
+            """ % ROOT)
+        first = subprocess.Popen([sys.executable, "-c", runner, self.db],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not self.backfill_keys(conn) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        second = subprocess.Popen([sys.executable, "-c", runner, self.db],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        done = []
+        for proc in (first, second):
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err.decode())
+            done.append(int(out))
+        self.assertEqual(self.counts(conn), {1: 6000})
+        self.assertEqual(sum(done), 6000, done)  # the rows each reports changed are its own
         self.assertEqual(self.backfill_keys(conn), [])
 
 
@@ -530,6 +619,27 @@ class UnusableKeys(BackfillTestCase):
                      "NOT NULL, n INT)")
         conn.execute("INSERT INTO u (code, n) VALUES ('a', 0), ('b', 0), ('c', 0)")
         self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=2,
+                                             target_ms=None), 3)
+        self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchall()[0][0], 3)
+
+    def test_an_integer_primary_key_desc_is_not_taken_for_the_rowid_that_cannot_be_null(self):
+        # INTEGER PRIMARY KEY DESC is no rowid alias (an SQLite quirk): it may
+        # hold NULL, and paging by it skipped every row after a NULL while
+        # reporting success.
+        conn = self.connect()
+        conn.execute("CREATE TABLE t (rowid INT, oid INT, _rowid_ INT, "
+                     "k INTEGER PRIMARY KEY DESC, n INT)")
+        conn.execute("INSERT INTO t (k, n) VALUES (NULL, 0), (NULL, 0), (1, 0), (2, 0)")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.backfill(self.db, "t", set="n = n + 1", batch_rows=1, target_ms=None)
+        self.assertEqual(caught.exception.kind, "bad-request")
+        self.assertIn("no usable key", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT sum(n) FROM t").fetchall()[0][0], 0)
+        # The same column without DESC is the rowid: never NULL, walked by it.
+        conn.execute("CREATE TABLE u (rowid INT, oid INT, _rowid_ INT, "
+                     "k INTEGER PRIMARY KEY, n INT)")
+        conn.execute("INSERT INTO u (k, n) VALUES (NULL, 0), (NULL, 0), (5, 0)")
+        self.assertEqual(sqlmigrate.backfill(self.db, "u", set="n = n + 1", batch_rows=1,
                                              target_ms=None), 3)
         self.assertEqual(conn.execute("SELECT sum(n) FROM u").fetchall()[0][0], 3)
 
