@@ -3257,8 +3257,11 @@ def _adoption_hint(conn, table):
     """For an untracked database that already has tables, whose first
     migration may fail ("table ... already exists"): how to adopt it; None
     for one without tables."""
+    # SQLite reserves only names starting sqlite_ ('_' is LIKE's wildcard, so
+    # escaped); identifiers compare case-insensitively for ASCII, as lower() folds.
     if not _query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
-                  "'sqlite%' AND name NOT IN (?, ?) LIMIT 1", (table, table + "_migrations")):
+                  "'sqlite\\_%' ESCAPE '\\' AND lower(name) NOT IN (lower(?), lower(?)) LIMIT 1",
+                  (table, table + "_migrations")):
         return None
     user_version = _query(conn, "PRAGMA user_version")[0][0]
     if user_version > 0:

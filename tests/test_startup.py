@@ -287,6 +287,28 @@ class MarkFromUserVersion(StartupCase):
         self.assertIn("`mark V`", err)
         self.assertNotIn("--from-user-version", err)
 
+    def test_a_table_named_like_sqlite_but_not_reserved_still_gets_the_adoption_hint(self):
+        # Only sqlite_... names are SQLite's own; sqliteusers is the user's.
+        conn = sqlite3.connect(self.db)
+        conn.execute("CREATE TABLE sqliteusers (id INTEGER PRIMARY KEY)")
+        conn.close()
+        self.write_sql(1, "create-users", "CREATE TABLE sqliteusers (id INTEGER PRIMARY KEY);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("`mark V`", str(caught.exception))
+
+    def test_tracking_tables_named_in_another_case_are_not_taken_for_the_users_tables(self):
+        conn = sqlite3.connect(self.db)
+        # A history table left without its metadata table (the only tracking
+        # table the hint looks at by name), named in capitals.
+        conn.execute("CREATE TABLE METADATA_MIGRATIONS (version INTEGER PRIMARY KEY, name TEXT, "
+                     "checksum TEXT, applied_at TEXT, duration_ms INTEGER)")
+        conn.close()
+        self.write_sql(1, "broken", "SELECT nope;")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertNotIn("mark", str(caught.exception))
+
     def test_a_failure_on_an_empty_database_has_no_adoption_hint(self):
         # Also when the failed migration ran outside a transaction and its
         # own table stays: marking it applied would record half a migration.
