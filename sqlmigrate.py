@@ -3104,6 +3104,8 @@ class Migrator(object):
             if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
                 statements.append(sql)
 
+        journal = None if "journal_mode" in driver.refused_pragmas else \
+            _query(conn, "PRAGMA journal_mode")[0][0]
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
@@ -3118,6 +3120,8 @@ class Migrator(object):
             if traced:
                 conn.set_trace_callback(None)
             db._close_cursors()
+            if journal is not None:
+                _restore_rollback_journal(conn, journal)
             for name, saved in zip(factories, saved_factories):
                 setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0
@@ -3221,6 +3225,21 @@ def _connection_kept_as_it_was(conn, m, direction):
             "the database may be partly changed; end the migration's transaction with COMMIT"
             % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
             direction=direction)
+
+
+def _restore_rollback_journal(conn, journal):
+    """journal_mode back to `journal` if a migration set OFF or MEMORY, which
+    are the connection's, not the file's: under OFF SQLite cannot roll back a
+    later migration that fails once its pages have spilled (they stay,
+    half-written, though it reports "rolled back"); under MEMORY a crash
+    mid-migration leaves a corrupt file.  Allowed inside a transaction (only
+    a change to or from WAL is not)."""
+    try:
+        now = _query(conn, "PRAGMA journal_mode")[0][0]
+        if now != journal and now.lower() in ("off", "memory"):
+            _query(conn, "PRAGMA journal_mode = " + journal)
+    except _DB.Error:
+        pass  # the migration closed the connection: what runs next reports it
 
 
 def _shadowing_tracking(conn, table):

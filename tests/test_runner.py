@@ -1135,3 +1135,35 @@ class HostileMigrations(RunnerTestCase):
                 self.assertEqual(self.history(), ([1], [("1",)]))
                 self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"] +
                                  ([] if transactional else ["two"]))
+
+    def test_journal_mode_off_set_by_a_migration_does_not_stop_a_later_rollback(self):
+        # With journal_mode = OFF SQLite cannot undo a transaction whose pages
+        # it already wrote (a small cache spills them): the failed migration's
+        # UPDATE would stay, half done, while the error says "rolled back".
+        for transactional in (True, False):
+            with self.subTest(transactional=transactional):
+                for f in os.listdir(self.dir):
+                    os.remove(os.path.join(self.dir, f))
+                if os.path.exists(self.db):
+                    os.remove(self.db)
+                self.write_sql(1, "rows", "CREATE TABLE t (x INTEGER);\n"
+                               "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+                               "LIMIT 20000) INSERT INTO t SELECT n FROM c;")
+                self.write("002-no-journal.py", '''
+                    transaction = %r
+
+                    def up(db):
+                        db.execute("PRAGMA journal_mode = OFF").fetchall()
+                    ''' % transactional)
+                self.write("003-fails.py", '''
+                    def up(db):
+                        db.execute("PRAGMA cache_size = 5")
+                        db.execute("UPDATE t SET x = -x")
+                        raise RuntimeError("fails after the update")
+                    ''')
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertEqual(caught.exception.version, 3)
+                self.assertEqual(self.connect().execute(
+                    "SELECT count(*) FROM t WHERE x < 0").fetchone()[0], 0)
+                self.assertEqual(self.history(), ([1, 2], [("2",)]))
