@@ -1798,6 +1798,14 @@ class _MigrationConnection(object):
         self.executed.append(sql)
         method = getattr(self._target, name)
         try:
+            if self._transactional and not self._conn.in_transaction:
+                # SQLite ended the transaction itself after an error the
+                # migration caught (RAISE(ROLLBACK), a full disk): run now, the
+                # statement would commit at once, unrecorded.
+                raise MigrationError(
+                    "not run: SQLite had already rolled back the migration's transaction "
+                    "after an earlier error (RAISE(ROLLBACK), a full disk...) that the "
+                    "migration caught; let that error propagate", kind="transaction-ended")
             refusal = self._driver.refused_pragmas and self._driver.refusal(sql)
             if refusal:
                 raise MigrationError(refusal, kind="refused-statement", statement=sql)

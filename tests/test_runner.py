@@ -1167,3 +1167,27 @@ class HostileMigrations(RunnerTestCase):
                 self.assertEqual(self.connect().execute(
                     "SELECT count(*) FROM t WHERE x < 0").fetchone()[0], 0)
                 self.assertEqual(self.history(), ([1, 2], [("2",)]))
+
+    def test_a_statement_after_sqlite_rolled_the_migration_back_is_not_run(self):
+        # RAISE(ROLLBACK) (like a full disk) ends the transaction in SQLite
+        # itself; a migration that catches the error and goes on would run
+        # its next statements in autocommit mode, committed but unrecorded.
+        self.write_sql(1, "guarded", "CREATE TABLE t (x);\nCREATE TRIGGER no_rows BEFORE INSERT "
+                       "ON t BEGIN SELECT RAISE(ROLLBACK, 'no rows'); END;")
+        self.write("002-catches.py", '''
+            def up(db):
+                db.execute("CREATE TABLE one (x)")
+                try:
+                    db.execute("INSERT INTO t VALUES (1)")
+                except Exception:
+                    pass
+                db.execute("CREATE TABLE two (x)")
+            ''')
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(caught.exception.version, 2)
+        self.assertEqual(caught.exception.statement, "CREATE TABLE two (x)")
+        self.assertIn("rolled back", str(caught.exception))
+        self.assertNotIn("partly changed", str(caught.exception))
+        self.assertEqual(self.history(), ([1], [("1",)]))
+        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "t"])
