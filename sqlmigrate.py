@@ -1703,6 +1703,15 @@ class _MigrationConnection(object):
             def refuse(*args):
                 raise self._refusal("db.%s()" % name)
             return refuse
+        if name == "close" and self._target is self._conn:  # a cursor's close() is fine
+            def refuse_close(*args):
+                # Closed, the connection would roll back a transactional
+                # migration behind the runner's back, and leave a
+                # non-transactional one applied but never recorded.
+                raise MigrationError("db.close() is not allowed in a migration: the runner "
+                                     "records the migration on this connection after "
+                                     "up()/down() returns", kind="transaction-ended")
+            return refuse_close
         return getattr(self._target, name)
 
     def __setattr__(self, name, value):
@@ -1789,6 +1798,14 @@ class _MigrationConnection(object):
         self.executed.append(sql)
         method = getattr(self._target, name)
         try:
+            if self._transactional and not self._conn.in_transaction:
+                # SQLite ended the transaction itself after an error the
+                # migration caught (RAISE(ROLLBACK), a full disk): run now, the
+                # statement would commit at once, unrecorded.
+                raise MigrationError(
+                    "not run: SQLite had already rolled back the migration's transaction "
+                    "after an earlier error (RAISE(ROLLBACK), a full disk...) that the "
+                    "migration caught; let that error propagate", kind="transaction-ended")
             refusal = self._driver.refused_pragmas and self._driver.refusal(sql)
             if refusal:
                 raise MigrationError(refusal, kind="refused-statement", statement=sql)
@@ -2003,9 +2020,8 @@ def _history_under_lock(conn, table, version, files):
     """Inside the write transaction: (is `version` applied, the newest applied
     version or 0).  Makes sure the tracking tables exist.  Index look-ups
     only, so a run of N migrations does not read N * N rows."""
-    sql = ("SELECT EXISTS (SELECT 1 FROM {0} WHERE version = ?), "
-           "coalesce((SELECT max(version) FROM {0}), 0)").format(
-        _quote_identifier(table + "_migrations"))
+    sql = "SELECT EXISTS (SELECT 1 FROM %s WHERE version = ?), %s" % (
+        _quote_identifier(table + "_migrations"), _newest_recorded(table))
     try:
         return _query(conn, sql, (version,))[0]
     except _DB.OperationalError as e:
@@ -2013,6 +2029,16 @@ def _history_under_lock(conn, table, version, files):
             raise
     _ensure_tracking(conn, table, _read_state(conn, table), files)  # a new or adopted database
     return _query(conn, sql, (version,))[0]
+
+
+def _newest_recorded(table):
+    """SQL for the highest recorded version, 0 when none is.  No SQL
+    functions (max, coalesce): create_function() replaces even built-in ones
+    on a connection, for its whole life, so a migration (or the application
+    owning the connection) could make the runner write a wrong version."""
+    return ("CASE WHEN EXISTS (SELECT 1 FROM {0}) THEN (SELECT version FROM {0} "
+            "ORDER BY version DESC LIMIT 1) ELSE 0 END").format(
+        _quote_identifier(table + "_migrations"))
 
 
 def _write_record(conn, table, record):
@@ -2024,8 +2050,7 @@ def _write_version(conn, table, version=None):
     """schema_version := `version`, or by default the highest recorded version
     (0 when none is), computed by SQLite in the same statement."""
     if version is None:
-        value, params = ("(SELECT CAST(coalesce(max(version), 0) AS TEXT) FROM %s)"
-                         % _quote_identifier(table + "_migrations")), ()
+        value, params = "CAST(%s AS TEXT)" % _newest_recorded(table), ()
     else:
         value, params = "?", (str(version),)
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
@@ -3087,6 +3112,8 @@ class Migrator(object):
             if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
                 statements.append(sql)
 
+        journal = None if "journal_mode" in driver.refused_pragmas else \
+            _query(conn, "PRAGMA journal_mode")[0][0]
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
@@ -3101,10 +3128,16 @@ class Migrator(object):
             if traced:
                 conn.set_trace_callback(None)
             db._close_cursors()
+            if journal is not None:
+                _restore_rollback_journal(conn, journal)
             for name, saved in zip(factories, saved_factories):
                 setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
+        shadowing = _shadowing_tracking(conn, self.table)  # after the trace: not the migration's
+        if shadowing is not None:
+            raise _migration_failure(m, direction, shadowing, db, self.path,
+                                     whole_run or m.transactional)
         if m.transactional and not conn.in_transaction:
             raise MigrationError("%s ended the runner's transaction (COMMIT or VACUUM?); set "
                                  "transaction = False for such a migration" % m.path,
@@ -3136,7 +3169,7 @@ class Migrator(object):
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
-        current = _query(conn, "SELECT coalesce(max(version), 0) FROM %s" % history)[0][0]
+        current = _query(conn, "SELECT " + _newest_recorded(self.table))[0][0]
         for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
                 _quote_identifier(self.table)), _backfill_keys()):
             of = _parse_backfill_key(key)
@@ -3200,6 +3233,40 @@ def _connection_kept_as_it_was(conn, m, direction):
             "the database may be partly changed; end the migration's transaction with COMMIT"
             % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
             direction=direction)
+
+
+def _restore_rollback_journal(conn, journal):
+    """journal_mode back to `journal` if a migration set OFF or MEMORY, which
+    are the connection's, not the file's: under OFF SQLite cannot roll back a
+    later migration that fails once its pages have spilled (they stay,
+    half-written, though it reports "rolled back"); under MEMORY a crash
+    mid-migration leaves a corrupt file.  Allowed inside a transaction (only
+    a change to or from WAL is not)."""
+    try:
+        now = _query(conn, "PRAGMA journal_mode")[0][0]
+        if now != journal and now.lower() in ("off", "memory"):
+            _query(conn, "PRAGMA journal_mode = " + journal)
+    except _DB.Error:
+        pass  # the migration closed the connection: what runs next reports it
+
+
+def _shadowing_tracking(conn, table):
+    """A MigrationError if a temporary table or view has a tracking table's
+    name, else None: SQLite resolves an unqualified name to temp before main,
+    so the runner would record the migration in it, lost with the connection,
+    and report it applied.  (Compared in Python: lower() may be redefined.)"""
+    if "temp" not in [row[1] for row in _query(conn, "PRAGMA database_list")]:
+        return None  # no temporary database yet (reading its schema would open one)
+    names = dict((_key(name), name) for name in (table, table + "_migrations"))
+    for kind, name in _query(conn, "SELECT type, name FROM sqlite_temp_master "
+                                   "WHERE type IN ('table', 'view')"):
+        if _key(name) in names:
+            return MigrationError(
+                "a temporary %s named %s exists, which would hide the tracking table %s from "
+                "the runner: the migration would be recorded in it and lost; drop it before "
+                "up()/down() returns, or name it otherwise" % (kind, name, names[_key(name)]),
+                kind="refused-statement", tables=[name])
+    return None
 
 
 def _mark_backwards(current):

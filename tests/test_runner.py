@@ -1056,3 +1056,138 @@ class ResultsAndErrorFields(RunnerTestCase):
             with self.assertRaises(sqlmigrate.RequestError):
                 self.migrator().down(**bad)
         self.assertEqual([r.version for r in self.migrator().down(steps=None)], [3])
+
+
+class HostileMigrations(RunnerTestCase):
+    """What a migration can do to the runner's connection must not make the
+    history, schema_version and schema disagree, or an applied run a lie."""
+
+    def history(self):
+        conn = self.connect()
+        return ([row[0] for row in conn.execute(
+            "SELECT version FROM metadata_migrations ORDER BY version")],
+            conn.execute("SELECT value FROM metadata WHERE key = 'schema_version'").fetchall())
+
+    def test_a_temporary_table_named_like_a_tracking_table_fails_the_migration(self):
+        for name, columns in (("metadata", "key TEXT PRIMARY KEY, value TEXT"), (
+                "metadata_migrations", "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                "checksum TEXT, applied_at TEXT, duration_ms REAL")):
+            with self.subTest(name=name):
+                for f in os.listdir(self.dir):
+                    os.remove(os.path.join(self.dir, f))
+                if os.path.exists(self.db):
+                    os.remove(self.db)
+                self.write_sql(1, "one", "CREATE TABLE one (x);")
+                self.write("002-shadow.py", '''
+                    def up(db):
+                        db.execute("CREATE TABLE two (x)")
+                        db.execute("CREATE TEMP TABLE %s (%s)")
+                    ''' % (name, columns))
+                self.write_sql(3, "three", "CREATE TABLE three (x);")
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertEqual(caught.exception.version, 2)
+                self.assertIn("TEMP", str(caught.exception).upper())
+                self.assertEqual(self.history(), ([1], [("1",)]))
+                self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"])
+
+    def test_a_sql_function_a_migration_redefines_does_not_change_what_is_recorded(self):
+        self.write("001-functions.py", '''
+            def up(db):
+                db.execute("CREATE TABLE one (x)")
+                db.create_function("max", 1, lambda value: 0)
+                db.create_function("coalesce", 2, lambda a, b: 0)
+            ''')
+        self.write_sql(2, "two", "CREATE TABLE two (x);")
+        self.write_sql(3, "three", "CREATE TABLE three (x);")
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir, to=2)), 2)
+        self.assertEqual(self.history(), ([1, 2], [("2",)]))
+        conn = sqlite3.connect(self.db)
+        self.addCleanup(conn.close)
+        conn.create_function("max", 1, lambda value: 0)  # a caller's own connection too
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual(self.history(), ([1, 2, 3], [("3",)]))
+        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one", "three",
+                                         "two"])
+
+    def test_closing_db_in_a_migration_is_refused_and_names_the_migration(self):
+        for transactional in (True, False):
+            with self.subTest(transactional=transactional):
+                for f in os.listdir(self.dir):
+                    os.remove(os.path.join(self.dir, f))
+                if os.path.exists(self.db):
+                    os.remove(self.db)
+                self.write_sql(1, "one", "CREATE TABLE one (x);")
+                self.write("002-close.py", '''
+                    transaction = %r
+
+                    def up(db):
+                        db.execute("CREATE TABLE two (x)")
+                        db.cursor().close()  # a cursor's close() is fine
+                        db.close()
+                    ''' % transactional)
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertEqual(caught.exception.version, 2)
+                self.assertIn("close", str(caught.exception))
+                if not transactional:
+                    self.assertIn("partly changed", str(caught.exception))
+                self.assertEqual(self.history(), ([1], [("1",)]))
+                self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"] +
+                                 ([] if transactional else ["two"]))
+
+    def test_journal_mode_off_set_by_a_migration_does_not_stop_a_later_rollback(self):
+        # With journal_mode = OFF SQLite cannot undo a transaction whose pages
+        # it already wrote (a small cache spills them): the failed migration's
+        # UPDATE would stay, half done, while the error says "rolled back".
+        for transactional in (True, False):
+            with self.subTest(transactional=transactional):
+                for f in os.listdir(self.dir):
+                    os.remove(os.path.join(self.dir, f))
+                if os.path.exists(self.db):
+                    os.remove(self.db)
+                self.write_sql(1, "rows", "CREATE TABLE t (x INTEGER);\n"
+                               "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+                               "LIMIT 20000) INSERT INTO t SELECT n FROM c;")
+                self.write("002-no-journal.py", '''
+                    transaction = %r
+
+                    def up(db):
+                        db.execute("PRAGMA journal_mode = OFF").fetchall()
+                    ''' % transactional)
+                self.write("003-fails.py", '''
+                    def up(db):
+                        db.execute("PRAGMA cache_size = 5")
+                        db.execute("UPDATE t SET x = -x")
+                        raise RuntimeError("fails after the update")
+                    ''')
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                self.assertEqual(caught.exception.version, 3)
+                self.assertEqual(self.connect().execute(
+                    "SELECT count(*) FROM t WHERE x < 0").fetchone()[0], 0)
+                self.assertEqual(self.history(), ([1, 2], [("2",)]))
+
+    def test_a_statement_after_sqlite_rolled_the_migration_back_is_not_run(self):
+        # RAISE(ROLLBACK) (like a full disk) ends the transaction in SQLite
+        # itself; a migration that catches the error and goes on would run
+        # its next statements in autocommit mode, committed but unrecorded.
+        self.write_sql(1, "guarded", "CREATE TABLE t (x);\nCREATE TRIGGER no_rows BEFORE INSERT "
+                       "ON t BEGIN SELECT RAISE(ROLLBACK, 'no rows'); END;")
+        self.write("002-catches.py", '''
+            def up(db):
+                db.execute("CREATE TABLE one (x)")
+                try:
+                    db.execute("INSERT INTO t VALUES (1)")
+                except Exception:
+                    pass
+                db.execute("CREATE TABLE two (x)")
+            ''')
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(caught.exception.version, 2)
+        self.assertEqual(caught.exception.statement, "CREATE TABLE two (x)")
+        self.assertIn("rolled back", str(caught.exception))
+        self.assertNotIn("partly changed", str(caught.exception))
+        self.assertEqual(self.history(), ([1], [("1",)]))
+        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "t"])
