@@ -2137,8 +2137,10 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
     created = False
     try:
         # O_EXCL: never a file someone else made; `mode` so no moment of
-        # wider permissions (the umask may narrow it further).
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        # wider permissions (the umask may narrow it further), plus the
+        # owner's write bit while the copy is filled (a read-only database's
+        # copy could not be written), taken away before the copy is named.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode | stat.S_IWUSR))
         created = True
         driver = _driver(conn)
         if driver is _SQLITE3_DRIVER and _HAS_BACKUP_API or (
@@ -2164,6 +2166,8 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                                  % (dest, "; ".join(map(str, result[:3]))), kind="backup",
                                  path=dest)
         _fsync(temporary, os.O_RDWR)  # only a durable file is given the backup's name
+        if not mode & stat.S_IWUSR:
+            os.chmod(temporary, stat.S_IMODE(os.stat(temporary).st_mode) & mode)
         while not _link_new_name(temporary, dest):
             if base is None:
                 raise _exists_already(dest)

@@ -81,6 +81,30 @@ class BackupPermissions(BackupTestCase):
             with self.subTest(path=os.path.basename(path)):
                 self.assertEqual(mode_of(path), 0o600)
 
+    def unprivileged_pythons(self):
+        """This Python and 3.6 (the locked file copy), each run without root's
+        power to ignore permissions."""
+        wrapper = self.unprivileged_python()
+        pythons = [wrapper]
+        if wrapper != sys.executable and usable_python(PY36):
+            with open(wrapper) as f:
+                text = f.read().replace('"%s"' % sys.executable, '"%s"' % PY36)
+            pythons.append(wrapper + "-3.6")
+            with open(pythons[-1], "w") as f:
+                f.write(text)
+            os.chmod(pythons[-1], 0o755)
+        return pythons
+
+    def test_a_read_only_database_backs_up_to_a_read_only_copy(self):
+        os.chmod(self.db, 0o444)
+        for n, python in enumerate(self.unprivileged_pythons()):
+            with self.subTest(python=python):
+                dest = os.path.join(self.tmp, "copy%d.db" % n)
+                self.run_ok("--db", self.db, "backup", dest, python=python)
+                self.assert_complete_copy(dest)
+                self.assertEqual(mode_of(dest), 0o444)
+                self.assertEqual(glob.glob(dest + "?*"), [])
+
     def test_a_backup_is_never_wider_than_its_database_but_keeps_the_umask(self):
         os.chmod(self.db, 0o664)  # group-writable; the umask still takes g+w and o+w away
         dest = os.path.join(self.tmp, "copy.db")
