@@ -2104,7 +2104,12 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
             raise _bad_destination(dest, "is the database itself; give another file name")
         elif os.path.lexists(dest):
             raise _exists_already(dest)
-        elif source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
+        elif source and os.path.realpath(dest) in [  # however its directory is spelled
+                name + s for s in _JOURNAL_SUFFIXES for name in (os.path.realpath(source), (
+                    # an SQLite that does not resolve a linked database names its journal
+                    # after the link
+                    os.path.join(os.path.realpath(os.path.dirname(source)),
+                                 os.path.basename(source))))]:
             raise _bad_destination(dest, "is the name of the database's own journal; give "
                                          "another file name")
         # An in-memory database has no permissions to keep: owner only.

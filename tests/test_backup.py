@@ -290,6 +290,14 @@ class BackupDestinations(BackupTestCase):
             with self.subTest(suffix=suffix):
                 self.assert_refused(self.db + suffix, self.db + suffix)
 
+    def test_the_database_journal_names_are_refused_through_a_linked_directory(self):
+        # SQLite would delete a "journal" that is a database file at its next open.
+        os.symlink(self.tmp, os.path.join(self.tmp, "alias"))
+        for suffix in ("-journal", "-wal", "-shm"):
+            with self.subTest(suffix=suffix):
+                dest = os.path.join(self.tmp, "alias", "app.db" + suffix)
+                self.assert_refused(dest, dest, "journal")
+
     def test_an_existing_file_is_never_overwritten(self):
         dest = self.write("existing.db", "precious", directory=self.tmp)
         before = file_sha256(dest)
