@@ -2889,7 +2889,9 @@ class Migrator(object):
         elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an
             # in-memory database is refused rather than silently not copied).
-            dest = None if self.path is None else _backup_path(self.path, session.state.version)
+            # A path: its directory, where the default name is taken anew when
+            # another process starting together took it meanwhile.
+            dest = None if self.path is None else os.path.dirname(os.path.abspath(self.path))
             backup(session.conn, dest, self.busy_timeout, self.table)
         conn, done = session.conn, []
         # A dry run is one transaction rolled back at the end, like an

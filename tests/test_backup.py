@@ -400,6 +400,27 @@ class BackupBeforeMigrating(BackupTestCase):
         self.assertRegex(path, r"-v1\.bak$")
         self.assert_complete_copy(path)
 
+    def test_processes_starting_up_with_backup_together_all_succeed(self):
+        self.fill(24)  # a copy long enough for the others to start theirs meanwhile
+        self.add_sessions()
+        procs = [subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                                   "--busy-timeout", "30000", "up", "--backup"],
+                                  cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        for status, out, err in results:
+            self.assertEqual(status, 0, err)
+        self.assertEqual(self.schema_version(), "2")
+        backups = [p for p in glob.glob(self.db + "*") if p != self.db]
+        self.assertTrue(backups)
+        for path in backups:
+            self.assertTrue(path.endswith(".bak"), path)
+            self.assertEqual(self.connect(path).execute("PRAGMA integrity_check").fetchone()[0],
+                             "ok")
+
     def test_up_with_backup_on_an_in_memory_connection_is_refused(self):
         self.add_sessions()
         conn = sqlite3.connect(":memory:", isolation_level=None)
