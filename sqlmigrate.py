@@ -2812,7 +2812,7 @@ class Migrator(object):
         write only if something may need to: a dry run against a file that
         does not exist runs in memory, and nothing creates a file early."""
         self.migrations  # noqa: B018 - names are validated before any connection
-        session, copy = _Session(), None
+        session, copy, crashed_wal = _Session(), None, False
         exists = self.connection is None and _database_exists(self.path)
         if self.connection is not None:
             session.conn = self.connection
@@ -2827,6 +2827,9 @@ class Migrator(object):
             copy = _scratch_copy(self.path, self.busy_timeout)
             session.conn = copy.__enter__()
         elif exists:
+            # A crashed writer's WAL must outlive the dry run's connection (a
+            # witness, below); a WAL the dry run's own open creates must not.
+            crashed_wal = dry_run and os.path.exists(_real_path(self.path) + "-wal")
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
             session.conn = _connect(":memory:")
@@ -2854,7 +2857,7 @@ class Migrator(object):
             if copy is not None:
                 copy.__exit__(None, None, None)
             elif session.conn is not None and session.conn is not self.connection:
-                witness = _wal_witness(self.path) if dry_run else None
+                witness = _wal_witness(self.path) if crashed_wal else None
                 try:
                     session.conn.close()
                 finally:
