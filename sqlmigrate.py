@@ -2097,6 +2097,9 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
             base = (os.path.join(dest if dest is not None else os.path.dirname(source),
                                  os.path.basename(source)), _read_state(conn, table).version)
             dest = _backup_path(*base)
+        elif dest.endswith(tuple(filter(None, (os.sep, os.altsep)))):  # meant as a directory
+            raise RequestError("cannot write backup %s: directory %s does not exist"
+                               % (dest, dest), path=dest)
         elif not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
             raise RequestError("cannot write backup %s: directory %s does not exist"
                                % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)

@@ -318,6 +318,10 @@ class BackupDestinations(BackupTestCase):
         err = self.assert_refused(dest, dest, "does not exist")
         self.assertNotIn(self.db + ":", err)
 
+    def test_a_missing_directory_given_with_a_trailing_slash_is_a_bad_request(self):
+        dest = os.path.join(self.tmp, "missing-dir", "")
+        self.assert_refused(dest, dest, "does not exist")
+
     def test_the_default_name_carries_the_version_of_the_table_given_by_table(self):
         # The application owns a table called `metadata`; sqlmigrate tracks in `sm`.
         os.remove(self.db)
