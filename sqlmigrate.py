@@ -2122,6 +2122,9 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
             base = (os.path.join(dest if dest is not None else os.path.dirname(source),
                                  os.path.basename(source)), _read_state(conn, table).version)
             dest = _backup_path(*base)
+        elif dest.endswith(tuple(filter(None, (os.sep, os.altsep)))):  # meant as a directory
+            raise RequestError("cannot write backup %s: directory %s does not exist"
+                               % (dest, dest), path=dest)
         elif not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
             raise RequestError("cannot write backup %s: directory %s does not exist"
                                % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)
@@ -2129,7 +2132,12 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
             raise _bad_destination(dest, "is the database itself; give another file name")
         elif os.path.lexists(dest):
             raise _exists_already(dest)
-        elif source and os.path.abspath(dest) in [source + s for s in _JOURNAL_SUFFIXES]:
+        elif source and os.path.realpath(dest) in [  # however its directory is spelled
+                name + s for s in _JOURNAL_SUFFIXES for name in (os.path.realpath(source), (
+                    # an SQLite that does not resolve a linked database names its journal
+                    # after the link
+                    os.path.join(os.path.realpath(os.path.dirname(source)),
+                                 os.path.basename(source))))]:
             raise _bad_destination(dest, "is the name of the database's own journal; give "
                                          "another file name")
         # An in-memory database has no permissions to keep: owner only.
@@ -2162,8 +2170,10 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
     created = False
     try:
         # O_EXCL: never a file someone else made; `mode` so no moment of
-        # wider permissions (the umask may narrow it further).
-        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        # wider permissions (the umask may narrow it further), plus the
+        # owner's write bit while the copy is filled (a read-only database's
+        # copy could not be written), taken away before the copy is named.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode | stat.S_IWUSR))
         created = True
         driver = _driver(conn)
         if driver is _SQLITE3_DRIVER and _HAS_BACKUP_API or (
@@ -2189,6 +2199,8 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                                  % (dest, "; ".join(map(str, result[:3]))), kind="backup",
                                  path=dest)
         _fsync(temporary, os.O_RDWR)  # only a durable file is given the backup's name
+        if not mode & stat.S_IWUSR:
+            os.chmod(temporary, stat.S_IMODE(os.stat(temporary).st_mode) & mode)
         while not _link_new_name(temporary, dest):
             if base is None:
                 raise _exists_already(dest)
@@ -2828,7 +2840,7 @@ class Migrator(object):
         write only if something may need to: a dry run against a file that
         does not exist runs in memory, and nothing creates a file early."""
         self.migrations  # noqa: B018 - names are validated before any connection
-        session, copy = _Session(), None
+        session, copy, crashed_wal = _Session(), None, False
         exists = self.connection is None and _database_exists(self.path)
         if self.connection is not None:
             session.conn = self.connection
@@ -2843,6 +2855,9 @@ class Migrator(object):
             copy = _scratch_copy(self.path, self.busy_timeout)
             session.conn = copy.__enter__()
         elif exists:
+            # A crashed writer's WAL must outlive the dry run's connection (a
+            # witness, below); a WAL the dry run's own open creates must not.
+            crashed_wal = dry_run and os.path.exists(_real_path(self.path) + "-wal")
             session.conn = _connect(self.path, self.busy_timeout, mode="rw")
         elif dry_run:
             session.conn = _connect(":memory:")
@@ -2870,7 +2885,7 @@ class Migrator(object):
             if copy is not None:
                 copy.__exit__(None, None, None)
             elif session.conn is not None and session.conn is not self.connection:
-                witness = _wal_witness(self.path) if dry_run else None
+                witness = _wal_witness(self.path) if crashed_wal else None
                 try:
                     session.conn.close()
                 finally:
@@ -2905,7 +2920,9 @@ class Migrator(object):
         elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an
             # in-memory database is refused rather than silently not copied).
-            dest = None if self.path is None else _backup_path(self.path, session.state.version)
+            # A path: its directory, where the default name is taken anew when
+            # another process starting together took it meanwhile.
+            dest = None if self.path is None else os.path.dirname(os.path.abspath(self.path))
             backup(session.conn, dest, self.busy_timeout, self.table)
         conn, done = session.conn, []
         # A dry run is one transaction rolled back at the end, like an

@@ -81,6 +81,30 @@ class BackupPermissions(BackupTestCase):
             with self.subTest(path=os.path.basename(path)):
                 self.assertEqual(mode_of(path), 0o600)
 
+    def unprivileged_pythons(self):
+        """This Python and 3.6 (the locked file copy), each run without root's
+        power to ignore permissions."""
+        wrapper = self.unprivileged_python()
+        pythons = [wrapper]
+        if wrapper != sys.executable and usable_python(PY36):
+            with open(wrapper) as f:
+                text = f.read().replace('"%s"' % sys.executable, '"%s"' % PY36)
+            pythons.append(wrapper + "-3.6")
+            with open(pythons[-1], "w") as f:
+                f.write(text)
+            os.chmod(pythons[-1], 0o755)
+        return pythons
+
+    def test_a_read_only_database_backs_up_to_a_read_only_copy(self):
+        os.chmod(self.db, 0o444)
+        for n, python in enumerate(self.unprivileged_pythons()):
+            with self.subTest(python=python):
+                dest = os.path.join(self.tmp, "copy%d.db" % n)
+                self.run_ok("--db", self.db, "backup", dest, python=python)
+                self.assert_complete_copy(dest)
+                self.assertEqual(mode_of(dest), 0o444)
+                self.assertEqual(glob.glob(dest + "?*"), [])
+
     def test_a_backup_is_never_wider_than_its_database_but_keeps_the_umask(self):
         os.chmod(self.db, 0o664)  # group-writable; the umask still takes g+w and o+w away
         dest = os.path.join(self.tmp, "copy.db")
@@ -266,6 +290,14 @@ class BackupDestinations(BackupTestCase):
             with self.subTest(suffix=suffix):
                 self.assert_refused(self.db + suffix, self.db + suffix)
 
+    def test_the_database_journal_names_are_refused_through_a_linked_directory(self):
+        # SQLite would delete a "journal" that is a database file at its next open.
+        os.symlink(self.tmp, os.path.join(self.tmp, "alias"))
+        for suffix in ("-journal", "-wal", "-shm"):
+            with self.subTest(suffix=suffix):
+                dest = os.path.join(self.tmp, "alias", "app.db" + suffix)
+                self.assert_refused(dest, dest, "journal")
+
     def test_an_existing_file_is_never_overwritten(self):
         dest = self.write("existing.db", "precious", directory=self.tmp)
         before = file_sha256(dest)
@@ -285,6 +317,10 @@ class BackupDestinations(BackupTestCase):
         dest = os.path.join(self.tmp, "missing-dir", "x.db")
         err = self.assert_refused(dest, dest, "does not exist")
         self.assertNotIn(self.db + ":", err)
+
+    def test_a_missing_directory_given_with_a_trailing_slash_is_a_bad_request(self):
+        dest = os.path.join(self.tmp, "missing-dir", "")
+        self.assert_refused(dest, dest, "does not exist")
 
     def test_the_default_name_carries_the_version_of_the_table_given_by_table(self):
         # The application owns a table called `metadata`; sqlmigrate tracks in `sm`.
@@ -367,6 +403,27 @@ class BackupBeforeMigrating(BackupTestCase):
         [path] = [p for p in glob.glob(self.db + "*") if p != self.db]
         self.assertRegex(path, r"-v1\.bak$")
         self.assert_complete_copy(path)
+
+    def test_processes_starting_up_with_backup_together_all_succeed(self):
+        self.fill(24)  # a copy long enough for the others to start theirs meanwhile
+        self.add_sessions()
+        procs = [subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                                   "--busy-timeout", "30000", "up", "--backup"],
+                                  cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        for status, out, err in results:
+            self.assertEqual(status, 0, err)
+        self.assertEqual(self.schema_version(), "2")
+        backups = [p for p in glob.glob(self.db + "*") if p != self.db]
+        self.assertTrue(backups)
+        for path in backups:
+            self.assertTrue(path.endswith(".bak"), path)
+            self.assertEqual(self.connect(path).execute("PRAGMA integrity_check").fetchone()[0],
+                             "ok")
 
     def test_up_with_backup_on_an_in_memory_connection_is_refused(self):
         self.add_sessions()

@@ -876,6 +876,17 @@ class ReadOnlyOperations(RunnerTestCase):
             dry_run(self.migrator())
             self.assertEqual([file_sha256(self.db + suffix) for suffix in ("", "-wal")], before)
 
+    def test_dry_run_on_a_wal_database_leaves_no_wal_or_shm_file_behind(self):
+        self.three_migrations()
+        self.migrator().up(to=1)
+        conn = self.connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.close()  # the last connection: the -wal and -shm files go
+        before = (sorted(os.listdir(self.tmp)), file_sha256(self.db))
+        for dry_run in (lambda m: m.up(dry_run=True), lambda m: m.down(dry_run=True)):
+            dry_run(self.migrator())
+            self.assertEqual((sorted(os.listdir(self.tmp)), file_sha256(self.db)), before)
+
     def test_down_dry_run_changes_nothing(self):
         self.three_migrations()
         sqlmigrate.migrate(self.db, self.dir)
