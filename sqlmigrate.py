@@ -2508,7 +2508,7 @@ class Migrator(object):
         """Apply pending migrations (up to version `to`); return their results.
         wait: for this many seconds, retry with back-off while another process
         holds the write lock past the busy timeout (workers starting together)."""
-        if wait:
+        if wait is not None and _seconds("wait", wait):
             return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
@@ -2896,7 +2896,10 @@ class Migrator(object):
                     try:
                         result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
-                        raise self._database_failure(conn, e, whole_run, m, direction)
+                        failure = self._database_failure(conn, e, whole_run, m, direction)
+                        if failure is e and done and not whole_run:  # locked, after commits
+                            failure = _lock_lost(_sqlite_failure(e, self.path), done)
+                        raise failure
                     if result:
                         done.append(result)
                         if not whole_run:
@@ -3346,6 +3349,9 @@ def migrate(db, directory=None, **options):
     replica, timeout = options.pop("replica", "wait"), options.pop("timeout", 60.0)
     if replica not in ("wait", "return"):
         raise RequestError("replica must be \"wait\" or \"return\", not %r" % (replica,))
+    _seconds("timeout", timeout)  # checked on every node, not only where it is used
+    if up_options.get("wait") is not None:
+        _seconds("wait", up_options["wait"])
     migrator = Migrator(db, directory, **options)
     if migrator.path is not None and _litefs_replica(migrator.path):
         migrator.migrations  # noqa: B018 - bad files are an error on every node
@@ -3362,7 +3368,7 @@ def wait_until_current(db, directory=None, timeout=60.0, **options):
     as for up(): an edited or deleted applied file is logged as a warning,
     and what up() refuses (kind "ahead", "out-of-order") is raised at once.
     Options are Migrator's (package=, ...)."""
-    _wait_until_current(Migrator(db, directory, **options), timeout)
+    _wait_until_current(Migrator(db, directory, **options), _seconds("timeout", timeout))
 
 
 def _refuse_drift(drift):
@@ -3402,16 +3408,41 @@ def _wait_until_current(migrator, timeout):
         delay = min(delay * 2, 1.0)
 
 
+def _seconds(name, value):
+    """`value`, a number of seconds for option `name`, or RequestError.  NaN
+    would be a deadline that never passes (it compares false), and a string
+    or None would fail only when a lock is contended: refused up front."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 <= value < float("inf"):
+        raise RequestError("%s must be a number of seconds (0 or more), not %r" % (name, value))
+    return value
+
+
+def _lock_lost(error, done):
+    """The "locked" MigrationError `error`, met after the results `done` were
+    committed: it says they were, and carries them (_done) for a retry."""
+    failure = MigrationError(kind="locked", database=error.database, cause=error.cause,
+                             outcome="this run had already %s %s (committed)" % (
+                                 "applied" if done[0].direction == "up" else "rolled back",
+                                 ", ".join(r.filename for r in done)))
+    failure.__cause__, failure._done = error.__cause__, list(done)
+    return failure
+
+
 def _retrying_locked(call, wait):
     """call(), retried with back-off for `wait` seconds while it fails because
-    the database is locked; then that error, as without wait."""
-    deadline, delay = time.monotonic() + wait, 0.05
+    the database is locked; then that error, as without wait.  What a try
+    committed before it lost the lock is part of the result."""
+    deadline, delay, done = time.monotonic() + wait, 0.05, []
     while True:
         try:
-            return call()
+            return done + call()
         except MigrationError as e:
+            done += getattr(e, "_done", [])
             left = deadline - time.monotonic()
             if e.kind != "locked" or left <= 0:
+                if e.kind == "locked" and done:
+                    raise _lock_lost(e, done)
                 raise
             if delay == 0.05:
                 _log("info", "%s; retrying for up to %.1f s more", e, left)

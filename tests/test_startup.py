@@ -363,6 +363,20 @@ class Readiness(StartupCase):
             sqlmigrate.wait_until_current(self.db, self.dir, timeout=2)
         self.assertEqual(caught.exception.kind, "ahead")
 
+    def test_wait_until_current_refuses_a_timeout_that_is_not_a_number_of_seconds(self):
+        # NaN compares false with everything: as a deadline it never passed.
+        self.write_sql(1, "create-users", *USERS)
+        proc = self.run_python("""
+            import sys, sqlmigrate
+            for bad in (float("nan"), -1, "5", None, True, float("inf")):
+                try:
+                    sqlmigrate.wait_until_current(sys.argv[1], sys.argv[2], timeout=bad)
+                except sqlmigrate.RequestError as e:
+                    print(e.kind, "timeout" in str(e))
+            """, self.db, self.dir)
+        self.assertEqual(proc.stdout.split("\n")[:6], ["bad-request True"] * 6, proc.stderr)
+        self.assertFalse(os.path.exists(self.db))
+
 
 class Replicas(StartupCase):
     def setUp(self):
@@ -460,3 +474,40 @@ class LockRetry(StartupCase):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
             sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2)
         self.assertEqual(caught.exception.kind, "locked")
+
+    def test_migrate_refuses_a_wait_or_timeout_that_is_not_a_number_of_seconds_at_once(self):
+        # Found out only when the lock was contended (TypeError, or NaN: retry forever).
+        self.write_sql(1, "create-users", *USERS)
+        for option in ("wait", "timeout"):
+            for bad in (float("nan"), -1, "30", True, float("inf")):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir, **{option: bad})
+                self.assertIn(option, str(caught.exception))
+        with self.assertRaises(sqlmigrate.RequestError):
+            sqlmigrate.Migrator(self.db, self.dir).up(wait="30")
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_migrate_wait_returns_the_migrations_committed_before_the_lock_was_lost(self):
+        # v1 commits; another process takes the lock before v2's BEGIN and keeps
+        # it past the busy timeout: the retry applies v2, and v1 was this call's too.
+        self.write_sql(1, "create-users", *USERS)
+        self.write_sql(2, "create-posts", *POSTS)
+
+        def progress(event, result, direction, **details):
+            if event == "done" and result.version == 1:
+                self.hold_lock("1.5")
+        done = sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2, wait=30,
+                                  progress=progress)
+        self.assertEqual([r.version for r in done], [1, 2])
+
+    def test_a_lock_lost_after_a_commit_says_which_migrations_were_applied(self):
+        self.write_sql(1, "create-users", *USERS)
+        self.write_sql(2, "create-posts", *POSTS)
+
+        def progress(event, result, direction, **details):
+            if event == "done" and result.version == 1:
+                self.hold_lock("stdin")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2, progress=progress)
+        self.assertEqual(caught.exception.kind, "locked")
+        self.assertIn("001-create-users.sql", str(caught.exception))
