@@ -3366,7 +3366,8 @@ def wait_until_current(db, directory=None, timeout=60.0, **options):
     the worker that migrates) has left `db` with nothing pending; after
     `timeout` seconds, raise MigrationError (kind "not-current").  Drift is
     as for up(): an edited or deleted applied file is logged as a warning,
-    and what up() refuses (kind "ahead", "out-of-order") is raised at once.
+    and what up() refuses (kind "ahead", "out-of-order", "behind-baseline")
+    is raised at once.
     Options are Migrator's (package=, ...)."""
     _wait_until_current(Migrator(db, directory, **options), _seconds("timeout", timeout))
 
@@ -3387,9 +3388,13 @@ def _wait_until_current(migrator, timeout):
     deadline, delay = time.monotonic() + timeout, 0.05
     while True:
         try:
-            report = migrator.status()  # the files are read once, the state each time
+            state = migrator._read_state()  # the files are read once, the state each time
+            report = migrator._report(state)
             drift = _drift(report)
             _refuse_drift(drift)
+            refusal = migrator._plan_up(state, None)[1]  # below a baseline whose files are gone
+            if refusal:
+                raise refusal
             if not report["pending"]:
                 for _, text in drift:
                     _log("warning", text)

@@ -363,6 +363,19 @@ class Readiness(StartupCase):
             sqlmigrate.wait_until_current(self.db, self.dir, timeout=2)
         self.assertEqual(caught.exception.kind, "ahead")
 
+    def test_wait_until_current_raises_at_once_below_a_baseline_whose_files_are_gone(self):
+        # up() refuses this database (behind-baseline) on every node: nothing will mend it.
+        first = self.write_sql(1, "create-users", *USERS)
+        second = self.write_sql(2, "create-posts", *POSTS)
+        sqlmigrate.migrate(self.db, self.dir, to=1)
+        self.write("003-baseline.sql", "-- migrate:baseline\n-- sqlmigrate baseline of: 1 2 3\n"
+                   "%s\n%s\n" % (USERS[0], POSTS[0]), directory=self.dir)
+        os.remove(first)
+        os.remove(second)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.wait_until_current(self.db, self.dir, timeout=0.5)
+        self.assertEqual(caught.exception.kind, "behind-baseline")
+
     def test_wait_until_current_refuses_a_timeout_that_is_not_a_number_of_seconds(self):
         # NaN compares false with everything: as a deadline it never passed.
         self.write_sql(1, "create-users", *USERS)
