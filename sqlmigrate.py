@@ -3356,7 +3356,7 @@ def migrate(db, directory=None, **options):
     if migrator.path is not None and _litefs_replica(migrator.path):
         migrator.migrations  # noqa: B018 - bad files are an error on every node
         if replica == "wait":
-            _wait_until_current(migrator, timeout)
+            _wait_until_current(migrator, timeout, up_options.get("to"))
         return []
     return migrator.up(**up_options)
 
@@ -3381,7 +3381,7 @@ def _refuse_drift(drift):
                                  problems=[text for k, text in drift if k == kind])
 
 
-def _wait_until_current(migrator, timeout):
+def _wait_until_current(migrator, timeout, to=None):
     # Done when up() would have nothing to do: other drift (an edited or a
     # deleted applied file) is a warning there and here, and what up()
     # refuses is raised at once, since no other process will mend it.
@@ -3392,14 +3392,16 @@ def _wait_until_current(migrator, timeout):
             report = migrator._report(state)
             drift = _drift(report)
             _refuse_drift(drift)
-            refusal = migrator._plan_up(state, None)[1]  # below a baseline whose files are gone
+            # What up(to) would run (migrate(to=) on a replica: the primary
+            # stops there too); refused below a baseline whose files are gone.
+            plan, refusal = migrator._plan_up(state, to)
             if refusal:
                 raise refusal
-            if not report["pending"]:
+            if not plan:
                 for _, text in drift:
                     _log("warning", text)
                 return
-            why = "%d migration(s) pending" % report["pending"]
+            why = "%d migration(s) pending" % len(plan)
         except MigrationError as e:
             if e.kind != "locked":  # a writer committing (rollback journal): look again
                 raise

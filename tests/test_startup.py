@@ -421,6 +421,13 @@ class Replicas(StartupCase):
         self.assertEqual(later.communicate()[0].strip(), b"1")  # the primary did the work
         self.assertIn("users", self.tables(self.connect(self.replica_db)))
 
+    def test_migrate_to_on_a_replica_waits_only_for_the_migrations_up_to_that_version(self):
+        self.write_sql(2, "create-posts", *POSTS)
+        self.write(".primary", "node-a.internal\n", directory=self.litefs)
+        sqlmigrate.Migrator(self.replica_db, self.dir).up(to=1)  # the primary, with to=1 too
+        self.assertEqual(sqlmigrate.migrate(self.replica_db, self.dir, to=1, timeout=0.5), [])
+        self.assertNotIn("posts", self.tables(self.connect(self.replica_db)))
+
     def test_a_replica_reached_through_a_symlink_is_still_a_replica(self):
         self.write(".primary", "node-a.internal\n", directory=self.litefs)
         sqlite3.connect(self.replica_db).close()
