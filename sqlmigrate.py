@@ -3418,11 +3418,19 @@ def _wait_until_current(migrator, timeout, to=None):
 def _seconds(name, value):
     """`value`, a number of seconds for option `name`, or RequestError.  NaN
     would be a deadline that never passes (it compares false), and a string
-    or None would fail only when a lock is contended: refused up front."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not 0 <= value < float("inf"):
-        raise RequestError("%s must be a number of seconds (0 or more), not %r" % (name, value))
-    return value
+    or None would fail only when a lock is contended: refused up front, as
+    an int too big for a float (OverflowError when added to the clock)."""
+    try:
+        seconds = float(value) if isinstance(value, (int, float)) and \
+            not isinstance(value, bool) else -1.0
+    except OverflowError:
+        # (Not str(value): Python 3.11+ refuses to print an int of over 4300 digits.)
+        raise RequestError("%s must be a number of seconds (0 or more), not an int too "
+                           "big for a float" % name)
+    if not 0 <= seconds < float("inf"):
+        raise RequestError("%s must be a number of seconds (0 or more), not %.40r"
+                           % (name, value))
+    return seconds
 
 
 def _lock_lost(error, done):
