@@ -1127,7 +1127,9 @@ def _scan_package(package):
             if isinstance(e, SyntaxError) else e
         raise RequestError("cannot import the migration package %s: %s: %s" % (
             package, type(e).__name__, reason), kind="bad-directory", path=package)
-    locations = list(getattr(module.__spec__, "submodule_search_locations", None) or ())
+    # __path__, not the spec's: an __init__.py may rebind it (pkgutil.extend_path,
+    # the namespace idiom before PEP 420), and the import system reads __path__.
+    locations = list(getattr(module, "__path__", None) or ())
     if not locations:
         raise RequestError("%s is a module, not a package of migration files" % package,
                            kind="bad-directory", path=package)
@@ -1135,7 +1137,7 @@ def _scan_package(package):
         # A namespace package (no __init__.py) merges every folder of its
         # name on sys.path: which holds which migration is not one answer.
         raise RequestError("the migration package %s is spread over %d folders (%s): give it "
-                           "an __init__.py in one of them, or use --dir" % (
+                           "a plain __init__.py in one of them, or use --dir" % (
                                package, len(locations), ", ".join(locations)),
                            kind="bad-directory", path=package)
     if os.path.isdir(locations[0]):  # installed as files: read as a directory is

@@ -154,6 +154,27 @@ class PackageSources(StartupCase):
             self.assertIn(os.path.join(root, "nsapp", "migrations"), err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_pkgutil_namespace_package_in_two_folders_is_refused_naming_both(self):
+        # __path__ = extend_path(...) (the pre-PEP 420 idiom) rebinds __path__:
+        # the spec still names the first folder only, whose files alone were read.
+        roots = [os.path.join(self.tmp, "a"), os.path.join(self.tmp, "b")]
+        extend = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+        for root, (filename, table) in zip(roots, [("001-one.sql", "one"),
+                                                   ("002-two.sql", "two")]):
+            os.makedirs(os.path.join(root, "oldns", "migrations"))
+            for init in ("oldns", os.path.join("oldns", "migrations")):
+                with open(os.path.join(root, init, "__init__.py"), "w") as f:
+                    f.write(extend)
+            with open(os.path.join(root, "oldns", "migrations", filename), "w") as f:
+                f.write("-- migrate:up\nCREATE TABLE %s (x);\n" % table)
+        status, out, err = self.cli("--db", self.db, "--package", "oldns.migrations", "up",
+                                    env={"PYTHONPATH": os.pathsep.join(roots)})
+        self.assertEqual(status, 2, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        for root in roots:
+            self.assertIn(os.path.join(root, "oldns", "migrations"), err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_that_does_not_exist_is_a_bad_request_naming_it(self):
         status, out, err = self.cli("--db", self.db, "--package", "nosuch.migrations", "up")
         self.assertEqual(status, 2, err)
