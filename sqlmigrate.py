@@ -1127,7 +1127,9 @@ def _scan_package(package):
             if isinstance(e, SyntaxError) else e
         raise RequestError("cannot import the migration package %s: %s: %s" % (
             package, type(e).__name__, reason), kind="bad-directory", path=package)
-    locations = list(getattr(module.__spec__, "submodule_search_locations", None) or ())
+    # __path__, not the spec's: an __init__.py may rebind it (pkgutil.extend_path,
+    # the namespace idiom before PEP 420), and the import system reads __path__.
+    locations = list(getattr(module, "__path__", None) or ())
     if not locations:
         raise RequestError("%s is a module, not a package of migration files" % package,
                            kind="bad-directory", path=package)
@@ -1135,7 +1137,7 @@ def _scan_package(package):
         # A namespace package (no __init__.py) merges every folder of its
         # name on sys.path: which holds which migration is not one answer.
         raise RequestError("the migration package %s is spread over %d folders (%s): give it "
-                           "an __init__.py in one of them, or use --dir" % (
+                           "a plain __init__.py in one of them, or use --dir" % (
                                package, len(locations), ", ".join(locations)),
                            kind="bad-directory", path=package)
     if os.path.isdir(locations[0]):  # installed as files: read as a directory is
@@ -2545,7 +2547,7 @@ class Migrator(object):
         """Apply pending migrations (up to version `to`); return their results.
         wait: for this many seconds, retry with back-off while another process
         holds the write lock past the busy timeout (workers starting together)."""
-        if wait:
+        if wait is not None and _seconds("wait", wait):
             return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
@@ -2938,7 +2940,10 @@ class Migrator(object):
                     try:
                         result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
-                        raise self._database_failure(conn, e, whole_run, m, direction)
+                        failure = self._database_failure(conn, e, whole_run, m, direction)
+                        if failure is e and done and not whole_run:  # locked, after commits
+                            failure = _lock_lost(_sqlite_failure(e, self.path), done)
+                        raise failure
                     if result:
                         done.append(result)
                         if not whole_run:
@@ -3433,11 +3438,14 @@ def migrate(db, directory=None, **options):
     replica, timeout = options.pop("replica", "wait"), options.pop("timeout", 60.0)
     if replica not in ("wait", "return"):
         raise RequestError("replica must be \"wait\" or \"return\", not %r" % (replica,))
+    _seconds("timeout", timeout)  # checked on every node, not only where it is used
+    if up_options.get("wait") is not None:
+        _seconds("wait", up_options["wait"])
     migrator = Migrator(db, directory, **options)
     if migrator.path is not None and _litefs_replica(migrator.path):
         migrator.migrations  # noqa: B018 - bad files are an error on every node
         if replica == "wait":
-            _wait_until_current(migrator, timeout)
+            _wait_until_current(migrator, timeout, up_options.get("to"))
         return []
     return migrator.up(**up_options)
 
@@ -3447,9 +3455,10 @@ def wait_until_current(db, directory=None, timeout=60.0, **options):
     the worker that migrates) has left `db` with nothing pending; after
     `timeout` seconds, raise MigrationError (kind "not-current").  Drift is
     as for up(): an edited or deleted applied file is logged as a warning,
-    and what up() refuses (kind "ahead", "out-of-order") is raised at once.
+    and what up() refuses (kind "ahead", "out-of-order", "behind-baseline")
+    is raised at once.
     Options are Migrator's (package=, ...)."""
-    _wait_until_current(Migrator(db, directory, **options), timeout)
+    _wait_until_current(Migrator(db, directory, **options), _seconds("timeout", timeout))
 
 
 def _refuse_drift(drift):
@@ -3461,21 +3470,27 @@ def _refuse_drift(drift):
                                  problems=[text for k, text in drift if k == kind])
 
 
-def _wait_until_current(migrator, timeout):
+def _wait_until_current(migrator, timeout, to=None):
     # Done when up() would have nothing to do: other drift (an edited or a
     # deleted applied file) is a warning there and here, and what up()
     # refuses is raised at once, since no other process will mend it.
     deadline, delay = time.monotonic() + timeout, 0.05
     while True:
         try:
-            report = migrator.status()  # the files are read once, the state each time
+            state = migrator._read_state()  # the files are read once, the state each time
+            report = migrator._report(state)
             drift = _drift(report)
             _refuse_drift(drift)
-            if not report["pending"]:
+            # What up(to) would run (migrate(to=) on a replica: the primary
+            # stops there too); refused below a baseline whose files are gone.
+            plan, refusal = migrator._plan_up(state, to)
+            if refusal:
+                raise refusal
+            if not plan:
                 for _, text in drift:
                     _log("warning", text)
                 return
-            why = "%d migration(s) pending" % report["pending"]
+            why = "%d migration(s) pending" % len(plan)
         except MigrationError as e:
             if e.kind != "locked":  # a writer committing (rollback journal): look again
                 raise
@@ -3489,16 +3504,49 @@ def _wait_until_current(migrator, timeout):
         delay = min(delay * 2, 1.0)
 
 
+def _seconds(name, value):
+    """`value`, a number of seconds for option `name`, or RequestError.  NaN
+    would be a deadline that never passes (it compares false), and a string
+    or None would fail only when a lock is contended: refused up front, as
+    an int too big for a float (OverflowError when added to the clock)."""
+    try:
+        seconds = float(value) if isinstance(value, (int, float)) and \
+            not isinstance(value, bool) else -1.0
+    except OverflowError:
+        # (Not str(value): Python 3.11+ refuses to print an int of over 4300 digits.)
+        raise RequestError("%s must be a number of seconds (0 or more), not an int too "
+                           "big for a float" % name)
+    if not 0 <= seconds < float("inf"):
+        raise RequestError("%s must be a number of seconds (0 or more), not %.40r"
+                           % (name, value))
+    return seconds
+
+
+def _lock_lost(error, done):
+    """The "locked" MigrationError `error`, met after the results `done` were
+    committed: it says they were, and carries them (_done) for a retry."""
+    failure = MigrationError(kind="locked", database=error.database, cause=error.cause,
+                             outcome="this run had already %s %s (committed)" % (
+                                 "applied" if done[0].direction == "up" else "rolled back",
+                                 ", ".join(r.filename for r in done)))
+    failure.__cause__, failure._done = error.__cause__, list(done)
+    return failure
+
+
 def _retrying_locked(call, wait):
     """call(), retried with back-off for `wait` seconds while it fails because
-    the database is locked; then that error, as without wait."""
-    deadline, delay = time.monotonic() + wait, 0.05
+    the database is locked; then that error, as without wait.  What a try
+    committed before it lost the lock is part of the result."""
+    deadline, delay, done = time.monotonic() + wait, 0.05, []
     while True:
         try:
-            return call()
+            return done + call()
         except MigrationError as e:
+            done += getattr(e, "_done", [])
             left = deadline - time.monotonic()
             if e.kind != "locked" or left <= 0:
+                if e.kind == "locked" and done:
+                    raise _lock_lost(e, done)
                 raise
             if delay == 0.05:
                 _log("info", "%s; retrying for up to %.1f s more", e, left)

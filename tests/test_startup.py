@@ -154,6 +154,27 @@ class PackageSources(StartupCase):
             self.assertIn(os.path.join(root, "nsapp", "migrations"), err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_pkgutil_namespace_package_in_two_folders_is_refused_naming_both(self):
+        # __path__ = extend_path(...) (the pre-PEP 420 idiom) rebinds __path__:
+        # the spec still names the first folder only, whose files alone were read.
+        roots = [os.path.join(self.tmp, "a"), os.path.join(self.tmp, "b")]
+        extend = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+        for root, (filename, table) in zip(roots, [("001-one.sql", "one"),
+                                                   ("002-two.sql", "two")]):
+            os.makedirs(os.path.join(root, "oldns", "migrations"))
+            for init in ("oldns", os.path.join("oldns", "migrations")):
+                with open(os.path.join(root, init, "__init__.py"), "w") as f:
+                    f.write(extend)
+            with open(os.path.join(root, "oldns", "migrations", filename), "w") as f:
+                f.write("-- migrate:up\nCREATE TABLE %s (x);\n" % table)
+        status, out, err = self.cli("--db", self.db, "--package", "oldns.migrations", "up",
+                                    env={"PYTHONPATH": os.pathsep.join(roots)})
+        self.assertEqual(status, 2, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        for root in roots:
+            self.assertIn(os.path.join(root, "oldns", "migrations"), err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_that_does_not_exist_is_a_bad_request_naming_it(self):
         status, out, err = self.cli("--db", self.db, "--package", "nosuch.migrations", "up")
         self.assertEqual(status, 2, err)
@@ -385,6 +406,33 @@ class Readiness(StartupCase):
             sqlmigrate.wait_until_current(self.db, self.dir, timeout=2)
         self.assertEqual(caught.exception.kind, "ahead")
 
+    def test_wait_until_current_raises_at_once_below_a_baseline_whose_files_are_gone(self):
+        # up() refuses this database (behind-baseline) on every node: nothing will mend it.
+        first = self.write_sql(1, "create-users", *USERS)
+        second = self.write_sql(2, "create-posts", *POSTS)
+        sqlmigrate.migrate(self.db, self.dir, to=1)
+        self.write("003-baseline.sql", "-- migrate:baseline\n-- sqlmigrate baseline of: 1 2 3\n"
+                   "%s\n%s\n" % (USERS[0], POSTS[0]), directory=self.dir)
+        os.remove(first)
+        os.remove(second)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.wait_until_current(self.db, self.dir, timeout=0.5)
+        self.assertEqual(caught.exception.kind, "behind-baseline")
+
+    def test_wait_until_current_refuses_a_timeout_that_is_not_a_number_of_seconds(self):
+        # NaN compares false with everything: as a deadline it never passed.
+        self.write_sql(1, "create-users", *USERS)
+        proc = self.run_python("""
+            import sys, sqlmigrate
+            for bad in (float("nan"), -1, "5", None, True, float("inf"), 10 ** 400):
+                try:
+                    sqlmigrate.wait_until_current(sys.argv[1], sys.argv[2], timeout=bad)
+                except sqlmigrate.RequestError as e:
+                    print(e.kind, "timeout" in str(e))
+            """, self.db, self.dir)
+        self.assertEqual(proc.stdout.split("\n")[:7], ["bad-request True"] * 7, proc.stderr)
+        self.assertFalse(os.path.exists(self.db))
+
 
 class Replicas(StartupCase):
     def setUp(self):
@@ -415,6 +463,13 @@ class Replicas(StartupCase):
         self.assertEqual(sqlmigrate.migrate(self.replica_db, self.dir, timeout=30), [])
         self.assertEqual(later.communicate()[0].strip(), b"1")  # the primary did the work
         self.assertIn("users", self.tables(self.connect(self.replica_db)))
+
+    def test_migrate_to_on_a_replica_waits_only_for_the_migrations_up_to_that_version(self):
+        self.write_sql(2, "create-posts", *POSTS)
+        self.write(".primary", "node-a.internal\n", directory=self.litefs)
+        sqlmigrate.Migrator(self.replica_db, self.dir).up(to=1)  # the primary, with to=1 too
+        self.assertEqual(sqlmigrate.migrate(self.replica_db, self.dir, to=1, timeout=0.5), [])
+        self.assertNotIn("posts", self.tables(self.connect(self.replica_db)))
 
     def test_a_replica_reached_through_a_symlink_is_still_a_replica(self):
         self.write(".primary", "node-a.internal\n", directory=self.litefs)
@@ -482,3 +537,40 @@ class LockRetry(StartupCase):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
             sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2)
         self.assertEqual(caught.exception.kind, "locked")
+
+    def test_migrate_refuses_a_wait_or_timeout_that_is_not_a_number_of_seconds_at_once(self):
+        # Found out only when the lock was contended (TypeError, or NaN: retry forever).
+        self.write_sql(1, "create-users", *USERS)
+        for option in ("wait", "timeout"):
+            for bad in (float("nan"), -1, "30", True, float("inf"), 10 ** 400):
+                with self.assertRaises(sqlmigrate.RequestError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir, **{option: bad})
+                self.assertIn(option, str(caught.exception))
+        with self.assertRaises(sqlmigrate.RequestError):
+            sqlmigrate.Migrator(self.db, self.dir).up(wait="30")
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_migrate_wait_returns_the_migrations_committed_before_the_lock_was_lost(self):
+        # v1 commits; another process takes the lock before v2's BEGIN and keeps
+        # it past the busy timeout: the retry applies v2, and v1 was this call's too.
+        self.write_sql(1, "create-users", *USERS)
+        self.write_sql(2, "create-posts", *POSTS)
+
+        def progress(event, result, direction, **details):
+            if event == "done" and result.version == 1:
+                self.hold_lock("1.5")
+        done = sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2, wait=30,
+                                  progress=progress)
+        self.assertEqual([r.version for r in done], [1, 2])
+
+    def test_a_lock_lost_after_a_commit_says_which_migrations_were_applied(self):
+        self.write_sql(1, "create-users", *USERS)
+        self.write_sql(2, "create-posts", *POSTS)
+
+        def progress(event, result, direction, **details):
+            if event == "done" and result.version == 1:
+                self.hold_lock("stdin")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir, busy_timeout=0.2, progress=progress)
+        self.assertEqual(caught.exception.kind, "locked")
+        self.assertIn("001-create-users.sql", str(caught.exception))
