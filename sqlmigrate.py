@@ -4175,7 +4175,10 @@ class _LintRun(object):
 
     def trace(self, sql):
         m = self.current
-        if m is None or sql.lstrip().startswith("--"):  # a trigger's sub-program
+        # SQLite traces a trigger's sub-program as one comment line ("-- TRIGGER
+        # tr", then "-- <its statement>", spaces made blanks); a statement of
+        # the migration's own may open with a comment, with more lines after it.
+        if m is None or sql.lstrip().startswith("--") and "\n" not in sql.strip():
             return
         frame, line, helper, plan = sys._getframe(1), None, False, None
         while frame is not None:

@@ -116,6 +116,30 @@ class DestructiveRules(LintTestCase):
         self.assertFalse(self.only(findings, "SM101").allowed)  # the marker names SM102 only
         self.assertEqual(self.only(findings, "SM101").line, 7)
 
+    def test_python_statement_that_starts_with_a_comment_is_linted(self):
+        # SQLite traces a trigger's sub-program as "-- TRIGGER name"; a
+        # statement of the migration's own that opens with a comment is not one.
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("-- the old table goes\\nDROP TABLE t")
+            ''')
+        self.assertEqual(self.only(self.lint(), "SM101").line, 2)
+
+    def test_a_trigger_fired_by_a_python_statement_is_not_a_statement_of_its_own(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-trigger.py", '''
+            def up(db):
+                db.execute("CREATE TABLE log (x)")
+                db.execute("CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM log; END")
+                db.execute("INSERT INTO t (a) VALUES ('x')")
+
+
+            def down(db):
+                pass
+            ''')
+        self.assertEqual(self.codes(self.lint()), [])
+
     def test_rebuild_whose_create_sql_leaves_out_a_column(self):
         self.write("001-t.py", PY_TABLE)
         self.write("002-rebuild.py", '''
