@@ -3995,8 +3995,10 @@ class _LintStatement(object):
             cursor.advance()
             self.name = (cursor.name() or "").lower()
             self.sets = cursor.punct("=") or cursor.peek() == ("punct", "(")
-            value = [text for kind, text in cursor.rest() if kind != "punct"]
-            self.value = value[0].upper() if self.sets and value else None
+            # The value as SQLite's pragma parser takes it: unquoted, its sign kept.
+            value = "".join(_unquote(text) for kind, text in cursor.rest()
+                            if text not in ("=", "(", ")"))
+            self.value = value.upper() if self.sets and value else None
         elif self.verb in ("DELETE", "UPDATE"):
             while not cursor.at_end():  # a WHERE inside parentheses is a subquery's
                 if cursor.peek() == ("punct", "("):
@@ -4046,7 +4048,7 @@ def _lint_pragmas(s, transactional, context):
 
 def _lint_renames(s, transactional, context):
     if s.verb == "PRAGMA" and s.name == "legacy_alter_table" and s.sets:
-        context.legacy = s.value in ("ON", "1", "TRUE", "YES")
+        context.legacy = _lint_pragma_boolean(s.value or "")
     if s.verb != "ALTER" or s.action != "RENAME TO" or context.schema is None:
         return
     key, uses, references = _key(s.table), [], []
@@ -4059,6 +4061,15 @@ def _lint_renames(s, transactional, context):
     elif references and not context.legacy:
         yield "SM502", "renames %s, which %s reference: their foreign keys now point at %s" % (
             s.table, ", ".join(references), s.name)
+
+
+def _lint_pragma_boolean(value):
+    """A flag pragma's value as SQLite reads it (sqlite3GetBoolean): a number
+    (its leading digits, or 0x hex) that is not 0, or YES, ON or TRUE."""
+    number = re.match(r"0X([0-9A-F]+)|[0-9]+", value)
+    if number:
+        return int(number.group(1), 16) != 0 if number.group(1) else int(number.group()) != 0
+    return value in ("YES", "ON", "TRUE")
 
 
 def _lint_idempotent(s, transactional, context):

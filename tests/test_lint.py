@@ -230,6 +230,27 @@ class Renames(LintTestCase):
         self.assertEqual(f.line, 4)
         self.assertIn("view v", f.message)
 
+    def test_legacy_alter_table_turned_on_by_a_quoted_or_numeric_value(self):
+        # SQLite reads the value as a boolean: 'on', "yes", 2 and 0x1 are on.
+        self.table_migration()
+        self.write_sql(2, "view", "CREATE VIEW v AS SELECT a FROM t;", "DROP VIEW v;")
+        for value in ("'on'", '"yes"', "2", "0x1"):
+            self.write_sql(3, "rename", "-- sqlmigrate: allow SM302 (on purpose)\n"
+                                        "PRAGMA legacy_alter_table = %s;\n"
+                                        "ALTER TABLE t RENAME TO t2;" % value)
+            self.assertEqual(self.only(self.lint("003-rename.sql"), "SM501").line, 4, value)
+
+    def test_legacy_alter_table_turned_off_again_before_the_rename(self):
+        self.table_migration()
+        self.write_sql(2, "view", "CREATE VIEW v AS SELECT a FROM t;", "DROP VIEW v;")
+        self.write_sql(3, "rename", "-- sqlmigrate: allow SM302 (on purpose)\n"
+                                    "PRAGMA legacy_alter_table = ON;\n"
+                                    "PRAGMA legacy_alter_table = 'off';\n"
+                                    "ALTER TABLE t RENAME TO t2;", "ALTER TABLE t2 RENAME TO t;")
+        findings = self.lint("003-rename.sql")
+        self.assertEqual([f.code for f in findings if f.code == "SM501"],
+                         ["SM501"] if sqlite3.sqlite_version_info < (3, 26, 0) else [])
+
     @unittest.skipIf(sqlite3.sqlite_version_info < (3, 26, 0), "renames are legacy there")
     def test_rename_with_a_view_on_it_in_modern_mode_is_clean(self):
         self.table_migration()
