@@ -4109,10 +4109,14 @@ class _LintAllows(object):
 
     def __init__(self, m, text, spans, first_line):
         self.ranges, self.findings = [], []
-        blank = [i + 1 for i, line in enumerate(text.splitlines()) if not line.strip()]
-        first_def = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith((
+        # Lines as the statements' line numbers count them: SQL's end at \n
+        # (a lone \r ends no -- comment), Python's at \r too; neither's at
+        # the \f, \x1c or U+2028 where str.splitlines() also breaks.
+        lines = re.split(r"\r?\n" if m.kind == "sql" else r"\r\n|\r|\n", text)
+        blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+        first_def = next((i + 1 for i, line in enumerate(lines) if line.startswith((
             "def ", "async def ", "class "))), None)
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             match = "sqlmigrate:" in line and re.compile(_ALLOW_RE).search(line)
             if not match:
                 continue

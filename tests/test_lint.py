@@ -71,6 +71,27 @@ class DestructiveRules(LintTestCase):
         findings = [f for f in self.lint() if f.code == "SM101"]
         self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(5, True), (6, False)])
 
+    def test_marker_covers_the_statement_below_it_after_form_feeds_and_lone_crs(self):
+        # str.splitlines() breaks lines at \f, \x1c and U+2028 too; the
+        # statements' lines count \n only.
+        self.write_sql(1, "t", "CREATE TABLE a (x);\nCREATE TABLE b (x);\nCREATE TABLE c (x);",
+                       "SELECT 1;")
+        self.write("002-drop.sql", "-- migrate:up\n-- a\fb\x1cc\u2028d\re\n"
+                                   "-- sqlmigrate: allow SM101 (a is unused)\nDROP TABLE a;\n"
+                                   "DROP TABLE b;\nDROP TABLE c;\n-- migrate:down\nSELECT 1;\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings],
+                         [(4, True), (5, False), (6, False)])
+
+    def test_python_marker_covers_the_statement_below_it_after_a_form_feed(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", "\f\n\f\ndef up(db):\n    db.execute(\"CREATE TABLE u (x)\")\n"
+                                  "\n    # sqlmigrate: allow SM101 (u is unused)\n"
+                                  "    db.execute(\"DROP TABLE u\")\n\n"
+                                  "    db.execute(\"DROP TABLE t\")\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(7, True), (9, False)])
+
     def test_marker_at_the_top_of_a_file_covers_all_of_it(self):
         self.table_migration()
         self.write("002-drop.sql", "-- sqlmigrate: allow SM101, SM104 (clean slate)\n\n"
