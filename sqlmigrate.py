@@ -4116,6 +4116,7 @@ class _LintAllows(object):
         blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
         first_def = next((i + 1 for i, line in enumerate(lines) if line.startswith((
             "def ", "async def ", "class "))), None)
+        statements = _py_statement_lines(text) if m.kind == "py" else None
         for number, line in enumerate(lines, 1):
             match = "sqlmigrate:" in line and re.compile(_ALLOW_RE).search(line)
             if not match:
@@ -4135,7 +4136,8 @@ class _LintAllows(object):
                 first, last = 1, None
             else:
                 first = number
-                last = next((n - 1 for n in blank if n > number), None)
+                last = _py_statement_end(statements, number) if statements else next(
+                    (n - 1 for n in blank if n > number), None)
             self.ranges.append((first, last, codes))
 
     def reason(self, code, line):
@@ -4144,6 +4146,32 @@ class _LintAllows(object):
                                   first <= line and (last is None or line <= last)):
                 return codes[code]
         return False
+
+
+def _py_statement_lines(text):
+    """(first line, last line) of each statement in a Python migration's
+    source (a loop or a with block with its body), or None if it does not
+    parse.  Before Python 3.8 there is no end_lineno: the last line any of
+    its nodes starts on (a string over lines has its last line there)."""
+    import ast
+    try:
+        tree = ast.parse(text[text.startswith("\ufeff"):])  # a BOM: not Python to ast
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte (3.6 to 3.11)
+        return None
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt):
+            out.append((node.lineno, getattr(node, "end_lineno", None) or max(
+                getattr(n, "lineno", node.lineno) for n in ast.walk(node))))
+    return out
+
+
+def _py_statement_end(statements, line):
+    """The last line of the statement a marker on `line` stands above (or
+    trails): the first to start there or below; the outermost of those that
+    start on the same line.  None (the rest of the file) if none follows."""
+    following = [(first, -last) for first, last in statements if first >= line]
+    return -min(following)[1] if following else None
 
 
 def _lint_finding(code, path, line, statement, message, allowed=False):

@@ -161,6 +161,38 @@ class DestructiveRules(LintTestCase):
             ''')
         self.assertEqual(self.codes(self.lint()), [])
 
+    def test_python_marker_does_not_reach_the_next_statement_of_its_block(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("CREATE TABLE old_a (x)")
+                # sqlmigrate: allow SM101 (old_a was never used)
+                db.execute("DROP TABLE old_a")
+                db.execute("DROP TABLE t")
+            ''')
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(4, True), (5, False)])
+
+    def test_python_marker_above_a_loop_or_a_call_over_lines_covers_all_of_it(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("CREATE TABLE a (x)")
+                db.execute("CREATE TABLE b (x)")
+                # sqlmigrate: allow SM101 (a and b were never used)
+                for name in ("a", "b"):
+                    db.execute(
+                        "DROP TABLE " + name)
+                # sqlmigrate: allow SM104 (t is rebuilt by the next release)
+                db.execute(
+                    """DELETE
+                    FROM t""")
+                db.execute("DROP TABLE t")
+            ''')
+        findings = [f for f in self.lint() if f.code in ("SM101", "SM104")]
+        self.assertEqual([(f.code, bool(f.allowed)) for f in findings],
+                         [("SM101", True), ("SM101", True), ("SM104", True), ("SM101", False)])
+
     def test_rebuild_whose_create_sql_leaves_out_a_column(self):
         self.write("001-t.py", PY_TABLE)
         self.write("002-rebuild.py", '''
