@@ -4155,7 +4155,7 @@ def _py_statement_lines(text):
     its nodes starts on (a string over lines has its last line there)."""
     import ast
     try:
-        tree = ast.parse(text[text.startswith("\ufeff"):])  # a BOM: not Python to ast
+        tree = ast.parse(text)
     except (SyntaxError, ValueError):  # ValueError: a NUL byte (3.6 to 3.11)
         return None
     out = []
@@ -4371,6 +4371,7 @@ def _lint(migrator, files, round_trip, to=None):
             text, statements, marker = _sql_statements(m)
         else:
             text = m.source.decode("utf-8", "replace")
+            text = text[text.startswith("\ufeff"):]  # a BOM would hide the first `def`
             statements, marker = [], 0
         allows = _LintAllows(m, text, [lines for _, lines in statements], marker)
         findings += allows.findings

@@ -193,6 +193,14 @@ class DestructiveRules(LintTestCase):
         self.assertEqual([(f.code, bool(f.allowed)) for f in findings],
                          [("SM101", True), ("SM101", True), ("SM104", True), ("SM101", False)])
 
+    def test_python_marker_in_a_file_with_a_bom_covers_only_the_statement_below_it(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", "\ufeffdef up(db):\n    db.execute(\"CREATE TABLE u (x)\")\n"
+                                  "    # sqlmigrate: allow SM101 (u is unused)\n"
+                                  "    db.execute(\"DROP TABLE u\")\n    db.execute(\"DROP TABLE t\")\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(4, True), (5, False)])
+
     def test_rebuild_whose_create_sql_leaves_out_a_column(self):
         self.write("001-t.py", PY_TABLE)
         self.write("002-rebuild.py", '''
