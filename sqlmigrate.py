@@ -4130,8 +4130,10 @@ class _LintStatement(object):
             cursor.advance()
             self.name = (cursor.name() or "").lower()
             self.sets = cursor.punct("=") or cursor.peek() == ("punct", "(")
-            value = [text for kind, text in cursor.rest() if kind != "punct"]
-            self.value = value[0].upper() if self.sets and value else None
+            # The value as SQLite's pragma parser takes it: unquoted, its sign kept.
+            value = "".join(_unquote(text) for kind, text in cursor.rest()
+                            if text not in ("=", "(", ")"))
+            self.value = value.upper() if self.sets and value else None
         elif self.verb in ("DELETE", "UPDATE"):
             while not cursor.at_end():  # a WHERE inside parentheses is a subquery's
                 if cursor.peek() == ("punct", "("):
@@ -4181,7 +4183,7 @@ def _lint_pragmas(s, transactional, context):
 
 def _lint_renames(s, transactional, context):
     if s.verb == "PRAGMA" and s.name == "legacy_alter_table" and s.sets:
-        context.legacy = s.value in ("ON", "1", "TRUE", "YES")
+        context.legacy = _lint_pragma_boolean(s.value or "")
     if s.verb != "ALTER" or s.action != "RENAME TO" or context.schema is None:
         return
     key, uses, references = _key(s.table), [], []
@@ -4194,6 +4196,15 @@ def _lint_renames(s, transactional, context):
     elif references and not context.legacy:
         yield "SM502", "renames %s, which %s reference: their foreign keys now point at %s" % (
             s.table, ", ".join(references), s.name)
+
+
+def _lint_pragma_boolean(value):
+    """A flag pragma's value as SQLite reads it (sqlite3GetBoolean): a number
+    (its leading digits, or 0x hex) that is not 0, or YES, ON or TRUE."""
+    number = re.match(r"0X([0-9A-F]+)|[0-9]+", value)
+    if number:
+        return int(number.group(1), 16) != 0 if number.group(1) else int(number.group()) != 0
+    return value in ("YES", "ON", "TRUE")
 
 
 def _lint_idempotent(s, transactional, context):
@@ -4233,10 +4244,15 @@ class _LintAllows(object):
 
     def __init__(self, m, text, spans, first_line):
         self.ranges, self.findings = [], []
-        blank = [i + 1 for i, line in enumerate(text.splitlines()) if not line.strip()]
-        first_def = next((i + 1 for i, line in enumerate(text.splitlines()) if line.startswith((
+        # Lines as the statements' line numbers count them: SQL's end at \n
+        # (a lone \r ends no -- comment), Python's at \r too; neither's at
+        # the \f, \x1c or U+2028 where str.splitlines() also breaks.
+        lines = re.split(r"\r?\n" if m.kind == "sql" else r"\r\n|\r|\n", text)
+        blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+        first_def = next((i + 1 for i, line in enumerate(lines) if line.startswith((
             "def ", "async def ", "class "))), None)
-        for number, line in enumerate(text.splitlines(), 1):
+        statements = _py_statement_lines(text) if m.kind == "py" else None
+        for number, line in enumerate(lines, 1):
             match = "sqlmigrate:" in line and re.compile(_ALLOW_RE).search(line)
             if not match:
                 continue
@@ -4255,7 +4271,8 @@ class _LintAllows(object):
                 first, last = 1, None
             else:
                 first = number
-                last = next((n - 1 for n in blank if n > number), None)
+                last = _py_statement_end(statements, number) if statements else next(
+                    (n - 1 for n in blank if n > number), None)
             self.ranges.append((first, last, codes))
 
     def reason(self, code, line):
@@ -4264,6 +4281,32 @@ class _LintAllows(object):
                                   first <= line and (last is None or line <= last)):
                 return codes[code]
         return False
+
+
+def _py_statement_lines(text):
+    """(first line, last line) of each statement in a Python migration's
+    source (a loop or a with block with its body), or None if it does not
+    parse.  Before Python 3.8 there is no end_lineno: the last line any of
+    its nodes starts on (a string over lines has its last line there)."""
+    import ast
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte (3.6 to 3.11)
+        return None
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt):
+            out.append((node.lineno, getattr(node, "end_lineno", None) or max(
+                getattr(n, "lineno", node.lineno) for n in ast.walk(node))))
+    return out
+
+
+def _py_statement_end(statements, line):
+    """The last line of the statement a marker on `line` stands above (or
+    trails): the first to start there or below; the outermost of those that
+    start on the same line.  None (the rest of the file) if none follows."""
+    following = [(first, -last) for first, last in statements if first >= line]
+    return -min(following)[1] if following else None
 
 
 def _lint_finding(code, path, line, statement, message, allowed=False):
@@ -4275,9 +4318,12 @@ def _sql_statements(m):
     """m's up statements with their (first, last) lines in the file, and the
     line of its `-- migrate:up` marker (0 without one)."""
     text = _sql_file_text(m.source.decode("utf-8", "replace"))
-    out = []
+    out, first, counted = [], 1, 0
     for at, statement in _split_sql(m._up_sql or "", offsets=True):
-        first = text.count("\n", 0, m._up_at + at) + 1
+        # Counted on from the last statement: from the top each time is
+        # quadratic (minutes for a 10 MB file of inserts).
+        first += text.count("\n", counted, m._up_at + at)
+        counted = m._up_at + at
         out.append((statement, (first, first + statement.count("\n"))))
     marker = text.count("\n", 0, m._up_at) + 1 if _MARKER_RE.search(text) else 0
     return text, out, marker
@@ -4310,7 +4356,10 @@ class _LintRun(object):
 
     def trace(self, sql):
         m = self.current
-        if m is None or sql.lstrip().startswith("--"):  # a trigger's sub-program
+        # SQLite traces a trigger's sub-program as one comment line ("-- TRIGGER
+        # tr", then "-- <its statement>", spaces made blanks); a statement of
+        # the migration's own may open with a comment, with more lines after it.
+        if m is None or sql.lstrip().startswith("--") and "\n" not in sql.strip():
             return
         frame, line, helper, plan = sys._getframe(1), None, False, None
         while frame is not None:
@@ -4457,6 +4506,7 @@ def _lint(migrator, files, round_trip, to=None):
             text, statements, marker = _sql_statements(m)
         else:
             text = m.source.decode("utf-8", "replace")
+            text = text[text.startswith("\ufeff"):]  # a BOM would hide the first `def`
             statements, marker = [], 0
         allows = _LintAllows(m, text, [lines for _, lines in statements], marker)
         findings += allows.findings

@@ -71,6 +71,27 @@ class DestructiveRules(LintTestCase):
         findings = [f for f in self.lint() if f.code == "SM101"]
         self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(5, True), (6, False)])
 
+    def test_marker_covers_the_statement_below_it_after_form_feeds_and_lone_crs(self):
+        # str.splitlines() breaks lines at \f, \x1c and U+2028 too; the
+        # statements' lines count \n only.
+        self.write_sql(1, "t", "CREATE TABLE a (x);\nCREATE TABLE b (x);\nCREATE TABLE c (x);",
+                       "SELECT 1;")
+        self.write("002-drop.sql", "-- migrate:up\n-- a\fb\x1cc\u2028d\re\n"
+                                   "-- sqlmigrate: allow SM101 (a is unused)\nDROP TABLE a;\n"
+                                   "DROP TABLE b;\nDROP TABLE c;\n-- migrate:down\nSELECT 1;\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings],
+                         [(4, True), (5, False), (6, False)])
+
+    def test_python_marker_covers_the_statement_below_it_after_a_form_feed(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", "\f\n\f\ndef up(db):\n    db.execute(\"CREATE TABLE u (x)\")\n"
+                                  "\n    # sqlmigrate: allow SM101 (u is unused)\n"
+                                  "    db.execute(\"DROP TABLE u\")\n\n"
+                                  "    db.execute(\"DROP TABLE t\")\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(7, True), (9, False)])
+
     def test_marker_at_the_top_of_a_file_covers_all_of_it(self):
         self.table_migration()
         self.write("002-drop.sql", "-- sqlmigrate: allow SM101, SM104 (clean slate)\n\n"
@@ -115,6 +136,70 @@ class DestructiveRules(LintTestCase):
         self.assertEqual(self.only(findings, "SM102").allowed, "b was never read")
         self.assertFalse(self.only(findings, "SM101").allowed)  # the marker names SM102 only
         self.assertEqual(self.only(findings, "SM101").line, 7)
+
+    def test_python_statement_that_starts_with_a_comment_is_linted(self):
+        # SQLite traces a trigger's sub-program as "-- TRIGGER name"; a
+        # statement of the migration's own that opens with a comment is not one.
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("-- the old table goes\\nDROP TABLE t")
+            ''')
+        self.assertEqual(self.only(self.lint(), "SM101").line, 2)
+
+    def test_a_trigger_fired_by_a_python_statement_is_not_a_statement_of_its_own(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-trigger.py", '''
+            def up(db):
+                db.execute("CREATE TABLE log (x)")
+                db.execute("CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM log; END")
+                db.execute("INSERT INTO t (a) VALUES ('x')")
+
+
+            def down(db):
+                pass
+            ''')
+        self.assertEqual(self.codes(self.lint()), [])
+
+    def test_python_marker_does_not_reach_the_next_statement_of_its_block(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("CREATE TABLE old_a (x)")
+                # sqlmigrate: allow SM101 (old_a was never used)
+                db.execute("DROP TABLE old_a")
+                db.execute("DROP TABLE t")
+            ''')
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(4, True), (5, False)])
+
+    def test_python_marker_above_a_loop_or_a_call_over_lines_covers_all_of_it(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", '''
+            def up(db):
+                db.execute("CREATE TABLE a (x)")
+                db.execute("CREATE TABLE b (x)")
+                # sqlmigrate: allow SM101 (a and b were never used)
+                for name in ("a", "b"):
+                    db.execute(
+                        "DROP TABLE " + name)
+                # sqlmigrate: allow SM104 (t is rebuilt by the next release)
+                db.execute(
+                    """DELETE
+                    FROM t""")
+                db.execute("DROP TABLE t")
+            ''')
+        findings = [f for f in self.lint() if f.code in ("SM101", "SM104")]
+        self.assertEqual([(f.code, bool(f.allowed)) for f in findings],
+                         [("SM101", True), ("SM101", True), ("SM104", True), ("SM101", False)])
+
+    def test_python_marker_in_a_file_with_a_bom_covers_only_the_statement_below_it(self):
+        self.write("001-t.py", PY_TABLE)
+        self.write("002-drop.py", "\ufeffdef up(db):\n    db.execute(\"CREATE TABLE u (x)\")\n"
+                                  "    # sqlmigrate: allow SM101 (u is unused)\n"
+                                  "    db.execute(\"DROP TABLE u\")\n    db.execute(\"DROP TABLE t\")\n")
+        findings = [f for f in self.lint() if f.code == "SM101"]
+        self.assertEqual([(f.line, bool(f.allowed)) for f in findings], [(4, True), (5, False)])
 
     def test_rebuild_whose_create_sql_leaves_out_a_column(self):
         self.write("001-t.py", PY_TABLE)
@@ -205,6 +290,27 @@ class Renames(LintTestCase):
         f = self.only(self.lint("003-rename.sql"), "SM501")
         self.assertEqual(f.line, 4)
         self.assertIn("view v", f.message)
+
+    def test_legacy_alter_table_turned_on_by_a_quoted_or_numeric_value(self):
+        # SQLite reads the value as a boolean: 'on', "yes", 2 and 0x1 are on.
+        self.table_migration()
+        self.write_sql(2, "view", "CREATE VIEW v AS SELECT a FROM t;", "DROP VIEW v;")
+        for value in ("'on'", '"yes"', "2", "0x1"):
+            self.write_sql(3, "rename", "-- sqlmigrate: allow SM302 (on purpose)\n"
+                                        "PRAGMA legacy_alter_table = %s;\n"
+                                        "ALTER TABLE t RENAME TO t2;" % value)
+            self.assertEqual(self.only(self.lint("003-rename.sql"), "SM501").line, 4, value)
+
+    def test_legacy_alter_table_turned_off_again_before_the_rename(self):
+        self.table_migration()
+        self.write_sql(2, "view", "CREATE VIEW v AS SELECT a FROM t;", "DROP VIEW v;")
+        self.write_sql(3, "rename", "-- sqlmigrate: allow SM302 (on purpose)\n"
+                                    "PRAGMA legacy_alter_table = ON;\n"
+                                    "PRAGMA legacy_alter_table = 'off';\n"
+                                    "ALTER TABLE t RENAME TO t2;", "ALTER TABLE t2 RENAME TO t;")
+        findings = self.lint("003-rename.sql")
+        self.assertEqual([f.code for f in findings if f.code == "SM501"],
+                         ["SM501"] if sqlite3.sqlite_version_info < (3, 26, 0) else [])
 
     @unittest.skipIf(sqlite3.sqlite_version_info < (3, 26, 0), "renames are legacy there")
     def test_rename_with_a_view_on_it_in_modern_mode_is_clean(self):
