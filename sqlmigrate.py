@@ -1041,7 +1041,7 @@ class Migration(object):
         self._up_at = self._up_at if markers else skipped
 
     @property
-    def covers(self):
+    def _covers(self):
         """The versions a baseline holds, as its `-- sqlmigrate baseline of:`
         line lists them; None for one written before that line (it holds
         every file up to its version)."""
@@ -1050,9 +1050,9 @@ class Migration(object):
         listed = re.compile(_BASELINE_OF_RE).match(text, marker.end()) if marker else None
         return set(map(int, listed.group(1).split())) if listed else None
 
-    def stands_for(self, version):
+    def _stands_for(self, version):
         """Whether baseline self holds migration `version`."""
-        covers = self.covers
+        covers = self._covers
         return version <= self.version if covers is None else version in covers
 
     def _baseline_mismatch(self):
@@ -2493,7 +2493,7 @@ class Migrator(object):
             elif m.baseline and version < state.version:
                 entry_state = "in baseline"  # skipped: the database is past it
             elif fresh_from and not m.baseline and version < fresh_from.version and \
-                    not fresh_from.stands_for(version):
+                    not fresh_from._stands_for(version):
                 entry_state, by = "out-of-order", [fresh_from]
             else:
                 entry_state = "out-of-order" if version < state.version else "pending"
@@ -2589,7 +2589,7 @@ class Migrator(object):
                     "this database" % (newest, b.filename, b.version, newest, b.version),
                     kind="behind-baseline", path=b.path, version=b.version,
                     outcome="nothing was applied")
-            gone = sorted(v for v in b.covers or () if start < v <= to and v not in versions) \
+            gone = sorted(v for v in b._covers or () if start < v <= to and v not in versions) \
                 if fresh and to is not None and to < b.version else ()
             if gone:
                 return plan, MigrationError(
@@ -2765,8 +2765,8 @@ class Migrator(object):
         # The versions the new baseline holds: those the earlier one holds,
         # and the files after it.
         covers = set(m.version for m in files if since < m.version <= to or
-                     earlier and m.version <= since and earlier[0].stands_for(m.version))
-        covers |= set([since]) - set([0]) | (earlier and earlier[0].covers or set())
+                     earlier and m.version <= since and earlier[0]._stands_for(m.version))
+        covers |= set([since]) - set([0]) | (earlier and earlier[0]._covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
         conn = self._fresh_build(to=to)
@@ -3177,7 +3177,7 @@ class Migrator(object):
             # A baseline records each version it stands for (those with a file
             # now, and its own), named after the file, its checksum marked as its.
             names = dict((f.version, f.name) for f in self.migrations
-                         if m.baseline and f.version <= m.version and m.stands_for(f.version))
+                         if m.baseline and f.version <= m.version and m._stands_for(f.version))
             names.setdefault(m.version, "(baseline)" if m.baseline else m.name)
             for version in sorted(names):
                 _write_record(conn, self.table, _Record(
@@ -3685,7 +3685,7 @@ class _MigrationTest(object):
         first = min([m.version for m in files] or [float("inf")])
         versions = set(m.version for m in files)
         self.start = ([b for b in migrator._baselines if b.version < first or
-                       b.version == first and (b.covers or set()) - versions] or [None])[-1]
+                       b.version == first and (b._covers or set()) - versions] or [None])[-1]
 
     def connect(self, conn):
         # Foreign keys on: the runner then checks them after each migration,
