@@ -53,7 +53,8 @@ class MigrationError(Exception):
     "bad-database", "bad-request", "drift", "ahead", "out-of-order", "no-down",
     "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
     "migration-failed", "foreign-keys", "transaction-ended", "backup",
-    "refused-statement" (one the driver's server cannot take, never sent),
+    "refused-statement" (one the driver's server cannot take, or that would
+    break the migration's rollback or its record: never sent, or undone),
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
@@ -192,7 +193,11 @@ def _sha256(data):
     """hashlib.sha256(data), without hashlib on CPython: its first import loads
     OpenSSL (about 3 ms, more than the rest of a no-op start-up with 100 applied
     files; bench/README.md).  CPython's own module is _sha2 from 3.12, _sha256
-    on 3.6 to 3.11; PyPy's _sha256 is pure Python, so PyPy uses hashlib."""
+    on 3.6 to 3.11; PyPy's _sha256 is pure Python, so PyPy uses hashlib.  The
+    own module hashes at a quarter of OpenSSL's speed: from 1 MiB, hashlib."""
+    if len(data) >= 1 << 20:
+        import hashlib
+        return hashlib.sha256(data)
     if not _SHA256:
         try:
             if sys.implementation.name != "cpython":
@@ -454,6 +459,7 @@ def _is_connection(db):
 # and ROLLBACK; SQLITE_ATTACH too) is missing from some builds' module; the values are fixed.
 _SQLITE_TRANSACTION = getattr(sqlite3, "SQLITE_TRANSACTION", 22)
 _SQLITE_ATTACH = getattr(sqlite3, "SQLITE_ATTACH", 24)
+_SQLITE_PRAGMA = getattr(sqlite3, "SQLITE_PRAGMA", 19)
 # set_authorizer(None) removes the authorizer from Python 3.11 on; 3.6 to 3.10
 # install None as the callback, which denies every statement: there, an
 # authorizer that allows everything stands for "none".
@@ -1347,6 +1353,20 @@ def _real_path(path):
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
+# Next to the database these names are its own journal files: SQLite would
+# roll a "hot journal" back into the database, or discard it.
+_JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
+
+
+def _journal_names(path):
+    """The real paths of the files SQLite keeps beside database `path`,
+    however `path` is spelled: named after the file a link leads to (SQLite
+    3.10+), or after the link (before)."""
+    bases = (os.path.realpath(path), os.path.join(
+        os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path)))
+    return set(base + suffix for base in bases for suffix in _JOURNAL_SUFFIXES)
+
+
 def _hot_journal(real):
     """Whether the database file `real` has a journal that may be hot (a
     crashed writer's): one stat() when there is none; an empty (truncated)
@@ -1672,6 +1692,19 @@ def _check_foreign_keys(conn, **fields):
             kind="foreign-keys", tables=sorted(set(row[0] for row in rows)), **fields)
 
 
+def _traced_trigger_program(sql):
+    """Whether a trace callback's `sql` is a trigger's sub-program: SQLite
+    traces one as a single comment line ("-- TRIGGER tr", then "-- <its
+    statement>" with its line breaks made spaces), while a statement of the
+    migration's own may open with a comment, with more lines after it."""
+    return sql.lstrip().startswith("--") and "\n" not in sql.strip()
+
+
+# Journal modes under which SQLite cannot roll a transaction back once its
+# pages have spilled to the file (OFF), or after a crash (MEMORY).
+_UNSAFE_JOURNALS = ("off", "memory")
+
+
 class _MigrationConnection(object):
     """What a migration's up(db)/down(db) receives, and what its cursor()
     returns: the real connection (or cursor) with two changes that keep a
@@ -1748,9 +1781,21 @@ class _MigrationConnection(object):
         finally:
             self._conn.set_authorizer(_NO_AUTHORIZER)
 
-    def _authorize(self, action, operation, *_):
+    def _authorize(self, action, operation, value, *_):
         if action == _SQLITE_TRANSACTION and self._transactional:
             self.__dict__["refused"] = self._refusal(_authorizer_text(operation))
+            return sqlite3.SQLITE_DENY
+        if action == _SQLITE_PRAGMA and self._transactional and \
+                (_authorizer_text(operation) or "").lower() == "journal_mode" and \
+                (_authorizer_text(value) or "").lower() in _UNSAFE_JOURNALS:
+            # Honoured before the transaction's first write, and not undone
+            # after it: without a rollback journal SQLite cannot roll back
+            # pages it has spilled, yet still reports the rollback done.
+            self.__dict__["refused"] = MigrationError(
+                "PRAGMA journal_mode = %s is not allowed inside a transactional migration: "
+                "without a rollback journal a failed migration cannot be rolled back (set "
+                "transaction = False to change the journal mode)" % _authorizer_text(value),
+                kind="refused-statement")
             return sqlite3.SQLITE_DENY
         attached = _authorizer_text(operation) if action == _SQLITE_ATTACH else None
         if attached not in (None, "", ":memory:") and self._scratch:
@@ -1920,7 +1965,9 @@ def _parse_backfill_key(key):
     Nones but the name for a backfill outside a migration."""
     rest = key[len(_BACKFILL_PREFIX):]
     parts = rest.split(":", 2)
-    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:].isdigit():
+    # ASCII digits only: str.isdigit() also takes '\u00b2', which int() refuses.
+    if len(parts) > 1 and parts[0][:1] == "v" and parts[0][1:] and \
+            _DIGITS.issuperset(parts[0][1:]):
         up_or_down = len(parts) == 3 and parts[1] in ("up", "down")
         return _BackfillKey(int(parts[0][1:]), parts[1] if up_or_down else "up",
                             parts[2] if up_or_down else
@@ -2075,9 +2122,6 @@ def _utc_now():
 # readable copy, not even for a moment.  The schema file is replaced
 # atomically, and only if it is ours.
 
-# Next to the database these names are its own journal files: SQLite would
-# roll a "hot journal" back into the database, or discard it.
-_JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
 
 
 def _backup_path(path, version):
@@ -2125,21 +2169,16 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
                                  os.path.basename(source)), _read_state(conn, table).version)
             dest = _backup_path(*base)
         elif dest.endswith(tuple(filter(None, (os.sep, os.altsep)))):  # meant as a directory
-            raise RequestError("cannot write backup %s: directory %s does not exist"
-                               % (dest, dest), path=dest)
+            raise RequestError("backup directory %s does not exist; create it first" % dest,
+                               path=dest)
         elif not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
-            raise RequestError("cannot write backup %s: directory %s does not exist"
-                               % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)
+            raise RequestError("cannot write backup %s: directory %s does not exist; create it "
+                               "first" % (dest, os.path.dirname(os.path.abspath(dest))), path=dest)
         elif source and os.path.exists(dest) and os.path.samefile(dest, source):
             raise _bad_destination(dest, "is the database itself; give another file name")
         elif os.path.lexists(dest):
             raise _exists_already(dest)
-        elif source and os.path.realpath(dest) in [  # however its directory is spelled
-                name + s for s in _JOURNAL_SUFFIXES for name in (os.path.realpath(source), (
-                    # an SQLite that does not resolve a linked database names its journal
-                    # after the link
-                    os.path.join(os.path.realpath(os.path.dirname(source)),
-                                 os.path.basename(source))))]:
+        elif source and os.path.realpath(dest) in _journal_names(source):
             raise _bad_destination(dest, "is the name of the database's own journal; give "
                                          "another file name")
         # An in-memory database has no permissions to keep: owner only.
@@ -2320,6 +2359,18 @@ def _write_new_file(path, data):
             os.remove(temporary)
 
 
+@contextmanager
+def _read_lock(conn):
+    """A read transaction holding SQLite's shared lock until it ends."""
+    with _explicit_transactions(conn):
+        conn.execute("BEGIN")
+        try:
+            _query(conn, "SELECT count(*) FROM sqlite_master")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+
 def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
@@ -2328,7 +2379,12 @@ def _copy_under_write_lock(conn, dest):
     import shutil
     source_path = _main_file(conn)
     mode = stat.S_IMODE(os.stat(dest).st_mode)
-    with _transaction(conn):
+    # SQLite before 3.34 refuses the write lock on a file this process may
+    # only read.  Outside WAL mode a read lock stops every commit as well (a
+    # writer needs the file to itself); in WAL mode writers append meanwhile.
+    shared = not _may_write(source_path) and \
+        _query(conn, "PRAGMA journal_mode")[0][0].lower() != "wal"
+    with _read_lock(conn) if shared else _transaction(conn):
         _query(conn, "SELECT count(*) FROM sqlite_master")
         for suffix in ("", "-wal"):
             if suffix and not os.path.exists(source_path + suffix):
@@ -2769,7 +2825,8 @@ class Migrator(object):
         covers |= set([since]) - set([0]) | (earlier and earlier[0]._covers or set())
         losses = [loss for loss in (_baseline_loss(m) for m in files
                                     if since < m.version <= to) if loss]
-        conn = self._fresh_build(to=to)
+        # Refused by the files alone before a build, which could fail first.
+        conn = None if losses and not force else self._fresh_build(to=to)
         try:
             # The schema leaves the tracking tables out with what is on them:
             # an index or trigger of the migrations' there, it would not carry.
@@ -2777,7 +2834,8 @@ class Migrator(object):
                        % (kind, name, on) for kind, name, on in _query(
                            conn, "SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS "
                            "NOT NULL AND type <> 'table' AND tbl_name COLLATE NOCASE IN (?, ?) "
-                           "ORDER BY name", (self.table, self.table + "_migrations"))]
+                           "ORDER BY name", (self.table, self.table + "_migrations"))
+                       ] if conn is not None else []
             if losses and not force:
                 raise MigrationError("cannot write a baseline of v%d: it holds only the schema, "
                                      "and these migrations do more: %s; move their data work "
@@ -2800,7 +2858,8 @@ class Migrator(object):
             text = "-- migrate:baseline\n-- sqlmigrate baseline of: %s\n" % " ".join(
                 map(str, sorted(covers))) + _schema_sql(conn, to, self.table)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
         width = max([m.filename.index("-") for m in files + baselines] + [3])
         path = os.path.join(self.directory, "%0*d-baseline.sql" % (width, to))
         try:  # an `up` listing the directory meanwhile must not apply half a baseline
@@ -2941,7 +3000,7 @@ class Migrator(object):
                         result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
-                        if failure is e and done and not whole_run:  # locked, after commits
+                        if _sqlite_kind(e) == "locked" and done and not whole_run:
                             failure = _lock_lost(_sqlite_failure(e, self.path), done)
                         raise failure
                     if result:
@@ -3015,9 +3074,8 @@ class Migrator(object):
         database itself, which it would replace, or one of its journal files,
         which SQLite would take for a crashed writer's and delete."""
         if self.path is not None and self.path != ":memory:":
-            database = os.path.realpath(_real_path(self.path))
-            if os.path.realpath(self.schema_file) in [database + suffix for suffix in
-                                                      ("",) + _JOURNAL_SUFFIXES]:
+            if os.path.realpath(self.schema_file) in _journal_names(self.path) | set([
+                    os.path.realpath(self.path)]):
                 return ("the schema file %s is the database %s or one of its journal files: "
                         "writing it would destroy one of them; choose another path"
                         % (self.schema_file, self.path))
@@ -3129,13 +3187,11 @@ class Migrator(object):
         traced = whole_run == "dry run" and driver.has_set_trace_callback
 
         def trace(sql):
-            # Skip trigger sub-programs ("-- TRIGGER ...") and the repeats some
-            # Pythons report when SQLite re-prepares a statement.
-            if not sql.lstrip().startswith("--") and (not statements or statements[-1] != sql):
+            # Skip trigger sub-programs and the repeats some Pythons report
+            # when SQLite re-prepares a statement.
+            if not _traced_trigger_program(sql) and (not statements or statements[-1] != sql):
                 statements.append(sql)
 
-        journal = None if "journal_mode" in driver.refused_pragmas else \
-            _query(conn, "PRAGMA journal_mode")[0][0]
         self.progress("start", m, direction)
         started = time.perf_counter()
         try:
@@ -3150,8 +3206,6 @@ class Migrator(object):
             if traced:
                 conn.set_trace_callback(None)
             db._close_cursors()
-            if journal is not None:
-                _restore_rollback_journal(conn, journal)
             for name, saved in zip(factories, saved_factories):
                 setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0
@@ -3231,9 +3285,13 @@ def _connection_kept_as_it_was(conn, m, direction):
     connection as it was: a transaction it left open rolled back (an error:
     its work would be lost on close, or stay pending on a caller's), databases
     it attached detached, foreign_keys as before (after the rollback: the
-    pragma is a no-op inside a transaction)."""
+    pragma is a no-op inside a transaction), and a rollback journal if it
+    turned it OFF or to MEMORY (the connection's, not the file's, setting):
+    later migrations need one to roll back."""
     fk_was_on = _foreign_keys_enabled(conn)
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
+    journal = None if "journal_mode" in _driver(conn).refused_pragmas else \
+        _query(conn, "PRAGMA main.journal_mode")[0][0]
     left_open = False
     try:
         if fk_was_on:  # inside the try: restored even if the pragma itself raises
@@ -3248,6 +3306,9 @@ def _connection_kept_as_it_was(conn, m, direction):
                 conn.execute("DETACH DATABASE " + _quote_identifier(row[1]))
         if _foreign_keys_enabled(conn) != fk_was_on:
             _set_pragma(conn, "foreign_keys", fk_was_on)
+        if journal is not None and journal.lower() not in _UNSAFE_JOURNALS and \
+                _query(conn, "PRAGMA main.journal_mode")[0][0].lower() in _UNSAFE_JOURNALS:
+            _query(conn, "PRAGMA main.journal_mode = " + journal)
     if left_open:
         raise MigrationError(
             "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "
@@ -3255,21 +3316,6 @@ def _connection_kept_as_it_was(conn, m, direction):
             "the database may be partly changed; end the migration's transaction with COMMIT"
             % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
             direction=direction)
-
-
-def _restore_rollback_journal(conn, journal):
-    """journal_mode back to `journal` if a migration set OFF or MEMORY, which
-    are the connection's, not the file's: under OFF SQLite cannot roll back a
-    later migration that fails once its pages have spilled (they stay,
-    half-written, though it reports "rolled back"); under MEMORY a crash
-    mid-migration leaves a corrupt file.  Allowed inside a transaction (only
-    a change to or from WAL is not)."""
-    try:
-        now = _query(conn, "PRAGMA journal_mode")[0][0]
-        if now != journal and now.lower() in ("off", "memory"):
-            _query(conn, "PRAGMA journal_mode = " + journal)
-    except _DB.Error:
-        pass  # the migration closed the connection: what runs next reports it
 
 
 def _shadowing_tracking(conn, table):
@@ -3347,9 +3393,9 @@ def _adoption_hint(conn, table):
     migration may fail ("table ... already exists"): how to adopt it; None
     for one without tables."""
     # SQLite reserves only names starting sqlite_ ('_' is LIKE's wildcard, so
-    # escaped); identifiers compare case-insensitively for ASCII, as lower() folds.
+    # escaped); identifiers compare case-insensitively for ASCII, as NOCASE.
     if not _query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
-                  "'sqlite\\_%' ESCAPE '\\' AND lower(name) NOT IN (lower(?), lower(?)) LIMIT 1",
+                  "'sqlite\\_%' ESCAPE '\\' AND name COLLATE NOCASE NOT IN (?, ?) LIMIT 1",
                   (table, table + "_migrations")):
         return None
     user_version = _query(conn, "PRAGMA user_version")[0][0]
@@ -4056,7 +4102,8 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
     ("SM201", "error", "ADD COLUMN ... NOT NULL without a default fails on a non-empty table",
      "give it a DEFAULT, or use reconcile()/rebuild_table()"),
     ("SM202", "error", "ADD COLUMN with UNIQUE or PRIMARY KEY: SQLite refuses it",
-     "add the column, then CREATE UNIQUE INDEX; or use rebuild_table(create_sql=...)"),
+     "add the column, then CREATE UNIQUE INDEX (it cannot keep an ON CONFLICT clause); or "
+     "use reconcile() or rebuild_table(create_sql=...)"),
     ("SM203", "error", "ADD COLUMN with a non-constant default (or STORED): SQLite refuses it "
      "on a non-empty table", "use reconcile() or rebuild_table(create_sql=...)"),
     ("SM301", "error", "PRAGMA foreign_keys in a transactional migration is a no-op",
@@ -4356,10 +4403,7 @@ class _LintRun(object):
 
     def trace(self, sql):
         m = self.current
-        # SQLite traces a trigger's sub-program as one comment line ("-- TRIGGER
-        # tr", then "-- <its statement>", spaces made blanks); a statement of
-        # the migration's own may open with a comment, with more lines after it.
-        if m is None or sql.lstrip().startswith("--") and "\n" not in sql.strip():
+        if m is None or _traced_trigger_program(sql):
             return
         frame, line, helper, plan = sys._getframe(1), None, False, None
         while frame is not None:
@@ -4578,6 +4622,20 @@ def _lint_inline_allow(sql, code):
 
 # Old SQLite limits a statement to 999 parameters.
 _MAX_IN_LIST = 500
+
+
+def _temp_tables(conn):
+    """The keys of this connection's TEMP tables.  Such a table is what an
+    unqualified name reaches first (ALTER TABLE, CREATE INDEX, UPDATE,
+    pragma_table_info): a helper's change would land there, and the
+    database would still lack it; see _hidden_by_temp."""
+    return set(_key(name) for (name,) in _query(
+        conn, "SELECT name FROM sqlite_temp_master WHERE type = 'table'"))
+
+
+def _hidden_by_temp(name):
+    return "a TEMP table named %s hides table main.%s on this connection; drop it first" % (
+        name, name)
 
 
 # A row of sqlite_master; _NO_SCHEMA_ROW (every field None) is a name nothing has.
@@ -5147,10 +5205,8 @@ class _Table(object):
         self.key = _key(self.name)
         if self.key.startswith("sqlite_"):
             raise _refused("%s is an internal SQLite table; it cannot be rebuilt" % self.name)
-        if _query(raw, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
-                       "AND name = ? COLLATE NOCASE", (self.name,)):
-            raise _refused("a TEMP table named %s hides table main.%s on this connection; "
-                           "drop it first" % (self.name, self.name))
+        if self.key in _temp_tables(raw):
+            raise _refused(_hidden_by_temp(self.name))
         self.old = _CreateTable(sql, "table %s" % self.name)
         self.quoted = "main." + _quote_identifier(self.name)
         columns = _read_columns(raw, [self.name])[self.name]
@@ -6508,11 +6564,7 @@ def _check_declarations(columns, indexes):
 
 def _plan_reconcile(conn, columns, indexes, quiet=False):
     plan, master = _ReconcilePlan([], [], []), _SchemaObjects(conn)
-    # A TEMP table of the same name is what an unqualified ALTER TABLE, CREATE
-    # INDEX or pragma_table_info reaches first: the change would land in this
-    # connection's TEMP table, and the database would still lack it.
-    hidden = set(_key(name) for (name,) in _query(
-        conn, "SELECT name FROM sqlite_temp_master WHERE type = 'table'"))
+    hidden = _temp_tables(conn)
     declared_indexes = [(name, text, _IndexDeclaration(text, name))
                         for name, text in indexes.items()]
     tables = {}  # declared name -> the existing ordinary table's name
@@ -6529,8 +6581,7 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
         elif kind != "table":
             plan.problems.append("'%s' is a %s, not a table" % (table, kind))
         elif _key(table) in hidden:
-            plan.problems.append("a TEMP table named %s hides table main.%s on this "
-                                 "connection; drop it first" % (table, table))
+            plan.problems.append(_hidden_by_temp(table))
         else:
             plan.problems.append("table '%s' is a virtual table: ALTER TABLE cannot change it"
                                  % table)
@@ -6609,7 +6660,11 @@ def _plan_columns(conn, master, table, declared, existing, planned):
         if problem:
             problems.append("%s.%s %r: %s" % (table, column, text, problem))
         seen.add(_key(column))
-    reason = next(filter(None, (_rebuild_reason(d) for _, _, d in missing)), None)
+    # CREATE UNIQUE INDEX has no ON CONFLICT: an index standing in for a
+    # UNIQUE ON CONFLICT REPLACE or IGNORE would make those INSERTs fail.
+    reason = next(filter(None, (_rebuild_reason(d) or d.unique_conflict not in (None, "ABORT")
+                                and "UNIQUE ON CONFLICT %s" % d.unique_conflict
+                                for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
         steps.append(_Step(
@@ -6655,10 +6710,6 @@ def _rebuild_reason(declaration):
         return "a STORED generated column"
     if declaration.default_kind == "expression":
         return "non-constant DEFAULT %s" % declaration.default
-    if declaration.unique_conflict not in (None, "ABORT"):
-        # CREATE UNIQUE INDEX has no ON CONFLICT: an index would turn the
-        # declared REPLACE or IGNORE into failing INSERTs.
-        return "UNIQUE ON CONFLICT %s" % declaration.unique_conflict
     return None
 
 
@@ -6765,11 +6816,8 @@ def merge_json_defaults(db, table, column, defaults, where=None, params=()):
                 raise MigrationError("merge_json_defaults: table %s is a virtual table; only an "
                                      "ordinary table's rows can be found again to write them"
                                      % name, kind="unaddressable", tables=[table])
-            if _query(conn, "SELECT 1 FROM sqlite_temp_master WHERE type = 'table' "
-                            "AND name = ? COLLATE NOCASE", (name,)):
-                # Unqualified, every statement below would read and write it instead.
-                raise MigrationError("merge_json_defaults: a TEMP table named %s hides table "
-                                     "main.%s on this connection; drop it first" % (name, name),
+            if _key(name) in _temp_tables(conn):
+                raise MigrationError("merge_json_defaults: " + _hidden_by_temp(name),
                                      kind="unaddressable", tables=[table])
             columns = _read_columns(conn, [name])[name]
             names = [c.name for c in columns]

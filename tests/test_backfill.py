@@ -213,6 +213,14 @@ class BadInput(BackfillTestCase):
                 os.remove(self.db)
             self.assertIn(name, self.assert_refused("bad-request", set="n = n + 1", name=name))
 
+    def test_a_name_with_a_non_ascii_digit_is_an_ordinary_name(self):
+        # str.isdigit() takes '\u00b2', which int() does not: only v<ASCII digits>
+        # is a migration's position.
+        conn = self.make_items(500)
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1",
+                                             name="v\u00b2:x"), 500)
+        self.assertEqual(self.counts(conn), {1: 500})
+
     def test_set_and_apply_together_or_neither_are_refused(self):
         self.assert_refused("bad-request", set="n = 1", apply=lambda db, batch: 0)
         os.remove(self.db)

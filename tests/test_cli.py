@@ -714,6 +714,17 @@ class UpTests(CLITestCase):
         self.assertIn("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)", out)
         self.assertEqual(os.listdir(self.tmp), before_files)
 
+    def test_dry_run_prints_a_statement_that_opens_with_a_comment(self):
+        # Only a trigger's sub-program is traced as one comment line.
+        self.write("003-commented.py", '''
+            def up(db):
+                db.execute("-- why\\nCREATE TABLE x (a)")
+                db.execute("CREATE TABLE y (b)")
+            ''')
+        out, _ = self.apply("--dry-run")
+        self.assertIn("CREATE TABLE x (a)", out)
+        self.assertIn("CREATE TABLE y (b)", out)
+
     def test_dry_run_on_a_missing_database_creates_no_file(self):
         out, _ = self.apply("--dry-run")
         self.assertIn("CREATE TABLE users", out)

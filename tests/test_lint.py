@@ -252,6 +252,14 @@ class FailsOnNonEmptyTable(LintTestCase):
                          [("SM201", 2), ("SM202", 3), ("SM203", 4)])
         self.assertIn("reconcile", self.only(findings, "SM203").fix)
 
+    def test_unique_on_conflict_is_one_finding_whose_fix_keeps_the_clause(self):
+        # An index cannot carry ON CONFLICT; ALTER TABLE refuses UNIQUE on any table.
+        self.table_migration()
+        self.write_sql(2, "add", "ALTER TABLE t ADD COLUMN b TEXT UNIQUE ON CONFLICT REPLACE;")
+        findings = self.lint("002-add.sql")
+        self.assertEqual([f.code for f in findings if f.code.startswith("SM2")], ["SM202"])
+        self.assertIn("ON CONFLICT", self.only(findings, "SM202").fix)
+
     def test_add_column_with_a_constant_default_is_clean(self):
         self.table_migration()
         self.write_sql(2, "add", "ALTER TABLE t ADD COLUMN c TEXT NOT NULL DEFAULT '';\n"

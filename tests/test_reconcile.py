@@ -371,7 +371,7 @@ class ReconcileColumnTests(DatabaseTestCase):
                 self.assertEqual(caught.exception.kind, "reconcile-refused")
                 self.assertIn("TEMP table", str(caught.exception))
         self.assertEqual([row[1] for row in conn.execute("PRAGMA temp.table_info(t)")], ["z"])
-        self.assertEqual(conn.execute("SELECT name FROM temp.sqlite_master").fetchall(), [("t",)])
+        self.assertEqual(conn.execute("SELECT name FROM sqlite_temp_master").fetchall(), [("t",)])
         self.assertEqual(self.content(), before)
 
     def test_declarations_that_are_not_text_are_a_request_error_before_any_change(self):

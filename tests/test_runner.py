@@ -1147,37 +1147,60 @@ class HostileMigrations(RunnerTestCase):
                 self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"] +
                                  ([] if transactional else ["two"]))
 
+    def write_rows_then_failing_update(self):
+        # 32768 rows (no WITH RECURSIVE: SQLite 3.7.17 lacks it), and a later
+        # migration whose UPDATE spills pages from a 5-page cache, then fails.
+        self.write_sql(1, "rows", "CREATE TABLE t (x INTEGER);\nINSERT INTO t VALUES (1);\n" +
+                       "INSERT INTO t SELECT x FROM t;\n" * 15)
+        self.write("003-fails.py", '''
+            def up(db):
+                db.execute("PRAGMA cache_size = 5")
+                db.execute("UPDATE t SET x = -x")
+                raise RuntimeError("fails after the update")
+            ''')
+
     def test_journal_mode_off_set_by_a_migration_does_not_stop_a_later_rollback(self):
         # With journal_mode = OFF SQLite cannot undo a transaction whose pages
         # it already wrote (a small cache spills them): the failed migration's
         # UPDATE would stay, half done, while the error says "rolled back".
-        for transactional in (True, False):
-            with self.subTest(transactional=transactional):
-                for f in os.listdir(self.dir):
-                    os.remove(os.path.join(self.dir, f))
+        self.write_rows_then_failing_update()
+        self.write("002-no-journal.py", '''
+            transaction = False
+
+            def up(db):
+                db.execute("PRAGMA journal_mode = OFF").fetchall()
+            ''')
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertEqual(caught.exception.version, 3)
+        self.assertEqual(self.connect().execute(
+            "SELECT count(*) FROM t WHERE x < 0").fetchone()[0], 0)
+        self.assertEqual(self.history(), ([1, 2], [("2",)]))
+
+    def test_journal_mode_off_or_memory_in_a_transactional_migration_is_refused(self):
+        # Inside the transaction the change is honoured before its first
+        # write and cannot be undone after it: the migration's own rollback
+        # (or a later one's) would leave spilled pages half written.
+        for mode, statement in (("OFF", "PRAGMA journal_mode = OFF"),
+                                ("memory", "PRAGMA main.journal_mode = 'memory'")):
+            with self.subTest(mode=mode):
+                for name in os.listdir(self.dir):
+                    os.remove(os.path.join(self.dir, name))
                 if os.path.exists(self.db):
                     os.remove(self.db)
-                self.write_sql(1, "rows", "CREATE TABLE t (x INTEGER);\n"
-                               "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
-                               "LIMIT 20000) INSERT INTO t SELECT n FROM c;")
+                self.write_rows_then_failing_update()
                 self.write("002-no-journal.py", '''
-                    transaction = %r
-
                     def up(db):
-                        db.execute("PRAGMA journal_mode = OFF").fetchall()
-                    ''' % transactional)
-                self.write("003-fails.py", '''
-                    def up(db):
-                        db.execute("PRAGMA cache_size = 5")
-                        db.execute("UPDATE t SET x = -x")
-                        raise RuntimeError("fails after the update")
-                    ''')
+                        db.execute("CREATE TABLE u (y)")
+                        db.execute(%r).fetchall()
+                    ''' % statement)
                 with self.assertRaises(sqlmigrate.MigrationError) as caught:
                     sqlmigrate.migrate(self.db, self.dir)
-                self.assertEqual(caught.exception.version, 3)
+                self.assertEqual(caught.exception.version, 2)
+                self.assertIn("journal_mode = %s is not allowed" % mode, str(caught.exception))
+                self.assertEqual(self.history(), ([1], [("1",)]))
                 self.assertEqual(self.connect().execute(
-                    "SELECT count(*) FROM t WHERE x < 0").fetchone()[0], 0)
-                self.assertEqual(self.history(), ([1, 2], [("2",)]))
+                    "PRAGMA journal_mode").fetchone()[0], "delete")
 
     def test_a_statement_after_sqlite_rolled_the_migration_back_is_not_run(self):
         # RAISE(ROLLBACK) (like a full disk) ends the transaction in SQLite

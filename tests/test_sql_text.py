@@ -276,11 +276,13 @@ class EncodingAndLineEndings(TempDirTestCase):
         self.assertEqual(checksums, {hashlib.sha256(b"\n".join(lines)).hexdigest()})
 
     def test_checksum_of_a_large_non_ascii_file_is_its_sha256(self):
-        # Many SHA-256 blocks and every byte value: whichever module computes it.
-        body = b"-- migrate:up\nSELECT '" + bytes(range(40, 256)) * 999 + b"';\n"
-        self.write("001-big.sql", body)
-        [m] = sqlmigrate.Migrator(":memory:", self.dir).migrations
-        self.assertEqual(m.checksum, hashlib.sha256(body).hexdigest())
+        # Many SHA-256 blocks and every byte value, below and above the 1 MiB
+        # from which another module computes it.
+        for version, repeat in ((1, 999), (2, 5000)):
+            body = b"-- migrate:up\nSELECT '" + bytes(range(40, 256)) * repeat + b"';\n"
+            self.write("%03d-big.sql" % version, body)
+            m = sqlmigrate.Migrator(":memory:", self.dir).migrations[version - 1]
+            self.assertEqual(m.checksum, hashlib.sha256(body).hexdigest())
 
     def test_crlf_file_markers_and_statements_are_read(self):
         self.write("001-events.sql", b"-- migrate:up transaction:false\r\nCREATE TABLE a (x);\r\n"
