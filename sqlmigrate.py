@@ -3184,7 +3184,10 @@ class Migrator(object):
         saved_factories = [getattr(conn, name) for name in factories]
         # Without a trace callback, the statements the migration ran through
         # db (the proxy records them): the same text, less trigger programs.
-        traced = whole_run == "dry run" and driver.has_set_trace_callback
+        # Not on a caller's connection: sqlite3 cannot read its own trace
+        # callback back, so ours would replace it for good.
+        traced = whole_run == "dry run" and driver.has_set_trace_callback and \
+            (self.connection is None or self._scratch)
 
         def trace(sql):
             # Skip trigger sub-programs and the repeats some Pythons report

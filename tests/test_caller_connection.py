@@ -164,3 +164,20 @@ class FailedCommitTests(TempDirTestCase):
                 conn.commit()
                 self.assertEqual(sqlite3.connect(path).execute(
                     "SELECT name FROM sqlite_master WHERE name = 'one'").fetchall(), [])
+
+
+class CallerCallbacksTests(TempDirTestCase):
+    def test_a_dry_run_keeps_the_callers_trace_callback(self):
+        # sqlite3 cannot read a trace callback back, so one replaced cannot be
+        # put back: the caller's statement log would go silent for good.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        traced = []
+        conn.set_trace_callback(traced.append)
+        applied = sqlmigrate.Migrator(conn, self.dir).up(dry_run=True)
+        self.assertEqual(applied[0].executed_sql, ["CREATE TABLE one (x)"])
+        del traced[:]
+        conn.execute("SELECT 42")
+        self.assertEqual(traced, ["SELECT 42"])
+
