@@ -1482,16 +1482,18 @@ def _explicit_transactions(conn):
     its mode back afterwards.  Only called outside a transaction: setting
     isolation_level or autocommit commits a pending one (Python 3.6-3.13)."""
     mode = _autocommit_mode(conn)
-    if mode is True or (mode == _LEGACY_TRANSACTION_CONTROL and conn.isolation_level is None):
-        yield
-        return
-    name, saved = ("autocommit", False) if mode is False else \
-        ("isolation_level", conn.isolation_level)  # False: Python 3.12+ PEP 249 mode
-    setattr(conn, name, True if mode is False else None)
+    name, saved = ("isolation_level", conn.isolation_level) \
+        if mode == _LEGACY_TRANSACTION_CONTROL else ("autocommit", mode)
+    explicit = None if name == "isolation_level" else True  # False: Python 3.12+ PEP 249 mode
+    if saved != explicit:
+        setattr(conn, name, explicit)
     try:
         yield
     finally:
-        setattr(conn, name, saved)
+        # Also when it was already explicit: a non-transactional migration
+        # may have changed the mode of the connection it was given.
+        if getattr(conn, name) != saved:
+            setattr(conn, name, saved)
 
 
 def _raw(conn):

@@ -181,3 +181,20 @@ class CallerCallbacksTests(TempDirTestCase):
         conn.execute("SELECT 42")
         self.assertEqual(traced, ["SELECT 42"])
 
+
+class CallerModeTests(TempDirTestCase):
+    def test_isolation_level_none_is_none_again_after_a_migration_changed_it(self):
+        # A non-transactional migration may set db.isolation_level; the
+        # caller's connection must come back in the mode it was passed in,
+        # as one in another mode already does.
+        self.write("001-mode.py", """
+            transaction = False
+            def up(db):
+                db.isolation_level = "IMMEDIATE"
+                db.execute("CREATE TABLE one (x)")
+            """)
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual([m.version for m in sqlmigrate.Migrator(conn, self.dir).up()], [1])
+        self.assertIsNone(conn.isolation_level)
+        self.assertFalse(conn.in_transaction)
