@@ -174,7 +174,7 @@ class CallerCallbacksTests(TempDirTestCase):
         conn = sqlite3.connect(self.db, isolation_level=None)
         self.addCleanup(conn.close)
         traced = []
-        conn.set_trace_callback(traced.append)
+        conn.set_trace_callback(lambda sql: traced.append(sql))  # 3.6: a hashable callable
         applied = sqlmigrate.Migrator(conn, self.dir).up(dry_run=True)
         self.assertEqual(applied[0].executed_sql, ["CREATE TABLE one (x)"])
         del traced[:]
