@@ -2908,8 +2908,13 @@ class Migrator(object):
         if self.connection is not None:
             session.conn = self.connection
             # Python 3.12's autocommit=False keeps a transaction open at all
-            # times; leaving that mode commits it, as Python documents.
-            if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
+            # times; leaving that mode commits it, as Python documents.  (A
+            # closed connection raises here: a MigrationError like elsewhere.)
+            try:
+                open_transaction = self.connection.in_transaction
+            except _DB.Error as e:
+                raise _sqlite_failure(e, self.path)
+            if open_transaction and _autocommit_mode(self.connection) is not False:
                 raise RequestError("the connection has an open transaction; commit or roll "
                                    "it back before migrating")
         elif dry_run and exists and not _may_write(self.path):

@@ -198,3 +198,17 @@ class CallerModeTests(TempDirTestCase):
         self.assertEqual([m.version for m in sqlmigrate.Migrator(conn, self.dir).up()], [1])
         self.assertIsNone(conn.isolation_level)
         self.assertFalse(conn.in_transaction)
+
+    def test_a_closed_connection_is_a_migration_error_for_every_call(self):
+        # The sqlite3 error a closed connection raises must come out as the
+        # MigrationError every API promises, not as a raw ProgrammingError.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        conn = sqlite3.connect(self.db)
+        conn.close()
+        migrator = sqlmigrate.Migrator(conn, self.dir)
+        for name, call in [("migrate", lambda: sqlmigrate.migrate(conn, self.dir)),
+                           ("up", migrator.up), ("down", migrator.down),
+                           ("mark", lambda: migrator.mark(1)), ("status", migrator.status)]:
+            with self.subTest(name):
+                with self.assertRaises(sqlmigrate.MigrationError):
+                    call()
