@@ -1485,6 +1485,7 @@ def _explicit_transactions(conn):
     name, saved = ("isolation_level", conn.isolation_level) \
         if mode == _LEGACY_TRANSACTION_CONTROL else ("autocommit", mode)
     explicit = None if name == "isolation_level" else True  # False: Python 3.12+ PEP 249 mode
+    isolation_level = conn.isolation_level  # ignored under autocommit, yet the caller's
     if saved != explicit:
         setattr(conn, name, explicit)
     try:
@@ -1494,6 +1495,8 @@ def _explicit_transactions(conn):
         # may have changed the mode of the connection it was given.
         if getattr(conn, name) != saved:
             setattr(conn, name, saved)
+        if conn.isolation_level != isolation_level:
+            conn.isolation_level = isolation_level
 
 
 def _raw(conn):

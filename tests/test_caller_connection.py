@@ -212,3 +212,22 @@ class CallerModeTests(TempDirTestCase):
             with self.subTest(name):
                 with self.assertRaises(sqlmigrate.MigrationError):
                     call()
+
+    @unittest.skipUnless(hasattr(sqlite3, "LEGACY_TRANSACTION_CONTROL"), "Python 3.12+")
+    def test_isolation_level_of_an_autocommit_connection_is_kept_after_a_migration_changed_it(self):
+        # Ignored while autocommit is True or False, isolation_level rules
+        # again once the caller sets autocommit back to LEGACY_TRANSACTION_CONTROL.
+        self.write("001-mode.py", """
+            transaction = False
+            def up(db):
+                db.isolation_level = None
+                db.execute("CREATE TABLE one (x)")
+            """)
+        for autocommit in (True, False):
+            with self.subTest(autocommit=autocommit):
+                path = os.path.join(self.tmp, "app%d.db" % autocommit)
+                conn = sqlite3.connect(path, autocommit=autocommit, isolation_level="IMMEDIATE")
+                self.addCleanup(conn.close)
+                self.assertEqual(len(sqlmigrate.Migrator(conn, self.dir).up()), 1)
+                self.assertEqual((conn.autocommit, conn.isolation_level),
+                                 (autocommit, "IMMEDIATE"))
