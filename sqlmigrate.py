@@ -101,8 +101,12 @@ class MigrationError(Exception):
             text = {
                 "locked": "%s is locked by another process; wait for it to finish "
                           "(or stop it) and try again, or raise --busy-timeout" % named,
-                "read-only": "%s is read-only: check the file's and its directory's "
-                             "permissions" % named,
+                # No database name: a caller's connection, which may itself
+                # be read-only (mode=ro, PRAGMA query_only) on a writable file.
+                "read-only": "%s is read-only: %scheck the file's and its directory's "
+                             "permissions" % (named, "" if self.database else
+                                              "was the connection opened read-only "
+                                              "(mode=ro, PRAGMA query_only)? else "),
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
                 "cannot-open": "cannot open %s: %s" % (named, self.cause),
                 "unreachable": "no database server answers at %s (%s): check the address and "

@@ -231,3 +231,19 @@ class CallerModeTests(TempDirTestCase):
                 self.assertEqual(len(sqlmigrate.Migrator(conn, self.dir).up()), 1)
                 self.assertEqual((conn.autocommit, conn.isolation_level),
                                  (autocommit, "IMMEDIATE"))
+
+    def test_a_read_only_callers_connection_is_named_as_a_cause_of_read_only(self):
+        # The file is writable: "check the file's permissions" alone would
+        # send the caller looking in the wrong place.
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        sqlite3.connect(self.db).close()
+        for label, conn in [("query_only", sqlite3.connect(self.db)),
+                            ("mode=ro", sqlite3.connect("file:%s?mode=ro" % self.db, uri=True))]:
+            self.addCleanup(conn.close)
+            if label == "query_only":
+                conn.execute("PRAGMA query_only = ON")
+            with self.subTest(label):
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up()
+                self.assertEqual(caught.exception.kind, "read-only")
+                self.assertIn("opened read-only", str(caught.exception))
