@@ -101,8 +101,12 @@ class MigrationError(Exception):
             text = {
                 "locked": "%s is locked by another process; wait for it to finish "
                           "(or stop it) and try again, or raise --busy-timeout" % named,
-                "read-only": "%s is read-only: check the file's and its directory's "
-                             "permissions" % named,
+                # No database name: a caller's connection, which may itself
+                # be read-only (mode=ro, PRAGMA query_only) on a writable file.
+                "read-only": "%s is read-only: %scheck the file's and its directory's "
+                             "permissions" % (named, "" if self.database else
+                                              "was the connection opened read-only "
+                                              "(mode=ro, PRAGMA query_only)? else "),
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
                 "cannot-open": "cannot open %s: %s" % (named, self.cause),
                 "unreachable": "no database server answers at %s (%s): check the address and "
@@ -1482,16 +1486,21 @@ def _explicit_transactions(conn):
     its mode back afterwards.  Only called outside a transaction: setting
     isolation_level or autocommit commits a pending one (Python 3.6-3.13)."""
     mode = _autocommit_mode(conn)
-    if mode is True or (mode == _LEGACY_TRANSACTION_CONTROL and conn.isolation_level is None):
-        yield
-        return
-    name, saved = ("autocommit", False) if mode is False else \
-        ("isolation_level", conn.isolation_level)  # False: Python 3.12+ PEP 249 mode
-    setattr(conn, name, True if mode is False else None)
+    name, saved = ("isolation_level", conn.isolation_level) \
+        if mode == _LEGACY_TRANSACTION_CONTROL else ("autocommit", mode)
+    explicit = None if name == "isolation_level" else True  # False: Python 3.12+ PEP 249 mode
+    isolation_level = conn.isolation_level  # ignored under autocommit, yet the caller's
+    if saved != explicit:
+        setattr(conn, name, explicit)
     try:
         yield
     finally:
-        setattr(conn, name, saved)
+        # Also when it was already explicit: a non-transactional migration
+        # may have changed the mode of the connection it was given.
+        if getattr(conn, name) != saved:
+            setattr(conn, name, saved)
+        if conn.isolation_level != isolation_level:
+            conn.isolation_level = isolation_level
 
 
 def _raw(conn):
@@ -2906,8 +2915,13 @@ class Migrator(object):
         if self.connection is not None:
             session.conn = self.connection
             # Python 3.12's autocommit=False keeps a transaction open at all
-            # times; leaving that mode commits it, as Python documents.
-            if self.connection.in_transaction and _autocommit_mode(self.connection) is not False:
+            # times; leaving that mode commits it, as Python documents.  (A
+            # closed connection raises here: a MigrationError like elsewhere.)
+            try:
+                open_transaction = self.connection.in_transaction
+            except _DB.Error as e:
+                raise _sqlite_failure(e, self.path)
+            if open_transaction and _autocommit_mode(self.connection) is not False:
                 raise RequestError("the connection has an open transaction; commit or roll "
                                    "it back before migrating")
         elif dry_run and exists and not _may_write(self.path):
@@ -3184,7 +3198,10 @@ class Migrator(object):
         saved_factories = [getattr(conn, name) for name in factories]
         # Without a trace callback, the statements the migration ran through
         # db (the proxy records them): the same text, less trigger programs.
-        traced = whole_run == "dry run" and driver.has_set_trace_callback
+        # Not on a caller's connection: sqlite3 cannot read its own trace
+        # callback back, so ours would replace it for good.
+        traced = whole_run == "dry run" and driver.has_set_trace_callback and \
+            (self.connection is None or self._scratch)
 
         def trace(sql):
             # Skip trigger sub-programs and the repeats some Pythons report

@@ -164,3 +164,86 @@ class FailedCommitTests(TempDirTestCase):
                 conn.commit()
                 self.assertEqual(sqlite3.connect(path).execute(
                     "SELECT name FROM sqlite_master WHERE name = 'one'").fetchall(), [])
+
+
+class CallerCallbacksTests(TempDirTestCase):
+    def test_a_dry_run_keeps_the_callers_trace_callback(self):
+        # sqlite3 cannot read a trace callback back, so one replaced cannot be
+        # put back: the caller's statement log would go silent for good.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        traced = []
+        conn.set_trace_callback(lambda sql: traced.append(sql))  # 3.6: a hashable callable
+        applied = sqlmigrate.Migrator(conn, self.dir).up(dry_run=True)
+        self.assertEqual(applied[0].executed_sql, ["CREATE TABLE one (x)"])
+        del traced[:]
+        conn.execute("SELECT 42")
+        self.assertEqual(traced, ["SELECT 42"])
+
+
+class CallerModeTests(TempDirTestCase):
+    def test_isolation_level_none_is_none_again_after_a_migration_changed_it(self):
+        # A non-transactional migration may set db.isolation_level; the
+        # caller's connection must come back in the mode it was passed in,
+        # as one in another mode already does.
+        self.write("001-mode.py", """
+            transaction = False
+            def up(db):
+                db.isolation_level = "IMMEDIATE"
+                db.execute("CREATE TABLE one (x)")
+            """)
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual([m.version for m in sqlmigrate.Migrator(conn, self.dir).up()], [1])
+        self.assertIsNone(conn.isolation_level)
+        self.assertFalse(conn.in_transaction)
+
+    def test_a_closed_connection_is_a_migration_error_for_every_call(self):
+        # The sqlite3 error a closed connection raises must come out as the
+        # MigrationError every API promises, not as a raw ProgrammingError.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        conn = sqlite3.connect(self.db)
+        conn.close()
+        migrator = sqlmigrate.Migrator(conn, self.dir)
+        for name, call in [("migrate", lambda: sqlmigrate.migrate(conn, self.dir)),
+                           ("up", migrator.up), ("down", migrator.down),
+                           ("mark", lambda: migrator.mark(1)), ("status", migrator.status)]:
+            with self.subTest(name):
+                with self.assertRaises(sqlmigrate.MigrationError):
+                    call()
+
+    @unittest.skipUnless(hasattr(sqlite3, "LEGACY_TRANSACTION_CONTROL"), "Python 3.12+")
+    def test_isolation_level_of_an_autocommit_connection_is_kept_after_a_migration_changed_it(self):
+        # Ignored while autocommit is True or False, isolation_level rules
+        # again once the caller sets autocommit back to LEGACY_TRANSACTION_CONTROL.
+        self.write("001-mode.py", """
+            transaction = False
+            def up(db):
+                db.isolation_level = None
+                db.execute("CREATE TABLE one (x)")
+            """)
+        for autocommit in (True, False):
+            with self.subTest(autocommit=autocommit):
+                path = os.path.join(self.tmp, "app%d.db" % autocommit)
+                conn = sqlite3.connect(path, autocommit=autocommit, isolation_level="IMMEDIATE")
+                self.addCleanup(conn.close)
+                self.assertEqual(len(sqlmigrate.Migrator(conn, self.dir).up()), 1)
+                self.assertEqual((conn.autocommit, conn.isolation_level),
+                                 (autocommit, "IMMEDIATE"))
+
+    def test_a_read_only_callers_connection_is_named_as_a_cause_of_read_only(self):
+        # The file is writable: "check the file's permissions" alone would
+        # send the caller looking in the wrong place.
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        sqlite3.connect(self.db).close()
+        for label, conn in [("query_only", sqlite3.connect(self.db)),
+                            ("mode=ro", sqlite3.connect("file:%s?mode=ro" % self.db, uri=True))]:
+            self.addCleanup(conn.close)
+            if label == "query_only":
+                conn.execute("PRAGMA query_only = ON")
+            with self.subTest(label):
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up()
+                self.assertEqual(caught.exception.kind, "read-only")
+                self.assertIn("opened read-only", str(caught.exception))
