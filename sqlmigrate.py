@@ -5329,15 +5329,18 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     _refuse_foreign_keys_on(raw, t, copy=False)
     driver = _driver(raw)
     if native is None:
+        # RENAME COLUMN runs one rename at a time: a new name that is another
+        # renamed column's old one (a swap, a chain) would find it taken.
+        olds = set(_key(o) for o, _ in renamed)
+        one_by_one = not set(_key(v) for _, v in renamed) & olds
         # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
-        native = create_sql is None and (not renamed or driver.has_rename_column) and (
+        native = create_sql is None and (
+            not renamed or driver.has_rename_column and one_by_one) and (
             not dropped or driver.has_drop_column and
             not any(old.has_word(old.column(k), "UNIQUE") for k in dropped))
         # Else RENAME COLUMN after the copy (if the renames can run one by
         # one): SQLite then rewrites every trigger, view and foreign key.
-        olds = set(_key(o) for o, _ in renamed)
-        tail = bool(renamed) and driver.has_rename_column and not (
-            set(_key(v) for _, v in renamed) & olds or
+        tail = bool(renamed) and driver.has_rename_column and one_by_one and not (
             new is not None and olds & set(c.key for c in new.columns))
     else:
         native = tail = False
@@ -5365,7 +5368,9 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         if renamed and not tail:
             new_sql = _renamed_columns_sql(_CreateTable(new_sql, "table %s" % t.name), t.key,
                                            rename)
-        generated = t.generated_keys
+        # Keys in the new table's names: renamed already unless the renames come last.
+        generated = t.generated_keys if tail else set(
+            _key(rename.get(k, k)) for k in t.generated_keys)
     else:
         new_sql = create_sql
         if tail:  # the new table takes the old names until the final RENAME COLUMN
