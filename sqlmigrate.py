@@ -5328,11 +5328,11 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     dropped_indexes = _check_dependents(t, dropped, mapping, create_sql)
     _refuse_foreign_keys_on(raw, t, copy=False)
     driver = _driver(raw)
+    # RENAME COLUMN runs one rename at a time: a new name that is another
+    # renamed column's old one (a swap, a chain) would find it taken.
+    olds = set(_key(o) for o, _ in renamed)
+    one_by_one = not set(_key(v) for _, v in renamed) & olds
     if native is None:
-        # RENAME COLUMN runs one rename at a time: a new name that is another
-        # renamed column's old one (a swap, a chain) would find it taken.
-        olds = set(_key(o) for o, _ in renamed)
-        one_by_one = not set(_key(v) for _, v in renamed) & olds
         # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
         native = create_sql is None and (
             not renamed or driver.has_rename_column and one_by_one) and (
@@ -5354,6 +5354,10 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         # Without RENAME COLUMN only the table's own text and its indexes
         # can be rewritten safely: refuse rather than leave anything broken.
         user = _user_of(t, [_key(old_name)])
+        if user and driver.has_rename_column and not one_by_one:
+            raise _cannot("rename", t, _key(old_name), "%s, and RENAME COLUMN, which renames "
+                          "one column at a time, cannot give columns each other's names" % user,
+                          "rename in two calls, through a name no column has")
         if user:
             raise _cannot("rename", t, _key(old_name), "%s, and without RENAME COLUMN (SQLite "
                           "3.25+; this is %s) it would keep the old name" % (

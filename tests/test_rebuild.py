@@ -794,6 +794,12 @@ class Cases(object):
         self.assertEqual([r[2] for r in self.rows("PRAGMA index_info(t_a)")], ["b"])
         self.assertHealthy()
 
+    def test_a_swap_of_names_a_view_uses_is_refused_for_its_true_reason(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a, b); CREATE VIEW v AS SELECT a FROM t;")
+        why = "one column at a time" if NATIVE_RENAME else "without RENAME COLUMN"
+        self.assertRefused("cannot rename column a of table t: view v uses it, .*%s" % why,
+                           self.rebuild_table, self.conn, "t", rename={"a": "b", "b": "a"})
+
     @unittest.skipIf(sqlite3.sqlite_version_info < (3, 31, 0),
                      "generated columns need SQLite 3.31")
     def test_a_generated_column_renamed_to_a_stored_columns_name(self):
