@@ -5345,16 +5345,19 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
     dropped_indexes = _check_dependents(t, dropped, mapping, create_sql)
     _refuse_foreign_keys_on(raw, t, copy=False)
     driver = _driver(raw)
+    # RENAME COLUMN runs one rename at a time: a new name that is another
+    # renamed column's old one (a swap, a chain) would find it taken.
+    olds = set(_key(o) for o, _ in renamed)
+    one_by_one = not set(_key(v) for _, v in renamed) & olds
     if native is None:
         # Native DROP COLUMN refuses a column with its own UNIQUE constraint.
-        native = create_sql is None and (not renamed or driver.has_rename_column) and (
+        native = create_sql is None and (
+            not renamed or driver.has_rename_column and one_by_one) and (
             not dropped or driver.has_drop_column and
             not any(old.has_word(old.column(k), "UNIQUE") for k in dropped))
         # Else RENAME COLUMN after the copy (if the renames can run one by
         # one): SQLite then rewrites every trigger, view and foreign key.
-        olds = set(_key(o) for o, _ in renamed)
-        tail = bool(renamed) and driver.has_rename_column and not (
-            set(_key(v) for _, v in renamed) & olds or
+        tail = bool(renamed) and driver.has_rename_column and one_by_one and not (
             new is not None and olds & set(c.key for c in new.columns))
     else:
         native = tail = False
@@ -5368,6 +5371,10 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         # Without RENAME COLUMN only the table's own text and its indexes
         # can be rewritten safely: refuse rather than leave anything broken.
         user = _user_of(t, [_key(old_name)])
+        if user and driver.has_rename_column and not one_by_one:
+            raise _cannot("rename", t, _key(old_name), "%s, and RENAME COLUMN, which renames "
+                          "one column at a time, cannot give columns each other's names" % user,
+                          "rename in two calls, through a name no column has")
         if user:
             raise _cannot("rename", t, _key(old_name), "%s, and without RENAME COLUMN (SQLite "
                           "3.25+; this is %s) it would keep the old name" % (
@@ -5382,7 +5389,9 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         if renamed and not tail:
             new_sql = _renamed_columns_sql(_CreateTable(new_sql, "table %s" % t.name), t.key,
                                            rename)
-        generated = t.generated_keys
+        # Keys in the new table's names: renamed already unless the renames come last.
+        generated = t.generated_keys if tail else set(
+            _key(rename.get(k, k)) for k in t.generated_keys)
     else:
         new_sql = create_sql
         if tail:  # the new table takes the old names until the final RENAME COLUMN

@@ -783,6 +783,34 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT id, created_at FROM t"), [(4, "t")])
         self.assertHealthy()
 
+    def test_columns_renamed_to_each_others_names(self):
+        # SQLite's RENAME COLUMN one at a time cannot swap two names.
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INT, c);"
+                  "CREATE INDEX t_a ON t(a); INSERT INTO t VALUES (1, 'x', 2, 3);")
+        self.rebuild_table(self.conn, "t", rename={"a": "b", "b": "a"})
+        self.assertEqual([r[1:3] for r in self.rows("PRAGMA table_info(t)")],
+                         [("id", "INTEGER"), ("b", "TEXT"), ("a", "INT"), ("c", "")])
+        self.assertEqual(self.rows("SELECT id, b, a, c FROM t"), [(1, "x", 2, 3)])
+        self.assertEqual([r[2] for r in self.rows("PRAGMA index_info(t_a)")], ["b"])
+        self.assertHealthy()
+
+    def test_a_swap_of_names_a_view_uses_is_refused_for_its_true_reason(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a, b); CREATE VIEW v AS SELECT a FROM t;")
+        why = "one column at a time" if NATIVE_RENAME else "without RENAME COLUMN"
+        self.assertRefused("cannot rename column a of table t: view v uses it, .*%s" % why,
+                           self.rebuild_table, self.conn, "t", rename={"a": "b", "b": "a"})
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 31, 0),
+                     "generated columns need SQLite 3.31")
+    def test_a_generated_column_renamed_to_a_stored_columns_name(self):
+        self.make("CREATE TABLE t (a, u UNIQUE, g AS (a * 2), x);"
+                  "INSERT INTO t (a, u, x) VALUES (1, 2, 3);")
+        self.rebuild_table(self.conn, "t", drop=["u"], rename={"g": "x", "x": "g"})
+        self.assertEqual(self.rows("SELECT a, x, g FROM t"), [(1, 2, 3)])
+        self.assertEqual([(r[1], r[6]) for r in self.rows("PRAGMA table_xinfo(t)")],
+                         [("a", 0), ("x", 2), ("g", 0)])
+        self.assertHealthy()
+
     def test_rename_with_a_trigger_and_view_needs_rename_column(self):
         self.make("""
             CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT);
