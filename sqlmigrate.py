@@ -7271,21 +7271,54 @@ def _new_migration(directory, description, sql=False):
     if len(slug) > _MAX_SLUG:
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
-    existing = sorted(sum(_scan(directory), []), key=lambda m: m.version)  # baselines too
-    width = max([m.filename.index("-") for m in existing] + [3])
-    version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
-    path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
-    text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
-        version=version, name=slug.replace("-", " ").capitalize())
-    try:  # a half-written template would be picked up as a migration
-        linked = _write_new_file(path, text.encode("utf-8"))
-    except OSError as e:
-        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
+    number, reserved = 0, None
+    try:
+        while True:
+            existing = sorted(sum(_scan(directory), []), key=lambda m: m.version)  # baselines
+            width = max([m.filename.index("-") for m in existing] + [3])
+            newest = existing[-1].version if existing else 0
+            if reserved is not None:
+                if number > newest:
+                    break  # no file took the number before it was reserved
+                os.remove(reserved)
+                reserved = None
+            number, reserved = _reserve_number(directory, max(newest, number) + 1)
+        version = "%0*d" % (width, number)
+        path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
+        text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
+            version=version, name=slug.replace("-", " ").capitalize())
+        try:  # a half-written template would be picked up as a migration
+            linked = _write_new_file(path, text.encode("utf-8"))
+        except OSError as e:
+            raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
+                                 kind="bad-file", path=path)
+    finally:
+        if reserved is not None:
+            os.remove(reserved)
     if not linked:
         raise MigrationError("cannot write the migration file %s: it exists already (made "
                              "meanwhile?); run new again" % path, kind="bad-file", path=path)
     return path
+
+
+def _reserve_number(directory, number):
+    """(the number, the path of the hidden file reserving it) for the first
+    number from `number` on that no other `new` has reserved.  Two `new`s at
+    once would both scan the same newest file and write two files with one
+    number, which stops every command; the reservation is made with
+    O_EXCL (atomic on every file system) and held until the file is linked.
+    A reservation a killed `new` left is skipped: a gap, which is allowed."""
+    while True:
+        path = os.path.join(directory, ".sqlmigrate-new-%d" % number)  # `.`: never scanned
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            number += 1
+            continue
+        except OSError as e:
+            raise MigrationError("cannot write in the migration directory %s: %s"
+                                 % (directory, e.strerror), kind="bad-file", path=directory)
+        return number, path
 
 
 def _print_lint(findings, out, quiet_allowed=False):

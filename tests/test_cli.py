@@ -995,6 +995,28 @@ class NewTests(CLITestCase):
         self.assert_error(self.cli("new", "!!!"), 2)
         self.assertEqual(os.listdir(self.dir), [])
 
+    def test_new_run_twice_at_once_never_gives_two_files_one_number(self):
+        # Two developers' (or scripts') `new` at the same instant: each must
+        # take its own number, as a duplicate stops every command until fixed.
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(SCRIPT))
+        for trial in range(6):
+            directory = os.path.join(self.tmp, "trial%d" % trial)
+            os.mkdir(directory)
+            self.write("001-initial.sql", "CREATE TABLE a (id INTEGER);\n", directory)
+            procs = [subprocess.Popen([sys.executable, "-m", "sqlmigrate", "--dir", directory,
+                                       "new", "change %s" % who], cwd=self.tmp, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     for who in "abc"]
+            results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in procs]
+            for p in procs:
+                p.stdout.close()
+                p.stderr.close()
+            for status, _, err in results:
+                self.assertEqual(status, 0, err)
+            versions = [name.split("-")[0] for name in os.listdir(directory)]
+            self.assertEqual(sorted(versions), ["001", "002", "003", "004"],
+                             sorted(os.listdir(directory)))
+
 
 # ---------------------------------------------------------------------------
 # mark, verify, schema, backup
