@@ -844,6 +844,7 @@ _NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
 # <version: 3 or more digits>-<description: kebab-case>.py|.sql
 _FILENAME_RE = re.compile(r"([0-9]{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)\Z")
 _DIGITS = frozenset("0123456789")
+_MAX_VERSION = 2 ** 63 - 1  # SQLite's largest INTEGER
 # Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
 # inspect (with dis, tokenize and more) costs more than the whole check.
 _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
@@ -1209,7 +1210,15 @@ def _sort_out(entries, prefix, where, read=None):
         if not match:
             problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
             continue
-        m = Migration(prefix, filename, int(match.group(1)), *match.group(2, 3), read=read)
+        version = int(match.group(1))
+        # Version 0 is a database with nothing applied: such a file would
+        # read as applied and never run.  Above SQLite's largest integer it
+        # could never be recorded.
+        if not 0 < version <= _MAX_VERSION:
+            problems.append("%s: the version must be 1 or more and at most %d (e.g. 001-initial-"
+                            "schema.py)" % (prefix + filename, _MAX_VERSION))
+            continue
+        m = Migration(prefix, filename, version, *match.group(2, 3), read=read)
         # Only a file named as a baseline is read here: its marker decides
         # whether it is one (and may share a version); without it, it is an
         # ordinary migration, as "001-baseline.sql" always was.

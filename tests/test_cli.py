@@ -1306,6 +1306,24 @@ class BadInputTests(CLITestCase):
             with self.subTest(command=command):
                 self.assert_bad_input(("--db", self.db, "--dir", missing, command), 2, missing)
 
+    def test_a_file_numbered_zero_is_a_bad_name_not_an_applied_migration(self):
+        # Version 0 is "nothing applied": such a file would never run, while
+        # status listed it as applied and up said there was nothing to apply.
+        self.write_sql(0, "seed", "CREATE TABLE seed (id INTEGER);")
+        for command in ("up", "status", "verify", "mark 2", "down"):
+            with self.subTest(command=command):
+                self.assert_bad_input(("--db", self.db) + tuple(command.split()), 2,
+                                      "000-seed.sql", "1 or more")
+
+    def test_a_version_too_big_for_sqlite_is_a_bad_name_before_anything_runs(self):
+        # SQLite's integers end at 2**63 - 1: such a file could never be recorded.
+        self.write("9223372036854775808-huge.sql", "CREATE TABLE huge (id INTEGER);\n")
+        for command in ("up", "status", "verify", "new next"):
+            with self.subTest(command=command):
+                self.assert_bad_input(("--db", self.db) + tuple(command.split()), 2,
+                                      "9223372036854775808-huge.sql", "9223372036854775807")
+        self.assertEqual(len(os.listdir(self.dir)), 3, os.listdir(self.dir))
+
     def test_migration_directory_that_is_a_file(self):
         path = self.write("not-a-dir", "x", directory=self.tmp)
         self.assert_bad_input(("--db", self.db, "--dir", path, "up"), 2, path)
