@@ -2697,7 +2697,9 @@ class Migrator(object):
         """Record every migration up to `version` as applied without running
         it.  from_user_version=True adopts a database a hand-rolled runner kept
         at PRAGMA user_version N (and never tracked here): versions 1..N, each
-        of which must have a file.  Never done by up() on its own."""
+        of which must have a file.  Never done by up() on its own.  Returns
+        the migrations it recorded now (a changed file's accepted checksum
+        too), not those recorded already."""
         if from_user_version == (version is not None):
             raise RequestError("mark needs a version, or from_user_version=True "
                                "(--from-user-version), and not both")
@@ -2727,6 +2729,7 @@ class Migrator(object):
             newest = max([state.version] + list(records))
             if version < newest:
                 raise _mark_backwards(newest)
+            recorded = []
             for m in files:
                 record = records.get(m.version)
                 if record is None or record.checksum != m.checksum and \
@@ -2736,13 +2739,15 @@ class Migrator(object):
                     _write_record(conn, self.table, _Record(
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
+                    recorded.append(m)
             for b in baseline:
                 if b.version not in records:
                     _write_record(conn, self.table, _Record(
                         b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
+                    recorded.append(b)
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
-        return files + baseline
+        return recorded
 
     def _user_version_to_adopt(self, conn=None, state=None, expected=None):
         """The PRAGMA user_version that mark(from_user_version=True) records."""
@@ -7650,6 +7655,7 @@ def _run_on(args, db, options, out, err):
         return 1 if problems else 0
     if args.command == "mark":
         marked = migrator.mark(args.version, from_user_version=args.from_user_version)
+        # `marked`: only what this run recorded (none when all were already).
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
                   % (len(marked), max([m.version for m in marked] + [args.version or 0])))
         return 0

@@ -1044,6 +1044,19 @@ class MarkTests(CLITestCase):
         self.assertNotIn("v1", out)
         self.assertIn("three", self.tables())
 
+    def test_mark_again_counts_only_what_it_recorded_now(self):
+        self.make_plain_database()
+        out, _ = self.run_ok("--db", self.db, "mark", "2")
+        self.assertIn("Marked 2 migration(s)", out)
+        out, _ = self.run_ok("--db", self.db, "mark", "2")  # already recorded: nothing new
+        self.assertIn("Marked 0 migration(s)", out)
+        self.assertIn("schema version is now 2", out)
+        with open(os.path.join(self.dir, "001-initial-schema.py"), "a") as f:
+            f.write("# reworded\n")
+        out, _ = self.run_ok("--db", self.db, "mark", "3")  # v1's edit accepted, v3 recorded
+        self.assertIn("Marked 2 migration(s)", out)
+        self.assertIn("schema version is now 3", out)
+
     def test_mark_of_a_version_without_a_file_is_a_bad_request(self):
         self.make_plain_database()
         self.assert_bad_input(("--db", self.db, "mark", "9"), 2, "9")
