@@ -7296,7 +7296,13 @@ def _new_migration(directory, description, sql=False):
                     break  # no file took the number before it was reserved
                 os.remove(reserved)
                 reserved = None
-            number, reserved = _reserve_number(directory, max(newest, number) + 1)
+            number = max(newest, number) + 1
+            try:
+                number, reserved = _reserve_number(directory, number)
+            except OSError as e:  # the directory is read-only, say: name the file not made
+                raise MigrationError("cannot write the migration file %s: %s" % (os.path.join(
+                    directory, "%0*d-%s.%s" % (width, number, slug, "sql" if sql else "py")),
+                    e.strerror), kind="bad-file", path=directory)
         version = "%0*d" % (width, number)
         path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
         text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
@@ -7321,7 +7327,8 @@ def _reserve_number(directory, number):
     once would both scan the same newest file and write two files with one
     number, which stops every command; the reservation is made with
     O_EXCL (atomic on every file system) and held until the file is linked.
-    A reservation a killed `new` left is skipped: a gap, which is allowed."""
+    A reservation a killed `new` left is skipped: a gap, which is allowed.
+    Another OSError (a read-only directory) is raised."""
     while True:
         path = os.path.join(directory, ".sqlmigrate-new-%d" % number)  # `.`: never scanned
         try:
@@ -7329,9 +7336,6 @@ def _reserve_number(directory, number):
         except FileExistsError:
             number += 1
             continue
-        except OSError as e:
-            raise MigrationError("cannot write in the migration directory %s: %s"
-                                 % (directory, e.strerror), kind="bad-file", path=directory)
         return number, path
 
 
