@@ -848,6 +848,7 @@ _NAME_LINE_RE = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#|$)""")
 # <version: 3 or more digits>-<description: kebab-case>.py|.sql
 _FILENAME_RE = re.compile(r"([0-9]{3,})-([a-z0-9]+(?:-[a-z0-9]+)*)\.(py|sql)\Z")
 _DIGITS = frozenset("0123456789")
+_MAX_VERSION = 2 ** 63 - 1  # SQLite's largest INTEGER
 # Code flags (inspect.CO_*, the same on 3.6 to 3.13), read directly: importing
 # inspect (with dis, tokenize and more) costs more than the whole check.
 _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
@@ -1213,7 +1214,15 @@ def _sort_out(entries, prefix, where, read=None):
         if not match:
             problems.append("%s: %s" % (prefix + filename, _filename_problem(filename)))
             continue
-        m = Migration(prefix, filename, int(match.group(1)), *match.group(2, 3), read=read)
+        version = int(match.group(1))
+        # Version 0 is a database with nothing applied: such a file would
+        # read as applied and never run.  Above SQLite's largest integer it
+        # could never be recorded.
+        if not 0 < version <= _MAX_VERSION:
+            problems.append("%s: the version must be 1 or more and at most %d (e.g. 001-initial-"
+                            "schema.py)" % (prefix + filename, _MAX_VERSION))
+            continue
+        m = Migration(prefix, filename, version, *match.group(2, 3), read=read)
         # Only a file named as a baseline is read here: its marker decides
         # whether it is one (and may share a version); without it, it is an
         # ordinary migration, as "001-baseline.sql" always was.
@@ -2697,7 +2706,9 @@ class Migrator(object):
         """Record every migration up to `version` as applied without running
         it.  from_user_version=True adopts a database a hand-rolled runner kept
         at PRAGMA user_version N (and never tracked here): versions 1..N, each
-        of which must have a file.  Never done by up() on its own."""
+        of which must have a file.  Never done by up() on its own.  Returns
+        the migrations it recorded now (a changed file's accepted checksum
+        too), not those recorded already."""
         if from_user_version == (version is not None):
             raise RequestError("mark needs a version, or from_user_version=True "
                                "(--from-user-version), and not both")
@@ -2727,6 +2738,7 @@ class Migrator(object):
             newest = max([state.version] + list(records))
             if version < newest:
                 raise _mark_backwards(newest)
+            recorded = []
             for m in files:
                 record = records.get(m.version)
                 if record is None or record.checksum != m.checksum and \
@@ -2736,13 +2748,15 @@ class Migrator(object):
                     _write_record(conn, self.table, _Record(
                         m.version, m.name, m.checksum, record and record.applied_at or _utc_now(),
                         record and record.duration_ms))
+                    recorded.append(m)
             for b in baseline:
                 if b.version not in records:
                     _write_record(conn, self.table, _Record(
                         b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
+                    recorded.append(b)
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
-        return files + baseline
+        return recorded
 
     def _user_version_to_adopt(self, conn=None, state=None, expected=None):
         """The PRAGMA user_version that mark(from_user_version=True) records."""
@@ -7297,21 +7311,58 @@ def _new_migration(directory, description, sql=False):
     if len(slug) > _MAX_SLUG:
         raise RequestError("the description is too long: %d characters in the file name, and "
                            "the limit is %d; say it in fewer words" % (len(slug), _MAX_SLUG))
-    existing = sorted(sum(_scan(directory), []), key=lambda m: m.version)  # baselines too
-    width = max([m.filename.index("-") for m in existing] + [3])
-    version = "%0*d" % (width, existing[-1].version + 1 if existing else 1)
-    path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
-    text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
-        version=version, name=slug.replace("-", " ").capitalize())
-    try:  # a half-written template would be picked up as a migration
-        linked = _write_new_file(path, text.encode("utf-8"))
-    except OSError as e:
-        raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
-                             kind="bad-file", path=path)
+    number, reserved = 0, None
+    try:
+        while True:
+            existing = sorted(sum(_scan(directory), []), key=lambda m: m.version)  # baselines
+            width = max([m.filename.index("-") for m in existing] + [3])
+            newest = existing[-1].version if existing else 0
+            if reserved is not None:
+                if number > newest:
+                    break  # no file took the number before it was reserved
+                os.remove(reserved)
+                reserved = None
+            number = max(newest, number) + 1
+            try:
+                number, reserved = _reserve_number(directory, number)
+            except OSError as e:  # the directory is read-only, say: name the file not made
+                raise MigrationError("cannot write the migration file %s: %s" % (os.path.join(
+                    directory, "%0*d-%s.%s" % (width, number, slug, "sql" if sql else "py")),
+                    e.strerror), kind="bad-file", path=directory)
+        version = "%0*d" % (width, number)
+        path = os.path.join(directory, "%s-%s.%s" % (version, slug, "sql" if sql else "py"))
+        text = (_SQL_TEMPLATE if sql else _PY_TEMPLATE).format(
+            version=version, name=slug.replace("-", " ").capitalize())
+        try:  # a half-written template would be picked up as a migration
+            linked = _write_new_file(path, text.encode("utf-8"))
+        except OSError as e:
+            raise MigrationError("cannot write the migration file %s: %s" % (path, e.strerror),
+                                 kind="bad-file", path=path)
+    finally:
+        if reserved is not None:
+            os.remove(reserved)
     if not linked:
         raise MigrationError("cannot write the migration file %s: it exists already (made "
                              "meanwhile?); run new again" % path, kind="bad-file", path=path)
     return path
+
+
+def _reserve_number(directory, number):
+    """(the number, the path of the hidden file reserving it) for the first
+    number from `number` on that no other `new` has reserved.  Two `new`s at
+    once would both scan the same newest file and write two files with one
+    number, which stops every command; the reservation is made with
+    O_EXCL (atomic on every file system) and held until the file is linked.
+    A reservation a killed `new` left is skipped: a gap, which is allowed.
+    Another OSError (a read-only directory) is raised."""
+    while True:
+        path = os.path.join(directory, ".sqlmigrate-new-%d" % number)  # `.`: never scanned
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            number += 1
+            continue
+        return number, path
 
 
 def _print_lint(findings, out, quiet_allowed=False):
@@ -7634,6 +7685,7 @@ def _run_on(args, db, options, out, err):
         return 1 if problems else 0
     if args.command == "mark":
         marked = migrator.mark(args.version, from_user_version=args.from_user_version)
+        # `marked`: only what this run recorded (none when all were already).
         out.write("Marked %d migration(s) as applied; schema version is now %d\n"
                   % (len(marked), max([m.version for m in marked] + [args.version or 0])))
         return 0

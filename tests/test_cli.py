@@ -995,6 +995,28 @@ class NewTests(CLITestCase):
         self.assert_error(self.cli("new", "!!!"), 2)
         self.assertEqual(os.listdir(self.dir), [])
 
+    def test_new_run_twice_at_once_never_gives_two_files_one_number(self):
+        # Two developers' (or scripts') `new` at the same instant: each must
+        # take its own number, as a duplicate stops every command until fixed.
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(SCRIPT))
+        for trial in range(6):
+            directory = os.path.join(self.tmp, "trial%d" % trial)
+            os.mkdir(directory)
+            self.write("001-initial.sql", "CREATE TABLE a (id INTEGER);\n", directory)
+            procs = [subprocess.Popen([sys.executable, "-m", "sqlmigrate", "--dir", directory,
+                                       "new", "change %s" % who], cwd=self.tmp, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     for who in "abc"]
+            results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in procs]
+            for p in procs:
+                p.stdout.close()
+                p.stderr.close()
+            for status, _, err in results:
+                self.assertEqual(status, 0, err)
+            versions = [name.split("-")[0] for name in os.listdir(directory)]
+            self.assertEqual(sorted(versions), ["001", "002", "003", "004"],
+                             sorted(os.listdir(directory)))
+
 
 # ---------------------------------------------------------------------------
 # mark, verify, schema, backup
@@ -1021,6 +1043,19 @@ class MarkTests(CLITestCase):
         self.assertIn("v3", out)
         self.assertNotIn("v1", out)
         self.assertIn("three", self.tables())
+
+    def test_mark_again_counts_only_what_it_recorded_now(self):
+        self.make_plain_database()
+        out, _ = self.run_ok("--db", self.db, "mark", "2")
+        self.assertIn("Marked 2 migration(s)", out)
+        out, _ = self.run_ok("--db", self.db, "mark", "2")  # already recorded: nothing new
+        self.assertIn("Marked 0 migration(s)", out)
+        self.assertIn("schema version is now 2", out)
+        with open(os.path.join(self.dir, "001-initial-schema.py"), "a") as f:
+            f.write("# reworded\n")
+        out, _ = self.run_ok("--db", self.db, "mark", "3")  # v1's edit accepted, v3 recorded
+        self.assertIn("Marked 2 migration(s)", out)
+        self.assertIn("schema version is now 3", out)
 
     def test_mark_of_a_version_without_a_file_is_a_bad_request(self):
         self.make_plain_database()
@@ -1283,6 +1318,24 @@ class BadInputTests(CLITestCase):
         for command in ("up", "status", "verify", "down"):
             with self.subTest(command=command):
                 self.assert_bad_input(("--db", self.db, "--dir", missing, command), 2, missing)
+
+    def test_a_file_numbered_zero_is_a_bad_name_not_an_applied_migration(self):
+        # Version 0 is "nothing applied": such a file would never run, while
+        # status listed it as applied and up said there was nothing to apply.
+        self.write_sql(0, "seed", "CREATE TABLE seed (id INTEGER);")
+        for command in ("up", "status", "verify", "mark 2", "down"):
+            with self.subTest(command=command):
+                self.assert_bad_input(("--db", self.db) + tuple(command.split()), 2,
+                                      "000-seed.sql", "1 or more")
+
+    def test_a_version_too_big_for_sqlite_is_a_bad_name_before_anything_runs(self):
+        # SQLite's integers end at 2**63 - 1: such a file could never be recorded.
+        self.write("9223372036854775808-huge.sql", "CREATE TABLE huge (id INTEGER);\n")
+        for command in ("up", "status", "verify", "new next"):
+            with self.subTest(command=command):
+                self.assert_bad_input(("--db", self.db) + tuple(command.split()), 2,
+                                      "9223372036854775808-huge.sql", "9223372036854775807")
+        self.assertEqual(len(os.listdir(self.dir)), 3, os.listdir(self.dir))
 
     def test_migration_directory_that_is_a_file(self):
         path = self.write("not-a-dir", "x", directory=self.tmp)
