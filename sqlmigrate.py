@@ -486,7 +486,7 @@ _TEXT_AS_STR = (lambda data: data.decode("utf-8")) if sys.implementation.name ==
 
 # SQLite's primary result codes (stable) and, for Pythons before 3.11 (no
 # sqlite_errorcode), the fixed text SQLite gives each.
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CONSTRAINT_FOREIGNKEY = 5, 6, 787
 _SQLITE_KINDS = ((5, "locked", "database is locked"), (8, "read-only", "readonly database"),
                  (26, "not-a-database", "not a database"), (14, "cannot-open", "unable to open"),
                  (13, "full", "database or disk is full"))
@@ -495,9 +495,10 @@ _DATABASE_KINDS = frozenset(kind for _, kind, _ in _SQLITE_KINDS) | {"connection
 
 def _sqlite_kind(error):
     """What a sqlite3 error is: one of _DATABASE_KINDS (the database file's
-    fault), "no-table", "no-column", or None.  The only place that reads an
-    error's text: missing tables and columns share SQLITE_ERROR with every
-    other mistake, and Python < 3.11 gives no code at all."""
+    fault), "no-table", "no-column", "foreign-key" (a FOREIGN KEY constraint
+    failed), or None.  The only place that reads an error's text: missing
+    tables and columns share SQLITE_ERROR with every other mistake, and
+    Python < 3.11 gives no code at all."""
     if isinstance(error, _DB.Lost) or (isinstance(error, _DB.ServerOperational) and
                                        getattr(error, "code", 0) is None):
         return "connection-lost"
@@ -508,6 +509,9 @@ def _sqlite_kind(error):
     for number, kind, message in _SQLITE_KINDS:
         if (code & 0xFF == number) if code is not None else message in text:
             return kind
+    if code == _SQLITE_CONSTRAINT_FOREIGNKEY or code is None and \
+            text == "FOREIGN KEY constraint failed":
+        return "foreign-key"
     if isinstance(error, _DB.OperationalError):
         if text.startswith("no such table"):
             return "no-table"
@@ -5887,7 +5891,16 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
                     rows = _run_rebuild(conn, plan, progress, chunk_rows)
                 except _DB.Error as e:
                     cause, kind = str(e), _sqlite_kind(e)
-                    if plan is not None and isinstance(e, getattr(
+                    if kind == "foreign-key" and not check_fk:
+                        # Inside the caller's transaction with foreign keys on,
+                        # SQLite checks each copied row at once, and takes some
+                        # valid rows for violations (foreign_key_check does not).
+                        cause = "%s (SQLite checks each copied row's foreign keys inside your " \
+                            "transaction, and counts a REAL value referencing an INTEGER " \
+                            "PRIMARY KEY as missing; call it outside a transaction (it switches " \
+                            "foreign keys off itself) or set PRAGMA foreign_keys = OFF before " \
+                            "BEGIN)" % cause
+                    elif plan is not None and isinstance(e, getattr(
                             _driver(raw).module, "IntegrityError", ())):
                         # SQLite names the copy, a table the caller never made.
                         cause = "%s (a row of %s breaks the new definition's constraint: change "\

@@ -571,6 +571,29 @@ class Cases(object):
         self.assertEqual(self.rows("SELECT * FROM t"), [(1, 1.0)])
         self.assertHealthy()
 
+    def test_a_valid_real_key_that_sqlite_checks_as_missing_gets_the_true_advice(self):
+        # SQLite's immediate check on each copied row takes REAL 1.0 for a
+        # missing INTEGER PRIMARY KEY parent, though foreign_key_check is clean:
+        # the row is valid, so "change those rows" would be wrong advice.
+        self.make("""
+            PRAGMA foreign_keys = OFF;
+            CREATE TABLE p (pid INTEGER PRIMARY KEY);
+            CREATE TABLE t (a, r REAL REFERENCES p(pid), u UNIQUE);
+            INSERT INTO p VALUES (1);
+            INSERT INTO t VALUES (1, 1, 2);
+            PRAGMA foreign_keys = ON;
+        """)
+        self.conn.execute("BEGIN")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.drop_column(self.conn, "t", "u")  # UNIQUE: a copy even where native exists
+        self.assertIn("call it outside a transaction", str(caught.exception))
+        self.assertNotIn("change those rows", str(caught.exception))
+        self.conn.execute("ROLLBACK")
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, 1.0, 2)])
+        self.drop_column(self.conn, "t", "u")  # outside: foreign keys off meanwhile
+        self.assertEqual(self.rows("SELECT * FROM t"), [(1, 1.0)])
+        self.assertHealthy()
+
     def test_self_referencing_foreign_key(self):
         self.make("""
             CREATE TABLE node (id INTEGER PRIMARY KEY,
