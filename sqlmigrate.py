@@ -2447,6 +2447,18 @@ def _check_schema_file(path):
                              kind="schema-file", path=path, outcome="nothing was changed")
 
 
+def _schema_file_version(path):
+    """The version on the first line of a schema file we wrote, else None
+    (no file, not ours, unreadable: nothing to repair)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return None
+    found = re.match(br"-- sqlmigrate schema, version (\d+)\r?\n", first)
+    return int(found.group(1)) if found else None
+
+
 def _write_schema_file(path, text):
     """Replace `path` by `text` atomically: readers see the old file or the
     new one, never a part (a temporary file beside it, fsynced, os.replace).
@@ -2995,6 +3007,12 @@ class Migrator(object):
             if not session.state.exists:  # a mistyped path, most likely
                 _log("info", "database %s does not exist; with nothing to %s, it was not "
                      "created", self.path, "apply" if direction == "up" else "roll back")
+            elif self.schema_file is not None and not dry_run and session.conn is not None \
+                    and _schema_file_version(self.schema_file) not in (
+                        None, _read_state(session.conn, self.table).version):
+                # A run killed between its COMMIT and this rewrite left the
+                # old file, which no later run would have rewritten.
+                self._rewrite_schema_file(session.conn)
             return []
         if self.schema_file is not None and not dry_run:
             _check_schema_file(self.schema_file)  # before any change to the database
