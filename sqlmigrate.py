@@ -3347,6 +3347,10 @@ def _connection_kept_as_it_was(conn, m, direction):
             _set_pragma(conn, "foreign_keys", False)
         yield
         left_open = conn.in_transaction
+    except MigrationError as failure:
+        if journal is not None:
+            _say_if_damaged(conn, failure)
+        raise
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -3365,6 +3369,28 @@ def _connection_kept_as_it_was(conn, m, direction):
             "the database may be partly changed; end the migration's transaction with COMMIT"
             % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
             direction=direction)
+
+
+def _say_if_damaged(conn, failure):
+    """Under journal_mode OFF SQLite cannot undo a statement that failed part
+    way (a full disk, an I/O error): the pages it wrote stay, and the file's
+    b-tree may be damaged, which "may be partly changed" does not say."""
+    try:
+        if _query(conn, "PRAGMA main.journal_mode")[0][0].lower() != "off":
+            return
+        found = [row[0] for row in _query(conn, "PRAGMA main.quick_check(3)")]
+    except _DB.Error as e:
+        # sqlite3 raises its bare DatabaseError for SQLITE_CORRUPT and NOTADB
+        # (too damaged to check); anything else (busy, an I/O error): not
+        # checked, and the failure says what it knows.
+        if type(e) is not sqlite3.DatabaseError:
+            return
+        found = [str(e)]
+    if found != ["ok"]:
+        failure.outcome = "%sthe database is damaged (PRAGMA quick_check: %s): journal_mode " \
+            "OFF cannot undo a failed statement; restore the database from a backup" % (
+                failure.outcome + "; " if failure.outcome else "",
+                " ".join("; ".join(map(str, found)).split())[:300])
 
 
 def _shadowing_tracking(conn, table):
