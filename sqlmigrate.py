@@ -2451,6 +2451,18 @@ def _check_schema_file(path):
                              kind="schema-file", path=path, outcome="nothing was changed")
 
 
+def _schema_file_version(path):
+    """The version on the first line of a schema file we wrote, else None
+    (no file, not ours, unreadable: nothing to repair)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return None
+    found = re.match(br"-- sqlmigrate schema, version (\d+)\r?\n", first)
+    return int(found.group(1)) if found else None
+
+
 def _write_schema_file(path, text):
     """Replace `path` by `text` atomically: readers see the old file or the
     new one, never a part (a temporary file beside it, fsynced, os.replace).
@@ -2999,6 +3011,12 @@ class Migrator(object):
             if not session.state.exists:  # a mistyped path, most likely
                 _log("info", "database %s does not exist; with nothing to %s, it was not "
                      "created", self.path, "apply" if direction == "up" else "roll back")
+            elif self.schema_file is not None and not dry_run and session.conn is not None \
+                    and _schema_file_version(self.schema_file) not in (
+                        None, _read_state(session.conn, self.table).version):
+                # A run killed between its COMMIT and this rewrite left the
+                # old file, which no later run would have rewritten.
+                self._rewrite_schema_file(session.conn)
             return []
         if self.schema_file is not None and not dry_run:
             _check_schema_file(self.schema_file)  # before any change to the database
@@ -3333,6 +3351,10 @@ def _connection_kept_as_it_was(conn, m, direction):
             _set_pragma(conn, "foreign_keys", False)
         yield
         left_open = conn.in_transaction
+    except MigrationError as failure:
+        if journal is not None:
+            _say_if_damaged(conn, failure)
+        raise
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -3351,6 +3373,28 @@ def _connection_kept_as_it_was(conn, m, direction):
             "the database may be partly changed; end the migration's transaction with COMMIT"
             % (m.path, direction), kind="transaction-ended", path=m.path, version=m.version,
             direction=direction)
+
+
+def _say_if_damaged(conn, failure):
+    """Under journal_mode OFF SQLite cannot undo a statement that failed part
+    way (a full disk, an I/O error): the pages it wrote stay, and the file's
+    b-tree may be damaged, which "may be partly changed" does not say."""
+    try:
+        if _query(conn, "PRAGMA main.journal_mode")[0][0].lower() != "off":
+            return
+        found = [row[0] for row in _query(conn, "PRAGMA main.quick_check(3)")]
+    except _DB.Error as e:
+        # sqlite3 raises its bare DatabaseError for SQLITE_CORRUPT and NOTADB
+        # (too damaged to check); anything else (busy, an I/O error): not
+        # checked, and the failure says what it knows.
+        if type(e) is not sqlite3.DatabaseError:
+            return
+        found = [str(e)]
+    if found != ["ok"]:
+        failure.outcome = "%sthe database is damaged (PRAGMA quick_check: %s): journal_mode " \
+            "OFF cannot undo a failed statement; restore the database from a backup" % (
+                failure.outcome + "; " if failure.outcome else "",
+                " ".join("; ".join(map(str, found)).split())[:300])
 
 
 def _shadowing_tracking(conn, table):

@@ -5,11 +5,13 @@ Real SQLite files, the CLI as a real subprocess.
 """
 
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import unittest
 
-from tests.support import TempDirTestCase, file_sha256, sqlmigrate
+from tests.support import ROOT, TempDirTestCase, file_sha256, sqlmigrate
 from tests.test_cli import PY36, PY313, usable_python
 
 
@@ -582,3 +584,47 @@ class SchemaSqlTest(TempDirTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SchemaFileAfterAKill(TempDirTestCase):
+    def test_up_rewrites_a_schema_file_left_stale_by_a_kill_after_the_commit(self):
+        # A kill -9 between a migration's COMMIT and the schema file's
+        # rewrite left the old file; the next up had nothing to apply and left
+        # it so for good, while verify's hint said "run up".
+        schema = os.path.join(self.tmp, "schema.sql")
+        self.write_sql(1, "a", "CREATE TABLE a (x);")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "--schema-file", schema,
+                                    "up")
+        self.assertEqual(status, 0, err)
+        self.write_sql(2, "b", "CREATE TABLE b (x);")
+        killer = (
+            "import os, signal, sys\n"
+            "sys.path.insert(0, %r)\n"
+            "import sqlmigrate\n"
+            "def progress(event, *args, **kwargs):\n"
+            "    if event == 'done':  # committed, the schema file not yet rewritten\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "sqlmigrate.Migrator(sys.argv[1], sys.argv[2], schema_file=sys.argv[3],\n"
+            "                    progress=progress).up()\n" % ROOT)
+        proc = subprocess.run([sys.executable, "-c", killer, self.db, self.dir, schema],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr)
+        with open(schema) as f:
+            self.assertTrue(f.readline().startswith("-- sqlmigrate schema, version 1"))
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "--schema-file", schema,
+                                    "up")
+        self.assertEqual(status, 0, err)
+        with open(schema) as f:
+            self.assertIn("CREATE TABLE b (x);", f.read())
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "--schema-file", schema,
+                                    "verify")
+        self.assertEqual(status, 0, out + err)
+
+    def test_up_with_nothing_to_apply_does_not_create_a_missing_schema_file(self):
+        self.write_sql(1, "a", "CREATE TABLE a (x);")
+        self.assertEqual(self.cli("--db", self.db, "--dir", self.dir, "up")[0], 0)
+        schema = os.path.join(self.tmp, "schema.sql")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "--schema-file", schema,
+                                    "up")
+        self.assertEqual(status, 0, err)
+        self.assertFalse(os.path.exists(schema))
