@@ -3013,7 +3013,7 @@ class Migrator(object):
                      "created", self.path, "apply" if direction == "up" else "roll back")
             elif self.schema_file is not None and not dry_run and session.conn is not None \
                     and _schema_file_version(self.schema_file) not in (
-                        None, _read_state(session.conn, self.table).version):
+                        None, session.state.version):
                 # A run killed between its COMMIT and this rewrite left the
                 # old file, which no later run would have rewritten.
                 self._rewrite_schema_file(session.conn)
