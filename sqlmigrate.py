@@ -3345,27 +3345,33 @@ def _connection_kept_as_it_was(conn, m, direction):
     attached = set(row[1] for row in _query(conn, "PRAGMA database_list"))
     journal = None if "journal_mode" in _driver(conn).refused_pragmas else \
         _query(conn, "PRAGMA main.journal_mode")[0][0]
-    left_open = False
+    left_open, failed = False, True
     try:
         if fk_was_on:  # inside the try: restored even if the pragma itself raises
             _set_pragma(conn, "foreign_keys", False)
         yield
-        left_open = conn.in_transaction
+        left_open, failed = conn.in_transaction, False
     except MigrationError as failure:
         if journal is not None:
             _say_if_damaged(conn, failure)
         raise
     finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        for row in _query(conn, "PRAGMA database_list"):
-            if row[1] not in attached and row[1] not in ("main", "temp"):
-                conn.execute("DETACH DATABASE " + _quote_identifier(row[1]))
-        if _foreign_keys_enabled(conn) != fk_was_on:
-            _set_pragma(conn, "foreign_keys", fk_was_on)
-        if journal is not None and journal.lower() not in _UNSAFE_JOURNALS and \
-                _query(conn, "PRAGMA main.journal_mode")[0][0].lower() in _UNSAFE_JOURNALS:
-            _query(conn, "PRAGMA main.journal_mode = " + journal)
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for row in _query(conn, "PRAGMA database_list"):
+                if row[1] not in attached and row[1] not in ("main", "temp"):
+                    conn.execute("DETACH DATABASE " + _quote_identifier(row[1]))
+            if _foreign_keys_enabled(conn) != fk_was_on:
+                _set_pragma(conn, "foreign_keys", fk_was_on)
+            if journal is not None and journal.lower() not in _UNSAFE_JOURNALS and \
+                    _query(conn, "PRAGMA main.journal_mode")[0][0].lower() in _UNSAFE_JOURNALS:
+                _query(conn, "PRAGMA main.journal_mode = " + journal)
+        except _DB.Error:
+            # After a failed migration the file may refuse even these (damaged
+            # under journal_mode OFF): its own failure says what happened.
+            if not failed:
+                raise
     if left_open:
         raise MigrationError(
             "%s (%s) left a transaction open (BEGIN without COMMIT): it was rolled back and "

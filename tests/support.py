@@ -38,6 +38,11 @@ def _write_bytecode_cache():
 _write_bytecode_cache()
 
 
+# For a child run under a file-size limit: a bytecode cache it wrote would be
+# cut short, and PyPy then fails to import sqlmigrate in every later child.
+NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def file_sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

@@ -19,7 +19,7 @@ import textwrap
 import time
 import unittest
 
-from tests.support import ROOT, SCRIPT, file_sha256, sqlmigrate
+from tests.support import NO_BYTECODE, ROOT, SCRIPT, file_sha256, sqlmigrate
 from tests.test_cli import LOCKER, PY36, CLITestCase, usable_python
 
 
@@ -179,7 +179,7 @@ class BackupIsCompleteOrAbsent(BackupTestCase):
         for python in pythons:
             with self.subTest(python=python):
                 err = self.assert_error(self.cli("--db", self.db, "backup", dest, python=python,
-                                                 preexec_fn=small_files), 1, dest)
+                                                 preexec_fn=small_files, env=NO_BYTECODE), 1, dest)
                 self.assertNotIn(self.db + ":", err)
                 self.assertEqual(self.entries(), ["app.db", "migrations"])
 

@@ -11,7 +11,7 @@ import sys
 import unittest
 import warnings
 
-from tests.support import TempDirTestCase, file_sha256, sqlmigrate
+from tests.support import NO_BYTECODE, TempDirTestCase, file_sha256, sqlmigrate
 
 
 class RunnerTestCase(TempDirTestCase):
@@ -290,7 +290,7 @@ class Atomicity(RunnerTestCase):
                     if name.startswith("app.db"):
                         os.remove(os.path.join(self.tmp, name))
                 status, out, err = self.cli("--db", self.db, "up", *["--atomic"] * atomic,
-                                            preexec_fn=small_files)
+                                            preexec_fn=small_files, env=NO_BYTECODE)
                 self.assertEqual(status, 1, err)
                 errors = [line for line in err.splitlines() if "error:" in line]
                 self.assertEqual(len(errors), 1, err)
@@ -318,7 +318,7 @@ class Atomicity(RunnerTestCase):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
             resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, 200 << 10))
 
-        status, out, err = self.cli("--db", self.db, "up", preexec_fn=small_files)
+        status, out, err = self.cli("--db", self.db, "up", preexec_fn=small_files, env=NO_BYTECODE)
         self.assertEqual(status, 1, err)
         try:
             check = self.connect().execute("PRAGMA quick_check").fetchall()
@@ -326,7 +326,9 @@ class Atomicity(RunnerTestCase):
             check = None  # damaged past reading
         if check == [("ok",)]:
             self.skipTest("this SQLite left the database whole under journal_mode OFF")
-        self.assertIn("the database is damaged", err)
+        # CPython's sqlite3 fails the statement, and the runner checks the file;
+        # PyPy's meets the damage on the runner's next statement, SQLite's words.
+        self.assertRegex(err, "the database is damaged|database disk image is malformed")
         self.assertNotIn("Traceback", err)
 
     def test_a_down_whose_record_cannot_be_deleted_says_it_stays_applied(self):
@@ -340,7 +342,7 @@ class Atomicity(RunnerTestCase):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
             resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
-        status, out, err = self.cli("--db", self.db, "down", "--to", "0", preexec_fn=tiny_files)
+        status, out, err = self.cli("--db", self.db, "down", "--to", "0", preexec_fn=tiny_files, env=NO_BYTECODE)
         self.assertEqual(status, 1, err)
         self.assertIn("it is still recorded as applied", err)
         self.assertEqual(self.schema_version(), "1")
