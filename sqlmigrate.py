@@ -190,30 +190,6 @@ _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 # get_data() serve.  (A package that is a directory is read as one.)
 _HAS_RESOURCE_FILES = sys.version_info >= (3, 9)
 _MIGRATION_LIKE = re.compile(r"(?is).*\.(py|sql)\Z").match  # only these files are read
-_SHA256 = []
-
-
-def _sha256(data):
-    """hashlib.sha256(data), without hashlib on CPython: its first import loads
-    OpenSSL (about 3 ms, more than the rest of a no-op start-up with 100 applied
-    files; bench/README.md).  CPython's own module is _sha2 from 3.12, _sha256
-    on 3.6 to 3.11; PyPy's _sha256 is pure Python, so PyPy uses hashlib.  The
-    own module hashes at a quarter of OpenSSL's speed: from 1 MiB, hashlib."""
-    if len(data) >= 1 << 20:
-        import hashlib
-        return hashlib.sha256(data)
-    if not _SHA256:
-        try:
-            if sys.implementation.name != "cpython":
-                raise ImportError
-            try:
-                from _sha2 import sha256
-            except ImportError:
-                from _sha256 import sha256
-        except ImportError:  # not CPython, or a build without the module
-            from hashlib import sha256
-        _SHA256.append(sha256)
-    return _SHA256[0](data)
 
 
 def _archived_package_files(module, location):
@@ -943,7 +919,8 @@ class Migration(object):
         # Line endings are normalised so a checkout with CRLF is not "changed".
         if self._checksum is None:
             normalised = self.source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            self._checksum = _sha256(normalised).hexdigest()
+            import hashlib  # its OpenSSL load (~3 ms) is paid by the first checksum only
+            self._checksum = hashlib.sha256(normalised).hexdigest()
         return self._checksum
 
     @property

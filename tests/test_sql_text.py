@@ -276,8 +276,7 @@ class EncodingAndLineEndings(TempDirTestCase):
         self.assertEqual(checksums, {hashlib.sha256(b"\n".join(lines)).hexdigest()})
 
     def test_checksum_of_a_large_non_ascii_file_is_its_sha256(self):
-        # Many SHA-256 blocks and every byte value, below and above the 1 MiB
-        # from which another module computes it.
+        # Many SHA-256 blocks and every byte value, below and above 1 MiB.
         for version, repeat in ((1, 999), (2, 5000)):
             body = b"-- migrate:up\nSELECT '" + bytes(range(40, 256)) * repeat + b"';\n"
             self.write("%03d-big.sql" % version, body)
