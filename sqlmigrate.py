@@ -2436,7 +2436,7 @@ def _schema_file_version(path):
             first = f.readline(200)
     except OSError:
         return None
-    found = re.match(br"-- sqlmigrate schema, version (\d+)\r?\n", first)
+    found = re.match(re.escape(_SCHEMA_FILE_MARK) + br", version (\d+)\r?\n", first)
     return int(found.group(1)) if found else None
 
 
