@@ -3157,24 +3157,48 @@ class Migrator(object):
         if whole_run == "dry run" and not m.transactional:
             _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
-        with _write_transaction(conn, not whole_run) as check_fk_here:
-            applied, newest = _history_under_lock(conn, self.table, m.version, self.migrations)
-            if bool(applied) != (direction == "down"):
-                _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
-                          "applied" if direction == "up" else "rolled back")
-                return None
-            if whole_run != "dry run":  # a dry run records no non-transactional migration
-                self._check_order(m, direction, newest, whole_run)
-            if m.transactional:
-                result = self._run_body(conn, m, direction, whole_run, check_fk or check_fk_here)
+        # The connection's settings as before m (see _CONNECTION_PRAGMAS):
+        # put back as soon as m's body ends, before its record is written
+        # (query_only would refuse that); those SQLite refuses to set inside
+        # a transaction, once it has ended (left).
+        settings, left, failed = _connection_settings(conn), {}, False
+        try:
+            with _write_transaction(conn, not whole_run) as check_fk_here:
+                applied, newest = _history_under_lock(conn, self.table, m.version,
+                                                      self.migrations)
+                if bool(applied) != (direction == "down"):
+                    _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
+                         "applied" if direction == "up" else "rolled back")
+                    return None
+                if whole_run != "dry run":  # a dry run records no non-transactional migration
+                    self._check_order(m, direction, newest, whole_run)
+                if m.transactional:
+                    try:
+                        result = self._run_body(conn, m, direction, whole_run,
+                                                check_fk or check_fk_here)
+                    finally:
+                        left = _put_back_connection_settings(conn, settings, False)
+                    self._record(conn, result)
+                    return result
+            with _connection_kept_as_it_was(conn, m, direction):
+                try:
+                    result = self._run_body(conn, m, direction, None, False)
+                finally:
+                    left = _put_back_connection_settings(conn, settings, False)
+            with _transaction(conn):
+                _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
                 self._record(conn, result)
-                return result
-        with _connection_kept_as_it_was(conn, m, direction):
-            result = self._run_body(conn, m, direction, None, False)
-        with _transaction(conn):
-            _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
-            self._record(conn, result)
-        return result
+            return result
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if left:  # after m's transaction; a failure's own error is not hidden
+                left = _put_back_connection_settings(conn, left, not failed)
+                if left and not failed:  # inside an --atomic run's or a dry run's transaction
+                    _log("warning", "v%d set PRAGMA %s, which SQLite cannot set back inside "
+                         "the run's transaction: it stays until the connection closes",
+                         m.version, ", ".join(sorted(left)))
 
     def _check_order(self, m, direction, newest, whole_run):
         """The plan was made before this process held the write lock; another
@@ -3307,6 +3331,80 @@ def _write_transaction(conn, wanted=True):
         return
     with _foreign_keys_off_outside_transaction(conn) as check_fk, _transaction(conn):
         yield check_fk
+
+
+# Connection-level pragmas: SQLite neither rolls them back nor keeps them in
+# the file, so one a migration sets lives as long as the connection: into every
+# later migration of the run, and into a caller's own connection afterwards
+# (synchronous OFF: COMMITs that skip fsync; ignore_check_constraints: rows
+# the schema's CHECKs forbid; query_only: the migration's own record refused,
+# then a read-only caller).  Each is read before a migration and set back after
+# it when it changed.  One this SQLite lacks reads as no row (query_only before
+# 3.8.0, legacy_alter_table before 3.25, trusted_schema before 3.31) and is
+# left alone.  "main.": a per-database setting, kept for the main database.
+# Not here: foreign_keys (_write_transaction and _connection_kept_as_it_was
+# keep it), defer_foreign_keys (SQLite clears it at every COMMIT and
+# ROLLBACK), and the file's own settings (journal_mode WAL, user_version,
+# application_id, auto_vacuum, page_size...), which are the migration's to
+# change.  case_sensitive_like cannot be read back: what LIKE answers for
+# 'a' LIKE 'A' stands for it (_LIKE_PROBE).
+_CONNECTION_PRAGMAS = ("main.synchronous", "ignore_check_constraints", "query_only",
+                       "writable_schema", "recursive_triggers", "reverse_unordered_selects",
+                       "legacy_alter_table", "trusted_schema", "cell_size_check",
+                       "main.secure_delete", "temp_store", "main.cache_size", "automatic_index",
+                       "busy_timeout", "read_uncommitted")
+_LIKE_PROBE = "SELECT 'a' LIKE 'A'"
+
+
+def _connection_settings(conn, names=_CONNECTION_PRAGMAS + ("case_sensitive_like",)):
+    """{pragma: its value} of `names` on this connection (see
+    _CONNECTION_PRAGMAS), less those this SQLite lacks and those the
+    driver's server refuses to set (they must not be sent)."""
+    refused, settings = _driver(conn).refused_pragmas, {}
+    for name in names:
+        if name.rpartition(".")[2] in refused:
+            continue
+        try:
+            rows = _query(conn, _LIKE_PROBE if name == "case_sensitive_like" else "PRAGMA " + name)
+        except _DB.Error:  # a like() of the caller's own that raises: not known, not restored
+            continue
+        if rows:
+            settings[name] = rows[0][0]
+    return settings
+
+
+def _put_back_connection_settings(conn, saved, strict):
+    """Set back each of `saved` ({pragma: value}) that is no longer as it was;
+    the ones SQLite refused to set ({pragma: value}), e.g. temp_store inside
+    a transaction that has used temporary storage, to be put back once it
+    ends.  strict: refused ones outside a transaction raise; else nothing
+    raises (after a failed migration the file may refuse even a read)."""
+    left = {}
+    try:
+        current = _connection_settings(conn, tuple(saved))
+    except _DB.Error:
+        if strict:
+            raise
+        return dict(saved)
+    for name, now in current.items():
+        was = saved[name]
+        if now == was:
+            continue
+        # case_sensitive_like = OFF brings back the built-in, case-insensitive
+        # LIKE (for ASCII), which answers 1 for 'a' LIKE 'A'.
+        value = (("OFF" if was else "ON") if name == "case_sensitive_like" else
+                 str(int(was)))
+        try:
+            conn.execute("PRAGMA %s = %s" % (name, value))
+        except _DB.Error:
+            # dqlite answers a setter with an error though it took effect (as
+            # in _set_pragma): the value read back decides.
+            if _connection_settings(conn, (name,)).get(name) == was:
+                continue
+            if strict and not conn.in_transaction:
+                raise
+            left[name] = was
+    return left
 
 
 @contextmanager

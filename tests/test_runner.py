@@ -690,6 +690,150 @@ class CallerConnections(RunnerTestCase):
         self.assertEqual((root.handlers, root.level), (handlers, level))
 
 
+class ConnectionSettings(RunnerTestCase):
+    """Connection-level pragmas a migration sets are not rolled back by SQLite
+    and live as long as the connection: each is put back after the migration."""
+
+    def test_a_migrations_pragmas_do_not_reach_the_next_migration(self):
+        # v1's ignore_check_constraints would let v2 write a row its CHECK
+        # forbids; its synchronous OFF would make v2's COMMIT skip fsync.
+        self.write_sql(1, "settings", "CREATE TABLE t (x INTEGER CHECK (x > 0));\n"
+                       "PRAGMA synchronous = OFF;\nPRAGMA ignore_check_constraints = ON;\n"
+                       "PRAGMA recursive_triggers = ON;", options="transaction:false")
+        self.write("002-seen.py", '''
+            def up(db):
+                seen = [db.execute("PRAGMA " + name).fetchone()[0] for name in
+                        ("synchronous", "ignore_check_constraints", "recursive_triggers")]
+                db.execute("CREATE TABLE seen (synchronous, ignore_check, recursive)")
+                db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
+            ''')
+        self.write_sql(3, "bad-row", "INSERT INTO t VALUES (-1);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().up()
+        self.assertEqual(caught.exception.version, 3)
+        self.assertIn("CHECK constraint failed", str(caught.exception))
+        conn = self.connect()
+        self.assertEqual(conn.execute("SELECT * FROM seen").fetchall(), [(2, 0, 0)])
+        self.assertEqual(conn.execute("SELECT count(*) FROM t").fetchone()[0], 0)
+        self.assertEqual(self.schema_version(), "2")
+
+    def test_a_transactional_migrations_pragmas_do_not_reach_the_next_migration(self):
+        self.write_sql(1, "settings", "CREATE TABLE t (x INTEGER CHECK (x > 0));\n"
+                       "PRAGMA ignore_check_constraints = ON;")
+        self.write_sql(2, "bad-row", "INSERT INTO t VALUES (-1);")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().up()
+        self.assertEqual(caught.exception.version, 2)
+        self.assertEqual(self.schema_version(), "1")
+
+    def test_an_atomic_run_puts_each_migrations_pragmas_back_too(self):
+        self.write_sql(1, "settings", "CREATE TABLE t (x INTEGER CHECK (x > 0));\n"
+                       "PRAGMA ignore_check_constraints = ON;")
+        self.write_sql(2, "bad-row", "INSERT INTO t VALUES (-1);")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            self.migrator().up(atomic=True)
+        self.assertEqual(self.tables(), [])
+
+    def test_the_callers_connection_has_its_settings_back_after_migrate(self):
+        self.write_sql(1, "settings", "CREATE TABLE t (x);\nPRAGMA synchronous = OFF;\n"
+                       "PRAGMA cache_size = 7;\nPRAGMA busy_timeout = 0;\n"
+                       "PRAGMA temp_store = MEMORY;\nPRAGMA automatic_index = OFF;\n"
+                       "PRAGMA reverse_unordered_selects = ON;\nPRAGMA writable_schema = ON;",
+                       options="transaction:false")
+        self.write_sql(2, "flags", "CREATE TABLE u (x);\nPRAGMA ignore_check_constraints = ON;\n"
+                       "PRAGMA recursive_triggers = ON;\nPRAGMA main.secure_delete = ON;")
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=3.5)
+        self.addCleanup(conn.close)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA secure_delete = OFF")
+        names = ("synchronous", "cache_size", "busy_timeout", "temp_store", "automatic_index",
+                 "reverse_unordered_selects", "writable_schema", "ignore_check_constraints",
+                 "recursive_triggers", "secure_delete")
+        before = [conn.execute("PRAGMA " + name).fetchall() for name in names]
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 2)
+        self.assertEqual([conn.execute("PRAGMA " + name).fetchall() for name in names], before)
+        self.assertEqual(self.tables(conn), ["metadata", "metadata_migrations", "t", "u"])
+
+    @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 0), "PRAGMA query_only: SQLite 3.8.0+")
+    def test_query_only_set_by_a_migration_neither_stops_its_record_nor_stays(self):
+        # Left on, it would refuse the runner's own record of the migration
+        # (applied, never recorded) and every later write of the caller's.
+        for transaction in ("", "transaction:false"):
+            with self.subTest(transaction=transaction or "transactional"):
+                path = os.path.join(self.tmp, "q%d.db" % bool(transaction))
+                directory = os.path.join(self.tmp, "q%d" % bool(transaction))
+                os.mkdir(directory)
+                self.write("001-q.sql", "-- migrate:up %s\nCREATE TABLE t (x);\n"
+                           "PRAGMA query_only = ON;\n" % transaction, directory=directory)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                self.assertEqual(len(sqlmigrate.migrate(conn, directory)), 1)
+                self.assertEqual(conn.execute("PRAGMA query_only").fetchone()[0], 0)
+                conn.execute("INSERT INTO t VALUES (1)")
+
+    def test_a_failed_migrations_pragmas_are_put_back_on_the_callers_connection(self):
+        for transaction in ("True", "False"):
+            with self.subTest(transaction=transaction):
+                path = os.path.join(self.tmp, "f%s.db" % transaction)
+                directory = os.path.join(self.tmp, "f" + transaction)
+                os.mkdir(directory)
+                self.write("001-fails.py", '''
+                    transaction = %s
+
+                    def up(db):
+                        if not transaction:
+                            db.execute("PRAGMA synchronous = OFF")
+                        db.execute("PRAGMA ignore_check_constraints = ON")
+                        db.execute("PRAGMA cache_size = 11")
+                        raise RuntimeError("this migration fails")
+                    ''' % transaction, directory=directory)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                names = ("synchronous", "ignore_check_constraints", "cache_size")
+                before = [conn.execute("PRAGMA " + name).fetchall() for name in names]
+                with self.assertRaises(sqlmigrate.MigrationError):
+                    sqlmigrate.migrate(conn, directory)
+                self.assertEqual([conn.execute("PRAGMA " + name).fetchall() for name in names],
+                                 before)
+
+    def test_temp_store_a_transactional_migration_set_is_put_back_after_its_commit(self):
+        # SQLite refuses to change temp_store inside a transaction that has
+        # used temporary storage: it is put back once the transaction ends.
+        self.write_sql(1, "temp", "PRAGMA temp_store = MEMORY;\nCREATE TEMP TABLE scratch (x);\n"
+                       "INSERT INTO scratch VALUES (1);\nCREATE TABLE t AS SELECT x FROM scratch;")
+        self.write("002-seen.py", '''
+            def up(db):
+                seen = db.execute("PRAGMA temp_store").fetchone()[0]
+                db.execute("CREATE TABLE seen AS SELECT ? AS temp_store", (seen,))
+            ''')
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 2)
+        self.assertEqual(conn.execute("PRAGMA temp_store").fetchone()[0], 0)
+        self.assertEqual(conn.execute("SELECT temp_store, (SELECT x FROM t) FROM seen").fetchall(),
+                         [(0, 1)])
+
+    def test_a_migrations_database_settings_stay(self):
+        # The file's own settings are the migration's to change.
+        self.write_sql(1, "file", "PRAGMA journal_mode = WAL;\nPRAGMA user_version = 7;\n"
+                       "PRAGMA application_id = 1234;", options="transaction:false")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual([conn.execute("PRAGMA " + name).fetchone()[0] for name in (
+            "journal_mode", "user_version", "application_id")], ["wal", 7, 1234])
+
+    def test_case_sensitive_like_set_by_a_migration_does_not_stay(self):
+        # Write-only: the runner reads it as what 'a' LIKE 'A' answers.
+        self.write_sql(1, "like", "CREATE TABLE t (x);\nPRAGMA case_sensitive_like = ON;",
+                       options="transaction:false")
+        self.write_sql(2, "like-too", "CREATE TABLE u (x);\nPRAGMA case_sensitive_like = ON;")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 2)
+        self.assertEqual(conn.execute("SELECT 'a' LIKE 'A'").fetchone()[0], 1)
+
+
 class RollingBack(RunnerTestCase):
     def test_down_rolls_back_the_newest_migration(self):
         self.three_migrations()
