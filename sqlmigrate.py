@@ -4268,8 +4268,9 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
      "on a non-empty table", "use reconcile() or rebuild_table(create_sql=...)"),
     ("SM301", "error", "PRAGMA foreign_keys in a transactional migration is a no-op",
      "drop it: the runner turns foreign keys off around each migration"),
-    ("SM302", "warning", "PRAGMA legacy_alter_table in a transactional migration outlives it "
-     "on the connection", "use rebuild_table(), which sets and restores it"),
+    ("SM302", "warning", "PRAGMA legacy_alter_table in a transactional migration changes how "
+     "the rest of it renames (the runner sets it back after the migration)",
+     "use rebuild_table(), which sets and restores it"),
     ("SM303", "error", "PRAGMA journal_mode cannot change inside a transaction",
      "move it to a migration with transaction:false (transaction = False)"),
     ("SM401", "warning", "a rebuild or DROP COLUMN rewrites a big table under the write lock",
