@@ -5910,39 +5910,38 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
         raw = _raw(conn)
         # DROP TABLE with foreign keys on would run ON DELETE actions on child
         # tables; inside the caller's transaction _refuse_foreign_keys_on guards.
-        with _foreign_keys_off_outside_transaction(conn) as check_fk:
-            with _transaction(conn):
-                plan = None
-                try:
-                    plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
-                    rows = _run_rebuild(conn, plan, progress, chunk_rows)
-                except _DB.Error as e:
-                    cause, kind = str(e), _sqlite_kind(e)
-                    if kind == "foreign-key" and not check_fk:
-                        # Inside the caller's transaction with foreign keys on,
-                        # SQLite checks each copied row at once, and takes some
-                        # valid rows for violations (foreign_key_check does not).
-                        cause = "%s (SQLite checks each copied row's foreign keys inside your " \
-                            "transaction, and counts a REAL value referencing an INTEGER " \
-                            "PRIMARY KEY as missing; call it outside a transaction (it switches " \
-                            "foreign keys off itself) or set PRAGMA foreign_keys = OFF before " \
-                            "BEGIN)" % cause
-                    elif plan is not None and isinstance(e, getattr(
-                            _driver(raw).module, "IntegrityError", ())):
-                        # SQLite names the copy, a table the caller never made.
-                        cause = "%s (a row of %s breaks the new definition's constraint: change "\
-                            "those rows before the rebuild)" % (
-                                cause.replace(plan.temp + ".", table + "."), table)
-                    # A full disk is the database's state, not a refusal: code
-                    # that tests kind == "full" must see it here too.
-                    failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
-                                             kind=kind if kind in _DATABASE_KINDS
-                                             else "rebuild-refused", tables=[table], cause=cause,
-                                             outcome="nothing was changed")
-                    failure.__cause__ = e
-                    raise failure
-                if check_fk:
-                    _check_foreign_keys(raw, outcome="the rebuild of %s was rolled back" % table)
+        with _write_transaction(conn) as check_fk:
+            plan = None
+            try:
+                plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
+                rows = _run_rebuild(conn, plan, progress, chunk_rows)
+            except _DB.Error as e:
+                cause, kind = str(e), _sqlite_kind(e)
+                if kind == "foreign-key" and not check_fk:
+                    # Inside the caller's transaction with foreign keys on,
+                    # SQLite checks each copied row at once, and takes some
+                    # valid rows for violations (foreign_key_check does not).
+                    cause = "%s (SQLite checks each copied row's foreign keys inside your " \
+                        "transaction, and counts a REAL value referencing an INTEGER " \
+                        "PRIMARY KEY as missing; call it outside a transaction (it switches " \
+                        "foreign keys off itself) or set PRAGMA foreign_keys = OFF before " \
+                        "BEGIN)" % cause
+                elif plan is not None and isinstance(e, getattr(
+                        _driver(raw).module, "IntegrityError", ())):
+                    # SQLite names the copy, a table the caller never made.
+                    cause = "%s (a row of %s breaks the new definition's constraint: change "\
+                        "those rows before the rebuild)" % (
+                            cause.replace(plan.temp + ".", table + "."), table)
+                # A full disk is the database's state, not a refusal: code
+                # that tests kind == "full" must see it here too.
+                failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
+                                         kind=kind if kind in _DATABASE_KINDS
+                                         else "rebuild-refused", tables=[table], cause=cause,
+                                         outcome="nothing was changed")
+                failure.__cause__ = e
+                raise failure
+            if check_fk:
+                _check_foreign_keys(raw, outcome="the rebuild of %s was rolled back" % table)
     return _log_changes(plan, rows)
 
 
