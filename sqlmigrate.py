@@ -83,17 +83,16 @@ class MigrationError(Exception):
         """The message without its outcome (for an error that wraps this one)."""
         text, where = self.message, self.database or "the database"
         named = "database " + self.database if self.database else "the database"
+        at = "%s%s" % (self.path, "" if self.line is None else ":%s" % self.line)
         if text is None and self.kind == "migration-failed":
-            parts = ["%s%s (%s) %s" % (self.path, "" if self.line is None else ":%s" % self.line,
-                                       self.direction, self.cause)]
+            parts = ["%s (%s) %s" % (at, self.direction, self.cause)]
             if self.statement:
                 parts.append("statement: " + " ".join(self.statement.split())[:500])
             parts += [self.hint] * bool(self.hint) + [
                 _what_was_rolled_back(self.rolled_back, self.direction)]
             text = "\n  ".join(parts)
         elif text is None and self.kind == "bad-file" and self.cause is not None:
-            text = "%s%s: %s" % (self.path, "" if self.line is None else ":%s" % self.line,
-                                 self.cause)
+            text = "%s: %s" % (at, self.cause)
         elif text is None and self.problems:
             text = ("invalid migration files:\n  " + "\n  ".join(self.problems)
                     if self.kind == "bad-name" else "; ".join(self.problems))
