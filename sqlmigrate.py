@@ -2407,24 +2407,24 @@ _SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
 def _check_schema_file(path):
     """Refuse a schema file we must not or cannot replace, before the
     database changes: it is ours only if absent or its first line is our mark."""
+    problem = None
     try:
         with open(path, "rb") as f:
-            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
+            if f.readline(len(_SCHEMA_FILE_MARK)) != _SCHEMA_FILE_MARK:
+                problem = ("the schema file %s was not written by sqlmigrate (its first line is "
+                           "not '-- sqlmigrate schema ...'): refusing to overwrite it; move it "
+                           "away or choose another --schema-file" % path)
     except FileNotFoundError:
-        ours = True
+        pass
     except OSError as e:
-        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    if not ours:
-        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
-                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
-                             "move it away or choose another --schema-file" % path,
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    try:  # proves the directory writable now, not after migrating
-        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
-    except OSError as e:
-        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
+        problem = "cannot read the schema file %s (%s)" % (path, e.strerror or e)
+    if problem is None:
+        try:  # proves the directory writable now, not after migrating
+            os.remove(_new_temporary(os.path.realpath(path)))  # where _write_schema_file writes
+        except OSError as e:
+            problem = "cannot write the schema file %s (%s)" % (path, e.strerror or e)
+    if problem is not None:
+        raise MigrationError(problem, kind="schema-file", path=path, outcome="nothing was changed")
 
 
 def _schema_file_version(path):
