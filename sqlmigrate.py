@@ -6354,13 +6354,16 @@ def _same_work(position, metadata, key, work):
     return position
 
 
-def _stored_position(raw, metadata, key):
-    """The position stored under `key`, read without a lock; None if none."""
+def _stored_position(raw, metadata, key, create=False):
+    """The position stored under `key`; None if none, or if there is no
+    table `metadata` (then created, if `create`)."""
     try:
         stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
     except _DB.OperationalError as e:
         if _sqlite_kind(e) != "no-table":
             raise
+        if create:
+            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
         stored = []
     return _position(stored[0][0]) if stored else None
 
@@ -6393,15 +6396,9 @@ def _begin_batch(raw, metadata, key, owner, work):
     rows before it got the old code, the rest would get the new one."""
     raw.execute("BEGIN IMMEDIATE")
     try:
-        try:
-            rows = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
-        except _DB.OperationalError as e:
-            if _sqlite_kind(e) != "no-table":
-                raise
-            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
-            rows = []
-        if rows:
-            position = _same_work(_position(rows[0][0]), metadata, key, work)
+        position = _stored_position(raw, metadata, key, create=True)
+        if position is not None:
+            position = _same_work(position, metadata, key, work)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
