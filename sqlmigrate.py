@@ -3744,9 +3744,8 @@ def _user_tables(conn, entries):
     """{key: (name, sql)} of the ordinary tables rows can be generated for:
     not virtual, nor a virtual table's shadow table (the module writes those)."""
     tables = [(name, sql) for (kind, name), (_, sql) in entries.items() if kind == "table"]
-    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
-    left_out = set(_key(name) for name, _ in virtual) | _shadow_tables(
-        conn, virtual, [name for name, _ in tables])
+    left_out = set(_key(name) for name, sql in tables if _is_virtual(sql)) | _shadow_tables(
+        conn, tables)
     return dict((_key(name), (name, sql)) for name, sql in tables if _key(name) not in left_out)
 
 
@@ -4850,8 +4849,7 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             grouped[kind].append((name, sql))
     tables, indexes, views, triggers = [sorted(grouped[kind]) for kind in
                                         ("table", "index", "view", "trigger")]
-    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
-    shadow = _shadow_tables(conn, virtual, [name for name, _ in tables]) if virtual else ()
+    shadow = _shadow_tables(conn, tables)
     head = [sql for name, sql in tables if not (shadow and _key(name) in shadow)]
     head += [sql for _, sql in indexes]
     views = [(_key(name), sql) for name, sql in views]
@@ -4899,10 +4897,11 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     return head + [sql for _, sql in ordered] + [sql for _, sql in triggers]
 
 
-def _shadow_tables(conn, virtual, tables):
-    """The keys of those of `tables` that are shadow tables of the virtual
-    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
+def _shadow_tables(conn, tables):
+    """The keys of those of `tables` [(name, CREATE)] that are shadow tables
+    of the virtual tables among them: only those (a user's "posts_tags" beside
     an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
+    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
     if not virtual:
         return set()
     if _driver(conn).has_table_list:
@@ -4914,7 +4913,7 @@ def _shadow_tables(conn, virtual, tables):
         if cursor.take("USING"):
             modules[_key(name)] = _key(cursor.name() or "")
     shadow = set()
-    for name in map(_key, tables):
+    for name in (_key(name) for name, _ in tables):
         prefix, _, suffix = name.rpartition("_")
         if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
             shadow.add(name)
