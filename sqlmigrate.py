@@ -4436,10 +4436,6 @@ def _sql_statements(m):
     return text, out, marker
 
 
-def _load_problem(m, error):
-    return _lint_finding("SM001", m.path, error.line, None, error.cause or str(error))
-
-
 class _LintRun(object):
     """The scratch run: applies the migrations up to the last linted one,
     recording for each linted one the schema when it started and, for a
@@ -4558,7 +4554,7 @@ def _lint(migrator, files, round_trip, to=None):
             m.load()
             loaded.append(m)
         except MigrationError as e:
-            findings.append(_load_problem(m, e))
+            findings.append(_lint_finding("SM001", m.path, e.line, None, e.cause or str(e)))
     paths = set(m.path for m in linted)
     for row in report["migrations"] if report else ():
         path = os.path.join(migrator.directory, row["file"] or row["baseline"] or "")
