@@ -5501,8 +5501,8 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
                        new.affinity(c)) for c in new.columns),
-        indexes=tuple(_renamed_index_sql(sql, renames) for name, sql in t.indexes
-                      if name not in gone),
+        indexes=tuple(_renamed(*_refs_in("index", sql) + (renames,)) if renames else sql
+                      for name, sql in t.indexes if name not in gone),
         # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as
         # it is, it would create the trigger in main for every connection.
         triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, count=1)
@@ -5678,10 +5678,6 @@ def _without_own_qualifiers(parsed, key):
         return parsed
     return _CreateTable("".join(t for i, (_, t) in enumerate(tokens) if i not in cut),
                         "the new table")
-
-
-def _renamed_index_sql(sql, renamed):
-    return _renamed(*_refs_in("index", sql) + (renamed,)) if renamed else sql
 
 
 def _refuse_foreign_keys_on(raw, t, copy):
