@@ -1006,7 +1006,10 @@ class Migration(object):
         text = _sql_file_text(text)
         baseline = re.compile(_BASELINE_RE).match(text)
         if bool(baseline) != self.baseline:
-            raise self._error(self._baseline_mismatch())
+            raise self._error("it no longer starts with the line '-- migrate:baseline'"
+                              if self.baseline else "it starts with '-- migrate:baseline' but a "
+                              "baseline must be named %s-baseline.sql: rename it, or remove the "
+                              "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
         text = text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
@@ -1045,12 +1048,6 @@ class Migration(object):
         """Whether baseline self holds migration `version`."""
         covers = self._covers
         return version <= self.version if covers is None else version in covers
-
-    def _baseline_mismatch(self):
-        if self.baseline:
-            return "it no longer starts with the line '-- migrate:baseline'"
-        return ("it starts with '-- migrate:baseline' but a baseline must be named "
-                "%s-baseline.sql: rename it, or remove the marker" % self.filename.split("-")[0])
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
