@@ -83,17 +83,16 @@ class MigrationError(Exception):
         """The message without its outcome (for an error that wraps this one)."""
         text, where = self.message, self.database or "the database"
         named = "database " + self.database if self.database else "the database"
+        at = "%s%s" % (self.path, "" if self.line is None else ":%s" % self.line)
         if text is None and self.kind == "migration-failed":
-            parts = ["%s%s (%s) %s" % (self.path, "" if self.line is None else ":%s" % self.line,
-                                       self.direction, self.cause)]
+            parts = ["%s (%s) %s" % (at, self.direction, self.cause)]
             if self.statement:
                 parts.append("statement: " + " ".join(self.statement.split())[:500])
             parts += [self.hint] * bool(self.hint) + [
                 _what_was_rolled_back(self.rolled_back, self.direction)]
             text = "\n  ".join(parts)
         elif text is None and self.kind == "bad-file" and self.cause is not None:
-            text = "%s%s: %s" % (self.path, "" if self.line is None else ":%s" % self.line,
-                                 self.cause)
+            text = "%s: %s" % (at, self.cause)
         elif text is None and self.problems:
             text = ("invalid migration files:\n  " + "\n  ".join(self.problems)
                     if self.kind == "bad-name" else "; ".join(self.problems))
@@ -1007,7 +1006,10 @@ class Migration(object):
         text = _sql_file_text(text)
         baseline = re.compile(_BASELINE_RE).match(text)
         if bool(baseline) != self.baseline:
-            raise self._error(self._baseline_mismatch())
+            raise self._error("it no longer starts with the line '-- migrate:baseline'"
+                              if self.baseline else "it starts with '-- migrate:baseline' but a "
+                              "baseline must be named %s-baseline.sql: rename it, or remove the "
+                              "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
         text = text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
@@ -1046,12 +1048,6 @@ class Migration(object):
         """Whether baseline self holds migration `version`."""
         covers = self._covers
         return version <= self.version if covers is None else version in covers
-
-    def _baseline_mismatch(self):
-        if self.baseline:
-            return "it no longer starts with the line '-- migrate:baseline'"
-        return ("it starts with '-- migrate:baseline' but a baseline must be named "
-                "%s-baseline.sql: rename it, or remove the marker" % self.filename.split("-")[0])
 
     def run(self, db, direction):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
@@ -2408,24 +2404,24 @@ _SCHEMA_FILE_MARK = b"-- sqlmigrate schema"
 def _check_schema_file(path):
     """Refuse a schema file we must not or cannot replace, before the
     database changes: it is ours only if absent or its first line is our mark."""
+    problem = None
     try:
         with open(path, "rb") as f:
-            ours = f.readline(len(_SCHEMA_FILE_MARK)) == _SCHEMA_FILE_MARK
+            if f.readline(len(_SCHEMA_FILE_MARK)) != _SCHEMA_FILE_MARK:
+                problem = ("the schema file %s was not written by sqlmigrate (its first line is "
+                           "not '-- sqlmigrate schema ...'): refusing to overwrite it; move it "
+                           "away or choose another --schema-file" % path)
     except FileNotFoundError:
-        ours = True
+        pass
     except OSError as e:
-        raise MigrationError("cannot read the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    if not ours:
-        raise MigrationError("the schema file %s was not written by sqlmigrate (its first line "
-                             "is not '-- sqlmigrate schema ...'): refusing to overwrite it; "
-                             "move it away or choose another --schema-file" % path,
-                             kind="schema-file", path=path, outcome="nothing was changed")
-    try:  # proves the directory writable now, not after migrating
-        os.remove(_new_temporary(os.path.realpath(path)))  # the one _write_schema_file writes in
-    except OSError as e:
-        raise MigrationError("cannot write the schema file %s (%s)" % (path, e.strerror or e),
-                             kind="schema-file", path=path, outcome="nothing was changed")
+        problem = "cannot read the schema file %s (%s)" % (path, e.strerror or e)
+    if problem is None:
+        try:  # proves the directory writable now, not after migrating
+            os.remove(_new_temporary(os.path.realpath(path)))  # where _write_schema_file writes
+        except OSError as e:
+            problem = "cannot write the schema file %s (%s)" % (path, e.strerror or e)
+    if problem is not None:
+        raise MigrationError(problem, kind="schema-file", path=path, outcome="nothing was changed")
 
 
 def _schema_file_version(path):
@@ -3843,9 +3839,8 @@ def _user_tables(conn, entries):
     """{key: (name, sql)} of the ordinary tables rows can be generated for:
     not virtual, nor a virtual table's shadow table (the module writes those)."""
     tables = [(name, sql) for (kind, name), (_, sql) in entries.items() if kind == "table"]
-    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
-    left_out = set(_key(name) for name, _ in virtual) | _shadow_tables(
-        conn, virtual, [name for name, _ in tables])
+    left_out = set(_key(name) for name, sql in tables if _is_virtual(sql)) | _shadow_tables(
+        conn, tables)
     return dict((_key(name), (name, sql)) for name, sql in tables if _key(name) not in left_out)
 
 
@@ -4537,10 +4532,6 @@ def _sql_statements(m):
     return text, out, marker
 
 
-def _load_problem(m, error):
-    return _lint_finding("SM001", m.path, error.line, None, error.cause or str(error))
-
-
 class _LintRun(object):
     """The scratch run: applies the migrations up to the last linted one,
     recording for each linted one the schema when it started and, for a
@@ -4659,7 +4650,7 @@ def _lint(migrator, files, round_trip, to=None):
             m.load()
             loaded.append(m)
         except MigrationError as e:
-            findings.append(_load_problem(m, e))
+            findings.append(_lint_finding("SM001", m.path, e.line, None, e.cause or str(e)))
     paths = set(m.path for m in linted)
     for row in report["migrations"] if report else ():
         path = os.path.join(migrator.directory, row["file"] or row["baseline"] or "")
@@ -4950,8 +4941,7 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             grouped[kind].append((name, sql))
     tables, indexes, views, triggers = [sorted(grouped[kind]) for kind in
                                         ("table", "index", "view", "trigger")]
-    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
-    shadow = _shadow_tables(conn, virtual, [name for name, _ in tables]) if virtual else ()
+    shadow = _shadow_tables(conn, tables)
     head = [sql for name, sql in tables if not (shadow and _key(name) in shadow)]
     head += [sql for _, sql in indexes]
     views = [(_key(name), sql) for name, sql in views]
@@ -4999,10 +4989,11 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
     return head + [sql for _, sql in ordered] + [sql for _, sql in triggers]
 
 
-def _shadow_tables(conn, virtual, tables):
-    """The keys of those of `tables` that are shadow tables of the virtual
-    tables `virtual` [(name, CREATE)]: only those (a user's "posts_tags" beside
+def _shadow_tables(conn, tables):
+    """The keys of those of `tables` [(name, CREATE)] that are shadow tables
+    of the virtual tables among them: only those (a user's "posts_tags" beside
     an fts5 "posts" is no shadow table).  SQLite's word where it has one."""
+    virtual = [(name, sql) for name, sql in tables if _is_virtual(sql)]
     if not virtual:
         return set()
     if _driver(conn).has_table_list:
@@ -5014,7 +5005,7 @@ def _shadow_tables(conn, virtual, tables):
         if cursor.take("USING"):
             modules[_key(name)] = _key(cursor.name() or "")
     shadow = set()
-    for name in map(_key, tables):
+    for name in (_key(name) for name, _ in tables):
         prefix, _, suffix = name.rpartition("_")
         if suffix in _SHADOW_SUFFIXES.get(modules.get(prefix), ()):
             shadow.add(name)
@@ -5606,8 +5597,8 @@ def _plan_rebuild(conn, table, drop=(), rename=None, create_sql=None, native=Non
         new.text(new.name_span[1], len(new.tokens)),
         columns=tuple((final.get(c.key, c.name), c.key in generated or new.generated(c),
                        new.affinity(c)) for c in new.columns),
-        indexes=tuple(_renamed_index_sql(sql, renames) for name, sql in t.indexes
-                      if name not in gone),
+        indexes=tuple(_renamed(*_refs_in("index", sql) + (renames,)) if renames else sql
+                      for name, sql in t.indexes if name not in gone),
         # sqlite_temp_master keeps "CREATE TRIGGER ..." without TEMP; run as
         # it is, it would create the trigger in main for every connection.
         triggers=tuple(sql if schema == "main" else re.sub(r"^(\s*\w+)", r"\1 TEMP", sql, count=1)
@@ -5783,10 +5774,6 @@ def _without_own_qualifiers(parsed, key):
         return parsed
     return _CreateTable("".join(t for i, (_, t) in enumerate(tokens) if i not in cut),
                         "the new table")
-
-
-def _renamed_index_sql(sql, renamed):
-    return _renamed(*_refs_in("index", sql) + (renamed,)) if renamed else sql
 
 
 def _refuse_foreign_keys_on(raw, t, copy):
@@ -6009,39 +5996,38 @@ def _rebuild_table(db, table, drop=(), rename=None, create_sql=None, native=None
         raw = _raw(conn)
         # DROP TABLE with foreign keys on would run ON DELETE actions on child
         # tables; inside the caller's transaction _refuse_foreign_keys_on guards.
-        with _foreign_keys_off_outside_transaction(conn) as check_fk:
-            with _transaction(conn):
-                plan = None
-                try:
-                    plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
-                    rows = _run_rebuild(conn, plan, progress, chunk_rows)
-                except _DB.Error as e:
-                    cause, kind = str(e), _sqlite_kind(e)
-                    if kind == "foreign-key" and not check_fk:
-                        # Inside the caller's transaction with foreign keys on,
-                        # SQLite checks each copied row at once, and takes some
-                        # valid rows for violations (foreign_key_check does not).
-                        cause = "%s (SQLite checks each copied row's foreign keys inside your " \
-                            "transaction, and counts a REAL value referencing an INTEGER " \
-                            "PRIMARY KEY as missing; call it outside a transaction (it switches " \
-                            "foreign keys off itself) or set PRAGMA foreign_keys = OFF before " \
-                            "BEGIN)" % cause
-                    elif plan is not None and isinstance(e, getattr(
-                            _driver(raw).module, "IntegrityError", ())):
-                        # SQLite names the copy, a table the caller never made.
-                        cause = "%s (a row of %s breaks the new definition's constraint: change "\
-                            "those rows before the rebuild)" % (
-                                cause.replace(plan.temp + ".", table + "."), table)
-                    # A full disk is the database's state, not a refusal: code
-                    # that tests kind == "full" must see it here too.
-                    failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
-                                             kind=kind if kind in _DATABASE_KINDS
-                                             else "rebuild-refused", tables=[table], cause=cause,
-                                             outcome="nothing was changed")
-                    failure.__cause__ = e
-                    raise failure
-                if check_fk:
-                    _check_foreign_keys(raw, outcome="the rebuild of %s was rolled back" % table)
+        with _write_transaction(conn) as check_fk:
+            plan = None
+            try:
+                plan = _plan_rebuild(conn, table, drop, rename, create_sql, native)
+                rows = _run_rebuild(conn, plan, progress, chunk_rows)
+            except _DB.Error as e:
+                cause, kind = str(e), _sqlite_kind(e)
+                if kind == "foreign-key" and not check_fk:
+                    # Inside the caller's transaction with foreign keys on,
+                    # SQLite checks each copied row at once, and takes some
+                    # valid rows for violations (foreign_key_check does not).
+                    cause = "%s (SQLite checks each copied row's foreign keys inside your " \
+                        "transaction, and counts a REAL value referencing an INTEGER " \
+                        "PRIMARY KEY as missing; call it outside a transaction (it switches " \
+                        "foreign keys off itself) or set PRAGMA foreign_keys = OFF before " \
+                        "BEGIN)" % cause
+                elif plan is not None and isinstance(e, getattr(
+                        _driver(raw).module, "IntegrityError", ())):
+                    # SQLite names the copy, a table the caller never made.
+                    cause = "%s (a row of %s breaks the new definition's constraint: change "\
+                        "those rows before the rebuild)" % (
+                            cause.replace(plan.temp + ".", table + "."), table)
+                # A full disk is the database's state, not a refusal: code
+                # that tests kind == "full" must see it here too.
+                failure = MigrationError("rebuilding table %s failed: %s" % (table, cause),
+                                         kind=kind if kind in _DATABASE_KINDS
+                                         else "rebuild-refused", tables=[table], cause=cause,
+                                         outcome="nothing was changed")
+                failure.__cause__ = e
+                raise failure
+            if check_fk:
+                _check_foreign_keys(raw, outcome="the rebuild of %s was rolled back" % table)
     return _log_changes(plan, rows)
 
 
@@ -6455,13 +6441,16 @@ def _same_work(position, metadata, key, work):
     return position
 
 
-def _stored_position(raw, metadata, key):
-    """The position stored under `key`, read without a lock; None if none."""
+def _stored_position(raw, metadata, key, create=False):
+    """The position stored under `key`; None if none, or if there is no
+    table `metadata` (then created, if `create`)."""
     try:
         stored = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
     except _DB.OperationalError as e:
         if _sqlite_kind(e) != "no-table":
             raise
+        if create:
+            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
         stored = []
     return _position(stored[0][0]) if stored else None
 
@@ -6494,15 +6483,9 @@ def _begin_batch(raw, metadata, key, owner, work):
     rows before it got the old code, the rest would get the new one."""
     raw.execute("BEGIN IMMEDIATE")
     try:
-        try:
-            rows = _query(raw, "SELECT value FROM %s WHERE key = ?" % metadata, (key,))
-        except _DB.OperationalError as e:
-            if _sqlite_kind(e) != "no-table":
-                raise
-            raw.execute("CREATE TABLE %s (key TEXT PRIMARY KEY, value TEXT)" % metadata)
-            rows = []
-        if rows:
-            position = _same_work(_position(rows[0][0]), metadata, key, work)
+        position = _stored_position(raw, metadata, key, create=True)
+        if position is not None:
+            position = _same_work(position, metadata, key, work)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
