@@ -3020,7 +3020,9 @@ class Migrator(object):
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
                     try:
-                        result = self._apply(conn, m, direction, whole_run, check_fk)
+                        with _run_lock(conn, self.busy_timeout, m, direction,
+                                       wanted=not (m.transactional or whole_run)):
+                            result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
                         if _sqlite_kind(e) == "locked" and done and not whole_run:
@@ -3327,6 +3329,68 @@ def _write_transaction(conn, wanted=True):
         return
     with _foreign_keys_off_outside_transaction(conn) as check_fk, _transaction(conn):
         yield check_fk
+
+
+# Beside the database file, a lock a runner holds while it applies a
+# non-transactional migration: one that commits as it goes cannot run under
+# the database's write lock, so without it a second runner starting meanwhile
+# would find it not yet recorded and run it again.
+_RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
+
+
+@contextmanager
+def _run_lock(conn, busy_timeout, m, direction, wanted=True):
+    """Hold the run lock of conn's database file (waiting up to busy_timeout
+    seconds, then failing as locked) while non-transactional m runs: taken
+    before the check that m is still to run and kept until it is recorded,
+    so a second runner waits, then finds it done.  It is SQLite's own lock
+    on a file of its own (an exclusive transaction that writes nothing),
+    released by the OS when its process dies: a runner killed meanwhile
+    leaves no lock behind.  None for a database in memory (no second
+    process) or on a server (no local file)."""
+    path = "" if not wanted or _driver(conn).server else _main_file(conn)
+    if not path:
+        yield
+        return
+    # The real file's name: every spelling of its path (a link) meets here.
+    name, lock = os.path.realpath(path) + _RUN_LOCK_SUFFIX, None
+    try:
+        _create_like(name, path)
+        lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
+                               isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+    except (OSError, sqlite3.Error) as e:
+        if lock is not None:
+            lock.close()
+        if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
+            raise  # another runner is applying it: as when it holds the database's lock
+        raise MigrationError(
+            "cannot take the lock file %s (%s), which a non-transactional migration is run "
+            "under; check that the database's directory and that file are writable"
+            % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
+            version=m.version, direction=direction, outcome="%s was not run" % m.filename)
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _create_like(name, model):
+    """Create file `name`, if absent, with the permission bits of file
+    `model` and, when running as root, its owner: as SQLite does for a
+    database's journal files, else a run as root would leave a file that
+    the database's own user cannot open."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        model = os.stat(model)
+        os.chmod(name, stat.S_IMODE(model.st_mode))
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # owners are POSIX's
+            os.chown(name, model.st_uid, model.st_gid)
+    finally:
+        os.close(fd)
 
 
 # Connection-level pragmas: SQLite neither rolls them back nor keeps them in

@@ -184,6 +184,117 @@ class RacingCommands(TempDirTestCase):
 
 
 
+class NonTransactionalMigrationsRunOnce(TempDirTestCase):
+    """A non-transactional migration commits as it goes, so the write lock
+    cannot cover it: processes starting together must still run it once."""
+
+    def write_appending_migration(self, inside=None, release=None):
+        self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);")
+        self.write("002-append.py", """
+            import os, time
+            transaction = False
+
+            def up(db):
+                db.execute("INSERT INTO runs VALUES (?)", (os.getpid(),))
+                if %r:
+                    open(%r, "w").close()
+                    deadline = time.time() + 20  # bounded: a failing test must end
+                    while not os.path.exists(%r) and time.time() < deadline:
+                        time.sleep(0.005)
+                else:
+                    time.sleep(0.5)  # the window a second runner would enter
+            """ % (bool(inside), inside, release))
+
+    def test_processes_starting_together_run_a_non_transactional_migration_once(self):
+        self.write_appending_migration()
+        go = os.path.join(self.tmp, "go")
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, self.db, self.dir, go],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for _ in range(4)]
+        time.sleep(0.3)
+        open(go, "w").close()
+        results = [w.communicate(timeout=120) for w in workers]
+        for worker, (out, err) in zip(workers, results):
+            self.assertEqual(worker.returncode, 0, err.decode())
+        applied = sorted(int(v) for out, _ in results for v in out.decode().strip().split(",") if v)
+        self.assertEqual(applied, [1, 2])
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
+        self.assertEqual(self.schema_version(), "2")
+
+    def start_first(self):
+        inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
+        self.write_appending_migration(inside, release)
+        first = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                                  "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def finish():  # it ends, and its pipes are closed, whatever the test did
+            if first.poll() is None:
+                first.kill()
+            if not first.stdout.closed:
+                first.communicate()
+        self.addCleanup(finish)
+        deadline = time.time() + 60
+        while not os.path.exists(inside):
+            if first.poll() is not None:
+                self.fail(first.communicate()[1].decode())
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.01)
+        return first, release
+
+    def test_a_second_runner_past_its_busy_timeout_fails_as_locked_and_changes_nothing(self):
+        first, release = self.start_first()
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("locked by another process", err)
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
+        open(release, "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
+        self.assertEqual(self.schema_version(), "2")
+
+    def test_a_runner_killed_inside_a_non_transactional_migration_leaves_no_lock_behind(self):
+        # What it did stays (it committed as it went), unrecorded: the next
+        # run takes the migration again, at once.
+        first, release = self.start_first()
+        first.kill()
+        first.wait()
+        open(release, "w").close()
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "up")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.schema_version(), "2")
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 2)
+
+    def write_wal_migration(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
+        self.write_sql(2, "wal", "PRAGMA journal_mode = WAL;", options="transaction:false")
+
+    @unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0, "needs root (CI runs so)")
+    def test_the_lock_file_root_creates_belongs_to_the_databases_owner_with_its_mode(self):
+        # As SQLite does for its journals: else the application's own user,
+        # which owns the database, could not take the lock root's run made.
+        self.write_wal_migration()
+        self.connect().execute("CREATE TABLE existing (x)")
+        os.chown(self.db, 65534, 65534)
+        os.chmod(self.db, 0o660)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        lock = os.stat(self.db + "-sqlmigrate-lock")
+        self.assertEqual((lock.st_uid, lock.st_gid, lock.st_mode & 0o777), (65534, 65534, 0o660))
+
+    def test_a_lock_file_that_cannot_be_written_is_named_and_nothing_is_applied(self):
+        self.write_wal_migration()
+        os.mkdir(self.db + "-sqlmigrate-lock")  # cannot be opened as a file, even by root
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn(self.db + "-sqlmigrate-lock", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(self.schema_version(), "1")
+        self.assertEqual(self.connect().execute("PRAGMA journal_mode").fetchone()[0], "delete")
+
+
 HOLDER = """
 import os, sqlite3, sys, time
 db, start, locked = sys.argv[1], sys.argv[2], sys.argv[3]
