@@ -4341,8 +4341,8 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
      "use rebuild_table(), or recreate those views and triggers"),
     ("SM502", "warning", "renaming a table other tables reference: their foreign keys follow "
      "it to the new name", "to replace a table, use rebuild_table(create_sql=...)"),
-    ("SM601", "error", "a non-transactional migration that is not idempotent: two starting "
-     "processes may both run it", "use IF NOT EXISTS / IF EXISTS / OR IGNORE, or make it "
+    ("SM601", "error", "a non-transactional migration that is not idempotent: one a crash "
+     "cut short runs again from its start", "use IF NOT EXISTS / IF EXISTS / OR IGNORE, or make it "
      "transactional"),
     ("SM701", "error", "an applied migration whose file changed (--db)",
      "restore the file; put the change in a new migration"),
