@@ -54,7 +54,8 @@ class MigrationError(Exception):
     "not-tracking-table", "changed-meanwhile", "mark-backwards", "not-atomic",
     "migration-failed", "foreign-keys", "transaction-ended", "backup",
     "refused-statement" (one the driver's server cannot take, or that would
-    break the migration's rollback or its record: never sent, or undone),
+    break the migration's rollback or its record: never sent, or undone; or a
+    migration's db.create_function/collation of a name SQLite already has),
     "connection-lost" (a database server, e.g. a dqlite leader, went away),
     "unreachable" (no server answers at the CLI's --db address),
     "rebuild-refused", "reconcile-refused", "bad-json", "no-table", "no-column",
@@ -470,10 +471,10 @@ _DATABASE_KINDS = frozenset(kind for _, kind, _ in _SQLITE_KINDS) | {"connection
 
 def _sqlite_kind(error):
     """What a sqlite3 error is: one of _DATABASE_KINDS (the database file's
-    fault), "no-table", "no-column", "foreign-key" (a FOREIGN KEY constraint
-    failed), or None.  The only place that reads an error's text: missing
-    tables and columns share SQLITE_ERROR with every other mistake, and
-    Python < 3.11 gives no code at all."""
+    fault), "no-table", "no-column", "no-function", "foreign-key" (a FOREIGN
+    KEY constraint failed), or None.  The only place that reads an error's
+    text: missing tables, columns and functions share SQLITE_ERROR with every
+    other mistake, and Python < 3.11 gives no code at all."""
     if isinstance(error, _DB.Lost) or (isinstance(error, _DB.ServerOperational) and
                                        getattr(error, "code", 0) is None):
         return "connection-lost"
@@ -492,6 +493,8 @@ def _sqlite_kind(error):
             return "no-table"
         if text.startswith("no such column"):
             return "no-column"
+        if text.startswith("no such function"):
+            return "no-function"
     return None
 
 
@@ -1714,15 +1717,18 @@ class _MigrationConnection(object):
 
     _REFUSED = ("commit", "rollback", "set_authorizer")
 
-    def __init__(self, conn, transactional, copy_progress=None, tracking=None, scratch=False):
+    def __init__(self, conn, transactional, copy_progress=None, tracking=None, scratch=False,
+                 registered=None):
         # _target: the connection or cursor that runs statements; _db: the
         # wrapper a cursor's statements are recorded on; _tracking: (the
         # tracking table, the migration's version, "up" or "down", its
         # checksum), for backfill's position and what it belongs to; _scratch:
         # a connection sqlmigrate made (test, lint), where ATTACH is refused;
-        # _backfills: the backfill keys run, shared with every cursor taken.
+        # _backfills: the backfill keys run, shared with every cursor taken;
+        # _registered: the functions and collations migrations registered (see _register).
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
-                             _scratch=scratch,
+                             _scratch=scratch, _registered=set() if registered is None
+                             else registered,
                              _copy_progress=copy_progress, _driver=_driver(conn),
                              _tracking=tracking,
                              failed_statement=None, refused=None, executed=[],
@@ -1807,6 +1813,47 @@ class _MigrationConnection(object):
             "up()/down() returns (set transaction = False to manage transactions yourself)"
             % what, kind="transaction-ended")
 
+    def create_function(self, name, *args, **kwargs):
+        return self._register("create_function", name, args, kwargs)
+
+    def create_aggregate(self, name, *args, **kwargs):
+        return self._register("create_aggregate", name, args, kwargs)
+
+    def create_window_function(self, name, *args, **kwargs):
+        return self._register("create_window_function", name, args, kwargs)
+
+    def create_collation(self, name, *args, **kwargs):
+        return self._register("create_collation", name, args, kwargs)
+
+    def _register(self, method, name, args, kwargs):
+        """The rule for a migration's SQL functions and collations: a name
+        SQLite already knows on this connection (built in, loaded, or the
+        application's) is refused, at any number of arguments (a variadic
+        one, or one of another arity, can take over calls of the existing
+        one).  Replaced on this connection only, it would build index
+        entries, UNIQUE, CHECK and generated-column results that every other
+        connection computes differently: wrong query results and
+        integrity_check errors afterwards, and no undoing it (sqlite3 cannot
+        remove a function).  A name an earlier migration of this runner
+        registered may be registered again: each migration that uses one must
+        (a later run is a new process, without it)."""
+        register = getattr(self._target, method)  # a driver without it fails as before
+        if not isinstance(name, str):
+            return register(name, *args, **kwargs)  # the driver's own TypeError
+        collation = method == "create_collation"
+        key = (collation, _key(name))
+        if key not in self._registered and _sql_name_known(self._conn, name, collation):
+            raise MigrationError(
+                "db.%s(%r): SQLite already has a %s named %s on this connection (built in, "
+                "loaded, or registered by the application); replacing it here would make the "
+                "indexes and constraints that use it disagree with every other connection: "
+                "give yours another name" % (method, name, "collation" if collation
+                                              else "function", name),
+                kind="refused-statement")
+        result = register(name, *args, **kwargs)
+        self._registered.add(key)
+        return result
+
     def cursor(self, *args):
         wrapper = object.__new__(_MigrationConnection)
         wrapper.__dict__.update(self.__dict__, _target=self._target.cursor(*args))
@@ -1873,6 +1920,31 @@ class _MigrationConnection(object):
             except TypeError:  # a driver's cursors that take no weak reference
                 pass           # (dqlitedbapi's) are left to the driver
         return self if result is self._target else result
+
+
+def _sql_name_known(conn, name, collation):
+    """Whether SQLite knows a function (at any number of arguments) or a
+    collation named `name` on `conn`; both kinds of name compare
+    case-insensitively (ASCII), as _key()."""
+    if collation:  # PRAGMA collation_list: every version
+        return any(_key(row[1]) == _key(name) for row in _query(conn, "PRAGMA collation_list"))
+    # PRAGMA function_list lists every function, the application's too, from
+    # SQLite 3.30 (earlier only in SQLITE_INTROSPECTION_PRAGMAS builds); a
+    # build without it answers no rows.
+    rows = _query(conn, "PRAGMA function_list")
+    if rows:
+        return any(_key(row[0]) == _key(name) for row in rows)
+    # Else SQLite's resolver answers: EXPLAIN prepares a call without making
+    # it, and fails "no such function" only for a name it knows at no number
+    # of arguments ("wrong number of arguments" for one it knows).
+    try:
+        _query(conn, "EXPLAIN SELECT %s()" % _quote_identifier(name))
+    except _DB.OperationalError as e:
+        kind = _sqlite_kind(e)
+        if kind in _DATABASE_KINDS:
+            raise
+        return kind != "no-function"
+    return True
 
 
 def _transaction_statement(sql):
@@ -2505,6 +2577,7 @@ class Migrator(object):
         self.schema_file = None if schema_file is None else os.fspath(schema_file)
         self._migrations = self._baselines = None
         self._scratch = False  # a connection sqlmigrate made: see _scratch_runner
+        self._registered = set()  # what its migrations registered: _MigrationConnection._register
 
     @property
     def migrations(self):
@@ -3226,7 +3299,8 @@ class Migrator(object):
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
                                                 total=total, **more), _BackfillOwner(
-                                      self.table, m.version, direction, m.checksum), self._scratch)
+                                      self.table, m.version, direction, m.checksum), self._scratch,
+                                  self._registered)
         driver, statements = _driver(conn), []
         factories = [name for name in ("row_factory", "text_factory")
                      if getattr(driver, "has_" + name)]
@@ -6254,7 +6328,7 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
             return _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms,
                                  dry_run, progress if callable(progress) else None,
-                                 checkpoint_each)
+                                 checkpoint_each, getattr(db, "_registered", None))
 
 
 # A backfill's page cache, at least: each batch rewrites the pages at the
@@ -6384,9 +6458,11 @@ def _set_targets(text):
 
 
 def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_run,
-                  progress, checkpoint_each):
-    """owner: a _BackfillOwner; work: _backfill_work's, outside a migration."""
+                  progress, checkpoint_each, registered):
+    """owner: a _BackfillOwner; work: _backfill_work's, outside a migration;
+    registered: the migration's functions and collations (_register)."""
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
+    registered = set() if registered is None else registered  # shared by the batches
     if dry_run:  # the rows from the stored position on, read without a write lock
         after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work)
         if after.get("done"):
@@ -6427,7 +6503,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             else:
                 # Through the migration wrapper: COMMIT, ROLLBACK or BEGIN there
                 # would commit the batch without its position (done twice).
-                guarded = _MigrationConnection(raw, True)
+                guarded = _MigrationConnection(raw, True, registered=registered)
                 with guarded._guarding():
                     done = apply(guarded, _Batch(job.table, where + job.where, params,
                                                  None if after is None else tuple(after), last))

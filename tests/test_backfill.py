@@ -136,6 +136,48 @@ class BatchesOnAPath(BackfillTestCase):
         self.assertIn("COMMIT", str(caught.exception))
         self.assertEqual(self.counts(conn), {0: 300})
 
+    def test_apply_may_register_the_migrations_function_in_each_batch_but_not_a_built_in(self):
+        # The function its migration registered, and its own from an earlier
+        # batch, are the migration's: registering them again is no replacement.
+        conn = self.make_items(300)
+        self.write("001-tag.py", """
+            import sqlmigrate
+
+            transaction = False
+
+            def tag(db, batch):
+                db.create_function("tag", 1, lambda n: "t" + str(n))
+                db.create_function("retag", 1, lambda s: s)
+                return db.execute("UPDATE items SET note = tag(id) WHERE " + batch.where,
+                                  batch.params).rowcount
+
+            def up(db):
+                db.create_function("tag", 1, lambda n: "t" + str(n))
+                sqlmigrate.backfill(db, "items", apply=tag, batch_rows=100, target_ms=None)
+            """)
+        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir)), 1)
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note = 't' || id")
+                         .fetchone()[0], 300)
+        os.remove(os.path.join(self.dir, "001-tag.py"))
+        self.write("002-upper.py", """
+            import sqlmigrate
+
+            transaction = False
+
+            def shout(db, batch):
+                db.create_function("upper", 1, lambda s: s)
+                return db.execute("UPDATE items SET note = upper(note) WHERE " + batch.where,
+                                  batch.params).rowcount
+
+            def up(db):
+                sqlmigrate.backfill(db, "items", apply=shout, batch_rows=100, target_ms=None)
+            """)
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIn("upper", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT count(*) FROM items WHERE note = 't' || id")
+                         .fetchone()[0], 300)
+
     def test_dry_run_counts_the_rows_that_would_change_and_changes_nothing(self):
         conn = self.make_items(1000)
         before = conn.execute("SELECT total_changes()").fetchall()

@@ -249,3 +249,35 @@ class CallerModeTests(TempDirTestCase):
                     sqlmigrate.Migrator(conn, self.dir).up()
                 self.assertEqual(caught.exception.kind, "read-only")
                 self.assertIn("opened read-only", str(caught.exception))
+
+
+class CallerFunctionsTests(TempDirTestCase):
+    def test_a_migration_cannot_replace_a_function_or_collation_the_caller_registered(self):
+        # The application registers slug() and `natural` on every connection
+        # it opens: a migration's own versions would build index entries
+        # (and CHECK results) that the application's connections disagree with.
+        self.write_sql(1, "items", "CREATE TABLE items (name TEXT);")
+        for n, registration in enumerate(['db.create_function("SLUG", 1, lambda s: s)',
+                                          'db.create_collation("Natural", lambda a, b: 0)']):
+            with self.subTest(registration):
+                path = os.path.join(self.tmp, "caller%d.db" % n)
+                conn = sqlite3.connect(path)
+                self.addCleanup(conn.close)
+                conn.create_function("slug", 1, lambda s: s.lower())
+                conn.create_collation("natural", lambda a, b: (a > b) - (a < b))
+                migration = self.write("002-register.py", """
+                    def up(db):
+                        %s
+                        db.execute("INSERT INTO items VALUES ('x')")
+                    """ % registration)
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up()
+                os.remove(migration)
+                self.assertEqual(caught.exception.version, 2)
+                self.assertIsInstance(caught.exception.__cause__, sqlmigrate.MigrationError)
+                self.assertIn(registration.split('"')[1], str(caught.exception))
+                self.assertEqual(conn.execute("SELECT slug('A'), count(*) FROM items")
+                                 .fetchall(), [("a", 0)])
+                self.assertEqual(conn.execute("SELECT version FROM metadata_migrations")
+                                 .fetchall(), [(1,)])
+

@@ -1274,24 +1274,89 @@ class HostileMigrations(RunnerTestCase):
                 self.assertEqual(self.history(), ([1], [("1",)]))
                 self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one"])
 
-    def test_a_sql_function_a_migration_redefines_does_not_change_what_is_recorded(self):
-        self.write("001-functions.py", '''
-            def up(db):
-                db.execute("CREATE TABLE one (x)")
-                db.create_function("max", 1, lambda value: 0)
-                db.create_function("coalesce", 2, lambda a, b: 0)
-            ''')
+    def test_a_sql_function_the_caller_redefines_does_not_change_what_is_recorded(self):
+        self.write_sql(1, "one", "CREATE TABLE one (x);")
         self.write_sql(2, "two", "CREATE TABLE two (x);")
-        self.write_sql(3, "three", "CREATE TABLE three (x);")
-        self.assertEqual(len(sqlmigrate.migrate(self.db, self.dir, to=2)), 2)
-        self.assertEqual(self.history(), ([1, 2], [("2",)]))
         conn = sqlite3.connect(self.db)
         self.addCleanup(conn.close)
-        conn.create_function("max", 1, lambda value: 0)  # a caller's own connection too
+        # A caller's own connection: the runner's history reads use no SQL
+        # function (a migration may not redefine one: see the test below).
+        conn.create_function("max", 1, lambda value: 0)
+        conn.create_function("coalesce", 2, lambda a, b: 0)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir, to=1)), 1)
         self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
-        self.assertEqual(self.history(), ([1, 2, 3], [("3",)]))
-        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one", "three",
-                                         "two"])
+        self.assertEqual(self.history(), ([1, 2], [("2",)]))
+        self.assertEqual(self.tables(), ["metadata", "metadata_migrations", "one", "two"])
+
+    # (what the migration registers, the name the refusal gives); each then
+    # writes rows whose index entries or UNIQUE check the replacement decides.
+    DETERMINISTIC = ", deterministic=True" if sys.version_info >= (3, 8) else ""
+    REPLACEMENTS = [
+        ('db.create_function("lower", 1, lambda s: s%s)' % DETERMINISTIC, "lower"),
+        ('db.create_function("LOWER", -1, lambda *s: s[0]%s)' % DETERMINISTIC, "LOWER"),
+        ('db.create_function("max", 2, lambda a, b: a)', "max"),
+        ('db.create_collation("nocase", lambda a, b: (a > b) - (a < b))', "nocase"),
+        ('db.create_collation("BINARY", lambda a, b: 0)', "BINARY"),
+        ("""
+                class First:
+                    def __init__(self):
+                        self.value = None
+                    def step(self, value):
+                        self.value = value if self.value is None else self.value
+                    def finalize(self):
+                        return self.value
+                db.create_aggregate("max", 1, First)""", "max"),
+    ]
+
+    def test_a_migration_that_replaces_a_function_or_collation_sqlite_has_is_refused(self):
+        # Replaced on the runner's connection, lower() or NOCASE would build
+        # index entries and UNIQUE checks that every other connection
+        # computes differently: wrong query results, integrity_check errors.
+        expression_index = sqlmigrate._SQLITE_VERSION >= (3, 9, 0)
+        self.write_sql(1, "users", "CREATE TABLE users (email TEXT, name TEXT COLLATE NOCASE "
+                       "UNIQUE);%s\nINSERT INTO users VALUES ('Bob@X.org', 'bob');" % (
+                           "\nCREATE INDEX users_email ON users (lower(email));"
+                           * expression_index))
+        sqlmigrate.migrate(self.db, self.dir)
+        for n, (registration, name) in enumerate(self.REPLACEMENTS):
+            with self.subTest(registration=registration.strip().splitlines()[-1].strip()):
+                filename = "%03d-replace.py" % (n + 2)
+                path = self.write(filename, '''
+                    def up(db):
+                        %s
+                        db.execute("INSERT INTO users VALUES ('Ann@X.org', 'ANN')")
+                        db.execute("INSERT INTO users VALUES ('ann2@X.org', 'ann')")
+                    ''' % registration.strip().replace("\n", "\n" + " " * 24).replace(
+                        " " * 40, " " * 24))
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.migrate(self.db, self.dir)
+                os.remove(path)
+                error = caught.exception
+                self.assertEqual((error.kind, error.version), ("migration-failed", n + 2))
+                self.assertIsInstance(error.__cause__, sqlmigrate.MigrationError)
+                self.assertIn(name, str(error))
+                self.assertEqual(self.history(), ([1], [("1",)]))
+                conn = self.connect()
+                self.assertEqual(conn.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+                self.assertEqual(conn.execute("SELECT email FROM users").fetchall(),
+                                 [("Bob@X.org",)])
+
+    def test_a_migration_may_register_new_names_again_in_a_later_migration(self):
+        # Each migration that uses a function registers it (a later run is a
+        # new process, where an earlier migration's registration is gone);
+        # in one run, the second registration must not count as a replacement.
+        for n in (1, 2):
+            self.write("%03d-slug.py" % n, '''
+                def up(db):
+                    db.create_function("slug", 1, lambda s: s.lower().replace(" ", "-"))
+                    db.create_collation("backwards", lambda a, b: (a < b) - (a > b))
+                    db.execute("CREATE TABLE t%d (x)")
+                    db.execute("INSERT INTO t%d SELECT slug('A B')")
+                    assert db.execute("SELECT x FROM t%d ORDER BY x COLLATE backwards"
+                                      ).fetchall() == [("a-b",)]
+                ''' % (n, n, n))
+        self.assertEqual([m.version for m in sqlmigrate.migrate(self.db, self.dir)], [1, 2])
+        self.assertEqual(self.history(), ([1, 2], [("2",)]))
 
     def test_closing_db_in_a_migration_is_refused_and_names_the_migration(self):
         for transactional in (True, False):
