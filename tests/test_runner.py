@@ -1306,7 +1306,9 @@ class HostileMigrations(RunnerTestCase):
                     def finalize(self):
                         return self.value
                 db.create_aggregate("max", 1, First)""", "max"),
-    ]
+    ] + [("db.create_window_function('sum', 1, object)", "sum")] * (
+        hasattr(sqlite3.Connection, "create_window_function") and  # Python 3.11+
+        sqlmigrate._SQLITE_VERSION >= (3, 25, 0))
 
     def test_a_migration_that_replaces_a_function_or_collation_sqlite_has_is_refused(self):
         # Replaced on the runner's connection, lower() or NOCASE would build
