@@ -3020,8 +3020,12 @@ class Migrator(object):
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
                     try:
+                        # Every migration, not only non-transactional ones:
+                        # one that changes the history (a down, an up above)
+                        # while a non-transactional one runs would leave a
+                        # hole when that one is recorded (or unrecorded).
                         with _run_lock(conn, self.busy_timeout, m, direction,
-                                       wanted=not (m.transactional or whole_run)):
+                                       wanted=not whole_run):
                             result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
@@ -3341,7 +3345,7 @@ _RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
 @contextmanager
 def _run_lock(conn, busy_timeout, m, direction, wanted=True):
     """Hold the run lock of conn's database file (waiting up to busy_timeout
-    seconds, then failing as locked) while non-transactional m runs: taken
+    seconds, then failing as locked) while m runs: taken
     before the check that m is still to run and kept until it is recorded,
     so a second runner waits, then finds it done.  It is SQLite's own lock
     on a file of its own (an exclusive transaction that writes nothing),
@@ -3355,7 +3359,8 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
     # The real file's name: every spelling of its path (a link) meets here.
     name, lock = os.path.realpath(path) + _RUN_LOCK_SUFFIX, None
     try:
-        _create_like(name, path)
+        if not m.transactional:
+            _create_like(name, path)
         lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
                                isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
@@ -3364,15 +3369,22 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
             lock.close()
         if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
             raise  # another runner is applying it: as when it holds the database's lock
-        raise MigrationError(
-            "cannot take the lock file %s (%s), which a non-transactional migration is run "
-            "under; check that the database's directory and that file are writable"
-            % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
-            version=m.version, direction=direction, outcome="%s was not run" % m.filename)
+        if not m.transactional:
+            raise MigrationError(
+                "cannot take the lock file %s (%s), which a non-transactional migration is run "
+                "under; check that the database's directory and that file are writable"
+                % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
+                version=m.version, direction=direction, outcome="%s was not run" % m.filename)
+        # A transactional m takes it only to wait for a non-transactional
+        # migration in flight, whose runner made the file (mode=rw: no file,
+        # no runner) and could not have taken one that fails here either: a
+        # database without such migrations gets no lock file.
+        lock = None
     try:
         yield
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 def _create_like(name, model):
