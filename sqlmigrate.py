@@ -3410,7 +3410,9 @@ def _create_like(name, model):
 # later migration of the run, and into a caller's own connection afterwards
 # (synchronous OFF: COMMITs that skip fsync; ignore_check_constraints: rows
 # the schema's CHECKs forbid; query_only: the migration's own record refused,
-# then a read-only caller).  Each is read before a migration and set back after
+# then a read-only caller; max_page_count: later writes failing as a full
+# disk; wal_autocheckpoint 0: a WAL that grows unchecked; locking_mode
+# EXCLUSIVE: the file locked against every other process).  Each is read before a migration and set back after
 # it when it changed.  One this SQLite lacks reads as no row (query_only before
 # 3.8.0, legacy_alter_table before 3.25, trusted_schema before 3.31) and is
 # left alone.  "main.": a per-database setting, kept for the main database.
@@ -3424,7 +3426,9 @@ _CONNECTION_PRAGMAS = ("main.synchronous", "ignore_check_constraints", "query_on
                        "writable_schema", "recursive_triggers", "reverse_unordered_selects",
                        "legacy_alter_table", "trusted_schema", "cell_size_check",
                        "main.secure_delete", "temp_store", "main.cache_size", "automatic_index",
-                       "busy_timeout", "read_uncommitted")
+                       "busy_timeout", "read_uncommitted", "main.max_page_count",
+                       "wal_autocheckpoint", "main.journal_size_limit", "cache_spill",
+                       "locking_mode", "main.locking_mode")
 _LIKE_PROBE = "SELECT 'a' LIKE 'A'"
 
 
@@ -3464,8 +3468,11 @@ def _put_back_connection_settings(conn, saved, strict):
             continue
         # case_sensitive_like = OFF brings back the built-in, case-insensitive
         # LIKE (for ASCII), which answers 1 for 'a' LIKE 'A'.
+        # locking_mode reads as a word (NORMAL releases EXCLUSIVE's lock at
+        # the file's next use: the record written next, or the caller's);
+        # unqualified, it is the mode of databases attached later.
         value = (("OFF" if was else "ON") if name == "case_sensitive_like" else
-                 str(int(was)))
+                 was if name.endswith("locking_mode") else str(int(was)))
         try:
             conn.execute("PRAGMA %s = %s" % (name, value))
         except _DB.Error:
