@@ -3361,6 +3361,8 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
     try:
         if not m.transactional:
             _create_like(name, path)
+        if os.path.samefile(name, path):  # locking it would lock out the runner itself
+            raise OSError(0, "it is a link to the database itself")
         lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
                                isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")

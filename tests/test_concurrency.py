@@ -349,6 +349,18 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         lock = os.stat(self.db + "-sqlmigrate-lock")
         self.assertEqual((lock.st_uid, lock.st_gid, lock.st_mode & 0o777), (65534, 65534, 0o660))
 
+    def test_a_lock_file_linked_to_the_database_is_named_not_reported_as_another_process(self):
+        # Locking it would lock the database against the runner itself.
+        self.write_wal_migration()
+        os.symlink(self.db, self.db + "-sqlmigrate-lock")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn(self.db + "-sqlmigrate-lock", err)
+        self.assertNotIn("another process", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(self.schema_version(), "1")
+
     def test_a_lock_file_that_cannot_be_written_is_named_and_nothing_is_applied(self):
         self.write_wal_migration()
         os.mkdir(self.db + "-sqlmigrate-lock")  # cannot be opened as a file, even by root
