@@ -3093,8 +3093,12 @@ class Migrator(object):
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
                     try:
+                        # Every migration, not only non-transactional ones:
+                        # one that changes the history (a down, an up above)
+                        # while a non-transactional one runs would leave a
+                        # hole when that one is recorded (or unrecorded).
                         with _run_lock(conn, self.busy_timeout, m, direction,
-                                       wanted=not (m.transactional or whole_run)):
+                                       wanted=not whole_run):
                             result = self._apply(conn, m, direction, whole_run, check_fk)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
@@ -3415,7 +3419,7 @@ _RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
 @contextmanager
 def _run_lock(conn, busy_timeout, m, direction, wanted=True):
     """Hold the run lock of conn's database file (waiting up to busy_timeout
-    seconds, then failing as locked) while non-transactional m runs: taken
+    seconds, then failing as locked) while m runs: taken
     before the check that m is still to run and kept until it is recorded,
     so a second runner waits, then finds it done.  It is SQLite's own lock
     on a file of its own (an exclusive transaction that writes nothing),
@@ -3429,7 +3433,10 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
     # The real file's name: every spelling of its path (a link) meets here.
     name, lock = os.path.realpath(path) + _RUN_LOCK_SUFFIX, None
     try:
-        _create_like(name, path)
+        if not m.transactional:
+            _create_like(name, path)
+        if os.path.samefile(name, path):  # locking it would lock out the runner itself
+            raise OSError(0, "it is a link to the database itself")
         lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
                                isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
@@ -3438,15 +3445,22 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
             lock.close()
         if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
             raise  # another runner is applying it: as when it holds the database's lock
-        raise MigrationError(
-            "cannot take the lock file %s (%s), which a non-transactional migration is run "
-            "under; check that the database's directory and that file are writable"
-            % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
-            version=m.version, direction=direction, outcome="%s was not run" % m.filename)
+        if not m.transactional:
+            raise MigrationError(
+                "cannot take the lock file %s (%s), which a non-transactional migration is run "
+                "under; check that the database's directory and that file are writable"
+                % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
+                version=m.version, direction=direction, outcome="%s was not run" % m.filename)
+        # A transactional m takes it only to wait for a non-transactional
+        # migration in flight, whose runner made the file (mode=rw: no file,
+        # no runner) and could not have taken one that fails here either: a
+        # database without such migrations gets no lock file.
+        lock = None
     try:
         yield
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 def _create_like(name, model):
@@ -3472,7 +3486,9 @@ def _create_like(name, model):
 # later migration of the run, and into a caller's own connection afterwards
 # (synchronous OFF: COMMITs that skip fsync; ignore_check_constraints: rows
 # the schema's CHECKs forbid; query_only: the migration's own record refused,
-# then a read-only caller).  Each is read before a migration and set back after
+# then a read-only caller; max_page_count: later writes failing as a full
+# disk; wal_autocheckpoint 0: a WAL that grows unchecked; locking_mode
+# EXCLUSIVE: the file locked against every other process).  Each is read before a migration and set back after
 # it when it changed.  One this SQLite lacks reads as no row (query_only before
 # 3.8.0, legacy_alter_table before 3.25, trusted_schema before 3.31) and is
 # left alone.  "main.": a per-database setting, kept for the main database.
@@ -3486,7 +3502,9 @@ _CONNECTION_PRAGMAS = ("main.synchronous", "ignore_check_constraints", "query_on
                        "writable_schema", "recursive_triggers", "reverse_unordered_selects",
                        "legacy_alter_table", "trusted_schema", "cell_size_check",
                        "main.secure_delete", "temp_store", "main.cache_size", "automatic_index",
-                       "busy_timeout", "read_uncommitted")
+                       "busy_timeout", "read_uncommitted", "main.max_page_count",
+                       "wal_autocheckpoint", "main.journal_size_limit", "cache_spill",
+                       "locking_mode", "main.locking_mode")
 _LIKE_PROBE = "SELECT 'a' LIKE 'A'"
 
 
@@ -3526,8 +3544,11 @@ def _put_back_connection_settings(conn, saved, strict):
             continue
         # case_sensitive_like = OFF brings back the built-in, case-insensitive
         # LIKE (for ASCII), which answers 1 for 'a' LIKE 'A'.
+        # locking_mode reads as a word (NORMAL releases EXCLUSIVE's lock at
+        # the file's next use: the record written next, or the caller's);
+        # unqualified, it is the mode of databases attached later.
         value = (("OFF" if was else "ON") if name == "case_sensitive_like" else
-                 str(int(was)))
+                 was if name.endswith("locking_mode") else str(int(was)))
         try:
             conn.execute("PRAGMA %s = %s" % (name, value))
         except _DB.Error:

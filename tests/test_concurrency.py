@@ -189,7 +189,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
     cannot cover it: processes starting together must still run it once."""
 
     def write_appending_migration(self, inside=None, release=None):
-        self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);")
+        self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);", "DROP TABLE runs;")
         self.write("002-append.py", """
             import os, time
             transaction = False
@@ -267,6 +267,71 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         self.assertEqual(self.schema_version(), "2")
         self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 2)
 
+    def test_a_down_racing_a_non_transactional_up_waits_for_it_and_leaves_no_hole(self):
+        # down of v1 (transactional) while v2 runs: without the lock it
+        # rolled v1 back, then v2 was recorded above a hole in the history.
+        first, release = self.start_first()
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "down")
+        self.assertEqual(status, 1, err)
+        self.assertIn("locked by another process", err)
+        open(release, "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+        versions = [r[0] for r in self.connect().execute(
+            "SELECT version FROM metadata_migrations ORDER BY version")]
+        self.assertEqual(versions, [1, 2])
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
+
+    def test_an_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
+        # up of v3 (transactional) while v2's down runs: without the lock it
+        # was recorded, then v2's record deleted beneath it.
+        inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
+        self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);")
+        self.write("002-slow-down.py", """
+            import os, time
+            transaction = False
+
+            def up(db):
+                pass
+
+            def down(db):
+                open(%r, "w").close()
+                deadline = time.time() + 20  # bounded: a failing test must end
+                while not os.path.exists(%r) and time.time() < deadline:
+                    time.sleep(0.005)
+            """ % (inside, release))
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.write_sql(3, "three", "CREATE TABLE three (x);")
+        first = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
+                                  "down", "--to", "1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+
+        def finish():
+            if first.poll() is None:
+                first.kill()
+            if not first.stdout.closed:
+                first.communicate()
+        self.addCleanup(finish)
+        deadline = time.time() + 60
+        while not os.path.exists(inside):
+            if first.poll() is not None:
+                self.fail(first.communicate()[1].decode())
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.01)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn("locked by another process", err)
+        open(release, "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+        versions = [r[0] for r in self.connect().execute(
+            "SELECT version FROM metadata_migrations ORDER BY version")]
+        self.assertEqual(versions, [1])
+        self.assertEqual(self.schema_version(), "1")
+
     def write_wal_migration(self):
         self.write_sql(1, "one", "CREATE TABLE one (x);")
         self.write_sql(2, "wal", "PRAGMA journal_mode = WAL;", options="transaction:false")
@@ -283,6 +348,18 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         self.assertEqual(status, 0, err)
         lock = os.stat(self.db + "-sqlmigrate-lock")
         self.assertEqual((lock.st_uid, lock.st_gid, lock.st_mode & 0o777), (65534, 65534, 0o660))
+
+    def test_a_lock_file_linked_to_the_database_is_named_not_reported_as_another_process(self):
+        # Locking it would lock the database against the runner itself.
+        self.write_wal_migration()
+        os.symlink(self.db, self.db + "-sqlmigrate-lock")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                    "--busy-timeout", "300", "up")
+        self.assertEqual(status, 1, err)
+        self.assertIn(self.db + "-sqlmigrate-lock", err)
+        self.assertNotIn("another process", err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(self.schema_version(), "1")
 
     def test_a_lock_file_that_cannot_be_written_is_named_and_nothing_is_applied(self):
         self.write_wal_migration()

@@ -754,6 +754,31 @@ class ConnectionSettings(RunnerTestCase):
         self.assertEqual([conn.execute("PRAGMA " + name).fetchall() for name in names], before)
         self.assertEqual(self.tables(conn), ["metadata", "metadata_migrations", "t", "u"])
 
+    def test_a_max_page_count_a_migration_sets_does_not_fail_the_next_as_a_full_disk(self):
+        self.write_sql(1, "cap", "CREATE TABLE t (x);\nPRAGMA max_page_count = 3;")
+        self.write_sql(2, "more", "CREATE TABLE u (x);\nCREATE TABLE v (x);")
+        self.assertEqual(len(self.migrator().up()), 2)
+        self.assertEqual(self.schema_version(), "2")
+
+    def test_the_callers_connection_gets_back_its_checkpoint_journal_and_locking_settings(self):
+        # wal_autocheckpoint 0: the caller's WAL grows unchecked; locking_mode
+        # EXCLUSIVE: the caller keeps the file locked against every process.
+        self.write_sql(1, "settings", "CREATE TABLE t (x);\nPRAGMA wal_autocheckpoint = 0;\n"
+                       "PRAGMA journal_size_limit = 17;\nPRAGMA cache_spill = 0;\n"
+                       "PRAGMA main.max_page_count = 1000;")
+        self.write_sql(2, "exclusive", "PRAGMA locking_mode = EXCLUSIVE;\nCREATE TABLE u (x);",
+                       options="transaction:false")
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=3.5)
+        self.addCleanup(conn.close)
+        names = ("wal_autocheckpoint", "journal_size_limit", "cache_spill", "max_page_count",
+                 "locking_mode")
+        before = [conn.execute("PRAGMA " + name).fetchall() for name in names]
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 2)
+        self.assertEqual([conn.execute("PRAGMA " + name).fetchall() for name in names], before)
+        other = sqlite3.connect(self.db, timeout=0.2)
+        self.addCleanup(other.close)
+        self.assertEqual(other.execute("SELECT count(*) FROM u").fetchone()[0], 0)
+
     @unittest.skipIf(sqlite3.sqlite_version_info < (3, 8, 0), "PRAGMA query_only: SQLite 3.8.0+")
     def test_query_only_set_by_a_migration_neither_stops_its_record_nor_stays(self):
         # Left on, it would refuse the runner's own record of the migration
