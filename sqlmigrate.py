@@ -3089,6 +3089,10 @@ class Migrator(object):
         # itself (outside a transaction) must not read as a database to adopt.
         adoption = _adoption_hint(conn, self.table) if direction == "up" and \
             not session.state.has_metadata else None
+        # The connection's settings before the run, which each migration's
+        # are put back to (see _CONNECTION_PRAGMAS): read once, as nothing
+        # between two migrations changes them.
+        settings = _connection_settings(conn)
         try:
             with _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
@@ -3099,7 +3103,8 @@ class Migrator(object):
                         # hole when that one is recorded (or unrecorded).
                         with _run_lock(conn, self.busy_timeout, m, direction,
                                        wanted=not whole_run):
-                            result = self._apply(conn, m, direction, whole_run, check_fk)
+                            result = self._apply(conn, m, direction, whole_run, check_fk,
+                                                 settings)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
                         if _sqlite_kind(e) == "locked" and done and not whole_run:
@@ -3226,17 +3231,17 @@ class Migrator(object):
                         text.splitlines(), built.splitlines(), self.schema_file, "fresh build",
                         lineterm="")))]
 
-    def _apply(self, conn, m, direction, whole_run, check_fk):
+    def _apply(self, conn, m, direction, whole_run, check_fk, settings):
         """Run and record m; its result, or None if another process did it
-        meanwhile (re-read under the write lock)."""
+        meanwhile (re-read under the write lock).  settings: the connection's
+        before the run, put back after m."""
         if whole_run == "dry run" and not m.transactional:
             _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
-        # The connection's settings as before m (see _CONNECTION_PRAGMAS):
-        # put back as soon as m's body ends, before its record is written
-        # (query_only would refuse that); those SQLite refuses to set inside
-        # a transaction, once it has ended (left).
-        settings, left, failed = _connection_settings(conn), {}, False
+        # The settings are put back as soon as m's body ends, before its
+        # record is written (query_only would refuse that); those SQLite
+        # refuses to set inside a transaction, once it has ended (left).
+        left, failed = {}, False
         try:
             with _write_transaction(conn, not whole_run) as check_fk_here:
                 applied, newest = _history_under_lock(conn, self.table, m.version,
