@@ -1730,7 +1730,7 @@ class _MigrationConnection(object):
                              _scratch=scratch, _registered=set() if registered is None
                              else registered,
                              _copy_progress=copy_progress, _driver=_driver(conn),
-                             _tracking=tracking,
+                             _tracking=tracking, _no_pragma=False,
                              failed_statement=None, refused=None, executed=[],
                              _cursors=weakref.WeakSet(), _backfills=[])
 
@@ -1777,12 +1777,15 @@ class _MigrationConnection(object):
             yield  # without an authorizer, _run's in_transaction check still guards
             return
         self._conn.set_authorizer(self._authorize)
+        self.__dict__["_no_pragma"] = True  # until _authorize sees one
         try:
             yield
         finally:
             self._conn.set_authorizer(_NO_AUTHORIZER)
 
     def _authorize(self, action, operation, value, *_):
+        if action == _SQLITE_PRAGMA:
+            self.__dict__["_no_pragma"] = False  # the runner puts settings back after it
         if action == _SQLITE_TRANSACTION and self._transactional:
             self.__dict__["refused"] = self._refusal(_authorizer_text(operation))
             return sqlite3.SQLITE_DENY
@@ -3238,9 +3241,9 @@ class Migrator(object):
         if whole_run == "dry run" and not m.transactional:
             _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
-        # The settings are put back as soon as m's body ends, before its
-        # record is written (query_only would refuse that); those SQLite
-        # refuses to set inside a transaction, once it has ended (left).
+        # The settings are put back as soon as m's body ends (_run_body);
+        # those SQLite refuses to set inside a transaction, once it has ended
+        # (left).
         left, failed = {}, False
         try:
             with _write_transaction(conn, not whole_run) as check_fk_here:
@@ -3253,18 +3256,12 @@ class Migrator(object):
                 if whole_run != "dry run":  # a dry run records no non-transactional migration
                     self._check_order(m, direction, newest, whole_run)
                 if m.transactional:
-                    try:
-                        result = self._run_body(conn, m, direction, whole_run,
-                                                check_fk or check_fk_here)
-                    finally:
-                        left = _put_back_connection_settings(conn, settings, False)
+                    result, left = self._run_body(conn, m, direction, whole_run,
+                                                  check_fk or check_fk_here, settings)
                     self._record(conn, result)
                     return result
             with _connection_kept_as_it_was(conn, m, direction):
-                try:
-                    result = self._run_body(conn, m, direction, None, False)
-                finally:
-                    left = _put_back_connection_settings(conn, settings, False)
+                result, left = self._run_body(conn, m, direction, None, False, settings)
             with _transaction(conn):
                 _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
                 self._record(conn, result)
@@ -3273,6 +3270,8 @@ class Migrator(object):
             failed = True
             raise
         finally:
+            if failed:  # m's may not have been put back: all, after its rollback
+                left = settings
             if left:  # after m's transaction; a failure's own error is not hidden
                 left = _put_back_connection_settings(conn, left, not failed)
                 if left and not failed:  # inside an --atomic run's or a dry run's transaction
@@ -3302,9 +3301,11 @@ class Migrator(object):
             outcome="the whole %s was rolled back" % whole_run if whole_run else
             "nothing more was %s" % ("applied" if direction == "up" else "rolled back"))
 
-    def _run_body(self, conn, m, direction, whole_run, check_fk):
-        """Run m's up or down, return its result.  whole_run: the transaction
-        holding the whole run ("--atomic run", "dry run"), if any."""
+    def _run_body(self, conn, m, direction, whole_run, check_fk, settings):
+        """Run m's up or down; return its result and the connection settings
+        SQLite refused to put back (as `settings`) inside the transaction.
+        whole_run: the transaction holding the whole run ("--atomic run",
+        "dry run"), if any."""
         db = _MigrationConnection(conn, m.transactional, lambda table, copied, total, **more:
                                   self.progress("copy", m, direction, table=table, copied=copied,
                                                 total=total, **more), _BackfillOwner(
@@ -3345,6 +3346,10 @@ class Migrator(object):
                 setattr(conn, name, saved)
             duration_ms = (time.perf_counter() - started) * 1000.0
             self.progress("end", m, direction)
+        # Before the checks and the record (query_only would refuse it); not
+        # where the authorizer saw no PRAGMA prepared (SQLite re-prepares a
+        # cached statement once an authorizer is set, so it sees every one).
+        left = {} if db._no_pragma else _put_back_connection_settings(conn, settings, False)
         shadowing = _shadowing_tracking(conn, self.table)  # after the trace: not the migration's
         if shadowing is not None:
             raise _migration_failure(m, direction, shadowing, db, self.path,
@@ -3358,7 +3363,7 @@ class Migrator(object):
                 "the whole %s was rolled back" % whole_run if whole_run
                 else "the migration was rolled back"))
         return _Result(m, direction, duration_ms, None if whole_run != "dry run" else
-                       list(statements) if traced else list(db.executed))
+                       list(statements) if traced else list(db.executed)), left
 
     def _record(self, conn, result):
         m, history = result.migration, _quote_identifier(self.table + "_migrations")

@@ -754,6 +754,21 @@ class ConnectionSettings(RunnerTestCase):
         self.assertEqual([conn.execute("PRAGMA " + name).fetchall() for name in names], before)
         self.assertEqual(self.tables(conn), ["metadata", "metadata_migrations", "t", "u"])
 
+    def test_a_pragma_the_callers_statement_cache_holds_is_still_seen_and_put_back(self):
+        # The runner skips the put-back where its authorizer saw no PRAGMA
+        # prepared: a statement sqlite3 already had prepared must be seen too.
+        self.write("001-sync.py", """
+            def up(db):
+                db.execute("CREATE TABLE t (x)")
+                db.execute("PRAGMA cache_size = 7")
+            """)
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        conn.execute("PRAGMA cache_size = 7")  # now in the connection's statement cache
+        conn.execute("PRAGMA cache_size = 9")
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual(conn.execute("PRAGMA cache_size").fetchone()[0], 9)
+
     def test_a_max_page_count_a_migration_sets_does_not_fail_the_next_as_a_full_disk(self):
         self.write_sql(1, "cap", "CREATE TABLE t (x);\nPRAGMA max_page_count = 3;")
         self.write_sql(2, "more", "CREATE TABLE u (x);\nCREATE TABLE v (x);")
