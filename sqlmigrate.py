@@ -2792,7 +2792,12 @@ class Migrator(object):
                                version=version)
         if version < self.current_version:
             raise _mark_backwards(self.current_version)
-        with self._session(False) as session, _transaction(session.conn) as conn:
+        # The run lock: a mark while another runner rolls back a
+        # non-transactional migration would record versions above the one
+        # that runner then unrecords, a hole in the history.
+        with self._session(False) as session, \
+                _run_lock(session.conn, self.busy_timeout), \
+                _transaction(session.conn) as conn:
             state = _read_state(conn, self.table)
             if from_user_version:  # again under the write lock: another process may have
                 self._user_version_to_adopt(conn, state, version)
@@ -3097,7 +3102,11 @@ class Migrator(object):
         # between two migrations changes them.
         settings = _connection_settings(conn)
         try:
-            with _write_transaction(conn, whole_run) as check_fk:
+            # An --atomic run changes the history too, in one transaction that
+            # holds no non-transactional migration (refused above): it waits
+            # for one another runner has in flight, as a transactional one does.
+            with _run_lock(conn, self.busy_timeout, wanted=whole_run == "--atomic run"), \
+                    _write_transaction(conn, whole_run) as check_fk:
                 for m in plan:
                     try:
                         # Every migration, not only non-transactional ones:
@@ -3427,12 +3436,14 @@ _RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
 
 
 @contextmanager
-def _run_lock(conn, busy_timeout, m, direction, wanted=True):
+def _run_lock(conn, busy_timeout, m=None, direction=None, wanted=True):
     """Hold the run lock of conn's database file (waiting up to busy_timeout
     seconds, then failing as locked) while m runs: taken
     before the check that m is still to run and kept until it is recorded,
-    so a second runner waits, then finds it done.  It is SQLite's own lock
-    on a file of its own (an exclusive transaction that writes nothing),
+    so a second runner waits, then finds it done.  Without m: around a
+    change to the history that runs no non-transactional migration (mark,
+    an --atomic run), which only waits for one in flight.  It is SQLite's
+    own lock on a file of its own (an exclusive transaction that writes nothing),
     released by the OS when its process dies: a runner killed meanwhile
     leaves no lock behind.  None for a database in memory (no second
     process) or on a server (no local file)."""
@@ -3442,8 +3453,9 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
         return
     # The real file's name: every spelling of its path (a link) meets here.
     name, lock = os.path.realpath(path) + _RUN_LOCK_SUFFIX, None
+    creates = m is not None and not m.transactional
     try:
-        if not m.transactional:
+        if creates:
             _create_like(name, path)
         if os.path.samefile(name, path):  # locking it would lock out the runner itself
             raise OSError(0, "it is a link to the database itself")
@@ -3455,16 +3467,17 @@ def _run_lock(conn, busy_timeout, m, direction, wanted=True):
             lock.close()
         if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
             raise  # another runner is applying it: as when it holds the database's lock
-        if not m.transactional:
+        if creates:
             raise MigrationError(
                 "cannot take the lock file %s (%s), which a non-transactional migration is run "
                 "under; check that the database's directory and that file are writable"
                 % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
                 version=m.version, direction=direction, outcome="%s was not run" % m.filename)
-        # A transactional m takes it only to wait for a non-transactional
-        # migration in flight, whose runner made the file (mode=rw: no file,
-        # no runner) and could not have taken one that fails here either: a
-        # database without such migrations gets no lock file.
+        # A transactional m (or none: mark, an --atomic run) takes it only to
+        # wait for a non-transactional migration in flight, whose runner made
+        # the file (mode=rw: no file, no runner) and could not have taken one
+        # that fails here either: a database without such migrations gets no
+        # lock file.
         lock = None
     try:
         yield

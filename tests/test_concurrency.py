@@ -283,9 +283,9 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         self.assertEqual(versions, [1, 2])
         self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
 
-    def test_an_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
-        # up of v3 (transactional) while v2's down runs: without the lock it
-        # was recorded, then v2's record deleted beneath it.
+    def start_non_transactional_down(self):
+        """v1, v2 (non-transactional) applied, v3 pending; a runner rolling
+        back to v1, inside v2's down.  Returns it and the file that releases it."""
         inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
         self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);")
         self.write("002-slow-down.py", """
@@ -320,16 +320,52 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
                 self.fail(first.communicate()[1].decode())
             self.assertLess(time.time(), deadline)
             time.sleep(0.01)
+        return first, release
+
+    def test_an_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
+        # up of v3 (transactional) while v2's down runs: without the lock it
+        # was recorded, then v2's record deleted beneath it.
+        self.assert_waits_for_the_down_and_leaves_no_hole("up")
+
+    def test_an_atomic_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
+        # An --atomic run holds no per-migration lock (one transaction holds
+        # them all): without the run lock around it, v3 was recorded, then
+        # v2's record deleted beneath it.
+        self.assert_waits_for_the_down_and_leaves_no_hole("up", "--atomic")
+
+    def test_a_mark_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
+        # Without the lock, mark 3 recorded v3, then v2's record was deleted
+        # beneath it.
+        self.assert_waits_for_the_down_and_leaves_no_hole("mark", "3")
+
+    def test_commands_that_change_no_history_do_not_wait_for_a_non_transactional_down(self):
+        # The run lock is for changes to the history: a dry run (rolled
+        # back), an --atomic up with nothing to apply and status run at once.
+        first, release = self.start_non_transactional_down()
+        for command in (["up", "--dry-run"], ["up", "--atomic", "--dry-run"],
+                        ["up", "--atomic", "--to", "2"], ["status"]):
+            status, out, err = self.cli("--db", self.db, "--dir", self.dir,
+                                        "--busy-timeout", "300", *command)
+            self.assertEqual(status, 0, (command, err))
+        open(release, "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+        self.assertEqual(self.versions(), [1])
+
+    def versions(self):
+        return [r[0] for r in self.connect().execute(
+            "SELECT version FROM metadata_migrations ORDER BY version")]
+
+    def assert_waits_for_the_down_and_leaves_no_hole(self, *command):
+        first, release = self.start_non_transactional_down()
         status, out, err = self.cli("--db", self.db, "--dir", self.dir,
-                                    "--busy-timeout", "300", "up")
+                                    "--busy-timeout", "300", *command)
         self.assertEqual(status, 1, err)
         self.assertIn("locked by another process", err)
         open(release, "w").close()
         out, err = first.communicate(timeout=60)
         self.assertEqual(first.returncode, 0, err.decode())
-        versions = [r[0] for r in self.connect().execute(
-            "SELECT version FROM metadata_migrations ORDER BY version")]
-        self.assertEqual(versions, [1])
+        self.assertEqual(self.versions(), [1])
         self.assertEqual(self.schema_version(), "1")
 
     def write_wal_migration(self):
