@@ -3438,15 +3438,15 @@ _RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
 @contextmanager
 def _run_lock(conn, busy_timeout, m=None, direction=None, wanted=True):
     """Hold the run lock of conn's database file (waiting up to busy_timeout
-    seconds, then failing as locked) while m runs: taken
-    before the check that m is still to run and kept until it is recorded,
-    so a second runner waits, then finds it done.  Without m: around a
-    change to the history that runs no non-transactional migration (mark,
-    an --atomic run), which only waits for one in flight.  It is SQLite's
-    own lock on a file of its own (an exclusive transaction that writes nothing),
-    released by the OS when its process dies: a runner killed meanwhile
-    leaves no lock behind.  None for a database in memory (no second
-    process) or on a server (no local file)."""
+    seconds, then failing as locked) while m runs: taken before the check
+    that m is still to run and kept until it is recorded, so a second runner
+    waits, then finds it done.  Without m: around a change to the history
+    that runs no non-transactional migration (mark, an --atomic run), which
+    only waits for one in flight.  It is SQLite's own lock on a file of its
+    own (an exclusive transaction that writes nothing), released by the OS
+    when its process dies: a runner killed meanwhile leaves no lock behind.
+    None for a database in memory (no second process) or on a server (no
+    local file)."""
     path = "" if not wanted or _driver(conn).server else _main_file(conn)
     if not path:
         yield
