@@ -3511,10 +3511,12 @@ def _create_like(name, model):
 # the schema's CHECKs forbid; query_only: the migration's own record refused,
 # then a read-only caller; max_page_count: later writes failing as a full
 # disk; wal_autocheckpoint 0: a WAL that grows unchecked; locking_mode
-# EXCLUSIVE: the file locked against every other process).  Each is read
-# before a migration and set back after it when it changed.  One this SQLite
-# lacks reads as no row (query_only before 3.8.0, legacy_alter_table before
-# 3.25, trusted_schema before 3.31) and is left alone.  "main.": a per-database setting, kept for the main database.
+# EXCLUSIVE: the file locked against every other process; full_column_names:
+# other names in a caller's cursor.description).  They are read before the
+# run and set back after each migration that may have changed them.  One
+# this SQLite lacks reads as no row (query_only before 3.8.0,
+# legacy_alter_table before 3.25, trusted_schema before 3.31) and is left
+# alone.  "main.": a per-database setting, kept for the main database.
 # Not here: foreign_keys (_write_transaction and _connection_kept_as_it_was
 # keep it), defer_foreign_keys (SQLite clears it at every COMMIT and
 # ROLLBACK), and the file's own settings (journal_mode WAL, user_version,
@@ -3527,7 +3529,8 @@ _CONNECTION_PRAGMAS = ("main.synchronous", "ignore_check_constraints", "query_on
                        "main.secure_delete", "temp_store", "main.cache_size", "automatic_index",
                        "busy_timeout", "read_uncommitted", "main.max_page_count",
                        "wal_autocheckpoint", "main.journal_size_limit", "cache_spill",
-                       "locking_mode", "main.locking_mode")
+                       "locking_mode", "main.locking_mode", "full_column_names",
+                       "short_column_names")
 _LIKE_PROBE = "SELECT 'a' LIKE 'A'"
 
 

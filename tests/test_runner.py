@@ -769,6 +769,16 @@ class ConnectionSettings(RunnerTestCase):
         self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
         self.assertEqual(conn.execute("PRAGMA cache_size").fetchone()[0], 9)
 
+    def test_column_naming_pragmas_a_migration_sets_do_not_rename_the_callers_columns(self):
+        # full_column_names/short_column_names change cursor.description's
+        # names, which an application reading rows by name depends on.
+        self.write_sql(1, "names", "CREATE TABLE t (x);\nPRAGMA full_column_names = ON;\n"
+                       "PRAGMA short_column_names = OFF;")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual(conn.execute("SELECT t.x FROM t").description[0][0], "x")
+
     def test_a_max_page_count_a_migration_sets_does_not_fail_the_next_as_a_full_disk(self):
         self.write_sql(1, "cap", "CREATE TABLE t (x);\nPRAGMA max_page_count = 3;")
         self.write_sql(2, "more", "CREATE TABLE u (x);\nCREATE TABLE v (x);")
