@@ -1725,12 +1725,13 @@ class _MigrationConnection(object):
         # checksum), for backfill's position and what it belongs to; _scratch:
         # a connection sqlmigrate made (test, lint), where ATTACH is refused;
         # _backfills: the backfill keys run, shared with every cursor taken;
-        # _registered: the functions and collations migrations registered (see _register).
+        # _registered: the functions and collations migrations registered (see
+        # _register); _probing: a lookup of _register's runs, not the migration's.
         self.__dict__.update(_conn=conn, _target=conn, _db=self, _transactional=transactional,
                              _scratch=scratch, _registered=set() if registered is None
                              else registered,
                              _copy_progress=copy_progress, _driver=_driver(conn),
-                             _tracking=tracking, _no_pragma=False,
+                             _tracking=tracking, _no_pragma=False, _probing=False,
                              failed_statement=None, refused=None, executed=[],
                              _cursors=weakref.WeakSet(), _backfills=[])
 
@@ -1748,6 +1749,10 @@ class _MigrationConnection(object):
                                      "records the migration on this connection after "
                                      "up()/down() returns", kind="transaction-ended")
             return refuse_close
+        if name == "connection" and self._target is not self._conn:
+            # A cursor's: the migration's db, with its refusals (sqlite3 code
+            # reaches the connection through it, e.g. to create_function).
+            return self._db
         return getattr(self._target, name)
 
     def __setattr__(self, name, value):
@@ -1845,7 +1850,14 @@ class _MigrationConnection(object):
             return register(name, *args, **kwargs)  # the driver's own TypeError
         collation = method == "create_collation"
         key = (collation, _key(name))
-        if key not in self._registered and _sql_name_known(self._conn, name, collation):
+        known = False
+        if key not in self._registered:
+            self._db.__dict__["_probing"] = True  # a dry run lists no statement of it
+            try:
+                known = _sql_name_known(self._conn, name, collation)
+            finally:
+                self._db.__dict__["_probing"] = False
+        if known:
             raise MigrationError(
                 "db.%s(%r): SQLite already has a %s named %s on this connection (built in, "
                 "loaded, or registered by the application); replacing it here would make the "
@@ -3139,6 +3151,9 @@ class Migrator(object):
             if done and not whole_run:  # those before the failure were committed
                 self._rewrite_schema_file(conn, failure)
             raise
+        finally:
+            if whole_run:  # its transaction has ended: what SQLite refused inside it too
+                _put_back_connection_settings(conn, settings, False)
         for result in done if atomic else ():
             self.progress("done", result, direction)
         if done:
@@ -3285,8 +3300,8 @@ class Migrator(object):
                 left = _put_back_connection_settings(conn, left, not failed)
                 if left and not failed:  # inside an --atomic run's or a dry run's transaction
                     _log("warning", "v%d set PRAGMA %s, which SQLite cannot set back inside "
-                         "the run's transaction: it stays until the connection closes",
-                         m.version, ", ".join(sorted(left)))
+                         "the run's transaction: the later migrations of the run get it too "
+                         "(set back when the run ends)", m.version, ", ".join(sorted(left)))
 
     def _check_order(self, m, direction, newest, whole_run):
         """The plan was made before this process held the write lock; another
@@ -3334,7 +3349,8 @@ class Migrator(object):
         def trace(sql):
             # Skip trigger sub-programs and the repeats some Pythons report
             # when SQLite re-prepares a statement.
-            if not _traced_trigger_program(sql) and (not statements or statements[-1] != sql):
+            if not db._probing and not _traced_trigger_program(sql) and \
+                    (not statements or statements[-1] != sql):
                 statements.append(sql)
 
         self.progress("start", m, direction)

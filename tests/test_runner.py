@@ -863,6 +863,30 @@ class ConnectionSettings(RunnerTestCase):
         self.assertEqual(conn.execute("SELECT temp_store, (SELECT x FROM t) FROM seen").fetchall(),
                          [(0, 1)])
 
+    def test_temp_store_is_put_back_after_a_dry_run_or_an_atomic_run_ends(self):
+        # Inside the run's one transaction SQLite refuses to set temp_store
+        # back (temporary storage used): it is put back once that ends, when
+        # the run succeeded, failed or was a dry run.
+        self.write_sql(1, "temp", "PRAGMA temp_store = MEMORY;\nCREATE TEMP TABLE scratch (x);\n"
+                       "CREATE TABLE t (x);")
+        for options, fails in ((dict(dry_run=True), False), (dict(dry_run=True, atomic=True),
+                                                               False),
+                               (dict(atomic=True), False), (dict(atomic=True), True)):
+            with self.subTest(options=options, fails=fails):
+                fail = self.write("002-fails.py", "def up(db):\n    raise RuntimeError('no')\n") \
+                    if fails else None
+                path = os.path.join(self.tmp, "r%d.db" % len(os.listdir(self.tmp)))
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                try:
+                    sqlmigrate.Migrator(conn, self.dir).up(**options)
+                except sqlmigrate.MigrationError:
+                    self.assertTrue(fails)
+                finally:
+                    if fail:
+                        os.remove(fail)
+                self.assertEqual(conn.execute("PRAGMA temp_store").fetchone()[0], 0)
+
     def test_a_migrations_database_settings_stay(self):
         # The file's own settings are the migration's to change.
         self.write_sql(1, "file", "PRAGMA journal_mode = WAL;\nPRAGMA user_version = 7;\n"
@@ -1392,6 +1416,32 @@ class HostileMigrations(RunnerTestCase):
                 self.assertEqual(conn.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
                 self.assertEqual(conn.execute("SELECT email FROM users").fetchall(),
                                  [("Bob@X.org",)])
+
+    def test_a_cursors_connection_is_the_migrations_db_with_its_refusals(self):
+        # Code written for sqlite3 reaches the connection as cursor.connection:
+        # the raw one would register lower() without the refusal.
+        self.write_sql(1, "users", "CREATE TABLE users (email TEXT UNIQUE);")
+        sqlmigrate.migrate(self.db, self.dir)
+        self.write("002-replace.py", '''
+            def up(db):
+                db.cursor().connection.create_function("lower", 1, lambda s: s)
+                db.execute("INSERT INTO users VALUES ('Ann@X.org')")
+            ''')
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            sqlmigrate.migrate(self.db, self.dir)
+        self.assertIsInstance(caught.exception.__cause__, sqlmigrate.MigrationError)
+        self.assertIn("lower", str(caught.exception))
+        self.assertEqual(self.history(), ([1], [("1",)]))
+
+    def test_a_dry_runs_statements_leave_out_the_runners_own_function_lookup(self):
+        self.write("001-slug.py", '''
+            def up(db):
+                db.create_function("slug", 1, lambda s: s.lower())
+                db.create_collation("backwards", lambda a, b: (a < b) - (a > b))
+                db.execute("CREATE TABLE t (x)")
+            ''')
+        results = sqlmigrate.Migrator(self.db, self.dir).up(dry_run=True)
+        self.assertEqual(results[0].executed_sql, ["CREATE TABLE t (x)"])
 
     def test_a_migration_may_register_new_names_again_in_a_later_migration(self):
         # Each migration that uses a function registers it (a later run is a
