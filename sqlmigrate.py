@@ -3573,7 +3573,7 @@ def _put_back_connection_settings(conn, saved, strict):
     a transaction that has used temporary storage, to be put back once it
     ends.  strict: refused ones outside a transaction raise; else nothing
     raises (after a failed migration the file may refuse even a read)."""
-    left = {}
+    left, unlocked = {}, False
     try:
         current = _connection_settings(conn, tuple(saved))
     except _DB.Error:
@@ -3587,12 +3587,13 @@ def _put_back_connection_settings(conn, saved, strict):
         # case_sensitive_like = OFF brings back the built-in, case-insensitive
         # LIKE (for ASCII), which answers 1 for 'a' LIKE 'A'.
         # locking_mode reads as a word (NORMAL releases EXCLUSIVE's lock at
-        # the file's next use: the record written next, or the caller's);
-        # unqualified, it is the mode of databases attached later.
+        # the file's next use, below); unqualified, it is the mode of
+        # databases attached later.
         value = (("OFF" if was else "ON") if name == "case_sensitive_like" else
                  was if name.endswith("locking_mode") else str(int(was)))
         try:
             conn.execute("PRAGMA %s = %s" % (name, value))
+            unlocked = unlocked or name == "main.locking_mode"
         except _DB.Error:
             # dqlite answers a setter with an error though it took effect (as
             # in _set_pragma): the value read back decides.
@@ -3601,6 +3602,15 @@ def _put_back_connection_settings(conn, saved, strict):
             if strict and not conn.in_transaction:
                 raise
             left[name] = was
+    if unlocked and not conn.in_transaction:
+        # A read, so that SQLite lets the file go now: after a failed
+        # migration nothing of ours uses it again, and until the caller's
+        # connection did, every other process would stay locked out.
+        try:
+            _query(conn, "PRAGMA main.schema_version")
+        except _DB.Error:
+            if strict:
+                raise
     return left
 
 

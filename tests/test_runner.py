@@ -887,6 +887,25 @@ class ConnectionSettings(RunnerTestCase):
                         os.remove(fail)
                 self.assertEqual(conn.execute("PRAGMA temp_store").fetchone()[0], 0)
 
+    def test_a_failed_migrations_exclusive_locking_mode_does_not_keep_other_processes_out(self):
+        # Set back to NORMAL, SQLite releases EXCLUSIVE's lock only at the
+        # file's next use: after a failure there is no record to write.
+        self.write("001-fails.py", '''
+            def up(db):
+                db.execute("PRAGMA locking_mode = EXCLUSIVE")
+                raise RuntimeError("this migration fails")
+            ''')
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.migrate(conn, self.dir)
+        other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; sqlite3.connect("
+                                "sys.argv[1], timeout=0, isolation_level=None).execute("
+                                "'CREATE TABLE other (x)')", self.db], stderr=subprocess.PIPE,
+                               universal_newlines=True)
+        self.assertEqual((other.returncode, other.stderr), (0, ""))
+        self.assertEqual(conn.execute("PRAGMA locking_mode").fetchone()[0], "normal")
+
     def test_a_migrations_database_settings_stay(self):
         # The file's own settings are the migration's to change.
         self.write_sql(1, "file", "PRAGMA journal_mode = WAL;\nPRAGMA user_version = 7;\n"
