@@ -3574,13 +3574,8 @@ def _put_back_connection_settings(conn, saved, strict):
     ends.  strict: refused ones outside a transaction raise; else nothing
     raises (after a failed migration the file may refuse even a read)."""
     left, unlocked = {}, False
-    try:
-        current = _connection_settings(conn, tuple(saved))
-    except _DB.Error:
-        if strict:
-            raise
-        return dict(saved)
-    for name, now in current.items():
+    # A setting that cannot even be read (a damaged file) is skipped there.
+    for name, now in _connection_settings(conn, tuple(saved)).items():
         was = saved[name]
         if now == was:
             continue
