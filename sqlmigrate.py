@@ -3477,6 +3477,10 @@ def _run_lock(conn, busy_timeout, m=None, direction=None, wanted=True):
             raise OSError(0, "it is a link to the database itself")
         lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
                                isolation_level=None)
+        # It writes nothing, so it needs no journal file: none left by a
+        # kill.  (Switching needs a lock on the file too: the busy timeout
+        # applies here first, and a wait ends as locked, as below.)
+        lock.execute("PRAGMA journal_mode = MEMORY")
         lock.execute("BEGIN EXCLUSIVE")
     except (OSError, sqlite3.Error) as e:
         if lock is not None:

@@ -260,6 +260,9 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         first, release = self.start_first()
         first.kill()
         first.wait()
+        # Nor a journal of the lock file: the lock writes nothing.
+        self.assertEqual(sorted(n for n in os.listdir(self.tmp) if n.startswith("app.db")),
+                         ["app.db", "app.db-sqlmigrate-lock"])
         open(release, "w").close()
         status, out, err = self.cli("--db", self.db, "--dir", self.dir,
                                     "--busy-timeout", "300", "up")
