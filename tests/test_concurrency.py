@@ -224,8 +224,13 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
     def start_first(self):
         inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
         self.write_appending_migration(inside, release)
-        first = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
-                                  "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.start_inside(inside, "up"), release
+
+    def start_inside(self, inside, *command):
+        """The CLI running `command` as a real process, once its migration
+        has made the file `inside`."""
+        first = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir]
+                                 + list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def finish():  # it ends, and its pipes are closed, whatever the test did
             if first.poll() is None:
@@ -239,7 +244,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
                 self.fail(first.communicate()[1].decode())
             self.assertLess(time.time(), deadline)
             time.sleep(0.01)
-        return first, release
+        return first
 
     def test_a_second_runner_past_its_busy_timeout_fails_as_locked_and_changes_nothing(self):
         first, release = self.start_first()
@@ -307,23 +312,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
         self.assertEqual(status, 0, err)
         self.write_sql(3, "three", "CREATE TABLE three (x);")
-        first = subprocess.Popen([sys.executable, SCRIPT, "--db", self.db, "--dir", self.dir,
-                                  "down", "--to", "1"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
-
-        def finish():
-            if first.poll() is None:
-                first.kill()
-            if not first.stdout.closed:
-                first.communicate()
-        self.addCleanup(finish)
-        deadline = time.time() + 60
-        while not os.path.exists(inside):
-            if first.poll() is not None:
-                self.fail(first.communicate()[1].decode())
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.01)
-        return first, release
+        return self.start_inside(inside, "down", "--to", "1"), release
 
     def test_an_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
         # up of v3 (transactional) while v2's down runs: without the lock it
