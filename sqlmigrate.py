@@ -3938,11 +3938,24 @@ def _seconds(name, value):
 def _lock_lost(error, done):
     """The "locked" MigrationError `error`, met after the results `done` were
     committed: it says they were, and carries them (_done) for a retry."""
-    failure = MigrationError(kind="locked", database=error.database, cause=error.cause,
+    failure = MigrationError(error.message, kind="locked", database=error.database,
+                             cause=error.cause,
                              outcome="this run had already %s %s (committed)" % (
                                  "applied" if done[0].direction == "up" else "rolled back",
                                  ", ".join(r.filename for r in done)))
     failure.__cause__, failure._done = error.__cause__, list(done)
+    return failure
+
+
+def _waited_out(error, wait):
+    """The "locked" MigrationError `error`, met when `wait` seconds of retries
+    ran out: its advice is to wait longer, not to raise --busy-timeout."""
+    named = "database " + error.database if error.database else "the database"
+    failure = MigrationError(
+        "%s is still locked by another process after %g s of retrying (--wait): wait for it "
+        "to finish (or stop it) and try again, or raise --wait" % (named, wait),
+        kind="locked", database=error.database, cause=error.cause, outcome=error.outcome)
+    failure.__cause__ = error.__cause__
     return failure
 
 
@@ -3958,11 +3971,14 @@ def _retrying_locked(call, wait):
             done += getattr(e, "_done", [])
             left = deadline - time.monotonic()
             if e.kind != "locked" or left <= 0:
+                if e.kind == "locked" and wait:
+                    e = _waited_out(e, wait)
                 if e.kind == "locked" and done:
                     raise _lock_lost(e, done)
-                raise
-            if delay == 0.05:
-                _log("info", "%s; retrying for up to %.1f s more", e, left)
+                raise e
+            if delay == 0.05:  # not e's text: its "try again" is what this already does
+                _log("info", "%s is locked by another process; retrying for up to %.1f s more",
+                     "database " + e.database if e.database else "the database", left)
         time.sleep(min(delay, left))
         delay = min(delay * 2, 1.0)
 

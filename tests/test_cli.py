@@ -1471,6 +1471,27 @@ class BadInputTests(CLITestCase):
         self.assertEqual(self.sha(), before)
         self.assertEqual(self.schema_version(), "1")
 
+    def test_a_runner_still_locked_after_its_wait_says_it_waited_and_to_wait_longer(self):
+        locker = subprocess.Popen([sys.executable, "-c", LOCKER, self.db],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(locker.stderr.close)
+        self.addCleanup(locker.stdout.close)
+        self.addCleanup(locker.wait)
+        self.addCleanup(locker.kill)
+        self.assertEqual(locker.stdout.readline().strip(), b"locked")
+        before = self.sha()
+        result = self.cli("--db", self.db, "--busy-timeout", "100", "up", "--wait", "0.5")
+        err = self.assert_error(result, 1, "locked", "--wait")
+        error = [l for l in err.splitlines() if l.startswith("sqlmigrate: error:")][0]
+        self.assertNotIn("--busy-timeout", error)  # it was --wait that ran out
+        # The line saying it retries does not also tell the user to try again.
+        retrying = [l for l in err.splitlines() if l.startswith("sqlmigrate: INFO:")]
+        self.assertEqual(len(retrying), 1, err)
+        self.assertNotIn("try again", retrying[0])
+        locker.kill()
+        locker.wait()
+        self.assertEqual(self.sha(), before)
+
     def test_metadata_table_of_another_shape_suggests_table_option(self):
         os.remove(self.db)
         conn = sqlite3.connect(self.db)
