@@ -4493,7 +4493,7 @@ _LINT_RULES = collections.OrderedDict((rule[0], rule[1:]) for rule in (
     ("SM302", "warning", "PRAGMA legacy_alter_table in a transactional migration changes how "
      "the rest of it renames (the runner sets it back after the migration)",
      "use rebuild_table(), which sets and restores it"),
-    ("SM303", "error", "PRAGMA journal_mode cannot change inside a transaction",
+    ("SM303", "error", "PRAGMA journal_mode or synchronous cannot change inside a transaction",
      "move it to a migration with transaction:false (transaction = False)"),
     ("SM401", "warning", "a rebuild or DROP COLUMN rewrites a big table under the write lock",
      "run it when writers can wait, or allow SM401 with the downtime accepted"),
@@ -4603,7 +4603,8 @@ def _lint_add_column(s, transactional, context):
             s.column, _rebuild_reason(d))
 
 
-_LINT_PRAGMAS = {"foreign_keys": "SM301", "legacy_alter_table": "SM302", "journal_mode": "SM303"}
+_LINT_PRAGMAS = {"foreign_keys": "SM301", "legacy_alter_table": "SM302", "journal_mode": "SM303",
+                 "synchronous": "SM303"}
 
 
 def _lint_pragmas(s, transactional, context):

@@ -275,6 +275,14 @@ class PragmasThatDoNothing(LintTestCase):
         codes = [(f.code, f.line) for f in self.lint() if f.code.startswith("SM3")]
         self.assertEqual(codes, [("SM301", 2), ("SM302", 3), ("SM303", 4)])
 
+    def test_synchronous_in_a_transactional_migration_says_where_it_can_go(self):
+        # SQLite refuses it there ("Safety level may not be changed inside a
+        # transaction"); the finding says to move it to transaction:false.
+        self.table_migration()
+        self.write_sql(2, "sync", "PRAGMA main.synchronous = OFF;")
+        codes = [(f.code, f.line) for f in self.lint() if f.code.startswith("SM3")]
+        self.assertEqual(codes, [("SM303", 2)])
+
     def test_a_schema_qualifier_with_spaces_or_comments_around_the_dot_is_read_past(self):
         self.table_migration()
         self.write_sql(2, "pragmas", "PRAGMA main . journal_mode = WAL;\n"
