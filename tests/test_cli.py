@@ -1451,7 +1451,8 @@ class BadInputTests(CLITestCase):
         self.assertEqual(self.sha(), before)
         self.assertEqual([n for n in os.listdir(self.tmp) if n.startswith("app.db")], ["app.db"])
 
-    def test_locked_database_fails_quickly_with_busy_timeout(self):
+    def start_locker(self):
+        """Another process holding the database's write lock (until killed)."""
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, self.db],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.addCleanup(locker.stderr.close)
@@ -1459,6 +1460,10 @@ class BadInputTests(CLITestCase):
         self.addCleanup(locker.wait)
         self.addCleanup(locker.kill)
         self.assertEqual(locker.stdout.readline().strip(), b"locked")
+        return locker
+
+    def test_locked_database_fails_quickly_with_busy_timeout(self):
+        locker = self.start_locker()
         before = self.sha()
         started = time.monotonic()
         result = self.cli("--db", self.db, "--busy-timeout", "200", "up")
@@ -1472,13 +1477,7 @@ class BadInputTests(CLITestCase):
         self.assertEqual(self.schema_version(), "1")
 
     def test_a_runner_still_locked_after_its_wait_says_it_waited_and_to_wait_longer(self):
-        locker = subprocess.Popen([sys.executable, "-c", LOCKER, self.db],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.addCleanup(locker.stderr.close)
-        self.addCleanup(locker.stdout.close)
-        self.addCleanup(locker.wait)
-        self.addCleanup(locker.kill)
-        self.assertEqual(locker.stdout.readline().strip(), b"locked")
+        locker = self.start_locker()
         before = self.sha()
         result = self.cli("--db", self.db, "--busy-timeout", "100", "up", "--wait", "0.5")
         err = self.assert_error(result, 1, "locked", "--wait")
