@@ -2808,8 +2808,9 @@ class Migrator(object):
         # non-transactional migration would record versions above the one
         # that runner then unrecords, a hole in the history.
         with self._session(False) as session, \
-                _run_lock(session.conn, self.busy_timeout), \
+                _run_lock(session.conn, self.busy_timeout) as made_since, \
                 _transaction(session.conn) as conn:
+            made_since()
             state = _read_state(conn, self.table)
             if from_user_version:  # again under the write lock: another process may have
                 self._user_version_to_adopt(conn, state, version)
@@ -3117,8 +3118,9 @@ class Migrator(object):
             # An --atomic run changes the history too, in one transaction that
             # holds no non-transactional migration (refused above): it waits
             # for one another runner has in flight, as a transactional one does.
-            with _run_lock(conn, self.busy_timeout, wanted=whole_run == "--atomic run"), \
-                    _write_transaction(conn, whole_run) as check_fk:
+            with _run_lock(conn, self.busy_timeout, wanted=whole_run == "--atomic run") \
+                    as made_since, _write_transaction(conn, whole_run) as check_fk:
+                made_since()
                 for m in plan:
                     try:
                         # Every migration, not only non-transactional ones:
@@ -3126,9 +3128,9 @@ class Migrator(object):
                         # while a non-transactional one runs would leave a
                         # hole when that one is recorded (or unrecorded).
                         with _run_lock(conn, self.busy_timeout, m, direction,
-                                       wanted=not whole_run):
+                                       wanted=not whole_run) as made_since:
                             result = self._apply(conn, m, direction, whole_run, check_fk,
-                                                 settings)
+                                                 settings, made_since)
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
                         if _sqlite_kind(e) == "locked" and done and not whole_run:
@@ -3258,10 +3260,10 @@ class Migrator(object):
                         text.splitlines(), built.splitlines(), self.schema_file, "fresh build",
                         lineterm="")))]
 
-    def _apply(self, conn, m, direction, whole_run, check_fk, settings):
+    def _apply(self, conn, m, direction, whole_run, check_fk, settings, made_since):
         """Run and record m; its result, or None if another process did it
         meanwhile (re-read under the write lock).  settings: the connection's
-        before the run, put back after m."""
+        before the run, put back after m; made_since: see _run_lock."""
         if whole_run == "dry run" and not m.transactional:
             _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
             return _Result(m, direction)
@@ -3277,6 +3279,7 @@ class Migrator(object):
                     _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
                          "applied" if direction == "up" else "rolled back")
                     return None
+                made_since()  # before m changes the history
                 if whole_run != "dry run":  # a dry run records no non-transactional migration
                     self._check_order(m, direction, newest, whole_run)
                 if m.transactional:
@@ -3462,47 +3465,61 @@ def _run_lock(conn, busy_timeout, m=None, direction=None, wanted=True):
     own (an exclusive transaction that writes nothing), released by the OS
     when its process dies: a runner killed meanwhile leaves no lock behind.
     None for a database in memory (no second process) or on a server (no
-    local file)."""
+    local file).
+
+    Only a non-transactional m makes the file: a database without such
+    migrations gets none.  So the caller calls what this yields once it holds
+    the database's write lock: a lock file made since it looked (the very
+    first non-transactional run, which reads the history only after taking
+    it) is taken then, or fails as locked while that run goes on: going ahead
+    would change the history beneath it."""
     path = "" if not wanted or _driver(conn).server else _main_file(conn)
     if not path:
-        yield
+        yield lambda: None
         return
     # The real file's name: every spelling of its path (a link) meets here.
-    name, lock = os.path.realpath(path) + _RUN_LOCK_SUFFIX, None
+    name, held = os.path.realpath(path) + _RUN_LOCK_SUFFIX, []
     creates = m is not None and not m.transactional
-    try:
-        if creates:
-            _create_like(name, path)
-        if os.path.samefile(name, path):  # locking it would lock out the runner itself
-            raise OSError(0, "it is a link to the database itself")
-        lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=busy_timeout,
-                               isolation_level=None)
-        # It writes nothing, so it needs no journal file: none left by a
-        # kill.  (Switching needs a lock on the file too: the busy timeout
-        # applies here first, and a wait ends as locked, as below.)
-        lock.execute("PRAGMA journal_mode = MEMORY")
-        lock.execute("BEGIN EXCLUSIVE")
-    except (OSError, sqlite3.Error) as e:
-        if lock is not None:
-            lock.close()
-        if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
-            raise  # another runner is applying it: as when it holds the database's lock
-        if creates:
-            raise MigrationError(
-                "cannot take the lock file %s (%s), which a non-transactional migration is run "
-                "under; check that the database's directory and that file are writable"
-                % (name, getattr(e, "strerror", None) or e), kind="cannot-open", path=m.path,
-                version=m.version, direction=direction, outcome="%s was not run" % m.filename)
-        # A transactional m (or none: mark, an --atomic run) takes it only to
-        # wait for a non-transactional migration in flight, whose runner made
-        # the file (mode=rw: no file, no runner) and could not have taken one
-        # that fails here either: a database without such migrations gets no
-        # lock file.
+
+    def take(timeout):
         lock = None
+        try:
+            if creates:
+                _create_like(name, path)
+            if os.path.samefile(name, path):  # locking it would lock out the runner itself
+                raise OSError(0, "it is a link to the database itself")
+            lock = sqlite3.connect(_uri(name, "rw"), uri=True, timeout=timeout,
+                                   isolation_level=None)
+            # It writes nothing, so it needs no journal file: none left by a
+            # kill.  (Switching needs a lock on the file too: the busy timeout
+            # applies here first, and a wait ends as locked, as below.)
+            lock.execute("PRAGMA journal_mode = MEMORY")
+            lock.execute("BEGIN EXCLUSIVE")
+        except (OSError, sqlite3.Error) as e:
+            if lock is not None:
+                lock.close()
+            if isinstance(e, sqlite3.Error) and _sqlite_kind(e) == "locked":
+                raise  # another runner is applying one: as when it holds the database's lock
+            # Never run without it: one present but unusable may be held.
+            raise MigrationError(
+                "cannot take the lock file %s (%s), which non-transactional migrations run "
+                "under; check that the database's directory and that file are writable"
+                % (name, getattr(e, "strerror", None) or e), kind="cannot-open",
+                database=path, path=m and m.path, version=m and m.version,
+                direction=direction, outcome="%s was not run" % m.filename if m
+                else "nothing was changed")
+        held.append(lock)
+
+    def made_since():
+        if not held and os.path.lexists(name):
+            take(0)  # not waiting: this runner holds the database's write lock
+
+    if creates or os.path.lexists(name):
+        take(busy_timeout)
     try:
-        yield
+        yield made_since
     finally:
-        if lock is not None:
+        for lock in held:
             lock.close()
 
 

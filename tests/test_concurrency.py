@@ -184,6 +184,34 @@ class RacingCommands(TempDirTestCase):
 
 
 
+# `down` through the API on a connection whose first BEGIN IMMEDIATE waits
+# (in SQLite's own trace callback, before it takes any lock) until the file
+# argv[4] exists; prints the failure's kind.
+PAUSED_AT_BEGIN = """
+import os, sqlite3, sys, time
+sys.path.insert(0, %r)
+import sqlmigrate
+db, directory, ready, go = sys.argv[1:5]
+conn = sqlite3.connect(db, isolation_level=None)
+paused = []
+
+def hold(sql):
+    if sql.startswith("BEGIN IMMEDIATE") and not paused:
+        paused.append(sql)
+        open(ready, "w").close()
+        deadline = time.time() + 30  # bounded: a failing test must end
+        while not os.path.exists(go) and time.time() < deadline:
+            time.sleep(0.005)
+
+conn.set_trace_callback(hold)
+try:
+    sqlmigrate.Migrator(conn, directory, busy_timeout=0.3).down()
+except sqlmigrate.MigrationError as e:
+    print(e.kind)
+    sys.exit(1)
+""" % ROOT
+
+
 class NonTransactionalMigrationsRunOnce(TempDirTestCase):
     """A non-transactional migration commits as it goes, so the write lock
     cannot cover it: processes starting together must still run it once."""
@@ -291,6 +319,37 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         self.assertEqual(versions, [1, 2])
         self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
 
+    def test_a_down_that_looked_for_the_lock_before_it_first_existed_leaves_no_hole(self):
+        # No lock file yet (v1 is transactional): the down looks, finds none,
+        # and is held just before its BEGIN while the first non-transactional
+        # run makes the file and starts v2.  Without a second look under the
+        # write lock, it rolled v1 back, then v2 was recorded above a hole.
+        inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
+        ready, go = os.path.join(self.tmp, "ready"), os.path.join(self.tmp, "go")
+        self.write_appending_migration(inside, release)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up", "--to", "1")
+        self.assertEqual(status, 0, err)
+        self.assertFalse(os.path.exists(self.db + "-sqlmigrate-lock"))
+        down = subprocess.Popen([sys.executable, "-c", PAUSED_AT_BEGIN, self.db, self.dir,
+                                 ready, go], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: down.poll() is None and down.kill())
+        deadline = time.time() + 60
+        while not os.path.exists(ready):
+            if down.poll() is not None:
+                self.fail(down.communicate()[1].decode())
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.01)
+        first = self.start_inside(inside, "up")
+        open(go, "w").close()
+        out, err = down.communicate(timeout=60)
+        self.assertEqual(down.returncode, 1, err.decode())
+        self.assertEqual(out.decode().strip(), "locked")
+        open(release, "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+        self.assertEqual(self.versions(), [1, 2])
+        self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
+
     def start_non_transactional_down(self):
         """v1, v2 (non-transactional) applied, v3 pending; a runner rolling
         back to v1, inside v2's down.  Returns it and the file that releases it."""
@@ -380,6 +439,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
     def test_a_lock_file_linked_to_the_database_is_named_not_reported_as_another_process(self):
         # Locking it would lock the database against the runner itself.
         self.write_wal_migration()
+        self.assertEqual(self.cli("--db", self.db, "--dir", self.dir, "up", "--to", "1")[0], 0)
         os.symlink(self.db, self.db + "-sqlmigrate-lock")
         status, out, err = self.cli("--db", self.db, "--dir", self.dir,
                                     "--busy-timeout", "300", "up")
@@ -391,6 +451,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
 
     def test_a_lock_file_that_cannot_be_written_is_named_and_nothing_is_applied(self):
         self.write_wal_migration()
+        self.assertEqual(self.cli("--db", self.db, "--dir", self.dir, "up", "--to", "1")[0], 0)
         os.mkdir(self.db + "-sqlmigrate-lock")  # cannot be opened as a file, even by root
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
         self.assertEqual(status, 1, err)
@@ -398,6 +459,24 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertEqual(self.schema_version(), "1")
         self.assertEqual(self.connect().execute("PRAGMA journal_mode").fetchone()[0], "delete")
+
+    def test_a_lock_file_that_cannot_be_opened_stops_every_change_to_the_history(self):
+        # It may be held (by a process that can open it): a down, a
+        # transactional up or a mark going ahead without it could change the
+        # history beneath a non-transactional migration in flight.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        self.assertEqual(self.cli("--db", self.db, "--dir", self.dir, "up", "--to", "1")[0], 0)
+        self.write_sql(3, "three", "CREATE TABLE three (x);")
+        os.mkdir(self.db + "-sqlmigrate-lock")  # cannot be opened as a file, even by root
+        for command in (["down"], ["mark", "3"], ["up", "--atomic", "--to", "1"]):
+            status, out, err = self.cli("--db", self.db, "--dir", self.dir, *command)
+            if command[-1] == "1":  # nothing to apply: no change, no lock
+                self.assertEqual(status, 0, err)
+                continue
+            self.assertEqual(status, 1, (command, err))
+            self.assertIn(self.db + "-sqlmigrate-lock", err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertEqual(self.versions(), [1])
 
 
 HOLDER = """
