@@ -38,10 +38,8 @@ def _what_was_rolled_back(rolled_back, direction):
             if rolled_back in ("--atomic run", "dry run") else
             "it ran outside a transaction: the database may be partly changed"
             if not rolled_back else
-            "the migration was rolled back; earlier migrations stay applied"
-            if direction == "up" else
-            "its down was rolled back, so it stays applied; migrations rolled back before "
-            "it stay rolled back")
+            "the migration was rolled back" if direction == "up" else
+            "its down was rolled back, so it stays applied")
 
 
 class MigrationError(Exception):
@@ -3134,7 +3132,7 @@ class Migrator(object):
                     except _DB.Error as e:
                         failure = self._database_failure(conn, e, whole_run, m, direction)
                         if _sqlite_kind(e) == "locked" and done and not whole_run:
-                            failure = _lock_lost(_sqlite_failure(e, self.path), done)
+                            failure = _still_locked(_sqlite_failure(e, self.path), done)
                         raise failure
                     if result:
                         done.append(result)
@@ -3151,6 +3149,8 @@ class Migrator(object):
             if adoption and not done and failure.kind == "migration-failed" and not failure.hint:
                 failure.hint = adoption
             if done and not whole_run:  # those before the failure were committed
+                if failure.kind != "locked":  # (a locked one says so already)
+                    failure.outcome = "; ".join(filter(None, (failure.outcome, _committed(done))))
                 self._rewrite_schema_file(conn, failure)
             raise
         finally:
@@ -3952,27 +3952,26 @@ def _seconds(name, value):
     return seconds
 
 
-def _lock_lost(error, done):
-    """The "locked" MigrationError `error`, met after the results `done` were
-    committed: it says they were, and carries them (_done) for a retry."""
-    failure = MigrationError(error.message, kind="locked", database=error.database,
-                             cause=error.cause,
-                             outcome="this run had already %s %s (committed)" % (
-                                 "applied" if done[0].direction == "up" else "rolled back",
-                                 ", ".join(r.filename for r in done)))
+def _committed(done):
+    """What a failed run had committed before the failure: `done`, its results."""
+    return "this run had already %s %s (committed)" % (
+        "applied" if done[0].direction == "up" else "rolled back",
+        ", ".join(r.filename for r in done))
+
+
+def _still_locked(error, done=(), wait=None):
+    """The "locked" MigrationError `error` once more, carrying the results
+    `done` (_done, for a retry) committed before it and saying they were;
+    after `wait` seconds of retries ran out, advising to wait longer, not to
+    raise --busy-timeout."""
+    message = error.message
+    if wait:
+        message = ("%s is still locked by another process after %g s of retrying (--wait): "
+                   "wait for it to finish (or stop it) and try again, or raise --wait"
+                   % ("database " + error.database if error.database else "the database", wait))
+    failure = MigrationError(message, kind="locked", database=error.database, cause=error.cause,
+                             outcome=_committed(done) if done else error.outcome)
     failure.__cause__, failure._done = error.__cause__, list(done)
-    return failure
-
-
-def _waited_out(error, wait):
-    """The "locked" MigrationError `error`, met when `wait` seconds of retries
-    ran out: its advice is to wait longer, not to raise --busy-timeout."""
-    named = "database " + error.database if error.database else "the database"
-    failure = MigrationError(
-        "%s is still locked by another process after %g s of retrying (--wait): wait for it "
-        "to finish (or stop it) and try again, or raise --wait" % (named, wait),
-        kind="locked", database=error.database, cause=error.cause, outcome=error.outcome)
-    failure.__cause__ = error.__cause__
     return failure
 
 
@@ -3988,11 +3987,8 @@ def _retrying_locked(call, wait):
             done += getattr(e, "_done", [])
             left = deadline - time.monotonic()
             if e.kind != "locked" or left <= 0:
-                if e.kind == "locked" and wait:
-                    e = _waited_out(e, wait)
-                if e.kind == "locked" and done:
-                    raise _lock_lost(e, done)
-                raise e
+                raise _still_locked(e, done, wait) if e.kind == "locked" and (wait or done) \
+                    else e
             if delay == 0.05:  # not e's text: its "try again" is what this already does
                 _log("info", "%s is locked by another process; retrying for up to %.1f s more",
                      "database " + e.database if e.database else "the database", left)

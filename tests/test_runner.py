@@ -100,6 +100,34 @@ class Atomicity(RunnerTestCase):
         self.assertEqual(self.tables(), ["base", "metadata", "metadata_migrations"])
         self.assertEqual(self.schema_version(), "1")
 
+    def test_a_failure_says_which_migrations_of_the_run_were_committed_before_it(self):
+        # Only those this run committed: none when the first one fails.
+        self.three_migrations()
+        self.write_sql(4, "broken", "CREATE TABLE four (x);\nSELEC 1;", "DROP TABLE four;")
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().up(to=1)
+            self.migrator().up()
+        self.assertIn("the migration was rolled back; this run had already applied "
+                      "002-add-email.sql, 003-add-posts.py (committed)", str(caught.exception))
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().up()
+        self.assertTrue(str(caught.exception).endswith("the migration was rolled back"),
+                        str(caught.exception))
+        self.write("005-broken-down.py", '''
+            def up(db):
+                pass
+
+            def down(db):
+                raise ValueError("no")
+            ''')
+        os.remove(os.path.join(self.dir, "004-broken.sql"))
+        self.write_sql(4, "fine", "CREATE TABLE four (x);", "DROP TABLE four;")
+        self.migrator().up()
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:
+            self.migrator().down(to=0)
+        self.assertTrue(str(caught.exception).endswith("its down was rolled back, so it stays "
+                                                       "applied"), str(caught.exception))
+
     def test_sql_migration_failure_rolls_back_its_earlier_statements(self):
         self.write_sql(1, "broken", "CREATE TABLE a (x);\nINSERT INTO a VALUES (1);\nSELEC 1;")
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
@@ -283,8 +311,9 @@ class Atomicity(RunnerTestCase):
             resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, 200 << 10))
 
         for atomic, version, outcome in ((True, None, "whole --atomic run was rolled back"),
-                                         (False, "1", "the migration was rolled back; earlier "
-                                                      "migrations stay applied")):
+                                         (False, "1", "the migration was rolled back; this "
+                                                      "run had already applied 001-one.sql "
+                                                      "(committed)")):
             with self.subTest(atomic=atomic):
                 for name in os.listdir(self.tmp):
                     if name.startswith("app.db"):
