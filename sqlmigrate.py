@@ -2263,9 +2263,7 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
                                          "another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
-        dest = _write_backup(conn, shown, dest, mode, busy_timeout, base)
-        _log("info", "Backed up the database to %s", dest)
-        return dest
+        return _write_backup(conn, shown, dest, mode, busy_timeout, base)
 
 
 def _bad_destination(dest, why):
@@ -3099,7 +3097,8 @@ class Migrator(object):
             # A path: its directory, where the default name is taken anew when
             # another process starting together took it meanwhile.
             dest = None if self.path is None else os.path.dirname(os.path.abspath(self.path))
-            backup(session.conn, dest, self.busy_timeout, self.table)
+            _log("info", "Backed up the database to %s",
+                 backup(session.conn, dest, self.busy_timeout, self.table))
         conn, done = session.conn, []
         # A dry run is one transaction rolled back at the end, like an
         # --atomic run that is never committed.

@@ -1195,10 +1195,11 @@ class BackupTests(CLITestCase):
         self.assertEqual(self.connect(dest).execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
     def test_backup_without_a_path_writes_next_to_the_database(self):
-        out, _ = self.run_ok("--db", self.db, "backup")
+        out, err = self.run_ok("--db", self.db, "backup")
         backups = [p for p in glob.glob(self.db + "*") if p != self.db]
         self.assertEqual(len(backups), 1, backups)
         self.assertIn(os.path.basename(backups[0]), out)
+        self.assertNotIn(os.path.basename(backups[0]), err)  # said once, on stdout
         self.assertEqual(self.schema_version(backups[0]), "1")
 
     def test_backup_does_not_overwrite_an_existing_file(self):
