@@ -391,9 +391,12 @@ class LoudnessOptionTests(CLITestCase):
     def test_quiet_hides_informational_logs(self):
         self.add_initial()
         self.make_plain_database()
-        _, loud = self.run_ok("--db", self.db, "backup")
+        self.add_sessions()
+        self.run_ok("--db", self.db, "mark", "1")
+        _, loud = self.run_ok("--db", self.db, "up", "--backup")
         self.assertIn("app.db", loud)  # the INFO line naming the copy
-        _, quiet = self.run_ok("--db", self.db, "-q", "backup")
+        self.run_ok("--db", self.db, "down")
+        _, quiet = self.run_ok("--db", self.db, "-q", "up", "--backup")
         self.assertEqual(quiet, "")
 
     def test_verbose_shows_the_traceback_of_an_error(self):
@@ -412,6 +415,9 @@ class LoudnessOptionTests(CLITestCase):
         from tests.support import sqlmigrate
         self.add_initial()
         self.make_plain_database()
+        self.add_sessions()
+        self.run_ok("--db", self.db, "mark", "1")
+
         def stream_handlers():
             return [h for h in logging.getLogger("sqlmigrate").handlers
                     if not isinstance(h, logging.NullHandler)]
@@ -419,9 +425,11 @@ class LoudnessOptionTests(CLITestCase):
         for _ in range(2):
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                self.assertEqual(sqlmigrate.main(["--db", self.db, "backup"]), 0)
-            self.assertIn("sqlmigrate: INFO:", err.getvalue())
-            self.assertIn("Backed up to", out.getvalue())
+                for command in (["up", "--backup"], ["down"]):
+                    self.assertEqual(sqlmigrate.main(["--db", self.db, "--dir", self.dir]
+                                                     + command), 0, err.getvalue())
+            self.assertIn("sqlmigrate: INFO: Backed up the database to", err.getvalue())
+            self.assertIn("Applied v2", out.getvalue())
         self.assertEqual(stream_handlers(), before)
 
     def test_verbose_and_quiet_together_is_a_bad_request(self):
