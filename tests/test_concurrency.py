@@ -184,14 +184,14 @@ class RacingCommands(TempDirTestCase):
 
 
 
-# `down` through the API on a connection whose first BEGIN IMMEDIATE waits
-# (in SQLite's own trace callback, before it takes any lock) until the file
-# argv[4] exists; prints the failure's kind.
+# argv[5] (down, mark 3 or an --atomic up) through the API on a connection
+# whose first BEGIN IMMEDIATE waits (in SQLite's own trace callback, before
+# it takes any lock) until the file argv[4] exists; prints the failure's kind.
 PAUSED_AT_BEGIN = """
 import os, sqlite3, sys, time
 sys.path.insert(0, %r)
 import sqlmigrate
-db, directory, ready, go = sys.argv[1:5]
+db, directory, ready, go, action = sys.argv[1:6]
 conn = sqlite3.connect(db, isolation_level=None)
 paused = []
 
@@ -205,7 +205,9 @@ def hold(sql):
 
 conn.set_trace_callback(hold)
 try:
-    sqlmigrate.Migrator(conn, directory, busy_timeout=0.3).down()
+    migrator = sqlmigrate.Migrator(conn, directory, busy_timeout=0.3)
+    {"down": migrator.down, "mark": lambda: migrator.mark(3),
+     "atomic": lambda: migrator.up(atomic=True)}[action]()
 except sqlmigrate.MigrationError as e:
     print(e.kind)
     sys.exit(1)
@@ -325,34 +327,60 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         # run makes the file and starts v2.  Without a second look under the
         # write lock, it rolled v1 back, then v2 was recorded above a hole.
         inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
-        ready, go = os.path.join(self.tmp, "ready"), os.path.join(self.tmp, "go")
         self.write_appending_migration(inside, release)
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up", "--to", "1")
         self.assertEqual(status, 0, err)
-        self.assertFalse(os.path.exists(self.db + "-sqlmigrate-lock"))
-        down = subprocess.Popen([sys.executable, "-c", PAUSED_AT_BEGIN, self.db, self.dir,
-                                 ready, go], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.addCleanup(lambda: down.poll() is None and down.kill())
-        deadline = time.time() + 60
-        while not os.path.exists(ready):
-            if down.poll() is not None:
-                self.fail(down.communicate()[1].decode())
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.01)
-        first = self.start_inside(inside, "up")
-        open(go, "w").close()
-        out, err = down.communicate(timeout=60)
-        self.assertEqual(down.returncode, 1, err.decode())
-        self.assertEqual(out.decode().strip(), "locked")
-        open(release, "w").close()
-        out, err = first.communicate(timeout=60)
-        self.assertEqual(first.returncode, 0, err.decode())
+        self.race_the_first_lock("down", inside, "up")
         self.assertEqual(self.versions(), [1, 2])
         self.assertEqual(self.connect().execute("SELECT count(*) FROM runs").fetchone()[0], 1)
 
-    def start_non_transactional_down(self):
-        """v1, v2 (non-transactional) applied, v3 pending; a runner rolling
-        back to v1, inside v2's down.  Returns it and the file that releases it."""
+    def test_a_mark_or_atomic_up_that_looked_before_the_first_lock_existed_leaves_no_hole(self):
+        # The first non-transactional run is a down here (v2 was marked, not
+        # run): without a second look, v3 was recorded, then v2's record
+        # deleted beneath it.
+        for action in ("mark", "atomic"):
+            with self.subTest(action=action):
+                for name in os.listdir(self.tmp):
+                    if name.startswith("app.db") or name in ("inside", "release"):
+                        os.remove(os.path.join(self.tmp, name))
+                first = self.start_non_transactional_down(mark=True, wait=False)
+                self.race_the_first_lock(action, *first)
+                self.assertEqual(self.versions(), [1])
+
+    def race_the_first_lock(self, action, inside, *command):
+        """`action` (see PAUSED_AT_BEGIN) held just before its BEGIN while
+        the CLI's `command` makes the lock file for the first time and runs
+        the non-transactional migration that makes `inside`: it must fail as
+        locked; then that migration is released and ends well."""
+        ready, go = os.path.join(self.tmp, "ready"), os.path.join(self.tmp, "go")
+        for name in (ready, go):
+            if os.path.exists(name):
+                os.remove(name)
+        self.assertFalse(os.path.exists(self.db + "-sqlmigrate-lock"))
+        paused = subprocess.Popen([sys.executable, "-c", PAUSED_AT_BEGIN, self.db, self.dir,
+                                   ready, go, action],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: paused.poll() is None and paused.kill())
+        deadline = time.time() + 60
+        while not os.path.exists(ready):
+            if paused.poll() is not None:
+                self.fail(paused.communicate()[1].decode())
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.01)
+        first = self.start_inside(inside, *command)
+        open(go, "w").close()
+        out, err = paused.communicate(timeout=60)
+        self.assertEqual(paused.returncode, 1, err.decode())
+        self.assertEqual(out.decode().strip(), "locked")
+        open(os.path.join(self.tmp, "release"), "w").close()
+        out, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err.decode())
+
+    def start_non_transactional_down(self, mark=False, wait=True):
+        """v1, v2 (non-transactional) applied (mark: recorded by `mark 2`, so
+        no lock file yet), v3 pending; a runner rolling back to v1, inside
+        v2's down.  Returns it and the file that releases it; without wait,
+        the file it makes inside and its command, to start."""
         inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
         self.write_sql(1, "runs", "CREATE TABLE runs (pid INTEGER);")
         self.write("002-slow-down.py", """
@@ -368,10 +396,12 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
                 while not os.path.exists(%r) and time.time() < deadline:
                     time.sleep(0.005)
             """ % (inside, release))
-        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
-        self.assertEqual(status, 0, err)
+        for command in (["up", "--to", "1"], ["mark", "2"]) if mark else (["up"],):
+            status, out, err = self.cli("--db", self.db, "--dir", self.dir, *command)
+            self.assertEqual(status, 0, err)
         self.write_sql(3, "three", "CREATE TABLE three (x);")
-        return self.start_inside(inside, "down", "--to", "1"), release
+        command = ("down", "--to", "1")
+        return (self.start_inside(inside, *command), release) if wait else (inside,) + command
 
     def test_an_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
         # up of v3 (transactional) while v2's down runs: without the lock it
