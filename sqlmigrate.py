@@ -818,6 +818,11 @@ def _data_verb(sql):
 # --- Migration files --------------------------------------------------------
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+# A line meant as a marker that _MARKER_RE does not take (`-- migrate:dwon`,
+# `-- migrate: down`, sql-migrate's `-- +migrate Down`, goose's `-- +goose
+# Down`): as a mere comment it would make the down's SQL below it run in up.
+_NEAR_MARKER_RE = re.compile(
+    r"(?mi)^[ \t]*--[ \t]*(?:migrate[ \t]*:|\+[ \t]*(?:migrate|goose)\b)[^\n]*$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
 _BASELINE_RE = r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)"
 # The line after it that `baseline` writes: the versions the baseline holds,
@@ -1014,8 +1019,15 @@ class Migration(object):
                               "baseline must be named %s-baseline.sql: rename it, or remove the "
                               "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
-        text = text[skipped:]
+        whole, text = text, text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
+        taken = set(m.start() for m in markers)
+        for near in _NEAR_MARKER_RE.finditer(text):
+            if near.start() not in taken:
+                raise self._error(
+                    "%r is not a marker: write '-- migrate:up' or '-- migrate:down' alone on "
+                    "its line (as a comment, the SQL below it would run in up)"
+                    % near.group(0).strip(), whole.count("\n", 0, skipped + near.start()) + 1)
         if markers and self.baseline:
             raise self._error("a baseline has no '-- migrate:' sections: all of it is up")
         if markers and _split_sql(text[:markers[0].start()]):

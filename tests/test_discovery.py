@@ -168,6 +168,24 @@ class SqlMigrations(TempDirTestCase):
         with self.assertRaises(sqlmigrate.MigrationError):
             self.load("-- migrate:up transactional:no\nSELECT 1;\n")
 
+    def test_a_misspelled_or_foreign_marker_is_refused_not_run_as_up(self):
+        # Not a marker, such a line would be a comment: the down's DROP below
+        # it would run as part of up and report success.
+        conn = self.connect()
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO users VALUES (1)")
+        for marker in ("-- migrate:dwon", "-- migrate: down", "-- migrate : down",
+                       "-- +migrate Down", "-- +goose Down"):
+            self.write("001-x.sql", "-- migrate:up\nCREATE TABLE a (x);\n%s\n"
+                       "DROP TABLE users;\n" % marker)
+            status, out, err = self.cli("--db", self.db, "up")
+            self.assertEqual(status, 1, (marker, out, err))
+            self.assertIn("001-x.sql:3", err, marker)
+            self.assertIn(marker.strip(), err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertEqual(self.tables(conn), ["users"], marker)
+            self.assertEqual(conn.execute("SELECT id FROM users").fetchall(), [(1,)])
+
     def test_non_utf8_file_is_an_error_naming_it(self):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
             self.load(b"-- migrate:up\nINSERT INTO t VALUES ('caf\xe9');\n")
