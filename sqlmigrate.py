@@ -1002,7 +1002,13 @@ class Migration(object):
                               "fix one of them" % (declared, self.version))
         if getattr(module, "name", None) is not None:
             self._name = str(module.name)
-        self._transactional = bool(getattr(module, "transaction", True))
+        transaction = getattr(module, "transaction", True)
+        if transaction not in (True, False):
+            # bool() would take "False" as True and None as False: the other
+            # way than the author meant, silently.
+            raise self._error("transaction = %r: write transaction = True or False"
+                              % (transaction,))
+        self._transactional = bool(transaction)
         self._module = module
 
     def _load_sql(self):

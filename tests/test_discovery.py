@@ -110,6 +110,23 @@ class PythonMigrations(TempDirTestCase):
         self.assertLoadFails("version = 4\ndef up(db):\n    pass\n",
                              "version = 4", "version 3")
 
+    def test_a_transaction_attribute_that_is_not_a_bool_is_refused(self):
+        # bool("False") is True and bool(None) False: either would run the
+        # migration the other way than its author meant, silently.
+        for value in ('"False"', '"false"', "None", "'no'", "2"):
+            self.write("001-x.py", "transaction = %s\ndef up(db):\n"
+                       "    db.execute('CREATE TABLE t (x)')\n" % value)
+            status, out, err = self.cli("--db", self.db, "up")
+            self.assertEqual(status, 1, (value, out, err))
+            self.assertIn("001-x.py", err)
+            self.assertIn("transaction = %s" % value.replace('"', "'"), err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertFalse(os.path.exists(self.db), value)
+        os.remove(os.path.join(self.dir, "001-x.py"))
+        for value, transactional in (("True", True), ("False", False), ("1", True), ("0", False)):
+            self.assertEqual(self.load("transaction = %s\ndef up(db):\n    pass\n" % value)
+                             .transactional, transactional)
+
     def test_name_is_read_without_running_the_file(self):
         self.write("001-x.py", 'name = "Read Me"\nraise SystemExit("executed!")\n')
         self.assertEqual(sqlmigrate.Migrator(":memory:", self.dir).migrations[0].name, "Read Me")
