@@ -1131,9 +1131,11 @@ def _scan_package(package):
         raise RequestError("cannot import the migration package %s (%s): check the name, and "
                            "that it is installed or on sys.path" % (package, e),
                            kind="bad-directory", path=package)
-    except Exception as e:  # its own code (or a parent's __init__) failed as it ran
+    except (Exception, SystemExit) as e:  # its own code (or a parent's __init__) failed as it ran
+        # SystemExit left alone would end the CLI with that status, nothing done.
         reason = "%s, line %s: %s" % (e.filename, e.lineno, e.msg) \
-            if isinstance(e, SyntaxError) else e
+            if isinstance(e, SyntaxError) else "called exit (sys.exit(%r))" % (e.code,) \
+            if isinstance(e, SystemExit) else e
         raise RequestError("cannot import the migration package %s: %s: %s" % (
             package, type(e).__name__, reason), kind="bad-directory", path=package)
     # __path__, not the spec's: an __init__.py may rebind it (pkgutil.extend_path,
