@@ -7974,6 +7974,11 @@ def _cli_opener(args):
         raise RequestError("cannot import driver module %s (%s): install it into this Python, "
                            "e.g. %s -m pip install %s" % (name, e, os.path.basename(
                                sys.executable or "python3"), _DRIVER_PACKAGES.get(top, top)))
+    except (Exception, SystemExit) as e:  # its own code failed as it ran
+        # SystemExit left alone would end the CLI with that status, nothing done.
+        raise RequestError("cannot import driver module %s: %s" % (name, (
+            "called exit (sys.exit(%r))" % (e.code,) if isinstance(e, SystemExit)
+            else "%s: %s" % (type(e).__name__, e))))
     if not callable(getattr(module, "connect", None)) or \
             not isinstance(getattr(module, "Error", None), type):
         raise RequestError("driver module %s is not a DB-API module (no connect() and Error)"
