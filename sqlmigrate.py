@@ -974,13 +974,17 @@ class Migration(object):
         module.__file__ = self.path
         try:
             exec(code, module.__dict__)
-        except (Exception, SystemExit) as e:
-            # SystemExit left alone would end the CLI with that status as if all was well.
+        except BaseException as e:
+            # SystemExit left alone would end the CLI with that status as if
+            # all was well; another BaseException (GeneratorExit, its own) as
+            # a traceback.  Only Ctrl-C stays an interruption.
+            if isinstance(e, KeyboardInterrupt):
+                raise
             line = _error_line(e, self.path)
             raise self._error(
                 "the migration called exit (sys.exit(%r)) while loading; a migration fails by "
                 "raising an exception" % (e.code,) if isinstance(e, SystemExit) else
-                "error while loading the migration: %s: %s" % (type(e).__name__, e), line)
+                "error while loading the migration: %s" % _exception_text(e), line)
         if not callable(getattr(module, "up", None)):
             raise self._error("the migration has no up(db) function")
         for direction in ("up", "down"):
@@ -1087,6 +1091,16 @@ class Migration(object):
             raise TypeError("%s(db) returned a %s object instead of doing its work; the "
                             "runner does not await or iterate it: make %s a plain function"
                             % (direction, type(result).__name__, direction))
+
+
+def _exception_text(error):
+    """'Type: message' for an exception a migration raised, whatever its
+    __str__ does (a broken one would replace the failure with its own)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "(its message cannot be shown: str() of it failed)"
+    return "%s: %s" % (type(error).__name__, text)
 
 
 def _error_line(error, path):
@@ -3380,7 +3394,9 @@ class Migrator(object):
                 conn.set_trace_callback(trace)
             with db._guarding():
                 m.run(db, direction)
-        except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
+        except BaseException as e:  # exit() in a migration is a failure, not a stop
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C: an interruption, rolled back as one
+                raise
             raise _migration_failure(m, direction, e, db, self.path,
                                      whole_run or m.transactional)
         finally:
@@ -3764,8 +3780,7 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
         return failure
     line = _error_line(error, m.path) if m.kind == "py" else "?"
     cause = ("called exit (sys.exit(%r)); a migration fails by raising an exception" % (
-        error.code,) if isinstance(error, SystemExit) else "failed: %s: %s" % (
-        type(error).__name__, error))
+        error.code,) if isinstance(error, SystemExit) else "failed: " + _exception_text(error))
     failure = MigrationError(
         kind="migration-failed", path=m.path, version=m.version, direction=direction,
         line=None if line == "?" else line, cause=cause, statement=db.failed_statement,
