@@ -915,7 +915,11 @@ class Migration(object):
                 if self._read is not None:
                     self._source = self._read(self.filename)
                 else:
-                    with open(self.path, "rb") as f:
+                    # O_NONBLOCK: opening a FIFO to read would wait for a writer forever.
+                    with os.fdopen(os.open(self.path, os.O_RDONLY | getattr(
+                            os, "O_NONBLOCK", 0)), "rb") as f:
+                        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                            raise self._error("cannot read it: not a regular file")
                         self._source = f.read()
             except OSError as e:
                 raise self._error("cannot read it: %s" % e.strerror)

@@ -203,6 +203,17 @@ class SqlMigrations(TempDirTestCase):
             self.assertEqual(self.tables(conn), ["users"], marker)
             self.assertEqual(conn.execute("SELECT id FROM users").fetchall(), [(1,)])
 
+    def test_a_fifo_named_like_a_migration_is_refused_not_waited_on(self):
+        # Opening a FIFO to read blocks until a writer comes: `up` hung forever.
+        self.write_sql(1, "a", "CREATE TABLE a (x);")
+        os.mkfifo(os.path.join(self.dir, "002-b.sql"))
+        status, out, err = self.cli("--db", self.db, "up", timeout=10)
+        self.assertEqual(status, 1, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("002-b.sql", err)
+        self.assertIn("not a regular file", err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_non_utf8_file_is_an_error_naming_it(self):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:
             self.load(b"-- migrate:up\nINSERT INTO t VALUES ('caf\xe9');\n")
