@@ -2301,6 +2301,11 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         elif source and os.path.realpath(dest) in _journal_names(source):
             raise _bad_destination(dest, "is the name of the database's own journal; give "
                                          "another file name")
+        elif source and os.path.realpath(dest) == os.path.realpath(source) + _RUN_LOCK_SUFFIX:
+            # (Named as _run_lock names it.)  Users may delete that file while
+            # no runner runs (README): the backup would go with it.
+            raise _bad_destination(dest, "is the name of the database's run lock file; give "
+                                         "another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
         dest = _write_backup(conn, shown, dest, mode, busy_timeout, base)
