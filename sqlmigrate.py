@@ -816,6 +816,11 @@ def _data_verb(sql):
 # --- Migration files --------------------------------------------------------
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+# A line meant as a marker that _MARKER_RE does not take (`-- migrate:dwon`,
+# `-- migrate: down`, sql-migrate's `-- +migrate Down`, goose's `-- +goose
+# Down`): as a mere comment it would make the down's SQL below it run in up.
+_NEAR_MARKER_RE = re.compile(
+    r"(?mi)^[ \t]*--[ \t]*(?:migrate[ \t]*:|\+[ \t]*(?:migrate|goose)\b)[^\n]*$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
 _BASELINE_RE = r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)"
 # The line after it that `baseline` writes: the versions the baseline holds,
@@ -908,7 +913,11 @@ class Migration(object):
                 if self._read is not None:
                     self._source = self._read(self.filename)
                 else:
-                    with open(self.path, "rb") as f:
+                    # O_NONBLOCK: opening a FIFO to read would wait for a writer forever.
+                    with os.fdopen(os.open(self.path, os.O_RDONLY | getattr(
+                            os, "O_NONBLOCK", 0)), "rb") as f:
+                        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                            raise self._error("cannot read it: not a regular file")
                         self._source = f.read()
             except OSError as e:
                 raise self._error("cannot read it: %s" % e.strerror)
@@ -967,13 +976,17 @@ class Migration(object):
         module.__file__ = self.path
         try:
             exec(code, module.__dict__)
-        except (Exception, SystemExit) as e:
-            # SystemExit left alone would end the CLI with that status as if all was well.
+        except BaseException as e:
+            # SystemExit left alone would end the CLI with that status as if
+            # all was well; another BaseException (GeneratorExit, its own) as
+            # a traceback.  Only Ctrl-C stays an interruption.
+            if isinstance(e, KeyboardInterrupt):
+                raise
             line = _error_line(e, self.path)
             raise self._error(
                 "the migration called exit (sys.exit(%r)) while loading; a migration fails by "
                 "raising an exception" % (e.code,) if isinstance(e, SystemExit) else
-                "error while loading the migration: %s: %s" % (type(e).__name__, e), line)
+                "error while loading the migration: %s" % _exception_text(e), line)
         if not callable(getattr(module, "up", None)):
             raise self._error("the migration has no up(db) function")
         for direction in ("up", "down"):
@@ -995,7 +1008,13 @@ class Migration(object):
                               "fix one of them" % (declared, self.version))
         if getattr(module, "name", None) is not None:
             self._name = str(module.name)
-        self._transactional = bool(getattr(module, "transaction", True))
+        transaction = getattr(module, "transaction", True)
+        if transaction not in (True, False):
+            # bool() would take "False" as True and None as False: the other
+            # way than the author meant, silently.
+            raise self._error("transaction = %r: write transaction = True or False"
+                              % (transaction,))
+        self._transactional = bool(transaction)
         self._module = module
 
     def _load_sql(self):
@@ -1012,8 +1031,15 @@ class Migration(object):
                               "baseline must be named %s-baseline.sql: rename it, or remove the "
                               "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
-        text = text[skipped:]
+        whole, text = text, text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
+        taken = set(m.start() for m in markers)
+        for near in _NEAR_MARKER_RE.finditer(text):
+            if near.start() not in taken:
+                raise self._error(
+                    "%r is not a marker: write '-- migrate:up' or '-- migrate:down' alone on "
+                    "its line (as a comment, the SQL below it would run in up)"
+                    % near.group(0).strip(), whole.count("\n", 0, skipped + near.start()) + 1)
         if markers and self.baseline:
             raise self._error("a baseline has no '-- migrate:' sections: all of it is up")
         if markers and _split_sql(text[:markers[0].start()]):
@@ -1069,6 +1095,16 @@ class Migration(object):
                             % (direction, type(result).__name__, direction))
 
 
+def _exception_text(error):
+    """'Type: message' for an exception a migration raised, whatever its
+    __str__ does (a broken one would replace the failure with its own)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "(its message cannot be shown: str() of it failed)"
+    return "%s: %s" % (type(error).__name__, text)
+
+
 def _error_line(error, path):
     tb, line = error.__traceback__, None
     while tb is not None:
@@ -1111,9 +1147,11 @@ def _scan_package(package):
         raise RequestError("cannot import the migration package %s (%s): check the name, and "
                            "that it is installed or on sys.path" % (package, e),
                            kind="bad-directory", path=package)
-    except Exception as e:  # its own code (or a parent's __init__) failed as it ran
+    except (Exception, SystemExit) as e:  # its own code (or a parent's __init__) failed as it ran
+        # SystemExit left alone would end the CLI with that status, nothing done.
         reason = "%s, line %s: %s" % (e.filename, e.lineno, e.msg) \
-            if isinstance(e, SyntaxError) else e
+            if isinstance(e, SyntaxError) else "called exit (sys.exit(%r))" % (e.code,) \
+            if isinstance(e, SystemExit) else e
         raise RequestError("cannot import the migration package %s: %s: %s" % (
             package, type(e).__name__, reason), kind="bad-directory", path=package)
     # __path__, not the spec's: an __init__.py may rebind it (pkgutil.extend_path,
@@ -2261,6 +2299,11 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
         elif source and os.path.realpath(dest) in _journal_names(source):
             raise _bad_destination(dest, "is the name of the database's own journal; give "
                                          "another file name")
+        elif source and os.path.realpath(dest) == os.path.realpath(source) + _RUN_LOCK_SUFFIX:
+            # (Named as _run_lock names it.)  Users may delete that file while
+            # no runner runs (README): the backup would go with it.
+            raise _bad_destination(dest, "is the name of the database's run lock file; give "
+                                         "another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
         return _write_backup(conn, shown, dest, mode, busy_timeout, base)
@@ -3362,7 +3405,9 @@ class Migrator(object):
                 conn.set_trace_callback(trace)
             with db._guarding():
                 m.run(db, direction)
-        except (Exception, SystemExit) as e:  # exit() in a migration is a failure, not a stop
+        except BaseException as e:  # exit() in a migration is a failure, not a stop
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C: an interruption, rolled back as one
+                raise
             raise _migration_failure(m, direction, e, db, self.path,
                                      whole_run or m.transactional)
         finally:
@@ -3760,8 +3805,7 @@ def _migration_failure(m, direction, error, db, database, rolled_back):
         return failure
     line = _error_line(error, m.path) if m.kind == "py" else "?"
     cause = ("called exit (sys.exit(%r)); a migration fails by raising an exception" % (
-        error.code,) if isinstance(error, SystemExit) else "failed: %s: %s" % (
-        type(error).__name__, error))
+        error.code,) if isinstance(error, SystemExit) else "failed: " + _exception_text(error))
     failure = MigrationError(
         kind="migration-failed", path=m.path, version=m.version, direction=direction,
         line=None if line == "?" else line, cause=cause, statement=db.failed_statement,
@@ -7966,6 +8010,11 @@ def _cli_opener(args):
         raise RequestError("cannot import driver module %s (%s): install it into this Python, "
                            "e.g. %s -m pip install %s" % (name, e, os.path.basename(
                                sys.executable or "python3"), _DRIVER_PACKAGES.get(top, top)))
+    except (Exception, SystemExit) as e:  # its own code failed as it ran
+        # SystemExit left alone would end the CLI with that status, nothing done.
+        raise RequestError("cannot import driver module %s: %s" % (name, (
+            "called exit (sys.exit(%r))" % (e.code,) if isinstance(e, SystemExit)
+            else "%s: %s" % (type(e).__name__, e))))
     if not callable(getattr(module, "connect", None)) or \
             not isinstance(getattr(module, "Error", None), type):
         raise RequestError("driver module %s is not a DB-API module (no connect() and Error)"

@@ -298,6 +298,12 @@ class BackupDestinations(BackupTestCase):
                 dest = os.path.join(self.tmp, "alias", "app.db" + suffix)
                 self.assert_refused(dest, dest, "journal")
 
+    def test_the_run_lock_file_name_is_refused(self):
+        # The README lets users delete that file while no runner runs: a
+        # backup under its name would go with it.
+        dest = self.db + "-sqlmigrate-lock"
+        self.assert_refused(dest, dest, "lock file")
+
     def test_an_existing_file_is_never_overwritten(self):
         dest = self.write("existing.db", "precious", directory=self.tmp)
         before = file_sha256(dest)

@@ -706,6 +706,27 @@ class UpTests(CLITestCase):
                 self.assertEqual(self.schema_version(), "2")
                 os.remove(path)
 
+    def test_a_migration_raising_an_odd_exception_exits_1_with_one_line_not_applied(self):
+        # Not every exception derives from Exception, and not every one can
+        # be turned into text: each still fails the migration, one line.
+        odd = ("class Odd(BaseException):\n    pass\n\n\n"
+               "class Unprintable(Exception):\n    def __str__(self):\n"
+               "        raise ValueError('no text')\n\n\n")
+        for raised, shown in (("GeneratorExit()", "GeneratorExit"), ("Odd()", "Odd"),
+                              ("Unprintable()", "Unprintable")):
+            for where, text in (("up", odd + "def up(db):\n    db.execute('CREATE TABLE t3 (x)')"
+                                       "\n    raise %s\n" % raised),
+                                ("top level", odd + "raise %s\n\n\ndef up(db):\n    pass\n"
+                                 % raised)):
+                with self.subTest(raised=raised, where=where):
+                    path = self.write("003-odd.py", text)
+                    result = self.cli("--db", self.db, "up")
+                    self.assert_error(result, 1, "003-odd.py", shown)
+                    self.assertNotIn("Applied v3", result[1])
+                    self.assertNotIn("t3", self.tables())
+                    self.assertEqual(self.schema_version(), "2")
+                    os.remove(path)
+
     def test_dry_run_prints_the_sql_and_changes_nothing(self):
         self.apply("--to", "1")
         before = self.sha()

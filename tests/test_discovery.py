@@ -110,6 +110,23 @@ class PythonMigrations(TempDirTestCase):
         self.assertLoadFails("version = 4\ndef up(db):\n    pass\n",
                              "version = 4", "version 3")
 
+    def test_a_transaction_attribute_that_is_not_a_bool_is_refused(self):
+        # bool("False") is True and bool(None) False: either would run the
+        # migration the other way than its author meant, silently.
+        for value in ('"False"', '"false"', "None", "'no'", "2"):
+            self.write("001-x.py", "transaction = %s\ndef up(db):\n"
+                       "    db.execute('CREATE TABLE t (x)')\n" % value)
+            status, out, err = self.cli("--db", self.db, "up")
+            self.assertEqual(status, 1, (value, out, err))
+            self.assertIn("001-x.py", err)
+            self.assertIn("transaction = %s" % value.replace('"', "'"), err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertFalse(os.path.exists(self.db), value)
+        os.remove(os.path.join(self.dir, "001-x.py"))
+        for value, transactional in (("True", True), ("False", False), ("1", True), ("0", False)):
+            self.assertEqual(self.load("transaction = %s\ndef up(db):\n    pass\n" % value)
+                             .transactional, transactional)
+
     def test_name_is_read_without_running_the_file(self):
         self.write("001-x.py", 'name = "Read Me"\nraise SystemExit("executed!")\n')
         self.assertEqual(sqlmigrate.Migrator(":memory:", self.dir).migrations[0].name, "Read Me")
@@ -167,6 +184,35 @@ class SqlMigrations(TempDirTestCase):
     def test_unknown_marker_option_is_rejected(self):
         with self.assertRaises(sqlmigrate.MigrationError):
             self.load("-- migrate:up transactional:no\nSELECT 1;\n")
+
+    def test_a_misspelled_or_foreign_marker_is_refused_not_run_as_up(self):
+        # Not a marker, such a line would be a comment: the down's DROP below
+        # it would run as part of up and report success.
+        conn = self.connect()
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO users VALUES (1)")
+        for marker in ("-- migrate:dwon", "-- migrate: down", "-- migrate : down",
+                       "-- +migrate Down", "-- +goose Down"):
+            self.write("001-x.sql", "-- migrate:up\nCREATE TABLE a (x);\n%s\n"
+                       "DROP TABLE users;\n" % marker)
+            status, out, err = self.cli("--db", self.db, "up")
+            self.assertEqual(status, 1, (marker, out, err))
+            self.assertIn("001-x.sql:3", err, marker)
+            self.assertIn(marker.strip(), err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertEqual(self.tables(conn), ["users"], marker)
+            self.assertEqual(conn.execute("SELECT id FROM users").fetchall(), [(1,)])
+
+    def test_a_fifo_named_like_a_migration_is_refused_not_waited_on(self):
+        # Opening a FIFO to read blocks until a writer comes: `up` hung forever.
+        self.write_sql(1, "a", "CREATE TABLE a (x);")
+        os.mkfifo(os.path.join(self.dir, "002-b.sql"))
+        status, out, err = self.cli("--db", self.db, "up", timeout=10)
+        self.assertEqual(status, 1, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("002-b.sql", err)
+        self.assertIn("not a regular file", err)
+        self.assertFalse(os.path.exists(self.db))
 
     def test_non_utf8_file_is_an_error_naming_it(self):
         with self.assertRaises(sqlmigrate.MigrationError) as caught:

@@ -85,6 +85,22 @@ class ForeignConnections(TempDirTestCase):
                 self.assertNotIn("pip install", err)
                 self.assertFalse(os.path.exists(self.db))
 
+    def test_a_driver_module_that_fails_or_exits_as_it_imports_is_one_line_exit_2(self):
+        # An ImportError is not all a module's import can raise; its
+        # SystemExit(0) ended the run with status 0, nothing applied.
+        self.write_sql(1, "t", "CREATE TABLE t (x);")
+        for module, body, shown in (("exitdriver", "raise SystemExit(0)", "sys.exit(0)"),
+                                    ("brokendriver", "raise RuntimeError('no libsqlite')",
+                                     "RuntimeError: no libsqlite")):
+            with self.subTest(module=module):
+                self.write(module + ".py", body + "\n", directory=self.tmp)
+                status, out, err = self.cli("--driver", module, "--db", self.db, "up")
+                self.assertEqual(status, 2, (out, err))
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn("driver module %s" % module, err)
+                self.assertIn(shown, err)
+                self.assertFalse(os.path.exists(self.db))
+
     def test_a_key_without_an_encrypting_driver_is_refused(self):
         self.write_sql(1, "t", "CREATE TABLE t (x)")
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up",

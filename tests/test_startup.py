@@ -189,6 +189,16 @@ class PackageSources(StartupCase):
         self.assertIn("SyntaxError", err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_package_whose_init_calls_exit_is_refused_not_a_silent_success(self):
+        # SystemExit is no Exception: it ended the run with status 0 and
+        # nothing applied, as if the database were current.
+        status, out, err = self.up_from_package_folder("exitapp", app_init="raise SystemExit(0)\n")
+        self.assertEqual(status, 2, (out, err))
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("exitapp.migrations", err)
+        self.assertIn("sys.exit(0)", err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_with_no_migrations_is_a_bad_request_naming_it(self):
         archive = self.build_zip(files={})
         status, out, err = self.cli("--db", self.db, "--package", "myapp.migrations", "up",
