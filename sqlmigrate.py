@@ -2737,8 +2737,18 @@ class Migrator(object):
         """Apply pending migrations (up to version `to`); return their results.
         wait: for this many seconds, retry with back-off while another process
         holds the write lock past the busy timeout (workers starting together)."""
+        # A target no file has (12 for 120, a file not yet pulled) would stop
+        # at the one below it, or apply nothing, as if that were asked.
+        if to is not None and to not in set(m.version for m in self.migrations).union(
+                *[[b.version] + list(b._covers or ()) for b in self._baselines]):
+            raise RequestError("no migration file has version %r" % (to,), version=to)
         if wait is not None and _seconds("wait", wait):
-            return _retrying_locked(lambda: self.up(to, dry_run, atomic, backup, strict), wait)
+            return _retrying_locked(lambda: self._up(to, dry_run, atomic, backup, strict), wait)
+        return self._up(to, dry_run, atomic, backup, strict)
+
+    def _up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
+        """up(), to any version: a scratch database is built up to the one
+        below a migration being proved."""
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
             _refuse_drift(drift)
@@ -3027,7 +3037,7 @@ class Migrator(object):
         (with these baselines instead of the files' own, if given)."""
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            _scratch_runner(conn, self, baselines).up(to=to)
+            _scratch_runner(conn, self, baselines)._up(to)
         except BaseException:
             conn.close()
             raise
@@ -4248,7 +4258,7 @@ class _MigrationTest(object):
 
     def up(self, m, entry, check):
         try:
-            self.runner.up(to=m.version)
+            self.runner._up(m.version)
             return True
         except MigrationError as e:
             entry["checks"][check] = "failed"
@@ -4866,7 +4876,7 @@ class _LintRun(object):
         runner = _scratch_runner(conn, migrator, progress=self.progress)
         conn.set_trace_callback(self.trace)
         try:
-            runner.up(to=to)
+            runner._up(to)
         finally:
             conn.set_trace_callback(None)
 

@@ -668,6 +668,16 @@ class UpTests(CLITestCase):
         self.assertEqual(self.schema_version(), "1")
         self.assertNotIn("sessions", self.tables())
 
+    def test_up_to_a_version_no_file_has_is_refused_not_taken_as_the_one_below(self):
+        # A mistyped target (12 for 120, or a file not yet pulled) applied
+        # up to the file below it, or nothing, and reported success.
+        for target in ("3", "99"):
+            status, out, err = self.cli("--db", self.db, "up", "--to", target)
+            self.assertEqual(status, 2, err)
+            self.assertIn("no migration file has version %s" % target, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertFalse(os.path.exists(self.db))
+
     def test_up_with_nothing_pending_says_so_and_leaves_the_file_alone(self):
         self.apply()
         before = self.sha()
