@@ -3143,6 +3143,17 @@ class Migrator(object):
                 raise RequestError("%s is an in-memory database, gone when this run ends; "
                                    "give a database file path"
                                    % self.path, kind="bad-database", database=self.path)
+            # A database made under the name of another one's journal would be
+            # taken for it, found not valid and deleted when that one opens
+            # (its -shm overwritten; its lock file deleted by hand, as allowed).
+            for suffix in _JOURNAL_SUFFIXES + (_RUN_LOCK_SUFFIX,):
+                if self.path.endswith(suffix) and len(self.path) > len(suffix):
+                    raise RequestError(
+                        "%s is the name of a file SQLite (or sqlmigrate) keeps beside database "
+                        "%s: a database made there would be taken for that file and lost; "
+                        "check --db"
+                        % (self.path, self.path[:-len(suffix)]), kind="bad-database",
+                        database=self.path)
             session.conn = _connect(self.path, self.busy_timeout, mode="rwc")
         elif backup_wanted and not dry_run:
             # A caller's connection: the default name beside its file (an

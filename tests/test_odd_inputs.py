@@ -363,6 +363,18 @@ class InMemoryDatabaseTests(CLITestCase):
                 self.assertNotIn("Applied", out)
         self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
 
+    def test_a_new_database_named_as_another_ones_journal_is_refused(self):
+        # app.db-journal made a database would be taken by SQLite for
+        # app.db's journal, found not valid, and deleted when app.db opens.
+        self.add_initial()
+        for name in ("app.db-journal", "app.db-wal", "app.db-shm", "app.db-sqlmigrate-lock"):
+            with self.subTest(name=name):
+                status, out, err = self.cli("--db", name, "up")
+                self.assertEqual(status, 2, err)
+                self.assertIn(name, err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
+
     def test_a_dry_run_into_an_in_memory_database_still_shows_the_plan(self):
         self.add_initial()
         out, _ = self.run_ok("--db", ":memory:", "up", "--dry-run")
