@@ -314,6 +314,9 @@ class _Driver(object):
         # 'shadow', as the module's xShadowName says): 3.37.  Before, the core
         # modules' own list (_SHADOW_SUFFIXES) stands in for it.
         self.has_table_list = version >= (3, 37, 0)
+        # ADD COLUMN tests a new column's CHECK, and a generated column's NOT
+        # NULL, on the rows already there: 3.37.  Before, it adds them untested.
+        self.tests_added_constraints = version >= (3, 37, 0)
 
     def __getattr__(self, name):  # only for what _set_version has not set yet
         conn = self.__dict__.get("_server_connection")
@@ -7066,8 +7069,10 @@ def _plan_columns(conn, master, table, declared, existing, planned):
         seen.add(_key(column))
     # CREATE UNIQUE INDEX has no ON CONFLICT: an index standing in for a
     # UNIQUE ON CONFLICT REPLACE or IGNORE would make those INSERTs fail.
+    untested = not _driver(conn).tests_added_constraints
     reason = next(filter(None, (_rebuild_reason(d) or d.unique_conflict not in (None, "ABORT")
                                 and "UNIQUE ON CONFLICT %s" % d.unique_conflict
+                                or untested and _untested_constraint(d)
                                 for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
@@ -7114,6 +7119,17 @@ def _rebuild_reason(declaration):
         return "a STORED generated column"
     if declaration.default_kind == "expression":
         return "non-constant DEFAULT %s" % declaration.default
+    return None
+
+
+def _untested_constraint(declaration):
+    """What ADD COLUMN before SQLite 3.37 would leave untested on the rows
+    already there (the copy of a rebuild tests it), or None."""
+    if "CHECK" in declaration.words:
+        return "a CHECK, which ADD COLUMN before SQLite 3.37 does not test on existing rows"
+    if declaration.generated and "NOT" in declaration.words:
+        return ("a generated column's NOT NULL, which ADD COLUMN before SQLite 3.37 does not "
+                "test on existing rows")
     return None
 
 

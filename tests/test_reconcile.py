@@ -153,6 +153,8 @@ class ReconcileColumnTests(DatabaseTestCase):
                     "g": "TEXT DEFAULT ('x')", "h": "INT DEFAULT +7", "i": "BOOLEAN DEFAULT TRUE",
                     "j": "TEXT DEFAULT pending", "k": "INT NOT NULL DEFAULT ((-1))",
                     "l": "TEXT COLLATE NOCASE CHECK (l <> '') DEFAULT 'x'"}
+        if VERSION < (3, 37, 0):  # a new CHECK is tested on the rows by a rebuild there
+            declared["l"] = "TEXT COLLATE NOCASE DEFAULT 'x'"
         changes = reconcile(self.db, columns={"t": declared})
         self.assertEqual(len(changes), len(declared))
         self.assertFalse([c for c in changes if "rebuilt" in c])
@@ -434,6 +436,29 @@ class ReconcileColumnTests(DatabaseTestCase):
         with self.assertRaises(MigrationError) as caught:
             reconcile(self.db, columns={"t": {"b": "INT AS (a + 1)"}})
         self.assertIn("3.31", str(caught.exception))
+
+    def test_a_new_columns_check_that_existing_rows_fail_is_refused_on_every_sqlite(self):
+        # SQLite before 3.37 adds such a column without testing its CHECK
+        # (or a generated column's NOT NULL) on the rows already there.
+        self.make("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (NULL);")
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"t": {"x": "INTEGER DEFAULT 0 CHECK (x > 0)"}})
+        self.assertIn("CHECK", str(caught.exception))
+        self.assertEqual(self.schema(), before)
+        if HAS_GENERATED:
+            with self.assertRaises(MigrationError) as caught:
+                reconcile(self.db, columns={"t": {"g": "INT AS (a * 2) NOT NULL"}})
+            self.assertIn("NOT NULL", str(caught.exception))
+            self.assertEqual(self.schema(), before)
+        # A CHECK every row passes is added, and holds for new rows.
+        # (Before SQLite 3.37 by a rebuild, whose copy tests it: the change says so.)
+        changes = reconcile(self.db, columns={"t": {"y": "INTEGER DEFAULT 1 CHECK (y > 0)"}})
+        self.assertEqual(len(changes), 1)
+        self.assertTrue(changes[0].startswith("added column t.y"), changes)
+        self.assertEqual(self.rows("t", "a, y"), [(1, 1), (None, 1)])
+        with self.assertRaises(sqlite3.IntegrityError):
+            self.connect().execute("INSERT INTO t (a, y) VALUES (2, -1)")
 
 
 class ReconcileIndexTests(DatabaseTestCase):
