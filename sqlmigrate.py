@@ -7456,10 +7456,10 @@ def schema_info(db, tables=None):
             if name not in columns:  # a virtual table: its module may not be loaded here
                 info.append({"name": name, "virtual": True, "columns": [], "indexes": []})
                 continue
-            primary = [c.type.upper() for c in columns[name] if c.pk]
-            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-            never_null = primary == ["INTEGER"] or not _CreateTable(sqls[name],
-                                                                    "table %s" % name).rowid
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL; an
+            # INTEGER PRIMARY KEY DESC column is no alias (rowid_key) and can.
+            create = _CreateTable(sqls[name], "table %s" % name)
+            never_null = create.rowid_key() is not None or not create.rowid
             info.append({"name": name, "columns": [{
                 "name": c.name, "type": c.type, "primary_key": bool(c.pk),
                 "not_null": bool(c.notnull) or bool(c.pk) and never_null, "default": c.dflt_value,

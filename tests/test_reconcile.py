@@ -1047,6 +1047,21 @@ class SchemaReportTests(DatabaseTestCase):
         self.assertIn("  - k: TEXT [PK] NOT NULL", report[1].splitlines())
         self.assertIn("  - k: TEXT [PK]", report[2].splitlines())  # rowid tables allow NULL
 
+    def test_only_the_rowid_alias_among_integer_primary_keys_is_reported_not_null(self):
+        # INTEGER PRIMARY KEY DESC in the column's own definition is no rowid
+        # alias (an SQLite quirk): it holds NULL; in a table constraint it is one.
+        conn = self.make("CREATE TABLE d (id INTEGER PRIMARY KEY DESC, v);"
+                         "CREATE TABLE c (id INTEGER, v, PRIMARY KEY (id DESC));"
+                         "CREATE TABLE a (id INTEGER PRIMARY KEY ASC, v);")
+        conn.execute("INSERT INTO d VALUES (NULL, 1)")
+        self.assertEqual(self.rows("d"), [(None, 1)])
+        report = sqlmigrate.schema_report(self.db, ["d", "c", "a"]).split("Table: ")
+        self.assertIn("  - id: INTEGER [PK]", report[1].splitlines())
+        self.assertIn("  - id: INTEGER [PK] NOT NULL", report[2].splitlines())
+        self.assertIn("  - id: INTEGER [PK] NOT NULL", report[3].splitlines())
+        self.assertEqual([c["not_null"] for t in sqlmigrate.schema_info(self.db, ["d", "c"])[
+            "tables"] for c in t["columns"] if c["name"] == "id"], [False, True])
+
     @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
     def test_generated_columns_are_listed(self):
         self.make("CREATE TABLE g (a INT, b INT AS (a * 2) STORED);")
