@@ -6569,7 +6569,8 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     registered = set() if registered is None else registered  # shared by the batches
     if dry_run:  # the rows from the stored position on, read without a write lock
-        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work)
+        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work,
+                           job.table)
         if after.get("done"):
             return 0
         where, params = _key_range(job.columns, after.get("after"), None)
@@ -6587,7 +6588,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, owner, work)
+        position = _begin_batch(raw, metadata, key, owner, work, job.table)
         if position is not None and position.get("done") or position is None and begun:
             raw.execute("ROLLBACK")
             return changed
@@ -6618,7 +6619,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             if owner.checksum is not None:
                 position["migration"] = owner.checksum
             if work is not None:
-                position["work"] = work
+                position["work"], position["table"] = work, job.table
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -6674,8 +6675,18 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             time.sleep(_BACKFILL_PAUSE)
 
 
-def _same_work(position, metadata, key, work):
-    """`position`, refused if other work (_backfill_work's) stored it."""
+def _same_work(position, metadata, key, work, table):
+    """`position`, refused if other work (_backfill_work's) stored it, or the
+    same work on another table: a name= reused there would start that table
+    past the first one's position, skipping its rows."""
+    stored = position.get("table", table) if work is not None else table
+    if _key(stored) != _key(table):
+        raise MigrationError(
+            "the backfill position %r is of table %s, stopped at %s rows, not of %s: run that "
+            "one again to finish it, give this one its own name=, or start over by deleting "
+            "that row (DELETE FROM %s WHERE key = '%s')"
+            % (key, stored, position.get("rows"), table, metadata, key.replace("'", "''")),
+            kind="backfill-changed", tables=[table])
     if work is not None and position.get("work", work) != work:
         raise MigrationError(
             "another backfill of %s stopped at %s rows under the position %r (it "
@@ -6720,7 +6731,7 @@ def _key_text(value):
     return "x'%s'" % value["blob"] if isinstance(value, dict) else repr(value)
 
 
-def _begin_batch(raw, metadata, key, owner, work):
+def _begin_batch(raw, metadata, key, owner, work, table):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration's up (or
     removed its record, for a down): another runner finished it.  A position
@@ -6730,7 +6741,7 @@ def _begin_batch(raw, metadata, key, owner, work):
     try:
         position = _stored_position(raw, metadata, key, create=True)
         if position is not None:
-            position = _same_work(position, metadata, key, work)
+            position = _same_work(position, metadata, key, work, table)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
