@@ -7030,6 +7030,8 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
         if declaration.definition is None:
             plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                                  "[UNIQUE] INDEX statement" % (name, text))
+        elif len(_split_sql(declaration.sql)) > 1:
+            plan.problems.append("index %s %r: holds more than one statement" % (name, text))
         elif _key(declaration.name) != _key(name):
             plan.problems.append("index %s: the statement creates an index named %s"
                                  % (name, declaration.name))

@@ -517,6 +517,19 @@ class ReconcileIndexTests(DatabaseTestCase):
         self.assertIn("idx_two", str(caught.exception))
         self.assertEqual(self.indexes(), [])
 
+    def test_an_index_declaration_holding_a_second_statement_is_refused_before_any_change(self):
+        self.make("CREATE TABLE t (a TEXT); CREATE TABLE other (z);")
+        before = self.schema()
+        for text in ("CREATE INDEX idx_a ON t (a); DROP TABLE other", "t(a); DROP TABLE other"):
+            with self.assertRaises(MigrationError) as caught:
+                reconcile(self.db, columns={"t": {"b": "TEXT"}}, indexes={"idx_a": text})
+            self.assertEqual(caught.exception.kind, "reconcile-refused")
+            self.assertIn("more than one statement", str(caught.exception))
+            self.assertEqual(self.schema(), before)
+        self.assertEqual(reconcile(self.db, indexes={"idx_a": "CREATE INDEX idx_a ON t (a); "
+                                                               "-- the end"}),
+                         ["created index idx_a"])
+
     def test_name_taken_by_a_table_is_refused(self):
         self.make("CREATE TABLE t (a TEXT); CREATE TABLE taken (x);")
         with self.assertRaises(MigrationError) as caught:
