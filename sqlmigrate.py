@@ -6435,6 +6435,14 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
         if raw.in_transaction and _autocommit_mode(raw) is not False:
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
+        schema_key = _backfill_key(None, None, job.table)
+        if owner.version is None and name is None and key != schema_key and _stored_position(
+                raw, _quote_identifier(owner.tracking), key) is None:
+            # Table names compare case-insensitively: one table, one position
+            # however the caller spells it (a position under another spelling
+            # was not found, and every row before it was done again).  One
+            # stored under the caller's spelling before this is still resumed.
+            key = schema_key
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
             return _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms,
                                  dry_run, progress if callable(progress) else None,
