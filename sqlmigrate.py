@@ -314,6 +314,9 @@ class _Driver(object):
         # 'shadow', as the module's xShadowName says): 3.37.  Before, the core
         # modules' own list (_SHADOW_SUFFIXES) stands in for it.
         self.has_table_list = version >= (3, 37, 0)
+        # ADD COLUMN tests a new column's CHECK, and a generated column's NOT
+        # NULL, on the rows already there: 3.37.  Before, it adds them untested.
+        self.tests_added_constraints = version >= (3, 37, 0)
 
     def __getattr__(self, name):  # only for what _set_version has not set yet
         conn = self.__dict__.get("_server_connection")
@@ -5513,7 +5516,12 @@ class _CreateTable(object):
         while not cursor.at_end():  # the table options: WITHOUT ROWID, STRICT
             self.rowid = self.rowid and not cursor.take("WITHOUT", "ROWID")
             self.strict = self.strict or cursor.word() == "STRICT"
-            cursor.advance()
+            if cursor.advance() == ("punct", ";") and not cursor.at_end() and not all(
+                    token == ("punct", ";") for token in cursor.rest()):
+                # The rebuild writes this text as one statement: a second one
+                # would run (another driver) or fail half-way, unexplained (sqlite3).
+                raise MigrationError("%s holds more than one statement: %s" % (what, sql),
+                                     kind="bad-sql")
 
     def column(self, key):
         return next((item for item in self.columns if item.key == key), None)
@@ -6492,6 +6500,14 @@ def backfill(db, table, set=None, where=None, apply=None, batch_rows=1000, targe
         if raw.in_transaction and _autocommit_mode(raw) is not False:
             raise RequestError("backfill commits batch by batch: call it outside a transaction")
         job = _plan_backfill(raw, table, set, where)
+        schema_key = _backfill_key(None, None, job.table)
+        if owner.version is None and name is None and key != schema_key and _stored_position(
+                raw, _quote_identifier(owner.tracking), key) is None:
+            # Table names compare case-insensitively: one table, one position
+            # however the caller spells it (a position under another spelling
+            # was not found, and every row before it was done again).  One
+            # stored under the caller's spelling before this is still resumed.
+            key = schema_key
         with _explicit_transactions(raw), _backfill_settings(raw) as checkpoint_each:
             return _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms,
                                  dry_run, progress if callable(progress) else None,
@@ -6631,7 +6647,8 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
     registered = set() if registered is None else registered  # shared by the batches
     if dry_run:  # the rows from the stored position on, read without a write lock
-        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work)
+        after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work,
+                           job.table)
         if after.get("done"):
             return 0
         where, params = _key_range(job.columns, after.get("after"), None)
@@ -6649,7 +6666,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
     others, pause_until = _query(raw, "PRAGMA data_version"), None
     while True:
         asked = time.perf_counter()
-        position = _begin_batch(raw, metadata, key, owner, work)
+        position = _begin_batch(raw, metadata, key, owner, work, job.table)
         if position is not None and position.get("done") or position is None and begun:
             raw.execute("ROLLBACK")
             return changed
@@ -6680,7 +6697,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             if owner.checksum is not None:
                 position["migration"] = owner.checksum
             if work is not None:
-                position["work"] = work
+                position["work"], position["table"] = work, job.table
             if last is None and version is None:
                 raw.execute("DELETE FROM %s WHERE key = ?" % metadata, (key,))
             else:
@@ -6736,8 +6753,18 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
             time.sleep(_BACKFILL_PAUSE)
 
 
-def _same_work(position, metadata, key, work):
-    """`position`, refused if other work (_backfill_work's) stored it."""
+def _same_work(position, metadata, key, work, table):
+    """`position`, refused if other work (_backfill_work's) stored it, or the
+    same work on another table: a name= reused there would start that table
+    past the first one's position, skipping its rows."""
+    stored = position.get("table", table) if work is not None else table
+    if _key(stored) != _key(table):
+        raise MigrationError(
+            "the backfill position %r is of table %s, stopped at %s rows, not of %s: run that "
+            "one again to finish it, give this one its own name=, or start over by deleting "
+            "that row (DELETE FROM %s WHERE key = '%s')"
+            % (key, stored, position.get("rows"), table, metadata, key.replace("'", "''")),
+            kind="backfill-changed", tables=[table])
     if work is not None and position.get("work", work) != work:
         raise MigrationError(
             "another backfill of %s stopped at %s rows under the position %r (it "
@@ -6782,7 +6809,7 @@ def _key_text(value):
     return "x'%s'" % value["blob"] if isinstance(value, dict) else repr(value)
 
 
-def _begin_batch(raw, metadata, key, owner, work):
+def _begin_batch(raw, metadata, key, owner, work, table):
     """BEGIN IMMEDIATE and the position as stored; {"done": True} also when
     none is stored because the runner recorded the migration's up (or
     removed its record, for a down): another runner finished it.  A position
@@ -6792,7 +6819,7 @@ def _begin_batch(raw, metadata, key, owner, work):
     try:
         position = _stored_position(raw, metadata, key, create=True)
         if position is not None:
-            position = _same_work(position, metadata, key, work)
+            position = _same_work(position, metadata, key, work, table)
             changed = owner.checksum is not None and \
                 position.get("migration", owner.checksum) != owner.checksum
             if changed and position.get("done"):
@@ -7076,6 +7103,8 @@ def _plan_reconcile(conn, columns, indexes, quiet=False):
         if declaration.definition is None:
             plan.problems.append("index %s %r: expected 'table(column, ...)' or a CREATE "
                                  "[UNIQUE] INDEX statement" % (name, text))
+        elif len(_split_sql(declaration.sql)) > 1:
+            plan.problems.append("index %s %r: holds more than one statement" % (name, text))
         elif _key(declaration.name) != _key(name):
             plan.problems.append("index %s: the statement creates an index named %s"
                                  % (name, declaration.name))
@@ -7131,8 +7160,10 @@ def _plan_columns(conn, master, table, declared, existing, planned):
         seen.add(_key(column))
     # CREATE UNIQUE INDEX has no ON CONFLICT: an index standing in for a
     # UNIQUE ON CONFLICT REPLACE or IGNORE would make those INSERTs fail.
+    untested = not _driver(conn).tests_added_constraints
     reason = next(filter(None, (_rebuild_reason(d) or d.unique_conflict not in (None, "ABORT")
                                 and "UNIQUE ON CONFLICT %s" % d.unique_conflict
+                                or untested and _untested_constraint(d)
                                 for _, _, d in missing)), None)
     if reason:
         # One rebuild per table carries every missing column, in declared order.
@@ -7179,6 +7210,17 @@ def _rebuild_reason(declaration):
         return "a STORED generated column"
     if declaration.default_kind == "expression":
         return "non-constant DEFAULT %s" % declaration.default
+    return None
+
+
+def _untested_constraint(declaration):
+    """What ADD COLUMN before SQLite 3.37 would leave untested on the rows
+    already there (the copy of a rebuild tests it), or None."""
+    if "CHECK" in declaration.words:
+        return "a CHECK, which ADD COLUMN before SQLite 3.37 does not test on existing rows"
+    if declaration.generated and "NOT" in declaration.words:
+        return ("a generated column's NOT NULL, which ADD COLUMN before SQLite 3.37 does not "
+                "test on existing rows")
     return None
 
 
@@ -7505,10 +7547,10 @@ def schema_info(db, tables=None):
             if name not in columns:  # a virtual table: its module may not be loaded here
                 info.append({"name": name, "virtual": True, "columns": [], "indexes": []})
                 continue
-            primary = [c.type.upper() for c in columns[name] if c.pk]
-            # A rowid alias or a WITHOUT ROWID key can never hold NULL.
-            never_null = primary == ["INTEGER"] or not _CreateTable(sqls[name],
-                                                                    "table %s" % name).rowid
+            # A rowid alias or a WITHOUT ROWID key can never hold NULL; an
+            # INTEGER PRIMARY KEY DESC column is no alias (rowid_key) and can.
+            create = _CreateTable(sqls[name], "table %s" % name)
+            never_null = create.rowid_key() is not None or not create.rowid
             info.append({"name": name, "columns": [{
                 "name": c.name, "type": c.type, "primary_key": bool(c.pk),
                 "not_null": bool(c.notnull) or bool(c.pk) and never_null, "default": c.dflt_value,

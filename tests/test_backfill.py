@@ -397,6 +397,45 @@ class FailingBatch(BackfillTestCase):
         self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1"), 300)
         self.assertEqual(self.counts(conn), {1: 1000})
 
+    def test_a_stopped_position_is_not_resumed_on_another_table_under_the_same_name(self):
+        # The same name= and set= on another table would start that table
+        # past the first one's position, skip its rows, and report success.
+        conn = self.make_items(1000)
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "items", set="n = n + 1", batch_rows=100,
+                                target_ms=None, name="bump")
+        conn.execute("CREATE TABLE others (id INTEGER PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0)")
+        conn.execute("INSERT INTO others (id) SELECT id FROM items")
+        for dry_run in (True, False):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.backfill(self.db, "others", set="n = n + 1", name="bump",
+                                    dry_run=dry_run)
+            self.assertEqual(caught.exception.kind, "backfill-changed")
+            self.assertIn("items", str(caught.exception))
+        self.assertEqual(conn.execute("SELECT count(*) FROM others WHERE n = 0").fetchall()[0][0],
+                         1000)
+        self.assertEqual(sqlmigrate.backfill(self.db, "others", set="n = n + 1", name="other"),
+                         1000)
+
+    def test_a_stopped_backfill_resumes_whatever_the_spelling_of_its_tables_name(self):
+        # Table names compare case-insensitively: "Items" is the table a
+        # backfill of "items" stopped on, and starting over did rows twice.
+        conn = self.stopped_at_row_700()
+        conn.execute("UPDATE items SET n = 0 WHERE id = 750")
+        self.assertEqual(sqlmigrate.backfill(self.db, "ITEMS", set="n = n + 1", dry_run=True), 300)
+        self.assertEqual(sqlmigrate.backfill(self.db, "Items", set="n = n + 1"), 300)
+        self.assertEqual(self.counts(conn), {1: 1000})
+        self.assertEqual(conn.execute("SELECT count(*) FROM metadata").fetchall()[0][0], 0)
+        # Started under another spelling, it is found under the schema's too.
+        conn.execute("UPDATE items SET n = 4 WHERE id = 750")
+        with self.assertRaises(sqlmigrate.MigrationError):
+            sqlmigrate.backfill(self.db, "ITEMS", set="n = n + 1", batch_rows=100,
+                                target_ms=None)
+        conn.execute("UPDATE items SET n = 1 WHERE id = 750")
+        self.assertEqual(sqlmigrate.backfill(self.db, "items", set="n = n + 1"), 300)
+        self.assertEqual(self.counts(conn), {2: 1000})
+
     def test_a_dry_run_of_other_work_under_a_stopped_position_is_refused_as_the_run_would_be(self):
         # It counted from the other work's position: rows the real run, which
         # refuses, would never reach.

@@ -888,6 +888,22 @@ class Cases(object):
         self.assertEqual(caught.exception.kind, "bad-sql")
         self.assertEqual(self.rows("SELECT id, a FROM t"), [(1, "x")])
 
+    def test_create_sql_with_a_second_statement_is_bad_sql_and_changes_nothing(self):
+        self.make("CREATE TABLE t (id INTEGER PRIMARY KEY, a); INSERT INTO t VALUES (1, 'x');"
+                  "CREATE TABLE other (z);")
+        before = self.schema()
+        for tail in ("; DROP TABLE other", "; -- a comment\n; DROP TABLE other;"):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                self.rebuild_table(self.conn, "t",
+                                   create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, a, b)" + tail)
+            self.assertEqual(caught.exception.kind, "bad-sql")
+            self.assertIn("one statement", str(caught.exception))
+            self.assertEqual(self.schema(), before)
+        # A trailing ';' (and comment) is no second statement.
+        self.rebuild_table(self.conn, "t", create_sql="CREATE TABLE t (id INTEGER PRIMARY KEY, "
+                                                      "a, b); -- the end")
+        self.assertEqual(self.rows("SELECT id, a, b FROM t"), [(1, "x", None)])
+
     def test_no_op_rebuild(self):
         self.make("""
             CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT COLLATE NOCASE,

@@ -153,6 +153,8 @@ class ReconcileColumnTests(DatabaseTestCase):
                     "g": "TEXT DEFAULT ('x')", "h": "INT DEFAULT +7", "i": "BOOLEAN DEFAULT TRUE",
                     "j": "TEXT DEFAULT pending", "k": "INT NOT NULL DEFAULT ((-1))",
                     "l": "TEXT COLLATE NOCASE CHECK (l <> '') DEFAULT 'x'"}
+        if VERSION < (3, 37, 0):  # a new CHECK is tested on the rows by a rebuild there
+            declared["l"] = "TEXT COLLATE NOCASE DEFAULT 'x'"
         changes = reconcile(self.db, columns={"t": declared})
         self.assertEqual(len(changes), len(declared))
         self.assertFalse([c for c in changes if "rebuilt" in c])
@@ -435,6 +437,29 @@ class ReconcileColumnTests(DatabaseTestCase):
             reconcile(self.db, columns={"t": {"b": "INT AS (a + 1)"}})
         self.assertIn("3.31", str(caught.exception))
 
+    def test_a_new_columns_check_that_existing_rows_fail_is_refused_on_every_sqlite(self):
+        # SQLite before 3.37 adds such a column without testing its CHECK
+        # (or a generated column's NOT NULL) on the rows already there.
+        self.make("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (NULL);")
+        before = self.schema()
+        with self.assertRaises(MigrationError) as caught:
+            reconcile(self.db, columns={"t": {"x": "INTEGER DEFAULT 0 CHECK (x > 0)"}})
+        self.assertIn("CHECK", str(caught.exception))
+        self.assertEqual(self.schema(), before)
+        if HAS_GENERATED:
+            with self.assertRaises(MigrationError) as caught:
+                reconcile(self.db, columns={"t": {"g": "INT AS (a * 2) NOT NULL"}})
+            self.assertIn("NOT NULL", str(caught.exception))
+            self.assertEqual(self.schema(), before)
+        # A CHECK every row passes is added, and holds for new rows.
+        # (Before SQLite 3.37 by a rebuild, whose copy tests it: the change says so.)
+        changes = reconcile(self.db, columns={"t": {"y": "INTEGER DEFAULT 1 CHECK (y > 0)"}})
+        self.assertEqual(len(changes), 1)
+        self.assertTrue(changes[0].startswith("added column t.y"), changes)
+        self.assertEqual(self.rows("t", "a, y"), [(1, 1), (None, 1)])
+        with self.assertRaises(sqlite3.IntegrityError):
+            self.connect().execute("INSERT INTO t (a, y) VALUES (2, -1)")
+
 
 class ReconcileIndexTests(DatabaseTestCase):
 
@@ -491,6 +516,19 @@ class ReconcileIndexTests(DatabaseTestCase):
             reconcile(self.db, indexes={"idx_one": "CREATE INDEX idx_two ON t (a)"})
         self.assertIn("idx_two", str(caught.exception))
         self.assertEqual(self.indexes(), [])
+
+    def test_an_index_declaration_holding_a_second_statement_is_refused_before_any_change(self):
+        self.make("CREATE TABLE t (a TEXT); CREATE TABLE other (z);")
+        before = self.schema()
+        for text in ("CREATE INDEX idx_a ON t (a); DROP TABLE other", "t(a); DROP TABLE other"):
+            with self.assertRaises(MigrationError) as caught:
+                reconcile(self.db, columns={"t": {"b": "TEXT"}}, indexes={"idx_a": text})
+            self.assertEqual(caught.exception.kind, "reconcile-refused")
+            self.assertIn("more than one statement", str(caught.exception))
+            self.assertEqual(self.schema(), before)
+        self.assertEqual(reconcile(self.db, indexes={"idx_a": "CREATE INDEX idx_a ON t (a); "
+                                                               "-- the end"}),
+                         ["created index idx_a"])
 
     def test_name_taken_by_a_table_is_refused(self):
         self.make("CREATE TABLE t (a TEXT); CREATE TABLE taken (x);")
@@ -1021,6 +1059,21 @@ class SchemaReportTests(DatabaseTestCase):
         report = sqlmigrate.schema_report(self.db, ["w", "r"]).split("Table: ")
         self.assertIn("  - k: TEXT [PK] NOT NULL", report[1].splitlines())
         self.assertIn("  - k: TEXT [PK]", report[2].splitlines())  # rowid tables allow NULL
+
+    def test_only_the_rowid_alias_among_integer_primary_keys_is_reported_not_null(self):
+        # INTEGER PRIMARY KEY DESC in the column's own definition is no rowid
+        # alias (an SQLite quirk): it holds NULL; in a table constraint it is one.
+        conn = self.make("CREATE TABLE d (id INTEGER PRIMARY KEY DESC, v);"
+                         "CREATE TABLE c (id INTEGER, v, PRIMARY KEY (id DESC));"
+                         "CREATE TABLE a (id INTEGER PRIMARY KEY ASC, v);")
+        conn.execute("INSERT INTO d VALUES (NULL, 1)")
+        self.assertEqual(self.rows("d"), [(None, 1)])
+        report = sqlmigrate.schema_report(self.db, ["d", "c", "a"]).split("Table: ")
+        self.assertIn("  - id: INTEGER [PK]", report[1].splitlines())
+        self.assertIn("  - id: INTEGER [PK] NOT NULL", report[2].splitlines())
+        self.assertIn("  - id: INTEGER [PK] NOT NULL", report[3].splitlines())
+        self.assertEqual([c["not_null"] for t in sqlmigrate.schema_info(self.db, ["d", "c"])[
+            "tables"] for c in t["columns"] if c["name"] == "id"], [False, True])
 
     @unittest.skipUnless(HAS_GENERATED, NEEDS_GENERATED)
     def test_generated_columns_are_listed(self):
