@@ -3592,6 +3592,17 @@ def _put_back_connection_settings(conn, saved, strict):
                  was if name.endswith("locking_mode") else str(int(was)))
         try:
             conn.execute("PRAGMA %s = %s" % (name, value))
+            if name == "main.locking_mode" and not conn.in_transaction and \
+                    _connection_settings(conn, (name,)).get(name) != was and \
+                    _query(conn, "PRAGMA main.journal_mode")[0][0].lower() == "wal":
+                # A connection that entered WAL mode in EXCLUSIVE locking
+                # mode keeps the wal-index in its own memory and ignores
+                # NORMAL, silently, until it leaves WAL: it would keep the
+                # file locked against every other process.  Out of WAL and
+                # back (the file stays as the migration left it).
+                _query(conn, "PRAGMA main.journal_mode = DELETE")
+                conn.execute("PRAGMA %s = %s" % (name, value))
+                _query(conn, "PRAGMA main.journal_mode = WAL")
             unlocked = unlocked or name == "main.locking_mode"
         except _DB.Error:
             # dqlite answers a setter with an error though it took effect (as
