@@ -3206,12 +3206,19 @@ class Migrator(object):
         migration directory, under a name discovery reads (the path's own, or
         its link's target's), it would be read as a migration file; the
         database itself, which it would replace, or one of its journal files,
-        which SQLite would take for a crashed writer's and delete."""
+        which SQLite would take for a crashed writer's and delete; or the run
+        lock file."""
         if self.path is not None and self.path != ":memory:":
             if os.path.realpath(self.schema_file) in _journal_names(self.path) | set([
                     os.path.realpath(self.path)]):
                 return ("the schema file %s is the database %s or one of its journal files: "
                         "writing it would destroy one of them; choose another path"
+                        % (self.schema_file, self.path))
+            if os.path.realpath(self.schema_file) == \
+                    os.path.realpath(self.path) + _RUN_LOCK_SUFFIX:
+                # Its text would stand where runners take the run lock (_run_lock).
+                return ("the schema file %s is the lock file that runners of the database %s "
+                        "take for non-transactional migrations; choose another path"
                         % (self.schema_file, self.path))
         if "directory" not in self._sources:
             return None
