@@ -2303,13 +2303,17 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                 driver is not _SQLITE3_DRIVER and driver.has_backup and
                 not driver.has_vacuum_into):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
-        elif driver is _SQLITE3_DRIVER:
+        elif driver is _SQLITE3_DRIVER and not driver.has_vacuum_into:
             _copy_under_write_lock(conn, temporary)
         else:
             # Another driver: VACUUM INTO where it exists, since it also copies
             # an SQLCipher database encrypted with its key (backup() into a
-            # connection without the key fails).  It fills the empty
-            # placeholder, which keeps its mode: never a moment more readable.
+            # connection without the key fails).  sqlite3 without the backup
+            # API (Python 3.6, PyPy): VACUUM INTO too, as SQLite reads the file
+            # itself; a copy of ours would close a descriptor of the file,
+            # which drops every POSIX lock this process holds on it (see
+            # _copy_under_write_lock).  It fills the empty placeholder, which
+            # keeps its mode: never a moment more readable.
             _raw(conn).execute("VACUUM INTO ?", (temporary,))
         copy = _backup_opener(driver).connect(_uri(temporary, "rw"), dest, uri=True)
         try:
@@ -2457,7 +2461,11 @@ def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
     its WAL are copied into the existing file `dest` and a new `dest`-wal
-    with the same permissions, then fold the WAL into the copy."""
+    with the same permissions, then fold the WAL into the copy.  Only where
+    SQLite has no VACUUM INTO (before 3.27): closing the copied file drops
+    every POSIX lock this process holds on the database, those of its other
+    connections too (in WAL mode another process closing last then deletes
+    the WAL under them: commits lost)."""
     import shutil
     source_path = _main_file(conn)
     mode = stat.S_IMODE(os.stat(dest).st_mode)
