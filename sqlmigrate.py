@@ -1638,20 +1638,30 @@ def _scratch_copy(source, busy_timeout):
                 src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
                                      isolation_level=None)
                 try:
-                    with _driver_session(src):
-                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
-                        try:
-                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
-                            if opener.module is sqlite3 and _HAS_BACKUP_API:
-                                copy = backup(_raw(src))
-                            else:
-                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                                for suffix in ("", "-wal"):
-                                    if os.path.exists(real + suffix):
-                                        shutil.copyfile(real + suffix, os.path.join(
-                                            directory, "copy.db" + suffix))
-                        finally:
-                            src.execute("ROLLBACK")
+                    if opener.module is sqlite3 and not _HAS_BACKUP_API and \
+                            _SQLITE3_DRIVER.has_vacuum_into:
+                        # SQLite reads the file itself: a copy of ours would
+                        # close a descriptor of it, which drops every POSIX
+                        # lock this process holds on it, those of the caller's
+                        # own connections too (in WAL mode another process
+                        # closing last then deletes the WAL under them).
+                        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                        _query(src, "VACUUM INTO ?", (os.path.join(directory, "copy.db"),))
+                    else:
+                        with _driver_session(src):
+                            src.execute("BEGIN")  # deferred: the read below takes the shared lock
+                            try:
+                                _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
+                                if opener.module is sqlite3 and _HAS_BACKUP_API:
+                                    copy = backup(_raw(src))
+                                else:
+                                    directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                                    for suffix in ("", "-wal"):
+                                        if os.path.exists(real + suffix):
+                                            shutil.copyfile(real + suffix, os.path.join(
+                                                directory, "copy.db" + suffix))
+                            finally:
+                                src.execute("ROLLBACK")
                 finally:
                     src.close()
             except _DB.Error as e:
