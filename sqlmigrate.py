@@ -3619,6 +3619,7 @@ def _put_back_connection_settings(conn, saved, strict):
             conn.execute("PRAGMA %s = %s" % (name, value))
             if name == "main.locking_mode" and not conn.in_transaction and \
                     _connection_settings(conn, (name,)).get(name) != was and \
+                    "journal_mode" not in _driver(conn).refused_pragmas and \
                     _query(conn, "PRAGMA main.journal_mode")[0][0].lower() == "wal":
                 # A connection that entered WAL mode in EXCLUSIVE locking
                 # mode keeps the wal-index in its own memory and ignores
