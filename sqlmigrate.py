@@ -1677,20 +1677,30 @@ def _scratch_copy(source, busy_timeout):
                 src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
                                      isolation_level=None)
                 try:
-                    with _driver_session(src):
-                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
-                        try:
-                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
-                            if opener.module is sqlite3 and _HAS_BACKUP_API:
-                                copy = backup(_raw(src))
-                            else:
-                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                                for suffix in ("", "-wal"):
-                                    if os.path.exists(real + suffix):
-                                        shutil.copyfile(real + suffix, os.path.join(
-                                            directory, "copy.db" + suffix))
-                        finally:
-                            src.execute("ROLLBACK")
+                    if opener.module is sqlite3 and not _HAS_BACKUP_API and \
+                            _SQLITE3_DRIVER.has_vacuum_into:
+                        # SQLite reads the file itself: a copy of ours would
+                        # close a descriptor of it, which drops every POSIX
+                        # lock this process holds on it, those of the caller's
+                        # own connections too (in WAL mode another process
+                        # closing last then deletes the WAL under them).
+                        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                        _query(src, "VACUUM INTO ?", (os.path.join(directory, "copy.db"),))
+                    else:
+                        with _driver_session(src):
+                            src.execute("BEGIN")  # deferred: the read below takes the shared lock
+                            try:
+                                _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
+                                if opener.module is sqlite3 and _HAS_BACKUP_API:
+                                    copy = backup(_raw(src))
+                                else:
+                                    directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                                    for suffix in ("", "-wal"):
+                                        if os.path.exists(real + suffix):
+                                            shutil.copyfile(real + suffix, os.path.join(
+                                                directory, "copy.db" + suffix))
+                            finally:
+                                src.execute("ROLLBACK")
                 finally:
                     src.close()
             except _DB.Error as e:
@@ -2345,13 +2355,17 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                 driver is not _SQLITE3_DRIVER and driver.has_backup and
                 not driver.has_vacuum_into):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
-        elif driver is _SQLITE3_DRIVER:
+        elif driver is _SQLITE3_DRIVER and not driver.has_vacuum_into:
             _copy_under_write_lock(conn, temporary)
         else:
             # Another driver: VACUUM INTO where it exists, since it also copies
             # an SQLCipher database encrypted with its key (backup() into a
-            # connection without the key fails).  It fills the empty
-            # placeholder, which keeps its mode: never a moment more readable.
+            # connection without the key fails).  sqlite3 without the backup
+            # API (Python 3.6, PyPy): VACUUM INTO too, as SQLite reads the file
+            # itself; a copy of ours would close a descriptor of the file,
+            # which drops every POSIX lock this process holds on it (see
+            # _copy_under_write_lock).  It fills the empty placeholder, which
+            # keeps its mode: never a moment more readable.
             _raw(conn).execute("VACUUM INTO ?", (temporary,))
         copy = _backup_opener(driver).connect(_uri(temporary, "rw"), dest, uri=True)
         try:
@@ -2499,7 +2513,11 @@ def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
     its WAL are copied into the existing file `dest` and a new `dest`-wal
-    with the same permissions, then fold the WAL into the copy."""
+    with the same permissions, then fold the WAL into the copy.  Only where
+    SQLite has no VACUUM INTO (before 3.27): closing the copied file drops
+    every POSIX lock this process holds on the database, those of its other
+    connections too (in WAL mode another process closing last then deletes
+    the WAL under them: commits lost)."""
     import shutil
     source_path = _main_file(conn)
     mode = stat.S_IMODE(os.stat(dest).st_mode)
@@ -3274,12 +3292,19 @@ class Migrator(object):
         migration directory, under a name discovery reads (the path's own, or
         its link's target's), it would be read as a migration file; the
         database itself, which it would replace, or one of its journal files,
-        which SQLite would take for a crashed writer's and delete."""
+        which SQLite would take for a crashed writer's and delete; or the run
+        lock file."""
         if self.path is not None and self.path != ":memory:":
             if os.path.realpath(self.schema_file) in _journal_names(self.path) | set([
                     os.path.realpath(self.path)]):
                 return ("the schema file %s is the database %s or one of its journal files: "
                         "writing it would destroy one of them; choose another path"
+                        % (self.schema_file, self.path))
+            if os.path.realpath(self.schema_file) == \
+                    os.path.realpath(self.path) + _RUN_LOCK_SUFFIX:
+                # Its text would stand where runners take the run lock (_run_lock).
+                return ("the schema file %s is the lock file that runners of the database %s "
+                        "take for non-transactional migrations; choose another path"
                         % (self.schema_file, self.path))
         if "directory" not in self._sources:
             return None
@@ -3677,6 +3702,18 @@ def _put_back_connection_settings(conn, saved, strict):
                  was if name.endswith("locking_mode") else str(int(was)))
         try:
             conn.execute("PRAGMA %s = %s" % (name, value))
+            if name == "main.locking_mode" and not conn.in_transaction and \
+                    _connection_settings(conn, (name,)).get(name) != was and \
+                    "journal_mode" not in _driver(conn).refused_pragmas and \
+                    _query(conn, "PRAGMA main.journal_mode")[0][0].lower() == "wal":
+                # A connection that entered WAL mode in EXCLUSIVE locking
+                # mode keeps the wal-index in its own memory and ignores
+                # NORMAL, silently, until it leaves WAL: it would keep the
+                # file locked against every other process.  Out of WAL and
+                # back (the file stays as the migration left it).
+                _query(conn, "PRAGMA main.journal_mode = DELETE")
+                conn.execute("PRAGMA %s = %s" % (name, value))
+                _query(conn, "PRAGMA main.journal_mode = WAL")
             unlocked = unlocked or name == "main.locking_mode"
         except _DB.Error:
             # dqlite answers a setter with an error though it took effect (as

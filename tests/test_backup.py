@@ -247,6 +247,38 @@ class BackupNeverHangs(BackupTestCase):
             self.assertIn("transaction", out)
             self.assertEqual(self.entries(), ["app.db", "migrations"])
 
+    def test_a_backup_without_the_backup_api_leaves_the_callers_wal_lock_so_no_commit_is_lost(self):
+        # Python 3.6 and PyPy have no backup API.  Closing a file descriptor
+        # of the database drops every POSIX lock this process holds on it,
+        # SQLite's too: another process closing its connection then took the
+        # caller's connection for gone and deleted the WAL under it, and the
+        # two went on writing to different WALs: a commit was lost.
+        out, err = self.run_child("""
+            import os, sqlite3, subprocess, sys
+            import sqlmigrate
+            sqlmigrate._HAS_BACKUP_API = False  # the path Python 3.6 and PyPy take
+
+            def other(name):  # another process: opens, commits, closes (the last to)
+                subprocess.run([sys.executable, "-c", "import sqlite3, sys; "
+                                "c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                                "c.execute('INSERT INTO users (name) VALUES (?)', "
+                                "(sys.argv[2],)); c.close()", sys.argv[1], name], check=True)
+
+            conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("INSERT INTO users (name) VALUES ('mine-1')")
+            print(sqlmigrate.backup(conn, os.path.join(sys.argv[2], "copy.db")))
+            other("other-1")
+            conn.execute("INSERT INTO users (name) VALUES ('mine-2')")
+            other("other-2")
+            conn.close()
+            """)
+        self.assertIn("copy.db", out, err)
+        self.assert_complete_copy(os.path.join(self.tmp, "copy.db"))
+        self.assertEqual([row[0] for row in self.connect().execute(
+            "SELECT name FROM users WHERE name LIKE '%-_' ORDER BY id")],
+            ["mine-1", "other-1", "mine-2", "other-2"], err)
+
     def test_backup_of_a_locked_database_fails_after_the_busy_timeout(self):
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, self.db], stdout=subprocess.PIPE)
         self.addCleanup(locker.stdout.close)

@@ -935,6 +935,25 @@ class ConnectionSettings(RunnerTestCase):
         self.assertEqual((other.returncode, other.stderr), (0, ""))
         self.assertEqual(conn.execute("PRAGMA locking_mode").fetchone()[0], "normal")
 
+    def test_exclusive_locking_mode_set_before_entering_wal_does_not_keep_other_processes_out(self):
+        # A connection that enters WAL mode in EXCLUSIVE locking mode keeps
+        # the wal-index in its own memory and ignores locking_mode = NORMAL
+        # until it leaves WAL: set back only by name, the caller's connection
+        # kept the file locked against every other process after migrate().
+        self.write_sql(1, "wal", "PRAGMA locking_mode = EXCLUSIVE;\nPRAGMA journal_mode = WAL;\n"
+                       "CREATE TABLE t (x);", options="transaction:false")
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        self.addCleanup(conn.close)
+        self.assertEqual(len(sqlmigrate.migrate(conn, self.dir)), 1)
+        self.assertEqual([conn.execute("PRAGMA " + name).fetchone()[0] for name in (
+            "main.locking_mode", "main.journal_mode")], ["normal", "wal"])
+        other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; sqlite3.connect("
+                                "sys.argv[1], timeout=0, isolation_level=None).execute("
+                                "'INSERT INTO t VALUES (1)')", self.db], stderr=subprocess.PIPE,
+                               universal_newlines=True)
+        self.assertEqual((other.returncode, other.stderr), (0, ""))
+        self.assertEqual(conn.execute("SELECT x FROM t").fetchall(), [(1,)])
+
     def test_a_migrations_database_settings_stay(self):
         # The file's own settings are the migration's to change.
         self.write_sql(1, "file", "PRAGMA journal_mode = WAL;\nPRAGMA user_version = 7;\n"

@@ -487,6 +487,18 @@ class SchemaSqlTest(TempDirTestCase):
         self.assertEqual(code, 1, out + err)
         self.assertIn("journal", out)
 
+    def test_schema_file_named_as_the_run_lock_file_is_refused_before_migrating(self):
+        # Written there, it would be the lock file non-transactional
+        # migrations run under: they would fail to take it ("disk I/O error",
+        # "not a database"), and the runners that only wait for one would
+        # skip it; replaced meanwhile, runners would lock different files.
+        self.write_two()
+        self.cli_ok("--db", self.db, "up", "--to", "1")
+        self.schema_file = self.db + "-sqlmigrate-lock"
+        self.assert_refused(("--db", self.db, "--schema-file", self.schema_file, "up"), 2,
+                            "lock file")
+        self.assertFalse(os.path.exists(self.schema_file))
+
     def test_symlinked_schema_file_is_written_through_the_link(self):
         self.write_two()
         os.mkdir(os.path.join(self.tmp, "repo"))

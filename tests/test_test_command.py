@@ -297,6 +297,43 @@ class FromCopyTest(TempDirTestCase):
         self.assertEqual(original, (file_sha256(self.db), os.stat(self.db).st_mtime_ns))
         self.assertEqual(sqlmigrate.Migrator(self.db, self.dir).current_version, 1)
 
+    def test_from_a_callers_connection_without_the_backup_api_loses_no_commit_of_others(self):
+        # Python 3.6 and PyPy have no backup API.  Closing our descriptor of
+        # the copied file dropped every POSIX lock this process holds on it,
+        # the caller's connection's too: another process closing its
+        # connection then deleted the WAL under it, and the two went on
+        # writing to different WALs: a commit was lost.
+        self.make_prod()
+        import subprocess
+        import sys
+        import textwrap
+        code = textwrap.dedent("""
+            import sqlite3, subprocess, sys
+            import sqlmigrate
+            sqlmigrate._HAS_BACKUP_API = False  # the path Python 3.6 and PyPy take
+
+            def other(id):  # another process: opens, commits, closes (the last to)
+                subprocess.run([sys.executable, "-c", "import sqlite3, sys; "
+                                "c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                                "c.execute('INSERT INTO other VALUES (?)', (sys.argv[2],)); "
+                                "c.close()", sys.argv[1], str(id)], check=True)
+
+            conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("INSERT INTO other VALUES (10)")
+            print(sqlmigrate.Migrator(conn, sys.argv[2]).test(source=conn)["ok"])
+            other(11)
+            conn.execute("INSERT INTO other VALUES (12)")
+            other(13)
+            conn.close()
+            """)
+        proc = subprocess.run([sys.executable, "-c", code, self.db, self.dir], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                              universal_newlines=True)
+        self.assertEqual((proc.returncode, proc.stdout), (0, "True\n"), proc.stderr)
+        self.assertEqual([row[0] for row in self.connect().execute(
+            "SELECT id FROM other WHERE id >= 10 ORDER BY id")], [10, 11, 12, 13])
+
     def test_from_with_a_pending_migration_that_violates_a_foreign_key_fails(self):
         original = self.make_prod()
         self.write_sql(2, "orphans", "DELETE FROM parent WHERE id = 1;")
