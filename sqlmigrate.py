@@ -1388,15 +1388,20 @@ def _real_path(path):
 # Next to the database these names are its own journal files: SQLite would
 # roll a "hot journal" back into the database, or discard it.
 _JOURNAL_SUFFIXES = ("-journal", "-wal", "-shm")
+# And the lock a runner holds while it applies a non-transactional migration
+# (_run_lock), which may be deleted by hand while no runner runs.
+_RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
 
 
-def _journal_names(path):
-    """The real paths of the files SQLite keeps beside database `path`,
-    however `path` is spelled: named after the file a link leads to (SQLite
-    3.10+), or after the link (before)."""
+def _files_beside(path):
+    """The real paths of the files SQLite (its journals) and sqlmigrate (the
+    run lock) keep beside database `path`, however `path` is spelled: named
+    after the file a link leads to (SQLite 3.10+), or after the link (before).
+    A file of ours written under one of them would be lost, or destroy it."""
     bases = (os.path.realpath(path), os.path.join(
         os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path)))
-    return set(base + suffix for base in bases for suffix in _JOURNAL_SUFFIXES)
+    return set(base + suffix for base in bases
+               for suffix in _JOURNAL_SUFFIXES + (_RUN_LOCK_SUFFIX,))
 
 
 def _hot_journal(real):
@@ -2309,14 +2314,9 @@ def backup(db, dest=None, busy_timeout=_DEFAULT_BUSY_TIMEOUT, table=_DEFAULT_TAB
             raise _bad_destination(dest, "is the database itself; give another file name")
         elif os.path.lexists(dest):
             raise _exists_already(dest)
-        elif source and os.path.realpath(dest) in _journal_names(source):
-            raise _bad_destination(dest, "is the name of the database's own journal; give "
-                                         "another file name")
-        elif source and os.path.realpath(dest) == os.path.realpath(source) + _RUN_LOCK_SUFFIX:
-            # (Named as _run_lock names it.)  Users may delete that file while
-            # no runner runs (README): the backup would go with it.
-            raise _bad_destination(dest, "is the name of the database's run lock file; give "
-                                         "another file name")
+        elif source and os.path.realpath(dest) in _files_beside(source):
+            raise _bad_destination(dest, "is the name of the database's journal or lock file; "
+                                         "give another file name")
         # An in-memory database has no permissions to keep: owner only.
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o777 if source else 0o600
         return _write_backup(conn, shown, dest, mode, busy_timeout, base)
@@ -3167,7 +3167,7 @@ class Migrator(object):
             # A database made under the name of another one's journal would be
             # taken for it, found not valid and deleted when that one opens
             # (its -shm overwritten; its lock file deleted by hand, as allowed).
-            for suffix in _JOURNAL_SUFFIXES + (_RUN_LOCK_SUFFIX,):
+            for suffix in _JOURNAL_SUFFIXES + (_RUN_LOCK_SUFFIX,):  # (see _files_beside)
                 if self.path.endswith(suffix) and len(self.path) > len(suffix):
                     raise RequestError(
                         "%s is the name of a file SQLite (or sqlmigrate) keeps beside database "
@@ -3295,16 +3295,10 @@ class Migrator(object):
         which SQLite would take for a crashed writer's and delete; or the run
         lock file."""
         if self.path is not None and self.path != ":memory:":
-            if os.path.realpath(self.schema_file) in _journal_names(self.path) | set([
+            if os.path.realpath(self.schema_file) in _files_beside(self.path) | set([
                     os.path.realpath(self.path)]):
-                return ("the schema file %s is the database %s or one of its journal files: "
-                        "writing it would destroy one of them; choose another path"
-                        % (self.schema_file, self.path))
-            if os.path.realpath(self.schema_file) == \
-                    os.path.realpath(self.path) + _RUN_LOCK_SUFFIX:
-                # Its text would stand where runners take the run lock (_run_lock).
-                return ("the schema file %s is the lock file that runners of the database %s "
-                        "take for non-transactional migrations; choose another path"
+                return ("the schema file %s is the database %s or one of its journal or lock "
+                        "files: writing it would destroy one of them; choose another path"
                         % (self.schema_file, self.path))
         if "directory" not in self._sources:
             return None
@@ -3540,13 +3534,10 @@ def _write_transaction(conn, wanted=True):
         yield check_fk
 
 
-# Beside the database file, a lock a runner holds while it applies a
-# non-transactional migration: one that commits as it goes cannot run under
-# the database's write lock, so without it a second runner starting meanwhile
-# would find it not yet recorded and run it again.
-_RUN_LOCK_SUFFIX = "-sqlmigrate-lock"
-
-
+# Beside the database file, a lock (_RUN_LOCK_SUFFIX) a runner holds while it
+# applies a non-transactional migration: one that commits as it goes cannot
+# run under the database's write lock, so without it a second runner starting
+# meanwhile would find it not yet recorded and run it again.
 @contextmanager
 def _run_lock(conn, busy_timeout, m=None, direction=None, wanted=True):
     """Hold the run lock of conn's database file (waiting up to busy_timeout
