@@ -2068,11 +2068,12 @@ _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 class _TrackingState(object):
     def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
-                 backfills=(), exists=True):
+                 backfills=(), exists=True, rolling_back=None):
         self.version = version
         self.exists = exists  # False: no database file (none is created to read this)
         self.records = records or {}   # {version: _Record}
         self.backfills = backfills     # [(key, value)] of backfills under way
+        self.rolling_back = rolling_back  # see _ROLLING_BACK
         self.has_metadata, self.has_history = has_metadata, has_history
 
     def applied(self, files):
@@ -2082,6 +2083,13 @@ class _TrackingState(object):
             return set(self.records)
         return set(m.version for m in files if m.version <= self.version)
 
+
+# The tracking table's row of this key names (value) the non-transactional
+# migration whose down is under way: written before it runs, deleted with its
+# record.  One a down that failed or was killed left behind says that the
+# migration, still recorded, is partly rolled back (status, verify), and `up`
+# applies it again (a non-transactional migration must be idempotent).
+_ROLLING_BACK = "rolling_back"
 
 # A backfill's position is the tracking table's row of key
 # 'backfill:[v<migration version>:<up or down>:]<name or table>'.
@@ -2122,20 +2130,21 @@ def _read_state(conn, table):
     """The tracking state; one query on an established database."""
     try:
         # With the positions of backfills under way (keys 'backfill:...').
-        rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key = "
-                      "'schema_version' OR key >= ? AND key < ? "
+        rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key IN "
+                      "('schema_version', '%s') OR key >= ? AND key < ? "
                       "UNION ALL SELECT %s FROM %s"
-                      % (_quote_identifier(table), _RECORD_COLUMNS,
+                      % (_quote_identifier(table), _ROLLING_BACK, _RECORD_COLUMNS,
                          _quote_identifier(table + "_migrations")), _backfill_keys())
     except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
         return _read_state_step_by_step(conn, table)
     records = dict((row[0], _Record(*row)) for row in rows if row[0] is not None)
-    return _TrackingState(_parse_version([row[1] for row in rows if row[0] is None and
-                                          row[2] == "schema_version"], table), records, True,
+    values = dict((row[2], row[1]) for row in rows if row[0] is None)
+    return _TrackingState(_parse_version([values.get("schema_version")], table), records, True,
                           True, [row[2:0:-1] for row in rows if row[0] is None and
-                                 row[2] != "schema_version"])
+                                 row[2] not in ("schema_version", _ROLLING_BACK)],
+                          rolling_back=_parse_version([values.get(_ROLLING_BACK)], table) or None)
 
 
 def _read_state_step_by_step(conn, table):
@@ -2700,7 +2709,8 @@ class Migrator(object):
                 entry_state = "in baseline" if covering else "missing"
             elif version in applied:
                 changed = not via and record and record.checksum and record.checksum != m.checksum
-                entry_state = "changed" if changed else "applied"
+                entry_state = "changed" if changed else "partly rolled back" \
+                    if version == state.rolling_back else "applied"
             elif m.baseline and version < state.version:
                 entry_state = "in baseline"  # skipped: the database is past it
             elif fresh_from and not m.baseline and version < fresh_from.version and \
@@ -2792,7 +2802,8 @@ class Migrator(object):
         files, baselines = self.migrations, self._baselines
         applied = state.applied(files)
         fresh = not applied and not state.version
-        plan = [m for m in files if m.version not in applied and (to is None or m.version <= to)]
+        plan = [m for m in files if (m.version not in applied or m.version == state.rolling_back)
+                and (to is None or m.version <= to)]
         usable = [b for b in baselines if fresh and (to is None or b.version <= to)]
         start = usable[-1].version if usable else 0  # what a usable baseline builds
         if usable:
@@ -2907,6 +2918,10 @@ class Migrator(object):
                     _write_record(conn, self.table, _Record(
                         b.version, "(baseline)", _BASELINE_PREFIX + b.checksum, _utc_now(), None))
                     recorded.append(b)
+            # A down that did not finish (at or below `version`, the newest):
+            # marked, its effects are taken as all there.
+            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                         (_ROLLING_BACK,))
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
         return recorded
@@ -3355,28 +3370,35 @@ class Migrator(object):
         # The settings are put back as soon as m's body ends (_run_body);
         # those SQLite refuses to set inside a transaction, once it has ended
         # (left).
-        left, failed = {}, False
+        left, failed, tracking = {}, False, _quote_identifier(self.table)
         try:
             with _write_transaction(conn, not whole_run) as check_fk_here:
                 applied, newest = _history_under_lock(conn, self.table, m.version,
                                                       self.migrations)
-                if bool(applied) != (direction == "down"):
+                # An up of m still applied: its down did not finish (_ROLLING_BACK).
+                again = bool(applied) and direction == "up" and _query(
+                    conn, "SELECT 1 FROM %s WHERE key = ? AND value = ?" % tracking,
+                    (_ROLLING_BACK, str(m.version)))
+                if bool(applied) != (direction == "down") and not again:
                     _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
                          "applied" if direction == "up" else "rolled back")
                     return None
                 made_since()  # before m changes the history
                 if whole_run != "dry run":  # a dry run records no non-transactional migration
-                    self._check_order(m, direction, newest, whole_run)
+                    self._check_order(m, direction, newest, whole_run, again)
                 if m.transactional:
                     result, left = self._run_body(conn, m, direction, whole_run,
                                                   check_fk or check_fk_here, settings)
-                    self._record(conn, result)
+                    self._record(conn, result, again)
                     return result
+                if direction == "down":  # until it is recorded: see _ROLLING_BACK
+                    conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"
+                                 % tracking, (_ROLLING_BACK, str(m.version)))
             with _connection_kept_as_it_was(conn, m, direction):
                 result, left = self._run_body(conn, m, direction, None, False, settings)
             with _transaction(conn):
                 _history_under_lock(conn, self.table, m.version, self.migrations)  # tables exist
-                self._record(conn, result)
+                self._record(conn, result, True)
             return result
         except BaseException:
             failed = True
@@ -3391,15 +3413,16 @@ class Migrator(object):
                          "the run's transaction: the later migrations of the run get it too "
                          "(set back when the run ends)", m.version, ", ".join(sorted(left)))
 
-    def _check_order(self, m, direction, newest, whole_run):
+    def _check_order(self, m, direction, newest, whole_run, again=False):
         """The plan was made before this process held the write lock; another
         process may have applied or rolled back migrations since.  Just before
-        m runs, under the lock: m must still be the newest applied (down), or
-        go right above the newest applied (up), else the history would get a
-        hole.  Refuse rather than guess what the request meant now."""
+        m runs, under the lock: m must still be the newest applied (down, or
+        an up `again` after a down that did not finish), or go right above the
+        newest applied (up), else the history would get a hole.  Refuse rather
+        than guess what the request meant now."""
         # A baseline goes only where nothing is applied: there is no "below".
         below = [f.version for f in self.migrations if f.version < m.version and not m.baseline]
-        if direction == "down" and newest <= m.version or direction == "up" and \
+        if (direction == "down" or again) and newest <= m.version or direction == "up" and \
                 newest < m.version and (newest >= below[-1] if below else not
                                         (m.baseline and newest)):
             return
@@ -3480,7 +3503,9 @@ class Migrator(object):
         return _Result(m, direction, duration_ms, None if whole_run != "dry run" else
                        list(statements) if traced else list(db.executed)), left
 
-    def _record(self, conn, result):
+    def _record(self, conn, result, rolling_back=False):
+        """Record (or unrecord) what m did; rolling_back: and end its mark as
+        being rolled back (_ROLLING_BACK), if any."""
         m, history = result.migration, _quote_identifier(self.table + "_migrations")
         if result.direction == "up":
             # A baseline records each version it stands for (those with a file
@@ -3497,6 +3522,9 @@ class Migrator(object):
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
                 self.table), _backfill_keys(m.version))
+        if rolling_back:
+            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                         (_ROLLING_BACK,))
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
@@ -3941,6 +3969,11 @@ def _drift(report):
                                           "a version above the baseline's, or delete the "
                                           "baseline and write it again"
                           % (r["file"], r["version"], r["baseline"])))
+        elif r["state"] == "partly rolled back":
+            found.append(("rolling-back", "%s (v%d) is partly rolled back: its down "
+                                          "(non-transactional) is running or did not finish; run "
+                                          "down to finish it, or up to apply it again"
+                                          % (r["file"], r["version"])))
         elif r["state"] == "out-of-order":
             found.append(("out-of-order", "%s (v%d) is below the current version %d and was "
                                           "never applied; give it a version above %d"
@@ -7643,6 +7676,9 @@ _STATES = {
     "changed": ("!", "!", "Changed", " - file changed after it was applied (see verify)"),
     "missing": ("!", "!", "Missing", " - applied, but its file is gone"),
     "in baseline": ("\u2713", "+", "In baseline", " - covered by a baseline"),
+    "partly rolled back": ("!", "!", "Partly rolled back",
+                           " - its down is running or did not finish: run down, or up to "
+                           "apply it again"),
     "out-of-order": ("!", "!", "Out-of-order",
                      " - below the current version and never applied; `up` refuses"),
 }

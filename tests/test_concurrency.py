@@ -408,11 +408,13 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         # was recorded, then v2's record deleted beneath it.
         self.assert_waits_for_the_down_and_leaves_no_hole("up")
 
-    def test_an_atomic_up_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
-        # An --atomic run holds no per-migration lock (one transaction holds
-        # them all): without the run lock around it, v3 was recorded, then
-        # v2's record deleted beneath it.
-        self.assert_waits_for_the_down_and_leaves_no_hole("up", "--atomic")
+    def test_an_atomic_up_racing_a_non_transactional_down_is_refused_and_leaves_no_hole(self):
+        # Without the run lock around it, v3 was recorded, then v2's record
+        # deleted beneath it.  (Planned while v2's down runs, the run would
+        # also apply v2 again, which --atomic cannot: refused at once; planned
+        # before, it waits for the run lock: test_a_mark_or_atomic_up_...)
+        self.assert_waits_for_the_down_and_leaves_no_hole(
+            "up", "--atomic", error="cannot include non-transactional migrations")
 
     def test_a_mark_racing_a_non_transactional_down_waits_for_it_and_leaves_no_hole(self):
         # Without the lock, mark 3 recorded v3, then v2's record was deleted
@@ -423,8 +425,7 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         # The run lock is for changes to the history: a dry run (rolled
         # back), an --atomic up with nothing to apply and status run at once.
         first, release = self.start_non_transactional_down()
-        for command in (["up", "--dry-run"], ["up", "--atomic", "--dry-run"],
-                        ["up", "--atomic", "--to", "2"], ["status"]):
+        for command in (["up", "--dry-run"], ["up", "--atomic", "--to", "1"], ["status"]):
             status, out, err = self.cli("--db", self.db, "--dir", self.dir,
                                         "--busy-timeout", "300", *command)
             self.assertEqual(status, 0, (command, err))
@@ -437,12 +438,12 @@ class NonTransactionalMigrationsRunOnce(TempDirTestCase):
         return [r[0] for r in self.connect().execute(
             "SELECT version FROM metadata_migrations ORDER BY version")]
 
-    def assert_waits_for_the_down_and_leaves_no_hole(self, *command):
+    def assert_waits_for_the_down_and_leaves_no_hole(self, *command, **expected):
         first, release = self.start_non_transactional_down()
         status, out, err = self.cli("--db", self.db, "--dir", self.dir,
                                     "--busy-timeout", "300", *command)
         self.assertEqual(status, 1, err)
-        self.assertIn("locked by another process", err)
+        self.assertIn(expected.get("error", "locked by another process"), err)
         open(release, "w").close()
         out, err = first.communicate(timeout=60)
         self.assertEqual(first.returncode, 0, err.decode())
@@ -579,6 +580,96 @@ class LockedWhileAMigrationRuns(TempDirTestCase):
         self.assertEqual(status, 1, err)
         self.assertIn("locked by another process", err)
         self.assertNotIn("second connection", err)
+
+
+class NonTransactionalDownCutShort(TempDirTestCase):
+    """A non-transactional down that does not finish (killed, or failed)
+    leaves its migration recorded but partly undone: no command may then
+    report the database current as if its effects were all there."""
+
+    def write_migrations(self, inside, release):
+        self.write_sql(1, "t", "CREATE TABLE t (a);", "DROP TABLE t;")
+        self.write("002-audit.py", """
+            import os, time
+            transaction = False
+
+            def up(db):
+                db.execute("CREATE TABLE IF NOT EXISTS audit (x)")
+                db.execute("CREATE INDEX IF NOT EXISTS t_a ON t (a)")
+
+            def down(db):
+                db.execute("DROP INDEX IF EXISTS t_a")
+                open(%r, "w").close()
+                deadline = time.time() + 20  # bounded: a failing test must end
+                while not os.path.exists(%r) and time.time() < deadline:
+                    time.sleep(0.005)
+                if os.path.exists(%r + "-fail"):
+                    raise RuntimeError("the down fails half-way")
+                db.execute("DROP TABLE IF EXISTS audit")
+            """ % (inside, release, release))
+
+    def objects(self):
+        return sorted(r[0] for r in self.connect().execute(
+            "SELECT name FROM sqlite_master WHERE name IN ('audit', 't_a')"))
+
+    def cut_short(self, how):
+        inside, release = os.path.join(self.tmp, "inside"), os.path.join(self.tmp, "release")
+        self.write_migrations(inside, release)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        if how == "killed":
+            down = subprocess.Popen([sys.executable, "-m", "sqlmigrate", "--db", self.db,
+                                     "--dir", self.dir, "down"], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            deadline = time.time() + 60
+            while not os.path.exists(inside):
+                if down.poll() is not None:
+                    self.fail(down.communicate())
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.01)
+            down.kill()
+            down.communicate()
+        else:
+            open(release, "w").close()
+            open(release + "-fail", "w").close()
+            status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
+            self.assertEqual(status, 1, err)
+        os.remove(inside)
+        self.assertEqual(self.objects(), ["audit"])  # the index went, the table not yet
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
+        self.assertEqual(status, 1, out + err)
+        self.assertIn("Partly rolled back v2", out)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "verify")
+        self.assertEqual(status, 1, out + err)
+        return release
+
+    def test_up_after_a_killed_non_transactional_down_applies_it_again(self):
+        self.cut_short("killed")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Applied v2", out)
+        self.assertEqual(self.objects(), ["audit", "t_a"])
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
+        self.assertEqual(status, 0, out + err)
+
+    def test_mark_takes_a_partly_rolled_back_migration_as_applied(self):
+        self.cut_short("killed")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "mark", "2")
+        self.assertEqual(status, 0, err)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
+        self.assertEqual(status, 0, out + err)
+
+    def test_down_after_a_failed_non_transactional_down_finishes_it(self):
+        release = self.cut_short("failed")
+        os.remove(release + "-fail")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.objects(), [])
+        self.assertEqual([r[0] for r in self.connect().execute(
+            "SELECT version FROM metadata_migrations")], [1])
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
+        self.assertEqual(status, 1, out + err)  # v2 pending
+        self.assertNotIn("Partly rolled back", out)
 
 
 class KilledMidRun(TempDirTestCase):
