@@ -36,7 +36,9 @@ def _what_was_rolled_back(rolled_back, direction):
     (the migration's own transaction) or False (it ran outside one)."""
     return ("the whole %s was rolled back; the database is as it was" % rolled_back
             if rolled_back in ("--atomic run", "dry run") else
-            "it ran outside a transaction: the database may be partly changed"
+            "it ran outside a transaction: the database may be partly changed (%s)" % (
+                "not recorded: up runs it again" if direction == "up" else
+                "still recorded, shown as partly rolled back: run down again, or up")
             if not rolled_back else
             "the migration was rolled back" if direction == "up" else
             "its down was rolled back, so it stays applied")

@@ -634,6 +634,7 @@ class NonTransactionalDownCutShort(TempDirTestCase):
             open(release + "-fail", "w").close()
             status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
             self.assertEqual(status, 1, err)
+            self.assertIn("shown as partly rolled back: run down again, or up", err)
         os.remove(inside)
         self.assertEqual(self.objects(), ["audit"])  # the index went, the table not yet
         status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
