@@ -5294,10 +5294,12 @@ _ONLY_WORDS_RE = r"[A-Za-z0-9_ \t\n\f\r(),.*=<>+\-]*\Z"
 
 def _schema_statements(conn, table=_DEFAULT_TABLE):
     """The schema's CREATE statements as SQLite stored them, in a stable
-    order that replays: tables, indexes, views, triggers, each by name (views
-    after the views they read).  Left out: SQLite's own objects (sqlite_*,
-    indexes made by constraints), the tracking tables and what is on them,
-    and virtual tables' shadow tables (x_data...: the virtual table makes them)."""
+    order that replays: tables, indexes, views, each by name (views after
+    the views they read), then triggers by table, each table's in the order
+    they were made (the order they fire depends on it).  Left out: SQLite's
+    own objects (sqlite_*, indexes made by constraints), the tracking tables
+    and what is on them, and virtual tables' shadow tables (x_data...: the
+    virtual table makes them)."""
     # SQLite leaves out its own objects and the tracking tables (NOCASE folds
     # ASCII only, as SQLite compares names).  Sorted here: Python's str order,
     # whatever the database's text encoding (SQLite's BINARY order differs
@@ -5312,6 +5314,16 @@ def _schema_statements(conn, table=_DEFAULT_TABLE):
             grouped[kind].append((name, sql))
     tables, indexes, views, triggers = [sorted(grouped[kind]) for kind in
                                         ("table", "index", "view", "trigger")]
+    if len(triggers) > 1:
+        # SQLite fires a table's triggers newest first (it loads them in
+        # sqlite_master's rowid order, each put ahead of the others): replayed
+        # by name (a baseline), two on one table could fire the other way
+        # round and do something else.  So by table, each table's in the order
+        # they were made; triggers made on other tables meanwhile change nothing.
+        made = dict((name, (_key(on), i)) for i, (name, on) in enumerate(_query(
+            conn, "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' "
+                  "ORDER BY rowid")))
+        triggers.sort(key=lambda trigger: made[trigger[0]])
     shadow = _shadow_tables(conn, tables)
     head = [sql for name, sql in tables if not (shadow and _key(name) in shadow)]
     head += [sql for _, sql in indexes]

@@ -306,6 +306,27 @@ class ApplyingABaseline(BaselineTestCase):
         self.ok("verify")
 
 
+    def test_triggers_on_one_table_fire_in_the_same_order_via_the_baseline_as_via_the_files(self):
+        # SQLite fires a table's triggers newest first: a baseline that made
+        # them in another order (by name) would change what they do.
+        self.write_sql(5, "audit", """
+            CREATE TABLE audit_log (id INTEGER PRIMARY KEY, who TEXT);
+            CREATE TRIGGER zz_first_made AFTER INSERT ON tags BEGIN
+                INSERT INTO audit_log (who) VALUES ('zz'); END;
+            CREATE TRIGGER aa_made_next AFTER INSERT ON tags BEGIN
+                INSERT INTO audit_log (who) VALUES ('aa'); END;""")
+        self.ok("up", db=self.files_db)
+        self.ok("baseline", "--to", "5")
+        self.ok("up")
+        fired = []
+        for path in (self.files_db, self.db):
+            conn = self.connect(path)
+            conn.execute("INSERT INTO tags (id) VALUES (1)")
+            fired.append([row[0] for row in conn.execute("SELECT who FROM audit_log ORDER BY id")])
+        self.assertEqual(fired[0], ["aa", "zz"])
+        self.assertEqual(fired[1], fired[0])
+
+
 class DeletedFiles(BaselineTestCase):
     def setUp(self):
         super().setUp()
