@@ -4158,14 +4158,26 @@ _ROWS_PER_TABLE = 3
 
 
 def _schema_entries(conn, table):
-    """{(type, name): (tbl_name, sql)} of sqlite_master, plus user_version,
-    less the tracking tables and SQLite's own tables, which it makes (and
-    never drops) by itself: sqlite_sequence, sqlite_stat*."""
+    """{(type, name): (tbl_name, sql)} of sqlite_master, plus user_version
+    and the order each table's triggers were made in, less the tracking
+    tables and SQLite's own tables, which it makes (and never drops) by
+    itself: sqlite_sequence, sqlite_stat*."""
     left_out = (_key(table), _key(table + "_migrations"))
-    entries = dict(((kind, name), (on, sql)) for kind, name, on, sql in _query(
-        conn, "SELECT type, name, tbl_name, sql FROM sqlite_master")
-        if _key(on) not in left_out and not (kind == "table" and _key(name).startswith("sqlite_")))
+    rows = _query(conn, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
+    entries = dict(((kind, name), (on, sql)) for kind, name, on, sql in rows if _key(
+        on) not in left_out and not (kind == "table" and _key(name).startswith("sqlite_")))
     entries[("pragma", "user_version")] = (None, _query(conn, "PRAGMA user_version")[0][0])
+    # SQLite fires a table's triggers newest first: the same triggers made in
+    # another order do something else (see _schema_statements).
+    # By the table's own name: a trigger's tbl_name is spelt as its ON was.
+    made = collections.OrderedDict((_key(name), (name, [])) for kind, name, _, _ in rows
+                                   if kind == "table")
+    for kind, name, on, _ in rows:
+        if kind == "trigger" and _key(on) not in left_out:
+            made.setdefault(_key(on), (on, []))[1].append(name)
+    for on, names in made.values():
+        if len(names) > 1:
+            entries[("trigger order", on)] = (on, ", ".join(names))
     return entries
 
 

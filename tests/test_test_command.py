@@ -144,6 +144,25 @@ class RoundTripTest(TempDirTestCase):
         self.assertEqual(failure["diff"], [{"change": "changed", "type": "pragma",
                                             "name": "user_version", "before": 0, "after": 7}])
 
+    def test_a_down_that_remakes_a_tables_triggers_in_another_order_fails(self):
+        # SQLite fires a table's triggers newest first: the same triggers made
+        # in another order do something else.
+        self.write_sql(1, "log", """
+            CREATE TABLE t (a TEXT); CREATE TABLE log (who TEXT);
+            CREATE TRIGGER first_made AFTER INSERT ON t BEGIN INSERT INTO log VALUES ('1'); END;
+            CREATE TRIGGER next_made AFTER INSERT ON t BEGIN INSERT INTO log VALUES ('2'); END;
+            """, "DROP TABLE t; DROP TABLE log;")
+        self.write_sql(2, "edit-trigger", "DROP TRIGGER first_made;", """
+            CREATE TRIGGER first_made AFTER INSERT ON t BEGIN INSERT INTO log VALUES ('1'); END;
+            """)
+        result = sqlmigrate.Migrator(self.db, self.dir).test()
+        self.assertFalse(result["ok"])
+        [failure] = _failures(result, 2)
+        self.assertEqual(failure["check"], "round-trip")
+        self.assertEqual(failure["diff"], [{"change": "changed", "type": "trigger order",
+                                            "name": "t", "before": "first_made, next_made",
+                                            "after": "next_made, first_made"}])
+
     def test_a_failing_up_is_reported_and_the_rest_not_run(self):
         self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
         self.write_sql(2, "broken", "INSERT INTO nowhere VALUES (1);")
