@@ -2068,6 +2068,15 @@ _Record = collections.namedtuple("_Record", "version name checksum applied_at du
 _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 
+def _tracking_table(name):
+    """The tracking table `name` as SQL, in the main database: unqualified,
+    SQLite resolves a name in main, then in each attached database, so with
+    main not yet tracked a caller's connection attaching a tracked database
+    would read its version (and report main's work done) and write main's
+    records into it."""
+    return "main." + _quote_identifier(name)
+
+
 class _TrackingState(object):
     def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
                  backfills=(), exists=True, rolling_back=None):
@@ -2135,8 +2144,8 @@ def _read_state(conn, table):
         rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key IN "
                       "('schema_version', '%s') OR key >= ? AND key < ? "
                       "UNION ALL SELECT %s FROM %s"
-                      % (_quote_identifier(table), _ROLLING_BACK, _RECORD_COLUMNS,
-                         _quote_identifier(table + "_migrations")), _backfill_keys())
+                      % (_tracking_table(table), _ROLLING_BACK, _RECORD_COLUMNS,
+                         _tracking_table(table + "_migrations")), _backfill_keys())
     except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
@@ -2165,7 +2174,7 @@ def _read_state_step_by_step(conn, table):
                 raise
             return None
 
-    rows = read("SELECT value FROM %s WHERE key = 'schema_version'" % _quote_identifier(table),
+    rows = read("SELECT value FROM %s WHERE key = 'schema_version'" % _tracking_table(table),
                 table, "a key/value metadata table")
     if rows is not None:
         state.version, state.has_metadata = _parse_version([r[0] for r in rows], table), True
@@ -2200,11 +2209,11 @@ def _ensure_tracking(conn, table, state, files):
     records = dict(state.records)
     if not state.has_metadata:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (key TEXT PRIMARY KEY, value TEXT)"
-                     % _quote_identifier(table))
+                     % _tracking_table(table))
     if not state.has_history:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (version INTEGER PRIMARY KEY, "
                      "name TEXT NOT NULL, checksum TEXT, applied_at TEXT, duration_ms REAL)"
-                     % _quote_identifier(table + "_migrations"))
+                     % _tracking_table(table + "_migrations"))
         for m in files:
             if m.version <= state.version:
                 records[m.version] = _Record(m.version, m.name, None, None, None)
@@ -2217,7 +2226,7 @@ def _history_under_lock(conn, table, version, files):
     version or 0).  Makes sure the tracking tables exist.  Index look-ups
     only, so a run of N migrations does not read N * N rows."""
     sql = "SELECT EXISTS (SELECT 1 FROM %s WHERE version = ?), %s" % (
-        _quote_identifier(table + "_migrations"), _newest_recorded(table))
+        _tracking_table(table + "_migrations"), _newest_recorded(table))
     try:
         return _query(conn, sql, (version,))[0]
     except _DB.OperationalError as e:
@@ -2234,12 +2243,12 @@ def _newest_recorded(table):
     owning the connection) could make the runner write a wrong version."""
     return ("CASE WHEN EXISTS (SELECT 1 FROM {0}) THEN (SELECT version FROM {0} "
             "ORDER BY version DESC LIMIT 1) ELSE 0 END").format(
-        _quote_identifier(table + "_migrations"))
+        _tracking_table(table + "_migrations"))
 
 
 def _write_record(conn, table, record):
     conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (?, ?, ?, ?, ?)"
-                 % (_quote_identifier(table + "_migrations"), _RECORD_COLUMNS), record)
+                 % (_tracking_table(table + "_migrations"), _RECORD_COLUMNS), record)
 
 
 def _write_version(conn, table, version=None):
@@ -2252,9 +2261,9 @@ def _write_version(conn, table, version=None):
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
     # INSERT OR REPLACE would need.
     if conn.execute("UPDATE %s SET value = %s WHERE key = 'schema_version'"
-                    % (_quote_identifier(table), value), params).rowcount == 0:
+                    % (_tracking_table(table), value), params).rowcount == 0:
         conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s"
-                     % (_quote_identifier(table), value), params)
+                     % (_tracking_table(table), value), params)
 
 
 def _utc_now():
@@ -2922,7 +2931,7 @@ class Migrator(object):
                     recorded.append(b)
             # A down that did not finish (at or below `version`, the newest):
             # marked, its effects are taken as all there.
-            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+            conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                          (_ROLLING_BACK,))
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
@@ -3372,7 +3381,7 @@ class Migrator(object):
         # The settings are put back as soon as m's body ends (_run_body);
         # those SQLite refuses to set inside a transaction, once it has ended
         # (left).
-        left, failed, tracking = {}, False, _quote_identifier(self.table)
+        left, failed, tracking = {}, False, _tracking_table(self.table)
         try:
             with _write_transaction(conn, not whole_run) as check_fk_here:
                 applied, newest = _history_under_lock(conn, self.table, m.version,
@@ -3508,7 +3517,7 @@ class Migrator(object):
     def _record(self, conn, result, rolling_back=False):
         """Record (or unrecord) what m did; rolling_back: and end its mark as
         being rolled back (_ROLLING_BACK), if any."""
-        m, history = result.migration, _quote_identifier(self.table + "_migrations")
+        m, history = result.migration, _tracking_table(self.table + "_migrations")
         if result.direction == "up":
             # A baseline records each version it stands for (those with a file
             # now, and its own), named after the file, its checksum marked as its.
@@ -3522,21 +3531,21 @@ class Migrator(object):
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
-            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
+            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _tracking_table(
                 self.table), _backfill_keys(m.version))
         if rolling_back:
-            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+            conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                          (_ROLLING_BACK,))
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
         current = _query(conn, "SELECT " + _newest_recorded(self.table))[0][0]
         for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
-                _quote_identifier(self.table)), _backfill_keys()):
+                _tracking_table(self.table)), _backfill_keys()):
             of = _parse_backfill_key(key)
             if of.version is not None and (of.version > current or of.version < current and
                                            of.direction == "down"):
-                conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                              (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
@@ -6707,7 +6716,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
                   progress, checkpoint_each, registered):
     """owner: a _BackfillOwner; work: _backfill_work's, outside a migration;
     registered: the migration's functions and collations (_register)."""
-    metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
+    metadata, changed, version = _tracking_table(owner.tracking), 0, owner.version
     registered = set() if registered is None else registered  # shared by the batches
     if dry_run:  # the rows from the stored position on, read without a write lock
         after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work,

@@ -281,3 +281,30 @@ class CallerFunctionsTests(TempDirTestCase):
                 self.assertEqual(conn.execute("SELECT version FROM metadata_migrations")
                                  .fetchall(), [(1,)])
 
+
+class CallerAttachedDatabaseTests(TempDirTestCase):
+    def test_an_attached_databases_tracking_table_is_neither_read_nor_written(self):
+        # SQLite resolves an unqualified name in main, then in each attached
+        # database: with main untracked, the runner read another database's
+        # version (reporting its work done) and recorded main's migrations there.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        self.write_sql(2, "two", "CREATE TABLE two (x);", "DROP TABLE two;")
+        for other_version in (1, 2):
+            with self.subTest(attached_at=other_version):
+                other = os.path.join(self.tmp, "other%d.db" % other_version)
+                sqlmigrate.Migrator(other, self.dir).up(to=other_version)
+                path = os.path.join(self.tmp, "app%d.db" % other_version)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                conn.execute("ATTACH DATABASE ? AS aux", (other,))
+                self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 0)
+                self.assertEqual([m.version for m in sqlmigrate.migrate(conn, self.dir)], [1, 2])
+                self.assertEqual(sorted(r[0] for r in conn.execute(
+                    "SELECT name FROM main.sqlite_master WHERE name IN ('one', 'two')")),
+                    ["one", "two"])
+                conn.execute("DETACH DATABASE aux")
+                self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 2)
+                self.assertEqual(sqlmigrate.Migrator(other, self.dir).current_version,
+                                 other_version)
+                self.assertEqual(sqlmigrate.Migrator(other, self.dir).verify(), [])
+
