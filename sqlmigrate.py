@@ -1504,7 +1504,7 @@ def _transaction(conn):
             raise
         conn.execute("RELEASE " + name)
         return
-    with _explicit_transactions(conn):
+    with _explicit_transactions(conn), _rollback_journal(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -1513,6 +1513,27 @@ def _transaction(conn):
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+@contextmanager
+def _rollback_journal(conn):
+    """A rollback journal for the transaction, when the connection has none
+    (a caller's, set to journal_mode OFF: the connection's setting, not the
+    file's): without one SQLite cannot undo pages it has already spilled to
+    the file, yet reports the ROLLBACK done, so a failed migration (or a dry
+    run) would leave its changes half made.  OFF again afterwards."""
+    if "journal_mode" in _driver(conn).refused_pragmas or \
+            _query(conn, "PRAGMA main.journal_mode")[0][0].lower() != "off":
+        yield
+        return
+    # An in-memory database has no DELETE mode: it stays OFF, then MEMORY.
+    if _query(conn, "PRAGMA main.journal_mode = DELETE")[0][0].lower() == "off":
+        _query(conn, "PRAGMA main.journal_mode = MEMORY")
+    try:
+        yield
+    finally:
+        if not conn.in_transaction:
+            _query(conn, "PRAGMA main.journal_mode = OFF")
 
 
 @contextmanager

@@ -308,3 +308,31 @@ class CallerAttachedDatabaseTests(TempDirTestCase):
                                  other_version)
                 self.assertEqual(sqlmigrate.Migrator(other, self.dir).verify(), [])
 
+
+
+class CallerJournalOffTests(TempDirTestCase):
+    def test_a_failed_migration_on_a_connection_with_journal_mode_off_is_rolled_back(self):
+        # journal_mode OFF is the connection's, not the file's: without a
+        # rollback journal SQLite cannot undo pages it has already spilled to
+        # the file, yet reports the ROLLBACK done; the runner said "rolled
+        # back" over a migration's half-made changes.  A dry run likewise.
+        self.write_sql(1, "change", "UPDATE big SET v = 'changed'; CREATE TABLE big (y);")
+        for dry_run in (False, True):
+            with self.subTest(dry_run=dry_run):
+                path = os.path.join(self.tmp, "app%d.db" % dry_run)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                conn.execute("CREATE TABLE big (v)")
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO big VALUES (?)", [("x" * 200,)] * 5000)
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA cache_size = 10")  # pages spill early
+                self.assertEqual(conn.execute("PRAGMA journal_mode = OFF").fetchone(), ("off",))
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up(dry_run=dry_run)
+                self.assertEqual(caught.exception.kind, "migration-failed")
+                plain = sqlite3.connect(path)
+                self.addCleanup(plain.close)
+                self.assertEqual(plain.execute("SELECT count(*) FROM big WHERE v = 'changed'")
+                                 .fetchone(), (0,))
+                self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone(), ("off",))
