@@ -896,10 +896,19 @@ class Migration(object):
         same as a file NNN-<description in kebab-case>.sql with these sections;
         its name is `description` as given."""
         kebab = "-".join(re.findall(r"[a-z0-9]+", str(description).lower()))
-        filename = "%03d-%s.sql" % (version, kebab)
-        if not isinstance(version, int) or version < 1 or not _FILENAME_RE.match(filename):
+        # bool is an int to Python; SQLite's INTEGER holds 63 bits, checked
+        # here, not as an OverflowError in the middle of a run.
+        whole = isinstance(version, int) and not isinstance(version, bool) and \
+            1 <= version < 2 ** 63
+        filename = "%03d-%s.sql" % (version, kebab) if whole else ""
+        if not whole or not _FILENAME_RE.match(filename):
             raise RequestError("Migration.from_sql(%r, %r): needs a version of 1 or more and a "
                                "description with letters or digits" % (version, description))
+        for sql in (up_sql, down_sql if down_sql is not None else ""):
+            if not isinstance(sql, str):  # else None or b"..." would run as SQL text
+                raise RequestError("Migration.from_sql(%r, %r): up_sql (and down_sql, when "
+                                   "given) must be text (str), not %s"
+                                   % (version, description, type(sql).__name__))
         text = "-- migrate:up\n%s\n" % up_sql + (
             "" if down_sql is None else "-- migrate:down\n%s\n" % down_sql)
         m = cls("<migrations list>/", filename, version, kebab, "sql")
