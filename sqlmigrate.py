@@ -896,10 +896,19 @@ class Migration(object):
         same as a file NNN-<description in kebab-case>.sql with these sections;
         its name is `description` as given."""
         kebab = "-".join(re.findall(r"[a-z0-9]+", str(description).lower()))
-        filename = "%03d-%s.sql" % (version, kebab)
-        if not isinstance(version, int) or version < 1 or not _FILENAME_RE.match(filename):
+        # bool is an int to Python; SQLite's INTEGER holds 63 bits, checked
+        # here, not as an OverflowError in the middle of a run.
+        whole = isinstance(version, int) and not isinstance(version, bool) and \
+            1 <= version < 2 ** 63
+        filename = "%03d-%s.sql" % (version, kebab) if whole else ""
+        if not whole or not _FILENAME_RE.match(filename):
             raise RequestError("Migration.from_sql(%r, %r): needs a version of 1 or more and a "
                                "description with letters or digits" % (version, description))
+        for sql in (up_sql, down_sql if down_sql is not None else ""):
+            if not isinstance(sql, str):  # else None or b"..." would run as SQL text
+                raise RequestError("Migration.from_sql(%r, %r): up_sql (and down_sql, when "
+                                   "given) must be text (str), not %s"
+                                   % (version, description, type(sql).__name__))
         text = "-- migrate:up\n%s\n" % up_sql + (
             "" if down_sql is None else "-- migrate:down\n%s\n" % down_sql)
         m = cls("<migrations list>/", filename, version, kebab, "sql")
@@ -1504,7 +1513,7 @@ def _transaction(conn):
             raise
         conn.execute("RELEASE " + name)
         return
-    with _explicit_transactions(conn):
+    with _explicit_transactions(conn), _rollback_journal(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -1513,6 +1522,27 @@ def _transaction(conn):
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+@contextmanager
+def _rollback_journal(conn):
+    """A rollback journal for the transaction, when the connection has none
+    (a caller's, set to journal_mode OFF: the connection's setting, not the
+    file's): without one SQLite cannot undo pages it has already spilled to
+    the file, yet reports the ROLLBACK done, so a failed migration (or a dry
+    run) would leave its changes half made.  OFF again afterwards."""
+    if "journal_mode" in _driver(conn).refused_pragmas or \
+            _query(conn, "PRAGMA main.journal_mode")[0][0].lower() != "off":
+        yield
+        return
+    # An in-memory database has no DELETE mode: it stays OFF, then MEMORY.
+    if _query(conn, "PRAGMA main.journal_mode = DELETE")[0][0].lower() == "off":
+        _query(conn, "PRAGMA main.journal_mode = MEMORY")
+    try:
+        yield
+    finally:
+        if not conn.in_transaction:
+            _query(conn, "PRAGMA main.journal_mode = OFF")
 
 
 @contextmanager
@@ -2068,6 +2098,15 @@ _Record = collections.namedtuple("_Record", "version name checksum applied_at du
 _RECORD_COLUMNS = ", ".join(_Record._fields)
 
 
+def _tracking_table(name):
+    """The tracking table `name` as SQL, in the main database: unqualified,
+    SQLite resolves a name in main, then in each attached database, so with
+    main not yet tracked a caller's connection attaching a tracked database
+    would read its version (and report main's work done) and write main's
+    records into it."""
+    return "main." + _quote_identifier(name)
+
+
 class _TrackingState(object):
     def __init__(self, version=0, records=None, has_metadata=False, has_history=False,
                  backfills=(), exists=True, rolling_back=None):
@@ -2135,8 +2174,8 @@ def _read_state(conn, table):
         rows = _query(conn, "SELECT NULL, value, key, NULL, NULL FROM %s WHERE key IN "
                       "('schema_version', '%s') OR key >= ? AND key < ? "
                       "UNION ALL SELECT %s FROM %s"
-                      % (_quote_identifier(table), _ROLLING_BACK, _RECORD_COLUMNS,
-                         _quote_identifier(table + "_migrations")), _backfill_keys())
+                      % (_tracking_table(table), _ROLLING_BACK, _RECORD_COLUMNS,
+                         _tracking_table(table + "_migrations")), _backfill_keys())
     except _DB.OperationalError as e:
         if _sqlite_kind(e) not in ("no-table", "no-column"):
             raise  # e.g. locked: waiting a second busy timeout would not help
@@ -2165,7 +2204,7 @@ def _read_state_step_by_step(conn, table):
                 raise
             return None
 
-    rows = read("SELECT value FROM %s WHERE key = 'schema_version'" % _quote_identifier(table),
+    rows = read("SELECT value FROM %s WHERE key = 'schema_version'" % _tracking_table(table),
                 table, "a key/value metadata table")
     if rows is not None:
         state.version, state.has_metadata = _parse_version([r[0] for r in rows], table), True
@@ -2200,11 +2239,11 @@ def _ensure_tracking(conn, table, state, files):
     records = dict(state.records)
     if not state.has_metadata:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (key TEXT PRIMARY KEY, value TEXT)"
-                     % _quote_identifier(table))
+                     % _tracking_table(table))
     if not state.has_history:
         conn.execute("CREATE TABLE IF NOT EXISTS %s (version INTEGER PRIMARY KEY, "
                      "name TEXT NOT NULL, checksum TEXT, applied_at TEXT, duration_ms REAL)"
-                     % _quote_identifier(table + "_migrations"))
+                     % _tracking_table(table + "_migrations"))
         for m in files:
             if m.version <= state.version:
                 records[m.version] = _Record(m.version, m.name, None, None, None)
@@ -2217,7 +2256,7 @@ def _history_under_lock(conn, table, version, files):
     version or 0).  Makes sure the tracking tables exist.  Index look-ups
     only, so a run of N migrations does not read N * N rows."""
     sql = "SELECT EXISTS (SELECT 1 FROM %s WHERE version = ?), %s" % (
-        _quote_identifier(table + "_migrations"), _newest_recorded(table))
+        _tracking_table(table + "_migrations"), _newest_recorded(table))
     try:
         return _query(conn, sql, (version,))[0]
     except _DB.OperationalError as e:
@@ -2234,12 +2273,12 @@ def _newest_recorded(table):
     owning the connection) could make the runner write a wrong version."""
     return ("CASE WHEN EXISTS (SELECT 1 FROM {0}) THEN (SELECT version FROM {0} "
             "ORDER BY version DESC LIMIT 1) ELSE 0 END").format(
-        _quote_identifier(table + "_migrations"))
+        _tracking_table(table + "_migrations"))
 
 
 def _write_record(conn, table, record):
     conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (?, ?, ?, ?, ?)"
-                 % (_quote_identifier(table + "_migrations"), _RECORD_COLUMNS), record)
+                 % (_tracking_table(table + "_migrations"), _RECORD_COLUMNS), record)
 
 
 def _write_version(conn, table, version=None):
@@ -2252,9 +2291,9 @@ def _write_version(conn, table, version=None):
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
     # INSERT OR REPLACE would need.
     if conn.execute("UPDATE %s SET value = %s WHERE key = 'schema_version'"
-                    % (_quote_identifier(table), value), params).rowcount == 0:
+                    % (_tracking_table(table), value), params).rowcount == 0:
         conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s"
-                     % (_quote_identifier(table), value), params)
+                     % (_tracking_table(table), value), params)
 
 
 def _utc_now():
@@ -2922,7 +2961,7 @@ class Migrator(object):
                     recorded.append(b)
             # A down that did not finish (at or below `version`, the newest):
             # marked, its effects are taken as all there.
-            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+            conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                          (_ROLLING_BACK,))
             _write_version(conn, self.table, version)
         _log("info", "Marked migrations up to v%d as applied", version)
@@ -3372,7 +3411,7 @@ class Migrator(object):
         # The settings are put back as soon as m's body ends (_run_body);
         # those SQLite refuses to set inside a transaction, once it has ended
         # (left).
-        left, failed, tracking = {}, False, _quote_identifier(self.table)
+        left, failed, tracking = {}, False, _tracking_table(self.table)
         try:
             with _write_transaction(conn, not whole_run) as check_fk_here:
                 applied, newest = _history_under_lock(conn, self.table, m.version,
@@ -3508,7 +3547,7 @@ class Migrator(object):
     def _record(self, conn, result, rolling_back=False):
         """Record (or unrecord) what m did; rolling_back: and end its mark as
         being rolled back (_ROLLING_BACK), if any."""
-        m, history = result.migration, _quote_identifier(self.table + "_migrations")
+        m, history = result.migration, _tracking_table(self.table + "_migrations")
         if result.direction == "up":
             # A baseline records each version it stands for (those with a file
             # now, and its own), named after the file, its checksum marked as its.
@@ -3522,21 +3561,21 @@ class Migrator(object):
         else:
             conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
-            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _quote_identifier(
+            conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _tracking_table(
                 self.table), _backfill_keys(m.version))
         if rolling_back:
-            conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+            conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                          (_ROLLING_BACK,))
         # Positions no run can rightly resume any more, whatever left them (a
         # kill): an up's of a version above the one now current (its rows may
         # be gone with a rolled-back table), a down's below it.
         current = _query(conn, "SELECT " + _newest_recorded(self.table))[0][0]
         for (key,) in _query(conn, "SELECT key FROM %s WHERE key >= ? AND key < ?" % (
-                _quote_identifier(self.table)), _backfill_keys()):
+                _tracking_table(self.table)), _backfill_keys()):
             of = _parse_backfill_key(key)
             if of.version is not None and (of.version > current or of.version < current and
                                            of.direction == "down"):
-                conn.execute("DELETE FROM %s WHERE key = ?" % _quote_identifier(self.table),
+                conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                              (key,))
         _log("info", "%s v%d: %s (%.0f ms)", "Applied" if result.direction == "up" else
              "Rolled back", m.version, m.name, result.duration_ms, logger="sqlmigrate.runner")
@@ -6731,7 +6770,7 @@ def _run_backfill(raw, job, key, owner, work, apply, batch_rows, target_ms, dry_
                   progress, checkpoint_each, registered):
     """owner: a _BackfillOwner; work: _backfill_work's, outside a migration;
     registered: the migration's functions and collations (_register)."""
-    metadata, changed, version = _quote_identifier(owner.tracking), 0, owner.version
+    metadata, changed, version = _tracking_table(owner.tracking), 0, owner.version
     registered = set() if registered is None else registered  # shared by the batches
     if dry_run:  # the rows from the stored position on, read without a write lock
         after = _same_work(_stored_position(raw, metadata, key) or {}, metadata, key, work,

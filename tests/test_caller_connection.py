@@ -281,3 +281,58 @@ class CallerFunctionsTests(TempDirTestCase):
                 self.assertEqual(conn.execute("SELECT version FROM metadata_migrations")
                                  .fetchall(), [(1,)])
 
+
+class CallerAttachedDatabaseTests(TempDirTestCase):
+    def test_an_attached_databases_tracking_table_is_neither_read_nor_written(self):
+        # SQLite resolves an unqualified name in main, then in each attached
+        # database: with main untracked, the runner read another database's
+        # version (reporting its work done) and recorded main's migrations there.
+        self.write_sql(1, "one", "CREATE TABLE one (x);", "DROP TABLE one;")
+        self.write_sql(2, "two", "CREATE TABLE two (x);", "DROP TABLE two;")
+        for other_version in (1, 2):
+            with self.subTest(attached_at=other_version):
+                other = os.path.join(self.tmp, "other%d.db" % other_version)
+                sqlmigrate.Migrator(other, self.dir).up(to=other_version)
+                path = os.path.join(self.tmp, "app%d.db" % other_version)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                conn.execute("ATTACH DATABASE ? AS aux", (other,))
+                self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 0)
+                self.assertEqual([m.version for m in sqlmigrate.migrate(conn, self.dir)], [1, 2])
+                self.assertEqual(sorted(r[0] for r in conn.execute(
+                    "SELECT name FROM main.sqlite_master WHERE name IN ('one', 'two')")),
+                    ["one", "two"])
+                conn.execute("DETACH DATABASE aux")
+                self.assertEqual(sqlmigrate.Migrator(conn, self.dir).current_version, 2)
+                self.assertEqual(sqlmigrate.Migrator(other, self.dir).current_version,
+                                 other_version)
+                self.assertEqual(sqlmigrate.Migrator(other, self.dir).verify(), [])
+
+
+
+class CallerJournalOffTests(TempDirTestCase):
+    def test_a_failed_migration_on_a_connection_with_journal_mode_off_is_rolled_back(self):
+        # journal_mode OFF is the connection's, not the file's: without a
+        # rollback journal SQLite cannot undo pages it has already spilled to
+        # the file, yet reports the ROLLBACK done; the runner said "rolled
+        # back" over a migration's half-made changes.  A dry run likewise.
+        self.write_sql(1, "change", "UPDATE big SET v = 'changed'; CREATE TABLE big (y);")
+        for dry_run in (False, True):
+            with self.subTest(dry_run=dry_run):
+                path = os.path.join(self.tmp, "app%d.db" % dry_run)
+                conn = sqlite3.connect(path, isolation_level=None)
+                self.addCleanup(conn.close)
+                conn.execute("CREATE TABLE big (v)")
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO big VALUES (?)", [("x" * 200,)] * 5000)
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA cache_size = 10")  # pages spill early
+                self.assertEqual(conn.execute("PRAGMA journal_mode = OFF").fetchone(), ("off",))
+                with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                    sqlmigrate.Migrator(conn, self.dir).up(dry_run=dry_run)
+                self.assertEqual(caught.exception.kind, "migration-failed")
+                plain = sqlite3.connect(path)
+                self.addCleanup(plain.close)
+                self.assertEqual(plain.execute("SELECT count(*) FROM big WHERE v = 'changed'")
+                                 .fetchone(), (0,))
+                self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone(), ("off",))

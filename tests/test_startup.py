@@ -240,6 +240,20 @@ class InCodeMigrations(StartupCase):
         self.assertFalse(os.path.exists(self.db))
 
 
+    def test_from_sql_refuses_a_version_or_sql_of_the_wrong_type_as_a_request_error(self):
+        # A version that is not a whole number (or beyond SQLite's INTEGER)
+        # escaped as a TypeError, ValueError or, at run time, OverflowError;
+        # up_sql=None or bytes became the SQL text "None" / "b'...'".
+        for args in [("1", "a", "SELECT 1;"), (None, "a", "SELECT 1;"),
+                     (float("nan"), "a", "SELECT 1;"), (True, "a", "SELECT 1;"),
+                     (2 ** 63, "a", "SELECT 1;"), (1, "a", None),
+                     (1, "a", b"CREATE TABLE t (x);"), (1, "a", "SELECT 1;", b"SELECT 2;")]:
+            with self.subTest(args=args):
+                with self.assertRaises(sqlmigrate.RequestError):
+                    sqlmigrate.Migration.from_sql(*args)
+        self.assertFalse(os.path.exists(self.db))
+
+
 class MarkFromUserVersion(StartupCase):
     def hand_rolled(self, user_version):
         conn = self.connect()
