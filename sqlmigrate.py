@@ -191,6 +191,47 @@ _LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 _HAS_RESOURCE_FILES = sys.version_info >= (3, 9)
 _MIGRATION_LIKE = re.compile(r"(?is).*\.(py|sql)\Z").match  # only these files are read
 
+# Where neither Connection.backup() (Python 3.6, PyPy; another driver) nor
+# VACUUM INTO (SQLite before 3.27) can copy a database, its bytes are copied,
+# but never by this process: closing a descriptor of the file drops every
+# POSIX lock the process holds on it, those of its SQLite connections too (in
+# WAL mode another process closing last then deletes the WAL under them, and
+# their later commits are lost).  A child process's descriptors are its own.
+_COPY_IN_CHILD = """
+import os, shutil, sys
+try:
+    for i in range(1, len(sys.argv), 4):
+        source, dest, flags, mode = sys.argv[i:i + 4]
+        with open(source, "rb") as original, \\
+                os.fdopen(os.open(dest, int(flags), int(mode)), "wb") as copy:
+            shutil.copyfileobj(original, copy, 1 << 20)
+except OSError as e:  # its errno, then the file named (for the parent's OSError)
+    sys.stdout.write("%d\\n%s" % (e.errno or 0, e.filename or ""))
+    sys.stdout.flush()
+    sys.exit(3)
+"""
+
+
+_NEW_COPY = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
+def _copy_files(copies):
+    """Copy each (source, dest, os.open flags for dest, mode) in a child
+    process (see _COPY_IN_CHILD); an OSError naming the first that failed."""
+    import subprocess
+    if not sys.executable:  # an embedded Python: no child to run it in
+        raise OSError(0, "this Python cannot start a child process to copy the database in")
+    done = subprocess.run([sys.executable, "-S", "-E", "-c", _COPY_IN_CHILD] + [
+        str(part) for copy in copies for part in copy], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    if done.returncode:
+        number, _, filename = done.stdout.decode("utf-8", "replace").partition("\n")
+        if done.returncode != 3 or not number.isdigit():  # the child itself failed
+            raise OSError(0, "copying the database in a child process failed: %s" % (
+                done.stderr.decode("utf-8", "replace").strip().splitlines() or
+                ["exit status %d" % done.returncode])[-1])
+        raise OSError(int(number), os.strerror(int(number)), filename or None)
+
 
 def _archived_package_files(module, location):
     """{name: its bytes, or None for a directory} in package `module` at `location`."""
@@ -1707,37 +1748,27 @@ def _scratch_copy(source, busy_timeout):
             # writer roll it back meanwhile, the copied journal only restores the
             # pages it held to what they are anyway.
             directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-            for suffix in ("-journal", ""):
-                shutil.copyfile(real + suffix, os.path.join(directory, "copy.db" + suffix))
+            _copy_files([(real + suffix, os.path.join(directory, "copy.db" + suffix), _NEW_COPY,
+                          0o600) for suffix in ("-journal", "")])
         else:
             try:
                 src = opener.connect(_uri(real, "ro"), source, uri=True, timeout=busy_timeout,
                                      isolation_level=None)
                 try:
-                    if opener.module is sqlite3 and not _HAS_BACKUP_API and \
-                            _SQLITE3_DRIVER.has_vacuum_into:
-                        # SQLite reads the file itself: a copy of ours would
-                        # close a descriptor of it, which drops every POSIX
-                        # lock this process holds on it, those of the caller's
-                        # own connections too (in WAL mode another process
-                        # closing last then deletes the WAL under them).
-                        directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                        _query(src, "VACUUM INTO ?", (os.path.join(directory, "copy.db"),))
-                    else:
-                        with _driver_session(src):
-                            src.execute("BEGIN")  # deferred: the read below takes the shared lock
-                            try:
-                                _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
-                                if opener.module is sqlite3 and _HAS_BACKUP_API:
-                                    copy = backup(_raw(src))
-                                else:
-                                    directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
-                                    for suffix in ("", "-wal"):
-                                        if os.path.exists(real + suffix):
-                                            shutil.copyfile(real + suffix, os.path.join(
-                                                directory, "copy.db" + suffix))
-                            finally:
-                                src.execute("ROLLBACK")
+                    with _driver_session(src):
+                        src.execute("BEGIN")  # deferred: the read below takes the shared lock
+                        try:
+                            _query(src, "SELECT count(*) FROM sqlite_master")  # locked?
+                            if opener.module is sqlite3 and _HAS_BACKUP_API:
+                                copy = backup(_raw(src))
+                            else:
+                                directory = tempfile.mkdtemp(prefix="sqlmigrate-test-")
+                                _copy_files([(real + suffix, os.path.join(
+                                    directory, "copy.db" + suffix), _NEW_COPY, 0o600)
+                                    for suffix in ("", "-wal")
+                                    if os.path.exists(real + suffix)])
+                        finally:
+                            src.execute("ROLLBACK")
                 finally:
                     src.close()
             except _DB.Error as e:
@@ -2405,17 +2436,15 @@ def _write_backup(conn, source, dest, mode, busy_timeout, base):
                 driver is not _SQLITE3_DRIVER and driver.has_backup and
                 not driver.has_vacuum_into):
             _copy_with_backup_api(conn, source, temporary, busy_timeout)
-        elif driver is _SQLITE3_DRIVER and not driver.has_vacuum_into:
+        elif driver is _SQLITE3_DRIVER:
+            # Not VACUUM INTO: PyPy's sqlite3 leaves statements in progress,
+            # which VACUUM refuses.
             _copy_under_write_lock(conn, temporary)
         else:
             # Another driver: VACUUM INTO where it exists, since it also copies
             # an SQLCipher database encrypted with its key (backup() into a
-            # connection without the key fails).  sqlite3 without the backup
-            # API (Python 3.6, PyPy): VACUUM INTO too, as SQLite reads the file
-            # itself; a copy of ours would close a descriptor of the file,
-            # which drops every POSIX lock this process holds on it (see
-            # _copy_under_write_lock).  It fills the empty placeholder, which
-            # keeps its mode: never a moment more readable.
+            # connection without the key fails).  It fills the empty
+            # placeholder, which keeps its mode: never a moment more readable.
             _raw(conn).execute("VACUUM INTO ?", (temporary,))
         copy = _backup_opener(driver).connect(_uri(temporary, "rw"), dest, uri=True)
         try:
@@ -2563,12 +2592,8 @@ def _copy_under_write_lock(conn, dest):
     """Python 3.6 has no backup API: hold the write lock (no commit can happen,
     and a hot journal has been rolled back by the read) while the file and
     its WAL are copied into the existing file `dest` and a new `dest`-wal
-    with the same permissions, then fold the WAL into the copy.  Only where
-    SQLite has no VACUUM INTO (before 3.27): closing the copied file drops
-    every POSIX lock this process holds on the database, those of its other
-    connections too (in WAL mode another process closing last then deletes
-    the WAL under them: commits lost)."""
-    import shutil
+    with the same permissions (by a child process: _copy_files), then fold
+    the WAL into the copy."""
     source_path = _main_file(conn)
     mode = stat.S_IMODE(os.stat(dest).st_mode)
     # SQLite before 3.34 refuses the write lock on a file this process may
@@ -2578,14 +2603,11 @@ def _copy_under_write_lock(conn, dest):
         _query(conn, "PRAGMA journal_mode")[0][0].lower() != "wal"
     with _read_lock(conn) if shared else _transaction(conn):
         _query(conn, "SELECT count(*) FROM sqlite_master")
-        for suffix in ("", "-wal"):
-            if suffix and not os.path.exists(source_path + suffix):
-                continue
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if not suffix else os.O_EXCL)
-            with open(source_path + suffix, "rb") as original, \
-                    os.fdopen(os.open(dest + suffix, flags | getattr(os, "O_BINARY", 0), mode),
-                              "wb") as copy:
-                shutil.copyfileobj(original, copy, 1 << 20)
+        # Into the file `dest` made (keeping its mode), and a new -wal.
+        _copy_files([(source_path + suffix, dest + suffix,
+                      _NEW_COPY & ~os.O_TRUNC | os.O_EXCL if suffix else _NEW_COPY, mode)
+                     for suffix in ("", "-wal")
+                     if not suffix or os.path.exists(source_path + suffix)])
     if os.path.exists(dest + "-wal"):
         copy = sqlite3.connect(dest, isolation_level=None)
         try:
