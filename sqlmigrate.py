@@ -3452,7 +3452,9 @@ class Migrator(object):
                 if m.transactional:
                     result, left = self._run_body(conn, m, direction, whole_run,
                                                   check_fk or check_fk_here, settings)
-                    self._record(conn, result, again)
+                    # A down ends the mark too: its file may have been made
+                    # transactional since the non-transactional down was cut short.
+                    self._record(conn, result, again or direction == "down")
                     return result
                 if direction == "down":  # until it is recorded: see _ROLLING_BACK
                     conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"

@@ -672,6 +672,27 @@ class NonTransactionalDownCutShort(TempDirTestCase):
         self.assertEqual(status, 1, out + err)  # v2 pending
         self.assertNotIn("Partly rolled back", out)
 
+    def test_a_down_finished_after_the_file_became_transactional_leaves_no_mark(self):
+        # The file edited to transaction = True before the down is run
+        # again: that down ends the mark too, else the next up of v2 would
+        # read as partly rolled back and every later up would run it again.
+        release = self.cut_short("failed")
+        os.remove(release + "-fail")
+        path = os.path.join(self.dir, "002-audit.py")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace("transaction = False", "transaction = True"))
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
+        self.assertEqual(status, 0, err)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "status", "--check")
+        self.assertEqual(status, 0, out + err)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertNotIn("Applied v2", out)
+
 
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
