@@ -2846,8 +2846,10 @@ class Migrator(object):
         with self._session(dry_run) as session:
             drift = _drift(self._report(session.state))
             _refuse_drift(drift)
-            if drift and strict:
-                raise MigrationError(kind="drift", problems=[text for _, text in drift],
+            # Not a migration partly rolled back: this up mends it (applies it again).
+            refused = [text for kind, text in drift if kind != "rolling-back"]
+            if refused and strict:
+                raise MigrationError(kind="drift", problems=refused,
                                      outcome="strict mode: nothing was applied")
             for _, text in drift:
                 _log("warning", text)

@@ -672,6 +672,15 @@ class NonTransactionalDownCutShort(TempDirTestCase):
         self.assertEqual(status, 1, out + err)  # v2 pending
         self.assertNotIn("Partly rolled back", out)
 
+    def test_up_strict_after_a_cut_short_down_applies_it_again(self):
+        # The state's own advice is "up to apply it again": --strict refuses
+        # drift up cannot mend (an edited or deleted file), not this.
+        self.cut_short("killed")
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up", "--strict")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Applied v2", out)
+        self.assertEqual(self.objects(), ["audit", "t_a"])
+
     def test_a_down_finished_after_the_file_became_transactional_leaves_no_mark(self):
         # The file edited to transaction = True before the down is run
         # again: that down ends the mark too, else the next up of v2 would
