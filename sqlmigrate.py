@@ -5668,12 +5668,16 @@ class _CreateTable(object):
         while not cursor.at_end():  # the table options: WITHOUT ROWID, STRICT
             self.rowid = self.rowid and not cursor.take("WITHOUT", "ROWID")
             self.strict = self.strict or cursor.word() == "STRICT"
-            if cursor.advance() == ("punct", ";") and not cursor.at_end() and not all(
+            at = cursor.i
+            if cursor.advance() != ("punct", ";"):
+                continue
+            if not cursor.at_end() and not all(
                     token == ("punct", ";") for token in cursor.rest()):
                 # The rebuild writes this text as one statement: a second one
                 # would run (another driver) or fail half-way, unexplained (sqlite3).
                 raise MigrationError("%s holds more than one statement: %s" % (what, sql),
                                      kind="bad-sql")
+            self.tokens = self.tokens[:at]  # nor ';;', which sqlite3 takes for two
 
     def column(self, key):
         return next((item for item in self.columns if item.key == key), None)
