@@ -6992,10 +6992,14 @@ def _begin_batch(raw, metadata, key, owner, work, table):
                     % (key, position.get("rows"), metadata, key.replace("'", "''")),
                     kind="backfill-changed", version=owner.version, direction=owner.direction)
             return position
+        # An up recorded already is done, unless it runs again after a down
+        # that did not finish (_ROLLING_BACK): still recorded, yet undone.
         if owner.version is not None and bool(_query(
                 raw, "SELECT count(*) FROM %s WHERE version = ?" % _quote_identifier(
                     owner.tracking + "_migrations"), (owner.version,))[0][0]) == \
-                (owner.direction == "up"):
+                (owner.direction == "up") and not (owner.direction == "up" and _query(
+                    raw, "SELECT 1 FROM %s WHERE key = ? AND value = ?" % metadata,
+                    (_ROLLING_BACK, str(owner.version)))):
             return {"done": True}
         return None
     except BaseException:

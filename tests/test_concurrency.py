@@ -703,6 +703,40 @@ class NonTransactionalDownCutShort(TempDirTestCase):
         self.assertNotIn("Applied v2", out)
 
 
+class NonTransactionalDownCutShortBackfill(TempDirTestCase):
+    def test_up_after_a_failed_down_runs_the_ups_backfill_again(self):
+        # The migration is still recorded while it is partly rolled back: its
+        # up's backfill took that record for "another runner finished it"
+        # and did no row, and up reported v2 applied.
+        self.write_sql(1, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b);\n"
+                               "INSERT INTO t (a) VALUES (1), (2), (3);", "DROP TABLE t;")
+        fail = os.path.join(self.tmp, "fail")
+        self.write("002-fill.py", """
+            import os, sqlmigrate
+            transaction = False
+
+            def up(db):
+                sqlmigrate.backfill(db, "t", set="b = a * 2", where="b IS NULL")
+
+            def down(db):
+                sqlmigrate.backfill(db, "t", set="b = NULL")
+                if os.path.exists(%r):
+                    raise RuntimeError("the down fails after its backfill")
+            """ % fail)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        open(fail, "w").close()
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
+        self.assertEqual(status, 1, err)
+        self.assertEqual([r[0] for r in self.connect().execute("SELECT b FROM t")],
+                         [None, None, None])
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Applied v2", out)
+        self.assertEqual([r[0] for r in self.connect().execute("SELECT b FROM t ORDER BY id")],
+                         [2, 4, 6])
+
+
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
 
