@@ -3461,6 +3461,10 @@ class Migrator(object):
                 if direction == "down":  # until it is recorded: see _ROLLING_BACK
                     conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"
                                  % tracking, (_ROLLING_BACK, str(m.version)))
+                elif again:  # the down's positions: rows before them are redone now
+                    low = _backfill_key(m.version, "down", "")
+                    conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % tracking,
+                                 (low, low[:-1] + ";"))
             with _connection_kept_as_it_was(conn, m, direction):
                 result, left = self._run_body(conn, m, direction, None, False, settings)
             with _transaction(conn):

@@ -736,6 +736,43 @@ class NonTransactionalDownCutShortBackfill(TempDirTestCase):
         self.assertEqual([r[0] for r in self.connect().execute("SELECT b FROM t ORDER BY id")],
                          [2, 4, 6])
 
+    def test_a_down_after_an_up_again_that_failed_starts_its_backfill_over(self):
+        # The down's position, stopped at row 2, was resumed after the up
+        # applied again had redone rows 1 and 2: the down then reported v2
+        # rolled back with their values still set.
+        self.write_sql(1, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b);\n"
+                               "INSERT INTO t (a) VALUES (1), (2), (3), (4);", "DROP TABLE t;")
+        fail = os.path.join(self.tmp, "fail")
+        self.write("002-fill.py", """
+            import os, sqlmigrate
+            transaction = False
+
+            def clear(db, batch):
+                if os.path.exists(%(fail)r + "-down") and batch.last >= (3,):
+                    raise RuntimeError("the down fails half-way")
+                return db.execute("UPDATE t SET b = NULL WHERE " + batch.where,
+                                  batch.params).rowcount
+
+            def up(db):
+                sqlmigrate.backfill(db, "t", set="b = a * 2", where="b IS NULL")
+                if os.path.exists(%(fail)r + "-up"):
+                    raise RuntimeError("the up fails after its backfill")
+
+            def down(db):
+                sqlmigrate.backfill(db, "t", apply=clear, batch_rows=1, target_ms=None)
+            """ % {"fail": fail})
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "up")
+        self.assertEqual(status, 0, err)
+        for direction in ("down", "up"):
+            open(fail + "-" + direction, "w").close()
+            status, out, err = self.cli("--db", self.db, "--dir", self.dir, direction)
+            self.assertEqual(status, 1, err)
+            os.remove(fail + "-" + direction)
+        status, out, err = self.cli("--db", self.db, "--dir", self.dir, "down")
+        self.assertEqual(status, 0, err)
+        self.assertEqual([r[0] for r in self.connect().execute("SELECT b FROM t ORDER BY id")],
+                         [None, None, None, None])
+
 
 class KilledMidRun(TempDirTestCase):
     """SIGKILL at random instants; the database must stay intact and exact."""
