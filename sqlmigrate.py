@@ -1088,9 +1088,15 @@ class Migration(object):
         skipped = baseline.end() if baseline else 0
         whole, text = text, text[skipped:]
         markers = list(_MARKER_RE.finditer(text))
-        taken = set(m.start() for m in markers)
+        taken, comments = set(m.start() for m in markers), None
         for near in _NEAR_MARKER_RE.finditer(text):
             if near.start() not in taken:
+                if comments is None:  # only a line comment: not text in a string or /* */
+                    comments = set(t.start() for t in _TOKEN_RE.finditer(text)
+                                   if t.lastgroup == "comment" and t.group().startswith("--"))
+                if near.start() + len(near.group()) - len(near.group().lstrip(" \t")) \
+                        not in comments:
+                    continue
                 raise self._error(
                     "%r is not a marker: write '-- migrate:up' or '-- migrate:down' alone on "
                     "its line (as a comment, the SQL below it would run in up)"

@@ -203,6 +203,20 @@ class SqlMigrations(TempDirTestCase):
             self.assertEqual(self.tables(conn), ["users"], marker)
             self.assertEqual(conn.execute("SELECT id FROM users").fetchall(), [(1,)])
 
+    def test_a_marker_like_line_inside_a_string_or_block_comment_is_no_near_miss(self):
+        # Only a line comment can be a marker meant and missed: the same text
+        # inside a string literal (a stored template) or a block comment (a
+        # tool's old marker kept for reference) runs no SQL of its own.
+        self.write("001-x.sql", "-- migrate:up\n"
+                   "CREATE TABLE notes (body);\n"
+                   "/*\n-- +goose Down\n*/\n"
+                   "INSERT INTO notes VALUES ('\n-- migrate: add a table here\n');\n"
+                   "-- migrate:down\nDROP TABLE notes;\n")
+        status, out, err = self.cli("--db", self.db, "up")
+        self.assertEqual(status, 0, (out, err))
+        self.assertEqual(self.connect().execute("SELECT body FROM notes").fetchall(),
+                         [("\n-- migrate: add a table here\n",)])
+
     def test_a_fifo_named_like_a_migration_is_refused_not_waited_on(self):
         # Opening a FIFO to read blocks until a writer comes: `up` hung forever.
         self.write_sql(1, "a", "CREATE TABLE a (x);")
