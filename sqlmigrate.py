@@ -1210,11 +1210,11 @@ def _scan_package(package):
                            kind="bad-directory", path=package)
     except (Exception, SystemExit) as e:  # its own code (or a parent's __init__) failed as it ran
         # SystemExit left alone would end the CLI with that status, nothing done.
-        reason = "%s, line %s: %s" % (e.filename, e.lineno, e.msg) \
-            if isinstance(e, SyntaxError) else "called exit (sys.exit(%r))" % (e.code,) \
-            if isinstance(e, SystemExit) else e
-        raise RequestError("cannot import the migration package %s: %s: %s" % (
-            package, type(e).__name__, reason), kind="bad-directory", path=package)
+        reason = "%s: %s, line %s: %s" % (type(e).__name__, e.filename, e.lineno, e.msg) \
+            if isinstance(e, SyntaxError) else "SystemExit: called exit (sys.exit(%r))" % (
+                e.code,) if isinstance(e, SystemExit) else _exception_text(e)
+        raise RequestError("cannot import the migration package %s: %s" % (package, reason),
+                           kind="bad-directory", path=package)
     # __path__, not the spec's: an __init__.py may rebind it (pkgutil.extend_path,
     # the namespace idiom before PEP 420), and the import system reads __path__.
     locations = list(getattr(module, "__path__", None) or ())
@@ -2222,7 +2222,8 @@ def _read_state(conn, table):
     return _TrackingState(_parse_version([values.get("schema_version")], table), records, True,
                           True, [row[2:0:-1] for row in rows if row[0] is None and
                                  row[2] not in ("schema_version", _ROLLING_BACK)],
-                          rolling_back=_parse_version([values.get(_ROLLING_BACK)], table) or None)
+                          rolling_back=_parse_version([values.get(_ROLLING_BACK)], table,
+                                                       _ROLLING_BACK) or None)
 
 
 def _read_state_step_by_step(conn, table):
@@ -2261,11 +2262,11 @@ def _applied_by_baseline(record):
     return checksum[len(_BASELINE_PREFIX):] if checksum.startswith(_BASELINE_PREFIX) else None
 
 
-def _parse_version(values, table):
+def _parse_version(values, table, key="schema_version"):
     try:
         return int(values[0]) if values and values[0] is not None else 0
     except (TypeError, ValueError):
-        raise MigrationError("%s.schema_version is %r, not a whole number" % (table, values[0]),
+        raise MigrationError("%s.%s is %r, not a whole number" % (table, key, values[0]),
                              kind="not-tracking-table", tables=[table])
 
 
@@ -2801,7 +2802,8 @@ class Migrator(object):
             "latest_version": latest,
             "applied": sum(1 for r in rows if r["state"] in ("applied", "changed") or
                            r["state"] == "in baseline" and r["version"] in applied),
-            "pending": sum(1 for r in rows if r["state"] in ("pending", "out-of-order")),
+            "pending": sum(1 for r in rows if r["state"] in ("pending", "out-of-order",
+                                                             "partly rolled back")),
             "ahead": state.version > latest,
             "clean": state.version <= latest and all(r["state"] in ("applied", "in baseline")
                                                      for r in rows),
@@ -3253,8 +3255,10 @@ class Migrator(object):
             # A database made under the name of another one's journal would be
             # taken for it, found not valid and deleted when that one opens
             # (its -shm overwritten; its lock file deleted by hand, as allowed).
+            # Only beside such a database: "notes-journal" alone is a name.
             for suffix in _JOURNAL_SUFFIXES + (_RUN_LOCK_SUFFIX,):  # (see _files_beside)
-                if self.path.endswith(suffix) and len(self.path) > len(suffix):
+                if self.path.endswith(suffix) and len(self.path) > len(suffix) and \
+                        os.path.isfile(self.path[:-len(suffix)]):
                     raise RequestError(
                         "%s is the name of a file SQLite (or sqlmigrate) keeps beside database "
                         "%s: a database made there would be taken for that file and lost; "
@@ -8250,7 +8254,7 @@ def _cli_opener(args):
         # SystemExit left alone would end the CLI with that status, nothing done.
         raise RequestError("cannot import driver module %s: %s" % (name, (
             "called exit (sys.exit(%r))" % (e.code,) if isinstance(e, SystemExit)
-            else "%s: %s" % (type(e).__name__, e))))
+            else _exception_text(e))))
     if not callable(getattr(module, "connect", None)) or \
             not isinstance(getattr(module, "Error", None), type):
         raise RequestError("driver module %s is not a DB-API module (no connect() and Error)"

@@ -367,13 +367,17 @@ class InMemoryDatabaseTests(CLITestCase):
         # app.db-journal made a database would be taken by SQLite for
         # app.db's journal, found not valid, and deleted when app.db opens.
         self.add_initial()
+        self.connect(os.path.join(self.tmp, "app.db")).execute("CREATE TABLE t (x)")
         for name in ("app.db-journal", "app.db-wal", "app.db-shm", "app.db-sqlmigrate-lock"):
             with self.subTest(name=name):
                 status, out, err = self.cli("--db", name, "up")
                 self.assertEqual(status, 2, err)
                 self.assertIn(name, err)
                 self.assertEqual(len(err.strip().splitlines()), 1, err)
-                self.assertEqual(sorted(os.listdir(self.tmp)), ["migrations"])
+                self.assertEqual(sorted(os.listdir(self.tmp)), ["app.db", "migrations"])
+        # Without such a database beside it, it is a name like any other.
+        status, out, err = self.cli("--db", "notes-journal", "up")
+        self.assertEqual(status, 0, err)
 
     def test_a_dry_run_into_an_in_memory_database_still_shows_the_plan(self):
         self.add_initial()
