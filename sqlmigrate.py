@@ -863,10 +863,12 @@ def _data_verb(sql):
 
 _MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
 # A line meant as a marker that _MARKER_RE does not take (`-- migrate:dwon`,
-# `-- migrate: down`, sql-migrate's `-- +migrate Down`, goose's `-- +goose
-# Down`): as a mere comment it would make the down's SQL below it run in up.
+# `-- migrate: down`, `-- migrate down`, a bare `-- down`, sql-migrate's
+# `-- +migrate Down`, goose's `-- +goose Down`): as a mere comment it would
+# make the down's SQL below it run in up.
 _NEAR_MARKER_RE = re.compile(
-    r"(?mi)^[ \t]*--[ \t]*(?:migrate[ \t]*:|\+[ \t]*(?:migrate|goose)\b)[^\n]*$")
+    r"(?mi)^[ \t]*--[ \t]*(?:(?:migrate[ \t]*:|\+[ \t]*(?:migrate|goose)\b|"
+    r"migrate[ \t]+(?:up|down)\b)[^\n]*|(?:up|down)[ \t]*:?[ \t]*\r?)$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
 _BASELINE_RE = r"(?i)\A\s*--[ \t]*migrate:baseline[ \t]*\r?(?:\n|\Z)"
 # The line after it that `baseline` writes: the versions the baseline holds,

@@ -192,7 +192,8 @@ class SqlMigrations(TempDirTestCase):
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
         conn.execute("INSERT INTO users VALUES (1)")
         for marker in ("-- migrate:dwon", "-- migrate: down", "-- migrate : down",
-                       "-- +migrate Down", "-- +goose Down"):
+                       "-- +migrate Down", "-- +goose Down", "-- down", "-- Down:",
+                       "-- migrate down"):
             self.write("001-x.sql", "-- migrate:up\nCREATE TABLE a (x);\n%s\n"
                        "DROP TABLE users;\n" % marker)
             status, out, err = self.cli("--db", self.db, "up")
