@@ -1574,24 +1574,36 @@ def _transaction(conn):
 
 
 @contextmanager
-def _rollback_journal(conn):
+def _rollback_journal(conn, run=False):
     """A rollback journal for the transaction, when the connection has none
     (a caller's, set to journal_mode OFF: the connection's setting, not the
     file's): without one SQLite cannot undo pages it has already spilled to
     the file, yet reports the ROLLBACK done, so a failed migration (or a dry
-    run) would leave its changes half made.  OFF again afterwards."""
-    if "journal_mode" in _driver(conn).refused_pragmas or \
-            _query(conn, "PRAGMA main.journal_mode")[0][0].lower() != "off":
+    run) would leave its changes half made.  OFF again afterwards.  run: for
+    a whole run, whose transactions then need no look of their own (a
+    migration's OFF is set back after it: _connection_kept_as_it_was)."""
+    raw = _raw(conn)
+    if _journaled.get(id(raw)) is raw:
         yield
         return
+    off = "journal_mode" not in _driver(conn).refused_pragmas and \
+        _query(conn, "PRAGMA main.journal_mode")[0][0].lower() == "off"
     # An in-memory database has no DELETE mode: it stays OFF, then MEMORY.
-    if _query(conn, "PRAGMA main.journal_mode = DELETE")[0][0].lower() == "off":
+    if off and _query(conn, "PRAGMA main.journal_mode = DELETE")[0][0].lower() == "off":
         _query(conn, "PRAGMA main.journal_mode = MEMORY")
+    if run:
+        _journaled[id(raw)] = raw
     try:
         yield
     finally:
-        if not conn.in_transaction:
+        if run:
+            del _journaled[id(raw)]
+        if off and not conn.in_transaction:
             _query(conn, "PRAGMA main.journal_mode = OFF")
+
+
+# {id(connection): connection} while a run has seen to its rollback journal.
+_journaled = {}
 
 
 @contextmanager
@@ -3292,7 +3304,8 @@ class Migrator(object):
             # An --atomic run changes the history too, in one transaction that
             # holds no non-transactional migration (refused above): it waits
             # for one another runner has in flight, as a transactional one does.
-            with _run_lock(conn, self.busy_timeout, wanted=whole_run == "--atomic run") \
+            with _rollback_journal(conn, run=True), \
+                    _run_lock(conn, self.busy_timeout, wanted=whole_run == "--atomic run") \
                     as made_since, _write_transaction(conn, whole_run) as check_fk:
                 made_since()
                 for m in plan:
