@@ -2183,6 +2183,13 @@ class _TrackingState(object):
 # applies it again (a non-transactional migration must be idempotent).
 _ROLLING_BACK = "rolling_back"
 
+def _rolling_back(conn, table, version):
+    """Under the write lock: whether migration `version`'s down was cut short
+    (the _ROLLING_BACK row names it)."""
+    return bool(_query(conn, "SELECT 1 FROM %s WHERE key = ? AND value = ?" % _tracking_table(
+        table), (_ROLLING_BACK, str(version))))
+
+
 # A backfill's position is the tracking table's row of key
 # 'backfill:[v<migration version>:<up or down>:]<name or table>'.
 _BACKFILL_PREFIX = "backfill:"
@@ -2211,10 +2218,12 @@ def _parse_backfill_key(key):
     return _BackfillKey(None, None, rest)
 
 
-def _backfill_keys(version=None):
+def _backfill_keys(version=None, direction=None):
     """(low, high): the keys low <= key < high are the positions of the
-    backfills of migration `version` (both directions), or of all backfills."""
-    low = _BACKFILL_PREFIX if version is None else "%sv%d:" % (_BACKFILL_PREFIX, version)
+    backfills of migration `version` (in `direction`, or both), or of all
+    backfills."""
+    low = _BACKFILL_PREFIX if version is None else "%sv%d:%s" % (
+        _BACKFILL_PREFIX, version, direction + ":" if direction else "")
     return low, low[:-1] + ";"  # ';' sorts right after ':'
 
 
@@ -3465,10 +3474,9 @@ class Migrator(object):
             with _write_transaction(conn, not whole_run) as check_fk_here:
                 applied, newest = _history_under_lock(conn, self.table, m.version,
                                                       self.migrations)
-                # An up of m still applied: its down did not finish (_ROLLING_BACK).
-                again = bool(applied) and direction == "up" and _query(
-                    conn, "SELECT 1 FROM %s WHERE key = ? AND value = ?" % tracking,
-                    (_ROLLING_BACK, str(m.version)))
+                # An up of m still applied: its down did not finish.
+                again = bool(applied) and direction == "up" and \
+                    _rolling_back(conn, self.table, m.version)
                 if bool(applied) != (direction == "down") and not again:
                     _log("info", "v%d was %s by another process meanwhile; skipped", m.version,
                          "applied" if direction == "up" else "rolled back")
@@ -3487,9 +3495,8 @@ class Migrator(object):
                     conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"
                                  % tracking, (_ROLLING_BACK, str(m.version)))
                 elif again:  # the down's positions: rows before them are redone now
-                    low = _backfill_key(m.version, "down", "")
                     conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % tracking,
-                                 (low, low[:-1] + ";"))
+                                 _backfill_keys(m.version, "down"))
             with _connection_kept_as_it_was(conn, m, direction):
                 result, left = self._run_body(conn, m, direction, None, False, settings)
             with _transaction(conn):
@@ -7024,11 +7031,11 @@ def _begin_batch(raw, metadata, key, owner, work, table):
         # An up recorded already is done, unless it runs again after a down
         # that did not finish (_ROLLING_BACK): still recorded, yet undone.
         if owner.version is not None and bool(_query(
-                raw, "SELECT count(*) FROM %s WHERE version = ?" % _quote_identifier(
+                raw, "SELECT count(*) FROM %s WHERE version = ?" % _tracking_table(
                     owner.tracking + "_migrations"), (owner.version,))[0][0]) == \
-                (owner.direction == "up") and not (owner.direction == "up" and _query(
-                    raw, "SELECT 1 FROM %s WHERE key = ? AND value = ?" % metadata,
-                    (_ROLLING_BACK, str(owner.version)))):
+                (owner.direction == "up") and not (owner.direction == "up" and
+                                                   _rolling_back(raw, owner.tracking,
+                                                                 owner.version)):
             return {"done": True}
         return None
     except BaseException:
