@@ -8483,10 +8483,11 @@ def _tolerant_stream(stream):
 
 
 class _ReaderMayLeave(object):
-    """The process's stdout, for when its reader goes away (`up | head -1`):
-    the run goes on to the end (the migrations committed so far stay either
-    way, and stopping at a random one would surprise), and what could not be
-    written, with everything after, goes to stderr instead."""
+    """The process's stdout, for when its reader goes away (`up | head -1`)
+    or it cannot be written (a full disk, `>&-`): the run goes on to the end
+    (the migrations committed so far stay either way, and stopping at a
+    random one would surprise), and what could not be written, with
+    everything after, goes to stderr instead."""
 
     def __init__(self, out, err):
         self._out, self._err = out, err
@@ -8497,17 +8498,19 @@ class _ReaderMayLeave(object):
 
     def write(self, text):
         self._unflushed.append(text)
-        self._safely(self._out.write, text)
+        self._safely("write", text)
         return len(text)
 
     def flush(self):
-        self._safely(self._out.flush)
+        self._safely("flush")
         del self._unflushed[:]
 
     def _safely(self, method, *args):
         try:
-            method(*args)
-        except BrokenPipeError:
+            if self._out is None:  # started without descriptor 1: Python's sys.stdout is None
+                raise BrokenPipeError(0, "no stdout")
+            getattr(self._out, method)(*args)
+        except OSError as e:
             # Point the descriptor at devnull: the text still in the stream's
             # buffer is flushed there at exit, instead of Python printing
             # "Exception ignored ... BrokenPipeError".
@@ -8520,8 +8523,9 @@ class _ReaderMayLeave(object):
             except (OSError, ValueError, AttributeError):
                 pass
             self._out = self._err
-            self._err.write("sqlmigrate: stdout was closed; the rest of the output follows "
-                            "here\n" + "".join(self._unflushed))
+            self._err.write("sqlmigrate: stdout %s; the rest of the output follows here\n" % (
+                "was closed" if isinstance(e, BrokenPipeError) else "cannot be written (%s)"
+                % (e.strerror or e)) + "".join(self._unflushed))
             self._err.flush()
 
 

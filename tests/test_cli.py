@@ -895,6 +895,35 @@ class ClosedStdoutTests(CLITestCase):
         finally:
             os.close(write_end)
 
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
+    def test_stdout_on_a_full_disk_the_run_finishes_and_says_so_on_stderr(self):
+        # `up > out.txt` on a full disk: v1's line failed after v1 committed,
+        # and a traceback ended the run there, v2 never applied.
+        self.add_table(1, "one")
+        self.add_table(2, "two")
+        with open("/dev/full", "w") as full:
+            status, err = self.run_with_stdout(full, ["up"])
+        self.assert_clean_stderr(err)
+        self.assertEqual(status, 0, err)
+        self.assertIn("No space left on device", err)
+        self.assertIn("Applied v1", err)
+        self.assertIn("Applied 2 migration(s)", err)
+        self.assertEqual(self.schema_version(), "2")
+
+    @unittest.skipIf(os.name != "posix", "preexec_fn")
+    def test_no_stdout_at_all_every_command_ends_cleanly(self):
+        # `up >&-`: Python gives a process without descriptor 1 sys.stdout None.
+        self.add_table(1, "one")
+        with open(os.path.join(self.tmp, "stderr.txt"), "w+b") as err:
+            status = subprocess.call([sys.executable, SCRIPT, "--db", self.db, "up"],
+                                     cwd=self.tmp, stderr=err, preexec_fn=lambda: os.close(1))
+            err.seek(0)
+            text = err.read().decode("utf-8", "replace")
+        self.assert_clean_stderr(text)
+        self.assertEqual(status, 0, text)
+        self.assertIn("Applied 1 migration(s)", text)
+        self.assertEqual(self.schema_version(), "1")
+
 
 class DownTests(CLITestCase):
 
