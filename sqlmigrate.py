@@ -2736,6 +2736,10 @@ class Migrator(object):
         if len(given) > 1:
             raise RequestError("the migrations come from one of directory, package or "
                                "migrations, not %s" % " and ".join(given))
+        if isinstance(table, str) and _key(table).startswith("sqlite_"):  # else found mid-run
+            raise RequestError("the tracking table cannot be named %s: SQLite reserves names "
+                               "starting with sqlite_; choose another with --table / table="
+                               % table)
         if _is_connection(db):
             self.connection, self.path = db, None
             _driver(db)  # a connection that is not SQLite is refused here, up front

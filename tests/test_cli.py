@@ -385,6 +385,18 @@ class TableOptionTests(CLITestCase):
         out, _ = self.run_ok("--db", self.db, "--table", "schema_info", "status", "--json")
         self.assertEqual(json.loads(out)["current_version"], 1)
 
+    def test_a_tracking_table_name_sqlite_reserves_is_a_bad_request(self):
+        # It was found only as the first migration committed: exit 1, blamed
+        # on the migration file ("001-...: object name reserved ...").
+        self.add_initial()
+        self.make_plain_database()
+        for table in ("sqlite_x", "SQLITE_meta", "sqlite_master"):
+            with self.subTest(table=table):
+                for command in (["up"], ["mark", "1"], ["status"]):
+                    err = self.assert_bad_input(["--db", self.db, "--table", table] + command,
+                                                2, "--table", table)
+                    self.assertNotIn("001-initial-schema.py", err)
+
 
 class LoudnessOptionTests(CLITestCase):
 
