@@ -159,8 +159,8 @@ _LOG_SETUP = [lambda logging: logging.getLogger("sqlmigrate").addHandler(logging
 
 def _log(level, message, *args, **where):
     """logging.getLogger(where.get("logger", "sqlmigrate")).<level>(message,
-    *args).  One line per applied migration goes to "sqlmigrate.runner",
-    which the CLI prints as results on stdout instead."""
+    *args).  What the CLI prints as results on stdout instead (a line per
+    applied migration, mark's, a dry run's skip) goes to "sqlmigrate.runner"."""
     import logging
     while _LOG_SETUP:
         try:
@@ -3023,7 +3023,7 @@ class Migrator(object):
             conn.execute("DELETE FROM %s WHERE key = ?" % _tracking_table(self.table),
                          (_ROLLING_BACK,))
             _write_version(conn, self.table, version)
-        _log("info", "Marked migrations up to v%d as applied", version)
+        _log("info", "Marked migrations up to v%d as applied", version, logger="sqlmigrate.runner")
         return recorded
 
     def _user_version_to_adopt(self, conn=None, state=None, expected=None):
@@ -3468,7 +3468,8 @@ class Migrator(object):
         meanwhile (re-read under the write lock).  settings: the connection's
         before the run, put back after m; made_since: see _run_lock."""
         if whole_run == "dry run" and not m.transactional:
-            _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name)
+            _log("info", "dry run: v%d %s is non-transactional; not run", m.version, m.name,
+                 logger="sqlmigrate.runner")
             return _Result(m, direction)
         # The settings are put back as soon as m's body ends (_run_body);
         # those SQLite refuses to set inside a transaction, once it has ended

@@ -776,6 +776,13 @@ class UpTests(CLITestCase):
         self.assertIn("CREATE TABLE x (a)", out)
         self.assertIn("CREATE TABLE y (b)", out)
 
+    def test_dry_run_says_once_that_a_non_transactional_migration_is_not_run(self):
+        # stderr repeated stdout's "(non-transactional: not run)" as an INFO line.
+        self.add_table(3, "three", options="transaction:false")
+        out, err = self.apply("--dry-run")
+        self.assertIn("-- v3: Create three (non-transactional: not run)", out)
+        self.assertNotIn("not run", err)
+
     def test_dry_run_on_a_missing_database_creates_no_file(self):
         out, _ = self.apply("--dry-run")
         self.assertIn("CREATE TABLE users", out)
@@ -1138,6 +1145,13 @@ class MarkTests(CLITestCase):
         out, _ = self.run_ok("--db", self.db, "mark", "3")  # v1's edit accepted, v3 recorded
         self.assertIn("Marked 2 migration(s)", out)
         self.assertIn("schema version is now 3", out)
+
+    def test_mark_says_what_it_did_once(self):
+        # stderr repeated stdout's result as "INFO: Marked migrations up to v2 as applied".
+        self.make_plain_database()
+        out, err = self.run_ok("--db", self.db, "mark", "2")
+        self.assertIn("Marked 2 migration(s)", out)
+        self.assertNotIn("Marked", err)
 
     def test_mark_of_a_version_without_a_file_is_a_bad_request(self):
         self.make_plain_database()
