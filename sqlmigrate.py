@@ -7861,7 +7861,8 @@ def _print_status(report, stream):
 def _print_test(result, out):
     def failed(failures, indent):
         for f in failures:
-            lines.append("%s%s: %s" % (indent, f["check"], f["message"]))
+            lines.append("%s%s: %s" % (indent, f["check"], f["message"].replace(
+                "\n", "\n" + indent)))  # its later lines ("  statement: ...") under it
             for d in f.get("diff", ()):
                 lines.append("%s  %s %s %s%s" % (indent, d["change"], d["type"], d["name"], (
                     ": %s" % (d["after"] if d["before"] is None else d["before"])) if

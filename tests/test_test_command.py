@@ -174,6 +174,19 @@ class RoundTripTest(TempDirTestCase):
         self.assertIn("nowhere", failure["message"])
         self.assertEqual(result["migrations"][2]["checks"]["up"], "not run")
 
+    def test_cli_indents_every_line_of_a_failure_under_its_migration(self):
+        # A failure's second line ("  statement: ...") was printed at the
+        # migrations' indent, reading as a line of the list.
+        self.write_sql(1, "t", "CREATE TABLE t (a TEXT);")
+        self.write_sql(2, "broken", "INSERT INTO nowhere VALUES (1);")
+        status, out, err = self.cli("--dir", self.dir, "test")
+        self.assertEqual(status, 1, out + err)
+        lines = out.splitlines()
+        first = [i for i, line in enumerate(lines) if line.lstrip().startswith("up: ")][0]
+        statement = [line for line in lines if "statement: INSERT INTO nowhere" in line][0]
+        indent = len(lines[first]) - len(lines[first].lstrip())
+        self.assertGreater(len(statement) - len(statement.lstrip()), indent, out)
+
 
 class ParentsBeforeChildrenTest(TempDirTestCase):
 
