@@ -1187,9 +1187,11 @@ def _scan(directory):
         with os.scandir(directory) as scan:  # scandir: no stat() per file
             entries = sorted((entry.name, entry.is_dir()) for entry in scan)
     except OSError as e:
+        import shlex  # the advice is a command to paste: a space or a missing parent broke it
         raise RequestError(
-            "migration directory %s does not exist: create it (mkdir %s), or point --dir / "
-            "$SQLMIGRATE_DIR at it" % (directory, directory) if isinstance(e, FileNotFoundError)
+            "migration directory %s does not exist: create it (mkdir -p %s), or point --dir / "
+            "$SQLMIGRATE_DIR at it" % (directory, shlex.quote(directory))
+            if isinstance(e, FileNotFoundError)
             else "%s is not a directory of migrations" % directory
             if isinstance(e, NotADirectoryError)
             else "cannot read migration directory %s: %s" % (directory, e.strerror),

@@ -370,6 +370,16 @@ class DirectoryOptionTests(CLITestCase):
         self.run_ok("--db", "app.db", "--dir", "other", "up", cwd=self.tmp)
         self.assertIn("other", self.tables())
 
+    @unittest.skipIf(os.name != "posix", "a POSIX shell runs the advice")
+    def test_a_missing_directorys_mkdir_advice_makes_it_when_run(self):
+        # It said "(mkdir new dir/migs)": two directories, and no parent made.
+        missing = os.path.join("new dir", "migs")
+        err = self.assert_error(self.cli("--db", self.db, "--dir", missing, "status"), 2)
+        advice = re.search(r"\((mkdir .*)\), or point", err)
+        self.assertIsNotNone(advice, err)
+        subprocess.check_call(["sh", "-c", advice.group(1)], cwd=self.tmp)
+        self.assertEqual(os.listdir(self.tmp + "/new dir"), ["migs"])
+
 
 class TableOptionTests(CLITestCase):
 
