@@ -1206,6 +1206,9 @@ def _scan_package(package):
     """_scan() of the files in the package named `package`, read through the
     import system (a wheel, an egg, a zip archive or zipapp, a directory)."""
     import importlib
+    if not all(part.isidentifier() for part in package.split(".")):  # ".x": a TypeError
+        raise RequestError("%s is not a package name (such as myapp.migrations): a directory "
+                           "goes to --dir" % package, kind="bad-directory", path=package)
     try:
         module = importlib.import_module(package)
     except ImportError as e:

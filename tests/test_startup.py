@@ -181,6 +181,19 @@ class PackageSources(StartupCase):
         self.assertIn("nosuch.migrations", err)
         self.assertFalse(os.path.exists(self.db))
 
+    def test_a_path_or_relative_name_as_package_is_a_bad_request_pointing_at_dir(self):
+        # ".migrations" and "./migrations" escaped import_module as "TypeError: the
+        # 'package' argument is required to perform a relative import".
+        for name in (".migrations", "./migrations", "migrations/", "app..migrations"):
+            with self.subTest(name=name):
+                status, out, err = self.cli("--db", self.db, "--package", name, "status")
+                self.assertEqual(status, 2, err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(name, err)
+                self.assertIn("--dir", err)
+                self.assertNotIn("TypeError", err)
+        self.assertFalse(os.path.exists(self.db))
+
     def test_a_package_whose_init_fails_to_import_is_one_line_naming_it(self):
         status, out, err = self.up_from_package_folder("brokenapp", app_init="x = (\n")
         self.assertEqual(status, 2, err)
