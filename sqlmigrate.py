@@ -8070,7 +8070,7 @@ def _print_lint(findings, out, quiet_allowed=False):
 # The command line as data, turned into argparse parsers only when the CLI
 # runs (importing argparse costs a few milliseconds that an application
 # calling migrate() should not pay).  An option is ("flags METAVAR", help): no
-# METAVAR makes an on/off flag, and N, V and MS take whole numbers; a
+# METAVAR makes an on/off flag, and V and MS take whole numbers, N 1 or more; a
 # positional argument is ("destination METAVAR", help), with argparse's nargs
 # ("*", "?") after the METAVAR; options in one inner tuple exclude each other.
 _GLOBAL_OPTIONS = (
@@ -8190,10 +8190,11 @@ def _command_line_parser(argv):
         def error(self, message):  # one line and exit 2, like every bad request
             raise RequestError("%s (see %s --help)" % (message, self.prog))
 
-    def whole_number(text):
+    def whole_number(text, least=0):
         # Not int() alone: it takes " 5", "1_000" and "-1".
-        if not text or not set(text) <= _DIGITS:
-            raise argparse.ArgumentTypeError("needs a whole number (0 or more), not %r" % text)
+        if not text or not set(text) <= _DIGITS or int(text) < least:
+            raise argparse.ArgumentTypeError("needs a whole number (%d or more), not %r"
+                                             % (least, text))
         return int(text)
 
     def given(text):
@@ -8226,8 +8227,8 @@ def _command_line_parser(argv):
                 parser.add_argument(*flags, action="store_true", help=text, **extra)
             else:
                 parser.add_argument(*flags, metavar=metavar, help=text, **extra, type=(
-                    whole_number if metavar in ("N", "V", "MS") else seconds if metavar == "S"
-                    else given))
+                    whole_number if metavar in ("V", "MS") else seconds if metavar == "S"
+                    else (lambda text: whole_number(text, 1)) if metavar == "N" else given))
 
     top = Parser(prog="sqlmigrate", allow_abbrev=False,
                  description="Versioned, transactional schema migrations for SQLite.",

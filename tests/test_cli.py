@@ -1015,6 +1015,15 @@ class DownTests(CLITestCase):
     def test_steps_zero_is_a_bad_request(self):
         self.assert_bad_input(("--db", self.db, "down", "--steps", "0"), 2, "--steps")
 
+    def test_steps_below_one_is_refused_with_one_message_that_asks_for_1_or_more(self):
+        # -1 was "needs a whole number (0 or more)", and then 0 was refused too
+        # ("down needs --steps/steps of 1 or more, or --to/to of 0 or more").
+        for steps in ("0", "-1"):
+            with self.subTest(steps=steps):
+                err = self.assert_bad_input(("--db", self.db, "down", "--steps", steps), 2,
+                                            "argument --steps: needs a whole number (1 or more)")
+                self.assertNotIn("0 or more", err)
+
 
 # ---------------------------------------------------------------------------
 # new
