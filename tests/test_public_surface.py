@@ -27,6 +27,22 @@ class PublicSurface(unittest.TestCase):
                   sqlmigrate.__name__]
         self.assertEqual(sorted(set(public) - set(sqlmigrate.__all__)), [])
 
+    def test_every_commands_option_is_in_its_readme_table_row(self):
+        # lint --round-trip was missing from the table that lists each command's flags.
+        def flags(options):
+            for option in options:
+                for inner in (option if isinstance(option[0], tuple) else (option,)):
+                    for word in inner[0].split():
+                        if word.startswith("--"):
+                            yield word
+        missing = []
+        for name, _, _, options in sqlmigrate._COMMANDS:
+            row = re.search(r"(?m)^\| `%s\b.*$" % name, self.readme)
+            self.assertIsNotNone(row, name)
+            missing += ["%s %s" % (name, flag) for flag in flags(options)
+                        if not re.search(re.escape(flag) + r"\b", row.group(0))]
+        self.assertEqual(missing, [])
+
 
 if __name__ == "__main__":
     unittest.main()
