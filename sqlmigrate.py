@@ -2294,11 +2294,15 @@ def _applied_by_baseline(record):
 
 
 def _parse_version(values, table, key="schema_version"):
-    try:
-        return int(values[0]) if values and values[0] is not None else 0
-    except (TypeError, ValueError):
-        raise MigrationError("%s.%s is %r, not a whole number" % (table, key, values[0]),
-                             kind="not-tracking-table", tables=[table])
+    value = values[0] if values else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a REAL column's 2.0
+    # ASCII digits only: int() also takes 1.5 (as 1), '1_0' and other scripts' digits.
+    if value is None or isinstance(value, int) or isinstance(value, str) and \
+            re.match(r"[ \t\n]*-?[0-9]+[ \t\n]*\Z", value):
+        return int(value or 0)
+    raise MigrationError("%s.%s is %r, not a whole number" % (table, key, values[0]),
+                         kind="not-tracking-table", tables=[table])
 
 
 def _ensure_tracking(conn, table, state, files):

@@ -243,6 +243,31 @@ class HistoryTableOfAnotherShapeTests(CLITestCase):
         self.assertIn("users", self.tables())
 
 
+class HandEditedVersionTests(CLITestCase):
+    """metadata.schema_version edited by hand into something other than a
+    whole number: 1.5 in a REAL column read as version 1, infinity escaped as
+    an OverflowError traceback, '1_0' and Arabic-Indic digits read as 10 and 3."""
+
+    def test_a_version_that_is_not_a_whole_number_is_named_and_nothing_runs(self):
+        self.add_initial()
+        self.add_sessions()
+        self.apply()
+        conn = self.connect()
+        conn.execute("CREATE TABLE kept AS SELECT * FROM metadata")
+        conn.execute("DROP TABLE metadata")
+        conn.execute("CREATE TABLE metadata (key TEXT PRIMARY KEY, value REAL)")
+        conn.close()
+        for value in (1.5, float("inf"), "1_0", "\u0663"):
+            with self.subTest(value=value):
+                conn = self.connect()
+                conn.execute("DELETE FROM metadata")
+                conn.execute("INSERT INTO metadata VALUES ('schema_version', ?)", (value,))
+                conn.close()
+                for command in (("status",), ("up",), ("down",)):
+                    self.assert_bad_input(("--db", self.db) + command, 1,
+                                          "metadata.schema_version", "not a whole number")
+
+
 class TriggerOnTheTrackingTablesTests(CLITestCase):
     """A trigger on a tracking table that skips the runner's write
     (RAISE(IGNORE)): up said "Applied" with no record written, down "Rolled
