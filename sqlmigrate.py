@@ -44,6 +44,14 @@ def _what_was_rolled_back(rolled_back, direction):
             "its down was rolled back, so it stays applied")
 
 
+def _failure_outcome(whole_run, m, direction):
+    """What a failure of m's run outside its own code (its COMMIT, its
+    record) left; m None: the whole run's."""
+    return _what_was_rolled_back(whole_run or m.transactional, direction) + (
+        "" if m is None or m.transactional else ", and it is %s recorded as applied"
+        % ("not" if direction == "up" else "still"))
+
+
 class MigrationError(Exception):
     """Every error sqlmigrate raises on purpose.  Its fields say what it is
     about (None where they do not apply); str() is the message, composed from
@@ -2291,11 +2299,15 @@ def _applied_by_baseline(record):
 
 
 def _parse_version(values, table, key="schema_version"):
-    try:
-        return int(values[0]) if values and values[0] is not None else 0
-    except (TypeError, ValueError):
-        raise MigrationError("%s.%s is %r, not a whole number" % (table, key, values[0]),
-                             kind="not-tracking-table", tables=[table])
+    value = values[0] if values else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a REAL column's 2.0
+    # ASCII digits only: int() also takes 1.5 (as 1), '1_0' and other scripts' digits.
+    if value is None or isinstance(value, int) or isinstance(value, str) and \
+            re.match(r"[ \t\n]*-?[0-9]+[ \t\n]*\Z", value):
+        return int(value or 0)
+    raise MigrationError("%s.%s is %r, not a whole number" % (table, key, values[0]),
+                         kind="not-tracking-table", tables=[table])
 
 
 def _ensure_tracking(conn, table, state, files):
@@ -2343,8 +2355,18 @@ def _newest_recorded(table):
 
 
 def _write_record(conn, table, record):
-    conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (?, ?, ?, ?, ?)"
-                 % (_tracking_table(table + "_migrations"), _RECORD_COLUMNS), record)
+    _written(conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (?, ?, ?, ?, ?)" % (
+        _tracking_table(table + "_migrations"), _RECORD_COLUMNS), record), table + "_migrations")
+
+
+def _written(cursor, table):
+    """A write to tracking table `table` that changed no row: a trigger's
+    RAISE(IGNORE) skipped it, and the run would report work it did not
+    record (or unrecord).  (-1: a driver that does not count.)"""
+    if cursor.rowcount == 0:
+        raise MigrationError(kind="not-tracking-table", cause=(
+            "a trigger on %s skipped sqlmigrate's change to it (RAISE(IGNORE)): drop that "
+            "trigger or let it pass" % table))
 
 
 def _write_version(conn, table, version=None):
@@ -2356,10 +2378,13 @@ def _write_version(conn, table, version=None):
         value, params = "?", (str(version),)
     # UPDATE first: an adopted metadata table may lack the UNIQUE key that
     # INSERT OR REPLACE would need.
+    # The INSERT only where no row is: an UPDATE a trigger skipped changed none either.
     if conn.execute("UPDATE %s SET value = %s WHERE key = 'schema_version'"
                     % (_tracking_table(table), value), params).rowcount == 0:
-        conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s"
-                     % (_tracking_table(table), value), params)
+        _written(conn.execute("INSERT INTO %s (key, value) SELECT 'schema_version', %s WHERE "
+                              "NOT EXISTS (SELECT 1 FROM %s WHERE key = 'schema_version')"
+                              % (_tracking_table(table), value, _tracking_table(table)),
+                              params), table)
 
 
 def _utc_now():
@@ -3390,9 +3415,7 @@ class Migrator(object):
             failure.path, failure.version, failure.direction = m.path, m.version, direction
         if kind == "connection-lost":  # its message says what may have happened
             return failure
-        failure.outcome = _what_was_rolled_back(whole_run or m.transactional, direction) + (
-            "" if m is None or m.transactional else ", and it is %s recorded as applied"
-            % ("not" if direction == "up" else "still"))
+        failure.outcome = _failure_outcome(whole_run, m, direction)
         return failure
 
     def _rewrite_schema_file(self, conn, failure=None):
@@ -3499,7 +3522,7 @@ class Migrator(object):
                                                   check_fk or check_fk_here, settings)
                     # A down ends the mark too: its file may have been made
                     # transactional since the non-transactional down was cut short.
-                    self._record(conn, result, again or direction == "down")
+                    self._record(conn, result, again or direction == "down", whole_run)
                     return result
                 if direction == "down":  # until it is recorded: see _ROLLING_BACK
                     conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"
@@ -3616,9 +3639,18 @@ class Migrator(object):
         return _Result(m, direction, duration_ms, None if whole_run != "dry run" else
                        list(statements) if traced else list(db.executed)), left
 
-    def _record(self, conn, result, rolling_back=False):
+    def _record(self, conn, result, rolling_back=False, whole_run=None):
         """Record (or unrecord) what m did; rolling_back: and end its mark as
         being rolled back (_ROLLING_BACK), if any."""
+        try:
+            self._write_history(conn, result, rolling_back)
+        except MigrationError as failure:  # a trigger skipped a write (_written)
+            m = result.migration
+            failure.path, failure.version, failure.database = m.path, m.version, self.path
+            failure.outcome = _failure_outcome(whole_run, m, result.direction)
+            raise
+
+    def _write_history(self, conn, result, rolling_back):
         m, history = result.migration, _tracking_table(self.table + "_migrations")
         if result.direction == "up":
             # A baseline records each version it stands for (those with a file
@@ -3631,7 +3663,8 @@ class Migrator(object):
                     version, names[version], _BASELINE_PREFIX * m.baseline + m.checksum,
                     _utc_now(), round(result.duration_ms, 3) if version == m.version else None))
         else:
-            conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,))
+            _written(conn.execute("DELETE FROM %s WHERE version = ?" % history, (m.version,)),
+                     self.table + "_migrations")
         if not m.transactional:  # its backfills' positions, kept until now (see backfill)
             conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % _tracking_table(
                 self.table), _backfill_keys(m.version))

@@ -7,6 +7,7 @@ database; every case runs the CLI as a real subprocess on real files.
 """
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -240,6 +241,66 @@ class HistoryTableOfAnotherShapeTests(CLITestCase):
         self.make_database(True)
         self.run_ok("--db", self.db, "--table", "schema_meta", "up")
         self.assertIn("users", self.tables())
+
+
+class HandEditedVersionTests(CLITestCase):
+    """metadata.schema_version edited by hand into something other than a
+    whole number: 1.5 in a REAL column read as version 1, infinity escaped as
+    an OverflowError traceback, '1_0' and Arabic-Indic digits read as 10 and 3."""
+
+    def test_a_version_that_is_not_a_whole_number_is_named_and_nothing_runs(self):
+        self.add_initial()
+        self.add_sessions()
+        self.apply()
+        conn = self.connect()
+        conn.execute("CREATE TABLE kept AS SELECT * FROM metadata")
+        conn.execute("DROP TABLE metadata")
+        conn.execute("CREATE TABLE metadata (key TEXT PRIMARY KEY, value REAL)")
+        conn.close()
+        for value in (1.5, float("inf"), "1_0", "\u0663"):
+            with self.subTest(value=value):
+                conn = self.connect()
+                conn.execute("DELETE FROM metadata")
+                conn.execute("INSERT INTO metadata VALUES ('schema_version', ?)", (value,))
+                conn.close()
+                for command in (("status",), ("up",), ("down",)):
+                    self.assert_bad_input(("--db", self.db) + command, 1,
+                                          "metadata.schema_version", "not a whole number")
+
+
+class TriggerOnTheTrackingTablesTests(CLITestCase):
+    """A trigger on a tracking table that skips the runner's write
+    (RAISE(IGNORE)): up said "Applied" with no record written, down "Rolled
+    back" with the record kept, mark "Marked" with nothing marked."""
+
+    def setUp(self):
+        super().setUp()
+        self.add_initial()
+        self.add_sessions()
+
+    def skip_writes(self, table, verb):
+        conn = self.connect()
+        conn.execute("CREATE TRIGGER skip BEFORE %s ON %s BEGIN SELECT RAISE(IGNORE); END"
+                     % (verb, table))
+        conn.close()
+
+    def test_a_skipped_write_of_the_history_or_the_version_fails_the_run(self):
+        for table, verb, setup, command, stays in (
+                ("metadata_migrations", "INSERT", ("up", "--to", "1"), ("up",), 1),
+                ("metadata_migrations", "INSERT", ("up", "--to", "1"), ("mark", "2"), 1),
+                ("metadata_migrations", "DELETE", ("up",), ("down",), 2),
+                ("metadata", "UPDATE", ("up",), ("down",), 2)):
+            with self.subTest(table=table, verb=verb, command=command):
+                for name in os.listdir(self.tmp):
+                    if name.startswith("app.db"):
+                        os.remove(os.path.join(self.tmp, name))
+                self.apply(*setup[1:])
+                self.skip_writes(table, verb)
+                self.assert_bad_input(("--db", self.db) + command, 1, "trigger", table)
+                status = self.run_ok("--db", self.db, "status", "--json")[0]
+                self.assertEqual((json.loads(status)["current_version"],
+                                  json.loads(status)["applied"]), (stays, stays))
+                self.assertEqual("sessions" in self.tables(), stays == 2)
 
 
 class NewMigrationNameTests(CLITestCase):
