@@ -116,6 +116,8 @@ class MigrationError(Exception):
                                               "was the connection opened read-only "
                                               "(mode=ro, PRAGMA query_only)? else "),
                 "not-a-database": "%s is not an SQLite database (%s)" % (where, self.cause),
+                "foreign-keys": "foreign key violations: %s%s" % (
+                    self.cause, " (%s)" % self.hint if self.hint else ""),
                 "cannot-open": "cannot open %s: %s" % (named, self.cause),
                 "unreachable": "no database server answers at %s (%s): check the address and "
                                "that the cluster is running" % (where, self.cause),
@@ -1835,9 +1837,8 @@ def _check_foreign_keys(conn, **fields):
     if rows:
         shown = ["%s rowid %s -> %s" % row[:3] for row in rows[:20]]
         more = " (and %d more)" % (len(rows) - 20) if len(rows) > 20 else ""
-        raise MigrationError("%sforeign key violations: %s%s" % (
-            fields["path"] + ": " if fields.get("path") else "", "; ".join(shown), more),
-            kind="foreign-keys", tables=sorted(set(row[0] for row in rows)), **fields)
+        raise MigrationError(kind="foreign-keys", cause="; ".join(shown) + more,
+                             tables=sorted(set(row[0] for row in rows)), **fields)
 
 
 def _traced_trigger_program(sql):
@@ -3378,6 +3379,11 @@ class Migrator(object):
             raise self._database_failure(conn, e, whole_run)
         except MigrationError as failure:
             _log_schema_of(conn, failure.tables)
+            if failure.kind == "foreign-keys" and _query(conn, "PRAGMA foreign_key_check"):
+                # Still there once it is rolled back (each migration committed
+                # before it passed this check): not the migration's doing.
+                failure.hint = ("there before %s ran: fix them first; PRAGMA "
+                                "foreign_key_check lists them" % os.path.basename(failure.path or "it"))
             if adoption and not done and failure.kind == "migration-failed" and not failure.hint:
                 failure.hint = adoption
             if done and not whole_run:  # those before the failure were committed

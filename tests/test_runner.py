@@ -648,6 +648,30 @@ class ForeignKeys(RunnerTestCase):
         self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
         self.assertEqual(self.schema_version(), "1")
 
+    def test_violations_already_there_are_told_apart_from_the_migrations_own(self):
+        conn = self.fk_connection()
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("INSERT INTO child VALUES (12, 77)")  # an orphan from before
+        conn.commit()
+        conn.execute("PRAGMA foreign_keys = ON")
+        self.write_sql(2, "harmless", "CREATE TABLE other (x);")
+        for atomic in (False, True):
+            with self.assertRaises(sqlmigrate.MigrationError) as caught:
+                sqlmigrate.Migrator(conn, self.dir).up(atomic=atomic)
+            self.assertEqual(caught.exception.kind, "foreign-keys")
+            message = str(caught.exception)
+            self.assertIn("child rowid 12", message)
+            self.assertIn("before 002-harmless.sql ran", message)
+            self.assertEqual(self.schema_version(), "1")
+            self.assertNotIn("other", self.tables(conn))
+        self.write_sql(2, "harmless", "CREATE TABLE other (x); INSERT INTO child VALUES (13, 66);")
+        conn.execute("DELETE FROM child WHERE id = 12")
+        conn.commit()
+        with self.assertRaises(sqlmigrate.MigrationError) as caught:  # its own: no such words
+            sqlmigrate.migrate(conn, self.dir)
+        self.assertIn("child rowid 13", str(caught.exception))
+        self.assertNotIn("before", str(caught.exception))
+
     def test_foreign_keys_stay_off_when_they_were_off(self):
         self.write_sql(1, "orphan", "CREATE TABLE p (id INTEGER PRIMARY KEY);"
                        "CREATE TABLE c (p INTEGER REFERENCES p(id)); INSERT INTO c VALUES (5);")
