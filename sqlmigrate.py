@@ -3382,8 +3382,8 @@ class Migrator(object):
             if failure.kind == "foreign-keys" and _query(conn, "PRAGMA foreign_key_check"):
                 # Still there once it is rolled back (each migration committed
                 # before it passed this check): not the migration's doing.
-                failure.hint = ("there before %s ran: fix them first; PRAGMA "
-                                "foreign_key_check lists them" % os.path.basename(failure.path or "it"))
+                failure.hint = "there before %s ran: fix them first; PRAGMA foreign_key_check " \
+                               "lists them" % os.path.basename(failure.path or "it")
             if adoption and not done and failure.kind == "migration-failed" and not failure.hint:
                 failure.hint = adoption
             if done and not whole_run:  # those before the failure were committed
