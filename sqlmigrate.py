@@ -2862,14 +2862,19 @@ class Migrator(object):
         """Apply pending migrations (up to version `to`); return their results.
         wait: for this many seconds, retry with back-off while another process
         holds the write lock past the busy timeout (workers starting together)."""
-        # A target no file has (12 for 120, a file not yet pulled) would stop
-        # at the one below it, or apply nothing, as if that were asked.
-        if to is not None and to not in set(m.version for m in self.migrations).union(
-                *[[b.version] + list(b._covers or ()) for b in self._baselines]):
-            raise RequestError("no migration file has version %r" % (to,), version=to)
+        self._refuse_target(to)
         if wait is not None and _seconds("wait", wait):
             return _retrying_locked(lambda: self._up(to, dry_run, atomic, backup, strict), wait)
         return self._up(to, dry_run, atomic, backup, strict)
+
+    def _refuse_target(self, to, records=()):
+        """RequestError for a target `to` no file has (12 for 120, a file not
+        yet pulled): up would stop at the one below it, or apply nothing, and
+        down would roll that one back too, as if asked.  `records`: other
+        versions to take (down's 0, a version applied whose file is gone)."""
+        if to is not None and to not in set(m.version for m in self.migrations).union(
+                records, *[[b.version] + list(b._covers or ()) for b in self._baselines]):
+            raise RequestError("no migration file has version %r" % (to,), version=to)
 
     def _up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
         """up(), to any version: a scratch database is built up to the one
@@ -2938,6 +2943,7 @@ class Migrator(object):
             ahead = [text for kind, text in _drift(self._report(session.state)) if kind == "ahead"]
             if ahead:
                 raise MigrationError(kind="ahead", problems=ahead)
+            self._refuse_target(to, [0] + list(session.state.records))
             applied = sorted(session.state.applied(self.migrations), reverse=True)
             targets = [v for v in applied if v > to] if to is not None else applied[:steps or 1]
             by_version = {m.version: m for m in self.migrations}
