@@ -2870,10 +2870,11 @@ class Migrator(object):
     def _refuse_target(self, to, records=()):
         """RequestError for a target `to` no file has (12 for 120, a file not
         yet pulled): up would stop at the one below it, or apply nothing, and
-        down would roll that one back too, as if asked.  `records`: other
-        versions to take (down's 0, a version applied whose file is gone)."""
+        down would roll that one back too, as if asked.  0 (no migration, as
+        for mark 0) and a version applied (`records`), its file gone, are
+        versions too."""
         if to is not None and to not in set(m.version for m in self.migrations).union(
-                records, *[[b.version] + list(b._covers or ()) for b in self._baselines]):
+                [0], records, *[[b.version] + list(b._covers or ()) for b in self._baselines]):
             raise RequestError("no migration file has version %r" % (to,), version=to)
 
     def _up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
@@ -2943,7 +2944,7 @@ class Migrator(object):
             ahead = [text for kind, text in _drift(self._report(session.state)) if kind == "ahead"]
             if ahead:
                 raise MigrationError(kind="ahead", problems=ahead)
-            self._refuse_target(to, [0] + list(session.state.records))
+            self._refuse_target(to, session.state.records)
             applied = sorted(session.state.applied(self.migrations), reverse=True)
             targets = [v for v in applied if v > to] if to is not None else applied[:steps or 1]
             by_version = {m.version: m for m in self.migrations}

@@ -678,6 +678,14 @@ class UpTests(CLITestCase):
             self.assertEqual(len(err.strip().splitlines()), 1, err)
             self.assertFalse(os.path.exists(self.db))
 
+    def test_up_to_zero_applies_nothing_as_mark_0_and_down_to_0_take_it(self):
+        # 0, no migration, is every database's start: mark 0 and down --to 0
+        # accept it, and up --to 0 was refused as "no migration file has version 0".
+        status, out, err = self.cli("--db", self.db, "up", "--to", "0")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Nothing to apply", out)
+        self.assertNotIn("users", self.tables())
+
     def test_up_with_nothing_pending_says_so_and_leaves_the_file_alone(self):
         self.apply()
         before = self.sha()
