@@ -2783,8 +2783,8 @@ class Migrator(object):
         self._sources = {"package": package} if package is not None else \
             {"migrations": list(migrations)} if migrations is not None else \
             {"directory": self.directory}
-        self.table = table
-        self.busy_timeout = busy_timeout
+        _check_arguments("text", table=table)
+        self.table, self.busy_timeout = table, _seconds("busy_timeout", busy_timeout)
         self.progress = progress or (lambda *args, **kwargs: None)
         self.schema_file = None if schema_file is None else os.fspath(schema_file)
         self._migrations = self._baselines = None
@@ -2897,14 +2897,21 @@ class Migrator(object):
         """Apply pending migrations (up to version `to`); return their results.
         wait: for this many seconds, retry with back-off while another process
         holds the write lock past the busy timeout (workers starting together)."""
-        # A target no file has (12 for 120, a file not yet pulled) would stop
-        # at the one below it, or apply nothing, as if that were asked.
-        if to is not None and to not in set(m.version for m in self.migrations).union(
-                *[[b.version] + list(b._covers or ()) for b in self._baselines]):
-            raise RequestError("no migration file has version %r" % (to,), version=to)
+        _check_arguments("version", to=to)
+        self._refuse_target(to)
         if wait is not None and _seconds("wait", wait):
             return _retrying_locked(lambda: self._up(to, dry_run, atomic, backup, strict), wait)
         return self._up(to, dry_run, atomic, backup, strict)
+
+    def _refuse_target(self, to, records=()):
+        """RequestError for a target `to` no file has (12 for 120, a file not
+        yet pulled): up would stop at the one below it, or apply nothing, and
+        down would roll that one back too, as if asked.  0 (no migration, as
+        for mark 0) and a version applied (`records`), its file gone, are
+        versions too."""
+        if to is not None and to not in set(m.version for m in self.migrations).union(
+                [0], records, *[[b.version] + list(b._covers or ()) for b in self._baselines]):
+            raise RequestError("no migration file has version %r" % (to,), version=to)
 
     def _up(self, to=None, dry_run=False, atomic=False, backup=False, strict=False):
         """up(), to any version: a scratch database is built up to the one
@@ -2967,12 +2974,14 @@ class Migrator(object):
     def down(self, to=None, steps=1, dry_run=False, backup=False):
         """Roll back the newest `steps` migrations, or all above version `to`;
         return their results."""
-        if to is not None and to < 0 or to is None and steps is not None and steps < 1:
+        _check_arguments("version", to=to, steps=steps)
+        if to is None and steps is not None and steps < 1:
             raise RequestError("down needs --steps/steps of 1 or more, or --to/to of 0 or more")
         with self._session(dry_run) as session:
             ahead = [text for kind, text in _drift(self._report(session.state)) if kind == "ahead"]
             if ahead:
                 raise MigrationError(kind="ahead", problems=ahead)
+            self._refuse_target(to, session.state.records)
             applied = sorted(session.state.applied(self.migrations), reverse=True)
             targets = [v for v in applied if v > to] if to is not None else applied[:steps or 1]
             by_version = {m.version: m for m in self.migrations}
@@ -3001,6 +3010,7 @@ class Migrator(object):
         if from_user_version == (version is not None):
             raise RequestError("mark needs a version, or from_user_version=True "
                                "(--from-user-version), and not both")
+        _check_arguments("version", version=version)
         if self.path is not None and not _database_exists(self.path):
             raise RequestError("database %s does not exist; mark adopts an existing database "
                                "(check --db)" % self.path, database=self.path)
@@ -3114,6 +3124,7 @@ class Migrator(object):
         `files`.  Returns the findings (code, level, path, line, statement,
         message, fix, allowed); `lint` exits 1 when an error-level one is not
         allowed.  round_trip: also run the round trips of test() (SM802)."""
+        _check_arguments("version", to=to)
         return _lint(self, files, round_trip, to)
 
     def baseline(self, to, force=False):
@@ -4230,6 +4241,20 @@ def _seconds(name, value):
         raise RequestError("%s must be a number of seconds (0 or more), not %.40r"
                            % (name, value))
     return seconds
+
+
+def _check_arguments(kind, **values):
+    """RequestError for an argument (name=value) not of `kind`: "version" (a
+    whole number, 0 or more, in SQLite's 63 bits; None: not given; a bool is
+    none) or "text" (a str): refused before anything is read or written, not
+    as a TypeError from deep inside, nor (mark(1.0)) as a schema_version
+    '1.0' that every later run refuses."""
+    for name, value in sorted(values.items()):
+        if not isinstance(value, str) if kind == "text" else value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or
+                not 0 <= value < 2 ** 63):
+            raise RequestError("%s must be %s, not %.40r" % (
+                name, "text (a str)" if kind == "text" else "a whole number (0 or more)", value))
 
 
 def _committed(done):

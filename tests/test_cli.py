@@ -700,6 +700,14 @@ class UpTests(CLITestCase):
             self.assertEqual(len(err.strip().splitlines()), 1, err)
             self.assertFalse(os.path.exists(self.db))
 
+    def test_up_to_zero_applies_nothing_as_mark_0_and_down_to_0_take_it(self):
+        # 0, no migration, is every database's start: mark 0 and down --to 0
+        # accept it, and up --to 0 was refused as "no migration file has version 0".
+        status, out, err = self.cli("--db", self.db, "up", "--to", "0")
+        self.assertEqual(status, 0, err)
+        self.assertIn("Nothing to apply", out)
+        self.assertNotIn("users", self.tables())
+
     def test_up_with_nothing_pending_says_so_and_leaves_the_file_alone(self):
         self.apply()
         before = self.sha()
@@ -989,6 +997,26 @@ class DownTests(CLITestCase):
         self.run_ok("--db", self.db, "down", "--to", "1")
         self.assertEqual(self.schema_version(), "1")
         self.assertIn("users", self.tables())
+
+    def test_down_to_a_version_no_file_has_is_refused_not_taken_as_the_one_below(self):
+        # A mistyped target (12 for 120) rolled back the file it meant to keep
+        # too, while up --to 12 is refused.  A version above the current one
+        # that a file has is "Nothing to roll back", as up --to below it is.
+        self.write_sql(20, "twenty", "CREATE TABLE twenty (x);", "DROP TABLE twenty;")
+        self.run_ok("--db", self.db, "up")
+        before = self.sha()
+        for target in ("12", "99"):
+            status, out, err = self.cli("--db", self.db, "down", "--to", target)
+            self.assertEqual(status, 2, err)
+            self.assertIn("no migration file has version %s" % target, err)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertEqual(self.sha(), before)
+        out, _ = self.run_ok("--db", self.db, "down", "--to", "20")
+        self.assertIn("Nothing to roll back", out)
+        # A version applied whose file is gone is still one to stop at.
+        os.remove(glob.glob(os.path.join(self.dir, "002-*"))[0])
+        self.run_ok("--db", self.db, "down", "--to", "2")
+        self.assertEqual(self.schema_version(), "2")
 
     def test_down_dry_run_prints_the_sql_and_changes_nothing(self):
         before = self.sha()

@@ -267,6 +267,29 @@ class InCodeMigrations(StartupCase):
         self.assertFalse(os.path.exists(self.db))
 
 
+    def test_api_arguments_of_the_wrong_type_are_refused_as_a_request_error_first(self):
+        # down(steps="1"), table=5 escaped as a TypeError from deep inside;
+        # mark(1.0) wrote schema_version '1.0', which every later run refused.
+        self.write_sql(1, "create-users", *USERS)
+        sqlmigrate.migrate(self.db, self.dir)
+        with open(self.db, "rb") as f:
+            before = f.read()
+        m = sqlmigrate.Migrator(self.db, self.dir)
+        for call in [lambda: sqlmigrate.migrate(self.db, self.dir, table=5),
+                     lambda: sqlmigrate.Migrator(self.db, self.dir, table=None).up(),
+                     lambda: sqlmigrate.Migrator(self.db, self.dir, busy_timeout="5").status(),
+                     lambda: m.up(to="1"), lambda: m.up(to=True), lambda: m.up(to=1.0),
+                     lambda: m.down(steps="1"), lambda: m.down(steps=1.5),
+                     lambda: m.down(to="0"), lambda: m.down(to=0.5), lambda: m.down(to=False),
+                     lambda: m.mark("1"), lambda: m.mark(1.0), lambda: m.mark(2 ** 63),
+                     lambda: m.lint(to="1")]:
+            with self.assertRaises(sqlmigrate.RequestError):
+                call()
+        with open(self.db, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(m.current_version, 1)
+
+
 class MarkFromUserVersion(StartupCase):
     def hand_rolled(self, user_version):
         conn = self.connect()
