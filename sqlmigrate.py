@@ -2831,14 +2831,18 @@ class Migrator(object):
             covering = [b for b in baselines if b.version >= version]
             via = _applied_by_baseline(record)
             by = [b for b in covering if b.checksum == via] or covering
+            changed = False
             if via and covering and by is covering:
-                entry_state = "changed"  # the baseline that applied it was edited since
+                entry_state = changed = "changed"  # the baseline that applied it was edited since
             elif m is None or m.baseline and version in applied and not via:
                 entry_state = "in baseline" if covering else "missing"
             elif version in applied:
-                changed = not via and record and record.checksum and record.checksum != m.checksum
-                entry_state = "changed" if changed else "partly rolled back" \
-                    if version == state.rolling_back else "applied"
+                changed = bool(not via and record and record.checksum and
+                               record.checksum != m.checksum)
+                # Partly rolled back first: `mark`, the advice for an edited
+                # file, would record its half-undone effects as whole.
+                entry_state = "partly rolled back" if version == state.rolling_back \
+                    else "changed" if changed else "applied"
             elif m.baseline and version < state.version:
                 entry_state = "in baseline"  # skipped: the database is past it
             elif fresh_from and not m.baseline and version < fresh_from.version and \
@@ -2848,6 +2852,7 @@ class Migrator(object):
                 entry_state = "out-of-order" if version < state.version else "pending"
             rows.append({"version": version, "name": m.name if m else record.name,
                          "file": m.filename if m else None, "state": entry_state,
+                         "changed": bool(changed),  # the file differs from what was applied
                          "applied_at": record.applied_at if record else None,
                          "applied_name": record.name if record else None,
                          "baseline": by[0].filename if by and (
@@ -4137,6 +4142,9 @@ def _drift(report):
                                           "(non-transactional) is running or did not finish; run "
                                           "down to finish it, or up to apply it again"
                                           % (r["file"], r["version"])))
+            if r["changed"]:  # drift, which up --strict refuses
+                found.append(("drift", "%s (v%d) was changed after it was applied: restore it "
+                                       "before down or up run it" % (r["file"], r["version"])))
         elif r["state"] == "out-of-order":
             found.append(("out-of-order", "%s (v%d) is below the current version %d and was "
                                           "never applied; give it a version above %d"
