@@ -2989,7 +2989,7 @@ class Migrator(object):
             raise RequestError("no migration file has version %d" % version,
                                version=version)
         if version < self.current_version:
-            raise _mark_backwards(self.current_version)
+            raise _mark_backwards(self.current_version, self)
         # The run lock: a mark while another runner rolls back a
         # non-transactional migration would record versions above the one
         # that runner then unrecords, a hole in the history.
@@ -3006,7 +3006,7 @@ class Migrator(object):
             # schema_version below an applied migration.
             newest = max([state.version] + list(records))
             if version < newest:
-                raise _mark_backwards(newest)
+                raise _mark_backwards(newest, self)
             recorded = []
             for m in files:
                 record = records.get(m.version)
@@ -3958,10 +3958,15 @@ def _shadowing_tracking(conn, table):
     return None
 
 
-def _mark_backwards(current):
-    return MigrationError("the database is at version %d already; mark only moves forward "
-                          "(use down to go back)" % current, kind="mark-backwards",
-                          version=current)
+def _mark_backwards(current, migrator):
+    # down rolls back only versions it has files for: to a database above
+    # every file (which it refuses), "use down" would be no advice.
+    latest = max([m.version for m in migrator.migrations + migrator._baselines] or [0])
+    return MigrationError("the database is at version %d already; mark only moves forward (%s)"
+                          % (current, "use down to go back" if current <= latest else
+                             "and down needs the files of v%d and above, the newest migration "
+                             "file is v%d: wrong --dir, or files missing?" % (latest + 1, latest)),
+                          kind="mark-backwards", version=current)
 
 
 class _Session(object):

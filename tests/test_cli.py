@@ -1176,6 +1176,23 @@ class MarkTests(CLITestCase):
         self.make_plain_database()
         self.assert_bad_input(("--db", self.db, "mark", "9"), 2, "9")
 
+    def test_mark_below_a_database_ahead_of_the_files_gives_advice_that_works(self):
+        # It said "use down to go back", and down refuses that database: the
+        # versions above every file cannot be rolled back without their files.
+        self.apply()
+        os.rename(os.path.join(self.dir, "003-create-three.sql"),
+                  os.path.join(self.tmp, "003-create-three.sql"))
+        err = self.assert_bad_input(("--db", self.db, "mark", "1"), 1, "version 3",
+                                    "newest migration file is v2", "wrong --dir")
+        self.assertNotIn("use down", err)
+        self.assert_bad_input(("--db", self.db, "down"), 1, "wrong --dir")
+        # With the file back, down is the way, as the advice then says.
+        os.rename(os.path.join(self.tmp, "003-create-three.sql"),
+                  os.path.join(self.dir, "003-create-three.sql"))
+        self.assert_bad_input(("--db", self.db, "mark", "1"), 1, "use down to go back")
+        self.run_ok("--db", self.db, "down", "--to", "1")
+        self.assertEqual(self.schema_version(), "1")
+
 
 class VerifyTests(CLITestCase):
 
