@@ -1485,9 +1485,9 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     path = os.fspath(path)
     if path == ":memory:":
         return _OPENER.connect(":memory:", path, isolation_level=None)
-    if not _database_exists(path) and mode != "rwc":
-        raise MigrationError("database %s does not exist" % path, kind="no-database",
-                             database=path)
+    if not _database_exists(path) and mode != "rwc":  # a --db naming nothing: a bad request
+        raise RequestError("database %s does not exist" % path, kind="no-database",
+                           database=path)
     real = _real_path(path)
 
     def connect(mode):

@@ -1360,6 +1360,17 @@ class ExitStatusTests(CLITestCase):
                 self.assert_error(self.cli(*command), 2, "--db", "SQLMIGRATE_DB")
         self.assert_no_database_files()
 
+    def test_a_missing_database_exits_2_for_every_command_that_needs_one(self):
+        # A --db naming no file is a wrong request, as no --db is: mark said 2,
+        # backup and schema 1.  (status reports it, verify counts it a problem.)
+        self.add_initial()
+        for command in (("mark", "1"), ("backup",), ("schema",), ("schema", "--json"),
+                        ("schema", "--sql"), ("schema", "users")):
+            with self.subTest(command=command):
+                self.assert_error(self.cli("--db", self.db, *command), 2,
+                                  "database %s does not exist" % self.db)
+                self.assert_no_database_files()
+
     def test_unknown_command_exits_2(self):
         status, out, err = self.cli("--db", self.db, "frobnicate")
         self.assertEqual(status, 2)
