@@ -3109,9 +3109,9 @@ class Migrator(object):
                                % (to, max(versions or [0])), version=to)
         for b in baselines:
             if b.version == to:
-                raise MigrationError("%s already exists; a baseline is never overwritten (delete "
-                                     "it first to write it again)" % b.path, kind="bad-file",
-                                     path=b.path, version=to)
+                raise RequestError("%s already exists; a baseline is never overwritten (delete "
+                                   "it first to write it again)" % b.path, kind="bad-file",
+                                   path=b.path, version=to)
         earlier = [b for b in baselines if b.version < to][-1:]  # what a fresh build uses
         since = earlier[0].version if earlier else 0  # checked then
         # The versions the new baseline holds: those the earlier one holds,
@@ -3164,9 +3164,9 @@ class Migrator(object):
             raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
                                  kind="bad-file", path=path, version=to)
         if not linked:
-            raise MigrationError("%s already exists; a baseline is never overwritten (delete "
-                                 "it first to write it again)" % path, kind="bad-file",
-                                 path=path, version=to)
+            raise RequestError("%s already exists; a baseline is never overwritten (delete "
+                               "it first to write it again)" % path, kind="bad-file",
+                               path=path, version=to)
         if losses:
             _log("warning", "%s does not carry the data effects of: %s", path, "; ".join(losses))
         return path
