@@ -8546,9 +8546,39 @@ class _ReaderMayLeave(object):
             self._err.flush()
 
 
+class _MessagesMayBeLost(object):
+    """The process's stderr, for when it cannot be written (`2>&-`, a full
+    disk): the messages are lost, but not the run, nor its exit status (a
+    failed write ended it with a traceback's 1, a bad request's 2 included)."""
+
+    def __init__(self, err):
+        # Without descriptor 2 Python's sys.stderr is None; devnull opened now
+        # takes descriptor 2, which a database file opened later would get.
+        self._err = err if err is not None else open(os.devnull, "w")
+
+    def __getattr__(self, name):
+        return getattr(self._err, name)
+
+    def write(self, text):
+        self._safely("write", text)
+        return len(text)
+
+    def flush(self):
+        self._safely("flush")
+
+    def _safely(self, method, *args):
+        try:
+            getattr(self._err, method)(*args)
+        except (OSError, ValueError):
+            # Nowhere from now on: the text left in the stream's buffer would
+            # fail again as Python exits, making the status 120.
+            self._err = open(os.devnull, "w")
+
+
 def _main_exit():
     """Entry point of the process (script, -m, installed command)."""
-    sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.stdout = _tolerant_stream(sys.stdout)
+    sys.stderr = _MessagesMayBeLost(_tolerant_stream(sys.stderr))
     sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
     sys.exit(_main(None, sys.stdout, sys.stderr, own_process=True))
 

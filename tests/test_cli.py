@@ -953,6 +953,28 @@ class ClosedStdoutTests(CLITestCase):
         self.assertIn("Applied 1 migration(s)", text)
         self.assertEqual(self.schema_version(), "1")
 
+    @unittest.skipIf(os.name != "posix", "preexec_fn")
+    def test_no_stderr_or_an_unwritable_one_keeps_every_exit_status(self):
+        # `2>&-`: a bad request exited 1 (writing its message to a missing
+        # stderr raised), and so did a successful `up`.
+        self.add_table(1, "one")
+        cases = ((["status", "--bogus"], 2), (["up", "--to", "9"], 2), (["up"], 0),
+                 (["mark", "0"], 1), (["status"], 0))
+        for how in ("closed", "/dev/full"):
+            if how == "/dev/full" and not os.path.exists("/dev/full"):
+                continue
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            for args, expected in cases:
+                with self.subTest(stderr=how, args=args), open(os.devnull, "wb") as out, \
+                        open("/dev/full" if how != "closed" else os.devnull, "wb") as full:
+                    status = subprocess.call(
+                        [sys.executable, SCRIPT, "--db", self.db] + args, cwd=self.tmp,
+                        stdout=out, stderr=full if how != "closed" else None,
+                        preexec_fn=(lambda: os.close(2)) if how == "closed" else None)
+                    self.assertEqual(status, expected)
+            self.assertEqual(self.schema_version(), "1")
+
 
 class DownTests(CLITestCase):
 
