@@ -8330,7 +8330,8 @@ def _run_command(args, out, err):
     if not db and args.command == "lint":
         return _run_on(args, ":memory:", options, out, err)  # the files only
     if not db:
-        raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
+        raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB (or "
+                           "$DATABASE_PATH)")
     if not _OPENER.server:
         return _run_on(args, db, options, out, err)
     conn = _OPENER.connect_server(db, options["busy_timeout"])

@@ -1379,7 +1379,8 @@ class ExitStatusTests(CLITestCase):
         for command in (("status",), ("up",), ("down",), ("verify",), ("mark", "1"),
                         ("backup",), ("schema",)):
             with self.subTest(command=command):
-                self.assert_error(self.cli(*command), 2, "--db", "SQLMIGRATE_DB")
+                self.assert_error(self.cli(*command), 2, "--db", "$SQLMIGRATE_DB",
+                                  "$DATABASE_PATH")  # both are read
         self.assert_no_database_files()
 
     def test_a_missing_database_exits_2_for_every_command_that_needs_one(self):
