@@ -3103,7 +3103,7 @@ class Migrator(object):
         files, baselines = self.migrations, self._baselines
         versions = set(m.version for m in files + baselines)
         if to is None or to not in versions:
-            raise RequestError("baseline needs --to V (to=V), the version of a migration file"
+            raise RequestError("baseline needs to=V, the version of a migration file"
                                if to is None else "cannot write a baseline of v%d: no migration "
                                "file has that version (the newest is v%d)"
                                % (to, max(versions or [0])), version=to)
@@ -8315,6 +8315,8 @@ def _run_command(args, out, err):
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
     if args.command == "baseline":  # the files only: no database is opened
+        if args.to is None:  # refused in the CLI's words (the API's name to=)
+            raise RequestError("baseline needs --to V, the version of a migration file")
         path = Migrator(":memory:", table=args.table, **source).baseline(args.to, args.force)
         out.write("Wrote %s: the schema as of v%d\n" % (path, args.to))
         return 0

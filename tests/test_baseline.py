@@ -105,6 +105,11 @@ class WritingABaseline(BaselineTestCase):
         status, out, err = self.run_cli("baseline")
         self.assertEqual(status, 2, out + err)
         self.assertIn("--to", err)
+        self.assertNotIn("to=", err)  # the CLI names its flags, not the API's keywords
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            sqlmigrate.Migrator(self.db, self.dir).baseline(None)
+        self.assertIn("to=", str(caught.exception))  # and the API its keywords
+        self.assertNotIn("--to", str(caught.exception))
         self.assertEqual(sorted(os.listdir(self.dir)), ["001-users.sql", "002-posts.sql",
                                                         "005-user-email.sql"])
 
