@@ -8418,9 +8418,10 @@ def _run_on(args, db, options, out, err):
         out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
                                       is not None else " (non-transactional: not run)"))
         out.write("".join(sql.rstrip().rstrip(";") + ";\n" for sql in result.executed_sql or ()))
-    out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
-              if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
-              if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
+    out.write("Dry run: %d migration(s) would be %s; nothing was changed%s.\n" % (
+        len(done), verb, ", no backup made" if args.backup else "") if args.dry_run
+        else "%s %d migration(s).\n" % (verb.capitalize(), len(done)) if done
+        else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
     return 0
 
 

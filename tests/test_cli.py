@@ -769,6 +769,19 @@ class UpTests(CLITestCase):
         self.assertEqual(self.sha(), before)
         self.assertEqual(self.schema_version(), "1")
 
+    def test_dry_run_with_backup_says_it_made_no_backup(self):
+        # `up --dry-run --backup` (a deploy command previewed) made no backup
+        # and said nothing: a dry run writes no file, and now says so.
+        self.apply("--to", "1")
+        for command in ("up", "down"):
+            with self.subTest(command=command):
+                before = sorted(os.listdir(self.tmp))
+                out, _ = self.run_ok("--db", self.db, command, "--dry-run", "--backup")
+                self.assertRegex(out.splitlines()[-1], r"nothing was changed.*no backup made")
+                self.assertEqual(sorted(os.listdir(self.tmp)), before)
+        out, _ = self.apply("--dry-run")
+        self.assertNotIn("backup", out)
+
     def test_dry_run_prints_sql_a_python_migration_executes(self):
         before_files = os.listdir(self.tmp)
         out, _ = self.apply("--dry-run", "--to", "1")
