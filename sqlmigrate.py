@@ -1495,9 +1495,9 @@ def _connect(path, busy_timeout=_DEFAULT_BUSY_TIMEOUT, mode="rwc"):
     path = os.fspath(path)
     if path == ":memory:":
         return _OPENER.connect(":memory:", path, isolation_level=None)
-    if not _database_exists(path) and mode != "rwc":
-        raise MigrationError("database %s does not exist" % path, kind="no-database",
-                             database=path)
+    if not _database_exists(path) and mode != "rwc":  # a --db naming nothing: a bad request
+        raise RequestError("database %s does not exist" % path, kind="no-database",
+                           database=path)
     real = _real_path(path)
 
     def connect(mode):
@@ -3030,7 +3030,7 @@ class Migrator(object):
             raise RequestError("no migration file has version %d" % version,
                                version=version)
         if version < self.current_version:
-            raise _mark_backwards(self.current_version)
+            raise _mark_backwards(self.current_version, self)
         # The run lock: a mark while another runner rolls back a
         # non-transactional migration would record versions above the one
         # that runner then unrecords, a hole in the history.
@@ -3047,7 +3047,7 @@ class Migrator(object):
             # schema_version below an applied migration.
             newest = max([state.version] + list(records))
             if version < newest:
-                raise _mark_backwards(newest)
+                raise _mark_backwards(newest, self)
             recorded = []
             for m in files:
                 record = records.get(m.version)
@@ -3145,15 +3145,15 @@ class Migrator(object):
         files, baselines = self.migrations, self._baselines
         versions = set(m.version for m in files + baselines)
         if to is None or to not in versions:
-            raise RequestError("baseline needs --to V (to=V), the version of a migration file"
+            raise RequestError("baseline needs to=V, the version of a migration file"
                                if to is None else "cannot write a baseline of v%d: no migration "
                                "file has that version (the newest is v%d)"
                                % (to, max(versions or [0])), version=to)
         for b in baselines:
             if b.version == to:
-                raise MigrationError("%s already exists; a baseline is never overwritten (delete "
-                                     "it first to write it again)" % b.path, kind="bad-file",
-                                     path=b.path, version=to)
+                raise RequestError("%s already exists; a baseline is never overwritten (delete "
+                                   "it first to write it again)" % b.path, kind="bad-file",
+                                   path=b.path, version=to)
         earlier = [b for b in baselines if b.version < to][-1:]  # what a fresh build uses
         since = earlier[0].version if earlier else 0  # checked then
         # The versions the new baseline holds: those the earlier one holds,
@@ -3206,9 +3206,9 @@ class Migrator(object):
             raise MigrationError("cannot write the baseline %s: %s" % (path, e.strerror),
                                  kind="bad-file", path=path, version=to)
         if not linked:
-            raise MigrationError("%s already exists; a baseline is never overwritten (delete "
-                                 "it first to write it again)" % path, kind="bad-file",
-                                 path=path, version=to)
+            raise RequestError("%s already exists; a baseline is never overwritten (delete "
+                               "it first to write it again)" % path, kind="bad-file",
+                               path=path, version=to)
         if losses:
             _log("warning", "%s does not carry the data effects of: %s", path, "; ".join(losses))
         return path
@@ -4013,10 +4013,15 @@ def _shadowing_tracking(conn, table):
     return None
 
 
-def _mark_backwards(current):
-    return MigrationError("the database is at version %d already; mark only moves forward "
-                          "(use down to go back)" % current, kind="mark-backwards",
-                          version=current)
+def _mark_backwards(current, migrator):
+    # down rolls back only versions it has files for: to a database above
+    # every file (which it refuses), "use down" would be no advice.
+    latest = max([m.version for m in migrator.migrations + migrator._baselines] or [0])
+    return MigrationError("the database is at version %d already; mark only moves forward (%s)"
+                          % (current, "use down to go back" if current <= latest else
+                             "and down needs the files of v%d and above, the newest migration "
+                             "file is v%d: wrong --dir, or files missing?" % (latest + 1, latest)),
+                          kind="mark-backwards", version=current)
 
 
 class _Session(object):
@@ -8382,6 +8387,8 @@ def _run_command(args, out, err):
         out.write(_new_migration(directory, args.description, args.sql) + "\n")
         return 0
     if args.command == "baseline":  # the files only: no database is opened
+        if args.to is None:  # refused in the CLI's words (the API's name to=)
+            raise RequestError("baseline needs --to V, the version of a migration file")
         path = Migrator(":memory:", table=args.table, **source).baseline(args.to, args.force)
         out.write("Wrote %s: the schema as of v%d\n" % (path, args.to))
         return 0
@@ -8397,7 +8404,8 @@ def _run_command(args, out, err):
     if not db and args.command == "lint":
         return _run_on(args, ":memory:", options, out, err)  # the files only
     if not db:
-        raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB")
+        raise RequestError("no database given: use --db PATH or set $SQLMIGRATE_DB (or "
+                           "$DATABASE_PATH)")
     if not _OPENER.server:
         return _run_on(args, db, options, out, err)
     conn = _OPENER.connect_server(db, options["busy_timeout"])
@@ -8482,9 +8490,10 @@ def _run_on(args, db, options, out, err):
         out.write("-- v%d: %s%s\n" % (result.version, result.name, "" if result.executed_sql
                                       is not None else " (non-transactional: not run)"))
         out.write("".join(sql.rstrip().rstrip(";") + ";\n" for sql in result.executed_sql or ()))
-    out.write("Dry run: %d migration(s) would be %s; nothing was changed.\n" % (len(done), verb)
-              if args.dry_run else "%s %d migration(s).\n" % (verb.capitalize(), len(done))
-              if done else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
+    out.write("Dry run: %d migration(s) would be %s; nothing was changed%s.\n" % (
+        len(done), verb, ", no backup made" if args.backup else "") if args.dry_run
+        else "%s %d migration(s).\n" % (verb.capitalize(), len(done)) if done
+        else "Nothing to %s.\n" % ("apply" if args.command == "up" else "roll back"))
     return 0
 
 
@@ -8613,9 +8622,39 @@ class _ReaderMayLeave(object):
             self._err.flush()
 
 
+class _MessagesMayBeLost(object):
+    """The process's stderr, for when it cannot be written (`2>&-`, a full
+    disk): the messages are lost, but not the run, nor its exit status (a
+    failed write ended it with a traceback's 1, a bad request's 2 included)."""
+
+    def __init__(self, err):
+        # Without descriptor 2 Python's sys.stderr is None; devnull opened now
+        # takes descriptor 2, which a database file opened later would get.
+        self._err = err if err is not None else open(os.devnull, "w")
+
+    def __getattr__(self, name):
+        return getattr(self._err, name)
+
+    def write(self, text):
+        self._safely("write", text)
+        return len(text)
+
+    def flush(self):
+        self._safely("flush")
+
+    def _safely(self, method, *args):
+        try:
+            getattr(self._err, method)(*args)
+        except (OSError, ValueError):
+            # Nowhere from now on: the text left in the stream's buffer would
+            # fail again as Python exits, making the status 120.
+            self._err = open(os.devnull, "w")
+
+
 def _main_exit():
     """Entry point of the process (script, -m, installed command)."""
-    sys.stdout, sys.stderr = _tolerant_stream(sys.stdout), _tolerant_stream(sys.stderr)
+    sys.stdout = _tolerant_stream(sys.stdout)
+    sys.stderr = _MessagesMayBeLost(_tolerant_stream(sys.stderr))
     sys.stdout = _ReaderMayLeave(sys.stdout, sys.stderr)
     sys.exit(_main(None, sys.stdout, sys.stderr, own_process=True))
 

@@ -88,7 +88,8 @@ class WritingABaseline(BaselineTestCase):
         self.ok("baseline", "--to", "3")
         before = file_sha256(self.baseline_path())
         status, out, err = self.run_cli("baseline", "--to", "3")
-        self.assertEqual(status, 1, out + err)
+        # A wrong request, nothing tried (SPEC 6): 2, as for a backup over a file.
+        self.assertEqual(status, 2, out + err)
         self.assertIn("003-baseline.sql", err)
         self.assertIn("already exists", err)
         self.assertEqual(file_sha256(self.baseline_path()), before)
@@ -104,6 +105,11 @@ class WritingABaseline(BaselineTestCase):
         status, out, err = self.run_cli("baseline")
         self.assertEqual(status, 2, out + err)
         self.assertIn("--to", err)
+        self.assertNotIn("to=", err)  # the CLI names its flags, not the API's keywords
+        with self.assertRaises(sqlmigrate.RequestError) as caught:
+            sqlmigrate.Migrator(self.db, self.dir).baseline(None)
+        self.assertIn("to=", str(caught.exception))  # and the API its keywords
+        self.assertNotIn("--to", str(caught.exception))
         self.assertEqual(sorted(os.listdir(self.dir)), ["001-users.sql", "002-posts.sql",
                                                         "005-user-email.sql"])
 

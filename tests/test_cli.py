@@ -777,6 +777,19 @@ class UpTests(CLITestCase):
         self.assertEqual(self.sha(), before)
         self.assertEqual(self.schema_version(), "1")
 
+    def test_dry_run_with_backup_says_it_made_no_backup(self):
+        # `up --dry-run --backup` (a deploy command previewed) made no backup
+        # and said nothing: a dry run writes no file, and now says so.
+        self.apply("--to", "1")
+        for command in ("up", "down"):
+            with self.subTest(command=command):
+                before = sorted(os.listdir(self.tmp))
+                out, _ = self.run_ok("--db", self.db, command, "--dry-run", "--backup")
+                self.assertRegex(out.splitlines()[-1], r"nothing was changed.*no backup made")
+                self.assertEqual(sorted(os.listdir(self.tmp)), before)
+        out, _ = self.apply("--dry-run")
+        self.assertNotIn("backup", out)
+
     def test_dry_run_prints_sql_a_python_migration_executes(self):
         before_files = os.listdir(self.tmp)
         out, _ = self.apply("--dry-run", "--to", "1")
@@ -960,6 +973,28 @@ class ClosedStdoutTests(CLITestCase):
         self.assertEqual(status, 0, text)
         self.assertIn("Applied 1 migration(s)", text)
         self.assertEqual(self.schema_version(), "1")
+
+    @unittest.skipIf(os.name != "posix", "preexec_fn")
+    def test_no_stderr_or_an_unwritable_one_keeps_every_exit_status(self):
+        # `2>&-`: a bad request exited 1 (writing its message to a missing
+        # stderr raised), and so did a successful `up`.
+        self.add_table(1, "one")
+        cases = ((["status", "--bogus"], 2), (["up", "--to", "9"], 2), (["up"], 0),
+                 (["mark", "0"], 1), (["status"], 0))
+        for how in ("closed", "/dev/full"):
+            if how == "/dev/full" and not os.path.exists("/dev/full"):
+                continue
+            if os.path.exists(self.db):
+                os.remove(self.db)
+            for args, expected in cases:
+                with self.subTest(stderr=how, args=args), open(os.devnull, "wb") as out, \
+                        open("/dev/full" if how != "closed" else os.devnull, "wb") as full:
+                    status = subprocess.call(
+                        [sys.executable, SCRIPT, "--db", self.db] + args, cwd=self.tmp,
+                        stdout=out, stderr=full if how != "closed" else None,
+                        preexec_fn=(lambda: os.close(2)) if how == "closed" else None)
+                    self.assertEqual(status, expected)
+            self.assertEqual(self.schema_version(), "1")
 
 
 class DownTests(CLITestCase):
@@ -1204,6 +1239,23 @@ class MarkTests(CLITestCase):
         self.make_plain_database()
         self.assert_bad_input(("--db", self.db, "mark", "9"), 2, "9")
 
+    def test_mark_below_a_database_ahead_of_the_files_gives_advice_that_works(self):
+        # It said "use down to go back", and down refuses that database: the
+        # versions above every file cannot be rolled back without their files.
+        self.apply()
+        os.rename(os.path.join(self.dir, "003-create-three.sql"),
+                  os.path.join(self.tmp, "003-create-three.sql"))
+        err = self.assert_bad_input(("--db", self.db, "mark", "1"), 1, "version 3",
+                                    "newest migration file is v2", "wrong --dir")
+        self.assertNotIn("use down", err)
+        self.assert_bad_input(("--db", self.db, "down"), 1, "wrong --dir")
+        # With the file back, down is the way, as the advice then says.
+        os.rename(os.path.join(self.tmp, "003-create-three.sql"),
+                  os.path.join(self.dir, "003-create-three.sql"))
+        self.assert_bad_input(("--db", self.db, "mark", "1"), 1, "use down to go back")
+        self.run_ok("--db", self.db, "down", "--to", "1")
+        self.assertEqual(self.schema_version(), "1")
+
 
 class VerifyTests(CLITestCase):
 
@@ -1368,8 +1420,20 @@ class ExitStatusTests(CLITestCase):
         for command in (("status",), ("up",), ("down",), ("verify",), ("mark", "1"),
                         ("backup",), ("schema",)):
             with self.subTest(command=command):
-                self.assert_error(self.cli(*command), 2, "--db", "SQLMIGRATE_DB")
+                self.assert_error(self.cli(*command), 2, "--db", "$SQLMIGRATE_DB",
+                                  "$DATABASE_PATH")  # both are read
         self.assert_no_database_files()
+
+    def test_a_missing_database_exits_2_for_every_command_that_needs_one(self):
+        # A --db naming no file is a wrong request, as no --db is: mark said 2,
+        # backup and schema 1.  (status reports it, verify counts it a problem.)
+        self.add_initial()
+        for command in (("mark", "1"), ("backup",), ("schema",), ("schema", "--json"),
+                        ("schema", "--sql"), ("schema", "users")):
+            with self.subTest(command=command):
+                self.assert_error(self.cli("--db", self.db, *command), 2,
+                                  "database %s does not exist" % self.db)
+                self.assert_no_database_files()
 
     def test_unknown_command_exits_2(self):
         status, out, err = self.cli("--db", self.db, "frobnicate")

@@ -277,7 +277,7 @@ class SchemaSqlTest(TempDirTestCase):
 
     def test_schema_sql_on_a_missing_database_creates_no_file(self):
         status, _, err = self.cli("--db", self.db, "schema", "--sql")
-        self.assertEqual(status, 1, err)
+        self.assertEqual(status, 2, err)  # a --db naming nothing: a wrong request
         self.assertFalse(os.path.exists(self.db))
 
     def test_schema_sql_with_json_is_a_bad_request(self):
