@@ -72,7 +72,8 @@ class MigrationError(Exception):
     "bad-sql" (SQL text that cannot be read: unbalanced parentheses...),
     "unaddressable" (rows a helper cannot find again by their key),
     "backfill-failed" (`batch`: the failed batch's (after, last) keys),
-    "backfill-changed" (a backfill's migration changed under its saved position)."""
+    "backfill-changed" (a backfill's migration changed under its saved position),
+    "backfill-refused" (an up's backfill after its down's was cut short)."""
 
     path = database = version = statement = tables = kind = None
     direction = line = cause = hint = rolled_back = outcome = None
@@ -3549,9 +3550,6 @@ class Migrator(object):
                 if direction == "down":  # until it is recorded: see _ROLLING_BACK
                     conn.execute("INSERT OR REPLACE INTO %s (key, value) VALUES (?, ?)"
                                  % tracking, (_ROLLING_BACK, str(m.version)))
-                elif again:  # the down's positions: rows before them are redone now
-                    conn.execute("DELETE FROM %s WHERE key >= ? AND key < ?" % tracking,
-                                 _backfill_keys(m.version, "down"))
             with _connection_kept_as_it_was(conn, m, direction):
                 result, left = self._run_body(conn, m, direction, None, False, settings)
             with _transaction(conn):
@@ -7115,14 +7113,21 @@ def _begin_batch(raw, metadata, key, owner, work, table):
                     % (key, position.get("rows"), metadata, key.replace("'", "''")),
                     kind="backfill-changed", version=owner.version, direction=owner.direction)
             return position
-        # An up recorded already is done, unless it runs again after a down
-        # that did not finish (_ROLLING_BACK): still recorded, yet undone.
+        if owner.version is not None and owner.direction == "up" and \
+                _rolling_back(raw, owner.tracking, owner.version):
+            # Applied again after a down that did not finish: which rows that
+            # down's backfill reached, if it began, no position here tells,
+            # and from the start a non-idempotent set would do rows twice.
+            raise MigrationError(
+                "v%d is partly rolled back: its up cannot tell which rows of %s its down's "
+                "backfill reached; run down to finish rolling it back (that backfill resumes "
+                "where it stopped), then up" % (owner.version, table),
+                kind="backfill-refused", version=owner.version, direction=owner.direction)
+        # An up recorded already is done (a down: its record removed).
         if owner.version is not None and bool(_query(
                 raw, "SELECT count(*) FROM %s WHERE version = ?" % _tracking_table(
                     owner.tracking + "_migrations"), (owner.version,))[0][0]) == \
-                (owner.direction == "up") and not (owner.direction == "up" and
-                                                   _rolling_back(raw, owner.tracking,
-                                                                 owner.version)):
+                (owner.direction == "up"):
             return {"done": True}
         return None
     except BaseException:
