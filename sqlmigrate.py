@@ -644,11 +644,16 @@ def _split_sql(sql, offsets=False):
                     if at == end:
                         break
                     token, text = 0, ";"
-                else:
-                    token = _TOKEN_RE.match(sql, at)
-                    kind, text = token.lastgroup, token.group()
-                    token = 0 if text == ";" else 1 if kind in ("space", "comment") else \
-                        _COMPLETE_WORDS.get(text.upper(), 2) if kind == "word" else 2
+                else:  # past spaces and comments, which change no state
+                    match = _FIRST_WORD_RE.match(sql, at)
+                    at, text = match.start("word"), match.group("word")
+                    if at == end:
+                        break
+                    if text:
+                        token = _COMPLETE_WORDS.get(text.upper(), 2)
+                    else:
+                        text = _TOKEN_RE.match(sql, at).group()
+                        token = 0 if text == ";" else 2
                 state = _COMPLETE_STATES[state][token]
                 if state == _START:
                     break
@@ -852,13 +857,14 @@ _DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
 
 
-def _data_verb(sql):
-    """The verb of statement `sql` if it changes rows (after a WITH clause
-    too), else None; a trigger body's INSERT is schema, not data."""
+def _data_verb(sql, tokens=None):
+    """The verb of statement `sql` (tokenized: `tokens`) if it changes rows
+    (after a WITH clause too), else None; a trigger body's INSERT is schema,
+    not data."""
     first = _FIRST_WORD_RE.match(sql).group("word").upper()
     if first and first not in ("PRAGMA", "CREATE", "WITH"):  # a long INSERT is not read
         return first if first in _DATA_VERBS else None
-    cursor = _Cursor(sql)
+    cursor = _Cursor(sql, tokens)
     if cursor.take("PRAGMA"):
         pragma = (cursor.name() or "").upper()  # past a schema qualifier
         setter = cursor.peek() in (("punct", "="), ("punct", "("))
@@ -911,6 +917,23 @@ _MAX_VERSION = 2 ** 63 - 1  # SQLite's largest INTEGER
 # inspect (with dis, tokenize and more) costs more than the whole check.
 _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
                    (0x20, "a generator function"))
+
+
+# Where a line may start with a comment, after the first line: a search for a
+# literal '\n' runs in C without trying each position (a (?m)^ pattern's
+# search took a tenth of a second over a 10 MB seed file).
+_LINE_COMMENT_RE = re.compile(r"\n[ \t]*--")
+
+
+def _comment_line_matches(pattern, text):
+    """pattern.finditer(text) for a pattern of one line that starts with a
+    comment ((?m)^[ \t]*--...$), tried only at such lines."""
+    found = []
+    for line in itertools.chain((0,), (m.start() + 1 for m in _LINE_COMMENT_RE.finditer(text))):
+        match = pattern.match(text, line)
+        if match:
+            found.append(match)
+    return found
 
 
 def _filename_problem(filename):
@@ -1114,9 +1137,9 @@ class Migration(object):
                               "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
         whole, text = text, text[skipped:]
-        markers = list(_MARKER_RE.finditer(text))
+        markers = _comment_line_matches(_MARKER_RE, text)
         taken, comments = set(m.start() for m in markers), None
-        for near in _NEAR_MARKER_RE.finditer(text):
+        for near in _comment_line_matches(_NEAR_MARKER_RE, text):
             if near.start() not in taken:
                 if comments is None:  # only a line comment: not text in a string or /* */
                     comments = set(t.start() for t in _TOKEN_RE.finditer(text)
@@ -4840,7 +4863,7 @@ class _LintStatement(object):
                 "CONFLICT" in _words(sql)
             return
         cursor = _Cursor(sql)
-        self.verb = _data_verb(sql) or cursor.word()
+        self.verb = _data_verb(sql, cursor.tokens) or cursor.word()
         if self.verb == "CREATE":
             head = _Create(sql, cursor.tokens)
             self.object, self.name, self.guarded = head.kind, head.name, head.if_not_exists
@@ -4986,6 +5009,8 @@ class _LintAllows(object):
 
     def __init__(self, m, text, spans, first_line):
         self.ranges, self.findings = [], []
+        if "sqlmigrate:" not in text:
+            return  # no marker: no line of a big seed file needs a look
         # Lines as the statements' line numbers count them: SQL's end at \n
         # (a lone \r ends no -- comment), Python's at \r too; neither's at
         # the \f, \x1c or U+2028 where str.splitlines() also breaks.
@@ -5067,7 +5092,8 @@ def _sql_statements(m):
         first += text.count("\n", counted, m._up_at + at)
         counted = m._up_at + at
         out.append((statement, (first, first + statement.count("\n"))))
-    marker = text.count("\n", 0, m._up_at) + 1 if _MARKER_RE.search(text) else 0
+    marker = text.count("\n", 0, m._up_at) + 1 if _comment_line_matches(_MARKER_RE, text) \
+        else 0
     return text, out, marker
 
 
