@@ -606,6 +606,23 @@ _COMPLETE_STATES = ((1, 0, 2, 3, 4, 2, 2, 2), (1, 1, 2, 3, 4, 2, 2, 2),
                     (1, 4, 2, 2, 2, 4, 5, 2), (6, 5, 5, 5, 5, 5, 5, 5),
                     (6, 6, 5, 5, 5, 5, 5, 7), (1, 7, 5, 5, 5, 5, 5, 5))
 _START = 1
+# In the states NORMAL and TRIGGER (a trigger's body) only a ';' changes the
+# state, so the splitter skips to the next ';' outside strings, quoted names
+# and comments in one match: _TOKEN_RE's tokens, read in C (a 10 MB file of
+# INSERTs took seconds token by token).  Quoted text is matched unrolled
+# ('[^']*(?:''[^']*)*'), the same text as _TOKEN_RE's '(?:[^']|'')*'.
+_TO_SEMICOLON = (r"""(?:[^;'"`\[\-/]+|--[^\n]*|/\*.*?(?:\*/|\Z)|'[^']*(?:''[^']*)*(?:'|\Z)"""
+                 r"""|"[^"]*(?:""[^"]*)*(?:"|\Z)|`[^`]*(?:``[^`]*)*(?:`|\Z)|\[[^\]]*(?:\]|\Z)"""
+                 r"""|[-/])*""")
+_TO_SEMICOLON_RE = re.compile("(?s)" + _TO_SEMICOLON)
+# A statement as most are: after spaces, comments and empty statements, its
+# first token (a word, or "" where it is not one), then the rest up to its ';'
+# -- which is its end when that word sends sqlite3_complete() to NORMAL.
+_WORD = r"""(?P<word>[^ \t\n\f\r'"`\[\]();,.+\-*/%<>=!|&~^]*)"""  # _TOKEN_RE's, or ""
+_STATEMENT_RE = re.compile(r"(?s)(?:[ \t\n\f\r;]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD
+                           + _TO_SEMICOLON)
+# A statement's first word, past spaces and comments ("" if it starts otherwise).
+_FIRST_WORD_RE = re.compile(r"(?s)(?:[ \t\n\f\r]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD)
 
 
 def _split_sql(sql, offsets=False):
@@ -623,27 +640,37 @@ def _split_sql(sql, offsets=False):
                 statements.append((at + len(piece) - len(piece.lstrip(_SQL_SPACES)), statement))
             at += len(piece) + 1
         return statements if offsets else [statement for _, statement in statements]
-    current, state, at, start = [], _START, 0, 0
-    for kind, text in _tokenize(sql):
-        here, at = at, at + len(text)
-        if not current and (kind in ("space", "comment") or text == ";"):
-            continue  # a statement starts at its first real token
-        start = here if not current else start
-        if kind == "punct" and text == ";":
-            token = 0
-        elif kind in ("space", "comment"):
-            token = 1
-        else:
-            token = _COMPLETE_WORDS.get(text.upper(), 2) if kind == "word" else 2
-        state = _COMPLETE_STATES[state][token]
-        if state == _START:
-            statements.append((start, "".join(current).rstrip(_SQL_SPACES)))
-            current = []
-        else:
-            current.append(text)
-    tail = "".join(current).rstrip(_SQL_SPACES)
-    if tail:
-        statements.append((start, tail))
+    at, end = 0, len(sql)
+    while True:
+        match = _STATEMENT_RE.match(sql, at)
+        start, at = match.start("word"), match.end()
+        if start == end:
+            break
+        word = match.group("word").upper()
+        if not word or word in _COMPLETE_WORDS:  # token by token, as sqlite3_complete()
+            state, at = _START, start
+            while at < end:
+                if state in (2, 5):  # NORMAL, TRIGGER
+                    at = _TO_SEMICOLON_RE.match(sql, at).end()
+                    if at == end:
+                        break
+                    token, text = 0, ";"
+                else:  # past spaces and comments, which change no state
+                    match = _FIRST_WORD_RE.match(sql, at)
+                    at, text = match.start("word"), match.group("word")
+                    if at == end:
+                        break
+                    if text:
+                        token = _COMPLETE_WORDS.get(text.upper(), 2)
+                    else:
+                        text = _TOKEN_RE.match(sql, at).group()
+                        token = 0 if text == ";" else 2
+                state = _COMPLETE_STATES[state][token]
+                if state == _START:
+                    break
+                at += len(text)
+        statements.append((start, sql[start:at].rstrip(_SQL_SPACES)))
+        at += 1  # past its ';'
     return statements if offsets else [statement for _, statement in statements]
 
 
@@ -841,10 +868,14 @@ _DATA_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 _PERSISTENT_PRAGMAS = ("APPLICATION_ID", "AUTO_VACUUM", "PAGE_SIZE", "ENCODING")
 
 
-def _data_verb(sql):
-    """The verb of statement `sql` if it changes rows (after a WITH clause
-    too), else None; a trigger body's INSERT is schema, not data."""
-    cursor = _Cursor(sql)
+def _data_verb(sql, tokens=None):
+    """The verb of statement `sql` (tokenized: `tokens`) if it changes rows
+    (after a WITH clause too), else None; a trigger body's INSERT is schema,
+    not data."""
+    first = _FIRST_WORD_RE.match(sql).group("word").upper()
+    if first and first not in ("PRAGMA", "CREATE", "WITH"):  # a long INSERT is not read
+        return first if first in _DATA_VERBS else None
+    cursor = _Cursor(sql, tokens)
     if cursor.take("PRAGMA"):
         pragma = (cursor.name() or "").upper()  # past a schema qualifier
         setter = cursor.peek() in (("punct", "="), ("punct", "("))
@@ -897,6 +928,23 @@ _MAX_VERSION = 2 ** 63 - 1  # SQLite's largest INTEGER
 # inspect (with dis, tokenize and more) costs more than the whole check.
 _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async function"),
                    (0x20, "a generator function"))
+
+
+# Where a line may start with a comment, after the first line: a search for a
+# literal '\n' runs in C without trying each position (a (?m)^ pattern's
+# search took a tenth of a second over a 10 MB seed file).
+_LINE_COMMENT_RE = re.compile(r"\n[ \t]*--")
+
+
+def _comment_line_matches(pattern, text):
+    """pattern.finditer(text) for a pattern of one line that starts with a
+    comment ((?m)^[ \t]*--...$), tried only at such lines."""
+    found = []
+    for line in itertools.chain((0,), (m.start() + 1 for m in _LINE_COMMENT_RE.finditer(text))):
+        match = pattern.match(text, line)
+        if match:
+            found.append(match)
+    return found
 
 
 def _filename_problem(filename):
@@ -1100,9 +1148,9 @@ class Migration(object):
                               "marker" % self.filename.split("-")[0])
         skipped = baseline.end() if baseline else 0
         whole, text = text, text[skipped:]
-        markers = list(_MARKER_RE.finditer(text))
+        markers = _comment_line_matches(_MARKER_RE, text)
         taken, comments = set(m.start() for m in markers), None
-        for near in _NEAR_MARKER_RE.finditer(text):
+        for near in _comment_line_matches(_NEAR_MARKER_RE, text):
             if near.start() not in taken:
                 if comments is None:  # only a line comment: not text in a string or /* */
                     comments = set(t.start() for t in _TOKEN_RE.finditer(text)
@@ -1154,8 +1202,9 @@ class Migration(object):
         """Run up or down against `db` (the runner's _MigrationConnection)."""
         self.load()
         if self.kind == "sql":
+            cursor = db.cursor()  # one for all: db.execute() makes a cursor per statement
             for statement in _split_sql(self._up_sql if direction == "up" else self._down_sql):
-                db.execute(statement)
+                cursor.execute(statement)
             return
         result = getattr(self._module, direction)(db)
         # Work not yet done (a coroutine, generator or other awaitable), unlike
@@ -2119,6 +2168,9 @@ def _transaction_statement(sql):
     ends a transaction (ROLLBACK TO a savepoint does not), else None: its first
     words as SQLite reads them, past comments.  Lazily: a long INSERT is not
     read to its end."""
+    first = _FIRST_WORD_RE.match(sql).group("word").upper()
+    if first != "ROLLBACK":  # one match: the runner asks this of every statement
+        return first if first in ("BEGIN", "COMMIT", "END") else None
     words = []
     for match in _TOKEN_RE.finditer(sql):
         if match.lastgroup in ("space", "comment"):
@@ -4872,11 +4924,21 @@ class _LintStatement(object):
     """What the rules need of one statement, read once."""
 
     def __init__(self, sql):
-        self.sql, cursor = sql, _Cursor(sql)
-        self.verb = _data_verb(sql) or cursor.word()
+        self.sql = sql
         self.object = self.name = self.table = self.action = self.column = None
         self.where = self.guarded = self.sets = False
         self.value = None
+        verb = _FIRST_WORD_RE.match(sql).group("word").upper()
+        if verb in ("INSERT", "REPLACE"):
+            # Only its first words are read: seed data is 100,000s of these.
+            upper = sql.upper()
+            words = list(itertools.islice(_words(sql), 3)) if "OR" in upper else []
+            self.verb, self.insert_guarded = verb, verb == "REPLACE" or words[1:3] in (
+                ["OR", "IGNORE"], ["OR", "REPLACE"]) or "CONFLICT" in upper and \
+                "CONFLICT" in _words(sql)
+            return
+        cursor = _Cursor(sql)
+        self.verb = _data_verb(sql, cursor.tokens) or cursor.word()
         if self.verb == "CREATE":
             head = _Create(sql, cursor.tokens)
             self.object, self.name, self.guarded = head.kind, head.name, head.if_not_exists
@@ -4916,6 +4978,12 @@ class _LintStatement(object):
             if self.verb == "INSERT" else []
         self.insert_guarded = self.verb == "REPLACE" or words[1:3] in (
             ["OR", "IGNORE"], ["OR", "REPLACE"]) or "CONFLICT" in words
+
+
+def _words(sql):
+    """The bare words of `sql` upper-cased, read as they are taken."""
+    return (match.group().upper() for match in _TOKEN_RE.finditer(sql)
+            if match.lastgroup == "word")
 
 
 def _lint_destructive(s, transactional, context):
@@ -5016,6 +5084,8 @@ class _LintAllows(object):
 
     def __init__(self, m, text, spans, first_line):
         self.ranges, self.findings = [], []
+        if "sqlmigrate:" not in text:
+            return  # no marker: no line of a big seed file needs a look
         # Lines as the statements' line numbers count them: SQL's end at \n
         # (a lone \r ends no -- comment), Python's at \r too; neither's at
         # the \f, \x1c or U+2028 where str.splitlines() also breaks.
@@ -5097,7 +5167,8 @@ def _sql_statements(m):
         first += text.count("\n", counted, m._up_at + at)
         counted = m._up_at + at
         out.append((statement, (first, first + statement.count("\n"))))
-    marker = text.count("\n", 0, m._up_at) + 1 if _MARKER_RE.search(text) else 0
+    marker = text.count("\n", 0, m._up_at) + 1 if _comment_line_matches(_MARKER_RE, text) \
+        else 0
     return text, out, marker
 
 
@@ -5285,21 +5356,21 @@ def _lint(migrator, files, round_trip, to=None):
         elif blocked is not None:
             findings.append(_lint_finding("SM004", m.path, None, None, "its statements were "
                                           "not seen: v%s failed before it" % blocked))
-        for_file = []
+        for_file, transactional = [], m.transactional
         for line, sql, plan in mine:
             if plan == "helper":
                 sites.append(("SM402", m, line, sql, _LintStatement(sql).table))
             elif plan is not None:
                 statement = "rebuild of %s" % plan.table
                 for_file += [(code, line, statement, message)
-                             for code, message in _lint_rebuild(plan, m.transactional)]
+                             for code, message in _lint_rebuild(plan, transactional)]
                 sites.append(("SM401", m, line, statement, plan.table))
             else:
                 try:
                     s = _LintStatement(sql)
                     for rule in _LINT_STATEMENT_RULES:
-                        for_file += [(code, line, sql, message)
-                                     for code, message in rule(s, m.transactional, context)]
+                        for code, message in rule(s, transactional, context):
+                            for_file.append((code, line, sql, message))
                 except MigrationError as e:  # unbalanced parentheses and the like
                     for_file.append(("SM001", line, sql, str(e)))
                     continue

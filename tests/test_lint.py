@@ -364,6 +364,19 @@ class NonTransactional(LintTestCase):
                                    "DROP VIEW IF EXISTS v;", "SELECT 1;", options="transaction:false")
         self.assertEqual([(f.code, f.line) for f in self.lint()], [("SM601", 4 + bool(upsert))])
 
+    def test_insert_guards_count_as_words_past_comments_not_inside_strings(self):
+        upsert = sqlite3.sqlite_version_info >= (3, 24, 0)  # ON CONFLICT DO: SQLite 3.24+
+        self.write_sql(1, "setup", "\n".join([
+            "CREATE TABLE IF NOT EXISTS t (a UNIQUE, b);",
+            "insert /* guarded: */ or -- yes\n replace INTO t VALUES (1, 'x');",
+            "REPLACE INTO t VALUES (2, 'y');",
+            "INSERT INTO t VALUES (3, 'OR IGNORE'), (4, 'ON CONFLICT DO NOTHING');",
+            "INSERT INTO t SELECT 5, 'or';",
+            "INSERT INTO t VALUES (6, 'conflict') ON conflict DO NOTHING;" if upsert else
+            "INSERT OR IGNORE INTO t VALUES (6, 'conflict');"]),
+            "SELECT 1;", options="transaction:false")
+        self.assertEqual([(f.code, f.line) for f in self.lint()], [("SM601", 6), ("SM601", 7)])
+
     def test_python_non_transactional_seen_in_the_scratch_run(self):
         self.write("001-t.py", PY_TABLE)
         self.write("002-index.py", '''

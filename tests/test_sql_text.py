@@ -195,6 +195,74 @@ class TriggerBodies(TempDirTestCase):
                              run_script(sql, EVENTS)[0] is None, sql)
 
 
+class BigScripts(TempDirTestCase):
+    """Seed data: many statements, and single statements of megabytes; each
+    split where SQLite splits it, however long."""
+
+    def test_statement_ends_agree_with_complete_statement_around_quotes_and_comments(self):
+        # Quotes, comments and the lone '-' and '/' that start none, around
+        # the words sqlite3_complete() cares about, unterminated ones too.
+        if not hasattr(sqlite3, "complete_statement"):
+            self.skipTest("this Python's sqlite3 has no complete_statement (PyPy)")
+        words = ["CREATE", "TEMP", "TRIGGER", "END", "EXPLAIN", "BEGIN", "x", "1", "'a;b'",
+                 "'it''s;'", "'", '"', '"a;""b"', "`", "`a;b`", "[", "[a;b]", "]", "-", "/", "*",
+                 "- -", "--", "-- ;\n", "/*", "*/", "/* ; */", "/*/", "(", ")", ";", "; END",
+                 "VALUES", "x'0a'"]
+        # (Each with a token: before any, sqlite3_complete() calls no ';' complete.)
+        heads = ["x", "INSERT", "CREATE TRIGGER", "CREATE TEMP TRIGGER", "EXPLAIN CREATE TRIGGER",
+                 "-- c\nx", "/* c */ CREATE"]
+        rng = random.Random(15)
+        for _ in range(5000):
+            sql = rng.choice(["", " "]).join([rng.choice(heads)] + [
+                rng.choice(words) for _ in range(rng.randint(1, 12))]) + " ;"
+            ours = sqlmigrate._split_sql(sql + "\nnext")[-1:] == ["next"]
+            self.assertEqual(ours, sqlite3.complete_statement(sql), sql)
+
+    def assertSameStatements(self, found, expected):
+        # Statements of megabytes: a failure says where, not all of them.
+        self.assertEqual(len(found), len(expected), [s[:80] for s in found])
+        for i, (got, wanted) in enumerate(zip(found, expected)):
+            self.assertTrue(got == wanted, "statement %d: %r... (%d characters), not %r... (%d)"
+                            % (i, got[:80], len(got), wanted[:80], len(wanted)))
+
+    def test_many_inserts_with_quotes_each_a_statement_at_its_offset(self):
+        lines = ["INSERT INTO t VALUES (%d, 'it''s; %d', \"q;\", [b;]); -- n;%d" % (i, i, i)
+                 for i in range(20000)]
+        sql = "CREATE TABLE t (a, b, \"q;\", [b;]);\n" + "\n".join(lines)
+        found = sqlmigrate._split_sql(sql, offsets=True)
+        self.assertSameStatements([statement for _, statement in found], [
+            'CREATE TABLE t (a, b, "q;", [b;])'] + [line.split("); --")[0] + ")" for line in lines])
+        for at, statement in found:
+            self.assertEqual(sql[at:at + len(statement)], statement)
+
+    def test_one_insert_of_100k_rows_is_one_statement(self):
+        rows = ",\n".join("(%d, 'a;b''%d')" % (i, i) for i in range(100000))
+        sql = "CREATE TABLE t (a, b);\nINSERT INTO t VALUES\n%s;\nSELECT 1" % rows
+        self.assertSameStatements(sqlmigrate._split_sql(sql), [
+            "CREATE TABLE t (a, b)", "INSERT INTO t VALUES\n" + rows, "SELECT 1"])
+
+    def test_a_trigger_of_50k_lines_is_one_statement(self):
+        body = "".join("  INSERT INTO log VALUES (NEW.a, 'x; END; %d'); -- END;\n" % i
+                       for i in range(50000))
+        trigger = "CREATE TRIGGER g AFTER INSERT ON t BEGIN\n%sEND" % body
+        sql = "CREATE TABLE t (a);\nCREATE TABLE log (a, b);\n%s;\nSELECT 1;" % trigger
+        self.assertSameStatements(sqlmigrate._split_sql(sql), [
+            "CREATE TABLE t (a)", "CREATE TABLE log (a, b)", trigger, "SELECT 1"])
+
+    def test_a_10_mb_string_with_semicolons_and_comment_marks_is_one_statement(self):
+        text = "it''s; -- not a comment /* nor this;\n" * 280000
+        sql = "INSERT INTO t VALUES ('%s');\nSELECT 2;\nSELECT '%s" % (text, text)
+        statements = sqlmigrate._split_sql(sql)
+        self.assertSameStatements(statements, [
+            "INSERT INTO t VALUES ('%s')" % text, "SELECT 2", "SELECT '%s" % text.rstrip()])
+        conn = sqlite3.connect(":memory:")
+        self.addCleanup(conn.close)
+        conn.execute("CREATE TABLE t (b)")
+        conn.execute(statements[0])
+        self.assertEqual(conn.execute("SELECT length(b) FROM t").fetchall(),
+                         [(len(text) - text.count("''"),)])
+
+
 class NonAsciiNames(TempDirTestCase):
     def test_non_ascii_identifiers_split_and_run(self):
         sql = ("CREATE TABLE café (naïve TEXT, ñ INTEGER, 名前 TEXT);\n"
