@@ -572,20 +572,22 @@ def _autocommit_mode(conn):
 # return only (tokenize.c): U+00A0 and the other Unicode spaces, which \s and
 # str.strip() take, are characters of a name to it.
 _SQL_SPACES = " \t\n\f\r"
-_TOKEN_RE = re.compile(r"""(?xs)
+# Compiled where used, as every pattern below (re caches them): `status` and a
+# no-op migrate() read no SQL, and their start-up does not pay for them.
+_TOKEN_RE = r"""(?xs)
     (?P<space>[\ \t\n\f\r]+)
   | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
   | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
   | (?P<word>[^\ \t\n\f\r'"`\[\]();,.+\-*/%<>=!|&~^]+)
   | (?P<punct>.)
-""")
+"""
 
 
 def _tokenize(sql):
     """(kind, text) pairs that join back to `sql`; kind: space, comment,
     string, ident (a quoted identifier), word or punct."""
-    return [(match.lastgroup, match.group()) for match in _TOKEN_RE.finditer(sql)]
+    return [(match.lastgroup, match.group()) for match in re.compile(_TOKEN_RE).finditer(sql)]
 
 
 # Strings, quoted identifiers and comments (trigger bodies are found by name).
@@ -614,15 +616,14 @@ _START = 1
 _TO_SEMICOLON = (r"""(?:[^;'"`\[\-/]+|--[^\n]*|/\*.*?(?:\*/|\Z)|'[^']*(?:''[^']*)*(?:'|\Z)"""
                  r"""|"[^"]*(?:""[^"]*)*(?:"|\Z)|`[^`]*(?:``[^`]*)*(?:`|\Z)|\[[^\]]*(?:\]|\Z)"""
                  r"""|[-/])*""")
-_TO_SEMICOLON_RE = re.compile("(?s)" + _TO_SEMICOLON)
+_TO_SEMICOLON_RE = "(?s)" + _TO_SEMICOLON
 # A statement as most are: after spaces, comments and empty statements, its
 # first token (a word, or "" where it is not one), then the rest up to its ';'
 # -- which is its end when that word sends sqlite3_complete() to NORMAL.
 _WORD = r"""(?P<word>[^ \t\n\f\r'"`\[\]();,.+\-*/%<>=!|&~^]*)"""  # _TOKEN_RE's, or ""
-_STATEMENT_RE = re.compile(r"(?s)(?:[ \t\n\f\r;]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD
-                           + _TO_SEMICOLON)
+_STATEMENT_RE = r"(?s)(?:[ \t\n\f\r;]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD + _TO_SEMICOLON
 # A statement's first word, past spaces and comments ("" if it starts otherwise).
-_FIRST_WORD_RE = re.compile(r"(?s)(?:[ \t\n\f\r]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD)
+_FIRST_WORD_RE = r"(?s)(?:[ \t\n\f\r]+|--[^\n]*|/\*.*?(?:\*/|\Z))*" + _WORD
 
 
 def _split_sql(sql, offsets=False):
@@ -641,8 +642,10 @@ def _split_sql(sql, offsets=False):
             at += len(piece) + 1
         return statements if offsets else [statement for _, statement in statements]
     at, end = 0, len(sql)
+    statement_re, to_semicolon = re.compile(_STATEMENT_RE), re.compile(_TO_SEMICOLON_RE)
+    first_word, token_re = re.compile(_FIRST_WORD_RE), re.compile(_TOKEN_RE)
     while True:
-        match = _STATEMENT_RE.match(sql, at)
+        match = statement_re.match(sql, at)
         start, at = match.start("word"), match.end()
         if start == end:
             break
@@ -651,19 +654,19 @@ def _split_sql(sql, offsets=False):
             state, at = _START, start
             while at < end:
                 if state in (2, 5):  # NORMAL, TRIGGER
-                    at = _TO_SEMICOLON_RE.match(sql, at).end()
+                    at = to_semicolon.match(sql, at).end()
                     if at == end:
                         break
                     token, text = 0, ";"
                 else:  # past spaces and comments, which change no state
-                    match = _FIRST_WORD_RE.match(sql, at)
+                    match = first_word.match(sql, at)
                     at, text = match.start("word"), match.group("word")
                     if at == end:
                         break
                     if text:
                         token = _COMPLETE_WORDS.get(text.upper(), 2)
                     else:
-                        text = _TOKEN_RE.match(sql, at).group()
+                        text = token_re.match(sql, at).group()
                         token = 0 if text == ";" else 2
                 state = _COMPLETE_STATES[state][token]
                 if state == _START:
@@ -872,7 +875,7 @@ def _data_verb(sql, tokens=None):
     """The verb of statement `sql` (tokenized: `tokens`) if it changes rows
     (after a WITH clause too), else None; a trigger body's INSERT is schema,
     not data."""
-    first = _FIRST_WORD_RE.match(sql).group("word").upper()
+    first = re.compile(_FIRST_WORD_RE).match(sql).group("word").upper()
     if first and first not in ("PRAGMA", "CREATE", "WITH"):  # a long INSERT is not read
         return first if first in _DATA_VERBS else None
     cursor = _Cursor(sql, tokens)
@@ -903,12 +906,12 @@ def _data_verb(sql, tokens=None):
 
 # --- Migration files --------------------------------------------------------
 
-_MARKER_RE = re.compile(r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$")
+_MARKER_RE = r"(?mi)^[ \t]*--[ \t]*migrate:(up|down)\b([^\n]*)$"
 # A line meant as a marker that _MARKER_RE does not take (`-- migrate:dwon`,
 # `-- migrate: down`, `-- migrate down`, a bare `-- down`, sql-migrate's
 # `-- +migrate Down`, goose's `-- +goose Down`): as a mere comment it would
 # make the down's SQL below it run in up.
-_NEAR_MARKER_RE = re.compile(
+_NEAR_MARKER_RE = (
     r"(?mi)^[ \t]*--[ \t]*(?:(?:migrate[ \t]*:|\+[ \t]*(?:migrate|goose)\b|"
     r"migrate[ \t]+(?:up|down)\b)[^\n]*|(?:up|down)[ \t]*:?[ \t]*\r?)$")
 # A baseline (NNN-baseline.sql) starts with this line; name and marker must agree.
@@ -933,14 +936,15 @@ _DEFERRED_FLAGS = ((0x200, "an async generator function"), (0x80, "an async func
 # Where a line may start with a comment, after the first line: a search for a
 # literal '\n' runs in C without trying each position (a (?m)^ pattern's
 # search took a tenth of a second over a 10 MB seed file).
-_LINE_COMMENT_RE = re.compile(r"\n[ \t]*--")
+_LINE_COMMENT_RE = r"\n[ \t]*--"
 
 
 def _comment_line_matches(pattern, text):
-    """pattern.finditer(text) for a pattern of one line that starts with a
+    """re.finditer(pattern, text) for a pattern of one line that starts with a
     comment ((?m)^[ \t]*--...$), tried only at such lines."""
-    found = []
-    for line in itertools.chain((0,), (m.start() + 1 for m in _LINE_COMMENT_RE.finditer(text))):
+    found, pattern = [], re.compile(pattern)
+    lines = re.compile(_LINE_COMMENT_RE).finditer(text)
+    for line in itertools.chain((0,), (m.start() + 1 for m in lines)):
         match = pattern.match(text, line)
         if match:
             found.append(match)
@@ -1153,7 +1157,7 @@ class Migration(object):
         for near in _comment_line_matches(_NEAR_MARKER_RE, text):
             if near.start() not in taken:
                 if comments is None:  # only a line comment: not text in a string or /* */
-                    comments = set(t.start() for t in _TOKEN_RE.finditer(text)
+                    comments = set(t.start() for t in re.compile(_TOKEN_RE).finditer(text)
                                    if t.lastgroup == "comment" and t.group().startswith("--"))
                 if near.start() + len(near.group()) - len(near.group().lstrip(" \t")) \
                         not in comments:
@@ -2168,11 +2172,11 @@ def _transaction_statement(sql):
     ends a transaction (ROLLBACK TO a savepoint does not), else None: its first
     words as SQLite reads them, past comments.  Lazily: a long INSERT is not
     read to its end."""
-    first = _FIRST_WORD_RE.match(sql).group("word").upper()
+    first = re.compile(_FIRST_WORD_RE).match(sql).group("word").upper()
     if first != "ROLLBACK":  # one match: the runner asks this of every statement
         return first if first in ("BEGIN", "COMMIT", "END") else None
     words = []
-    for match in _TOKEN_RE.finditer(sql):
+    for match in re.compile(_TOKEN_RE).finditer(sql):
         if match.lastgroup in ("space", "comment"):
             continue
         words.append(match.group().upper() if match.lastgroup == "word" else None)
@@ -3238,7 +3242,7 @@ class Migrator(object):
             # loads (nor lets any command load the directory), --force or not.
             for kind, name, sql in _query(conn, "SELECT type, name, sql FROM sqlite_master "
                                                 "WHERE sql IS NOT NULL ORDER BY name"):
-                marker = _MARKER_RE.search(sql)
+                marker = re.compile(_MARKER_RE).search(sql)
                 if marker:
                     raise MigrationError(
                         "cannot write a baseline of v%d: the text of %s %s holds the line %r, "
@@ -4928,7 +4932,7 @@ class _LintStatement(object):
         self.object = self.name = self.table = self.action = self.column = None
         self.where = self.guarded = self.sets = False
         self.value = None
-        verb = _FIRST_WORD_RE.match(sql).group("word").upper()
+        verb = re.compile(_FIRST_WORD_RE).match(sql).group("word").upper()
         if verb in ("INSERT", "REPLACE"):
             # Only its first words are read: seed data is 100,000s of these.
             upper = sql.upper()
@@ -4982,7 +4986,7 @@ class _LintStatement(object):
 
 def _words(sql):
     """The bare words of `sql` upper-cased, read as they are taken."""
-    return (match.group().upper() for match in _TOKEN_RE.finditer(sql)
+    return (match.group().upper() for match in re.compile(_TOKEN_RE).finditer(sql)
             if match.lastgroup == "word")
 
 
