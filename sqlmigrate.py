@@ -2874,6 +2874,11 @@ class Migrator(object):
         of the files.  One query, as a no-op start-up; never writes."""
         return self.status()["clean"]
 
+    @property
+    def _latest_version(self):
+        """The newest version a file (or baseline) has; 0 without files."""
+        return max([m.version for m in self.migrations + self._baselines] or [0])
+
     def _report(self, state):
         rows, by_version = [], {m.version: m for m in self.migrations}
         baselines = self._baselines
@@ -2914,7 +2919,7 @@ class Migrator(object):
                          "applied_name": record.name if record else None,
                          "baseline": by[0].filename if by and (
                              via or entry_state in ("in baseline", "out-of-order")) else None})
-        latest = max([m.version for m in self.migrations + baselines] or [0])
+        latest = self._latest_version
         return {
             "database": self.path if self.path is not None else "<connection>",
             "database_exists": state.exists,
@@ -3087,7 +3092,7 @@ class Migrator(object):
             raise RequestError("no migration file has version %d" % version,
                                version=version)
         if version < self.current_version:
-            raise _mark_backwards(self.current_version, self)
+            raise _mark_backwards(self.current_version, self._latest_version)
         # The run lock: a mark while another runner rolls back a
         # non-transactional migration would record versions above the one
         # that runner then unrecords, a hole in the history.
@@ -3104,7 +3109,7 @@ class Migrator(object):
             # schema_version below an applied migration.
             newest = max([state.version] + list(records))
             if version < newest:
-                raise _mark_backwards(newest, self)
+                raise _mark_backwards(newest, self._latest_version)
             recorded = []
             for m in files:
                 record = records.get(m.version)
@@ -4067,10 +4072,9 @@ def _shadowing_tracking(conn, table):
     return None
 
 
-def _mark_backwards(current, migrator):
+def _mark_backwards(current, latest):
     # down rolls back only versions it has files for: to a database above
     # every file (which it refuses), "use down" would be no advice.
-    latest = max([m.version for m in migrator.migrations + migrator._baselines] or [0])
     return MigrationError("the database is at version %d already; mark only moves forward (%s)"
                           % (current, "use down to go back" if current <= latest else
                              "and down needs the files of v%d and above, the newest migration "
